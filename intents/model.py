@@ -1,0 +1,269 @@
+"""Intent classifier training, fallback calibration, persistence and the Interpreter.
+
+Classifier: a linear SVM over TF-IDF word+char n-grams.  Its margins are turned into
+probabilities by temperature-scaled softmax, where the temperature is fitted on out-of-fold
+margins (so confidences are calibrated, not the raw overconfident margins).  The fallback
+thresholds (minimum confidence, minimum gap between the top two) are then chosen on those
+same out-of-fold predictions — by cross-validation rather than guessed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import pickle
+import platform
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold
+from sklearn.svm import LinearSVC
+
+from .entities import EntityExtractor
+from .features import Featurizer, Tokenizer, analyze, mask_entities
+from .loader import NLUData, data_hash, load_data
+from .normalize import detect_language, normalize_chars, normalize_for_classifier
+
+OUT_OF_SCOPE = "out_of_scope"
+FALLBACK = "nlu_fallback"
+MODEL_FILE = "nlu.pkl"
+META_FILE = "nlu.json"
+FORMAT_VERSION = 1
+_REF = dt.date(2024, 1, 15)  # fixed reference for masking during training (values unused)
+
+
+@dataclass
+class TrainConfig:
+    C: float = 0.5
+    char_weight: float = 1.0
+    folds: int = 5
+    seed: int = 13
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:
+    """1-D NLL minimisation over a log-spaced grid, refined once (cheap and robust)."""
+    def nll(s: float) -> float:
+        p = _softmax(scores * s)
+        return float(-np.mean(np.log(p[np.arange(len(y)), y] + 1e-12)))
+
+    grid = np.logspace(-1, 2.5, 36)
+    best = min(grid, key=nll)
+    fine = np.linspace(best / 1.3, best * 1.3, 15)
+    return float(min(fine, key=nll))
+
+
+def choose_thresholds(probs: np.ndarray, y: np.ndarray, oos: int | None) -> tuple[float, float, dict]:
+    """Pick (min confidence, min top-2 gap) maximising balanced accuracy on OOF predictions.
+
+    Balanced = mean of in-scope accuracy and out-of-scope recall, so the many in-scope examples
+    do not drown the fallback class.  Ties go to the smaller thresholds.
+    """
+    order = np.argsort(-probs, axis=1)
+    top = probs[np.arange(len(y)), order[:, 0]]
+    second = probs[np.arange(len(y)), order[:, 1]]
+    pred = order[:, 0]
+    in_scope = y != oos if oos is not None else np.ones(len(y), bool)
+    best = (-1.0, 0.0, 0.0)
+    for thr in np.round(np.arange(0.0, 0.71, 0.025), 3):
+        for gap in np.round(np.arange(0.0, 0.31, 0.025), 3):
+            fb = (top < thr) | ((top - second) < gap)
+            if oos is not None:
+                fb |= pred == oos
+            acc_in = float(np.mean((pred == y)[in_scope] & ~fb[in_scope]))
+            rec_oos = float(np.mean(fb[~in_scope])) if (~in_scope).any() else acc_in
+            score = (acc_in + rec_oos) / 2
+            if score > best[0] + 1e-9:
+                best = (score, float(thr), float(gap))
+    return best[1], best[2], {"cv_balanced_accuracy": round(best[0], 4)}
+
+
+@dataclass
+class ModelState:
+    """Everything the Interpreter needs, picklable."""
+
+    classes: list[str]
+    featurizer: Featurizer
+    tokenizer: Tokenizer
+    weights: np.ndarray  # (n_features, n_classes) float32
+    bias: np.ndarray
+    temperature: float
+    fallback_threshold: float
+    ambiguity_threshold: float
+    extractor: EntityExtractor
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _prepare(text: str, extractor: EntityExtractor, ref: dt.date | None) -> tuple[str, list[dict]]:
+    ents = extractor.extract(text, ref)
+    masked = mask_entities(normalize_chars(text[:2000]), [e for e in ents if e["end"] <= 2000])
+    return normalize_for_classifier(masked), ents
+
+
+def _fit_svm(X, y, C: float, seed: int) -> LinearSVC:
+    clf = LinearSVC(C=C, class_weight="balanced", random_state=seed, max_iter=5000)
+    clf.fit(X, y)
+    return clf
+
+
+def train(data: NLUData, config: TrainConfig | None = None, data_digest: str = "") -> ModelState:
+    import scipy
+    import sklearn
+
+    cfg = config or TrainConfig()
+    t0 = time.perf_counter()
+    extractor = EntityExtractor(data.synonyms, data.lookups, data.regexes)
+    tokenizer = Tokenizer(list(data.lookups.get("district", [])))
+    texts = [_prepare(e.text, extractor, _REF)[0] for e in data.examples]
+    analyzed = [analyze(t, tokenizer) for t in texts]
+    classes = data.intents
+    y = np.array([classes.index(e.intent) for e in data.examples])
+    oos = classes.index(OUT_OF_SCOPE) if OUT_OF_SCOPE in classes else None
+
+    # Out-of-fold margins → temperature + fallback thresholds.
+    folds = max(2, min(cfg.folds, int(np.bincount(y).min())))
+    oof = np.zeros((len(y), len(classes)))
+    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=cfg.seed)
+    for tr, te in skf.split(np.zeros(len(y)), y):
+        fz = Featurizer(cfg.char_weight)
+        fz.fit([analyzed[i] for i in tr])
+        clf = _fit_svm(fz.matrix([analyzed[i] for i in tr]), y[tr], cfg.C, cfg.seed)
+        oof[te] = clf.decision_function(fz.matrix([analyzed[i] for i in te]))
+    temperature = _fit_temperature(oof, y)
+    probs = _softmax(oof * temperature)
+    thr, gap, cv_info = choose_thresholds(probs, y, oos)
+    cv_info["cv_intent_accuracy"] = round(float(np.mean(probs.argmax(1) == y)), 4)
+
+    featurizer = Featurizer(cfg.char_weight)
+    featurizer.fit(analyzed)
+    clf = _fit_svm(featurizer.matrix(analyzed), y, cfg.C, cfg.seed)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "training_data_hash": data_digest,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "library_versions": {"python": platform.python_version(), "numpy": np.__version__,
+                             "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
+                             "jieba": getattr(__import__("jieba"), "__version__", "?")},
+        "n_examples": len(y), "intents": classes, "n_features": featurizer.dim,
+        "config": cfg.__dict__, "temperature": temperature,
+        "fallback_threshold": thr, "ambiguity_threshold": gap, "cv_folds": folds, **cv_info,
+        "training_seconds": round(time.perf_counter() - t0, 2),
+    }
+    return ModelState(classes, featurizer, tokenizer,
+                      np.ascontiguousarray(clf.coef_.T, dtype=np.float32),
+                      clf.intercept_.astype(np.float32), temperature, thr, gap, extractor, meta)
+
+
+class Interpreter:
+    """Parses a message into the Rasa ``/model/parse`` shape. Thread-safe; no I/O."""
+
+    def __init__(self, state: ModelState, fallback_threshold: float | None = None,
+                 ambiguity_threshold: float | None = None) -> None:
+        self.state = state
+        self.fallback_threshold = (state.fallback_threshold if fallback_threshold is None
+                                   else float(fallback_threshold))
+        self.ambiguity_threshold = (state.ambiguity_threshold if ambiguity_threshold is None
+                                    else float(ambiguity_threshold))
+        self._names = [FALLBACK if c == OUT_OF_SCOPE else c for c in state.classes]
+        state.tokenizer.tokens("预热")  # initialise jieba now, not on the first message
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.state.metadata
+
+    def probabilities(self, text: str, reference_date: dt.date | None = None
+                      ) -> tuple[np.ndarray, list[dict]]:
+        st = self.state
+        clean, ents = _prepare(text, st.extractor, reference_date)
+        idx, vals = st.featurizer.vector(analyze(clean, st.tokenizer))
+        scores = st.bias.astype(np.float64)
+        if idx:
+            scores = scores + np.asarray(vals) @ st.weights[idx]
+        return _softmax(scores * st.temperature), ents
+
+    def parse(self, text: str, reference_date: dt.date | None = None) -> dict[str, Any]:
+        text = "" if text is None else str(text)
+        lang = detect_language(text)
+        if not text.strip():
+            return {"text": text, "intent": {"name": FALLBACK, "confidence": 1.0},
+                    "entities": [], "intent_ranking": [{"name": FALLBACK, "confidence": 1.0}],
+                    "language": lang}
+        probs, ents = self.probabilities(text, reference_date)
+        order = np.argsort(-probs)
+        top, second = float(probs[order[0]]), float(probs[order[1]]) if len(order) > 1 else 0.0
+        ranking = [{"name": self._names[i], "confidence": round(float(probs[i]), 4)}
+                   for i in order[:10]]
+        name = self._names[order[0]]
+        confidence = top
+        if name != FALLBACK and (top < self.fallback_threshold
+                                 or top - second < self.ambiguity_threshold):
+            name, confidence = FALLBACK, self.fallback_threshold
+            ranking = [{"name": FALLBACK, "confidence": round(confidence, 4)}] + \
+                [r for r in ranking if r["name"] != FALLBACK][:9]
+        return {"text": text, "intent": {"name": name, "confidence": round(confidence, 4)},
+                "entities": ents, "intent_ranking": ranking, "language": lang}
+
+
+_lock = threading.Lock()
+
+
+def save(state: ModelState, model_dir: str | Path) -> Path:
+    d = Path(model_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / (MODEL_FILE + ".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+    tmp.replace(d / MODEL_FILE)
+    meta = dict(state.metadata, model_bytes=(d / MODEL_FILE).stat().st_size)
+    (d / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
+    return d / MODEL_FILE
+
+
+def load(model_dir: str | Path) -> ModelState:
+    with open(Path(model_dir) / MODEL_FILE, "rb") as f:
+        state = pickle.load(f)
+    if not isinstance(state, ModelState):
+        raise ValueError("not a powerbot NLU model")
+    return state
+
+
+def stored_hash(model_dir: str | Path) -> str | None:
+    try:
+        meta = json.loads((Path(model_dir) / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if meta.get("format_version") != FORMAT_VERSION or not (Path(model_dir) / MODEL_FILE).exists():
+        return None
+    return meta.get("training_data_hash")
+
+
+def train_if_needed(data_dir: str | Path = "training_data", model_dir: str | Path = "models",
+                    force: bool = False, config: TrainConfig | None = None
+                    ) -> tuple[ModelState, bool]:
+    """Return (state, trained?). Training is skipped when the data hash is unchanged."""
+    digest = data_hash(data_dir)
+    with _lock:
+        if not force and stored_hash(model_dir) == digest:
+            try:
+                return load(model_dir), False
+            except Exception:  # corrupt/incompatible artifact: retrain below
+                pass
+        state = train(load_data(data_dir), config, digest)
+        save(state, model_dir)
+        return state, True
+
+
+def load_or_train(data_dir: str | Path = "training_data", model_dir: str | Path = "models",
+                  **kwargs: Any) -> Interpreter:
+    state, _ = train_if_needed(data_dir, model_dir)
+    return Interpreter(state, **kwargs)
