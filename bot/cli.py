@@ -1,0 +1,64 @@
+"""The ``powerbot`` command line: one entry point for operators and developers."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+
+from bot.settings import SettingsError, get_settings
+
+
+@click.group()
+def main() -> None:
+    """powerbot — 95598 customer-service chatbot gateway and reference core."""
+    try:
+        get_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.group()
+def db() -> None:
+    """Database schema management."""
+
+
+@db.command("upgrade")
+@click.option("--bot-only", is_flag=True, help="Upgrade only the bot store.")
+def db_upgrade(bot_only: bool) -> None:
+    """Apply Alembic migrations to the bot store and the core store."""
+    from bot.migrate import upgrade_all
+
+    s = get_settings()
+    asyncio.run(upgrade_all(s.bot_db_url, None if bot_only else s.core_db_url))
+    click.echo("database schema up to date")
+
+
+@main.command()
+def serve() -> None:
+    """Run the gateway (channels, dialogue, console) on POWERBOT_HOST:POWERBOT_PORT."""
+    from bot.runner import serve_gateway
+
+    asyncio.run(serve_gateway(get_settings()))
+
+
+@main.command()
+def run() -> None:
+    """Run the embedded default: the core and the gateway in one process, on two ports."""
+    from bot.runner import run_all
+
+    asyncio.run(run_all(get_settings()))
+
+
+def _register_optional() -> None:
+    """Attach the command groups that live in their own packages."""
+    from core.cli import core
+
+    main.add_command(core)
+
+
+_register_optional()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

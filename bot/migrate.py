@@ -1,0 +1,61 @@
+"""Alembic migrations for both stores, runnable from async code.
+
+Each store keeps its own Alembic environment (``bot/migrations`` and ``core/migrations``) so a
+real marketing system can replace the core without touching the bot's schema. Branches from
+different features may coexist; we always upgrade to ``heads``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection
+
+from bot.db import make_engine
+
+BOT_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+CORE_MIGRATIONS = Path(__file__).resolve().parent.parent / "core" / "migrations"
+
+
+def alembic_config(script_location: Path, url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def _upgrade(connection: Connection, cfg: Config, target: str) -> None:
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, target)
+
+
+def _downgrade(connection: Connection, cfg: Config, target: str) -> None:
+    cfg.attributes["connection"] = connection
+    command.downgrade(cfg, target)
+
+
+async def upgrade(url: str, script_location: Path, target: str = "heads") -> None:
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade, alembic_config(script_location, url), target)
+    finally:
+        await engine.dispose()
+
+
+async def downgrade(url: str, script_location: Path, target: str = "base") -> None:
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_downgrade, alembic_config(script_location, url), target)
+    finally:
+        await engine.dispose()
+
+
+async def upgrade_all(bot_url: str, core_url: str | None) -> None:
+    """Bring the bot store (and the embedded core store, when given) to the newest schema."""
+    await upgrade(bot_url, BOT_MIGRATIONS)
+    if core_url:
+        await upgrade(core_url, CORE_MIGRATIONS)

@@ -1,0 +1,148 @@
+"""Process-wide configuration from ``POWERBOT_*`` environment variables.
+
+One settings class serves the gateway, the core and the CLI so an operator has a single
+table to read (README). Unknown ``POWERBOT_`` variables are refused at start: a typo in a
+deployment manifest must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "POWERBOT_"
+
+# Variables read by the test suite or CI, not by the service itself.
+_TEST_ONLY = {"POWERBOT_TEST_DATABASE_URL", "POWERBOT_TEST_REDIS_URL"}
+
+
+class SettingsError(RuntimeError):
+    """Raised when the environment holds an unknown or invalid POWERBOT_ variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", case_sensitive=False)
+
+    # --- network -------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    core_host: str = "127.0.0.1"
+    core_port: int = Field(8081, ge=1, le=65535)
+    core_url: str | None = None  # base URL of the core API; default derived from core_host/port
+    public_url: str | None = None  # how customers/platforms reach the gateway (links in messages)
+
+    # --- storage -------------------------------------------------------------------------
+    data_dir: Path = Path("./var")
+    database_url: str | None = None  # bot store; default sqlite under data_dir
+    core_database_url: str | None = None  # core store; default sqlite under data_dir
+    db_pool_size: int = Field(10, ge=1, le=200)
+    db_max_overflow: int = Field(10, ge=0, le=200)
+    redis_url: str | None = None
+
+    # --- NLU -----------------------------------------------------------------------------
+    nlu_data_dir: Path = Path("training_data")
+    nlu_model_dir: Path = Path("models")
+    nlu_fallback_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    nlu_ambiguity_threshold: float | None = Field(None, ge=0.0, le=1.0)
+
+    # --- operations ----------------------------------------------------------------------
+    log_level: str = "INFO"
+    log_json: bool = False
+    core_timeout_seconds: float = Field(5.0, gt=0, le=120)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    demo_seed: bool = True  # `powerbot run` seeds demo data into an empty core store
+
+    # --- channels (a channel without its settings is off) -----------------------------
+    wechat_appid: str | None = None
+    wechat_secret: SecretStr | None = None
+    wechat_token: SecretStr | None = None
+    wechat_aes_key: SecretStr | None = None
+    wechat_api_base_url: str = "https://api.weixin.qq.com/cgi-bin/"
+    alipay_appid: str | None = None
+    alipay_app_private_key: SecretStr | None = None
+    alipay_app_private_key_file: Path | None = None
+    alipay_public_key: SecretStr | None = None
+    alipay_public_key_file: Path | None = None
+    alipay_gateway_url: str = "https://openapi.alipay.com/gateway.do"
+    sms_api_base_url: str | None = None
+    sms_api_key: str | None = None
+    sms_secret: SecretStr | None = None
+    sms_sender: str = "95598"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int | None = None  # inbound SMTP server port; None = email inbound off
+    smtp_max_message_bytes: int = 5_242_880
+    smtp_relay_host: str | None = None
+    smtp_relay_port: int = 25
+    smtp_relay_starttls: bool = False
+    smtp_relay_username: str | None = None
+    smtp_relay_password: SecretStr | None = None
+    mail_from: str = "service@powerbot.local"
+
+    # --- console -------------------------------------------------------------------------
+    session_secret: SecretStr | None = None
+    cookie_secure: bool = False
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, v: str) -> str:
+        v = v.upper()
+        if v not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return v
+
+    # --- derived values ------------------------------------------------------------------
+    @property
+    def bot_db_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'bot.db').resolve()}"
+
+    @property
+    def core_db_url(self) -> str:
+        return self.core_database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'core.db').resolve()}"
+
+    @property
+    def core_base_url(self) -> str:
+        return (self.core_url or f"http://{self.core_host}:{self.core_port}").rstrip("/")
+
+    def safe_dump(self) -> dict[str, object]:
+        """Settings for logs: secrets masked, database passwords removed."""
+        out: dict[str, object] = {}
+        for name, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                out[name] = "***" if value.get_secret_value() else ""
+            elif isinstance(value, str) and "://" in value and "@" in value:
+                scheme, rest = value.split("://", 1)
+                out[name] = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+            else:
+                out[name] = value
+        return out
+
+
+def _check_unknown(environ: dict[str, str]) -> None:
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | _TEST_ONLY
+    unknown = sorted(k for k in environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
+    if unknown:
+        raise SettingsError(
+            "unknown setting(s): " + ", ".join(unknown) + " — see the settings table in README.md"
+        )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, failing with the variable's name on bad input."""
+    _check_unknown(dict(os.environ))
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']}")
+        raise SettingsError("invalid setting(s): " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,134 @@
+"""The only channel module the dialogue engine may import: shared types and the interface.
+
+Like ``rasa/core/channels/channel.py``: a channel turns platform traffic into ``Message``
+and delivers ``Reply`` back; the engine never learns which platform it is talking to.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:  # pragma: no cover
+    import aiohttp
+    from aiohttp import web
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from backend_client import CoreClient
+    from bot.settings import Settings
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One inbound customer message, platform-neutral."""
+
+    channel: str
+    sender_id: str  # openid, Alipay user id, E.164 phone, email address, REST sender
+    text: str
+    message_id: str  # platform id; (channel, message_id) is the dedupe key
+    kind: str = "text"  # text | voice | location | image | event | email
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    received_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def conversation_id(self) -> str:
+        return f"{self.channel}:{self.sender_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    title: str
+    payload: str
+
+
+@dataclass(slots=True)
+class Reply:
+    """One outbound message. ``metadata`` carries channel hints (subject, pay link...)."""
+
+    channel: str
+    recipient_id: str
+    text: str
+    buttons: list[Button] = field(default_factory=list)
+    kind: str = "text"  # text | payment_link | template | notice
+    metadata: dict[str, Any] = field(default_factory=dict)
+    urgent: bool = False  # urgent notices ignore quiet hours
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Reply:
+        d = dict(data)
+        d["buttons"] = [Button(**b) for b in d.get("buttons") or []]
+        return cls(**d)
+
+
+class DeliveryError(Exception):
+    """A send failed. ``retryable`` tells the outbox whether to try again with backoff."""
+
+    def __init__(self, message: str, *, retryable: bool = True, code: str | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.code = code
+
+
+@dataclass(slots=True)
+class Receipt:
+    """What the pipeline tells a channel about one inbound message."""
+
+    duplicate: bool
+    replies: list[Reply] | None  # None: not ready within the wait; replies go via the outbox
+    outbox_ids: list[int] = field(default_factory=list)
+
+
+class MessageProcessor(Protocol):
+    """Implemented by the gateway pipeline; channels hand every inbound message to it."""
+
+    async def receive(self, message: Message, *, wait: float | None = None) -> Receipt: ...
+
+    async def mark_delivered_inline(self, outbox_ids: list[int]) -> bool: ...
+
+
+@dataclass(slots=True)
+class ChannelContext:
+    """What the app wiring gives every channel at construction."""
+
+    settings: Settings
+    processor: MessageProcessor
+    sessionmaker: async_sessionmaker[AsyncSession]
+    http: aiohttp.ClientSession
+    core: CoreClient
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Channel(abc.ABC):
+    """One platform. Inbound through ``routes``; outbound through ``send`` (called by the outbox)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, ctx: ChannelContext) -> None:
+        self.ctx = ctx
+
+    @abc.abstractmethod
+    def routes(self) -> Iterable[web.AbstractRouteDef]:
+        """HTTP routes for the platform's callbacks (empty for non-HTTP channels)."""
+
+    @abc.abstractmethod
+    async def send(self, reply: Reply) -> str | None:
+        """Deliver one reply; return the provider's message id. Raise ``DeliveryError``."""
+
+    async def start(self) -> None:
+        """Start background parts (an SMTP server, a token refresher...)."""
+
+    async def stop(self) -> None:
+        """Stop what ``start`` started."""
+
+    def readiness(self) -> dict[str, Any]:
+        return {"on": True}

@@ -1,0 +1,130 @@
+"""Rasa-shaped REST channel and the small web chat page built on it.
+
+``POST /webhooks/rest/webhook`` answers with the bot's replies like Rasa's REST channel.
+Replies that arrive later (an agent's answer, a delayed answer after a core outage) are
+picked up by the page with ``GET /webhooks/rest/messages?sender=...&after=...``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select
+
+from bot.models import OutboxMessage
+from channels.base import Channel, Message, Reply
+
+STATIC = Path(__file__).resolve().parent / "static"
+MAX_TEXT = 4000
+POLL_PROVIDER_ID = "rest-poll"
+
+
+def reply_json(reply: Reply) -> dict[str, Any]:
+    out: dict[str, Any] = {"recipient_id": reply.recipient_id, "text": reply.text}
+    if reply.buttons:
+        out["buttons"] = [{"title": b.title, "payload": b.payload} for b in reply.buttons]
+    if reply.kind != "text" or reply.metadata:
+        out["custom"] = {"kind": reply.kind, **reply.metadata}
+    return out
+
+
+def _bad_request(reason: str) -> web.Response:
+    return web.json_response({"error": "bad_request", "reason": reason}, status=400)
+
+
+class RestChannel(Channel):
+    name = "rest"
+    wait_seconds = 30.0
+
+    def routes(self) -> Iterable[web.AbstractRouteDef]:
+        return [
+            web.post("/webhooks/rest/webhook", self.webhook),
+            web.get("/webhooks/rest/messages", self.poll),
+            web.get("/webhooks/rest", self.health),
+            web.get("/chat", self.chat_page),
+        ]
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json(loads=json.loads)
+        except (ValueError, UnicodeDecodeError):
+            return _bad_request("body must be a JSON object with 'sender' and 'message'")
+        if not isinstance(body, dict):
+            return _bad_request("body must be a JSON object with 'sender' and 'message'")
+        sender, text = body.get("sender"), body.get("message")
+        if not isinstance(sender, str) or not sender.strip() or len(sender) > 128:
+            return _bad_request("'sender' must be a non-empty string of at most 128 characters")
+        if not isinstance(text, str):
+            return _bad_request("'message' must be a string")
+        if len(text) > MAX_TEXT:
+            text = text[:MAX_TEXT]
+        metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        message_id = str(body.get("message_id") or metadata.get("message_id") or uuid.uuid4())[:200]
+        message = Message(
+            channel=self.name,
+            sender_id=sender.strip(),
+            text=text,
+            message_id=message_id,
+            metadata={k: v for k, v in metadata.items() if k != "message_id"},
+        )
+        receipt = await self.ctx.processor.receive(message, wait=self.wait_seconds)
+        if receipt.duplicate or receipt.replies is None:
+            return web.json_response([])
+        await self.ctx.processor.mark_delivered_inline(receipt.outbox_ids)
+        return web.json_response([reply_json(r) for r in receipt.replies])
+
+    async def poll(self, request: web.Request) -> web.Response:
+        sender = request.query.get("sender", "")
+        try:
+            after = int(request.query.get("after", "0"))
+        except ValueError:
+            return _bad_request("'after' must be an integer cursor")
+        if not sender:
+            return _bad_request("'sender' is required")
+        async with self.ctx.sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(OutboxMessage)
+                    .where(
+                        OutboxMessage.channel == self.name,
+                        OutboxMessage.recipient_id == sender,
+                        OutboxMessage.id > after,
+                        OutboxMessage.status == "sent",
+                        OutboxMessage.provider_id == POLL_PROVIDER_ID,
+                    )
+                    .order_by(OutboxMessage.id)
+                    .limit(100)
+                )
+            ).scalars().all()
+        cursor = max([after, *[r.id for r in rows]])
+        if not rows:
+            # Let a fresh page start after everything already delivered.
+            async with self.ctx.sessionmaker() as session:
+                last = (
+                    await session.execute(
+                        select(OutboxMessage.id)
+                        .where(OutboxMessage.channel == self.name, OutboxMessage.recipient_id == sender)
+                        .order_by(OutboxMessage.id.desc())
+                        .limit(1)
+                    )
+                ).scalar_one_or_none()
+            if after == 0 and last:
+                cursor = last
+        return web.json_response(
+            {"messages": [reply_json(Reply.from_dict(r.payload)) for r in rows], "cursor": cursor}
+        )
+
+    async def chat_page(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "chat.html", headers={"Cache-Control": "no-cache"})
+
+    async def send(self, reply: Reply) -> str | None:
+        # Delivery for REST means "ready to be polled": marking the row sent is the delivery.
+        return POLL_PROVIDER_ID
