@@ -46,7 +46,11 @@ def default_handler_factory(app: web.Application) -> DialogueHandler:
     from bot.dialogue import DialogueEngine
 
     return DialogueEngine(
-        sessionmaker=app[SESSIONMAKER], core=app[CORE], interpreter=app[INTERPRETER], settings=app[SETTINGS]
+        sessionmaker=app[SESSIONMAKER],
+        core=app[CORE],
+        interpreter=app[INTERPRETER],
+        settings=app[SETTINGS],
+        payments=app[EXTRAS].get("payments"),
     )
 
 

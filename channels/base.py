@@ -132,3 +132,24 @@ class Channel(abc.ABC):
 
     def readiness(self) -> dict[str, Any]:
         return {"on": True}
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentLink:
+    """An online payment order a customer can open (Alipay QR / wap link)."""
+
+    out_trade_no: str
+    amount: str  # yuan, two decimals
+    pay_url: str
+    qr_code: str | None = None
+
+
+class PaymentLinkProvider(Protocol):
+    """Offered by a payment channel (Alipay) through ``ChannelContext.extras['payments']``.
+
+    The dialogue engine uses it for ``pay_bill`` without knowing which platform it is.
+    """
+
+    async def create_payment_link(
+        self, *, account_number: str, amount: str, channel: str, recipient_id: str, subject: str
+    ) -> PaymentLink: ...
