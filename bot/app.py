@@ -154,7 +154,21 @@ def create_gateway_app(
     app.cleanup_ctx.append(resources)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    for module in _FEATURES:
+        try:
+            feature = __import__(module, fromlist=["setup"])
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        # A feature adds its routes now and its background parts as a cleanup_ctx, which
+        # runs after `resources`, so the database, core client and outbox already exist.
+        feature.setup(app)
     return app
+
+
+# Gateway features beyond channels: each module has ``setup(app: web.Application) -> None``.
+_FEATURES: list[str] = ["bot.console", "bot.notify"]
 
 
 async def healthz(request: web.Request) -> web.Response:
