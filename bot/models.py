@@ -85,3 +85,17 @@ class CacheEntry(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ConversationLease(Base):
+    """Cross-process ownership of one conversation while its messages are processed.
+
+    A lease, not a held database lock: no connection is pinned while the dialogue runs,
+    and a crashed process's lease simply expires.
+    """
+
+    __tablename__ = "conversation_leases"
+
+    conversation_id: Mapped[str] = mapped_column(String(240), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

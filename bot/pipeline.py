@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import uuid
 from collections import defaultdict
+from contextlib import asynccontextmanager
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import outbox
 from bot.langs import detect_language
-from bot.models import InboundMessage, OutboxMessage
+from bot.models import ConversationLease, InboundMessage, OutboxMessage
 from channels.base import Message, Receipt, Reply
 
 log = logging.getLogger("powerbot.pipeline")
@@ -28,6 +31,8 @@ log = logging.getLogger("powerbot.pipeline")
 MAX_PROCESS_ATTEMPTS = 20
 RECOVERY_INTERVAL = 2.0
 RECOVERY_MIN_AGE = timedelta(seconds=5)
+LEASE_TTL = timedelta(seconds=60)
+LEASE_WAIT_SECONDS = 30.0
 
 BUSY_TEXT = {
     "zh": "系统繁忙，您的消息已收到并排队处理，恢复后我们会第一时间回复您。如遇停电、电线断落等紧急情况，请远离危险并拨打95598。",
@@ -69,6 +74,7 @@ class Pipeline:
         transient_errors: tuple[type[BaseException], ...] = (TransientError,),
         on_enqueued: Callable[[], None] | None = None,
         inline_grace: float = 10.0,
+        cross_process: bool | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.handler = handler
@@ -76,6 +82,10 @@ class Pipeline:
         self.on_enqueued = on_enqueued or (lambda: None)
         self.inline_grace = inline_grace
         self.locks = ConversationLocks()
+        # Several gateway processes on one database: a conversation is owned by one at a time.
+        dialect = sessionmaker.kw["bind"].dialect.name if sessionmaker.kw.get("bind") is not None else ""
+        self.cross_process = cross_process if cross_process is not None else dialect == "postgresql"
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._waiters: dict[int, asyncio.Future[list[tuple[int, Reply]]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._recovery: asyncio.Task[None] | None = None
@@ -110,13 +120,50 @@ class Pipeline:
         self._waiters[inbound_id] = fut
         self._spawn(self.drain(message.conversation_id))
         try:
-            done = await asyncio.wait_for(asyncio.shield(fut), timeout=wait)
-        except asyncio.TimeoutError:
-            return Receipt(duplicate=False, replies=None)
+            done = await self._await_result(inbound_id, fut, wait)
         finally:
-            if fut.done() or wait is not None:
-                self._waiters.pop(inbound_id, None)
+            self._waiters.pop(inbound_id, None)
+        if done is None:
+            return Receipt(duplicate=False, replies=None)
         return Receipt(duplicate=False, replies=[r for _, r in done], outbox_ids=[i for i, _ in done])
+
+    async def _await_result(
+        self, inbound_id: int, fut: asyncio.Future[list[tuple[int, Reply]]], wait: float | None
+    ) -> list[tuple[int, Reply]] | None:
+        """Wait for this process's drain; with other processes around, also watch the store."""
+        loop = asyncio.get_running_loop()
+        deadline = None if wait is None else loop.time() + wait
+        while True:
+            slice_ = 0.5 if self.cross_process else None
+            if deadline is not None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                slice_ = remaining if slice_ is None else min(slice_, remaining)
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), timeout=slice_)
+            except asyncio.TimeoutError:
+                if self.cross_process:
+                    found = await self._result_from_store(inbound_id)
+                    if found is not None:
+                        return found
+
+    async def _result_from_store(self, inbound_id: int) -> list[tuple[int, Reply]] | None:
+        """Replies of a message that another process processed (its outbox rows)."""
+        async with self.sessionmaker() as session:
+            status = (
+                await session.execute(select(InboundMessage.status).where(InboundMessage.id == inbound_id))
+            ).scalar_one_or_none()
+            if status == "received":
+                return None
+            rows = (
+                await session.execute(
+                    select(OutboxMessage)
+                    .where(OutboxMessage.dedupe_key.like(f"in:{inbound_id}:%"))
+                    .order_by(OutboxMessage.id)
+                )
+            ).scalars().all()
+        return [(r.id, Reply.from_dict(r.payload)) for r in rows]
 
     async def mark_delivered_inline(self, outbox_ids: list[int]) -> bool:
         """The channel returned these replies in its HTTP answer: the outbox must not send them."""
@@ -136,10 +183,53 @@ class Pipeline:
         task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------------ processing
+    @asynccontextmanager
+    async def _lease(self, conversation_id: str):  # type: ignore[no-untyped-def]
+        """Hold the cross-process lease of a conversation (no-op for a single process)."""
+        if not self.cross_process:
+            yield True
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LEASE_WAIT_SECONDS
+        delay = 0.02
+        while not await self._try_lease(conversation_id):
+            if loop.time() > deadline:
+                yield False  # the recovery loop will come back for it
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        try:
+            yield True
+        finally:
+            async with self.sessionmaker() as session, session.begin():
+                await session.execute(
+                    delete(ConversationLease).where(
+                        ConversationLease.conversation_id == conversation_id, ConversationLease.owner == self.owner
+                    )
+                )
+
+    async def _try_lease(self, conversation_id: str) -> bool:
+        now = utcnow()
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                session.add(
+                    ConversationLease(conversation_id=conversation_id, owner=self.owner, expires_at=now + LEASE_TTL)
+                )
+            return True
+        except IntegrityError:
+            pass
+        async with self.sessionmaker() as session, session.begin():
+            res = await session.execute(
+                update(ConversationLease)
+                .where(ConversationLease.conversation_id == conversation_id, ConversationLease.expires_at < now)
+                .values(owner=self.owner, expires_at=now + LEASE_TTL)
+            )
+        return res.rowcount == 1
+
     async def drain(self, conversation_id: str) -> None:
         """Process every waiting message of one conversation, oldest first."""
-        async with self.locks(conversation_id):
-            while True:
+        async with self.locks(conversation_id), self._lease(conversation_id) as owned:
+            while owned:
                 async with self.sessionmaker() as session:
                     row = (
                         await session.execute(

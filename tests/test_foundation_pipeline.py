@@ -208,3 +208,24 @@ async def test_two_workers_never_send_a_row_twice(sessionmaker) -> None:  # type
         await asyncio.gather(w1.run_once(), w2.run_once())
     assert sorted(ch.sent) == sorted(f"n{i}" for i in range(60))
     assert len(ch.sent) == len(set(ch.sent))
+
+
+async def test_two_processes_share_one_conversation_in_order(postgres_url: str) -> None:
+    """Two pipelines (as two gateway processes) on one PostgreSQL: ordered, each answered once."""
+    await upgrade(postgres_url, BOT_MIGRATIONS)
+    engines = [make_engine(postgres_url), make_engine(postgres_url)]
+    handler = EchoHandler()  # shared log = the conversation as the customer sees it
+    pipes = [Pipeline(make_sessionmaker(e), handler) for e in engines]
+    assert all(p.cross_process for p in pipes)
+    texts = [f"slow-{i}" if i % 3 == 0 else str(i) for i in range(9)]
+    tasks = []
+    for i, t in enumerate(texts):
+        tasks.append(asyncio.create_task(pipes[i % 2].receive(msg(t, f"x{i}"), wait=20)))
+        await asyncio.sleep(0.02)
+    receipts = await asyncio.gather(*tasks)
+    assert handler.seen == texts
+    assert [[r.text for r in rc.replies or []] for rc in receipts] == [[f"echo:{t}"] for t in texts]
+    for p in pipes:
+        await p.stop()
+    for e in engines:
+        await e.dispose()

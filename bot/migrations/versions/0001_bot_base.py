@@ -59,6 +59,12 @@ def upgrade() -> None:
     op.create_index("ix_outbox_due", "outbox", ["status", "next_attempt_at"])
     op.create_index("ix_outbox_recipient", "outbox", ["channel", "recipient_id"])
     op.create_table(
+        "conversation_leases",
+        sa.Column("conversation_id", sa.String(240), primary_key=True),
+        sa.Column("owner", sa.String(64), nullable=False),
+        sa.Column("expires_at", TS, nullable=False),
+    )
+    op.create_table(
         "cache_entries",
         sa.Column("key", sa.String(200), primary_key=True),
         sa.Column("value", sa.Text(), nullable=False),
@@ -68,6 +74,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("cache_entries")
+    op.drop_table("conversation_leases")
     op.drop_index("ix_outbox_recipient", table_name="outbox")
     op.drop_index("ix_outbox_due", table_name="outbox")
     op.drop_table("outbox")
