@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import click
 
@@ -20,6 +21,8 @@ def serve(seed: bool | None) -> None:
     from core.app import serve_core
 
     s = get_settings()
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve_core(s.core_db_url, s.core_host, s.core_port, seed=s.demo_seed if seed is None else seed))
 
 

@@ -1,0 +1,92 @@
+"""OpenAPI 3.1 document of the core API, built from the route table and the pydantic schemas."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from . import schemas as sc
+
+_PATH_PARAM = re.compile(r"{(\w+)}")
+_PATH_PARAM_DOC = {
+    "account_number": ("户号, 10–13 digits", {"type": "string", "pattern": sc.ACCOUNT_RE}),
+    "out_trade_no": ("merchant order number", {"type": "string", "pattern": sc.TRADE_NO_RE}),
+    "outage_id": ("outage id", {"type": "integer", "minimum": 1}),
+    "work_order_id": ("WO + 12 digits", {"type": "string", "pattern": r"^WO\d{12}$"}),
+    "hall_id": ("hall id", {"type": "integer", "minimum": 1}),
+    "appointment_id": ("appointment id", {"type": "integer", "minimum": 1}),
+    "category": ("tariff category (residential, commercial)", {"type": "string"}),
+}
+
+
+def build_openapi(routes: tuple[Any, ...]) -> dict[str, Any]:
+    return _build(routes)
+
+
+@lru_cache(maxsize=4)
+def _build(routes: tuple[Any, ...]) -> dict[str, Any]:
+    models = {sc.Problem}
+    for r in routes:
+        for model in (r.body, r.response):
+            if model is not None:
+                models.add(model)
+    ordered = sorted(models, key=lambda mdl: mdl.__name__)
+    keys = [(mdl, "validation" if any(r.body is mdl for r in routes) else "serialization") for mdl in ordered]
+    _, top = models_json_schema(keys, ref_template="#/components/schemas/{model}")  # type: ignore[arg-type]
+    schemas = top.get("$defs", {})
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    paths: dict[str, dict[str, Any]] = {}
+    for r in routes:
+        params: list[dict[str, Any]] = []
+        for name in _PATH_PARAM.findall(r.path):
+            desc, schema = _PATH_PARAM_DOC.get(name, (name, {"type": "string"}))
+            params.append({"name": name, "in": "path", "required": True, "description": desc, "schema": schema})
+        for name, desc in r.query:
+            params.append({"name": name, "in": "query", "required": False, "description": desc, "schema": {"type": "string"}})
+        if r.idempotency_header:
+            params.append(
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "description": "same key + same body → the same resource (200); another body → 409",
+                    "schema": {"type": "string", "maxLength": 128},
+                }
+            )
+        ok_content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{r.response.__name__}"}}} if r.response else {
+            "application/json": {"schema": {"type": "object"}}
+        }
+        responses: dict[str, Any] = {"200": {"description": "OK", "content": ok_content}}
+        if r.created:
+            responses["201"] = {"description": "Created", "content": ok_content}
+        for code, desc in (("400", "Bad parameter"), ("404", "Not found"), ("409", "Conflict"), ("422", "Invalid body")):
+            responses[code] = {"description": desc, "content": problem}
+        op: dict[str, Any] = {
+            "operationId": r.handler.__name__ + ("_v1" if r.path.startswith("/api/v1/healthz") else ""),
+            "summary": r.summary,
+            "tags": list(r.tags),
+            "parameters": params,
+            "responses": responses,
+        }
+        if r.body is not None:
+            op["requestBody"] = {
+                "required": r.method != "DELETE",
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{r.body.__name__}"}}},
+            }
+        paths.setdefault(r.path, {})[r.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "powerbot thin core",
+            "version": "1.0.0",
+            "description": "Accounts, bills, payments, outages, work orders, halls, tariffs, subscriptions and an event feed "
+            "of a 95598-style utility. Money as decimal strings (CNY), times ISO 8601 with offset. "
+            "Errors are RFC 9457 problem details (application/problem+json).",
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
