@@ -36,11 +36,21 @@ def db_upgrade(bot_only: bool) -> None:
 
 
 @main.command()
-def serve() -> None:
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Gateway processes sharing the port (use PostgreSQL, and Redis for the console).")
+def serve(workers: int) -> None:
     """Run the gateway (channels, dialogue, console) on POWERBOT_HOST:POWERBOT_PORT."""
-    from bot.runner import serve_gateway
+    from bot.runner import serve_gateway, serve_workers
 
-    asyncio.run(serve_gateway(get_settings()))
+    settings = get_settings()
+    if workers == 1:
+        asyncio.run(serve_gateway(settings))
+        return
+    from bot.db import is_sqlite
+
+    if is_sqlite(settings.bot_db_url):
+        raise click.ClickException("--workers > 1 needs a shared database: set POWERBOT_DATABASE_URL to PostgreSQL")
+    serve_workers(settings, workers)
 
 
 @main.command()

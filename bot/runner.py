@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 from aiohttp import web
@@ -26,24 +27,58 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
-async def start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
+async def start_site(app: web.Application, host: str, port: int, *, reuse_port: bool = False) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
     return runner
 
 
-async def serve_gateway(settings: Settings) -> None:
+async def serve_gateway(settings: Settings, *, reuse_port: bool = False, migrate: bool = True) -> None:
     from bot.app import create_gateway_app
 
     setup_logging(settings.log_level, settings.log_json)
-    await upgrade(settings.bot_db_url, BOT_MIGRATIONS)
-    runner = await start_site(create_gateway_app(settings), settings.host, settings.port)
-    print(f"powerbot gateway on http://{settings.host}:{settings.port}  (core: {settings.core_base_url})", flush=True)
+    if migrate:
+        await upgrade(settings.bot_db_url, BOT_MIGRATIONS)
+    runner = await start_site(create_gateway_app(settings), settings.host, settings.port, reuse_port=reuse_port)
+    print(
+        f"powerbot gateway pid={os.getpid()} on http://{settings.host}:{settings.port}  "
+        f"(core: {settings.core_base_url})",
+        flush=True,
+    )
     try:
         await _wait_for_signal()
     finally:
         await runner.cleanup()
+
+
+def _worker_main(settings: Settings) -> None:
+    asyncio.run(serve_gateway(settings, reuse_port=True, migrate=False))
+
+
+def serve_workers(settings: Settings, workers: int) -> None:
+    """Run N gateway processes sharing one port (SO_REUSEPORT); the kernel spreads connections.
+
+    All shared state lives in the database (and Redis when configured), so any process can
+    take any request: conversation leases keep one conversation in one process at a time.
+    """
+    import multiprocessing as mp
+
+    asyncio.run(upgrade(settings.bot_db_url, BOT_MIGRATIONS))
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(settings,), name=f"gateway-{i}") for i in range(workers)]
+    for p in procs:
+        p.start()
+
+    def _forward(signum: int, _frame: object) -> None:
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)  # type: ignore[arg-type]
+
+    signal.signal(signal.SIGTERM, _forward)
+    signal.signal(signal.SIGINT, _forward)
+    for p in procs:
+        p.join()
 
 
 async def run_all(settings: Settings) -> None:
