@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -81,12 +82,66 @@ async def enqueue(
     return row.id
 
 
+async def enqueue_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]], *, chunk: int = 2000) -> int:
+    """Insert many rows in the caller's transaction with multi-row INSERTs; duplicates skipped.
+
+    Each item: ``reply`` (a Reply) and optional ``kind``, ``conversation_id``, ``dedupe_key``,
+    ``delay``. Rows whose (channel, dedupe_key) already exists are silently ignored (ON CONFLICT
+    DO NOTHING), like :func:`enqueue`. Returns how many rows were offered (not how many were new).
+    """
+    dialect = session.bind.dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:  # pragma: no cover - other backends: one row at a time
+        for item in rows:
+            await enqueue(session, item["reply"], kind=item.get("kind", "reply"),
+                          conversation_id=item.get("conversation_id"), dedupe_key=item.get("dedupe_key"),
+                          delay=item.get("delay", 0.0))
+        return len(rows)
+    now = utcnow()
+    table = OutboxMessage.__table__
+    stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=["channel", "dedupe_key"])
+    for start in range(0, len(rows), chunk):
+        values = []
+        for item in rows[start : start + chunk]:
+            reply: Reply = item["reply"]
+            values.append({
+                "channel": reply.channel,
+                "recipient_id": reply.recipient_id,
+                "conversation_id": item.get("conversation_id"),
+                "kind": item.get("kind", "reply"),
+                "payload": reply.to_dict(),
+                "dedupe_key": item.get("dedupe_key"),
+                "urgent": reply.urgent,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now + timedelta(seconds=item.get("delay", 0.0)),
+                "created_at": now,
+            })
+        if values:
+            await session.execute(stmt, values)
+    return len(rows)
+
+
 HoldPolicy = Callable[[OutboxMessage, datetime], datetime | None]
 """Returns a later time to postpone a row to (quiet hours...), or None to send now."""
 
+DeadLetterHook = Callable[[AsyncSession, OutboxMessage, BaseException], Awaitable[None]]
+"""Called inside the transaction that marks a row dead (channel fallback...)."""
+
 
 class OutboxWorker:
-    """Delivers due outbox rows through their channel; one instance per gateway process."""
+    """Delivers due outbox rows through their channel; one instance per gateway process.
+
+    A pass claims up to ``batch_size`` due rows with one UPDATE (``FOR UPDATE SKIP LOCKED`` on
+    PostgreSQL), sends them concurrently (``concurrency``), and records each outcome as soon as
+    its send returns: outcomes are written in small groups by a single flusher task (one
+    transaction per group), so a crash in the middle of a batch re-sends only the rows whose
+    send had not returned yet. A row failing ``max_attempts`` times, or refused for good, goes
+    to the ``dead`` state; ``dead_letter_hooks`` run in the transaction that marks it dead.
+    """
 
     def __init__(
         self,
@@ -97,16 +152,41 @@ class OutboxWorker:
         poll_interval: float = 0.5,
         concurrency: int = 20,
         hold_policies: Iterable[HoldPolicy] = (),
+        max_attempts: int = MAX_ATTEMPTS,
+        sending_lease: timedelta = SENDING_LEASE,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.channels = dict(channels)
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.hold_policies = list(hold_policies)
+        self.dead_letter_hooks: list[DeadLetterHook] = []
+        self.max_attempts = max_attempts
+        self.sending_lease = sending_lease
         self._wake = asyncio.Event()
         self._sem = asyncio.Semaphore(concurrency)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._outcomes: list[tuple[OutboxMessage, dict[str, Any], BaseException | None]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    def configure(
+        self,
+        *,
+        batch_size: int | None = None,
+        concurrency: int | None = None,
+        max_attempts: int | None = None,
+        sending_lease: timedelta | None = None,
+    ) -> None:
+        """Tune a worker built by the app wiring (before ``start``)."""
+        if batch_size is not None:
+            self.batch_size = batch_size
+        if concurrency is not None:
+            self._sem = asyncio.Semaphore(concurrency)
+        if max_attempts is not None:
+            self.max_attempts = max_attempts
+        if sending_lease is not None:
+            self.sending_lease = sending_lease
 
     def wake(self) -> None:
         self._wake.set()
@@ -124,6 +204,8 @@ class OutboxWorker:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        # Outcomes of sends that did return are written even when the pass was cut short.
+        await self._drain()
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -148,8 +230,9 @@ class OutboxWorker:
             # Rows orphaned in 'sending' by a crashed process go back to the queue.
             await session.execute(
                 update(OutboxMessage)
-                .where(OutboxMessage.status == "sending", OutboxMessage.next_attempt_at < now - SENDING_LEASE)
+                .where(OutboxMessage.status == "sending", OutboxMessage.next_attempt_at < now - self.sending_lease)
                 .values(status="pending")
+                .execution_options(synchronize_session=False)
             )
             stmt = (
                 select(OutboxMessage)
@@ -164,22 +247,28 @@ class OutboxWorker:
             if session.bind.dialect.name == "postgresql":
                 stmt = stmt.with_for_update(skip_locked=True)
             rows = list((await session.execute(stmt)).scalars())
-            claimed = []
-            for row in rows:
-                res = await session.execute(
-                    update(OutboxMessage)
-                    .where(OutboxMessage.id == row.id, OutboxMessage.status == "pending")
-                    .values(status="sending", next_attempt_at=now)
-                )
-                if res.rowcount == 1:
-                    claimed.append(row)
-            return claimed
+            if not rows:
+                return []
+            # One guarded UPDATE for the whole batch; RETURNING says which rows we won.
+            res = await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_([r.id for r in rows]), OutboxMessage.status == "pending")
+                .values(status="sending", next_attempt_at=now)
+                .returning(OutboxMessage.id)
+                .execution_options(synchronize_session=False)
+            )
+            won = set(res.scalars())
+            return [r for r in rows if r.id in won]
 
     async def run_once(self) -> int:
-        """Claim and deliver one batch; returns how many rows were handled."""
+        """Claim and deliver one batch; returns how many rows were handled.
+
+        When it returns, every outcome of the batch is written to the database.
+        """
         rows = await self._claim()
         if rows:
             await asyncio.gather(*(self._deliver(row) for row in rows))
+            await self._drain()
         return len(rows)
 
     async def _deliver(self, row: OutboxMessage) -> None:
@@ -188,7 +277,7 @@ class OutboxWorker:
             for policy in self.hold_policies:
                 later = policy(row, now)
                 if later is not None:
-                    await self._finish(row.id, status="pending", next_attempt_at=later)
+                    self._record(row, {"status": "pending", "next_attempt_at": later})
                     return
             channel = self.channels[row.channel]
             reply = Reply.from_dict(row.payload)
@@ -196,33 +285,85 @@ class OutboxWorker:
                 provider_id = await channel.send(reply)
             except DeliveryError as exc:
                 attempts = row.attempts + 1
-                dead = not exc.retryable or attempts >= MAX_ATTEMPTS
+                dead = not exc.retryable or attempts >= self.max_attempts
                 log.warning(
                     "delivery failed channel=%s outbox_id=%s attempt=%s retryable=%s error=%s",
                     row.channel, row.id, attempts, exc.retryable, exc,
                 )
-                await self._finish(
-                    row.id,
-                    status="dead" if dead else "pending",
-                    attempts=attempts,
-                    last_error=str(exc)[:2000],
-                    next_attempt_at=utcnow() + backoff(attempts),
+                self._record(
+                    row,
+                    {
+                        "status": "dead" if dead else "pending",
+                        "attempts": attempts,
+                        "last_error": str(exc)[:2000],
+                        "next_attempt_at": utcnow() + backoff(attempts),
+                    },
+                    exc if dead else None,
                 )
                 return
             except Exception as exc:  # noqa: BLE001 - an unexpected bug must not kill the worker
                 log.exception("channel %s crashed sending outbox_id=%s", row.channel, row.id)
                 attempts = row.attempts + 1
-                await self._finish(
-                    row.id,
-                    status="dead" if attempts >= MAX_ATTEMPTS else "pending",
-                    attempts=attempts,
-                    last_error=repr(exc)[:2000],
-                    next_attempt_at=utcnow() + backoff(attempts),
+                dead = attempts >= self.max_attempts
+                self._record(
+                    row,
+                    {
+                        "status": "dead" if dead else "pending",
+                        "attempts": attempts,
+                        "last_error": repr(exc)[:2000],
+                        "next_attempt_at": utcnow() + backoff(attempts),
+                    },
+                    exc if dead else None,
                 )
                 return
-            await self._finish(
-                row.id, status="sent", attempts=row.attempts + 1, provider_id=provider_id, sent_at=utcnow()
+            self._record(
+                row, {"status": "sent", "attempts": row.attempts + 1, "provider_id": provider_id, "sent_at": utcnow()}
             )
+
+    # --- outcome recording ---------------------------------------------------------------
+    def _record(self, row: OutboxMessage, values: dict[str, Any], dead_error: BaseException | None = None) -> None:
+        self._outcomes.append((row, values, dead_error))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_loop(), name="outbox-flush")
+
+    async def _flush_loop(self) -> None:
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            try:
+                await self._write(batch)
+            except Exception:  # noqa: BLE001 - rows stay 'sending' and are retried after the lease
+                log.exception("outbox: recording %d outcome(s) failed", len(batch))
+
+    async def _drain(self) -> None:
+        while self._outcomes or (self._flusher is not None and not self._flusher.done()):
+            if self._flusher is not None and not self._flusher.done():
+                await asyncio.shield(self._flusher)
+            elif self._outcomes:
+                self._flusher = asyncio.create_task(self._flush_loop(), name="outbox-flush")
+
+    async def _write(self, batch: list[tuple[OutboxMessage, dict[str, Any], BaseException | None]]) -> None:
+        table = OutboxMessage.__table__
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row, values, _ in batch:
+            keys = tuple(sorted(values))
+            groups.setdefault(keys, []).append({"b_id": row.id, **{f"b_{k}": v for k, v in values.items()}})
+        async with self.sessionmaker() as session, session.begin():
+            for keys, params in groups.items():
+                stmt = (
+                    update(table)
+                    .where(table.c.id == bindparam("b_id"), table.c.status == "sending")
+                    .values({k: bindparam(f"b_{k}") for k in keys})
+                )
+                await session.execute(stmt, params)
+            for row, values, error in batch:
+                if error is None or values.get("status") != "dead":
+                    continue
+                for hook in self.dead_letter_hooks:
+                    try:
+                        async with session.begin_nested():
+                            await hook(session, row, error)
+                    except Exception:  # noqa: BLE001 - a broken hook must not lose the outcomes
+                        log.exception("dead-letter hook failed for outbox_id=%s", row.id)
 
     async def _finish(self, row_id: int, **values: object) -> None:
         async with self.sessionmaker() as session, session.begin():
