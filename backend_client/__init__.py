@@ -53,8 +53,9 @@ Methods of :class:`CoreClient`:
 - ``cancel_appointment(appointment_id)`` → Appointment — frees the place (idempotent).
 - ``get_tariff(category)`` → Tariff — tiers, peak/valley hours and prices (residential/commercial).
 - ``quote(category, kwh, peak_kwh=None, valley_kwh=None)`` → Quote — cost of a usage, line by line.
-- ``list_subscriptions(account_number=None, topic=None, channel=None, identity=None)``
-  → list[Subscription].
+- ``list_subscriptions(account_number=None, topic=None, channel=None, identity=None, *,
+  district=None, limit=None, after_id=None)`` → list[Subscription] — ordered by id; ``district``
+  keeps accounts in that district; page with ``after_id`` (last id seen) and ``limit`` ≤ 10000.
 - ``create_subscription(account_number, topic, channel, identity)`` → Subscription — idempotent;
   topics ``outage``, ``bill``, ``work_order``, ``payment``.
 - ``delete_subscription(account_number, topic=None, channel=None, identity=None)`` → int removed.

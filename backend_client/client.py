@@ -491,9 +491,22 @@ class CoreClient:
 
     # --- subscriptions -------------------------------------------------------------------
     async def list_subscriptions(
-        self, account_number: str | None = None, topic: str | None = None, channel: str | None = None, identity: str | None = None
+        self,
+        account_number: str | None = None,
+        topic: str | None = None,
+        channel: str | None = None,
+        identity: str | None = None,
+        *,
+        district: str | None = None,
+        limit: int | None = None,
+        after_id: int | None = None,
     ) -> list[Subscription]:
-        params = {"account_number": account_number, "topic": topic, "channel": channel, "identity": identity}
+        """Subscriptions ordered by id; ``district`` keeps accounts in that district; page with
+        ``after_id=<last id>`` and ``limit`` (≤ 10000) for large fan-outs."""
+        params = {
+            "account_number": account_number, "topic": topic, "channel": channel, "identity": identity,
+            "district": district, "limit": limit, "after_id": after_id,
+        }
         return self._parse_list(Subscription, await self._request("GET", "/subscriptions", params=params), "subscriptions")
 
     async def create_subscription(self, account_number: str, topic: str, channel: str, identity: str) -> Subscription:

@@ -826,6 +826,8 @@ class CoreService:
             stmt = stmt.join(m.Account, m.Account.account_number == m.Subscription.account_number).where(
                 m.Account.district == q["district"]
             )
+        if q.get("after_id"):  # keyset paging for large fan-outs (notifications)
+            stmt = stmt.where(m.Subscription.id > parse_int("after_id", q["after_id"], 0, 0, 2**62))
         limit = parse_int("limit", q.get("limit"), 1000, 1, 10000)
         async with self.sm() as s:
             rows = (await s.scalars(stmt.order_by(m.Subscription.id).limit(limit))).all()
