@@ -71,7 +71,7 @@ async def run_gateway(
         database_url=db_url,
         core_url=core_url,
         data_dir=data_dir or Path("./var"),
-        port=port,
+        port=port or 8080,  # Settings refuses 0; the real port is the bound one below
         **overrides,
     )
     app = create_gateway_app(settings, interpreter=interpreter)
