@@ -1,0 +1,80 @@
+"""Responses and rules from ``training_data/domain.yml`` / ``rules.yml`` (Rasa 3.x format).
+
+Response variations are chosen like Rasa does: a variation whose ``condition`` (slot
+``language``) matches and whose ``channel`` equals the message's channel wins over one without
+a channel; among equals one is picked (stable per turn). Texts are formatted with ``{slot}``
+placeholders (no Jinja), buttons are kept.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2] / "training_data"
+_PLACEHOLDER = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}")
+
+
+@dataclass
+class Rendered:
+    text: str
+    buttons: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _Safe(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def _matches(variant: dict[str, Any], lang: str) -> bool:
+    for cond in variant.get("condition") or []:
+        if cond.get("type") == "slot" and cond.get("name") == "language" and cond.get("value") != lang:
+            return False
+    return True
+
+
+class Domain:
+    def __init__(self, domain_path: Path | None = None, rules_path: Path | None = None) -> None:
+        domain_path = domain_path or ROOT / "domain.yml"
+        rules_path = rules_path or ROOT / "rules.yml"
+        self.data: dict[str, Any] = yaml.safe_load(domain_path.read_text(encoding="utf-8")) or {}
+        self.responses: dict[str, list[dict[str, Any]]] = self.data.get("responses") or {}
+        self.intents: list[str] = [i if isinstance(i, str) else next(iter(i)) for i in self.data.get("intents") or []]
+        self.actions: list[str] = list(self.data.get("actions") or [])
+        self.forms: dict[str, Any] = self.data.get("forms") or {}
+        rules = yaml.safe_load(rules_path.read_text(encoding="utf-8")) or {}
+        self.intent_actions: dict[str, list[str]] = {}
+        for rule in rules.get("rules") or []:
+            steps = rule.get("steps") or []
+            if rule.get("condition") or len(steps) < 2 or "intent" not in steps[0]:
+                continue
+            acts = [s["action"] for s in steps[1:] if "action" in s]
+            if acts and len(acts) == len(steps) - 1:
+                self.intent_actions.setdefault(steps[0]["intent"], acts)
+
+    def has(self, name: str) -> bool:
+        return name in self.responses
+
+    def render(self, name: str, *, lang: str, channel: str, seed: str = "", **values: Any) -> Rendered:
+        variants = self.responses.get(name) or []
+        cands = [v for v in variants if _matches(v, lang)]
+        if not cands:
+            cands = [v for v in variants if _matches(v, "zh")] or variants
+        if not cands:
+            return Rendered(text=name)
+        specific = [v for v in cands if v.get("channel") == channel]
+        generic = [v for v in cands if not v.get("channel")]
+        pool = specific or generic or cands
+        v = pool[zlib.crc32(f"{seed}:{name}".encode()) % len(pool)]
+        fmt = _Safe({k: ("" if val is None else val) for k, val in values.items()})
+        text = _PLACEHOLDER.sub(lambda m: str(fmt[m.group(1)]), v.get("text", ""))
+        buttons = [
+            (_PLACEHOLDER.sub(lambda m: str(fmt[m.group(1)]), b.get("title", "")), b.get("payload", ""))
+            for b in v.get("buttons") or []
+        ]
+        return Rendered(text=text, buttons=buttons)

@@ -1,0 +1,1316 @@
+"""The dialogue engine: tracker, rules + forms policy, identity, handoff.
+
+One turn = load the conversation's tracker → parse the text → run the policy (rules from
+``rules.yml`` for simple intents, Python flows with slot filling for business) → persist the
+new state and the events in one transaction → return replies rendered from ``domain.yml``.
+
+Side effects on the core (work orders, appointments, bindings) are keyed on the inbound
+message id, and happen before the turn's state is written: if the core is unavailable the
+``CoreUnavailable`` error propagates (nothing persisted), the pipeline tells the customer the
+system is busy and retries the same message later, and the keyed call cannot be doubled.
+Flows are re-run from the top each turn (like Rasa forms with dynamic required slots): every
+``require`` either returns a filled slot or asks for it and stops the turn.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from backend_client import Conflict, CoreClient, NotFound, ValidationFailed
+from backend_client.models import Account
+from bot.dialogue import handoff as ho
+from bot.dialogue.domain import Domain
+from bot.dialogue.store import Conversation, Customer, CustomerAccount, Event, Identity, VerificationLock
+from bot.langs import detect_language
+from bot.logs import mask_account, mask_phone, mask_text
+from channels.base import Button, Message, Reply
+
+log = logging.getLogger("powerbot.dialogue")
+
+MAX_VERIFY_FAILURES = 5
+LOCK_MINUTES = 30
+FALLBACK_CONFIDENCE = 0.5
+CHINA_TZ = timezone(timedelta(hours=8))
+
+ACCOUNT_RE = re.compile(r"(?<!\d)(\d{10,13})(?!\d)")
+MOBILE_RE = re.compile(r"(?<!\d)(?:\+?86)?(1[3-9]\d{9})(?!\d)")
+LAST4_RE = re.compile(r"^\D{0,12}(\d{4})\D{0,6}$")
+WO_RE = re.compile(r"\b(WO\d{12})\b", re.I)
+KWH_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:度|千瓦时|kwh|kw·h|units?)", re.I)
+CHOICE_RE = re.compile(r"^\D{0,6}(\d{1,2})\D{0,4}$")
+CANCEL_RE = re.compile(r"^\s*(算了|取消|不办了|不用了|不要了|退出|cancel|stop|never ?mind|forget it)\s*[。.!！]?\s*$", re.I)
+HAZARD_RE = re.compile(
+    r"电线断|断线|掉下来|断落|冒火|着火|起火|火花|打火|冒烟|烧焦|焦糊|糊味|触电|电到人|漏电|爆炸|"
+    r"burning smell|spark|fire|smoke|electrocut|fallen (?:power )?(?:wire|line)|live wire|wire (?:is )?down",
+    re.I,
+)
+ANGRY_RE = re.compile(
+    r"[!！]{2,}|太差|垃圾|气死|什么破|无能|不负责|投诉你们|第[二三四五]次|忍无可忍|受够|骂|媒体|曝光|12345|"
+    r"terrible|worst|ridiculous|unacceptable|furious|angry|disgusting|useless",
+    re.I,
+)
+ANON_RE = re.compile(r"匿名|不留|不方便|anonymous|no contact", re.I)
+
+BUSINESS_INTENTS = {
+    "bill_query", "usage_query", "pay_bill", "payment_issue", "report_outage", "outage_schedule",
+    "repair_request", "complaint", "feedback", "report_violation", "work_order_status",
+    "new_connection", "solar_connection", "ev_charging", "account_change", "tariff_consult",
+    "invoice_request", "book_appointment", "subscribe_notifications", "unsubscribe_notifications",
+    "bind_account",
+}
+# slots that belong to one request; cleared when a new business request starts
+TURN_SLOTS = ("month", "date", "kwh", "work_order_id", "description", "topic", "hall_id", "slot_id",
+              "contact_phone", "contact_name", "location", "district", "anonymous", "payment_ref")
+
+WO_TYPE = {
+    "new_connection": "new_connection", "solar_connection": "solar", "ev_charging": "ev_charging",
+    "account_change": "account_change",
+}
+TOPIC_WORDS = [
+    ("outage", re.compile(r"停电|停送电|outage", re.I)),
+    ("bill", re.compile(r"账单|电费|bill", re.I)),
+    ("work_order", re.compile(r"工单|进度|work ?order|progress", re.I)),
+    ("payment", re.compile(r"缴费|到账|payment", re.I)),
+]
+TOPIC_NAMES = {
+    "zh": {"outage": "停电通知", "bill": "账单通知", "work_order": "工单进度通知", "payment": "缴费通知"},
+    "en": {"outage": "outage notices", "bill": "bill notices", "work_order": "work-order updates", "payment": "payment notices"},
+}
+WO_STATUS = {
+    "zh": {"created": "已受理", "dispatched": "已派单", "in_progress": "处理中", "resolved": "已处理", "closed": "已办结"},
+    "en": {"created": "received", "dispatched": "dispatched", "in_progress": "in progress", "resolved": "resolved", "closed": "closed"},
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def money(v: Decimal | float | int | str) -> str:
+    return f"{Decimal(str(v)).quantize(Decimal('0.01'))}"
+
+
+def kwh_fmt(v: Decimal | float | int | None) -> str:
+    if v is None:
+        return "-"
+    d = Decimal(str(v))
+    return f"{d.normalize():f}" if d == d.to_integral() else f"{d.quantize(Decimal('0.01'))}"
+
+
+def local(dt: datetime | None) -> str:
+    if dt is None:
+        return "-"
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M")
+
+
+class Stop(Exception):
+    """A flow asked the customer something (or finished early): end the turn here."""
+
+
+@dataclass
+class Turn:
+    message: Message
+    parse: dict[str, Any]
+    lang: str
+    intent: str
+    confidence: float
+    entities: dict[str, Any]
+    state: dict[str, Any]
+    conversation_id: str
+    customer_id: int | None
+    authorized: set[str]
+    replies: list[Reply] = field(default_factory=list)
+    actions: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    slot_events: list[tuple[str, Any]] = field(default_factory=list)
+    handoff: tuple[str, str, str | None] | None = None  # reason, priority, summary
+    new_accounts: list[tuple[str, str]] = field(default_factory=list)  # (account, how)
+    verify_result: tuple[str, bool] | None = None  # (account, ok)
+    accounts_cache: dict[str, Account] = field(default_factory=dict)
+
+    @property
+    def slots(self) -> dict[str, Any]:
+        return self.state.setdefault("slots", {})
+
+    def set_slot(self, name: str, value: Any) -> None:
+        if self.slots.get(name) != value:
+            self.slots[name] = value
+            self.slot_events.append((name, value))
+
+    @property
+    def key(self) -> str:
+        return f"{self.message.channel}:{self.message.message_id}"
+
+
+class DialogueEngine:
+    """Handles one message of one conversation; called by the pipeline, strictly in order."""
+
+    def __init__(
+        self,
+        *,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        core: CoreClient,
+        interpreter: Any,
+        settings: Any = None,
+        payments: Any = None,
+        domain: Domain | None = None,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.core = core
+        self.interpreter = interpreter
+        self.settings = settings
+        self.payments = payments
+        self.domain = domain or Domain()
+        self.on_handoff_message: Callable[[str, Message], Awaitable[None]] | None = None
+        self.flows: dict[str, Callable[[Turn], Awaitable[None]]] = {
+            name: getattr(self, f"flow_{name}") for name in BUSINESS_INTENTS if hasattr(self, f"flow_{name}")
+        }
+
+    # ================================================================== entry point
+    async def handle(self, message: Message) -> list[Reply]:
+        cid = message.conversation_id
+        text = (message.text or "").strip()
+        parse = self._parse(text)
+        lang = parse.get("language") or detect_language(text)
+        if lang not in ("zh", "en"):
+            lang = "zh"
+        async with self.sessionmaker() as session:
+            conv = await session.get(Conversation, cid)
+            active = await ho.get_active_handoff(session, cid)
+            state = json.loads(json.dumps(conv.state)) if conv else {}
+            customer_id = conv.customer_id if conv else None
+            authorized = await self._authorized(session, customer_id) if customer_id else set()
+        if active is not None:
+            return await self._handoff_turn(message, parse, lang, state, active.id)
+        new_identity: tuple[list[Account], str] | None = None
+        if conv is None or customer_id is None:
+            new_identity = await self._known_accounts(message)
+        intent = parse.get("intent", {}).get("name") or "nlu_fallback"
+        ents: dict[str, Any] = {}
+        for e in parse.get("entities") or []:
+            ents.setdefault(e.get("entity"), e.get("value"))
+        turn = Turn(
+            message=message, parse=parse, lang=lang, intent=intent,
+            confidence=float(parse.get("intent", {}).get("confidence") or 0.0), entities=ents,
+            state=state, conversation_id=cid, customer_id=customer_id, authorized=set(authorized),
+        )
+        if new_identity is not None:
+            for acc in new_identity[0]:
+                turn.authorized.add(acc.account_number)
+                turn.accounts_cache[acc.account_number] = acc
+        turn.set_slot("language", lang)
+        try:
+            await self.policy(turn)
+        except Stop:
+            pass
+        await self._persist(turn, conv is None, new_identity)
+        log.info(
+            "turn conv=%s intent=%s conf=%.2f replies=%d text=%s",
+            mask_text(cid), turn.intent, turn.confidence, len(turn.replies), mask_text(text[:80]),
+        )
+        return turn.replies
+
+    def _parse(self, text: str) -> dict[str, Any]:
+        m = re.match(r"^/([a-z_]+)(\{.*\})?$", text)
+        if m and (m.group(1) in self.domain.intents or m.group(1) in BUSINESS_INTENTS):
+            ents = []
+            if m.group(2):
+                try:
+                    ents = [{"entity": k, "value": v} for k, v in json.loads(m.group(2)).items()]
+                except ValueError:
+                    ents = []
+            return {"text": text, "intent": {"name": m.group(1), "confidence": 1.0}, "entities": ents,
+                    "language": None}
+        if not text:
+            return {"text": "", "intent": {"name": "nlu_fallback", "confidence": 0.0}, "entities": []}
+        return self.interpreter.parse(text)
+
+    # ================================================================== identity
+    async def _authorized(self, session: AsyncSession, customer_id: int) -> set[str]:
+        rows = await session.execute(
+            select(CustomerAccount.account_number).where(CustomerAccount.customer_id == customer_id)
+        )
+        return set(rows.scalars())
+
+    async def _known_accounts(self, message: Message) -> tuple[list[Account], str]:
+        """Accounts the core already links to this identity: a binding, or the registered phone
+        of an E.164 sender (a carrier-verified number)."""
+        found: dict[str, Account] = {}
+        how = "bound"
+        for acc in await self.core.find_accounts_by_binding(message.channel, message.sender_id):
+            found[acc.account_number] = acc
+        m = re.fullmatch(r"\+86(1[3-9]\d{9})", message.sender_id)
+        if m:
+            for acc in await self.core.find_accounts_by_phone(m.group(1)):
+                found.setdefault(acc.account_number, acc)
+            how = "phone"
+        return list(found.values()), how
+
+    async def account(self, turn: Turn, number: str) -> Account:
+        if number not in turn.accounts_cache:
+            turn.accounts_cache[number] = await self.core.get_account(number)
+        return turn.accounts_cache[number]
+
+    # ================================================================== persistence
+    async def _persist(self, turn: Turn, is_new: bool, new_identity: tuple[list[Account], str] | None) -> None:
+        msg = turn.message
+        cid = turn.conversation_id
+        for attempt in range(3):
+            try:
+                async with self.sessionmaker() as session, session.begin():
+                    conv = await session.get(Conversation, cid)
+                    if conv is None:
+                        conv = Conversation(id=cid, channel=msg.channel, sender_id=msg.sender_id, state={}, version=0)
+                        session.add(conv)
+                    if conv.customer_id is None:
+                        conv.customer_id = await self._link_customer(session, msg, new_identity)
+                    customer_id = conv.customer_id
+                    for number, how in turn.new_accounts:
+                        exists = (await session.execute(select(CustomerAccount.id).where(
+                            CustomerAccount.customer_id == customer_id, CustomerAccount.account_number == number))).first()
+                        if not exists:
+                            session.add(CustomerAccount(customer_id=customer_id, account_number=number, how=how))
+                    if turn.verify_result is not None:
+                        await self._record_verification(session, *turn.verify_result)
+                    conv.state = turn.state
+                    conv.version = (conv.version or 0) + 1
+                    conv.updated_at = utcnow()
+                    slots = dict(turn.slots)
+                    session.add(Event(conversation_id=cid, type="user", name=turn.intent, text=msg.text,
+                                      message_id=msg.message_id, data={"parse": _slim(turn.parse), "slots": slots}))
+                    for name, value in turn.slot_events:
+                        session.add(Event(conversation_id=cid, type="slot", name=name, data={"value": value}))
+                    for name, data in turn.actions:
+                        session.add(Event(conversation_id=cid, type="action", name=name, data=data))
+                    for r in turn.replies:
+                        session.add(Event(conversation_id=cid, type="bot", text=r.text,
+                                          data={"buttons": [b.payload for b in r.buttons], "kind": r.kind}))
+                    if turn.handoff is not None:
+                        reason, priority, summary = turn.handoff
+                        await ho.request_handoff(session, cid, reason, priority, summary=summary)
+                return
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+
+    async def _link_customer(
+        self, session: AsyncSession, msg: Message, new_identity: tuple[list[Account], str] | None
+    ) -> int:
+        ident = (await session.execute(select(Identity).where(
+            Identity.channel == msg.channel, Identity.sender_id == msg.sender_id))).scalar_one_or_none()
+        if ident is not None:
+            return ident.customer_id
+        accounts, how = new_identity or ([], "bound")
+        numbers = [a.account_number for a in accounts]
+        customer_id = None
+        if numbers:
+            customer_id = (await session.execute(
+                select(CustomerAccount.customer_id)
+                .where(CustomerAccount.account_number.in_(numbers), CustomerAccount.how.in_(("bound", "phone")))
+                .order_by(CustomerAccount.id).limit(1))).scalar_one_or_none()
+        if customer_id is None:
+            c = Customer()
+            session.add(c)
+            await session.flush()
+            customer_id = c.id
+        session.add(Identity(channel=msg.channel, sender_id=msg.sender_id, customer_id=customer_id))
+        for n in numbers:
+            exists = (await session.execute(select(CustomerAccount.id).where(
+                CustomerAccount.customer_id == customer_id, CustomerAccount.account_number == n))).first()
+            if not exists:
+                session.add(CustomerAccount(customer_id=customer_id, account_number=n, how=how))
+        await session.flush()
+        return customer_id
+
+    async def _lock_state(self, number: str) -> VerificationLock | None:
+        async with self.sessionmaker() as session:
+            return await session.get(VerificationLock, number)
+
+    async def _record_verification(self, session: AsyncSession, number: str, ok: bool) -> None:
+        row = await session.get(VerificationLock, number)
+        if row is None:
+            row = VerificationLock(account_number=number, failures=0)
+            session.add(row)
+        if ok:
+            row.failures, row.locked_until = 0, None
+        else:
+            row.failures = (row.failures or 0) + 1
+            if row.failures >= MAX_VERIFY_FAILURES:
+                row.locked_until = utcnow() + timedelta(minutes=LOCK_MINUTES)
+                row.failures = 0
+        row.updated_at = utcnow()
+
+    # ================================================================== handoff turn
+    async def _handoff_turn(self, message: Message, parse: dict, lang: str, state: dict, handoff_id: int) -> list[Reply]:
+        replies: list[Reply] = []
+        async with self.sessionmaker() as session, session.begin():
+            h = await session.get(ho.Handoff, handoff_id)
+            session.add(Event(conversation_id=message.conversation_id, type="user",
+                              name=(parse.get("intent") or {}).get("name"), text=message.text,
+                              message_id=message.message_id,
+                              data={"parse": _slim(parse), "slots": state.get("slots", {}), "handoff": True}))
+            if h is not None and not h.acked:
+                h.acked = True
+                r = self.domain.render("utter_handoff_waiting", lang=lang, channel=message.channel, seed=message.message_id)
+                replies.append(Reply(channel=message.channel, recipient_id=message.sender_id, text=r.text))
+                session.add(Event(conversation_id=message.conversation_id, type="bot", text=r.text, data={}))
+        if self.on_handoff_message is not None:
+            try:
+                await self.on_handoff_message(message.conversation_id, message)
+            except Exception:  # noqa: BLE001 - the console must not break the customer's turn
+                log.exception("on_handoff_message hook failed")
+        return replies
+
+    # ================================================================== output helpers
+    def say(self, turn: Turn, name: str, *, kind: str = "text", metadata: dict | None = None,
+            urgent: bool = False, extra_buttons: list[tuple[str, str]] | None = None, **values: Any) -> None:
+        r = self.domain.render(name, lang=turn.lang, channel=turn.message.channel,
+                               seed=f"{turn.message.message_id}:{len(turn.replies)}", **values)
+        buttons = [Button(title=t, payload=p) for t, p in (r.buttons + (extra_buttons or []))]
+        turn.replies.append(Reply(channel=turn.message.channel, recipient_id=turn.message.sender_id, text=r.text,
+                                  buttons=buttons, kind=kind, metadata=metadata or {}, urgent=urgent))
+        turn.actions.append((name, {}))
+
+    def t(self, turn: Turn, zh: str, en: str) -> str:
+        return en if turn.lang == "en" else zh
+
+    # ================================================================== policy
+    async def policy(self, turn: Turn) -> None:
+        text = (turn.message.text or "").strip()
+        st = turn.state
+        form = st.get("form")
+        intent = turn.intent
+
+        # 0. understand special phrasings the classifier is weak at
+        if intent in ("bill_query", "usage_query", "nlu_fallback") and KWH_RE.search(text) and re.search(
+            r"多少钱|费用|电费|cost|price|how much", text, re.I) and not ACCOUNT_RE.search(text):
+            intent = turn.intent = "tariff_consult"
+        if CANCEL_RE.match(text):
+            intent = turn.intent = "cancel"
+
+        # 1. safety first: hazards preempt everything
+        if HAZARD_RE.search(text) and intent not in ("affirm", "deny", "cancel"):
+            await self.emergency(turn)
+            return
+        if intent == "request_human":
+            self._clear_form(turn)
+            self.hand_off(turn, "request_human", "normal")
+            return
+        if intent == "cancel":
+            if form or st.get("offer"):
+                self._clear_form(turn)
+                st.pop("offer", None)
+                self.say(turn, "utter_cancelled")
+            else:
+                self.say(turn, "utter_anything_else")
+            return
+
+        # 2. pending offer (handoff after fallback, outage notice subscription...)
+        offer = st.pop("offer", None)
+        if offer and not form:
+            if intent == "affirm":
+                await self.accept_offer(turn, offer)
+                return
+            if intent == "deny":
+                self.say(turn, "utter_anything_else")
+                return
+
+        # 3. an active form: fill the requested slot, or handle the interruption
+        if form:
+            filled = await self.fill_requested(turn, form)
+            if filled:
+                st["fallbacks"] = 0
+                await self.run_flow(turn, form["name"], resume=True)
+                return
+            if intent in ("deny",) and form.get("slot") != "confirm":
+                self._clear_form(turn)
+                self.say(turn, "utter_cancelled")
+                return
+            side = intent if turn.confidence >= FALLBACK_CONFIDENCE else "nlu_fallback"
+            if side == form["name"] or side in ("inform", "affirm", "deny", "nlu_fallback", "out_of_scope"):
+                # not the answer we need: say so and ask again
+                self.say(turn, "utter_not_understood_slot")
+                await self.run_flow(turn, form["name"], resume=True)
+                return
+            # interruption: answer the side question, then come back to the form
+            saved = dict(form)
+            saved_slots = dict(turn.slots)
+            st["form"] = None
+            await self.dispatch(turn, side, interrupted=True)
+            if not st.get("form") and not turn.handoff:
+                st["form"] = saved
+                for k in TURN_SLOTS:
+                    if k in saved_slots:
+                        turn.slots[k] = saved_slots[k]
+                self.say(turn, "utter_resume_form")
+                await self.run_flow(turn, saved["name"], resume=True)
+            return
+
+        # 4. follow-up that reuses context ("那上个月呢")
+        last = st.get("last_intent")
+        if last in ("bill_query", "usage_query") and turn.entities.get("month") and (
+            intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent == last
+        ):
+            turn.set_slot("month", turn.entities["month"])
+            st["fallbacks"] = 0
+            await self.run_flow(turn, last, resume=True)
+            return
+
+        # 5. a bare piece of information with no form: continue the last request with it
+        if intent in ("inform", "nlu_fallback") or turn.confidence < FALLBACK_CONFIDENCE:
+            if (turn.entities.get("account_number") or ACCOUNT_RE.search(text)) and last in BUSINESS_INTENTS:
+                self._take_entities(turn)
+                await self.run_flow(turn, last, resume=True)
+                return
+            if turn.entities.get("work_order_id") or WO_RE.search(text):
+                self._take_entities(turn)
+                await self.run_flow(turn, "work_order_status")
+                return
+        await self.dispatch(turn, intent if turn.confidence >= FALLBACK_CONFIDENCE else "nlu_fallback")
+
+    async def dispatch(self, turn: Turn, intent: str, *, interrupted: bool = False) -> None:
+        st = turn.state
+        if intent in self.flows:
+            st["fallbacks"] = 0
+            await self.run_flow(turn, intent)
+            return
+        if intent in ("nlu_fallback", "out_of_scope", "inform") or (
+            intent in ("affirm", "deny") and not interrupted
+        ):
+            if intent in ("affirm", "deny"):
+                self.say(turn, "utter_anything_else")
+                return
+            await self.fallback(turn)
+            return
+        st["fallbacks"] = 0
+        actions = self.domain.intent_actions.get(intent)
+        if actions:
+            for a in actions:
+                if self.domain.has(a):
+                    self.say(turn, a)
+            return
+        await self.fallback(turn)
+
+    async def fallback(self, turn: Turn) -> None:
+        st = turn.state
+        n = int(st.get("fallbacks") or 0) + 1
+        st["fallbacks"] = n
+        if n == 1:
+            self.say(turn, "utter_rephrase")
+        elif n == 2:
+            st["offer"] = "handoff"
+            self.say(turn, "utter_offer_human")
+        else:
+            st["fallbacks"] = 0
+            self.hand_off(turn, "repeated_fallback", "normal")
+
+    async def accept_offer(self, turn: Turn, offer: str) -> None:
+        if offer == "handoff":
+            self.hand_off(turn, "repeated_fallback", "normal")
+        elif offer == "subscribe_outage":
+            turn.set_slot("topic", "outage")
+            await self.run_flow(turn, "subscribe_notifications", resume=True)
+        elif offer == "pay":
+            await self.run_flow(turn, "pay_bill", resume=True)
+        elif offer == "book_appointment":
+            await self.run_flow(turn, "book_appointment", resume=True)
+        else:
+            self.say(turn, "utter_anything_else")
+
+    def hand_off(self, turn: Turn, reason: str, priority: str) -> None:
+        turn.state["form"] = None
+        turn.handoff = (reason, priority, f"{turn.intent}: {mask_text(turn.message.text or '')[:200]}")
+        turn.actions.append(("action_handoff", {"reason": reason, "priority": priority}))
+        self.say(turn, "utter_handoff")
+
+    def _clear_form(self, turn: Turn) -> None:
+        turn.state["form"] = None
+        turn.slots.pop("_confirmed", None)
+
+    def _take_entities(self, turn: Turn) -> None:
+        text = turn.message.text or ""
+        e = turn.entities
+        acc = e.get("account_number") or (m.group(1) if (m := ACCOUNT_RE.search(text)) and not MOBILE_RE.fullmatch(m.group(1)) else None)
+        if acc:
+            turn.set_slot("account_number", str(acc))
+        for name in ("month", "date", "district", "work_order_id"):
+            if e.get(name):
+                turn.set_slot(name, e[name])
+        if not e.get("work_order_id") and (m := WO_RE.search(text)):
+            turn.set_slot("work_order_id", m.group(1).upper())
+        if e.get("phone_number"):
+            turn.set_slot("contact_phone", _mobile(str(e["phone_number"])) or e["phone_number"])
+        if e.get("address"):
+            turn.set_slot("address", e["address"])
+        if (m := KWH_RE.search(text)):
+            turn.set_slot("kwh", m.group(1))
+
+    async def run_flow(self, turn: Turn, name: str, *, resume: bool = False) -> None:
+        st = turn.state
+        if not resume:
+            for k in TURN_SLOTS:
+                turn.slots.pop(k, None)
+            turn.slots.pop("_confirmed", None)
+            st["form"] = None
+            self._take_entities(turn)
+            turn.slots["_text"] = turn.message.text
+        st["last_intent"] = name
+        turn.actions.append((f"flow_{name}", {}))
+        try:
+            await self.flows[name](turn)
+        except Stop:
+            raise
+        else:
+            if st.get("form") and st["form"].get("name") == name and st["form"].get("done"):
+                st["form"] = None
+
+    # ================================================================== form machinery
+    def ask(self, turn: Turn, flow: str, slot: str, response: str, **values: Any) -> None:
+        turn.state["form"] = {"name": flow, "slot": slot}
+        self.say(turn, response, **values)
+        raise Stop
+
+    def finish(self, turn: Turn) -> None:
+        turn.state["form"] = None
+        turn.slots.pop("_confirmed", None)
+
+    async def fill_requested(self, turn: Turn, form: dict) -> bool:
+        """Extract and validate the value of the slot the form asked for."""
+        slot = form.get("slot")
+        text = (turn.message.text or "").strip()
+        e = turn.entities
+        if slot == "confirm":
+            if turn.intent == "affirm":
+                turn.slots["_confirmed"] = form["name"]
+                return True
+            if turn.intent == "deny":
+                self._clear_form(turn)
+                self.say(turn, "utter_cancelled")
+                raise Stop
+            return False
+        if slot in ("account_number", "location"):
+            acc = e.get("account_number")
+            if not acc:
+                m = ACCOUNT_RE.search(text)
+                acc = m.group(1) if m and not MOBILE_RE.fullmatch(m.group(1)) else None
+            if acc:
+                try:
+                    await self.account(turn, str(acc))
+                except NotFound:
+                    self.say(turn, "utter_account_not_found", account=mask_account(str(acc)))
+                    raise Stop from None
+                turn.set_slot("account_number", str(acc))
+                turn.slots.pop("_verify_for", None)
+                return True
+            if slot == "location" and (e.get("address") or e.get("district") or len(text) >= 4):
+                if turn.intent in BUSINESS_INTENTS - {"report_outage", "repair_request"} and turn.confidence > 0.8:
+                    return False
+                turn.set_slot("address", e.get("address") or text)
+                if e.get("district"):
+                    turn.set_slot("district", e["district"])
+                return True
+            return False
+        if slot == "last4":
+            m = LAST4_RE.match(text)
+            if not m:
+                return False
+            turn.slots["_last4"] = m.group(1)
+            return True
+        if slot == "contact_phone":
+            if ANON_RE.search(text) and form.get("name") == "report_violation":
+                turn.set_slot("anonymous", True)
+                turn.set_slot("contact_phone", "")
+                return True
+            p = _mobile(str(e.get("phone_number") or "")) or _mobile(text)
+            if p:
+                turn.set_slot("contact_phone", p)
+                return True
+            return False
+        if slot in ("address", "district"):
+            if turn.intent in BUSINESS_INTENTS and turn.confidence > 0.9 and not e.get("address"):
+                return False
+            if e.get("district"):
+                turn.set_slot("district", e["district"])
+            val = e.get("address") or text
+            if len(val) < 2:
+                return False
+            turn.set_slot(slot, e.get("district") if slot == "district" and e.get("district") else val)
+            return True
+        if slot == "date":
+            if e.get("date"):
+                turn.set_slot("date", e["date"])
+                return True
+            m = re.search(r"(\d{4}-\d{2}-\d{2})", text)
+            if m:
+                turn.set_slot("date", m.group(1))
+                return True
+            return False
+        if slot == "work_order_id":
+            wid = e.get("work_order_id") or ((m.group(1).upper()) if (m := WO_RE.search(text)) else None)
+            if wid:
+                turn.set_slot("work_order_id", str(wid).upper())
+                return True
+            return False
+        if slot == "description":
+            if len(text) < 2 or turn.intent in ("affirm", "deny"):
+                return False
+            turn.set_slot("description", text)
+            return True
+        if slot == "contact_name":
+            if 1 < len(text) <= 30 and not re.search(r"\d", text):
+                turn.set_slot("contact_name", re.sub(r"^(我叫|我是|姓名[:：]?|my name is|i am)\s*", "", text, flags=re.I))
+                return True
+            return False
+        if slot in ("hall_id", "slot_id"):
+            options = form.get("options") or []
+            m = CHOICE_RE.match(text)
+            if m:
+                k = int(m.group(1))
+                if 1 <= k <= len(options):
+                    turn.set_slot(slot, options[k - 1])
+                    return True
+                if k in options:
+                    turn.set_slot(slot, k)
+                    return True
+            pm = re.match(rf"^/choose\{{\"{slot}\":\s*(\d+)\}}$", text)
+            if pm and int(pm.group(1)) in options:
+                turn.set_slot(slot, int(pm.group(1)))
+                return True
+            return False
+        if slot == "topic":
+            for topic, rx in TOPIC_WORDS:
+                if rx.search(text):
+                    turn.set_slot("topic", topic)
+                    return True
+            if turn.intent == "affirm":
+                turn.set_slot("topic", "all")
+                return True
+            return False
+        if slot == "kwh":
+            m = KWH_RE.search(text) or re.search(r"(\d+(?:\.\d+)?)", text)
+            if m:
+                turn.set_slot("kwh", m.group(1))
+                return True
+            return False
+        return False
+
+    async def require_account(self, turn: Turn, flow: str, *, verify: bool = True) -> Account:
+        """The account this request is about, shown only to a bound or verified identity."""
+        number = turn.slots.get("account_number")
+        if not number:
+            if len(turn.authorized) == 1:
+                number = next(iter(turn.authorized))
+                turn.set_slot("account_number", number)
+            elif turn.authorized:
+                opts = sorted(turn.authorized)
+                buttons = [(mask_account(n), n) for n in opts]
+                turn.state["form"] = {"name": flow, "slot": "account_number"}
+                self.say(turn, "utter_ask_account_choice", extra_buttons=buttons)
+                raise Stop
+            else:
+                self.ask(turn, flow, "account_number", "utter_ask_account_number")
+        try:
+            acc = await self.account(turn, number)
+        except NotFound:
+            turn.slots.pop("account_number", None)
+            self.say(turn, "utter_account_not_found", account=mask_account(number))
+            self.ask(turn, flow, "account_number", "utter_ask_account_number")
+            raise
+        if not verify or number in turn.authorized:
+            return acc
+        await self.verify(turn, flow, acc)
+        return acc
+
+    async def verify(self, turn: Turn, flow: str, acc: Account) -> None:
+        lock = await self._lock_state(acc.account_number)
+        if lock is not None and lock.locked_until is not None and _aware(lock.locked_until) > utcnow():
+            self._clear_form(turn)
+            turn.slots.pop("account_number", None)
+            self.say(turn, "utter_verify_locked", minutes=LOCK_MINUTES)
+            raise Stop
+        given = turn.slots.pop("_last4", None)
+        if given is None:
+            self.ask(turn, flow, "last4", "utter_ask_last4", account=mask_account(acc.account_number))
+        if given == acc.phone[-4:]:
+            turn.verify_result = (acc.account_number, True)
+            turn.authorized.add(acc.account_number)
+            turn.new_accounts.append((acc.account_number, "verified"))
+            self.say(turn, "utter_verified")
+            return
+        failures = (lock.failures if lock else 0) + 1
+        turn.verify_result = (acc.account_number, False)
+        if failures >= MAX_VERIFY_FAILURES:
+            self._clear_form(turn)
+            turn.slots.pop("account_number", None)
+            self.say(turn, "utter_verify_locked", minutes=LOCK_MINUTES)
+            raise Stop
+        self.ask(turn, flow, "last4", "utter_verify_failed", left=MAX_VERIFY_FAILURES - failures)
+
+    def require(self, turn: Turn, flow: str, slot: str, response: str, **values: Any) -> Any:
+        v = turn.slots.get(slot)
+        if v is None or v == "" and slot != "contact_phone":
+            self.ask(turn, flow, slot, response, **values)
+        return v
+
+    def confirm(self, turn: Turn, flow: str, response: str, **values: Any) -> None:
+        if turn.slots.get("_confirmed") == flow:
+            turn.slots.pop("_confirmed", None)
+            turn.state["form"] = None
+            return
+        self.ask(turn, flow, "confirm", response, **values)
+
+    async def contact_phone(self, turn: Turn, flow: str) -> str:
+        p = turn.slots.get("contact_phone")
+        if p:
+            return p
+        number = turn.slots.get("account_number")
+        if number and number in turn.authorized:
+            acc = await self.account(turn, number)
+            if _mobile(acc.phone):
+                return _mobile(acc.phone)  # type: ignore[return-value]
+        m = re.fullmatch(r"\+86(1[3-9]\d{9})", turn.message.sender_id)
+        if m:
+            return m.group(1)
+        return self.require(turn, flow, "contact_phone", "utter_ask_contact_phone")
+
+    # ================================================================== emergencies
+    async def emergency(self, turn: Turn) -> None:
+        self._clear_form(turn)
+        turn.state["last_intent"] = "repair_request"
+        self.say(turn, "utter_emergency_safety", urgent=True)
+        self._take_entities(turn)
+        number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
+        if not number and len(turn.authorized) == 1:
+            number = next(iter(turn.authorized))
+        address = turn.slots.get("address")
+        phone = None
+        if number:
+            acc = await self.account(turn, number)
+            address = address or acc.address
+            phone = _mobile(acc.phone)
+        m = re.fullmatch(r"\+86(1[3-9]\d{9})", turn.message.sender_id)
+        phone = phone or (m.group(1) if m else None) or turn.slots.get("contact_phone")
+        wo = await self.core.create_work_order(
+            "repair", (turn.message.text or "")[:500], account_number=number, priority="emergency",
+            channel=turn.message.channel, contact_phone=phone, address=address,
+            details={"hazard": True, "conversation_id": turn.conversation_id},
+            idempotency_key=f"{turn.key}:wo",
+        )
+        turn.actions.append(("action_create_work_order", {"id": wo.id, "type": "repair", "priority": "emergency"}))
+        self.say(turn, "utter_emergency_order", work_order_id=wo.id)
+        turn.state["form"] = None
+        turn.handoff = ("hazard", "emergency", f"hazard {wo.id}: {mask_text(turn.message.text or '')[:200]}")
+        turn.actions.append(("action_handoff", {"reason": "hazard", "priority": "emergency"}))
+
+    # ================================================================== flows
+    async def flow_bill_query(self, turn: Turn) -> None:
+        acc = await self.require_account(turn, "bill_query")
+        month = turn.slots.get("month")
+        bills = await self.core.list_bills(acc.account_number, month=month)
+        if not bills:
+            self.say(turn, "utter_no_bill", month=month or "")
+            return
+        b = bills[0]
+        arrears = await self.core.get_arrears(acc.account_number)
+        turn.set_slot("month", b.month)
+        self.say(turn, "utter_bill", account=mask_account(acc.account_number), month=b.month, amount=money(b.amount),
+                 kwh=kwh_fmt(b.kwh), paid=money(b.paid_amount), balance=money(b.balance), due=b.due_date.isoformat(),
+                 status=self.t(turn, {"paid": "已结清", "partial": "部分缴纳", "unpaid": "未缴"}.get(b.status, b.status),
+                               b.status), owed=money(arrears.amount_owed))
+        if arrears.amount_owed > 0:
+            turn.state["offer"] = "pay"
+
+    async def flow_usage_query(self, turn: Turn) -> None:
+        acc = await self.require_account(turn, "usage_query")
+        month = turn.slots.get("month")
+        bills = await self.core.list_bills(acc.account_number, month=month)
+        if not bills:
+            self.say(turn, "utter_no_bill", month=month or "")
+            return
+        b = bills[0]
+        turn.set_slot("month", b.month)
+        extra = ""
+        if b.peak_kwh is not None and b.valley_kwh is not None:
+            extra = self.t(turn, f"（峰 {kwh_fmt(b.peak_kwh)} 度，谷 {kwh_fmt(b.valley_kwh)} 度）",
+                           f" (peak {kwh_fmt(b.peak_kwh)}, off-peak {kwh_fmt(b.valley_kwh)})")
+        self.say(turn, "utter_usage", account=mask_account(acc.account_number), month=b.month, kwh=kwh_fmt(b.kwh),
+                 split=extra, amount=money(b.amount))
+
+    async def flow_pay_bill(self, turn: Turn) -> None:
+        acc = await self.require_account(turn, "pay_bill")
+        arrears = await self.core.get_arrears(acc.account_number)
+        if arrears.amount_owed <= 0:
+            self.finish(turn)
+            self.say(turn, "utter_no_arrears", account=mask_account(acc.account_number))
+            return
+        amount = money(arrears.amount_owed)
+        if self.payments is None:
+            self.say(turn, "utter_how_to_pay", account=mask_account(acc.account_number), amount=amount)
+            return
+        self.confirm(turn, "pay_bill", "utter_confirm_payment", account=mask_account(acc.account_number), amount=amount)
+        link = await self.payments.create_payment_link(
+            account_number=acc.account_number, amount=amount, channel=turn.message.channel,
+            recipient_id=turn.message.sender_id, subject=self.t(turn, f"电费缴纳 户号{mask_account(acc.account_number)}",
+                                                                 f"Electricity bill {mask_account(acc.account_number)}"),
+        )
+        turn.actions.append(("action_payment_link", {"out_trade_no": link.out_trade_no, "amount": link.amount}))
+        self.say(turn, "utter_payment_link", kind="payment_link",
+                 metadata={"pay_url": link.pay_url, "out_trade_no": link.out_trade_no, "amount": link.amount,
+                           **({"qr_code": link.qr_code} if link.qr_code else {})},
+                 amount=link.amount, pay_url=link.pay_url)
+
+    async def flow_payment_issue(self, turn: Turn) -> None:
+        acc = await self.require_account(turn, "payment_issue")
+        if turn.slots.get("_confirmed") != "payment_issue":
+            payments = await self.core.list_payments(acc.account_number)
+            arrears = await self.core.get_arrears(acc.account_number)
+            if payments:
+                lines = [f"{p.created_at.astimezone(CHINA_TZ).strftime('%m-%d') if p.created_at else '-'} "
+                         f"{money(p.amount)}{self.t(turn, '元', ' CNY')} "
+                         f"{self.t(turn, {'paid': '已到账', 'pending': '未到账'}.get(p.status, p.status), p.status)}"
+                         for p in payments[:5]]
+                self.say(turn, "utter_payments_found", payments="\n".join(lines), owed=money(arrears.amount_owed))
+            else:
+                self.say(turn, "utter_no_payments", owed=money(arrears.amount_owed))
+        self.confirm(turn, "payment_issue", "utter_confirm_payment_order")
+        phone = await self.contact_phone(turn, "payment_issue")
+        wo = await self.core.create_work_order(
+            "complaint", self.t(turn, "缴费未到账/重复扣费核查：", "Payment check: ") + str(turn.slots.get("_text") or "")[:300],
+            account_number=acc.account_number, priority="normal", channel=turn.message.channel,
+            contact_phone=phone, details={"category": "payment_issue"}, idempotency_key=f"{turn.key}:wo")
+        self._order_done(turn, wo, "utter_payment_order_created")
+
+    def _order_done(self, turn: Turn, wo: Any, response: str, **values: Any) -> None:
+        turn.actions.append(("action_create_work_order", {"id": wo.id, "type": wo.type, "priority": wo.priority}))
+        turn.set_slot("work_order_id", wo.id)
+        self.finish(turn)
+        self.say(turn, response, work_order_id=wo.id, sla=local(wo.sla_due_at), **values)
+
+    async def _location(self, turn: Turn, flow: str) -> tuple[str | None, str | None, str | None]:
+        """(account_number, district, address) for outage/repair flows; no verification needed
+        because nothing about the account is shown back."""
+        number = turn.slots.get("account_number")
+        if not number and len(turn.authorized) == 1:
+            number = next(iter(turn.authorized))
+        if number:
+            try:
+                acc = await self.account(turn, number)
+                return acc.account_number, acc.district, turn.slots.get("address") or acc.address
+            except NotFound:
+                turn.slots.pop("account_number", None)
+        address = turn.slots.get("address")
+        district = turn.slots.get("district") or _district(address or "")
+        if not address and not district:
+            self.ask(turn, flow, "location", "utter_ask_location")
+        return None, district, address
+
+    async def flow_report_outage(self, turn: Turn) -> None:
+        number, district, address = await self._location(turn, "report_outage")
+        if turn.slots.get("_confirmed") != "report_outage":
+            now = utcnow()
+            known = []
+            for o in await self.core.list_outages(district=district, active_at=now) if district else []:
+                if o.status in ("active", "scheduled") and (not o.streets or not address or any(s in address for s in o.streets)):
+                    known.append(o)
+            if known:
+                o = known[0]
+                self.finish(turn)
+                turn.state["offer"] = "subscribe_outage"
+                turn.actions.append(("action_known_outage", {"outage_id": o.id}))
+                self.say(turn, "utter_known_outage", scope=o.scope, cause=o.cause or self.t(turn, "线路故障", "a fault"),
+                         end=local(o.estimated_end_at))
+                return
+        phone = await self.contact_phone(turn, "report_outage")
+        self.confirm(turn, "report_outage", "utter_confirm_outage_order", address=address or "-")
+        wo = await self.core.create_work_order(
+            "outage", str(turn.slots.get("_text") or "")[:500] or "停电", account_number=number, priority="high",
+            channel=turn.message.channel, contact_phone=phone, address=address, details={"district": district},
+            idempotency_key=f"{turn.key}:wo")
+        self._order_done(turn, wo, "utter_outage_order_created")
+
+    async def flow_outage_schedule(self, turn: Turn) -> None:
+        district = turn.slots.get("district") or _district(turn.slots.get("address") or "")
+        if not district:
+            number = turn.slots.get("account_number") or (next(iter(turn.authorized)) if len(turn.authorized) == 1 else None)
+            if number:
+                try:
+                    district = (await self.account(turn, number)).district
+                except NotFound:
+                    pass
+        if not district:
+            district = self.require(turn, "outage_schedule", "district", "utter_ask_district")
+            district = _district(district) or district
+        day = turn.slots.get("date")
+        kwargs: dict[str, Any] = {"district": district, "kind": "planned"}
+        if day:
+            d0 = datetime.fromisoformat(day).replace(tzinfo=CHINA_TZ)
+            kwargs.update(starts_after=d0 - timedelta(days=1), starts_before=d0 + timedelta(days=1))
+        else:
+            kwargs.update(starts_after=utcnow() - timedelta(days=1))
+        outages = [o for o in await self.core.list_outages(**kwargs) if o.status in ("scheduled", "active")]
+        if day:
+            outages = [o for o in outages if _overlaps_day(o, day)]
+        self.finish(turn)
+        if not outages:
+            self.say(turn, "utter_no_planned_outage", district=district, day=day or self.t(turn, "近期", "the coming days"))
+            return
+        lines = "\n".join(f"{local(o.start_at)} ~ {local(o.estimated_end_at)} {o.scope}" + (f"（{o.cause}）" if o.cause else "")
+                          for o in outages[:5])
+        turn.state["offer"] = "subscribe_outage"
+        self.say(turn, "utter_planned_outages", district=district, outages=lines)
+
+    async def flow_repair_request(self, turn: Turn) -> None:
+        number, district, address = await self._location(turn, "repair_request")
+        phone = await self.contact_phone(turn, "repair_request")
+        self.confirm(turn, "repair_request", "utter_confirm_repair", address=address or "-")
+        wo = await self.core.create_work_order(
+            "repair", str(turn.slots.get("_text") or "")[:500] or "报修", account_number=number, priority="normal",
+            channel=turn.message.channel, contact_phone=phone, address=address, details={"district": district},
+            idempotency_key=f"{turn.key}:wo")
+        self._order_done(turn, wo, "utter_repair_created")
+
+    async def flow_complaint(self, turn: Turn) -> None:
+        text = str(turn.slots.get("_text") or "")
+        if ANGRY_RE.search(text) and turn.slots.get("_confirmed") != "complaint":
+            number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
+            if not number and len(turn.authorized) == 1:
+                number = next(iter(turn.authorized))
+            wo = await self.core.create_work_order(
+                "complaint", text[:500], account_number=number, priority="high", channel=turn.message.channel,
+                details={"angry": True}, idempotency_key=f"{turn.key}:wo")
+            turn.actions.append(("action_create_work_order", {"id": wo.id, "type": "complaint", "priority": "high"}))
+            self.say(turn, "utter_complaint_sorry", work_order_id=wo.id)
+            self.finish(turn)
+            self.hand_off(turn, "complaint_angry", "high")
+            return
+        await self._simple_order(turn, "complaint", "complaint", "utter_ask_complaint", "utter_complaint_created", priority="normal")
+
+    async def flow_feedback(self, turn: Turn) -> None:
+        await self._simple_order(turn, "feedback", "feedback", "utter_ask_feedback", "utter_feedback_created", priority="low")
+
+    async def _simple_order(self, turn: Turn, flow: str, wo_type: str, ask: str, done: str, *, priority: str) -> None:
+        if not turn.slots.get("description"):
+            text = str(turn.slots.get("_text") or "")
+            if len(re.sub(r"\W", "", text)) >= 8:
+                turn.set_slot("description", text)
+        desc = self.require(turn, flow, "description", ask)
+        phone = await self.contact_phone(turn, flow)
+        number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
+        if not number and len(turn.authorized) == 1:
+            number = next(iter(turn.authorized))
+        self.confirm(turn, flow, "utter_confirm_order", description=desc[:60])
+        wo = await self.core.create_work_order(
+            wo_type, desc[:500], account_number=number, priority=priority, channel=turn.message.channel,
+            contact_phone=phone, idempotency_key=f"{turn.key}:wo")
+        self._order_done(turn, wo, done)
+
+    async def flow_report_violation(self, turn: Turn) -> None:
+        if not turn.slots.get("description"):
+            text = str(turn.slots.get("_text") or "")
+            if len(re.sub(r"\W", "", text)) >= 10:
+                turn.set_slot("description", text)
+        desc = self.require(turn, "report_violation", "description", "utter_ask_violation")
+        address = self.require(turn, "report_violation", "address", "utter_ask_violation_address")
+        if "contact_phone" not in turn.slots:
+            self.ask(turn, "report_violation", "contact_phone", "utter_ask_violation_contact")
+        phone = turn.slots.get("contact_phone") or None
+        self.confirm(turn, "report_violation", "utter_confirm_order", description=desc[:60])
+        wo = await self.core.create_work_order(
+            "violation", desc[:500], priority="normal", channel=None if turn.slots.get("anonymous") else turn.message.channel,
+            contact_phone=phone, address=address, details={"anonymous": bool(turn.slots.get("anonymous"))},
+            idempotency_key=f"{turn.key}:wo")
+        self._order_done(turn, wo, "utter_violation_created")
+
+    async def flow_work_order_status(self, turn: Turn) -> None:
+        wid = turn.slots.get("work_order_id")
+        if wid:
+            try:
+                wo = await self.core.get_work_order(wid)
+            except NotFound:
+                turn.slots.pop("work_order_id", None)
+                self.finish(turn)
+                self.say(turn, "utter_work_order_not_found", work_order_id=wid)
+                return
+            if wo.account_number and wo.account_number not in turn.authorized:
+                turn.set_slot("account_number", wo.account_number)
+                await self.verify(turn, "work_order_status", await self.account(turn, wo.account_number))
+        else:
+            acc = await self.require_account(turn, "work_order_status")
+            orders = await self.core.list_work_orders(acc.account_number, limit=1)
+            if not orders:
+                self.finish(turn)
+                self.say(turn, "utter_no_work_orders")
+                return
+            wo = orders[0]
+        self.finish(turn)
+        self.say(turn, "utter_work_order_status", work_order_id=wo.id,
+                 status=WO_STATUS[turn.lang].get(wo.status, wo.status), created=local(wo.created_at), sla=local(wo.sla_due_at))
+
+    async def _application(self, turn: Turn, flow: str, *, needs_account: bool = False) -> None:
+        if not turn.slots.get("_started"):
+            turn.slots["_started"] = flow
+            self.say(turn, f"utter_materials_{flow}")
+        number = None
+        if needs_account:
+            number = (await self.require_account(turn, flow)).account_number
+        elif turn.slots.get("account_number") in turn.authorized:
+            number = turn.slots.get("account_number")
+        address = turn.slots.get("address")
+        if not address and number:
+            address = (await self.account(turn, number)).address
+        if not address:
+            address = self.require(turn, flow, "address", "utter_ask_address")
+        phone = await self.contact_phone(turn, flow)
+        self.confirm(turn, flow, "utter_confirm_application")
+        turn.slots.pop("_started", None)
+        wo = await self.core.create_work_order(
+            WO_TYPE[flow], str(turn.slots.get("_text") or flow)[:500], account_number=number, priority="normal",
+            channel=turn.message.channel, contact_phone=phone, address=address, idempotency_key=f"{turn.key}:wo")
+        turn.state["offer"] = "book_appointment"
+        self._order_done(turn, wo, "utter_application_created")
+
+    async def flow_new_connection(self, turn: Turn) -> None:
+        await self._application(turn, "new_connection")
+
+    async def flow_solar_connection(self, turn: Turn) -> None:
+        await self._application(turn, "solar_connection")
+
+    async def flow_ev_charging(self, turn: Turn) -> None:
+        await self._application(turn, "ev_charging")
+
+    async def flow_account_change(self, turn: Turn) -> None:
+        await self._application(turn, "account_change", needs_account=True)
+
+    async def flow_tariff_consult(self, turn: Turn) -> None:
+        text = str(turn.slots.get("_text") or turn.message.text or "")
+        category = "commercial" if re.search(r"商业|工商|一般工商|commercial|business|shop", text, re.I) else "residential"
+        number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
+        if number and not re.search(r"商业|居民|commercial|residential", text, re.I):
+            category = (await self.account(turn, number)).category
+        tariff = await self.core.get_tariff(category)
+        self.finish(turn)
+        kwh = turn.slots.get("kwh")
+        if kwh:
+            q = await self.core.quote(category, kwh)
+            lines = "\n".join(f"{l.label}: {kwh_fmt(l.kwh)} × {l.price} = {money(l.amount)}" for l in q.lines)
+            self.say(turn, "utter_quote", kwh=kwh_fmt(q.kwh), amount=money(q.amount), lines=lines, tariff=tariff.name)
+            return
+        if tariff.tiers:
+            rows = "\n".join(
+                f"{self.t(turn, '第', 'Tier ')}{t.tier}{self.t(turn, '档', '')} {kwh_fmt(t.from_kwh)}-"
+                f"{kwh_fmt(t.to_kwh) if t.to_kwh is not None else self.t(turn, '以上', '+')}: {t.price}"
+                for t in tariff.tiers)
+        else:
+            rows = f"{tariff.flat_price}"
+        tou = ""
+        if tariff.peak_price is not None and tariff.valley_price is not None:
+            tou = self.t(turn, f"\n峰时({tariff.peak_hours}) {tariff.peak_price}，谷时({tariff.valley_hours}) {tariff.valley_price} 元/度",
+                         f"\nPeak ({tariff.peak_hours}) {tariff.peak_price}, off-peak ({tariff.valley_hours}) {tariff.valley_price} CNY/kWh")
+        self.say(turn, "utter_tariff", tariff=tariff.name, rows=rows, tou=tou)
+
+    async def flow_invoice_request(self, turn: Turn) -> None:
+        acc = await self.require_account(turn, "invoice_request")
+        paid = [p for p in await self.core.list_payments(acc.account_number) if p.status == "paid"]
+        if not paid:
+            self.finish(turn)
+            self.say(turn, "utter_no_paid_payments")
+            return
+        p = paid[0]
+        self.confirm(turn, "invoice_request", "utter_confirm_invoice", amount=money(p.amount), out_trade_no=p.out_trade_no)
+        phone = await self.contact_phone(turn, "invoice_request")
+        wo = await self.core.create_work_order(
+            "invoice", f"e-invoice for {p.out_trade_no}", account_number=acc.account_number, priority="low",
+            channel=turn.message.channel, contact_phone=phone, details={"out_trade_no": p.out_trade_no},
+            idempotency_key=f"{turn.key}:wo")
+        self._order_done(turn, wo, "utter_invoice_created")
+
+    async def flow_book_appointment(self, turn: Turn) -> None:
+        flow = "book_appointment"
+        number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
+        if not number and len(turn.authorized) == 1:
+            number = next(iter(turn.authorized))
+        acc = await self.account(turn, number) if number else None
+        district = turn.slots.get("district") or (acc.district if acc else None)
+        if not district:
+            district = self.require(turn, flow, "district", "utter_ask_district")
+            district = _district(district) or district
+        hall_id = turn.slots.get("hall_id")
+        if not hall_id:
+            halls = await self.core.list_halls(district) or await self.core.list_halls()
+            if not halls:
+                self.finish(turn)
+                self.say(turn, "utter_no_halls")
+                return
+            if len(halls) == 1:
+                hall_id = halls[0].id
+                turn.set_slot("hall_id", hall_id)
+            else:
+                turn.state["form"] = {"name": flow, "slot": "hall_id", "options": [h.id for h in halls[:6]]}
+                lst = "\n".join(f"{i + 1}. {h.name}（{h.address}）" for i, h in enumerate(halls[:6]))
+                self.say(turn, "utter_choose_hall", halls=lst,
+                         extra_buttons=[(h.name, f'/choose{{"hall_id": {h.id}}}') for h in halls[:6]])
+                raise Stop
+        slot_id = turn.slots.get("slot_id")
+        if not slot_id:
+            day = turn.slots.get("date")
+            slots = await self.core.list_slots(hall_id, day, only_available=True)
+            if not slots:
+                turn.slots.pop("date", None)
+                if day:
+                    self.say(turn, "utter_no_slots_day", day=day)
+                    self.ask(turn, flow, "date", "utter_ask_date")
+                self.finish(turn)
+                self.say(turn, "utter_no_slots")
+                return
+            slots = slots[:6]
+            turn.state["form"] = {"name": flow, "slot": "slot_id", "options": [s.id for s in slots]}
+            period = {"morning": self.t(turn, "上午", "morning"), "afternoon": self.t(turn, "下午", "afternoon")}
+            lst = "\n".join(f"{i + 1}. {s.date.isoformat()} {period.get(s.period, s.period)} {s.starts_at}-{s.ends_at}"
+                            f"（{self.t(turn, '余', 'free ')}{s.available}）" for i, s in enumerate(slots))
+            self.say(turn, "utter_choose_slot", slots=lst,
+                     extra_buttons=[(f"{s.date.isoformat()} {period.get(s.period, s.period)}", f'/choose{{"slot_id": {s.id}}}')
+                                    for s in slots])
+            raise Stop
+        name = turn.slots.get("contact_name") or (acc.holder_name if acc else None)
+        if not name:
+            name = self.require(turn, flow, "contact_name", "utter_ask_contact_name")
+        phone = await self.contact_phone(turn, flow)
+        self.confirm(turn, flow, "utter_confirm_appointment")
+        try:
+            appt = await self.core.book_appointment(
+                int(slot_id), number, name, phone, str(turn.slots.get("_purpose") or "业务办理"),
+                idempotency_key=f"{turn.key}:appt")
+        except Conflict:
+            turn.slots.pop("slot_id", None)
+            self.say(turn, "utter_slot_full")
+            await self.flow_book_appointment(turn)
+            return
+        turn.actions.append(("action_book_appointment", {"id": appt.id, "slot_id": appt.slot_id}))
+        self.finish(turn)
+        period = {"morning": self.t(turn, "上午", "morning"), "afternoon": self.t(turn, "下午", "afternoon")}
+        self.say(turn, "utter_appointment_booked", appointment_id=appt.id, date=appt.date.isoformat(),
+                 period=period.get(appt.period, appt.period))
+
+    async def flow_subscribe_notifications(self, turn: Turn) -> None:
+        acc = await self.require_account(turn, "subscribe_notifications")
+        topic = turn.slots.get("topic") or _topic(str(turn.slots.get("_text") or "")) or "all"
+        topics = ["outage", "bill", "work_order", "payment"] if topic == "all" else [topic]
+        channel, identity = turn.message.channel, turn.message.sender_id
+        try:
+            for tp in topics:
+                await self.core.create_subscription(acc.account_number, tp, channel, identity)
+            via = ""
+        except ValidationFailed:
+            channel, identity = "sms", "+86" + (_mobile(acc.phone) or acc.phone)
+            for tp in topics:
+                await self.core.create_subscription(acc.account_number, tp, channel, identity)
+            via = self.t(turn, f"（本渠道暂不支持推送，将以短信发送至 {mask_phone(_mobile(acc.phone) or acc.phone)}）",
+                         f" (this channel cannot receive notices; they will go by SMS to {mask_phone(_mobile(acc.phone) or acc.phone)})")
+        turn.actions.append(("action_subscribe", {"topics": topics, "channel": channel}))
+        self.finish(turn)
+        self.say(turn, "utter_subscribed", topics="、".join(TOPIC_NAMES[turn.lang][t] for t in topics), via=via)
+
+    async def flow_unsubscribe_notifications(self, turn: Turn) -> None:
+        acc = await self.require_account(turn, "unsubscribe_notifications")
+        topic = turn.slots.get("topic") or _topic(str(turn.slots.get("_text") or ""))
+        self.confirm(turn, "unsubscribe_notifications", "utter_confirm_unsubscribe",
+                     topics=TOPIC_NAMES[turn.lang].get(topic or "", self.t(turn, "全部通知", "all notices")))
+        removed = await self.core.delete_subscription(acc.account_number, topic, turn.message.channel, turn.message.sender_id)
+        removed += await self.core.delete_subscription(acc.account_number, topic, "sms", "+86" + (_mobile(acc.phone) or acc.phone))
+        turn.actions.append(("action_unsubscribe", {"topic": topic, "removed": removed}))
+        self.finish(turn)
+        self.say(turn, "utter_unsubscribed", count=removed)
+
+    async def flow_bind_account(self, turn: Turn) -> None:
+        number = turn.slots.get("account_number")
+        if not number:
+            self.ask(turn, "bind_account", "account_number", "utter_ask_account_number")
+        acc = await self.account(turn, number)
+        if number not in turn.authorized or not any(
+            b.channel == turn.message.channel and b.identity == turn.message.sender_id for b in acc.bindings
+        ):
+            if number not in turn.authorized:
+                await self.verify(turn, "bind_account", acc)
+        await self.core.bind_account(number, turn.message.channel, turn.message.sender_id)
+        turn.new_accounts.append((number, "bound"))
+        turn.authorized.add(number)
+        turn.actions.append(("action_bind_account", {"account": mask_account(number)}))
+        self.finish(turn)
+        self.say(turn, "utter_bound", account=mask_account(number), name=_mask_name(acc.holder_name))
+
+
+# ====================================================================== helpers
+def _slim(parse: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "intent": parse.get("intent"),
+        "entities": [{k: e.get(k) for k in ("entity", "value", "start", "end")} for e in parse.get("entities") or []],
+        "intent_ranking": (parse.get("intent_ranking") or [])[:3],
+        "language": parse.get("language"),
+    }
+
+
+def _mobile(text: str) -> str | None:
+    m = MOBILE_RE.search(text or "")
+    return m.group(1) if m else None
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+_DISTRICT_RE = re.compile(r"([\u4e00-\u9fa5]{2,4}?(?:新区|区|县))")
+
+
+def _district(text: str) -> str | None:
+    m = _DISTRICT_RE.search(text or "")
+    if not m:
+        return None
+    d = m.group(1)
+    for prefix in ("上海市", "上海", "北京市", "市"):
+        if d.startswith(prefix) and len(d) > len(prefix) + 1:
+            d = d[len(prefix):]
+    return d
+
+
+def _topic(text: str) -> str | None:
+    for topic, rx in TOPIC_WORDS:
+        if rx.search(text):
+            return topic
+    return None
+
+
+def _overlaps_day(o: Any, day: str) -> bool:
+    d0 = datetime.fromisoformat(day).replace(tzinfo=CHINA_TZ)
+    d1 = d0 + timedelta(days=1)
+    start = _aware(o.start_at)
+    end = _aware(o.estimated_end_at) if o.estimated_end_at else start + timedelta(hours=8)
+    return start < d1 and end > d0
+
+
+def _mask_name(name: str) -> str:
+    return (name[0] + "*" * (len(name) - 1)) if name else ""
+
+
+async def conversation_events(session: AsyncSession, conversation_id: str, *, after_id: int = 0, limit: int = 200) -> list[Event]:
+    """The conversation's event log (user messages with parse + slots, bot replies, actions,
+    handoff changes), oldest first — for the agent console."""
+    rows = await session.execute(
+        select(Event).where(Event.conversation_id == conversation_id, Event.id > after_id).order_by(Event.id).limit(limit)
+    )
+    return list(rows.scalars())
+
+
+def _unused(_: date) -> None:  # pragma: no cover - keeps the date import for type readers
+    return None
