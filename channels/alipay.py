@@ -1,0 +1,255 @@
+"""Alipay service window (生活号) channel and Alipay online payment, path ``/channels/alipay``.
+
+Inbound: the Alipay gateway posts form fields ``service``, ``biz_content`` (XML), ``charset``
+(often GBK), ``sign_type`` and ``sign``. The RSA2 signature is checked over the sorted string
+*in the message's own charset* with ``sign_type`` kept in it (the service-window rule; the
+SDK's ``verify`` uses the payment-notify rule and UTF-8 only). Two services:
+
+- ``alipay.service.check`` (``verifygw``): answered with a signed XML echoing our app public key.
+- ``alipay.mobile.public.message.notify``: answered at once with a signed ``ack``; the message
+  (text, follow/unfollow, menu click) goes into the pipeline, deduplicated by ``MsgId`` (events
+  by sender + CreateTime + event type), and the bot's answer is delivered later by ``send`` →
+  ``alipay.open.public.message.custom.send`` through python-alipay-sdk ``server_api``.
+
+Outbound payment links and the payment notify live in :mod:`channels.alipay_payments`; the
+channel registers them as ``ctx.extras["payments"]`` and serves ``POST /payments/alipay/notify``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import urllib.parse
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+from xml.sax.saxutils import escape
+
+from aiohttp import web
+
+from channels import alipay_sdk
+from channels.alipay_payments import AlipayPayments
+from channels.base import Channel, ChannelContext, DeliveryError, Message, Reply
+
+log = logging.getLogger("powerbot.channels.alipay")
+
+SERVICE_CHECK = "alipay.service.check"
+SERVICE_NOTIFY = "alipay.mobile.public.message.notify"
+CUSTOM_SEND = "alipay.open.public.message.custom.send"
+MAX_TEXT = 2000  # Alipay text message limit (characters)
+MAX_INBOUND_TEXT = 4000
+_DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+_DTD_STR = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+_ID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+# Platform event → the neutral event names the dialogue engine sees (same as WeChat's).
+EVENTS = {"follow": "subscribe", "unfollow": "unsubscribe", "click": "click", "enter": "enter"}
+
+
+class BadRequest(Exception):
+    """Refused inbound request; ``reason`` is safe to log and to answer."""
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+def parse_form(raw: bytes, content_type_charset: str | None) -> tuple[dict[str, str], str]:
+    """Decode an urlencoded body in the charset it declares (field ``charset``, else header, else GBK)."""
+    if _DTD.search(raw):
+        raise BadRequest("document type declarations are not accepted")
+    pairs: list[tuple[bytes, bytes]] = []
+    for part in raw.split(b"&"):
+        if not part:
+            continue
+        k, _, v = part.partition(b"=")
+        pairs.append((urllib.parse.unquote_to_bytes(k.replace(b"+", b" ")),
+                      urllib.parse.unquote_to_bytes(v.replace(b"+", b" "))))
+    declared = next((v for k, v in pairs if k == b"charset"), None)
+    try:
+        charset = alipay_sdk.normalise_charset(
+            declared.decode("ascii") if declared else content_type_charset, default="gbk"
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("unsupported charset") from None
+    form: dict[str, str] = {}
+    try:
+        for k, v in pairs:
+            key = k.decode("ascii")
+            if key in form:
+                raise BadRequest(f"duplicate field {key!r}")
+            form[key] = v.decode(charset)
+    except UnicodeDecodeError:
+        raise BadRequest(f"body is not valid {charset}") from None
+    return form, charset
+
+
+def parse_biz_xml(text: str) -> dict[str, Any]:
+    """Parse ``biz_content`` XML safely: no DTD, no entities, flat fields + ``Text/Content``."""
+    if _DTD_STR.search(text):
+        raise BadRequest("document type declarations are not accepted")
+    try:
+        root = ET.fromstring(text.strip())
+    except ET.ParseError:
+        raise BadRequest("biz_content is not well-formed XML") from None
+    out: dict[str, Any] = {}
+    for child in root:
+        if len(child):
+            out[child.tag] = {g.tag: (g.text or "").strip() for g in child}
+        else:
+            out[child.tag] = (child.text or "").strip()
+    return out
+
+
+class AlipayChannel(Channel):
+    name = "alipay"
+
+    def __init__(self, ctx: ChannelContext, *, appid: str, app_private_pem: str, alipay_public_pem: str) -> None:
+        super().__init__(ctx)
+        s = ctx.settings
+        self.appid = appid
+        public = (s.public_url or f"http://{s.host}:{s.port}").rstrip("/")
+        self.notify_url = f"{public}/payments/alipay/notify"
+        self.client = alipay_sdk.make_client(
+            appid, app_private_pem, alipay_public_pem, s.alipay_gateway_url, notify_url=self.notify_url
+        )
+        self.app_public_key = alipay_sdk.app_public_key_b64(self.client)
+        self.payments = AlipayPayments(ctx, self.client, appid=appid, notify_url=self.notify_url,
+                                       return_url=s.public_url)
+
+    # ------------------------------------------------------------------ routes
+    def routes(self) -> Iterable[web.AbstractRouteDef]:
+        return [
+            web.post("/channels/alipay", self.gateway),
+            web.post("/payments/alipay/notify", self.payments.notify),
+        ]
+
+    def readiness(self) -> dict[str, Any]:
+        return {"on": True, "appid": self.appid, "gateway": urlsplit(alipay_sdk.gateway_of(self.client)).netloc,
+                "payments": True}
+
+    # ------------------------------------------------------------------ inbound
+    async def gateway(self, request: web.Request) -> web.Response:
+        try:
+            raw = await request.read()
+            form, charset = parse_form(raw, request.charset)
+            service = form.get("service", "")
+            sign, sign_type = form.get("sign", ""), form.get("sign_type", "RSA2")
+            if sign_type != "RSA2":
+                raise BadRequest("sign_type must be RSA2")
+            if not sign or "biz_content" not in form:
+                raise BadRequest("sign and biz_content are required")
+            content = alipay_sdk.sign_content(form).encode(charset)
+            if not alipay_sdk.verify_bytes(self.client, content, sign, sign_type):
+                log.warning("alipay gateway: signature check failed service=%s from=%s",
+                            service[:64], request.remote)
+                raise BadRequest("signature verification failed", status=403)
+            biz = parse_biz_xml(form["biz_content"])
+            app_id = biz.get("AppId")
+            if app_id and app_id != self.appid:
+                log.warning("alipay gateway: foreign app_id service=%s", service[:64])
+                raise BadRequest("app_id mismatch", status=403)
+            if service == SERVICE_CHECK:
+                return self._signed_answer(
+                    f"<success>true</success><biz_content>{self.app_public_key}</biz_content>", charset
+                )
+            if service == SERVICE_NOTIFY:
+                return await self._notify(biz, charset)
+            raise BadRequest("unknown service")
+        except BadRequest as exc:
+            return web.json_response({"error": "bad_request", "reason": exc.reason}, status=exc.status)
+
+    def _signed_answer(self, response_xml: str, charset: str) -> web.Response:
+        sign = alipay_sdk.sign_bytes(self.client, response_xml.encode(charset))
+        body = (
+            f'<?xml version="1.0" encoding="{charset.upper()}"?>'
+            f"<alipay><response>{response_xml}</response><sign>{sign}</sign><sign_type>RSA2</sign_type></alipay>"
+        )
+        return web.Response(body=body.encode(charset), content_type="text/xml", charset=charset.upper())
+
+    def _ack(self, user_id: str, charset: str) -> web.Response:
+        ack = (
+            f"<XML><ToUserId><![CDATA[{escape(user_id)}]]></ToUserId><AppId><![CDATA[{self.appid}]]></AppId>"
+            f"<CreateTime>{int(time.time() * 1000)}</CreateTime><MsgType><![CDATA[ack]]></MsgType></XML>"
+        )
+        return self._signed_answer(ack, charset)
+
+    async def _notify(self, biz: dict[str, Any], charset: str) -> web.Response:
+        user_id = str(biz.get("FromAlipayUserId") or biz.get("FromUserId") or "")
+        if not _ID_RE.match(user_id):
+            raise BadRequest("FromUserId missing or malformed")
+        msg_type = str(biz.get("MsgType", "")).lower()
+        create_time = str(biz.get("CreateTime", ""))[:20]
+        msg_id = str(biz.get("MsgId", ""))[:64]
+        metadata: dict[str, Any] = {"create_time": create_time}
+        if msg_type == "text":
+            text_node = biz.get("Text")
+            text = text_node.get("Content", "") if isinstance(text_node, dict) else ""
+            kind = "text"
+        elif msg_type == "event":
+            event = str(biz.get("EventType", "")).lower()
+            if event not in EVENTS:
+                return self._ack(user_id, charset)  # events we do not act on are acknowledged
+            if event == "enter":  # entering the window is not a message; nothing to answer
+                return self._ack(user_id, charset)
+            kind, text = "event", ""
+            metadata["event"] = EVENTS[event]
+            metadata["platform_event"] = event
+            if event == "click":
+                metadata["key"] = str(biz.get("ActionParam", ""))[:200]
+        elif msg_type in ("image", "voice", "video", "link", "location"):
+            kind, text = ("image" if msg_type == "image" else msg_type), ""
+        else:
+            return self._ack(user_id, charset)
+        if len(text) > MAX_INBOUND_TEXT:
+            text = text[:MAX_INBOUND_TEXT]
+        if msg_id and kind != "event":
+            dedupe = f"msg:{msg_id}"
+        else:
+            dedupe = f"ev:{user_id}:{create_time}:{metadata.get('platform_event', msg_type)}"
+        message = Message(channel=self.name, sender_id=user_id, text=text, message_id=dedupe,
+                          kind=kind, metadata=metadata)
+        # Alipay wants an immediate ack; the answer always goes out by custom.send via the outbox.
+        receipt = await self.ctx.processor.receive(message, wait=0)
+        if receipt.duplicate:
+            log.info("alipay notify duplicate dedupe=%s", dedupe[:80])
+        return self._ack(user_id, charset)
+
+    # ------------------------------------------------------------------ outbound
+    @staticmethod
+    def render(reply: Reply) -> str:
+        text = reply.text or ""
+        pay_url = reply.metadata.get("pay_url") if reply.metadata else None
+        if pay_url and pay_url not in text:
+            text = f"{text}\n{pay_url}" if text else str(pay_url)
+        if reply.buttons:
+            text += "\n" + "\n".join(f"· {b.title}" for b in reply.buttons)
+        return text[:MAX_TEXT]
+
+    async def send(self, reply: Reply) -> str | None:
+        if not _ID_RE.match(reply.recipient_id or ""):
+            raise DeliveryError("recipient is not an Alipay user id", retryable=False, code="bad_recipient")
+        biz = {"to_user_id": reply.recipient_id, "msg_type": "text",
+               "text": {"content": self.render(reply)}, "chat": "1"}
+        result = await alipay_sdk.call(self.client, "server_api", CUSTOM_SEND, biz_content=biz)
+        return str(result.get("msg_id") or result.get("msgId") or "alipay")
+
+
+def from_context(ctx: ChannelContext) -> AlipayChannel | None:
+    """The channel (and online payment) is on when appid and both keys are configured."""
+    s = ctx.settings
+    if not s.alipay_appid:
+        return None
+    private = alipay_sdk.load_key(s.alipay_app_private_key, s.alipay_app_private_key_file,
+                                  private=True, what="POWERBOT_ALIPAY_APP_PRIVATE_KEY")
+    public = alipay_sdk.load_key(s.alipay_public_key, s.alipay_public_key_file,
+                                 private=False, what="POWERBOT_ALIPAY_PUBLIC_KEY")
+    if private is None or public is None:
+        log.warning("alipay: appid set but a key is missing; channel off")
+        return None
+    channel = AlipayChannel(ctx, appid=s.alipay_appid, app_private_pem=private, alipay_public_pem=public)
+    ctx.extras["payments"] = channel.payments
+    return channel
