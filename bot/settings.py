@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     wechat_token: SecretStr | None = None
     wechat_aes_key: SecretStr | None = None
     wechat_api_base_url: str = "https://api.weixin.qq.com/cgi-bin/"
+    wechat_reply_wait_seconds: float = Field(4.0, ge=0, le=4.5)  # passive-reply wait (WeChat deadline 5 s)
     alipay_appid: str | None = None
     alipay_app_private_key: SecretStr | None = None
     alipay_app_private_key_file: Path | None = None
@@ -81,6 +82,10 @@ class Settings(BaseSettings):
     smtp_relay_username: str | None = None
     smtp_relay_password: SecretStr | None = None
     mail_from: str = "service@powerbot.local"
+    sms_inbound_per_minute: int = Field(10, ge=0)  # per number; 0 = unlimited
+    sms_outbound_per_minute: int = Field(30, ge=0)  # per number; 0 = unlimited
+    sms_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    smtp_relay_timeout_seconds: float = Field(30.0, gt=0, le=300)
 
     # --- console -------------------------------------------------------------------------
     session_secret: SecretStr | None = None

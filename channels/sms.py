@@ -1,0 +1,601 @@
+"""SMS channel: an HTTP SMS provider (inbound webhook, outbound API, delivery reports).
+
+Provider contract (what a real aggregator is configured to do, and what the tests play):
+
+- Inbound ``POST /channels/sms``, form-encoded or JSON, fields ``from``, ``to``, ``text``,
+  ``message_id`` (also ``id``/``msg_id``) and ``timestamp`` (unix seconds or ISO 8601).
+  Header ``X-Signature``: hex HMAC-SHA256 of the raw body with the shared ``sms_secret``.
+  The timestamp lives inside the signed body; a message older (or newer) than 5 minutes is
+  refused as a replay. Forged / missing signature → 401/403, nothing stored.
+- Delivery reports ``POST /channels/sms/status`` (signed the same way): ``message_id`` (the
+  provider's id of one segment), ``status`` (``delivered``/``failed``/...), ``timestamp``.
+- Outbound ``POST {sms_api_base_url}/messages`` JSON ``{to, from, text, client_ref, part,
+  parts, timestamp}`` with ``X-Api-Key`` and the same ``X-Signature`` over our body; the
+  provider answers ``{"message_id": "..."}`` (or ``id``).
+
+Segments: Chinese text is sent as UCS-2. A message of at most 70 UCS-2 code units is one SMS;
+a longer one is split into parts of at most 67 code units (3 units go to the concatenation
+header), never splitting a surrogate pair, at most ``MAX_PARTS`` parts (the rest is cut with
+"…"). Each part is one API call with ``part``/``parts``. ``send()`` returns a batch reference
+(our ``client_ref`` prefix) that becomes the outbox row's ``provider_id``; ``sms_parts`` maps
+every provider segment id to it so delivery reports update the outbox row: ``delivered`` when
+every part is delivered, ``failed`` as soon as one part fails.
+
+Opt-out: a whole message STOP / UNSUBSCRIBE / TD / 退订 (case-insensitive, surrounding
+punctuation ignored) records the number in ``sms_opt_outs`` at once and confirms; START / 恢复
+re-subscribes. Notices (``kind`` notice/template) to an opted-out number fail with
+``DeliveryError(retryable=False, code="opted_out")`` unless ``urgent`` (safety notices) or
+``metadata["transactional"]``. Answers to the customer's own messages still go out.
+
+Rate limits per number (in-process sliding 60 s window): inbound ``sms_inbound_per_minute``
+(over it: one polite refusal per window, further messages dropped), outbound
+``sms_outbound_per_minute`` (over it: retryable ``DeliveryError(code="rate_limited")``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import re
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot import outbox
+from bot.logs import mask_phone
+from bot.models import InboundMessage, OutboxMessage
+from channels.base import Channel, ChannelContext, DeliveryError, Message, Reply
+from channels.sms_store import SmsOptOut, SmsPart
+
+log = logging.getLogger("powerbot.channels.sms")
+
+MAX_SKEW_SECONDS = 300
+SINGLE_UNITS = 70
+PART_UNITS = 67
+MAX_PARTS = 8
+MAX_TEXT = 1000
+
+STOP_WORDS = {"stop", "td", "退订", "unsubscribe", "退订短信"}
+START_WORDS = {"start", "unstop", "恢复", "恢复订阅"}
+ENGLISH_KEYWORDS = {"stop", "unsubscribe", "start", "unstop"}
+
+TEXTS = {
+    "stopped": {
+        "zh": "您已退订95598短信通知，将不再收到停电、账单等通知短信。如需恢复请回复START。用电咨询、报修请拨打95598。",
+        "en": "You have unsubscribed from 95598 SMS notices and will receive no more of them. "
+        "Reply START to resubscribe. For service or repairs call 95598.",
+    },
+    "started": {
+        "zh": "您已恢复接收95598短信通知。回复TD可随时退订。",
+        "en": "You will receive 95598 SMS notices again. Reply STOP to unsubscribe at any time.",
+    },
+    "rate_limited": {
+        "zh": "您发送的短信过于频繁，请稍后再试。如遇停电、电线断落等紧急情况，请远离危险并拨打95598。",
+        "en": "You are sending messages too quickly, please try again in a minute. "
+        "For emergencies (fallen wires, sparks) keep away and call 95598.",
+    },
+}
+
+_PUNCT = " \t\r\n。.!！?？,，;；~～\"'“”‘’"
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+# --------------------------------------------------------------------------- helpers
+def sign(secret: str, body: bytes) -> str:
+    """Hex HMAC-SHA256 of the raw body: the ``X-Signature`` header both ways."""
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(secret: str, body: bytes, signature: str | None) -> bool:
+    if not signature:
+        return False
+    return hmac.compare_digest(sign(secret, body), signature.strip().lower())
+
+
+def normalize_phone(raw: str | None) -> str | None:
+    """E.164 for Chinese numbers (``+8613800138000``); other ``+`` numbers kept; else None.
+
+    Accepts ``13800138000``, ``8613800138000``, ``+86 138-0013-8000``, ``008613800138000``,
+    landlines with area code (``010-12345678`` → ``+861012345678``).
+    """
+    if not raw:
+        return None
+    s = str(raw).strip()
+    plus = s.startswith("+")
+    digits = re.sub(r"[\s\-().]", "", s.lstrip("+"))
+    if not digits.isdigit():
+        return None
+    if digits.startswith("00"):
+        digits, plus = digits[2:], True
+    if digits.startswith("86") and len(digits) == 13 and digits[2] == "1":
+        return "+" + digits
+    if not plus and len(digits) == 11 and re.fullmatch(r"1[3-9]\d{9}", digits):
+        return "+86" + digits
+    if not plus and digits.startswith("0") and 10 <= len(digits) <= 12:
+        return "+86" + digits[1:]
+    if plus and 8 <= len(digits) <= 15:
+        return "+" + digits
+    return None
+
+
+def ucs2_units(ch: str) -> int:
+    return 2 if ord(ch) > 0xFFFF else 1
+
+
+def split_segments(text: str, *, max_parts: int = MAX_PARTS) -> list[str]:
+    """Split into SMS parts: ≤70 UCS-2 units → one part; else parts of ≤67 units."""
+    total = sum(ucs2_units(c) for c in text)
+    if total <= SINGLE_UNITS:
+        return [text]
+    parts: list[str] = []
+    cur: list[str] = []
+    used = 0
+    for ch in text:
+        u = ucs2_units(ch)
+        if used + u > PART_UNITS:
+            parts.append("".join(cur))
+            cur, used = [], 0
+        cur.append(ch)
+        used += u
+    if cur:
+        parts.append("".join(cur))
+    if len(parts) > max_parts:
+        parts = parts[:max_parts]
+        last = parts[-1]
+        while sum(ucs2_units(c) for c in last) > PART_UNITS - 1:
+            last = last[:-1]
+        parts[-1] = last + "…"
+    return parts
+
+
+def keyword_of(text: str) -> str | None:
+    t = text.strip(_PUNCT).lower()
+    if t in STOP_WORDS:
+        return "stop"
+    if t in START_WORDS:
+        return "start"
+    return None
+
+
+def _lang_for(text: str) -> str:
+    t = text.strip(_PUNCT).lower()
+    if t in ENGLISH_KEYWORDS:
+        return "en"
+    if _CJK.search(text) or not re.search(r"[a-zA-Z]{3,}", text):
+        return "zh"
+    return "en"
+
+
+def parse_timestamp(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        v = float(value)
+        return v / 1000.0 if v > 1e11 else v  # milliseconds tolerated
+    except (TypeError, ValueError):
+        pass
+    try:
+        dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+class SlidingWindow:
+    """Per-key event counter over the last ``period`` seconds (in-process)."""
+
+    def __init__(self, limit: int, period: float = 60.0) -> None:
+        self.limit = limit
+        self.period = period
+        self._hits: dict[str, deque[float]] = defaultdict(deque)
+
+    def hit(self, key: str, now: float | None = None) -> bool:
+        """Record one event; False when the key is over its limit (the event is not counted)."""
+        if self.limit <= 0:
+            return True
+        now = time.monotonic() if now is None else now
+        q = self._hits[key]
+        while q and q[0] <= now - self.period:
+            q.popleft()
+        if len(q) >= self.limit:
+            return False
+        q.append(now)
+        if len(self._hits) > 50_000:  # keep memory bounded: forget idle keys
+            for k in [k for k, v in self._hits.items() if not v or v[-1] <= now - self.period][:10_000]:
+                self._hits.pop(k, None)
+        return True
+
+    def window_start(self, key: str) -> float:
+        q = self._hits.get(key)
+        return q[0] if q else 0.0
+
+
+async def is_opted_out(sessionmaker: async_sessionmaker[AsyncSession], phone: str) -> bool:
+    """Whether the number sent STOP (usable by the notification pipeline without the channel)."""
+    e164 = normalize_phone(phone) or phone
+    async with sessionmaker() as session:
+        row = await session.get(SmsOptOut, e164)
+    return row is not None
+
+
+async def opted_out_among(sessionmaker: async_sessionmaker[AsyncSession], phones: Iterable[str]) -> set[str]:
+    """The subset of ``phones`` (E.164) that opted out — one query for a batch of notices."""
+    wanted = [normalize_phone(p) or p for p in phones]
+    out: set[str] = set()
+    async with sessionmaker() as session:
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            rows = await session.execute(select(SmsOptOut.phone).where(SmsOptOut.phone.in_(chunk)))
+            out.update(rows.scalars())
+    return out
+
+
+# --------------------------------------------------------------------------- channel
+class SmsChannel(Channel):
+    name = "sms"
+
+    def __init__(self, ctx: ChannelContext) -> None:
+        super().__init__(ctx)
+        s = ctx.settings
+        assert s.sms_api_base_url and s.sms_secret
+        self.base_url = s.sms_api_base_url.rstrip("/")
+        self.secret = s.sms_secret.get_secret_value()
+        self.api_key = s.sms_api_key or ""
+        self.sender = s.sms_sender
+        self.timeout = aiohttp.ClientTimeout(total=s.sms_timeout_seconds)
+        self.inbound_limit = SlidingWindow(s.sms_inbound_per_minute)
+        self.outbound_limit = SlidingWindow(s.sms_outbound_per_minute)
+        self._refused: dict[str, float] = {}  # phone -> window start already answered
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ routes
+    def routes(self) -> Iterable[web.AbstractRouteDef]:
+        return [
+            web.post("/channels/sms", self.inbound),
+            web.post("/channels/sms/status", self.status_report),
+        ]
+
+    def readiness(self) -> dict[str, Any]:
+        return {"on": True, "provider": self.base_url.split("://", 1)[-1].split("/", 1)[0]}
+
+    async def _authenticated(self, request: web.Request) -> tuple[bytes, dict[str, Any]] | web.Response:
+        body = await request.read()
+        signature = request.headers.get("X-Signature")
+        peer = request.remote
+        if not signature:
+            log.warning("sms %s: missing signature from %s", request.path, peer)
+            return web.json_response({"error": "missing_signature"}, status=401)
+        if not verify_signature(self.secret, body, signature):
+            log.warning("sms %s: forged signature from %s (%d bytes)", request.path, peer, len(body))
+            return web.json_response({"error": "bad_signature"}, status=403)
+        data = self._parse_body(request, body)
+        if data is None:
+            return web.json_response({"error": "bad_request", "reason": "body must be a form or a JSON object"}, status=400)
+        ts = parse_timestamp(data.get("timestamp"))
+        if ts is None:
+            return web.json_response({"error": "bad_request", "reason": "timestamp is required"}, status=400)
+        if abs(time.time() - ts) > MAX_SKEW_SECONDS:
+            log.warning("sms %s: stale timestamp from %s (skew %.0fs)", request.path, peer, time.time() - ts)
+            return web.json_response({"error": "stale_timestamp"}, status=403)
+        return body, data
+
+    @staticmethod
+    def _parse_body(request: web.Request, body: bytes) -> dict[str, Any] | None:
+        ctype = request.content_type or ""
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if "json" in ctype or (not ctype.startswith("application/x-www-form") and text.lstrip().startswith("{")):
+            try:
+                data = json.loads(text)
+            except ValueError:
+                return None
+            return data if isinstance(data, dict) else None
+        from urllib.parse import parse_qs
+
+        try:
+            qs = parse_qs(text, keep_blank_values=True, strict_parsing=False)
+        except ValueError:
+            return None
+        return {k: v[0] for k, v in qs.items()}
+
+    async def inbound(self, request: web.Request) -> web.Response:
+        auth = await self._authenticated(request)
+        if isinstance(auth, web.Response):
+            return auth
+        _, data = auth
+        phone = normalize_phone(data.get("from"))
+        text = data.get("text")
+        if text is None:
+            text = data.get("content", data.get("body"))
+        message_id = data.get("message_id") or data.get("id") or data.get("msg_id")
+        if phone is None:
+            return web.json_response({"error": "bad_request", "reason": "'from' must be a phone number"}, status=400)
+        if not isinstance(text, str):
+            return web.json_response({"error": "bad_request", "reason": "'text' must be a string"}, status=400)
+        if not message_id or len(str(message_id)) > 190:
+            return web.json_response({"error": "bad_request", "reason": "'message_id' is required"}, status=400)
+        message_id = str(message_id)
+        text = text[:MAX_TEXT]
+
+        if await self._seen(message_id):
+            return web.json_response({"status": "duplicate"})
+
+        keyword = keyword_of(text)
+        if keyword is not None:
+            await self._handle_keyword(keyword, phone, text, message_id)
+            return web.json_response({"status": "ok"})
+
+        if not self.inbound_limit.hit(phone):
+            await self._refuse_rate_limited(phone, text)
+            return web.json_response({"status": "rate_limited"})
+
+        message = Message(
+            channel=self.name,
+            sender_id=phone,
+            text=text,
+            message_id=message_id,
+            metadata={"to": str(data.get("to") or ""), "provider_timestamp": str(data.get("timestamp"))},
+        )
+        receipt = await self.ctx.processor.receive(message, wait=0)
+        log.info("sms inbound from %s duplicate=%s", mask_phone(phone), receipt.duplicate)
+        return web.json_response({"status": "duplicate" if receipt.duplicate else "ok"})
+
+    async def _seen(self, message_id: str) -> bool:
+        async with self.ctx.sessionmaker() as session:
+            row = await session.execute(
+                select(InboundMessage.id).where(
+                    InboundMessage.channel == self.name, InboundMessage.dedupe_key == message_id
+                )
+            )
+            return row.first() is not None
+
+    async def _enqueue(self, reply: Reply, dedupe_key: str) -> None:
+        async with self.ctx.sessionmaker() as session, session.begin():
+            await outbox.enqueue(
+                session, reply, conversation_id=f"{self.name}:{reply.recipient_id}", dedupe_key=dedupe_key
+            )
+        wake = getattr(self.ctx.processor, "on_enqueued", None)
+        if callable(wake):
+            wake()
+
+    async def _handle_keyword(self, keyword: str, phone: str, text: str, message_id: str) -> None:
+        lang = _lang_for(text)
+        async with self.ctx.sessionmaker() as session, session.begin():
+            if keyword == "stop":
+                if await session.get(SmsOptOut, phone) is None:
+                    try:
+                        async with session.begin_nested():
+                            session.add(
+                                SmsOptOut(phone=phone, keyword=text.strip(_PUNCT)[:32], message_id=message_id)
+                            )
+                    except IntegrityError:
+                        pass  # a concurrent retry of the same STOP
+            else:
+                await session.execute(delete(SmsOptOut).where(SmsOptOut.phone == phone))
+            # Persist the message too, so the conversation history and dedupe see it.
+            try:
+                async with session.begin_nested():
+                    session.add(
+                        InboundMessage(
+                            channel=self.name,
+                            dedupe_key=message_id,
+                            sender_id=phone,
+                            conversation_id=f"{self.name}:{phone}",
+                            kind="text",
+                            text=text,
+                            payload={"sms_keyword": keyword},
+                            status="done",
+                            attempts=0,
+                        )
+                    )
+            except IntegrityError:
+                pass
+        log.info("sms %s from %s", "opt-out" if keyword == "stop" else "opt-in", mask_phone(phone))
+        reply = Reply(
+            channel=self.name,
+            recipient_id=phone,
+            text=TEXTS["stopped" if keyword == "stop" else "started"][lang],
+            metadata={"transactional": True},
+        )
+        await self._enqueue(reply, dedupe_key=f"kw:{message_id}")
+
+    async def _refuse_rate_limited(self, phone: str, text: str) -> None:
+        window = self.inbound_limit.window_start(phone)
+        if self._refused.get(phone) == window:
+            log.info("sms from %s dropped: over the rate limit", mask_phone(phone))
+            return
+        self._refused[phone] = window
+        if len(self._refused) > 50_000:
+            self._refused.clear()
+        log.info("sms from %s refused: over the rate limit", mask_phone(phone))
+        reply = Reply(
+            channel=self.name,
+            recipient_id=phone,
+            text=TEXTS["rate_limited"][_lang_for(text)],
+            metadata={"transactional": True},
+        )
+        await self._enqueue(reply, dedupe_key=f"rl:{phone}:{int(window * 1000)}:{uuid.uuid4().hex[:8]}")
+
+    # ------------------------------------------------------------------ delivery reports
+    async def status_report(self, request: web.Request) -> web.Response:
+        auth = await self._authenticated(request)
+        if isinstance(auth, web.Response):
+            return auth
+        _, data = auth
+        provider_id = data.get("message_id") or data.get("id")
+        raw_status = str(data.get("status") or "").strip().lower()
+        if not provider_id:
+            return web.json_response({"error": "bad_request", "reason": "'message_id' is required"}, status=400)
+        if raw_status in {"delivered", "delivrd", "success", "ok"}:
+            status = "delivered"
+        elif raw_status in {"failed", "undeliv", "undelivered", "rejected", "expired", "rejectd", "error"}:
+            status = "failed"
+        else:
+            return web.json_response({"status": "ignored"})
+        error = str(data.get("error_code") or data.get("error") or "")[:200] or None
+        batch = await self._record_part_status(str(provider_id), status, error)
+        if batch is None:
+            log.info("sms status for unknown provider id")
+            return web.json_response({"status": "unknown"})
+        if not await self._apply_batch_status(batch):
+            # The worker may not have stored the provider id yet (report raced the send).
+            self._spawn(self._apply_later(batch))
+        return web.json_response({"status": "ok"})
+
+    async def _record_part_status(self, provider_id: str, status: str, error: str | None) -> str | None:
+        async with self.ctx.sessionmaker() as session, session.begin():
+            part = await session.get(SmsPart, provider_id)
+            if part is None:
+                return None
+            if part.status != "failed":  # a failure is final
+                part.status = status
+                part.error = error
+                part.updated_at = datetime.now(timezone.utc)
+            return part.batch_ref
+
+    async def _apply_batch_status(self, batch_ref: str) -> bool:
+        """Fold the parts' statuses into the outbox row; False when the row is not there yet."""
+        async with self.ctx.sessionmaker() as session, session.begin():
+            parts = (await session.execute(select(SmsPart).where(SmsPart.batch_ref == batch_ref))).scalars().all()
+            if not parts:
+                return True
+            statuses = [p.status for p in parts]
+            expected = parts[0].parts
+            if "failed" in statuses:
+                status = "failed"
+            elif len(statuses) >= expected and all(s == "delivered" for s in statuses):
+                status = "delivered"
+            else:
+                return True  # some parts still in flight
+            res = await session.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.channel == self.name,
+                    OutboxMessage.provider_id == batch_ref,
+                    OutboxMessage.status.in_(("sent", "delivered")),
+                )
+                .values(status=status, last_error=None if status == "delivered" else (parts[0].error or "failed"))
+            )
+            return res.rowcount > 0
+
+    async def _apply_later(self, batch_ref: str) -> None:
+        for delay in (0.5, 1.0, 2.0, 5.0, 10.0, 30.0):
+            await asyncio.sleep(delay)
+            try:
+                if await self._apply_batch_status(batch_ref):
+                    return
+            except Exception:  # noqa: BLE001
+                log.exception("applying sms delivery report failed")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ outbound
+    async def is_opted_out(self, phone: str) -> bool:
+        return await is_opted_out(self.ctx.sessionmaker, phone)
+
+    @staticmethod
+    def render(reply: Reply) -> str:
+        text = reply.text.strip()
+        url = reply.metadata.get("pay_url") or reply.metadata.get("url")
+        if url and url not in text:
+            text = f"{text}\n{url}"
+        if reply.buttons:
+            text += "\n" + "\n".join(f"· {b.title}" for b in reply.buttons)
+        return text
+
+    async def send(self, reply: Reply) -> str | None:
+        phone = normalize_phone(reply.recipient_id)
+        if phone is None:
+            raise DeliveryError("recipient is not a phone number", retryable=False, code="bad_recipient")
+        non_transactional = reply.kind in ("notice", "template") and not reply.urgent and not reply.metadata.get("transactional")
+        if non_transactional and await self.is_opted_out(phone):
+            raise DeliveryError("recipient opted out of SMS notices", retryable=False, code="opted_out")
+        text = self.render(reply)
+        if not text:
+            raise DeliveryError("empty message", retryable=False, code="empty")
+        if not self.outbound_limit.hit(phone):
+            raise DeliveryError("per-number SMS rate limit reached", retryable=True, code="rate_limited")
+        parts = split_segments(text)
+        batch_ref = "smsb_" + uuid.uuid4().hex
+        provider_ids: list[str] = []
+        for i, part in enumerate(parts, start=1):
+            provider_ids.append(await self._post_part(phone, part, f"{batch_ref}-{i}", i, len(parts)))
+        async with self.ctx.sessionmaker() as session, session.begin():
+            now = datetime.now(timezone.utc)
+            for i, pid in enumerate(provider_ids, start=1):
+                session.add(
+                    SmsPart(provider_id=pid, batch_ref=batch_ref, part=i, parts=len(parts), status="sent",
+                            created_at=now, updated_at=now)
+                )
+        log.info("sms sent to %s parts=%d", mask_phone(phone), len(parts))
+        return batch_ref
+
+    async def _post_part(self, phone: str, text: str, client_ref: str, part: int, parts: int) -> str:
+        body = json.dumps(
+            {
+                "to": phone,
+                "from": self.sender,
+                "text": text,
+                "client_ref": client_ref,
+                "part": part,
+                "parts": parts,
+                "timestamp": int(time.time()),
+            },
+            ensure_ascii=False,
+        ).encode()
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "X-Api-Key": self.api_key,
+            "X-Signature": sign(self.secret, body),
+        }
+        try:
+            async with self.ctx.http.post(
+                f"{self.base_url}/messages", data=body, headers=headers, timeout=self.timeout
+            ) as resp:
+                payload_text = await resp.text()
+                status = resp.status
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise DeliveryError(f"SMS provider unreachable: {type(exc).__name__}", retryable=True, code="unreachable") from None
+        if status == 429 or status >= 500:
+            raise DeliveryError(f"SMS provider answered {status}", retryable=True, code=f"http_{status}")
+        if status >= 400:
+            raise DeliveryError(f"SMS provider refused the message ({status})", retryable=False, code=f"http_{status}")
+        try:
+            data = json.loads(payload_text)
+        except ValueError:
+            data = {}
+        pid = data.get("message_id") or data.get("id") if isinstance(data, dict) else None
+        if not pid:
+            raise DeliveryError("SMS provider answer has no message id", retryable=True, code="bad_answer")
+        return str(pid)[:200]
+
+
+def from_context(ctx: ChannelContext) -> SmsChannel | None:
+    s = ctx.settings
+    if not s.sms_api_base_url or not s.sms_secret or not s.sms_secret.get_secret_value():
+        return None
+    return SmsChannel(ctx)
