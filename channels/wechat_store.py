@@ -1,0 +1,255 @@
+"""WeChat state shared by every gateway process: the 48-hour window ledger and the token cache.
+
+The customer-service message API (客服消息) only reaches a user inside a window the user
+opened: after a user message at most 5 messages within 48 hours; after a menu click, a follow
+or a QR scan, 3 messages within 1 minute. The ledger keeps both grants per openid so the bot,
+the agents and the notification work know whether free text can still reach a customer, and
+fall back (template message → SMS → email) when it cannot.
+
+The access token is cached in Redis when ``POWERBOT_REDIS_URL`` is set, otherwise in the
+bot store's ``cache_entries`` table, so every process shares one token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import DateTime, Integer, String, delete, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
+
+from bot.models import Base, CacheEntry
+
+log = logging.getLogger("powerbot.channels.wechat")
+
+MESSAGE_WINDOW = timedelta(hours=48)
+MESSAGE_QUOTA = 5
+EVENT_WINDOW = timedelta(minutes=1)
+EVENT_QUOTA = 3
+
+ERR_WINDOW_CLOSED = "45015"  # response out of time limit
+ERR_QUOTA_USED = "45047"  # out of response count limit
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _aware(ts: datetime | None) -> datetime | None:
+    if ts is None:
+        return None
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+class WeChatWindow(Base):
+    """Per-user customer-service window: two grants (user message; click/follow/scan)."""
+
+    __tablename__ = "wechat_windows"
+
+    openid: Mapped[str] = mapped_column(String(128), primary_key=True)
+    msg_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    msg_left: Mapped[int] = mapped_column(Integer, default=0)
+    evt_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    evt_left: Mapped[int] = mapped_column(Integer, default=0)
+    subscribed: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowState:
+    open: bool
+    remaining: int
+    until: datetime | None
+    reason: str | None  # None when open, else ERR_WINDOW_CLOSED / ERR_QUOTA_USED
+
+
+def _upsert(dialect: str, values: dict[str, Any], update_cols: list[str]):  # type: ignore[no-untyped-def]
+    mod = postgresql if dialect == "postgresql" else sqlite
+    stmt = mod.insert(WeChatWindow).values(**values)
+    return stmt.on_conflict_do_update(
+        index_elements=[WeChatWindow.openid], set_={c: stmt.excluded[c] for c in update_cols}
+    )
+
+
+class WindowLedger:
+    """Counts what the customer-service API may still send to each user."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self.sessionmaker = sessionmaker
+
+    async def _write(self, values: dict[str, Any], cols: list[str]) -> None:
+        async with self.sessionmaker() as session, session.begin():
+            dialect = session.bind.dialect.name
+            await session.execute(_upsert(dialect, values, cols))
+
+    async def user_message(self, openid: str, *, now: datetime | None = None) -> None:
+        """A user message opens (or renews) the 48-hour grant of 5 messages."""
+        now = now or utcnow()
+        await self._write(
+            {"openid": openid, "msg_until": now + MESSAGE_WINDOW, "msg_left": MESSAGE_QUOTA,
+             "evt_left": 0, "subscribed": 1, "updated_at": now},
+            ["msg_until", "msg_left", "subscribed", "updated_at"],
+        )
+
+    async def user_event(self, openid: str, *, now: datetime | None = None) -> None:
+        """A menu click, follow or scan opens the 1-minute grant of 3 messages."""
+        now = now or utcnow()
+        await self._write(
+            {"openid": openid, "evt_until": now + EVENT_WINDOW, "evt_left": EVENT_QUOTA,
+             "msg_left": 0, "subscribed": 1, "updated_at": now},
+            ["evt_until", "evt_left", "subscribed", "updated_at"],
+        )
+
+    async def unsubscribed(self, openid: str, *, now: datetime | None = None) -> None:
+        now = now or utcnow()
+        await self._write(
+            {"openid": openid, "msg_left": 0, "evt_left": 0, "subscribed": 0, "updated_at": now},
+            ["msg_left", "evt_left", "subscribed", "updated_at"],
+        )
+
+    async def state(self, openid: str, *, now: datetime | None = None) -> WindowState:
+        now = now or utcnow()
+        async with self.sessionmaker() as session:
+            row = await session.get(WeChatWindow, openid)
+        if row is None or not row.subscribed:
+            return WindowState(False, 0, None, ERR_WINDOW_CLOSED)
+        remaining, until, any_time_left = 0, None, False
+        for end, left in ((_aware(row.msg_until), row.msg_left), (_aware(row.evt_until), row.evt_left)):
+            if end is not None and end > now:
+                any_time_left = True
+                if left > 0:
+                    remaining += left
+                    until = max(until, end) if until else end
+        if remaining:
+            return WindowState(True, remaining, until, None)
+        return WindowState(False, 0, None, ERR_QUOTA_USED if any_time_left else ERR_WINDOW_CLOSED)
+
+    async def consume(self, openid: str, *, now: datetime | None = None) -> str | None:
+        """Take one message from an open grant (atomically). None = granted, else the refusal code.
+
+        The short event grant is used first so the long message grant lasts.
+        """
+        now = now or utcnow()
+        async with self.sessionmaker() as session, session.begin():
+            for until_col, left_col in (
+                (WeChatWindow.evt_until, WeChatWindow.evt_left),
+                (WeChatWindow.msg_until, WeChatWindow.msg_left),
+            ):
+                res = await session.execute(
+                    update(WeChatWindow)
+                    .where(
+                        WeChatWindow.openid == openid,
+                        WeChatWindow.subscribed == 1,
+                        until_col > now,
+                        left_col > 0,
+                    )
+                    .values({left_col: left_col - 1})
+                )
+                if res.rowcount == 1:
+                    return None
+        st = await self.state(openid, now=now)
+        return st.reason or ERR_WINDOW_CLOSED
+
+    async def refund(self, openid: str, *, now: datetime | None = None) -> None:
+        """Give back one message after a send that failed before WeChat counted it."""
+        now = now or utcnow()
+        async with self.sessionmaker() as session, session.begin():
+            for until_col, left_col, quota in (
+                (WeChatWindow.msg_until, WeChatWindow.msg_left, MESSAGE_QUOTA),
+                (WeChatWindow.evt_until, WeChatWindow.evt_left, EVENT_QUOTA),
+            ):
+                res = await session.execute(
+                    update(WeChatWindow)
+                    .where(WeChatWindow.openid == openid, until_col > now, left_col < quota)
+                    .values({left_col: left_col + 1})
+                )
+                if res.rowcount == 1:
+                    return
+
+    async def close(self, openid: str) -> None:
+        """WeChat said no (45015/45047): believe it until the user writes again."""
+        async with self.sessionmaker() as session, session.begin():
+            await session.execute(
+                update(WeChatWindow).where(WeChatWindow.openid == openid).values(msg_left=0, evt_left=0)
+            )
+
+
+class TokenCache:
+    """Shared access-token storage: Redis when configured, else the bot store."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession] | None, redis_url: str | None) -> None:
+        self.sessionmaker = sessionmaker
+        self.redis_url = redis_url
+        self._redis: Any = None
+
+    def _client(self) -> Any:
+        if self._redis is None:
+            import redis.asyncio as aioredis
+
+            self._redis = aioredis.from_url(self.redis_url, socket_timeout=3)
+        return self._redis
+
+    async def get(self, key: str) -> tuple[str, datetime] | None:
+        if self.redis_url:
+            raw = await self._client().get(key)
+            if not raw:
+                return None
+            data = json.loads(raw)
+            return data["token"], datetime.fromtimestamp(data["expires_at"], timezone.utc)
+        if self.sessionmaker is None:
+            return None
+        async with self.sessionmaker() as session:
+            row = await session.get(CacheEntry, key)
+        if row is None or row.expires_at is None:
+            return None
+        return row.value, _aware(row.expires_at)  # type: ignore[return-value]
+
+    async def set(self, key: str, token: str, expires_at: datetime) -> None:
+        if self.redis_url:
+            ttl = max(1, int((expires_at - utcnow()).total_seconds()))
+            await self._client().set(key, json.dumps({"token": token, "expires_at": expires_at.timestamp()}), ex=ttl)
+            return
+        if self.sessionmaker is None:
+            return
+        async with self.sessionmaker() as session, session.begin():
+            dialect = session.bind.dialect.name
+            mod = postgresql if dialect == "postgresql" else sqlite
+            stmt = mod.insert(CacheEntry).values(key=key, value=token, expires_at=expires_at)
+            await session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[CacheEntry.key], set_={"value": token, "expires_at": expires_at}
+                )
+            )
+
+    async def discard(self, key: str, token: str) -> None:
+        """Drop the cached token, but only if it is still the one that was refused."""
+        if self.redis_url:
+            client = self._client()
+            raw = await client.get(key)
+            if raw and json.loads(raw).get("token") == token:
+                await client.delete(key)
+            return
+        if self.sessionmaker is None:
+            return
+        async with self.sessionmaker() as session, session.begin():
+            await session.execute(delete(CacheEntry).where(CacheEntry.key == key, CacheEntry.value == token))
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+
+__all__ = [
+    "ERR_QUOTA_USED",
+    "ERR_WINDOW_CLOSED",
+    "TokenCache",
+    "WeChatWindow",
+    "WindowLedger",
+    "WindowState",
+]
