@@ -736,10 +736,12 @@ class CoreService:
                 existing = (await s.scalars(select(m.Appointment).where(m.Appointment.idempotency_key == key))).one()
                 if existing.request_hash != digest:
                     raise ProblemError(409, "idempotency_conflict", "Idempotency-Key was already used with a different request") from None
+                await s.refresh(sl)
                 return 200, self._appt_doc(existing, sl)
+            slot_label = f"slot {sl.id} ({sl.date} {sl.period})"
             if sl.date < today_cn():
                 await s.rollback()
-                raise ProblemError(422, "slot_in_past", f"slot {sl.id} is on {sl.date}, in the past")
+                raise ProblemError(422, "slot_in_past", f"{slot_label} is in the past")
             res = await s.execute(
                 update(m.Slot)
                 .where(m.Slot.id == sl.id, m.Slot.booked < m.Slot.capacity)
@@ -748,7 +750,7 @@ class CoreService:
             )
             if res.rowcount != 1:
                 await s.rollback()
-                raise ProblemError(409, "slot_full", f"slot {sl.id} ({sl.date} {sl.period}) is fully booked")
+                raise ProblemError(409, "slot_full", f"{slot_label} is fully booked")
             await s.commit()
             return 201, self._appt_doc(appt, sl)
 
