@@ -57,7 +57,7 @@ _REL_DAY_OFF = {"今天": 0, "今日": 0, "今儿": 0, "今晚": 0, "明天": 1,
 WEEKDAY_CN = re.compile(r"(下下个?|下个?|这个?|本|上个?)?(?:周|星期|礼拜)([一二三四五六日天1-7])")
 MD_CN = re.compile(
     rf"(?:(\d{{4}}|今年|明年|去年)年?)?(\d{{1,2}}|{_CN}{{1,3}})月(?:份)?(\d{{1,2}}|{_CN}{{1,3}})[日号]")
-DAY_ONLY_CN = re.compile(rf"(?<![\d月.\-/])(\d{{1,2}}|{_CN}{{1,3}})[号](?![楼码线院栋室])")
+DAY_ONLY_CN = re.compile(rf"(?<![\d月.\-/路街道巷弄村区栋楼室院第])(\d{{1,2}}|{_CN}{{1,3}})[号](?![楼码线院栋室])")
 ISO_DATE = re.compile(r"(?<!\d)(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})[日号]?(?!\d)")
 MD_NUM = re.compile(r"(?<![\d.￥¥$])(\d{1,2})[./](\d{1,2})(?![\d.]|\s?(?:元|块|%|度|kwh|yuan|rmb))")
 REL_DAY_EN = re.compile(r"\b(the day after tomorrow|day after tomorrow|the day before yesterday|"

@@ -42,6 +42,7 @@ class TrainConfig:
     C: float = 0.5
     char_weight: float = 1.0
     folds: int = 5
+    oos_share: float = 0.25
     seed: int = 13
 
 
@@ -63,11 +64,13 @@ def _fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:
     return float(min(fine, key=nll))
 
 
-def choose_thresholds(probs: np.ndarray, y: np.ndarray, oos: int | None) -> tuple[float, float, dict]:
-    """Pick (min confidence, min top-2 gap) maximising balanced accuracy on OOF predictions.
+def choose_thresholds(probs: np.ndarray, y: np.ndarray, oos: int | None,
+                      oos_share: float = 0.25) -> tuple[float, float, dict]:
+    """Pick (min confidence, min top-2 gap) maximising accuracy on out-of-fold predictions.
 
-    Balanced = mean of in-scope accuracy and out-of-scope recall, so the many in-scope examples
-    do not drown the fallback class.  Ties go to the smaller thresholds.
+    A fallback counts as correct only for out-of-scope messages.  The objective weights
+    out-of-scope recall as ``oos_share`` of live traffic (the training mix under-represents it,
+    and out-of-fold confidences are pessimistic); ties go to the smaller thresholds.
     """
     order = np.argsort(-probs, axis=1)
     top = probs[np.arange(len(y)), order[:, 0]]
@@ -82,10 +85,10 @@ def choose_thresholds(probs: np.ndarray, y: np.ndarray, oos: int | None) -> tupl
                 fb |= pred == oos
             acc_in = float(np.mean((pred == y)[in_scope] & ~fb[in_scope]))
             rec_oos = float(np.mean(fb[~in_scope])) if (~in_scope).any() else acc_in
-            score = (acc_in + rec_oos) / 2
+            score = acc_in * (1 - oos_share) + rec_oos * oos_share
             if score > best[0] + 1e-9:
                 best = (score, float(thr), float(gap))
-    return best[1], best[2], {"cv_balanced_accuracy": round(best[0], 4)}
+    return best[1], best[2], {"cv_accuracy_with_fallback": round(best[0], 4)}
 
 
 @dataclass
@@ -141,7 +144,7 @@ def train(data: NLUData, config: TrainConfig | None = None, data_digest: str = "
         oof[te] = clf.decision_function(fz.matrix([analyzed[i] for i in te]))
     temperature = _fit_temperature(oof, y)
     probs = _softmax(oof * temperature)
-    thr, gap, cv_info = choose_thresholds(probs, y, oos)
+    thr, gap, cv_info = choose_thresholds(probs, y, oos, cfg.oos_share)
     cv_info["cv_intent_accuracy"] = round(float(np.mean(probs.argmax(1) == y)), 4)
 
     featurizer = Featurizer(cfg.char_weight)

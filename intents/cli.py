@@ -1,0 +1,120 @@
+"""`powerbot nlu ...` commands: train, parse (single or stdin batch), test."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+
+def _ref(value: str | None) -> dt.date | None:
+    if not value:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"expected YYYY-MM-DD, got {value!r}") from exc
+
+
+@click.group()
+def nlu() -> None:
+    """Natural-language understanding: train, parse and evaluate."""
+
+
+@nlu.command()
+@click.option("--data", "data_dir", default="training_data", show_default=True,
+              help="Directory (or file) with Rasa NLU YAML.")
+@click.option("--out", "model_dir", default="models", show_default=True)
+@click.option("--force", is_flag=True, help="Retrain even if the training data is unchanged.")
+def train(data_dir: str, model_dir: str, force: bool) -> None:
+    """Train the NLU model (skipped when the training data has not changed)."""
+    from .model import train_if_needed
+
+    t0 = time.perf_counter()
+    state, trained = train_if_needed(data_dir, model_dir, force=force)
+    m = state.metadata
+    verb = "trained" if trained else "up to date (training data unchanged)"
+    click.echo(f"NLU model {verb}: {Path(model_dir) / 'nlu.pkl'} — {m['n_examples']} examples, "
+               f"{len(m['intents'])} intents, CV accuracy {m.get('cv_intent_accuracy')}, "
+               f"fallback threshold {m['fallback_threshold']}, ambiguity {m['ambiguity_threshold']}"
+               f" ({time.perf_counter() - t0:.1f}s)")
+
+
+def _interpreter(model_dir: str, data_dir: str):
+    from .model import Interpreter, train_if_needed, load
+
+    try:
+        return Interpreter(load(model_dir))
+    except (OSError, ValueError, EOFError):
+        state, _ = train_if_needed(data_dir, model_dir)
+        return Interpreter(state)
+
+
+@nlu.command()
+@click.argument("text", required=False)
+@click.option("--model", "model_dir", default="models", show_default=True)
+@click.option("--data", "data_dir", default="training_data", show_default=True,
+              help="Used to train when no model exists yet.")
+@click.option("--reference-date", default=None, help="Resolve relative dates against YYYY-MM-DD.")
+def parse(text: str | None, model_dir: str, data_dir: str, reference_date: str | None) -> None:
+    """Parse TEXT, or every stdin line (one JSON object per line) when TEXT is omitted."""
+    ref = _ref(reference_date)
+    interp = _interpreter(model_dir, data_dir)
+    if text is not None:
+        click.echo(json.dumps(interp.parse(text, ref), ensure_ascii=False))
+        return
+    stdin = click.get_text_stream("stdin", errors="replace")
+    out = sys.stdout
+    for line in stdin:
+        line = line.rstrip("\r\n")
+        try:
+            res = interp.parse(line, ref)
+        except Exception as exc:  # never break the stream for one bad line
+            res = {"text": line, "intent": {"name": "nlu_fallback", "confidence": 0.0},
+                   "entities": [], "intent_ranking": [], "error": type(exc).__name__}
+        out.write(json.dumps(res, ensure_ascii=False) + "\n")
+        out.flush()
+
+
+@nlu.command()
+@click.argument("file", type=click.Path(exists=True))
+@click.option("--report", "report_dir", default="reports", show_default=True)
+@click.option("--model", "model_dir", default="models", show_default=True)
+@click.option("--data", "data_dir", default="training_data", show_default=True)
+@click.option("--cross-validation", "folds", type=int, default=0,
+              help="Evaluate FILE with N-fold cross-validation instead of the trained model.")
+@click.option("--reference-date", default=None, help="Resolve relative dates against YYYY-MM-DD.")
+def test(file: str, report_dir: str, model_dir: str, data_dir: str, folds: int,
+         reference_date: str | None) -> None:
+    """Evaluate on Rasa NLU YAML; writes intent_report.json and intent_confusion_matrix.png."""
+    from .evaluate import cross_validate, evaluate, write_report
+    from .loader import load_data
+    from .model import train_if_needed, Interpreter
+
+    ref = _ref(reference_date)
+    data = load_data(file)
+    if folds:
+        result = cross_validate(data, folds, ref)
+        extra = {"cross_validation_folds": folds}
+    else:
+        state, _ = train_if_needed(data_dir, model_dir)
+        interp = Interpreter(state)
+        result = evaluate(data.examples, lambda t: interp.parse(t, ref))
+        extra = {"model": {k: state.metadata.get(k) for k in
+                           ("training_data_hash", "created_at", "fallback_threshold",
+                            "ambiguity_threshold")}}
+    write_report(result, report_dir, extra)
+    click.echo(f"intent accuracy {result['accuracy']:.4f} (n={result['n']}), "
+               f"out-of-scope recall {result['out_of_scope_recall']}, "
+               f"entity exact match {result['entity_exact_match']:.4f} → {report_dir}/")
+    for name, s in result["entity_report"].items():
+        click.echo(f"  {name:16s} exact={s['exact_match']} P={s['precision']} R={s['recall']} "
+                   f"n={s['support']}")
+
+
+if __name__ == "__main__":
+    nlu()
