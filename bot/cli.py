@@ -64,8 +64,10 @@ def run() -> None:
 def _register_optional() -> None:
     """Attach the command groups that live in their own packages."""
     from core.cli import core
+    from intents.cli import nlu
 
     main.add_command(core)
+    main.add_command(nlu)
 
 
 _register_optional()
