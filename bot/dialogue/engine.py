@@ -463,7 +463,12 @@ class DialogueEngine:
         if last in ("bill_query", "usage_query") and turn.entities.get("month") and (
             intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent == last
         ):
-            turn.set_slot("month", turn.entities["month"])
+            month = turn.entities["month"]
+            shown = turn.slots.get("month")
+            if shown and re.search(r"上个?月|前一个?月|last month|previous month|month before", turn.message.text or "", re.I):
+                y, m = map(int, shown.split("-"))
+                month = f"{y - (m == 1)}-{(m - 2) % 12 + 1:02d}"  # the month before the one just shown
+            turn.set_slot("month", month)
             st["fallbacks"] = 0
             await self.run_flow(turn, last, resume=True)
             return
@@ -568,13 +573,9 @@ class DialogueEngine:
             turn.slots["_text"] = turn.message.text
         st["last_intent"] = name
         turn.actions.append((f"flow_{name}", {}))
-        try:
-            await self.flows[name](turn)
-        except Stop:
-            raise
-        else:
-            if st.get("form") and st["form"].get("name") == name and st["form"].get("done"):
-                st["form"] = None
+        await self.flows[name](turn)  # Stop propagates: the flow asked something
+        st["form"] = None  # the flow ran to its end
+        turn.slots.pop("_confirmed", None)
 
     # ================================================================== form machinery
     def ask(self, turn: Turn, flow: str, slot: str, response: str, **values: Any) -> None:
