@@ -44,8 +44,11 @@ MAX_SKEW_SECONDS = 300
 MAX_TEXT = 2000  # WeChat caps text replies at 2048 bytes of content per message in practice
 SUCCESS = "success"
 
-# Anything that opens a DTD, an entity, an element/attlist declaration or a notation.
-_DECLARATION = re.compile(rb"<!(?!\[CDATA\[)", re.IGNORECASE)
+# Anything that opens a DTD, an entity, an element/attlist declaration or a notation. CDATA
+# sections (customer text) are blanked first: a DTD must precede the root element, where a
+# CDATA section is itself a syntax error, so nothing can hide inside one.
+_DECLARATION = re.compile(rb"<!", re.IGNORECASE)
+_CDATA = re.compile(rb"<!\[CDATA\[.*?\]\]>", re.DOTALL)
 
 # Menu CLICK keys → what a customer would have typed (the NLU understands these).
 CLICK_TEXT: dict[str, str] = {
@@ -131,7 +134,7 @@ def safe_parse_xml(data: bytes | str) -> dict[str, Any]:
     from xml.parsers.expat import ExpatError
 
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    if _DECLARATION.search(raw):
+    if _DECLARATION.search(_CDATA.sub(b"", raw)):
         raise Refused(400, "xml declaration (DTD/entity) refused")
     try:
         text = raw.decode("utf-8")
