@@ -110,6 +110,10 @@ class CircuitBreaker:
         if self.opened_at is not None or self.failures >= self.threshold:
             self.opened_at = time.monotonic()
 
+    def abandon(self) -> None:
+        """The call was cancelled before an outcome: let the next call be the trial."""
+        self._trial_in_flight = False
+
     def reset(self) -> None:
         self.success()
 
@@ -204,6 +208,9 @@ class CoreClient:
                                 body = await resp.json(content_type=None)
                             except ValueError:
                                 body = {"detail": text[:500]}
+            except asyncio.CancelledError:
+                self.breaker.abandon()
+                raise
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 self.breaker.failure()
                 last = CoreUnavailable(f"core unreachable: {type(exc).__name__}: {exc}".rstrip(": "))
