@@ -16,7 +16,7 @@ Provider contract (what a real aggregator is configured to do, and what the test
 Segments: Chinese text is sent as UCS-2. A message of at most 70 UCS-2 code units is one SMS;
 a longer one is split into parts of at most 67 code units (3 units go to the concatenation
 header), never splitting a surrogate pair, at most ``MAX_PARTS`` parts (the rest is cut with
-"…"). Each part is one API call with ``part``/``parts``. ``send()`` returns a batch reference
+"…"). Text made only of GSM-7 characters (plain English) uses 160 / 153 septets instead. Each part is one API call with ``part``/``parts``. ``send()`` returns a batch reference
 (our ``client_ref`` prefix) that becomes the outbox row's ``provider_id``; ``sms_parts`` maps
 every provider segment id to it so delivery reports update the outbox row: ``delivered`` when
 every part is delivered, ``failed`` as soon as one part fails.
@@ -130,21 +130,44 @@ def normalize_phone(raw: str | None) -> str | None:
     return None
 
 
+GSM7_BASIC = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXT = set("^{}\\[~]|€\f")
+GSM7_SINGLE, GSM7_PART = 160, 153
+
+
 def ucs2_units(ch: str) -> int:
     return 2 if ord(ch) > 0xFFFF else 1
 
 
+def gsm7_units(ch: str) -> int:
+    return 2 if ch in GSM7_EXT else 1
+
+
+def is_gsm7(text: str) -> bool:
+    return all(c in GSM7_BASIC or c in GSM7_EXT for c in text)
+
+
 def split_segments(text: str, *, max_parts: int = MAX_PARTS) -> list[str]:
-    """Split into SMS parts: ≤70 UCS-2 units → one part; else parts of ≤67 units."""
-    total = sum(ucs2_units(c) for c in text)
-    if total <= SINGLE_UNITS:
+    """Split into SMS parts.
+
+    Text containing any non-GSM-7 character (all Chinese text) is UCS-2: ≤70 units → one part,
+    else parts of ≤67 units. Pure GSM-7 text (plain English): ≤160 septets → one part, else
+    parts of ≤153 (extension characters count twice).
+    """
+    units = gsm7_units if is_gsm7(text) else ucs2_units
+    single, per_part = (GSM7_SINGLE, GSM7_PART) if units is gsm7_units else (SINGLE_UNITS, PART_UNITS)
+    total = sum(units(c) for c in text)
+    if total <= single:
         return [text]
     parts: list[str] = []
     cur: list[str] = []
     used = 0
     for ch in text:
-        u = ucs2_units(ch)
-        if used + u > PART_UNITS:
+        u = units(ch)
+        if used + u > per_part:
             parts.append("".join(cur))
             cur, used = [], 0
         cur.append(ch)
@@ -154,7 +177,7 @@ def split_segments(text: str, *, max_parts: int = MAX_PARTS) -> list[str]:
     if len(parts) > max_parts:
         parts = parts[:max_parts]
         last = parts[-1]
-        while sum(ucs2_units(c) for c in last) > PART_UNITS - 1:
+        while sum(units(c) for c in last) + 1 > per_part:  # "…" is UCS-2 (1 unit)
             last = last[:-1]
         parts[-1] = last + "…"
     return parts
