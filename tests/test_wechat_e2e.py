@@ -271,3 +271,37 @@ async def test_window_ledger_refuses_and_template_fallback(core, wechat_api, int
         via_reply = await ch.send(Reply(channel="wechat", recipient_id=stranger, text="电费提醒", kind="notice",
                                         metadata={"template_id": "TPL_BILL"}))
         assert via_reply and wechat_api.templates[-1]["data"] == {"content": {"value": "电费提醒"}}
+
+
+async def test_postgres_store_and_redis_token_cache(core, wechat_api, interpreter, postgres_url, redis_url, http) -> None:
+    """Scale-out variant: PostgreSQL bot store, access token shared through Redis."""
+    import redis.asyncio as aioredis
+
+    r = aioredis.from_url(redis_url)
+    key = f"wechat:access_token:{APPID}"
+    await r.delete(key)
+    try:
+        async with run_gateway(
+            postgres_url, core.url, interpreter,
+            **wechat_settings(wechat_api, "safe", wechat_reply_wait_seconds=0.0, redis_url=redis_url),
+        ) as gw:
+            p = WeChatPusher(gw.url, mode="safe")
+            oid = new_openid()
+            xml = text_xml(oid, "查电费")
+            params, body = p.build(xml)
+            results = await asyncio.gather(*(p.post_raw(http, params, body) for _ in range(4)))
+            assert [s for s, _ in results] == [200] * 4 and {b for _, b in results} == {"success"}
+            texts = await wait_until(lambda: wechat_api.texts_to(oid), timeout=15)
+            await asyncio.sleep(1.0)
+            assert len(wechat_api.texts_to(oid)) == len(texts)
+            assert await count(gw, InboundMessage, InboundMessage.sender_id == oid) == 1
+            cached = await r.get(key)
+            assert cached and wechat_api.tokens_issued[-1].encode() in cached
+            ch = gw.app[CHANNELS]["wechat"]
+            assert await ch.window_open(oid)
+            async with gw.app[SESSIONMAKER]() as s:
+                w = await s.get(WeChatWindow, oid)
+            assert w.msg_left == 5 - len(texts)
+    finally:
+        await r.delete(key)
+        await r.aclose()
