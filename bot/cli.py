@@ -68,6 +68,9 @@ def _register_optional() -> None:
 
     main.add_command(core)
     main.add_command(nlu)
+    from bot.console.cli import agents
+
+    main.add_command(agents)
     from channels.wechat_cli import wechat
 
     main.add_command(wechat)

@@ -1,0 +1,56 @@
+"""Agent console (issue 7): humans take over escalated conversations in the browser.
+
+``setup(app)`` (called by ``bot.app``) adds the routes under ``/console`` and a cleanup context
+that starts the live-event bus (Redis pub/sub when ``POWERBOT_REDIS_URL`` is set, in-process
+otherwise), wraps the pipeline's handler with :class:`bot.console.hooks.ConsoleHandler` and
+installs ``DialogueEngine.on_handoff_message``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from bot.console.events import EventBus
+
+HERE = Path(__file__).resolve().parent
+JINJA = web.AppKey("console_jinja", jinja2.Environment)
+BUS = web.AppKey("console_bus", EventBus)
+
+
+def setup(app: web.Application) -> None:
+    from bot.app import CORE, DIALOGUE, OUTBOX, PIPELINE, SESSIONMAKER, SETTINGS
+    from bot.console import views
+    from bot.console.hooks import ConsoleHandler, make_on_handoff_message
+
+    aiohttp_jinja2.setup(
+        app,
+        app_key=JINJA,
+        loader=jinja2.FileSystemLoader(str(HERE / "templates")),
+        autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+    )
+    app.router.add_routes(views.routes())
+    app.router.add_static("/console/static/", HERE / "static", name="console_static", append_version=True)
+
+    async def console_ctx(app: web.Application) -> AsyncIterator[None]:
+        bus = EventBus(app[SETTINGS].redis_url)
+        await bus.start()
+        app[BUS] = bus
+        pipeline = app[PIPELINE]
+        pipeline.handler = ConsoleHandler(pipeline.handler, app[SESSIONMAKER], app[CORE], bus)
+        engine = app[DIALOGUE]
+        try:
+            engine.on_handoff_message = make_on_handoff_message(app[SESSIONMAKER], bus)  # type: ignore[attr-defined]
+        except AttributeError:  # a handler without the hook (tests with a stub handler)
+            pass
+        _ = app[OUTBOX]
+        try:
+            yield
+        finally:
+            await bus.stop()
+
+    app.cleanup_ctx.append(console_ctx)

@@ -1,0 +1,136 @@
+"""How the console sees the conversation flow without changing the engine.
+
+``ConsoleHandler`` wraps the dialogue engine as the pipeline's handler (the pipeline calls
+``handler.handle(message)``; conversations are processed one message at a time, in order):
+
+- after a turn that opened a handoff it publishes a "queued" live event, and when no agent is
+  online it tells the customer the expected wait and offers a callback work order;
+- while such an offer is open, "回电"/"callback" creates the work order in the core;
+- after an agent closed the conversation, the next message "5" / "4分" / "五星" is taken as
+  the satisfaction score (anything else is passed to the bot as usual).
+
+``on_handoff_message`` is installed on the engine: a customer writing while handed off
+produces a "message" live event for the agents' browsers.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from backend_client import CoreClient, CoreError
+from bot.console import service
+from bot.console.events import EventBus
+from bot.console.models import CallbackOffer, ConsoleMessage
+from bot.dialogue.handoff import get_active_handoff
+from bot.langs import detect_language
+from bot.models import utcnow
+from channels.base import Message, Reply
+
+log = logging.getLogger("powerbot.console")
+
+CALLBACK_TYPE = {"hazard": "repair", "complaint_angry": "complaint"}
+
+
+class ConsoleHandler:
+    def __init__(self, inner: Any, sessionmaker: async_sessionmaker[AsyncSession], core: CoreClient, bus: EventBus) -> None:
+        self.inner = inner
+        self.sessionmaker = sessionmaker
+        self.core = core
+        self.bus = bus
+
+    def __getattr__(self, name: str) -> Any:  # anything else the pipeline might use
+        return getattr(self.inner, name)
+
+    async def handle(self, message: Message) -> list[Reply]:
+        cid = message.conversation_id
+        lang = detect_language(message.text)
+        async with self.sessionmaker() as session, session.begin():
+            before = await get_active_handoff(session, cid)
+            if before is None:
+                pending = await service.pending_satisfaction(session, cid)
+                if pending is not None:
+                    score = service.parse_score(message.text)
+                    if score is not None:
+                        pending.status, pending.score, pending.answered_at = "answered", score, utcnow()
+                        await self.bus.publish({"type": "satisfaction", "conversation_id": cid, "score": score})
+                        thanks = service.SATISFACTION_THANKS[lang].format(score=score)
+                        session.add(ConsoleMessage(conversation_id=cid, handoff_id=pending.handoff_id, kind="system",
+                                                   text=f"客户评分 {score} 分"))
+                        return [self._reply(message, thanks)]
+                    pending.status = "skipped"
+            offer = None
+            if before is not None and before.status == "waiting" and service.wants_callback(message.text):
+                offer = await service.open_callback_offer(session, before.id)
+        replies = list(await self.inner.handle(message))
+        if offer is not None and before is not None:
+            text = await self._create_callback(message, before, lang)
+            async with self.sessionmaker() as session, session.begin():
+                session.add(ConsoleMessage(conversation_id=cid, handoff_id=before.id, kind="bot", text=text))
+            return [self._reply(message, text)]
+        async with self.sessionmaker() as session, session.begin():
+            after = await get_active_handoff(session, cid)
+            if after is not None and after.status == "waiting" and (before is None or before.id != after.id):
+                await self.bus.publish({"type": "queued", "handoff_id": after.id, "conversation_id": cid,
+                                        "priority": after.priority, "reason": after.reason})
+                if not await service.agents_online(session):
+                    wait = await service.estimated_wait(session, cid)
+                    session.add(CallbackOffer(conversation_id=cid, handoff_id=after.id, status="offered",
+                                              estimated_wait_seconds=wait))
+                    minutes = max(1, round(wait / 60))
+                    notice = service.NOBODY_ONLINE[lang].format(minutes=minutes)
+                    replies.append(self._reply(message, notice))
+                    session.add(ConsoleMessage(conversation_id=cid, handoff_id=after.id, kind="bot", text=notice))
+        return replies
+
+    @staticmethod
+    def _reply(message: Message, text: str) -> Reply:
+        return Reply(channel=message.channel, recipient_id=message.sender_id, text=text)
+
+    async def _create_callback(self, message: Message, handoff: Any, lang: str) -> str:
+        async with self.sessionmaker() as session:
+            numbers = []
+            try:
+                from bot.console.summary import account_numbers
+
+                numbers = await account_numbers(session, self.core, message.conversation_id)
+            except CoreError:
+                pass
+        phone = None
+        sender = message.sender_id.lstrip("+").removeprefix("86")
+        if message.channel == "sms" and sender.isdigit():
+            phone = sender
+        try:
+            if phone is None and numbers:
+                phone = (await self.core.get_account(numbers[0])).phone
+            wo = await self.core.create_work_order(
+                CALLBACK_TYPE.get(handoff.reason, "feedback"),
+                "客户转人工时无坐席在线，请求人工回电。" + (f"（原因：{service.REASON_LABELS.get(handoff.reason, handoff.reason)}）"),
+                account_number=numbers[0] if numbers else None,
+                priority=handoff.priority,
+                channel=message.channel,
+                contact_phone=phone,
+                details={"callback": True, "conversation_id": message.conversation_id, "handoff_id": handoff.id},
+                idempotency_key=f"console-callback-{handoff.id}",
+            )
+        except CoreError as exc:
+            log.warning("callback work order failed for handoff %s: %s", handoff.id, type(exc).__name__)
+            return service.CALLBACK_FAILED[lang]
+        async with self.sessionmaker() as session, session.begin():
+            offer = await service.open_callback_offer(session, handoff.id)
+            if offer is not None:
+                offer.status, offer.work_order_id, offer.accepted_at = "accepted", wo.id, utcnow()
+        await self.bus.publish({"type": "callback", "handoff_id": handoff.id, "conversation_id": message.conversation_id})
+        return service.CALLBACK_DONE[lang].format(wo=wo.id)
+
+
+def make_on_handoff_message(sessionmaker: async_sessionmaker[AsyncSession], bus: EventBus):  # type: ignore[no-untyped-def]
+    async def on_handoff_message(conversation_id: str, message: Message) -> None:
+        async with sessionmaker() as session:
+            h = await get_active_handoff(session, conversation_id)
+        await bus.publish({"type": "message", "conversation_id": conversation_id,
+                           "handoff_id": h.id if h else None, "agent": h.agent_id if h else None})
+
+    return on_handoff_message

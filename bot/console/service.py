@@ -1,0 +1,413 @@
+"""Console operations on the bot store: queue, taking, replies, notes, transfer, close, stats.
+
+The handoff state belongs to the dialogue engine (``bot.dialogue.handoff``); this module reads
+its table and changes it only through atomic conditional updates (taking, transferring) or the
+engine's own ``release_to_bot``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import outbox
+from bot.console.models import Agent, CallbackOffer, ConsoleMessage, Satisfaction
+from bot.dialogue.handoff import ACTIVE, PRIORITIES, Handoff, release_to_bot
+from bot.dialogue.store import Conversation, Event
+from bot.langs import detect_language
+from bot.models import InboundMessage, utcnow
+from channels.base import Reply
+
+ONLINE_WINDOW = timedelta(seconds=60)
+DEFAULT_WAIT_SECONDS = 300  # before any handoff was ever taken
+SCORE_WINDOW = timedelta(hours=24)
+
+REASON_LABELS = {
+    "request_human": "要求人工",
+    "complaint_angry": "投诉/情绪激动",
+    "repeated_fallback": "多次未识别",
+    "hazard": "安全隐患",
+}
+PRIORITY_LABELS = {"low": "低", "normal": "普通", "high": "高", "emergency": "紧急"}
+
+CANNED_RESPONSES = [
+    "您好，我是人工客服，很高兴为您服务，请问有什么可以帮您？",
+    "请您稍等，我正在为您查询。",
+    "抢修人员已在赶往现场的路上（城区平均45分钟内到达），请您远离断线、冒火等危险区域，注意安全。",
+    "您反映的问题已登记工单，我们会在1个工作日内与您联系，请保持电话畅通。",
+    "您的缴费已收到，到账可能有几分钟延迟，请稍后再查询。",
+    "感谢您的耐心等待，请问还有其他可以帮您的吗？",
+]
+
+SATISFACTION_ASK = {
+    "zh": "本次人工服务已结束，接下来由智能客服继续为您服务。请您为本次服务打分：回复 1–5 的数字（5 分为非常满意）。",
+    "en": "The agent has closed this chat and the assistant is back. How satisfied were you? Reply with a number from 1 to 5 (5 = very satisfied).",
+}
+SATISFACTION_THANKS = {
+    "zh": "感谢您的评价（{score} 分）！如还有其他问题，请直接告诉我。",
+    "en": "Thank you for your rating ({score}/5)! Anything else, just tell me.",
+}
+NOBODY_ONLINE = {
+    "zh": "当前暂无人工客服在线，预计需等待约 {minutes} 分钟，您可以继续留言。如不便等待，回复“回电”，我们将为您登记回电工单，客服上线后尽快联系您。",
+    "en": "No agent is available right now; the expected wait is about {minutes} minutes. You can keep writing here. "
+    "If you prefer, reply \"callback\" and we will register a callback request so an agent calls you back.",
+}
+CALLBACK_DONE = {
+    "zh": "已为您登记回电工单 {wo}，客服人员将尽快与您联系。",
+    "en": "Your callback request {wo} is registered; an agent will contact you as soon as possible.",
+}
+CALLBACK_FAILED = {
+    "zh": "抱歉，回电工单暂时无法登记，您的转人工请求仍在排队中，请稍候。",
+    "en": "Sorry, the callback request could not be registered right now; you are still in the queue for an agent.",
+}
+
+_CN_DIGITS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5}
+_SCORE = re.compile(r"^\s*([1-5一二两三四五])\s*(分|星|颗星|stars?|points?)?\s*[。.!！~～]*\s*$", re.I)
+_CALLBACK_YES = re.compile(r"回电|回拨|打给我|来电|callback|call\s*me|call\s*back", re.I)
+
+
+def parse_score(text: str) -> int | None:
+    m = _SCORE.match(text or "")
+    if not m:
+        return None
+    c = m.group(1)
+    return int(c) if c.isdigit() else _CN_DIGITS[c]
+
+
+def wants_callback(text: str) -> bool:
+    return bool(_CALLBACK_YES.search(text or ""))
+
+
+def split_conversation(conversation_id: str) -> tuple[str, str]:
+    channel, _, sender = conversation_id.partition(":")
+    return channel, sender
+
+
+def seconds_since(ts: datetime | None, now: datetime | None = None) -> int:
+    if ts is None:
+        return 0
+    return max(0, int(((now or utcnow()) - outbox.as_aware(ts)).total_seconds()))
+
+
+# ---------------------------------------------------------------- presence and waiting time
+async def agents_online(session: AsyncSession) -> list[Agent]:
+    cutoff = utcnow() - ONLINE_WINDOW
+    rows = await session.execute(
+        select(Agent).where(Agent.active.is_(True), Agent.last_seen_at.is_not(None), Agent.last_seen_at >= cutoff)
+        .order_by(Agent.name)
+    )
+    return list(rows.scalars())
+
+
+async def touch_agent(session: AsyncSession, agent_id: int, *, online: bool = True) -> None:
+    await session.execute(update(Agent).where(Agent.id == agent_id).values(last_seen_at=utcnow() if online else None))
+
+
+async def average_handled_wait(session: AsyncSession, limit: int = 50) -> int | None:
+    rows = (
+        await session.execute(
+            select(Handoff.created_at, Handoff.assigned_at)
+            .where(Handoff.assigned_at.is_not(None))
+            .order_by(Handoff.id.desc())
+            .limit(limit)
+        )
+    ).all()
+    waits = [(outbox.as_aware(a) - outbox.as_aware(c)).total_seconds() for c, a in rows]
+    return int(sum(waits) / len(waits)) if waits else None
+
+
+async def estimated_wait(session: AsyncSession, conversation_id: str | None = None) -> int:
+    """Expected seconds until an agent takes a waiting conversation (queue position aware)."""
+    base = await average_handled_wait(session) or DEFAULT_WAIT_SECONDS
+    base = max(base, 60)
+    waiting = await waiting_handoffs(session)
+    position = len(waiting)
+    if conversation_id is not None:
+        for i, h in enumerate(waiting):
+            if h.conversation_id == conversation_id:
+                position = i + 1
+                break
+    online = len(await agents_online(session))
+    if online == 0:
+        return max(base, 600) + base * max(0, position - 1)
+    return base * math.ceil(max(position, 1) / online)
+
+
+# ---------------------------------------------------------------- queue
+def _rank():
+    from sqlalchemy import case
+
+    return case({p: i for i, p in enumerate(PRIORITIES)}, value=Handoff.priority, else_=0)
+
+
+async def waiting_handoffs(session: AsyncSession) -> list[Handoff]:
+    rows = await session.execute(
+        select(Handoff).where(Handoff.status == "waiting").order_by(_rank().desc(), Handoff.created_at, Handoff.id)
+    )
+    return list(rows.scalars())
+
+
+async def queue(session: AsyncSession) -> list[dict[str, Any]]:
+    """Active handoffs: waiting ones most urgent then oldest first, then those being handled."""
+    rows = (
+        await session.execute(
+            select(Handoff).where(Handoff.status.in_(ACTIVE))
+            .order_by(Handoff.status.desc(), _rank().desc(), Handoff.created_at, Handoff.id)
+        )
+    ).scalars().all()
+    now = utcnow()
+    out = []
+    for h in rows:
+        channel, _ = split_conversation(h.conversation_id)
+        last = (
+            await session.execute(
+                select(Event.text).where(Event.conversation_id == h.conversation_id, Event.type == "user")
+                .order_by(Event.id.desc()).limit(1)
+            )
+        ).scalar_one_or_none()
+        out.append({
+            "handoff_id": h.id,
+            "conversation_id": h.conversation_id,
+            "channel": channel,
+            "reason": h.reason,
+            "reason_label": REASON_LABELS.get(h.reason, h.reason),
+            "priority": h.priority,
+            "priority_label": PRIORITY_LABELS.get(h.priority, h.priority),
+            "status": h.status,
+            "agent": h.agent_id,
+            "created_at": outbox.as_aware(h.created_at).isoformat(),
+            "waiting_seconds": seconds_since(h.created_at, now) if h.status == "waiting"
+            else seconds_since(h.created_at, now) - seconds_since(h.assigned_at, now),
+            "last_message": (last or "")[:120],
+        })
+    return out
+
+
+async def get_handoff(session: AsyncSession, handoff_id: int) -> Handoff | None:
+    return await session.get(Handoff, handoff_id)
+
+
+async def take(session: AsyncSession, handoff_id: int, agent_name: str) -> bool:
+    """Exclusive: one conditional UPDATE; of two agents racing exactly one sees a row changed."""
+    res = await session.execute(
+        update(Handoff)
+        .where(Handoff.id == handoff_id, Handoff.status == "waiting")
+        .values(status="assigned", agent_id=agent_name, assigned_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount != 1:
+        return False
+    h = await session.get(Handoff, handoff_id)
+    await session.refresh(h)
+    session.add(Event(conversation_id=h.conversation_id, type="handoff", name="assigned", data={"agent_id": agent_name}))
+    session.add(ConsoleMessage(conversation_id=h.conversation_id, handoff_id=h.id, agent_name=agent_name,
+                               kind="system", text=f"{agent_name} 接入会话"))
+    return True
+
+
+async def transfer(session: AsyncSession, handoff_id: int, from_agent: str | None, to_agent: str) -> bool:
+    cond = [Handoff.id == handoff_id, Handoff.status == "assigned"]
+    if from_agent is not None:
+        cond.append(Handoff.agent_id == from_agent)
+    res = await session.execute(
+        update(Handoff).where(*cond).values(agent_id=to_agent).execution_options(synchronize_session=False)
+    )
+    if res.rowcount != 1:
+        return False
+    h = await session.get(Handoff, handoff_id)
+    await session.refresh(h)
+    session.add(ConsoleMessage(conversation_id=h.conversation_id, handoff_id=h.id, agent_name=from_agent,
+                               kind="system", text=f"会话由 {from_agent or '主管'} 转给 {to_agent}"))
+    session.add(Event(conversation_id=h.conversation_id, type="handoff", name="transferred",
+                      data={"from": from_agent, "to": to_agent}))
+    return True
+
+
+async def customer_language(session: AsyncSession, conversation_id: str) -> str:
+    text = (
+        await session.execute(
+            select(Event.text).where(Event.conversation_id == conversation_id, Event.type == "user", Event.text.is_not(None))
+            .order_by(Event.id.desc()).limit(1)
+        )
+    ).scalar_one_or_none()
+    return detect_language(text or "")
+
+
+async def send_to_customer(session: AsyncSession, conversation_id: str, text: str, *, dedupe_key: str | None = None) -> int | None:
+    channel, sender = split_conversation(conversation_id)
+    reply = Reply(channel=channel, recipient_id=sender, text=text)
+    return await outbox.enqueue(session, reply, kind="reply", conversation_id=conversation_id, dedupe_key=dedupe_key)
+
+
+async def reply(session: AsyncSession, h: Handoff, agent_name: str, text: str) -> ConsoleMessage:
+    oid = await send_to_customer(session, h.conversation_id, text)
+    msg = ConsoleMessage(conversation_id=h.conversation_id, handoff_id=h.id, agent_name=agent_name, kind="reply",
+                         text=text, outbox_id=oid)
+    session.add(msg)
+    await session.flush()
+    return msg
+
+
+async def note(session: AsyncSession, h: Handoff, agent_name: str, text: str) -> ConsoleMessage:
+    msg = ConsoleMessage(conversation_id=h.conversation_id, handoff_id=h.id, agent_name=agent_name, kind="note", text=text)
+    session.add(msg)
+    await session.flush()
+    return msg
+
+
+async def close(session: AsyncSession, h: Handoff, agent_name: str, note_text: str | None = None) -> None:
+    """Hand the conversation back to the bot and ask the customer for a 1–5 score."""
+    await release_to_bot(session, h.conversation_id, note=note_text)
+    session.add(ConsoleMessage(conversation_id=h.conversation_id, handoff_id=h.id, agent_name=agent_name,
+                               kind="system", text=f"{agent_name} 结束会话，交还机器人"))
+    lang = await customer_language(session, h.conversation_id)
+    await send_to_customer(session, h.conversation_id, SATISFACTION_ASK[lang], dedupe_key=f"csat:{h.id}")
+    session.add(Satisfaction(conversation_id=h.conversation_id, handoff_id=h.id, agent_name=h.agent_id or agent_name,
+                             status="asked"))
+    await session.flush()
+
+
+# ---------------------------------------------------------------- history
+def _intent(data: dict[str, Any]) -> tuple[str | None, float | None]:
+    parse = data.get("parse") if isinstance(data.get("parse"), dict) else data
+    intent = parse.get("intent") if isinstance(parse, dict) else None
+    if isinstance(intent, dict):
+        conf = intent.get("confidence")
+        return intent.get("name"), float(conf) if isinstance(conf, (int, float)) else None
+    if isinstance(intent, str):
+        conf = parse.get("confidence")
+        return intent, float(conf) if isinstance(conf, (int, float)) else None
+    return None, None
+
+
+def _entities(data: dict[str, Any]) -> list[dict[str, Any]]:
+    parse = data.get("parse") if isinstance(data.get("parse"), dict) else data
+    ents = parse.get("entities") if isinstance(parse, dict) else None
+    return [{"entity": e.get("entity"), "value": e.get("value")} for e in ents or [] if isinstance(e, dict)]
+
+
+async def history(session: AsyncSession, conversation_id: str, limit: int = 300) -> list[dict[str, Any]]:
+    events = (
+        await session.execute(
+            select(Event).where(Event.conversation_id == conversation_id).order_by(Event.id.desc()).limit(limit)
+        )
+    ).scalars().all()
+    items: list[tuple[datetime, int, dict[str, Any]]] = []
+    for e in reversed(events):
+        data = e.data or {}
+        if e.type == "user":
+            name, conf = _intent(data)
+            items.append((outbox.as_aware(e.created_at), 0, {
+                "kind": "customer", "text": e.text or "", "intent": name, "confidence": conf,
+                "entities": _entities(data), "slots": data.get("slots") or {},
+                "at": outbox.as_aware(e.created_at).isoformat(),
+            }))
+        elif e.type == "bot":
+            items.append((outbox.as_aware(e.created_at), 0, {
+                "kind": "bot", "text": e.text or data.get("text") or "", "at": outbox.as_aware(e.created_at).isoformat(),
+            }))
+        elif e.type == "handoff" and e.name == "requested":
+            items.append((outbox.as_aware(e.created_at), 0, {
+                "kind": "system", "text": f"转人工：{REASON_LABELS.get(data.get('reason'), data.get('reason'))}",
+                "at": outbox.as_aware(e.created_at).isoformat(),
+            }))
+    msgs = (
+        await session.execute(
+            select(ConsoleMessage).where(ConsoleMessage.conversation_id == conversation_id)
+            .order_by(ConsoleMessage.id.desc()).limit(limit)
+        )
+    ).scalars().all()
+    for m in reversed(msgs):
+        items.append((outbox.as_aware(m.created_at), 1, {
+            "kind": {"reply": "agent", "note": "note", "system": "system", "bot": "bot"}.get(m.kind, m.kind),
+            "text": m.text, "agent": m.agent_name, "at": outbox.as_aware(m.created_at).isoformat(),
+        }))
+    items.sort(key=lambda t: (t[0], t[1]))
+    return [i for _, _, i in items]
+
+
+async def conversation_slots(session: AsyncSession, conversation_id: str) -> dict[str, Any]:
+    conv = await session.get(Conversation, conversation_id)
+    if conv is None or not isinstance(conv.state, dict):
+        return {}
+    slots = conv.state.get("slots")
+    return dict(slots) if isinstance(slots, dict) else {}
+
+
+# ---------------------------------------------------------------- satisfaction / callback
+async def pending_satisfaction(session: AsyncSession, conversation_id: str) -> Satisfaction | None:
+    row = (
+        await session.execute(
+            select(Satisfaction).where(Satisfaction.conversation_id == conversation_id, Satisfaction.status == "asked")
+            .order_by(Satisfaction.id.desc()).limit(1)
+        )
+    ).scalar_one_or_none()
+    if row is not None and seconds_since(row.asked_at) > SCORE_WINDOW.total_seconds():
+        row.status = "skipped"
+        return None
+    return row
+
+
+async def open_callback_offer(session: AsyncSession, handoff_id: int) -> CallbackOffer | None:
+    return (
+        await session.execute(
+            select(CallbackOffer).where(CallbackOffer.handoff_id == handoff_id, CallbackOffer.status == "offered")
+        )
+    ).scalar_one_or_none()
+
+
+# ---------------------------------------------------------------- supervisor figures
+async def stats(session: AsyncSession) -> dict[str, Any]:
+    now = utcnow()
+    waiting = await waiting_handoffs(session)
+    waits = [seconds_since(h.created_at, now) for h in waiting]
+    assigned = (await session.execute(select(func.count()).select_from(Handoff).where(Handoff.status == "assigned"))).scalar_one()
+    online = await agents_online(session)
+    total_convs = (await session.execute(select(func.count(func.distinct(InboundMessage.conversation_id))))).scalar_one()
+    with_agent = (
+        await session.execute(
+            select(func.count(func.distinct(Handoff.conversation_id))).where(Handoff.assigned_at.is_not(None))
+        )
+    ).scalar_one()
+    escalated = (await session.execute(select(func.count(func.distinct(Handoff.conversation_id))))).scalar_one()
+    scores = (
+        await session.execute(select(Satisfaction.score).where(Satisfaction.status == "answered", Satisfaction.score.is_not(None)))
+    ).scalars().all()
+    dist = {str(i): 0 for i in range(1, 6)}
+    for s in scores:
+        dist[str(s)] = dist.get(str(s), 0) + 1
+    return {
+        "queue_length": len(waiting),
+        "in_progress": assigned,
+        "average_wait_seconds": int(sum(waits) / len(waits)) if waits else 0,
+        "longest_wait_seconds": max(waits) if waits else 0,
+        "average_handled_wait_seconds": await average_handled_wait(session),
+        "agents_online": [a.name for a in online],
+        "agents_online_count": len(online),
+        "conversations": total_convs,
+        "conversations_with_agent": with_agent,
+        "conversations_escalated": escalated,
+        "automation_rate": round(1 - with_agent / total_convs, 4) if total_convs else None,
+        "satisfaction_average": round(sum(scores) / len(scores), 2) if scores else None,
+        "satisfaction_count": len(scores),
+        "satisfaction_distribution": dist,
+    }
+
+
+@dataclass
+class AgentView:
+    name: str
+    role: str
+    online: bool
+
+
+async def all_agents(session: AsyncSession) -> list[AgentView]:
+    cutoff = utcnow() - ONLINE_WINDOW
+    rows = (await session.execute(select(Agent).where(Agent.active.is_(True)).order_by(Agent.name))).scalars().all()
+    return [AgentView(a.name, a.role, bool(a.last_seen_at and outbox.as_aware(a.last_seen_at) >= cutoff)) for a in rows]
