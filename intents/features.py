@@ -16,7 +16,6 @@ from typing import Iterable, Sequence
 
 import jieba
 import numpy as np
-import scipy.sparse as sp
 
 DOMAIN_WORDS = [
     "户号", "峰谷", "峰谷电", "峰谷电价", "业扩", "业扩报装", "过户", "更名", "销户", "增容", "减容",
@@ -154,7 +153,9 @@ class Featurizer:
         ci, cv = self.chars.vector(analyzed[1])
         return wi + ci, wv + [v * self.char_weight for v in cv]
 
-    def matrix(self, analyzed: list[tuple[list[str], list[str]]]) -> sp.csr_matrix:
+    def matrix(self, analyzed: list[tuple[list[str], list[str]]]):
+        import scipy.sparse as sp  # training only
+
         rows, cols, vals = [], [], []
         for r, a in enumerate(analyzed):
             idx, v = self.vector(a)

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gc
+
 import numpy as np
-from sklearn.model_selection import StratifiedKFold
-from sklearn.svm import LinearSVC
 
 from .entities import EntityExtractor
 from .features import Featurizer, Tokenizer, analyze, mask_entities
@@ -113,7 +113,9 @@ def _prepare(text: str, extractor: EntityExtractor, ref: dt.date | None) -> tupl
     return normalize_for_classifier(masked), ents
 
 
-def _fit_svm(X, y, C: float, seed: int) -> LinearSVC:
+def _fit_svm(X, y, C: float, seed: int):
+    from sklearn.svm import LinearSVC  # lazy: a serving process never needs scikit-learn
+
     clf = LinearSVC(C=C, class_weight="balanced", random_state=seed, max_iter=5000)
     clf.fit(X, y)
     return clf
@@ -122,6 +124,7 @@ def _fit_svm(X, y, C: float, seed: int) -> LinearSVC:
 def train(data: NLUData, config: TrainConfig | None = None, data_digest: str = "") -> ModelState:
     import scipy
     import sklearn
+    from sklearn.model_selection import StratifiedKFold
 
     cfg = config or TrainConfig()
     t0 = time.perf_counter()
@@ -179,6 +182,11 @@ class Interpreter:
                                     else float(ambiguity_threshold))
         self._names = [FALLBACK if c == OUT_OF_SCOPE else c for c in state.classes]
         state.tokenizer.tokens("预热")  # initialise jieba now, not on the first message
+        # The model is hundreds of thousands of long-lived objects (vocabularies, jieba's
+        # dictionary); moving them out of the cyclic GC's generations removes multi-ms
+        # collection pauses from the parse latency tail.
+        gc.collect()
+        gc.freeze()
 
     @property
     def metadata(self) -> dict[str, Any]:
