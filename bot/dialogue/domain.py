@@ -60,7 +60,7 @@ class Domain:
     def has(self, name: str) -> bool:
         return name in self.responses
 
-    def render(self, name: str, *, lang: str, channel: str, seed: str = "", **values: Any) -> Rendered:
+    def render(self, name: str, /, *, lang: str, channel: str, seed: str = "", **values: Any) -> Rendered:
         variants = self.responses.get(name) or []
         cands = [v for v in variants if _matches(v, lang)]
         if not cands:

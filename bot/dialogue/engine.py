@@ -43,7 +43,7 @@ LOCK_MINUTES = 30
 FALLBACK_CONFIDENCE = 0.5
 CHINA_TZ = timezone(timedelta(hours=8))
 
-ACCOUNT_RE = re.compile(r"(?<!\d)(\d{10,13})(?!\d)")
+ACCOUNT_RE = re.compile(r"(?<![\dA-Za-z])(\d{10,13})(?!\d)")
 MOBILE_RE = re.compile(r"(?<!\d)(?:\+?86)?(1[3-9]\d{9})(?!\d)")
 LAST4_RE = re.compile(r"^\D{0,12}(\d{4})\D{0,6}$")
 WO_RE = re.compile(r"\b(WO\d{12})\b", re.I)
@@ -56,7 +56,7 @@ HAZARD_RE = re.compile(
     re.I,
 )
 ANGRY_RE = re.compile(
-    r"[!！]{2,}|太差|垃圾|气死|什么破|无能|不负责|投诉你们|第[二三四五]次|忍无可忍|受够|骂|媒体|曝光|12345|"
+    r"[!！]{2,}|太差|垃圾|气死|什么破|无能|不负责|第[二三四五]次|忍无可忍|受够|骂|媒体|曝光|12345|"
     r"terrible|worst|ridiculous|unacceptable|furious|angry|disgusting|useless",
     re.I,
 )
@@ -192,6 +192,8 @@ class DialogueEngine:
             state = json.loads(json.dumps(conv.state)) if conv else {}
             customer_id = conv.customer_id if conv else None
             authorized = await self._authorized(session, customer_id) if customer_id else set()
+        if not re.search(r"[A-Za-z\u4e00-\u9fff]", re.sub(r"^/[a-z_]+", "", text)):
+            lang = (state.get("slots") or {}).get("language") or lang  # digits/buttons keep the language
         if active is not None:
             return await self._handoff_turn(message, parse, lang, state, active.id)
         new_identity: tuple[list[Account], str] | None = None
@@ -374,7 +376,7 @@ class DialogueEngine:
         return replies
 
     # ================================================================== output helpers
-    def say(self, turn: Turn, name: str, *, kind: str = "text", metadata: dict | None = None,
+    def say(self, turn: Turn, name: str, /, *, kind: str = "text", metadata: dict | None = None,
             urgent: bool = False, extra_buttons: list[tuple[str, str]] | None = None, **values: Any) -> None:
         r = self.domain.render(name, lang=turn.lang, channel=turn.message.channel,
                                seed=f"{turn.message.message_id}:{len(turn.replies)}", **values)
@@ -578,7 +580,7 @@ class DialogueEngine:
         turn.slots.pop("_confirmed", None)
 
     # ================================================================== form machinery
-    def ask(self, turn: Turn, flow: str, slot: str, response: str, **values: Any) -> None:
+    def ask(self, turn: Turn, flow: str, slot: str, response: str, /, **values: Any) -> None:
         turn.state["form"] = {"name": flow, "slot": slot}
         self.say(turn, response, **values)
         raise Stop
@@ -759,13 +761,13 @@ class DialogueEngine:
             raise Stop
         self.ask(turn, flow, "last4", "utter_verify_failed", left=MAX_VERIFY_FAILURES - failures)
 
-    def require(self, turn: Turn, flow: str, slot: str, response: str, **values: Any) -> Any:
+    def require(self, turn: Turn, flow: str, slot: str, response: str, /, **values: Any) -> Any:
         v = turn.slots.get(slot)
         if v is None or v == "" and slot != "contact_phone":
             self.ask(turn, flow, slot, response, **values)
         return v
 
-    def confirm(self, turn: Turn, flow: str, response: str, **values: Any) -> None:
+    def confirm(self, turn: Turn, flow: str, response: str, /, **values: Any) -> None:
         if turn.slots.get("_confirmed") == flow:
             turn.slots.pop("_confirmed", None)
             turn.state["form"] = None
