@@ -35,6 +35,19 @@ ACCOUNT_PATTERN = re.compile(sc.ACCOUNT_RE)
 WO_PATTERN = re.compile(r"^WO\d{12}$")
 MONTH_PATTERN = re.compile(sc.MONTH_RE)
 DISTRICT_PATTERN = re.compile(r"[\u4e00-\u9fff]{1,6}(区|县)")
+SHANGHAI_DISTRICTS = (
+    "浦东新区", "黄浦区", "徐汇区", "长宁区", "静安区", "普陀区", "虹口区", "杨浦区", "闵行区",
+    "宝山区", "嘉定区", "金山区", "松江区", "青浦区", "奉贤区", "崇明区",
+)
+
+
+def district_of(address: str) -> str | None:
+    """The district named in a free-text address, if any (known Shanghai names first)."""
+    for d in SHANGHAI_DISTRICTS:
+        if d in address:
+            return d
+    found = DISTRICT_PATTERN.search(address.split("市")[-1])
+    return found.group(0) if found else None
 
 NEXT_STATUS = {"created": "dispatched", "dispatched": "in_progress", "in_progress": "resolved", "resolved": "closed"}
 OUTAGE_TRANSITIONS = {
@@ -441,11 +454,8 @@ class CoreService:
     # --- outages -------------------------------------------------------------------------
     @staticmethod
     def outage_matches_address(o: m.Outage, address: str) -> bool:
-        districts = set(DISTRICT_PATTERN.findall(address))
-        mentioned = {d.group(0) for d in DISTRICT_PATTERN.finditer(address)}
-        if mentioned and o.district not in mentioned:
-            return False
-        del districts
+        if o.district not in address and district_of(address) is not None:
+            return False  # the address names another district
         if o.streets:
             return any(street in address for street in o.streets)
         return o.district in address or address in o.scope
@@ -528,7 +538,14 @@ class CoreService:
         if not changes:
             raise ProblemError(422, "empty_patch", "nothing to change")
         async with self.sm() as s:
-            o = await s.get(m.Outage, outage_id, with_for_update=self.dialect == "postgresql")
+            # a no-op write first: PostgreSQL row lock / SQLite write lock, then read consistently
+            await s.execute(
+                update(m.Outage)
+                .where(m.Outage.id == outage_id)
+                .values(updated_at=m.Outage.updated_at)
+                .execution_options(synchronize_session=False)
+            )
+            o = await s.get(m.Outage, outage_id)
             if o is None:
                 raise not_found("outage", outage_id)
             new_status = changes.get("status")
@@ -561,8 +578,7 @@ class CoreService:
                     acc = await self._account(s, data.account_number, body=True)
                     district = acc.district
                 if district is None and data.address:
-                    found = DISTRICT_PATTERN.search(data.address)
-                    district = found.group(0) if found else None
+                    district = district_of(data.address)
                 now = utcnow()
                 wo_id = "WO" + now.astimezone(CN_TZ).strftime("%y%m%d") + f"{secrets.randbelow(10**6):06d}"
                 wo = m.WorkOrder(
@@ -810,14 +826,15 @@ class CoreService:
 
     # --- subscriptions -------------------------------------------------------------------
     def _sub_filter(self, stmt: Any, q: dict[str, str]) -> Any:
+        # filters are lenient (an unknown channel simply matches nothing); creation is strict
         if q.get("account_number"):
             stmt = stmt.where(m.Subscription.account_number == check_account_number(q["account_number"]))
-        topic = one_of("topic", q.get("topic"), ("outage", "bill", "work_order", "payment"))
-        if topic:
-            stmt = stmt.where(m.Subscription.topic == topic)
-        channel = one_of("channel", q.get("channel"), ("wechat", "alipay", "sms", "email"))
-        if channel:
-            stmt = stmt.where(m.Subscription.channel == channel)
+        for name in ("topic", "channel"):
+            value = q.get(name)
+            if value:
+                if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", value):
+                    raise bad_param(name, "must be a lowercase name")
+                stmt = stmt.where(getattr(m.Subscription, name) == value)
         if q.get("identity"):
             stmt = stmt.where(m.Subscription.identity == q["identity"])
         return stmt

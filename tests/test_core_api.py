@@ -257,6 +257,10 @@ async def test_outage_queries(api):
     assert xuhui and all(o["district"] == "徐汇区" for o in xuhui)
     # an address in another district never matches a street of the same name elsewhere
     assert (await (await api.get(API + "/outages", params={"address": "黄浦区碧波路1号"})).json())["outages"] == []
+    # a city prefix or no district at all still matches by street
+    for addr in ("上海市浦东新区碧波路88弄", "碧波路88弄5号"):
+        r = await api.get(API + "/outages", params={"address": addr, "active_at": now.isoformat()})
+        assert [o["id"] for o in (await r.json())["outages"]] == [found[0]["id"]]
     _is_problem(await api.get(API + "/outages", params={"active_at": "tomorrow"}), 400)
     _is_problem(await api.get(API + "/outages", params={"active_at": "2025-01-01T08:00:00"}), 400)
     _is_problem(await api.get(API + "/outages", params={"kind": "sometimes"}), 400)
@@ -430,6 +434,12 @@ async def test_subscriptions(api):
     assert sorted(s["topic"] for s in subs) == ["bill", "outage"]
     by_district = (await (await api.get(API + "/subscriptions", params={"district": "浦东新区", "topic": "outage"})).json())["subscriptions"]
     assert [s["account_number"] for s in by_district] == ["3100000001"]
+    page1 = (await (await api.get(API + "/subscriptions", params={"limit": "1"})).json())["subscriptions"]
+    page2 = (await (await api.get(API + "/subscriptions", params={"limit": "1", "after_id": str(page1[0]["id"])})).json())["subscriptions"]
+    assert [x["id"] for x in page1 + page2] == sorted(x["id"] for x in subs)
+    # filters are lenient: a channel that cannot hold subscriptions matches nothing
+    r = await api.delete(API + "/subscriptions", params={"account_number": "3100000001", "channel": "rest"})
+    assert (await r.json()) == {"deleted": 0}
     r = await api.delete(API + "/subscriptions", params={"account_number": "3100000001", "topic": "outage"})
     assert (await r.json()) == {"deleted": 1}
     r = await api.delete(API + "/subscriptions", params={"account_number": "3100000001"})
