@@ -44,8 +44,29 @@ _DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _DTD_STR = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _ID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
-# Platform event → the neutral event names the dialogue engine sees (same as WeChat's).
-EVENTS = {"follow": "subscribe", "unfollow": "unsubscribe", "click": "click", "enter": "enter"}
+# Menu click keys (``ActionParam``) → what the customer means; same keys as the WeChat menu.
+CLICK_TEXT: dict[str, str] = {
+    "BILL": "查电费",
+    "PAY": "我要交电费",
+    "USAGE": "查用电量",
+    "OUTAGE": "我家停电了",
+    "OUTAGE_PLAN": "最近有停电计划吗",
+    "REPAIR": "我要报修",
+    "PROGRESS": "查询工单进度",
+    "HUMAN": "转人工",
+    "BIND": "绑定户号",
+    "COMPLAINT": "我要投诉",
+    "TARIFF": "电价是多少",
+}
+WELCOME = (
+    "您好，欢迎关注国网电力客服生活号！我是智能客服小e，可以帮您查电费、交电费、查停电、报修和转人工。"
+    "为方便查询，请先绑定户号。"
+)
+MEDIA_TEXT = (
+    "收到您的消息，谢谢！目前智能客服只能识别文字，请用文字简单描述您的问题，"
+    "例如“查电费”“我家停电了”“电表坏了要报修”。如需人工帮助，请回复“转人工”。"
+)
+MENU_UNKNOWN_TEXT = "该菜单功能正在升级中，您可以直接输入问题，例如“查电费”“我要报修”。"
 
 
 class BadRequest(Exception):
@@ -191,25 +212,36 @@ class AlipayChannel(Channel):
             kind = "text"
         elif msg_type == "event":
             event = str(biz.get("EventType", "")).lower()
-            if event not in EVENTS:
-                return self._ack(user_id, charset)  # events we do not act on are acknowledged
-            if event == "enter":  # entering the window is not a message; nothing to answer
+            dedupe = f"ev:{user_id}:{create_time}:{event}"
+            if event == "follow":
+                kind, text = "event", "绑定户号"  # welcome + the bind prompt, like WeChat's subscribe
+                metadata.update(event="subscribe")
+                await self._queue_direct(user_id, WELCOME, f"welcome:{dedupe}")
+            elif event == "click":
+                key = str(biz.get("ActionParam", "")).strip()[:60]
+                said = CLICK_TEXT.get(key.upper())
+                if said is None:
+                    await self._queue_direct(user_id, MENU_UNKNOWN_TEXT, f"menu:{dedupe}")
+                    return self._ack(user_id, charset)
+                kind, text = "event", said
+                metadata.update(event="CLICK", key=key.upper())
+            else:
+                # unfollow (nothing can reach the customer any more), enter, and anything else:
+                # acknowledged, nothing to answer.
+                log.info("alipay event=%s acknowledged", event[:32])
                 return self._ack(user_id, charset)
-            kind, text = "event", ""
-            metadata["event"] = EVENTS[event]
-            metadata["platform_event"] = event
-            if event == "click":
-                metadata["key"] = str(biz.get("ActionParam", ""))[:200]
-        elif msg_type in ("image", "voice", "video", "link", "location"):
-            kind, text = ("image" if msg_type == "image" else msg_type), ""
+            message = Message(channel=self.name, sender_id=user_id, text=text, message_id=dedupe,
+                              kind=kind, metadata=metadata)
+            await self.ctx.processor.receive(message, wait=0)
+            return self._ack(user_id, charset)
         else:
+            # Images, voice, stickers, links...: a polite fixed answer, once per message.
+            ref = msg_id or f"{user_id}:{create_time}"
+            await self._queue_direct(user_id, MEDIA_TEXT, f"media:{msg_type[:16]}:{ref}")
             return self._ack(user_id, charset)
         if len(text) > MAX_INBOUND_TEXT:
             text = text[:MAX_INBOUND_TEXT]
-        if msg_id and kind != "event":
-            dedupe = f"msg:{msg_id}"
-        else:
-            dedupe = f"ev:{user_id}:{create_time}:{metadata.get('platform_event', msg_type)}"
+        dedupe = f"msg:{msg_id}" if msg_id else f"msg:{user_id}:{create_time}:{msg_type}"
         message = Message(channel=self.name, sender_id=user_id, text=text, message_id=dedupe,
                           kind=kind, metadata=metadata)
         # Alipay wants an immediate ack; the answer always goes out by custom.send via the outbox.
@@ -217,6 +249,14 @@ class AlipayChannel(Channel):
         if receipt.duplicate:
             log.info("alipay notify duplicate dedupe=%s", dedupe[:80])
         return self._ack(user_id, charset)
+
+    async def _queue_direct(self, user_id: str, text: str, dedupe_key: str) -> None:
+        """A fixed channel text (welcome, unknown menu) straight to the outbox, once per event."""
+        from bot import outbox
+
+        async with self.ctx.sessionmaker() as session, session.begin():
+            await outbox.enqueue(session, Reply(channel=self.name, recipient_id=user_id, text=text),
+                                 conversation_id=f"{self.name}:{user_id}", dedupe_key=dedupe_key[:200])
 
     # ------------------------------------------------------------------ outbound
     @staticmethod

@@ -155,7 +155,9 @@ async def test_retried_and_concurrent_notifies_processed_once(env: Env) -> None:
     assert len(env.sent_to(u)) == queued  # nothing sent twice
 
 
-async def test_follow_unfollow_and_menu_click_events(env: Env) -> None:
+async def test_follow_menu_click_media_and_unfollow(env: Env) -> None:
+    from channels.alipay import MEDIA_TEXT, MENU_UNKNOWN_TEXT, WELCOME
+
     u = user()
     ct = int(time.time() * 1000)
     follow = env.fake.gateway_form(NOTIFY, env.fake.message_xml(u, event="follow", create_time=ct))
@@ -163,15 +165,27 @@ async def test_follow_unfollow_and_menu_click_events(env: Env) -> None:
         r = await env.post(follow)
         assert r.status == 200
         check_ack(env, await r.read(), u)
-    click = env.fake.gateway_form(NOTIFY, env.fake.message_xml(u, event="click", action="bill_query", create_time=ct + 1))
+    click = env.fake.gateway_form(NOTIFY, env.fake.message_xml(u, event="click", action="BILL", create_time=ct + 1))
     assert (await env.post(click)).status == 200
-    enter = env.fake.gateway_form(NOTIFY, env.fake.message_xml(u, event="enter", create_time=ct + 2))
-    assert (await env.post(enter)).status == 200
-    unfollow = env.fake.gateway_form(NOTIFY, env.fake.message_xml(u, event="unfollow", create_time=ct + 3))
-    assert (await env.post(unfollow)).status == 200
+    unknown = env.fake.gateway_form(NOTIFY, env.fake.message_xml(u, event="click", action="NOPE", create_time=ct + 2))
+    assert (await env.post(unknown)).status == 200
+    image = ("<XML><AppId><![CDATA[%s]]></AppId><FromUserId><![CDATA[%s]]></FromUserId><CreateTime>%d</CreateTime>"
+             "<MsgType><![CDATA[image]]></MsgType><MsgId>IMG%d</MsgId></XML>") % (APPID, u, ct + 3, ct)
+    for _ in range(2):
+        assert (await env.post(env.fake.gateway_form(NOTIFY, image))).status == 200
+    for n, event in enumerate(("enter", "unfollow")):
+        xml = env.fake.message_xml(u, event=event, create_time=ct + 10 + n)
+        assert (await env.post(env.fake.gateway_form(NOTIFY, xml))).status == 200
     rows = await env.inbound(u)
-    assert [(x.kind, x.payload.get("event"), x.payload.get("key")) for x in rows] == [
-        ("event", "subscribe", None), ("event", "click", "bill_query"), ("event", "unsubscribe", None)]
+    assert [(x.kind, x.text, x.payload.get("event"), x.payload.get("key")) for x in rows] == [
+        ("event", "绑定户号", "subscribe", None), ("event", "查电费", "CLICK", "BILL")]
+
+    def texts() -> list[str]:
+        return [m["text"]["content"] for m in env.sent_to(u)]
+
+    await wait_until(lambda: WELCOME in texts() and MENU_UNKNOWN_TEXT in texts() and MEDIA_TEXT in texts(), timeout=20)
+    await asyncio.sleep(0.6)
+    assert texts().count(WELCOME) == 1 and texts().count(MEDIA_TEXT) == 1
 
 
 async def test_hostile_gateway_posts_refused_without_side_effect(env: Env) -> None:
