@@ -15,6 +15,7 @@ produces a "message" live event for the agents' browsers.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -113,7 +114,9 @@ class ConsoleHandler:
                 channel=message.channel,
                 contact_phone=phone,
                 details={"callback": True, "conversation_id": message.conversation_id, "handoff_id": handoff.id},
-                idempotency_key=f"console-callback-{handoff.id}",
+                # unique per conversation and handoff: a retried message never makes a second order
+                idempotency_key="console-callback-{}-{}".format(
+                    hashlib.sha1(message.conversation_id.encode()).hexdigest()[:16], handoff.id),
             )
         except CoreError as exc:
             log.warning("callback work order failed for handoff %s: %s", handoff.id, type(exc).__name__)
