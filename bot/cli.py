@@ -68,6 +68,9 @@ def _register_optional() -> None:
 
     main.add_command(core)
     main.add_command(nlu)
+    from bot.shell import shell
+
+    main.add_command(shell)
     from bot.console.cli import agents
 
     main.add_command(agents)

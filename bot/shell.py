@@ -1,0 +1,61 @@
+"""``powerbot shell``: chat with a running gateway from the terminal (REST channel)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+import urllib.error
+import urllib.request
+
+import click
+
+
+def _post(url: str, sender: str, text: str, timeout: float) -> list[dict]:
+    req = urllib.request.Request(
+        url.rstrip("/") + "/webhooks/rest/webhook",
+        data=json.dumps({"sender": sender, "message": text}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - operator-given URL
+        return json.loads(r.read().decode("utf-8"))
+
+
+@click.command()
+@click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="Gateway base URL.")
+@click.option("--sender", default=None, help="Sender id (default: a fresh one per session).")
+@click.option("--timeout", default=40.0, show_default=True, help="Seconds to wait for an answer.")
+def shell(url: str, sender: str | None, timeout: float) -> None:
+    """Chat with the bot in the terminal against the running services. Ctrl-D or /exit quits."""
+    sender = sender or f"shell-{uuid.uuid4().hex[:8]}"
+    click.echo(f"powerbot shell — {url} as {sender}. Type a message; /exit to quit. Buttons: type the number.")
+    buttons: list[dict] = []
+    while True:
+        try:
+            text = click.prompt("你", prompt_suffix="> ", default="", show_default=False)
+        except (EOFError, click.Abort):
+            click.echo()
+            return
+        text = text.strip()
+        if text in ("/exit", "/quit"):
+            return
+        if not text:
+            continue
+        if text.isdigit() and buttons and 1 <= int(text) <= len(buttons) and len(text) <= 2:
+            text = buttons[int(text) - 1]["payload"]
+        try:
+            replies = _post(url, sender, text, timeout)
+        except (urllib.error.URLError, OSError) as exc:
+            click.echo(click.style(f"[gateway unreachable: {exc}]", fg="red"))
+            continue
+        buttons = []
+        for r in replies:
+            click.echo(click.style("95598> ", fg="green") + r.get("text", ""))
+            custom = r.get("custom") or {}
+            if custom.get("pay_url"):
+                click.echo(f"        pay: {custom['pay_url']}")
+            for b in r.get("buttons") or []:
+                buttons.append(b)
+                click.echo(f"        [{len(buttons)}] {b['title']}")
+        if not replies:
+            click.echo(click.style("95598> ", fg="green") + "(no reply yet — an agent or a delayed answer will follow)")
