@@ -79,8 +79,14 @@ def _upsert(dialect: str, values: dict[str, Any], update_cols: list[str]):  # ty
 class WindowLedger:
     """Counts what the customer-service API may still send to each user."""
 
+    # A user chatting renews the same 48-hour grant with every message; within this many
+    # seconds of a renewal by this process (and no message sent since) the write is skipped.
+    # Another replica's sends in between can only make the ledger more cautious, never less.
+    RENEW_COALESCE = timedelta(seconds=60)
+
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self.sessionmaker = sessionmaker
+        self._renewed: dict[str, datetime] = {}
 
     async def _write(self, values: dict[str, Any], cols: list[str]) -> None:
         async with self.sessionmaker() as session, session.begin():
@@ -90,11 +96,17 @@ class WindowLedger:
     async def user_message(self, openid: str, *, now: datetime | None = None) -> None:
         """A user message opens (or renews) the 48-hour grant of 5 messages."""
         now = now or utcnow()
+        last = self._renewed.get(openid)
+        if last is not None and timedelta(0) <= now - last < self.RENEW_COALESCE:
+            return
         await self._write(
             {"openid": openid, "msg_until": now + MESSAGE_WINDOW, "msg_left": MESSAGE_QUOTA,
              "evt_left": 0, "subscribed": 1, "updated_at": now},
             ["msg_until", "msg_left", "subscribed", "updated_at"],
         )
+        if len(self._renewed) > 50_000:
+            self._renewed.clear()
+        self._renewed[openid] = now
 
     async def user_event(self, openid: str, *, now: datetime | None = None) -> None:
         """A menu click, follow or scan opens the 1-minute grant of 3 messages."""
@@ -107,6 +119,7 @@ class WindowLedger:
 
     async def unsubscribed(self, openid: str, *, now: datetime | None = None) -> None:
         now = now or utcnow()
+        self._renewed.pop(openid, None)
         await self._write(
             {"openid": openid, "msg_left": 0, "evt_left": 0, "subscribed": 0, "updated_at": now},
             ["msg_left", "evt_left", "subscribed", "updated_at"],
@@ -135,6 +148,7 @@ class WindowLedger:
         The short event grant is used first so the long message grant lasts.
         """
         now = now or utcnow()
+        self._renewed.pop(openid, None)
         async with self.sessionmaker() as session, session.begin():
             for until_col, left_col in (
                 (WeChatWindow.evt_until, WeChatWindow.evt_left),
@@ -173,6 +187,7 @@ class WindowLedger:
 
     async def close(self, openid: str) -> None:
         """WeChat said no (45015/45047): believe it until the user writes again."""
+        self._renewed.pop(openid, None)
         async with self.sessionmaker() as session, session.begin():
             await session.execute(
                 update(WeChatWindow).where(WeChatWindow.openid == openid).values(msg_left=0, evt_left=0)
