@@ -71,12 +71,15 @@ def _register_optional() -> None:
     from bot.shell import shell
 
     main.add_command(shell)
-    from bot.console.cli import agents
-
-    main.add_command(agents)
     from channels.wechat_cli import wechat
 
     main.add_command(wechat)
+    from bot.console.cli import agents
+
+    main.add_command(agents)
+    from bot.notify.cli import notify
+
+    main.add_command(notify)
 
 
 _register_optional()

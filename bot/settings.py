@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -86,6 +87,20 @@ class Settings(BaseSettings):
     sms_outbound_per_minute: int = Field(30, ge=0)  # per number; 0 = unlimited
     sms_timeout_seconds: float = Field(10.0, gt=0, le=120)
     smtp_relay_timeout_seconds: float = Field(30.0, gt=0, le=300)
+
+    # --- notifications and outbox (bot/notify) -------------------------------------------
+    notify_enabled: bool = True  # run the event-feed producer in the gateway
+    notify_poll_seconds: float = Field(2.0, gt=0, le=3600)
+    notify_start_from: Literal["latest", "beginning"] = "latest"  # first start: skip or replay old events
+    notify_quiet_hours: str = "22:00-08:00"  # local time; "" = no quiet hours
+    notify_quiet_channels: str = "sms"  # comma-separated channels whose non-urgent notices wait
+    notify_timezone: str = "Asia/Shanghai"
+    notify_wechat_template_id: str | None = None  # WeChat template for notices outside the 48-h window
+    operator_token: SecretStr | None = None  # bearer token of /api/v1/notify/*; unset = API off
+    outbox_max_attempts: int = Field(8, ge=1, le=100)  # then the row is dead-lettered
+    outbox_batch_size: int = Field(100, ge=1, le=5000)
+    outbox_concurrency: int = Field(50, ge=1, le=2000)
+    outbox_sending_lease_seconds: float = Field(120.0, gt=0)  # 'sending' rows of a crashed process retried after
 
     # --- console -------------------------------------------------------------------------
     session_secret: SecretStr | None = None
