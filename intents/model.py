@@ -136,23 +136,25 @@ def train(data: NLUData, config: TrainConfig | None = None, data_digest: str = "
     y = np.array([classes.index(e.intent) for e in data.examples])
     oos = classes.index(OUT_OF_SCOPE) if OUT_OF_SCOPE in classes else None
 
+    # One vocabulary/idf for all folds (unsupervised, label-free), so the feature matrix is
+    # built once and the folds only slice rows — training stays well under the time budget.
+    featurizer = Featurizer(cfg.char_weight)
+    featurizer.fit(analyzed)
+    X = featurizer.matrix(analyzed)
+
     # Out-of-fold margins → temperature + fallback thresholds.
     folds = max(2, min(cfg.folds, int(np.bincount(y).min())))
     oof = np.zeros((len(y), len(classes)))
     skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=cfg.seed)
     for tr, te in skf.split(np.zeros(len(y)), y):
-        fz = Featurizer(cfg.char_weight)
-        fz.fit([analyzed[i] for i in tr])
-        clf = _fit_svm(fz.matrix([analyzed[i] for i in tr]), y[tr], cfg.C, cfg.seed)
-        oof[te] = clf.decision_function(fz.matrix([analyzed[i] for i in te]))
+        clf = _fit_svm(X[tr], y[tr], cfg.C, cfg.seed)
+        oof[te] = clf.decision_function(X[te])
     temperature = _fit_temperature(oof, y)
     probs = _softmax(oof * temperature)
     thr, gap, cv_info = choose_thresholds(probs, y, oos, cfg.oos_share)
     cv_info["cv_intent_accuracy"] = round(float(np.mean(probs.argmax(1) == y)), 4)
 
-    featurizer = Featurizer(cfg.char_weight)
-    featurizer.fit(analyzed)
-    clf = _fit_svm(featurizer.matrix(analyzed), y, cfg.C, cfg.seed)
+    clf = _fit_svm(X, y, cfg.C, cfg.seed)
     meta = {
         "format_version": FORMAT_VERSION,
         "training_data_hash": data_digest,
