@@ -72,7 +72,8 @@ def decode_header_value(value: Any) -> str:
             out.append(decode_bytes(chunk, charset))
         else:
             out.append(chunk)
-    return re.sub(r"\s+", " ", "".join(out)).strip()
+    result = re.sub(r"\s+", " ", "".join(out)).strip()
+    return result or value.strip()  # undecodable encoded words: keep the raw text
 
 
 class _HtmlToText(HTMLParser):
