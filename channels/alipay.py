@@ -17,6 +17,7 @@ channel registers them as ``ctx.extras["payments"]`` and serves ``POST /payments
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -147,6 +148,18 @@ class AlipayChannel(Channel):
             web.post("/channels/alipay", self.gateway),
             web.post("/payments/alipay/notify", self.payments.notify),
         ]
+
+    async def start(self) -> None:
+        self._reconciler = asyncio.create_task(self.payments.run_reconciler(), name="alipay-reconciler")
+
+    async def stop(self) -> None:
+        task = getattr(self, "_reconciler", None)
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
 
     def readiness(self) -> dict[str, Any]:
         return {"on": True, "appid": self.appid, "gateway": urlsplit(alipay_sdk.gateway_of(self.client)).netloc,

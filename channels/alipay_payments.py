@@ -49,6 +49,9 @@ log = logging.getLogger("powerbot.channels.alipay.payments")
 PAID_STATUSES = {"TRADE_SUCCESS", "TRADE_FINISHED"}
 CLAIM_LEASE = timedelta(seconds=60)  # a 'confirming' claim older than this was orphaned
 CONCURRENT_WAIT = 8.0
+RECONCILE_AFTER = timedelta(minutes=5)  # a notify normally arrives within seconds
+RECONCILE_WINDOW = timedelta(days=1)
+RECONCILE_INTERVAL = 120.0
 CENT = Decimal("0.01")
 MAX_NOTIFY_FIELDS = 100
 
@@ -232,6 +235,17 @@ class AlipayPayments:
             )).scalar_one()
 
     async def _record(self, order: AlipayOrder, trade_no: str, total: Decimal) -> web.Response:
+        outcome = await self.settle(order, trade_no, total)
+        if outcome == "paid":
+            return web.Response(text="success", content_type="text/plain")
+        return _fail(409 if outcome == "conflict" else 503)
+
+    async def settle(self, order: AlipayOrder, trade_no: str, total: Decimal) -> str:
+        """Record a verified payment in the core once; queue the confirmation with it.
+
+        Returns ``paid`` (now or before), ``conflict`` (the core holds another trade for it) or
+        ``unavailable`` (core down, or another request still holds the claim): try again later.
+        """
         from backend_client import Conflict, CoreError, CoreUnavailable
 
         out_trade_no = order.out_trade_no
@@ -240,29 +254,27 @@ class AlipayPayments:
             deadline = asyncio.get_running_loop().time() + CONCURRENT_WAIT
             while True:
                 status = await self._status(out_trade_no)
-                if status == "paid":
-                    return web.Response(text="success", content_type="text/plain")
-                if status == "conflict":
-                    return _fail(409)
+                if status in ("paid", "conflict"):
+                    return status
                 if status == "pending" and await self._claim(out_trade_no):
                     break  # the holder gave up (core down); our turn
                 if asyncio.get_running_loop().time() > deadline:
-                    return _fail(503)
+                    return "unavailable"
                 await asyncio.sleep(0.05)
         try:
             await self.ctx.core.confirm_payment(out_trade_no, trade_no, total)
         except Conflict:
-            log.error("alipay notify: core refused confirmation (conflict) out_trade_no=%s", out_trade_no)
+            log.error("alipay payment: core refused confirmation (conflict) out_trade_no=%s", out_trade_no)
             await self._release(out_trade_no, "conflict")
-            return _fail(409)
+            return "conflict"
         except CoreUnavailable:
-            log.warning("alipay notify: core unavailable, Alipay will retry out_trade_no=%s", out_trade_no)
+            log.warning("alipay payment: core unavailable, will retry out_trade_no=%s", out_trade_no)
             await self._release(out_trade_no, "pending")
-            return _fail(503)
+            return "unavailable"
         except CoreError as exc:
-            log.error("alipay notify: core error %s out_trade_no=%s", type(exc).__name__, out_trade_no)
+            log.error("alipay payment: core error %s out_trade_no=%s", type(exc).__name__, out_trade_no)
             await self._release(out_trade_no, "pending")
-            return _fail(503)
+            return "unavailable"
         except BaseException:
             await self._release(out_trade_no, "pending")
             raise
@@ -279,7 +291,65 @@ class AlipayPayments:
                                  dedupe_key=f"alipay-paid:{out_trade_no}")
         log.info("alipay payment recorded out_trade_no=%s account=%s amount=%s",
                  out_trade_no, mask_account(order.account_number), order.amount)
-        return web.Response(text="success", content_type="text/plain")
+        return "paid"
+
+    # ------------------------------------------------------------------ reconciliation
+    async def reconcile(self, out_trade_no: str) -> str:
+        """Ask Alipay (``alipay.trade.query``) about one order; record it if paid.
+
+        For a notify that never arrived. Returns the order's outcome: ``paid``, ``pending``
+        (not paid yet), ``conflict``, ``unavailable`` or ``unknown`` (no such order here).
+        """
+        async with self.ctx.sessionmaker() as session:
+            order = await session.get(AlipayOrder, out_trade_no)
+        if order is None:
+            return "unknown"
+        if order.status in ("paid", "conflict"):
+            return order.status
+        try:
+            result = await alipay_sdk.call(self.client, "api_alipay_trade_query", out_trade_no=out_trade_no)
+        except DeliveryError as exc:
+            if exc.code and "TRADE_NOT_EXIST" in exc.code:
+                return "pending"  # the customer never opened the link
+            log.warning("alipay trade.query failed out_trade_no=%s: %s", out_trade_no, exc)
+            return "unavailable"
+        if result.get("trade_status") not in PAID_STATUSES:
+            return "pending"
+        try:
+            total = money(result.get("total_amount", ""))
+        except ValueError:
+            return "unavailable"
+        trade_no = str(result.get("trade_no") or "")
+        if total != Decimal(order.amount) or not trade_no or str(result.get("out_trade_no")) != out_trade_no:
+            log.error("alipay trade.query disagrees with the order out_trade_no=%s", out_trade_no)
+            return "conflict"
+        return await self.settle(order, trade_no, total)
+
+    async def reconcile_pending(self, *, older_than: timedelta = RECONCILE_AFTER, limit: int = 50) -> dict[str, str]:
+        """Reconcile pending orders created between ``older_than`` and a day ago."""
+        now = utcnow()
+        async with self.ctx.sessionmaker() as session:
+            numbers = list((await session.execute(
+                select(AlipayOrder.out_trade_no)
+                .where(AlipayOrder.status == "pending", AlipayOrder.created_at <= now - older_than,
+                       AlipayOrder.created_at >= now - RECONCILE_WINDOW)
+                .order_by(AlipayOrder.created_at).limit(limit)
+            )).scalars())
+        return {n: await self.reconcile(n) for n in numbers}
+
+    async def run_reconciler(self, interval: float = RECONCILE_INTERVAL) -> None:
+        """Background loop (started by the channel): catch payments whose notify got lost."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                done = await self.reconcile_pending()
+                if any(v == "paid" for v in done.values()):
+                    log.info("alipay reconciler recorded %d missed payment(s)",
+                             sum(v == "paid" for v in done.values()))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a database blip must not end the loop
+                log.exception("alipay reconciliation pass failed")
 
     async def _release(self, out_trade_no: str, status: str) -> None:
         async with self.ctx.sessionmaker() as session, session.begin():

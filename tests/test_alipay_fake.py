@@ -130,6 +130,10 @@ class FakeAlipay:
                       f"<ActionParam><![CDATA[{action}]]></ActionParam>"]
         return "<XML>" + "".join(parts) + "</XML>"
 
+    def pay(self, out_trade_no: str, trade_no: str) -> None:
+        """The customer pays at Alipay (trade.query reports it; no notify is sent)."""
+        self.precreated[out_trade_no].update(paid=True, trade_no=trade_no)
+
     def trade_notify(self, out_trade_no: str, total_amount: str, *, trade_no: str | None = None,
                      trade_status: str = "TRADE_SUCCESS", appid: str | None = None,
                      keys: KeyPair | None = None) -> dict[str, str]:
@@ -196,7 +200,7 @@ class FakeAlipay:
                                              "sub_code": "ACQ.TRADE_NOT_EXIST", "sub_msg": "交易不存在"})
             return self._answer(method, {"code": "10000", "msg": "Success", "out_trade_no": order["out_trade_no"],
                                          "trade_status": "TRADE_SUCCESS" if order["paid"] else "WAIT_BUYER_PAY",
-                                         "total_amount": order["total_amount"]})
+                                         "trade_no": order.get("trade_no", ""), "total_amount": order["total_amount"]})
         return self._answer(method, {"code": "40004", "msg": "Business Failed", "sub_code": "isv.invalid-method"})
 
 

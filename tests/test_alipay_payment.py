@@ -247,6 +247,27 @@ async def test_hostile_notifies_refused_without_side_effect(env: Env) -> None:
     assert "缴费成功" in sent[0]["text"]["content"] and amount in sent[0]["text"]["content"]
 
 
+async def test_lost_notify_recovered_by_trade_query_then_late_notify_is_harmless(env: Env) -> None:
+    from datetime import timedelta
+
+    user = "2088" + str(uuid.uuid4().int)[:12]
+    out_trade_no, amount = await _pending_order(env, "2027-03", user)
+    provider = env.gw.app[EXTRAS]["payments"]
+    assert await provider.reconcile(out_trade_no) == "pending"  # not paid at Alipay yet
+    assert await provider.reconcile("PB20990101000000nothere00000") == "unknown"
+    env.fake.pay(out_trade_no, "2026112622001400009999999999")  # paid, but the notify is lost
+    done = await provider.reconcile_pending(older_than=timedelta(0))
+    assert done[out_trade_no] == "paid"
+    payment = await env.core.get_payment(out_trade_no)
+    assert payment.status == "paid" and payment.trade_no == "2026112622001400009999999999"
+    # The late notify finally arrives: acknowledged, nothing recorded twice.
+    notify = env.fake.trade_notify(out_trade_no, amount, trade_no="2026112622001400009999999999")
+    assert await env.notify(notify) == (200, "success")
+    assert env.proxy.confirms[out_trade_no] == 1
+    assert await env.confirmations(out_trade_no) == 1
+    assert out_trade_no not in await provider.reconcile_pending(older_than=timedelta(0))
+
+
 async def test_core_down_answers_fail_then_alipay_retry_records_once(env: Env) -> None:
     user = "2088" + str(uuid.uuid4().int)[:12]
     out_trade_no, amount = await _pending_order(env, "2027-02", user)
