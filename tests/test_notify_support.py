@@ -32,7 +32,8 @@ class SmsProvider:
         self.messages: list[dict[str, Any]] = []
         self.rejected: list[str] = []
         self.fail_with: list[int] = []  # statuses answered (nothing recorded), one per call
-        self.hang_after: int | None = None  # accept this many, then hang the rest unrecorded
+        self.hang_after: int | None = None  # accept this many notices, then hang new ones unrecorded
+        self.hanging = 0
         self._release = asyncio.Event()
         self.url = ""
 
@@ -48,7 +49,12 @@ class SmsProvider:
         data = json.loads(body)
         if self.fail_with:
             return web.json_response({"error": "injected"}, status=self.fail_with.pop(0))
-        if self.hang_after is not None and len(self.messages) >= self.hang_after:
+        if (
+            self.hang_after is not None
+            and data.get("part", 1) == 1
+            and sum(1 for m in self.messages if m.get("part", 1) == 1) >= self.hang_after
+        ):
+            self.hanging += 1
             await self._release.wait()  # the gateway dies before this send completes
             return web.json_response({"error": "gone"}, status=503)
         data["provider_id"] = f"p-{uuid.uuid4().hex[:10]}"

@@ -1,0 +1,99 @@
+"""A gateway dies in the middle of a notice batch; a new one on the same store finishes it.
+
+The local SMS provider accepts the first notices, then holds the next requests open without
+accepting them (they are in flight when the gateway goes down). The gateway is stopped with
+those sends in flight; a second gateway on the same database picks up the orphaned rows after
+the sending lease and every subscriber ends up with exactly one notice. Run on SQLite and on
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import func, select
+
+from backend_client import CoreClient
+from bot.models import OutboxMessage
+from stack import run_core, run_gateway, wait_until
+from test_notify_support import accounts_by_district, e164, gateway_settings, run_relay, run_sms_provider
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+N = 40
+ACCEPT_BEFORE_CRASH = 12
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def core(tmp_path_factory) -> AsyncIterator:
+    db = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('notify_crash_core') / 'core.db'}"
+    async with run_core(db) as c:
+        c.db_url = db  # type: ignore[attr-defined]
+        yield c
+
+
+async def statuses(gw) -> Counter:  # type: ignore[no-untyped-def]
+    from bot.app import SESSIONMAKER
+
+    async with gw.app[SESSIONMAKER]() as s:
+        rows = (await s.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))).all()
+    return Counter({k: v for k, v in rows})
+
+
+async def crash_and_restart(core, bot_db: str, district: str, interpreter) -> None:  # type: ignore[no-untyped-def]
+    subs = accounts_by_district(core.db_url)[district][:N]
+    assert len(subs) == N
+    async with CoreClient(core.url) as cc:
+        for acc, phone in subs:
+            await cc.create_subscription(acc, "outage", "sms", phone)
+        async with run_sms_provider() as prov, run_relay() as (_relay, rport):
+            prov.hang_after = ACCEPT_BEFORE_CRASH
+            settings = gateway_settings(
+                prov, rport, outbox_batch_size=10, outbox_concurrency=4, outbox_sending_lease_seconds=1.0
+            )
+            async with run_gateway(bot_db, core.url, interpreter, **settings) as gw:
+                start = datetime.now(timezone.utc) + timedelta(days=2)
+                await cc.create_outage("planned", district, f"{district}全域", start,
+                                       estimated_end_at=start + timedelta(hours=6), cause="主变检修")
+                await wait_until(lambda: prov.hanging >= 2, timeout=20)
+            # The gateway is gone with sends in flight.
+            crashed = await _statuses_after(bot_db)
+            assert crashed["sent"] == ACCEPT_BEFORE_CRASH, crashed
+            assert crashed["sending"] >= 1 and sum(crashed.values()) == N, crashed
+            prov.release()
+
+            async with run_gateway(bot_db, core.url, interpreter, **settings) as gw2:
+                await wait_until(lambda: len([m for m in prov.messages if m["part"] == 1]) >= N, timeout=30)
+                await asyncio.sleep(1.5)  # a second lease period: nothing may be sent twice
+                final = await statuses(gw2)
+            per_phone = Counter(m["to"] for m in prov.messages if m["part"] == 1)
+            assert sorted(per_phone) == sorted(e164(p) for _, p in subs)
+            assert set(per_phone.values()) == {1}
+            parts = Counter((m["to"], m["part"]) for m in prov.messages)
+            assert set(parts.values()) == {1}  # no segment of any notice went out twice
+            assert final == Counter({"sent": N}), final
+
+
+async def _statuses_after(bot_db: str) -> Counter:
+    from bot.db import make_engine, make_sessionmaker
+
+    engine = make_engine(bot_db)
+    try:
+        async with make_sessionmaker(engine)() as s:
+            rows = (await s.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))).all()
+        return Counter({k: v for k, v in rows})
+    finally:
+        await engine.dispose()
+
+
+async def test_crash_mid_batch_then_restart_sends_each_notice_once_sqlite(core, sqlite_url, interpreter):  # type: ignore[no-untyped-def]
+    await crash_and_restart(core, sqlite_url, "浦东新区", interpreter)
+
+
+async def test_crash_mid_batch_then_restart_sends_each_notice_once_postgres(core, postgres_url, interpreter):  # type: ignore[no-untyped-def]
+    await crash_and_restart(core, postgres_url, "徐汇区", interpreter)
