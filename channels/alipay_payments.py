@@ -172,6 +172,8 @@ class AlipayPayments:
     async def notify(self, request: web.Request) -> web.Response:
         try:
             form = await request.post()
+        except web.HTTPException:
+            raise  # 413 for a body over the size limit
         except Exception:  # noqa: BLE001 - undecodable body
             return _fail(400)
         data: dict[str, str] = {}

@@ -231,6 +231,8 @@ async def test_hostile_notifies_refused_without_side_effect(env: Env) -> None:
     ]
     for params, status in cases:
         assert await env.notify(params) == (status, "fail"), params.get("total_amount")
+    r = await env.http.post(env.gw.url + "/payments/alipay/notify", data={"out_trade_no": out_trade_no, "x": "a" * 1_100_000})
+    assert r.status == 413
     # A genuine notify for an unpaid trade: acknowledged, nothing recorded.
     assert await env.notify(env.fake.trade_notify(out_trade_no, amount, trade_status="WAIT_BUYER_PAY")) == (200, "success")
     assert (await env.core.get_payment(out_trade_no)).status == "pending"
