@@ -49,8 +49,8 @@ def _interpreter(model_dir: str, data_dir: str):
 
     try:
         return Interpreter(load(model_dir))
-    except (OSError, ValueError, EOFError):
-        state, _ = train_if_needed(data_dir, model_dir)
+    except Exception:  # missing, corrupt or from an incompatible version: train afresh
+        state, _ = train_if_needed(data_dir, model_dir, force=True)
         return Interpreter(state)
 
 

@@ -297,7 +297,7 @@ class EntityExtractor:
         if not text:
             return []
         ref = reference_date or dt.date.today()
-        t = normalize_chars(text[:5000])
+        t = normalize_chars(text[:2000])  # bounds worst-case cost on pathological input
         cands: list[_Cand] = []
         steps: list[Callable[[], None]] = [
             lambda: self._numbers(t, cands),

@@ -33,7 +33,7 @@ OUT_OF_SCOPE = "out_of_scope"
 FALLBACK = "nlu_fallback"
 MODEL_FILE = "nlu.pkl"
 META_FILE = "nlu.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _REF = dt.date(2024, 1, 15)  # fixed reference for masking during training (values unused)
 
 
@@ -109,7 +109,7 @@ class ModelState:
 
 def _prepare(text: str, extractor: EntityExtractor, ref: dt.date | None) -> tuple[str, list[dict]]:
     ents = extractor.extract(text, ref)
-    masked = mask_entities(normalize_chars(text[:2000]), [e for e in ents if e["end"] <= 2000])
+    masked = mask_entities(normalize_chars(text[:512]), [e for e in ents if e["end"] <= 512])
     return normalize_for_classifier(masked), ents
 
 
@@ -212,6 +212,9 @@ class Interpreter:
                     "entities": [], "intent_ranking": [{"name": FALLBACK, "confidence": 1.0}],
                     "language": lang}
         probs, ents = self.probabilities(text, reference_date)
+        if len(text) >= 20 and len(set(text)) <= 3:  # "停停停…", "aaaa…": no real request
+            probs = np.zeros_like(probs)
+            probs[self._names.index(FALLBACK) if FALLBACK in self._names else 0] = 1.0
         order = np.argsort(-probs)
         top, second = float(probs[order[0]]), float(probs[order[1]]) if len(order) > 1 else 0.0
         ranking = [{"name": self._names[i], "confidence": round(float(probs[i]), 4)}
