@@ -138,6 +138,8 @@ class EmailChannel(Channel):
         s = self.ctx.settings
         if s.smtp_port is None:
             return
+        # aiosmtpd logs every envelope address at INFO: customers' addresses stay out of our logs.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
         loop = asyncio.get_running_loop()
         handler = _SmtpHandler(self)
         self._server = await loop.create_server(

@@ -28,8 +28,9 @@ re-subscribes. Notices (``kind`` notice/template) to an opted-out number fail wi
 ``metadata["transactional"]``. Answers to the customer's own messages still go out.
 
 Rate limits per number (in-process sliding 60 s window): inbound ``sms_inbound_per_minute``
-(over it: one polite refusal per window, further messages dropped), outbound
+(over it: one polite refusal per minute, further messages dropped), outbound
 ``sms_outbound_per_minute`` (over it: retryable ``DeliveryError(code="rate_limited")``).
+The counters are per gateway process; with several replicas each enforces its own limit.
 """
 
 from __future__ import annotations
@@ -282,7 +283,7 @@ class SmsChannel(Channel):
         self.timeout = aiohttp.ClientTimeout(total=s.sms_timeout_seconds)
         self.inbound_limit = SlidingWindow(s.sms_inbound_per_minute)
         self.outbound_limit = SlidingWindow(s.sms_outbound_per_minute)
-        self._refused: dict[str, float] = {}  # phone -> window start already answered
+        self._refused: dict[str, float] = {}  # phone -> when it was last told it is over the limit
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ routes
@@ -439,13 +440,14 @@ class SmsChannel(Channel):
         await self._enqueue(reply, dedupe_key=f"kw:{message_id}")
 
     async def _refuse_rate_limited(self, phone: str, text: str) -> None:
-        window = self.inbound_limit.window_start(phone)
-        if self._refused.get(phone) == window:
+        now = time.monotonic()
+        last = self._refused.get(phone)
+        if last is not None and now - last < self.inbound_limit.period:
             log.info("sms from %s dropped: over the rate limit", mask_phone(phone))
             return
-        self._refused[phone] = window
         if len(self._refused) > 50_000:
-            self._refused.clear()
+            self._refused = {k: v for k, v in self._refused.items() if now - v < self.inbound_limit.period}
+        self._refused[phone] = now
         log.info("sms from %s refused: over the rate limit", mask_phone(phone))
         reply = Reply(
             channel=self.name,
@@ -453,7 +455,7 @@ class SmsChannel(Channel):
             text=TEXTS["rate_limited"][_lang_for(text)],
             metadata={"transactional": True},
         )
-        await self._enqueue(reply, dedupe_key=f"rl:{phone}:{int(window * 1000)}:{uuid.uuid4().hex[:8]}")
+        await self._enqueue(reply, dedupe_key=f"rl:{phone}:{uuid.uuid4().hex}")
 
     # ------------------------------------------------------------------ delivery reports
     async def status_report(self, request: web.Request) -> web.Response:
