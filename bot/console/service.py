@@ -230,6 +230,10 @@ async def transfer(session: AsyncSession, handoff_id: int, from_agent: str | Non
 
 
 async def customer_language(session: AsyncSession, conversation_id: str) -> str:
+    """The language the bot uses with this customer (its ``language`` slot), else the last message's."""
+    lang = (await conversation_slots(session, conversation_id)).get("language")
+    if lang in ("zh", "en"):
+        return lang
     text = (
         await session.execute(
             select(Event.text).where(Event.conversation_id == conversation_id, Event.type == "user", Event.text.is_not(None))

@@ -25,6 +25,12 @@
     try { return new Date(iso).toLocaleTimeString("zh-CN", { hour12: false }); } catch (e) { return ""; }
   }
   var CHANNELS = { rest: "网页", wechat: "微信", alipay: "支付宝", sms: "短信", email: "邮件" };
+  var WO_TYPES = { repair: "抢修", outage: "停电", complaint: "投诉", feedback: "意见建议", violation: "举报", new_connection: "新装增容",
+    solar: "光伏并网", ev_charging: "充电桩", account_change: "过户更名", invoice: "发票", appointment: "预约" };
+  var WO_STATUS = { created: "已受理", dispatched: "已派单", in_progress: "处理中", resolved: "已处理", closed: "已办结" };
+  function fmtDateTime(iso) {
+    try { return new Date(iso).toLocaleString("zh-CN", { hour12: false, month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" }); } catch (e) { return ""; }
+  }
 
   function api(method, path, data) {
     var opts = { method: method, headers: { "Accept": "application/json" }, credentials: "same-origin" };
@@ -103,7 +109,7 @@
         var nlu = el("div", "nlu small");
         nlu.appendChild(el("span", "tag intent", ev.intent + (ev.confidence != null ? " " + Math.round(ev.confidence * 100) + "%" : "")));
         (ev.entities || []).forEach(function (e) { nlu.appendChild(el("span", "tag ent", e.entity + "=" + e.value)); });
-        var slotKeys = Object.keys(ev.slots || {}).filter(function (k) { return ev.slots[k] !== null && ev.slots[k] !== ""; });
+        var slotKeys = Object.keys(ev.slots || {}).filter(function (k) { return k.charAt(0) !== "_" && ev.slots[k] !== null && ev.slots[k] !== "" && typeof ev.slots[k] !== "object"; });
         if (slotKeys.length) nlu.appendChild(el("span", "muted", " 槽位: " + slotKeys.join(", ")));
         li.appendChild(nlu);
       }
@@ -152,12 +158,12 @@
       card.appendChild(bills);
       card.appendChild(el("h4", "", "未完结工单 Work orders"));
       var wos = el("ul", "mini");
-      (acc.work_orders || []).forEach(function (w) { wos.appendChild(el("li", "", w.id + " · " + w.type + " · " + w.status + " · " + w.description)); });
+      (acc.work_orders || []).forEach(function (w) { wos.appendChild(el("li", "", w.id + " · " + (WO_TYPES[w.type] || w.type) + " · " + (WO_STATUS[w.status] || w.status) + " · " + w.description)); });
       if (!(acc.work_orders || []).length) wos.appendChild(el("li", "muted", "无"));
       card.appendChild(wos);
       card.appendChild(el("h4", "", "所在区域停电 Outages"));
       var outs = el("ul", "mini");
-      (acc.outages || []).forEach(function (o) { outs.appendChild(el("li", o.status === "active" ? "warn" : "", (o.kind === "planned" ? "计划" : "故障") + "停电 · " + o.scope + " · " + fmtTime(o.start_at) + (o.cause ? " · " + o.cause : ""))); });
+      (acc.outages || []).forEach(function (o) { outs.appendChild(el("li", o.status === "active" ? "warn" : "", (o.kind === "planned" ? "计划" : "故障") + "停电 · " + o.scope + " · " + fmtDateTime(o.start_at) + (o.status === "active" ? " 起（进行中）" : " 起") + (o.cause ? " · " + o.cause : ""))); });
       if (!(acc.outages || []).length) outs.appendChild(el("li", "muted", "无"));
       card.appendChild(outs);
       box.appendChild(card);
@@ -169,7 +175,7 @@
     dl.textContent = "";
     Object.keys(slots || {}).forEach(function (k) {
       var v = slots[k];
-      if (v === null || v === "" || typeof v === "object") return;
+      if (v === null || v === "" || typeof v === "object" || k.charAt(0) === "_") return;
       dl.appendChild(el("dt", "", k));
       dl.appendChild(el("dd", "", v));
     });
@@ -209,6 +215,9 @@
     api("GET", "/console/api/agents").then(function (d) {
       var sel = $("transfer-to");
       sel.textContent = "";
+      var others = d.agents.filter(function (a) { return a.name !== holder; });
+      sel.hidden = others.length === 0;
+      $("transfer-btn").hidden = others.length === 0;
       d.agents.forEach(function (a) {
         if (a.name === holder) return;
         var o = el("option", "", a.name + (a.online ? "（在线）" : "（离线）"));
