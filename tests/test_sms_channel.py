@@ -271,3 +271,11 @@ async def test_inbound_rate_limit_refuses_politely_once(stack: Stack) -> None:
     await wait_until(lambda: any("频繁" in t for t in stack.provider.texts_to(e164)), timeout=20)
     await asyncio.sleep(1.0)
     assert sum("频繁" in t for t in stack.provider.texts_to(e164)) == 1
+
+
+async def test_readiness_lists_sms_on_and_email_off(stack: Stack) -> None:
+    async with stack.http.get(f"{stack.gateway.url}/readyz") as r:
+        body = await r.json()
+    assert body["channels"]["sms"]["on"] is True
+    assert body["channels"]["email"] == {"on": False}
+    assert "secret" not in json.dumps(body).lower() and SECRET not in json.dumps(body)

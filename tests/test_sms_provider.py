@@ -172,3 +172,13 @@ def test_plain_english_uses_gsm7_limits() -> None:
     assert split_segments("€" * 80) == ["€" * 80]
     assert [len(p) for p in split_segments("€" * 81)] == [76, 5]  # extension chars count twice
     assert [len(p) for p in split_segments("a" * 100 + "电")] == [67, 34]  # one CJK char → UCS-2
+
+
+def test_timestamps_in_seconds_milliseconds_and_iso() -> None:
+    from channels.sms import parse_timestamp
+
+    assert parse_timestamp(1764150000) == 1764150000
+    assert parse_timestamp("1764150000000") == 1764150000
+    assert parse_timestamp("2025-11-26T09:40:00Z") == parse_timestamp("2025-11-26T17:40:00+08:00") == 1764150000
+    assert parse_timestamp("2025-11-26T09:40:00") == 1764150000  # naive = UTC
+    assert parse_timestamp("yesterday") is None and parse_timestamp(None) is None
