@@ -38,6 +38,9 @@ AMOUNT_RES = [
     re.compile(rf"(?<![\d.])({_NUM})\s?(?:元|块钱|块|圆|yuan|rmb|cny|rmb)(?![a-z])"),
     re.compile(rf"({_CN}{{1,10}})\s?(?:元|块钱|块)(?!\d)"),
 ]
+# "1千元", "1.5万元", "200多块": Arabic digits with a Chinese magnitude or "more than".
+AMOUNT_MIXED_RE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s?(百|千|万)?(多)?\s?(?:元|块钱|块)")
+_MAGNITUDE = {"百": 100, "千": 1000, "万": 10000}
 
 _WD_CN = {"一": 0, "二": 1, "三": 2, "四": 3, "五": 4, "六": 5, "日": 6, "天": 6, "末": 5,
           "1": 0, "2": 1, "3": 2, "4": 3, "5": 4, "6": 5, "7": 6}
@@ -59,7 +62,7 @@ MD_CN = re.compile(
     rf"(?:(\d{{4}}|今年|明年|去年)年?)?(\d{{1,2}}|{_CN}{{1,3}})月(?:份)?(\d{{1,2}}|{_CN}{{1,3}})[日号]")
 DAY_ONLY_CN = re.compile(rf"(?<![\d月.\-/路街道巷弄村区栋楼室院第])(\d{{1,2}}|{_CN}{{1,3}})[号](?![楼码线院栋室])")
 ISO_DATE = re.compile(r"(?<!\d)(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})[日号]?(?!\d)")
-MD_NUM = re.compile(r"(?<![\d.￥¥$])(\d{1,2})[./](\d{1,2})(?![\d.]|\s?(?:元|块|%|度|kwh|yuan|rmb))")
+MD_NUM = re.compile(r"(?<![\d.￥¥$\-/])(\d{1,2})([./\-])(\d{1,2})(?![\d.\-/]|\s?(?:元|块|%|度|kwh|yuan|rmb))")
 REL_DAY_EN = re.compile(r"\b(the day after tomorrow|day after tomorrow|the day before yesterday|"
                         r"today|tonight|tomorrow|tmrw|tmr|yesterday)\b")
 WEEKDAY_EN = re.compile(rf"\b(?:(next|this|last|coming)\s+)?({_WD_ALT})\b")
@@ -185,6 +188,11 @@ class EntityExtractor:
                 v = cn_to_number(m.group(1))
                 if v is not None and 0 < v < 1e8:
                     out.append(_Cand("amount", m.start(), m.end(), round(v, 2)))
+        for m in AMOUNT_MIXED_RE.finditer(t):
+            if m.group(2) or m.group(3):
+                v = float(m.group(1)) * _MAGNITUDE.get(m.group(2) or "", 1)
+                # Longer than the plain patterns' match, so it wins the overlap.
+                out.append(_Cand("amount", m.start(), m.end(), round(v, 2)))
 
     def _dates(self, t: str, ref: dt.date, out: list[_Cand]) -> None:
         def add(m: re.Match[str], d: dt.date | None, span: tuple[int, int] | None = None) -> None:
@@ -207,7 +215,7 @@ class EntityExtractor:
             year = _year_word(m.group(1), ref)
             add(m, _safe_date(year, mo, day) if year else _nearest_md(ref, mo, day))
         for m in MD_NUM.finditer(t):
-            mo, day = int(m.group(1)), int(m.group(2))
+            mo, day = int(m.group(1)), int(m.group(3))
             if 1 <= mo <= 12 and 1 <= day <= 31:
                 add(m, _nearest_md(ref, mo, day))
         for m in DAY_ONLY_CN.finditer(t):

@@ -104,6 +104,8 @@ def test_hard_pairs(nlu: Interpreter, text: str, intent: str) -> None:
     ("3101234567", ("account_number", "3101234567")),
     ("4401122334455", ("account_number", "4401122334455")),
     ("３１０１２３４５６７", ("account_number", "3101234567")),
+    ("11-30", ("date", "2024-11-30")), ("十二月一日", ("date", "2024-12-01")),
+    ("1千元", ("amount", 1000.0)), ("RMB 300", ("amount", 300.0)),
     ("100元", ("amount", 100.0)), ("￥58.5", ("amount", 58.5)), ("一百元", ("amount", 100.0)),
     ("浦东", ("district", "浦东新区")), ("海淀区", ("district", "海淀区")),
 ])
