@@ -171,12 +171,16 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0, help="measured seconds per run (default 8)")
     ap.add_argument("--concurrency", default="50,200", help="concurrent conversations (default 50,200)")
     ap.add_argument("--db-url", default=None, help="bot store for the full path (default: SQLite in a temp dir)")
+    ap.add_argument("--only", default="bare,crypto,full", help="servers to run (default bare,crypto,full)")
     args = ap.parse_args()
     concs = [int(c) for c in args.concurrency.split(",")]
     os.chdir(ROOT)
     print(f"WeChat safe-mode benchmark: {args.seconds:.0f}s per run, concurrency {concs}, "
           f"{os.cpu_count()} CPUs, server and load generator in separate processes", flush=True)
-    results = {kind: _run(kind, concs, args.seconds, args.db_url) for kind in ("bare", "crypto", "full")}
+    kinds = [k for k in ("bare", "crypto", "full") if k in args.only.split(",")]
+    results = {kind: _run(kind, concs, args.seconds, args.db_url) for kind in kinds}
+    if len(kinds) < 3:
+        return
     print()
     print(f"{'conc':>5} {'bare/s':>9} {'crypto/s':>9} {'full/s':>9} {'full/crypto':>12} {'full/bare':>10} "
           f"{'full p50':>9} {'full p99':>9}")

@@ -69,3 +69,23 @@ async def test_menu_created_with_cached_token(tmp_path) -> None:
 def test_menu_validation(doc) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(MenuError):
         validate_menu(doc)
+
+
+def test_channel_on_only_with_settings() -> None:
+    from bot.settings import Settings
+    from channels.base import ChannelContext
+    from channels.wechat import WeChatChannel, from_context
+
+    def ctx(**kw):  # type: ignore[no-untyped-def]
+        return ChannelContext(settings=Settings(**kw), processor=None, sessionmaker=None, http=None, core=None)  # type: ignore[arg-type]
+
+    assert from_context(ctx()) is None
+    assert from_context(ctx(wechat_appid=APPID)) is None
+    assert from_context(ctx(wechat_token="t")) is None
+    ch = from_context(ctx(wechat_appid=APPID, wechat_token="t"))
+    assert isinstance(ch, WeChatChannel)
+    assert ch.readiness() == {"on": True, "mode": "plaintext", "outbound": False}
+    from wechat_platform import AES_KEY
+
+    safe = from_context(ctx(wechat_appid=APPID, wechat_token="t", wechat_aes_key=AES_KEY, wechat_secret=SECRET))
+    assert safe.readiness() == {"on": True, "mode": "safe", "outbound": True}
