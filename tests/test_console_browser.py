@@ -91,6 +91,22 @@ async def test_agent_console_in_the_browser(tmp_path, interpreter) -> None:
             texts = await c.say("你好")
             assert texts and not any("人工" in t for t in texts), texts
             assert not errors, errors
+
+            # the supervisor page: an agent gets 403, a supervisor sees the figures
+            resp = await page.goto(gw.url + "/console/supervisor")
+            assert resp is not None and resp.status == 403
+            await make_agent(gw, "王主管", role="supervisor")
+            sup = await browser.new_page(viewport={"width": 1366, "height": 768}, locale="zh-CN")
+            await sup.goto(gw.url + "/console/login")
+            await sup.fill("#name", "王主管")
+            await sup.fill("#password", PASSWORD)
+            await sup.click("#login-btn")
+            await sup.wait_for_url(gw.url + "/console")
+            await sup.goto(gw.url + "/console/supervisor")
+            await expect(sup.locator("#s-queue")).to_have_text("0")
+            await expect(sup.locator("#s-auto")).to_contain_text("%")
+            await expect(sup.locator("body")).to_contain_text("李娜")
+            await sup.screenshot(path=str(ARTIFACTS / "supervisor.png"))
         finally:
             await browser.close()
     assert (ARTIFACTS / "console.png").stat().st_size > 10_000

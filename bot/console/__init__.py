@@ -20,6 +20,7 @@ from bot.console.events import EventBus
 HERE = Path(__file__).resolve().parent
 JINJA = web.AppKey("console_jinja", jinja2.Environment)
 BUS = web.AppKey("console_bus", EventBus)
+SOCKETS = web.AppKey("console_sockets", set)
 
 
 def setup(app: web.Application) -> None:
@@ -54,3 +55,11 @@ def setup(app: web.Application) -> None:
             await bus.stop()
 
     app.cleanup_ctx.append(console_ctx)
+    app[SOCKETS] = set()
+
+    async def close_sockets(app: web.Application) -> None:
+        # open agent websockets would otherwise hold a graceful shutdown until its timeout
+        for ws in list(app[SOCKETS]):
+            await ws.close(code=1001, message=b"server shutdown")
+
+    app.on_shutdown.append(close_sockets)

@@ -401,6 +401,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)
     bus = request.app[_keys()[4]]
+    from bot.console import SOCKETS
+
+    request.app[SOCKETS].add(ws)
     q = bus.subscribe()
     sm = _sm(request)
 
@@ -424,6 +427,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             elif msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
                 break
     finally:
+        request.app[SOCKETS].discard(ws)
         bus.unsubscribe(q)
         for t in tasks:
             t.cancel()
