@@ -40,7 +40,7 @@ _REF = dt.date(2024, 1, 15)  # fixed reference for masking during training (valu
 @dataclass
 class TrainConfig:
     C: float = 0.5
-    char_weight: float = 1.0
+    char_weight: float = 1.4  # chosen by 2x5-fold CV on training_data
     folds: int = 5
     oos_share: float = 0.25
     seed: int = 13
