@@ -207,3 +207,21 @@ async def test_score_is_optional_and_queue_order(gw, http) -> None:
 async def _online(a: AgentClient, names: set[str]) -> bool:
     status, body = await a.get("/console/api/queue")
     return names <= set(body["agents_online"])
+
+
+async def test_racing_agents_one_wins(gw, http) -> None:
+    """The exclusive take on this backend: of several simultaneous clicks exactly one wins."""
+    async with AgentClient(gw.url) as a, AgentClient(gw.url) as b, AgentClient(gw.url) as s:
+        await a.login("alice")
+        await b.login("bob")
+        await s.login("sue")
+        for _ in range(3):
+            c = Customer(http, gw.url, "race-" + uuid.uuid4().hex[:8])
+            await c.say("转人工")
+            hid = (await a.handoff_for(c.conversation_id))["handoff_id"]
+            path = f"/console/api/handoffs/{hid}/take"
+            results = await asyncio.gather(a.post(path), b.post(path), s.post(path), a.post(path))
+            assert sorted(r[0] for r in results) == [200, 409, 409, 409], results
+            winner = next(r[1]["agent"] for r in results if r[0] == 200)
+            assert (await a.handoff_for(c.conversation_id))["agent"] == winner
+            assert (await s.post(f"/console/api/handoffs/{hid}/close"))[0] == 200  # a supervisor may close any
