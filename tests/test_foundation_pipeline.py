@@ -55,6 +55,11 @@ def msg(text: str, mid: str, sender: str = "u1") -> Message:
     return Message(channel="rest", sender_id=sender, text=text, message_id=mid)
 
 
+async def persisted_order(sm) -> list[str]:  # type: ignore[no-untyped-def]
+    async with sm() as s:
+        return list((await s.execute(select(InboundMessage.text).order_by(InboundMessage.id))).scalars())
+
+
 async def count(sm, model, *where) -> int:  # type: ignore[no-untyped-def]
     async with sm() as s:
         return (await s.execute(select(func.count()).select_from(model).where(*where))).scalar_one()
@@ -94,7 +99,9 @@ async def test_concurrent_messages_processed_in_arrival_order(sessionmaker) -> N
         tasks.append(asyncio.create_task(p.receive(msg(t, f"o{i}"), wait=10)))
         await asyncio.sleep(0.01)  # arrival order = persist order
     await asyncio.gather(*tasks)
-    assert handler.seen == texts
+    # Processing order must equal persist (arrival) order, whatever the scheduling.
+    assert handler.seen == await persisted_order(sessionmaker)
+    assert sorted(handler.seen) == sorted(texts)
     await p.stop()
 
 
@@ -223,7 +230,8 @@ async def test_two_processes_share_one_conversation_in_order(postgres_url: str) 
         tasks.append(asyncio.create_task(pipes[i % 2].receive(msg(t, f"x{i}"), wait=20)))
         await asyncio.sleep(0.02)
     receipts = await asyncio.gather(*tasks)
-    assert handler.seen == texts
+    assert handler.seen == await persisted_order(make_sessionmaker(engines[0]))
+    assert sorted(handler.seen) == sorted(texts)
     assert [[r.text for r in rc.replies or []] for rc in receipts] == [[f"echo:{t}"] for t in texts]
     for p in pipes:
         await p.stop()
