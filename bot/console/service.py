@@ -89,6 +89,21 @@ def split_conversation(conversation_id: str) -> tuple[str, str]:
     return channel, sender
 
 
+def display_name(conversation_id: str) -> str:
+    """What agents see for a conversation: phone numbers and mail addresses masked."""
+    from bot.logs import mask_phone
+
+    channel, sender = split_conversation(conversation_id)
+    if channel == "sms":
+        digits = sender.lstrip("+")
+        digits = digits[2:] if digits.startswith("86") and len(digits) == 13 else digits
+        return f"{channel}:{mask_phone(digits)}"
+    if channel == "email" and "@" in sender:
+        local, _, domain = sender.partition("@")
+        return f"{channel}:{local[:2]}***@{domain}"
+    return conversation_id
+
+
 def seconds_since(ts: datetime | None, now: datetime | None = None) -> int:
     if ts is None:
         return 0
@@ -174,6 +189,7 @@ async def queue(session: AsyncSession) -> list[dict[str, Any]]:
         out.append({
             "handoff_id": h.id,
             "conversation_id": h.conversation_id,
+            "display": display_name(h.conversation_id),
             "channel": channel,
             "reason": h.reason,
             "reason_label": REASON_LABELS.get(h.reason, h.reason),

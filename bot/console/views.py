@@ -264,7 +264,8 @@ async def conversation(request: web.Request, agent: Agent, cs: ConsoleSession) -
     channel, _ = service.split_conversation(h.conversation_id)
     return _secure(web.json_response({
         "handoff": {
-            "id": h.id, "conversation_id": h.conversation_id, "channel": channel, "status": h.status,
+            "id": h.id, "conversation_id": h.conversation_id, "display": service.display_name(h.conversation_id),
+            "channel": channel, "status": h.status,
             "agent": h.agent_id, "reason": h.reason, "reason_label": service.REASON_LABELS.get(h.reason, h.reason),
             "priority": h.priority, "priority_label": service.PRIORITY_LABELS.get(h.priority, h.priority),
             "summary": h.summary, "mine": h.agent_id == agent.name,

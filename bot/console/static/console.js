@@ -70,7 +70,7 @@
         top.appendChild(el("span", "tag", CHANNELS[q.channel] || q.channel));
         top.appendChild(el("span", "q-reason", q.reason_label));
         li.appendChild(top);
-        li.appendChild(el("div", "q-who", q.conversation_id));
+        li.appendChild(el("div", "q-who", q.display));
         li.appendChild(el("div", "q-last", q.last_message));
         var meta = el("div", "q-meta small muted");
         meta.appendChild(el("span", "", q.status === "waiting" ? "等待 " + fmtWait(q.waiting_seconds) : "处理中 · " + (q.agent || "")));
@@ -190,7 +190,7 @@
       var h = d.handoff;
       $("chat-empty").hidden = true;
       $("chat").hidden = false;
-      $("chat-title").textContent = h.conversation_id;
+      $("chat-title").textContent = h.display;
       $("chat-channel").textContent = CHANNELS[h.channel] || h.channel;
       $("chat-priority").textContent = "优先级 " + h.priority_label;
       $("chat-priority").className = "tag prio-" + h.priority;
