@@ -27,7 +27,7 @@ SIGNATURE = "【国网电力】"
 
 WORK_ORDER_STATUS = {
     "created": "已受理",
-    "dispatched": "已派单，工作人员将尽快联系您",
+    "dispatched": "已派单",
     "in_progress": "正在处理中",
     "resolved": "已处理完成",
     "closed": "已办结，感谢您的支持",
@@ -72,16 +72,16 @@ def _span(start: Any, end: Any, tz: ZoneInfo) -> str:
 
 
 def planned_outage(o: dict[str, Any], tz: ZoneInfo) -> tuple[str, str]:
+    # Kept short: one SMS segment (70 characters) for a typical outage.
     cause = (o.get("cause") or "电力设施检修").strip()
     area = o.get("scope") or o.get("district") or ""
+    where = area if o.get("district", "") in area else f"{o.get('district', '')}{area}"
     streets = "、".join(o.get("streets") or [])
-    where = f"{o.get('district', '')}{area}" if area and o.get("district", "") not in area else area
     if streets:
         where += f"（{streets}）"
     text = (
-        f"{SIGNATURE}计划停电通知：尊敬的客户，因{cause}，{where}将于"
-        f"{_span(o.get('start_at'), o.get('estimated_end_at'), tz)}停电，请提前做好准备，"
-        "停电期间请勿靠近施工现场。如有疑问请拨打95598。"
+        f"{SIGNATURE}计划停电通知：因{cause}，{where}将于"
+        f"{_span(o.get('start_at'), o.get('estimated_end_at'), tz)}停电，请提前做好准备。详询95598"
     )
     return "计划停电通知", text
 
@@ -89,30 +89,24 @@ def planned_outage(o: dict[str, Any], tz: ZoneInfo) -> tuple[str, str]:
 def power_restored(o: dict[str, Any], tz: ZoneInfo) -> tuple[str, str]:
     area = o.get("scope") or o.get("district") or "您所在区域"
     when = fmt_time(o.get("actual_end_at") or o.get("updated_at"), tz)
-    text = (
-        f"{SIGNATURE}恢复送电通知：{area}的停电已于{when}恢复送电，感谢您的理解与支持。"
-        "如家中仍未来电，请回复“报修”或拨打95598。"
-    )
+    text = f"{SIGNATURE}恢复送电通知：{area}已于{when}恢复供电，感谢您的理解。如仍无电请回复“报修”或拨打95598"
     return "恢复送电通知", text
 
 
 def outage_cancelled(o: dict[str, Any], tz: ZoneInfo) -> tuple[str, str]:
     area = o.get("scope") or o.get("district") or "您所在区域"
-    text = (
-        f"{SIGNATURE}停电取消通知：原定{fmt_time(o.get('start_at'), tz)}在{area}的计划停电已取消，"
-        "届时将正常供电，给您带来的不便敬请谅解。"
-    )
+    text = f"{SIGNATURE}停电取消通知：原定{fmt_time(o.get('start_at'), tz)}{area}的计划停电已取消，届时正常供电。"
     return "停电取消通知", text
 
 
 def work_order_update(p: dict[str, Any]) -> tuple[str, str]:
     status = WORK_ORDER_STATUS.get(p.get("status") or "", p.get("status") or "已更新")
-    kind = WORK_ORDER_TYPE.get(p.get("type") or "", "工单")
+    kind = WORK_ORDER_TYPE.get(p.get("type") or "", "")
     note = (p.get("note") or "").strip()
-    text = f"{SIGNATURE}工单进度：您的{kind}工单{p.get('id', '')}{status}。"
+    text = f"{SIGNATURE}您的{kind}工单{p.get('id', '')}{status}。"
     if note:
-        text += f"处理说明：{note[:200]}。"
-    text += "回复“查工单”可查看详情。"
+        text += f"说明：{note[:200]}。"
+    text += "回复“查工单”看详情"
     return "工单进度通知", text
 
 
@@ -122,7 +116,7 @@ def bill_issued(p: dict[str, Any]) -> tuple[str, str]:
     label = f"{int(month[5:7])}月" if len(month) == 7 and month[5:7].isdigit() else month
     due = str(p.get("due_date") or "")
     due_txt = f"，请于{int(due[5:7])}月{int(due[8:10])}日前缴纳" if len(due) >= 10 and due[5:7].isdigit() and due[8:10].isdigit() else ""
-    text = f"{SIGNATURE}电费账单：户号{acc}的{label}电费{p.get('amount', '')}元已出账{due_txt}。回复“缴费”即可在线缴纳。"
+    text = f"{SIGNATURE}电费账单：户号{acc}的{label}电费{p.get('amount', '')}元已出账{due_txt}。回复“缴费”可在线缴纳"
     return "电费账单通知", text
 
 

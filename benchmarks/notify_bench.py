@@ -1,0 +1,343 @@
+"""Notification fan-out: a planned outage for a district of N subscribed customers.
+
+    python benchmarks/notify_bench.py [--subscribers 100000] [--backend sqlite,postgres]
+                                      [--pg-url postgresql+asyncpg://postgres@127.0.0.1:5432/test]
+                                      [--batch 1000] [--concurrency 200] [--passes 2]
+
+For each backend (the bot store and the core store both on it; PostgreSQL runs use throw-away
+databases created on the server behind ``--pg-url`` and dropped afterwards):
+
+1. setup (not timed): core schema, N accounts in one district, each subscribed to ``outage``
+   by SMS (bulk SQL into the core store);
+2. **enqueue**: the core API creates the planned outage (``outage.created``), the real
+   producer reads the feed, pages the district's subscriptions from the core API (10,000 per
+   call) and writes N outbox notices with their dedupe keys and the cursor in one transaction;
+3. **dispatch**: the real outbox worker (batch claims, ``--passes`` claim loops, concurrent
+   sends over one keep-alive session) delivers every notice through the real SMS channel
+   (opt-out check, signed API call, segment record) to a local SMS provider running in its own
+   process, which checks every signature and counts receipts.
+
+``--channel-sample K`` sends only the first K notices through the full SMS channel (its
+per-send database work makes a 100,000 run long on a small box); the outbox-only run always
+sends all N. The gateway parts run without the dialogue engine and NLU (no role here). Prints
+notices/s for both phases; the target is ≥ 5,000 notices/s dispatched on PostgreSQL. A second
+dispatch line ("outbox only") replays the same rows through a channel that only makes the
+signed HTTP call, separating the outbox machinery from the SMS channel's own database work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SECRET = "bench-sms-secret"
+API_KEY = "bench-sms-key"
+DISTRICT = "基准新区"
+
+
+# ------------------------------------------------------------------------- SMS provider
+def _provider(port_q: "mp.Queue[int]", counter: "mp.sharedctypes.Synchronized[int]") -> None:
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        sig = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        if request.headers.get("X-Api-Key") != API_KEY or not hmac.compare_digest(sig, request.headers.get("X-Signature", "")):
+            return web.json_response({"error": "bad signature"}, status=403)
+        with counter.get_lock():
+            counter.value += 1
+            n = counter.value
+        return web.json_response({"message_id": f"p{n}"})
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/messages", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+        await site.start()
+        port_q.put(runner.addresses[0][1])
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+# ------------------------------------------------------------------------- setup
+async def seed_core(core_url: str, n: int) -> None:
+    from sqlalchemy import insert
+
+    from bot.db import make_engine
+    from bot.migrate import CORE_MIGRATIONS, upgrade
+    from core import models as cm
+
+    await upgrade(core_url, CORE_MIGRATIONS)
+    engine = make_engine(core_url)
+    now = datetime.now(timezone.utc)
+    try:
+        async with engine.begin() as conn:
+            for start in range(0, n, 5000):
+                chunk = range(start, min(n, start + 5000))
+                await conn.execute(insert(cm.Account), [
+                    {"account_number": f"39{i:011d}", "holder_name": "基准用户", "phone": f"13{i:09d}",
+                     "address": f"{DISTRICT}基准路{i}号", "district": DISTRICT, "category": "residential",
+                     "status": "active", "created_at": now} for i in chunk
+                ])
+                await conn.execute(insert(cm.Subscription), [
+                    {"account_number": f"39{i:011d}", "topic": "outage", "channel": "sms",
+                     "identity": f"+8613{i:09d}", "created_at": now} for i in chunk
+                ])
+    finally:
+        await engine.dispose()
+
+
+async def pg_create(base_url: str, name: str) -> str:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(base_url)
+    conn = await asyncpg.connect(u.set(drivername="postgresql").render_as_string(hide_password=False))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return u.set(database=name).render_as_string(hide_password=False)
+
+
+async def pg_drop(base_url: str, name: str) -> None:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(base_url)
+    conn = await asyncpg.connect(u.set(drivername="postgresql").render_as_string(hide_password=False))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+# ------------------------------------------------------------------------- one run
+async def run(backend: str, args: argparse.Namespace, provider_url: str, counter) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    import aiohttp
+    from aiohttp import web
+    from sqlalchemy import func, select, update
+
+    from backend_client import CoreClient
+    from bot.db import make_engine, make_sessionmaker
+    from bot.migrate import BOT_MIGRATIONS, upgrade
+    from bot.models import OutboxMessage
+    from bot.notify.producer import Producer
+    from bot.outbox import OutboxWorker
+    from bot.settings import Settings
+    from channels import sms as sms_mod
+    from channels.base import ChannelContext, Reply
+    from core.app import create_core_app
+
+    tmp = Path(tempfile.mkdtemp(prefix="notify_bench_"))
+    dbs: list[str] = []
+    if backend == "sqlite":
+        core_url = f"sqlite+aiosqlite:///{tmp / 'core.db'}"
+        bot_url = f"sqlite+aiosqlite:///{tmp / 'bot.db'}"
+    else:
+        tag = uuid.uuid4().hex[:8]
+        dbs = [f"nb_core_{tag}", f"nb_bot_{tag}"]
+        core_url = await pg_create(args.pg_url, dbs[0])
+        bot_url = await pg_create(args.pg_url, dbs[1])
+    try:
+        t0 = time.perf_counter()
+        await seed_core(core_url, args.subscribers)
+        await upgrade(bot_url, BOT_MIGRATIONS)
+        print(f"[{backend}] setup: {args.subscribers:,} accounts + subscriptions in {time.perf_counter() - t0:.1f}s", flush=True)
+
+        core_app = create_core_app(core_url, seed=False)
+        runner = web.AppRunner(core_app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        core_base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+        settings = Settings(
+            database_url=bot_url, core_url=core_base, data_dir=tmp, sms_api_base_url=provider_url,
+            sms_api_key=API_KEY, sms_secret=SECRET, sms_outbound_per_minute=0, notify_quiet_hours="",
+            core_timeout_seconds=60, db_pool_size=20, db_max_overflow=20,
+        )
+        engine = make_engine(bot_url, pool_size=20, max_overflow=20)
+        sm = make_sessionmaker(engine)
+        connector = aiohttp.TCPConnector(limit=args.concurrency, limit_per_host=args.concurrency)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
+            core = CoreClient(core_base, timeout=60, session=http)
+            ctx = ChannelContext(settings=settings, processor=None, sessionmaker=sm, http=http, core=core)  # type: ignore[arg-type]
+            channel = sms_mod.from_context(ctx)
+            assert channel is not None
+            producer = Producer(sm, core, settings, ["sms"])
+            await producer.init_cursor()
+
+            # --- enqueue ------------------------------------------------------------------
+            t0 = time.perf_counter()
+            start = datetime.now(timezone.utc) + timedelta(days=2)
+            await core.create_outage("planned", DISTRICT, "基准区域", start, estimated_end_at=start + timedelta(hours=4),
+                                     cause="线路检修")
+            await producer.drain()
+            t_enqueue = time.perf_counter() - t0
+            async with sm() as s:
+                queued = await s.scalar(select(func.count()).select_from(OutboxMessage))
+            assert queued == args.subscribers, queued
+            sample = await _sample_text(sm)
+            print(f"[{backend}] enqueue: {queued:,} notices in {t_enqueue:.2f}s = {queued / t_enqueue:,.0f} notices/s"
+                  f"  (text: {len(sample)} chars, {len(sms_mod.split_segments(sample))} SMS segment(s))", flush=True)
+
+            # --- dispatch through the real SMS channel --------------------------------------
+            # --- yardstick: the same number of signed POSTs, no database at all --------------
+            t_bare = await _bare_http(http, channel, args.subscribers, args.concurrency)
+            print(f"[{backend}] yardstick (signed HTTP POSTs only, no database): {args.subscribers / t_bare:,.0f} calls/s", flush=True)
+
+            sample_n = min(queued, args.channel_sample or queued)
+            if sample_n < queued:  # park the rest; the outbox-only run below sends all of them
+                async with sm() as s, s.begin():
+                    first = await s.scalar(select(func.min(OutboxMessage.id)))
+                    await s.execute(update(OutboxMessage).where(OutboxMessage.id >= first + sample_n).values(status="parked"))
+            worker = OutboxWorker(sm, {"sms": channel}, batch_size=args.batch, concurrency=args.concurrency)
+            before = counter.value
+            prof = None
+            if args.profile:
+                import cProfile
+
+                prof = cProfile.Profile()
+                prof.enable()
+            t_dispatch = await _dispatch(worker, args.passes)
+            if prof is not None:
+                prof.disable()
+                prof.dump_stats(f"{args.profile}.{backend}")
+            sent = await _count(sm, OutboxMessage.status == "sent")
+            received = counter.value - before
+            parts = len(sms_mod.split_segments(sample))
+            assert sent == sample_n and received == sample_n * parts, (sent, received)
+            print(f"[{backend}] dispatch (SMS channel): {sent:,} notices ({received:,} provider calls) in {t_dispatch:.2f}s"
+                  f" = {sent / t_dispatch:,.0f} notices/s", flush=True)
+
+            # --- the same rows again through an HTTP-only channel ---------------------------
+            class HttpOnly(sms_mod.SmsChannel):
+                async def send(self, reply: Reply) -> str | None:  # the signed API call, nothing else
+                    return await self._post_part(reply.recipient_id, reply.text[:70], uuid.uuid4().hex, 1, 1)
+
+            async with sm() as s, s.begin():
+                await s.execute(update(OutboxMessage).values(status="pending", attempts=0))
+            worker2 = OutboxWorker(sm, {"sms": HttpOnly(ctx)}, batch_size=args.batch, concurrency=args.concurrency)
+            before = counter.value
+            t_raw = await _dispatch(worker2, args.passes)
+            assert await _count(sm, OutboxMessage.status == "sent") == queued == counter.value - before
+            print(f"[{backend}] dispatch (outbox + HTTP only): {queued:,} notices in {t_raw:.2f}s"
+                  f" = {queued / t_raw:,.0f} notices/s", flush=True)
+            await core.close()
+        await engine.dispose()
+        await runner.cleanup()
+        return {"enqueue": queued / t_enqueue, "dispatch": sent / t_dispatch, "outbox_http_only": queued / t_raw,
+                "bare_http": args.subscribers / t_bare}
+    finally:
+        for name in dbs:
+            await pg_drop(args.pg_url, name)
+
+
+async def _dispatch(worker, passes: int) -> float:  # type: ignore[no-untyped-def]
+    async def loop() -> None:
+        while await worker.run_once():
+            pass
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(passes)))
+    while await worker.run_once():  # stragglers released by another loop's claim
+        pass
+    return time.perf_counter() - t0
+
+
+async def _bare_http(http, channel, n: int, concurrency: int) -> float:  # type: ignore[no-untyped-def]
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with sem:
+            await channel._post_part(f"+8613{i:09d}", "基准", f"bare-{i}", 1, 1)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return time.perf_counter() - t0
+
+
+async def _count(sm, *where) -> int:  # type: ignore[no-untyped-def]
+    from sqlalchemy import func, select
+
+    from bot.models import OutboxMessage
+
+    async with sm() as s:
+        return int(await s.scalar(select(func.count()).select_from(OutboxMessage).where(*where)) or 0)
+
+
+async def _sample_text(sm) -> str:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from bot.models import OutboxMessage
+
+    async with sm() as s:
+        payload = await s.scalar(select(OutboxMessage.payload).limit(1))
+    return payload["text"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--subscribers", type=int, default=100_000)
+    ap.add_argument("--backend", default="sqlite,postgres")
+    ap.add_argument("--pg-url", default=os.environ.get("POWERBOT_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"))
+    ap.add_argument("--batch", type=int, default=1000, help="rows per claim")
+    ap.add_argument("--concurrency", type=int, default=200, help="concurrent sends")
+    ap.add_argument("--passes", type=int, default=2, help="concurrent claim loops")
+    ap.add_argument("--channel-sample", type=int, default=0,
+                    help="send only this many notices through the full SMS channel (0 = all)")
+    ap.add_argument("--profile", default=None, help="write a cProfile of the SMS dispatch phase to PATH.<backend>")
+    args = ap.parse_args()
+    for k in list(os.environ):
+        if k.startswith("POWERBOT_") and not k.startswith("POWERBOT_TEST_"):
+            del os.environ[k]
+
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("powerbot.channels.sms").setLevel(logging.WARNING)
+
+    ctx = mp.get_context("spawn")
+    counter = ctx.Value("q", 0)
+    port_q: mp.Queue[int] = ctx.Queue()
+    proc = ctx.Process(target=_provider, args=(port_q, counter), daemon=True)
+    proc.start()
+    provider_url = f"http://127.0.0.1:{port_q.get(timeout=30)}/v1"
+    print(f"notify_bench: {args.subscribers:,} subscribers, batch {args.batch}, concurrency {args.concurrency}, "
+          f"{args.passes} claim loop(s), {os.cpu_count()} CPU(s)", flush=True)
+    results = {}
+    try:
+        for backend in [b.strip() for b in args.backend.split(",") if b.strip()]:
+            results[backend] = asyncio.run(run(backend, args, provider_url, counter))
+    finally:
+        proc.terminate()
+    print(json.dumps({k: {m: round(v) for m, v in r.items()} for k, r in results.items()}))
+    if "postgres" in results:
+        ok = results["postgres"]["dispatch"] >= 5000
+        print(f"target ≥ 5,000 notices/s dispatched on PostgreSQL: {'met' if ok else 'NOT met'}"
+              f" ({results['postgres']['dispatch']:,.0f}/s)")
+
+
+if __name__ == "__main__":
+    main()
