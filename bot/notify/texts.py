@@ -80,7 +80,7 @@ def planned_outage(o: dict[str, Any], tz: ZoneInfo) -> tuple[str, str]:
     if streets:
         where += f"（{streets}）"
     text = (
-        f"{SIGNATURE}计划停电通知：因{cause}，{where}将于"
+        f"{SIGNATURE}计划停电：因{cause}，{where}将于"
         f"{_span(o.get('start_at'), o.get('estimated_end_at'), tz)}停电，请提前做好准备。详询95598"
     )
     return "计划停电通知", text
@@ -89,13 +89,13 @@ def planned_outage(o: dict[str, Any], tz: ZoneInfo) -> tuple[str, str]:
 def power_restored(o: dict[str, Any], tz: ZoneInfo) -> tuple[str, str]:
     area = o.get("scope") or o.get("district") or "您所在区域"
     when = fmt_time(o.get("actual_end_at") or o.get("updated_at"), tz)
-    text = f"{SIGNATURE}恢复送电通知：{area}已于{when}恢复供电，感谢您的理解。如仍无电请回复“报修”或拨打95598"
+    text = f"{SIGNATURE}恢复送电：{area}已于{when}恢复供电，感谢您的理解。如仍无电请回复“报修”或拨打95598"
     return "恢复送电通知", text
 
 
 def outage_cancelled(o: dict[str, Any], tz: ZoneInfo) -> tuple[str, str]:
     area = o.get("scope") or o.get("district") or "您所在区域"
-    text = f"{SIGNATURE}停电取消通知：原定{fmt_time(o.get('start_at'), tz)}{area}的计划停电已取消，届时正常供电。"
+    text = f"{SIGNATURE}停电取消：原定{fmt_time(o.get('start_at'), tz)}{area}的计划停电已取消，届时正常供电。"
     return "停电取消通知", text
 
 
