@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     notify_quiet_channels: str = "sms"  # comma-separated channels whose non-urgent notices wait
     notify_timezone: str = "Asia/Shanghai"
     notify_wechat_template_id: str | None = None  # WeChat template for notices outside the 48-h window
+    notify_bill_due_days: int = Field(3, ge=0, le=60)  # remind unpaid bills due within N days; 0 = off
     operator_token: SecretStr | None = None  # bearer token of /api/v1/notify/*; unset = API off
     outbox_max_attempts: int = Field(8, ge=1, le=100)  # then the row is dead-lettered
     outbox_batch_size: int = Field(100, ge=1, le=5000)

@@ -293,3 +293,26 @@ async def test_operator_api_manages_subscriptions(core, accounts, sqlite_url, in
                 assert (await r.json())["subscriptions"] == []
             async with http.get(gw.url + "/api/v1/notify/stats", headers=auth) as r:
                 assert r.status == 200 and "notices" in await r.json()
+
+
+async def test_bill_due_reminder_once_per_bill_and_channel(core, accounts, cc, sqlite_url, interpreter):  # type: ignore[no-untyped-def]
+    acc, phone = accounts["徐汇区"][5]
+    await cc.create_subscription(acc, "bill", "sms", phone)
+    async with run_sms_provider() as prov, run_relay() as (relay, rport):
+        async with run_gateway(sqlite_url, core.url, interpreter, **gateway_settings(prov, rport)) as gw:
+            due = datetime.now(SH).date() + timedelta(days=2)
+            await cc.issue_bill(acc, "2031-02", 180, due_date=due)
+            await wait_until(lambda: any("电费账单" in t for t in full_text(prov, e164(phone))), timeout=15)
+            producer = gw.app[PRODUCER]
+            assert await producer.bill_due_once(force=True) >= 1
+
+            def reminders() -> list[str]:
+                return [t for t in full_text(prov, e164(phone)) if "缴费提醒" in t and "的2月电费" in t]
+
+            await wait_until(reminders, timeout=15)
+            assert f"{due.month}月{due.day}日到期" in reminders()[0] and acc not in reminders()[0]
+            rows = len(await notice_rows(gw))
+            await producer.bill_due_once(force=True)  # the same day again: nothing new
+            await asyncio.sleep(0.4)
+            assert len(await notice_rows(gw)) == rows and len(reminders()) == 1
+            assert await producer.bill_due_once() == 0  # already done today

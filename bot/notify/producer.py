@@ -23,7 +23,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -56,10 +56,11 @@ def normalize_phone(raw: str | None) -> str | None:
     return "+86" + digits if re.fullmatch(r"1[3-9]\d{9}", digits) else None
 
 
-def dedupe_key(event_id: int, channel: str, recipient: str) -> str:
-    key = f"evt:{event_id}:{channel}:{recipient}"
+def dedupe_key(event_id: int, channel: str, recipient: str, *, prefix: str = "evt") -> str:
+    """``evt:{event}:{channel}:{recipient}`` (``due:{bill}:...`` for bill-due reminders)."""
+    key = f"{prefix}:{event_id}:{channel}:{recipient}"
     if len(key) > 200:
-        key = f"evt:{event_id}:{channel}:h:{hashlib.sha256(recipient.encode()).hexdigest()}"
+        key = f"{prefix}:{event_id}:{channel}:h:{hashlib.sha256(recipient.encode()).hexdigest()}"
     return key
 
 
@@ -102,6 +103,7 @@ def build_reply(spec: dict[str, Any], target: Target, chain: list[Target], templ
             "text": spec["text"],
             "urgent": spec.get("urgent", False),
             "transactional": spec.get("transactional", False),
+            "key_prefix": spec.get("key_prefix", "evt"),
             "fallback": [t.as_dict() for t in chain],
         },
     }
@@ -122,7 +124,7 @@ def build_reply(spec: dict[str, Any], target: Target, chain: list[Target], templ
         metadata=metadata,
         urgent=bool(spec.get("urgent")),
     )
-    return reply, dedupe_key(spec["event_id"], target.key_channel, target.recipient)
+    return reply, dedupe_key(spec["event_id"], target.key_channel, target.recipient, prefix=spec.get("key_prefix", "evt"))
 
 
 class Producer:
@@ -208,6 +210,8 @@ class Producer:
                 if await self.cursor() is None:
                     await self.init_cursor()
                 n = await self.run_once()
+                if n == 0:
+                    await self.bill_due_once()
             except asyncio.CancelledError:
                 raise
             except CoreUnavailable as exc:
@@ -249,6 +253,57 @@ class Producer:
             if self.on_enqueued:
                 self.on_enqueued()
         return len(page.events)
+
+    async def bill_due_once(self, *, today: date | None = None, force: bool = False) -> int:
+        """Once per local day: remind bill subscribers of unpaid bills due within
+        ``POWERBOT_NOTIFY_BILL_DUE_DAYS`` days (dedupe key ``due:{bill}:{channel}:{recipient}``,
+        so a bill is reminded at most once per channel). Returns notices offered."""
+        days = self.settings.notify_bill_due_days
+        if days <= 0:
+            return 0
+        today = today or datetime.now(self.tz).date()
+        feed = f"{self.feed}:bill-due"
+        async with self.sm() as s:
+            row = await s.get(NotifyCursor, feed)
+        if row is not None and row.cursor >= today.isoformat() and not force:
+            return 0
+        subs = await self._subs(topic="bill")
+        by_account = group_by_account(subs)
+        sem = asyncio.Semaphore(16)
+        items: list[dict[str, Any]] = []
+
+        async def one(account: str, account_subs: list[Subscription]) -> None:
+            async with sem:
+                try:
+                    arrears = await self.core.get_arrears(account)
+                except CoreUnavailable:
+                    raise
+                except CoreError:
+                    return
+            for bill in arrears.unpaid_bills:
+                if not today <= bill.due_date <= today + timedelta(days=days):
+                    continue
+                subject, text = texts.bill_due(bill.model_dump(mode="json"))
+                spec = {"event_id": bill.id, "event_type": "bill.due", "topic": "bill", "subject": subject,
+                        "text": text, "urgent": False, "transactional": False, "key_prefix": "due"}
+                for chain in await self.route(account_subs):
+                    reply, key = build_reply(spec, chain[0], chain[1:], self.template_id)
+                    items.append({"reply": reply, "kind": "notice", "dedupe_key": key})
+
+        await asyncio.gather(*(one(a, subs_) for a, subs_ in by_account.items()))
+        async with self.sm() as s, s.begin():
+            if items:
+                await enqueue_many(s, items)
+            current = await s.get(NotifyCursor, feed)
+            if current is None:
+                s.add(NotifyCursor(name=feed, cursor=today.isoformat(), position=0, updated_at=_now()))
+            else:
+                current.cursor, current.updated_at = max(current.cursor, today.isoformat()), _now()
+        if items:
+            log.info("notify: %d bill-due reminder(s) queued", len(items))
+            if self.on_enqueued:
+                self.on_enqueued()
+        return len(items)
 
     async def drain(self) -> int:
         """Run passes until the feed is exhausted; returns the number of events read."""

@@ -120,6 +120,16 @@ def bill_issued(p: dict[str, Any]) -> tuple[str, str]:
     return "电费账单通知", text
 
 
+def bill_due(b: dict[str, Any]) -> tuple[str, str]:
+    acc = mask_account(str(b.get("account_number") or ""))
+    month = str(b.get("month") or "")
+    label = f"{int(month[5:7])}月" if len(month) == 7 and month[5:7].isdigit() else month
+    due = str(b.get("due_date") or "")
+    when = f"{int(due[5:7])}月{int(due[8:10])}日" if len(due) >= 10 and due[5:7].isdigit() and due[8:10].isdigit() else "近日"
+    text = f"{SIGNATURE}缴费提醒：户号{acc}的{label}电费尚欠{b.get('balance', '')}元，将于{when}到期。回复“缴费”可在线缴纳"
+    return "电费缴费提醒", text
+
+
 def payment_confirmed(p: dict[str, Any]) -> tuple[str, str]:
     acc = mask_account(str(p.get("account_number") or ""))
     text = f"{SIGNATURE}缴费成功：户号{acc}已到账{p.get('amount', '')}元，感谢您及时缴费。"
