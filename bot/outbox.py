@@ -154,6 +154,7 @@ class OutboxWorker:
         hold_policies: Iterable[HoldPolicy] = (),
         max_attempts: int = MAX_ATTEMPTS,
         sending_lease: timedelta = SENDING_LEASE,
+        pipelines: int = 1,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.channels = dict(channels)
@@ -163,6 +164,8 @@ class OutboxWorker:
         self.dead_letter_hooks: list[DeadLetterHook] = []
         self.max_attempts = max_attempts
         self.sending_lease = sending_lease
+        self.pipelines = max(1, pipelines)  # claim loops: the next batch is claimed while one is sending
+        self._extra: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._sem = asyncio.Semaphore(concurrency)
         self._task: asyncio.Task[None] | None = None
@@ -177,8 +180,14 @@ class OutboxWorker:
         concurrency: int | None = None,
         max_attempts: int | None = None,
         sending_lease: timedelta | None = None,
+        pipelines: int | None = None,
     ) -> None:
         """Tune a worker built by the app wiring (before ``start``)."""
+        if pipelines is not None:
+            self.pipelines = max(1, pipelines)
+            if self._task is not None and not self._task.done():  # already running: add loops
+                while len(self._extra) < self.pipelines - 1:
+                    self._extra.append(asyncio.create_task(self._run(), name=f"outbox-worker-{len(self._extra) + 1}"))
         if batch_size is not None:
             self.batch_size = batch_size
         if concurrency is not None:
@@ -194,16 +203,18 @@ class OutboxWorker:
     async def start(self) -> None:
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="outbox-worker")
+        self._extra = [asyncio.create_task(self._run(), name=f"outbox-worker-{i}") for i in range(1, self.pipelines)]
 
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
-        if self._task:
-            self._task.cancel()
+        for task in [t for t in (self._task, *self._extra) if t is not None]:
+            task.cancel()
             try:
-                await self._task
+                await task
             except asyncio.CancelledError:
                 pass
+        self._extra = []
         # Outcomes of sends that did return are written even when the pass was cut short.
         await self._drain()
 

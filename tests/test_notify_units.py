@@ -156,3 +156,24 @@ async def test_dead_letter_hook_runs_in_the_same_transaction(sessionmaker, monke
     async with sessionmaker() as s:
         rows = {r.recipient_id: r.status for r in (await s.execute(select(OutboxMessage))).scalars()}
     assert rows == {"closed": "dead", "fallback": "sent"}
+
+
+async def test_worker_with_two_claim_loops_sends_each_row_once(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    items = [{"reply": notice(f"p{i}"), "kind": "notice", "dedupe_key": f"evt:3:rec:p{i}"} for i in range(300)]
+    async with sessionmaker() as s, s.begin():
+        await enqueue_many(s, items)
+    ch = Recorder()
+    w = OutboxWorker(sessionmaker, {"rec": ch}, batch_size=40, concurrency=8, poll_interval=0.05)
+    await w.start()
+    w.configure(pipelines=3)  # tuned after start, as the notify feature does
+    assert len(w._extra) == 2
+    for _ in range(400):
+        if len(ch.sent) >= 300:
+            break
+        await asyncio.sleep(0.05)
+    await w.stop()
+    assert sorted(ch.sent) == sorted(f"p{i}" for i in range(300))
+    async with sessionmaker() as s:
+        assert await s.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status == "sent")) == 300

@@ -43,6 +43,7 @@ def setup(app: web.Application) -> None:
             concurrency=settings.outbox_concurrency,
             max_attempts=settings.outbox_max_attempts,
             sending_lease=timedelta(seconds=settings.outbox_sending_lease_seconds),
+            pipelines=settings.outbox_pipelines,
         )
         on = set(app[CHANNELS])
         quiet = quiet_hours_policy(
