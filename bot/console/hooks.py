@@ -91,14 +91,9 @@ class ConsoleHandler:
         return Reply(channel=message.channel, recipient_id=message.sender_id, text=text)
 
     async def _create_callback(self, message: Message, handoff: Any, lang: str) -> str:
-        async with self.sessionmaker() as session:
-            numbers = []
-            try:
-                from bot.console.summary import account_numbers
+        from bot.console.summary import account_numbers
 
-                numbers = await account_numbers(session, self.core, message.conversation_id)
-            except CoreError:
-                pass
+        numbers = await account_numbers(self.sessionmaker, self.core, message.conversation_id)
         phone = None
         sender = message.sender_id.lstrip("+").removeprefix("86")
         if message.channel == "sms" and sender.isdigit():

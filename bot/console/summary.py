@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend_client import CoreClient, CoreError
 from backend_client.models import Account
@@ -23,23 +23,28 @@ def mask_name(name: str) -> str:
     return (name[:1] + "*" * max(1, len(name) - 1)) if name else ""
 
 
-async def account_numbers(session: AsyncSession, core: CoreClient, conversation_id: str) -> list[str]:
-    """Accounts known for this conversation: engine identity links, slots, core bindings."""
+async def account_numbers(sessionmaker: async_sessionmaker[AsyncSession], core: CoreClient, conversation_id: str) -> list[str]:
+    """Accounts known for this conversation: engine identity links, slots, core bindings.
+
+    The database is read in a short session that is closed before the core is called (on
+    SQLite a process has one connection: never hold it across HTTP calls).
+    """
     channel, sender = split_conversation(conversation_id)
     found: list[str] = []
-    try:  # the dialogue engine's identity tables (read only)
-        from bot.dialogue.store import CustomerAccount, Identity
+    async with sessionmaker() as session:
+        try:  # the dialogue engine's identity tables (read only)
+            from bot.dialogue.store import CustomerAccount, Identity
 
-        rows = await session.execute(
-            select(CustomerAccount.account_number)
-            .join(Identity, Identity.customer_id == CustomerAccount.customer_id)
-            .where(Identity.channel == channel, Identity.sender_id == sender)
-            .order_by(CustomerAccount.id.desc())
-        )
-        found.extend(rows.scalars())
-    except Exception:  # noqa: BLE001 - the summary is best effort
-        log.exception("identity lookup failed")
-    slot = (await conversation_slots(session, conversation_id)).get("account_number")
+            rows = await session.execute(
+                select(CustomerAccount.account_number)
+                .join(Identity, Identity.customer_id == CustomerAccount.customer_id)
+                .where(Identity.channel == channel, Identity.sender_id == sender)
+                .order_by(CustomerAccount.id.desc())
+            )
+            found.extend(rows.scalars())
+        except Exception:  # noqa: BLE001 - the summary is best effort
+            log.exception("identity lookup failed")
+        slot = (await conversation_slots(session, conversation_id)).get("account_number")
     if isinstance(slot, str) and slot:
         found.append(slot)
     try:
@@ -59,8 +64,8 @@ def _masked(field: str, value: str) -> str:
     return {"account_number": mask_account, "phone": mask_phone, "address": mask_address, "holder_name": mask_name}[field](value)
 
 
-async def summary(session: AsyncSession, core: CoreClient, conversation_id: str) -> dict[str, Any]:
-    numbers = await account_numbers(session, core, conversation_id)
+async def summary(sessionmaker: async_sessionmaker[AsyncSession], core: CoreClient, conversation_id: str) -> dict[str, Any]:
+    numbers = await account_numbers(sessionmaker, core, conversation_id)
     if not numbers:
         return {"found": False, "accounts": []}
     accounts: list[dict[str, Any]] = []
@@ -102,11 +107,13 @@ async def summary(session: AsyncSession, core: CoreClient, conversation_id: str)
     return {"found": True, "accounts": accounts}
 
 
-async def reveal(session: AsyncSession, core: CoreClient, conversation_id: str, index: int, field: str) -> str | None:
+async def reveal(
+    sessionmaker: async_sessionmaker[AsyncSession], core: CoreClient, conversation_id: str, index: int, field: str
+) -> str | None:
     """The raw value of one field (the caller audits it). None when there is no such field."""
     if field not in REVEALABLE:
         return None
-    numbers = await account_numbers(session, core, conversation_id)
+    numbers = await account_numbers(sessionmaker, core, conversation_id)
     if not 0 <= index < min(len(numbers), 3):
         return None
     acc = await core.get_account(numbers[index])

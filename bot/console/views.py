@@ -256,11 +256,11 @@ async def conversation(request: web.Request, agent: Agent, cs: ConsoleSession) -
         if h is None:
             return _error(404, "not_found")
         events = await service.history(session, h.conversation_id)
-        try:
-            info = await summary.summary(session, core, h.conversation_id)
-        except CoreError as exc:
-            info = {"found": False, "error": type(exc).__name__, "accounts": []}
         slots = await service.conversation_slots(session, h.conversation_id)
+    try:  # outside the session: never hold a database connection across core calls
+        info = await summary.summary(_sm(request), core, h.conversation_id)
+    except CoreError as exc:
+        info = {"found": False, "error": type(exc).__name__, "accounts": []}
     channel, _ = service.split_conversation(h.conversation_id)
     return _secure(web.json_response({
         "handoff": {
@@ -376,14 +376,15 @@ async def reveal(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.
     if field not in summary.REVEALABLE or not isinstance(index, int):
         return _error(400, "bad_field")
     core = request.app[_keys()[0]]
-    async with _sm(request)() as session, session.begin():
+    async with _sm(request)() as session:
         h = await _held(request, session, agent)
-        try:
-            value = await summary.reveal(session, core, h.conversation_id, index, field)
-        except CoreError as exc:
-            return _error(503, "core_unavailable", type(exc).__name__)
-        if value is None:
-            return _error(404, "not_found")
+    try:
+        value = await summary.reveal(_sm(request), core, h.conversation_id, index, field)
+    except CoreError as exc:
+        return _error(503, "core_unavailable", type(exc).__name__)
+    if value is None:
+        return _error(404, "not_found")
+    async with _sm(request)() as session, session.begin():
         session.add(AuditEntry(agent_name=agent.name, action="reveal", conversation_id=h.conversation_id, field=field,
                                detail={"handoff_id": h.id, "account_index": index}))
     log.info("console reveal: agent=%s field=%s handoff=%s", agent.name, field, h.id)
