@@ -7,6 +7,7 @@
   var ROLE = body.dataset.role;
   var current = null; // handoff id shown in the middle pane
   var currentData = null;
+  var revealed = {}; // "handoff:index:field" -> value, kept across re-renders of the summary
 
   function $(id) { return document.getElementById(id); }
   function el(tag, cls, text) {
@@ -133,14 +134,17 @@
       [["holder_name", "户名"], ["account_number", "户号"], ["phone", "电话"], ["address", "地址"]].forEach(function (f) {
         dl.appendChild(el("dt", "", f[1]));
         var dd = el("dd", "");
-        var span = el("span", "masked", acc.masked[f[0]]);
+        var key = current + ":" + acc.index + ":" + f[0];
+        var known = Object.prototype.hasOwnProperty.call(revealed, key);
+        var span = el("span", known ? "revealed" : "masked", known ? revealed[key] : acc.masked[f[0]]);
         span.dataset.field = f[0];
         dd.appendChild(span);
-        if (currentData && currentData.handoff.status === "assigned" && (currentData.handoff.mine || ROLE === "supervisor")) {
+        if (!known && currentData && currentData.handoff.status === "assigned" && (currentData.handoff.mine || ROLE === "supervisor")) {
           var b = el("button", "link reveal", "显示");
           b.title = "显示完整信息（将记录审计日志）";
           b.addEventListener("click", function () {
             api("POST", "/console/api/handoffs/" + current + "/reveal", { field: f[0], index: acc.index }).then(function (r) {
+              revealed[key] = r.value;
               span.textContent = r.value; span.className = "revealed"; b.remove();
             }).catch(function (e) { showError(e.message); });
           });
