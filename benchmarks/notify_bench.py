@@ -240,7 +240,16 @@ async def run(backend: str, args: argparse.Namespace, provider_url: str, counter
                 await s.execute(update(OutboxMessage).values(status="pending", attempts=0))
             worker2 = OutboxWorker(sm, {"sms": HttpOnly(ctx)}, batch_size=args.batch, concurrency=args.concurrency)
             before = counter.value
+            prof = None
+            if args.profile:
+                import cProfile
+
+                prof = cProfile.Profile()
+                prof.enable()
             t_raw = await _dispatch(worker2, args.passes, counter, queued)
+            if prof is not None:
+                prof.disable()
+                prof.dump_stats(f"{args.profile}.{backend}.outbox")
             assert await _count(sm, OutboxMessage.status == "sent") == queued == counter.value - before
             print(f"[{backend}] dispatch (outbox + HTTP only): {queued:,} notices in {t_raw:.2f}s"
                   f" = {queued / t_raw:,.0f} notices/s", flush=True)
@@ -262,9 +271,8 @@ async def _dispatch(worker, passes: int, counter, expected: int) -> float:  # ty
     await worker.start()
     while counter.value < target:
         await asyncio.sleep(0.01)
-    elapsed = time.perf_counter() - t0
-    await worker.stop()  # writes the last outcomes
-    return elapsed
+    await worker.stop()  # lets the last sends finish and writes their outcomes
+    return time.perf_counter() - t0
 
 
 async def _bare_http(http, channel, n: int, concurrency: int) -> float:  # type: ignore[no-untyped-def]

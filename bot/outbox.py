@@ -155,6 +155,7 @@ class OutboxWorker:
         max_attempts: int = MAX_ATTEMPTS,
         sending_lease: timedelta = SENDING_LEASE,
         pipelines: int = 1,
+        stop_grace: float = 5.0,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.channels = dict(channels)
@@ -166,6 +167,7 @@ class OutboxWorker:
         self.sending_lease = sending_lease
         self.pipelines = max(1, pipelines)  # claim loops: the next batch is claimed while one is sending
         self._extra: list[asyncio.Task[None]] = []
+        self.stop_grace = stop_grace  # seconds in-flight sends get to finish on stop
         self._wake = asyncio.Event()
         self._sem = asyncio.Semaphore(concurrency)
         self._task: asyncio.Task[None] | None = None
@@ -208,12 +210,20 @@ class OutboxWorker:
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
-        for task in [t for t in (self._task, *self._extra) if t is not None]:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        # Sends already in flight may finish (a cancelled send may have reached the platform
+        # and would be sent again after the lease); after the grace period they are cancelled.
+        tasks = [t for t in (self._task, *self._extra) if t is not None and not t.done()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.stop_grace)
+            for task in pending:
+                task.cancel()
+            for task in tasks:
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+                except Exception:  # noqa: BLE001
+                    log.exception("outbox worker loop ended with an error")
         self._extra = []
         # Outcomes of sends that did return are written even when the pass was cut short.
         await self._drain()
@@ -284,6 +294,9 @@ class OutboxWorker:
 
     async def _deliver(self, row: OutboxMessage) -> None:
         async with self._sem:
+            if self._stopping:  # not started yet: hand the row back instead of sending it late
+                self._record(row, {"status": "pending", "next_attempt_at": utcnow()})
+                return
             now = utcnow()
             for policy in self.hold_policies:
                 later = policy(row, now)

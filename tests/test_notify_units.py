@@ -177,3 +177,24 @@ async def test_worker_with_two_claim_loops_sends_each_row_once(sessionmaker) -> 
     assert sorted(ch.sent) == sorted(f"p{i}" for i in range(300))
     async with sessionmaker() as s:
         assert await s.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status == "sent")) == 300
+
+
+async def test_stop_lets_in_flight_sends_finish_and_hands_back_the_rest(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    class Slow(Recorder):
+        async def send(self, reply: Reply) -> str | None:
+            await asyncio.sleep(0.3)
+            return await super().send(reply)
+
+    items = [{"reply": notice(f"s{i}"), "kind": "notice", "dedupe_key": f"evt:4:rec:s{i}"} for i in range(20)]
+    async with sessionmaker() as s, s.begin():
+        await enqueue_many(s, items)
+    ch = Slow()
+    w = OutboxWorker(sessionmaker, {"rec": ch}, batch_size=20, concurrency=4)
+    await w.start()
+    await asyncio.sleep(0.15)  # four sends in flight, sixteen waiting
+    await w.stop()
+    async with sessionmaker() as s:
+        by_status = dict((await s.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))).all())
+    assert len(ch.sent) == 4 and by_status == {"sent": 4, "pending": 16}
