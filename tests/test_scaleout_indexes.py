@@ -1,0 +1,122 @@
+"""The hot queries of many gateway processes use an index on PostgreSQL (EXPLAIN), and the
+bot_0008_scaleout merge migration goes up and down on both backends.
+
+Each query below is the one the code runs (pipeline, outbox, console, notify, WeChat token
+cache...). With ``enable_seqscan = off`` PostgreSQL still picks a sequential scan when no
+index can serve the query, so "no Seq Scan in the plan" means an index is usable, whatever
+the table size; the expected index name is checked too.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import inspect, text
+
+from bot.db import make_engine
+from bot.migrate import BOT_MIGRATIONS, downgrade, upgrade
+
+HEADS_BEFORE = {
+    "bot_0002_dialogue", "bot_0003_wechat", "bot_0004_alipay",
+    "bot_0005_sms_email", "bot_0006_notify", "bot_0007_console",
+}
+
+# (what, SQL, index expected in the plan)
+HOT_QUERIES = [
+    ("drain: next received message of a conversation",
+     "SELECT * FROM inbound_messages WHERE conversation_id = 'rest:u1' AND status = 'received' "
+     "ORDER BY id LIMIT 1", "ix_inbound_conversation"),
+    ("recovery: conversations with due received messages",
+     "SELECT DISTINCT conversation_id FROM inbound_messages WHERE status = 'received' "
+     "AND next_attempt_at <= now() AND received_at <= now() - interval '5 seconds' LIMIT 200",
+     "ix_inbound_received_due"),
+    ("inbound dedupe (platform retries)",
+     "SELECT id FROM inbound_messages WHERE channel = 'wechat' AND dedupe_key = 'm1'", "uq_inbound_dedupe"),
+    ("outbox claim: due pending rows, oldest first",
+     "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= now() "
+     "AND channel IN ('rest', 'wechat') ORDER BY next_attempt_at, id LIMIT 100 FOR UPDATE SKIP LOCKED",
+     "ix_outbox_pending_due"),
+    ("outbox: orphaned 'sending' rows of a crashed process",
+     "SELECT id FROM outbox WHERE status = 'sending' AND next_attempt_at < now() - interval '120 seconds'",
+     "ix_outbox_due"),
+    ("cross-process reply lookup by dedupe prefix",
+     "SELECT * FROM outbox WHERE dedupe_key LIKE 'in:42:%' ORDER BY id", "ix_outbox_dedupe_prefix"),
+    ("REST poll: replies of one sender after a cursor",
+     "SELECT * FROM outbox WHERE channel = 'rest' AND recipient_id = 'u1' AND id > 10 "
+     "AND status = 'sent' AND provider_id = 'rest-poll' ORDER BY id LIMIT 100", "ix_outbox_"),
+    ("conversation lease take-over",
+     "SELECT * FROM conversation_leases WHERE conversation_id = 'rest:u1' AND expires_at < now()",
+     "conversation_leases_pkey"),
+    ("dialogue events of a conversation, newest first",
+     "SELECT text FROM dlg_events WHERE conversation_id = 'rest:u1' AND type = 'user' "
+     "ORDER BY id DESC LIMIT 1", "ix_dlg_events_conv"),
+    ("tracker load", "SELECT * FROM dlg_conversations WHERE id = 'rest:u1'", "dlg_conversations_pkey"),
+    ("identity lookup", "SELECT * FROM dlg_identities WHERE channel = 'rest' AND sender_id = 'u1'",
+     "uq_dlg_identity"),
+    ("handoff queue (console)",
+     "SELECT * FROM handoffs WHERE status = 'waiting' ORDER BY created_at, id", "ix_handoffs_status_created"),
+    ("active handoff of a conversation",
+     "SELECT * FROM handoffs WHERE conversation_id = 'rest:u1' AND status IN ('waiting', 'assigned') "
+     "ORDER BY id DESC", "ix_handoffs_conv_status"),
+    ("console messages of a conversation",
+     "SELECT * FROM console_messages WHERE conversation_id = 'rest:u1' ORDER BY id DESC LIMIT 50",
+     "ix_console_messages_conv"),
+    ("notify cursor", "SELECT cursor FROM notify_cursors WHERE name = 'core-events'", "notify_cursors_pkey"),
+    ("WeChat token cache (database-only mode)", "SELECT * FROM cache_entries WHERE key = 'wechat:token:wx1'",
+     "cache_entries_pkey"),
+    ("WeChat 48-hour window ledger", "SELECT * FROM wechat_windows WHERE openid = 'o1'", "wechat_windows_pkey"),
+]
+
+
+async def _heads(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return set((await conn.execute(text("SELECT version_num FROM alembic_version_bot"))).scalars())
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("what,sql,index", HOT_QUERIES, ids=[q[0] for q in HOT_QUERIES])
+async def test_hot_query_uses_an_index(pg_store: str, what: str, sql: str, index: str) -> None:
+    engine = make_engine(pg_store)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SET enable_seqscan = off"))
+            plan = "\n".join((await conn.execute(text("EXPLAIN " + sql))).scalars())
+    finally:
+        await engine.dispose()
+    assert "Seq Scan" not in plan, f"{what}: no index serves\n{sql}\n{plan}"
+    assert index in plan, f"{what}: expected {index}\n{plan}"
+
+
+@pytest.fixture(scope="module")
+def pg_store(postgres) -> str:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    url = postgres.new_database("scaleidx")
+    asyncio.run(upgrade(url, BOT_MIGRATIONS))
+    return url
+
+
+async def test_merge_migration_is_the_single_head_and_reversible(postgres_url: str, sqlite_url: str) -> None:
+    for url in (postgres_url, sqlite_url):
+        await upgrade(url, BOT_MIGRATIONS)
+        assert await _heads(url) == {"bot_0008_scaleout"}
+        engine = make_engine(url)
+        try:
+            async with engine.connect() as conn:
+                idx = await conn.run_sync(lambda c: {i["name"] for i in inspect(c).get_indexes("outbox")})
+            assert {"ix_outbox_pending_due", "ix_outbox_dedupe_prefix"} <= idx
+        finally:
+            await engine.dispose()
+        await downgrade(url, BOT_MIGRATIONS, "bot_0007_console")
+        assert await _heads(url) == HEADS_BEFORE
+        engine = make_engine(url)
+        try:
+            async with engine.connect() as conn:
+                idx = await conn.run_sync(lambda c: {i["name"] for i in inspect(c).get_indexes("outbox")})
+            assert not ({"ix_outbox_pending_due", "ix_outbox_dedupe_prefix"} & idx)
+        finally:
+            await engine.dispose()
+        await upgrade(url, BOT_MIGRATIONS)
+        assert await _heads(url) == {"bot_0008_scaleout"}
