@@ -16,9 +16,9 @@ install: $(STAMP)
 
 # Debian's Chromium for the Playwright browser test (no browser download).
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  echo "installing Debian chromium for the browser test"; \
-	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@{ command -v chromium >/dev/null 2>&1 && fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk"; } || { \
+	  echo "installing Debian chromium and a Chinese font for the browser test"; \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; }
 
 model: $(STAMP)
 	$(BIN)/powerbot nlu train

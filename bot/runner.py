@@ -101,7 +101,7 @@ async def run_all(settings: Settings) -> None:
                 "powerbot is running (embedded default: SQLite under "
                 f"{settings.data_dir}, demo data, trained NLU model)",
                 f"  web chat       {base}/chat",
-                f"  agent console  {base}/console",
+                f"  agent console  {base}/console   (create a login: .venv/bin/powerbot agents add NAME --role supervisor)",
                 f"  REST channel   POST {base}/webhooks/rest/webhook",
                 f"  health         {base}/healthz   {base}/readyz",
                 f"  core API       {settings.core_base_url}/api/v1  (OpenAPI: /api/v1/openapi.json)",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bot.models import OutboxMessage
 from channels.base import Channel, Message, Reply
@@ -105,18 +105,20 @@ class RestChannel(Channel):
                 )
             ).scalars().all()
         cursor = max([after, *[r.id for r in rows]])
-        if not rows:
-            # Let a fresh page start after everything already delivered.
+        if not rows and after == 0:
+            # A fresh page starts after what was already delivered, but before anything
+            # still waiting in the outbox (an agent's reply queued a moment ago).
             async with self.ctx.sessionmaker() as session:
-                last = (
+                mine = (OutboxMessage.channel == self.name, OutboxMessage.recipient_id == sender)
+                first_pending = (
                     await session.execute(
-                        select(OutboxMessage.id)
-                        .where(OutboxMessage.channel == self.name, OutboxMessage.recipient_id == sender)
-                        .order_by(OutboxMessage.id.desc())
-                        .limit(1)
+                        select(func.min(OutboxMessage.id)).where(*mine, OutboxMessage.status == "pending")
                     )
                 ).scalar_one_or_none()
-            if after == 0 and last:
+                last = (await session.execute(select(func.max(OutboxMessage.id)).where(*mine))).scalar_one_or_none()
+            if first_pending is not None:
+                cursor = first_pending - 1
+            elif last is not None:
                 cursor = last
         return web.json_response(
             {"messages": [reply_json(Reply.from_dict(r.payload)) for r in rows], "cursor": cursor}
