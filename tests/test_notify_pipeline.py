@@ -316,3 +316,42 @@ async def test_bill_due_reminder_once_per_bill_and_channel(core, accounts, cc, s
             await asyncio.sleep(0.4)
             assert len(await notice_rows(gw)) == rows and len(reminders()) == 1
             assert await producer.bill_due_once() == 0  # already done today
+
+
+async def test_cli_run_once_queues_notices_without_a_gateway(core, accounts, cc, sqlite_url):  # type: ignore[no-untyped-def]
+    from bot.cli import main
+    from bot.migrate import BOT_MIGRATIONS, upgrade
+    from bot.settings import get_settings
+
+    await upgrade(sqlite_url, BOT_MIGRATIONS)
+    subs = accounts["崇明区"][5:8]
+    for acc, phone in subs:
+        await cc.create_subscription(acc, "outage", "sms", phone)
+    env = {"POWERBOT_CORE_URL": core.url, "POWERBOT_DATABASE_URL": sqlite_url,
+           "POWERBOT_SMS_API_BASE_URL": "http://127.0.0.1:9/v1", "POWERBOT_SMS_SECRET": "x"}
+
+    def run_once() -> dict:
+        get_settings.cache_clear()
+        try:
+            result = CliRunner().invoke(main, ["notify", "run-once"], env=env)
+        finally:
+            get_settings.cache_clear()
+        assert result.exit_code == 0, result.output
+        import json
+
+        return json.loads(result.output.strip().splitlines()[-1])
+
+    assert (await asyncio.to_thread(run_once))["notices_queued"] == 0  # first run: starts at the newest event
+    await create_outage(cc, "崇明区")
+    out = await asyncio.to_thread(run_once)
+    assert out["events"] == 1 and out["notices_queued"] >= len(subs)
+    assert (await asyncio.to_thread(run_once)) == {"events": 0, "notices_queued": 0}
+    from bot.db import make_engine, make_sessionmaker
+
+    engine = make_engine(sqlite_url)
+    try:
+        async with make_sessionmaker(engine)() as s:
+            recipients = set((await s.execute(select(OutboxMessage.recipient_id))).scalars())
+    finally:
+        await engine.dispose()
+    assert {e164(p) for _, p in subs} <= recipients
