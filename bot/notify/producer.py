@@ -180,11 +180,10 @@ class Producer:
 
     async def _save_cursor(self, s: AsyncSession, cursor: str) -> None:
         pos = _position(cursor)
-        res = await s.execute(
-            update(NotifyCursor)
-            .where(NotifyCursor.name == self.feed, NotifyCursor.position < pos)
-            .values(cursor=cursor, position=pos, updated_at=_now())
-        )
+        stmt = update(NotifyCursor).where(NotifyCursor.name == self.feed)
+        if cursor.isdigit():  # numeric cursors only move forward (several producers may race)
+            stmt = stmt.where(NotifyCursor.position < pos)
+        res = await s.execute(stmt.values(cursor=cursor, position=pos, updated_at=_now()))
         if res.rowcount == 0 and await s.get(NotifyCursor, self.feed) is None:
             s.add(NotifyCursor(name=self.feed, cursor=cursor, position=pos, updated_at=_now()))
 
