@@ -20,6 +20,7 @@ from backend_client import CoreClient, CoreError
 from bot.db import make_engine, make_sessionmaker
 from bot.outbox import OutboxWorker
 from bot.pipeline import DialogueHandler, Pipeline
+from bot.ratelimit import RateLimiting
 from bot.settings import Settings
 from channels.base import Channel, ChannelContext
 
@@ -97,6 +98,8 @@ def create_gateway_app(
     interpreter: object | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes)
+    limits = RateLimiting(settings)  # body-size cap, per-IP and per-sender limits (bot/ratelimit.py)
+    limits.install(app)
     app[SETTINGS] = settings
     app[EXTRAS] = {}
     # Routes must exist before the router freezes, so channels are built now and their
@@ -132,7 +135,7 @@ def create_gateway_app(
                 on_enqueued=lambda: outbox_holder[0].wake() if outbox_holder else None,
             )
             app[PIPELINE] = pipeline
-            ctx.processor, ctx.sessionmaker, ctx.http, ctx.core = pipeline, app[SESSIONMAKER], http, core
+            ctx.processor, ctx.sessionmaker, ctx.http, ctx.core = limits.wrap(pipeline), app[SESSIONMAKER], http, core
             worker = OutboxWorker(app[SESSIONMAKER], channels)
             outbox_holder.append(worker)
             app[OUTBOX] = worker

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     log_json: bool = False
     core_timeout_seconds: float = Field(5.0, gt=0, le=120)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    # hostile traffic (bot/ratelimit.py); counters in Redis when redis_url is set; 0 = off
+    rate_limit_per_sender_per_minute: int = Field(30, ge=0)  # per (channel, sender), every channel
+    rate_limit_per_ip_per_minute: int = Field(600, ge=0)  # per client IP, on rate_limit_ip_paths only
+    rate_limit_ip_paths: str = "/webhooks/,/console/login"  # comma-separated path prefixes (POST)
+    rate_limit_trust_forwarded: bool = False  # behind a reverse proxy: client IP from X-Forwarded-For
     demo_seed: bool = True  # `powerbot run` seeds demo data into an empty core store
 
     # --- channels (a channel without its settings is off) -----------------------------

@@ -195,27 +195,52 @@ class WindowLedger:
 
 
 class TokenCache:
-    """Shared access-token storage: Redis when configured, else the bot store."""
+    """Shared access-token storage: Redis when configured, else the bot store.
+
+    Redis unreachable (down, restarting, wrong URL): warn and use the bot store until a retry
+    after ``REDIS_RETRY_SECONDS`` — the token is refetched if neither has it, never an error.
+    """
+
+    REDIS_RETRY_SECONDS = 10.0
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession] | None, redis_url: str | None) -> None:
         self.sessionmaker = sessionmaker
         self.redis_url = redis_url
         self._redis: Any = None
+        self._redis_down_until = 0.0
 
     def _client(self) -> Any:
         if self._redis is None:
             import redis.asyncio as aioredis
 
-            self._redis = aioredis.from_url(self.redis_url, socket_timeout=3)
+            self._redis = aioredis.from_url(self.redis_url, socket_timeout=3, socket_connect_timeout=1)
         return self._redis
 
+    def _use_redis(self) -> bool:
+        import time
+
+        return bool(self.redis_url) and time.monotonic() >= self._redis_down_until
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        import time
+
+        self._redis_down_until = time.monotonic() + self.REDIS_RETRY_SECONDS
+        log.warning(
+            "wechat token cache: Redis unavailable (%s); using the database for %.0f s",
+            type(exc).__name__, self.REDIS_RETRY_SECONDS,
+        )
+
     async def get(self, key: str) -> tuple[str, datetime] | None:
-        if self.redis_url:
-            raw = await self._client().get(key)
-            if not raw:
-                return None
-            data = json.loads(raw)
-            return data["token"], datetime.fromtimestamp(data["expires_at"], timezone.utc)
+        if self._use_redis():
+            try:
+                raw = await self._client().get(key)
+            except Exception as exc:  # noqa: BLE001 - degrade to the database
+                self._redis_failed(exc)
+            else:
+                if not raw:
+                    return None
+                data = json.loads(raw)
+                return data["token"], datetime.fromtimestamp(data["expires_at"], timezone.utc)
         if self.sessionmaker is None:
             return None
         async with self.sessionmaker() as session:
@@ -225,10 +250,15 @@ class TokenCache:
         return row.value, _aware(row.expires_at)  # type: ignore[return-value]
 
     async def set(self, key: str, token: str, expires_at: datetime) -> None:
-        if self.redis_url:
+        if self._use_redis():
             ttl = max(1, int((expires_at - utcnow()).total_seconds()))
-            await self._client().set(key, json.dumps({"token": token, "expires_at": expires_at.timestamp()}), ex=ttl)
-            return
+            try:
+                await self._client().set(
+                    key, json.dumps({"token": token, "expires_at": expires_at.timestamp()}), ex=ttl
+                )
+                return
+            except Exception as exc:  # noqa: BLE001 - degrade to the database
+                self._redis_failed(exc)
         if self.sessionmaker is None:
             return
         async with self.sessionmaker() as session, session.begin():
@@ -243,12 +273,15 @@ class TokenCache:
 
     async def discard(self, key: str, token: str) -> None:
         """Drop the cached token, but only if it is still the one that was refused."""
-        if self.redis_url:
-            client = self._client()
-            raw = await client.get(key)
-            if raw and json.loads(raw).get("token") == token:
-                await client.delete(key)
-            return
+        if self._use_redis():
+            try:
+                client = self._client()
+                raw = await client.get(key)
+                if raw and json.loads(raw).get("token") == token:
+                    await client.delete(key)
+                return
+            except Exception as exc:  # noqa: BLE001 - degrade to the database
+                self._redis_failed(exc)
         if self.sessionmaker is None:
             return
         async with self.sessionmaker() as session, session.begin():
@@ -256,7 +289,10 @@ class TokenCache:
 
     async def close(self) -> None:
         if self._redis is not None:
-            await self._redis.aclose()
+            try:
+                await self._redis.aclose()
+            except Exception:  # noqa: BLE001
+                pass
             self._redis = None
 
 
