@@ -1,0 +1,243 @@
+"""Fault: ``kill -9`` of the gateway process in the middle of traffic.
+
+The gateway runs as a real ``powerbot serve`` subprocess (env ``POWERBOT_*``) on a fresh
+PostgreSQL database, against a real core started here. 40 customers each report a hazard
+("电线断了，冒火花" → one emergency work order per message). While they are being answered
+the process is killed with SIGKILL and restarted. Clients behave like a platform: a request
+that fails (connection reset) is retried with the same message id until accepted.
+
+Counted afterwards: messages in (inbound rows, all ``done``), replies out (each message's
+replies delivered exactly once: inline or through polling, never both, never twice), and work
+orders in the core — exactly one per message (the dialogue engine's idempotency key makes
+the re-processing after the crash harmless).
+
+A conversation whose lease was held by the killed process waits for the lease to expire
+(``bot.pipeline.LEASE_TTL`` = 60 s) before the recovery loop finishes it, so this test takes
+about a minute and a half.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bot.models import InboundMessage, OutboxMessage
+from stack import run_core, wait_until
+
+CUSTOMERS = 40
+HAZARD = "我家门口电线断了，还在冒火花，快派人来"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def powerbot_exe() -> str:
+    exe = Path(sys.executable).with_name("powerbot")
+    return str(exe) if exe.exists() else "powerbot"
+
+
+class GatewayProcess:
+    """``powerbot serve`` as a subprocess, configured through POWERBOT_* variables only."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 1) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("POWERBOT_")} | env
+        self.log_path = log_path
+        self.workers = workers
+        self.proc: subprocess.Popen | None = None
+        self.url = f"http://127.0.0.1:{env['POWERBOT_PORT']}"
+
+    def start(self) -> None:
+        args = [powerbot_exe(), "serve"] + (["--workers", str(self.workers)] if self.workers > 1 else [])
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            args, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
+            start_new_session=True,
+        )
+
+    async def ready(self, timeout: float = 60) -> None:
+        async def up() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, self.log_path.read_text()[-3000:]
+            try:
+                async with aiohttp.ClientSession() as s, s.get(self.url + "/healthz", timeout=aiohttp.ClientTimeout(total=1)) as r:
+                    return r.status == 200
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                return False
+
+        await wait_until(up, timeout=timeout, interval=0.2)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+
+async def send_until_accepted(
+    http: aiohttp.ClientSession, url: str, sender: str, message: str, mid: str, deadline: float
+) -> tuple[list, int]:
+    """POST like a platform: retry the same message id until the gateway answers 200."""
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            async with http.post(
+                url + "/webhooks/rest/webhook",
+                json={"sender": sender, "message": message, "message_id": mid},
+                timeout=aiohttp.ClientTimeout(total=45),
+            ) as r:
+                if r.status == 200:
+                    return await r.json(), tries
+        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
+            pass
+        assert time.monotonic() < deadline, f"{sender} never accepted"
+        await asyncio.sleep(0.3)
+
+
+async def polled(http: aiohttp.ClientSession, url: str, sender: str) -> list[dict]:
+    async with http.get(url + "/webhooks/rest/messages", params={"sender": sender, "after": "0"}) as r:
+        assert r.status == 200
+        return (await r.json())["messages"]
+
+
+async def core_work_orders(core_db: str) -> Counter:
+    engine = create_async_engine(core_db)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT description FROM work_orders WHERE channel = 'rest'"))).all()
+    finally:
+        await engine.dispose()
+    return Counter(r[0] for r in rows)
+
+
+async def test_kill9_gateway_mid_traffic_every_message_answered_once(postgres_url, interpreter, tmp_path) -> None:
+    from intents.model import save
+
+    model_dir = tmp_path / "models"
+    save(interpreter.state, model_dir)  # the subprocess loads the session's model instead of training
+    core_db = f"sqlite+aiosqlite:///{tmp_path / 'core.db'}"
+    async with run_core(core_db) as core:
+        before = await core_work_orders(core_db)
+        assert not before
+        port = free_port()
+        gw = GatewayProcess(
+            {
+                "POWERBOT_DATABASE_URL": postgres_url,
+                "POWERBOT_CORE_URL": core.url,
+                "POWERBOT_PORT": str(port),
+                "POWERBOT_DATA_DIR": str(tmp_path / "var"),
+                "POWERBOT_NLU_MODEL_DIR": str(model_dir),
+                "POWERBOT_NOTIFY_ENABLED": "false",
+                "POWERBOT_RATE_LIMIT_PER_IP_PER_MINUTE": "0",
+                "POWERBOT_DB_POOL_SIZE": "5",
+                "POWERBOT_DB_MAX_OVERFLOW": "5",
+            },
+            tmp_path / "gateway.log",
+        )
+        gw.start()
+        try:
+            await gw.ready()
+            deadline = time.monotonic() + 120
+            accepted: dict[str, list] = {}
+            sem = asyncio.Semaphore(8)
+
+            async with aiohttp.ClientSession() as http:
+
+                async def customer(i: int) -> None:
+                    async with sem:
+                        body, _ = await send_until_accepted(
+                            http, gw.url, f"kill-{i}", f"{HAZARD}（{i}号楼）", f"kill-msg-{i}", deadline
+                        )
+                        accepted[f"kill-{i}"] = body
+
+                tasks = [asyncio.create_task(customer(i)) for i in range(CUSTOMERS)]
+                await wait_until(lambda: len(accepted) >= 10, timeout=60)
+                gw.kill9()  # in the middle: some answered, some in flight, some not sent yet
+                killed_after = len(accepted)
+                await asyncio.sleep(0.5)
+                gw.start()
+                await gw.ready()
+                await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
+                assert killed_after < CUSTOMERS, "the kill must land in the middle of the traffic"
+
+                engine = create_async_engine(postgres_url)
+                try:
+                    async def all_done() -> bool:
+                        async with engine.connect() as conn:
+                            pending = (await conn.execute(
+                                select(func.count()).select_from(InboundMessage).where(InboundMessage.status != "done")
+                            )).scalar_one()
+                            unsent = (await conn.execute(
+                                select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status != "sent")
+                            )).scalar_one()
+                        return pending == 0 and unsent == 0
+
+                    # Leases of the killed process expire after 60 s; then recovery finishes.
+                    await wait_until(all_done, timeout=100, interval=0.5)
+                    async with engine.connect() as conn:
+                        inbound = (await conn.execute(
+                            select(InboundMessage.id, InboundMessage.sender_id, InboundMessage.dedupe_key)
+                        )).all()
+                        outbox_rows = (await conn.execute(
+                            select(OutboxMessage.dedupe_key, OutboxMessage.recipient_id, OutboxMessage.provider_id)
+                        )).all()
+                finally:
+                    await engine.dispose()
+
+                # Messages in: every customer's message exactly once.
+                assert sorted(r.dedupe_key for r in inbound) == sorted(f"kill-msg-{i}" for i in range(CUSTOMERS))
+                # Replies out: each message's replies exist once and were delivered once.
+                per_inbound = Counter(k.split(":")[1] for k, _, _ in outbox_rows if k and k.startswith("in:"))
+                assert set(per_inbound) == {str(r.id) for r in inbound}
+                without_order_number: list[tuple[str, list[str]]] = []
+                for i in range(CUSTOMERS):
+                    sender = f"kill-{i}"
+                    mine = [row for row in outbox_rows if row.recipient_id == sender]
+                    inline = accepted[sender]
+                    via_poll = await polled(http, gw.url, sender)
+                    assert mine, sender
+                    assert not (inline and via_poll), f"{sender}: delivered inline AND by polling"
+                    got = inline or via_poll
+                    assert len(got) == len(mine), f"{sender}: {len(got)} replies seen, {len(mine)} queued"
+                    texts = [m["text"] for m in got]
+                    assert len(set(texts)) == len(texts), f"{sender}: a reply seen twice"
+                    if not any("WO" in t for t in texts):
+                        without_order_number.append((sender, texts))
+                # KNOWN GAP (bot/pipeline.py + bot/dialogue/engine.py, not fixed here): the engine
+                # commits the turn (state, events, handoff) in its own transaction and the pipeline
+                # queues the replies in a later one. A message whose turn was committed just before
+                # the SIGKILL is re-processed on an advanced state: the work order is not duplicated
+                # (idempotency key), but the customer hears the hand-off notice instead of the
+                # safety advice + work-order number. Only messages in flight at the kill can be hit.
+                print(f"\nkilled after {killed_after} accepted; replies replaced by the re-run: "
+                      f"{len(without_order_number)} {without_order_number}")
+                assert len(without_order_number) <= 8  # at most the requests in flight (semaphore)
+                assert all("人工" in " ".join(t) for _, t in without_order_number)
+
+            # No duplicate work: one emergency work order per message in the core.
+            orders = await core_work_orders(core_db)
+            assert sum(orders.values()) == CUSTOMERS, orders
+            assert all(n == 1 for n in orders.values())
+        finally:
+            gw.stop()
