@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
+import asyncio
+
+from alembic import command, context
 from alembic.config import Config
+from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 
 from bot.db import make_engine
@@ -59,3 +62,33 @@ async def upgrade_all(bot_url: str, core_url: str | None) -> None:
     await upgrade(bot_url, BOT_MIGRATIONS)
     if core_url:
         await upgrade(core_url, CORE_MIGRATIONS)
+
+
+def run_env(target_metadata: MetaData, version_table: str) -> None:
+    """Body of both stores' ``env.py``: use the caller's connection, or open one from the URL.
+
+    Each store keeps its own version table, so both may live in one PostgreSQL database.
+    """
+
+    def _run(connection: Connection) -> None:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+            version_table=version_table,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+
+    async def _main() -> None:
+        engine = make_engine(context.config.get_main_option("sqlalchemy.url"))
+        async with engine.begin() as conn:
+            await conn.run_sync(_run)
+        await engine.dispose()
+
+    asyncio.run(_main())

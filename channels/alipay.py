@@ -33,6 +33,7 @@ from aiohttp import web
 from channels import alipay_sdk
 from channels.alipay_payments import AlipayPayments
 from channels.base import Channel, ChannelContext, DeliveryError, Message, Reply
+from channels.menu import CLICK_TEXT  # menu keys shared with the other platform's menu
 
 log = logging.getLogger("powerbot.channels.alipay")
 
@@ -45,20 +46,6 @@ _DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _DTD_STR = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _ID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
-# Menu click keys (``ActionParam``) → what the customer means; same keys as the WeChat menu.
-CLICK_TEXT: dict[str, str] = {
-    "BILL": "查电费",
-    "PAY": "我要交电费",
-    "USAGE": "查用电量",
-    "OUTAGE": "我家停电了",
-    "OUTAGE_PLAN": "最近有停电计划吗",
-    "REPAIR": "我要报修",
-    "PROGRESS": "查询工单进度",
-    "HUMAN": "转人工",
-    "BIND": "绑定户号",
-    "COMPLAINT": "我要投诉",
-    "TARIFF": "电价是多少",
-}
 WELCOME = (
     "您好，欢迎关注国网电力客服生活号！我是智能客服小e，可以帮您查电费、交电费、查停电、报修和转人工。"
     "为方便查询，请先绑定户号。"

@@ -26,6 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from channels.base import Channel, ChannelContext, DeliveryError, Message, Reply
+from channels.menu import CLICK_TEXT  # menu keys shared with the other platform's menu
 from channels.wechat_api import WeChatAPI, WeChatAPIError
 from channels.wechat_store import (
     ERR_QUOTA_USED,
@@ -50,20 +51,6 @@ SUCCESS = "success"
 _DECLARATION = re.compile(rb"<!", re.IGNORECASE)
 _CDATA = re.compile(rb"<!\[CDATA\[.*?\]\]>", re.DOTALL)
 
-# Menu CLICK keys → what a customer would have typed (the NLU understands these).
-CLICK_TEXT: dict[str, str] = {
-    "BILL": "查电费",
-    "PAY": "我要交电费",
-    "USAGE": "查用电量",
-    "OUTAGE": "我家停电了",
-    "OUTAGE_PLAN": "最近有停电计划吗",
-    "REPAIR": "我要报修",
-    "PROGRESS": "查询工单进度",
-    "HUMAN": "转人工",
-    "BIND": "绑定户号",
-    "COMPLAINT": "我要投诉",
-    "TARIFF": "电价是多少",
-}
 
 WELCOME = (
     "您好，欢迎关注国网电力客服！我是智能客服小e，可以帮您查电费、交电费、查停电、报修和转人工。"
