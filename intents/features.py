@@ -32,7 +32,29 @@ DOMAIN_WORDS = [
 # and "3209876543" look identical to the classifier (generalises across numbers).
 PLACEHOLDERS = {"account_number": "\ue000", "phone_number": "\ue001",
                 "work_order_id": "\ue002", "amount": "\ue003"}
+# Other digit runs by shape: a 4-digit run is nearly always a phone tail, an ID suffix, a
+# year or a verification code (the reply to "last 4 digits of your phone?"), a 5–9-digit run
+# some other long number.  Runs of 8s ("88", "886", "888") are chat slang for bye-bye and
+# keep their own symbol; everything else collapses to "0" (3号楼 ≈ 12号楼).
+FOUR_DIGITS = "\ue004"
+LONG_DIGITS = "\ue005"
+BYE_DIGITS = "\ue006"
 _DIGITS_RE = re.compile(r"\d+")
+_BYE_RE = re.compile(r"8{2,3}6?")
+_SLANG_RE = re.compile(r"6{3,}")  # "666" = well done (chat slang, not a number)
+
+
+def _digit_symbol(m: re.Match[str]) -> str:
+    run = m.group(0)
+    if _BYE_RE.fullmatch(run):
+        return f" {BYE_DIGITS} "
+    if _SLANG_RE.fullmatch(run):
+        return " 666 "
+    if len(run) == 4:
+        return f" {FOUR_DIGITS} "
+    if len(run) >= 5:
+        return f" {LONG_DIGITS} "
+    return "0"
 _SPACE_RE = re.compile(r"\s+")
 
 logging.getLogger("jieba").setLevel(logging.WARNING)
@@ -79,7 +101,7 @@ def mask_entities(text: str, entities: Sequence[dict]) -> str:
         out.append(f" {ph} ")
         pos = e["end"]
     out.append(text[pos:])
-    return _DIGITS_RE.sub("0", "".join(out))
+    return _DIGITS_RE.sub(_digit_symbol, "".join(out))
 
 
 def analyze(text: str, tokenizer: Tokenizer) -> tuple[list[str], list[str]]:
