@@ -97,3 +97,33 @@ async def test_crash_mid_batch_then_restart_sends_each_notice_once_sqlite(core, 
 
 async def test_crash_mid_batch_then_restart_sends_each_notice_once_postgres(core, postgres_url, interpreter):  # type: ignore[no-untyped-def]
     await crash_and_restart(core, postgres_url, "徐汇区", interpreter)
+
+
+async def test_two_producers_on_postgres_share_the_feed_without_duplicates(core, postgres_url):  # type: ignore[no-untyped-def]
+    """Two gateway processes' producers read the same feed: each notice is queued once."""
+    from bot.db import make_engine, make_sessionmaker
+    from bot.migrate import BOT_MIGRATIONS, upgrade
+    from bot.notify.producer import Producer
+    from bot.settings import Settings
+
+    await upgrade(postgres_url, BOT_MIGRATIONS)
+    subs = accounts_by_district(core.db_url)["闵行区"][:25]
+    engine = make_engine(postgres_url)
+    sm = make_sessionmaker(engine)
+    settings = Settings(database_url=postgres_url, core_url=core.url)
+    try:
+        async with CoreClient(core.url) as cc:
+            for acc, phone in subs:
+                await cc.create_subscription(acc, "outage", "sms", phone)
+            p1, p2 = (Producer(sm, cc, settings, ["sms"]) for _ in range(2))
+            await asyncio.gather(p1.init_cursor(), p2.init_cursor())
+            start = datetime.now(timezone.utc) + timedelta(days=2)
+            for cause in ("主变检修", "线路改造", "设备更换"):
+                await cc.create_outage("planned", "闵行区", "闵行区部分区域", start, estimated_end_at=start + timedelta(hours=2), cause=cause)
+            await asyncio.gather(p1.drain(), p2.drain())
+            async with sm() as s:
+                n = await s.scalar(select(func.count()).select_from(OutboxMessage))
+            assert n == 3 * len(subs)
+            assert p1.enqueued_total + p2.enqueued_total == n  # no pass was done twice
+    finally:
+        await engine.dispose()

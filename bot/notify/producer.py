@@ -227,22 +227,33 @@ class Producer:
                     pass
 
     async def run_once(self) -> int:
-        """Read one page of events and enqueue their notices; returns how many events were read."""
-        cursor = await self.cursor()
-        if cursor is None:
-            cursor = await self.init_cursor()
-        page = await self.core.read_events(after=cursor, limit=self.page_size)
-        if not page.events:
-            return 0
-        rows: list[dict[str, Any]] = []
-        for event in page.events:
-            try:
-                rows.extend(await self.notices_for(event))
-            except CoreUnavailable:
-                raise  # retry the whole page later; nothing written yet
-            except Exception:  # noqa: BLE001 - one malformed event must not block the feed
-                log.exception("notify: event %s (%s) skipped", event.id, event.type)
+        """Read one page of events and enqueue their notices; returns how many events were read.
+
+        The page is read, turned into notices and written together with the new cursor in one
+        transaction. On PostgreSQL that transaction first locks the cursor row (``FOR UPDATE
+        SKIP LOCKED``): with several gateway processes one of them does the pass and the others
+        skip it instead of repeating the work (their dedupe keys would make it harmless anyway).
+        """
+        if await self.cursor() is None:
+            await self.init_cursor()
         async with self.sm() as s, s.begin():
+            stmt = select(NotifyCursor).where(NotifyCursor.name == self.feed)
+            if s.bind.dialect.name == "postgresql":
+                stmt = stmt.with_for_update(skip_locked=True)
+            row = (await s.execute(stmt)).scalar_one_or_none()
+            if row is None:
+                return 0  # another process holds this feed right now
+            page = await self.core.read_events(after=row.cursor, limit=self.page_size)
+            if not page.events:
+                return 0
+            rows: list[dict[str, Any]] = []
+            for event in page.events:
+                try:
+                    rows.extend(await self.notices_for(event))
+                except CoreUnavailable:
+                    raise  # retry the whole page later; nothing written
+                except Exception:  # noqa: BLE001 - one malformed event must not block the feed
+                    log.exception("notify: event %s (%s) skipped", event.id, event.type)
             if rows:
                 await enqueue_many(s, rows)
             await self._save_cursor(s, page.next_cursor or str(page.events[-1].id))
