@@ -107,11 +107,28 @@ def mask_entities(text: str, entities: Sequence[dict]) -> str:
     return _DIGITS_RE.sub(_digit_symbol, "".join(out))
 
 
+# Polarity cues for the notification intents: "stop/cancel/不想再收" vs "turn on/开通/接收" are
+# the only thing telling subscribe from unsubscribe, and new wordings of them are endless.
+_OFF_CUE = re.compile(r"取消|关闭|关掉|关了|停止|停发|退订|退定|不要|不想|不需要|不用|别再|别发|不再|屏蔽|免打扰"
+                      r"|\b(?:stop|cancel|disable|unsubscribe|opt out|no more|no longer|don'?t|"
+                      r"turn off|mute|deactivate)\b")
+_NOTICE = re.compile(r"通知|提醒|推送|短信|消息|订阅|退订|预警|发给我|发我|告诉我"
+                     r"|alert|notif|message|sms|remind|text|subscri|email me")
+_ON_CUE = re.compile(r"开通|开启|打开|订阅|接收|恢复|想收到|通知我|提醒我|发给我|告诉我"
+                     r"|\b(?:enable|turn on|turn \w+ on|activate|subscribe|sign me up|notify me|"
+                     r"send me|alert me|remind me)\b")
+
+
 def analyze(text: str, tokenizer: Tokenizer) -> tuple[list[str], list[str]]:
     """Return (word features, char features) of an already normalised, masked text."""
     toks = tokenizer.tokens(text)
     words = ["w:" + t for t in toks]
     words += ["b:" + a + "|" + b for a, b in zip(toks, toks[1:])]
+    if _NOTICE.search(text):
+        if _OFF_CUE.search(text):
+            words.append("cue:off")
+        elif _ON_CUE.search(text):
+            words.append("cue:on")
     compact = _SPACE_RE.sub(" ", text).strip()
     chars = []
     n = len(compact)
