@@ -106,7 +106,8 @@ def test_bare_replies_are_inform_and_bye_slang_is_goodbye(nlu: Interpreter, text
 
 
 @pytest.mark.parametrize("text,intent", [
-    ("取消停电短信通知", "unsubscribe_notifications"), ("开通停电短信通知", "subscribe_notifications"),
+    ("停电短信通知取消掉", "unsubscribe_notifications"),
+    ("帮我把停电短信通知打开", "subscribe_notifications"),
     ("turn off bill alerts", "unsubscribe_notifications"),
     ("turn on bill alerts", "subscribe_notifications"),
 ])
