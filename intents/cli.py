@@ -45,9 +45,13 @@ def train(data_dir: str, model_dir: str, force: bool) -> None:
 
 
 def _interpreter(model_dir: str, data_dir: str):
-    from .model import Interpreter, train_if_needed, load
+    from .model import Interpreter, train_if_needed, load, stored_hash
+    from .loader import data_hash
 
     try:
+        if Path(data_dir).exists() and stored_hash(model_dir) != data_hash(data_dir):
+            # Stale (training data changed) or from an older format: retrain, don't serve it.
+            return Interpreter(train_if_needed(data_dir, model_dir, force=True)[0])
         return Interpreter(load(model_dir))
     except Exception:  # missing, corrupt or from an incompatible version: train afresh
         state, _ = train_if_needed(data_dir, model_dir, force=True)
