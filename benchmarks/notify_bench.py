@@ -12,17 +12,17 @@ databases created on the server behind ``--pg-url`` and dropped afterwards):
 2. **enqueue**: the core API creates the planned outage (``outage.created``), the real
    producer reads the feed, pages the district's subscriptions from the core API (10,000 per
    call) and writes N outbox notices with their dedupe keys and the cursor in one transaction;
-3. **dispatch**: the real outbox worker loop (batch claims, ``--passes`` claim loops,
-   concurrent sends over one keep-alive session) delivers every notice through the real SMS channel
-   (opt-out check, signed API call, segment record) to a local SMS provider running in its own
-   process, which checks every signature and counts receipts.
+3. **dispatch, outbox + HTTP only**: the real outbox worker loop (batch claims, ``--passes``
+   claim loops, concurrent sends over one keep-alive session) delivers all N fresh notices
+   through a channel that only makes the SMS channel's signed API call — the outbox machinery;
+4. **dispatch, SMS channel**: ``--channel-sample K`` of them (0 = all) are sent again through
+   the real SMS channel (opt-out lookup, signed API call, segment record — two database
+   transactions per notice, which makes a full 100,000 run long on a small box).
 
-``--channel-sample K`` sends only the first K notices through the full SMS channel (its
-per-send database work makes a 100,000 run long on a small box); the outbox-only run always
-sends all N. The gateway parts run without the dialogue engine and NLU (no role here). Prints
-notices/s for both phases; the target is ≥ 5,000 notices/s dispatched on PostgreSQL. A second
-dispatch line ("outbox only") replays the same rows through a channel that only makes the
-signed HTTP call, separating the outbox machinery from the SMS channel's own database work.
+The SMS provider runs in its own process, checks every signature and counts receipts. A
+yardstick line gives the rate of the same signed POSTs with no database at all (what this
+box's HTTP client can do). The gateway parts run without the dialogue engine and NLU (no role
+here). Prints notices/s per phase; the target is ≥ 5,000 notices/s dispatched on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -207,52 +207,38 @@ async def run(backend: str, args: argparse.Namespace, provider_url: str, counter
             t_bare = await _bare_http(http, channel, args.subscribers, args.concurrency)
             print(f"[{backend}] yardstick (signed HTTP POSTs only, no database): {args.subscribers / t_bare:,.0f} calls/s", flush=True)
 
-            sample_n = min(queued, args.channel_sample or queued)
-            if sample_n < queued:  # park the rest; the outbox-only run below sends all of them
-                async with sm() as s, s.begin():
-                    first = await s.scalar(select(func.min(OutboxMessage.id)))
-                    await s.execute(update(OutboxMessage).where(OutboxMessage.id >= first + sample_n).values(status="parked"))
-            worker = OutboxWorker(sm, {"sms": channel}, batch_size=args.batch, concurrency=args.concurrency)
-            before = counter.value
-            prof = None
-            if args.profile:
-                import cProfile
-
-                prof = cProfile.Profile()
-                prof.enable()
-            parts = len(sms_mod.split_segments(sample))
-            t_dispatch = await _dispatch(worker, args.passes, counter, sample_n * parts)
-            if prof is not None:
-                prof.disable()
-                prof.dump_stats(f"{args.profile}.{backend}")
-            sent = await _count(sm, OutboxMessage.status == "sent")
-            received = counter.value - before
-            assert sent == sample_n and received == sample_n * parts, (sent, received)
-            print(f"[{backend}] dispatch (SMS channel): {sent:,} notices ({received:,} provider calls) in {t_dispatch:.2f}s"
-                  f" = {sent / t_dispatch:,.0f} notices/s", flush=True)
-
-            # --- the same rows again through an HTTP-only channel ---------------------------
+            # --- dispatch all N fresh rows: outbox worker + signed HTTP call only --------------
             class HttpOnly(sms_mod.SmsChannel):
                 async def send(self, reply: Reply) -> str | None:  # the signed API call, nothing else
                     return await self._post_part(reply.recipient_id, reply.text[:70], uuid.uuid4().hex, 1, 1)
 
-            async with sm() as s, s.begin():
-                await s.execute(update(OutboxMessage).values(status="pending", attempts=0))
             worker2 = OutboxWorker(sm, {"sms": HttpOnly(ctx)}, batch_size=args.batch, concurrency=args.concurrency)
             before = counter.value
-            prof = None
-            if args.profile:
-                import cProfile
-
-                prof = cProfile.Profile()
-                prof.enable()
+            prof = _profile_start(args)
             t_raw = await _dispatch(worker2, args.passes, counter, queued)
-            if prof is not None:
-                prof.disable()
-                prof.dump_stats(f"{args.profile}.{backend}.outbox")
+            _profile_stop(prof, args, f"{backend}.outbox")
             assert await _count(sm, OutboxMessage.status == "sent") == queued == counter.value - before
             print(f"[{backend}] dispatch (outbox + HTTP only): {queued:,} notices in {t_raw:.2f}s"
                   f" = {queued / t_raw:,.0f} notices/s", flush=True)
+
+            # --- the full SMS channel (opt-out check, signed call, segment record) ----------
+            sample_n = min(queued, args.channel_sample or queued)
+            async with sm() as s, s.begin():
+                first = await s.scalar(select(func.min(OutboxMessage.id)))
+                await s.execute(
+                    update(OutboxMessage).where(OutboxMessage.id < first + sample_n).values(status="pending", attempts=0)
+                )
+            worker = OutboxWorker(sm, {"sms": channel}, batch_size=args.batch, concurrency=args.concurrency)
+            before = counter.value
+            parts = len(sms_mod.split_segments(sample))
+            prof = _profile_start(args)
+            t_dispatch = await _dispatch(worker, args.passes, counter, sample_n * parts)
+            _profile_stop(prof, args, backend)
+            sent = await _count(sm, OutboxMessage.status == "sent", OutboxMessage.provider_id.like("smsb_%"))
+            received = counter.value - before
+            assert sent == sample_n and received == sample_n * parts, (sent, received)
+            print(f"[{backend}] dispatch (SMS channel): {sent:,} notices ({received:,} provider calls) in {t_dispatch:.2f}s"
+                  f" = {sent / t_dispatch:,.0f} notices/s", flush=True)
             await core.close()
         await engine.dispose()
         await runner.cleanup()
@@ -266,6 +252,7 @@ async def run(backend: str, args: argparse.Namespace, provider_url: str, counter
 async def _dispatch(worker, passes: int, counter, expected: int) -> float:  # type: ignore[no-untyped-def]
     """Run the worker's own loops until the provider has counted ``expected`` calls."""
     worker.configure(pipelines=passes)
+    worker.stop_grace = 120.0  # the provider counts a call before send() returns: let them all finish
     target = counter.value + expected
     t0 = time.perf_counter()
     await worker.start()
@@ -273,6 +260,22 @@ async def _dispatch(worker, passes: int, counter, expected: int) -> float:  # ty
         await asyncio.sleep(0.01)
     await worker.stop()  # lets the last sends finish and writes their outcomes
     return time.perf_counter() - t0
+
+
+def _profile_start(args):  # type: ignore[no-untyped-def]
+    if not args.profile:
+        return None
+    import cProfile
+
+    prof = cProfile.Profile()
+    prof.enable()
+    return prof
+
+
+def _profile_stop(prof, args, suffix: str) -> None:  # type: ignore[no-untyped-def]
+    if prof is not None:
+        prof.disable()
+        prof.dump_stats(f"{args.profile}.{suffix}")
 
 
 async def _bare_http(http, channel, n: int, concurrency: int) -> float:  # type: ignore[no-untyped-def]
