@@ -6,6 +6,7 @@ PostgreSQL via asyncpg is the scale-out store. Same models, other URL.
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 
 from sqlalchemy import event
@@ -28,6 +29,106 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.close()
 
 
+class _OneHopCursor:
+    """Cursor for SQLAlchemy's aiosqlite adapter that runs a statement in ONE trip to the
+    driver's thread (cursor + execute + fetchall + close), where the stock adapter makes
+    four. Each trip waits for an event-loop iteration while the single connection stays
+    checked out, so under load the trips, not SQLite, bound the throughput."""
+
+    server_side = False
+
+    def __init__(self, adapt_connection) -> None:  # type: ignore[no-untyped-def]
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection  # aiosqlite.Connection
+        self.await_ = adapt_connection.await_
+        self.arraysize = 1
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+        self.description = None
+        self._rows: deque = deque()
+
+    async def _async_soft_close(self) -> None:
+        return
+
+    def close(self) -> None:
+        self._rows.clear()
+
+    def _run(self, many: bool, operation, parameters):  # type: ignore[no-untyped-def]
+        raw = self._connection._conn  # the sqlite3 connection, used only on the driver's thread
+
+        def work():  # type: ignore[no-untyped-def]
+            cur = raw.cursor()
+            try:
+                if many:
+                    cur.executemany(operation, parameters)
+                elif parameters is None:
+                    cur.execute(operation)
+                else:
+                    cur.execute(operation, parameters)
+                desc = cur.description
+                return desc, (cur.fetchall() if desc else None), cur.lastrowid, cur.rowcount
+            finally:
+                cur.close()
+
+        try:
+            desc, rows, lastrowid, rowcount = self.await_(self._connection._execute(work))
+        except Exception as error:  # noqa: BLE001 - mapped to SQLAlchemy's DBAPI errors
+            self._adapt_connection._handle_exception(error)
+        if desc:
+            self.description = desc
+            self.lastrowid = self.rowcount = -1
+            self._rows = deque(rows)
+        else:
+            self.description = None
+            self.lastrowid = lastrowid
+            self.rowcount = rowcount
+
+    def execute(self, operation, parameters=None):  # type: ignore[no-untyped-def]
+        self._run(False, operation, parameters)
+
+    def executemany(self, operation, seq_of_parameters):  # type: ignore[no-untyped-def]
+        self._run(True, operation, seq_of_parameters)
+
+    def setinputsizes(self, *inputsizes) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        while self._rows:
+            yield self._rows.popleft()
+
+    def fetchone(self):  # type: ignore[no-untyped-def]
+        return self._rows.popleft() if self._rows else None
+
+    def fetchmany(self, size=None):  # type: ignore[no-untyped-def]
+        rr = self._rows
+        return [rr.popleft() for _ in range(min(size or self.arraysize, len(rr)))]
+
+    def fetchall(self):  # type: ignore[no-untyped-def]
+        retval = list(self._rows)
+        self._rows.clear()
+        return retval
+
+
+def _one_hop_cursors(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    """Give this adapted aiosqlite connection the one-trip cursor (when the driver internals
+    it relies on are there; otherwise the stock cursor stays)."""
+    inner = getattr(dbapi_conn, "_connection", None)
+    if not (hasattr(inner, "_execute") and hasattr(inner, "_conn")):
+        return
+    base = type(dbapi_conn)
+    fast = _FAST_CLASSES.get(base)
+    if fast is None:
+
+        def cursor(self, server_side: bool = False):  # type: ignore[no-untyped-def]
+            return base.cursor(self, server_side) if server_side else _OneHopCursor(self)
+
+        fast = _FAST_CLASSES[base] = type(f"OneHop{base.__name__}", (base,), {"__slots__": (), "cursor": cursor})
+    dbapi_conn.__class__ = fast
+
+
+_FAST_CLASSES: dict[type, type] = {}
+
+
 def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
     # BEGIN IMMEDIATE takes the write lock up front. A deferred transaction that reads and
     # then writes fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT) when another
@@ -45,9 +146,13 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: 
         # single connection is far faster than many connections fighting over the file lock
         # (SQLite's busy handler sleeps up to 100 ms per retry). Code must therefore never
         # open a second session while holding one.
+        # No reset-on-return: sessions and connections end their own transactions, and the
+        # extra ROLLBACK would keep the one connection checked out for another loop trip.
         engine = create_async_engine(
-            url, echo=echo, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
+            url, echo=echo, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60,
+            pool_reset_on_return=None,
         )
+        event.listen(engine.sync_engine, "connect", _one_hop_cursors)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
