@@ -3,22 +3,38 @@
 A message is committed to ``inbound_messages`` before anything else happens, so a crash or a
 core outage leaves it waiting, not lost; the recovery loop picks up whatever is still
 ``received``. Messages of one conversation are processed strictly in arrival order.
+
+Hot-path economy (each transaction on the single SQLite connection, or a pooled PostgreSQL
+connection, is the scarce resource):
+
+- inbound rows of concurrent requests are inserted by one group-commit writer (one multi-row
+  ``INSERT .. ON CONFLICT DO NOTHING RETURNING``); duplicates are the keys that did not return;
+- in one process without leases (SQLite) the pipeline remembers, per conversation, which of
+  its own rows still wait; when it knows the conversation has no other backlog it processes
+  the row it just inserted without selecting it again (``_ConvState``);
+- with leases (PostgreSQL), taking the lease and selecting the oldest waiting row is one
+  transaction, and the reply transaction also selects the next row and, when there is none,
+  releases the lease;
+- replies are inserted with one statement; inline deliveries are marked by a group-commit
+  writer too; the outbox worker is woken only for rows that are due now;
+- at most ``max_active`` conversations run the dialogue at the same time per process, so a
+  burst queues in memory instead of exhausting the connection pool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import os
 import uuid
-from collections import defaultdict
-from contextlib import asynccontextmanager
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import outbox
@@ -33,6 +49,8 @@ RECOVERY_INTERVAL = 2.0
 RECOVERY_MIN_AGE = timedelta(seconds=5)
 LEASE_TTL = timedelta(seconds=60)
 LEASE_WAIT_SECONDS = 30.0
+INSERT_CHUNK = 500
+MAX_REMEMBERED_CONVERSATIONS = 50_000
 
 BUSY_TEXT = {
     "zh": "系统繁忙，您的消息已收到并排队处理，恢复后我们会第一时间回复您。如遇停电、电线断落等紧急情况，请远离危险并拨打95598。",
@@ -43,6 +61,33 @@ BUSY_TEXT = {
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def dialect_insert(session: AsyncSession, table: Any) -> Any:
+    """``INSERT`` with ``ON CONFLICT`` support for the session's backend (SQLite / PostgreSQL)."""
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as ins
+    else:
+        from sqlalchemy.dialects.sqlite import insert as ins
+    return ins(table)
+
+
+_INSERT_STMTS: dict[tuple[str, str], Any] = {}
+
+
+def _insert_stmt(session: AsyncSession, table: Any) -> Any:
+    """``INSERT .. ON CONFLICT (channel, dedupe_key) DO NOTHING RETURNING id, channel, dedupe_key``,
+    built once per backend and table and executed with a list of rows ("insertmanyvalues":
+    one compiled statement from the cache, batched VALUES, duplicates simply not returned)."""
+    key = (session.bind.dialect.name, table.name)
+    stmt = _INSERT_STMTS.get(key)
+    if stmt is None:
+        stmt = _INSERT_STMTS[key] = (
+            dialect_insert(session, table)
+            .on_conflict_do_nothing(index_elements=["channel", "dedupe_key"])
+            .returning(table.c.id, table.c.channel, table.c.dedupe_key)
+        )
+    return stmt
 
 
 class DialogueHandler(Protocol):
@@ -64,6 +109,49 @@ class ConversationLocks:
     def __call__(self, conversation_id: str) -> asyncio.Lock:
         return self._locks[conversation_id]
 
+    def discard(self, conversation_id: str) -> None:
+        lock = self._locks.get(conversation_id)
+        if lock is not None and not lock.locked() and not getattr(lock, "_waiters", None):
+            del self._locks[conversation_id]
+
+
+@dataclass
+class _Row:
+    """An inbound row as this process inserted it (same attributes as ``InboundMessage``)."""
+
+    id: int
+    channel: str
+    dedupe_key: str
+    sender_id: str
+    conversation_id: str
+    kind: str
+    text: str
+    payload: dict[str, Any]
+    attempts: int
+    next_attempt_at: datetime
+    received_at: datetime
+
+
+@dataclass
+class _ConvState:
+    """What this process knows about one conversation's waiting rows (single-process mode).
+
+    ``clean``: no row of the conversation is waiting except those in ``pending`` (rows this
+    process inserted); learnt when a select found nothing, lost on any postponement.
+    ``inflight``: inserts started but not yet registered — while > 0 the order is not known
+    locally and the drain selects from the store.
+    """
+
+    pending: list[int] = field(default_factory=list)
+    rows: dict[int, _Row] = field(default_factory=dict)
+    inflight: int = 0
+    clean: bool = False
+    last_done: int = 0
+
+    @property
+    def idle(self) -> bool:
+        return not self.pending and self.inflight == 0
+
 
 class Pipeline:
     def __init__(
@@ -75,6 +163,7 @@ class Pipeline:
         on_enqueued: Callable[[], None] | None = None,
         inline_grace: float = 10.0,
         cross_process: bool | None = None,
+        max_active: int | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.handler = handler
@@ -83,12 +172,41 @@ class Pipeline:
         self.inline_grace = inline_grace
         self.locks = ConversationLocks()
         # Several gateway processes on one database: a conversation is owned by one at a time.
-        dialect = sessionmaker.kw["bind"].dialect.name if sessionmaker.kw.get("bind") is not None else ""
+        bind = sessionmaker.kw.get("bind")
+        dialect = bind.dialect.name if bind is not None else ""
         self.cross_process = cross_process if cross_process is not None else dialect == "postgresql"
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        if max_active is None:
+            max_active = _default_max_active(bind)
+        self.max_active = max(1, max_active)
+        self._active = asyncio.Semaphore(self.max_active)
         self._waiters: dict[int, asyncio.Future[list[tuple[int, Reply]]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._recovery: asyncio.Task[None] | None = None
+        self._convs: OrderedDict[str, _ConvState] = OrderedDict()
+        # group-commit queues: (values, future) for inbound inserts, (ids, future) for inline marks
+        self._insert_q: list[tuple[dict[str, Any], asyncio.Future[int | None], asyncio.Future[Any] | None]] = []
+        self._insert_task: asyncio.Task[None] | None = None
+        self._mark_q: list[tuple[list[int], asyncio.Future[bool]]] = []
+        self._mark_task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ local knowledge
+    def _conv(self, conversation_id: str) -> _ConvState:
+        st = self._convs.get(conversation_id)
+        if st is None:
+            st = self._convs[conversation_id] = _ConvState()
+            if len(self._convs) > MAX_REMEMBERED_CONVERSATIONS:
+                self._forget_some()
+        else:
+            self._convs.move_to_end(conversation_id)
+        return st
+
+    def _forget_some(self) -> None:
+        for cid in list(self._convs)[: len(self._convs) // 10]:
+            st = self._convs[cid]
+            if st.idle and not self.locks(cid).locked():
+                del self._convs[cid]
+                self.locks.discard(cid)
 
     # ------------------------------------------------------------------ receive
     async def receive(self, message: Message, *, wait: float | None = None) -> Receipt:
@@ -96,7 +214,7 @@ class Pipeline:
 
         Replies not returned inline are delivered by the outbox after ``inline_grace``.
         """
-        row = InboundMessage(
+        values = dict(
             channel=message.channel,
             dedupe_key=message.message_id,
             sender_id=message.sender_id,
@@ -109,16 +227,22 @@ class Pipeline:
             next_attempt_at=utcnow(),
             received_at=message.received_at,
         )
-        try:
-            async with self.sessionmaker() as session, session.begin():
-                session.add(row)
-        except IntegrityError:
+        loop = asyncio.get_running_loop()
+        inserted: asyncio.Future[int | None] = loop.create_future()
+        # no waiter when the channel will not wait: its replies are due at once (no inline grace)
+        fut: asyncio.Future[list[tuple[int, Reply]]] | None = (
+            loop.create_future() if wait is None or wait > 0 else None
+        )
+        self._conv(message.conversation_id).inflight += 1
+        self._insert_q.append((values, inserted, fut))
+        if self._insert_task is None or self._insert_task.done():
+            self._insert_task = asyncio.ensure_future(self._insert_loop())
+        inbound_id = await asyncio.shield(inserted)
+        if inbound_id is None:
             log.info("duplicate inbound channel=%s message_id=%s", message.channel, message.message_id)
             return Receipt(duplicate=True, replies=None)
-        inbound_id = row.id
-        fut: asyncio.Future[list[tuple[int, Reply]]] = asyncio.get_running_loop().create_future()
-        self._waiters[inbound_id] = fut
-        self._spawn(self.drain(message.conversation_id))
+        if fut is None:
+            return Receipt(duplicate=False, replies=None)
         try:
             done = await self._await_result(inbound_id, fut, wait)
         finally:
@@ -127,6 +251,80 @@ class Pipeline:
             return Receipt(duplicate=False, replies=None)
         return Receipt(duplicate=False, replies=[r for _, r in done], outbox_ids=[i for i, _ in done])
 
+    async def _insert_loop(self) -> None:
+        """Group commit of inbound rows: everything queued while a batch was written goes next."""
+        while self._insert_q:
+            batch, self._insert_q = self._insert_q[:INSERT_CHUNK], self._insert_q[INSERT_CHUNK:]
+            # conversations this process knows nothing waiting for: learn in the same transaction
+            # whether the store has older rows of theirs (a crash, another run) or only the new ones
+            probe = set()
+            if not self.cross_process:
+                for values, _, _ in batch:
+                    st = self._conv(values["conversation_id"])
+                    if not st.clean and not st.pending:
+                        probe.add(values["conversation_id"])
+            try:
+                ids, clean = await self._insert_batch([v for v, _, _ in batch], probe)
+            except BaseException as exc:  # noqa: BLE001 - every caller hears about it
+                for values, inserted, _ in batch:
+                    self._conv(values["conversation_id"]).inflight -= 1
+                    if not inserted.done():
+                        if isinstance(exc, asyncio.CancelledError):
+                            inserted.cancel()
+                        else:
+                            inserted.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for cid in clean:
+                self._conv(cid).clean = True
+            for (values, inserted, fut), inbound_id in zip(batch, ids):
+                cid = values["conversation_id"]
+                st = self._conv(cid)
+                st.inflight -= 1
+                if inbound_id is not None:
+                    if fut is not None:
+                        self._waiters[inbound_id] = fut
+                    if not self.cross_process:
+                        bisect.insort(st.pending, inbound_id)
+                        st.rows[inbound_id] = _Row(id=inbound_id, **{k: values[k] for k in _ROW_FIELDS})
+                    self._spawn(self.drain(cid))
+                if not inserted.done():
+                    inserted.set_result(inbound_id)
+
+    async def _insert_batch(self, rows: list[dict[str, Any]], probe: set[str]) -> tuple[list[int | None], set[str]]:
+        """Insert rows in one statement; ``None`` for a duplicate (also within the batch).
+
+        Also returns the conversations of ``probe`` whose only waiting rows are the new ones."""
+        out: list[int | None] = [None] * len(rows)
+        first: dict[tuple[str, str], int] = {}
+        unique: list[dict[str, Any]] = []
+        for n, values in enumerate(rows):
+            key = (values["channel"], values["dedupe_key"])
+            if key not in first:
+                first[key] = n
+                unique.append(values)
+        table = InboundMessage.__table__
+        waiting: dict[str, int] = {}
+        async with self.sessionmaker() as session, session.begin():
+            got = (await session.execute(_insert_stmt(session, table), unique)).all()
+            if probe:
+                waiting = dict(
+                    (
+                        await session.execute(
+                            select(table.c.conversation_id, func.count())
+                            .where(table.c.conversation_id.in_(sorted(probe)), table.c.status == "received")
+                            .group_by(table.c.conversation_id)
+                        )
+                    ).all()
+                )
+        new: dict[str, int] = defaultdict(int)
+        for row_id, channel, key in got:
+            n = first[(channel, key)]
+            out[n] = row_id
+            new[rows[n]["conversation_id"]] += 1
+        return out, {cid for cid in probe if new.get(cid, 0) and waiting.get(cid, 0) == new[cid]}
+
     async def _await_result(
         self, inbound_id: int, fut: asyncio.Future[list[tuple[int, Reply]]], wait: float | None
     ) -> list[tuple[int, Reply]] | None:
@@ -134,6 +332,8 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         deadline = None if wait is None else loop.time() + wait
         while True:
+            if fut.done():
+                return fut.result()
             slice_ = 0.5 if self.cross_process else None
             if deadline is not None:
                 remaining = deadline - loop.time()
@@ -143,6 +343,8 @@ class Pipeline:
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), timeout=slice_)
             except asyncio.TimeoutError:
+                if fut.done():
+                    return fut.result()
                 if self.cross_process:
                     found = await self._result_from_store(inbound_id)
                     if found is not None:
@@ -166,16 +368,41 @@ class Pipeline:
         return [(r.id, Reply.from_dict(r.payload)) for r in rows]
 
     async def mark_delivered_inline(self, outbox_ids: list[int]) -> bool:
-        """The channel returned these replies in its HTTP answer: the outbox must not send them."""
+        """The channel returned these replies in its HTTP answer: the outbox must not send them.
+
+        Marks of concurrent requests are written together (one UPDATE per group)."""
         if not outbox_ids:
             return True
-        async with self.sessionmaker() as session, session.begin():
-            res = await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_(outbox_ids), OutboxMessage.status == "pending")
-                .values(status="sent", sent_at=utcnow(), provider_id="inline")
-            )
-        return res.rowcount == len(outbox_ids)
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._mark_q.append((list(outbox_ids), fut))
+        if self._mark_task is None or self._mark_task.done():
+            self._mark_task = asyncio.ensure_future(self._mark_loop())
+        return await asyncio.shield(fut)
+
+    async def _mark_loop(self) -> None:
+        while self._mark_q:
+            batch, self._mark_q = self._mark_q[:INSERT_CHUNK], self._mark_q[INSERT_CHUNK:]
+            ids = [i for group, _ in batch for i in group]
+            try:
+                async with self.sessionmaker() as session, session.begin():
+                    res = await session.execute(
+                        update(OutboxMessage)
+                        .where(OutboxMessage.id.in_(ids), OutboxMessage.status == "pending")
+                        .values(status="sent", sent_at=utcnow(), provider_id="inline")
+                        .returning(OutboxMessage.id)
+                        .execution_options(synchronize_session=False)
+                    )
+                    won = set(res.scalars())
+            except BaseException as exc:  # noqa: BLE001
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for group, fut in batch:
+                if not fut.done():
+                    fut.set_result(all(i in won for i in group))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -183,74 +410,107 @@ class Pipeline:
         task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------------ processing
-    @asynccontextmanager
-    async def _lease(self, conversation_id: str):  # type: ignore[no-untyped-def]
-        """Hold the cross-process lease of a conversation (no-op for a single process)."""
-        if not self.cross_process:
-            yield True
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + LEASE_WAIT_SECONDS
-        delay = 0.02
-        while not await self._try_lease(conversation_id):
-            if loop.time() > deadline:
-                yield False  # the recovery loop will come back for it
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
-        try:
-            yield True
-        finally:
-            async with self.sessionmaker() as session, session.begin():
-                await session.execute(
-                    delete(ConversationLease).where(
-                        ConversationLease.conversation_id == conversation_id, ConversationLease.owner == self.owner
-                    )
-                )
-
-    async def _try_lease(self, conversation_id: str) -> bool:
-        now = utcnow()
-        try:
-            async with self.sessionmaker() as session, session.begin():
-                session.add(
-                    ConversationLease(conversation_id=conversation_id, owner=self.owner, expires_at=now + LEASE_TTL)
-                )
-            return True
-        except IntegrityError:
-            pass
-        async with self.sessionmaker() as session, session.begin():
-            res = await session.execute(
-                update(ConversationLease)
-                .where(ConversationLease.conversation_id == conversation_id, ConversationLease.expires_at < now)
-                .values(owner=self.owner, expires_at=now + LEASE_TTL)
-            )
-        return res.rowcount == 1
-
     async def drain(self, conversation_id: str) -> None:
         """Process every waiting message of one conversation, oldest first."""
-        async with self.locks(conversation_id), self._lease(conversation_id) as owned:
-            while owned:
-                async with self.sessionmaker() as session:
-                    row = (
-                        await session.execute(
-                            select(InboundMessage)
-                            .where(
-                                InboundMessage.conversation_id == conversation_id,
-                                InboundMessage.status == "received",
-                            )
-                            .order_by(InboundMessage.id)
-                            .limit(1)
-                        )
-                    ).scalar_one_or_none()
+        if self.cross_process:
+            await self._drain_shared(conversation_id)
+            return
+        async with self.locks(conversation_id):
+            st = self._conv(conversation_id)
+            while True:
+                row: Any = None
+                if st.clean and st.inflight == 0:
+                    while st.pending and st.pending[0] <= st.last_done:
+                        st.rows.pop(st.pending.pop(0), None)
+                    if not st.pending:
+                        return
+                    row = st.rows.get(st.pending[0])
                 if row is None:
-                    return
-                if row.next_attempt_at and outbox.as_aware(row.next_attempt_at) > utcnow():
-                    return  # the oldest is backing off; later ones must wait for it (ordering)
-                ok = await self._process_one(row)
+                    row = await self._oldest(conversation_id)
+                    if row is None:
+                        st.clean = True
+                        return
+                    if row.next_attempt_at and outbox.as_aware(row.next_attempt_at) > utcnow():
+                        st.clean = False
+                        return  # the oldest is backing off; later ones must wait for it (ordering)
+                ok, _ = await self._process_one(row)
                 if not ok:
+                    st.clean = False
                     return
 
-    async def _process_one(self, row: InboundMessage) -> bool:
+    async def _oldest(self, conversation_id: str) -> InboundMessage | None:
+        async with self.sessionmaker() as session:
+            return (await session.execute(self._oldest_stmt(conversation_id))).scalar_one_or_none()
+
+    @staticmethod
+    def _oldest_stmt(conversation_id: str):  # type: ignore[no-untyped-def]
+        return (
+            select(InboundMessage)
+            .where(InboundMessage.conversation_id == conversation_id, InboundMessage.status == "received")
+            .order_by(InboundMessage.id)
+            .limit(1)
+        )
+
+    async def _drain_shared(self, conversation_id: str) -> None:
+        """Drain under the cross-process lease (PostgreSQL: several gateway processes)."""
+        async with self.locks(conversation_id):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + LEASE_WAIT_SECONDS
+            delay = 0.02
+            while True:
+                owned, row = await self._lease_and_oldest(conversation_id)
+                if owned:
+                    break
+                if loop.time() > deadline:
+                    return  # the recovery loop will come back for it
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+            held = row is not None  # with nothing to do the lease was released in the same transaction
+            try:
+                while row is not None:
+                    if row.next_attempt_at and outbox.as_aware(row.next_attempt_at) > utcnow():
+                        return  # the oldest is backing off; later ones must wait for it (ordering)
+                    ok, row = await self._process_one(row, shared=True)
+                    if not ok:
+                        return
+                    held = row is not None
+            finally:
+                if held:
+                    await self._release(conversation_id)
+
+    async def _lease_and_oldest(self, conversation_id: str) -> tuple[bool, InboundMessage | None]:
+        """Take (or take over an expired) lease and select the oldest waiting row: one transaction."""
+        now = utcnow()
+        table = ConversationLease.__table__
+        async with self.sessionmaker() as session, session.begin():
+            stmt = dialect_insert(session, table).values(
+                conversation_id=conversation_id, owner=self.owner, expires_at=now + LEASE_TTL
+            )
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["conversation_id"],
+                set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
+                where=or_(table.c.expires_at < now, table.c.owner == self.owner),
+            ).returning(table.c.owner)
+            if (await session.execute(stmt)).first() is None:
+                return False, None
+            row = (await session.execute(self._oldest_stmt(conversation_id))).scalar_one_or_none()
+            if row is None:
+                await session.execute(self._release_stmt(conversation_id))
+            return True, row
+
+    def _release_stmt(self, conversation_id: str):  # type: ignore[no-untyped-def]
+        return delete(ConversationLease).where(
+            ConversationLease.conversation_id == conversation_id, ConversationLease.owner == self.owner
+        )
+
+    async def _release(self, conversation_id: str) -> None:
+        async with self.sessionmaker() as session, session.begin():
+            await session.execute(self._release_stmt(conversation_id))
+
+    async def _process_one(self, row: Any, *, shared: bool = False) -> tuple[bool, InboundMessage | None]:
+        """Run the dialogue on one row and write its replies. With ``shared`` (lease held) the
+        reply transaction also selects the conversation's next row and, when there is none,
+        releases the lease; returns (processed, next row)."""
         message = Message(
             channel=row.channel,
             sender_id=row.sender_id,
@@ -260,43 +520,86 @@ class Pipeline:
             metadata=row.payload or {},
             received_at=outbox.as_aware(row.received_at),
         )
-        try:
-            replies = await self.handler.handle(message)
-        except self.transient_errors as exc:
-            await self._postpone(row, message, exc, busy=True)
-            return False
-        except Exception as exc:  # noqa: BLE001
-            log.exception("handler failed on inbound_id=%s", row.id)
-            await self._postpone(row, message, exc, busy=row.attempts == 0)
-            return False
-        queued: list[tuple[int, Reply]] = []
-        async with self.sessionmaker() as session, session.begin():
-            for n, reply in enumerate(replies):
-                oid = await outbox.enqueue(
-                    session,
-                    reply,
-                    conversation_id=message.conversation_id,
-                    dedupe_key=f"in:{row.id}:{n}",
-                    delay=self.inline_grace if row.id in self._waiters else 0.0,
+        async with self._active:
+            try:
+                replies = await self.handler.handle(message)
+            except self.transient_errors as exc:
+                await self._postpone(row, message, exc, busy=True)
+                return False, None
+            except Exception as exc:  # noqa: BLE001
+                log.exception("handler failed on inbound_id=%s", row.id)
+                await self._postpone(row, message, exc, busy=row.attempts == 0)
+                return False, None
+            waiting = row.id in self._waiters
+            nxt = None
+            async with self.sessionmaker() as session, session.begin():
+                queued = await self._enqueue_replies(
+                    session, replies, row.id, message.conversation_id, delay=self.inline_grace if waiting else 0.0
                 )
-                if oid is not None:
-                    queued.append((oid, reply))
-            await session.execute(
-                update(InboundMessage)
-                .where(InboundMessage.id == row.id)
-                .values(status="done", processed_at=utcnow(), attempts=row.attempts + 1, error=None)
-            )
-        self.on_enqueued()
+                await session.execute(
+                    update(InboundMessage)
+                    .where(InboundMessage.id == row.id)
+                    .values(status="done", processed_at=utcnow(), attempts=row.attempts + 1, error=None)
+                    .execution_options(synchronize_session=False)
+                )
+                if shared:
+                    nxt = (await session.execute(self._oldest_stmt(message.conversation_id))).scalar_one_or_none()
+                    if nxt is None:
+                        await session.execute(self._release_stmt(message.conversation_id))
+        self._done(row)
+        if queued and not waiting:
+            self.on_enqueued()  # due now: wake the worker (inline candidates wait for the grace period)
         fut = self._waiters.get(row.id)
         if fut is not None and not fut.done():
             fut.set_result(queued)
-        return True
+        return True, nxt
 
-    async def _postpone(self, row: InboundMessage, message: Message, exc: BaseException, *, busy: bool) -> None:
+    def _done(self, row: Any) -> None:
+        if self.cross_process:
+            return
+        st = self._conv(row.conversation_id)
+        st.last_done = max(st.last_done, row.id)
+        st.rows.pop(row.id, None)
+        i = bisect.bisect_left(st.pending, row.id)
+        if i < len(st.pending) and st.pending[i] == row.id:
+            st.pending.pop(i)
+
+    @staticmethod
+    async def _enqueue_replies(
+        session: AsyncSession, replies: list[Reply], inbound_id: int, conversation_id: str, *, delay: float
+    ) -> list[tuple[int, Reply]]:
+        """All replies of one message in one INSERT; a dedupe key already present (a replay
+        after a crash between the reply and the status update) is skipped like ``enqueue``."""
+        if not replies:
+            return []
+        now = utcnow()
+        keys = [f"in:{inbound_id}:{n}" for n in range(len(replies))]
+        table = OutboxMessage.__table__
+        values = [
+            {
+                "channel": r.channel,
+                "recipient_id": r.recipient_id,
+                "conversation_id": conversation_id,
+                "kind": "reply",
+                "payload": r.to_dict(),
+                "dedupe_key": key,
+                "urgent": r.urgent,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now + timedelta(seconds=delay),
+                "created_at": now,
+            }
+            for r, key in zip(replies, keys)
+        ]
+        got = {(ch, key): oid for oid, ch, key in (await session.execute(_insert_stmt(session, table), values)).all()}
+        return [(got[(r.channel, key)], r) for r, key in zip(replies, keys) if (r.channel, key) in got]
+
+    async def _postpone(self, row: Any, message: Message, exc: BaseException, *, busy: bool) -> None:
         attempts = row.attempts + 1
         failed = attempts >= MAX_PROCESS_ATTEMPTS
         log.warning("inbound_id=%s postponed attempt=%s: %s", row.id, attempts, type(exc).__name__)
         queued: list[tuple[int, Reply]] = []
+        waiting = row.id in self._waiters
         async with self.sessionmaker() as session, session.begin():
             if busy and row.attempts == 0:
                 lang = detect_language(message.text)
@@ -306,7 +609,7 @@ class Pipeline:
                     notice,
                     conversation_id=message.conversation_id,
                     dedupe_key=f"busy:{row.id}",
-                    delay=self.inline_grace if row.id in self._waiters else 0.0,
+                    delay=self.inline_grace if waiting else 0.0,
                 )
                 if oid is not None:
                     queued.append((oid, notice))
@@ -319,8 +622,14 @@ class Pipeline:
                     error=f"{type(exc).__name__}: {exc}"[:2000],
                     next_attempt_at=utcnow() + outbox.backoff(min(attempts, 5)),
                 )
+                .execution_options(synchronize_session=False)
             )
-        self.on_enqueued()
+        if failed:
+            self._done(row)
+        elif isinstance(row, _Row):
+            row.attempts = attempts  # the local copy follows the store
+        if queued and not waiting:
+            self.on_enqueued()
         fut = self._waiters.get(row.id)
         if fut is not None and not fut.done():
             fut.set_result(queued)  # the customer hears "busy" now; the real answer follows
@@ -344,6 +653,8 @@ class Pipeline:
             ).scalars().all()
         for cid in ids:
             if not self.locks(cid).locked():
+                if not self.cross_process:
+                    self._conv(cid).clean = False  # the store knows better: select from it
                 self._spawn(self.drain(cid))
         return len(ids)
 
@@ -365,4 +676,25 @@ class Pipeline:
             self._recovery.cancel()
         for t in list(self._tasks):
             t.cancel()
-        await asyncio.gather(*self._tasks, *( [self._recovery] if self._recovery else []), return_exceptions=True)
+        extra = [t for t in (self._recovery, self._insert_task, self._mark_task) if t is not None]
+        await asyncio.gather(*self._tasks, *extra, return_exceptions=True)
+
+
+_ROW_FIELDS = ("channel", "dedupe_key", "sender_id", "conversation_id", "kind", "text", "payload", "attempts",
+               "next_attempt_at", "received_at")
+
+
+def _default_max_active(bind: Any) -> int:
+    """Conversations running the dialogue at once: the pool minus room for the other writers
+    (inbound inserts, inline marks, outbox, console); SQLite's one connection is shared by
+    turns that mostly wait on the core, so a few more than one."""
+    if bind is None:
+        return 16
+    if bind.dialect.name == "sqlite":
+        return 16
+    pool = bind.pool
+    try:
+        size = pool.size() + max(0, getattr(pool, "_max_overflow", 0))
+    except Exception:  # noqa: BLE001
+        return 16
+    return max(2, size - 4)
