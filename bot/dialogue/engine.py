@@ -23,7 +23,7 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -116,6 +116,19 @@ def local(dt: datetime | None) -> str:
     return dt.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M")
 
 
+@dataclass
+class TurnOutcome:
+    """Result of :meth:`DialogueEngine.handle_turn`."""
+
+    replies: list[Reply]
+    handoff_before: Any = None  # the handoff active when the turn began (then the bot stayed quiet)
+    handoff_opened: Any = None  # the handoff this turn requested
+    early: bool = False  # a ``pre_turn`` hook answered; the engine did not run
+
+
+PreTurn = Callable[[AsyncSession, Message, Any], Awaitable["list[Reply] | None"]]
+
+
 class Stop(Exception):
     """A flow asked the customer something (or finished early): end the turn here."""
 
@@ -179,23 +192,37 @@ class DialogueEngine:
         }
 
     # ================================================================== entry point
-    async def handle(self, message: Message) -> list[Reply]:
+    async def handle(self, message: Message, *, pre_turn: PreTurn | None = None) -> list[Reply]:
+        return (await self.handle_turn(message, pre_turn=pre_turn)).replies
+
+    async def handle_turn(self, message: Message, *, pre_turn: PreTurn | None = None) -> TurnOutcome:
+        """One turn, with what a wrapper (the agent console) needs to know about it.
+
+        ``pre_turn(session, message, active_handoff)`` runs inside the transaction that loads
+        the tracker (so a wrapper's own checks cost no extra transaction); when it returns
+        replies the turn ends there with those replies (``early``)."""
         cid = message.conversation_id
         text = (message.text or "").strip()
         parse = self._parse(text)
         lang = parse.get("language") or detect_language(text)
         if lang not in ("zh", "en"):
             lang = "zh"
-        async with self.sessionmaker() as session:
+        async with self.sessionmaker() as session, session.begin():
             conv = await session.get(Conversation, cid)
             active = await ho.get_active_handoff(session, cid)
+            if pre_turn is not None:
+                early = await pre_turn(session, message, active)
+                if early is not None:
+                    return TurnOutcome(replies=list(early), handoff_before=active, early=True)
             state = json.loads(json.dumps(conv.state)) if conv else {}
             customer_id = conv.customer_id if conv else None
+            version = conv.version if conv else 0
             authorized = await self._authorized(session, customer_id) if customer_id else set()
         if not re.search(r"[A-Za-z\u4e00-\u9fff]", re.sub(r"^/[a-z_]+", "", text)):
             lang = (state.get("slots") or {}).get("language") or lang  # digits/buttons keep the language
         if active is not None:
-            return await self._handoff_turn(message, parse, lang, state, active.id)
+            replies = await self._handoff_turn(message, parse, lang, state, active.id)
+            return TurnOutcome(replies=replies, handoff_before=active)
         new_identity: tuple[list[Account], str] | None = None
         if conv is None or customer_id is None:
             new_identity = await self._known_accounts(message)
@@ -217,12 +244,12 @@ class DialogueEngine:
             await self.policy(turn)
         except Stop:
             pass
-        await self._persist(turn, conv is None, new_identity)
+        opened = await self._persist(turn, conv is None, new_identity, known=(customer_id, version))
         log.info(
             "turn conv=%s intent=%s conf=%.2f replies=%d text=%s",
             mask_text(cid), turn.intent, turn.confidence, len(turn.replies), mask_text(text[:80]),
         )
-        return turn.replies
+        return TurnOutcome(replies=turn.replies, handoff_opened=opened)
 
     def _parse(self, text: str) -> dict[str, Any]:
         m = re.match(r"^/([a-z_]+)(\{.*\})?$", text)
@@ -266,9 +293,30 @@ class DialogueEngine:
         return turn.accounts_cache[number]
 
     # ================================================================== persistence
-    async def _persist(self, turn: Turn, is_new: bool, new_identity: tuple[list[Account], str] | None) -> None:
+    async def _persist(
+        self, turn: Turn, is_new: bool, new_identity: tuple[list[Account], str] | None,
+        *, known: tuple[int | None, int] = (None, 0),
+    ) -> ho.Handoff | None:
+        """Write the turn: state, events (one multi-row insert), identity, handoff. Returns the
+        handoff this turn opened, if any.
+
+        The common turn (a known conversation and customer, nothing new to link) updates the
+        tracker row directly instead of loading it again; anything else takes the full path."""
         msg = turn.message
         cid = turn.conversation_id
+        customer_id, version = known
+        if not is_new and customer_id is not None and not turn.new_accounts and turn.verify_result is None:
+            async with self.sessionmaker() as session, session.begin():
+                res = await session.execute(
+                    update(Conversation)
+                    .where(Conversation.id == cid, Conversation.customer_id == customer_id)
+                    .values(state=turn.state, version=Conversation.version + 1, updated_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+                if res.rowcount == 1:
+                    await self._insert_events(session, turn)
+                    return await self._open_handoff(session, turn)
+                await session.rollback()  # changed under us (an agent tool?): full path below
         for attempt in range(3):
             try:
                 async with self.sessionmaker() as session, session.begin():
@@ -289,23 +337,36 @@ class DialogueEngine:
                     conv.state = turn.state
                     conv.version = (conv.version or 0) + 1
                     conv.updated_at = utcnow()
-                    slots = dict(turn.slots)
-                    session.add(Event(conversation_id=cid, type="user", name=turn.intent, text=msg.text,
-                                      message_id=msg.message_id, data={"parse": _slim(turn.parse), "slots": slots}))
-                    for name, value in turn.slot_events:
-                        session.add(Event(conversation_id=cid, type="slot", name=name, data={"value": value}))
-                    for name, data in turn.actions:
-                        session.add(Event(conversation_id=cid, type="action", name=name, data=data))
-                    for r in turn.replies:
-                        session.add(Event(conversation_id=cid, type="bot", text=r.text,
-                                          data={"buttons": [b.payload for b in r.buttons], "kind": r.kind}))
-                    if turn.handoff is not None:
-                        reason, priority, summary = turn.handoff
-                        await ho.request_handoff(session, cid, reason, priority, summary=summary)
-                return
+                    await session.flush()
+                    await self._insert_events(session, turn)
+                    return await self._open_handoff(session, turn)
             except IntegrityError:
                 if attempt == 2:
                     raise
+        return None
+
+    @staticmethod
+    async def _insert_events(session: AsyncSession, turn: Turn) -> None:
+        """The turn's events, in order, with one executemany INSERT."""
+        msg, cid, now = turn.message, turn.conversation_id, utcnow()
+        rows: list[dict[str, Any]] = [
+            {"type": "user", "name": turn.intent, "text": msg.text, "message_id": msg.message_id,
+             "data": {"parse": _slim(turn.parse), "slots": dict(turn.slots)}},
+        ]
+        rows += [{"type": "slot", "name": name, "data": {"value": value}} for name, value in turn.slot_events]
+        rows += [{"type": "action", "name": name, "data": data} for name, data in turn.actions]
+        rows += [{"type": "bot", "text": r.text, "data": {"buttons": [b.payload for b in r.buttons], "kind": r.kind}}
+                 for r in turn.replies]
+        full = [{"conversation_id": cid, "name": None, "text": None, "message_id": None, "created_at": now, **r}
+                for r in rows]
+        await session.execute(insert(Event.__table__), full)
+
+    @staticmethod
+    async def _open_handoff(session: AsyncSession, turn: Turn) -> ho.Handoff | None:
+        if turn.handoff is None:
+            return None
+        reason, priority, summary = turn.handoff
+        return await ho.request_handoff(session, turn.conversation_id, reason, priority, summary=summary)
 
     async def _link_customer(
         self, session: AsyncSession, msg: Message, new_identity: tuple[list[Account], str] | None
