@@ -105,6 +105,22 @@ async def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> No
             await asyncio.sleep(0.2)
 
 
+def group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of one process group."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -125,6 +141,9 @@ class Result:
     wx_ok: int = 0
     elapsed: float = 0.0
     cpu_load: str = ""
+    warm: int = 0  # warm-up messages (processed before the CPU meters start)
+    gw_cpu: float = 0.0
+    core_cpu: float = 0.0
     inbound_done: int = 0
     inbound_total: int = 0
     outbox_unsent: int = 0
@@ -182,7 +201,7 @@ async def pg_restart_midway(delay: float) -> None:
     subprocess.run(["pg_ctlcluster", version, cluster, "restart"], check=False)
 
 
-async def one_run(args: argparse.Namespace, workers: int, core_url: str, wechat_url: str) -> Result:
+async def one_run(args: argparse.Namespace, workers: int, core_url: str, wechat_url: str, core_pid: int) -> Result:
     bot_db = await new_database(args.pg, "loadbot")
     port = free_port()
     env = base_env() | {
@@ -214,9 +233,11 @@ async def one_run(args: argparse.Namespace, workers: int, core_url: str, wechat_
         connector = aiohttp.TCPConnector(limit=0, force_close=False)
         async with aiohttp.ClientSession(connector=connector) as http:
             # warm-up (JIT-less, but fills pools and caches)
-            await asyncio.gather(*(rest_customer(http, url, 1, Result(0), time.monotonic() + 30) for _ in range(20)))
+            res.warm = 20
+            await asyncio.gather(*(rest_customer(http, url, 1, Result(0), time.monotonic() + 30) for _ in range(res.warm)))
             load0 = os.getloadavg()[0]
             cpu0 = os.times()
+            gw0, core0 = group_cpu(proc.pid), group_cpu(core_pid)
             t0 = time.monotonic()
             deadline = t0 + args.run_timeout
             half = args.customers // 2
@@ -233,7 +254,7 @@ async def one_run(args: argparse.Namespace, workers: int, core_url: str, wechat_
         admin = make_url(bot_db).set(drivername="postgresql").render_as_string(hide_password=False)
         conn = await asyncpg.connect(admin)
         try:
-            for _ in range(60):
+            for _ in range(30):
                 res.inbound_total = await conn.fetchval("SELECT count(*) FROM inbound_messages")
                 res.inbound_done = await conn.fetchval("SELECT count(*) FROM inbound_messages WHERE status = 'done'")
                 res.outbox_unsent = await conn.fetchval(
@@ -243,10 +264,24 @@ async def one_run(args: argparse.Namespace, workers: int, core_url: str, wechat_
                 await asyncio.sleep(0.5)
         finally:
             await conn.close()
+        res.gw_cpu, res.core_cpu = group_cpu(proc.pid) - gw0, group_cpu(core_pid) - core0
     finally:
         stop(proc)
         await drop_database(args.pg, bot_db)
     return res
+
+
+HDR = (f"{'workers':>7} {'answered':>8} {'errors':>6} {'msg/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
+       f"{'wx_deferred':>11} {'in done/total':>13} {'unsent':>6} {'gw cpu ms/msg':>13} {'core':>5}  load / client cpu")
+
+
+def row(r: Result) -> str:
+    n = len(r.latencies)
+    rate = n / r.elapsed if r.elapsed else 0.0
+    return (f"{r.workers:>7} {n:>8} {r.errors:>6} {rate:>7.1f} {pct(r.latencies, 0.5):>7.0f} "
+            f"{pct(r.latencies, 0.99):>7.0f} {r.wx_deferred:>11} {f'{r.inbound_done}/{r.inbound_total}':>13} "
+            f"{r.outbox_unsent:>6} {1000 * r.gw_cpu / max(1, r.inbound_done - r.warm):>13.1f} "
+            f"{1000 * r.core_cpu / max(1, r.inbound_done - r.warm):>5.1f}  {r.cpu_load}")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -263,7 +298,7 @@ async def main() -> None:
     ap.add_argument("--messages", type=int, default=2, help="messages per customer (sequential)")
     ap.add_argument("--pool", type=int, default=8)
     ap.add_argument("--overflow", type=int, default=4)
-    ap.add_argument("--run-timeout", type=float, default=60.0)
+    ap.add_argument("--run-timeout", type=float, default=45.0)
     ap.add_argument("--pg", default=os.environ.get("POWERBOT_TEST_DATABASE_URL", DEFAULT_PG))
     ap.add_argument("--redis", default=None, help="Redis URL for the gateways (rate-limit counters, tokens)")
     ap.add_argument("--pg-restart", action="store_true", help="restart PostgreSQL during the 2-worker run")
@@ -279,33 +314,37 @@ async def main() -> None:
                             stdout=open(Path(args.tmp) / "core.log", "ab"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     results: list[Result] = []
+    print(f"load_bench: {args.customers} concurrent customers (half REST, half WeChat safe mode), "
+          f"{args.messages} messages each, PostgreSQL, pool {args.pool}+{args.overflow}/process, "
+          f"{os.cpu_count()} CPUs", flush=True)
+    print(HDR)
+    print("-" * len(HDR), flush=True)
     try:
         core_url = f"http://127.0.0.1:{core_port}"
         await wait_http(core_url + "/healthz", core, timeout=120)
         async with run_wechat_api() as wx:
             for n in args.workers:
-                print(f"run: {n} gateway process(es), {args.customers} customers × {args.messages} messages ...",
-                      flush=True)
-                results.append(await one_run(args, n, core_url, wx.url))
+                results.append(await one_run(args, n, core_url, wx.url, core.pid))
+                print(row(results[-1]), flush=True)
     finally:
         stop(core)
         await drop_database(args.pg, core_db)
 
-    print()
-    print(f"load_bench: {args.customers} concurrent customers (half REST, half WeChat safe mode), "
-          f"{args.messages} messages each, PostgreSQL, pool {args.pool}+{args.overflow}/process, "
-          f"{os.cpu_count()} CPUs")
-    hdr = f"{'workers':>7} {'answered':>8} {'errors':>6} {'msg/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'wx_deferred':>11} {'in done/total':>13} {'unsent':>6}  load / client cpu"
-    print(hdr)
-    print("-" * len(hdr))
-    for r in results:
-        n = len(r.latencies)
-        rate = n / r.elapsed if r.elapsed else 0.0
-        print(f"{r.workers:>7} {n:>8} {r.errors:>6} {rate:>7.1f} {pct(r.latencies, 0.5):>7.0f} "
-              f"{pct(r.latencies, 0.99):>7.0f} {r.wx_deferred:>11} {f'{r.inbound_done}/{r.inbound_total}':>13} "
-              f"{r.outbox_unsent:>6}  {r.cpu_load}")
     print(f"\ntotal bench time {time.monotonic() - started:.0f}s; logs in {args.tmp}")
 
 
+async def _main_cancellable() -> None:
+    # SIGTERM/SIGINT (e.g. `timeout`): cancel, so the finally blocks stop the servers and drop
+    # the databases instead of leaving them behind.
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
+    try:
+        await main()
+    except asyncio.CancelledError:
+        print("interrupted: servers stopped, databases dropped", file=sys.stderr)
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(_main_cancellable())
