@@ -43,14 +43,14 @@ import logging
 import re
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -67,6 +67,8 @@ SINGLE_UNITS = 70
 PART_UNITS = 67
 MAX_PARTS = 8
 MAX_TEXT = 1000
+OPT_OUT_TTL_SECONDS = 5.0  # how long another replica's STOP may take to reach this process
+MAX_REPORT_RETRIES = 1000  # delivery reports for not-yet-stored segments waiting at once
 
 STOP_WORDS = {"stop", "td", "退订", "unsubscribe", "退订短信"}
 START_WORDS = {"start", "unstop", "恢复", "恢复订阅"}
@@ -220,32 +222,210 @@ def parse_timestamp(value: Any) -> float | None:
 
 
 class SlidingWindow:
-    """Per-key event counter over the last ``period`` seconds (in-process)."""
+    """Per-key event counter over the last ``period`` seconds (in-process).
 
-    def __init__(self, limit: int, period: float = 60.0) -> None:
+    O(1) amortised per hit: keys sit in least-recently-hit order, so idle keys are forgotten
+    from the front without scanning; each key keeps at most ``limit`` timestamps and at most
+    ``max_keys`` keys are kept (past that the least recently hit key is forgotten, which can
+    only make the limiter more permissive for that key, never block a number wrongly).
+    """
+
+    def __init__(self, limit: int, period: float = 60.0, *, max_keys: int = 200_000) -> None:
         self.limit = limit
         self.period = period
-        self._hits: dict[str, deque[float]] = defaultdict(deque)
+        self.max_keys = max_keys
+        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._hits)
 
     def hit(self, key: str, now: float | None = None) -> bool:
         """Record one event; False when the key is over its limit (the event is not counted)."""
         if self.limit <= 0:
             return True
         now = time.monotonic() if now is None else now
-        q = self._hits[key]
-        while q and q[0] <= now - self.period:
-            q.popleft()
+        cutoff = now - self.period
+        hits = self._hits
+        q = hits.get(key)
+        if q is None:
+            q = hits[key] = deque(maxlen=self.limit)
+        else:
+            hits.move_to_end(key)
+            while q and q[0] <= cutoff:
+                q.popleft()
         if len(q) >= self.limit:
             return False
         q.append(now)
-        if len(self._hits) > 50_000:  # keep memory bounded: forget idle keys
-            for k in [k for k, v in self._hits.items() if not v or v[-1] <= now - self.period][:10_000]:
-                self._hits.pop(k, None)
+        # forget keys idle for a whole period (front = least recently hit), and bound memory
+        while len(hits) > 1:
+            k, oldest = next(iter(hits.items()))
+            if len(hits) <= self.max_keys and oldest and oldest[-1] > cutoff:
+                break
+            del hits[k]
         return True
 
     def window_start(self, key: str) -> float:
         q = self._hits.get(key)
         return q[0] if q else 0.0
+
+
+class OptOutCache:
+    """In-process view of ``sms_opt_outs`` for the send path (the table stays the truth).
+
+    The whole (small) table is loaded in one query and reused for ``ttl`` seconds; concurrent
+    senders share one refresh. STOP / START handled by this process are applied at once as
+    overrides (kept until a snapshot taken after them replaces them), so the number that sent
+    STOP gets no further notice from this process; another replica picks it up within ``ttl``.
+    A table larger than ``max_rows`` is not cached: lookups then go to the database.
+    """
+
+    def __init__(self, ttl: float = 5.0, max_rows: int = 200_000) -> None:
+        self.ttl = ttl
+        self.max_rows = max_rows
+        self._snapshot: set[str] | None = None
+        self._too_big = False
+        self._loaded_at = float("-inf")
+        self._overrides: dict[str, tuple[bool, float]] = {}
+        self._refreshing: asyncio.Future[None] | None = None
+
+    def record(self, phone: str, opted_out: bool) -> None:
+        """This process committed a STOP (True) or START (False) for ``phone``."""
+        self._overrides[phone] = (opted_out, time.monotonic())
+
+    def invalidate(self) -> None:
+        self._loaded_at = float("-inf")
+
+    async def contains(self, sessionmaker: async_sessionmaker[AsyncSession], phone: str) -> bool:
+        o = self._overrides.get(phone)
+        if o is not None:
+            return o[0]
+        if time.monotonic() - self._loaded_at > self.ttl:
+            await self._refresh(sessionmaker)
+            o = self._overrides.get(phone)
+            if o is not None:
+                return o[0]
+        if self._too_big or self._snapshot is None:
+            return await is_opted_out(sessionmaker, phone)
+        return phone in self._snapshot
+
+    async def _refresh(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        if self._refreshing is None:
+            self._refreshing = asyncio.ensure_future(self._load(sessionmaker))
+            self._refreshing.add_done_callback(self._refresh_done)
+        await asyncio.shield(self._refreshing)
+
+    def _refresh_done(self, fut: asyncio.Future[None]) -> None:
+        self._refreshing = None
+        if not fut.cancelled():
+            fut.exception()  # retrieved: the awaiting senders see it
+
+    async def _load(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        started = time.monotonic()
+        async with sessionmaker() as session:
+            rows = (await session.execute(select(SmsOptOut.phone).limit(self.max_rows + 1))).scalars().all()
+        if len(rows) > self.max_rows:
+            self._snapshot, self._too_big = None, True
+        else:
+            self._snapshot, self._too_big = set(rows), False
+        # overrides committed before this snapshot's query are in it now
+        self._overrides = {k: v for k, v in self._overrides.items() if v[1] >= started}
+        self._loaded_at = started
+
+
+class PartWriter:
+    """Group commit of ``sms_parts`` rows: one multi-row INSERT per flush for all concurrent sends.
+
+    ``add()`` returns once the rows are committed, so a batch reference handed to the outbox
+    always has its segments stored; while one flush runs, the next sends' rows accumulate.
+    A delivery report for a segment still being written waits for its flush (``wait_for``).
+    """
+
+    MAX_ROWS = 5000
+    RETRIES = (0.05, 0.2, 1.0)
+
+    def __init__(self) -> None:
+        self._pending: list[dict[str, Any]] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._by_id: dict[str, asyncio.Future[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._sessionmaker: async_sessionmaker[AsyncSession] | None = None
+
+    async def add(self, sessionmaker: async_sessionmaker[AsyncSession], rows: list[dict[str, Any]]) -> None:
+        self._sessionmaker = sessionmaker
+        loop = asyncio.get_running_loop()
+        if self._waiter is None:
+            self._waiter = loop.create_future()
+        fut = self._waiter
+        self._pending.extend(rows)
+        for r in rows:
+            self._by_id[r["provider_id"]] = fut
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+        await asyncio.shield(fut)
+
+    async def wait_for(self, provider_id: str) -> bool:
+        """Wait until a segment this process is writing is stored; False if it is not one."""
+        fut = self._by_id.get(provider_id)
+        if fut is None:
+            return False
+        try:
+            await asyncio.shield(fut)
+        except Exception:  # noqa: BLE001 - reported by the sender
+            pass
+        return True
+
+    async def flush(self) -> None:
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    async def _run(self) -> None:
+        await asyncio.sleep(0)  # let the sends finishing in this loop tick join the first flush
+        while self._pending:
+            rows, self._pending = self._pending, []
+            fut, self._waiter = self._waiter, None
+            assert fut is not None
+            try:
+                await self._write(rows)
+            except Exception as exc:  # noqa: BLE001
+                log.error("storing %d sms segment record(s) failed: %s", len(rows), type(exc).__name__)
+                if not fut.done():
+                    fut.set_exception(exc)
+                    fut.exception()
+            else:
+                if not fut.done():
+                    fut.set_result(None)
+            finally:
+                for r in rows:
+                    if self._by_id.get(r["provider_id"]) is fut:
+                        del self._by_id[r["provider_id"]]
+
+    async def _write(self, rows: list[dict[str, Any]]) -> None:
+        assert self._sessionmaker is not None
+        for attempt, delay in enumerate((0.0, *self.RETRIES)):
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                async with self._sessionmaker() as session, session.begin():
+                    for i in range(0, len(rows), self.MAX_ROWS):
+                        await session.execute(insert(SmsPart), rows[i : i + self.MAX_ROWS])
+                return
+            except IntegrityError:
+                # a provider id already stored (provider reused an id): store the others one by one
+                await self._write_each(rows)
+                return
+            except Exception:  # noqa: BLE001
+                if attempt == len(self.RETRIES):
+                    raise
+
+    async def _write_each(self, rows: list[dict[str, Any]]) -> None:
+        assert self._sessionmaker is not None
+        async with self._sessionmaker() as session, session.begin():
+            for r in rows:
+                try:
+                    async with session.begin_nested():
+                        await session.execute(insert(SmsPart), [r])
+                except IntegrityError:
+                    log.warning("sms segment id reused by the provider; keeping the first record")
 
 
 async def is_opted_out(sessionmaker: async_sessionmaker[AsyncSession], phone: str) -> bool:
@@ -283,8 +463,11 @@ class SmsChannel(Channel):
         self.timeout = aiohttp.ClientTimeout(total=s.sms_timeout_seconds)
         self.inbound_limit = SlidingWindow(s.sms_inbound_per_minute)
         self.outbound_limit = SlidingWindow(s.sms_outbound_per_minute)
-        self._refused: dict[str, float] = {}  # phone -> when it was last told it is over the limit
+        self._refused: OrderedDict[str, float] = OrderedDict()  # phone -> when last told it is over the limit
         self._tasks: set[asyncio.Task[None]] = set()
+        self.opt_outs = OptOutCache(ttl=OPT_OUT_TTL_SECONDS)
+        self.parts = PartWriter()
+        self._messages_url = f"{self.base_url}/messages"
 
     # ------------------------------------------------------------------ routes
     def routes(self) -> Iterable[web.AbstractRouteDef]:
@@ -412,6 +595,7 @@ class SmsChannel(Channel):
                         pass  # a concurrent retry of the same STOP
             else:
                 await session.execute(delete(SmsOptOut).where(SmsOptOut.phone == phone))
+            opted_out = keyword == "stop"
             # Persist the message too, so the conversation history and dedupe see it.
             try:
                 async with session.begin_nested():
@@ -430,6 +614,7 @@ class SmsChannel(Channel):
                     )
             except IntegrityError:
                 pass
+        self.opt_outs.record(phone, opted_out)  # committed: effective for this process at once
         log.info("sms %s from %s", "opt-out" if keyword == "stop" else "opt-in", mask_phone(phone))
         reply = Reply(
             channel=self.name,
@@ -441,13 +626,19 @@ class SmsChannel(Channel):
 
     async def _refuse_rate_limited(self, phone: str, text: str) -> None:
         now = time.monotonic()
+        period = self.inbound_limit.period
         last = self._refused.get(phone)
-        if last is not None and now - last < self.inbound_limit.period:
+        if last is not None and now - last < period:
             log.info("sms from %s dropped: over the rate limit", mask_phone(phone))
             return
-        if len(self._refused) > 50_000:
-            self._refused = {k: v for k, v in self._refused.items() if now - v < self.inbound_limit.period}
-        self._refused[phone] = now
+        refused = self._refused
+        refused.pop(phone, None)
+        refused[phone] = now  # oldest first: forget expired entries from the front, O(1) amortised
+        while refused:
+            k, t = next(iter(refused.items()))
+            if now - t < period and len(refused) <= 50_000:
+                break
+            del refused[k]
         log.info("sms from %s refused: over the rate limit", mask_phone(phone))
         reply = Reply(
             channel=self.name,
@@ -474,9 +665,14 @@ class SmsChannel(Channel):
         else:
             return web.json_response({"status": "ignored"})
         error = str(data.get("error_code") or data.get("error") or "")[:200] or None
-        batch = await self._record_part_status(str(provider_id), status, error)
+        provider_id = str(provider_id)
+        await self.parts.wait_for(provider_id)  # a report can overtake our segment write
+        batch = await self._record_part_status(provider_id, status, error)
         if batch is None:
             log.info("sms status for unknown provider id")
+            if len(self._tasks) < MAX_REPORT_RETRIES:
+                # maybe sent by another replica whose segment write is still in flight
+                self._spawn(self._report_later(provider_id, status, error))
             return web.json_response({"status": "unknown"})
         if not await self._apply_batch_status(batch):
             # The worker may not have stored the provider id yet (report raced the send).
@@ -519,6 +715,19 @@ class SmsChannel(Channel):
             )
             return res.rowcount > 0
 
+    async def _report_later(self, provider_id: str, status: str, error: str | None) -> None:
+        for delay in (0.5, 2.0, 5.0):
+            await asyncio.sleep(delay)
+            try:
+                batch = await self._record_part_status(provider_id, status, error)
+                if batch is not None:
+                    if not await self._apply_batch_status(batch):
+                        await self._apply_later(batch)
+                    return
+            except Exception:  # noqa: BLE001
+                log.exception("applying sms delivery report failed")
+                return
+
     async def _apply_later(self, batch_ref: str) -> None:
         for delay in (0.5, 1.0, 2.0, 5.0, 10.0, 30.0):
             await asyncio.sleep(delay)
@@ -534,13 +743,17 @@ class SmsChannel(Channel):
         task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
+        try:
+            await self.parts.flush()
+        except Exception:  # noqa: BLE001
+            log.exception("storing sms segment records at shutdown failed")
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # ------------------------------------------------------------------ outbound
     async def is_opted_out(self, phone: str) -> bool:
-        return await is_opted_out(self.ctx.sessionmaker, phone)
+        return await self.opt_outs.contains(self.ctx.sessionmaker, normalize_phone(phone) or phone)
 
     @staticmethod
     def render(reply: Reply) -> str:
@@ -557,7 +770,7 @@ class SmsChannel(Channel):
         if phone is None:
             raise DeliveryError("recipient is not a phone number", retryable=False, code="bad_recipient")
         non_transactional = reply.kind in ("notice", "template") and not reply.urgent and not reply.metadata.get("transactional")
-        if non_transactional and await self.is_opted_out(phone):
+        if non_transactional and await self.opt_outs.contains(self.ctx.sessionmaker, phone):
             raise DeliveryError("recipient opted out of SMS notices", retryable=False, code="opted_out")
         text = self.render(reply)
         if not text:
@@ -569,13 +782,13 @@ class SmsChannel(Channel):
         provider_ids: list[str] = []
         for i, part in enumerate(parts, start=1):
             provider_ids.append(await self._post_part(phone, part, f"{batch_ref}-{i}", i, len(parts)))
-        async with self.ctx.sessionmaker() as session, session.begin():
-            now = datetime.now(timezone.utc)
-            for i, pid in enumerate(provider_ids, start=1):
-                session.add(
-                    SmsPart(provider_id=pid, batch_ref=batch_ref, part=i, parts=len(parts), status="sent",
-                            created_at=now, updated_at=now)
-                )
+        now = datetime.now(timezone.utc)
+        # stored (group commit with the concurrent sends) before the batch ref reaches the outbox
+        await self.parts.add(self.ctx.sessionmaker, [
+            {"provider_id": pid, "batch_ref": batch_ref, "part": i, "parts": len(parts), "status": "sent",
+             "error": None, "created_at": now, "updated_at": now}
+            for i, pid in enumerate(provider_ids, start=1)
+        ])
         log.info("sms sent to %s parts=%d", mask_phone(phone), len(parts))
         return batch_ref
 
@@ -599,7 +812,7 @@ class SmsChannel(Channel):
         }
         try:
             async with self.ctx.http.post(
-                f"{self.base_url}/messages", data=body, headers=headers, timeout=self.timeout
+                self._messages_url, data=body, headers=headers, timeout=self.timeout
             ) as resp:
                 payload_text = await resp.text()
                 status = resp.status
