@@ -31,6 +31,15 @@ Rate limits per number (in-process sliding 60 s window): inbound ``sms_inbound_p
 (over it: one polite refusal per minute, further messages dropped), outbound
 ``sms_outbound_per_minute`` (over it: retryable ``DeliveryError(code="rate_limited")``).
 The counters are per gateway process; with several replicas each enforces its own limit.
+They cost O(1) per message and their memory is bounded (idle numbers are forgotten).
+
+Send path cost (mass notices): ``send()`` does no per-message database round trip of its own.
+Opt-outs come from ``OptOutCache`` (a snapshot of ``sms_opt_outs`` reused for
+``OPT_OUT_TTL_SECONDS``; STOP/START handled by this process apply at once; another replica's
+within the TTL; ``is_opted_out()`` / ``opted_out_among()`` below still read the table).
+Segment records go through ``PartWriter``: one multi-row INSERT for all concurrent
+sends, committed before ``send()`` returns the batch reference; a delivery report that overtakes
+that write waits for it, and a report for an id not (yet) known is retried a few times.
 """
 
 from __future__ import annotations
