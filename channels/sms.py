@@ -158,8 +158,11 @@ def gsm7_units(ch: str) -> int:
     return 2 if ch in GSM7_EXT else 1
 
 
+GSM7_ALL = frozenset(GSM7_BASIC | GSM7_EXT)
+
+
 def is_gsm7(text: str) -> bool:
-    return all(c in GSM7_BASIC or c in GSM7_EXT for c in text)
+    return GSM7_ALL.issuperset(text)
 
 
 def split_segments(text: str, *, max_parts: int = MAX_PARTS) -> list[str]:
@@ -169,9 +172,13 @@ def split_segments(text: str, *, max_parts: int = MAX_PARTS) -> list[str]:
     else parts of ≤67 units. Pure GSM-7 text (plain English): ≤160 septets → one part, else
     parts of ≤153 (extension characters count twice).
     """
-    units = gsm7_units if is_gsm7(text) else ucs2_units
-    single, per_part = (GSM7_SINGLE, GSM7_PART) if units is gsm7_units else (SINGLE_UNITS, PART_UNITS)
-    total = sum(units(c) for c in text)
+    gsm = is_gsm7(text)
+    units = gsm7_units if gsm else ucs2_units
+    single, per_part = (GSM7_SINGLE, GSM7_PART) if gsm else (SINGLE_UNITS, PART_UNITS)
+    if gsm:
+        total = len(text) + sum(1 for c in text if c in GSM7_EXT)
+    else:  # UCS-2 code units, counted in C
+        total = len(text.encode("utf-16-le", "surrogatepass")) // 2
     if total <= single:
         return [text]
     parts: list[str] = []
