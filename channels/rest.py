@@ -78,8 +78,18 @@ class RestChannel(Channel):
         receipt = await self.ctx.processor.receive(message, wait=self.wait_seconds)
         if receipt.duplicate or receipt.replies is None:
             return web.json_response([])
+        # Write the answer first, then mark it delivered: a process killed (or a client gone)
+        # before the answer left leaves the replies to the outbox, which makes them pollable
+        # after the grace period. Marking first would lose them for good (at-least-once,
+        # not at-most-once: only a crash between write and mark can show a reply twice).
+        resp = web.json_response([reply_json(r) for r in receipt.replies])
+        try:
+            await resp.prepare(request)
+            await resp.write_eof()
+        except (ConnectionError, RuntimeError):
+            return resp
         await self.ctx.processor.mark_delivered_inline(receipt.outbox_ids)
-        return web.json_response([reply_json(r) for r in receipt.replies])
+        return resp
 
     async def poll(self, request: web.Request) -> web.Response:
         sender = request.query.get("sender", "")
