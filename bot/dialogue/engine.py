@@ -227,6 +227,10 @@ class DialogueEngine:
         if conv is None or customer_id is None:
             new_identity = await self._known_accounts(message)
         intent = parse.get("intent", {}).get("name") or "nlu_fallback"
+        if message.kind == "location" and intent not in ("request_human", "repair_request"):
+            # A shared location (platform-neutral kind) asks "is the power out around here?":
+            # the outage flow checks known outages at that address before anything else.
+            intent = "report_outage"
         ents: dict[str, Any] = {}
         for e in parse.get("entities") or []:
             ents.setdefault(e.get("entity"), e.get("value"))
