@@ -209,6 +209,7 @@ async def one_run(args: argparse.Namespace, workers: int, core_url: str, wechat_
         "POWERBOT_CORE_URL": core_url,
         "POWERBOT_PORT": str(port),
         "POWERBOT_DATA_DIR": args.tmp,
+        "POWERBOT_NLU_MODEL_DIR": str(Path(args.tmp) / "models"),
         "POWERBOT_NOTIFY_ENABLED": "false",
         "POWERBOT_RATE_LIMIT_PER_IP_PER_MINUTE": "0",
         "POWERBOT_DB_POOL_SIZE": str(args.pool),
@@ -305,6 +306,10 @@ async def main() -> None:
     args = ap.parse_args()
     args.tmp = tempfile.mkdtemp(prefix="loadbench-")
     started = time.monotonic()
+    from intents.model import train_if_needed
+
+    # One model for every worker (trained or loaded once here; the repo's models/ is left alone).
+    train_if_needed(ROOT / "training_data", Path(args.tmp) / "models")
 
     core_db = await new_database(args.pg, "loadcore")
     core_port = free_port()
