@@ -10,7 +10,12 @@ messages of answers that missed the passive-reply deadline.
 Each customer sends ``--messages`` messages one after the other (a conversation; the next
 message only after the answer), all customers at once. Latency = request → HTTP answer
 (REST: the JSON replies; WeChat: the passive reply, or the empty "answer follows" when the
-4-s budget ran out — counted as ``wx_deferred``, delivered later through the outbox).
+4-s budget ran out). Columns: ``answered`` = real answers in the HTTP response; ``deferred`` =
+accepted, answer follows (REST: by polling after the 30-s wait; WeChat: "success", then the
+customer-service API); ``timeouts`` = the client gave up (WeChat after 5 s — it would retry the
+same MsgId; REST at the run deadline); ``errors`` = HTTP errors / refused connections;
+``processed/s`` = messages the gateways finished during the run (whether or not the client was
+still waiting); ``in done/total`` and ``unsent`` = after a short drain, nothing may be lost.
 
     .venv/bin/python benchmarks/load_bench.py                    # 1, 2, 4 workers, 1000 customers
     .venv/bin/python benchmarks/load_bench.py --workers 2 --customers 200
@@ -136,7 +141,8 @@ class Result:
     workers: int
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
-    wx_deferred: int = 0
+    timeouts: int = 0
+    deferred: int = 0
     rest_ok: int = 0
     wx_ok: int = 0
     elapsed: float = 0.0
@@ -145,6 +151,7 @@ class Result:
     gw_cpu: float = 0.0
     core_cpu: float = 0.0
     inbound_done: int = 0
+    done_at_end: int = -1
     inbound_total: int = 0
     outbox_unsent: int = 0
 
@@ -159,11 +166,17 @@ async def rest_customer(http: aiohttp.ClientSession, url: str, n: int, res: Resu
                 timeout=aiohttp.ClientTimeout(total=max(1.0, deadline - t0)),
             ) as r:
                 body = await r.json(content_type=None)
-                if r.status != 200 or not body:
+                if r.status != 200:
                     res.errors += 1
                     continue
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+        except asyncio.TimeoutError:
+            res.timeouts += 1
+            continue
+        except (aiohttp.ClientError, ValueError):
             res.errors += 1
+            continue
+        if not body:
+            res.deferred += 1  # not ready within the REST wait (30 s): the answer follows by polling
             continue
         res.latencies.append(time.monotonic() - t0)
         res.rest_ok += 1
@@ -181,16 +194,20 @@ async def wechat_customer(http: aiohttp.ClientSession, url: str, n: int, res: Re
                 timeout=aiohttp.ClientTimeout(total=max(1.0, min(5.0, deadline - t0))),
             ) as r:
                 answer = pusher.read(r.status, await r.text())
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, AssertionError):
-            res.errors += 1  # WeChat gives up after 5 s (and would retry)
+        except asyncio.TimeoutError:
+            res.timeouts += 1  # WeChat gives up after 5 s (and retries the same MsgId)
+            continue
+        except (aiohttp.ClientError, ValueError, AssertionError):
+            res.errors += 1
             continue
         if answer.status != 200:
             res.errors += 1
             continue
+        if not answer.text:
+            res.deferred += 1  # "success" within 5 s: the answer follows via the customer-service API
+            continue
         res.latencies.append(time.monotonic() - t0)
         res.wx_ok += 1
-        if not answer.text:
-            res.wx_deferred += 1
 
 
 async def pg_restart_midway(delay: float) -> None:
@@ -250,7 +267,7 @@ async def one_run(args: argparse.Namespace, workers: int, core_url: str, wechat_
             res.elapsed = time.monotonic() - t0
             await asyncio.gather(*extra)
             cpu1 = os.times()
-            res.cpu_load = f"{load0:.1f}->{os.getloadavg()[0]:.1f}; client cpu {cpu1.user - cpu0.user + cpu1.system - cpu0.system:.0f}s"
+            res.cpu_load = f"{load0:.1f}->{os.getloadavg()[0]:.1f} (client cpu {cpu1.user - cpu0.user + cpu1.system - cpu0.system:.0f}s)"
         # Nothing lost: every persisted message processed, every reply delivered (give the outbox a moment).
         admin = make_url(bot_db).set(drivername="postgresql").render_as_string(hide_password=False)
         conn = await asyncpg.connect(admin)
@@ -258,6 +275,8 @@ async def one_run(args: argparse.Namespace, workers: int, core_url: str, wechat_
             for _ in range(30):
                 res.inbound_total = await conn.fetchval("SELECT count(*) FROM inbound_messages")
                 res.inbound_done = await conn.fetchval("SELECT count(*) FROM inbound_messages WHERE status = 'done'")
+                if res.done_at_end < 0:
+                    res.done_at_end = res.inbound_done
                 res.outbox_unsent = await conn.fetchval(
                     "SELECT count(*) FROM outbox WHERE status NOT IN ('sent', 'delivered')")
                 if res.inbound_done == res.inbound_total and res.outbox_unsent == 0:
@@ -272,15 +291,17 @@ async def one_run(args: argparse.Namespace, workers: int, core_url: str, wechat_
     return res
 
 
-HDR = (f"{'workers':>7} {'answered':>8} {'errors':>6} {'msg/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
-       f"{'wx_deferred':>11} {'in done/total':>13} {'unsent':>6} {'gw cpu ms/msg':>13} {'core':>5}  load / client cpu")
+HDR = (f"{'workers':>7} {'answered':>8} {'msg/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'deferred':>8} {'timeouts':>8} "
+       f"{'errors':>6} {'processed/s':>11} {'in done/total':>13} {'unsent':>6} {'gw cpu ms/msg':>13} {'core':>5}  load")
 
 
 def row(r: Result) -> str:
     n = len(r.latencies)
     rate = n / r.elapsed if r.elapsed else 0.0
-    return (f"{r.workers:>7} {n:>8} {r.errors:>6} {rate:>7.1f} {pct(r.latencies, 0.5):>7.0f} "
-            f"{pct(r.latencies, 0.99):>7.0f} {r.wx_deferred:>11} {f'{r.inbound_done}/{r.inbound_total}':>13} "
+    processed = (r.done_at_end - r.warm) / r.elapsed if r.elapsed else 0.0
+    return (f"{r.workers:>7} {n:>8} {rate:>7.1f} {pct(r.latencies, 0.5):>7.0f} {pct(r.latencies, 0.99):>7.0f} "
+            f"{r.deferred:>8} {r.timeouts:>8} {r.errors:>6} {processed:>11.1f} "
+            f"{f'{r.inbound_done}/{r.inbound_total}':>13} "
             f"{r.outbox_unsent:>6} {1000 * r.gw_cpu / max(1, r.inbound_done - r.warm):>13.1f} "
             f"{1000 * r.core_cpu / max(1, r.inbound_done - r.warm):>5.1f}  {r.cpu_load}")
 
