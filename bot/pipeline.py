@@ -30,6 +30,7 @@ import os
 import uuid
 from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -88,6 +89,14 @@ def _insert_stmt(session: AsyncSession, table: Any) -> Any:
             .returning(table.c.id, table.c.channel, table.c.dedupe_key)
         )
     return stmt
+
+
+TurnCommit = Callable[[AsyncSession, list[Reply]], Awaitable[None]]
+turn_commit: ContextVar[TurnCommit | None] = ContextVar("powerbot_turn_commit", default=None)
+"""Set by the pipeline while a handler runs. A handler that writes its turn in one final
+transaction awaits it inside that transaction with the replies it will return: the replies
+are queued and the inbound message marked done in the same commit (one transaction less per
+message, and a crash can no longer separate the turn's state from its replies)."""
 
 
 class DialogueHandler(Protocol):
@@ -521,31 +530,58 @@ class Pipeline:
             received_at=outbox.as_aware(row.received_at),
         )
         async with self._active:
+            shared_txn: dict[str, Any] = {}
+
+            async def commit_with_turn(session: AsyncSession, turn_replies: list[Reply]) -> None:
+                shared_txn.clear()
+                waiting_now = row.id in self._waiters
+                shared_txn["queued"] = await self._enqueue_replies(
+                    session, list(turn_replies), row.id, message.conversation_id,
+                    delay=self.inline_grace if waiting_now else 0.0,
+                )
+                shared_txn["replies"], shared_txn["waiting"] = list(turn_replies), waiting_now
+                shared_txn["next"] = await self._finish_row(session, row, message.conversation_id, shared)
+
+            token = turn_commit.set(commit_with_turn)
             try:
                 replies = await self.handler.handle(message)
             except self.transient_errors as exc:
-                await self._postpone(row, message, exc, busy=True)
-                return False, None
+                if shared_txn and await self._is_done(row.id):
+                    replies = shared_txn["replies"]
+                else:
+                    await self._postpone(row, message, exc, busy=True)
+                    return False, None
             except Exception as exc:  # noqa: BLE001
-                log.exception("handler failed on inbound_id=%s", row.id)
-                await self._postpone(row, message, exc, busy=row.attempts == 0)
-                return False, None
-            waiting = row.id in self._waiters
-            nxt = None
-            async with self.sessionmaker() as session, session.begin():
-                queued = await self._enqueue_replies(
-                    session, replies, row.id, message.conversation_id, delay=self.inline_grace if waiting else 0.0
-                )
-                await session.execute(
-                    update(InboundMessage)
-                    .where(InboundMessage.id == row.id)
-                    .values(status="done", processed_at=utcnow(), attempts=row.attempts + 1, error=None)
-                    .execution_options(synchronize_session=False)
-                )
-                if shared:
-                    nxt = (await session.execute(self._oldest_stmt(message.conversation_id))).scalar_one_or_none()
-                    if nxt is None:
-                        await session.execute(self._release_stmt(message.conversation_id))
+                if shared_txn and await self._is_done(row.id):
+                    replies = shared_txn["replies"]
+                else:
+                    log.exception("handler failed on inbound_id=%s", row.id)
+                    await self._postpone(row, message, exc, busy=row.attempts == 0)
+                    return False, None
+            finally:
+                turn_commit.reset(token)
+            if shared_txn:  # the handler committed our part with its turn
+                queued, waiting, nxt = shared_txn["queued"], shared_txn["waiting"], shared_txn["next"]
+                done = shared_txn["replies"]
+                extra = list(replies)
+                if len(extra) >= len(done) and all(a is b for a, b in zip(extra, done)):
+                    extra = extra[len(done):]
+                else:
+                    log.warning("inbound_id=%s: handler changed its replies after committing them", row.id)
+                if extra:  # replies a wrapper added after the turn: queued right behind
+                    async with self.sessionmaker() as session, session.begin():
+                        queued += await self._enqueue_replies(
+                            session, extra, row.id, message.conversation_id,
+                            delay=self.inline_grace if waiting else 0.0, start=len(done),
+                        )
+            else:
+                waiting = row.id in self._waiters
+                async with self.sessionmaker() as session, session.begin():
+                    queued = await self._enqueue_replies(
+                        session, replies, row.id, message.conversation_id,
+                        delay=self.inline_grace if waiting else 0.0,
+                    )
+                    nxt = await self._finish_row(session, row, message.conversation_id, shared)
         self._done(row)
         if queued and not waiting:
             self.on_enqueued()  # due now: wake the worker (inline candidates wait for the grace period)
@@ -553,6 +589,28 @@ class Pipeline:
         if fut is not None and not fut.done():
             fut.set_result(queued)
         return True, nxt
+
+    async def _finish_row(self, session: AsyncSession, row: Any, conversation_id: str, shared: bool) -> Any:
+        """Mark the row done; with the lease held also fetch the next row (or release the lease)."""
+        await session.execute(
+            update(InboundMessage)
+            .where(InboundMessage.id == row.id)
+            .values(status="done", processed_at=utcnow(), attempts=row.attempts + 1, error=None)
+            .execution_options(synchronize_session=False)
+        )
+        if not shared:
+            return None
+        nxt = (await session.execute(self._oldest_stmt(conversation_id))).scalar_one_or_none()
+        if nxt is None:
+            await session.execute(self._release_stmt(conversation_id))
+        return nxt
+
+    async def _is_done(self, inbound_id: int) -> bool:
+        async with self.sessionmaker() as session:
+            status = (
+                await session.execute(select(InboundMessage.status).where(InboundMessage.id == inbound_id))
+            ).scalar_one_or_none()
+        return status == "done"
 
     def _done(self, row: Any) -> None:
         if self.cross_process:
@@ -566,14 +624,15 @@ class Pipeline:
 
     @staticmethod
     async def _enqueue_replies(
-        session: AsyncSession, replies: list[Reply], inbound_id: int, conversation_id: str, *, delay: float
+        session: AsyncSession, replies: list[Reply], inbound_id: int, conversation_id: str, *, delay: float,
+        start: int = 0,
     ) -> list[tuple[int, Reply]]:
         """All replies of one message in one INSERT; a dedupe key already present (a replay
         after a crash between the reply and the status update) is skipped like ``enqueue``."""
         if not replies:
             return []
         now = utcnow()
-        keys = [f"in:{inbound_id}:{n}" for n in range(len(replies))]
+        keys = [f"in:{inbound_id}:{n}" for n in range(start, start + len(replies))]
         table = OutboxMessage.__table__
         values = [
             {

@@ -176,3 +176,52 @@ async def test_lease_released_after_drain(postgres_url: str) -> None:
     assert await count(sm, ConversationLease) == 0
     await p.stop()
     await engine.dispose()
+
+
+class CommitsWithTurn:
+    """A handler that writes its turn in one transaction, as the dialogue engine does."""
+
+    def __init__(self, sm, *, fail_after: bool = False, add_after: bool = False) -> None:  # type: ignore[no-untyped-def]
+        self.sm, self.fail_after, self.add_after = sm, fail_after, add_after
+
+    async def handle(self, message: Message) -> list[Reply]:
+        from bot.pipeline import TransientError, turn_commit
+
+        replies = [Reply(channel=message.channel, recipient_id=message.sender_id, text=f"turn:{message.text}")]
+        async with self.sm() as s, s.begin():
+            commit = turn_commit.get()
+            assert commit is not None
+            await commit(s, replies)
+        if self.fail_after:
+            raise TransientError("failed after the turn was committed")
+        if self.add_after:  # a wrapper appending a notice after the turn
+            return replies + [Reply(channel=message.channel, recipient_id=message.sender_id, text="notice")]
+        return replies
+
+
+async def test_replies_committed_with_the_turn(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    p = Pipeline(sessionmaker, CommitsWithTurn(sessionmaker))
+    r = await p.receive(msg("a", "t1"), wait=10)
+    assert [x.text for x in r.replies or []] == ["turn:a"]
+    assert await count(sessionmaker, InboundMessage, InboundMessage.status == "done") == 1
+    assert await count(sessionmaker, OutboxMessage) == 1
+    await p.stop()
+
+
+async def test_failure_after_the_turn_commit_is_not_a_retry(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    p = Pipeline(sessionmaker, CommitsWithTurn(sessionmaker, fail_after=True))
+    r = await p.receive(msg("b", "t2"), wait=10)
+    assert [x.text for x in r.replies or []] == ["turn:b"]  # no busy notice: the turn is done
+    assert await count(sessionmaker, InboundMessage, InboundMessage.status == "done") == 1
+    assert await count(sessionmaker, OutboxMessage) == 1
+    await p.stop()
+
+
+async def test_replies_added_after_the_turn_are_queued_behind(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    p = Pipeline(sessionmaker, CommitsWithTurn(sessionmaker, add_after=True))
+    r = await p.receive(msg("c", "t3"), wait=10)
+    assert [x.text for x in r.replies or []] == ["turn:c", "notice"]
+    async with sessionmaker() as s:
+        keys = (await s.execute(select(OutboxMessage.dedupe_key).order_by(OutboxMessage.id))).scalars().all()
+    assert [k.rsplit(":", 1)[1] for k in keys] == ["0", "1"]
+    await p.stop()

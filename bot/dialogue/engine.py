@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -41,6 +42,7 @@ log = logging.getLogger("powerbot.dialogue")
 MAX_VERIFY_FAILURES = 5
 LOCK_MINUTES = 30
 FALLBACK_CONFIDENCE = 0.5
+REFERENCE_TTL = 60.0  # seconds a tariff table / hall list of the core is reused
 CHINA_TZ = timezone(timedelta(hours=8))
 
 ACCOUNT_RE = re.compile(r"(?<![\dA-Za-z])(\d{10,13})(?!\d)")
@@ -187,6 +189,7 @@ class DialogueEngine:
         self.payments = payments
         self.domain = domain or Domain()
         self.on_handoff_message: Callable[[str, Message], Awaitable[None]] | None = None
+        self._reference: dict[tuple[str, Any], tuple[float, Any]] = {}
         self.flows: dict[str, Callable[[Turn], Awaitable[None]]] = {
             name: getattr(self, f"flow_{name}") for name in BUSINESS_INTENTS if hasattr(self, f"flow_{name}")
         }
@@ -291,6 +294,21 @@ class DialogueEngine:
             how = "phone"
         return list(found.values()), how
 
+    async def reference(self, kind: str, key: Any, fetch: Callable[..., Awaitable[Any]]) -> Any:
+        """Reference data of the core (tariff tables, the list of service halls) kept for
+        ``REFERENCE_TTL`` seconds: the same for every customer and changed by a tariff decision
+        or a hall opening, not per message. Availability (slots), bills, accounts and work
+        orders are never cached."""
+        now = time.monotonic()
+        hit = self._reference.get((kind, key))
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = await (fetch(key) if key is not None else fetch())
+        if len(self._reference) > 1000:
+            self._reference.clear()
+        self._reference[(kind, key)] = (now + REFERENCE_TTL, value)
+        return value
+
     async def account(self, turn: Turn, number: str) -> Account:
         if number not in turn.accounts_cache:
             turn.accounts_cache[number] = await self.core.get_account(number)
@@ -319,7 +337,7 @@ class DialogueEngine:
                 )
                 if res.rowcount == 1:
                     await self._insert_events(session, turn)
-                    return await self._open_handoff(session, turn)
+                    return await self._finish(session, turn)
                 await session.rollback()  # changed under us (an agent tool?): full path below
         for attempt in range(3):
             try:
@@ -343,7 +361,7 @@ class DialogueEngine:
                     conv.updated_at = utcnow()
                     await session.flush()
                     await self._insert_events(session, turn)
-                    return await self._open_handoff(session, turn)
+                    return await self._finish(session, turn)
             except IntegrityError:
                 if attempt == 2:
                     raise
@@ -366,8 +384,16 @@ class DialogueEngine:
         await session.execute(insert(Event.__table__), full)
 
     @staticmethod
-    async def _open_handoff(session: AsyncSession, turn: Turn) -> ho.Handoff | None:
+    async def _finish(session: AsyncSession, turn: Turn) -> ho.Handoff | None:
+        """Last step of the turn's transaction: open the handoff, or — a plain turn, whose
+        replies nobody changes afterwards — let the pipeline queue the replies and close the
+        inbound message in this same commit."""
         if turn.handoff is None:
+            from bot.pipeline import turn_commit
+
+            commit = turn_commit.get()
+            if commit is not None:
+                await commit(session, turn.replies)
             return None
         reason, priority, summary = turn.handoff
         return await ho.request_handoff(session, turn.conversation_id, reason, priority, summary=summary)
@@ -1167,7 +1193,7 @@ class DialogueEngine:
         number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
         if number and not re.search(r"商业|居民|commercial|residential", text, re.I):
             category = (await self.account(turn, number)).category
-        tariff = await self.core.get_tariff(category)
+        tariff = await self.reference("tariff", category, self.core.get_tariff)
         self.finish(turn)
         kwh = turn.slots.get("kwh")
         if kwh:
@@ -1216,7 +1242,8 @@ class DialogueEngine:
             district = _district(district) or district
         hall_id = turn.slots.get("hall_id")
         if not hall_id:
-            halls = await self.core.list_halls(district) or await self.core.list_halls()
+            halls = await self.reference("halls", district, self.core.list_halls) or await self.reference(
+                "halls", None, self.core.list_halls)
             if not halls:
                 self.finish(turn)
                 self.say(turn, "utter_no_halls")
