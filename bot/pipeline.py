@@ -253,7 +253,7 @@ class Pipeline:
         if fut is None:
             return Receipt(duplicate=False, replies=None)
         try:
-            done = await self._await_result(inbound_id, fut, wait)
+            done = await self._await_result(inbound_id, fut, wait, message.conversation_id)
         finally:
             self._waiters.pop(inbound_id, None)
         if done is None:
@@ -335,15 +335,25 @@ class Pipeline:
         return out, {cid for cid in probe if new.get(cid, 0) and waiting.get(cid, 0) == new[cid]}
 
     async def _await_result(
-        self, inbound_id: int, fut: asyncio.Future[list[tuple[int, Reply]]], wait: float | None
+        self,
+        inbound_id: int,
+        fut: asyncio.Future[list[tuple[int, Reply]]],
+        wait: float | None,
+        conversation_id: str | None = None,
     ) -> list[tuple[int, Reply]] | None:
-        """Wait for this process's drain; with other processes around, also watch the store."""
+        """Wait for this process's drain; with other processes around, also watch the store.
+
+        The store is polled only while this process is not itself working on the
+        conversation (its own drain resolves the future), with a growing interval, so a
+        thousand waiting requests do not turn into a thousand queries every half second.
+        """
         loop = asyncio.get_running_loop()
         deadline = None if wait is None else loop.time() + wait
+        interval = 0.5
         while True:
             if fut.done():
                 return fut.result()
-            slice_ = 0.5 if self.cross_process else None
+            slice_ = interval if self.cross_process else None
             if deadline is not None:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -355,9 +365,12 @@ class Pipeline:
                 if fut.done():
                     return fut.result()
                 if self.cross_process:
+                    if conversation_id is not None and self.locks(conversation_id).locked():
+                        continue  # our own drain is on it and will resolve the future
                     found = await self._result_from_store(inbound_id)
                     if found is not None:
                         return found
+                    interval = min(interval * 2, 4.0)
 
     async def _result_from_store(self, inbound_id: int) -> list[tuple[int, Reply]] | None:
         """Replies of a message that another process processed (its outbox rows)."""
