@@ -212,6 +212,10 @@ class DialogueEngine:
             lang = "zh"
         async with self.sessionmaker() as session, session.begin():
             conv = await session.get(Conversation, cid)
+            if conv is not None:
+                replayed = await _replay(session, message)
+                if replayed is not None:
+                    return TurnOutcome(replies=replayed, handoff_before=None, early=True)
             active = await ho.get_active_handoff(session, cid)
             if pre_turn is not None:
                 early = await pre_turn(session, message, active)
@@ -377,8 +381,7 @@ class DialogueEngine:
         ]
         rows += [{"type": "slot", "name": name, "data": {"value": value}} for name, value in turn.slot_events]
         rows += [{"type": "action", "name": name, "data": data} for name, data in turn.actions]
-        rows += [{"type": "bot", "text": r.text, "data": {"buttons": [b.payload for b in r.buttons], "kind": r.kind}}
-                 for r in turn.replies]
+        rows += [{"type": "bot", "text": r.text, "data": _reply_data(r)} for r in turn.replies]
         full = [{"conversation_id": cid, "name": None, "text": None, "message_id": None, "created_at": now, **r}
                 for r in rows]
         await session.execute(insert(Event.__table__), full)
@@ -458,7 +461,7 @@ class DialogueEngine:
                 h.acked = True
                 r = self.domain.render("utter_handoff_waiting", lang=lang, channel=message.channel, seed=message.message_id)
                 replies.append(Reply(channel=message.channel, recipient_id=message.sender_id, text=r.text))
-                session.add(Event(conversation_id=message.conversation_id, type="bot", text=r.text, data={}))
+                session.add(Event(conversation_id=message.conversation_id, type="bot", text=r.text, data=_reply_data(replies[-1])))
         if self.on_handoff_message is not None:
             try:
                 await self.on_handoff_message(message.conversation_id, message)
@@ -1409,3 +1412,56 @@ async def conversation_events(session: AsyncSession, conversation_id: str, *, af
 
 def _unused(_: date) -> None:  # pragma: no cover - keeps the date import for type readers
     return None
+
+
+def _reply_data(reply: Reply) -> dict[str, Any]:
+    """What a bot event keeps of a reply: enough to send the same reply again."""
+    return {
+        "buttons": [{"title": b.title, "payload": b.payload} for b in reply.buttons],
+        "kind": reply.kind,
+        "metadata": reply.metadata,
+        "urgent": reply.urgent,
+    }
+
+
+async def _replay(session: AsyncSession, message: Message) -> list[Reply] | None:
+    """The replies of a turn already recorded for this message, or None if it is new.
+
+    A turn can be committed and the process killed (or its connection dropped) before the
+    pipeline marks the message done. Running the turn again would answer a different state
+    (a handoff it opened, a form it advanced); sending what was decided the first time keeps
+    the customer's answer — the safety advice, the work-order number — the same.
+    """
+    cid = message.conversation_id
+    user_id = (
+        await session.execute(
+            select(Event.id)
+            .where(Event.conversation_id == cid, Event.type == "user", Event.message_id == message.message_id)
+            .order_by(Event.id)
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if user_id is None:
+        return None
+    later = (
+        await session.execute(
+            select(Event)
+            .where(Event.conversation_id == cid, Event.id > user_id, Event.type.in_(("user", "bot")))
+            .order_by(Event.id)
+        )
+    ).scalars()
+    replies: list[Reply] = []
+    for ev in later:
+        if ev.type == "user":
+            break
+        data = ev.data or {}
+        buttons = [
+            Button(title=b["title"], payload=b["payload"]) if isinstance(b, dict) else Button(title=b, payload=b)
+            for b in data.get("buttons") or []
+        ]
+        replies.append(
+            Reply(channel=message.channel, recipient_id=message.sender_id, text=ev.text or "", buttons=buttons,
+                  kind=data.get("kind", "text"), metadata=data.get("metadata") or {}, urgent=bool(data.get("urgent")))
+        )
+    log.info("replaying %d recorded replies for an already processed message conv=%s", len(replies), mask_text(cid))
+    return replies
