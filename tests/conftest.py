@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import pytest_asyncio
 from sqlalchemy.engine import make_url
 
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -100,3 +101,23 @@ def interpreter(tmp_path_factory):
     from intents import load_or_train
 
     return load_or_train(data_dir="training_data", model_dir=str(tmp_path_factory.mktemp("models")))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """A fresh bot-store URL, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest_asyncio.fixture
+async def sessionmaker(store_url: str):  # type: ignore[no-untyped-def]
+    """A sessionmaker on a migrated bot store (both backends)."""
+    from bot.db import make_engine, make_sessionmaker
+    from bot.migrate import BOT_MIGRATIONS, upgrade
+
+    await upgrade(store_url, BOT_MIGRATIONS)
+    engine = make_engine(store_url)
+    yield make_sessionmaker(engine)
+    await engine.dispose()

@@ -19,21 +19,6 @@ from bot.pipeline import BUSY_TEXT, Pipeline, TransientError
 from channels.base import Channel, DeliveryError, Message, Reply
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "sqlite":
-        return request.getfixturevalue("sqlite_url")
-    return request.getfixturevalue("postgres_url")
-
-
-@pytest_asyncio.fixture
-async def sessionmaker(store_url: str) -> AsyncIterator:
-    await upgrade(store_url, BOT_MIGRATIONS)
-    engine = make_engine(store_url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
-
-
 class EchoHandler:
     """A dialogue stand-in that records call order; slow on demand to provoke races."""
 

@@ -19,21 +19,6 @@ from bot.pipeline import Pipeline
 from channels.base import Message, Reply
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "sqlite":
-        return request.getfixturevalue("sqlite_url")
-    return request.getfixturevalue("postgres_url")
-
-
-@pytest_asyncio.fixture
-async def sessionmaker(store_url: str) -> AsyncIterator:
-    await upgrade(store_url, BOT_MIGRATIONS)
-    engine = make_engine(store_url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
-
-
 class Recorder:
     """Records (conversation, text) in processing order and the peak number of concurrent turns."""
 
