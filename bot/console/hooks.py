@@ -69,10 +69,7 @@ class ConsoleHandler:
                 seen["offer"] = await service.open_callback_offer(session, before.id)
             return None
 
-        handle_turn = getattr(self.inner, "handle_turn", None)
-        if handle_turn is None:  # a handler without the hook: the same checks in their own transactions
-            return await self._handle_plain(message, lang)
-        outcome = await handle_turn(message, pre_turn=before_turn)
+        outcome = await self.inner.handle_turn(message, pre_turn=before_turn)
         if outcome.early:
             return list(outcome.replies)
         replies = list(outcome.replies)
@@ -101,46 +98,6 @@ class ConsoleHandler:
                 notice = service.NOBODY_ONLINE[lang].format(minutes=minutes)
                 replies.append(self._reply(message, notice))
                 session.add(ConsoleMessage(conversation_id=cid, handoff_id=after.id, kind="bot", text=notice))
-
-    async def _handle_plain(self, message: Message, lang: str) -> list[Reply]:
-        cid = message.conversation_id
-        async with self.sessionmaker() as session, session.begin():
-            before = await get_active_handoff(session, cid)
-            if before is None:
-                pending = await service.pending_satisfaction(session, cid)
-                if pending is not None:
-                    score = service.parse_score(message.text)
-                    if score is not None:
-                        pending.status, pending.score, pending.answered_at = "answered", score, utcnow()
-                        await self.bus.publish({"type": "satisfaction", "conversation_id": cid, "score": score})
-                        thanks = service.SATISFACTION_THANKS[lang].format(score=score)
-                        session.add(ConsoleMessage(conversation_id=cid, handoff_id=pending.handoff_id, kind="system",
-                                                   text=f"客户评分 {score} 分"))
-                        return [self._reply(message, thanks)]
-                    pending.status = "skipped"
-            offer = None
-            if before is not None and before.status == "waiting" and service.wants_callback(message.text):
-                offer = await service.open_callback_offer(session, before.id)
-        replies = list(await self.inner.handle(message))
-        if offer is not None and before is not None:
-            text = await self._create_callback(message, before, lang)
-            async with self.sessionmaker() as session, session.begin():
-                session.add(ConsoleMessage(conversation_id=cid, handoff_id=before.id, kind="bot", text=text))
-            return [self._reply(message, text)]
-        async with self.sessionmaker() as session, session.begin():
-            after = await get_active_handoff(session, cid)
-            if after is not None and after.status == "waiting" and (before is None or before.id != after.id):
-                await self.bus.publish({"type": "queued", "handoff_id": after.id, "conversation_id": cid,
-                                        "priority": after.priority, "reason": after.reason})
-                if not await service.agents_online(session):
-                    wait = await service.estimated_wait(session, cid)
-                    session.add(CallbackOffer(conversation_id=cid, handoff_id=after.id, status="offered",
-                                              estimated_wait_seconds=wait))
-                    minutes = max(1, round(wait / 60))
-                    notice = service.NOBODY_ONLINE[lang].format(minutes=minutes)
-                    replies.append(self._reply(message, notice))
-                    session.add(ConsoleMessage(conversation_id=cid, handoff_id=after.id, kind="bot", text=notice))
-        return replies
 
     @staticmethod
     def _reply(message: Message, text: str) -> Reply:
