@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+MESSAGES_PER_CUSTOMER = 6  # a conversation: six messages, then a new customer
 TEXTS = ["你好", "电价是多少", "谢谢", "查电费", "峰谷电价怎么算", "你们几点上班"]
 
 
@@ -133,6 +134,8 @@ async def _load(port: int, concurrency: int, seconds: float, check_reply: bool) 
         oid = new_openid()
         i = 0
         while time.perf_counter() < deadline:
+            if i and i % MESSAGES_PER_CUSTOMER == 0:
+                oid = new_openid()  # the next customer takes this slot (and stays under the per-sender limit)
             params, body = pusher.build(text_xml(oid, TEXTS[i % len(TEXTS)], msg_id=new_msg_id()))
             i += 1
             t0 = time.perf_counter()
