@@ -2,7 +2,7 @@
 
 Usage::
 
-    async with CoreClient(settings.core_base_url, timeout=settings.core_timeout_seconds) as core:
+    async with CoreClient(settings.core_base_url, timeout=settings.core_timeout_seconds, token=settings.core_token()) as core:
         account = await core.get_account("3100000001")
 
 Every call has a timeout; idempotent calls (GET/PUT/DELETE, keyed POSTs) are retried with

@@ -131,6 +131,7 @@ class CoreClient:
         backoff: float = 0.1,
         breaker_threshold: int = 5,
         breaker_cooldown: float = 10.0,
+        token: str | None = None,
     ) -> None:
         root = base_url.rstrip("/")
         if root.endswith("/api/v1"):
@@ -143,6 +144,8 @@ class CoreClient:
         self.breaker = CircuitBreaker(breaker_threshold, breaker_cooldown)
         self._session = session
         self._owns_session = session is None
+        # per request, not on the session: the gateway shares one session with its channels
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
 
     # --- lifecycle -----------------------------------------------------------------------
     async def __aenter__(self) -> CoreClient:
@@ -196,7 +199,7 @@ class CoreClient:
                     url,
                     params=clean_params or None,
                     json=json,
-                    headers=dict(headers or {}),
+                    headers={**self._auth, **(headers or {})},
                     timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
                 ) as resp:
                     status = resp.status
@@ -266,7 +269,8 @@ class CoreClient:
 
     # --- health --------------------------------------------------------------------------
     async def health(self) -> Health:
-        return self._parse(Health, await self._request("GET", "/healthz", root=True))
+        """Core liveness and database check, authenticated: a wrong token fails it too."""
+        return self._parse(Health, await self._request("GET", "/healthz"))
 
     # --- accounts ------------------------------------------------------------------------
     async def get_account(self, account_number: str) -> Account:

@@ -120,7 +120,9 @@ def create_gateway_app(
         timeout = aiohttp.ClientTimeout(total=settings.core_timeout_seconds)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             app[HTTP] = http
-            core = CoreClient(settings.core_base_url, timeout=settings.core_timeout_seconds, session=http)
+            core = CoreClient(
+                settings.core_base_url, timeout=settings.core_timeout_seconds, session=http, token=settings.core_token()
+            )
             app[CORE] = core
             app[INTERPRETER] = interpreter if interpreter is not None else await _load_interpreter(settings)
             handler = handler_factory(app)

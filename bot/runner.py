@@ -91,7 +91,8 @@ async def run_all(settings: Settings) -> None:
     await upgrade(settings.core_db_url, CORE_MIGRATIONS)
     await upgrade(settings.bot_db_url, BOT_MIGRATIONS)
     core_runner = await start_site(
-        create_core_app(settings.core_db_url, seed=settings.demo_seed), settings.core_host, settings.core_port
+        create_core_app(settings.core_db_url, seed=settings.demo_seed, token=settings.ensure_core_token()),
+        settings.core_host, settings.core_port,
     )
     gw_runner = await start_site(create_gateway_app(settings), settings.host, settings.port)
     base = f"http://{settings.host}:{settings.port}"

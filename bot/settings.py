@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
     core_timeout_seconds: float = Field(5.0, gt=0, le=120)
+    # Shared bearer token between gateway and core: the core API holds bills, phone numbers and
+    # addresses, so when set the core refuses every /api/v1 call without it (health and the
+    # OpenAPI document stay open). `powerbot run` makes one per run when unset.
+    core_api_token: SecretStr | None = None
     max_body_bytes: int = Field(1_048_576, ge=1024)
     # hostile traffic (bot/ratelimit.py); counters in Redis when redis_url is set; 0 = off
     rate_limit_per_sender_per_minute: int = Field(30, ge=0)  # per (channel, sender), every channel
@@ -133,6 +137,33 @@ class Settings(BaseSettings):
     @property
     def core_base_url(self) -> str:
         return (self.core_url or f"http://{self.core_host}:{self.core_port}").rstrip("/")
+
+    @property
+    def core_token_file(self) -> Path:
+        return self.data_dir / "core_api_token"
+
+    def core_token(self) -> str | None:
+        """The core API token: POWERBOT_CORE_API_TOKEN, else the one `powerbot run` keeps under
+        the data directory (so the CLI and a restarted run talk to the same embedded core)."""
+        if self.core_api_token is not None:
+            return self.core_api_token.get_secret_value()
+        try:
+            return self.core_token_file.read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
+
+    def ensure_core_token(self) -> str:
+        """The token, created (random, file mode 0600) when none is configured yet."""
+        token = self.core_token()
+        if token is None:
+            import secrets
+
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            token = secrets.token_urlsafe(32)
+            fd = os.open(self.core_token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(token)
+        return token
 
     def safe_dump(self) -> dict[str, object]:
         """Settings for logs: secrets masked, database passwords removed."""

@@ -8,6 +8,7 @@ OpenAPI document. Every error leaves as ``application/problem+json`` (RFC 9457).
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import time
@@ -31,6 +32,10 @@ API = "/api/v1"
 SERVICE: web.AppKey[CoreService] = web.AppKey("core_service", CoreService)
 DB_URL: web.AppKey[str] = web.AppKey("core_db_url", str)
 SEED: web.AppKey[bool] = web.AppKey("core_seed", bool)
+TOKEN: web.AppKey[str] = web.AppKey("core_api_token", str)
+# /healthz stays open for load balancers; /api/v1/healthz needs the token, so a gateway's
+# readiness check also proves its token is right.
+OPEN_PATHS = frozenset({"/healthz", API + "/openapi.json"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -367,6 +372,20 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         log.debug("%s %s %d %.1fms", request.method, mask_text(request.path), status, (time.perf_counter() - started) * 1000)
 
 
+@web.middleware
+async def token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bearer-token check when the core is given a token (runs inside the problem middleware,
+    so a refusal is an RFC 9457 document like every other error)."""
+    expected = request.app.get(TOKEN)
+    if expected and request.path not in OPEN_PATHS:
+        given = request.headers.get("Authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), expected.encode()):
+            log.warning("core API call refused: %s %s without a valid token", request.method, mask_text(request.path))
+            raise ProblemError(401, "unauthorized", "a valid bearer token is required for the core API")
+    return await handler(request)
+
+
 # --- app -----------------------------------------------------------------------------------
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     from bot.settings import get_settings
@@ -391,23 +410,31 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         await engine.dispose()
 
 
-def create_core_app(db_url: str, *, seed: bool = False) -> web.Application:
-    """Build the core app on an already-migrated store (``powerbot core serve`` migrates first)."""
-    app = web.Application(middlewares=[problem_middleware], client_max_size=1024 * 1024)
+def create_core_app(db_url: str, *, seed: bool = False, token: str | None = None) -> web.Application:
+    """Build the core app on an already-migrated store (``powerbot core serve`` migrates first).
+
+    With ``token`` every API call but health and the OpenAPI document needs
+    ``Authorization: Bearer <token>``."""
+    app = web.Application(middlewares=[problem_middleware, token_middleware], client_max_size=1024 * 1024)
     app[DB_URL] = db_url
     app[SEED] = seed
+    if token:
+        app[TOKEN] = token
     app.cleanup_ctx.append(_store_ctx)
     for r in ROUTES:
         app.router.add_route(r.method, r.path, r.handler)
     return app
 
 
-async def serve_core(db_url: str, host: str, port: int, *, seed: bool = False) -> None:
+async def serve_core(db_url: str, host: str, port: int, *, seed: bool = False, token: str | None = None) -> None:
     """Migrate the core store, then serve until cancelled (used by ``powerbot core serve``)."""
     from bot.migrate import CORE_MIGRATIONS, upgrade
 
     await upgrade(db_url, CORE_MIGRATIONS)
-    runner = web.AppRunner(create_core_app(db_url, seed=seed), access_log=None)
+    if not token:
+        log.warning("core API has no token (POWERBOT_CORE_API_TOKEN): anyone who reaches %s:%d can read "
+                    "customer data; keep it on a private network", host, port)
+    runner = web.AppRunner(create_core_app(db_url, seed=seed, token=token), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -39,11 +39,13 @@ class Gateway:
 
 
 @asynccontextmanager
-async def run_core(db_url: str, *, seed: bool = True, port: int = 0) -> AsyncIterator[CoreServer]:
+async def run_core(
+    db_url: str, *, seed: bool = True, port: int = 0, token: str | None = None
+) -> AsyncIterator[CoreServer]:
     from core.app import create_core_app
 
     await upgrade(db_url, CORE_MIGRATIONS)
-    app = create_core_app(db_url, seed=seed)
+    app = create_core_app(db_url, seed=seed, token=token)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)

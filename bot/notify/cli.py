@@ -48,7 +48,7 @@ def outage(district: str, start: str, end: str, cause: str, scope: str | None, s
         raise click.BadParameter("--start is in the past")
 
     async def go() -> dict[str, object]:
-        async with CoreClient(s.core_base_url, timeout=s.core_timeout_seconds) as core:
+        async with CoreClient(s.core_base_url, timeout=s.core_timeout_seconds, token=s.core_token()) as core:
             o = await core.create_outage(
                 "planned", district, scope or district, start_at, estimated_end_at=end_at, cause=cause,
                 streets=list(streets), idempotency_key=idempotency_key,
@@ -76,7 +76,7 @@ def run_once(drain: bool) -> None:
     async def go() -> tuple[int, int]:
         engine = make_engine(s.bot_db_url)
         try:
-            async with CoreClient(s.core_base_url, timeout=s.core_timeout_seconds) as core:
+            async with CoreClient(s.core_base_url, timeout=s.core_timeout_seconds, token=s.core_token()) as core:
                 on = _configured_channels(s)
                 p = Producer(make_sessionmaker(engine), core, s, on)
                 n = await (p.drain() if drain else p.run_once())
