@@ -299,6 +299,20 @@ class EntityExtractor:
                 s += p.end()
             if e - s >= 3 and re.search(r"\d|小区|花园|新村|公寓|大厦|家园|苑", t[s:e]):
                 out.append(_Cand("address", s, e, t[s:e]))
+            elif self._district_road(t, s, e, out):
+                # "浦东新区碧波路": a road named after a known district is a place (the outage
+                # lookup matches streets), where a bare "…的路" is just a word.
+                out.append(_Cand("address", s, e, t[s:e]))
+
+    @staticmethod
+    def _district_road(t: str, s: int, e: int, found: list[_Cand]) -> bool:
+        if not re.search(r"(?:路|街|大道|公路)$", t[s:e]):
+            return False
+        for c in found:
+            if c.entity == "district" and c.start == s and 2 <= e - c.end <= 8:
+                name = re.sub(r"(?:路|街|大道|公路)$", "", t[c.end:e])
+                return len(name) >= 2 and not re.search(r"[^\u4e00-\u9fa5]|[的这那条个些哪每]", name)
+        return False
 
     # --- public -----------------------------------------------------------------------
     def extract(self, text: str, reference_date: dt.date | None = None) -> list[dict[str, Any]]:

@@ -186,6 +186,16 @@ def test_entity_resolution(nlu: Interpreter, text: str, expected: tuple) -> None
     assert 0 <= e["start"] < e["end"] <= len(text)
 
 
+@pytest.mark.parametrize("text,address", [
+    ("我在浦东新区碧波路，这边停电了吗", "浦东新区碧波路"), ("静安区南京西路停电", "静安区南京西路"),
+    ("浦东新区世纪大道", "浦东新区世纪大道"), ("浦东新区的路灯坏了", None), ("闵行区这条路停电", None),
+    ("走了很远的路", None), ("马路边电线杆倒了", None),
+])
+def test_a_road_of_a_known_district_is_an_address(nlu: Interpreter, text: str, address: str | None) -> None:
+    found = [e["value"] for e in nlu.parse(text)["entities"] if e["entity"] == "address"]
+    assert found == ([address] if address else [])
+
+
 def test_phone_not_account_and_wo_digits_not_account(nlu: Interpreter) -> None:
     ents = nlu.parse("电话13812345678，工单WO202411200001", REF)["entities"]
     assert [(e["entity"], e["value"]) for e in ents] == [
