@@ -155,6 +155,38 @@ async def test_wrong_last4_reveals_nothing_and_locks_after_five(gw):
     assert re.search(r"\d+\.\d{2} 元", out), out
 
 
+async def test_full_registered_phone_verifies_and_a_wrong_one_counts_as_a_failure(gw):
+    c = chat(gw)
+    await c.say("查电费")
+    await c.say("3100000002")
+    out = await c.text("13900139001")  # right tail, wrong number: the whole number is compared
+    assert "验证未通过" in out and "元" not in out
+    out = await c.text("我的手机号是 139 0013 9000")
+    assert "验证通过" in out and re.search(r"\d+\.\d{2} 元", out), out
+
+
+async def test_work_order_number_given_where_the_account_was_asked(gw, core_url):
+    c = chat(gw)
+    await verified(c)
+    await c.say("我家电表坏了要报修")
+    wid = re.search(r"WO\d{12}", await c.text("确认")).group(0)
+    other = chat(gw)
+    assert "户号" in await other.text("查一下工单进度")
+    out = await other.text(wid)
+    # the number itself answers the question; the order's account still needs verification
+    assert "后4位" in out, out
+    out = await other.text("8000")
+    assert wid in out, out
+
+
+async def test_tariff_in_english_names_it_in_english(gw):
+    c = chat(gw)
+    out = await c.text("how much is electricity per kwh")
+    assert "Residential" in out and "over 400 kWh" in out and not re.search(r"[\u4e00-\u9fff]", out), out
+    zh = await chat(gw).text("电价多少")
+    assert "400 度以上" in zh and "第1档" in zh
+
+
 async def test_unknown_account_is_refused(gw):
     c = chat(gw)
     await c.say("查电费")

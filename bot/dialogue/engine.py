@@ -47,6 +47,11 @@ CHINA_TZ = timezone(timedelta(hours=8))
 
 ACCOUNT_RE = re.compile(r"(?<![\dA-Za-z])(\d{10,13})(?!\d)")
 MOBILE_RE = re.compile(r"(?<!\d)(?:\+?86)?(1[3-9]\d{9})(?!\d)")
+# The core names its tariffs in Chinese; English-speaking customers get these names.
+TARIFF_NAMES_EN = {
+    "residential": "Residential (one meter per household, tiered + time-of-use)",
+    "commercial": "General commercial and industrial",
+}
 LAST4_RE = re.compile(r"^\D{0,12}(\d{4})\D{0,6}$")
 WO_RE = re.compile(r"\b(WO\d{12})\b", re.I)
 KWH_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:度|千瓦时|kwh|kw·h|units?)", re.I)
@@ -225,7 +230,7 @@ class DialogueEngine:
             customer_id = conv.customer_id if conv else None
             version = conv.version if conv else 0
             authorized = await self._authorized(session, customer_id) if customer_id else set()
-        if not re.search(r"[A-Za-z\u4e00-\u9fff]", re.sub(r"^/[a-z_]+", "", text)):
+        if not _has_language(text):
             lang = (state.get("slots") or {}).get("language") or lang  # digits/buttons keep the language
         if active is not None:
             replies = await self._handoff_turn(message, parse, lang, state, active.id)
@@ -697,6 +702,11 @@ class DialogueEngine:
                 self.say(turn, "utter_cancelled")
                 raise Stop
             return False
+        if slot == "account_number" and form.get("name") == "work_order_status":
+            wid = e.get("work_order_id") or ((m.group(1).upper()) if (m := WO_RE.search(text)) else None)
+            if wid:  # "which account?" answered with the work order number itself
+                turn.set_slot("work_order_id", str(wid).upper())
+                return True
         if slot in ("account_number", "location"):
             acc = e.get("account_number")
             if not acc:
@@ -720,6 +730,10 @@ class DialogueEngine:
                 return True
             return False
         if slot == "last4":
+            full = _mobile(str(e.get("phone_number") or "")) or _mobile(text)
+            if full:  # people type the whole number; it is checked whole, not just its tail
+                turn.slots["_last4"] = full
+                return True
             m = LAST4_RE.match(text)
             if not m:
                 return False
@@ -840,7 +854,7 @@ class DialogueEngine:
         given = turn.slots.pop("_last4", None)
         if given is None:
             self.ask(turn, flow, "last4", "utter_ask_last4", account=mask_account(acc.account_number))
-        if given == acc.phone[-4:]:
+        if given is not None and (given == acc.phone[-4:] if len(given) == 4 else given == acc.phone):
             turn.verify_result = (acc.account_number, True)
             turn.authorized.add(acc.account_number)
             turn.new_accounts.append((acc.account_number, "verified"))
@@ -1197,17 +1211,20 @@ class DialogueEngine:
         if number and not re.search(r"商业|居民|commercial|residential", text, re.I):
             category = (await self.account(turn, number)).category
         tariff = await self.reference("tariff", category, self.core.get_tariff)
+        name = self.t(turn, tariff.name, TARIFF_NAMES_EN.get(category, tariff.name))
         self.finish(turn)
         kwh = turn.slots.get("kwh")
         if kwh:
             q = await self.core.quote(category, kwh)
             lines = "\n".join(f"{l.label}: {kwh_fmt(l.kwh)} × {l.price} = {money(l.amount)}" for l in q.lines)
-            self.say(turn, "utter_quote", kwh=kwh_fmt(q.kwh), amount=money(q.amount), lines=lines, tariff=tariff.name)
+            self.say(turn, "utter_quote", kwh=kwh_fmt(q.kwh), amount=money(q.amount), lines=lines, tariff=name)
             return
         if tariff.tiers:
             rows = "\n".join(
-                f"{self.t(turn, '第', 'Tier ')}{t.tier}{self.t(turn, '档', '')} {kwh_fmt(t.from_kwh)}-"
-                f"{kwh_fmt(t.to_kwh) if t.to_kwh is not None else self.t(turn, '以上', '+')}: {t.price}"
+                f"{self.t(turn, '第', 'Tier ')}{t.tier}{self.t(turn, '档', '')} "
+                + (f"{kwh_fmt(t.from_kwh)}-{kwh_fmt(t.to_kwh)}{self.t(turn, ' 度', ' kWh')}" if t.to_kwh is not None
+                   else self.t(turn, f"{kwh_fmt(t.from_kwh)} 度以上", f"over {kwh_fmt(t.from_kwh)} kWh"))
+                + f": {t.price}"
                 for t in tariff.tiers)
         else:
             rows = f"{tariff.flat_price}"
@@ -1215,7 +1232,7 @@ class DialogueEngine:
         if tariff.peak_price is not None and tariff.valley_price is not None:
             tou = self.t(turn, f"\n峰时({tariff.peak_hours}) {tariff.peak_price}，谷时({tariff.valley_hours}) {tariff.valley_price} 元/度",
                          f"\nPeak ({tariff.peak_hours}) {tariff.peak_price}, off-peak ({tariff.valley_hours}) {tariff.valley_price} CNY/kWh")
-        self.say(turn, "utter_tariff", tariff=tariff.name, rows=rows, tou=tou)
+        self.say(turn, "utter_tariff", tariff=name, rows=rows, tou=tou)
 
     async def flow_invoice_request(self, turn: Turn) -> None:
         acc = await self.require_account(turn, "invoice_request")
@@ -1357,6 +1374,15 @@ def _slim(parse: dict[str, Any]) -> dict[str, Any]:
         "intent_ranking": (parse.get("intent_ranking") or [])[:3],
         "language": parse.get("language"),
     }
+
+
+_CODES_RE = re.compile(r"^/[a-z_]+|\bWO\d{6,}\b|\d+", re.I)
+
+
+def _has_language(text: str) -> bool:
+    """Whether a message says which language the customer writes: digits, button payloads and
+    codes such as a work order number ("WO202611280001") do not."""
+    return bool(re.search(r"[A-Za-z\u4e00-\u9fff]", _CODES_RE.sub("", text)))
 
 
 def _mobile(text: str) -> str | None:
