@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 
 _PHONE = re.compile(r"(?<!\d)(?:\+?86[- ]?)?(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
 _ACCOUNT = re.compile(r"(?<![\dA-Za-z])(\d{2})(\d{6,9})(\d{2})(?!\d)")
+_ID_CARD = re.compile(r"(?<![\dA-Za-z])(\d{6})\d{8}(\d{3}[\dXx])(?![\dA-Za-z])")  # resident ID: region kept
+_EMAIL = re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)\b")
+# A street address: optional province/city/district prefix, a road, lane, estate or building,
+# then house, building and room numbers. The prefix is kept (where, roughly), the rest hidden.
+_ADDRESS_ZH = re.compile(
+    r"((?:[\u4e00-\u9fa5]{1,8}?(?:省|市|自治区))?(?:[\u4e00-\u9fa5]{1,6}?(?:新区|区|县))?)"
+    r"[\u4e00-\u9fa5A-Za-z0-9]{1,20}?(?:路|街|大道|巷|弄|村|小区|花园|新村|公寓|大厦|家园|苑)"
+    r"(?:\d+(?:号楼|号院|号|栋|幢|单元|室|楼|层|弄|巷)|[东西南北]区|[A-Za-z]座)*"
+)
+_ADDRESS_EN = re.compile(
+    r"\b\d+[A-Za-z]?(?:\s+[A-Z][a-z]+){1,4}\s+(?:Road|Rd|Street|St|Avenue|Ave|Lane|Ln|Boulevard|Blvd|Drive|Dr)\b\.?"
+)
 
 
 def mask_phone(phone: str) -> str:
@@ -30,10 +43,20 @@ def mask_address(address: str) -> str:
     return address[:4] + "***"
 
 
+def _mask_zh_address(m: re.Match[str]) -> str:
+    # a road named without a number ("沿线") is a place, not a door: only numbered ones go
+    return m.group(1) + "***" if re.search(r"\d", m.group(0)) or len(m.group(0)) - len(m.group(1)) > 6 else m.group(0)
+
+
 def mask_text(text: str) -> str:
-    """Mask phone numbers and account numbers (10–13 digits) inside free text."""
+    """Mask personal data inside free text: resident ID numbers, phone numbers, account
+    numbers (10–13 digits), e-mail addresses and street addresses."""
+    text = _ID_CARD.sub(lambda m: f"{m.group(1)}********{m.group(2)[-1]}", text)
     text = _PHONE.sub(lambda m: f"{m.group(1)}****{m.group(3)}", text)
-    return _ACCOUNT.sub(lambda m: m.group(1) + "*" * len(m.group(2)) + m.group(3), text)
+    text = _ACCOUNT.sub(lambda m: m.group(1) + "*" * len(m.group(2)) + m.group(3), text)
+    text = _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
+    text = _ADDRESS_EN.sub("*** (address)", text)
+    return _ADDRESS_ZH.sub(_mask_zh_address, text)
 
 
 class PiiFilter(logging.Filter):
@@ -46,14 +69,20 @@ class PiiFilter(logging.Filter):
         return True
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (quotes and newlines in messages stay valid JSON)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name,
+               "msg": record.getMessage()}
+        if record.exc_info:
+            doc["exc"] = mask_text(self.formatException(record.exc_info))
+        return json.dumps(doc, ensure_ascii=False)
+
+
 def setup_logging(level: str = "INFO", json_format: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    fmt = (
-        '{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}'
-        if json_format
-        else "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    handler.setFormatter(logging.Formatter(fmt))
+    handler.setFormatter(JsonFormatter() if json_format else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(PiiFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -22,7 +22,9 @@ def serve(seed: bool | None) -> None:
 
     s = get_settings()
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from bot.logs import setup_logging
+
+        setup_logging(s.log_level, s.log_json)  # the PII filter too
     token = s.core_token()
     asyncio.run(serve_core(s.core_db_url, s.core_host, s.core_port, seed=s.demo_seed if seed is None else seed, token=token))
 

@@ -61,6 +61,40 @@ def test_pii_masking_helpers() -> None:
     assert "WO202611260001" in masked
 
 
+@pytest.mark.parametrize("text,secret,kept", [
+    ("浦东新区张江路100号停电了", "张江路100号", "浦东新区"),
+    ("地址：上海市徐汇区漕溪北路88号3楼301室", "漕溪北路88号", "徐汇区"),
+    ("my address is 100 Zhangjiang Road, Pudong", "100 Zhangjiang Road", "my address is"),
+    ("from zhang.wei@example.com", "zhang.wei@", "example.com"),
+    ("身份证310101199001011234", "19900101", "310101"),
+    ("工单WO202611260001已派单", None, "WO202611260001"),
+    ("走路去营业厅要多久", None, "走路去营业厅"),
+])
+def test_free_text_addresses_emails_and_ids_are_masked(text: str, secret: str | None, kept: str) -> None:
+    masked = mask_text(text)
+    assert kept in masked
+    if secret:
+        assert secret not in masked
+
+
+def test_json_logs_are_valid_json_and_masked(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from bot.logs import setup_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        setup_logging("INFO", json_format=True)
+        logging.getLogger("powerbot.test").warning('customer said "停电了" at %s', "浦东新区张江路100号, 13912345678")
+    finally:
+        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    doc = json.loads(line)
+    assert doc["level"] == "WARNING" and '"停电了"' in doc["msg"]
+    assert "张江路100号" not in line and "13912345678" not in line
+
+
 def test_log_records_are_masked(caplog: pytest.LogCaptureFixture) -> None:
     logger = logging.getLogger("powerbot.test")
     handler = logging.Handler()
