@@ -83,6 +83,7 @@ ADDRESS_RE = re.compile(
     r"[\u4e00-\u9fa5a-z0-9]{2,20}?(?:路|街|大道|巷|弄|村|小区|花园|新村|公寓|大厦|家园|苑|园区)"
     r"(?:\d+(?:号楼|号院|号|栋|幢|单元|室|楼|层|弄|巷)|[东西南北]区|[a-z]座)*"
     r"(?:\d+(?:号楼|号院|号|栋|幢|单元|室|楼|层))?")
+_NOT_A_PLACE = re.compile(r"^(?:小区|路|街)|[我你他她它这那哪每整些的]")
 _ADDR_PREFIX = re.compile(r"^.*?(?:住在|我家在|家住|地址是|地址|位于|在|是|到|：|:)")
 
 
@@ -297,6 +298,8 @@ class EntityExtractor:
             p = _ADDR_PREFIX.match(frag)
             if p and p.end() < len(frag) - 1:
                 s += p.end()
+            if _NOT_A_PLACE.search(t[s:e]):  # "我们整个小区", "小区路灯": words, not a name
+                continue
             if e - s >= 3 and re.search(r"\d|小区|花园|新村|公寓|大厦|家园|苑", t[s:e]):
                 out.append(_Cand("address", s, e, t[s:e]))
             elif self._district_road(t, s, e, out):

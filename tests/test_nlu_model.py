@@ -189,7 +189,8 @@ def test_entity_resolution(nlu: Interpreter, text: str, expected: tuple) -> None
 @pytest.mark.parametrize("text,address", [
     ("我在浦东新区碧波路，这边停电了吗", "浦东新区碧波路"), ("静安区南京西路停电", "静安区南京西路"),
     ("浦东新区世纪大道", "浦东新区世纪大道"), ("浦东新区的路灯坏了", None), ("闵行区这条路停电", None),
-    ("走了很远的路", None), ("马路边电线杆倒了", None),
+    ("走了很远的路", None), ("马路边电线杆倒了", None), ("我们整个小区都黑了", None),
+    ("小区路灯不亮", None), ("家住幸福小区5栋2单元", "幸福小区5栋2单元"),
 ])
 def test_a_road_of_a_known_district_is_an_address(nlu: Interpreter, text: str, address: str | None) -> None:
     found = [e["value"] for e in nlu.parse(text)["entities"] if e["entity"] == "address"]
