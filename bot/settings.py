@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # addresses, so when set the core refuses every /api/v1 call without it (health and the
     # OpenAPI document stay open). `powerbot run` makes one per run when unset.
     core_api_token: SecretStr | None = None
+    # extra years of public holidays / adjusted working days for SLA working days (YAML, the
+    # format of core/work_calendar.yml, which ships the published years)
+    work_calendar_file: Path | None = None
     max_body_bytes: int = Field(1_048_576, ge=1024)
     # hostile traffic (bot/ratelimit.py); counters in Redis when redis_url is set; 0 = off
     rate_limit_per_sender_per_minute: int = Field(30, ge=0)  # per (channel, sender), every channel

@@ -23,6 +23,8 @@ from bot.db import make_engine, make_sessionmaker
 
 from . import schemas as sc
 from .pii import mask_text
+from .pricing import use_calendar
+from .work_calendar import default_calendar
 from .problems import ProblemError, bad_param
 from .service import CoreService, parse_date
 
@@ -393,9 +395,11 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     url = app[DB_URL]
     try:
         s = get_settings()
-        pool, overflow = s.db_pool_size, s.db_max_overflow
+        pool, overflow, calendar_file = s.db_pool_size, s.db_max_overflow, s.work_calendar_file
     except Exception:  # noqa: BLE001 - settings problems must not stop an embedded/test core
-        pool, overflow = 10, 10
+        pool, overflow, calendar_file = 10, 10, None
+    # a broken calendar file stops the core here, loudly, instead of promising wrong dates
+    use_calendar(default_calendar(calendar_file))
     engine = make_engine(url, pool_size=pool, max_overflow=overflow)
     service = CoreService(make_sessionmaker(engine), engine.dialect.name)
     app[SERVICE] = service

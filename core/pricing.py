@@ -14,6 +14,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from .work_calendar import WorkCalendar, default_calendar
+
 CN_TZ = ZoneInfo("Asia/Shanghai")
 CENT = Decimal("0.01")
 
@@ -147,15 +149,26 @@ _WORKING_DAYS = {
 FAULT_TYPES = {"repair", "outage"}
 
 
+_calendar: WorkCalendar | None = None
+
+
+def use_calendar(calendar: WorkCalendar) -> None:
+    """Set the working-day calendar of this process (the core app does, from its settings)."""
+    global _calendar
+    _calendar = calendar
+
+
+def calendar() -> WorkCalendar:
+    global _calendar
+    if _calendar is None:
+        _calendar = default_calendar()
+    return _calendar
+
+
 def add_working_days(start: datetime, days: int) -> datetime:
-    """Same local time ``days`` working days (Mon–Fri, no holiday calendar) after ``start``."""
-    local = start.astimezone(CN_TZ)
-    added = 0
-    while added < days:
-        local += timedelta(days=1)
-        if local.weekday() < 5:
-            added += 1
-    return local.astimezone(timezone.utc)
+    """Same local time ``days`` working days after ``start``: weekends, public holidays and
+    adjusted working days from the work calendar."""
+    return calendar().add_working_days(start, days, CN_TZ)
 
 
 def sla_due(wo_type: str, priority: str, district: str | None, created_at: datetime) -> datetime:

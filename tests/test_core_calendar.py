@@ -1,0 +1,82 @@
+"""Working days of service commitments follow China's holiday calendar (调休 included)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from core import pricing
+from core.work_calendar import WorkCalendar, default_calendar, load_calendar
+
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+def at(day: str, hour: int = 10) -> dt.datetime:
+    return dt.datetime.fromisoformat(day).replace(hour=hour, tzinfo=TZ)
+
+
+@pytest.fixture
+def cal() -> WorkCalendar:
+    return default_calendar()
+
+
+@pytest.mark.parametrize("start,days,due", [
+    ("2026-02-13", 1, "2026-02-14"),  # Friday before the Spring Festival: Saturday 2-14 is a working day
+    ("2026-02-14", 1, "2026-02-24"),  # then nine days off
+    ("2026-09-30", 1, "2026-10-08"),  # National Day week
+    ("2026-10-08", 2, "2026-10-10"),  # Saturday 10-10 is worked
+    ("2026-04-03", 1, "2026-04-07"),  # Qingming
+    ("2026-11-27", 1, "2026-11-30"),  # an ordinary weekend
+])
+def test_working_days_skip_holidays_and_count_adjusted_weekends(cal: WorkCalendar, start: str, days: int, due: str) -> None:
+    got = cal.add_working_days(at(start), days, TZ).astimezone(TZ)
+    assert got.date().isoformat() == due
+    assert got.hour == 10  # same local time
+
+
+def test_complaint_sla_during_the_spring_festival() -> None:
+    created = at("2026-02-15").astimezone(dt.timezone.utc)  # first day of the holiday
+    due = pricing.sla_due("complaint", "normal", "浦东新区", created).astimezone(TZ)
+    assert due.date() == dt.date(2026, 2, 24)
+    # faults are minutes on site, holiday or not
+    assert pricing.sla_due("repair", "normal", "浦东新区", created) == created + dt.timedelta(minutes=45)
+
+
+def test_unknown_year_counts_monday_to_friday_and_says_so(cal: WorkCalendar, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    assert cal.add_working_days(at("2031-01-03"), 1, TZ).astimezone(TZ).date() == dt.date(2031, 1, 6)
+    assert "no holiday calendar for 2031" in caplog.text
+
+
+def test_operator_file_adds_a_year_and_bad_files_are_refused(tmp_path: Path) -> None:
+    extra = tmp_path / "cal.yml"
+    extra.write_text("2027:\n  holidays: [2027-01-01/2027-01-03]\n  workdays: [2027-01-09]\n", encoding="utf-8")
+    cal = default_calendar(extra)
+    assert 2026 in cal.years and 2027 in cal.years
+    assert not cal.is_working_day(dt.date(2027, 1, 1)) and cal.is_working_day(dt.date(2027, 1, 9))
+    for bad in ("2027:\n  holidays: [2027-13-01]\n", "2027:\n  holidays: [2026-12-31]\n",
+                "2027:\n  holidays: [2027-01-01/2027-06-01]\n", "- 2027-01-01\n"):
+        extra.write_text(bad, encoding="utf-8")
+        with pytest.raises(ValueError):
+            load_calendar(extra)
+
+
+async def test_core_app_uses_the_configured_calendar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_url: str) -> None:
+    from bot.settings import get_settings
+    from tests.stack import run_core
+
+    extra = tmp_path / "cal.yml"
+    extra.write_text("2029:\n  holidays: [2029-01-01]\n", encoding="utf-8")
+    monkeypatch.setenv("POWERBOT_WORK_CALENDAR_FILE", str(extra))
+    get_settings.cache_clear()
+    saved = pricing.calendar()
+    try:
+        async with run_core(sqlite_url, seed=False):
+            assert 2029 in pricing.calendar().years and not pricing.calendar().is_working_day(dt.date(2029, 1, 1))
+    finally:
+        pricing.use_calendar(saved)
+        get_settings.cache_clear()  # the next test reads its own environment
