@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import any_, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -126,7 +126,10 @@ async def enqueue_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]],
 
 
 HoldPolicy = Callable[[OutboxMessage, datetime], datetime | None]
-"""Returns a later time to postpone a row to (quiet hours...), or None to send now."""
+"""Returns a later time to postpone a row to (quiet hours...), or None to send now.
+
+The worker hands policies and dead-letter hooks the claimed row as a read-only Core row with
+the model's attributes (``id``, ``channel``, ``kind``, ``urgent``, ``payload``, ``attempts``...)."""
 
 DeadLetterHook = Callable[[AsyncSession, OutboxMessage, BaseException], Awaitable[None]]
 """Called inside the transaction that marks a row dead (channel fallback...)."""
@@ -136,7 +139,8 @@ class OutboxWorker:
     """Delivers due outbox rows through their channel; one instance per gateway process.
 
     A pass claims up to ``batch_size`` due rows with one UPDATE (``FOR UPDATE SKIP LOCKED`` on
-    PostgreSQL), sends them concurrently (``concurrency``), and records each outcome as soon as
+    PostgreSQL), sends them concurrently (``concurrency`` sends, or groups for a channel with a
+    batch API: see ``run_once``), and records each outcome as soon as
     its send returns: outcomes are written in small groups by a single flusher task (one
     transaction per group), so a crash in the middle of a batch re-sends only the rows whose
     send had not returned yet. A row failing ``max_attempts`` times, or refused for good, goes
@@ -169,10 +173,11 @@ class OutboxWorker:
         self._extra: list[asyncio.Task[None]] = []
         self.stop_grace = stop_grace  # seconds in-flight sends get to finish on stop
         self._wake = asyncio.Event()
-        self._sem = asyncio.Semaphore(concurrency)
+        self.concurrency = max(1, concurrency)
+        self._sem = asyncio.Semaphore(self.concurrency)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._outcomes: list[tuple[OutboxMessage, dict[str, Any], BaseException | None]] = []
+        self._outcomes: list[tuple[Any, dict[str, Any], BaseException | None]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     def configure(
@@ -193,7 +198,8 @@ class OutboxWorker:
         if batch_size is not None:
             self.batch_size = batch_size
         if concurrency is not None:
-            self._sem = asyncio.Semaphore(concurrency)
+            self.concurrency = max(1, concurrency)
+            self._sem = asyncio.Semaphore(self.concurrency)
         if max_attempts is not None:
             self.max_attempts = max_attempts
         if sending_lease is not None:
@@ -244,108 +250,166 @@ class OutboxWorker:
                 except asyncio.TimeoutError:
                     pass
 
-    async def _claim(self) -> list[OutboxMessage]:
+    async def _claim(self) -> list[Any]:
+        """Claim up to ``batch_size`` due rows with one UPDATE ... RETURNING (Core rows).
+
+        ``UPDATE outbox SET status='sending' WHERE id IN (SELECT id ... LIMIT n FOR UPDATE SKIP
+        LOCKED) RETURNING *`` on PostgreSQL (SQLite serialises writers: the same statement
+        without the lock clause). The rows have the model's attributes (``id``, ``channel``,
+        ``payload``, ``attempts``...) as read-only fields.
+        """
         now = utcnow()
         names = list(self.channels)
+        table = OutboxMessage.__table__
+        c = table.c
         async with self.sessionmaker() as session, session.begin():
             # Rows orphaned in 'sending' by a crashed process go back to the queue.
             await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.status == "sending", OutboxMessage.next_attempt_at < now - self.sending_lease)
+                update(table)
+                .where(c.status == "sending", c.next_attempt_at < now - self.sending_lease)
                 .values(status="pending")
-                .execution_options(synchronize_session=False)
             )
-            stmt = (
-                select(OutboxMessage)
-                .where(
-                    OutboxMessage.status == "pending",
-                    OutboxMessage.next_attempt_at <= now,
-                    OutboxMessage.channel.in_(names),
-                )
-                .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+            due = (
+                select(c.id)
+                .where(c.status == "pending", c.next_attempt_at <= now, c.channel.in_(names))
+                .order_by(c.next_attempt_at, c.id)
                 .limit(self.batch_size)
             )
             if session.bind.dialect.name == "postgresql":
-                stmt = stmt.with_for_update(skip_locked=True)
-            rows = list((await session.execute(stmt)).scalars())
-            if not rows:
-                return []
-            # One guarded UPDATE for the whole batch; RETURNING says which rows we won.
+                # ``id = ANY(ARRAY(subquery))``: the subquery runs once (an InitPlan). With a
+                # plain ``IN (subquery)`` the planner may rescan it in a nested loop, and a rescan
+                # skips the rows this very statement has just updated — claiming past the LIMIT.
+                picked = c.id == any_(func.array(due.with_for_update(skip_locked=True).scalar_subquery()))
+            else:
+                picked = c.id.in_(due)
             res = await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_([r.id for r in rows]), OutboxMessage.status == "pending")
+                update(table)
+                .where(picked, c.status == "pending")
                 .values(status="sending", next_attempt_at=now)
-                .returning(OutboxMessage.id)
-                .execution_options(synchronize_session=False)
+                .returning(*table.c)
             )
-            won = set(res.scalars())
-            return [r for r in rows if r.id in won]
+            rows = list(res.all())
+        rows.sort(key=lambda r: r.id)
+        return rows
 
     async def run_once(self) -> int:
         """Claim and deliver one batch; returns how many rows were handled.
 
-        When it returns, every outcome of the batch is written to the database.
+        Rows of a channel with a batch API (``max_batch`` > 1) go out in groups through
+        ``send_batch`` — the claimed rows of that channel are split into up to ``concurrency``
+        groups of at most ``max_batch`` rows, all in flight at once; other rows are sent one by
+        one with ``send``. When it returns, every outcome of the batch is written.
         """
         rows = await self._claim()
         if rows:
-            await asyncio.gather(*(self._deliver(row) for row in rows))
+            single: list[Any] = []
+            grouped: dict[str, list[Any]] = {}
+            for row in rows:
+                if getattr(self.channels[row.channel], "max_batch", 0) > 1:
+                    grouped.setdefault(row.channel, []).append(row)
+                else:
+                    single.append(row)
+            jobs = [self._deliver(row) for row in single]
+            for name, group in grouped.items():
+                limit = int(self.channels[name].max_batch)
+                size = max(1, min(limit, -(-len(group) // self.concurrency)))
+                jobs.extend(self._deliver_batch(name, group[i : i + size]) for i in range(0, len(group), size))
+            await asyncio.gather(*jobs)
             await self._drain()
         return len(rows)
 
-    async def _deliver(self, row: OutboxMessage) -> None:
+    def _hold(self, row: Any, now: datetime) -> bool:
+        for policy in self.hold_policies:
+            later = policy(row, now)
+            if later is not None:
+                self._record(row, {"status": "pending", "next_attempt_at": later})
+                return True
+        return False
+
+    async def _deliver(self, row: Any) -> None:
         async with self._sem:
             if self._stopping:  # not started yet: hand the row back instead of sending it late
                 self._record(row, {"status": "pending", "next_attempt_at": utcnow()})
                 return
-            now = utcnow()
-            for policy in self.hold_policies:
-                later = policy(row, now)
-                if later is not None:
-                    self._record(row, {"status": "pending", "next_attempt_at": later})
-                    return
+            if self._hold(row, utcnow()):
+                return
             channel = self.channels[row.channel]
-            reply = Reply.from_dict(row.payload)
             try:
-                provider_id = await channel.send(reply)
-            except DeliveryError as exc:
-                attempts = row.attempts + 1
-                dead = not exc.retryable or attempts >= self.max_attempts
+                provider_id = await channel.send(Reply.from_dict(row.payload))
+            except Exception as exc:  # noqa: BLE001 - DeliveryError, or a bug that must not kill the worker
+                self._failed(row, exc)
+                return
+            self._sent(row, provider_id)
+
+    async def _deliver_batch(self, name: str, rows: list[Any]) -> None:
+        """Send a group of rows of one channel with one ``send_batch`` call; outcomes per row."""
+        async with self._sem:
+            now = utcnow()
+            if self._stopping:  # not started yet: hand the rows back
+                for row in rows:
+                    self._record(row, {"status": "pending", "next_attempt_at": now})
+                return
+            channel = self.channels[name]
+            todo: list[Any] = []
+            replies: list[Reply] = []
+            for row in rows:
+                if self._hold(row, now):
+                    continue
+                try:
+                    reply = Reply.from_dict(row.payload)
+                except Exception as exc:  # noqa: BLE001 - a broken payload fails alone
+                    self._failed(row, exc)
+                    continue
+                todo.append(row)
+                replies.append(reply)
+            if not replies:
+                return
+            try:
+                results = list(await channel.send_batch(replies))
+                if len(results) != len(replies):
+                    raise RuntimeError(f"send_batch returned {len(results)} results for {len(replies)} replies")
+            except Exception as exc:  # noqa: BLE001 - the whole call failed: every row gets that outcome
+                log.warning("batch delivery failed channel=%s rows=%d first_outbox_id=%s error=%r",
+                            name, len(replies), todo[0].id, exc)
+                results = [exc] * len(replies)
+            whole = len(results) > 1 and all(r is results[0] for r in results)  # logged once above
+            for row, result in zip(todo, results):
+                if isinstance(result, BaseException):
+                    self._failed(row, result, quiet=whole)
+                else:
+                    self._sent(row, result)
+
+    def _sent(self, row: Any, provider_id: str | None) -> None:
+        self._record(row, {"status": "sent", "attempts": row.attempts + 1, "provider_id": provider_id, "sent_at": utcnow()})
+
+    def _failed(self, row: Any, exc: BaseException, *, quiet: bool = False) -> None:
+        attempts = row.attempts + 1
+        if isinstance(exc, DeliveryError):
+            dead = not exc.retryable or attempts >= self.max_attempts
+            if not quiet:
                 log.warning(
                     "delivery failed channel=%s outbox_id=%s attempt=%s retryable=%s error=%s",
                     row.channel, row.id, attempts, exc.retryable, exc,
                 )
-                self._record(
-                    row,
-                    {
-                        "status": "dead" if dead else "pending",
-                        "attempts": attempts,
-                        "last_error": str(exc)[:2000],
-                        "next_attempt_at": utcnow() + backoff(attempts),
-                    },
-                    exc if dead else None,
-                )
-                return
-            except Exception as exc:  # noqa: BLE001 - an unexpected bug must not kill the worker
-                log.exception("channel %s crashed sending outbox_id=%s", row.channel, row.id)
-                attempts = row.attempts + 1
-                dead = attempts >= self.max_attempts
-                self._record(
-                    row,
-                    {
-                        "status": "dead" if dead else "pending",
-                        "attempts": attempts,
-                        "last_error": repr(exc)[:2000],
-                        "next_attempt_at": utcnow() + backoff(attempts),
-                    },
-                    exc if dead else None,
-                )
-                return
-            self._record(
-                row, {"status": "sent", "attempts": row.attempts + 1, "provider_id": provider_id, "sent_at": utcnow()}
-            )
+            error = str(exc)
+        else:
+            if not quiet:
+                log.error("channel %s crashed sending outbox_id=%s: %r", row.channel, row.id, exc, exc_info=exc)
+            dead = attempts >= self.max_attempts
+            error = repr(exc)
+        self._record(
+            row,
+            {
+                "status": "dead" if dead else "pending",
+                "attempts": attempts,
+                "last_error": error[:2000],
+                "next_attempt_at": utcnow() + backoff(attempts),
+            },
+            exc if dead else None,
+        )
 
     # --- outcome recording ---------------------------------------------------------------
-    def _record(self, row: OutboxMessage, values: dict[str, Any], dead_error: BaseException | None = None) -> None:
+    def _record(self, row: Any, values: dict[str, Any], dead_error: BaseException | None = None) -> None:
         self._outcomes.append((row, values, dead_error))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop(), name="outbox-flush")
@@ -365,7 +429,7 @@ class OutboxWorker:
             elif self._outcomes:
                 self._flusher = asyncio.create_task(self._flush_loop(), name="outbox-flush")
 
-    async def _write(self, batch: list[tuple[OutboxMessage, dict[str, Any], BaseException | None]]) -> None:
+    async def _write(self, batch: list[tuple[Any, dict[str, Any], BaseException | None]]) -> None:
         table = OutboxMessage.__table__
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for row, values, _ in batch:
