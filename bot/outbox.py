@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import any_, bindparam, func, insert, select, update
+from sqlalchemy import and_, any_, bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,6 +25,7 @@ log = logging.getLogger("powerbot.outbox")
 MAX_ATTEMPTS = 8
 BASE_BACKOFF_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 600.0
+ANALYZE_AFTER_ROWS = 20_000  # enqueue_many of this many rows refreshes the planner statistics (PostgreSQL)
 SENDING_LEASE = timedelta(minutes=2)  # a 'sending' row older than this was orphaned by a crash
 
 
@@ -122,6 +123,11 @@ async def enqueue_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]],
             })
         if values:
             await session.execute(stmt, values)
+    if dialect == "postgresql" and len(rows) >= ANALYZE_AFTER_ROWS:
+        # A mass fan-out (a planned outage for a district) is dispatched right away, long
+        # before autovacuum notices the new rows: without fresh statistics the claim query
+        # sorts every pending row on each pass instead of walking ix_outbox_pending_due.
+        await session.execute(text("ANALYZE outbox"))
     return len(rows)
 
 
@@ -279,12 +285,15 @@ class OutboxWorker:
                 # ``id = ANY(ARRAY(subquery))``: the subquery runs once (an InitPlan). With a
                 # plain ``IN (subquery)`` the planner may rescan it in a nested loop, and a rescan
                 # skips the rows this very statement has just updated — claiming past the LIMIT.
+                # No second ``status = 'pending'`` test outside: the subquery locked the rows
+                # and rechecked it, and with it the planner may pick the partial claim index
+                # for the id lookup instead of the primary key (a full index scan per claim).
                 picked = c.id == any_(func.array(due.with_for_update(skip_locked=True).scalar_subquery()))
             else:
-                picked = c.id.in_(due)
+                picked = and_(c.id.in_(due), c.status == "pending")
             res = await session.execute(
                 update(table)
-                .where(picked, c.status == "pending")
+                .where(picked)
                 .values(status="sending", next_attempt_at=now)
                 .returning(*table.c)
             )
@@ -436,7 +445,11 @@ class OutboxWorker:
             keys = tuple(sorted(values))
             groups.setdefault(keys, []).append({"b_id": row.id, **{f"b_{k}": v for k, v in values.items()}})
         async with self.sessionmaker() as session, session.begin():
+            postgres = session.bind.dialect.name == "postgresql"
             for keys, params in groups.items():
+                if postgres and len(params) > 1:
+                    await session.execute(_unnest_update(table, keys, params))
+                    continue
                 stmt = (
                     update(table)
                     .where(table.c.id == bindparam("b_id"), table.c.status == "sending")
@@ -460,3 +473,26 @@ class OutboxWorker:
                 .where(OutboxMessage.id == row_id, OutboxMessage.status == "sending")
                 .values(**values)
             )
+
+
+def _unnest_update(table: Any, keys: tuple[str, ...], params: list[dict[str, Any]]) -> Any:
+    """One PostgreSQL statement for a group of outcomes with the same columns:
+
+    ``UPDATE outbox SET k = v.k ... FROM (SELECT unnest(:ids) AS id, unnest(:ks) AS k ...) v
+    WHERE outbox.id = v.id AND outbox.status = 'sending'`` — arrays bound once instead of one
+    execution per row (same effect as the executemany used elsewhere).
+    """
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    cols = ("id", *keys)
+    v = select(
+        *(
+            func.unnest(bindparam(f"arr_{k}", [p[f"b_{k}"] for p in params], type_=ARRAY(table.c[k].type))).label(k)
+            for k in cols
+        )
+    ).subquery("v")
+    return (
+        update(table)
+        .where(table.c.id == v.c.id, table.c.status == "sending")
+        .values({k: v.c[k] for k in keys})
+    )

@@ -456,8 +456,13 @@ class PartWriter:
                 await asyncio.sleep(delay)
             try:
                 async with self._sessionmaker() as session, session.begin():
+                    postgres = session.bind.dialect.name == "postgresql"
                     for i in range(0, len(rows), self.MAX_ROWS):
-                        await session.execute(insert(SmsPart), rows[i : i + self.MAX_ROWS])
+                        chunk = rows[i : i + self.MAX_ROWS]
+                        if postgres and len(chunk) > 1:
+                            await session.execute(_unnest_insert(chunk))
+                        else:
+                            await session.execute(insert(SmsPart), chunk)
                 return
             except IntegrityError:
                 # a provider id already stored (provider reused an id): store the others one by one
@@ -476,6 +481,24 @@ class PartWriter:
                         await session.execute(insert(SmsPart), [r])
                 except IntegrityError:
                     log.warning("sms segment id reused by the provider; keeping the first record")
+
+
+_PART_COLS = ("provider_id", "batch_ref", "part", "parts", "status", "error", "created_at", "updated_at")
+
+
+def _unnest_insert(rows: list[dict[str, Any]]) -> Any:
+    """``INSERT INTO sms_parts (...) SELECT unnest(:a), unnest(:b) ...`` — one statement with one
+    array per column for a PostgreSQL group write (what a multi-row VALUES does, without
+    thousands of bind parameters)."""
+    from sqlalchemy import bindparam, func
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    table = SmsPart.__table__
+    src = select(*(
+        func.unnest(bindparam(f"arr_{c}", [r[c] for r in rows], type_=ARRAY(table.c[c].type))).label(c)
+        for c in _PART_COLS
+    ))
+    return insert(table).from_select(list(_PART_COLS), src)
 
 
 async def is_opted_out(sessionmaker: async_sessionmaker[AsyncSession], phone: str) -> bool:
