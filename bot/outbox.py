@@ -304,10 +304,10 @@ class OutboxWorker:
     async def run_once(self) -> int:
         """Claim and deliver one batch; returns how many rows were handled.
 
-        Rows of a channel with a batch API (``max_batch`` > 1) go out in groups through
-        ``send_batch`` — the claimed rows of that channel are split into up to ``concurrency``
-        groups of at most ``max_batch`` rows, all in flight at once; other rows are sent one by
-        one with ``send``. When it returns, every outcome of the batch is written.
+        Rows of a channel with a batch API (``max_batch`` > 1) go out in groups of at most
+        ``max_batch`` rows through ``send_batch`` (as few provider calls as possible: providers
+        limit calls per second), up to ``concurrency`` groups in flight at once; other rows are
+        sent one by one with ``send``, ``concurrency`` at a time. When it returns, every outcome of the batch is written.
         """
         rows = await self._claim()
         if rows:
@@ -320,8 +320,7 @@ class OutboxWorker:
                     single.append(row)
             jobs = [self._deliver(row) for row in single]
             for name, group in grouped.items():
-                limit = int(self.channels[name].max_batch)
-                size = max(1, min(limit, -(-len(group) // self.concurrency)))
+                size = int(self.channels[name].max_batch)
                 jobs.extend(self._deliver_batch(name, group[i : i + size]) for i in range(0, len(group), size))
             await asyncio.gather(*jobs)
             await self._drain()
