@@ -355,9 +355,9 @@ def main() -> None:
     ap.add_argument("--subscribers", type=int, default=100_000)
     ap.add_argument("--backend", default="sqlite,postgres")
     ap.add_argument("--pg-url", default=os.environ.get("POWERBOT_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"))
-    ap.add_argument("--batch", type=int, default=2000, help="outbox rows per claim")
+    ap.add_argument("--batch", type=int, default=4000, help="outbox rows per claim")
     ap.add_argument("--sms-batch", type=int, default=100, help="segments per provider batch request (max 200)")
-    ap.add_argument("--concurrency", type=int, default=8, help="batch requests in flight per claim loop")
+    ap.add_argument("--concurrency", type=int, default=16, help="batch requests in flight (all claim loops together)")
     ap.add_argument("--passes", type=int, default=2, help="concurrent claim loops")
     ap.add_argument("--profile", default=None, help="write a cProfile of the SMS dispatch phase to PATH.<backend>")
     args = ap.parse_args()
@@ -378,7 +378,7 @@ def main() -> None:
     proc.start()
     provider_url = f"http://127.0.0.1:{port_q.get(timeout=30)}/v1"
     print(f"notify_bench: {args.subscribers:,} subscribers, claim {args.batch} rows, SMS batch {args.sms_batch} segments,"
-          f" {args.concurrency} batch request(s) in flight per claim loop, {args.passes} claim loop(s),"
+          f" up to {args.concurrency} batch requests in flight, {args.passes} claim loop(s),"
           f" {os.cpu_count()} CPU(s)", flush=True)
     results = {}
     try:

@@ -243,7 +243,12 @@ class OutboxWorker:
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                n = await self.run_once()
+                n = await self._pass()
+                # The next claim need not wait for this batch's outcomes to be written (its rows
+                # stay 'sending' until then, no other pass can take them); only a backlog of
+                # unwritten outcomes larger than a few batches holds the loop back.
+                while len(self._outcomes) > self.batch_size * self.pipelines and not self._stopping:
+                    await self._flushed()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the worker must survive a database blip
@@ -304,10 +309,20 @@ class OutboxWorker:
     async def run_once(self) -> int:
         """Claim and deliver one batch; returns how many rows were handled.
 
+        When it returns, every outcome of the batch is written to the database.
+        """
+        n = await self._pass()
+        if n:
+            await self._drain()
+        return n
+
+    async def _pass(self) -> int:
+        """Claim and deliver one batch; outcomes are left to the flusher (``run_once`` waits).
+
         Rows of a channel with a batch API (``max_batch`` > 1) go out in groups of at most
         ``max_batch`` rows through ``send_batch`` (as few provider calls as possible: providers
         limit calls per second), up to ``concurrency`` groups in flight at once; other rows are
-        sent one by one with ``send``, ``concurrency`` at a time. When it returns, every outcome of the batch is written.
+        sent one by one with ``send``, ``concurrency`` at a time.
         """
         rows = await self._claim()
         if rows:
@@ -323,7 +338,6 @@ class OutboxWorker:
                 size = int(self.channels[name].max_batch)
                 jobs.extend(self._deliver_batch(name, group[i : i + size]) for i in range(0, len(group), size))
             await asyncio.gather(*jobs)
-            await self._drain()
         return len(rows)
 
     def _hold(self, row: Any, now: datetime) -> bool:
@@ -429,6 +443,14 @@ class OutboxWorker:
                 await self._write(batch)
             except Exception:  # noqa: BLE001 - rows stay 'sending' and are retried after the lease
                 log.exception("outbox: recording %d outcome(s) failed", len(batch))
+
+    async def _flushed(self) -> None:
+        """Wait for the flush in progress (or start one)."""
+        if self._flusher is None or self._flusher.done():
+            if not self._outcomes:
+                return
+            self._flusher = asyncio.create_task(self._flush_loop(), name="outbox-flush")
+        await asyncio.shield(self._flusher)
 
     async def _drain(self) -> None:
         while self._outcomes or (self._flusher is not None and not self._flusher.done()):
