@@ -281,3 +281,19 @@ async def test_two_workers_on_one_store_send_each_batched_notice_once(sessionmak
         assert Counter(m["to"] for m in prov.messages) == Counter({phone(i): 1 for i in range(400)})
         async with sessionmaker() as s:
             assert await s.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status == "sent")) == 400
+
+
+async def test_a_notice_with_some_segments_refused_is_not_sent_again(sessionmaker, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Retrying would repeat the accepted segments: the row is final (dead, fallback hooks run)."""
+    monkeypatch.setattr(outbox_mod, "backoff", lambda attempts: timedelta(0))
+    long_text = "停电通知" * 40  # 3 segments
+    async with run_provider() as prov, sms_channel(sessionmaker, prov) as ch:
+        prov.refuse_parts = {3}
+        await queue(sessionmaker, [notice(phone(1), long_text), notice(phone(2))])
+        w = OutboxWorker(sessionmaker, {"sms": ch})
+        await drain(w)
+        await w.run_once()
+        rows = await rows_by_recipient(sessionmaker)
+        assert rows[phone(1)].status == "dead" and "2 of 3" in rows[phone(1)].last_error
+        assert rows[phone(2)].status == "sent"
+        assert sorted(m["part"] for m in prov.to(phone(1))) == [1, 2] and len(prov.to(phone(2))) == 1

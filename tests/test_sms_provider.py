@@ -40,6 +40,7 @@ class FakeSmsProvider:
         self.batch_calls = 0
         self.delay = 0.0  # seconds the batch endpoint waits before answering (timeouts)
         self.refuse: dict[str, tuple[str, bool]] = {}  # number -> (error code, retryable) per batch item
+        self.refuse_parts: set[int] = set()  # segment numbers refused (retryable) whatever the number
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -74,8 +75,8 @@ class FakeSmsProvider:
             await asyncio.sleep(self.delay)
         results = []
         for item in data["messages"]:
-            if item["to"] in self.refuse:
-                code, retryable = self.refuse[item["to"]]
+            if item["to"] in self.refuse or item.get("part") in self.refuse_parts:
+                code, retryable = self.refuse.get(item["to"], ("segment_rejected", True))
                 results.append({"client_ref": item["client_ref"], "error": code, "retryable": retryable})
                 continue
             self._n += 1
