@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/notify_bench.py [--subscribers 100000] [--backend sqlite,postgres]
                               [--pg-url postgresql+asyncpg://postgres@127.0.0.1:5432/test]
-                              [--batch 4000] [--sms-batch 100] [--concurrency 16] [--passes 2]
+                              [--batch 8000] [--sms-batch 100] [--concurrency 32] [--passes 2]
 
 For each backend (the bot store and the core store both on it; PostgreSQL runs use throw-away
 databases created on the server behind ``--pg-url`` and dropped afterwards):
@@ -28,7 +28,7 @@ and, on PostgreSQL, the local server's processes. The gateway parts run without 
 engine and NLU (no role here). The target is ≥ 5,000 notices/s dispatched on PostgreSQL.
 
 Measured 2026-11-28 on the shared 2-CPU box (another engineer's benchmarks running at times),
-100,000 subscribers, defaults (claims of 4,000, 100 segments per batch request, 16 requests
+100,000 subscribers, defaults (claims of 8,000, 100 segments per batch request, 32 requests
 in flight, 2 claim loops), one 63-character SMS per notice:
 
 FIGURES_PLACEHOLDER
@@ -367,9 +367,9 @@ def main() -> None:
     ap.add_argument("--subscribers", type=int, default=100_000)
     ap.add_argument("--backend", default="sqlite,postgres")
     ap.add_argument("--pg-url", default=os.environ.get("POWERBOT_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"))
-    ap.add_argument("--batch", type=int, default=4000, help="outbox rows per claim")
+    ap.add_argument("--batch", type=int, default=8000, help="outbox rows per claim")
     ap.add_argument("--sms-batch", type=int, default=100, help="segments per provider batch request (max 200)")
-    ap.add_argument("--concurrency", type=int, default=16, help="batch requests in flight (all claim loops together)")
+    ap.add_argument("--concurrency", type=int, default=32, help="batch requests in flight (all claim loops together)")
     ap.add_argument("--passes", type=int, default=2, help="concurrent claim loops")
     ap.add_argument("--profile", default=None, help="write a cProfile of the SMS dispatch phase to PATH.<backend>")
     args = ap.parse_args()

@@ -40,7 +40,11 @@ Rate limits per number (in-process sliding 60 s window): inbound ``sms_inbound_p
 The counters are per gateway process; with several replicas each enforces its own limit.
 They cost O(1) per message and their memory is bounded (idle numbers are forgotten).
 
-Send path cost (mass notices): ``send()`` does no per-message database round trip of its own.
+Send path cost (mass notices): the outbox hands ``send_batch()`` up to ``batch_size`` replies
+at once: one opt-out check for the group (``OptOutCache.among``), the in-memory per-number
+limiter, one signed batch request per ``batch_size`` segments (several in flight), and the
+segment records of the whole group in one multi-row INSERT (``unnest`` arrays on PostgreSQL).
+``send()`` does no per-message database round trip of its own either.
 Opt-outs come from ``OptOutCache`` (a snapshot of ``sms_opt_outs`` reused for
 ``OPT_OUT_TTL_SECONDS``; STOP/START handled by this process apply at once; another replica's
 within the TTL; ``is_opted_out()`` / ``opted_out_among()`` below still read the table).
