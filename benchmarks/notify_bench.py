@@ -31,7 +31,16 @@ Measured 2026-11-28 on the shared 2-CPU box (another engineer's benchmarks runni
 100,000 subscribers, defaults (claims of 8,000, 100 segments per batch request, 32 requests
 in flight, 2 claim loops), one 63-character SMS per notice:
 
-FIGURES_PLACEHOLDER
+    backend     enqueue          dispatch (SMS channel)   CPU ms/notice (dispatcher / provider / server)
+    PostgreSQL  6,571–6,917/s    7,601–9,196/s            0.084–0.087 / 0.005 / 0.065–0.075
+    SQLite      7,179–8,968/s    5,824–6,843/s            0.137–0.148 / 0.004–0.005 / (in process)
+
+(dispatch: three PostgreSQL runs, two SQLite runs; enqueue: two runs each; 1,000 batch
+requests per run). Other settings, PostgreSQL dispatch: claims of 2,000 with 8 requests in
+flight 5,067–5,357/s; claims of 4,000 with 16 in flight 6,646–7,658/s, with 3 claim loops
+6,365/s, with 3 loops and 200 segments per request 7,623/s; claims of 4,000, 32 in flight and
+4 loops 8,122/s. The dispatcher uses about two thirds of one core and the PostgreSQL backends
+about half of the other, so a multi-process dispatch mode was not built (not measured).
 
 Before the batch path (one signed HTTP call and two transactions per notice) the same box did
 600–700 notices/s on PostgreSQL and 700–1,500/s on SQLite (20,000 subscribers).
