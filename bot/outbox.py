@@ -1,7 +1,11 @@
 """Persisted outbound queue: every reply and notice is stored, then delivered with retries.
 
-Rows are claimed one batch at a time (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a guarded
-status update on SQLite) so several workers or processes never send the same row twice.
+Rows are claimed one batch at a time with one ``UPDATE ... RETURNING`` (``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL, a guarded status update on SQLite) so several workers or processes never
+send the same row twice. A channel with a batch API (``Channel.max_batch`` > 1, e.g. SMS) gets
+the claimed rows in groups through ``send_batch`` and each row still gets its own outcome
+(sent with the provider id / retried with backoff / dead with the dead-letter hooks); outcomes
+are written in groups (one statement per group of rows with the same columns).
 """
 
 from __future__ import annotations
