@@ -150,7 +150,7 @@ class OutboxWorker:
 
     A pass claims up to ``batch_size`` due rows with one UPDATE (``FOR UPDATE SKIP LOCKED`` on
     PostgreSQL), sends them concurrently (``concurrency`` sends, or groups for a channel with a
-    batch API: see ``run_once``), and records each outcome as soon as
+    batch API: see ``_pass``), and records each outcome as soon as
     its send returns: outcomes are written in small groups by a single flusher task (one
     transaction per group), so a crash in the middle of a batch re-sends only the rows whose
     send had not returned yet. A row failing ``max_attempts`` times, or refused for good, goes
