@@ -1,7 +1,11 @@
 """Persisted outbound queue: every reply and notice is stored, then delivered with retries.
 
-Rows are claimed one batch at a time (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a guarded
-status update on SQLite) so several workers or processes never send the same row twice.
+Rows are claimed one batch at a time with one ``UPDATE ... RETURNING`` (``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL, a guarded status update on SQLite) so several workers or processes never
+send the same row twice. A channel with a batch API (``Channel.max_batch`` > 1, e.g. SMS) gets
+the claimed rows in groups through ``send_batch`` and each row still gets its own outcome
+(sent with the provider id / retried with backoff / dead with the dead-letter hooks); outcomes
+are written in groups (one statement per group of rows with the same columns).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import and_, any_, bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,6 +29,7 @@ log = logging.getLogger("powerbot.outbox")
 MAX_ATTEMPTS = 8
 BASE_BACKOFF_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 600.0
+ANALYZE_AFTER_ROWS = 20_000  # enqueue_many of this many rows refreshes the planner statistics (PostgreSQL)
 SENDING_LEASE = timedelta(minutes=2)  # a 'sending' row older than this was orphaned by a crash
 
 
@@ -122,11 +127,19 @@ async def enqueue_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]],
             })
         if values:
             await session.execute(stmt, values)
+    if dialect == "postgresql" and len(rows) >= ANALYZE_AFTER_ROWS:
+        # A mass fan-out (a planned outage for a district) is dispatched right away, long
+        # before autovacuum notices the new rows: without fresh statistics the claim query
+        # sorts every pending row on each pass instead of walking ix_outbox_pending_due.
+        await session.execute(text("ANALYZE outbox"))
     return len(rows)
 
 
 HoldPolicy = Callable[[OutboxMessage, datetime], datetime | None]
-"""Returns a later time to postpone a row to (quiet hours...), or None to send now."""
+"""Returns a later time to postpone a row to (quiet hours...), or None to send now.
+
+The worker hands policies and dead-letter hooks the claimed row as a read-only Core row with
+the model's attributes (``id``, ``channel``, ``kind``, ``urgent``, ``payload``, ``attempts``...)."""
 
 DeadLetterHook = Callable[[AsyncSession, OutboxMessage, BaseException], Awaitable[None]]
 """Called inside the transaction that marks a row dead (channel fallback...)."""
@@ -136,7 +149,8 @@ class OutboxWorker:
     """Delivers due outbox rows through their channel; one instance per gateway process.
 
     A pass claims up to ``batch_size`` due rows with one UPDATE (``FOR UPDATE SKIP LOCKED`` on
-    PostgreSQL), sends them concurrently (``concurrency``), and records each outcome as soon as
+    PostgreSQL), sends them concurrently (``concurrency`` sends, or groups for a channel with a
+    batch API: see ``_pass``), and records each outcome as soon as
     its send returns: outcomes are written in small groups by a single flusher task (one
     transaction per group), so a crash in the middle of a batch re-sends only the rows whose
     send had not returned yet. A row failing ``max_attempts`` times, or refused for good, goes
@@ -169,10 +183,11 @@ class OutboxWorker:
         self._extra: list[asyncio.Task[None]] = []
         self.stop_grace = stop_grace  # seconds in-flight sends get to finish on stop
         self._wake = asyncio.Event()
-        self._sem = asyncio.Semaphore(concurrency)
+        self.concurrency = max(1, concurrency)
+        self._sem = asyncio.Semaphore(self.concurrency)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._outcomes: list[tuple[OutboxMessage, dict[str, Any], BaseException | None]] = []
+        self._outcomes: list[tuple[Any, dict[str, Any], BaseException | None]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     def configure(
@@ -193,7 +208,8 @@ class OutboxWorker:
         if batch_size is not None:
             self.batch_size = batch_size
         if concurrency is not None:
-            self._sem = asyncio.Semaphore(concurrency)
+            self.concurrency = max(1, concurrency)
+            self._sem = asyncio.Semaphore(self.concurrency)
         if max_attempts is not None:
             self.max_attempts = max_attempts
         if sending_lease is not None:
@@ -231,7 +247,12 @@ class OutboxWorker:
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                n = await self.run_once()
+                n = await self._pass()
+                # The next claim need not wait for this batch's outcomes to be written (its rows
+                # stay 'sending' until then, no other pass can take them); only a backlog of
+                # unwritten outcomes larger than a few batches holds the loop back.
+                while len(self._outcomes) > self.batch_size * self.pipelines and not self._stopping:
+                    await self._flushed()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the worker must survive a database blip
@@ -244,108 +265,177 @@ class OutboxWorker:
                 except asyncio.TimeoutError:
                     pass
 
-    async def _claim(self) -> list[OutboxMessage]:
+    async def _claim(self) -> list[Any]:
+        """Claim up to ``batch_size`` due rows with one UPDATE ... RETURNING (Core rows).
+
+        ``UPDATE outbox SET status='sending' WHERE id IN (SELECT id ... LIMIT n FOR UPDATE SKIP
+        LOCKED) RETURNING *`` on PostgreSQL (SQLite serialises writers: the same statement
+        without the lock clause). The rows have the model's attributes (``id``, ``channel``,
+        ``payload``, ``attempts``...) as read-only fields.
+        """
         now = utcnow()
         names = list(self.channels)
+        table = OutboxMessage.__table__
+        c = table.c
         async with self.sessionmaker() as session, session.begin():
             # Rows orphaned in 'sending' by a crashed process go back to the queue.
             await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.status == "sending", OutboxMessage.next_attempt_at < now - self.sending_lease)
+                update(table)
+                .where(c.status == "sending", c.next_attempt_at < now - self.sending_lease)
                 .values(status="pending")
-                .execution_options(synchronize_session=False)
             )
-            stmt = (
-                select(OutboxMessage)
-                .where(
-                    OutboxMessage.status == "pending",
-                    OutboxMessage.next_attempt_at <= now,
-                    OutboxMessage.channel.in_(names),
-                )
-                .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+            due = (
+                select(c.id)
+                .where(c.status == "pending", c.next_attempt_at <= now, c.channel.in_(names))
+                .order_by(c.next_attempt_at, c.id)
                 .limit(self.batch_size)
             )
             if session.bind.dialect.name == "postgresql":
-                stmt = stmt.with_for_update(skip_locked=True)
-            rows = list((await session.execute(stmt)).scalars())
-            if not rows:
-                return []
-            # One guarded UPDATE for the whole batch; RETURNING says which rows we won.
+                # ``id = ANY(ARRAY(subquery))``: the subquery runs once (an InitPlan). With a
+                # plain ``IN (subquery)`` the planner may rescan it in a nested loop, and a rescan
+                # skips the rows this very statement has just updated — claiming past the LIMIT.
+                # No second ``status = 'pending'`` test outside: the subquery locked the rows
+                # and rechecked it, and with it the planner may pick the partial claim index
+                # for the id lookup instead of the primary key (a full index scan per claim).
+                picked = c.id == any_(func.array(due.with_for_update(skip_locked=True).scalar_subquery()))
+            else:
+                picked = and_(c.id.in_(due), c.status == "pending")
             res = await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_([r.id for r in rows]), OutboxMessage.status == "pending")
+                update(table)
+                .where(picked)
                 .values(status="sending", next_attempt_at=now)
-                .returning(OutboxMessage.id)
-                .execution_options(synchronize_session=False)
+                .returning(*table.c)
             )
-            won = set(res.scalars())
-            return [r for r in rows if r.id in won]
+            rows = list(res.all())
+        rows.sort(key=lambda r: r.id)
+        return rows
 
     async def run_once(self) -> int:
         """Claim and deliver one batch; returns how many rows were handled.
 
         When it returns, every outcome of the batch is written to the database.
         """
+        n = await self._pass()
+        if n:
+            await self._drain()
+        return n
+
+    async def _pass(self) -> int:
+        """Claim and deliver one batch; outcomes are left to the flusher (``run_once`` waits).
+
+        Rows of a channel with a batch API (``max_batch`` > 1) go out in groups of at most
+        ``max_batch`` rows through ``send_batch`` (as few provider calls as possible: providers
+        limit calls per second), up to ``concurrency`` groups in flight at once; other rows are
+        sent one by one with ``send``, ``concurrency`` at a time.
+        """
         rows = await self._claim()
         if rows:
-            await asyncio.gather(*(self._deliver(row) for row in rows))
-            await self._drain()
+            single: list[Any] = []
+            grouped: dict[str, list[Any]] = {}
+            for row in rows:
+                if getattr(self.channels[row.channel], "max_batch", 0) > 1:
+                    grouped.setdefault(row.channel, []).append(row)
+                else:
+                    single.append(row)
+            jobs = [self._deliver(row) for row in single]
+            for name, group in grouped.items():
+                size = int(self.channels[name].max_batch)
+                jobs.extend(self._deliver_batch(name, group[i : i + size]) for i in range(0, len(group), size))
+            await asyncio.gather(*jobs)
         return len(rows)
 
-    async def _deliver(self, row: OutboxMessage) -> None:
+    def _hold(self, row: Any, now: datetime) -> bool:
+        for policy in self.hold_policies:
+            later = policy(row, now)
+            if later is not None:
+                self._record(row, {"status": "pending", "next_attempt_at": later})
+                return True
+        return False
+
+    async def _deliver(self, row: Any) -> None:
         async with self._sem:
             if self._stopping:  # not started yet: hand the row back instead of sending it late
                 self._record(row, {"status": "pending", "next_attempt_at": utcnow()})
                 return
-            now = utcnow()
-            for policy in self.hold_policies:
-                later = policy(row, now)
-                if later is not None:
-                    self._record(row, {"status": "pending", "next_attempt_at": later})
-                    return
+            if self._hold(row, utcnow()):
+                return
             channel = self.channels[row.channel]
-            reply = Reply.from_dict(row.payload)
             try:
-                provider_id = await channel.send(reply)
-            except DeliveryError as exc:
-                attempts = row.attempts + 1
-                dead = not exc.retryable or attempts >= self.max_attempts
+                provider_id = await channel.send(Reply.from_dict(row.payload))
+            except Exception as exc:  # noqa: BLE001 - DeliveryError, or a bug that must not kill the worker
+                self._failed(row, exc)
+                return
+            self._sent(row, provider_id)
+
+    async def _deliver_batch(self, name: str, rows: list[Any]) -> None:
+        """Send a group of rows of one channel with one ``send_batch`` call; outcomes per row."""
+        async with self._sem:
+            now = utcnow()
+            if self._stopping:  # not started yet: hand the rows back
+                for row in rows:
+                    self._record(row, {"status": "pending", "next_attempt_at": now})
+                return
+            channel = self.channels[name]
+            todo: list[Any] = []
+            replies: list[Reply] = []
+            for row in rows:
+                if self._hold(row, now):
+                    continue
+                try:
+                    reply = Reply.from_dict(row.payload)
+                except Exception as exc:  # noqa: BLE001 - a broken payload fails alone
+                    self._failed(row, exc)
+                    continue
+                todo.append(row)
+                replies.append(reply)
+            if not replies:
+                return
+            try:
+                results = list(await channel.send_batch(replies))
+                if len(results) != len(replies):
+                    raise RuntimeError(f"send_batch returned {len(results)} results for {len(replies)} replies")
+            except Exception as exc:  # noqa: BLE001 - the whole call failed: every row gets that outcome
+                log.warning("batch delivery failed channel=%s rows=%d first_outbox_id=%s error=%r",
+                            name, len(replies), todo[0].id, exc)
+                results = [exc] * len(replies)
+            whole = len(results) > 1 and all(r is results[0] for r in results)  # logged once above
+            for row, result in zip(todo, results):
+                if isinstance(result, BaseException):
+                    self._failed(row, result, quiet=whole)
+                else:
+                    self._sent(row, result)
+
+    def _sent(self, row: Any, provider_id: str | None) -> None:
+        self._record(row, {"status": "sent", "attempts": row.attempts + 1, "provider_id": provider_id, "sent_at": utcnow()})
+
+    def _failed(self, row: Any, exc: BaseException, *, quiet: bool = False) -> None:
+        attempts = row.attempts + 1
+        if isinstance(exc, DeliveryError):
+            dead = not exc.retryable or attempts >= self.max_attempts
+            if not quiet:
                 log.warning(
                     "delivery failed channel=%s outbox_id=%s attempt=%s retryable=%s error=%s",
                     row.channel, row.id, attempts, exc.retryable, exc,
                 )
-                self._record(
-                    row,
-                    {
-                        "status": "dead" if dead else "pending",
-                        "attempts": attempts,
-                        "last_error": str(exc)[:2000],
-                        "next_attempt_at": utcnow() + backoff(attempts),
-                    },
-                    exc if dead else None,
-                )
-                return
-            except Exception as exc:  # noqa: BLE001 - an unexpected bug must not kill the worker
-                log.exception("channel %s crashed sending outbox_id=%s", row.channel, row.id)
-                attempts = row.attempts + 1
-                dead = attempts >= self.max_attempts
-                self._record(
-                    row,
-                    {
-                        "status": "dead" if dead else "pending",
-                        "attempts": attempts,
-                        "last_error": repr(exc)[:2000],
-                        "next_attempt_at": utcnow() + backoff(attempts),
-                    },
-                    exc if dead else None,
-                )
-                return
-            self._record(
-                row, {"status": "sent", "attempts": row.attempts + 1, "provider_id": provider_id, "sent_at": utcnow()}
-            )
+            error = str(exc)
+        else:
+            if not quiet:
+                log.error("channel %s crashed sending outbox_id=%s: %r", row.channel, row.id, exc, exc_info=exc)
+            dead = attempts >= self.max_attempts
+            error = repr(exc)
+        self._record(
+            row,
+            {
+                "status": "dead" if dead else "pending",
+                "attempts": attempts,
+                "last_error": error[:2000],
+                "next_attempt_at": utcnow() + backoff(attempts),
+            },
+            exc if dead else None,
+        )
 
     # --- outcome recording ---------------------------------------------------------------
-    def _record(self, row: OutboxMessage, values: dict[str, Any], dead_error: BaseException | None = None) -> None:
+    def _record(self, row: Any, values: dict[str, Any], dead_error: BaseException | None = None) -> None:
         self._outcomes.append((row, values, dead_error))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop(), name="outbox-flush")
@@ -358,6 +448,14 @@ class OutboxWorker:
             except Exception:  # noqa: BLE001 - rows stay 'sending' and are retried after the lease
                 log.exception("outbox: recording %d outcome(s) failed", len(batch))
 
+    async def _flushed(self) -> None:
+        """Wait for the flush in progress (or start one)."""
+        if self._flusher is None or self._flusher.done():
+            if not self._outcomes:
+                return
+            self._flusher = asyncio.create_task(self._flush_loop(), name="outbox-flush")
+        await asyncio.shield(self._flusher)
+
     async def _drain(self) -> None:
         while self._outcomes or (self._flusher is not None and not self._flusher.done()):
             if self._flusher is not None and not self._flusher.done():
@@ -365,14 +463,18 @@ class OutboxWorker:
             elif self._outcomes:
                 self._flusher = asyncio.create_task(self._flush_loop(), name="outbox-flush")
 
-    async def _write(self, batch: list[tuple[OutboxMessage, dict[str, Any], BaseException | None]]) -> None:
+    async def _write(self, batch: list[tuple[Any, dict[str, Any], BaseException | None]]) -> None:
         table = OutboxMessage.__table__
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for row, values, _ in batch:
             keys = tuple(sorted(values))
             groups.setdefault(keys, []).append({"b_id": row.id, **{f"b_{k}": v for k, v in values.items()}})
         async with self.sessionmaker() as session, session.begin():
+            postgres = session.bind.dialect.name == "postgresql"
             for keys, params in groups.items():
+                if postgres and len(params) > 1:
+                    await session.execute(_unnest_update(table, keys, params))
+                    continue
                 stmt = (
                     update(table)
                     .where(table.c.id == bindparam("b_id"), table.c.status == "sending")
@@ -396,3 +498,26 @@ class OutboxWorker:
                 .where(OutboxMessage.id == row_id, OutboxMessage.status == "sending")
                 .values(**values)
             )
+
+
+def _unnest_update(table: Any, keys: tuple[str, ...], params: list[dict[str, Any]]) -> Any:
+    """One PostgreSQL statement for a group of outcomes with the same columns:
+
+    ``UPDATE outbox SET k = v.k ... FROM (SELECT unnest(:ids) AS id, unnest(:ks) AS k ...) v
+    WHERE outbox.id = v.id AND outbox.status = 'sending'`` — arrays bound once instead of one
+    execution per row (same effect as the executemany used elsewhere).
+    """
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    cols = ("id", *keys)
+    v = select(
+        *(
+            func.unnest(bindparam(f"arr_{k}", [p[f"b_{k}"] for p in params], type_=ARRAY(table.c[k].type))).label(k)
+            for k in cols
+        )
+    ).subquery("v")
+    return (
+        update(table)
+        .where(table.c.id == v.c.id, table.c.status == "sending")
+        .values({k: v.c[k] for k in keys})
+    )

@@ -7,7 +7,7 @@ and delivers ``Reply`` back; the engine never learns which platform it is talkin
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -123,6 +123,27 @@ class Channel(abc.ABC):
     @abc.abstractmethod
     async def send(self, reply: Reply) -> str | None:
         """Deliver one reply; return the provider's message id. Raise ``DeliveryError``."""
+
+    max_batch: int = 0
+    """How many replies one ``send_batch`` call takes (0: the outbox calls ``send`` per reply).
+
+    A channel whose platform has a batch API (an SMS provider's batch endpoint) sets this above 1
+    and overrides ``send_batch``; the outbox worker then hands it groups of due rows."""
+
+    async def send_batch(self, replies: Sequence[Reply]) -> list[str | None | BaseException]:
+        """Deliver several replies; one result per reply, in order.
+
+        A result is the provider's message id (or None), or the exception that reply failed
+        with (``DeliveryError`` with ``retryable`` set as for ``send``). Raising instead means
+        every reply of the call failed that way. Default: ``send`` one reply after another.
+        """
+        results: list[str | None | BaseException] = []
+        for reply in replies:
+            try:
+                results.append(await self.send(reply))
+            except Exception as exc:  # noqa: BLE001 - handed back per reply
+                results.append(exc)
+        return results
 
     async def start(self) -> None:
         """Start background parts (an SMTP server, a token refresher...)."""

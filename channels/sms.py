@@ -12,6 +12,13 @@ Provider contract (what a real aggregator is configured to do, and what the test
 - Outbound ``POST {sms_api_base_url}/messages`` JSON ``{to, from, text, client_ref, part,
   parts, timestamp}`` with ``X-Api-Key`` and the same ``X-Signature`` over our body; the
   provider answers ``{"message_id": "..."}`` (or ``id``).
+- Outbound batch ``POST {sms_api_base_url}/messages/batch`` JSON ``{from, timestamp, messages:
+  [{to, text, client_ref, part, parts}, ...]}`` (at most ``batch_size`` items, default 100, max
+  200 — Tencent SendSms takes 200 numbers a call, Aliyun SendBatchSms 100), signed the same way;
+  the provider answers ``{"results": [{"client_ref", "message_id"} | {"client_ref", "error",
+  "retryable"}, ...]}``: some numbers may be refused while the others are accepted. The outbox
+  worker delivers through ``send_batch`` (mass notices and replies alike); ``send()`` (one call
+  per segment) stays for direct use.
 
 Segments: Chinese text is sent as UCS-2. A message of at most 70 UCS-2 code units is one SMS;
 a longer one is split into parts of at most 67 code units (3 units go to the concatenation
@@ -33,7 +40,11 @@ Rate limits per number (in-process sliding 60 s window): inbound ``sms_inbound_p
 The counters are per gateway process; with several replicas each enforces its own limit.
 They cost O(1) per message and their memory is bounded (idle numbers are forgotten).
 
-Send path cost (mass notices): ``send()`` does no per-message database round trip of its own.
+Send path cost (mass notices): the outbox hands ``send_batch()`` up to ``batch_size`` replies
+at once: one opt-out check for the group (``OptOutCache.among``), the in-memory per-number
+limiter, one signed batch request per ``batch_size`` segments (several in flight), and the
+segment records of the whole group in one multi-row INSERT (``unnest`` arrays on PostgreSQL).
+``send()`` does no per-message database round trip of its own either.
 Opt-outs come from ``OptOutCache`` (a snapshot of ``sms_opt_outs`` reused for
 ``OPT_OUT_TTL_SECONDS``; STOP/START handled by this process apply at once; another replica's
 within the TTL; ``is_opted_out()`` / ``opted_out_among()`` below still read the table).
@@ -53,7 +64,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -77,7 +88,9 @@ PART_UNITS = 67
 MAX_PARTS = 8
 MAX_TEXT = 1000
 OPT_OUT_TTL_SECONDS = 5.0  # how long another replica's STOP may take to reach this process
-MAX_REPORT_RETRIES = 1000  # delivery reports for not-yet-stored segments waiting at once
+MAX_REPORT_RETRIES = 1000
+DEFAULT_BATCH = 100  # segments per batch request (settings ``sms_batch_size`` when present)
+MAX_BATCH = 200  # delivery reports for not-yet-stored segments waiting at once
 
 STOP_WORDS = {"stop", "td", "退订", "unsubscribe", "退订短信"}
 START_WORDS = {"start", "unstop", "恢复", "恢复订阅"}
@@ -324,6 +337,31 @@ class OptOutCache:
             return await is_opted_out(sessionmaker, phone)
         return phone in self._snapshot
 
+    async def among(self, sessionmaker: async_sessionmaker[AsyncSession], phones: Iterable[str]) -> set[str]:
+        """The opted-out subset of ``phones`` (E.164): one snapshot check, or one ``IN`` query
+        per 500 numbers when the table is too big to cache."""
+        phones = list(phones)
+        if not phones:
+            return set()
+        if time.monotonic() - self._loaded_at > self.ttl:
+            await self._refresh(sessionmaker)
+        overrides = self._overrides
+        if self._too_big or self._snapshot is None:
+            unknown = [p for p in phones if p not in overrides]
+            found = await opted_out_among(sessionmaker, unknown) if unknown else set()
+        else:
+            snap = self._snapshot
+            found = {p for p in phones if p in snap}
+        if overrides:
+            for p in phones:
+                o = overrides.get(p)
+                if o is not None:
+                    if o[0]:
+                        found.add(p)
+                    else:
+                        found.discard(p)
+        return found
+
     async def _refresh(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         if self._refreshing is None:
             self._refreshing = asyncio.ensure_future(self._load(sessionmaker))
@@ -422,8 +460,13 @@ class PartWriter:
                 await asyncio.sleep(delay)
             try:
                 async with self._sessionmaker() as session, session.begin():
+                    postgres = session.bind.dialect.name == "postgresql"
                     for i in range(0, len(rows), self.MAX_ROWS):
-                        await session.execute(insert(SmsPart), rows[i : i + self.MAX_ROWS])
+                        chunk = rows[i : i + self.MAX_ROWS]
+                        if postgres and len(chunk) > 1:
+                            await session.execute(_unnest_insert(chunk))
+                        else:
+                            await session.execute(insert(SmsPart), chunk)
                 return
             except IntegrityError:
                 # a provider id already stored (provider reused an id): store the others one by one
@@ -442,6 +485,24 @@ class PartWriter:
                         await session.execute(insert(SmsPart), [r])
                 except IntegrityError:
                     log.warning("sms segment id reused by the provider; keeping the first record")
+
+
+_PART_COLS = ("provider_id", "batch_ref", "part", "parts", "status", "error", "created_at", "updated_at")
+
+
+def _unnest_insert(rows: list[dict[str, Any]]) -> Any:
+    """``INSERT INTO sms_parts (...) SELECT unnest(:a), unnest(:b) ...`` — one statement with one
+    array per column for a PostgreSQL group write (what a multi-row VALUES does, without
+    thousands of bind parameters)."""
+    from sqlalchemy import bindparam, func
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    table = SmsPart.__table__
+    src = select(*(
+        func.unnest(bindparam(f"arr_{c}", [r[c] for r in rows], type_=ARRAY(table.c[c].type))).label(c)
+        for c in _PART_COLS
+    ))
+    return insert(table).from_select(list(_PART_COLS), src)
 
 
 async def is_opted_out(sessionmaker: async_sessionmaker[AsyncSession], phone: str) -> bool:
@@ -484,6 +545,10 @@ class SmsChannel(Channel):
         self.opt_outs = OptOutCache(ttl=OPT_OUT_TTL_SECONDS)
         self.parts = PartWriter()
         self._messages_url = f"{self.base_url}/messages"
+        self._batch_url = f"{self.base_url}/messages/batch"
+        # segments per provider batch request (Tencent SendSms: 200 numbers, Aliyun SendBatchSms: 100)
+        self.batch_size = max(1, min(MAX_BATCH, int(getattr(s, "sms_batch_size", None) or DEFAULT_BATCH)))
+        self.max_batch = self.batch_size  # replies the outbox hands send_batch at once
 
     # ------------------------------------------------------------------ routes
     def routes(self) -> Iterable[web.AbstractRouteDef]:
@@ -807,6 +872,150 @@ class SmsChannel(Channel):
         ])
         log.info("sms sent to %s parts=%d", mask_phone(phone), len(parts))
         return batch_ref
+
+    async def send_batch(self, replies: Sequence[Reply]) -> list[str | None | BaseException]:
+        """Send many replies through the provider's batch endpoint; one result per reply.
+
+        The per-reply checks of ``send`` are done for the whole group at once (one opt-out
+        lookup, the in-memory rate limiter), every segment becomes one item of a batch request
+        (at most ``batch_size`` items, a reply's segments kept in one request), the requests go
+        out concurrently, and the segment records of all accepted replies are stored with one
+        multi-row INSERT before the batch references are returned.
+
+        Per reply: the batch reference when the provider accepted every segment; the provider's
+        per-item refusal as a ``DeliveryError`` (``retryable`` as the provider says); when a
+        whole request fails, the same error for each of its replies (retryable for timeouts,
+        5xx and 429). A reply of which the provider accepted some segments and refused others is
+        not retried (that would send the accepted parts twice): ``code="partial"``, final.
+        """
+        results: list[str | None | BaseException] = [None] * len(replies)
+        checked: list[tuple[int, str, Reply]] = []
+        notice_phones: list[str] = []
+        for i, reply in enumerate(replies):
+            phone = normalize_phone(reply.recipient_id)
+            if phone is None:
+                results[i] = DeliveryError("recipient is not a phone number", retryable=False, code="bad_recipient")
+                continue
+            checked.append((i, phone, reply))
+            if reply.kind in ("notice", "template") and not reply.urgent and not reply.metadata.get("transactional"):
+                notice_phones.append(phone)
+        opted = await self.opt_outs.among(self.ctx.sessionmaker, notice_phones) if notice_phones else set()
+        items: list[tuple[int, str, list[str], str]] = []  # (index, phone, segments, batch_ref)
+        for i, phone, reply in checked:
+            if phone in opted and reply.kind in ("notice", "template") and not reply.urgent \
+                    and not reply.metadata.get("transactional"):
+                results[i] = DeliveryError("recipient opted out of SMS notices", retryable=False, code="opted_out")
+                continue
+            text = self.render(reply)
+            if not text:
+                results[i] = DeliveryError("empty message", retryable=False, code="empty")
+                continue
+            if not self.outbound_limit.hit(phone):
+                results[i] = DeliveryError("per-number SMS rate limit reached", retryable=True, code="rate_limited")
+                continue
+            items.append((i, phone, split_segments(text), "smsb_" + uuid.uuid4().hex))
+        requests: list[list[tuple[int, str, list[str], str]]] = []
+        cur: list[tuple[int, str, list[str], str]] = []
+        used = 0
+        for item in items:
+            n = len(item[2])
+            if cur and used + n > self.batch_size:
+                requests.append(cur)
+                cur, used = [], 0
+            cur.append(item)
+            used += n
+        if cur:
+            requests.append(cur)
+        answers = await asyncio.gather(*(self._post_batch(req) for req in requests), return_exceptions=True)
+        now = datetime.now(timezone.utc)
+        part_rows: list[dict[str, Any]] = []
+        stored: list[tuple[int, str]] = []
+        for req, answer in zip(requests, answers):
+            if isinstance(answer, BaseException):
+                if not isinstance(answer, (DeliveryError, Exception)):
+                    raise answer  # cancellation
+                for i, *_ in req:
+                    results[i] = answer
+                continue
+            for i, phone, segments, ref in req:
+                got = [answer.get(f"{ref}-{p}") for p in range(1, len(segments) + 1)]
+                ok = [g for g in got if isinstance(g, str)]
+                if len(ok) == len(segments):
+                    part_rows.extend(
+                        {"provider_id": pid, "batch_ref": ref, "part": p, "parts": len(segments), "status": "sent",
+                         "error": None, "created_at": now, "updated_at": now}
+                        for p, pid in enumerate(ok, start=1)
+                    )
+                    stored.append((i, ref))
+                elif ok:
+                    results[i] = DeliveryError(
+                        f"SMS provider accepted {len(ok)} of {len(segments)} parts", retryable=False, code="partial"
+                    )
+                else:
+                    err = next((g for g in got if isinstance(g, DeliveryError)), None)
+                    results[i] = err or DeliveryError("SMS provider answer has no result for the message",
+                                                      retryable=True, code="bad_answer")
+        if part_rows:
+            try:
+                await self.parts.add(self.ctx.sessionmaker, part_rows)
+            except Exception as exc:  # noqa: BLE001 - the SMS went out: never send it again
+                log.error("sms: %d segment record(s) not stored (%s); their delivery reports will not be mapped",
+                          len(part_rows), type(exc).__name__)
+        for i, ref in stored:
+            results[i] = ref
+        log.info("sms batch: %d message(s), %d accepted, %d request(s)", len(replies), len(stored), len(requests))
+        return results
+
+    async def _post_batch(self, items: list[tuple[int, str, list[str], str]]) -> dict[str, str | DeliveryError]:
+        """One signed call to ``{base}/messages/batch``; client_ref → provider id or per-item error."""
+        messages = [
+            {"to": phone, "text": text, "client_ref": f"{ref}-{p}", "part": p, "parts": len(segments)}
+            for _, phone, segments, ref in items
+            for p, text in enumerate(segments, start=1)
+        ]
+        body = json.dumps(
+            {"from": self.sender, "timestamp": int(time.time()), "messages": messages},
+            ensure_ascii=False, separators=(",", ":"),
+        ).encode()
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "X-Api-Key": self.api_key,
+            "X-Signature": sign(self.secret, body),
+        }
+        try:
+            async with self.ctx.http.post(self._batch_url, data=body, headers=headers, timeout=self.timeout) as resp:
+                payload = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise DeliveryError(f"SMS provider unreachable: {type(exc).__name__}", retryable=True, code="unreachable") from None
+        if status == 429 or status >= 500:
+            raise DeliveryError(f"SMS provider answered {status}", retryable=True, code=f"http_{status}")
+        if status >= 400:
+            raise DeliveryError(f"SMS provider refused the batch ({status})", retryable=False, code=f"http_{status}")
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            data = None
+        entries = data.get("results") if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            raise DeliveryError("SMS provider batch answer has no results", retryable=True, code="bad_answer")
+        out: dict[str, str | DeliveryError] = {}
+        for pos, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                continue
+            ref = entry.get("client_ref")
+            if not isinstance(ref, str):  # no reference echoed: by position
+                ref = messages[pos]["client_ref"] if pos < len(messages) else None
+                if ref is None:
+                    continue
+            pid = entry.get("message_id") or entry.get("id")
+            if pid and not entry.get("error"):
+                out[ref] = str(pid)[:200]
+            else:
+                code = str(entry.get("error") or entry.get("code") or "refused")[:64]
+                out[ref] = DeliveryError(f"SMS provider refused the message ({code})",
+                                         retryable=bool(entry.get("retryable", False)), code=code)
+        return out
 
     async def _post_part(self, phone: str, text: str, client_ref: str, part: int, parts: int) -> str:
         body = json.dumps(

@@ -34,6 +34,8 @@ class SmsProvider:
         self.fail_with: list[int] = []  # statuses answered (nothing recorded), one per call
         self.hang_after: int | None = None  # accept this many notices, then hang new ones unrecorded
         self.hanging = 0
+        self.batch_calls = 0
+        self.refuse: dict[str, tuple[str, bool]] = {}  # number -> (error code, retryable) per batch item
         self._release = asyncio.Event()
         self.url = ""
 
@@ -61,6 +63,43 @@ class SmsProvider:
         self.messages.append(data)
         return web.json_response({"message_id": data["provider_id"]})
 
+    async def handle_batch(self, request: web.Request) -> web.Response:
+        """The batch endpoint: same checks; per-item results; ``refuse`` numbers get an item error.
+
+        With ``hang_after`` a request that would take the accepted notices past it hangs whole
+        (a batch request is answered at once or not at all).
+        """
+        body = await request.read()
+        if request.headers.get("X-Api-Key") != SMS_KEY:
+            self.rejected.append("api_key")
+            return web.json_response({"error": "bad api key"}, status=401)
+        expected = hmac.new(SMS_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, request.headers.get("X-Signature", "")):
+            self.rejected.append("signature")
+            return web.json_response({"error": "bad signature"}, status=403)
+        data = json.loads(body)
+        self.batch_calls += 1
+        if self.fail_with:
+            return web.json_response({"error": "injected"}, status=self.fail_with.pop(0))
+        items = data["messages"]
+        if self.hang_after is not None:
+            firsts = sum(1 for m in self.messages if m.get("part", 1) == 1)
+            if firsts + sum(1 for m in items if m.get("part", 1) == 1) > self.hang_after:
+                self.hanging += 1
+                await self._release.wait()
+                return web.json_response({"error": "gone"}, status=503)
+        results = []
+        for item in items:
+            if item["to"] in self.refuse:
+                code, retryable = self.refuse[item["to"]]
+                results.append({"client_ref": item["client_ref"], "error": code, "retryable": retryable})
+                continue
+            msg = {**item, "from": data.get("from"), "timestamp": data.get("timestamp"),
+                   "provider_id": f"p-{uuid.uuid4().hex[:10]}"}
+            self.messages.append(msg)
+            results.append({"client_ref": item["client_ref"], "message_id": msg["provider_id"]})
+        return web.json_response({"results": results})
+
     def release(self) -> None:
         self.hang_after = None
         self._release.set()
@@ -74,6 +113,7 @@ async def run_sms_provider() -> AsyncIterator[SmsProvider]:
     provider = SmsProvider()
     app = web.Application()
     app.router.add_post("/v1/messages", provider.handle)
+    app.router.add_post("/v1/messages/batch", provider.handle_batch)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

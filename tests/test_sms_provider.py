@@ -7,6 +7,7 @@ records accepted messages. It also signs what it sends us (inbound SMS, delivery
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -36,6 +37,10 @@ class FakeSmsProvider:
         self.fail_with: list[int] = []  # statuses to answer with, one per call, before accepting
         self.url = ""
         self._n = 0
+        self.batch_calls = 0
+        self.delay = 0.0  # seconds the batch endpoint waits before answering (timeouts)
+        self.refuse: dict[str, tuple[str, bool]] = {}  # number -> (error code, retryable) per batch item
+        self.refuse_parts: set[int] = set()  # segment numbers refused (retryable) whatever the number
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -53,6 +58,34 @@ class FakeSmsProvider:
         self.messages.append(data)
         return web.json_response({"message_id": data["provider_id"], "status": "accepted"})
 
+    async def handle_batch(self, request: web.Request) -> web.Response:
+        """The batch endpoint: same checks, one result per item (``refuse``: per-number errors)."""
+        body = await request.read()
+        if request.headers.get("X-Api-Key") != self.api_key:
+            self.rejected.append("api_key")
+            return web.json_response({"error": "bad api key"}, status=401)
+        if not hmac.compare_digest(hmac_hex(self.secret, body), request.headers.get("X-Signature", "")):
+            self.rejected.append("signature")
+            return web.json_response({"error": "bad signature"}, status=403)
+        data = json.loads(body)
+        self.batch_calls += 1
+        if self.fail_with:
+            return web.json_response({"error": "injected"}, status=self.fail_with.pop(0))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        results = []
+        for item in data["messages"]:
+            if item["to"] in self.refuse or item.get("part") in self.refuse_parts:
+                code, retryable = self.refuse.get(item["to"], ("segment_rejected", True))
+                results.append({"client_ref": item["client_ref"], "error": code, "retryable": retryable})
+                continue
+            self._n += 1
+            msg = {**item, "from": data.get("from"), "timestamp": data.get("timestamp"),
+                   "provider_id": f"prov-{self._n}-{uuid.uuid4().hex[:6]}"}
+            self.messages.append(msg)
+            results.append({"client_ref": item["client_ref"], "message_id": msg["provider_id"], "status": "accepted"})
+        return web.json_response({"results": results})
+
     def to(self, phone: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m["to"] == phone]
 
@@ -65,6 +98,7 @@ async def run_provider() -> AsyncIterator[FakeSmsProvider]:
     provider = FakeSmsProvider()
     app = web.Application()
     app.router.add_post("/v1/messages", provider.handle)
+    app.router.add_post("/v1/messages/batch", provider.handle_batch)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -1,0 +1,85 @@
+"""The outbox claim statement and the batch hook of the Channel interface, on both stores."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+import bot.outbox as outbox_mod
+from bot.outbox import OutboxWorker, enqueue_many
+from channels.base import Channel, DeliveryError, Reply
+
+
+def notice(to: str) -> Reply:
+    return Reply(channel="rec", recipient_id=to, text="停电通知", kind="notice")
+
+
+class OneByOne(Channel):
+    name = "rec"
+
+    def __init__(self) -> None:  # no context needed
+        self.sent: list[str] = []
+
+    def routes(self):  # type: ignore[no-untyped-def]
+        return []
+
+    async def send(self, reply: Reply) -> str | None:
+        if reply.recipient_id == "bad":
+            raise DeliveryError("refused", retryable=False, code="x")
+        self.sent.append(reply.recipient_id)
+        return f"id-{reply.recipient_id}"
+
+
+async def test_a_claim_never_takes_more_than_its_batch(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    """All rows due at the same instant: the claim takes exactly ``batch_size`` of them (on
+    PostgreSQL a plain ``IN (subquery ... SKIP LOCKED)`` could be rescanned and claim more)."""
+    async with sessionmaker() as s, s.begin():
+        await enqueue_many(s, [{"reply": notice(f"r{i}"), "kind": "notice", "dedupe_key": f"k{i}"} for i in range(700)])
+    w = OutboxWorker(sessionmaker, {"rec": OneByOne()}, batch_size=100)
+    claimed: list[int] = []
+    for _ in range(8):
+        rows = await w._claim()
+        assert len(rows) <= 100
+        claimed += [r.id for r in rows]
+    assert len(claimed) == len(set(claimed)) == 700
+    # claimed rows are read-only rows with the model's attributes (policies and hooks use them)
+    assert rows == [] and {"id", "channel", "kind", "urgent", "payload", "attempts"} <= set(
+        (await _one_claimed(sessionmaker))._fields
+    )
+
+
+async def _one_claimed(sessionmaker):  # type: ignore[no-untyped-def]
+    async with sessionmaker() as s, s.begin():
+        await enqueue_many(s, [{"reply": notice("late"), "kind": "notice", "dedupe_key": "late"}])
+    (row,) = await OutboxWorker(sessionmaker, {"rec": OneByOne()})._claim()
+    assert row.recipient_id == "late" and row.payload["text"] == "停电通知" and row.attempts == 0
+    return row
+
+
+async def test_the_default_send_batch_sends_one_by_one_with_per_reply_results() -> None:
+    ch = OneByOne()
+    results = await ch.send_batch([notice("a"), notice("bad"), notice("c")])
+    assert results[0] == "id-a" and results[2] == "id-c" and isinstance(results[1], DeliveryError)
+    assert ch.sent == ["a", "c"]
+
+
+async def test_a_mass_enqueue_refreshes_the_planner_statistics_on_postgres(postgres_url, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from bot.db import make_engine, make_sessionmaker
+    from bot.migrate import BOT_MIGRATIONS, upgrade
+
+    monkeypatch.setattr(outbox_mod, "ANALYZE_AFTER_ROWS", 300)
+    await upgrade(postgres_url, BOT_MIGRATIONS)
+    engine = make_engine(postgres_url)
+    try:
+        sm = make_sessionmaker(engine)
+        async with sm() as s, s.begin():  # only our ANALYZE may refresh the statistics here
+            await s.execute(text("ALTER TABLE outbox SET (autovacuum_enabled = false)"))
+        async with sm() as s, s.begin():
+            await enqueue_many(s, [{"reply": notice(f"r{i}"), "kind": "notice", "dedupe_key": f"k{i}"} for i in range(299)])
+        async with sm() as s:
+            assert await s.scalar(text("SELECT reltuples FROM pg_class WHERE relname = 'outbox'")) <= 0
+        async with sm() as s, s.begin():
+            await enqueue_many(s, [{"reply": notice(f"m{i}"), "kind": "notice", "dedupe_key": f"m{i}"} for i in range(300)])
+        async with sm() as s:
+            assert await s.scalar(text("SELECT reltuples FROM pg_class WHERE relname = 'outbox'")) == 599
+    finally:
+        await engine.dispose()
