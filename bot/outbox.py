@@ -274,7 +274,6 @@ class OutboxWorker:
         ``payload``, ``attempts``...) as read-only fields.
         """
         now = utcnow()
-        names = list(self.channels)
         table = OutboxMessage.__table__
         c = table.c
         async with self.sessionmaker() as session, session.begin():
@@ -284,31 +283,41 @@ class OutboxWorker:
                 .where(c.status == "sending", c.next_attempt_at < now - self.sending_lease)
                 .values(status="pending")
             )
-            due = (
-                select(c.id)
-                .where(c.status == "pending", c.next_attempt_at <= now, c.channel.in_(names))
-                .order_by(c.next_attempt_at, c.id)
-                .limit(self.batch_size)
-            )
-            if session.bind.dialect.name == "postgresql":
-                # ``id = ANY(ARRAY(subquery))``: the subquery runs once (an InitPlan). With a
-                # plain ``IN (subquery)`` the planner may rescan it in a nested loop, and a rescan
-                # skips the rows this very statement has just updated — claiming past the LIMIT.
-                # No second ``status = 'pending'`` test outside: the subquery locked the rows
-                # and rechecked it, and with it the planner may pick the partial claim index
-                # for the id lookup instead of the primary key (a full index scan per claim).
-                picked = c.id == any_(func.array(due.with_for_update(skip_locked=True).scalar_subquery()))
-            else:
-                picked = and_(c.id.in_(due), c.status == "pending")
-            res = await session.execute(
-                update(table)
-                .where(picked)
-                .values(status="sending", next_attempt_at=now)
-                .returning(*table.c)
-            )
-            rows = list(res.all())
+            # Replies to customers first (their own partial index), then notices: an answer
+            # must not queue behind a 100,000-notice fan-out.
+            rows = await self._claim_lane(session, c.kind == "reply", now, self.batch_size)
+            if len(rows) < self.batch_size:
+                rows += await self._claim_lane(session, c.kind != "reply", now, self.batch_size - len(rows))
         rows.sort(key=lambda r: r.id)
         return rows
+
+    async def _claim_lane(self, session: AsyncSession, lane: Any, now: datetime, limit: int) -> list[Any]:
+        """One lane's claim: up to ``limit`` due rows matching ``lane``, marked ``sending``."""
+        table = OutboxMessage.__table__
+        c = table.c
+        due = (
+            select(c.id)
+            .where(c.status == "pending", lane, c.next_attempt_at <= now, c.channel.in_(list(self.channels)))
+            .order_by(c.next_attempt_at, c.id)
+            .limit(limit)
+        )
+        if session.bind.dialect.name == "postgresql":
+            # ``id = ANY(ARRAY(subquery))``: the subquery runs once (an InitPlan). With a
+            # plain ``IN (subquery)`` the planner may rescan it in a nested loop, and a rescan
+            # skips the rows this very statement has just updated — claiming past the LIMIT.
+            # No second ``status = 'pending'`` test outside: the subquery locked the rows
+            # and rechecked it, and with it the planner may pick the partial claim index
+            # for the id lookup instead of the primary key (a full index scan per claim).
+            picked = c.id == any_(func.array(due.with_for_update(skip_locked=True).scalar_subquery()))
+        else:
+            picked = and_(c.id.in_(due), c.status == "pending")
+        res = await session.execute(
+            update(table)
+            .where(picked)
+            .values(status="sending", next_attempt_at=now)
+            .returning(*table.c)
+        )
+        return list(res.all())
 
     async def run_once(self) -> int:
         """Claim and deliver one batch; returns how many rows were handled.

@@ -114,6 +114,7 @@ class Settings(BaseSettings):
     outbox_batch_size: int = Field(100, ge=1, le=5000)
     outbox_concurrency: int = Field(50, ge=1, le=2000)
     outbox_pipelines: int = Field(1, ge=1, le=16)  # concurrent claim loops per process
+    sms_batch_size: int = Field(100, ge=1, le=200)  # notices per request to the provider's batch endpoint
     outbox_sending_lease_seconds: float = Field(120.0, gt=0)  # 'sending' rows of a crashed process retried after
 
     # --- console -------------------------------------------------------------------------

@@ -83,3 +83,22 @@ async def test_a_mass_enqueue_refreshes_the_planner_statistics_on_postgres(postg
             assert await s.scalar(text("SELECT reltuples FROM pg_class WHERE relname = 'outbox'")) == 599
     finally:
         await engine.dispose()
+
+
+async def test_a_customer_reply_is_claimed_before_a_fan_out_of_notices(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    """A planned-outage fan-out queued first must not hold back a conversational answer."""
+    async with sessionmaker() as s, s.begin():
+        await enqueue_many(s, [{"reply": notice(f"n{i}"), "kind": "notice", "dedupe_key": f"n{i}"} for i in range(600)])
+    async with sessionmaker() as s, s.begin():
+        answer = Reply(channel="rec", recipient_id="customer", text="您的工单已受理")
+        await enqueue_many(s, [{"reply": answer, "kind": "reply", "dedupe_key": "in:1:0"}])
+    w = OutboxWorker(sessionmaker, {"rec": OneByOne()}, batch_size=100)
+    first = await w._claim()
+    assert len(first) == 100
+    assert "customer" in [r.recipient_id for r in first]
+    # the rest of the claim is notices, oldest first; nothing is lost or taken twice
+    seen = {r.id for r in first}
+    while rows := await w._claim():
+        assert not seen & {r.id for r in rows}
+        seen |= {r.id for r in rows}
+    assert len(seen) == 601

@@ -35,6 +35,10 @@ HOT_QUERIES = [
      "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= now() "
      "AND channel IN ('rest', 'wechat') ORDER BY next_attempt_at, id LIMIT 100 FOR UPDATE SKIP LOCKED",
      "ix_outbox_pending_due"),
+    ("outbox claim, reply lane: a customer's answer before a notice fan-out",
+     "SELECT id FROM outbox WHERE status = 'pending' AND kind = 'reply' AND next_attempt_at <= now() "
+     "AND channel IN ('rest', 'sms') ORDER BY next_attempt_at, id LIMIT 100 FOR UPDATE SKIP LOCKED",
+     "ix_outbox_pending_reply_due"),
     ("outbox: orphaned 'sending' rows of a crashed process",
      "SELECT id FROM outbox WHERE status = 'sending' AND next_attempt_at < now() - interval '120 seconds'",
      "ix_outbox_due"),
@@ -65,6 +69,9 @@ HOT_QUERIES = [
      "cache_entries_pkey"),
     ("WeChat 48-hour window ledger", "SELECT * FROM wechat_windows WHERE openid = 'o1'", "wechat_windows_pkey"),
 ]
+
+
+HEAD = "bot_0009_outbox_reply_lane"
 
 
 async def _heads(url: str) -> set[str]:
@@ -101,7 +108,7 @@ def pg_store(postgres) -> str:  # type: ignore[no-untyped-def]
 async def test_merge_migration_is_the_single_head_and_reversible(postgres_url: str, sqlite_url: str) -> None:
     for url in (postgres_url, sqlite_url):
         await upgrade(url, BOT_MIGRATIONS)
-        assert await _heads(url) == {"bot_0008_scaleout"}
+        assert await _heads(url) == {HEAD}
         engine = make_engine(url)
         try:
             async with engine.connect() as conn:
@@ -119,4 +126,4 @@ async def test_merge_migration_is_the_single_head_and_reversible(postgres_url: s
         finally:
             await engine.dispose()
         await upgrade(url, BOT_MIGRATIONS)
-        assert await _heads(url) == {"bot_0008_scaleout"}
+        assert await _heads(url) == {HEAD}
