@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import outbox
@@ -64,9 +64,16 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def dialect_insert(session: AsyncSession, table: Any) -> Any:
+def _dialect_name(session: Any) -> str:
+    """Backend name of an ``AsyncSession`` or an ``AsyncConnection``."""
+    if isinstance(session, AsyncSession):
+        return session.bind.dialect.name
+    return session.dialect.name
+
+
+def dialect_insert(session: Any, table: Any) -> Any:
     """``INSERT`` with ``ON CONFLICT`` support for the session's backend (SQLite / PostgreSQL)."""
-    if session.bind.dialect.name == "postgresql":
+    if _dialect_name(session) == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as ins
     else:
         from sqlalchemy.dialects.sqlite import insert as ins
@@ -80,7 +87,7 @@ def _insert_stmt(session: AsyncSession, table: Any) -> Any:
     """``INSERT .. ON CONFLICT (channel, dedupe_key) DO NOTHING RETURNING id, channel, dedupe_key``,
     built once per backend and table and executed with a list of rows ("insertmanyvalues":
     one compiled statement from the cache, batched VALUES, duplicates simply not returned)."""
-    key = (session.bind.dialect.name, table.name)
+    key = (_dialect_name(session), table.name)
     stmt = _INSERT_STMTS.get(key)
     if stmt is None:
         stmt = _INSERT_STMTS[key] = (
@@ -91,7 +98,22 @@ def _insert_stmt(session: AsyncSession, table: Any) -> Any:
     return stmt
 
 
-TurnCommit = Callable[[AsyncSession, list[Reply]], Awaitable[None]]
+_INBOUND = InboundMessage.__table__
+_FINISH_ROW = (
+    update(_INBOUND)
+    .where(_INBOUND.c.id == bindparam("b_id"))
+    .values(status="done", processed_at=bindparam("b_now", type_=_INBOUND.c.processed_at.type),
+            attempts=bindparam("b_attempts", type_=_INBOUND.c.attempts.type), error=None)
+)
+_NEXT_ROW = (
+    select(*_INBOUND.c)
+    .where(_INBOUND.c.conversation_id == bindparam("b_cid", type_=_INBOUND.c.conversation_id.type),
+           _INBOUND.c.status == "received")
+    .order_by(_INBOUND.c.id)
+    .limit(1)
+)
+
+TurnCommit = Callable[[Any, list[Reply]], Awaitable[None]]
 turn_commit: ContextVar[TurnCommit | None] = ContextVar("powerbot_turn_commit", default=None)
 """Set by the pipeline while a handler runs. A handler that writes its turn in one final
 transaction awaits it inside that transaction with the replies it will return: the replies
@@ -521,9 +543,8 @@ class Pipeline:
             return True, row
 
     def _release_stmt(self, conversation_id: str):  # type: ignore[no-untyped-def]
-        return delete(ConversationLease).where(
-            ConversationLease.conversation_id == conversation_id, ConversationLease.owner == self.owner
-        )
+        table = ConversationLease.__table__
+        return delete(table).where(table.c.conversation_id == conversation_id, table.c.owner == self.owner)
 
     async def _release(self, conversation_id: str) -> None:
         async with self.sessionmaker() as session, session.begin():
@@ -603,17 +624,15 @@ class Pipeline:
             fut.set_result(queued)
         return True, nxt
 
-    async def _finish_row(self, session: AsyncSession, row: Any, conversation_id: str, shared: bool) -> Any:
-        """Mark the row done; with the lease held also fetch the next row (or release the lease)."""
-        await session.execute(
-            update(InboundMessage)
-            .where(InboundMessage.id == row.id)
-            .values(status="done", processed_at=utcnow(), attempts=row.attempts + 1, error=None)
-            .execution_options(synchronize_session=False)
-        )
+    async def _finish_row(self, session: Any, row: Any, conversation_id: str, shared: bool) -> Any:
+        """Mark the row done; with the lease held also fetch the next row (or release the lease).
+
+        ``session`` is the turn's ``AsyncSession`` or ``AsyncConnection`` (pre-built Core
+        statements, so either works)."""
+        await session.execute(_FINISH_ROW, {"b_id": row.id, "b_now": utcnow(), "b_attempts": row.attempts + 1})
         if not shared:
             return None
-        nxt = (await session.execute(self._oldest_stmt(conversation_id))).scalar_one_or_none()
+        nxt = (await session.execute(_NEXT_ROW, {"b_cid": conversation_id})).first()
         if nxt is None:
             await session.execute(self._release_stmt(conversation_id))
         return nxt
@@ -637,7 +656,7 @@ class Pipeline:
 
     @staticmethod
     async def _enqueue_replies(
-        session: AsyncSession, replies: list[Reply], inbound_id: int, conversation_id: str, *, delay: float,
+        session: Any, replies: list[Reply], inbound_id: int, conversation_id: str, *, delay: float,
         start: int = 0,
     ) -> list[tuple[int, Reply]]:
         """All replies of one message in one INSERT; a dedupe key already present (a replay
