@@ -39,6 +39,7 @@ from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import outbox
+from bot.db import prebuilt
 from bot.langs import detect_language
 from bot.models import ConversationLease, InboundMessage, OutboxMessage
 from channels.base import Message, Receipt, Reply
@@ -90,10 +91,11 @@ def _insert_stmt(session: AsyncSession, table: Any) -> Any:
     key = (_dialect_name(session), table.name)
     stmt = _INSERT_STMTS.get(key)
     if stmt is None:
-        stmt = _INSERT_STMTS[key] = (
+        stmt = _INSERT_STMTS[key] = prebuilt(
             dialect_insert(session, table)
             .on_conflict_do_nothing(index_elements=["channel", "dedupe_key"])
-            .returning(table.c.id, table.c.channel, table.c.dedupe_key)
+            .returning(table.c.id, table.c.channel, table.c.dedupe_key),
+            "pipeline-insert", *key,
         )
     return stmt
 
@@ -112,6 +114,29 @@ _NEXT_ROW = (
     .order_by(_INBOUND.c.id)
     .limit(1)
 )
+
+_LEASE_STMTS: dict[str, Any] = {}
+
+
+def _lease_stmt(session: Any) -> Any:
+    """Take the conversation's lease unless another owner holds an unexpired one (returns the
+    owner when taken); executed with conversation_id, owner, expires_at, b_now, b_owner."""
+    name = _dialect_name(session)
+    stmt = _LEASE_STMTS.get(name)
+    if stmt is None:
+        table = ConversationLease.__table__
+        ins = dialect_insert(session, table)
+        stmt = _LEASE_STMTS[name] = prebuilt(
+            ins.on_conflict_do_update(
+                index_elements=["conversation_id"],
+                set_={"owner": ins.excluded.owner, "expires_at": ins.excluded.expires_at},
+                where=or_(table.c.expires_at < bindparam("b_now", type_=table.c.expires_at.type),
+                          table.c.owner == bindparam("b_owner", type_=table.c.owner.type)),
+            ).returning(table.c.owner),
+            "pipeline-lease", name,
+        )
+    return stmt
+
 
 TurnCommit = Callable[[Any, list[Reply]], Awaitable[None]]
 turn_commit: ContextVar[TurnCommit | None] = ContextVar("powerbot_turn_commit", default=None)
@@ -522,22 +547,15 @@ class Pipeline:
                 if held:
                     await self._release(conversation_id)
 
-    async def _lease_and_oldest(self, conversation_id: str) -> tuple[bool, InboundMessage | None]:
+    async def _lease_and_oldest(self, conversation_id: str) -> tuple[bool, Any]:
         """Take (or take over an expired) lease and select the oldest waiting row: one transaction."""
         now = utcnow()
-        table = ConversationLease.__table__
         async with self.sessionmaker() as session, session.begin():
-            stmt = dialect_insert(session, table).values(
-                conversation_id=conversation_id, owner=self.owner, expires_at=now + LEASE_TTL
-            )
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["conversation_id"],
-                set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
-                where=or_(table.c.expires_at < now, table.c.owner == self.owner),
-            ).returning(table.c.owner)
-            if (await session.execute(stmt)).first() is None:
+            params = {"conversation_id": conversation_id, "owner": self.owner, "expires_at": now + LEASE_TTL,
+                      "b_now": now, "b_owner": self.owner}
+            if (await session.execute(_lease_stmt(session), params)).first() is None:
                 return False, None
-            row = (await session.execute(self._oldest_stmt(conversation_id))).scalar_one_or_none()
+            row = (await session.execute(_NEXT_ROW, {"b_cid": conversation_id})).first()
             if row is None:
                 await session.execute(self._release_stmt(conversation_id))
             return True, row
