@@ -146,6 +146,32 @@ are queued and the inbound message marked done in the same commit (one transacti
 message, and a crash can no longer separate the turn's state from its replies)."""
 
 
+TurnWrite = Callable[[list[tuple[Any, list[dict[str, Any]], "int | None"]], list[Reply]], Awaitable[bool]]
+turn_write: ContextVar[TurnWrite | None] = ContextVar("powerbot_turn_write", default=None)
+"""Set by the pipeline (SQLite, one process) while a handler runs. A handler whose whole turn
+is pre-built Core statements hands them over with its replies: ``await write(statements,
+replies)``, each statement ``(stmt, parameter rows, expected rowcount or None)``. The pipeline
+writes the turns of concurrent conversations in one transaction (one executemany per
+statement), with their replies queued and their inbound rows closed in the same commit, and
+returns once it is committed. A failed batch is retried turn by turn, so a failure fails only
+its own turn. Returns False (nothing of the turn written) when a statement's rowcount was not
+the expected one."""
+
+
+class _RowcountMismatch(Exception):
+    """A guarded statement of a grouped turn write changed other than the expected rows."""
+
+
+@dataclass
+class _TurnWrite:
+    stmts: list[tuple[Any, list[dict[str, Any]], int | None]]
+    replies: list[Reply]
+    row: Any
+    waiting: bool
+    fut: asyncio.Future[bool]
+    queued: list[tuple[int, Reply]] = field(default_factory=list)
+
+
 class DialogueHandler(Protocol):
     """The conversation engine as seen by the pipeline."""
 
@@ -245,6 +271,9 @@ class Pipeline:
         self._insert_task: asyncio.Task[None] | None = None
         self._mark_q: list[tuple[list[int], asyncio.Future[bool]]] = []
         self._mark_task: asyncio.Task[None] | None = None
+        self._turn_q: list[_TurnWrite] = []
+        self._turn_task: asyncio.Task[None] | None = None
+        self._group_turns = not self.cross_process and dialect == "sqlite"
 
     # ------------------------------------------------------------------ local knowledge
     def _conv(self, conversation_id: str) -> _ConvState:
@@ -594,7 +623,21 @@ class Pipeline:
                 shared_txn["replies"], shared_txn["waiting"] = list(turn_replies), waiting_now
                 shared_txn["next"] = await self._finish_row(session, row, message.conversation_id, shared)
 
+            async def write_with_turn(stmts: list[tuple[Any, list[dict[str, Any]], int | None]],
+                                      turn_replies: list[Reply]) -> bool:
+                shared_txn.clear()
+                item = _TurnWrite(stmts=stmts, replies=list(turn_replies), row=row,
+                                  waiting=row.id in self._waiters, fut=asyncio.get_running_loop().create_future())
+                self._turn_q.append(item)
+                if self._turn_task is None or self._turn_task.done():
+                    self._turn_task = asyncio.ensure_future(self._turn_loop())
+                if not await asyncio.shield(item.fut):
+                    return False
+                shared_txn.update(queued=item.queued, replies=item.replies, waiting=item.waiting, next=None)
+                return True
+
             token = turn_commit.set(commit_with_turn)
+            token_w = turn_write.set(write_with_turn if self._group_turns and not shared else None)
             try:
                 replies = await self.handler.handle(message)
             except self.transient_errors as exc:
@@ -612,6 +655,7 @@ class Pipeline:
                     return False, None
             finally:
                 turn_commit.reset(token)
+                turn_write.reset(token_w)
             if shared_txn:  # the handler committed our part with its turn
                 queued, waiting, nxt = shared_txn["queued"], shared_txn["waiting"], shared_txn["next"]
                 done = shared_txn["replies"]
@@ -641,6 +685,81 @@ class Pipeline:
         if fut is not None and not fut.done():
             fut.set_result(queued)
         return True, nxt
+
+    async def _turn_loop(self) -> None:
+        """Group commit of turn write-sets: everything queued while a batch was written goes
+        next, in one transaction; a batch that fails is retried turn by turn."""
+        while self._turn_q:
+            batch, self._turn_q = self._turn_q[:INSERT_CHUNK], self._turn_q[INSERT_CHUNK:]
+            if len(batch) > 1:
+                try:
+                    await self._write_turns(batch)
+                except asyncio.CancelledError:
+                    for item in batch:
+                        if not item.fut.done():
+                            item.fut.cancel()
+                    raise
+                except Exception as exc:  # noqa: BLE001 - each turn is retried alone below
+                    log.info("grouped turn write of %d turns failed (%s): writing them one by one",
+                             len(batch), type(exc).__name__)
+                else:
+                    for item in batch:
+                        if not item.fut.done():
+                            item.fut.set_result(True)
+                    continue
+            for item in batch:
+                try:
+                    await self._write_turns([item])
+                except _RowcountMismatch:
+                    result: Any = False
+                except asyncio.CancelledError:
+                    for other in batch:
+                        if not other.fut.done():
+                            other.fut.cancel()
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the turn's own failure, to its caller
+                    if not item.fut.done():
+                        item.fut.set_exception(exc)
+                    continue
+                else:
+                    result = True
+                if not item.fut.done():
+                    item.fut.set_result(result)
+
+    async def _write_turns(self, items: list[_TurnWrite]) -> None:
+        """Write the turns in one transaction: each statement once with every turn's rows
+        (executemany), all replies in one INSERT, all inbound rows closed; raises
+        ``_RowcountMismatch`` (nothing written) when a guarded statement missed."""
+        engine = self.sessionmaker.kw["bind"]
+        groups: dict[int, tuple[Any, list[dict[str, Any]], list[int | None]]] = {}
+        for item in items:
+            for stmt, params, expect in item.stmts:
+                g = groups.setdefault(id(stmt), (stmt, [], []))
+                g[1].extend(params)
+                g[2].append(expect)
+        now = utcnow()
+        out_values: list[dict[str, Any]] = []
+        keys: list[list[str]] = []
+        for item in items:
+            delay = self.inline_grace if item.waiting else 0.0
+            k, v = _reply_values(item.replies, item.row.id, item.row.conversation_id, delay=delay, now=now)
+            keys.append(k)
+            out_values += v
+        async with engine.begin() as conn:
+            for stmt, params, expects in groups.values():
+                if not params:
+                    continue
+                res = await conn.execute(stmt, params)
+                if all(e is not None for e in expects) and res.rowcount != sum(e or 0 for e in expects):
+                    raise _RowcountMismatch()
+            got: dict[tuple[str, str], int] = {}
+            if out_values:
+                got = {(ch, key): oid for oid, ch, key in
+                       (await conn.execute(_insert_stmt(conn, OutboxMessage.__table__), out_values)).all()}
+            await conn.execute(_FINISH_ROW, [
+                {"b_id": item.row.id, "b_now": now, "b_attempts": item.row.attempts + 1} for item in items])
+        for item, k in zip(items, keys):
+            item.queued = [(got[(r.channel, key)], r) for r, key in zip(item.replies, k) if (r.channel, key) in got]
 
     async def _finish_row(self, session: Any, row: Any, conversation_id: str, shared: bool) -> Any:
         """Mark the row done; with the lease held also fetch the next row (or release the lease).
@@ -681,25 +800,8 @@ class Pipeline:
         after a crash between the reply and the status update) is skipped like ``enqueue``."""
         if not replies:
             return []
-        now = utcnow()
-        keys = [f"in:{inbound_id}:{n}" for n in range(start, start + len(replies))]
+        keys, values = _reply_values(replies, inbound_id, conversation_id, delay=delay, start=start, now=utcnow())
         table = OutboxMessage.__table__
-        values = [
-            {
-                "channel": r.channel,
-                "recipient_id": r.recipient_id,
-                "conversation_id": conversation_id,
-                "kind": "reply",
-                "payload": r.to_dict(),
-                "dedupe_key": key,
-                "urgent": r.urgent,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now + timedelta(seconds=delay),
-                "created_at": now,
-            }
-            for r, key in zip(replies, keys)
-        ]
         got = {(ch, key): oid for oid, ch, key in (await session.execute(_insert_stmt(session, table), values)).all()}
         return [(got[(r.channel, key)], r) for r, key in zip(replies, keys) if (r.channel, key) in got]
 
@@ -785,8 +887,33 @@ class Pipeline:
             self._recovery.cancel()
         for t in list(self._tasks):
             t.cancel()
-        extra = [t for t in (self._recovery, self._insert_task, self._mark_task) if t is not None]
+        extra = [t for t in (self._recovery, self._insert_task, self._mark_task, self._turn_task) if t is not None]
         await asyncio.gather(*self._tasks, *extra, return_exceptions=True)
+
+
+def _reply_values(
+    replies: list[Reply], inbound_id: int, conversation_id: str, *, delay: float, now: datetime, start: int = 0,
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Outbox rows of one message's replies (dedupe keys ``in:<inbound id>:<n>``)."""
+    keys = [f"in:{inbound_id}:{n}" for n in range(start, start + len(replies))]
+    due = now + timedelta(seconds=delay)
+    values = [
+        {
+            "channel": r.channel,
+            "recipient_id": r.recipient_id,
+            "conversation_id": conversation_id,
+            "kind": "reply",
+            "payload": r.to_dict(),
+            "dedupe_key": key,
+            "urgent": r.urgent,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": due,
+            "created_at": now,
+        }
+        for r, key in zip(replies, keys)
+    ]
+    return keys, values
 
 
 _ROW_FIELDS = ("channel", "dedupe_key", "sender_id", "conversation_id", "kind", "text", "payload", "attempts",

@@ -357,7 +357,18 @@ class DialogueEngine:
         customer_id, version = known
         if not is_new and customer_id is not None and not turn.new_accounts and turn.verify_result is None:
             engine = self.sessionmaker.kw.get("bind")
-            if engine is not None and turn.handoff is None:
+            from bot.pipeline import turn_commit, turn_write
+
+            write = turn_write.get() if turn.handoff is None else None
+            if write is not None:
+                # the pipeline writes this turn together with concurrent ones (group commit)
+                if await write([
+                    (_UPDATE_CONVERSATION, [{"b_cid": cid, "b_customer": customer_id, "b_state": turn.state,
+                                             "b_now": utcnow()}], 1),
+                    (_INSERT_EVENT, _event_rows(turn), None),
+                ], turn.replies):
+                    return None
+            elif engine is not None and turn.handoff is None:
                 # pre-built Core statements on a plain connection: no ORM session, no
                 # statement construction per turn
                 async with engine.begin() as conn:
@@ -365,8 +376,6 @@ class DialogueEngine:
                         "b_cid": cid, "b_customer": customer_id, "b_state": turn.state, "b_now": utcnow()})
                     if res.rowcount == 1:
                         await conn.execute(_INSERT_EVENT, _event_rows(turn))
-                        from bot.pipeline import turn_commit
-
                         commit = turn_commit.get()
                         if commit is not None:
                             await commit(conn, turn.replies)
