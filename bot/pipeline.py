@@ -115,6 +115,14 @@ _NEXT_ROW = (
     .limit(1)
 )
 
+_OUTBOX = OutboxMessage.__table__
+_MARK_INLINE = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id.in_(bindparam("b_ids", expanding=True)), _OUTBOX.c.status == "pending")
+    .values(status="sent", sent_at=bindparam("b_now", type_=_OUTBOX.c.sent_at.type), provider_id="inline")
+    .returning(_OUTBOX.c.id)
+)
+
 _LEASE_STMTS: dict[str, Any] = {}
 
 
@@ -483,13 +491,7 @@ class Pipeline:
             ids = [i for group, _ in batch for i in group]
             try:
                 async with self.sessionmaker() as session, session.begin():
-                    res = await session.execute(
-                        update(OutboxMessage)
-                        .where(OutboxMessage.id.in_(ids), OutboxMessage.status == "pending")
-                        .values(status="sent", sent_at=utcnow(), provider_id="inline")
-                        .returning(OutboxMessage.id)
-                        .execution_options(synchronize_session=False)
-                    )
+                    res = await session.execute(_MARK_INLINE, {"b_ids": ids, "b_now": utcnow()})
                     won = set(res.scalars())
             except BaseException as exc:  # noqa: BLE001
                 for _, fut in batch:

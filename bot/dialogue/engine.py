@@ -397,9 +397,12 @@ class DialogueEngine:
                 async with self.sessionmaker() as session, session.begin():
                     conv = await session.get(Conversation, cid)
                     if conv is None:
-                        conv = Conversation(id=cid, channel=msg.channel, sender_id=msg.sender_id, state={}, version=0)
+                        # the customer first, so the new row is inserted once, complete
+                        linked = await self._link_customer(session, msg, new_identity)
+                        conv = Conversation(id=cid, channel=msg.channel, sender_id=msg.sender_id, state={}, version=0,
+                                            customer_id=linked)
                         session.add(conv)
-                    if conv.customer_id is None:
+                    elif conv.customer_id is None:
                         conv.customer_id = await self._link_customer(session, msg, new_identity)
                     customer_id = conv.customer_id
                     for number, how in turn.new_accounts:
