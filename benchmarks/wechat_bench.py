@@ -55,8 +55,8 @@ and benchmarks were running (load average 1.3-2.3, so rates are low and latencie
 On a quieter box (load average ~0.5-1.5) the SQLite full path measured 3.6-5.3 ms CPU/msg,
 193-279 msg/s at c=50 and 175 msg/s at c=200; paced 200: 96-97 msg/s, p50 17-35 ms, p99 111-232 ms.
 
-Targets NOT met: the full path is ~7-15% of crypto-only (CPU-normalised 7-12%: ~3.6-6.5 ms
-against ~0.45 ms per message), and the paced p99 is 0.1-0.6 s against 50 ms. What remains per
+Targets NOT met: the full path is 6-18% of crypto-only by measured rates (CPU-normalised
+6-12%: ~3.6-6.8 ms against ~0.45 ms per message), and the paced p99 is 0.1-0.6 s against 50 ms. What remains per
 message on SQLite: SQLAlchemy execution of ~6 statements in ~2 transactions (tracker snapshot,
 grouped turn write, grouped inbound insert and inline mark), the new customer's path every
 sixth message (identity link with ORM objects, the core's account lookup over HTTP, the WeChat

@@ -17,6 +17,12 @@ connection, is the scarce resource):
   releases the lease;
 - replies are inserted with one statement; inline deliveries are marked by a group-commit
   writer too; the outbox worker is woken only for rows that are due now;
+- a handler can commit its turn with the replies and the inbound status (``turn_commit``); on
+  SQLite in one process, a handler whose turn is only pre-built statements hands them over
+  (``turn_write``) and concurrent turns are written in one transaction, one executemany per
+  statement (a failed group is retried turn by turn);
+- hot statements are pre-built once (``bot.db.prebuilt`` for the ON CONFLICT inserts, which
+  SQLAlchemy would otherwise compile on every execution);
 - at most ``max_active`` conversations run the dialogue at the same time per process, so a
   burst queues in memory instead of exhausting the connection pool.
 """
