@@ -52,8 +52,10 @@ and benchmarks were running (load average 1.3-2.3, so rates are low and latencie
 
     same run, yardsticks (SQLite server): bare 3519/2808, crypto-only 2544/1766 msg/s (0.44-0.59 ms CPU/msg)
 
-On a quieter box (load average ~0.5-1.5) the SQLite full path measured 3.6-5.3 ms CPU/msg,
-193-279 msg/s at c=50 and 175 msg/s at c=200; paced 200: 96-97 msg/s, p50 17-35 ms, p99 111-232 ms.
+Again back to back at load average ~1 (SQLite, c=50, 10 s): before 68/s 15.7 ms CPU/msg, after
+167/s 6.3 ms CPU/msg. The same code measured 3.6-5.3 ms CPU/msg and 193-279 msg/s at c=50 in
+quieter moments of the day (175 msg/s at c=200; paced 200: 96-97 msg/s, p50 17-35 ms, p99
+111-232 ms): the box's state moves the CPU figure too, so compare runs made back to back.
 
 Targets NOT met: the full path is 6-18% of crypto-only by measured rates (CPU-normalised
 6-12%: ~3.6-6.8 ms against ~0.45 ms per message), and the paced p99 is 0.1-0.6 s against 50 ms. What remains per
