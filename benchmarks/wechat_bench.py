@@ -1,6 +1,7 @@
-"""WeChat channel throughput: full encrypted round trip vs two yardsticks on the same box.
+"""WeChat channel throughput and latency: the full encrypted round trip vs two yardsticks on the same box.
 
-    python benchmarks/wechat_bench.py [--seconds 8] [--concurrency 50,200] [--db-url URL]
+    python benchmarks/wechat_bench.py [--seconds 8] [--concurrency 50,200] [--paced 200] [--think 1,3]
+                                      [--paced-seconds 20] [--db-url URL | --pg [URL]] [--only bare,crypto,full]
 
 Three servers, each in its own process, driven by the same load generator (this process):
 
@@ -10,26 +11,59 @@ Three servers, each in its own process, driven by the same load generator (this 
 - ``full``: the real gateway in safe mode with the real core, NLU and dialogue engine: verify,
   decrypt, persist, NLU, dialogue, outbox, encrypted passive reply.
 
-Each concurrent conversation is one openid sending messages one after another (a user waits
-for the answer), every message with a new MsgId. Prints messages/s, p50 and p99 per server and
-concurrency, and the ratios. Target: full ≥ 30% of crypto-only, p99 ≤ 50 ms at 200.
+Two kinds of load. Every conversation is one openid sending messages one after another, each
+with a new MsgId, six messages per customer, then a new customer takes the slot.
 
-Measured 2026-11-26 on the shared 2-CPU dev box (load average 3-5 from other engineers' test
-suites; the server gets 40-90% of one core, so rates are low and noisy — the CPU ms/msg column
-is the steadier figure). Before the hot-path work: bare ~2400/s, crypto-only 800-1200/s, full
-29-33/s at c=50 (p50 1.1-1.7 s) and a collapse at c=200 (0-6/s, answers `success` after the
-4 s wait), PostgreSQL the same. After (pipeline group commit, no re-select, folded console and
-engine transactions, one-trip SQLite statements, reference-data cache):
+- closed loop (saturation throughput, every server, each ``--concurrency``): a conversation
+  sends its next message as soon as it has the answer. Prints messages/s, p50/p99, the server's
+  CPU per message and the ratios; the throughput target (full >= 30% of crypto-only) is judged
+  here.
+- paced (latency target, the full path only; ``--paced 0`` skips it): ``--paced`` conversations
+  (default 200) whose customers read the answer and then "type" for a think time drawn
+  uniformly from ``--think`` (default 1-3 s) before the next message; the conversations start
+  spread over the first think interval, which is also the warm-up. p99 <= 50 ms is judged here
+  (200 closed-loop conversations answered within 50 ms would need 4000 msg/s, more than the
+  crypto-only yardstick itself).
+
+The box is shared: the server's CPU ms per message is the steadier figure; rates and latencies
+move with the neighbours' load.
+
+Measured 2026-11-26 (before and after the first hot-path work; load average 3-5):
 
     SQLite      bare 2680/2473  crypto 1429/1420  full c=50 102/s p50 453 ms p99 715 ms (10.2 ms CPU/msg)
                                                   full c=200 71/s p50 2.8 s p99 3.2 s, no timeouts
     PostgreSQL                                    full c=50 44/s p50 870 ms p99 2.1 s (17.5 ms CPU/msg)
                                                   full c=200 collapses (44/s < 200 conversations / 4 s)
 
-Targets NOT met: full is ~5-7% of crypto-only (crypto-only costs ~0.35 ms CPU/msg, the full
-path ~10 ms: NLU, dialogue, ~4 transactions, core calls, the core itself in the same process).
-p99 <= 50 ms at 200 concurrent closed-loop conversations would need 4000 msg/s — more than
-the crypto-only yardstick itself (p99 ~250 ms at c=200) — so it is out of reach on this box.
+Measured 2026-11-28 on the shared 2-CPU box. Morning, idle box, before this day's work (one
+server process, SQLite): bare 3391/s, crypto-only 1902/s (0.57 ms CPU/msg), full 91/s at c=50
+(p50 516 ms, p99 787 ms) and 92/s at c=200 (p99 2.4 s), ~12-13 ms CPU/msg.
+
+After the day's work (one-statement tracker snapshot, Core statements, ON CONFLICT statements
+compiled once, SQLite BEGIN sent with the first statement, group commit of turn write-sets on
+SQLite). Run back to back with the previous code (d1bd143) while another engineer's test suite
+and benchmarks were running (load average 1.3-2.3, so rates are low and latencies long):
+
+                 full c=50              full c=200             paced 200 (think 1-3 s)
+    SQLite before  73/s  14.7 ms CPU/msg  62/s  18.0 ms CPU/msg   67/s  p50 909 ms  p99 1.8 s
+           after  163/s   6.8 ms CPU/msg 172/s   6.5 ms CPU/msg   92/s  p50  53 ms  p99 604 ms
+    PG     before  55/s  19.4 ms CPU/msg  collapses (241 errors)  49/s  p50 2.1 s   p99 3.2 s
+           after  108/s   9.8 ms CPU/msg 105/s  10.4 ms CPU/msg   86/s  p50  87 ms  p99 1.05 s
+
+    same run, yardsticks (SQLite server): bare 3519/2808, crypto-only 2544/1766 msg/s (0.44-0.59 ms CPU/msg)
+
+Again back to back at load average ~1 (SQLite, c=50, 10 s): before 68/s 15.7 ms CPU/msg, after
+167/s 6.3 ms CPU/msg. The same code measured 3.6-5.3 ms CPU/msg and 193-279 msg/s at c=50 in
+quieter moments of the day (175 msg/s at c=200; paced 200: 96-97 msg/s, p50 17-35 ms, p99
+111-232 ms): the box's state moves the CPU figure too, so compare runs made back to back.
+
+Targets NOT met: the full path is 6-18% of crypto-only by measured rates (CPU-normalised
+6-12%: ~3.6-6.8 ms against ~0.45 ms per message), and the paced p99 is 0.1-0.6 s against 50 ms. What remains per
+message on SQLite: SQLAlchemy execution of ~6 statements in ~2 transactions (tracker snapshot,
+grouped turn write, grouped inbound insert and inline mark), the new customer's path every
+sixth message (identity link with ORM objects, the core's account lookup over HTTP, the WeChat
+window ledger), NLU ~0.25 ms, aiohttp + crypto ~0.5 ms. The paced tail comes from queueing on
+the single SQLite connection and from full garbage collections (~50-70 ms each, a few per run).
 """
 
 from __future__ import annotations
@@ -39,6 +73,7 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import os
+import random
 import secrets
 import statistics
 import sys
@@ -116,7 +151,12 @@ async def _serve_async(kind: str, port_q: "mp.Queue[int]", db_url: str | None) -
 
 
 # ---------------------------------------------------------------------------- load
-async def _load(port: int, concurrency: int, seconds: float, check_reply: bool) -> dict[str, float]:
+async def _load(
+    port: int, concurrency: int, seconds: float, check_reply: bool, think: tuple[float, float] | None = None
+) -> dict[str, float]:
+    """Closed loop (``think`` None): each conversation sends its next message as soon as the
+    answer is in. Paced: after each answer the customer "types" for uniform(*think) seconds,
+    and the conversations start spread over the first think interval."""
     import aiohttp
     import xmltodict
 
@@ -125,19 +165,24 @@ async def _load(port: int, concurrency: int, seconds: float, check_reply: bool) 
     url = f"http://127.0.0.1:{port}"
     pusher = WeChatPusher(url, mode="safe", token=TOKEN, aes_key=AES_KEY, appid=APPID)
     latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
-    warmup_until = time.perf_counter() + min(1.0, seconds / 4)
+    errors = sent = 0
+    start = time.perf_counter()
+    warmup_until = start + (think[1] if think else min(1.0, seconds / 4))
+    deadline = warmup_until + seconds if think else start + seconds
+    rng = random.Random(42)
 
     async def conversation(http: aiohttp.ClientSession) -> None:
-        nonlocal errors
+        nonlocal errors, sent
         oid = new_openid()
         i = 0
+        if think:
+            await asyncio.sleep(rng.uniform(0, think[1]))
         while time.perf_counter() < deadline:
             if i and i % MESSAGES_PER_CUSTOMER == 0:
                 oid = new_openid()  # the next customer takes this slot (and stays under the per-sender limit)
             params, body = pusher.build(text_xml(oid, TEXTS[i % len(TEXTS)], msg_id=new_msg_id()))
             i += 1
+            sent += 1
             t0 = time.perf_counter()
             try:
                 async with http.post(pusher.url, params=params, data=body) as resp:
@@ -149,11 +194,13 @@ async def _load(port: int, concurrency: int, seconds: float, check_reply: bool) 
             if ok and check_reply and i % 20 == 1:  # sample: the answer really is WeChat-readable
                 doc = xmltodict.parse(text)["xml"]
                 pusher.reader.decrypt_message(text, doc["MsgSignature"], doc["TimeStamp"], doc["Nonce"])
-            if t0 >= warmup_until:
+            if t0 >= warmup_until and t0 < deadline:
                 if ok:
                     latencies.append(t1 - t0)
                 else:
                     errors += 1
+            if think:
+                await asyncio.sleep(rng.uniform(*think))
 
     conn = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=30)) as http:
@@ -166,6 +213,7 @@ async def _load(port: int, concurrency: int, seconds: float, check_reply: bool) 
         "p99": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan"),
         "n": len(lat),
         "errors": errors,
+        "sent": sent,
     }
 
 
@@ -179,25 +227,36 @@ def _cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def _run(kind: str, concurrencies: list[int], seconds: float, db_url: str | None) -> dict[int, dict[str, float]]:
+def _run(
+    kind: str, concurrencies: list[int], seconds: float, db_url: str | None,
+    paced: tuple[int, float, float, float] | None = None,
+) -> dict[int | str, dict[str, float]]:
+    """Closed-loop runs at each concurrency, then (``paced`` = conversations, think min, think
+    max, seconds) the paced run, all against one server process."""
     ctx = mp.get_context("spawn")
     q: mp.Queue[int] = ctx.Queue()
     proc = ctx.Process(target=_serve, args=(kind, q, db_url), daemon=True)
     proc.start()
     try:
         port = q.get(timeout=150)
-        out = {}
-        for c in concurrencies:
+        out: dict[int | str, dict[str, float]] = {}
+        runs: list[tuple[int | str, int, float, tuple[float, float] | None]] = [(c, c, seconds, None) for c in concurrencies]
+        if paced:
+            runs.append(("paced", paced[0], paced[3], (paced[1], paced[2])))
+        for key, c, secs, think in runs:
             cpu0, t0 = _cpu_seconds(proc.pid), time.perf_counter()
-            out[c] = asyncio.run(_load(port, c, seconds, check_reply=kind != "bare"))
+            r = out[key] = asyncio.run(_load(port, c, secs, check_reply=kind != "bare", think=think))
             cpu, wall = _cpu_seconds(proc.pid) - cpu0, time.perf_counter() - t0
             # the server's CPU share says how much of a core it got on a shared box; CPU per
             # answered message is the figure that does not depend on the neighbours' load
+            # (for the paced run: CPU over the whole run, warm-up included, per message sent)
             share = cpu / wall if wall else 0.0
-            per_msg = 1000 * cpu / max(1, out[c]["n"] + out[c]["errors"]) * (seconds / wall if wall else 1)
-            out[c]["cpu_share"], out[c]["cpu_ms"] = share, per_msg
-            print(f"  {kind:6s} c={c:<4d} {out[c]['rate']:8.0f} msg/s  p50 {out[c]['p50']:6.1f} ms  "
-                  f"p99 {out[c]['p99']:6.1f} ms  (n={out[c]['n']}, errors={out[c]['errors']}; server CPU "
+            sent = (r["n"] + r["errors"]) * (wall / secs if think is None else 1.0)
+            per_msg = 1000 * cpu / max(1, sent) if think is None else 1000 * cpu / max(1, r["sent"])
+            r["cpu_share"], r["cpu_ms"] = share, per_msg
+            label = f"c={c:<4d}" if think is None else f"paced {c} (think {think[0]:g}-{think[1]:g} s)"
+            print(f"  {kind:6s} {label} {r['rate']:8.0f} msg/s  p50 {r['p50']:6.1f} ms  "
+                  f"p99 {r['p99']:6.1f} ms  (n={r['n']}, errors={r['errors']}; server CPU "
                   f"{share:.0%} of a core, ~{per_msg:.1f} ms/msg)", flush=True)
         return out
     finally:
@@ -211,6 +270,10 @@ def main() -> None:
     ap.add_argument("--concurrency", default="50,200", help="concurrent conversations (default 50,200)")
     ap.add_argument("--db-url", default=None, help="bot store for the full path (default: SQLite in a temp dir)")
     ap.add_argument("--only", default="bare,crypto,full", help="servers to run (default bare,crypto,full)")
+    ap.add_argument("--paced", type=int, default=200, metavar="N",
+                    help="paced run of the full path: N conversations with think time (default 200; 0 = none)")
+    ap.add_argument("--think", default="1,3", help="paced think time range in seconds (default 1,3)")
+    ap.add_argument("--paced-seconds", type=float, default=20.0, help="measured seconds of the paced run (default 20)")
     ap.add_argument("--pg", nargs="?", const=os.environ.get(
         "POWERBOT_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"), default=None,
         help="bot store on a fresh PostgreSQL database created on this server (dropped after)")
@@ -249,16 +312,25 @@ def _fresh_pg(server_url: str):  # type: ignore[no-untyped-def]
 
 
 def _main(args: argparse.Namespace) -> None:
-    concs = [int(c) for c in args.concurrency.split(",")]
+    concs = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    lo, hi = (float(x) for x in args.think.split(","))
+    paced = (args.paced, lo, hi, args.paced_seconds) if args.paced else None
     os.chdir(ROOT)
-    print(f"WeChat safe-mode benchmark: {args.seconds:.0f}s per run, concurrency {concs}, "
+    print(f"WeChat safe-mode benchmark: {args.seconds:.0f}s per closed-loop run, concurrency {concs}"
+          f"{f', paced run {args.paced} conversations think {lo:g}-{hi:g} s for {args.paced_seconds:.0f}s' if paced else ''}, "
           f"{os.cpu_count()} CPUs, server and load generator in separate processes, full-path store: "
           f"{'PostgreSQL' if args.db_url and args.db_url.startswith('postgresql') else 'SQLite'}", flush=True)
     kinds = [k for k in ("bare", "crypto", "full") if k in args.only.split(",")]
-    results = {kind: _run(kind, concs, args.seconds, args.db_url) for kind in kinds}
-    if len(kinds) < 3:
+    results = {kind: _run(kind, concs, args.seconds, args.db_url, paced if kind == "full" else None) for kind in kinds}
+    if "full" in results and paced:
+        f = results["full"]["paced"]
+        print(f"\npaced (latency target): {args.paced} conversations, think {lo:g}-{hi:g} s, "
+              f"{MESSAGES_PER_CUSTOMER} messages per customer: {f['rate']:.0f} msg/s  p50 {f['p50']:.1f} ms  "
+              f"p99 {f['p99']:.1f} ms  errors {f['errors']:.0f} -> p99 <= 50 ms: "
+              f"{'met' if f['p99'] <= 50 and not f['errors'] else 'NOT met'}")
+    if len(kinds) < 3 or not concs:
         return
-    print()
+    print("\nclosed loop (saturation throughput; each conversation sends again as soon as it has the answer):")
     print(f"{'conc':>5} {'bare/s':>9} {'crypto/s':>9} {'full/s':>9} {'full/crypto':>12} {'full/bare':>10} "
           f"{'full p50':>9} {'full p99':>9} {'CPU ms/msg crypto|full':>23} {'CPU-normalised':>15}")
     for c in concs:
@@ -270,11 +342,18 @@ def _main(args: argparse.Namespace) -> None:
     top = max(concs)
     f, cr = results["full"][top], results["crypto"][top]
     ok_ratio = cr["rate"] and f["rate"] / cr["rate"] >= 0.30
-    print(f"\ntarget at c={top}: full >= 30% of crypto-only: {'met' if ok_ratio else 'NOT met'}; "
-          f"p99 <= 50 ms: {'met' if f['p99'] <= 50 else 'NOT met'}")
+    norm = cr["cpu_ms"] / f["cpu_ms"] if f["cpu_ms"] else 0.0
+    print(f"\ntarget: full >= 30% of crypto-only at c={top}: {'met' if ok_ratio else 'NOT met'} "
+          f"(measured rates; CPU-normalised {norm:.0%})")
+    if paced:
+        pf = results["full"]["paced"]
+        print(f"target: p99 <= 50 ms at {args.paced} paced conversations: "
+              f"{'met' if pf['p99'] <= 50 and not pf['errors'] else 'NOT met'} (p99 {pf['p99']:.1f} ms)")
     print("CPU-normalised = crypto CPU per message / full CPU per message: the rate ratio the two servers "
           "would show with the same CPU (the box is shared, so measured rates also reflect the neighbours). "
-          f"Note: a closed loop of {top} conversations answered within 50 ms needs {top / 0.05:.0f} msg/s.")
+          f"A closed loop of {top} conversations answered within 50 ms would need {top / 0.05:.0f} msg/s; "
+          "the latency target is judged on the paced run.")
+
 
 if __name__ == "__main__":
     main()

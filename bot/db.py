@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.sql.cache_key import CacheKey
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine, AsyncSession
 
 
@@ -56,7 +57,13 @@ class _OneHopCursor:
     def _run(self, many: bool, operation, parameters):  # type: ignore[no-untyped-def]
         raw = self._connection._conn  # the sqlite3 connection, used only on the driver's thread
 
+        begin = getattr(self._connection, "_powerbot_begin", None)
+        if begin:
+            self._connection._powerbot_begin = None
+
         def work():  # type: ignore[no-untyped-def]
+            if begin:
+                raw.execute(begin)  # the transaction's deferred BEGIN, in the same trip
             cur = raw.cursor()
             try:
                 if many:
@@ -120,19 +127,55 @@ def _one_hop_cursors(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-de
     if fast is None:
 
         def cursor(self, server_side: bool = False):  # type: ignore[no-untyped-def]
-            return base.cursor(self, server_side) if server_side else _OneHopCursor(self)
+            if server_side:
+                _flush_begin(self)
+                return base.cursor(self, server_side)
+            return _OneHopCursor(self)
 
-        fast = _FAST_CLASSES[base] = type(f"OneHop{base.__name__}", (base,), {"__slots__": (), "cursor": cursor})
+        def commit(self):  # type: ignore[no-untyped-def]
+            if getattr(self._connection, "_powerbot_begin", None):
+                self._connection._powerbot_begin = None  # nothing ran: nothing to commit, no trip
+                return
+            base.commit(self)
+
+        def rollback(self):  # type: ignore[no-untyped-def]
+            if getattr(self._connection, "_powerbot_begin", None):
+                self._connection._powerbot_begin = None
+                return
+            base.rollback(self)
+
+        fast = _FAST_CLASSES[base] = type(
+            f"OneHop{base.__name__}", (base,),
+            {"__slots__": (), "cursor": cursor, "commit": commit, "rollback": rollback},
+        )
     dbapi_conn.__class__ = fast
 
 
 _FAST_CLASSES: dict[type, type] = {}
 
 
+def _flush_begin(adapted) -> None:  # type: ignore[no-untyped-def]
+    """Issue a deferred BEGIN now (before a statement that does not go through the one-trip cursor)."""
+    inner = adapted._connection
+    begin = getattr(inner, "_powerbot_begin", None)
+    if begin:
+        inner._powerbot_begin = None
+        raw = inner._conn
+        adapted.await_(inner._execute(lambda: raw.execute(begin)))
+
+
 def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
     # BEGIN IMMEDIATE takes the write lock up front. A deferred transaction that reads and
     # then writes fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT) when another
     # writer committed in between — the busy timeout does not apply to that upgrade.
+    # With the one-trip cursor the BEGIN travels with the transaction's first statement (one
+    # trip to the driver's thread less per transaction; a transaction that runs no statement
+    # costs no trip at all); otherwise it is sent at once.
+    adapted = conn.connection.dbapi_connection
+    inner = getattr(adapted, "_connection", None)
+    if type(adapted) in _FAST_CLASSES.values() and inner is not None:
+        inner._powerbot_begin = "BEGIN IMMEDIATE"
+        return
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -164,6 +207,20 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: 
         pool_pre_ping=True,
         pool_recycle=1800,
     )
+
+
+def prebuilt(stmt, *token: str):  # type: ignore[no-untyped-def]
+    """Give a statement built once at import (or once per backend) a fixed cache key.
+
+    The dialects' ``INSERT .. ON CONFLICT`` constructs have no cache key in SQLAlchemy 2.0
+    (``inherit_cache = False``), so every execution compiles the statement again — a good part
+    of a millisecond per inbound row, reply or window renewal. ``token`` must name the
+    statement uniquely, and the statement must carry no literal values (every value comes in
+    the execution parameters): then one compiled form per engine is right for every
+    execution. Do not derive new statements from the result (``.values()``, ``.where()``...)."""
+    key = CacheKey(("powerbot-prebuilt", *token), [])
+    stmt._generate_cache_key = lambda: key
+    return stmt
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -17,6 +17,12 @@ connection, is the scarce resource):
   releases the lease;
 - replies are inserted with one statement; inline deliveries are marked by a group-commit
   writer too; the outbox worker is woken only for rows that are due now;
+- a handler can commit its turn with the replies and the inbound status (``turn_commit``); on
+  SQLite in one process, a handler whose turn is only pre-built statements hands them over
+  (``turn_write``) and concurrent turns are written in one transaction, one executemany per
+  statement (a failed group is retried turn by turn);
+- hot statements are pre-built once (``bot.db.prebuilt`` for the ON CONFLICT inserts, which
+  SQLAlchemy would otherwise compile on every execution);
 - at most ``max_active`` conversations run the dialogue at the same time per process, so a
   burst queues in memory instead of exhausting the connection pool.
 """
@@ -35,10 +41,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import outbox
+from bot.db import prebuilt
 from bot.langs import detect_language
 from bot.models import ConversationLease, InboundMessage, OutboxMessage
 from channels.base import Message, Receipt, Reply
@@ -64,9 +71,16 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def dialect_insert(session: AsyncSession, table: Any) -> Any:
+def _dialect_name(session: Any) -> str:
+    """Backend name of an ``AsyncSession`` or an ``AsyncConnection``."""
+    if isinstance(session, AsyncSession):
+        return session.bind.dialect.name
+    return session.dialect.name
+
+
+def dialect_insert(session: Any, table: Any) -> Any:
     """``INSERT`` with ``ON CONFLICT`` support for the session's backend (SQLite / PostgreSQL)."""
-    if session.bind.dialect.name == "postgresql":
+    if _dialect_name(session) == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as ins
     else:
         from sqlalchemy.dialects.sqlite import insert as ins
@@ -80,23 +94,96 @@ def _insert_stmt(session: AsyncSession, table: Any) -> Any:
     """``INSERT .. ON CONFLICT (channel, dedupe_key) DO NOTHING RETURNING id, channel, dedupe_key``,
     built once per backend and table and executed with a list of rows ("insertmanyvalues":
     one compiled statement from the cache, batched VALUES, duplicates simply not returned)."""
-    key = (session.bind.dialect.name, table.name)
+    key = (_dialect_name(session), table.name)
     stmt = _INSERT_STMTS.get(key)
     if stmt is None:
-        stmt = _INSERT_STMTS[key] = (
+        stmt = _INSERT_STMTS[key] = prebuilt(
             dialect_insert(session, table)
             .on_conflict_do_nothing(index_elements=["channel", "dedupe_key"])
-            .returning(table.c.id, table.c.channel, table.c.dedupe_key)
+            .returning(table.c.id, table.c.channel, table.c.dedupe_key),
+            "pipeline-insert", *key,
         )
     return stmt
 
 
-TurnCommit = Callable[[AsyncSession, list[Reply]], Awaitable[None]]
+_INBOUND = InboundMessage.__table__
+_FINISH_ROW = (
+    update(_INBOUND)
+    .where(_INBOUND.c.id == bindparam("b_id"))
+    .values(status="done", processed_at=bindparam("b_now", type_=_INBOUND.c.processed_at.type),
+            attempts=bindparam("b_attempts", type_=_INBOUND.c.attempts.type), error=None)
+)
+_NEXT_ROW = (
+    select(*_INBOUND.c)
+    .where(_INBOUND.c.conversation_id == bindparam("b_cid", type_=_INBOUND.c.conversation_id.type),
+           _INBOUND.c.status == "received")
+    .order_by(_INBOUND.c.id)
+    .limit(1)
+)
+
+_OUTBOX = OutboxMessage.__table__
+_MARK_INLINE = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id.in_(bindparam("b_ids", expanding=True)), _OUTBOX.c.status == "pending")
+    .values(status="sent", sent_at=bindparam("b_now", type_=_OUTBOX.c.sent_at.type), provider_id="inline")
+    .returning(_OUTBOX.c.id)
+)
+
+_LEASE_STMTS: dict[str, Any] = {}
+
+
+def _lease_stmt(session: Any) -> Any:
+    """Take the conversation's lease unless another owner holds an unexpired one (returns the
+    owner when taken); executed with conversation_id, owner, expires_at, b_now, b_owner."""
+    name = _dialect_name(session)
+    stmt = _LEASE_STMTS.get(name)
+    if stmt is None:
+        table = ConversationLease.__table__
+        ins = dialect_insert(session, table)
+        stmt = _LEASE_STMTS[name] = prebuilt(
+            ins.on_conflict_do_update(
+                index_elements=["conversation_id"],
+                set_={"owner": ins.excluded.owner, "expires_at": ins.excluded.expires_at},
+                where=or_(table.c.expires_at < bindparam("b_now", type_=table.c.expires_at.type),
+                          table.c.owner == bindparam("b_owner", type_=table.c.owner.type)),
+            ).returning(table.c.owner),
+            "pipeline-lease", name,
+        )
+    return stmt
+
+
+TurnCommit = Callable[[Any, list[Reply]], Awaitable[None]]
 turn_commit: ContextVar[TurnCommit | None] = ContextVar("powerbot_turn_commit", default=None)
 """Set by the pipeline while a handler runs. A handler that writes its turn in one final
 transaction awaits it inside that transaction with the replies it will return: the replies
 are queued and the inbound message marked done in the same commit (one transaction less per
 message, and a crash can no longer separate the turn's state from its replies)."""
+
+
+TurnWrite = Callable[[list[tuple[Any, list[dict[str, Any]], "int | None"]], list[Reply]], Awaitable[bool]]
+turn_write: ContextVar[TurnWrite | None] = ContextVar("powerbot_turn_write", default=None)
+"""Set by the pipeline (SQLite, one process) while a handler runs. A handler whose whole turn
+is pre-built Core statements hands them over with its replies: ``await write(statements,
+replies)``, each statement ``(stmt, parameter rows, expected rowcount or None)``. The pipeline
+writes the turns of concurrent conversations in one transaction (one executemany per
+statement), with their replies queued and their inbound rows closed in the same commit, and
+returns once it is committed. A failed batch is retried turn by turn, so a failure fails only
+its own turn. Returns False (nothing of the turn written) when a statement's rowcount was not
+the expected one."""
+
+
+class _RowcountMismatch(Exception):
+    """A guarded statement of a grouped turn write changed other than the expected rows."""
+
+
+@dataclass
+class _TurnWrite:
+    stmts: list[tuple[Any, list[dict[str, Any]], int | None]]
+    replies: list[Reply]
+    row: Any
+    waiting: bool
+    fut: asyncio.Future[bool]
+    queued: list[tuple[int, Reply]] = field(default_factory=list)
 
 
 class DialogueHandler(Protocol):
@@ -198,6 +285,9 @@ class Pipeline:
         self._insert_task: asyncio.Task[None] | None = None
         self._mark_q: list[tuple[list[int], asyncio.Future[bool]]] = []
         self._mark_task: asyncio.Task[None] | None = None
+        self._turn_q: list[_TurnWrite] = []
+        self._turn_task: asyncio.Task[None] | None = None
+        self._group_turns = not self.cross_process and dialect == "sqlite"
 
     # ------------------------------------------------------------------ local knowledge
     def _conv(self, conversation_id: str) -> _ConvState:
@@ -407,13 +497,7 @@ class Pipeline:
             ids = [i for group, _ in batch for i in group]
             try:
                 async with self.sessionmaker() as session, session.begin():
-                    res = await session.execute(
-                        update(OutboxMessage)
-                        .where(OutboxMessage.id.in_(ids), OutboxMessage.status == "pending")
-                        .values(status="sent", sent_at=utcnow(), provider_id="inline")
-                        .returning(OutboxMessage.id)
-                        .execution_options(synchronize_session=False)
-                    )
+                    res = await session.execute(_MARK_INLINE, {"b_ids": ids, "b_now": utcnow()})
                     won = set(res.scalars())
             except BaseException as exc:  # noqa: BLE001
                 for _, fut in batch:
@@ -500,30 +584,22 @@ class Pipeline:
                 if held:
                     await self._release(conversation_id)
 
-    async def _lease_and_oldest(self, conversation_id: str) -> tuple[bool, InboundMessage | None]:
+    async def _lease_and_oldest(self, conversation_id: str) -> tuple[bool, Any]:
         """Take (or take over an expired) lease and select the oldest waiting row: one transaction."""
         now = utcnow()
-        table = ConversationLease.__table__
         async with self.sessionmaker() as session, session.begin():
-            stmt = dialect_insert(session, table).values(
-                conversation_id=conversation_id, owner=self.owner, expires_at=now + LEASE_TTL
-            )
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["conversation_id"],
-                set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
-                where=or_(table.c.expires_at < now, table.c.owner == self.owner),
-            ).returning(table.c.owner)
-            if (await session.execute(stmt)).first() is None:
+            params = {"conversation_id": conversation_id, "owner": self.owner, "expires_at": now + LEASE_TTL,
+                      "b_now": now, "b_owner": self.owner}
+            if (await session.execute(_lease_stmt(session), params)).first() is None:
                 return False, None
-            row = (await session.execute(self._oldest_stmt(conversation_id))).scalar_one_or_none()
+            row = (await session.execute(_NEXT_ROW, {"b_cid": conversation_id})).first()
             if row is None:
                 await session.execute(self._release_stmt(conversation_id))
             return True, row
 
     def _release_stmt(self, conversation_id: str):  # type: ignore[no-untyped-def]
-        return delete(ConversationLease).where(
-            ConversationLease.conversation_id == conversation_id, ConversationLease.owner == self.owner
-        )
+        table = ConversationLease.__table__
+        return delete(table).where(table.c.conversation_id == conversation_id, table.c.owner == self.owner)
 
     async def _release(self, conversation_id: str) -> None:
         async with self.sessionmaker() as session, session.begin():
@@ -555,7 +631,21 @@ class Pipeline:
                 shared_txn["replies"], shared_txn["waiting"] = list(turn_replies), waiting_now
                 shared_txn["next"] = await self._finish_row(session, row, message.conversation_id, shared)
 
+            async def write_with_turn(stmts: list[tuple[Any, list[dict[str, Any]], int | None]],
+                                      turn_replies: list[Reply]) -> bool:
+                shared_txn.clear()
+                item = _TurnWrite(stmts=stmts, replies=list(turn_replies), row=row,
+                                  waiting=row.id in self._waiters, fut=asyncio.get_running_loop().create_future())
+                self._turn_q.append(item)
+                if self._turn_task is None or self._turn_task.done():
+                    self._turn_task = asyncio.ensure_future(self._turn_loop())
+                if not await asyncio.shield(item.fut):
+                    return False
+                shared_txn.update(queued=item.queued, replies=item.replies, waiting=item.waiting, next=None)
+                return True
+
             token = turn_commit.set(commit_with_turn)
+            token_w = turn_write.set(write_with_turn if self._group_turns and not shared else None)
             try:
                 replies = await self.handler.handle(message)
             except self.transient_errors as exc:
@@ -573,6 +663,7 @@ class Pipeline:
                     return False, None
             finally:
                 turn_commit.reset(token)
+                turn_write.reset(token_w)
             if shared_txn:  # the handler committed our part with its turn
                 queued, waiting, nxt = shared_txn["queued"], shared_txn["waiting"], shared_txn["next"]
                 done = shared_txn["replies"]
@@ -603,17 +694,90 @@ class Pipeline:
             fut.set_result(queued)
         return True, nxt
 
-    async def _finish_row(self, session: AsyncSession, row: Any, conversation_id: str, shared: bool) -> Any:
-        """Mark the row done; with the lease held also fetch the next row (or release the lease)."""
-        await session.execute(
-            update(InboundMessage)
-            .where(InboundMessage.id == row.id)
-            .values(status="done", processed_at=utcnow(), attempts=row.attempts + 1, error=None)
-            .execution_options(synchronize_session=False)
-        )
+    async def _turn_loop(self) -> None:
+        """Group commit of turn write-sets: everything queued while a batch was written goes
+        next, in one transaction; a batch that fails is retried turn by turn."""
+        while self._turn_q:
+            batch, self._turn_q = self._turn_q[:INSERT_CHUNK], self._turn_q[INSERT_CHUNK:]
+            if len(batch) > 1:
+                try:
+                    await self._write_turns(batch)
+                except asyncio.CancelledError:
+                    for item in batch:
+                        if not item.fut.done():
+                            item.fut.cancel()
+                    raise
+                except Exception as exc:  # noqa: BLE001 - each turn is retried alone below
+                    log.info("grouped turn write of %d turns failed (%s): writing them one by one",
+                             len(batch), type(exc).__name__)
+                else:
+                    for item in batch:
+                        if not item.fut.done():
+                            item.fut.set_result(True)
+                    continue
+            for item in batch:
+                try:
+                    await self._write_turns([item])
+                except _RowcountMismatch:
+                    result: Any = False
+                except asyncio.CancelledError:
+                    for other in batch:
+                        if not other.fut.done():
+                            other.fut.cancel()
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the turn's own failure, to its caller
+                    if not item.fut.done():
+                        item.fut.set_exception(exc)
+                    continue
+                else:
+                    result = True
+                if not item.fut.done():
+                    item.fut.set_result(result)
+
+    async def _write_turns(self, items: list[_TurnWrite]) -> None:
+        """Write the turns in one transaction: each statement once with every turn's rows
+        (executemany), all replies in one INSERT, all inbound rows closed; raises
+        ``_RowcountMismatch`` (nothing written) when a guarded statement missed."""
+        engine = self.sessionmaker.kw["bind"]
+        groups: dict[int, tuple[Any, list[dict[str, Any]], list[int | None]]] = {}
+        for item in items:
+            for stmt, params, expect in item.stmts:
+                g = groups.setdefault(id(stmt), (stmt, [], []))
+                g[1].extend(params)
+                g[2].append(expect)
+        now = utcnow()
+        out_values: list[dict[str, Any]] = []
+        keys: list[list[str]] = []
+        for item in items:
+            delay = self.inline_grace if item.waiting else 0.0
+            k, v = _reply_values(item.replies, item.row.id, item.row.conversation_id, delay=delay, now=now)
+            keys.append(k)
+            out_values += v
+        async with engine.begin() as conn:
+            for stmt, params, expects in groups.values():
+                if not params:
+                    continue
+                res = await conn.execute(stmt, params)
+                if all(e is not None for e in expects) and res.rowcount != sum(e or 0 for e in expects):
+                    raise _RowcountMismatch()
+            got: dict[tuple[str, str], int] = {}
+            if out_values:
+                got = {(ch, key): oid for oid, ch, key in
+                       (await conn.execute(_insert_stmt(conn, OutboxMessage.__table__), out_values)).all()}
+            await conn.execute(_FINISH_ROW, [
+                {"b_id": item.row.id, "b_now": now, "b_attempts": item.row.attempts + 1} for item in items])
+        for item, k in zip(items, keys):
+            item.queued = [(got[(r.channel, key)], r) for r, key in zip(item.replies, k) if (r.channel, key) in got]
+
+    async def _finish_row(self, session: Any, row: Any, conversation_id: str, shared: bool) -> Any:
+        """Mark the row done; with the lease held also fetch the next row (or release the lease).
+
+        ``session`` is the turn's ``AsyncSession`` or ``AsyncConnection`` (pre-built Core
+        statements, so either works)."""
+        await session.execute(_FINISH_ROW, {"b_id": row.id, "b_now": utcnow(), "b_attempts": row.attempts + 1})
         if not shared:
             return None
-        nxt = (await session.execute(self._oldest_stmt(conversation_id))).scalar_one_or_none()
+        nxt = (await session.execute(_NEXT_ROW, {"b_cid": conversation_id})).first()
         if nxt is None:
             await session.execute(self._release_stmt(conversation_id))
         return nxt
@@ -637,32 +801,15 @@ class Pipeline:
 
     @staticmethod
     async def _enqueue_replies(
-        session: AsyncSession, replies: list[Reply], inbound_id: int, conversation_id: str, *, delay: float,
+        session: Any, replies: list[Reply], inbound_id: int, conversation_id: str, *, delay: float,
         start: int = 0,
     ) -> list[tuple[int, Reply]]:
         """All replies of one message in one INSERT; a dedupe key already present (a replay
         after a crash between the reply and the status update) is skipped like ``enqueue``."""
         if not replies:
             return []
-        now = utcnow()
-        keys = [f"in:{inbound_id}:{n}" for n in range(start, start + len(replies))]
+        keys, values = _reply_values(replies, inbound_id, conversation_id, delay=delay, start=start, now=utcnow())
         table = OutboxMessage.__table__
-        values = [
-            {
-                "channel": r.channel,
-                "recipient_id": r.recipient_id,
-                "conversation_id": conversation_id,
-                "kind": "reply",
-                "payload": r.to_dict(),
-                "dedupe_key": key,
-                "urgent": r.urgent,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now + timedelta(seconds=delay),
-                "created_at": now,
-            }
-            for r, key in zip(replies, keys)
-        ]
         got = {(ch, key): oid for oid, ch, key in (await session.execute(_insert_stmt(session, table), values)).all()}
         return [(got[(r.channel, key)], r) for r, key in zip(replies, keys) if (r.channel, key) in got]
 
@@ -748,8 +895,33 @@ class Pipeline:
             self._recovery.cancel()
         for t in list(self._tasks):
             t.cancel()
-        extra = [t for t in (self._recovery, self._insert_task, self._mark_task) if t is not None]
+        extra = [t for t in (self._recovery, self._insert_task, self._mark_task, self._turn_task) if t is not None]
         await asyncio.gather(*self._tasks, *extra, return_exceptions=True)
+
+
+def _reply_values(
+    replies: list[Reply], inbound_id: int, conversation_id: str, *, delay: float, now: datetime, start: int = 0,
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Outbox rows of one message's replies (dedupe keys ``in:<inbound id>:<n>``)."""
+    keys = [f"in:{inbound_id}:{n}" for n in range(start, start + len(replies))]
+    due = now + timedelta(seconds=delay)
+    values = [
+        {
+            "channel": r.channel,
+            "recipient_id": r.recipient_id,
+            "conversation_id": conversation_id,
+            "kind": "reply",
+            "payload": r.to_dict(),
+            "dedupe_key": key,
+            "urgent": r.urgent,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": due,
+            "created_at": now,
+        }
+        for r, key in zip(replies, keys)
+    ]
+    return keys, values
 
 
 _ROW_FIELDS = ("channel", "dedupe_key", "sender_id", "conversation_id", "kind", "text", "payload", "attempts",

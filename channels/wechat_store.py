@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
+from bot.db import prebuilt
 from bot.models import Base, CacheEntry
 
 log = logging.getLogger("powerbot.channels.wechat")
@@ -68,12 +69,23 @@ class WindowState:
     reason: str | None  # None when open, else ERR_WINDOW_CLOSED / ERR_QUOTA_USED
 
 
+_UPSERTS: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
+
+
 def _upsert(dialect: str, values: dict[str, Any], update_cols: list[str]):  # type: ignore[no-untyped-def]
-    mod = postgresql if dialect == "postgresql" else sqlite
-    stmt = mod.insert(WeChatWindow).values(**values)
-    return stmt.on_conflict_do_update(
-        index_elements=[WeChatWindow.openid], set_={c: stmt.excluded[c] for c in update_cols}
-    )
+    """``INSERT .. ON CONFLICT (openid) DO UPDATE``, built (and compiled) once per backend and
+    column set; executed with ``values`` as parameters."""
+    key = (dialect, tuple(values), tuple(update_cols))
+    stmt = _UPSERTS.get(key)
+    if stmt is None:
+        mod = postgresql if dialect == "postgresql" else sqlite
+        table = WeChatWindow.__table__
+        ins = mod.insert(table)
+        stmt = _UPSERTS[key] = prebuilt(
+            ins.on_conflict_do_update(index_elements=[table.c.openid], set_={c: ins.excluded[c] for c in update_cols}),
+            "wechat-window-upsert", dialect, ",".join(values), ",".join(update_cols),
+        )
+    return stmt
 
 
 class WindowLedger:
@@ -91,7 +103,7 @@ class WindowLedger:
     async def _write(self, values: dict[str, Any], cols: list[str]) -> None:
         async with self.sessionmaker() as session, session.begin():
             dialect = session.bind.dialect.name
-            await session.execute(_upsert(dialect, values, cols))
+            await session.execute(_upsert(dialect, values, cols), values)
 
     async def user_message(self, openid: str, *, now: datetime | None = None) -> None:
         """A user message opens (or renews) the 48-hour grant of 5 messages."""

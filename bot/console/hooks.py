@@ -19,12 +19,13 @@ import hashlib
 import logging
 from typing import Any
 
+from sqlalchemy import String, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend_client import CoreClient, CoreError
 from bot.console import service
 from bot.console.events import EventBus
-from bot.console.models import CallbackOffer, ConsoleMessage
+from bot.console.models import CallbackOffer, ConsoleMessage, Satisfaction
 from bot.dialogue.handoff import get_active_handoff
 from bot.langs import detect_language
 from bot.models import utcnow
@@ -33,6 +34,16 @@ from channels.base import Message, Reply
 log = logging.getLogger("powerbot.console")
 
 CALLBACK_TYPE = {"hazard": "repair", "complaint_angry": "complaint"}
+
+# What the pre-turn hook needs to know when no handoff is active: is a satisfaction question
+# open? The engine reads it in its one tracker statement and skips the hook when it is NULL.
+SATISFACTION_PROBE = (
+    select(Satisfaction.__table__.c.id)
+    .where(Satisfaction.__table__.c.conversation_id == bindparam("cid", type_=String()),
+           Satisfaction.__table__.c.status == "asked")
+    .limit(1)
+    .scalar_subquery()
+)
 
 
 class ConsoleHandler:
@@ -69,6 +80,7 @@ class ConsoleHandler:
                 seen["offer"] = await service.open_callback_offer(session, before.id)
             return None
 
+        before_turn.probe = SATISFACTION_PROBE  # type: ignore[attr-defined]
         outcome = await self.inner.handle_turn(message, pre_turn=before_turn)
         if outcome.early:
             return list(outcome.replies)

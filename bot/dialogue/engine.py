@@ -24,7 +24,7 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import String, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -208,35 +208,59 @@ class DialogueEngine:
 
         ``pre_turn(session, message, active_handoff)`` runs inside the transaction that loads
         the tracker (so a wrapper's own checks cost no extra transaction); when it returns
-        replies the turn ends there with those replies (``early``)."""
+        replies the turn ends there with those replies (``early``). A hook with a ``probe``
+        attribute (a scalar SQL expression over ``bindparam("cid")`` that is NULL when the hook
+        has nothing to do for a conversation without an active handoff) is called only when
+        the conversation has an active handoff or the probe is not NULL.
+
+        The common turn reads everything it needs with one statement (``_snapshot``): the
+        tracker, the authorized accounts, and whether anything rare applies — a recorded turn
+        for this message (replay after a crash), an active handoff, the hook's probe. Only
+        then does it take the full read transaction with ORM objects."""
         cid = message.conversation_id
         text = (message.text or "").strip()
         parse = self._parse(text)
         lang = parse.get("language") or detect_language(text)
         if lang not in ("zh", "en"):
             lang = "zh"
-        async with self.sessionmaker() as session, session.begin():
-            conv = await session.get(Conversation, cid)
-            if conv is not None:
-                replayed = await _replay(session, message)
-                if replayed is not None:
-                    return TurnOutcome(replies=replayed, handoff_before=None, early=True)
-            active = await ho.get_active_handoff(session, cid)
-            if pre_turn is not None:
-                early = await pre_turn(session, message, active)
-                if early is not None:
-                    return TurnOutcome(replies=list(early), handoff_before=active, early=True)
-            state = json.loads(json.dumps(conv.state)) if conv else {}
-            customer_id = conv.customer_id if conv else None
-            version = conv.version if conv else 0
-            authorized = await self._authorized(session, customer_id) if customer_id else set()
+        probe = getattr(pre_turn, "probe", None) if pre_turn is not None else None
+        snap = None
+        engine = self.sessionmaker.kw.get("bind")
+        if engine is not None and (pre_turn is None or probe is not None):
+            snap = await _snapshot(engine, cid, message.message_id, probe)
+        if snap is not None and not snap.rare:
+            # the common turn: one statement told us everything (no replay, no handoff, nothing
+            # for the pre-turn hook), and the engine runs on the loaded state
+            active = None
+            conv_exists = snap.version is not None
+            state = snap.state if conv_exists and isinstance(snap.state, dict) else {}
+            customer_id = snap.customer_id if conv_exists else None
+            version = snap.version if conv_exists else 0
+            authorized = set(snap.accounts.split(",")) if customer_id and snap.accounts else set()
+        else:
+            async with self.sessionmaker() as session, session.begin():
+                conv = await session.get(Conversation, cid)
+                if conv is not None:
+                    replayed = await _replay(session, message)
+                    if replayed is not None:
+                        return TurnOutcome(replies=replayed, handoff_before=None, early=True)
+                active = await ho.get_active_handoff(session, cid)
+                if pre_turn is not None:
+                    early = await pre_turn(session, message, active)
+                    if early is not None:
+                        return TurnOutcome(replies=list(early), handoff_before=active, early=True)
+                state = json.loads(json.dumps(conv.state)) if conv else {}
+                customer_id = conv.customer_id if conv else None
+                version = conv.version if conv else 0
+                authorized = await self._authorized(session, customer_id) if customer_id else set()
+            conv_exists = conv is not None
         if not _has_language(text):
             lang = (state.get("slots") or {}).get("language") or lang  # digits/buttons keep the language
         if active is not None:
             replies = await self._handoff_turn(message, parse, lang, state, active.id)
             return TurnOutcome(replies=replies, handoff_before=active)
         new_identity: tuple[list[Account], str] | None = None
-        if conv is None or customer_id is None:
+        if not conv_exists or customer_id is None:
             new_identity = await self._known_accounts(message)
         intent = parse.get("intent", {}).get("name") or "nlu_fallback"
         if message.kind == "location" and intent not in ("request_human", "repair_request"):
@@ -260,7 +284,7 @@ class DialogueEngine:
             await self.policy(turn)
         except Stop:
             pass
-        opened = await self._persist(turn, conv is None, new_identity, known=(customer_id, version))
+        opened = await self._persist(turn, not conv_exists, new_identity, known=(customer_id, version))
         log.info(
             "turn conv=%s intent=%s conf=%.2f replies=%d text=%s",
             mask_text(cid), turn.intent, turn.confidence, len(turn.replies), mask_text(text[:80]),
@@ -337,6 +361,31 @@ class DialogueEngine:
         cid = turn.conversation_id
         customer_id, version = known
         if not is_new and customer_id is not None and not turn.new_accounts and turn.verify_result is None:
+            engine = self.sessionmaker.kw.get("bind")
+            from bot.pipeline import turn_commit, turn_write
+
+            write = turn_write.get() if turn.handoff is None else None
+            if write is not None:
+                # the pipeline writes this turn together with concurrent ones (group commit)
+                if await write([
+                    (_UPDATE_CONVERSATION, [{"b_cid": cid, "b_customer": customer_id, "b_state": turn.state,
+                                             "b_now": utcnow()}], 1),
+                    (_INSERT_EVENT, _event_rows(turn), None),
+                ], turn.replies):
+                    return None
+            elif engine is not None and turn.handoff is None:
+                # pre-built Core statements on a plain connection: no ORM session, no
+                # statement construction per turn
+                async with engine.begin() as conn:
+                    res = await conn.execute(_UPDATE_CONVERSATION, {
+                        "b_cid": cid, "b_customer": customer_id, "b_state": turn.state, "b_now": utcnow()})
+                    if res.rowcount == 1:
+                        await conn.execute(_INSERT_EVENT, _event_rows(turn))
+                        commit = turn_commit.get()
+                        if commit is not None:
+                            await commit(conn, turn.replies)
+                        return None
+                # changed under us (an agent tool?): nothing written; the full path below
             async with self.sessionmaker() as session, session.begin():
                 res = await session.execute(
                     update(Conversation)
@@ -353,9 +402,12 @@ class DialogueEngine:
                 async with self.sessionmaker() as session, session.begin():
                     conv = await session.get(Conversation, cid)
                     if conv is None:
-                        conv = Conversation(id=cid, channel=msg.channel, sender_id=msg.sender_id, state={}, version=0)
+                        # the customer first, so the new row is inserted once, complete
+                        linked = await self._link_customer(session, msg, new_identity)
+                        conv = Conversation(id=cid, channel=msg.channel, sender_id=msg.sender_id, state={}, version=0,
+                                            customer_id=linked)
                         session.add(conv)
-                    if conv.customer_id is None:
+                    elif conv.customer_id is None:
                         conv.customer_id = await self._link_customer(session, msg, new_identity)
                     customer_id = conv.customer_id
                     for number, how in turn.new_accounts:
@@ -379,17 +431,7 @@ class DialogueEngine:
     @staticmethod
     async def _insert_events(session: AsyncSession, turn: Turn) -> None:
         """The turn's events, in order, with one executemany INSERT."""
-        msg, cid, now = turn.message, turn.conversation_id, utcnow()
-        rows: list[dict[str, Any]] = [
-            {"type": "user", "name": turn.intent, "text": msg.text, "message_id": msg.message_id,
-             "data": {"parse": _slim(turn.parse), "slots": dict(turn.slots)}},
-        ]
-        rows += [{"type": "slot", "name": name, "data": {"value": value}} for name, value in turn.slot_events]
-        rows += [{"type": "action", "name": name, "data": data} for name, data in turn.actions]
-        rows += [{"type": "bot", "text": r.text, "data": _reply_data(r)} for r in turn.replies]
-        full = [{"conversation_id": cid, "name": None, "text": None, "message_id": None, "created_at": now, **r}
-                for r in rows]
-        await session.execute(insert(Event.__table__), full)
+        await session.execute(_INSERT_EVENT, _event_rows(turn))
 
     @staticmethod
     async def _finish(session: AsyncSession, turn: Turn) -> ho.Handoff | None:
@@ -1438,6 +1480,84 @@ async def conversation_events(session: AsyncSession, conversation_id: str, *, af
 
 def _unused(_: date) -> None:  # pragma: no cover - keeps the date import for type readers
     return None
+
+
+_CONV = Conversation.__table__
+_UPDATE_CONVERSATION = (
+    update(_CONV)
+    .where(_CONV.c.id == bindparam("b_cid"), _CONV.c.customer_id == bindparam("b_customer"))
+    .values(state=bindparam("b_state", type_=_CONV.c.state.type), version=_CONV.c.version + 1,
+            updated_at=bindparam("b_now", type_=_CONV.c.updated_at.type))
+)
+_INSERT_EVENT = insert(Event.__table__)
+
+
+def _event_rows(turn: Turn) -> list[dict[str, Any]]:
+    """The turn's events, in order: the user message, slot changes, actions, bot replies."""
+    msg, cid, now = turn.message, turn.conversation_id, utcnow()
+    rows: list[dict[str, Any]] = [
+        {"type": "user", "name": turn.intent, "text": msg.text, "message_id": msg.message_id,
+         "data": {"parse": _slim(turn.parse), "slots": dict(turn.slots)}},
+    ]
+    rows += [{"type": "slot", "name": name, "data": {"value": value}} for name, value in turn.slot_events]
+    rows += [{"type": "action", "name": name, "data": data} for name, data in turn.actions]
+    rows += [{"type": "bot", "text": r.text, "data": _reply_data(r)} for r in turn.replies]
+    return [{"conversation_id": cid, "name": None, "text": None, "message_id": None, "created_at": now, **r}
+            for r in rows]
+
+
+@dataclass
+class _Snapshot:
+    state: Any
+    customer_id: int | None
+    version: int | None  # None: no conversation row yet
+    accounts: str | None  # authorized account numbers, comma-separated
+    replay: Any
+    handoff: Any
+    probe: Any
+
+    @property
+    def rare(self) -> bool:
+        return (self.version is not None and self.replay is not None) or self.handoff is not None or bool(self.probe)
+
+
+_SNAPSHOT_STMTS: dict[tuple[str, int], Any] = {}
+
+
+def _snapshot_stmt(dialect: str, probe: Any) -> Any:
+    """One SELECT of scalar subqueries (built once per backend and probe): the tracker row,
+    the customer's account numbers, a recorded user event for this message id, the active
+    handoff, and the pre-turn hook's probe."""
+    key = (dialect, id(probe))
+    stmt = _SNAPSHOT_STMTS.get(key)
+    if stmt is not None:
+        return stmt
+    cid, mid = bindparam("cid", type_=String()), bindparam("mid", type_=String())
+    conv, ev, ca, h = Conversation.__table__, Event.__table__, CustomerAccount.__table__, ho.Handoff.__table__
+    customer = select(conv.c.customer_id).where(conv.c.id == cid).scalar_subquery()
+    agg = (func.string_agg(ca.c.account_number, ",") if dialect == "postgresql"
+           else func.group_concat(ca.c.account_number, ","))
+    cols = [
+        select(conv.c.state).where(conv.c.id == cid).scalar_subquery().label("state"),
+        customer.label("customer_id"),
+        select(conv.c.version).where(conv.c.id == cid).scalar_subquery().label("version"),
+        select(agg).where(ca.c.customer_id == customer).scalar_subquery().label("accounts"),
+        select(ev.c.id).where(ev.c.conversation_id == cid, ev.c.type == "user", ev.c.message_id == mid)
+        .limit(1).scalar_subquery().label("replay"),
+        select(h.c.id).where(h.c.conversation_id == cid, h.c.status.in_(ho.ACTIVE)).limit(1)
+        .scalar_subquery().label("handoff"),
+    ]
+    if probe is not None:
+        cols.append(probe.label("probe"))
+    stmt = _SNAPSHOT_STMTS[key] = select(*cols)
+    return stmt
+
+
+async def _snapshot(engine: Any, cid: str, message_id: str, probe: Any) -> _Snapshot:
+    async with engine.begin() as conn:
+        row = (await conn.execute(_snapshot_stmt(engine.dialect.name, probe), {"cid": cid, "mid": message_id})).first()
+    return _Snapshot(row.state, row.customer_id, row.version, row.accounts, row.replay, row.handoff,
+                     row.probe if probe is not None else None)
 
 
 def _reply_data(reply: Reply) -> dict[str, Any]:

@@ -1,0 +1,174 @@
+"""The hot path's economies keep the guarantees: grouped turn writes (SQLite), the one-statement
+tracker snapshot with its rare-case fallbacks, and statements compiled once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest_asyncio
+from sqlalchemy import bindparam, event, func, insert, select, update
+
+from bot.db import make_engine, make_sessionmaker
+from bot.migrate import BOT_MIGRATIONS, upgrade
+from bot.models import CacheEntry, InboundMessage, OutboxMessage
+from bot.pipeline import Pipeline, turn_write
+from channels.base import Message, Reply
+
+_CACHE = CacheEntry.__table__
+_PUT = insert(_CACHE)
+_TOUCH = update(_CACHE).where(_CACHE.c.key == bindparam("b_key")).values(value="touched")
+
+
+class WritesTurn:
+    """A handler that hands its turn to the pipeline as pre-built statements, as the engine does.
+
+    "boom" writes a row that already exists (the grouped transaction fails); "miss" carries a
+    guarded UPDATE that changes nothing (the turn is not written: it answers another way)."""
+
+    def __init__(self, delay: float = 0.05) -> None:
+        self.delay = delay
+        self.grouped = 0
+
+    async def handle(self, message: Message) -> list[Reply]:
+        await asyncio.sleep(self.delay)  # the turns of the burst finish together
+        write = turn_write.get()
+        assert write is not None
+        self.grouped += 1
+        replies = [Reply(channel=message.channel, recipient_id=message.sender_id, text=f"turn:{message.text}")]
+        key = "existing" if message.text == "boom" else f"k:{message.message_id}"
+        stmts = [(_PUT, [{"key": key, "value": message.text, "expires_at": None}], None)]
+        if message.text == "miss":
+            stmts.append((_TOUCH, [{"b_key": "absent"}], 1))
+        if not await write(stmts, replies):
+            return [Reply(channel=message.channel, recipient_id=message.sender_id, text="not written")]
+        return replies
+
+
+@pytest_asyncio.fixture
+async def sqlite_sm(sqlite_url):  # type: ignore[no-untyped-def]
+    await upgrade(sqlite_url, BOT_MIGRATIONS)
+    engine = make_engine(sqlite_url)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
+
+
+def msg(text: str, mid: str, sender: str) -> Message:
+    return Message(channel="rest", sender_id=sender, text=text, message_id=mid)
+
+
+async def test_grouped_turn_writes_fail_only_the_affected_turn(sqlite_sm, caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.INFO, logger="powerbot.pipeline")
+    async with sqlite_sm() as s, s.begin():
+        s.add(CacheEntry(key="existing", value="x"))
+    engine = sqlite_sm.kw["bind"]
+    commits = 0
+
+    def on_commit(_conn) -> None:  # type: ignore[no-untyped-def]
+        nonlocal commits
+        commits += 1
+
+    event.listen(engine.sync_engine, "commit", on_commit)
+    handler = WritesTurn()
+    p = Pipeline(sqlite_sm, handler, inline_grace=30)
+    texts = [f"t{i}" for i in range(30)] + ["boom", "miss"]
+    receipts = await asyncio.gather(*(p.receive(msg(t, f"m-{t}", f"s-{t}"), wait=20) for t in texts))
+    await p.stop()
+    by_text = dict(zip(texts, receipts))
+    for t in texts[:30]:
+        assert [r.text for r in by_text[t].replies or []] == [f"turn:{t}"]
+    # the failing turn alone is postponed (busy notice); its neighbours in the batch are written
+    assert [r.text for r in by_text["boom"].replies or []] != ["turn:boom"]
+    assert [r.text for r in by_text["miss"].replies or []] == ["not written"]
+    async with sqlite_sm() as s:
+        rows = dict((await s.execute(select(InboundMessage.dedupe_key, InboundMessage.status))).all())
+        keys = set((await s.execute(select(CacheEntry.key))).scalars())
+        outbox_keys = (await s.execute(select(OutboxMessage.dedupe_key))).scalars().all()
+    assert rows.pop("m-boom") == "received"
+    assert set(rows.values()) == {"done"}
+    assert keys == {"existing"} | {f"k:m-{t}" for t in texts[:30]}  # the missed turn wrote nothing
+    assert len(outbox_keys) == len(set(outbox_keys)) == 32  # 30 turns + "not written" + busy notice
+    # far fewer commits than turns: the turns were written together, and the batch holding
+    # the failing turn was retried turn by turn
+    assert commits < 30
+    assert any("writing them one by one" in r.getMessage() for r in caplog.records)
+
+
+async def test_turn_write_offered_only_on_single_process_sqlite(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    seen: list[bool] = []
+
+    class Probe:
+        async def handle(self, message: Message) -> list[Reply]:
+            seen.append(turn_write.get() is not None)
+            return [Reply(channel=message.channel, recipient_id=message.sender_id, text="ok")]
+
+    p = Pipeline(sessionmaker, Probe())
+    await p.receive(msg("a", "m-a", "s-a"), wait=10)
+    await p.stop()
+    dialect = sessionmaker.kw["bind"].dialect.name
+    assert seen == [dialect == "sqlite"]
+
+
+async def test_on_conflict_statements_compile_once(sqlite_sm) -> None:  # type: ignore[no-untyped-def]
+    """The dialects' INSERT .. ON CONFLICT has no SQLAlchemy cache key; ours are pre-built."""
+    engine = sqlite_sm.kw["bind"]
+    misses: list[str] = []
+
+    def before(conn, cursor, statement, params, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if statement.startswith("INSERT INTO") and str(context.cache_hit) != "CacheStats.CACHE_HIT":
+            misses.append(statement.split("(")[0])
+
+    event.listen(engine.sync_engine, "before_cursor_execute", before)
+
+    class Echo:
+        async def handle(self, message: Message) -> list[Reply]:
+            return [Reply(channel=message.channel, recipient_id=message.sender_id, text="ok")]
+
+    p = Pipeline(sqlite_sm, Echo())
+    for i in range(4):
+        await p.receive(msg(f"x{i}", f"m-x{i}", f"s-x{i}"), wait=10)
+    await p.stop()
+    # the first inbound insert and the first reply insert compile; the rest come from the cache
+    assert len(misses) <= 2, misses
+    async with sqlite_sm() as s:
+        assert (await s.execute(select(func.count()).select_from(OutboxMessage))).scalar_one() == 4
+
+
+async def test_snapshot_reads_tracker_and_flags_rare_cases(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    """One statement: the tracker, the customer's accounts, and whether a replay, an active
+    handoff or the console's open satisfaction question needs the full read transaction."""
+    from bot.console.hooks import SATISFACTION_PROBE
+    from bot.console.models import Satisfaction
+    from bot.dialogue.engine import _snapshot
+    from bot.dialogue.handoff import Handoff
+    from bot.dialogue.store import Conversation, Customer, CustomerAccount, Event
+
+    engine = sessionmaker.kw["bind"]
+    cid = "rest:snap"
+    snap = await _snapshot(engine, cid, "m1", SATISFACTION_PROBE)
+    assert snap.version is None and not snap.rare
+    async with sessionmaker() as s, s.begin():
+        c = Customer()
+        s.add(c)
+        await s.flush()
+        s.add(Conversation(id=cid, channel="rest", sender_id="snap", customer_id=c.id,
+                           state={"slots": {"language": "zh"}}, version=3))
+        s.add_all([CustomerAccount(customer_id=c.id, account_number=n, how="bound")
+                   for n in ("3100000001", "3100000002")])
+        s.add(Event(conversation_id=cid, type="user", name="greet", text="你好", message_id="m1", data={}))
+        s.add(Satisfaction(conversation_id="rest:other", handoff_id=999, status="asked"))
+    snap = await _snapshot(engine, cid, "m2", SATISFACTION_PROBE)
+    assert (snap.state, snap.version, snap.handoff, snap.probe) == ({"slots": {"language": "zh"}}, 3, None, None)
+    assert set(snap.accounts.split(",")) == {"3100000001", "3100000002"}
+    assert not snap.rare
+    assert (await _snapshot(engine, cid, "m1", SATISFACTION_PROBE)).rare  # processed before: replay
+    async with sessionmaker() as s, s.begin():
+        s.add(Handoff(conversation_id=cid, reason="request_human", priority="normal", status="waiting"))
+    assert (await _snapshot(engine, cid, "m2", SATISFACTION_PROBE)).rare
+    async with sessionmaker() as s, s.begin():
+        h = (await s.execute(select(Handoff).where(Handoff.conversation_id == cid))).scalar_one()
+        h.status = "released"
+        s.add(Satisfaction(conversation_id=cid, handoff_id=h.id, status="asked"))
+    snap = await _snapshot(engine, cid, "m2", SATISFACTION_PROBE)
+    assert snap.handoff is None and snap.probe is not None and snap.rare
+    assert not (await _snapshot(engine, cid, "m2", None)).rare  # without the console's probe
