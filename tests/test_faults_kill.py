@@ -236,7 +236,9 @@ async def test_kill9_gateway_mid_traffic_every_message_answered_once(postgres_ur
                 print(f"\nkilled after {killed_after} accepted; replies replaced by the re-run: "
                       f"{len(without_order_number)} {without_order_number}")
                 print(f"answers seen twice (kill between HTTP write and delivered mark): {twice}")
-                assert len(twice) <= 3  # only requests inside that window (group-commit of the marks)
+                # Only requests inside that window can be answered twice: at most those in flight
+                # when the process died (the semaphore's 8). Seen 0-4 per run.
+                assert len(twice) <= 8
                 assert without_order_number == []
 
             # No duplicate work: one emergency work order per message in the core.
