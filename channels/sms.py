@@ -977,25 +977,7 @@ class SmsChannel(Channel):
             {"from": self.sender, "timestamp": int(time.time()), "messages": messages},
             ensure_ascii=False, separators=(",", ":"),
         ).encode()
-        headers = {
-            "Content-Type": "application/json; charset=utf-8",
-            "X-Api-Key": self.api_key,
-            "X-Signature": sign(self.secret, body),
-        }
-        try:
-            async with self.ctx.http.post(self._batch_url, data=body, headers=headers, timeout=self.timeout) as resp:
-                payload = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise DeliveryError(f"SMS provider unreachable: {type(exc).__name__}", retryable=True, code="unreachable") from None
-        if status == 429 or status >= 500:
-            raise DeliveryError(f"SMS provider answered {status}", retryable=True, code=f"http_{status}")
-        if status >= 400:
-            raise DeliveryError(f"SMS provider refused the batch ({status})", retryable=False, code=f"http_{status}")
-        try:
-            data = json.loads(payload)
-        except ValueError:
-            data = None
+        data = await self._signed_post(self._batch_url, body, "the batch")
         entries = data.get("results") if isinstance(data, dict) else None
         if not isinstance(entries, list):
             raise DeliveryError("SMS provider batch answer has no results", retryable=True, code="bad_answer")
@@ -1030,31 +1012,34 @@ class SmsChannel(Channel):
             },
             ensure_ascii=False,
         ).encode()
+        data = await self._signed_post(self._messages_url, body, "the message")
+        pid = data.get("message_id") or data.get("id") if isinstance(data, dict) else None
+        if not pid:
+            raise DeliveryError("SMS provider answer has no message id", retryable=True, code="bad_answer")
+        return str(pid)[:200]
+
+    async def _signed_post(self, url: str, body: bytes, what: str) -> Any:
+        """POST a signed JSON body to the provider; its JSON answer (None if not JSON), or a
+        DeliveryError saying whether a retry can help (unreachable, 429, 5xx) or not (4xx)."""
         headers = {
             "Content-Type": "application/json; charset=utf-8",
             "X-Api-Key": self.api_key,
             "X-Signature": sign(self.secret, body),
         }
         try:
-            async with self.ctx.http.post(
-                self._messages_url, data=body, headers=headers, timeout=self.timeout
-            ) as resp:
-                payload_text = await resp.text()
+            async with self.ctx.http.post(url, data=body, headers=headers, timeout=self.timeout) as resp:
+                payload = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise DeliveryError(f"SMS provider unreachable: {type(exc).__name__}", retryable=True, code="unreachable") from None
         if status == 429 or status >= 500:
             raise DeliveryError(f"SMS provider answered {status}", retryable=True, code=f"http_{status}")
         if status >= 400:
-            raise DeliveryError(f"SMS provider refused the message ({status})", retryable=False, code=f"http_{status}")
+            raise DeliveryError(f"SMS provider refused {what} ({status})", retryable=False, code=f"http_{status}")
         try:
-            data = json.loads(payload_text)
+            return json.loads(payload)
         except ValueError:
-            data = {}
-        pid = data.get("message_id") or data.get("id") if isinstance(data, dict) else None
-        if not pid:
-            raise DeliveryError("SMS provider answer has no message id", retryable=True, code="bad_answer")
-        return str(pid)[:200]
+            return None
 
 
 def from_context(ctx: ChannelContext) -> SmsChannel | None:
