@@ -42,14 +42,21 @@ class FakeSmsProvider:
         self.refuse: dict[str, tuple[str, bool]] = {}  # number -> (error code, retryable) per batch item
         self.refuse_parts: set[int] = set()  # segment numbers refused (retryable) whatever the number
 
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
+    def _check_auth(self, request: web.Request, body: bytes) -> web.Response | None:
+        """The provider's own checks: API key, then the HMAC signature over the raw body."""
         if request.headers.get("X-Api-Key") != self.api_key:
             self.rejected.append("api_key")
             return web.json_response({"error": "bad api key"}, status=401)
         if not hmac.compare_digest(hmac_hex(self.secret, body), request.headers.get("X-Signature", "")):
             self.rejected.append("signature")
             return web.json_response({"error": "bad signature"}, status=403)
+        return None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        refused = self._check_auth(request, body)
+        if refused is not None:
+            return refused
         data = json.loads(body)
         if self.fail_with:
             return web.json_response({"error": "injected"}, status=self.fail_with.pop(0))
@@ -61,12 +68,9 @@ class FakeSmsProvider:
     async def handle_batch(self, request: web.Request) -> web.Response:
         """The batch endpoint: same checks, one result per item (``refuse``: per-number errors)."""
         body = await request.read()
-        if request.headers.get("X-Api-Key") != self.api_key:
-            self.rejected.append("api_key")
-            return web.json_response({"error": "bad api key"}, status=401)
-        if not hmac.compare_digest(hmac_hex(self.secret, body), request.headers.get("X-Signature", "")):
-            self.rejected.append("signature")
-            return web.json_response({"error": "bad signature"}, status=403)
+        refused = self._check_auth(request, body)
+        if refused is not None:
+            return refused
         data = json.loads(body)
         self.batch_calls += 1
         if self.fail_with:
