@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
 import os
 import uuid
@@ -55,7 +56,9 @@ log = logging.getLogger("powerbot.pipeline")
 MAX_PROCESS_ATTEMPTS = 20
 RECOVERY_INTERVAL = 2.0
 RECOVERY_MIN_AGE = timedelta(seconds=5)
-LEASE_TTL = timedelta(seconds=60)
+# A lease is renewed every third of its life while its conversation drains (a long turn keeps
+# it); a crashed owner's conversations are taken over once it expires.
+LEASE_TTL = timedelta(seconds=20)
 LEASE_WAIT_SECONDS = 30.0
 INSERT_CHUNK = 500
 MAX_REMEMBERED_CONVERSATIONS = 50_000
@@ -572,6 +575,7 @@ class Pipeline:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
             held = row is not None  # with nothing to do the lease was released in the same transaction
+            renewal = asyncio.create_task(self._keep_lease(conversation_id), name="lease-renewal") if held else None
             try:
                 while row is not None:
                     if row.next_attempt_at and outbox.as_aware(row.next_attempt_at) > utcnow():
@@ -581,8 +585,31 @@ class Pipeline:
                         return
                     held = row is not None
             finally:
+                if renewal is not None:
+                    renewal.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await renewal
                 if held:
                     await self._release(conversation_id)
+
+    async def _keep_lease(self, conversation_id: str) -> None:
+        """Push the lease's expiry forward while this process drains the conversation; stops
+        when the lease is gone (released at the end of the drain, or lost)."""
+        table = ConversationLease.__table__
+        while True:
+            await asyncio.sleep(LEASE_TTL.total_seconds() / 3)
+            try:
+                async with self.sessionmaker() as session, session.begin():
+                    res = await session.execute(
+                        update(table)
+                        .where(table.c.conversation_id == conversation_id, table.c.owner == self.owner)
+                        .values(expires_at=utcnow() + LEASE_TTL)
+                    )
+            except Exception:  # noqa: BLE001 - a blip: the next beat tries again before expiry
+                log.warning("lease renewal failed for %s", conversation_id, exc_info=True)  # PII filter masks it
+                continue
+            if res.rowcount == 0:
+                return
 
     async def _lease_and_oldest(self, conversation_id: str) -> tuple[bool, Any]:
         """Take (or take over an expired) lease and select the oldest waiting row: one transaction."""

@@ -12,7 +12,7 @@ orders in the core — exactly one per message (the dialogue engine's idempotenc
 the re-processing after the crash harmless).
 
 A conversation whose lease was held by the killed process waits for the lease to expire
-(``bot.pipeline.LEASE_TTL`` = 60 s) before the recovery loop finishes it, so this test takes
+(``bot.pipeline.LEASE_TTL`` = 20 s) before the recovery loop finishes it, so this test takes
 about a minute and a half.
 """
 
@@ -193,7 +193,7 @@ async def test_kill9_gateway_mid_traffic_every_message_answered_once(postgres_ur
                             )).scalar_one()
                         return pending == 0 and unsent == 0
 
-                    # Leases of the killed process expire after 60 s; then recovery finishes.
+                    # Leases of the killed process expire after 20 s; then recovery finishes.
                     await wait_until(all_done, timeout=100, interval=0.5)
                     async with engine.connect() as conn:
                         inbound = (await conn.execute(

@@ -163,6 +163,36 @@ async def test_lease_released_after_drain(postgres_url: str) -> None:
     await engine.dispose()
 
 
+async def test_a_long_turn_keeps_its_lease_and_a_dead_owner_loses_it(postgres_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The lease is renewed while the conversation drains: a turn longer than the lease's life
+    is not taken over by another process; without renewals (a dead owner) it expires."""
+    import bot.pipeline as pipeline_mod
+
+    monkeypatch.setattr(pipeline_mod, "LEASE_TTL", timedelta(seconds=0.6))
+    await upgrade(postgres_url, BOT_MIGRATIONS)
+    engine = make_engine(postgres_url)
+    sm = make_sessionmaker(engine)
+    slow, other = Recorder(delay=2.0), Recorder()
+    a, b = Pipeline(sm, slow), Pipeline(sm, other)
+    assert a.owner != b.owner
+    first = asyncio.create_task(a.receive(msg("slow", "L1"), wait=10))
+    await asyncio.sleep(1.2)  # twice the lease's life into the slow turn
+    owned, _ = await b._lease_and_oldest("rest:u1")
+    assert not owned  # renewed: still a's
+    r = await first
+    assert [x.text for x in r.replies or []] == ["echo:slow"]
+    assert await count(sm, ConversationLease) == 0
+    # a lease nobody renews (its owner died) is taken over after its life
+    async with sm() as s, s.begin():
+        s.add(ConversationLease(conversation_id="rest:u2", owner="dead", expires_at=outbox_mod.utcnow() + timedelta(seconds=0.6)))
+    assert not (await b._lease_and_oldest("rest:u2"))[0]
+    await asyncio.sleep(0.8)
+    assert (await b._lease_and_oldest("rest:u2"))[0]
+    await a.stop()
+    await b.stop()
+    await engine.dispose()
+
+
 class CommitsWithTurn:
     """A handler that writes its turn in one transaction, as the dialogue engine does."""
 
