@@ -288,7 +288,9 @@ class AlipayPayments:
                 update(AlipayOrder).where(AlipayOrder.out_trade_no == out_trade_no)
                 .values(status="paid", trade_no=trade_no, paid_at=utcnow())
             )
-            await outbox.enqueue(session, reply, kind="notice",
+            # the answer to the customer's own payment, not a broadcast: a reply (never held by
+            # quiet hours, claimed before notice fan-outs)
+            await outbox.enqueue(session, reply, kind="reply",
                                  conversation_id=f"{order.channel}:{order.recipient_id}",
                                  dedupe_key=f"alipay-paid:{out_trade_no}")
         log.info("alipay payment recorded out_trade_no=%s account=%s amount=%s",
