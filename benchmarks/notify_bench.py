@@ -247,7 +247,7 @@ async def run(backend: str, args: argparse.Namespace, provider_url: str, counter
 
         settings = Settings(
             database_url=bot_url, core_url=core_base, data_dir=tmp, sms_api_base_url=provider_url,
-            sms_api_key=API_KEY, sms_secret=SECRET,
+            sms_api_key=API_KEY, sms_secret=SECRET, sms_batch_size=args.sms_batch,
             core_timeout_seconds=60, db_pool_size=20, db_max_overflow=20,
         )
         engine = make_engine(bot_url, pool_size=20, max_overflow=20)
@@ -279,7 +279,6 @@ async def run(backend: str, args: argparse.Namespace, provider_url: str, counter
             # (outbox claims, the real quiet-hours hold policy evaluated per row, the channel's
             # opt-out lookup, per-number rate limit, segments, signed batch calls, segment
             # records, per-row outcomes)
-            channel.batch_size = channel.max_batch = args.sms_batch
             worker = OutboxWorker(sm, {"sms": channel}, batch_size=args.batch, concurrency=args.concurrency,
                                   hold_policies=[_quiet_hours_elsewhere()])
             parts = len(sms_mod.split_segments(sample))

@@ -223,5 +223,18 @@ def prebuilt(stmt, *token: str):  # type: ignore[no-untyped-def]
     return stmt
 
 
+def unnest_rows(table, columns: dict):  # type: ignore[no-untyped-def]
+    """``SELECT unnest(:arr_a) AS a, unnest(:arr_b) AS b ...`` over one array per column
+    (``{column name: values}``, same length): a PostgreSQL group write binds one array per
+    column instead of one parameter per value or one execution per row."""
+    from sqlalchemy import bindparam, func, select
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return select(*(
+        func.unnest(bindparam(f"arr_{name}", values, type_=ARRAY(table.c[name].type))).label(name)
+        for name, values in columns.items()
+    ))
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)

@@ -17,10 +17,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, any_, bindparam, func, insert, select, text, update
+from sqlalchemy import and_, any_, bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.db import unnest_rows
 from bot.models import OutboxMessage
 from channels.base import Channel, DeliveryError, Reply
 
@@ -466,11 +467,9 @@ class OutboxWorker:
         await asyncio.shield(self._flusher)
 
     async def _drain(self) -> None:
+        """Wait until every recorded outcome is written."""
         while self._outcomes or (self._flusher is not None and not self._flusher.done()):
-            if self._flusher is not None and not self._flusher.done():
-                await asyncio.shield(self._flusher)
-            elif self._outcomes:
-                self._flusher = asyncio.create_task(self._flush_loop(), name="outbox-flush")
+            await self._flushed()
 
     async def _write(self, batch: list[tuple[Any, dict[str, Any], BaseException | None]]) -> None:
         table = OutboxMessage.__table__
@@ -516,15 +515,7 @@ def _unnest_update(table: Any, keys: tuple[str, ...], params: list[dict[str, Any
     WHERE outbox.id = v.id AND outbox.status = 'sending'`` — arrays bound once instead of one
     execution per row (same effect as the executemany used elsewhere).
     """
-    from sqlalchemy.dialects.postgresql import ARRAY
-
-    cols = ("id", *keys)
-    v = select(
-        *(
-            func.unnest(bindparam(f"arr_{k}", [p[f"b_{k}"] for p in params], type_=ARRAY(table.c[k].type))).label(k)
-            for k in cols
-        )
-    ).subquery("v")
+    v = unnest_rows(table, {k: [p[f"b_{k}"] for p in params] for k in ("id", *keys)}).subquery("v")
     return (
         update(table)
         .where(table.c.id == v.c.id, table.c.status == "sending")

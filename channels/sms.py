@@ -75,6 +75,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import outbox
+from bot.db import unnest_rows
 from bot.logs import mask_phone
 from bot.models import InboundMessage, OutboxMessage
 from channels.base import Channel, ChannelContext, DeliveryError, Message, Reply
@@ -88,9 +89,7 @@ PART_UNITS = 67
 MAX_PARTS = 8
 MAX_TEXT = 1000
 OPT_OUT_TTL_SECONDS = 5.0  # how long another replica's STOP may take to reach this process
-MAX_REPORT_RETRIES = 1000
-DEFAULT_BATCH = 100  # segments per batch request (settings ``sms_batch_size`` when present)
-MAX_BATCH = 200  # delivery reports for not-yet-stored segments waiting at once
+MAX_REPORT_RETRIES = 1000  # delivery reports for not-yet-stored segments waiting at once
 
 STOP_WORDS = {"stop", "td", "退订", "unsubscribe", "退订短信"}
 START_WORDS = {"start", "unstop", "恢复", "恢复订阅"}
@@ -494,15 +493,8 @@ def _unnest_insert(rows: list[dict[str, Any]]) -> Any:
     """``INSERT INTO sms_parts (...) SELECT unnest(:a), unnest(:b) ...`` — one statement with one
     array per column for a PostgreSQL group write (what a multi-row VALUES does, without
     thousands of bind parameters)."""
-    from sqlalchemy import bindparam, func
-    from sqlalchemy.dialects.postgresql import ARRAY
-
     table = SmsPart.__table__
-    src = select(*(
-        func.unnest(bindparam(f"arr_{c}", [r[c] for r in rows], type_=ARRAY(table.c[c].type))).label(c)
-        for c in _PART_COLS
-    ))
-    return insert(table).from_select(list(_PART_COLS), src)
+    return insert(table).from_select(list(_PART_COLS), unnest_rows(table, {c: [r[c] for r in rows] for c in _PART_COLS}))
 
 
 async def is_opted_out(sessionmaker: async_sessionmaker[AsyncSession], phone: str) -> bool:
@@ -547,7 +539,7 @@ class SmsChannel(Channel):
         self._messages_url = f"{self.base_url}/messages"
         self._batch_url = f"{self.base_url}/messages/batch"
         # segments per provider batch request (Tencent SendSms: 200 numbers, Aliyun SendBatchSms: 100)
-        self.batch_size = max(1, min(MAX_BATCH, int(getattr(s, "sms_batch_size", None) or DEFAULT_BATCH)))
+        self.batch_size = s.sms_batch_size
         self.max_batch = self.batch_size  # replies the outbox hands send_batch at once
 
     # ------------------------------------------------------------------ routes
@@ -846,18 +838,29 @@ class SmsChannel(Channel):
             text += "\n" + "\n".join(f"· {b.title}" for b in reply.buttons)
         return text
 
-    async def send(self, reply: Reply) -> str | None:
+    @staticmethod
+    def _phone(reply: Reply) -> str:
         phone = normalize_phone(reply.recipient_id)
         if phone is None:
             raise DeliveryError("recipient is not a phone number", retryable=False, code="bad_recipient")
-        non_transactional = reply.kind in ("notice", "template") and not reply.urgent and not reply.metadata.get("transactional")
-        if non_transactional and await self.opt_outs.contains(self.ctx.sessionmaker, phone):
+        return phone
+
+    def _text(self, reply: Reply, phone: str, *, opted_out: bool) -> str:
+        """The checks every outbound SMS passes (opt-out of a broadcast, empty text, the
+        per-number limit); the text to send, or the DeliveryError saying why not."""
+        if opted_out and _is_broadcast(reply):
             raise DeliveryError("recipient opted out of SMS notices", retryable=False, code="opted_out")
         text = self.render(reply)
         if not text:
             raise DeliveryError("empty message", retryable=False, code="empty")
         if not self.outbound_limit.hit(phone):
             raise DeliveryError("per-number SMS rate limit reached", retryable=True, code="rate_limited")
+        return text
+
+    async def send(self, reply: Reply) -> str | None:
+        phone = self._phone(reply)
+        opted_out = _is_broadcast(reply) and await self.opt_outs.contains(self.ctx.sessionmaker, phone)
+        text = self._text(reply, phone, opted_out=opted_out)
         parts = split_segments(text)
         batch_ref = "smsb_" + uuid.uuid4().hex
         provider_ids: list[str] = []
@@ -865,11 +868,7 @@ class SmsChannel(Channel):
             provider_ids.append(await self._post_part(phone, part, f"{batch_ref}-{i}", i, len(parts)))
         now = datetime.now(timezone.utc)
         # stored (group commit with the concurrent sends) before the batch ref reaches the outbox
-        await self.parts.add(self.ctx.sessionmaker, [
-            {"provider_id": pid, "batch_ref": batch_ref, "part": i, "parts": len(parts), "status": "sent",
-             "error": None, "created_at": now, "updated_at": now}
-            for i, pid in enumerate(provider_ids, start=1)
-        ])
+        await self.parts.add(self.ctx.sessionmaker, _part_rows(batch_ref, provider_ids, now))
         log.info("sms sent to %s parts=%d", mask_phone(phone), len(parts))
         return batch_ref
 
@@ -892,26 +891,21 @@ class SmsChannel(Channel):
         checked: list[tuple[int, str, Reply]] = []
         notice_phones: list[str] = []
         for i, reply in enumerate(replies):
-            phone = normalize_phone(reply.recipient_id)
-            if phone is None:
-                results[i] = DeliveryError("recipient is not a phone number", retryable=False, code="bad_recipient")
+            try:
+                phone = self._phone(reply)
+            except DeliveryError as exc:
+                results[i] = exc
                 continue
             checked.append((i, phone, reply))
-            if reply.kind in ("notice", "template") and not reply.urgent and not reply.metadata.get("transactional"):
+            if _is_broadcast(reply):
                 notice_phones.append(phone)
         opted = await self.opt_outs.among(self.ctx.sessionmaker, notice_phones) if notice_phones else set()
         items: list[tuple[int, str, list[str], str]] = []  # (index, phone, segments, batch_ref)
         for i, phone, reply in checked:
-            if phone in opted and reply.kind in ("notice", "template") and not reply.urgent \
-                    and not reply.metadata.get("transactional"):
-                results[i] = DeliveryError("recipient opted out of SMS notices", retryable=False, code="opted_out")
-                continue
-            text = self.render(reply)
-            if not text:
-                results[i] = DeliveryError("empty message", retryable=False, code="empty")
-                continue
-            if not self.outbound_limit.hit(phone):
-                results[i] = DeliveryError("per-number SMS rate limit reached", retryable=True, code="rate_limited")
+            try:
+                text = self._text(reply, phone, opted_out=phone in opted)
+            except DeliveryError as exc:
+                results[i] = exc
                 continue
             items.append((i, phone, split_segments(text), "smsb_" + uuid.uuid4().hex))
         requests: list[list[tuple[int, str, list[str], str]]] = []
@@ -941,11 +935,7 @@ class SmsChannel(Channel):
                 got = [answer.get(f"{ref}-{p}") for p in range(1, len(segments) + 1)]
                 ok = [g for g in got if isinstance(g, str)]
                 if len(ok) == len(segments):
-                    part_rows.extend(
-                        {"provider_id": pid, "batch_ref": ref, "part": p, "parts": len(segments), "status": "sent",
-                         "error": None, "created_at": now, "updated_at": now}
-                        for p, pid in enumerate(ok, start=1)
-                    )
+                    part_rows.extend(_part_rows(ref, ok, now))
                     stored.append((i, ref))
                 elif ok:
                     results[i] = DeliveryError(
@@ -1040,6 +1030,20 @@ class SmsChannel(Channel):
             return json.loads(payload)
         except ValueError:
             return None
+
+
+def _is_broadcast(reply: Reply) -> bool:
+    """A notice the customer did not ask for: the only kind an opt-out (STOP) stops."""
+    return reply.kind in ("notice", "template") and not reply.urgent and not reply.metadata.get("transactional")
+
+
+def _part_rows(batch_ref: str, provider_ids: list[str], now: datetime) -> list[dict[str, Any]]:
+    """``sms_parts`` rows of one sent message: segment n has the provider's n-th id."""
+    return [
+        {"provider_id": pid, "batch_ref": batch_ref, "part": i, "parts": len(provider_ids), "status": "sent",
+         "error": None, "created_at": now, "updated_at": now}
+        for i, pid in enumerate(provider_ids, start=1)
+    ]
 
 
 def from_context(ctx: ChannelContext) -> SmsChannel | None:
