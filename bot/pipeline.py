@@ -547,18 +547,9 @@ class Pipeline:
                     st.clean = False
                     return
 
-    async def _oldest(self, conversation_id: str) -> InboundMessage | None:
+    async def _oldest(self, conversation_id: str) -> Any:
         async with self.sessionmaker() as session:
-            return (await session.execute(self._oldest_stmt(conversation_id))).scalar_one_or_none()
-
-    @staticmethod
-    def _oldest_stmt(conversation_id: str):  # type: ignore[no-untyped-def]
-        return (
-            select(InboundMessage)
-            .where(InboundMessage.conversation_id == conversation_id, InboundMessage.status == "received")
-            .order_by(InboundMessage.id)
-            .limit(1)
-        )
+            return (await session.execute(_NEXT_ROW, {"b_cid": conversation_id})).first()
 
     async def _drain_shared(self, conversation_id: str) -> None:
         """Drain under the cross-process lease (PostgreSQL: several gateway processes)."""
@@ -730,9 +721,7 @@ class Pipeline:
                 try:
                     await self._write_turns(batch)
                 except asyncio.CancelledError:
-                    for item in batch:
-                        if not item.fut.done():
-                            item.fut.cancel()
+                    _cancel_waiting(batch)
                     raise
                 except Exception as exc:  # noqa: BLE001 - each turn is retried alone below
                     log.info("grouped turn write of %d turns failed (%s): writing them one by one",
@@ -748,9 +737,7 @@ class Pipeline:
                 except _RowcountMismatch:
                     result: Any = False
                 except asyncio.CancelledError:
-                    for other in batch:
-                        if not other.fut.done():
-                            other.fut.cancel()
+                    _cancel_waiting(batch)
                     raise
                 except Exception as exc:  # noqa: BLE001 - the turn's own failure, to its caller
                     if not item.fut.done():
@@ -924,6 +911,12 @@ class Pipeline:
             t.cancel()
         extra = [t for t in (self._recovery, self._insert_task, self._mark_task, self._turn_task) if t is not None]
         await asyncio.gather(*self._tasks, *extra, return_exceptions=True)
+
+
+def _cancel_waiting(items: list[_TurnWrite]) -> None:
+    for item in items:
+        if not item.fut.done():
+            item.fut.cancel()
 
 
 def _reply_values(

@@ -364,39 +364,32 @@ class DialogueEngine:
             engine = self.sessionmaker.kw.get("bind")
             from bot.pipeline import turn_commit, turn_write
 
+            # The tracker row, guarded by its customer: a row changed under us (an agent tool?)
+            # updates nothing, and the turn takes the full path below.
+            guarded = {"b_cid": cid, "b_customer": customer_id, "b_state": turn.state, "b_now": utcnow()}
             write = turn_write.get() if turn.handoff is None else None
             if write is not None:
                 # the pipeline writes this turn together with concurrent ones (group commit)
-                if await write([
-                    (_UPDATE_CONVERSATION, [{"b_cid": cid, "b_customer": customer_id, "b_state": turn.state,
-                                             "b_now": utcnow()}], 1),
-                    (_INSERT_EVENT, _event_rows(turn), None),
-                ], turn.replies):
+                if await write([(_UPDATE_CONVERSATION, [guarded], 1), (_INSERT_EVENT, _event_rows(turn), None)],
+                               turn.replies):
                     return None
             elif engine is not None and turn.handoff is None:
                 # pre-built Core statements on a plain connection: no ORM session, no
                 # statement construction per turn
                 async with engine.begin() as conn:
-                    res = await conn.execute(_UPDATE_CONVERSATION, {
-                        "b_cid": cid, "b_customer": customer_id, "b_state": turn.state, "b_now": utcnow()})
-                    if res.rowcount == 1:
+                    if (await conn.execute(_UPDATE_CONVERSATION, guarded)).rowcount == 1:
                         await conn.execute(_INSERT_EVENT, _event_rows(turn))
                         commit = turn_commit.get()
                         if commit is not None:
                             await commit(conn, turn.replies)
                         return None
-                # changed under us (an agent tool?): nothing written; the full path below
-            async with self.sessionmaker() as session, session.begin():
-                res = await session.execute(
-                    update(Conversation)
-                    .where(Conversation.id == cid, Conversation.customer_id == customer_id)
-                    .values(state=turn.state, version=Conversation.version + 1, updated_at=utcnow())
-                    .execution_options(synchronize_session=False)
-                )
-                if res.rowcount == 1:
-                    await self._insert_events(session, turn)
-                    return await self._finish(session, turn)
-                await session.rollback()  # changed under us (an agent tool?): full path below
+            else:
+                # a turn that opens a handoff (or no engine bound): the session the handoff needs
+                async with self.sessionmaker() as session, session.begin():
+                    if (await session.execute(_UPDATE_CONVERSATION, guarded)).rowcount == 1:
+                        await self._insert_events(session, turn)
+                        return await self._finish(session, turn)
+                    await session.rollback()
         for attempt in range(3):
             try:
                 async with self.sessionmaker() as session, session.begin():
