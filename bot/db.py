@@ -6,10 +6,16 @@ PostgreSQL via asyncpg is the scale-out store. Same models, other URL.
 
 from __future__ import annotations
 
+import sqlite3
 from collections import deque
 from pathlib import Path
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.util import greenlet_spawn
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql.cache_key import CacheKey
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine, AsyncSession
@@ -26,15 +32,63 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
+    # 0 on the inline path: a locked file is waited for on the driver's thread (``_inline``);
+    # a connection without the inline cursor keeps the normal busy timeout
+    busy = 0 if type(dbapi_conn) in _FAST_CLASSES.values() else _THREAD_BUSY_TIMEOUT_MS
+    cur.execute(f"PRAGMA busy_timeout={busy}")
     cur.close()
 
 
+# The busy timeout of the inline path: a statement that finds the file locked by another
+# process is not waited for on the event loop; it goes to the driver's thread, which waits.
+_THREAD_BUSY_TIMEOUT_MS = 30_000
+
+
+def _is_busy(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and (
+        "locked" in str(error) or getattr(error, "sqlite_errorcode", None) in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+    )
+
+
+def _inline(inner, fn):  # type: ignore[no-untyped-def]
+    """Run ``fn`` (a call on the sqlite3 connection) on the event loop's own thread.
+
+    A statement on a local SQLite file in WAL mode with ``synchronous=NORMAL`` takes a few
+    microseconds; a trip to aiosqlite's thread costs ~100 us of CPU (queue, futex wake-ups,
+    self-pipe, an event-loop iteration) and, while the loop is busy, waits for the GIL for up
+    to the 5 ms switch interval. Every trip of a turn paid that, so the trips, not SQLite,
+    bounded throughput and latency. Only when the file is locked by another process
+    (SQLITE_BUSY: a CLI command writing, a second gateway by mistake) is the call handed to the
+    driver's thread, which waits for the lock with the normal busy timeout instead of blocking
+    the loop. (It is still awaited through SQLAlchemy's greenlet bridge — one switch, no loop
+    iteration — because the async engine insists that a statement awaited something.)"""
+    from sqlalchemy.util import await_only
+
+    return await_only(_now_or_thread(inner, fn))
+
+
+async def _now_or_thread(inner, fn):  # type: ignore[no-untyped-def]
+    try:
+        return fn()
+    except sqlite3.OperationalError as error:
+        if not _is_busy(error):
+            raise
+    raw = inner._conn
+
+    def waiting():  # type: ignore[no-untyped-def]
+        raw.execute(f"PRAGMA busy_timeout={_THREAD_BUSY_TIMEOUT_MS}")
+        try:
+            return fn()
+        finally:
+            raw.execute("PRAGMA busy_timeout=0")
+
+    return await inner._execute(waiting)
+
+
 class _OneHopCursor:
-    """Cursor for SQLAlchemy's aiosqlite adapter that runs a statement in ONE trip to the
-    driver's thread (cursor + execute + fetchall + close), where the stock adapter makes
-    four. Each trip waits for an event-loop iteration while the single connection stays
-    checked out, so under load the trips, not SQLite, bound the throughput."""
+    """Cursor for SQLAlchemy's aiosqlite adapter that runs a statement in one call on the
+    sqlite3 connection (cursor + execute + fetchall + close) on the event loop's thread
+    (``_inline``), where the stock adapter makes four trips to the driver's thread."""
 
     server_side = False
 
@@ -62,8 +116,6 @@ class _OneHopCursor:
             self._connection._powerbot_begin = None
 
         def work():  # type: ignore[no-untyped-def]
-            if begin:
-                raw.execute(begin)  # the transaction's deferred BEGIN, in the same trip
             cur = raw.cursor()
             try:
                 if many:
@@ -78,7 +130,11 @@ class _OneHopCursor:
                 cur.close()
 
         try:
-            desc, rows, lastrowid, rowcount = self.await_(self._connection._execute(work))
+            if begin:
+                # the transaction's deferred BEGIN: the only statement that waits for another
+                # process's write lock (in WAL mode, once it is taken, nothing else does)
+                _inline(self._connection, lambda: raw.execute(begin))
+            desc, rows, lastrowid, rowcount = _inline(self._connection, work)
         except Exception as error:  # noqa: BLE001 - mapped to SQLAlchemy's DBAPI errors
             self._adapt_connection._handle_exception(error)
         if desc:
@@ -133,16 +189,24 @@ def _one_hop_cursors(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-de
             return _OneHopCursor(self)
 
         def commit(self):  # type: ignore[no-untyped-def]
-            if getattr(self._connection, "_powerbot_begin", None):
-                self._connection._powerbot_begin = None  # nothing ran: nothing to commit, no trip
+            inner = self._connection
+            if getattr(inner, "_powerbot_begin", None):
+                inner._powerbot_begin = None  # nothing ran: nothing to commit
                 return
-            base.commit(self)
+            try:
+                _inline(inner, inner._conn.commit)
+            except Exception as error:  # noqa: BLE001 - mapped to SQLAlchemy's DBAPI errors
+                self._handle_exception(error)
 
         def rollback(self):  # type: ignore[no-untyped-def]
-            if getattr(self._connection, "_powerbot_begin", None):
-                self._connection._powerbot_begin = None
+            inner = self._connection
+            if getattr(inner, "_powerbot_begin", None):
+                inner._powerbot_begin = None
                 return
-            base.rollback(self)
+            try:
+                _inline(inner, inner._conn.rollback)
+            except Exception as error:  # noqa: BLE001
+                self._handle_exception(error)
 
         fast = _FAST_CLASSES[base] = type(
             f"OneHop{base.__name__}", (base,),
@@ -192,7 +256,9 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: 
         # No reset-on-return: sessions and connections end their own transactions, and the
         # extra ROLLBACK would keep the one connection checked out for another loop trip.
         engine = create_async_engine(
-            url, echo=echo, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60,
+            # check_same_thread off: the connection is opened on aiosqlite's thread and used
+            # on the loop's thread (``_inline``), never by both at once (one checkout at a time)
+            url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=1, max_overflow=0, pool_timeout=60,
             pool_reset_on_return=None,
         )
         event.listen(engine.sync_engine, "connect", _one_hop_cursors)
@@ -234,6 +300,22 @@ def unnest_rows(table, columns: dict):  # type: ignore[no-untyped-def]
         func.unnest(bindparam(f"arr_{name}", values, type_=ARRAY(table.c[name].type))).label(name)
         for name, values in columns.items()
     ))
+
+
+T = TypeVar("T")
+
+
+async def in_transaction(engine: AsyncEngine, work: Callable[[Connection], T]) -> T:
+    """Run ``work(conn)`` — plain synchronous SQLAlchemy Core calls — in one transaction, in one
+    greenlet. The async API spends a greenlet and its bookkeeping on every step (connect, begin,
+    each execute, commit, close: ~100 us of CPU per transaction); the hot transactions of a turn
+    (snapshot read, group writes) are fixed sequences of pre-built statements and need none of it."""
+
+    def run() -> T:
+        with engine.sync_engine.begin() as conn:
+            return work(conn)
+
+    return await greenlet_spawn(run)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
