@@ -46,7 +46,7 @@ from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import outbox
-from bot.db import prebuilt
+from bot.db import in_transaction, prebuilt
 from bot.langs import detect_language
 from bot.models import ConversationLease, InboundMessage, OutboxMessage
 from channels.base import Message, Receipt, Reply
@@ -407,19 +407,18 @@ class Pipeline:
                 first[key] = n
                 unique.append(values)
         table = InboundMessage.__table__
-        waiting: dict[str, int] = {}
-        async with self.sessionmaker() as session, session.begin():
-            got = (await session.execute(_insert_stmt(session, table), unique)).all()
-            if probe:
-                waiting = dict(
-                    (
-                        await session.execute(
-                            select(table.c.conversation_id, func.count())
-                            .where(table.c.conversation_id.in_(sorted(probe)), table.c.status == "received")
-                            .group_by(table.c.conversation_id)
-                        )
-                    ).all()
-                )
+
+        def write(conn: Any) -> tuple[list[Any], dict[str, int]]:
+            got = conn.execute(_insert_stmt(conn, table), unique).all()
+            if not probe:
+                return got, {}
+            return got, dict(conn.execute(
+                select(table.c.conversation_id, func.count())
+                .where(table.c.conversation_id.in_(sorted(probe)), table.c.status == "received")
+                .group_by(table.c.conversation_id)
+            ).all())
+
+        got, waiting = await in_transaction(self.sessionmaker.kw["bind"], write)
         new: dict[str, int] = defaultdict(int)
         for row_id, channel, key in got:
             n = first[(channel, key)]
@@ -499,9 +498,9 @@ class Pipeline:
             batch, self._mark_q = self._mark_q[:INSERT_CHUNK], self._mark_q[INSERT_CHUNK:]
             ids = [i for group, _ in batch for i in group]
             try:
-                async with self.sessionmaker() as session, session.begin():
-                    res = await session.execute(_MARK_INLINE, {"b_ids": ids, "b_now": utcnow()})
-                    won = set(res.scalars())
+                params = {"b_ids": ids, "b_now": utcnow()}
+                won = await in_transaction(self.sessionmaker.kw["bind"],
+                                           lambda conn: set(conn.execute(_MARK_INLINE, params).scalars()))
             except BaseException as exc:  # noqa: BLE001
                 for _, fut in batch:
                     if not fut.done():
@@ -767,19 +766,23 @@ class Pipeline:
             k, v = _reply_values(item.replies, item.row.id, item.row.conversation_id, delay=delay, now=now)
             keys.append(k)
             out_values += v
-        async with engine.begin() as conn:
+        finish = [{"b_id": item.row.id, "b_now": now, "b_attempts": item.row.attempts + 1} for item in items]
+
+        def write(conn: Any) -> dict[tuple[str, str], int]:
             for stmt, params, expects in groups.values():
                 if not params:
                     continue
-                res = await conn.execute(stmt, params)
+                res = conn.execute(stmt, params)
                 if all(e is not None for e in expects) and res.rowcount != sum(e or 0 for e in expects):
                     raise _RowcountMismatch()
             got: dict[tuple[str, str], int] = {}
             if out_values:
                 got = {(ch, key): oid for oid, ch, key in
-                       (await conn.execute(_insert_stmt(conn, OutboxMessage.__table__), out_values)).all()}
-            await conn.execute(_FINISH_ROW, [
-                {"b_id": item.row.id, "b_now": now, "b_attempts": item.row.attempts + 1} for item in items])
+                       conn.execute(_insert_stmt(conn, OutboxMessage.__table__), out_values).all()}
+            conn.execute(_FINISH_ROW, finish)
+            return got
+
+        got = await in_transaction(engine, write)
         for item, k in zip(items, keys):
             item.queued = [(got[(r.channel, key)], r) for r, key in zip(item.replies, k) if (r.channel, key) in got]
 

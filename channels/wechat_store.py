@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bot.db import prebuilt
+from bot.db import in_transaction, prebuilt
 from bot.models import Base, CacheEntry
 
 log = logging.getLogger("powerbot.channels.wechat")
@@ -101,9 +101,9 @@ class WindowLedger:
         self._renewed: dict[str, datetime] = {}
 
     async def _write(self, values: dict[str, Any], cols: list[str]) -> None:
-        async with self.sessionmaker() as session, session.begin():
-            dialect = session.bind.dialect.name
-            await session.execute(_upsert(dialect, values, cols), values)
+        engine = self.sessionmaker.kw["bind"]
+        stmt = _upsert(engine.dialect.name, values, cols)
+        await in_transaction(engine, lambda conn: conn.execute(stmt, values))
 
     async def user_message(self, openid: str, *, now: datetime | None = None) -> None:
         """A user message opens (or renews) the 48-hour grant of 5 messages."""

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backend_client import Conflict, CoreClient, NotFound, ValidationFailed
 from backend_client.models import Account
 from bot.dialogue import handoff as ho
+from bot.db import in_transaction
 from bot.dialogue.domain import Domain
 from bot.dialogue.store import Conversation, Customer, CustomerAccount, Event, Identity, VerificationLock
 from bot.langs import detect_language
@@ -390,6 +391,10 @@ class DialogueEngine:
                         await self._insert_events(session, turn)
                         return await self._finish(session, turn)
                     await session.rollback()
+        if is_new and turn.handoff is None and not turn.new_accounts and turn.verify_result is None:
+            engine = self.sessionmaker.kw.get("bind")
+            if engine is not None and await _insert_new_conversation(engine, turn, new_identity):
+                return None
         for attempt in range(3):
             try:
                 async with self.sessionmaker() as session, session.begin():
@@ -1471,6 +1476,67 @@ async def conversation_events(session: AsyncSession, conversation_id: str, *, af
     return list(rows.scalars())
 
 
+_IDENT, _CUST, _CACC = Identity.__table__, Customer.__table__, CustomerAccount.__table__
+_IDENTITY_CUSTOMER = select(_IDENT.c.customer_id).where(
+    _IDENT.c.channel == bindparam("b_channel"), _IDENT.c.sender_id == bindparam("b_sender"))
+_CUSTOMER_OF_ACCOUNTS = (
+    select(_CACC.c.customer_id)
+    .where(_CACC.c.account_number.in_(bindparam("b_numbers", expanding=True)), _CACC.c.how.in_(("bound", "phone")))
+    .order_by(_CACC.c.id).limit(1)
+)
+_ACCOUNTS_OF_CUSTOMER = select(_CACC.c.account_number).where(_CACC.c.customer_id == bindparam("b_customer"))
+_INSERT_CUSTOMER = insert(_CUST).values(created_at=bindparam("b_now")).returning(_CUST.c.id)
+_INSERT_IDENTITY = insert(_IDENT)
+_INSERT_CUSTOMER_ACCOUNT = insert(_CACC)
+_INSERT_CONVERSATION = insert(Conversation.__table__)
+
+
+async def _insert_new_conversation(
+    engine: Any, turn: Turn, new_identity: tuple[list[Account], str] | None
+) -> bool:
+    """A new conversation's first turn (no handoff, nothing to verify) with Core statements in
+    one transaction: link the sender to a customer (an existing identity, a customer already
+    holding one of the core's accounts for it, or a new customer), insert the tracker row, the
+    events, and hand the pipeline its part. The same decisions as the ORM path
+    (``_link_customer``), without a unit of work: this runs for every new sender.
+
+    False when a concurrent turn inserted the conversation or identity first (nothing is
+    written; the caller's full path then loads what is there)."""
+    from bot.pipeline import turn_commit
+
+    msg, now = turn.message, utcnow()
+    accounts, how = new_identity or ([], "bound")
+    numbers = [a.account_number for a in accounts]
+    try:
+        async with engine.begin() as conn:
+            customer_id = (await conn.execute(
+                _IDENTITY_CUSTOMER, {"b_channel": msg.channel, "b_sender": msg.sender_id})).scalar()
+            if customer_id is None:
+                if numbers:
+                    customer_id = (await conn.execute(_CUSTOMER_OF_ACCOUNTS, {"b_numbers": numbers})).scalar()
+                held: set[str] = set()
+                if customer_id is None:
+                    customer_id = (await conn.execute(_INSERT_CUSTOMER, {"b_now": now})).scalar_one()
+                elif numbers:
+                    held = set((await conn.execute(_ACCOUNTS_OF_CUSTOMER, {"b_customer": customer_id})).scalars())
+                await conn.execute(_INSERT_IDENTITY, {
+                    "channel": msg.channel, "sender_id": msg.sender_id, "customer_id": customer_id, "created_at": now})
+                rows = [{"customer_id": customer_id, "account_number": n, "how": how, "created_at": now}
+                        for n in dict.fromkeys(numbers) if n not in held]
+                if rows:
+                    await conn.execute(_INSERT_CUSTOMER_ACCOUNT, rows)
+            await conn.execute(_INSERT_CONVERSATION, {
+                "id": turn.conversation_id, "channel": msg.channel, "sender_id": msg.sender_id,
+                "customer_id": customer_id, "state": turn.state, "version": 1, "created_at": now, "updated_at": now})
+            await conn.execute(_INSERT_EVENT, _event_rows(turn))
+            commit = turn_commit.get()
+            if commit is not None:
+                await commit(conn, turn.replies)
+    except IntegrityError:
+        return False
+    return True
+
+
 def _unused(_: date) -> None:  # pragma: no cover - keeps the date import for type readers
     return None
 
@@ -1547,8 +1613,8 @@ def _snapshot_stmt(dialect: str, probe: Any) -> Any:
 
 
 async def _snapshot(engine: Any, cid: str, message_id: str, probe: Any) -> _Snapshot:
-    async with engine.begin() as conn:
-        row = (await conn.execute(_snapshot_stmt(engine.dialect.name, probe), {"cid": cid, "mid": message_id})).first()
+    stmt, params = _snapshot_stmt(engine.dialect.name, probe), {"cid": cid, "mid": message_id}
+    row = await in_transaction(engine, lambda conn: conn.execute(stmt, params).first())
     return _Snapshot(row.state, row.customer_id, row.version, row.accounts, row.replay, row.handoff,
                      row.probe if probe is not None else None)
 

@@ -1,0 +1,133 @@
+"""SQLite statements run on the event loop's thread; a file locked by another process is waited
+for on aiosqlite's thread, with the loop still serving. And the new conversation's Core path
+links customers exactly like the ORM path it replaces."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+from sqlalchemy import func, select, text
+
+from backend_client.models import Account
+from bot.db import make_engine
+from bot.dialogue.engine import Turn, _insert_new_conversation
+from bot.dialogue.store import Conversation, Customer, CustomerAccount, Event, Identity
+from channels.base import Message
+
+
+async def test_statements_run_on_the_loop_thread(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    try:
+        async with engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            # a SQL function that says which thread runs the statement
+            raw._conn.create_function("tid", 0, threading.get_ident)
+            ran_on = (await conn.execute(text("SELECT tid()"))).scalar()
+        assert ran_on == threading.get_ident()
+    finally:
+        await engine.dispose()
+
+
+async def test_locked_file_waits_on_the_driver_thread_and_the_loop_keeps_serving(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
+        other = sqlite3.connect(path, isolation_level=None)  # another process's write, say a CLI command
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO t VALUES (1)")
+
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        async def write() -> None:
+            async with engine.begin() as conn:
+                await conn.execute(text("INSERT INTO t VALUES (2)"))
+
+        tick_task = asyncio.create_task(ticker())
+        writer = asyncio.create_task(write())
+        await asyncio.sleep(0.5)
+        assert not writer.done()  # waiting for the lock, not failed with "database is locked"
+        assert ticks >= 20  # ... and not on the event loop
+        other.execute("COMMIT")
+        await asyncio.wait_for(writer, 10)
+        tick_task.cancel()
+        async with engine.connect() as conn:
+            assert sorted((await conn.execute(text("SELECT v FROM t"))).scalars()) == [1, 2]
+            # the inline path is back to not waiting at all
+            assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar() == 0
+        other.close()
+    finally:
+        await engine.dispose()
+
+
+def _turn(sender: str, cid: str, text_: str = "你好") -> Turn:
+    msg = Message(channel="wechat", sender_id=sender, text=text_, message_id=f"m-{sender}-{text_}")
+    return Turn(message=msg, parse={"intent": {"name": "greet", "confidence": 0.9}, "entities": []}, lang="zh",
+                intent="greet", confidence=0.9, entities={}, state={"slots": {"language": "zh"}},
+                conversation_id=cid, customer_id=None, authorized=set())
+
+
+def _account(number: str) -> Account:
+    return Account(account_number=number, holder_name="张伟", phone="13800138000", address="碧波路1号",
+                   district="浦东新区", category="residential")
+
+
+async def test_new_conversation_links_customers_like_the_orm_path(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    engine = sessionmaker.kw["bind"]
+    # a new sender the core knows nothing about: a new customer, no accounts
+    assert await _insert_new_conversation(engine, _turn("oA", "wechat:oA"), ([], "bound"))
+    # a sender the core binds to two accounts: a new customer holding both
+    accounts = ([_account("3100000001"), _account("3100000003")], "bound")
+    assert await _insert_new_conversation(engine, _turn("oB", "wechat:oB"), accounts)
+    # the same person on SMS (phone match): the customer who already holds one of the accounts
+    assert await _insert_new_conversation(engine, _turn("+8613800138000", "sms:+8613800138000"),
+                                          ([_account("3100000001"), _account("3100000009")], "phone"))
+    async with sessionmaker() as s:
+        convs = {c.id: c for c in (await s.execute(select(Conversation))).scalars()}
+        idents = {i.sender_id: i.customer_id for i in (await s.execute(select(Identity))).scalars()}
+        held = sorted((a.customer_id, a.account_number, a.how)
+                      for a in (await s.execute(select(CustomerAccount))).scalars())
+        customers = (await s.execute(select(func.count()).select_from(Customer))).scalar()
+        events = (await s.execute(select(func.count()).select_from(Event))).scalar()
+    assert set(convs) == {"wechat:oA", "wechat:oB", "sms:+8613800138000"}
+    assert all(c.version == 1 and c.state == {"slots": {"language": "zh"}} for c in convs.values())
+    assert idents["oA"] != idents["oB"] and idents["+8613800138000"] == idents["oB"]
+    assert convs["sms:+8613800138000"].customer_id == idents["oB"]
+    assert customers == 2
+    b = idents["oB"]
+    assert held == [(b, "3100000001", "bound"), (b, "3100000003", "bound"), (b, "3100000009", "phone")]
+    assert events == 3  # one user event per turn (these turns have no replies)
+
+    # a conversation another process inserted first: nothing written, the caller takes the full path
+    assert not await _insert_new_conversation(engine, _turn("oA", "wechat:oA", "again"), ([], "bound"))
+    async with sessionmaker() as s:
+        assert (await s.execute(select(func.count()).select_from(Event))).scalar() == 3
+        assert (await s.execute(select(func.count()).select_from(Customer))).scalar() == 2
+
+
+async def test_existing_identity_keeps_its_customer(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    async with sessionmaker() as s, s.begin():
+        c = Customer()
+        s.add(c)
+        await s.flush()
+        s.add(Identity(channel="wechat", sender_id="oC", customer_id=c.id))
+        cid = c.id
+    # an identity without a conversation (linked by an agent, or the tracker row was purged)
+    assert await _insert_new_conversation(sessionmaker.kw["bind"], _turn("oC", "wechat:oC"),
+                                          ([_account("3100000001")], "bound"))
+    async with sessionmaker() as s:
+        conv = await s.get(Conversation, "wechat:oC")
+        assert conv is not None and conv.customer_id == cid
+        # the existing identity decides; accounts are linked by the flows that verify them
+        assert (await s.execute(select(func.count()).select_from(CustomerAccount))).scalar() == 0
+
