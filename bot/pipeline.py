@@ -132,6 +132,9 @@ _MARK_INLINE = (
     .returning(_OUTBOX.c.id)
 )
 
+_LEASE = ConversationLease.__table__
+_RELEASE_LEASE = delete(_LEASE).where(_LEASE.c.conversation_id == bindparam("b_cid"),
+                                      _LEASE.c.owner == bindparam("b_owner"))
 _LEASE_STMTS: dict[str, Any] = {}
 
 
@@ -604,23 +607,26 @@ class Pipeline:
     async def _lease_and_oldest(self, conversation_id: str) -> tuple[bool, Any]:
         """Take (or take over an expired) lease and select the oldest waiting row: one transaction."""
         now = utcnow()
-        async with self.sessionmaker() as session, session.begin():
-            params = {"conversation_id": conversation_id, "owner": self.owner, "expires_at": now + LEASE_TTL,
-                      "b_now": now, "b_owner": self.owner}
-            if (await session.execute(_lease_stmt(session), params)).first() is None:
+        params = {"conversation_id": conversation_id, "owner": self.owner, "expires_at": now + LEASE_TTL,
+                  "b_now": now, "b_owner": self.owner}
+        release = self._release_params(conversation_id)
+
+        def take(conn: Any) -> tuple[bool, Any]:
+            if conn.execute(_lease_stmt(conn), params).first() is None:
                 return False, None
-            row = (await session.execute(_NEXT_ROW, {"b_cid": conversation_id})).first()
+            row = conn.execute(_NEXT_ROW, {"b_cid": conversation_id}).first()
             if row is None:
-                await session.execute(self._release_stmt(conversation_id))
+                conn.execute(_RELEASE_LEASE, release)
             return True, row
 
-    def _release_stmt(self, conversation_id: str):  # type: ignore[no-untyped-def]
-        table = ConversationLease.__table__
-        return delete(table).where(table.c.conversation_id == conversation_id, table.c.owner == self.owner)
+        return await in_transaction(self.sessionmaker.kw["bind"], take)
+
+    def _release_params(self, conversation_id: str) -> dict[str, str]:
+        return {"b_cid": conversation_id, "b_owner": self.owner}
 
     async def _release(self, conversation_id: str) -> None:
-        async with self.sessionmaker() as session, session.begin():
-            await session.execute(self._release_stmt(conversation_id))
+        release = self._release_params(conversation_id)
+        await in_transaction(self.sessionmaker.kw["bind"], lambda conn: conn.execute(_RELEASE_LEASE, release))
 
     async def _process_one(self, row: Any, *, shared: bool = False) -> tuple[bool, InboundMessage | None]:
         """Run the dialogue on one row and write its replies. With ``shared`` (lease held) the
@@ -653,6 +659,15 @@ class Pipeline:
                 shared_txn.clear()
                 item = _TurnWrite(stmts=stmts, replies=list(turn_replies), row=row,
                                   waiting=row.id in self._waiters, fut=asyncio.get_running_loop().create_future())
+                if shared:
+                    # under the lease (several processes): this turn alone, and the same
+                    # transaction selects the next row or releases the lease
+                    try:
+                        nxt = await self._write_turns([item], lease_of=message.conversation_id)
+                    except _RowcountMismatch:
+                        return False
+                    shared_txn.update(queued=item.queued, replies=item.replies, waiting=item.waiting, next=nxt)
+                    return True
                 self._turn_q.append(item)
                 if self._turn_task is None or self._turn_task.done():
                     self._turn_task = asyncio.ensure_future(self._turn_loop())
@@ -662,7 +677,7 @@ class Pipeline:
                 return True
 
             token = turn_commit.set(commit_with_turn)
-            token_w = turn_write.set(write_with_turn if self._group_turns and not shared else None)
+            token_w = turn_write.set(write_with_turn if shared or self._group_turns else None)
             try:
                 replies = await self.handler.handle(message)
             except self.transient_errors as exc:
@@ -747,10 +762,13 @@ class Pipeline:
                 if not item.fut.done():
                     item.fut.set_result(result)
 
-    async def _write_turns(self, items: list[_TurnWrite]) -> None:
+    async def _write_turns(self, items: list[_TurnWrite], *, lease_of: str | None = None) -> Any:
         """Write the turns in one transaction: each statement once with every turn's rows
         (executemany), all replies in one INSERT, all inbound rows closed; raises
-        ``_RowcountMismatch`` (nothing written) when a guarded statement missed."""
+        ``_RowcountMismatch`` (nothing written) when a guarded statement missed.
+
+        With ``lease_of`` (one turn, lease held) also select that conversation's next waiting
+        row, or release the lease when there is none; returns the row."""
         engine = self.sessionmaker.kw["bind"]
         groups: dict[int, tuple[Any, list[dict[str, Any]], list[int | None]]] = {}
         for item in items:
@@ -780,11 +798,17 @@ class Pipeline:
                 got = {(ch, key): oid for oid, ch, key in
                        conn.execute(_insert_stmt(conn, OutboxMessage.__table__), out_values).all()}
             conn.execute(_FINISH_ROW, finish)
-            return got
+            if lease_of is None:
+                return got, None
+            nxt = conn.execute(_NEXT_ROW, {"b_cid": lease_of}).first()
+            if nxt is None:
+                conn.execute(_RELEASE_LEASE, self._release_params(lease_of))
+            return got, nxt
 
-        got = await in_transaction(engine, write)
+        got, nxt = await in_transaction(engine, write)
         for item, k in zip(items, keys):
             item.queued = [(got[(r.channel, key)], r) for r, key in zip(item.replies, k) if (r.channel, key) in got]
+        return nxt
 
     async def _finish_row(self, session: Any, row: Any, conversation_id: str, shared: bool) -> Any:
         """Mark the row done; with the lease held also fetch the next row (or release the lease).
@@ -796,7 +820,7 @@ class Pipeline:
             return None
         nxt = (await session.execute(_NEXT_ROW, {"b_cid": conversation_id})).first()
         if nxt is None:
-            await session.execute(self._release_stmt(conversation_id))
+            await session.execute(_RELEASE_LEASE, self._release_params(conversation_id))
         return nxt
 
     async def _is_done(self, inbound_id: int) -> bool:

@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, event, func, insert, select, update
 
 from bot.db import make_engine, make_sessionmaker
 from bot.migrate import BOT_MIGRATIONS, upgrade
-from bot.models import CacheEntry, InboundMessage, OutboxMessage
+from bot.models import CacheEntry, ConversationLease, InboundMessage, OutboxMessage
 from bot.pipeline import Pipeline, turn_write
 from channels.base import Message, Reply
 
@@ -94,19 +94,24 @@ async def test_grouped_turn_writes_fail_only_the_affected_turn(sqlite_sm, caplog
     assert any("writing them one by one" in r.getMessage() for r in caplog.records)
 
 
-async def test_turn_write_offered_only_on_single_process_sqlite(sessionmaker) -> None:  # type: ignore[no-untyped-def]
-    seen: list[bool] = []
-
-    class Probe:
-        async def handle(self, message: Message) -> list[Reply]:
-            seen.append(turn_write.get() is not None)
-            return [Reply(channel=message.channel, recipient_id=message.sender_id, text="ok")]
-
-    p = Pipeline(sessionmaker, Probe())
-    await p.receive(msg("a", "m-a", "s-a"), wait=10)
+async def test_turn_write_offered_and_lease_released_in_the_same_transaction(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    """SQLite groups the turns of one process; PostgreSQL writes each turn under its lease, and
+    the turn's transaction also picks the next row or releases the lease."""
+    handler = WritesTurn(delay=0.0)
+    p = Pipeline(sessionmaker, handler, inline_grace=30)
+    first = await p.receive(msg("a", "m-a", "s-a"), wait=10)
+    # two messages of one conversation back to back: the second is the "next row" of the first
+    both = await asyncio.gather(p.receive(msg("b", "m-b", "s-b"), wait=10), p.receive(msg("c", "m-c", "s-b"), wait=10))
     await p.stop()
-    dialect = sessionmaker.kw["bind"].dialect.name
-    assert seen == [dialect == "sqlite"]
+    assert handler.grouped == 3
+    assert [r.text for r in first.replies or []] == ["turn:a"]
+    assert [[r.text for r in rc.replies or []] for rc in both] == [["turn:b"], ["turn:c"]]
+    async with sessionmaker() as s:
+        statuses = (await s.execute(select(InboundMessage.status))).scalars().all()
+        leases = (await s.execute(select(func.count()).select_from(ConversationLease))).scalar()
+        keys = sorted((await s.execute(select(CacheEntry.key))).scalars())
+    assert statuses == ["done"] * 3 and leases == 0
+    assert keys == ["k:m-a", "k:m-b", "k:m-c"]
 
 
 async def test_on_conflict_statements_compile_once(sqlite_sm) -> None:  # type: ignore[no-untyped-def]
