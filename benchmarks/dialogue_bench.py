@@ -14,6 +14,10 @@ gateway and core share this one process, so "CPU ms/msg" includes all three):
     before  SQLite 26 msg/s p50 675 ms p99 1.4 s;  PostgreSQL 23.5 msg/s p50 825 ms p99 1.3 s
     after   SQLite 80 msg/s p50 222 ms p99 407 ms (10.9 ms CPU/msg);
             PostgreSQL 45 msg/s p50 376 ms p99 925 ms (17.9 ms CPU/msg)
+
+Measured 2026-12-01, quiet box, after SQLite on the loop's thread and the Core hot path:
+    SQLite 104 msg/s p50 148 ms p99 612 ms (8.4 ms CPU/msg);
+    PostgreSQL 61 msg/s p50 277 ms p99 881 ms (12.3 ms CPU/msg)
 """
 
 from __future__ import annotations
