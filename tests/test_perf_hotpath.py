@@ -177,3 +177,20 @@ async def test_snapshot_reads_tracker_and_flags_rare_cases(sessionmaker) -> None
     snap = await _snapshot(engine, cid, "m2", SATISFACTION_PROBE)
     assert snap.handoff is None and snap.probe is not None and snap.rare
     assert not (await _snapshot(engine, cid, "m2", None)).rare  # without the console's probe
+
+
+def test_reply_to_dict_is_asdict_without_the_recursion() -> None:
+    """The hand-written ``Reply.to_dict`` (hot path: every reply is stored) must stay what
+    ``dataclasses.asdict`` gives, metadata copied deeply, and round-trip through ``from_dict``."""
+    from dataclasses import asdict, fields
+
+    from channels.base import Button
+
+    r = Reply(channel="wechat", recipient_id="o1", text="请支付", buttons=[Button("去支付", "/pay_bill")],
+              kind="payment_link", metadata={"url": "https://pay", "items": [1, {"a": 2}]}, urgent=True)
+    assert r.to_dict() == asdict(r)
+    assert set(r.to_dict()) == {f.name for f in fields(Reply)}  # a new field must be added there too
+    assert r.to_dict()["metadata"]["items"] is not r.metadata["items"]
+    assert Reply.from_dict(r.to_dict()) == r
+    plain = Reply(channel="sms", recipient_id="+8613800138000", text="t")
+    assert plain.to_dict() == asdict(plain)

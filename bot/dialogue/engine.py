@@ -286,10 +286,11 @@ class DialogueEngine:
         except Stop:
             pass
         opened = await self._persist(turn, not conv_exists, new_identity, known=(customer_id, version))
-        log.info(
-            "turn conv=%s intent=%s conf=%.2f replies=%d text=%s",
-            mask_text(cid), turn.intent, turn.confidence, len(turn.replies), mask_text(text[:80]),
-        )
+        if log.isEnabledFor(logging.INFO):  # masking costs regex passes: only for a line that is written
+            log.info(
+                "turn conv=%s intent=%s conf=%.2f replies=%d text=%s",
+                mask_text(cid), turn.intent, turn.confidence, len(turn.replies), mask_text(text[:80]),
+            )
         return TurnOutcome(replies=turn.replies, handoff_opened=opened)
 
     def _parse(self, text: str) -> dict[str, Any]:
