@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections import deque
-from pathlib import Path
-
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
-from sqlalchemy.util import greenlet_spawn
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.util import await_only, greenlet_spawn
 from sqlalchemy.sql.cache_key import CacheKey
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine, AsyncSession
 
@@ -62,8 +60,6 @@ def _inline(inner, fn):  # type: ignore[no-untyped-def]
     driver's thread, which waits for the lock with the normal busy timeout instead of blocking
     the loop. (It is still awaited through SQLAlchemy's greenlet bridge — one switch, no loop
     iteration — because the async engine insists that a statement awaited something.)"""
-    from sqlalchemy.util import await_only
-
     return await_only(_now_or_thread(inner, fn))
 
 

@@ -609,20 +609,24 @@ class Pipeline:
         now = utcnow()
         params = {"conversation_id": conversation_id, "owner": self.owner, "expires_at": now + LEASE_TTL,
                   "b_now": now, "b_owner": self.owner}
-        release = self._release_params(conversation_id)
 
         def take(conn: Any) -> tuple[bool, Any]:
             if conn.execute(_lease_stmt(conn), params).first() is None:
                 return False, None
-            row = conn.execute(_NEXT_ROW, {"b_cid": conversation_id}).first()
-            if row is None:
-                conn.execute(_RELEASE_LEASE, release)
-            return True, row
+            return True, self._next_or_release(conn, conversation_id)
 
         return await in_transaction(self.sessionmaker.kw["bind"], take)
 
     def _release_params(self, conversation_id: str) -> dict[str, str]:
         return {"b_cid": conversation_id, "b_owner": self.owner}
+
+    def _next_or_release(self, conn: Any, conversation_id: str) -> Any:
+        """Under the lease, in the caller's transaction (a synchronous connection): the
+        conversation's oldest waiting row, or — nothing waiting — release the lease."""
+        nxt = conn.execute(_NEXT_ROW, {"b_cid": conversation_id}).first()
+        if nxt is None:
+            conn.execute(_RELEASE_LEASE, self._release_params(conversation_id))
+        return nxt
 
     async def _release(self, conversation_id: str) -> None:
         release = self._release_params(conversation_id)
@@ -786,7 +790,7 @@ class Pipeline:
             out_values += v
         finish = [{"b_id": item.row.id, "b_now": now, "b_attempts": item.row.attempts + 1} for item in items]
 
-        def write(conn: Any) -> dict[tuple[str, str], int]:
+        def write(conn: Any) -> tuple[dict[tuple[str, str], int], Any]:
             for stmt, params, expects in groups.values():
                 if not params:
                     continue
@@ -798,12 +802,7 @@ class Pipeline:
                 got = {(ch, key): oid for oid, ch, key in
                        conn.execute(_insert_stmt(conn, OutboxMessage.__table__), out_values).all()}
             conn.execute(_FINISH_ROW, finish)
-            if lease_of is None:
-                return got, None
-            nxt = conn.execute(_NEXT_ROW, {"b_cid": lease_of}).first()
-            if nxt is None:
-                conn.execute(_RELEASE_LEASE, self._release_params(lease_of))
-            return got, nxt
+            return got, (None if lease_of is None else self._next_or_release(conn, lease_of))
 
         got, nxt = await in_transaction(engine, write)
         for item, k in zip(items, keys):

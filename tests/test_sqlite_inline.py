@@ -1,6 +1,6 @@
 """SQLite statements run on the event loop's thread; a file locked by another process is waited
 for on aiosqlite's thread, with the loop still serving. And the new conversation's Core path
-links customers exactly like the ORM path it replaces."""
+links customers: identity first, then a customer holding the accounts, else a new one."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def _account(number: str) -> Account:
                    district="浦东新区", category="residential")
 
 
-async def test_new_conversation_links_customers_like_the_orm_path(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+async def test_new_conversation_links_customers(sessionmaker) -> None:  # type: ignore[no-untyped-def]
     engine = sessionmaker.kw["bind"]
     # a new sender the core knows nothing about: a new customer, no accounts
     assert await _insert_new_conversation(engine, _turn("oA", "wechat:oA"), ([], "bound"))

@@ -402,12 +402,12 @@ class DialogueEngine:
                     conv = await session.get(Conversation, cid)
                     if conv is None:
                         # the customer first, so the new row is inserted once, complete
-                        linked = await self._link_customer(session, msg, new_identity)
+                        linked = await _link_customer(session, msg, new_identity)
                         conv = Conversation(id=cid, channel=msg.channel, sender_id=msg.sender_id, state={}, version=0,
                                             customer_id=linked)
                         session.add(conv)
                     elif conv.customer_id is None:
-                        conv.customer_id = await self._link_customer(session, msg, new_identity)
+                        conv.customer_id = await _link_customer(session, msg, new_identity)
                     customer_id = conv.customer_id
                     for number, how in turn.new_accounts:
                         exists = (await session.execute(select(CustomerAccount.id).where(
@@ -446,35 +446,6 @@ class DialogueEngine:
             return None
         reason, priority, summary = turn.handoff
         return await ho.request_handoff(session, turn.conversation_id, reason, priority, summary=summary)
-
-    async def _link_customer(
-        self, session: AsyncSession, msg: Message, new_identity: tuple[list[Account], str] | None
-    ) -> int:
-        ident = (await session.execute(select(Identity).where(
-            Identity.channel == msg.channel, Identity.sender_id == msg.sender_id))).scalar_one_or_none()
-        if ident is not None:
-            return ident.customer_id
-        accounts, how = new_identity or ([], "bound")
-        numbers = [a.account_number for a in accounts]
-        customer_id = None
-        if numbers:
-            customer_id = (await session.execute(
-                select(CustomerAccount.customer_id)
-                .where(CustomerAccount.account_number.in_(numbers), CustomerAccount.how.in_(("bound", "phone")))
-                .order_by(CustomerAccount.id).limit(1))).scalar_one_or_none()
-        if customer_id is None:
-            c = Customer()
-            session.add(c)
-            await session.flush()
-            customer_id = c.id
-        session.add(Identity(channel=msg.channel, sender_id=msg.sender_id, customer_id=customer_id))
-        for n in numbers:
-            exists = (await session.execute(select(CustomerAccount.id).where(
-                CustomerAccount.customer_id == customer_id, CustomerAccount.account_number == n))).first()
-            if not exists:
-                session.add(CustomerAccount(customer_id=customer_id, account_number=n, how=how))
-        await session.flush()
-        return customer_id
 
     async def _lock_state(self, number: str) -> VerificationLock | None:
         async with self.sessionmaker() as session:
@@ -1492,40 +1463,49 @@ _INSERT_CUSTOMER_ACCOUNT = insert(_CACC)
 _INSERT_CONVERSATION = insert(Conversation.__table__)
 
 
+async def _link_customer(db: Any, msg: Message, new_identity: tuple[list[Account], str] | None) -> int:
+    """The customer behind a sender, linked in the caller's transaction (``db``: an
+    ``AsyncSession`` or ``AsyncConnection``): the sender's identity if it has one; else a
+    customer already holding one of the accounts the core links to this sender (bound or by
+    phone); else a new customer. A new identity also records the sender's accounts."""
+    ident = (await db.execute(_IDENTITY_CUSTOMER, {"b_channel": msg.channel, "b_sender": msg.sender_id})).scalar()
+    if ident is not None:
+        return ident
+    now = utcnow()
+    accounts, how = new_identity or ([], "bound")
+    numbers = [a.account_number for a in accounts]
+    customer_id = None
+    held: set[str] = set()
+    if numbers:
+        customer_id = (await db.execute(_CUSTOMER_OF_ACCOUNTS, {"b_numbers": numbers})).scalar()
+    if customer_id is None:
+        customer_id = (await db.execute(_INSERT_CUSTOMER, {"b_now": now})).scalar_one()
+    elif numbers:
+        held = set((await db.execute(_ACCOUNTS_OF_CUSTOMER, {"b_customer": customer_id})).scalars())
+    await db.execute(_INSERT_IDENTITY, {
+        "channel": msg.channel, "sender_id": msg.sender_id, "customer_id": customer_id, "created_at": now})
+    rows = [{"customer_id": customer_id, "account_number": n, "how": how, "created_at": now}
+            for n in dict.fromkeys(numbers) if n not in held]
+    if rows:
+        await db.execute(_INSERT_CUSTOMER_ACCOUNT, rows)
+    return customer_id
+
+
 async def _insert_new_conversation(
     engine: Any, turn: Turn, new_identity: tuple[list[Account], str] | None
 ) -> bool:
     """A new conversation's first turn (no handoff, nothing to verify) with Core statements in
-    one transaction: link the sender to a customer (an existing identity, a customer already
-    holding one of the core's accounts for it, or a new customer), insert the tracker row, the
-    events, and hand the pipeline its part. The same decisions as the ORM path
-    (``_link_customer``), without a unit of work: this runs for every new sender.
+    one transaction, without an ORM unit of work (this runs for every new sender): link the
+    customer, insert the tracker row and the events, and hand the pipeline its part.
 
     False when a concurrent turn inserted the conversation or identity first (nothing is
     written; the caller's full path then loads what is there)."""
     from bot.pipeline import turn_commit
 
     msg, now = turn.message, utcnow()
-    accounts, how = new_identity or ([], "bound")
-    numbers = [a.account_number for a in accounts]
     try:
         async with engine.begin() as conn:
-            customer_id = (await conn.execute(
-                _IDENTITY_CUSTOMER, {"b_channel": msg.channel, "b_sender": msg.sender_id})).scalar()
-            if customer_id is None:
-                if numbers:
-                    customer_id = (await conn.execute(_CUSTOMER_OF_ACCOUNTS, {"b_numbers": numbers})).scalar()
-                held: set[str] = set()
-                if customer_id is None:
-                    customer_id = (await conn.execute(_INSERT_CUSTOMER, {"b_now": now})).scalar_one()
-                elif numbers:
-                    held = set((await conn.execute(_ACCOUNTS_OF_CUSTOMER, {"b_customer": customer_id})).scalars())
-                await conn.execute(_INSERT_IDENTITY, {
-                    "channel": msg.channel, "sender_id": msg.sender_id, "customer_id": customer_id, "created_at": now})
-                rows = [{"customer_id": customer_id, "account_number": n, "how": how, "created_at": now}
-                        for n in dict.fromkeys(numbers) if n not in held]
-                if rows:
-                    await conn.execute(_INSERT_CUSTOMER_ACCOUNT, rows)
+            customer_id = await _link_customer(conn, msg, new_identity)
             await conn.execute(_INSERT_CONVERSATION, {
                 "id": turn.conversation_id, "channel": msg.channel, "sender_id": msg.sender_id,
                 "customer_id": customer_id, "state": turn.state, "version": 1, "created_at": now, "updated_at": now})
