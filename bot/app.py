@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend_client import CoreClient, CoreError
-from bot.db import make_engine, make_sessionmaker
+from bot.db import WalCheckpointer, make_engine, make_sessionmaker
 from bot.outbox import OutboxWorker
 from bot.pipeline import DialogueHandler, Pipeline
 from bot.ratelimit import RateLimiting
@@ -117,6 +117,8 @@ def create_gateway_app(
         engine = make_engine(settings.bot_db_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
         app[DB_ENGINE] = engine
         app[SESSIONMAKER] = make_sessionmaker(engine)
+        checkpointer = WalCheckpointer(engine)  # SQLite: WAL checkpoints off the event loop
+        await checkpointer.start()
         timeout = aiohttp.ClientTimeout(total=settings.core_timeout_seconds)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             app[HTTP] = http
@@ -154,6 +156,7 @@ def create_gateway_app(
                 for ch in channels.values():
                     await ch.stop()
                 await core.close()
+        await checkpointer.stop()
         await engine.dispose()
 
     app.cleanup_ctx.append(resources)

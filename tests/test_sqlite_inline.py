@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import func, select, text
 
 from backend_client.models import Account
-from bot.db import make_engine
+from bot.db import WalCheckpointer, make_engine
 from bot.dialogue.engine import Turn, _insert_new_conversation
 from bot.dialogue.store import Conversation, Customer, CustomerAccount, Event, Identity
 from channels.base import Message
@@ -80,6 +80,60 @@ def _turn(sender: str, cid: str, text_: str = "你好") -> Turn:
 def _account(number: str) -> Account:
     return Account(account_number=number, holder_name="张伟", phone="13800138000", address="碧波路1号",
                    district="浦东新区", category="residential")
+
+
+async def _autocheckpoint(engine) -> int:  # type: ignore[no-untyped-def]
+    async with engine.connect() as conn:
+        return (await conn.execute(text("PRAGMA wal_autocheckpoint"))).scalar()
+
+
+async def _write_pages(engine, pages: int) -> None:  # type: ignore[no-untyped-def]
+    async with engine.begin() as conn:
+        await conn.execute(text("INSERT INTO blob_rows (v) VALUES (:v)"), [{"v": b"x" * 3500}] * pages)
+
+
+async def test_wal_checkpoints_run_off_the_loop_and_keep_the_wal_small(tmp_path: Path) -> None:
+    """The loop's connection does no automatic checkpoint while a checkpointer runs; the
+    checkpointer's thread keeps the WAL from growing; afterwards the default comes back."""
+    path = tmp_path / "x.db"
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE blob_rows (v BLOB)"))
+        assert await _autocheckpoint(engine) == 1000  # a connection opened before the start
+        checkpointer = WalCheckpointer(engine, interval=0.05)
+        await checkpointer.start()
+        assert await _autocheckpoint(engine) == 0
+        await engine.dispose()  # a connection opened while it runs gets the same setting
+        assert await _autocheckpoint(engine) == 0
+        wal = Path(f"{path}-wal")
+        biggest = 0
+        for _ in range(12):  # ~12 x 300 pages: far past the 1000-page automatic checkpoint
+            await _write_pages(engine, 300)
+            biggest = max(biggest, wal.stat().st_size)
+            await asyncio.sleep(0.15)
+        assert checkpointer.checkpoints >= 10
+        # the WAL is reused from its start once checkpointed: it never held all the writes
+        assert biggest < 3 * 300 * 4200
+        await checkpointer.stop()
+        assert await _autocheckpoint(engine) == 1000
+    finally:
+        await engine.dispose()
+
+
+async def test_without_a_checkpointer_the_wal_would_grow(tmp_path: Path) -> None:
+    """The control for the test above: automatic checkpoint off and nobody checkpointing."""
+    path = tmp_path / "x.db"
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE blob_rows (v BLOB)"))
+            await conn.execute(text("PRAGMA wal_autocheckpoint=0"))
+        for _ in range(12):
+            await _write_pages(engine, 300)
+        assert Path(f"{path}-wal").stat().st_size > 10 * 300 * 3500
+    finally:
+        await engine.dispose()
 
 
 async def test_new_conversation_links_customers(sessionmaker) -> None:  # type: ignore[no-untyped-def]
