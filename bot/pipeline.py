@@ -62,6 +62,9 @@ LEASE_TTL = timedelta(seconds=20)
 LEASE_WAIT_SECONDS = 30.0
 INSERT_CHUNK = 500
 MAX_REMEMBERED_CONVERSATIONS = 50_000
+# Inline deliveries announced with ``delivered_inline`` are marked in the next grouped turn
+# write, or by a flush this many seconds later: far inside ``inline_grace``.
+MARK_FLUSH_SECONDS = 0.2
 
 BUSY_TEXT = {
     "zh": "系统繁忙，您的消息已收到并排队处理，恢复后我们会第一时间回复您。如遇停电、电线断落等紧急情况，请远离危险并拨打95598。",
@@ -293,6 +296,9 @@ class Pipeline:
         self._mark_task: asyncio.Task[None] | None = None
         self._turn_q: list[_TurnWrite] = []
         self._turn_task: asyncio.Task[None] | None = None
+        # outbox ids answered inline, not yet marked (``delivered_inline``)
+        self._late_marks: list[int] = []
+        self._late_task: asyncio.Task[None] | None = None
         self._group_turns = not self.cross_process and dialect == "sqlite"
 
     # ------------------------------------------------------------------ local knowledge
@@ -495,6 +501,32 @@ class Pipeline:
         if self._mark_task is None or self._mark_task.done():
             self._mark_task = asyncio.ensure_future(self._mark_loop())
         return await asyncio.shield(fut)
+
+    def delivered_inline(self, outbox_ids: list[int]) -> None:
+        """The channel answers with these replies in its HTTP response; the outbox must not send
+        them. Not awaited: the marks ride on the next grouped turn write (no transaction of
+        their own) or are flushed ``MARK_FLUSH_SECONDS`` later — long before the replies'
+        ``inline_grace`` ends. A crash in between makes the outbox send a reply that was also
+        answered inline (twice, never lost); a reply the outbox took first is left to it."""
+        if not outbox_ids:
+            return
+        self._late_marks.extend(outbox_ids)
+        if self._late_task is None or self._late_task.done():
+            self._late_task = asyncio.ensure_future(self._flush_marks_later())
+
+    async def _flush_marks_later(self) -> None:
+        while self._late_marks:
+            await asyncio.sleep(MARK_FLUSH_SECONDS)
+            await self._flush_marks()
+
+    async def _flush_marks(self) -> None:
+        ids, self._late_marks = self._late_marks, []
+        if not ids:
+            return
+        try:
+            await self.mark_delivered_inline(ids)
+        except Exception:  # noqa: BLE001 - the outbox sends them after the grace: twice, not lost
+            log.warning("marking %d inline replies failed; the outbox may send them again", len(ids), exc_info=True)
 
     async def _mark_loop(self) -> None:
         while self._mark_q:
@@ -789,8 +821,11 @@ class Pipeline:
             keys.append(k)
             out_values += v
         finish = [{"b_id": item.row.id, "b_now": now, "b_attempts": item.row.attempts + 1} for item in items]
+        marks, self._late_marks = self._late_marks, []  # inline answers of earlier turns
 
         def write(conn: Any) -> tuple[dict[tuple[str, str], int], Any]:
+            if marks:
+                conn.execute(_MARK_INLINE, {"b_ids": marks, "b_now": now})
             for stmt, params, expects in groups.values():
                 if not params:
                     continue
@@ -804,7 +839,11 @@ class Pipeline:
             conn.execute(_FINISH_ROW, finish)
             return got, (None if lease_of is None else self._next_or_release(conn, lease_of))
 
-        got, nxt = await in_transaction(engine, write)
+        try:
+            got, nxt = await in_transaction(engine, write)
+        except BaseException:
+            self._late_marks[:0] = marks
+            raise
         for item, k in zip(items, keys):
             item.queued = [(got[(r.channel, key)], r) for r, key in zip(item.replies, k) if (r.channel, key) in got]
         return nxt
@@ -931,11 +970,15 @@ class Pipeline:
         self._recovery = asyncio.create_task(loop(), name="inbound-recovery")
 
     async def stop(self) -> None:
+        if self._late_task is not None:
+            self._late_task.cancel()
+        await self._flush_marks()
         if self._recovery:
             self._recovery.cancel()
         for t in list(self._tasks):
             t.cancel()
-        extra = [t for t in (self._recovery, self._insert_task, self._mark_task, self._turn_task) if t is not None]
+        extra = [t for t in (self._recovery, self._insert_task, self._mark_task, self._turn_task, self._late_task)
+                 if t is not None]
         await asyncio.gather(*self._tasks, *extra, return_exceptions=True)
 
 

@@ -103,6 +103,8 @@ class MessageProcessor(Protocol):
 
     async def mark_delivered_inline(self, outbox_ids: list[int]) -> bool: ...
 
+    def delivered_inline(self, outbox_ids: list[int]) -> None: ...
+
 
 @dataclass(slots=True)
 class ChannelContext:

@@ -358,8 +358,9 @@ class WeChatChannel(Channel):
         replies = receipt.replies
         if any(r.metadata.get("template_id") for r in replies):
             return fallback  # template messages cannot be passive; the outbox sends everything
-        if not await self.ctx.processor.mark_delivered_inline(receipt.outbox_ids):
-            return fallback  # some already went out through the outbox
+        # marked with the next grouped write, not awaited here: the replies are due to the
+        # outbox only after the pipeline's inline grace (10 s), and this answer leaves now
+        self.ctx.processor.delivered_inline(receipt.outbox_ids)
         text = join_replies(replies)
         if prefix:
             text = f"{prefix}\n{text}" if text else prefix

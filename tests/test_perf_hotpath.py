@@ -194,3 +194,50 @@ def test_reply_to_dict_is_asdict_without_the_recursion() -> None:
     assert Reply.from_dict(r.to_dict()) == r
     plain = Reply(channel="sms", recipient_id="+8613800138000", text="t")
     assert plain.to_dict() == asdict(plain)
+
+
+async def _outbox_state(sessionmaker, ids: list[int]) -> list[tuple[str, str | None]]:  # type: ignore[no-untyped-def]
+    async with sessionmaker() as s:
+        rows = (await s.execute(select(OutboxMessage.status, OutboxMessage.provider_id)
+                                .where(OutboxMessage.id.in_(ids)).order_by(OutboxMessage.id))).all()
+    return [tuple(r) for r in rows]
+
+
+async def test_inline_marks_ride_on_the_next_turn_write_and_are_flushed_otherwise(sessionmaker, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``delivered_inline`` writes nothing itself: the next turn's transaction marks the replies
+    (no flush could have run: its delay is 30 s here); without traffic the flush marks them; a
+    reply the outbox already sent is left as the outbox wrote it; ``stop`` flushes the rest."""
+    import bot.pipeline as pl
+
+    monkeypatch.setattr(pl, "MARK_FLUSH_SECONDS", 30.0)
+    p = Pipeline(sessionmaker, WritesTurn(delay=0.0), inline_grace=30)
+    first = await p.receive(msg("a", "m-a", "s-a"), wait=10)
+    assert await _outbox_state(sessionmaker, first.outbox_ids) == [("pending", None)]
+    p.delivered_inline(first.outbox_ids)
+    assert await _outbox_state(sessionmaker, first.outbox_ids) == [("pending", None)]  # not yet
+    second = await p.receive(msg("b", "m-b", "s-b"), wait=10)
+    assert await _outbox_state(sessionmaker, first.outbox_ids) == [("sent", "inline")]
+
+    # the outbox took this one already (say the process stalled past the grace): left alone
+    async with sessionmaker() as s, s.begin():
+        await s.execute(update(OutboxMessage).where(OutboxMessage.id.in_(second.outbox_ids))
+                        .values(status="sent", provider_id="wx-123"))
+    third = await p.receive(msg("c", "m-c", "s-c"), wait=10)
+    await p.stop()
+    monkeypatch.setattr(pl, "MARK_FLUSH_SECONDS", 0.05)
+    p = Pipeline(sessionmaker, WritesTurn(delay=0.0), inline_grace=30)
+    p.delivered_inline(second.outbox_ids + third.outbox_ids)
+    for _ in range(100):
+        if (await _outbox_state(sessionmaker, third.outbox_ids))[0][0] == "sent":
+            break
+        await asyncio.sleep(0.02)
+    assert await _outbox_state(sessionmaker, second.outbox_ids + third.outbox_ids) == [
+        ("sent", "wx-123"), ("sent", "inline")]
+
+    await p.stop()
+    monkeypatch.setattr(pl, "MARK_FLUSH_SECONDS", 30.0)
+    p = Pipeline(sessionmaker, WritesTurn(delay=0.0), inline_grace=30)
+    fourth = await p.receive(msg("d", "m-d", "s-d"), wait=10)
+    p.delivered_inline(fourth.outbox_ids)
+    await p.stop()
+    assert await _outbox_state(sessionmaker, fourth.outbox_ids) == [("sent", "inline")]
