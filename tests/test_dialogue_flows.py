@@ -142,13 +142,35 @@ async def test_wrong_last4_reveals_nothing_and_locks_after_five(gw):
         assert "元" not in out and "张" not in out and "138" not in out
     out = await attacker.text("1111")
     assert "锁定" in out
-    # even the right answer is refused while locked, from any identity
-    other = chat(gw)
-    await other.say("查电费")
-    out = await other.text("3100000001")
+    # the guessing identity stays locked, even with the right answer
+    await attacker.say("查电费")
+    out = await attacker.text("3100000001")
     assert "锁定" in out and "元" not in out
-    # a customer bound to the account (SMS from the registered phone) is not affected
+    # ... but the owner, writing from another identity, is not locked out by it
+    owner = chat(gw)
+    out = await verified(owner, "查电费")
+    assert re.search(r"\d+\.\d{2} 元", out), out
+    # a customer bound to the account (SMS from the registered phone) is not affected either
     sms_like = chat(gw, "+8613800138000")
+    out = await sms_like.text("查一下电费")
+    if "多个户号" in out:
+        out = await sms_like.text("3100000001")
+    assert re.search(r"\d+\.\d{2} 元", out), out
+
+
+async def test_guessing_spread_over_identities_locks_the_account(gw):
+    """Fifteen wrong answers from three identities lock the check for every unbound identity."""
+    for _ in range(3):
+        guesser = chat(gw)
+        await guesser.say("查电费")
+        await guesser.say("3100000001")
+        outs = [await guesser.text("1111") for _ in range(5)]
+        assert "锁定" in outs[-1]
+    newcomer = chat(gw)
+    await newcomer.say("查电费")
+    out = await newcomer.text("3100000001")
+    assert "锁定" in out and "元" not in out
+    sms_like = chat(gw, "+8613800138000")  # a bound identity still gets its bill
     out = await sms_like.text("查一下电费")
     if "多个户号" in out:
         out = await sms_like.text("3100000001")

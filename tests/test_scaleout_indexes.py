@@ -68,10 +68,13 @@ HOT_QUERIES = [
     ("WeChat token cache (database-only mode)", "SELECT * FROM cache_entries WHERE key = 'wechat:token:wx1'",
      "cache_entries_pkey"),
     ("WeChat 48-hour window ledger", "SELECT * FROM wechat_windows WHERE openid = 'o1'", "wechat_windows_pkey"),
+    ("verification failures of an identity and its account",
+     "SELECT * FROM dlg_verification_failures WHERE account_number = '3100000001' AND identity IN ('rest:u1', '*')",
+     "dlg_verification_failures_pkey"),
 ]
 
 
-HEAD = "bot_0009_outbox_reply_lane"
+HEAD = "bot_0010_verification_identity"
 
 
 async def _heads(url: str) -> set[str]:

@@ -40,7 +40,9 @@ from channels.base import Button, Message, Reply
 
 log = logging.getLogger("powerbot.dialogue")
 
-MAX_VERIFY_FAILURES = 5
+MAX_VERIFY_FAILURES = 5  # wrong answers from one identity
+MAX_ACCOUNT_FAILURES = 15  # wrong answers from all identities together
+ACCOUNT_WIDE = "*"  # the identity of the per-account counter
 LOCK_MINUTES = 30
 FALLBACK_CONFIDENCE = 0.5
 REFERENCE_TTL = 60.0  # seconds a tariff table / hall list of the core is reused
@@ -415,7 +417,8 @@ class DialogueEngine:
                         if not exists:
                             session.add(CustomerAccount(customer_id=customer_id, account_number=number, how=how))
                     if turn.verify_result is not None:
-                        await self._record_verification(session, *turn.verify_result)
+                        number, ok = turn.verify_result
+                        await self._record_verification(session, number, f"{msg.channel}:{msg.sender_id}", ok)
                     conv.state = turn.state
                     conv.version = (conv.version or 0) + 1
                     conv.updated_at = utcnow()
@@ -447,23 +450,45 @@ class DialogueEngine:
         reason, priority, summary = turn.handoff
         return await ho.request_handoff(session, turn.conversation_id, reason, priority, summary=summary)
 
-    async def _lock_state(self, number: str) -> VerificationLock | None:
+    async def _lock_state(self, number: str, identity: str) -> tuple[int, datetime | None]:
+        """This identity's recent wrong answers for the account, and until when the check is
+        locked for it (its own lock or the account-wide one), if it is."""
         async with self.sessionmaker() as session:
-            return await session.get(VerificationLock, number)
+            rows = (await session.execute(select(VerificationLock).where(
+                VerificationLock.account_number == number, VerificationLock.identity.in_((identity, ACCOUNT_WIDE))
+            ))).scalars().all()
+        now = utcnow()
+        failures, until = 0, None
+        for row in rows:
+            if row.locked_until is not None and _aware(row.locked_until) > now:
+                until = max(until, _aware(row.locked_until)) if until else _aware(row.locked_until)
+            if row.identity == identity:
+                failures = _recent_failures(row, now)
+        return failures, until
 
-    async def _record_verification(self, session: AsyncSession, number: str, ok: bool) -> None:
-        row = await session.get(VerificationLock, number)
-        if row is None:
-            row = VerificationLock(account_number=number, failures=0)
-            session.add(row)
-        if ok:
-            row.failures, row.locked_until = 0, None
-        else:
-            row.failures = (row.failures or 0) + 1
-            if row.failures >= MAX_VERIFY_FAILURES:
-                row.locked_until = utcnow() + timedelta(minutes=LOCK_MINUTES)
-                row.failures = 0
-        row.updated_at = utcnow()
+    async def _record_verification(self, session: AsyncSession, number: str, identity: str, ok: bool) -> None:
+        """A right answer clears this identity's counter; a wrong one counts for the identity
+        (locked at ``MAX_VERIFY_FAILURES``) and for the account (locked for every unbound
+        identity at ``MAX_ACCOUNT_FAILURES``: guessing spread over many identities)."""
+        now = utcnow()
+        for who, limit in ((identity, MAX_VERIFY_FAILURES), (ACCOUNT_WIDE, MAX_ACCOUNT_FAILURES)):
+            row = await session.get(VerificationLock, (number, who))
+            if ok and who == ACCOUNT_WIDE:
+                continue  # one identity's success says nothing about the others' guessing
+            if row is None:
+                row = VerificationLock(account_number=number, identity=who, failures=0)
+                session.add(row)
+            if ok:
+                row.failures, row.locked_until = 0, None
+            else:
+                row.failures = _recent_failures(row, now) + 1
+                if row.failures >= limit:
+                    row.locked_until = now + timedelta(minutes=LOCK_MINUTES)
+                    row.failures = 0
+                    if who == ACCOUNT_WIDE:
+                        log.warning("verification locked for all unbound identities of account %s",
+                                    mask_account(number))
+            row.updated_at = now
 
     # ================================================================== handoff turn
     async def _handoff_turn(self, message: Message, parse: dict, lang: str, state: dict, handoff_id: int) -> list[Reply]:
@@ -857,8 +882,9 @@ class DialogueEngine:
         return acc
 
     async def verify(self, turn: Turn, flow: str, acc: Account) -> None:
-        lock = await self._lock_state(acc.account_number)
-        if lock is not None and lock.locked_until is not None and _aware(lock.locked_until) > utcnow():
+        identity = f"{turn.message.channel}:{turn.message.sender_id}"
+        failed_before, locked_until = await self._lock_state(acc.account_number, identity)
+        if locked_until is not None:
             self._clear_form(turn)
             turn.slots.pop("account_number", None)
             self.say(turn, "utter_verify_locked", minutes=LOCK_MINUTES)
@@ -872,7 +898,7 @@ class DialogueEngine:
             turn.new_accounts.append((acc.account_number, "verified"))
             self.say(turn, "utter_verified")
             return
-        failures = (lock.failures if lock else 0) + 1
+        failures = failed_before + 1
         turn.verify_result = (acc.account_number, False)
         if failures >= MAX_VERIFY_FAILURES:
             self._clear_form(turn)
@@ -1516,6 +1542,13 @@ async def _insert_new_conversation(
     except IntegrityError:
         return False
     return True
+
+
+def _recent_failures(row: VerificationLock, now: datetime) -> int:
+    """The row's failure count, forgetting failures older than a lock period."""
+    if row.updated_at is not None and now - _aware(row.updated_at) > timedelta(minutes=LOCK_MINUTES):
+        return 0
+    return row.failures or 0
 
 
 def _unused(_: date) -> None:  # pragma: no cover - keeps the date import for type readers

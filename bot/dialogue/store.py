@@ -11,8 +11,11 @@ Tables:
   across channels. A channel identity (channel, sender_id) belongs to one customer; a customer
   owns account numbers, each either ``bound`` (core binding / registered phone) or
   ``verified`` (account number + last 4 digits of the registered phone in this conversation).
-- ``dlg_verification_locks``: wrong-answer counter per account number; 5 wrong answers lock
-  the check for 30 minutes (persisted, so a restart does not reset it).
+- ``dlg_verification_failures``: wrong-answer counters per (account number, identity) and one
+  per account (identity ``*``). Five wrong answers from one identity lock the check for that
+  identity; fifteen from all identities together lock it for every unbound identity; a lock
+  lasts 30 minutes, counters forget failures older than that (persisted, so a restart does not
+  reset them). A neighbour who knows the account number can no longer lock the owner out.
 """
 
 from __future__ import annotations
@@ -86,9 +89,10 @@ class CustomerAccount(Base):
 
 
 class VerificationLock(Base):
-    __tablename__ = "dlg_verification_locks"
+    __tablename__ = "dlg_verification_failures"
 
     account_number: Mapped[str] = mapped_column(String(20), primary_key=True)
+    identity: Mapped[str] = mapped_column(String(200), primary_key=True)  # "channel:sender" or "*"
     failures: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
