@@ -9,10 +9,12 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import pytest
+
 from sqlalchemy import func, select, text
 
 from backend_client.models import Account
-from bot.db import WalCheckpointer, make_engine
+from bot.db import WalCheckpointer, in_transaction, make_engine
 from bot.dialogue.engine import Turn, _insert_new_conversation
 from bot.dialogue.store import Conversation, Customer, CustomerAccount, Event, Identity
 from channels.base import Message
@@ -27,11 +29,15 @@ async def test_statements_run_on_the_loop_thread(tmp_path: Path) -> None:
             raw._conn.create_function("tid", 0, threading.get_ident)
             ran_on = (await conn.execute(text("SELECT tid()"))).scalar()
         assert ran_on == threading.get_ident()
+        assert await in_transaction(engine, lambda c: c.execute(text("SELECT tid()")).scalar()) == threading.get_ident()
     finally:
         await engine.dispose()
 
 
-async def test_locked_file_waits_on_the_driver_thread_and_the_loop_keeps_serving(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", ["async-connection", "in_transaction"])
+async def test_locked_file_waits_on_the_driver_thread_and_the_loop_keeps_serving(tmp_path: Path, path: str) -> None:
+    """Both ways statements run: through the async API (an await per statement) and inside
+    ``in_transaction`` (the driver called directly)."""
     path = tmp_path / "x.db"
     engine = make_engine(f"sqlite+aiosqlite:///{path}")
     try:
@@ -50,6 +56,9 @@ async def test_locked_file_waits_on_the_driver_thread_and_the_loop_keeps_serving
                 ticks += 1
 
         async def write() -> None:
+            if path == "in_transaction":
+                await in_transaction(engine, lambda conn: conn.execute(text("INSERT INTO t VALUES (2)")))
+                return
             async with engine.begin() as conn:
                 await conn.execute(text("INSERT INTO t VALUES (2)"))
 
