@@ -65,6 +65,8 @@ MAX_REMEMBERED_CONVERSATIONS = 50_000
 # Inline deliveries announced with ``delivered_inline`` are marked in the next grouped turn
 # write, or by a flush this many seconds later: far inside ``inline_grace``.
 MARK_FLUSH_SECONDS = 0.2
+# A prefetched read older than this is not handed to the turn (say the row waited for a retry).
+PREFETCH_FRESH_SECONDS = 1.0
 
 BUSY_TEXT = {
     "zh": "系统繁忙，您的消息已收到并排队处理，恢复后我们会第一时间回复您。如遇停电、电线断落等紧急情况，请远离危险并拨打95598。",
@@ -169,6 +171,15 @@ are queued and the inbound message marked done in the same commit (one transacti
 message, and a crash can no longer separate the turn's state from its replies)."""
 
 
+TurnPrefetch = Callable[[Any, str, str], Any]
+turn_prefetched: ContextVar[Any] = ContextVar("powerbot_turn_prefetched", default=None)
+"""Set by the pipeline while a handler runs: what the handler's ``prefetch(conn,
+conversation_id, message_id)`` returned when the pipeline called it inside a transaction it
+ran anyway — the inbound insert (SQLite) or the lease / previous turn's write (PostgreSQL) —
+for this very message, moments ago (``PREFETCH_FRESH_SECONDS``). The handler checks that it
+is its own and current; None otherwise (read what you need yourself)."""
+
+
 TurnWrite = Callable[[list[tuple[Any, list[dict[str, Any]], "int | None"]], list[Reply]], Awaitable[bool]]
 turn_write: ContextVar[TurnWrite | None] = ContextVar("powerbot_turn_write", default=None)
 """Set by the pipeline (SQLite, one process) while a handler runs. A handler whose whole turn
@@ -213,6 +224,10 @@ class ConversationLocks:
 
     def __call__(self, conversation_id: str) -> asyncio.Lock:
         return self._locks[conversation_id]
+
+    def busy(self, conversation_id: str) -> bool:
+        lock = self._locks.get(conversation_id)
+        return lock is not None and lock.locked()
 
     def discard(self, conversation_id: str) -> None:
         lock = self._locks.get(conversation_id)
@@ -296,6 +311,9 @@ class Pipeline:
         self._mark_task: asyncio.Task[None] | None = None
         self._turn_q: list[_TurnWrite] = []
         self._turn_task: asyncio.Task[None] | None = None
+        # the handler's read of a turn's starting state, done inside a transaction the pipeline
+        # runs anyway (inbound id -> (loop time, last finished row, what ``prefetch`` returned))
+        self._prefetched: dict[int, tuple[float, int, Any]] = {}
         # outbox ids answered inline, not yet marked (``delivered_inline``)
         self._late_marks: list[int] = []
         self._late_task: asyncio.Task[None] | None = None
@@ -419,21 +437,70 @@ class Pipeline:
 
         def write(conn: Any) -> tuple[list[Any], dict[str, int]]:
             got = conn.execute(_insert_stmt(conn, table), unique).all()
-            if not probe:
-                return got, {}
-            return got, dict(conn.execute(
-                select(table.c.conversation_id, func.count())
-                .where(table.c.conversation_id.in_(sorted(probe)), table.c.status == "received")
-                .group_by(table.c.conversation_id)
-            ).all())
+            waiting: dict[str, int] = {}
+            if probe:
+                waiting = dict(conn.execute(
+                    select(table.c.conversation_id, func.count())
+                    .where(table.c.conversation_id.in_(sorted(probe)), table.c.status == "received")
+                    .group_by(table.c.conversation_id)
+                ).all())
+            if self._prefetch is not None and not self.cross_process:
+                self._prefetch_new(conn, got, unique, waiting, fetched)
+            return got, waiting
 
+        fetched: dict[int, tuple[float, int, Any]] = {}
         got, waiting = await in_transaction(self.sessionmaker.kw["bind"], write)
+        self._keep_prefetched(fetched)  # only what a committed transaction read
         new: dict[str, int] = defaultdict(int)
         for row_id, channel, key in got:
             n = first[(channel, key)]
             out[n] = row_id
             new[rows[n]["conversation_id"]] += 1
         return out, {cid for cid in probe if new.get(cid, 0) and waiting.get(cid, 0) == new[cid]}
+
+    @property
+    def _prefetch(self) -> TurnPrefetch | None:
+        return getattr(self.handler, "prefetch", None)  # the handler may be wrapped after construction
+
+    def _prefetch_new(self, conn: Any, got: list[Any], unique: list[dict[str, Any]], waiting: dict[str, int],
+                      fetched: dict[int, tuple[float, int, Any]]) -> None:
+        """Single process, inside the insert transaction: read the starting state of the turns
+        that will run next on idle conversations — the only new row of a conversation with
+        nothing else waiting (known, or just counted: ``waiting``), no insert of its own in
+        flight and no turn running. Recorded with the conversation's last finished row, so a
+        turn finishing in between voids it."""
+        by_key = {(v["channel"], v["dedupe_key"]): v for v in unique}
+        per_conv: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        for row_id, channel, key in got:
+            per_conv[by_key[(channel, key)]["conversation_id"]].append((row_id, key))
+        now = asyncio.get_running_loop().time()
+        for cid, new in per_conv.items():
+            st = self._convs.get(cid)
+            if (len(new) != 1 or st is None or not (st.clean or waiting.get(cid) == 1) or st.pending
+                    or st.inflight != 1 or self.locks.busy(cid)):
+                continue
+            row_id, key = new[0]
+            try:
+                fetched[row_id] = (now, st.last_done, self._prefetch(conn, cid, key))  # type: ignore[misc]
+            except Exception:  # noqa: BLE001 - the turn reads it itself
+                log.warning("prefetch failed for inbound %s", row_id, exc_info=True)
+
+    def _keep_prefetched(self, fetched: dict[int, tuple[float, int, Any]]) -> None:
+        if fetched:
+            if len(self._prefetched) > 10_000:  # rows that never ran soon enough
+                self._prefetched.clear()
+            self._prefetched.update(fetched)
+
+    def _take_prefetched(self, row: Any) -> Any:
+        hit = self._prefetched.pop(row.id, None)
+        if hit is None:
+            return None
+        at, last_done, value = hit
+        if asyncio.get_running_loop().time() - at > PREFETCH_FRESH_SECONDS:
+            return None
+        if not self.cross_process and self._conv(row.conversation_id).last_done != last_done:
+            return None
+        return value
 
     async def _await_result(
         self,
@@ -645,19 +712,28 @@ class Pipeline:
         def take(conn: Any) -> tuple[bool, Any]:
             if conn.execute(_lease_stmt(conn), params).first() is None:
                 return False, None
-            return True, self._next_or_release(conn, conversation_id)
+            return True, self._next_or_release(conn, conversation_id, fetched)
 
-        return await in_transaction(self.sessionmaker.kw["bind"], take)
+        fetched: dict[int, tuple[float, int, Any]] = {}
+        taken = await in_transaction(self.sessionmaker.kw["bind"], take)
+        self._keep_prefetched(fetched)
+        return taken
 
     def _release_params(self, conversation_id: str) -> dict[str, str]:
         return {"b_cid": conversation_id, "b_owner": self.owner}
 
-    def _next_or_release(self, conn: Any, conversation_id: str) -> Any:
+    def _next_or_release(self, conn: Any, conversation_id: str, fetched: dict[int, tuple[float, int, Any]]) -> Any:
         """Under the lease, in the caller's transaction (a synchronous connection): the
-        conversation's oldest waiting row, or — nothing waiting — release the lease."""
+        conversation's oldest waiting row, or — nothing waiting — release the lease. The next
+        turn's starting state goes into ``fetched`` (the caller keeps it once committed): read
+        under the lease, after this transaction's own writes, nothing else can run a turn of
+        the conversation before it."""
         nxt = conn.execute(_NEXT_ROW, {"b_cid": conversation_id}).first()
         if nxt is None:
             conn.execute(_RELEASE_LEASE, self._release_params(conversation_id))
+        elif self._prefetch is not None:
+            fetched[nxt.id] = (asyncio.get_running_loop().time(), 0,
+                               self._prefetch(conn, conversation_id, nxt.dedupe_key))  # type: ignore[misc]
         return nxt
 
     async def _release(self, conversation_id: str) -> None:
@@ -714,6 +790,7 @@ class Pipeline:
 
             token = turn_commit.set(commit_with_turn)
             token_w = turn_write.set(write_with_turn if shared or self._group_turns else None)
+            token_p = turn_prefetched.set(self._take_prefetched(row))
             try:
                 replies = await self.handler.handle(message)
             except self.transient_errors as exc:
@@ -732,6 +809,7 @@ class Pipeline:
             finally:
                 turn_commit.reset(token)
                 turn_write.reset(token_w)
+                turn_prefetched.reset(token_p)
             if shared_txn:  # the handler committed our part with its turn
                 queued, waiting, nxt = shared_txn["queued"], shared_txn["waiting"], shared_txn["next"]
                 done = shared_txn["replies"]
@@ -837,13 +915,15 @@ class Pipeline:
                 got = {(ch, key): oid for oid, ch, key in
                        conn.execute(_insert_stmt(conn, OutboxMessage.__table__), out_values).all()}
             conn.execute(_FINISH_ROW, finish)
-            return got, (None if lease_of is None else self._next_or_release(conn, lease_of))
+            return got, (None if lease_of is None else self._next_or_release(conn, lease_of, fetched))
 
+        fetched: dict[int, tuple[float, int, Any]] = {}
         try:
             got, nxt = await in_transaction(engine, write)
         except BaseException:
             self._late_marks[:0] = marks
             raise
+        self._keep_prefetched(fetched)
         for item, k in zip(items, keys):
             item.queued = [(got[(r.channel, key)], r) for r, key in zip(item.replies, k) if (r.channel, key) in got]
         return nxt

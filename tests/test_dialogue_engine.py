@@ -117,3 +117,27 @@ async def test_postgres_tracker_and_sms_identity(core_url, interpreter, postgres
             out = await b.text("3100000002")
         assert re.search(r"\d+\.\d{2} 元", out) or "暂未查到" in out, out
         assert "后4位" not in out
+
+
+async def test_turns_start_from_the_pipelines_prefetched_snapshot(core_url, interpreter, tmp_path, store_url,
+                                                                   monkeypatch):
+    """The engine behind the console wrapper takes the snapshot the pipeline read in a
+    transaction it ran anyway; a verification form still carries from turn to turn."""
+    import bot.dialogue.engine as eng
+
+    own_reads = 0
+    real = eng._snapshot
+
+    async def counting(*args, **kw):  # type: ignore[no-untyped-def]
+        nonlocal own_reads
+        own_reads += 1
+        return await real(*args, **kw)
+
+    monkeypatch.setattr(eng, "_snapshot", counting)
+    async with run_gateway(store_url, core_url, interpreter, data_dir=tmp_path) as gw, aiohttp.ClientSession() as http:
+        c = Chat(http, gw.url)
+        await c.say("你好")
+        await c.say("查一下电费")
+        assert "后4位" in await c.text("3100000001")
+        assert re.search(r"\d+\.\d{2} 元", await c.text("8000"))
+    assert own_reads == 0  # four turns, no snapshot transaction of their own

@@ -241,3 +241,70 @@ async def test_inline_marks_ride_on_the_next_turn_write_and_are_flushed_otherwis
     p.delivered_inline(fourth.outbox_ids)
     await p.stop()
     assert await _outbox_state(sessionmaker, fourth.outbox_ids) == [("sent", "inline")]
+
+
+_COUNTER = select(_CACHE.c.value).where(_CACHE.c.key == bindparam("b_key"))
+_BUMP = (update(_CACHE).where(_CACHE.c.key == bindparam("b_key"), _CACHE.c.value == bindparam("b_was"))
+         .values(value=bindparam("b_now")))
+
+
+class CountsTurns:
+    """Each turn reads a per-conversation counter (prefetched by the pipeline when it can) and
+    writes counter + 1 guarded by the value it read: a stale prefetch would miss the guard."""
+
+    def __init__(self) -> None:
+        self.prefetches = 0
+        self.used = 0
+        self.missed: list[str] = []
+
+    def prefetch(self, conn, conversation_id: str, message_id: str):  # type: ignore[no-untyped-def]
+        self.prefetches += 1
+        return (conversation_id, message_id, conn.execute(_COUNTER, {"b_key": conversation_id}).scalar())
+
+    async def handle(self, message: Message) -> list[Reply]:
+        from bot.pipeline import turn_prefetched
+
+        cid = message.conversation_id
+        pre = turn_prefetched.get()
+        if pre is not None and pre[:2] == (cid, message.message_id):
+            self.used += 1
+            was = pre[2]
+        else:
+            async with self._sm() as s:
+                was = (await s.execute(_COUNTER, {"b_key": cid})).scalar()
+        write = turn_write.get()
+        replies = [Reply(channel=message.channel, recipient_id=message.sender_id, text=f"turn:{message.text}")]
+        if was is None:
+            stmts = [(_PUT, [{"key": cid, "value": "1", "expires_at": None}], None)]
+        else:
+            stmts = [(_BUMP, [{"b_key": cid, "b_was": was, "b_now": str(int(was) + 1)}], 1)]
+        if write is not None:
+            if not await write(stmts, replies):
+                self.missed.append(message.text)
+            return replies
+        async with self._sm() as s, s.begin():
+            for stmt, params, expect in stmts:
+                if (await s.execute(stmt, params[0])).rowcount != (expect or 1):
+                    self.missed.append(message.text)
+        return replies
+
+
+async def test_prefetched_turn_state_is_used_and_never_stale(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    """The pipeline reads the turn's starting state inside transactions it runs anyway (SQLite:
+    the inbound insert, for idle conversations; PostgreSQL: under the lease, after the previous
+    turn's write) and the turns see every earlier turn of their conversation."""
+    handler = CountsTurns()
+    handler._sm = sessionmaker  # type: ignore[attr-defined]
+    p = Pipeline(sessionmaker, handler, inline_grace=30)
+    for i in range(5):  # one after another
+        await p.receive(msg(f"seq{i}", f"m-seq{i}", "s-1"), wait=10)
+    # back to back in one conversation, and several conversations at once
+    await asyncio.gather(*(p.receive(msg(f"b2b{i}", f"m-b2b{i}", "s-1"), wait=10) for i in range(5)),
+                         *(p.receive(msg(f"o{i}", f"m-o{i}", f"s-o{i}"), wait=10) for i in range(5)))
+    await p.stop()
+    assert handler.missed == []
+    async with sessionmaker() as s:
+        counters = dict((await s.execute(select(CacheEntry.key, CacheEntry.value))).all())
+    assert counters["rest:s-1"] == "10"
+    assert all(counters[f"rest:s-o{i}"] == "1" for i in range(5))
+    assert handler.prefetches >= 5 and handler.used >= 5

@@ -52,9 +52,15 @@ class ConsoleHandler:
         self.sessionmaker = sessionmaker
         self.core = core
         self.bus = bus
+        if hasattr(inner, "prefetch"):  # offered to the pipeline only when the engine can do it
+            self.prefetch = self._prefetch
 
     def __getattr__(self, name: str) -> Any:  # anything else the pipeline might use
         return getattr(self.inner, name)
+
+    def _prefetch(self, conn: Any, conversation_id: str, message_id: str) -> Any:
+        """The engine's snapshot read with this wrapper's probe (see ``DialogueEngine.prefetch``)."""
+        return self.inner.prefetch(conn, conversation_id, message_id, SATISFACTION_PROBE)
 
     async def handle(self, message: Message) -> list[Reply]:
         cid = message.conversation_id

@@ -230,7 +230,14 @@ class DialogueEngine:
         snap = None
         engine = self.sessionmaker.kw.get("bind")
         if engine is not None and (pre_turn is None or probe is not None):
-            snap = await _snapshot(engine, cid, message.message_id, probe)
+            from bot.pipeline import turn_prefetched
+
+            pre = turn_prefetched.get()
+            if (isinstance(pre, _Prefetched) and pre.conversation_id == cid
+                    and pre.message_id == message.message_id and pre.probe is probe):
+                snap = pre.snapshot  # read by the pipeline in a transaction it ran anyway
+            else:
+                snap = await _snapshot(engine, cid, message.message_id, probe)
         if snap is not None and not snap.rare:
             # the common turn: one statement told us everything (no replay, no handoff, nothing
             # for the pre-turn hook), and the engine runs on the loaded state
@@ -294,6 +301,13 @@ class DialogueEngine:
                 mask_text(cid), turn.intent, turn.confidence, len(turn.replies), mask_text(text[:80]),
             )
         return TurnOutcome(replies=turn.replies, handoff_opened=opened)
+
+    def prefetch(self, conn: Any, conversation_id: str, message_id: str, probe: Any = None) -> _Prefetched:
+        """The turn's snapshot, read on the pipeline's connection inside a transaction it runs
+        anyway (``bot.pipeline.turn_prefetched``): one transaction less per message. ``probe``
+        is the pre-turn hook's (a wrapper passes its own); the turn uses the snapshot only if
+        it is called with the same hook."""
+        return _Prefetched(conversation_id, message_id, probe, _read_snapshot(conn, conversation_id, message_id, probe))
 
     def _parse(self, text: str) -> dict[str, Any]:
         m = re.match(r"^/([a-z_]+)(\{.*\})?$", text)
@@ -1626,11 +1640,26 @@ def _snapshot_stmt(dialect: str, probe: Any) -> Any:
     return stmt
 
 
-async def _snapshot(engine: Any, cid: str, message_id: str, probe: Any) -> _Snapshot:
-    stmt, params = _snapshot_stmt(engine.dialect.name, probe), {"cid": cid, "mid": message_id}
-    row = await in_transaction(engine, lambda conn: conn.execute(stmt, params).first())
+def _read_snapshot(conn: Any, cid: str, message_id: str, probe: Any) -> _Snapshot:
+    """The snapshot statement on a synchronous connection, in the caller's transaction."""
+    stmt = _snapshot_stmt(conn.dialect.name, probe)
+    row = conn.execute(stmt, {"cid": cid, "mid": message_id}).first()
     return _Snapshot(row.state, row.customer_id, row.version, row.accounts, row.replay, row.handoff,
                      row.probe if probe is not None else None)
+
+
+async def _snapshot(engine: Any, cid: str, message_id: str, probe: Any) -> _Snapshot:
+    return await in_transaction(engine, lambda conn: _read_snapshot(conn, cid, message_id, probe))
+
+
+@dataclass(frozen=True)
+class _Prefetched:
+    """A snapshot the pipeline had read for a message (``turn_prefetched``)."""
+
+    conversation_id: str
+    message_id: str
+    probe: Any
+    snapshot: _Snapshot
 
 
 def _reply_data(reply: Reply) -> dict[str, Any]:
