@@ -11,6 +11,7 @@ are written in groups (one statement per group of rows with the same columns).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -46,6 +47,24 @@ def backoff(attempts: int) -> timedelta:
 
 def as_aware(ts: datetime) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+DELIVERY_KEY = "delivery_key"
+
+
+def delivery_key(row: Any) -> str:
+    """A key of one outbox row, the same on every attempt and (row id, creation time and dedupe
+    key together) practically unique across installations. Channels whose provider
+    deduplicates by a client reference (SMS ``client_ref``) build it from this key, so a request
+    the provider accepted but whose answer was lost is not delivered twice by the retry."""
+    raw = f"{row.id}|{as_aware(row.created_at).isoformat()}|{row.dedupe_key or ''}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def _reply_of(row: Any) -> Reply:
+    reply = Reply.from_dict(row.payload)
+    reply.metadata[DELIVERY_KEY] = delivery_key(row)
+    return reply
 
 
 async def enqueue(
@@ -371,7 +390,7 @@ class OutboxWorker:
                 return
             channel = self.channels[row.channel]
             try:
-                provider_id = await channel.send(Reply.from_dict(row.payload))
+                provider_id = await channel.send(_reply_of(row))
             except Exception as exc:  # noqa: BLE001 - DeliveryError, or a bug that must not kill the worker
                 self._failed(row, exc)
                 return
@@ -392,7 +411,7 @@ class OutboxWorker:
                 if self._hold(row, now):
                     continue
                 try:
-                    reply = Reply.from_dict(row.payload)
+                    reply = _reply_of(row)
                 except Exception as exc:  # noqa: BLE001 - a broken payload fails alone
                     self._failed(row, exc)
                     continue

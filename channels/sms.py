@@ -11,7 +11,11 @@ Provider contract (what a real aggregator is configured to do, and what the test
   provider's id of one segment), ``status`` (``delivered``/``failed``/...), ``timestamp``.
 - Outbound ``POST {sms_api_base_url}/messages`` JSON ``{to, from, text, client_ref, part,
   parts, timestamp}`` with ``X-Api-Key`` and the same ``X-Signature`` over our body; the
-  provider answers ``{"message_id": "..."}`` (or ``id``).
+  provider answers ``{"message_id": "..."}`` (or ``id``). ``client_ref`` is the same on every
+  attempt of one outbox row (from its delivery key): a provider that already accepted a
+  ``client_ref`` answers with the same message id and sends nothing again. (A provider without
+  that idempotency sends a message twice when its answer to an accepted request was lost:
+  at-least-once.)
 - Outbound batch ``POST {sms_api_base_url}/messages/batch`` JSON ``{from, timestamp, messages:
   [{to, text, client_ref, part, parts}, ...]}`` (at most ``batch_size`` items, default 100, max
   200 — Tencent SendSms takes 200 numbers a call, Aliyun SendBatchSms 100), signed the same way;
@@ -862,7 +866,7 @@ class SmsChannel(Channel):
         opted_out = _is_broadcast(reply) and await self.opt_outs.contains(self.ctx.sessionmaker, phone)
         text = self._text(reply, phone, opted_out=opted_out)
         parts = split_segments(text)
-        batch_ref = "smsb_" + uuid.uuid4().hex
+        batch_ref = _batch_ref(reply)
         provider_ids: list[str] = []
         for i, part in enumerate(parts, start=1):
             provider_ids.append(await self._post_part(phone, part, f"{batch_ref}-{i}", i, len(parts)))
@@ -907,7 +911,7 @@ class SmsChannel(Channel):
             except DeliveryError as exc:
                 results[i] = exc
                 continue
-            items.append((i, phone, split_segments(text), "smsb_" + uuid.uuid4().hex))
+            items.append((i, phone, split_segments(text), _batch_ref(reply)))
         requests: list[list[tuple[int, str, list[str], str]]] = []
         cur: list[tuple[int, str, list[str], str]] = []
         used = 0
@@ -1035,6 +1039,15 @@ class SmsChannel(Channel):
 def _is_broadcast(reply: Reply) -> bool:
     """A notice the customer did not ask for: the only kind an opt-out (STOP) stops."""
     return reply.kind in ("notice", "template") and not reply.urgent and not reply.metadata.get("transactional")
+
+
+def _batch_ref(reply: Reply) -> str:
+    """Our reference of one message at the provider (the prefix of its parts' ``client_ref``).
+    From the outbox's delivery key when there is one — the same on every attempt, so the
+    provider recognises a retry of a request it had accepted and sends nothing again —
+    random for a direct send."""
+    key = reply.metadata.get("delivery_key")
+    return f"smsb_{key}" if isinstance(key, str) and key.isalnum() else "smsb_" + uuid.uuid4().hex
 
 
 def _part_rows(batch_ref: str, provider_ids: list[str], now: datetime) -> list[dict[str, Any]]:

@@ -137,6 +137,32 @@ async def test_a_failed_or_timed_out_request_retries_its_notices_and_loses_none(
         assert Counter(m["to"] for m in prov.messages) == Counter({phone(i): 1 for i in range(10)})
 
 
+async def test_an_accepted_request_whose_answer_was_lost_is_retried_without_a_second_sms(sessionmaker, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The provider accepts and sends, but its answer comes after our timeout: the rows are
+    retried with the same ``client_ref``s (the outbox's delivery key), the provider recognises
+    them, and every customer gets one SMS; delivery reports still map to the rows."""
+    monkeypatch.setattr(outbox_mod, "backoff", lambda attempts: timedelta(0))
+    async with run_provider() as prov, sms_channel(sessionmaker, prov, sms_timeout_seconds=0.3) as ch:
+        long_text = "【国网】" + "您所在区域计划停电，请提前做好准备。" * 6  # several segments
+        await queue(sessionmaker, [notice(phone(i)) for i in range(4)] + [notice(phone(9), long_text)])
+        w = OutboxWorker(sessionmaker, {"sms": ch}, batch_size=10, concurrency=1)
+        prov.answer_delay = 1.0
+        await w.run_once()
+        rows = await rows_by_recipient(sessionmaker)
+        assert {r.status for r in rows.values()} == {"pending"}  # we never heard back
+        sent_once = len(prov.messages)
+        assert sent_once >= 6 and prov.repeats == 0  # ... but the provider had sent them
+        prov.answer_delay = 0.0
+        await drain(w)
+        rows = await rows_by_recipient(sessionmaker)
+        assert {r.status for r in rows.values()} == {"sent"}
+        assert len(prov.messages) == sent_once and prov.repeats == sent_once
+        assert Counter(m["to"] for m in prov.messages if m.get("part", 1) == 1) == Counter(
+            {phone(i): 1 for i in (0, 1, 2, 3, 9)})
+        refs = {m["client_ref"].rsplit("-", 1)[0] for m in prov.to(phone(9))}
+        assert refs == {rows[phone(9)].provider_id}  # the row's batch ref is the one sent
+
+
 async def test_the_provider_rejects_a_forged_batch_signature(sessionmaker) -> None:  # type: ignore[no-untyped-def]
     async with run_provider() as prov:
         # our channel configured with the wrong secret: the provider refuses, nothing is sent

@@ -41,6 +41,9 @@ class FakeSmsProvider:
         self.delay = 0.0  # seconds the batch endpoint waits before answering (timeouts)
         self.refuse: dict[str, tuple[str, bool]] = {}  # number -> (error code, retryable) per batch item
         self.refuse_parts: set[int] = set()  # segment numbers refused (retryable) whatever the number
+        self.answer_delay = 0.0  # seconds between accepting a batch and answering (a lost answer)
+        self.by_ref: dict[str, str] = {}  # client_ref -> message id: a repeated ref is not sent again
+        self.repeats = 0
 
     def _check_auth(self, request: web.Request, body: bytes) -> web.Response | None:
         """The provider's own checks: API key, then the HMAC signature over the raw body."""
@@ -60,9 +63,14 @@ class FakeSmsProvider:
         data = json.loads(body)
         if self.fail_with:
             return web.json_response({"error": "injected"}, status=self.fail_with.pop(0))
+        known = self.by_ref.get(data.get("client_ref", ""))
+        if known is not None:
+            self.repeats += 1
+            return web.json_response({"message_id": known, "status": "accepted"})
         self._n += 1
         data["provider_id"] = f"prov-{self._n}-{uuid.uuid4().hex[:6]}"
         self.messages.append(data)
+        self.by_ref[data.get("client_ref", "")] = data["provider_id"]
         return web.json_response({"message_id": data["provider_id"], "status": "accepted"})
 
     async def handle_batch(self, request: web.Request) -> web.Response:
@@ -83,11 +91,19 @@ class FakeSmsProvider:
                 code, retryable = self.refuse.get(item["to"], ("segment_rejected", True))
                 results.append({"client_ref": item["client_ref"], "error": code, "retryable": retryable})
                 continue
+            known = self.by_ref.get(item["client_ref"])
+            if known is not None:  # a retry of a request we accepted: same id, nothing sent again
+                self.repeats += 1
+                results.append({"client_ref": item["client_ref"], "message_id": known, "status": "accepted"})
+                continue
             self._n += 1
             msg = {**item, "from": data.get("from"), "timestamp": data.get("timestamp"),
                    "provider_id": f"prov-{self._n}-{uuid.uuid4().hex[:6]}"}
             self.messages.append(msg)
+            self.by_ref[item["client_ref"]] = msg["provider_id"]
             results.append({"client_ref": item["client_ref"], "message_id": msg["provider_id"], "status": "accepted"})
+        if self.answer_delay:
+            await asyncio.sleep(self.answer_delay)  # accepted and sent; the answer comes too late
         return web.json_response({"results": results})
 
     def to(self, phone: str) -> list[dict[str, Any]]:
