@@ -86,6 +86,26 @@ is not (p99 ~0.2 s). The throughput target is not met: the full path is 14-18% o
 (CPU-normalised 14-15%: ~2.6 ms against ~0.4 ms per message). What the 2.6 ms are (py-spy,
 SQLite): SQLAlchemy executing ~5 statements in ~2.5 transactions ~40%, NLU ~15% (0.25-0.4 ms),
 aiohttp + XML + AES ~15%, the dialogue policy and replies ~10%.
+
+Measured 2026-12-01 afternoon, the box slower and noisier than in the morning (the morning's
+code, interleaved run by run with the new: 2.9-4.2 ms CPU/msg). After WAL checkpoints on a
+worker thread (inside a commit they took 5-50 ms of the loop: 43 of 6,087 commits >= 5 ms),
+inline-delivery marks riding on the next grouped turn write, driver calls without a greenlet
+switch inside ``in_transaction`` (a trivial transaction 233 -> 175 us of CPU), and the turn's
+snapshot prefetched in the inbound insert (SQLite) or the lease / previous write (PostgreSQL):
+
+                 full c=50              full c=200             paced 200 (think 1-3 s)
+    SQLite old   247-315/s 2.9-4.2 ms   281-371/s 2.9-3.9 ms   97-98/s  p99 53-139 ms
+           new   270-431/s 2.5-3.9 ms   283-436/s 2.6-3.9 ms   98/s     p99 35-65 ms (six runs)
+    PG     old   131/s  7.6 ms          -                      88/s     p99 603 ms
+           new   125-154/s 6.5-7.7 ms   121/s  8.7 ms          91-92/s  p99 656-667 ms
+
+    commits per message (counted at c=50): 1.9 -> 0.68; statements 3.6 -> 3.4
+    yardsticks: bare 2158-2877/s, crypto-only 1705-2922/s (0.38-0.61 ms CPU/msg)
+
+Paced, by a customer's message (new code): the first message of a new sender p50 17 ms, p99
+59 ms (the core's account lookup over HTTP waits p50 5.5 ms, p99 27 ms); the others p50
+8-10 ms, p99 33-40 ms.
 """
 
 from __future__ import annotations
