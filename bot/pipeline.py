@@ -180,7 +180,7 @@ for this very message, moments ago (``PREFETCH_FRESH_SECONDS``). The handler che
 is its own and current; None otherwise (read what you need yourself)."""
 
 
-TurnWrite = Callable[[list[tuple[Any, list[dict[str, Any]], "int | None"]], list[Reply]], Awaitable[bool]]
+TurnWrite = Callable[..., Awaitable[bool]]  # (statements, replies, *, prepare=None) -> written
 turn_write: ContextVar[TurnWrite | None] = ContextVar("powerbot_turn_write", default=None)
 """Set by the pipeline (SQLite, one process) while a handler runs. A handler whose whole turn
 is pre-built Core statements hands them over with its replies: ``await write(statements,
@@ -189,7 +189,9 @@ writes the turns of concurrent conversations in one transaction (one executemany
 statement), with their replies queued and their inbound rows closed in the same commit, and
 returns once it is committed. A failed batch is retried turn by turn, so a failure fails only
 its own turn. Returns False (nothing of the turn written) when a statement's rowcount was not
-the expected one."""
+the expected one. ``prepare=fn`` (optional) runs ``fn(connection)`` first in the transaction,
+for writes whose values come from reads (a new sender's customer link); what it raises is
+the turn's error."""
 
 
 class _RowcountMismatch(Exception):
@@ -204,6 +206,7 @@ class _TurnWrite:
     waiting: bool
     fut: asyncio.Future[bool]
     queued: list[tuple[int, Reply]] = field(default_factory=list)
+    prepare: Callable[[Any], None] | None = None  # runs first in the transaction (sync connection)
 
 
 class DialogueHandler(Protocol):
@@ -767,10 +770,12 @@ class Pipeline:
                 shared_txn["next"] = await self._finish_row(session, row, message.conversation_id, shared)
 
             async def write_with_turn(stmts: list[tuple[Any, list[dict[str, Any]], int | None]],
-                                      turn_replies: list[Reply]) -> bool:
+                                      turn_replies: list[Reply], *,
+                                      prepare: Callable[[Any], None] | None = None) -> bool:
                 shared_txn.clear()
                 item = _TurnWrite(stmts=stmts, replies=list(turn_replies), row=row,
-                                  waiting=row.id in self._waiters, fut=asyncio.get_running_loop().create_future())
+                                  waiting=row.id in self._waiters, fut=asyncio.get_running_loop().create_future(),
+                                  prepare=prepare)
                 if shared:
                     # under the lease (several processes): this turn alone, and the same
                     # transaction selects the next row or releases the lease
@@ -902,6 +907,9 @@ class Pipeline:
         marks, self._late_marks = self._late_marks, []  # inline answers of earlier turns
 
         def write(conn: Any) -> tuple[dict[tuple[str, str], int], Any]:
+            for item in items:
+                if item.prepare is not None:
+                    item.prepare(conn)
             if marks:
                 conn.execute(_MARK_INLINE, {"b_ids": marks, "b_now": now})
             for stmt, params, expects in groups.values():

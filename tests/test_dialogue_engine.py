@@ -141,3 +141,35 @@ async def test_turns_start_from_the_pipelines_prefetched_snapshot(core_url, inte
         assert "后4位" in await c.text("3100000001")
         assert re.search(r"\d+\.\d{2} 元", await c.text("8000"))
     assert own_reads == 0  # four turns, no snapshot transaction of their own
+
+
+async def test_new_senders_first_turns_are_written_with_the_group(core_url, interpreter, tmp_path, store_url):
+    """Twelve new senders at once: each gets its customer, identity and tracker row linked
+    together; on SQLite their first turns share the pipeline's grouped transactions (far fewer
+    commits than senders) instead of one transaction each."""
+    from sqlalchemy import event, func
+
+    from bot.app import DB_ENGINE
+    from bot.dialogue.store import Conversation, Customer, Identity
+
+    async with run_gateway(store_url, core_url, interpreter, data_dir=tmp_path) as gw, aiohttp.ClientSession() as http:
+        engine = gw.app[DB_ENGINE]
+        commits = 0
+
+        def on_commit(_conn) -> None:  # type: ignore[no-untyped-def]
+            nonlocal commits
+            commits += 1
+
+        event.listen(engine.sync_engine, "commit", on_commit)
+        chats = [Chat(http, gw.url) for _ in range(12)]
+        outs = await asyncio.gather(*(c.text("你好") for c in chats))
+        event.remove(engine.sync_engine, "commit", on_commit)
+        assert all("95598" in o for o in outs)
+        async with make_sessionmaker(engine)() as s:
+            convs = dict((await s.execute(select(Conversation.id, Conversation.customer_id))).all())
+            idents = dict((await s.execute(select(Identity.sender_id, Identity.customer_id))).all())
+            customers = (await s.execute(select(func.count()).select_from(Customer))).scalar()
+    assert len(convs) == len(idents) == customers == 12
+    assert all(convs[f"rest:{c.sender}"] == idents[c.sender] for c in chats)
+    if engine.dialect.name == "sqlite":
+        assert commits < 12

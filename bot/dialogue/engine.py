@@ -418,12 +418,12 @@ class DialogueEngine:
                     conv = await session.get(Conversation, cid)
                     if conv is None:
                         # the customer first, so the new row is inserted once, complete
-                        linked = await _link_customer(session, msg, new_identity)
+                        linked = await session.run_sync(lambda s: _link_customer(s, msg, new_identity))
                         conv = Conversation(id=cid, channel=msg.channel, sender_id=msg.sender_id, state={}, version=0,
                                             customer_id=linked)
                         session.add(conv)
                     elif conv.customer_id is None:
-                        conv.customer_id = await _link_customer(session, msg, new_identity)
+                        conv.customer_id = await session.run_sync(lambda s: _link_customer(s, msg, new_identity))
                     customer_id = conv.customer_id
                     for number, how in turn.new_accounts:
                         exists = (await session.execute(select(CustomerAccount.id).where(
@@ -1503,12 +1503,12 @@ _INSERT_CUSTOMER_ACCOUNT = insert(_CACC)
 _INSERT_CONVERSATION = insert(Conversation.__table__)
 
 
-async def _link_customer(db: Any, msg: Message, new_identity: tuple[list[Account], str] | None) -> int:
-    """The customer behind a sender, linked in the caller's transaction (``db``: an
-    ``AsyncSession`` or ``AsyncConnection``): the sender's identity if it has one; else a
-    customer already holding one of the accounts the core links to this sender (bound or by
-    phone); else a new customer. A new identity also records the sender's accounts."""
-    ident = (await db.execute(_IDENTITY_CUSTOMER, {"b_channel": msg.channel, "b_sender": msg.sender_id})).scalar()
+def _link_customer(db: Any, msg: Message, new_identity: tuple[list[Account], str] | None) -> int:
+    """The customer behind a sender, linked in the caller's transaction (``db``: a synchronous
+    ``Session`` or ``Connection`` — async callers use ``run_sync``): the sender's identity if it
+    has one; else a customer already holding one of the accounts the core links to this sender
+    (bound or by phone); else a new customer. A new identity also records the sender's accounts."""
+    ident = db.execute(_IDENTITY_CUSTOMER, {"b_channel": msg.channel, "b_sender": msg.sender_id}).scalar()
     if ident is not None:
         return ident
     now = utcnow()
@@ -1517,38 +1517,47 @@ async def _link_customer(db: Any, msg: Message, new_identity: tuple[list[Account
     customer_id = None
     held: set[str] = set()
     if numbers:
-        customer_id = (await db.execute(_CUSTOMER_OF_ACCOUNTS, {"b_numbers": numbers})).scalar()
+        customer_id = db.execute(_CUSTOMER_OF_ACCOUNTS, {"b_numbers": numbers}).scalar()
     if customer_id is None:
-        customer_id = (await db.execute(_INSERT_CUSTOMER, {"b_now": now})).scalar_one()
+        customer_id = db.execute(_INSERT_CUSTOMER, {"b_now": now}).scalar_one()
     elif numbers:
-        held = set((await db.execute(_ACCOUNTS_OF_CUSTOMER, {"b_customer": customer_id})).scalars())
-    await db.execute(_INSERT_IDENTITY, {
+        held = set(db.execute(_ACCOUNTS_OF_CUSTOMER, {"b_customer": customer_id}).scalars())
+    db.execute(_INSERT_IDENTITY, {
         "channel": msg.channel, "sender_id": msg.sender_id, "customer_id": customer_id, "created_at": now})
     rows = [{"customer_id": customer_id, "account_number": n, "how": how, "created_at": now}
             for n in dict.fromkeys(numbers) if n not in held]
     if rows:
-        await db.execute(_INSERT_CUSTOMER_ACCOUNT, rows)
+        db.execute(_INSERT_CUSTOMER_ACCOUNT, rows)
     return customer_id
 
 
 async def _insert_new_conversation(
     engine: Any, turn: Turn, new_identity: tuple[list[Account], str] | None
 ) -> bool:
-    """A new conversation's first turn (no handoff, nothing to verify) with Core statements in
-    one transaction, without an ORM unit of work (this runs for every new sender): link the
-    customer, insert the tracker row and the events, and hand the pipeline its part.
+    """A new conversation's first turn (no handoff, nothing to verify) with Core statements,
+    without an ORM unit of work (this runs for every new sender): link the customer, insert the
+    tracker row and the events, and hand the pipeline its part — inside the pipeline's grouped
+    turn write when it offers one (no transaction, no wait for the connection of its own),
+    else in one transaction.
 
     False when a concurrent turn inserted the conversation or identity first (nothing is
     written; the caller's full path then loads what is there)."""
-    from bot.pipeline import turn_commit
+    from bot.pipeline import turn_commit, turn_write
 
     msg, now = turn.message, utcnow()
+
+    def link_and_insert(conn: Any) -> None:
+        customer_id = _link_customer(conn, msg, new_identity)
+        conn.execute(_INSERT_CONVERSATION, {
+            "id": turn.conversation_id, "channel": msg.channel, "sender_id": msg.sender_id,
+            "customer_id": customer_id, "state": turn.state, "version": 1, "created_at": now, "updated_at": now})
+
+    write = turn_write.get()
     try:
+        if write is not None:
+            return await write([(_INSERT_EVENT, _event_rows(turn), None)], turn.replies, prepare=link_and_insert)
         async with engine.begin() as conn:
-            customer_id = await _link_customer(conn, msg, new_identity)
-            await conn.execute(_INSERT_CONVERSATION, {
-                "id": turn.conversation_id, "channel": msg.channel, "sender_id": msg.sender_id,
-                "customer_id": customer_id, "state": turn.state, "version": 1, "created_at": now, "updated_at": now})
+            await conn.run_sync(link_and_insert)
             await conn.execute(_INSERT_EVENT, _event_rows(turn))
             commit = turn_commit.get()
             if commit is not None:
