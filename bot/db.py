@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import sqlite3
+import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -316,6 +317,10 @@ class WalCheckpointer:
         self.path = _real_path(make_url(str(engine.url)).database) if is_sqlite(str(engine.url)) else None
         self.engine, self.interval = engine, interval
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        # one checkpoint at a time on the connection, and never a close during one (a thread
+        # cannot be cancelled: a stop waits for the checkpoint in progress)
+        self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self.checkpoints = 0
 
@@ -325,36 +330,43 @@ class WalCheckpointer:
         _CHECKPOINTED[self.path] = _CHECKPOINTED.get(self.path, 0) + 1
         await self._set_autocheckpoint(0)  # a connection opened before the start
         self._conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._stopping = asyncio.Event()
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
         if self._task is None or self.path is None:
             return
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+        self._stopping.set()
+        await asyncio.gather(self._task, return_exceptions=True)  # lets a running checkpoint end
         self._task = None
-        left = _CHECKPOINTED[self.path] = _CHECKPOINTED[self.path] - 1
-        if not left:
-            del _CHECKPOINTED[self.path]
-            await self._set_autocheckpoint(_AUTOCHECKPOINT_PAGES)
-        await asyncio.to_thread(self.checkpoint_now)
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        try:
+            left = _CHECKPOINTED[self.path] = _CHECKPOINTED[self.path] - 1
+            if not left:
+                del _CHECKPOINTED[self.path]
+                await self._set_autocheckpoint(_AUTOCHECKPOINT_PAGES)
+            await asyncio.to_thread(self.checkpoint_now)
+        finally:
+            with self._lock:
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    conn.close()
 
     def checkpoint_now(self) -> tuple[int, int, int]:
         """One PASSIVE checkpoint (on the calling thread): (busy, WAL frames, frames checkpointed)."""
-        assert self._conn is not None
-        busy, frames, done = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        self.checkpoints += 1
-        return busy, frames, done
+        with self._lock:
+            if self._conn is None:
+                return 0, 0, 0
+            busy, frames, done = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self.checkpoints += 1
+            return busy, frames, done
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+                return
+            except asyncio.TimeoutError:
+                pass
             try:
                 await asyncio.to_thread(self.checkpoint_now)
             except sqlite3.Error as exc:  # a locked or busy file: the next round tries again

@@ -130,6 +130,41 @@ async def test_wal_checkpoints_run_off_the_loop_and_keep_the_wal_small(tmp_path:
         await engine.dispose()
 
 
+_START_STOP_SCRIPT = """
+import asyncio, random, sys
+from sqlalchemy import text
+from bot.db import WalCheckpointer, in_transaction, make_engine
+
+async def main():
+    eng = make_engine(f"sqlite+aiosqlite:///{sys.argv[1]}")
+    async with eng.begin() as c:
+        await c.execute(text("CREATE TABLE t (v BLOB)"))
+    for _ in range(120):
+        ck = WalCheckpointer(eng, interval=0.001)
+        await ck.start()
+        for _ in range(random.randint(1, 4)):
+            await in_transaction(eng, lambda c: c.execute(text("INSERT INTO t VALUES (:v)"), [{"v": b"x" * 4000}] * 50))
+            await asyncio.sleep(random.random() * 0.003)
+        await ck.stop()
+    await eng.dispose()
+
+asyncio.run(main())
+"""
+
+
+def test_checkpointer_stops_cleanly_while_a_checkpoint_runs(tmp_path: Path) -> None:
+    """Start/stop cycles with checkpoints every millisecond, in a child process (what this
+    guards against is a crash): a stop must wait for the checkpoint in progress on the worker
+    thread, never close its connection under it (an earlier version segfaulted here)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", _START_STOP_SCRIPT, str(tmp_path / "x.db")], cwd=root,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+
+
 async def test_without_a_checkpointer_the_wal_would_grow(tmp_path: Path) -> None:
     """The control for the test above: automatic checkpoint off and nobody checkpointing."""
     path = tmp_path / "x.db"
