@@ -106,6 +106,12 @@ snapshot prefetched in the inbound insert (SQLite) or the lease / previous write
 Paced, by a customer's message (new code): the first message of a new sender p50 17 ms, p99
 59 ms (the core's account lookup over HTTP waits p50 5.5 ms, p99 27 ms); the others p50
 8-10 ms, p99 33-40 ms.
+
+The final code of the day (a new sender's first turn inside the grouped turn write too), one
+full run: bare 2488/2248, crypto-only 1856/1949 msg/s (0.57/0.51 ms CPU/msg); full SQLite
+407/s (2.73 ms) at c=50 and 424/s (2.60 ms) at c=200 -> 22% of crypto-only (CPU-normalised
+20%): NOT met; paced 200: p50 12.1 ms, p99 43.9 ms (first messages p99 54 ms, the others
+40-46 ms): met. PostgreSQL the same hour: 85-125 msg/s, 7.7-10.9 ms CPU/msg, paced p99 345 ms.
 """
 
 from __future__ import annotations
