@@ -486,9 +486,9 @@ class DialogueEngine:
         identity at ``MAX_ACCOUNT_FAILURES``: guessing spread over many identities)."""
         now = utcnow()
         for who, limit in ((identity, MAX_VERIFY_FAILURES), (ACCOUNT_WIDE, MAX_ACCOUNT_FAILURES)):
-            row = await session.get(VerificationLock, (number, who))
             if ok and who == ACCOUNT_WIDE:
                 continue  # one identity's success says nothing about the others' guessing
+            row = await session.get(VerificationLock, (number, who))
             if row is None:
                 row = VerificationLock(account_number=number, identity=who, failures=0)
                 session.add(row)
