@@ -8,6 +8,7 @@
   var current = null; // handoff id shown in the middle pane
   var currentData = null;
   var revealed = {}; // "handoff:index:field" -> value, kept across re-renders of the summary
+  var shownAccount = null; // what renderAccount last drew (re-drawn when a reveal answers)
 
   function $(id) { return document.getElementById(id); }
   function el(tag, cls, text) {
@@ -120,6 +121,7 @@
   }
 
   function renderAccount(info) {
+    shownAccount = info;
     var box = $("account");
     box.textContent = "";
     box.className = "";
@@ -145,7 +147,9 @@
           b.addEventListener("click", function () {
             api("POST", "/console/api/handoffs/" + current + "/reveal", { field: f[0], index: acc.index }).then(function (r) {
               revealed[key] = r.value;
-              span.textContent = r.value; span.className = "revealed"; b.remove();
+              // redraw what is on screen now: the panel may have been redrawn (a new message,
+              // a status change) while the request was out, and this span is no longer shown
+              renderAccount(shownAccount);
             }).catch(function (e) { showError(e.message); });
           });
           dd.appendChild(b);
