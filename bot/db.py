@@ -66,27 +66,22 @@ def _inline(inner, fn):  # type: ignore[no-untyped-def]
     bounded throughput and latency. Only when the file is locked by another process
     (SQLITE_BUSY: a CLI command writing, a second gateway by mistake) is the call handed to the
     driver's thread, which waits for the lock with the normal busy timeout instead of blocking
-    the loop. (It is still awaited through SQLAlchemy's greenlet bridge — one switch, no loop
-    iteration — because the async engine insists that a statement awaited something.)"""
-    if getattr(getcurrent(), "_powerbot_direct", False):
-        # inside ``in_transaction``: nothing requires an await, so call the driver directly
-        # (an ``await_only`` costs two greenlet switches and a coroutine: ~30 us a statement)
-        try:
-            return fn()
-        except sqlite3.OperationalError as error:
-            if not _is_busy(error):
-                raise
-        return await_only(_on_thread(inner, fn))
-    return await_only(_now_or_thread(inner, fn))
-
-
-async def _now_or_thread(inner, fn):  # type: ignore[no-untyped-def]
+    the loop. Inside ``in_transaction`` nothing more is needed; elsewhere the result is still
+    awaited through SQLAlchemy's greenlet bridge (two switches, no loop iteration, ~30 us)
+    because the async API insists that a statement awaited something."""
     try:
-        return fn()
+        result = fn()
     except sqlite3.OperationalError as error:
         if not _is_busy(error):
             raise
-    return await _on_thread(inner, fn)
+        return await_only(_on_thread(inner, fn))
+    if getattr(getcurrent(), "_powerbot_direct", False):
+        return result
+    return await_only(_ready(result))
+
+
+async def _ready(value):  # type: ignore[no-untyped-def]
+    return value
 
 
 async def _on_thread(inner, fn):  # type: ignore[no-untyped-def]

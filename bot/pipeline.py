@@ -172,6 +172,8 @@ message, and a crash can no longer separate the turn's state from its replies)."
 
 
 TurnPrefetch = Callable[[Any, str, str], Any]
+# prefetched reads by inbound row id: (loop time, the conversation's last finished row, value)
+_Fetched = dict[int, tuple[float, int, Any]]
 turn_prefetched: ContextVar[Any] = ContextVar("powerbot_turn_prefetched", default=None)
 """Set by the pipeline while a handler runs: what the handler's ``prefetch(conn,
 conversation_id, message_id)`` returned when the pipeline called it inside a transaction it
@@ -314,9 +316,9 @@ class Pipeline:
         self._mark_task: asyncio.Task[None] | None = None
         self._turn_q: list[_TurnWrite] = []
         self._turn_task: asyncio.Task[None] | None = None
-        # the handler's read of a turn's starting state, done inside a transaction the pipeline
-        # runs anyway (inbound id -> (loop time, last finished row, what ``prefetch`` returned))
-        self._prefetched: dict[int, tuple[float, int, Any]] = {}
+        # the handler's reads of turns' starting state, done inside transactions the pipeline
+        # runs anyway
+        self._prefetched: _Fetched = {}
         # outbox ids answered inline, not yet marked (``delivered_inline``)
         self._late_marks: list[int] = []
         self._late_task: asyncio.Task[None] | None = None
@@ -451,7 +453,7 @@ class Pipeline:
                 self._prefetch_new(conn, got, unique, waiting, fetched)
             return got, waiting
 
-        fetched: dict[int, tuple[float, int, Any]] = {}
+        fetched: _Fetched = {}
         got, waiting = await in_transaction(self.sessionmaker.kw["bind"], write)
         self._keep_prefetched(fetched)  # only what a committed transaction read
         new: dict[str, int] = defaultdict(int)
@@ -466,7 +468,7 @@ class Pipeline:
         return getattr(self.handler, "prefetch", None)  # the handler may be wrapped after construction
 
     def _prefetch_new(self, conn: Any, got: list[Any], unique: list[dict[str, Any]], waiting: dict[str, int],
-                      fetched: dict[int, tuple[float, int, Any]]) -> None:
+                      fetched: _Fetched) -> None:
         """Single process, inside the insert transaction: read the starting state of the turns
         that will run next on idle conversations — the only new row of a conversation with
         nothing else waiting (known, or just counted: ``waiting``), no insert of its own in
@@ -488,7 +490,7 @@ class Pipeline:
             except Exception:  # noqa: BLE001 - the turn reads it itself
                 log.warning("prefetch failed for inbound %s", row_id, exc_info=True)
 
-    def _keep_prefetched(self, fetched: dict[int, tuple[float, int, Any]]) -> None:
+    def _keep_prefetched(self, fetched: _Fetched) -> None:
         if fetched:
             if len(self._prefetched) > 10_000:  # rows that never ran soon enough
                 self._prefetched.clear()
@@ -717,7 +719,7 @@ class Pipeline:
                 return False, None
             return True, self._next_or_release(conn, conversation_id, fetched)
 
-        fetched: dict[int, tuple[float, int, Any]] = {}
+        fetched: _Fetched = {}
         taken = await in_transaction(self.sessionmaker.kw["bind"], take)
         self._keep_prefetched(fetched)
         return taken
@@ -725,7 +727,7 @@ class Pipeline:
     def _release_params(self, conversation_id: str) -> dict[str, str]:
         return {"b_cid": conversation_id, "b_owner": self.owner}
 
-    def _next_or_release(self, conn: Any, conversation_id: str, fetched: dict[int, tuple[float, int, Any]]) -> Any:
+    def _next_or_release(self, conn: Any, conversation_id: str, fetched: _Fetched) -> Any:
         """Under the lease, in the caller's transaction (a synchronous connection): the
         conversation's oldest waiting row, or — nothing waiting — release the lease. The next
         turn's starting state goes into ``fetched`` (the caller keeps it once committed): read
@@ -925,7 +927,7 @@ class Pipeline:
             conn.execute(_FINISH_ROW, finish)
             return got, (None if lease_of is None else self._next_or_release(conn, lease_of, fetched))
 
-        fetched: dict[int, tuple[float, int, Any]] = {}
+        fetched: _Fetched = {}
         try:
             got, nxt = await in_transaction(engine, write)
         except BaseException:

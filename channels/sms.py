@@ -1046,7 +1046,7 @@ def _batch_ref(reply: Reply) -> str:
     From the outbox's delivery key when there is one — the same on every attempt, so the
     provider recognises a retry of a request it had accepted and sends nothing again —
     random for a direct send."""
-    key = reply.metadata.get("delivery_key")
+    key = reply.metadata.get(outbox.DELIVERY_KEY)
     return f"smsb_{key}" if isinstance(key, str) and key.isalnum() else "smsb_" + uuid.uuid4().hex
 
 

@@ -432,7 +432,7 @@ class DialogueEngine:
                             session.add(CustomerAccount(customer_id=customer_id, account_number=number, how=how))
                     if turn.verify_result is not None:
                         number, ok = turn.verify_result
-                        await self._record_verification(session, number, f"{msg.channel}:{msg.sender_id}", ok)
+                        await self._record_verification(session, number, msg.conversation_id, ok)
                     conv.state = turn.state
                     conv.version = (conv.version or 0) + 1
                     conv.updated_at = utcnow()
@@ -896,7 +896,7 @@ class DialogueEngine:
         return acc
 
     async def verify(self, turn: Turn, flow: str, acc: Account) -> None:
-        identity = f"{turn.message.channel}:{turn.message.sender_id}"
+        identity = turn.conversation_id  # the channel identity ("channel:sender") asking
         failed_before, locked_until = await self._lock_state(acc.account_number, identity)
         if locked_until is not None:
             self._clear_form(turn)
