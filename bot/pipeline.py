@@ -47,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import outbox
 from bot.db import in_transaction, prebuilt
+from bot.precompiled import InsertReturning, Precompiled
 from bot.langs import detect_language
 from bot.models import ConversationLease, InboundMessage, OutboxMessage
 from channels.base import Message, Receipt, Reply
@@ -114,6 +115,14 @@ def _insert_stmt(session: AsyncSession, table: Any) -> Any:
     return stmt
 
 
+# the same statements for the grouped transactions (run on a synchronous connection): compiled
+# once and executed straight on SQLite's cursor (``bot.precompiled``)
+_INSERT_RETURNING = {
+    table.name: InsertReturning(table, ("id", "channel", "dedupe_key"), conflict=("channel", "dedupe_key"),
+                                fallback=lambda conn, table=table: _insert_stmt(conn, table))
+    for table in (InboundMessage.__table__, OutboxMessage.__table__)
+}
+
 _INBOUND = InboundMessage.__table__
 _FINISH_ROW = (
     update(_INBOUND)
@@ -121,6 +130,7 @@ _FINISH_ROW = (
     .values(status="done", processed_at=bindparam("b_now", type_=_INBOUND.c.processed_at.type),
             attempts=bindparam("b_attempts", type_=_INBOUND.c.attempts.type), error=None)
 )
+_FINISH_ROW_P = Precompiled(_FINISH_ROW)
 _NEXT_ROW = (
     select(*_INBOUND.c)
     .where(_INBOUND.c.conversation_id == bindparam("b_cid", type_=_INBOUND.c.conversation_id.type),
@@ -441,7 +451,7 @@ class Pipeline:
         table = InboundMessage.__table__
 
         def write(conn: Any) -> tuple[list[Any], dict[str, int]]:
-            got = conn.execute(_insert_stmt(conn, table), unique).all()
+            got = _INSERT_RETURNING[table.name].run(conn, unique).all()
             waiting: dict[str, int] = {}
             if probe:
                 waiting = dict(conn.execute(
@@ -917,14 +927,14 @@ class Pipeline:
             for stmt, params, expects in groups.values():
                 if not params:
                     continue
-                res = conn.execute(stmt, params)
+                res = stmt.run(conn, params) if isinstance(stmt, Precompiled) else conn.execute(stmt, params)
                 if all(e is not None for e in expects) and res.rowcount != sum(e or 0 for e in expects):
                     raise _RowcountMismatch()
             got: dict[tuple[str, str], int] = {}
             if out_values:
                 got = {(ch, key): oid for oid, ch, key in
-                       conn.execute(_insert_stmt(conn, OutboxMessage.__table__), out_values).all()}
-            conn.execute(_FINISH_ROW, finish)
+                       _INSERT_RETURNING[OutboxMessage.__tablename__].run(conn, out_values).all()}
+            _FINISH_ROW_P.run(conn, finish)
             return got, (None if lease_of is None else self._next_or_release(conn, lease_of, fetched))
 
         fetched: _Fetched = {}

@@ -32,6 +32,7 @@ from backend_client import Conflict, CoreClient, NotFound, ValidationFailed
 from backend_client.models import Account
 from bot.dialogue import handoff as ho
 from bot.db import in_transaction
+from bot.precompiled import Precompiled
 from bot.dialogue.domain import Domain
 from bot.dialogue.store import Conversation, Customer, CustomerAccount, Event, Identity, VerificationLock
 from bot.langs import detect_language
@@ -388,7 +389,7 @@ class DialogueEngine:
             write = turn_write.get() if turn.handoff is None else None
             if write is not None:
                 # the pipeline writes this turn together with concurrent ones (group commit)
-                if await write([(_UPDATE_CONVERSATION, [guarded], 1), (_INSERT_EVENT, _event_rows(turn), None)],
+                if await write([(_UPDATE_CONVERSATION_P, [guarded], 1), (_INSERT_EVENT_P, _event_rows(turn), None)],
                                turn.replies):
                     return None
             elif engine is not None and turn.handoff is None:
@@ -1555,7 +1556,7 @@ async def _insert_new_conversation(
     write = turn_write.get()
     try:
         if write is not None:
-            return await write([(_INSERT_EVENT, _event_rows(turn), None)], turn.replies, prepare=link_and_insert)
+            return await write([(_INSERT_EVENT_P, _event_rows(turn), None)], turn.replies, prepare=link_and_insert)
         async with engine.begin() as conn:
             await conn.run_sync(link_and_insert)
             await conn.execute(_INSERT_EVENT, _event_rows(turn))
@@ -1586,6 +1587,9 @@ _UPDATE_CONVERSATION = (
             updated_at=bindparam("b_now", type_=_CONV.c.updated_at.type))
 )
 _INSERT_EVENT = insert(Event.__table__)
+# the same two for the pipeline's grouped turn writes (compiled once, run on SQLite's cursor)
+_UPDATE_CONVERSATION_P = Precompiled(_UPDATE_CONVERSATION)
+_INSERT_EVENT_P = Precompiled(_INSERT_EVENT)
 
 
 def _event_rows(turn: Turn) -> list[dict[str, Any]]:
@@ -1645,16 +1649,17 @@ def _snapshot_stmt(dialect: str, probe: Any) -> Any:
     ]
     if probe is not None:
         cols.append(probe.label("probe"))
-    stmt = _SNAPSHOT_STMTS[key] = select(*cols)
+    stmt = _SNAPSHOT_STMTS[key] = Precompiled(select(*cols))
     return stmt
 
 
 def _read_snapshot(conn: Any, cid: str, message_id: str, probe: Any) -> _Snapshot:
     """The snapshot statement on a synchronous connection, in the caller's transaction."""
     stmt = _snapshot_stmt(conn.dialect.name, probe)
-    row = conn.execute(stmt, {"cid": cid, "mid": message_id}).first()
-    return _Snapshot(row.state, row.customer_id, row.version, row.accounts, row.replay, row.handoff,
-                     row.probe if probe is not None else None)
+    row = stmt.run(conn, {"cid": cid, "mid": message_id}).first()
+    assert row is not None  # a SELECT of scalar subqueries always gives one row
+    state, customer_id, version, accounts, replay, handoff = row[:6]
+    return _Snapshot(state, customer_id, version, accounts, replay, handoff, row[6] if probe is not None else None)
 
 
 async def _snapshot(engine: Any, cid: str, message_id: str, probe: Any) -> _Snapshot:

@@ -1,0 +1,197 @@
+"""Statements run straight on SQLite's cursor (``bot.precompiled``) store exactly what
+``Connection.execute`` stores and read back exactly what it reads; other backends take
+``Connection.execute`` itself and give the same ``Rows``."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import bindparam, exc, select
+
+from bot.db import in_transaction, make_engine
+from bot.dialogue.engine import (
+    _INSERT_EVENT,
+    _INSERT_EVENT_P,
+    _UPDATE_CONVERSATION,
+    _UPDATE_CONVERSATION_P,
+    _read_snapshot,
+)
+from bot.dialogue.store import Conversation, Event
+from bot.migrate import BOT_MIGRATIONS, upgrade
+from bot.models import InboundMessage, OutboxMessage
+from bot.pipeline import _FINISH_ROW, _FINISH_ROW_P, _INSERT_RETURNING, _insert_stmt
+from bot.precompiled import InsertReturning, Precompiled
+
+NOW = datetime(2026, 12, 1, 8, 30, 15, 123456, tzinfo=timezone.utc)
+
+
+def _inbound(n: int, **extra: Any) -> dict[str, Any]:
+    return {"channel": "wechat", "dedupe_key": f"m{n}", "sender_id": f"o{n % 3}", "conversation_id": f"wechat:o{n % 3}",
+            "kind": "text", "text": f"电费 {n}", "payload": {"n": n, "中": "文"}, "received_at": NOW, **extra}
+
+
+def _outbox(n: int) -> dict[str, Any]:
+    return {"channel": "wechat", "recipient_id": f"o{n}", "conversation_id": f"wechat:o{n}", "dedupe_key": f"in:{n}:0",
+            "kind": "reply", "payload": {"text": f"您好 {n}", "buttons": []}, "urgent": n % 2 == 0,
+            "next_attempt_at": NOW + timedelta(seconds=n)}  # status, attempts, created_at: model defaults
+
+
+def _writes(direct: bool) -> list[tuple[Any, Any]]:
+    """The hot path's writes, as (how, params): ``how`` is a Precompiled / InsertReturning when
+    ``direct``, else the plain statement for ``Connection.execute``."""
+    conv = {"b_cid": "wechat:o1", "b_customer": 7, "b_state": {"slots": {"account": None}, "form": "bill"},
+            "b_now": NOW}
+    events = [{"conversation_id": "wechat:o1", "type": "user", "name": "query_bill", "text": "查电费",
+               "message_id": "m1", "data": {"parse": {"intent": "query_bill"}, "slots": {}}, "created_at": NOW},
+              {"conversation_id": "wechat:o1", "type": "bot", "name": None, "text": None, "message_id": None,
+               "data": None, "created_at": NOW + timedelta(microseconds=1)}]
+    finish = [{"b_id": 1, "b_now": NOW, "b_attempts": 1}, {"b_id": 2, "b_now": NOW, "b_attempts": 3}]
+    return [
+        (_UPDATE_CONVERSATION_P if direct else _UPDATE_CONVERSATION, conv),
+        (_INSERT_EVENT_P if direct else _INSERT_EVENT, events),
+        (_FINISH_ROW_P if direct else _FINISH_ROW, finish),
+    ]
+
+
+# columns the rows leave to a model default of "now": equal in form, not in value
+_CLOCK = {"inbound_messages": "next_attempt_at", "outbox": "created_at"}
+_STAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}$")  # how SQLAlchemy stores a DateTime
+
+
+def _dump(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every row of the tables the writes touch, as SQLite stores them (no type processing)."""
+    con = sqlite3.connect(path)
+    con.row_factory = sqlite3.Row
+    out: dict[str, list[dict[str, Any]]] = {}
+    try:
+        for t in ("inbound_messages", "outbox", "dlg_conversations", "dlg_events"):
+            rows = [dict(r) for r in con.execute(f"SELECT * FROM {t} ORDER BY 1")]  # noqa: S608 - fixed names
+            for r in rows:
+                if t in _CLOCK:
+                    assert _STAMP.match(r.pop(_CLOCK[t])), r
+            out[t] = rows
+        return out
+    finally:
+        con.close()
+
+
+async def _apply(url: str, direct: bool) -> tuple[list[Any], list[Any], list[int]]:
+    """Run the hot path's statements one way; returns what the inserts returned and the rowcounts."""
+    await upgrade(url, BOT_MIGRATIONS)
+    engine = make_engine(url)
+    inbound, outbox = InboundMessage.__table__, OutboxMessage.__table__
+    rows_in = [_inbound(n) for n in range(5)] + [_inbound(1)]  # a duplicate: not returned
+    rows_out = [_outbox(n) for n in range(4)]
+
+    def work(conn: Any) -> tuple[list[Any], list[Any], list[int]]:
+        conn.execute(Conversation.__table__.insert(), {
+            "id": "wechat:o1", "channel": "wechat", "sender_id": "o1", "customer_id": 7, "state": {},
+            "version": 3, "created_at": NOW, "updated_at": NOW})
+        if direct:
+            got_in = _INSERT_RETURNING["inbound_messages"].run(conn, rows_in).all()
+            got_out = _INSERT_RETURNING["outbox"].run(conn, rows_out).all()
+        else:
+            got_in = [tuple(r) for r in conn.execute(_insert_stmt(conn, inbound), rows_in).all()]
+            got_out = [tuple(r) for r in conn.execute(_insert_stmt(conn, outbox), rows_out).all()]
+        counts = []
+        for how, params in _writes(direct):
+            res = how.run(conn, params) if direct else conn.execute(how, params)
+            counts.append(res.rowcount)
+        return sorted(got_in), sorted(got_out), counts
+
+    try:
+        return await in_transaction(engine, work)
+    finally:
+        await engine.dispose()
+
+
+async def test_direct_statements_store_what_sqlalchemy_stores(tmp_path):
+    a, b = tmp_path / "direct.db", tmp_path / "sqlalchemy.db"
+    direct = await _apply(f"sqlite+aiosqlite:///{a}", True)
+    plain = await _apply(f"sqlite+aiosqlite:///{b}", False)
+    assert direct == plain
+    assert [k for _, _, k in direct[0]] == ["m0", "m1", "m2", "m3", "m4"]
+    assert direct[2] == [1, 2, 2]  # the guarded tracker update, two events, two inbound rows closed
+    stored_direct, stored_plain = _dump(a), _dump(b)
+    assert stored_direct == stored_plain
+    # the columns the rows left out got their model defaults (status, attempts, next_attempt_at...)
+    assert [(r["status"], r["attempts"]) for r in stored_direct["inbound_messages"]] == \
+        [("done", 1), ("done", 3), ("received", 0), ("received", 0), ("received", 0)]
+    assert {(r["status"], r["attempts"]) for r in stored_direct["outbox"]} == {("pending", 0)}
+
+
+async def test_snapshot_reads_the_same_through_both_paths(tmp_path, store_url):
+    await _apply(store_url, direct=True)
+    engine = make_engine(store_url)
+    try:
+        snap = await in_transaction(engine, lambda conn: _read_snapshot(conn, "wechat:o1", "m1", None))
+        probe = select(Event.__table__.c.id).where(Event.__table__.c.type == "bot").limit(1).scalar_subquery()
+        with_probe = await in_transaction(engine, lambda conn: _read_snapshot(conn, "wechat:o1", "m1", probe))
+        plain = await in_transaction(engine, lambda conn: conn.execute(
+            select(Conversation.__table__.c.state, Conversation.__table__.c.version)
+            .where(Conversation.__table__.c.id == "wechat:o1")).first())
+    finally:
+        await engine.dispose()
+    assert snap.state == plain.state == {"slots": {"account": None}, "form": "bill"}  # JSON read back
+    assert snap.version == plain.version == 4 and snap.customer_id == 7
+    assert snap.replay is not None and snap.handoff is None and snap.probe is None
+    assert with_probe.probe is not None
+
+
+async def test_errors_are_sqlalchemy_errors_and_roll_back(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'e.db'}"
+    await upgrade(url, BOT_MIGRATIONS)
+    engine = make_engine(url)
+    bad = [{"conversation_id": None, "type": "user", "name": None, "text": None, "message_id": None,
+            "data": None, "created_at": NOW}]  # conversation_id is NOT NULL
+    try:
+        def work(conn: Any) -> None:
+            _INSERT_EVENT_P.run(conn, [dict(bad[0], conversation_id="c1")])
+            _INSERT_EVENT_P.run(conn, bad)
+
+        with pytest.raises(exc.IntegrityError):
+            await in_transaction(engine, work)
+        count = await in_transaction(engine, lambda conn: conn.execute(select(Event.__table__.c.id)).all())
+    finally:
+        await engine.dispose()
+    assert count == []  # the first insert went with the transaction
+
+
+async def test_refuses_what_it_cannot_reproduce(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"
+    await upgrade(url, BOT_MIGRATIONS)
+    engine = make_engine(url)
+    table = OutboxMessage.__table__
+    expanding = Precompiled(select(table.c.id).where(table.c.id.in_(bindparam("ids", expanding=True))))
+    try:
+        with pytest.raises(exc.ArgumentError, match="expanding"):
+            await in_transaction(engine, lambda conn: expanding.run(conn, {"ids": [1, 2]}))
+        with pytest.raises(exc.ArgumentError, match="missing value"):
+            await in_transaction(engine, lambda conn: _FINISH_ROW_P.run(conn, {"b_id": 1}))
+        with pytest.raises(exc.ArgumentError, match="cannot return rows"):
+            await in_transaction(engine, lambda conn: Precompiled(select(table.c.id).where(
+                table.c.id == bindparam("i"))).run(conn, [{"i": 1}, {"i": 2}]))
+    finally:
+        await engine.dispose()
+
+
+async def test_insert_returning_in_chunks_on_both_backends(store_url, monkeypatch):
+    await upgrade(store_url, BOT_MIGRATIONS)
+    engine = make_engine(store_url)
+    table = InboundMessage.__table__
+    ins = InsertReturning(table, ("id", "channel", "dedupe_key"), conflict=("channel", "dedupe_key"),
+                          fallback=lambda conn: _insert_stmt(conn, table))
+    monkeypatch.setattr(InsertReturning, "CHUNK", 7)
+    rows = [_inbound(n) for n in range(30)]
+    try:
+        first = await in_transaction(engine, lambda conn: ins.run(conn, rows[:20]))
+        second = await in_transaction(engine, lambda conn: ins.run(conn, rows))  # 20 already there
+    finally:
+        await engine.dispose()
+    assert first.rowcount == 20 and len({r[0] for r in first.rows}) == 20
+    assert sorted(int(r[2][1:]) for r in second.rows) == list(range(20, 30))
