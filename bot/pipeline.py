@@ -146,6 +146,12 @@ _MARK_INLINE = (
     .values(status="sent", sent_at=bindparam("b_now", type_=_OUTBOX.c.sent_at.type), provider_id="inline")
     .returning(_OUTBOX.c.id)
 )
+_MARK_INLINE_P = Precompiled(_MARK_INLINE)
+_WAITING_IN = Precompiled(
+    select(_INBOUND.c.conversation_id, func.count())
+    .where(_INBOUND.c.conversation_id.in_(bindparam("b_cids", expanding=True)), _INBOUND.c.status == "received")
+    .group_by(_INBOUND.c.conversation_id)
+)
 
 _LEASE = ConversationLease.__table__
 _RELEASE_LEASE = delete(_LEASE).where(_LEASE.c.conversation_id == bindparam("b_cid"),
@@ -454,11 +460,7 @@ class Pipeline:
             got = _INSERT_RETURNING[table.name].run(conn, unique).all()
             waiting: dict[str, int] = {}
             if probe:
-                waiting = dict(conn.execute(
-                    select(table.c.conversation_id, func.count())
-                    .where(table.c.conversation_id.in_(sorted(probe)), table.c.status == "received")
-                    .group_by(table.c.conversation_id)
-                ).all())
+                waiting = dict(_WAITING_IN.run(conn, {"b_cids": sorted(probe)}).all())
             if self._prefetch is not None and not self.cross_process:
                 self._prefetch_new(conn, got, unique, waiting, fetched)
             return got, waiting
@@ -617,7 +619,7 @@ class Pipeline:
             try:
                 params = {"b_ids": ids, "b_now": utcnow()}
                 won = await in_transaction(self.sessionmaker.kw["bind"],
-                                           lambda conn: set(conn.execute(_MARK_INLINE, params).scalars()))
+                                           lambda conn: {r[0] for r in _MARK_INLINE_P.run(conn, params).all()})
             except BaseException as exc:  # noqa: BLE001
                 for _, fut in batch:
                     if not fut.done():
@@ -923,7 +925,7 @@ class Pipeline:
                 if item.prepare is not None:
                     item.prepare(conn)
             if marks:
-                conn.execute(_MARK_INLINE, {"b_ids": marks, "b_now": now})
+                _MARK_INLINE_P.run(conn, {"b_ids": marks, "b_now": now})
             for stmt, params, expects in groups.values():
                 if not params:
                     continue

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, exc
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
 
 _Param = tuple[str, Callable[[Any], Any] | None, Any, bool]  # name, bind processor, default, required
@@ -46,12 +48,15 @@ class _Compiled:
     params: tuple[_Param, ...]
     defaults: tuple[tuple[str, Any], ...]  # (key, Column default) for columns missing from the rows
     results: tuple[Callable[[Any], Any] | None, ...] | None  # per result column; None: no rows
+    expanding: tuple[tuple[str, tuple[str, ...]], ...] = ()  # list parameter -> its rendered names
 
     def bind(self, values: dict[str, Any]) -> tuple[Any, ...]:
-        if self.defaults:
+        if self.defaults or self.expanding:
             values = dict(values)
             for key, default in self.defaults:
                 values[key] = default.arg(None) if default.is_callable else default.arg
+            for name, names in self.expanding:
+                values.update(zip(names, values[name]))
         out = []
         for name, process, fixed, required in self.params:
             if name in values:
@@ -70,7 +75,9 @@ class _Compiled:
         return [tuple(p(v) if p is not None else v for p, v in zip(procs, r)) for r in raw]
 
 
-def _compile(stmt: Any, conn: Connection, keys: Sequence[str] | None) -> _Compiled:
+def _compile(stmt: Any, conn: Connection, keys: Sequence[str] | None, sample: dict[str, Any]) -> _Compiled:
+    """Compile for ``conn``'s dialect; ``sample`` (an execution's parameters) gives the lengths of
+    the lists of expanding ``IN`` parameters, which the SQL is rendered for."""
     dialect = conn.dialect
     compiled = stmt.compile(dialect=dialect, column_keys=list(keys) if keys is not None else None)
     if compiled.positiontup is None:
@@ -78,12 +85,19 @@ def _compile(stmt: Any, conn: Connection, keys: Sequence[str] | None) -> _Compil
     required = {name for name, bind in compiled.binds.items() if bind.required}
     sql, order = compiled.string, compiled.positiontup
     processors, fixed = compiled._bind_processors, compiled.construct_params(_check=False)
+    expanding: tuple[tuple[str, tuple[str, ...]], ...] = ()
     if compiled.post_compile_params:
-        # ``IN (<constant list>)`` renders late: render it now (it is the same every time)
-        if any(bind.required for bind in compiled.post_compile_params):
-            raise exc.ArgumentError("an expanding IN with a value per execution cannot be precompiled")
-        state = compiled.construct_expanded_state({name: None for name in required})
+        # ``IN (<list>)`` renders late: render it now, for a constant list once, for a list
+        # given per execution once per length (the caller keys its cache by the lengths)
+        lists = [bind.key for bind in compiled.post_compile_params if bind.required]
+        if lists and not isinstance(sample, dict):
+            raise exc.ArgumentError("an expanding IN cannot run as executemany")
+        state = compiled.construct_expanded_state(
+            {**{name: None for name in required}, **{name: sample[name] for name in lists}})
         sql, order, processors, fixed = state.statement, state.positiontup, state.processors, state.parameters
+        expanding = tuple((name, tuple(state.parameter_expansion[name])) for name in lists)
+        required -= set(lists)
+    processors = {name: _faster(compiled.binds.get(name), dialect, fn) for name, fn in processors.items()}
     params = tuple(
         (name, processors.get(name), None if name in required else fixed.get(name), name in required)
         for name in order
@@ -99,7 +113,28 @@ def _compile(stmt: Any, conn: Connection, keys: Sequence[str] | None) -> _Compil
         results = tuple(
             entry.type._cached_result_processor(dialect, None) for entry in compiled._result_columns
         )
-    return _Compiled(sql, params, tuple(defaults), results)
+    return _Compiled(sql, params, tuple(defaults), results, expanding)
+
+
+_SQLITE_DATETIME_FORMAT = sqlite.DATETIME()._storage_format
+
+
+def _faster(bind: Any, dialect: Any, process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """SQLite's DATETIME processor builds a dict and %-formats it for every value; for a
+    ``datetime`` (its default storage format) ``isoformat`` gives the same text for a quarter
+    of the CPU. Everything else keeps SQLAlchemy's processor."""
+    if bind is None or dialect.name != "sqlite":
+        return process
+    impl = bind.type.dialect_impl(dialect)
+    if not (isinstance(impl, sqlite.DATETIME) and impl._storage_format == _SQLITE_DATETIME_FORMAT):
+        return process
+
+    def datetime_text(value: Any) -> Any:
+        if type(value) is datetime:
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+        return process(value)
+
+    return datetime_text
 
 
 def _direct(conn: Connection) -> bool:
@@ -127,13 +162,18 @@ class Precompiled:
 
     def __init__(self, stmt: Any) -> None:
         self.stmt = stmt
-        self._compiled: dict[tuple[str, tuple[str, ...]], _Compiled] = {}
+        self._compiled: dict[tuple[str, tuple[str, ...], tuple[int, ...]], _Compiled] = {}
+        self._lists: tuple[str, ...] = ()  # expanding IN parameters (known after the first compile)
 
-    def _for(self, conn: Connection, keys: tuple[str, ...]) -> _Compiled:
-        key = (conn.dialect.name, keys)
+    def _for(self, conn: Connection, values: dict[str, Any], many: bool) -> _Compiled:
+        keys = tuple(values)
+        key = (conn.dialect.name, keys, tuple(len(values[name]) for name in self._lists))
         compiled = self._compiled.get(key)
         if compiled is None:
-            compiled = self._compiled[key] = _compile(self.stmt, conn, keys if self.stmt.is_insert else None)
+            compiled = _compile(self.stmt, conn, keys if self.stmt.is_insert else None, [values] if many else values)
+            self._lists = tuple(name for name, _ in compiled.expanding)
+            key = (conn.dialect.name, keys, tuple(len(values[name]) for name in self._lists))
+            self._compiled[key] = compiled
         return compiled
 
     def run(self, conn: Connection, params: dict[str, Any] | list[dict[str, Any]]) -> Rows:
@@ -141,11 +181,11 @@ class Precompiled:
             res = conn.execute(self.stmt, params)
             return Rows([tuple(r) for r in res.all()] if res.returns_rows else [], res.rowcount)
         if isinstance(params, dict):
-            compiled = self._for(conn, tuple(params))
+            compiled = self._for(conn, params, many=False)
             return _run(conn, compiled, compiled.bind(params), many=False)
         if not params:
             return Rows([], 0)
-        compiled = self._for(conn, tuple(params[0]))
+        compiled = self._for(conn, params[0], many=True)
         if compiled.results is not None:
             raise exc.ArgumentError("executemany cannot return rows; use InsertReturning")
         return _run(conn, compiled, [compiled.bind(p) for p in params], many=True)
@@ -183,7 +223,7 @@ class InsertReturning:
             if self.conflict:
                 stmt = stmt.on_conflict_do_nothing(index_elements=list(self.conflict))
             stmt = stmt.returning(*(self.table.c[c] for c in self.returning))
-            compiled = self._compiled[(keys, n)] = _compile(stmt, conn, None)
+            compiled = self._compiled[(keys, n)] = _compile(stmt, conn, None, {})
         return compiled
 
     def run(self, conn: Connection, rows: list[dict[str, Any]]) -> Rows:

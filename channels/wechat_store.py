@@ -25,6 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from bot.db import in_transaction, prebuilt
 from bot.models import Base, CacheEntry
+from bot.precompiled import Precompiled
 
 log = logging.getLogger("powerbot.channels.wechat")
 
@@ -81,10 +82,10 @@ def _upsert(dialect: str, values: dict[str, Any], update_cols: list[str]):  # ty
         mod = postgresql if dialect == "postgresql" else sqlite
         table = WeChatWindow.__table__
         ins = mod.insert(table)
-        stmt = _UPSERTS[key] = prebuilt(
+        stmt = _UPSERTS[key] = Precompiled(prebuilt(
             ins.on_conflict_do_update(index_elements=[table.c.openid], set_={c: ins.excluded[c] for c in update_cols}),
             "wechat-window-upsert", dialect, ",".join(values), ",".join(update_cols),
-        )
+        ))
     return stmt
 
 
@@ -103,7 +104,7 @@ class WindowLedger:
     async def _write(self, values: dict[str, Any], cols: list[str]) -> None:
         engine = self.sessionmaker.kw["bind"]
         stmt = _upsert(engine.dialect.name, values, cols)
-        await in_transaction(engine, lambda conn: conn.execute(stmt, values))
+        await in_transaction(engine, lambda conn: stmt.run(conn, values))
 
     async def user_message(self, openid: str, *, now: datetime | None = None) -> None:
         """A user message opens (or renews) the 48-hour grant of 5 messages."""

@@ -50,7 +50,8 @@ def _writes(direct: bool) -> list[tuple[Any, Any]]:
                "message_id": "m1", "data": {"parse": {"intent": "query_bill"}, "slots": {}}, "created_at": NOW},
               {"conversation_id": "wechat:o1", "type": "bot", "name": None, "text": None, "message_id": None,
                "data": None, "created_at": NOW + timedelta(microseconds=1)}]
-    finish = [{"b_id": 1, "b_now": NOW, "b_attempts": 1}, {"b_id": 2, "b_now": NOW, "b_attempts": 3}]
+    finish = [{"b_id": 1, "b_now": NOW, "b_attempts": 1},
+              {"b_id": 2, "b_now": NOW.replace(microsecond=0).astimezone(timezone(timedelta(hours=8))), "b_attempts": 3}]
     return [
         (_UPDATE_CONVERSATION_P if direct else _UPDATE_CONVERSATION, conv),
         (_INSERT_EVENT_P if direct else _INSERT_EVENT, events),
@@ -170,7 +171,7 @@ async def test_refuses_what_it_cannot_reproduce(tmp_path):
     expanding = Precompiled(select(table.c.id).where(table.c.id.in_(bindparam("ids", expanding=True))))
     try:
         with pytest.raises(exc.ArgumentError, match="expanding"):
-            await in_transaction(engine, lambda conn: expanding.run(conn, {"ids": [1, 2]}))
+            await in_transaction(engine, lambda conn: expanding.run(conn, [{"ids": [1, 2]}, {"ids": [3]}]))
         with pytest.raises(exc.ArgumentError, match="missing value"):
             await in_transaction(engine, lambda conn: _FINISH_ROW_P.run(conn, {"b_id": 1}))
         with pytest.raises(exc.ArgumentError, match="cannot return rows"):
@@ -195,3 +196,27 @@ async def test_insert_returning_in_chunks_on_both_backends(store_url, monkeypatc
         await engine.dispose()
     assert first.rowcount == 20 and len({r[0] for r in first.rows}) == 20
     assert sorted(int(r[2][1:]) for r in second.rows) == list(range(20, 30))
+
+
+async def test_expanding_in_is_rendered_per_length(store_url):
+    """``IN`` over a list given per execution: the SQL is rendered for each list length (and
+    for the empty list) and reads what ``Connection.execute`` reads."""
+    await upgrade(store_url, BOT_MIGRATIONS)
+    engine = make_engine(store_url)
+    table = InboundMessage.__table__
+    stmt = select(table.c.dedupe_key).where(table.c.id.in_(bindparam("ids", expanding=True)),
+                                           table.c.received_at >= bindparam("since")).order_by(table.c.id)
+    pre = Precompiled(stmt)
+    since = NOW - timedelta(days=1)
+    try:
+        got = await in_transaction(engine, lambda conn: (
+            _INSERT_RETURNING["inbound_messages"].run(conn, [_inbound(n) for n in range(6)]),
+            [(pre.run(conn, {"ids": ids, "since": since}).all(),
+              [tuple(r) for r in conn.execute(stmt, {"ids": ids, "since": since}).all()])
+             for ids in ([1, 3], [2], [], [6, 5, 4, 99], [1, 3])],
+        )[1])
+    finally:
+        await engine.dispose()
+    for direct, plain in got:
+        assert direct == plain
+    assert [d for d, _ in got] == [[("m0",), ("m2",)], [("m1",)], [], [("m3",), ("m4",), ("m5",)], [("m0",), ("m2",)]]
