@@ -41,6 +41,9 @@ class Rows:
     def first(self) -> tuple[Any, ...] | None:
         return self.rows[0] if self.rows else None
 
+    def scalar(self) -> Any:
+        return self.rows[0][0] if self.rows else None
+
 
 @dataclass(slots=True)
 class _Compiled:

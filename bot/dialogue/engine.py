@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import String, bindparam, func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -1502,6 +1503,11 @@ _INSERT_CUSTOMER = insert(_CUST).values(created_at=bindparam("b_now")).returning
 _INSERT_IDENTITY = insert(_IDENT)
 _INSERT_CUSTOMER_ACCOUNT = insert(_CACC)
 _INSERT_CONVERSATION = insert(Conversation.__table__)
+# a new sender's link (once per new sender: statements compiled once, run on SQLite's cursor)
+_IDENTITY_CUSTOMER_P = Precompiled(_IDENTITY_CUSTOMER)
+_INSERT_CUSTOMER_P = Precompiled(_INSERT_CUSTOMER)
+_INSERT_IDENTITY_P = Precompiled(_INSERT_IDENTITY)
+_INSERT_CONVERSATION_P = Precompiled(_INSERT_CONVERSATION)
 
 
 def _link_customer(db: Any, msg: Message, new_identity: tuple[list[Account], str] | None) -> int:
@@ -1509,7 +1515,8 @@ def _link_customer(db: Any, msg: Message, new_identity: tuple[list[Account], str
     ``Session`` or ``Connection`` — async callers use ``run_sync``): the sender's identity if it
     has one; else a customer already holding one of the accounts the core links to this sender
     (bound or by phone); else a new customer. A new identity also records the sender's accounts."""
-    ident = db.execute(_IDENTITY_CUSTOMER, {"b_channel": msg.channel, "b_sender": msg.sender_id}).scalar()
+    conn = db if isinstance(db, Connection) else db.connection()
+    ident = _IDENTITY_CUSTOMER_P.run(conn, {"b_channel": msg.channel, "b_sender": msg.sender_id}).scalar()
     if ident is not None:
         return ident
     now = utcnow()
@@ -1520,10 +1527,10 @@ def _link_customer(db: Any, msg: Message, new_identity: tuple[list[Account], str
     if numbers:
         customer_id = db.execute(_CUSTOMER_OF_ACCOUNTS, {"b_numbers": numbers}).scalar()
     if customer_id is None:
-        customer_id = db.execute(_INSERT_CUSTOMER, {"b_now": now}).scalar_one()
+        customer_id = _INSERT_CUSTOMER_P.run(conn, {"b_now": now}).scalar()
     elif numbers:
         held = set(db.execute(_ACCOUNTS_OF_CUSTOMER, {"b_customer": customer_id}).scalars())
-    db.execute(_INSERT_IDENTITY, {
+    _INSERT_IDENTITY_P.run(conn, {
         "channel": msg.channel, "sender_id": msg.sender_id, "customer_id": customer_id, "created_at": now})
     rows = [{"customer_id": customer_id, "account_number": n, "how": how, "created_at": now}
             for n in dict.fromkeys(numbers) if n not in held]
@@ -1549,7 +1556,7 @@ async def _insert_new_conversation(
 
     def link_and_insert(conn: Any) -> None:
         customer_id = _link_customer(conn, msg, new_identity)
-        conn.execute(_INSERT_CONVERSATION, {
+        _INSERT_CONVERSATION_P.run(conn, {
             "id": turn.conversation_id, "channel": msg.channel, "sender_id": msg.sender_id,
             "customer_id": customer_id, "state": turn.state, "version": 1, "created_at": now, "updated_at": now})
 
