@@ -14,7 +14,7 @@ import calendar
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Iterable, NamedTuple
 
 from .normalize import normalize_chars, to_simplified
 from .numbers import CN_NUM_CHARS, cn_to_number, to_int
@@ -83,6 +83,49 @@ ADDRESS_RE = re.compile(
     r"[\u4e00-\u9fa5a-z0-9]{2,20}?(?:路|街|大道|巷|弄|村|小区|花园|新村|公寓|大厦|家园|苑|园区)"
     r"(?:\d+(?:号楼|号院|号|栋|幢|单元|室|楼|层|弄|巷)|[东西南北]区|[a-z]座)*"
     r"(?:\d+(?:号楼|号院|号|栋|幢|单元|室|楼|层))?")
+
+# --- cheap pre-checks ---------------------------------------------------------------------
+# Most messages have no digit, no Latin letter and none of a few key characters, yet every
+# pattern above needs at least one of them to match at all.  A pattern whose cue is absent
+# is not run (it would find nothing), which leaves the candidates and their order unchanged.
+# The character sets are read off the patterns: each alternative contains one of them.
+_DIGIT_RE = re.compile(r"\d")  # the same class the patterns' \d stands for
+_LATIN_RE = re.compile(r"[a-z]")  # the English patterns are lower-case words (text is lowered)
+_AMOUNT_WORD = frozenset("元块")  # 元 / 块 / 块钱
+_REL_DAY_CN_CUE = frozenset("今明后昨前")  # 今天 明天 后天 昨天 前天 大后天 ...
+_WEEKDAY_CN_CUE = frozenset("周星礼")  # 周 / 星期 / 礼拜
+_MONTH_CHAR = frozenset("月")
+_DAY_CHAR = frozenset("号")
+_ADDRESS_CUE = frozenset("路街道巷弄村区园寓厦苑")  # the suffixes of ADDRESS_RE
+_DATE_CN_CUE = _REL_DAY_CN_CUE | _WEEKDAY_CN_CUE | _MONTH_CHAR | _DAY_CHAR
+_CUE_CHARS = _AMOUNT_WORD | _DATE_CN_CUE | _ADDRESS_CUE
+
+
+class _Cues(NamedTuple):
+    """Which pattern cues a (normalised) text contains; see ``cues_of``."""
+
+    digit: bool
+    latin: bool
+    chars: frozenset[str]
+
+    def has(self, chars: frozenset[str]) -> bool:
+        return not chars.isdisjoint(self.chars)
+
+
+def cues_of(t: str) -> _Cues:
+    return _Cues(_DIGIT_RE.search(t) is not None, _LATIN_RE.search(t) is not None,
+                 _CUE_CHARS.intersection(t))
+
+
+# Every cue present: runs every pattern (the reference behaviour, used by the tests).
+ALL_CUES = _Cues(True, True, _CUE_CHARS)
+
+
+def _scan(rx: re.Pattern[str], t: str, possible: bool) -> Iterable[re.Match[str]]:
+    """``rx.finditer(t)``, or nothing when a cue check has shown ``rx`` cannot match."""
+    return rx.finditer(t) if possible else ()
+
+
 _NOT_A_PLACE = re.compile(r"^(?:小区|路|街)|[我你他她它这那哪每整些的]")
 _ADDR_PREFIX = re.compile(r"^.*?(?:住在|我家在|家住|地址是|地址|位于|在|是|到|：|:)")
 
@@ -174,69 +217,76 @@ class EntityExtractor:
                     continue
 
     # --- candidates -------------------------------------------------------------------
-    def _numbers(self, t: str, out: list[_Cand]) -> None:
-        for m in WO_RE.finditer(t):
+    def _numbers(self, t: str, cues: _Cues, out: list[_Cand]) -> None:
+        digit = cues.digit
+        if not digit and not cues.has(_AMOUNT_WORD):
+            return
+        for m in _scan(WO_RE, t, digit and cues.latin):
             out.append(_Cand("work_order_id", m.start(), m.end(), "WO" + m.group(1)))
-        for m in PHONE_RE.finditer(t):
+        for m in _scan(PHONE_RE, t, digit):
             out.append(_Cand("phone_number", m.start(), m.end(), "".join(m.groups())))
-        for m in ACCOUNT_RE.finditer(t):
+        for m in _scan(ACCOUNT_RE, t, digit):
             digits = m.group(1)
             if len(digits) == 11 and re.match(r"1[3-9]", digits):
                 continue
             out.append(_Cand("account_number", m.start(1), m.end(1), digits))
-        for rx in AMOUNT_RES:
-            for m in rx.finditer(t):
+        # The first two need an Arabic number, the third a 元/块 after Chinese numerals.
+        for rx, possible in zip(AMOUNT_RES, (digit, digit, cues.has(_AMOUNT_WORD))):
+            for m in _scan(rx, t, possible):
                 v = cn_to_number(m.group(1))
                 if v is not None and 0 < v < 1e8:
                     out.append(_Cand("amount", m.start(), m.end(), round(v, 2)))
-        for m in AMOUNT_MIXED_RE.finditer(t):
+        for m in _scan(AMOUNT_MIXED_RE, t, digit):
             if m.group(2) or m.group(3):
                 v = float(m.group(1)) * _MAGNITUDE.get(m.group(2) or "", 1)
                 # Longer than the plain patterns' match, so it wins the overlap.
                 out.append(_Cand("amount", m.start(), m.end(), round(v, 2)))
 
-    def _dates(self, t: str, ref: dt.date, out: list[_Cand]) -> None:
+    def _dates(self, t: str, ref: dt.date, cues: _Cues, out: list[_Cand]) -> None:
+        if not cues.digit and not cues.latin and not cues.has(_DATE_CN_CUE):
+            return
+
         def add(m: re.Match[str], d: dt.date | None, span: tuple[int, int] | None = None) -> None:
             if d is not None:
                 s, e = span or m.span()
                 out.append(_Cand("date", s, e, d.isoformat()))
 
-        for m in REL_DAY_CN.finditer(t):
+        for m in _scan(REL_DAY_CN, t, cues.has(_REL_DAY_CN_CUE)):
             add(m, ref + dt.timedelta(days=_REL_DAY_OFF[m.group(1)]))
-        for m in WEEKDAY_CN.finditer(t):
+        for m in _scan(WEEKDAY_CN, t, cues.has(_WEEKDAY_CN_CUE)):
             if m.group(2) == "末" or (m.group(2) in "1234567" and not m.group(1)):
                 continue
             add(m, _weekday(ref, m.group(1) or "", _WD_CN[m.group(2)]))
-        for m in ISO_DATE.finditer(t):
+        for m in _scan(ISO_DATE, t, cues.digit):
             add(m, _safe_date(int(m.group(1)), int(m.group(2)), int(m.group(3))))
-        for m in MD_CN.finditer(t):
+        for m in _scan(MD_CN, t, cues.has(_MONTH_CHAR)):
             mo, day = to_int(m.group(2)), to_int(m.group(3))
             if not mo or not day:
                 continue
             year = _year_word(m.group(1), ref)
             add(m, _safe_date(year, mo, day) if year else _nearest_md(ref, mo, day))
-        for m in MD_NUM.finditer(t):
+        for m in _scan(MD_NUM, t, cues.digit):
             mo, day = int(m.group(1)), int(m.group(3))
             if 1 <= mo <= 12 and 1 <= day <= 31:
                 add(m, _nearest_md(ref, mo, day))
-        for m in DAY_ONLY_CN.finditer(t):
+        for m in _scan(DAY_ONLY_CN, t, cues.has(_DAY_CHAR)):
             day = to_int(m.group(1))
             if day and 1 <= day <= 31:
                 cands = [_safe_date(*_add_months(ref.year, ref.month, k), day) for k in (-1, 0, 1)]
                 cands = [c for c in cands if c]
                 if cands:
                     add(m, min(cands, key=lambda c: abs((c - ref).days)))
-        for m in REL_DAY_EN.finditer(t):
+        for m in _scan(REL_DAY_EN, t, cues.latin):
             w = m.group(1)
             off = 0 if w in ("today", "tonight") else -1 if w == "yesterday" else \
                 2 if "after" in w else -2 if "before" in w else 1
             add(m, ref + dt.timedelta(days=off))
-        for m in WEEKDAY_EN.finditer(t):
+        for m in _scan(WEEKDAY_EN, t, cues.latin):
             w = m.group(2)
             if len(w) <= 3 and w in ("sun", "sat", "wed", "mon") and not m.group(1):
                 continue  # too ambiguous as bare abbreviations
             add(m, _weekday(ref, m.group(1) or "", _WD_EN[w]))
-        for m in MD_EN.finditer(t):
+        for m in _scan(MD_EN, t, cues.latin):
             mon = m.group(1) or m.group(4)
             day = int(m.group(2) or m.group(3))
             mo = _MONTH_EN.get(mon)
@@ -244,27 +294,30 @@ class EntityExtractor:
                 year = int(m.group(5)) if m.group(5) else None
                 add(m, _safe_date(year, mo, day) if year else _nearest_md(ref, mo, day))
 
-    def _months(self, t: str, ref: dt.date, out: list[_Cand]) -> None:
+    def _months(self, t: str, ref: dt.date, cues: _Cues, out: list[_Cand]) -> None:
+        if not cues.digit and not cues.latin and not cues.has(_MONTH_CHAR):
+            return
+
         def add(m: re.Match[str], y: int, mo: int) -> None:
             if 1 <= mo <= 12 and 1900 < y < 2200:
                 out.append(_Cand("month", m.start(), m.end(), f"{y:04d}-{mo:02d}"))
 
-        for m in REL_MONTH_CN.finditer(t):
+        for m in _scan(REL_MONTH_CN, t, cues.has(_MONTH_CHAR)):
             add(m, *_add_months(ref.year, ref.month, _REL_MONTH_OFF[m.group(1)]))
-        for m in MONTH_CN.finditer(t):
+        for m in _scan(MONTH_CN, t, cues.has(_MONTH_CHAR)):
             mo = to_int(m.group(2))
             if not mo:
                 continue
             year = _year_word(m.group(1), ref)
             add(m, *((year, mo) if year else _past_month(ref, mo)))
-        for m in ISO_MONTH.finditer(t):
+        for m in _scan(ISO_MONTH, t, cues.digit):
             add(m, int(m.group(1)), int(m.group(2)))
-        for m in REL_MONTH_EN.finditer(t):
+        for m in _scan(REL_MONTH_EN, t, cues.latin):
             w = m.group(1)
             off = -2 if "before last" in w else -1 if w in ("last month", "previous month", "past month") \
                 else 1 if w == "next month" else 0
             add(m, *_add_months(ref.year, ref.month, off))
-        for m in MONTH_EN.finditer(t):
+        for m in _scan(MONTH_EN, t, cues.latin):
             name = m.group(2)
             if name in ("may", "mar", "jun", "jan", "dec", "oct", "sep", "aug", "apr", "nov", "feb", "jul") \
                     and not (m.group(1) or m.group(3)) and len(name) == 3 and name != "may":
@@ -291,8 +344,8 @@ class EntityExtractor:
             for m in rx.finditer(t):
                 out.append(_Cand(name, m.start(), m.end(), m.group(0)))
 
-    def _addresses(self, t: str, out: list[_Cand]) -> None:
-        for m in ADDRESS_RE.finditer(t):
+    def _addresses(self, t: str, cues: _Cues, out: list[_Cand]) -> None:
+        for m in _scan(ADDRESS_RE, t, cues.has(_ADDRESS_CUE)):
             s, e = m.span()
             frag = m.group(0)
             p = _ADDR_PREFIX.match(frag)
@@ -318,21 +371,21 @@ class EntityExtractor:
         return False
 
     # --- public -----------------------------------------------------------------------
-    def extract(self, text: str, reference_date: dt.date | None = None) -> list[dict[str, Any]]:
+    def extract(self, text: str, reference_date: dt.date | None = None,
+                cues: _Cues | None = None) -> list[dict[str, Any]]:
+        """Entities of ``text``; ``cues`` overrides the pre-check (``ALL_CUES``: run all)."""
         if not text:
             return []
         ref = reference_date or dt.date.today()
         t = normalize_chars(text[:2000])  # bounds worst-case cost on pathological input
+        if cues is None:
+            cues = cues_of(t)
         cands: list[_Cand] = []
-        steps: list[Callable[[], None]] = [
-            lambda: self._numbers(t, cands),
-            lambda: self._dates(t, ref, cands),
-            lambda: self._months(t, ref, cands),
-            lambda: self._lookups(t, cands),
-            lambda: self._addresses(t, cands),
-        ]
-        for step in steps:
-            step()
+        self._numbers(t, cues, cands)
+        self._dates(t, ref, cues, cands)
+        self._months(t, ref, cues, cands)
+        self._lookups(t, cands)
+        self._addresses(t, cues, cands)
         # Resolve overlaps: higher priority first, then longer span.
         cands.sort(key=lambda c: (PRIORITY.get(c.entity, 5), -(c.end - c.start), c.start))
         taken: list[_Cand] = []

@@ -7,8 +7,10 @@ message must be featurised in well under a millisecond; the maths is identical
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import operator
 import re
 import threading
 from collections import Counter
@@ -16,6 +18,7 @@ from typing import Iterable, Sequence
 
 import jieba
 import numpy as np
+from jieba import finalseg
 
 DOMAIN_WORDS = [
     "户号", "峰谷", "峰谷电", "峰谷电价", "业扩", "业扩报装", "过户", "更名", "销户", "增容", "减容",
@@ -66,6 +69,185 @@ logging.getLogger("jieba").setLevel(logging.WARNING)
 jieba.setLogLevel(logging.WARNING)
 
 
+class _Hmm:
+    """``jieba.finalseg.cut``, jieba's HMM for runs of characters its dictionary lacks.
+
+    jieba's ``viterbi`` keeps a dict of whole paths per state and, for every character and
+    state, builds a list of (probability, previous state) tuples to take the ``max`` of.
+    With four states (B/M/E/S: begin, middle, end of a word, single) and two possible
+    predecessors each, the recurrence is written out here on plain floats with
+    back-pointers.  The float expression is jieba's, ``(V[prev] + trans) + emit``, and so
+    is the tie-break of the tuple ``max``: on equal probability the later letter wins.
+    """
+
+    def __init__(self) -> None:
+        low, start, trans = finalseg.MIN_FLOAT, finalseg.start_P, finalseg.trans_P
+        self._low = low
+        self._start = tuple(start[y] for y in "BMES")
+        self._emit = tuple(finalseg.emit_P[y] for y in "BMES")
+        t = {(a, b): trans[a].get(b, low) for a in "BMES" for b in "BMES"}
+        self._t = (t["E", "B"], t["S", "B"], t["M", "M"], t["B", "M"],
+                   t["S", "S"], t["E", "S"], t["B", "E"], t["M", "E"])
+
+    def _tags(self, obs: str) -> list[str]:
+        low = self._low
+        eB, eM, eE, eS = self._emit
+        tEB, tSB, tMM, tBM, tSS, tES, tBE, tME = self._t
+        sB, sM, sE, sS = self._start
+        c = obs[0]
+        vB, vM = sB + eB.get(c, low), sM + eM.get(c, low)
+        vE, vS = sE + eE.get(c, low), sS + eS.get(c, low)
+        back: list[tuple[str, str, str, str]] = []
+        for c in obs[1:]:
+            em = eB.get(c, low)  # B follows E or S
+            a, b = vE + tEB + em, vS + tSB + em
+            nB, pB = (a, "E") if a > b else (b, "S")
+            em = eM.get(c, low)  # M follows M or B
+            a, b = vM + tMM + em, vB + tBM + em
+            nM, pM = (b, "B") if b > a else (a, "M")
+            em = eS.get(c, low)  # S follows S or E
+            a, b = vS + tSS + em, vE + tES + em
+            nS, pS = (b, "E") if b > a else (a, "S")
+            em = eE.get(c, low)  # E follows B or M
+            a, b = vB + tBE + em, vM + tME + em
+            nE, pE = (a, "B") if a > b else (b, "M")
+            back.append((pB, pM, pE, pS))
+            vB, vM, vE, vS = nB, nM, nE, nS
+        state = "E" if vE > vS else "S"  # a sentence ends with E or S
+        tags = [state]
+        for ptr in reversed(back):
+            state = ptr["BMES".index(state)]
+            tags.append(state)
+        tags.reverse()
+        return tags
+
+    def _words(self, blk: str, out: list[str]) -> None:
+        """Words from the B/M/E/S tags, as ``finalseg.__cut`` cuts them."""
+        begin = nexti = 0
+        for i, pos in enumerate(self._tags(blk)):
+            if pos == "B":
+                begin = i
+            elif pos == "E":
+                out.append(blk[begin : i + 1])
+                nexti = i + 1
+            elif pos == "S":
+                out.append(blk[i])
+                nexti = i + 1
+        if nexti < len(blk):
+            out.append(blk[nexti:])
+
+    def cut(self, sentence: str, out: list[str]) -> None:
+        han, skip, forced = finalseg.re_han, finalseg.re_skip, finalseg.Force_Split_Words
+        for blk in han.split(sentence):
+            if han.match(blk):
+                words: list[str] = []
+                self._words(blk, words)
+                for w in words:
+                    if w in forced:
+                        out.extend(w)
+                    else:
+                        out.append(w)
+            else:
+                out.extend(x for x in skip.split(blk) if x)
+
+
+class _Segmenter:
+    """jieba's default mode, ``jieba.Tokenizer.lcut(text, HMM=True)``: same words, cheaper.
+
+    Per block of Han/alphanumeric text jieba builds a dict of word ends (the DAG), then
+    for every position takes ``max`` over a generator of (log P(word) + best rest, end)
+    tuples, recomputing ``log(freq)`` each time; that is most of a message's tokenisation
+    cost.  This runs the same dynamic programme in one backward pass with memoised word
+    log-probabilities (the same float expression, hence the same route and tie-breaks:
+    equal scores go to the longer word, as in the tuple ``max``) and gives runs of unknown
+    single characters to the HMM (``_Hmm``, jieba's ``finalseg.cut``), as jieba does.
+    Mirrors jieba 0.42 (``Tokenizer.cut``/``__cut_DAG``/``get_DAG``/``calc``); ``Tokenizer``
+    only uses it on that version.  The memo is bounded; the dictionary must not change after.
+    """
+
+    MEMO_LIMIT = 200_000
+
+    def __init__(self, jt: jieba.Tokenizer) -> None:
+        self._freq: dict[str, int] = jt.FREQ
+        self._logtotal = math.log(jt.total)
+        self._logp: dict[str, float] = {}
+        self._hmm = _Hmm()
+
+    def _learn(self, word: str) -> float:
+        lp = math.log(self._freq.get(word) or 1) - self._logtotal
+        if len(self._logp) < self.MEMO_LIMIT:
+            self._logp[word] = lp
+        return lp
+
+    def _ends(self, s: str) -> list[int]:
+        """For each start position, the end of the word jieba's best route takes there."""
+        freq, logp = self._freq, self._logp
+        n = len(s)
+        score = [0.0] * (n + 1)
+        ends = [0] * n
+        for k in range(n - 1, -1, -1):
+            best, end = None, k
+            i, frag = k, s[k]
+            f = freq.get(frag)
+            while f is not None:  # frag runs over the dictionary's prefixes starting at k
+                if f:  # a word, not only a prefix of one
+                    lp = logp.get(frag)
+                    sc = (self._learn(frag) if lp is None else lp) + score[i + 1]
+                    if best is None or sc >= best:
+                        best, end = sc, i
+                i += 1
+                if i == n:
+                    break
+                frag = s[k : i + 1]
+                f = freq.get(frag)
+            if best is None:  # no word starts here: the single character, frequency 1
+                lp = logp.get(s[k])
+                best = (self._learn(s[k]) if lp is None else lp) + score[k + 1]
+            score[k], ends[k] = best, end
+        return ends
+
+    def _flush(self, buf: str, out: list[str]) -> None:
+        """A run of single characters: kept, split, or segmented by the HMM (as jieba)."""
+        if len(buf) == 1:
+            out.append(buf)
+        elif not self._freq.get(buf):
+            self._hmm.cut(buf, out)
+        else:
+            out.extend(buf)
+
+    def _cut_block(self, s: str, out: list[str]) -> None:
+        ends = self._ends(s)
+        x, n, buf = 0, len(s), ""
+        while x < n:
+            y = ends[x] + 1
+            if y - x == 1:
+                buf += s[x]
+            else:
+                if buf:
+                    self._flush(buf, out)
+                    buf = ""
+                out.append(s[x:y])
+            x = y
+        if buf:
+            self._flush(buf, out)
+
+    def cut(self, text: str) -> list[str]:
+        out: list[str] = []
+        han, skip = jieba.re_han_default, jieba.re_skip_default
+        for blk in han.split(text):
+            if not blk:
+                continue
+            if han.match(blk):
+                self._cut_block(blk, out)
+            else:
+                for x in skip.split(blk):
+                    if skip.match(x):
+                        out.append(x)
+                    else:
+                        out.extend(x)  # other characters one by one
+        return out
+
+
 class Tokenizer:
     """A private jieba tokenizer with the utility-domain vocabulary (lazy, thread-safe init)."""
 
@@ -74,6 +256,7 @@ class Tokenizer:
         self._lock = threading.Lock()
         self._ready = False
         self._words = list(DOMAIN_WORDS) + [w for w in extra_words if w]
+        self._segmenter: _Segmenter | None = None
 
     def _init(self) -> None:
         with self._lock:
@@ -81,9 +264,19 @@ class Tokenizer:
                 self._jieba.initialize()
                 for w in self._words:
                     self._jieba.add_word(w, freq=20000)
+                if getattr(jieba, "__version__", "").startswith("0.42."):
+                    self._segmenter = _Segmenter(self._jieba)
                 self._ready = True
 
     def tokens(self, text: str) -> list[str]:
+        if not self._ready:
+            self._init()
+        if self._segmenter is not None:
+            return [t for t in self._segmenter.cut(text) if t.strip()]
+        return self.jieba_tokens(text)
+
+    def jieba_tokens(self, text: str) -> list[str]:
+        """``tokens`` computed by jieba itself (the reference for ``_Segmenter``)."""
         if not self._ready:
             self._init()
         return [t for t in self._jieba.lcut(text, HMM=True) if t.strip()]
@@ -121,16 +314,28 @@ _ON_CUE = re.compile(r"开通|开启|打开|订阅|接收|恢复|想收到|通�
                      r"send me|alert me|remind me)\b")
 
 
+def _polarity_cue(text: str) -> str | None:
+    """The notification-polarity feature of a text, if it talks about notifications."""
+    if _NOTICE.search(text):
+        if _OFF_CUE.search(text):
+            return "cue:off"
+        if _ON_CUE.search(text):
+            return "cue:on"
+    return None
+
+
 def analyze(text: str, tokenizer: Tokenizer) -> tuple[list[str], list[str]]:
-    """Return (word features, char features) of an already normalised, masked text."""
+    """Return (word features, char features) of an already normalised, masked text.
+
+    This defines the features (training fits the vocabularies on its output);
+    ``InferenceFeaturizer`` computes the same vector faster for a single message.
+    """
     toks = tokenizer.tokens(text)
     words = ["w:" + t for t in toks]
     words += ["b:" + a + "|" + b for a, b in zip(toks, toks[1:])]
-    if _NOTICE.search(text):
-        if _OFF_CUE.search(text):
-            words.append("cue:off")
-        elif _ON_CUE.search(text):
-            words.append("cue:on")
+    cue = _polarity_cue(text)
+    if cue is not None:
+        words.append(cue)
     compact = _SPACE_RE.sub(" ", text).strip()
     chars = []
     n = len(compact)
@@ -207,3 +412,106 @@ class Featurizer:
             cols.extend(idx)
             vals.extend(v)
         return sp.csr_matrix((vals, (rows, cols)), shape=(len(analyzed), self.dim))
+
+
+def _sum_of_squares(vals: list[float]) -> float:
+    """Plain left-to-right sum of squares, as ``Block.vector`` computes it.
+
+    Not ``sum()``: from Python 3.12 on, ``sum`` of floats is compensated and could differ in
+    the last bit from the plain additions ``Block.vector`` performs on numpy scalars.
+    """
+    return functools.reduce(operator.add, map(operator.mul, vals, vals), 0.0)
+
+
+def _known(keys: Iterable[str], vocab: dict[str, int]) -> list[int]:
+    """Vocabulary indices of the keys that are in the vocabulary, in order."""
+    return [i for i in map(vocab.get, keys) if i is not None]
+
+
+def _tfidf(hits: list[int], idf: list[float],
+           scale: float | None = None) -> tuple[list[int], list[float]]:
+    """``Block.vector`` of a document given its features' (global) indices, in order.
+
+    Same indices in the same (first-occurrence) order and the same float operations,
+    including (1 + log 1) * idf == idf for the usual case of a feature seen once.
+    """
+    if not hits:
+        return [], []
+    distinct = dict.fromkeys(hits)
+    if len(distinct) == len(hits):  # every feature once: tf = 1, no counting needed
+        vals = [idf[i] for i in distinct]
+    else:
+        log = math.log
+        vals = [idf[i] if c == 1 else (1.0 + log(c)) * idf[i] for i, c in Counter(hits).items()]
+    norm = math.sqrt(_sum_of_squares(vals)) or 1.0
+    if scale is None:
+        vals = [v / norm for v in vals]
+    else:
+        vals = [v / norm * scale for v in vals]
+    return list(distinct), vals
+
+
+class InferenceFeaturizer:
+    """``Featurizer.vector(analyze(text, tokenizer))`` for one message, without the detour.
+
+    ``analyze`` materialises every feature string ("w:电费", "b:查|电费", each char n-gram)
+    because training needs them to fit the vocabularies.  At inference only vocabulary
+    hits matter, so this looks tokens and n-grams up directly (word vocabulary split by
+    prefix, idf as Python floats) and builds no intermediate lists of prefixed strings.
+    The features, their order and the float operations are the same as in ``analyze`` and
+    ``Block.vector``, so the vector is bit-identical (tests/test_nlu_fast_path.py checks).
+    Derived from a fitted ``Featurizer`` at load time; never pickled.
+    """
+
+    def __init__(self, featurizer: Featurizer, tokenizer: Tokenizer) -> None:
+        words, chars = featurizer.words, featurizer.chars
+        self._tokenizer = tokenizer
+        # Vocabularies map straight to the concatenated vector's index (block offset added)
+        # and ``_idf`` is indexed the same way, so no per-feature offset arithmetic remains.
+        w = {f: i + words.offset for f, i in words.vocab.items()}
+        self._unigrams = {f[2:]: i for f, i in w.items() if f.startswith("w:")}
+        self._bigrams = {f[2:]: i for f, i in w.items() if f.startswith("b:")}
+        self._cues = {f: i for f, i in w.items() if f.startswith("cue:")}
+        self._char_vocab = {f: i + chars.offset for f, i in chars.vocab.items()}
+        idf = [0.0] * featurizer.dim
+        for block in (words, chars):
+            for f, i in block.vocab.items():
+                idf[i + block.offset] = float(block.idf[i])
+        self._idf = idf
+        self._char_weight = featurizer.char_weight
+
+    def _word_hits(self, text: str) -> tuple[list[int], bool]:
+        """(vocabulary indices of the word features, in ``analyze``'s order; whether there
+        was any word feature at all, in vocabulary or not)."""
+        toks = self._tokenizer.tokens(text)
+        hits = _known(toks, self._unigrams)
+        if len(toks) > 1:
+            hits += _known([a + "|" + b for a, b in zip(toks, toks[1:])], self._bigrams)
+        cue = _polarity_cue(text)
+        if cue is not None and cue in self._cues:
+            hits.append(self._cues[cue])
+        return hits, bool(toks) or cue is not None
+
+    def _char_grams(self, text: str) -> list[str]:
+        """The char n-grams ``analyze`` keeps, in its order.
+
+        After whitespace runs became one space and the ends were stripped, the only
+        whitespace left is single inner spaces, so ``analyze``'s filter reduces to: drop
+        the 1-gram " ", keep every 2- and 3-gram (none is blank; a 2-gram's space is at an
+        end and stripped before its "no inner space" test).
+        """
+        compact = _SPACE_RE.sub(" ", text).strip()
+        n = len(compact)
+        grams = list(compact.replace(" ", ""))
+        grams += [compact[i : i + 2] for i in range(n - 1)]
+        grams += [compact[i : i + 3] for i in range(n - 2)]
+        return grams
+
+    def vector(self, text: str) -> tuple[list[int], list[float]]:
+        word_hits, any_word = self._word_hits(text)
+        grams = self._char_grams(text)
+        if not grams and not any_word:
+            grams = ["<empty>"]
+        wi, wv = _tfidf(word_hits, self._idf)
+        ci, cv = _tfidf(_known(grams, self._char_vocab), self._idf, self._char_weight)
+        return wi + ci, wv + cv

@@ -7,22 +7,29 @@ Two levels are kept apart on purpose:
   character offsets they report are valid offsets into the *original* text.
 * ``normalize_for_classifier`` additionally converts traditional to simplified Chinese and
   collapses whitespace; it may change the length and is only used for features.
+
+Both run on every message, so each has a fast path that is exact by construction: the
+per-character map is applied with ``str.translate`` over a memo of ``_map_char`` (the
+definition), and zhconv's dictionary scan is skipped when the text contains nothing the
+dictionary could change.  tests/test_nlu_fast_path.py checks both against the slow forms.
 """
 
 from __future__ import annotations
 
+import operator
 import re
 import unicodedata
 
 import zhconv
 
 _WS_RE = re.compile(r"\s+")
-# Characters that commonly appear in traditional text but never in simplified text; cheap
-# pre-check so zhconv (a dictionary scan) only runs when it can change something.
 _MAX_CLASSIFIER_CHARS = 512  # customer messages are short; bounds worst-case latency
+_HAN_RE = re.compile("[\u4e00-\u9fff]")
+_LATIN_RE = re.compile("[A-Za-z]")  # what `c.isascii() and c.isalpha()` accepts
 
 
 def _map_char(ch: str) -> str:
+    """The definition of the length-preserving map, one character at a time."""
     code = ord(ch)
     if 0xFF01 <= code <= 0xFF5E:  # full-width ASCII block
         return chr(code - 0xFEE0).lower()
@@ -35,20 +42,92 @@ def _map_char(ch: str) -> str:
     return ch.lower() if len(ch.lower()) == 1 else ch
 
 
+class _CharMap(dict):
+    """``str.translate`` table holding ``_map_char`` of every code point seen so far.
+
+    Filled on demand because tabulating all 1.1M code points up front costs ~0.3 s at
+    import; after warm-up every lookup is a C-level dict hit.  The memo stops growing at
+    ``limit`` entries so hostile input with ever new characters cannot inflate memory.
+    """
+
+    def __init__(self, limit: int = 65_536) -> None:
+        super().__init__()
+        self._limit = limit
+
+    def __missing__(self, code: int) -> str:
+        mapped = _map_char(chr(code))
+        if len(self) < self._limit:
+            self[code] = mapped
+        return mapped
+
+
+_CHAR_MAP = _CharMap()
+
+
 def normalize_chars(text: str) -> str:
     """Length-preserving normalisation (offsets stay valid)."""
     if text.isascii():
         return text.lower()
-    return "".join(_map_char(c) for c in text)
+    return text.translate(_CHAR_MAP)
 
 
 def _has_cjk(text: str) -> bool:
-    return any("\u4e00" <= c <= "\u9fff" for c in text)
+    return _HAN_RE.search(text) is not None
+
+
+class _ConversionGate:
+    """Tells, cheaply, whether ``zhconv.convert(text, "zh-cn")`` could change ``text``.
+
+    zhconv replaces maximal dictionary matches; the result differs from the input only if
+    the text contains a key whose value differs from it.  Such a key is either a single
+    (traditional) character or a phrase; a phrase either contains one of those characters
+    or is one of a few hundred all-simplified phrases ("反覆", "么九"), detected by their
+    first two characters.  No hit means the conversion is the identity.  Built from
+    zhconv's own table on first use, so it follows the installed dictionary.
+    """
+
+    def __init__(self) -> None:
+        from zhconv import zhconv as impl  # the module; the package re-exports functions
+
+        table = impl.getdict("zh-cn")
+        changing = [k for k, v in table.items() if k != v and k]
+        self.chars = frozenset(k for k in changing if len(k) == 1)
+        phrases = [k for k in changing if len(k) > 1 and self.chars.isdisjoint(k)]
+        self.phrase_starts = frozenset(p[0] for p in phrases)
+        self.phrase_pairs = frozenset(p[:2] for p in phrases)
+
+    def may_change(self, text: str) -> bool:
+        if not self.chars.isdisjoint(text):
+            return True
+        if self.phrase_starts.isdisjoint(text):
+            return False
+        return not self.phrase_pairs.isdisjoint(map(operator.add, text, text[1:]))
+
+
+class _AlwaysConvert:
+    """Fallback when zhconv's table is not reachable (another zhconv version): no gate."""
+
+    @staticmethod
+    def may_change(text: str) -> bool:
+        return True
+
+
+_gate: _ConversionGate | _AlwaysConvert | None = None
+
+
+def _conversion_gate() -> _ConversionGate | _AlwaysConvert:
+    global _gate
+    if _gate is None:
+        try:
+            _gate = _ConversionGate()
+        except Exception:  # noqa: BLE001 - private zhconv API moved: stay exact, lose speed
+            _gate = _AlwaysConvert()
+    return _gate
 
 
 def to_simplified(text: str) -> str:
-    """Traditional → simplified; skipped for text without CJK characters (cheap path)."""
-    if not _has_cjk(text):
+    """Traditional → simplified; skipped when it provably changes nothing (cheap path)."""
+    if not _has_cjk(text) or not _conversion_gate().may_change(text):
         return text
     return zhconv.convert(text, "zh-cn")
 
@@ -62,8 +141,9 @@ def normalize_for_classifier(text: str) -> str:
 
 def detect_language(text: str) -> str:
     """'zh' if the text has any Han characters or no Latin letters at all, else 'en'."""
-    han = sum(1 for c in text[:500] if "\u4e00" <= c <= "\u9fff")
-    latin = sum(1 for c in text[:500] if c.isascii() and c.isalpha())
+    head = text[:500]
+    han = len(_HAN_RE.findall(head))
+    latin = len(_LATIN_RE.findall(head))
     if han == 0 and latin > 0:
         return "en"
     if han > 0 and latin > 3 * han + 10:
