@@ -255,9 +255,9 @@ def test_golden_entities_and_language(interpreter: Interpreter, golden: dict[str
                                       texts: list[str],
                                       fast_results: list[dict[str, Any]]) -> None:
     """Model-independent fields against the recording of the original code."""
-    if golden["data_hash"] != data_hash(DATA):
-        pytest.skip("training data changed since the fixture was recorded (synonyms and "
-                    "lookups feed the entities); test_parse_matches_reference_pipeline covers it")
+    assert golden["data_hash"] == data_hash(DATA), (
+        "training data changed since the fixture was recorded: regenerate it from trusted code "
+        "(.venv/bin/python tests/test_nlu_fast_path.py --regenerate)")
     assert [c[0] for c in golden["cases"]] == texts
     diffs = [(c[0], (c[4], c[5]), (r["entities"], r["language"]))
              for c, r in zip(golden["cases"], fast_results)
@@ -268,16 +268,34 @@ def test_golden_entities_and_language(interpreter: Interpreter, golden: dict[str
 
 def test_golden_intents_and_confidences(interpreter: Interpreter, golden: dict[str, Any],
                                         fast_results: list[dict[str, Any]]) -> None:
-    """Every field, including rounded confidences, against the recording."""
-    if golden["model_fingerprint"] != model_fingerprint(interpreter.state) \
-            or golden["data_hash"] != data_hash(DATA):
-        pytest.skip("the trained model is not bit-identical to the recorded one (other data "
-                    "or platform); test_parse_matches_reference_pipeline covers it")
+    """Every field, including rounded confidences, against the recording — exactly when the
+    session trained the recorded model (training is bit-reproducible on one platform); a
+    model trained elsewhere may differ in the last bits, so then the same intents and
+    rankings with confidences within 0.002."""
+    assert golden["data_hash"] == data_hash(DATA), "training data changed: regenerate the fixture"
     names = golden["names"]
-    diffs = [(c[0], c[1:4], r[1:4]) for c, r in
-             ((c, json.loads(json.dumps(_record(names, res))))
-              for c, res in zip(golden["cases"], fast_results)) if c != r]
+    got = [json.loads(json.dumps(_record(names, res))) for res in fast_results]
+    if golden["model_fingerprint"] == model_fingerprint(interpreter.state):
+        diffs = [(c[0], c[1:4], r[1:4]) for c, r in zip(golden["cases"], got) if c != r]
+    else:
+        diffs = [(c[0], c[1:4], r[1:4]) for c, r in zip(golden["cases"], got) if not _close(c, r)]
     assert not diffs, "\n".join(_first_mismatches(diffs))
+
+
+def _close(want: list[Any], got: list[Any]) -> bool:
+    """Same record up to float noise of another platform's training (see above)."""
+    return json.dumps(want, sort_keys=True) == json.dumps(got, sort_keys=True) or all(
+        _near(a, b) for a, b in zip(want[1:4], got[1:4]))
+
+
+def _near(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= 0.002
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_near(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_near(a[k], b[k]) for k in a)
+    return a == b
 
 
 def test_reference_date_none_is_today(interpreter: Interpreter) -> None:
