@@ -17,7 +17,7 @@ Other backends run the same statements through ``Connection.execute`` and get th
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -52,24 +52,29 @@ class _Compiled:
     defaults: tuple[tuple[str, Any], ...]  # (key, Column default) for columns missing from the rows
     results: tuple[Callable[[Any], Any] | None, ...] | None  # per result column; None: no rows
     expanding: tuple[tuple[str, tuple[str, ...]], ...] = ()  # list parameter -> its rendered names
+    fixed: dict[str, Any] = field(default_factory=dict)  # values of the parameters that have one
+    names: tuple[str, ...] = ()
+    processors: tuple[Callable[[Any], Any] | None, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.fixed = {name: value for name, _, value, required in self.params if not required}
+        self.names = tuple(p[0] for p in self.params)
+        self.processors = tuple(p[1] for p in self.params)
 
     def bind(self, values: dict[str, Any]) -> tuple[Any, ...]:
+        merged = {**self.fixed, **values} if self.fixed else values
         if self.defaults or self.expanding:
-            values = dict(values)
+            merged = dict(merged)
             for key, default in self.defaults:
-                values[key] = default.arg(None) if default.is_callable else default.arg
+                merged[key] = default.arg(None) if default.is_callable else default.arg
             for name, names in self.expanding:
-                values.update(zip(names, values[name]))
-        out = []
-        for name, process, fixed, required in self.params:
-            if name in values:
-                value = values[name]
-            elif required:
-                raise exc.ArgumentError(f"missing value for bind parameter {name!r}")
-            else:
-                value = fixed
-            out.append(value if process is None else process(value))  # None too: JSON stores 'null'
-        return tuple(out)
+                merged.update(zip(names, merged[name]))
+        try:
+            ordered = [merged[name] for name in self.names]
+        except KeyError as missing:
+            raise exc.ArgumentError(f"missing value for bind parameter {missing.args[0]!r}") from None
+        # every value through its processor, None too (JSON stores 'null')
+        return tuple([v if p is None else p(v) for p, v in zip(self.processors, ordered)])
 
     def rows(self, raw: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         procs = self.results
@@ -132,9 +137,15 @@ def _faster(bind: Any, dialect: Any, process: Callable[[Any], Any]) -> Callable[
     if not (isinstance(impl, sqlite.DATETIME) and impl._storage_format == _SQLITE_DATETIME_FORMAT):
         return process
 
+    last: list[Any] = [None, None]  # the rows of a write share their "now": format it once
+
     def datetime_text(value: Any) -> Any:
+        if value is last[0]:
+            return last[1]
         if type(value) is datetime:
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+            text = value.replace(tzinfo=None).isoformat(" ", "microseconds")
+            last[:] = value, text  # datetimes are immutable: the same object, the same text
+            return text
         return process(value)
 
     return datetime_text
