@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -30,7 +30,6 @@ class InboundMessage(Base):
     __tablename__ = "inbound_messages"
     __table_args__ = (
         UniqueConstraint("channel", "dedupe_key", name="uq_inbound_dedupe"),
-        Index("ix_inbound_status_received", "status", "received_at"),
         Index("ix_inbound_conversation", "conversation_id", "id"),
     )
 
@@ -56,7 +55,8 @@ class OutboxMessage(Base):
     __tablename__ = "outbox"
     __table_args__ = (
         UniqueConstraint("channel", "dedupe_key", name="uq_outbox_dedupe"),
-        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_sending_due", "next_attempt_at", postgresql_where=text("status = 'sending'"),
+              sqlite_where=text("status = 'sending'")),
         Index("ix_outbox_recipient", "channel", "recipient_id"),
     )
 

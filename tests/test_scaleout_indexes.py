@@ -41,7 +41,7 @@ HOT_QUERIES = [
      "ix_outbox_pending_reply_due"),
     ("outbox: orphaned 'sending' rows of a crashed process",
      "SELECT id FROM outbox WHERE status = 'sending' AND next_attempt_at < now() - interval '120 seconds'",
-     "ix_outbox_due"),
+     "ix_outbox_sending_due"),
     ("cross-process reply lookup by dedupe prefix",
      "SELECT * FROM outbox WHERE dedupe_key LIKE 'in:42:%' ORDER BY id", "ix_outbox_dedupe_prefix"),
     ("REST poll: replies of one sender after a cursor",
@@ -74,7 +74,7 @@ HOT_QUERIES = [
 ]
 
 
-HEAD = "bot_0010_verification_identity"
+HEAD = "bot_0011_hot_path_indexes"
 
 
 async def _heads(url: str) -> set[str]:
@@ -116,7 +116,8 @@ async def test_merge_migration_is_the_single_head_and_reversible(postgres_url: s
         try:
             async with engine.connect() as conn:
                 idx = await conn.run_sync(lambda c: {i["name"] for i in inspect(c).get_indexes("outbox")})
-            assert {"ix_outbox_pending_due", "ix_outbox_dedupe_prefix"} <= idx
+            assert "ix_outbox_pending_due" in idx
+            assert ("ix_outbox_dedupe_prefix" in idx) == url.startswith("postgresql")  # see bot_0011
         finally:
             await engine.dispose()
         await downgrade(url, BOT_MIGRATIONS, "bot_0007_console")
@@ -130,3 +131,53 @@ async def test_merge_migration_is_the_single_head_and_reversible(postgres_url: s
             await engine.dispose()
         await upgrade(url, BOT_MIGRATIONS)
         assert await _heads(url) == {HEAD}
+
+
+# the hot path's writes: every index of these tables is maintained by each message and reply
+WRITTEN_INDEXES = {
+    "sqlite": {
+        "inbound_messages": {"ix_inbound_conversation", "ix_inbound_received_due"},
+        "outbox": {"ix_outbox_pending_due", "ix_outbox_pending_reply_due", "ix_outbox_recipient",
+                   "ix_outbox_provider", "ix_outbox_sending_due"},
+    },
+    "postgresql": {  # (the unique constraints are indexes here too)
+        "inbound_messages": {"ix_inbound_conversation", "ix_inbound_received_due", "uq_inbound_dedupe"},
+        "outbox": {"ix_outbox_pending_due", "ix_outbox_pending_reply_due", "ix_outbox_recipient",
+                   "ix_outbox_provider", "ix_outbox_sending_due", "ix_outbox_dedupe_prefix", "uq_outbox_dedupe"},
+    },
+}
+
+
+async def test_hot_path_indexes_migration_up_and_down(postgres_url: str, sqlite_url: str) -> None:
+    """bot_0011 leaves only indexes some query reads (on SQLite, the orphaned-``sending`` scan
+    is served by its partial index), and goes down to the indexes it dropped."""
+    async def indexes(url: str) -> dict[str, set[str]]:
+        engine = make_engine(url)
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(lambda c: {
+                    t: {i["name"] for i in inspect(c).get_indexes(t)} for t in ("inbound_messages", "outbox")})
+        finally:
+            await engine.dispose()
+
+    for url in (postgres_url, sqlite_url):
+        backend = "postgresql" if url.startswith("postgresql") else "sqlite"
+        await upgrade(url, BOT_MIGRATIONS)
+        assert await indexes(url) == WRITTEN_INDEXES[backend]
+        if backend == "sqlite":
+            engine = make_engine(url)
+            try:
+                async with engine.connect() as conn:
+                    plan = " ".join(str(r[-1]) for r in await conn.execute(text(
+                        "EXPLAIN QUERY PLAN SELECT id FROM outbox WHERE status = 'sending' "
+                        "AND next_attempt_at < '2026-12-01 00:00:00.000000'")))
+            finally:
+                await engine.dispose()
+            assert "ix_outbox_sending_due" in plan, plan
+        await downgrade(url, BOT_MIGRATIONS, "bot_0010_verification_identity")
+        before = await indexes(url)
+        assert {"ix_inbound_status_received"} <= before["inbound_messages"]
+        assert {"ix_outbox_due", "ix_outbox_dedupe_prefix"} <= before["outbox"]
+        assert "ix_outbox_sending_due" not in before["outbox"]
+        await upgrade(url, BOT_MIGRATIONS)
+        assert await indexes(url) == WRITTEN_INDEXES[backend]
