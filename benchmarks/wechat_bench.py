@@ -201,6 +201,9 @@ async def _serve_async(kind: str, port_q: "mp.Queue[int]", db_url: str | None, c
         wechat_appid=APPID, wechat_token=TOKEN, wechat_aes_key=AES_KEY, wechat_secret=SECRET,
         wechat_api_base_url="http://127.0.0.1:9/cgi-bin/",
     ) as gw:
+        from bot.runner import tune_gc
+
+        tune_gc()  # as ``powerbot serve`` / ``make run`` do once the gateway is up
         port_q.put(int(gw.url.rsplit(":", 1)[1]))
         await asyncio.Event().wait()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -14,6 +15,22 @@ from bot.migrate import BOT_MIGRATIONS, CORE_MIGRATIONS, upgrade
 from bot.settings import Settings
 
 log = logging.getLogger("powerbot")
+
+# CPython collects its young generation every 700 net container allocations: every couple of
+# requests here, and each young collection that promotes survivors makes the older ones due
+# sooner. Measured on the WeChat benchmark (200 conversations): collections took 0.26 ms of
+# CPU per message with the defaults, 0.02 ms with these, the young collections at ~10 ms each
+# every few hundred messages.
+GC_THRESHOLDS = (10_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """For a serving process, once it has started: what startup built (the NLU model, compiled
+    statements, the app) lives as long as the process, so it is collected once and frozen out
+    of every later collection; then the young generation is collected less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def _wait_for_signal() -> None:
@@ -41,6 +58,7 @@ async def serve_gateway(settings: Settings, *, reuse_port: bool = False, migrate
     if migrate:
         await upgrade(settings.bot_db_url, BOT_MIGRATIONS)
     runner = await start_site(create_gateway_app(settings), settings.host, settings.port, reuse_port=reuse_port)
+    tune_gc()
     print(
         f"powerbot gateway pid={os.getpid()} on http://{settings.host}:{settings.port}  "
         f"(core: {settings.core_base_url})",
@@ -95,6 +113,7 @@ async def run_all(settings: Settings) -> None:
         settings.core_host, settings.core_port,
     )
     gw_runner = await start_site(create_gateway_app(settings), settings.host, settings.port)
+    tune_gc()
     base = f"http://{settings.host}:{settings.port}"
     print(
         "\n".join(

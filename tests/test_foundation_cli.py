@@ -58,3 +58,26 @@ def test_db_upgrade_on_postgresql_one_database_for_both_stores(postgres_url: str
     assert proc.returncode == 0, proc.stderr
     tables = _tables(postgres_url)
     assert {"inbound_messages", "outbox", "accounts", "bills", "alembic_version_bot", "alembic_version_core"} <= tables
+
+
+def test_serving_process_freezes_startup_objects_and_collects_less_often() -> None:
+    """``tune_gc`` (called by ``powerbot serve`` and ``make run`` once the gateway is up), in
+    a process of its own: what exists then is frozen out of later collections, the young
+    generation waits for 10,000 allocations, and garbage made later is still collected."""
+    code = (
+        "import gc, weakref\n"
+        "from bot.runner import GC_THRESHOLDS, tune_gc\n"
+        "kept = [[i] for i in range(5000)]\n"
+        "tune_gc()\n"
+        "assert gc.get_threshold() == GC_THRESHOLDS == (10000, 20, 20), gc.get_threshold()\n"
+        "assert gc.get_freeze_count() >= 5000, gc.get_freeze_count()\n"
+        "class Node: pass\n"
+        "a, b = Node(), Node(); a.b, b.a = b, a; gone = weakref.ref(a); del a, b\n"
+        "assert gone() is not None\n"
+        "gc.collect()\n"
+        "assert gone() is None\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
