@@ -240,3 +240,28 @@ async def test_replies_added_after_the_turn_are_queued_behind(sessionmaker) -> N
         keys = (await s.execute(select(OutboxMessage.dedupe_key).order_by(OutboxMessage.id))).scalars().all()
     assert [k.rsplit(":", 1)[1] for k in keys] == ["0", "1"]
     await p.stop()
+
+
+async def test_messages_arriving_in_the_next_loop_turns_join_the_insert(sessionmaker, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Requests are read over several turns of the event loop: a group commit waits two turns
+    before taking its batch, so those ready in them share its transaction (one insert here,
+    where taking the batch at once wrote two: 4 rows, then 8)."""
+    batches: list[int] = []
+    real = Pipeline._insert_batch
+
+    async def recording(self, rows, probe):  # type: ignore[no-untyped-def]
+        batches.append(len(rows))
+        return await real(self, rows, probe)
+
+    monkeypatch.setattr(Pipeline, "_insert_batch", recording)
+    p = Pipeline(sessionmaker, Recorder())
+
+    async def arrive(n: int) -> None:
+        for _ in range(n % 3):  # read by the server 0, 1 or 2 loop turns after the first
+            await asyncio.sleep(0)
+        await p.receive(msg(f"t{n}", f"join-{n}", sender=f"j{n}"), wait=20)
+
+    await asyncio.gather(*(arrive(n) for n in range(12)))
+    assert batches == [12]
+    if p.cross_process:  # PostgreSQL: every message was processed once all the same
+        assert await count(sessionmaker, InboundMessage, InboundMessage.status == "done") == 12
