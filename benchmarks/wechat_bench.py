@@ -126,7 +126,8 @@ group commits that let two loop turns join). Interleaved with the session's star
 
     full / crypto-only at c=200 (new): 22-36% by measured rates, 21-32% CPU-normalised;
     four whole-benchmark runs of the final code: 22-33% measured, 19-30% CPU-normalised ->
-    the 30% target is reached in some runs, not reliably.
+    the 30% target is reached in some runs, not reliably. --rounds 3 (medians): c=200 full/crypto
+    26% (rounds 25/26/29%), CPU-normalised 23% (20/23/26%); c=50 23%; paced p99 33.2 ms.
     paced 200: p50 5.9-6.4 ms, p99 15.9-32.5 ms over five runs: met.
     commits per message (counted at c=50) 0.70 -> 0.43, SQLite pages written 13.6 -> 8.2.
     PostgreSQL (one run): c=50 169/s, 5.7 ms CPU/msg; paced p99 237 ms: not met there.
