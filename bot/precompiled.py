@@ -17,16 +17,13 @@ Other backends run the same statements through ``Connection.execute`` and get th
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, exc
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
-
-_Param = tuple[str, Callable[[Any], Any] | None, Any, bool]  # name, bind processor, default, required
-
 
 @dataclass(slots=True)
 class Rows:
@@ -45,28 +42,32 @@ class Rows:
         return self.rows[0][0] if self.rows else None
 
 
+def _default_value(default: Any) -> Any:
+    """A column's Python default for one row (SQLAlchemy wraps callables to take a context)."""
+    return default.arg(None) if default.is_callable else default.arg
+
+
+def _result_rows(res: Any) -> Rows:
+    """``Rows`` of a ``Connection.execute`` result (the path of the other backends)."""
+    return Rows([tuple(r) for r in res.all()] if res.returns_rows else [], res.rowcount)
+
+
 @dataclass(slots=True)
 class _Compiled:
     sql: str
-    params: tuple[_Param, ...]
+    names: tuple[str, ...]  # the bound parameters, in the SQL's positional order
+    processors: tuple[Callable[[Any], Any] | None, ...]  # their bind processors
+    fixed: dict[str, Any]  # values of the parameters the statement itself gives
     defaults: tuple[tuple[str, Any], ...]  # (key, Column default) for columns missing from the rows
     results: tuple[Callable[[Any], Any] | None, ...] | None  # per result column; None: no rows
     expanding: tuple[tuple[str, tuple[str, ...]], ...] = ()  # list parameter -> its rendered names
-    fixed: dict[str, Any] = field(default_factory=dict)  # values of the parameters that have one
-    names: tuple[str, ...] = ()
-    processors: tuple[Callable[[Any], Any] | None, ...] = ()
-
-    def __post_init__(self) -> None:
-        self.fixed = {name: value for name, _, value, required in self.params if not required}
-        self.names = tuple(p[0] for p in self.params)
-        self.processors = tuple(p[1] for p in self.params)
 
     def bind(self, values: dict[str, Any]) -> tuple[Any, ...]:
         merged = {**self.fixed, **values} if self.fixed else values
         if self.defaults or self.expanding:
             merged = dict(merged)
             for key, default in self.defaults:
-                merged[key] = default.arg(None) if default.is_callable else default.arg
+                merged[key] = _default_value(default)
             for name, names in self.expanding:
                 merged.update(zip(names, merged[name]))
         try:
@@ -106,10 +107,6 @@ def _compile(stmt: Any, conn: Connection, keys: Sequence[str] | None, sample: di
         expanding = tuple((name, tuple(state.parameter_expansion[name])) for name in lists)
         required -= set(lists)
     processors = {name: _faster(compiled.binds.get(name), dialect, fn) for name, fn in processors.items()}
-    params = tuple(
-        (name, processors.get(name), None if name in required else fixed.get(name), name in required)
-        for name in order
-    )
     defaults: list[tuple[str, Any]] = []
     for col in list(compiled.insert_prefetch) + list(compiled.update_prefetch):
         default = col.default if col in compiled.insert_prefetch else col.onupdate
@@ -121,7 +118,11 @@ def _compile(stmt: Any, conn: Connection, keys: Sequence[str] | None, sample: di
         results = tuple(
             entry.type._cached_result_processor(dialect, None) for entry in compiled._result_columns
         )
-    return _Compiled(sql, params, tuple(defaults), results, expanding)
+    return _Compiled(
+        sql, tuple(order), tuple(processors.get(name) for name in order),
+        {name: fixed.get(name) for name in order if name not in required},
+        tuple(defaults), results, expanding,
+    )
 
 
 _SQLITE_DATETIME_FORMAT = sqlite.DATETIME()._storage_format
@@ -171,8 +172,9 @@ def _run(conn: Connection, compiled: _Compiled, rows: list[tuple[Any, ...]] | tu
 
 
 class Precompiled:
-    """A fixed Core statement (no expanding ``IN``): one parameter dict runs it once, a list of
-    dicts runs it for each (``executemany``; no RETURNING then). ``rowcount`` is the total."""
+    """A fixed Core statement: one parameter dict runs it once, a list of dicts runs it for each
+    (``executemany``; no RETURNING and no expanding ``IN`` then). An expanding ``IN`` is
+    rendered once per list length. ``rowcount`` is the total."""
 
     def __init__(self, stmt: Any) -> None:
         self.stmt = stmt
@@ -192,8 +194,7 @@ class Precompiled:
 
     def run(self, conn: Connection, params: dict[str, Any] | list[dict[str, Any]]) -> Rows:
         if not _direct(conn):
-            res = conn.execute(self.stmt, params)
-            return Rows([tuple(r) for r in res.all()] if res.returns_rows else [], res.rowcount)
+            return _result_rows(conn.execute(self.stmt, params))
         if isinstance(params, dict):
             compiled = self._for(conn, params, many=False)
             return _run(conn, compiled, compiled.bind(params), many=False)
@@ -244,8 +245,7 @@ class InsertReturning:
         if not rows:
             return Rows([], 0)
         if not _direct(conn):
-            res = conn.execute(self.fallback(conn), rows)
-            return Rows([tuple(r) for r in res.all()], res.rowcount)
+            return _result_rows(conn.execute(self.fallback(conn), rows))
         keys = tuple(rows[0])
         missing = [(k, d) for k, d in self._defaults.items() if k not in keys]
         out: list[tuple[Any, ...]] = []
@@ -260,7 +260,7 @@ class InsertReturning:
                 for k in keys:
                     flat[f"{k}__{i}"] = row[k]
                 for k, d in missing:
-                    flat[f"{k}__{i}"] = d.arg(None) if d.is_callable else d.arg
+                    flat[f"{k}__{i}"] = _default_value(d)
             got = _run(conn, compiled, compiled.bind(flat), many=False)
             out += got.rows
             total += len(got.rows)
