@@ -180,6 +180,37 @@ async def test_without_a_checkpointer_the_wal_would_grow(tmp_path: Path) -> None
         await engine.dispose()
 
 
+async def _wal_under_sustained_writes(path: Path, restart_frames: int | None) -> tuple[int, int]:
+    """Write transactions back to back for 1.5 s with a checkpointer running: (biggest WAL in
+    bytes, RESTART checkpoints run)."""
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE blob_rows (v BLOB)"))
+        checkpointer = WalCheckpointer(engine, interval=0.02, restart_frames=restart_frames)
+        await checkpointer.start()
+        wal, biggest = Path(f"{path}-wal"), 0
+        deadline = asyncio.get_running_loop().time() + 1.5
+        while asyncio.get_running_loop().time() < deadline:
+            await _write_pages(engine, 4)  # no pause: a PASSIVE checkpoint never catches up
+            biggest = max(biggest, wal.stat().st_size)
+        await checkpointer.stop()
+        return biggest, checkpointer.restarts
+    finally:
+        await engine.dispose()
+
+
+async def test_sustained_writes_do_not_grow_the_wal_without_end(tmp_path: Path) -> None:
+    """Without a pause between writes SQLite never starts the WAL again after PASSIVE
+    checkpoints (the WeChat benchmark's WAL reached 300 MB): past ``restart_frames`` the
+    checkpointer runs a RESTART checkpoint, and the WAL stays near that size."""
+    bounded, restarts = await _wal_under_sustained_writes(tmp_path / "bounded.db", restart_frames=200)
+    grown, none = await _wal_under_sustained_writes(tmp_path / "grown.db", restart_frames=None)
+    assert restarts >= 3 and none == 0
+    # 200 frames + what 20 ms of writes add (5-6 MB here); the control, PASSIVE alone, 180 MB
+    assert bounded < 40_000_000 and grown > 5 * bounded, (bounded, grown)
+
+
 async def test_new_conversation_links_customers(sessionmaker) -> None:  # type: ignore[no-untyped-def]
     engine = sessionmaker.kw["bind"]
     # a new sender the core knows nothing about: a new customer, no accounts
