@@ -36,7 +36,7 @@ import logging
 import os
 import uuid
 from collections import OrderedDict, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -50,7 +50,7 @@ from bot.db import in_transaction, prebuilt
 from bot.precompiled import InsertReturning, Precompiled
 from bot.langs import detect_language
 from bot.models import ConversationLease, InboundMessage, OutboxMessage
-from channels.base import Message, Receipt, Reply
+from channels.base import Message, Receipt, Reply, SideWrite
 
 log = logging.getLogger("powerbot.pipeline")
 
@@ -265,6 +265,10 @@ class ConversationLocks:
             del self._locks[conversation_id]
 
 
+# a queued inbound row: values, its id's future, the replies' future (None: nobody waits), side writes
+_Inbound = tuple[dict[str, Any], "asyncio.Future[int | None]", "asyncio.Future[Any] | None", Sequence[SideWrite]]
+
+
 @dataclass
 class _Row:
     """An inbound row as this process inserted it (same attributes as ``InboundMessage``)."""
@@ -335,7 +339,7 @@ class Pipeline:
         self._recovery: asyncio.Task[None] | None = None
         self._convs: OrderedDict[str, _ConvState] = OrderedDict()
         # group-commit queues: (values, future) for inbound inserts, (ids, future) for inline marks
-        self._insert_q: list[tuple[dict[str, Any], asyncio.Future[int | None], asyncio.Future[Any] | None]] = []
+        self._insert_q: list[_Inbound] = []
         self._insert_task: asyncio.Task[None] | None = None
         self._mark_q: list[tuple[list[int], asyncio.Future[bool]]] = []
         self._mark_task: asyncio.Task[None] | None = None
@@ -368,8 +372,9 @@ class Pipeline:
                 self.locks.discard(cid)
 
     # ------------------------------------------------------------------ receive
-    async def receive(self, message: Message, *, wait: float | None = None) -> Receipt:
-        """Persist the message; process it; return replies if ready within ``wait`` seconds.
+    async def receive(self, message: Message, *, wait: float | None = None, also: Sequence[SideWrite] = ()) -> Receipt:
+        """Persist the message (and the channel's side writes ``also``, in the same
+        transaction); process it; return replies if ready within ``wait`` seconds.
 
         Replies not returned inline are delivered by the outbox after ``inline_grace``.
         """
@@ -393,7 +398,7 @@ class Pipeline:
             loop.create_future() if wait is None or wait > 0 else None
         )
         self._conv(message.conversation_id).inflight += 1
-        self._insert_q.append((values, inserted, fut))
+        self._insert_q.append((values, inserted, fut, also))
         if self._insert_task is None or self._insert_task.done():
             self._insert_task = asyncio.ensure_future(self._insert_loop())
         inbound_id = await asyncio.shield(inserted)
@@ -419,14 +424,15 @@ class Pipeline:
             # whether the store has older rows of theirs (a crash, another run) or only the new ones
             probe = set()
             if not self.cross_process:
-                for values, _, _ in batch:
+                for values, _, _, _ in batch:
                     st = self._conv(values["conversation_id"])
                     if not st.clean and not st.pending:
                         probe.add(values["conversation_id"])
+            side = [w for _, _, _, also in batch for w in also]
             try:
-                ids, clean = await self._insert_batch([v for v, _, _ in batch], probe)
+                ids, clean = await self._insert_batch([v for v, _, _, _ in batch], probe, side)
             except BaseException as exc:  # noqa: BLE001 - every caller hears about it
-                for values, inserted, _ in batch:
+                for values, inserted, _, _ in batch:
                     self._conv(values["conversation_id"]).inflight -= 1
                     if not inserted.done():
                         if isinstance(exc, asyncio.CancelledError):
@@ -438,7 +444,10 @@ class Pipeline:
                 continue
             for cid in clean:
                 self._conv(cid).clean = True
-            for (values, inserted, fut), inbound_id in zip(batch, ids):
+            for w in side:
+                if w.done is not None:
+                    w.done()
+            for (values, inserted, fut, _), inbound_id in zip(batch, ids):
                 cid = values["conversation_id"]
                 st = self._conv(cid)
                 st.inflight -= 1
@@ -452,8 +461,11 @@ class Pipeline:
                 if not inserted.done():
                     inserted.set_result(inbound_id)
 
-    async def _insert_batch(self, rows: list[dict[str, Any]], probe: set[str]) -> tuple[list[int | None], set[str]]:
-        """Insert rows in one statement; ``None`` for a duplicate (also within the batch).
+    async def _insert_batch(
+        self, rows: list[dict[str, Any]], probe: set[str], side: Sequence[SideWrite] = ()
+    ) -> tuple[list[int | None], set[str]]:
+        """Insert rows in one statement; ``None`` for a duplicate (also within the batch). The
+        side writes run first, in the same transaction, one executemany per statement.
 
         Also returns the conversations of ``probe`` whose only waiting rows are the new ones."""
         out: list[int | None] = [None] * len(rows)
@@ -465,8 +477,13 @@ class Pipeline:
                 first[key] = n
                 unique.append(values)
         table = InboundMessage.__table__
+        by_statement: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
+        for w in side:
+            by_statement.setdefault(id(w.statement), (w.statement, []))[1].append(dict(w.params))
 
         def write(conn: Any) -> tuple[list[Any], dict[str, int]]:
+            for statement, params in by_statement.values():
+                statement.run(conn, params)
             got = _INSERT_RETURNING[table.name].run(conn, unique).all()
             waiting: dict[str, int] = {}
             if probe:

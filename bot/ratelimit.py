@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,7 @@ from aiohttp import web
 
 from bot.langs import detect_language
 from bot.settings import Settings
-from channels.base import Message, Receipt, Reply
+from channels.base import Message, Receipt, Reply, SideWrite
 
 log = logging.getLogger("powerbot.ratelimit")
 
@@ -199,10 +199,10 @@ class RateLimitedProcessor:
         self.limiter = limiter
         self.per_minute = per_minute
 
-    async def receive(self, message: Message, *, wait: float | None = None) -> Receipt:
+    async def receive(self, message: Message, *, wait: float | None = None, also: Sequence[SideWrite] = ()) -> Receipt:
         decision = await self.limiter.hit(f"s:{message.channel}:{message.sender_id}", self.per_minute)
         if decision.allowed:
-            return await self.inner.receive(message, wait=wait)
+            return await self.inner.receive(message, wait=wait, also=also)
         from bot.logs import mask_text
 
         log.warning(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -87,6 +87,19 @@ class DeliveryError(Exception):
         self.code = code
 
 
+@dataclass(frozen=True, slots=True)
+class SideWrite:
+    """A channel's own bookkeeping row, written in the transaction that stores the inbound
+    message (WeChat's messaging window, renewed by every user message): no commit of its own,
+    and the row is there whenever the message is. ``statement`` runs a list of parameter sets
+    on a connection (``bot.precompiled.Precompiled``); side writes with the same statement in
+    one group commit run as one executemany. ``done`` runs after the commit."""
+
+    statement: Any
+    params: Mapping[str, Any]
+    done: Callable[[], None] | None = None
+
+
 @dataclass(slots=True)
 class Receipt:
     """What the pipeline tells a channel about one inbound message."""
@@ -99,7 +112,9 @@ class Receipt:
 class MessageProcessor(Protocol):
     """Implemented by the gateway pipeline; channels hand every inbound message to it."""
 
-    async def receive(self, message: Message, *, wait: float | None = None) -> Receipt: ...
+    async def receive(
+        self, message: Message, *, wait: float | None = None, also: Sequence[SideWrite] = ()
+    ) -> Receipt: ...
 
     async def mark_delivered_inline(self, outbox_ids: list[int]) -> bool: ...
 

@@ -20,12 +20,12 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
 
-from channels.base import Channel, ChannelContext, DeliveryError, Message, Reply
+from channels.base import Channel, ChannelContext, DeliveryError, Message, Reply, SideWrite
 from channels.menu import CLICK_TEXT  # menu keys shared with the other platform's menu
 from channels.wechat_api import WeChatAPI, WeChatAPIError
 from channels.wechat_store import (
@@ -341,16 +341,20 @@ class WeChatChannel(Channel):
             direct = IMAGE_TEXT
         else:
             direct = UNSUPPORTED_TEXT
-        await self.ledger.user_message(sender)  # any user message opens the 48-hour window
+        # any user message opens the 48-hour window: written with the message it came with
         if msg is None:
+            await self.ledger.user_message(sender)
             return direct
-        return await self._converse(msg)
+        renewal = self.ledger.renewal(sender)
+        return await self._converse(msg, also=(renewal,) if renewal else ())
 
-    async def _converse(self, msg: Message, *, prefix: str = "", fallback: str = "") -> str:
+    async def _converse(
+        self, msg: Message, *, prefix: str = "", fallback: str = "", also: Sequence[SideWrite] = ()
+    ) -> str:
         log.info(
             "wechat inbound openid=%s kind=%s message_id=%s", _mask_openid(msg.sender_id), msg.kind, msg.message_id
         )
-        receipt = await self.ctx.processor.receive(msg, wait=self.reply_wait)
+        receipt = await self.ctx.processor.receive(msg, wait=self.reply_wait, also=also)
         if receipt.duplicate:
             return ""
         if receipt.replies is None:

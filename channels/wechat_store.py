@@ -26,6 +26,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from bot.db import in_transaction, prebuilt
 from bot.models import Base, CacheEntry
 from bot.precompiled import Precompiled
+from channels.base import SideWrite
 
 log = logging.getLogger("powerbot.channels.wechat")
 
@@ -106,20 +107,35 @@ class WindowLedger:
         stmt = _upsert(engine.dialect.name, values, cols)
         await in_transaction(engine, lambda conn: stmt.run(conn, values))
 
-    async def user_message(self, openid: str, *, now: datetime | None = None) -> None:
-        """A user message opens (or renews) the 48-hour grant of 5 messages."""
+    def renewal(self, openid: str, *, now: datetime | None = None) -> SideWrite | None:
+        """The write that opens (or renews) the 48-hour grant of 5 messages for a user message,
+        for the pipeline to run in the transaction storing that message; None when this
+        process renewed it less than ``RENEW_COALESCE`` ago."""
         now = now or utcnow()
         last = self._renewed.get(openid)
         if last is not None and timedelta(0) <= now - last < self.RENEW_COALESCE:
-            return
-        await self._write(
-            {"openid": openid, "msg_until": now + MESSAGE_WINDOW, "msg_left": MESSAGE_QUOTA,
-             "evt_left": 0, "subscribed": 1, "updated_at": now},
-            ["msg_until", "msg_left", "subscribed", "updated_at"],
-        )
+            return None
+        values = {"openid": openid, "msg_until": now + MESSAGE_WINDOW, "msg_left": MESSAGE_QUOTA,
+                  "evt_left": 0, "subscribed": 1, "updated_at": now}
+        stmt = _upsert(self.sessionmaker.kw["bind"].dialect.name, values,
+                       ["msg_until", "msg_left", "subscribed", "updated_at"])
+        return SideWrite(stmt, values, done=lambda: self._renewed_at(openid, now))
+
+    def _renewed_at(self, openid: str, now: datetime) -> None:
         if len(self._renewed) > 50_000:
             self._renewed.clear()
         self._renewed[openid] = now
+
+    async def user_message(self, openid: str, *, now: datetime | None = None) -> None:
+        """A user message opens (or renews) the 48-hour grant of 5 messages (written now, in a
+        transaction of its own: for a message the pipeline does not store)."""
+        write = self.renewal(openid, now=now)
+        if write is None:
+            return
+        params = dict(write.params)
+        await in_transaction(self.sessionmaker.kw["bind"], lambda conn: write.statement.run(conn, params))
+        if write.done is not None:
+            write.done()
 
     async def user_event(self, openid: str, *, now: datetime | None = None) -> None:
         """A menu click, follow or scan opens the 1-minute grant of 3 messages."""

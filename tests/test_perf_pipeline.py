@@ -249,9 +249,9 @@ async def test_messages_arriving_in_the_next_loop_turns_join_the_insert(sessionm
     batches: list[int] = []
     real = Pipeline._insert_batch
 
-    async def recording(self, rows, probe):  # type: ignore[no-untyped-def]
+    async def recording(self, rows, probe, side=()):  # type: ignore[no-untyped-def]
         batches.append(len(rows))
-        return await real(self, rows, probe)
+        return await real(self, rows, probe, side)
 
     monkeypatch.setattr(Pipeline, "_insert_batch", recording)
     p = Pipeline(sessionmaker, Recorder())
@@ -265,3 +265,48 @@ async def test_messages_arriving_in_the_next_loop_turns_join_the_insert(sessionm
     assert batches == [12]
     if p.cross_process:  # PostgreSQL: every message was processed once all the same
         assert await count(sessionmaker, InboundMessage, InboundMessage.status == "done") == 12
+
+
+async def test_side_writes_share_the_inbound_transaction(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    """A channel's side write (WeChat's window renewal) is written in the transaction that
+    stores the message: grouped messages renew their windows in one executemany, ``done`` runs
+    after the commit, and a side write that fails takes the message down with it (nothing
+    stored, nothing renewed) — the proof that both are one transaction."""
+    from channels.base import SideWrite
+    from channels.wechat_store import WeChatWindow, WindowLedger
+
+    ledger = WindowLedger(sessionmaker)
+    p = Pipeline(sessionmaker, Recorder())
+    runs: list[int] = []
+    renewals = [ledger.renewal(f"o{n}") for n in range(3)]
+    assert all(renewals)
+    statement = renewals[0].statement  # type: ignore[union-attr]
+    real_run = statement.run
+
+    def counting(conn, params):  # type: ignore[no-untyped-def]
+        runs.append(len(params))
+        return real_run(conn, params)
+
+    statement.run = counting
+    try:
+        receipts = await asyncio.gather(*(
+            p.receive(msg(f"t{n}", f"side-{n}", sender=f"o{n}"), wait=20, also=(w,)) for n, w in enumerate(renewals)
+        ))
+    finally:
+        del statement.run
+    assert all(r.replies for r in receipts)
+    assert runs == [3]  # one executemany for the three
+    assert await count(sessionmaker, WeChatWindow, WeChatWindow.openid.in_(["o0", "o1", "o2"])) == 3
+    assert ledger.renewal("o1") is None  # done ran: renewed by this process just now
+    assert (await ledger.state("o1")).open
+
+    # a side write that fails: NOT NULL msg_left missing -> the message is not stored either
+    broken = ledger.renewal("o9")
+    assert broken is not None
+    bad = SideWrite(broken.statement, {**broken.params, "msg_left": None}, broken.done)
+    with pytest.raises(Exception):
+        await p.receive(msg("lost", "side-bad", sender="o9"), wait=20, also=(bad,))
+    assert await count(sessionmaker, InboundMessage, InboundMessage.dedupe_key == "side-bad") == 0
+    assert await count(sessionmaker, WeChatWindow, WeChatWindow.openid == "o9") == 0
+    assert ledger.renewal("o9") is not None  # not marked renewed
+    await p.stop()
