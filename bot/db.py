@@ -15,7 +15,9 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import orjson
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
@@ -256,6 +258,13 @@ def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def json_text(value: Any) -> str:
+    """JSON columns' serializer: orjson (UTF-8 text, no ``\\u`` escapes; 5-10x faster than the
+    standard library, which the turn's event rows, replies and inbound payloads all paid).
+    Non-string keys are written as strings, as ``json.dumps`` does."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: bool = False) -> AsyncEngine:
     """Create an engine with the pragmas / pool settings each backend needs."""
     if is_sqlite(url):
@@ -272,7 +281,7 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: 
             # check_same_thread off: the connection is opened on aiosqlite's thread and used
             # on the loop's thread (``_inline``), never by both at once (one checkout at a time)
             url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=1, max_overflow=0, pool_timeout=60,
-            pool_reset_on_return=None,
+            pool_reset_on_return=None, json_serializer=json_text,
         )
         event.listen(engine.sync_engine, "connect", _one_hop_cursors)
         event.listen(engine.sync_engine, "connect", functools.partial(_sqlite_pragmas, path=_real_path(path)))
@@ -285,6 +294,7 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: 
         max_overflow=max_overflow,
         pool_pre_ping=True,
         pool_recycle=1800,
+        json_serializer=json_text,
     )
 
 
