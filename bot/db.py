@@ -326,6 +326,8 @@ class WalCheckpointer:
     statements then wait on the driver's thread, as for any lock) and the next writer starts
     the WAL again from its first frame."""
 
+    RESTART_WAIT = 0.05  # seconds
+
     def __init__(self, engine: AsyncEngine, *, interval: float = 0.2, restart_frames: int | None = 4096) -> None:
         self.path = _real_path(make_url(str(engine.url)).database) if is_sqlite(str(engine.url)) else None
         self.engine, self.interval, self.restart_frames = engine, interval, restart_frames
@@ -343,7 +345,10 @@ class WalCheckpointer:
             return
         _CHECKPOINTED[self.path] = _CHECKPOINTED.get(self.path, 0) + 1
         await self._set_autocheckpoint(0)  # a connection opened before the start
-        self._conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        # A PASSIVE checkpoint never waits; a RESTART one holds off writers while it waits for
+        # readers, so it waits at most RESTART_WAIT and tries again next round rather than
+        # stall the gateway's writes behind another process's long read.
+        self._conn = sqlite3.connect(self.path, timeout=self.RESTART_WAIT, check_same_thread=False, isolation_level=None)
         self._stopping = asyncio.Event()
         self._task = asyncio.ensure_future(self._run())
 

@@ -260,3 +260,35 @@ async def test_existing_identity_keeps_its_customer(sessionmaker) -> None:  # ty
         # the existing identity decides; accounts are linked by the flows that verify them
         assert (await s.execute(select(func.count()).select_from(CustomerAccount))).scalar() == 0
 
+
+
+async def test_a_long_reader_does_not_stall_writes_behind_a_restart(tmp_path: Path) -> None:
+    """A RESTART checkpoint holds off writers while it waits for readers: with another
+    connection holding a read transaction (a report, a backup), the checkpointer gives up after
+    ``RESTART_WAIT`` and the loop's writes go on, instead of waiting behind it for seconds."""
+    path = tmp_path / "x.db"
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE blob_rows (v BLOB)"))
+        checkpointer = WalCheckpointer(engine, interval=3600, restart_frames=50)
+        await checkpointer.start()
+        await _write_pages(engine, 100)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM blob_rows").fetchone()  # holds its snapshot of the WAL
+        await _write_pages(engine, 100)  # frames the reader's snapshot does not include
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        busy, _frames, _done = await asyncio.to_thread(checkpointer.checkpoint_now)
+        waited = loop.time() - started
+        assert checkpointer.restarts == 1 and busy == 1  # could not finish: the reader is there
+        assert waited < 1.0, waited
+        started = loop.time()
+        await _write_pages(engine, 10)  # not held off by a RESTART still pending
+        assert loop.time() - started < 1.0
+        reader.execute("COMMIT")
+        await checkpointer.stop()
+    finally:
+        reader.close()
+        await engine.dispose()
