@@ -131,6 +131,25 @@ group commits that let two loop turns join). Interleaved with the session's star
     paced 200: p50 5.9-6.4 ms, p99 15.9-32.5 ms over five runs: met.
     commits per message (counted at c=50) 0.70 -> 0.43, SQLite pages written 13.6 -> 8.2.
     PostgreSQL (one run): c=50 169/s, 5.7 ms CPU/msg; paced p99 237 ms: not met there.
+
+Measured 2026-12-01, session 6, on a box about twice as fast (crypto-only now at the issue's own
+orientation figure). After the WeChat window renewal moved into the inbound insert (a "side
+write": one commit less per new sender), JSON columns serialized with orjson, lighter waits in
+the pipeline, and a RESTART checkpoint once the WAL passes 4,096 frames (PASSIVE alone let it
+grow to 300 MB under sustained load). --rounds 3:
+
+    bare 6566-7662/s; crypto-only c=50 7306-7418/s, c=200 5629-6240/s (0.14-0.17 ms CPU/msg)
+    full SQLite c=50 1335-1505/s (0.75-0.86 ms), c=200 1055-1465/s (0.77-1.08 ms)
+    full / crypto-only at c=200: 23% (rounds 19/22/23%), CPU-normalised 19%: NOT met
+    paced 200: p50 3.3 ms, p99 29.3 ms: met
+    PostgreSQL: c=50 300-387/s (2.6-3.2 ms), c=200 283/s, paced p99 21.6-27.6 ms: met
+
+    interleaved with the session's starting code (aea7e27), ten pairs at c=200: median
+    1280 -> 1390 msg/s, 0.90 -> 0.83 ms CPU/msg
+
+Inside the store's transactions is 34% of the gateway's CPU (measured with thread CPU time
+around every transaction); with the store free the full path would be ~0.5 ms per message,
+about the 30% line: the target needs the whole per-message path a third cheaper.
 """
 
 from __future__ import annotations
