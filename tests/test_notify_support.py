@@ -1,132 +1,32 @@
 """Local platforms for the notification tests: an SMS provider (aiohttp) and an SMTP relay
 (aiosmtpd), both on 127.0.0.1, plus helpers to subscribe customers picked from the core store.
 
-The provider checks our signed API calls independently of our code (``X-Api-Key`` and hex
-HMAC-SHA256 ``X-Signature`` over the raw body) and can inject failures or hang requests to
-simulate a crash while sends are in flight.
+The provider is ``sms_platform``'s, with this suite's credentials: it checks our signed API
+calls independently of our code and can inject failures or hang requests to simulate a crash
+while sends are in flight.
 """
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
-import hashlib
-import hmac
-import json
-import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from aiohttp import web
 from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, text
+
+from sms_platform import FakeSmsProvider, run_provider
 
 SMS_SECRET = "notify-sms-secret"
 SMS_KEY = "notify-sms-key"
 
 
-class SmsProvider:
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.rejected: list[str] = []
-        self.fail_with: list[int] = []  # statuses answered (nothing recorded), one per call
-        self.hang_after: int | None = None  # accept this many notices, then hang new ones unrecorded
-        self.hanging = 0
-        self.batch_calls = 0
-        self.refuse: dict[str, tuple[str, bool]] = {}  # number -> (error code, retryable) per batch item
-        self._release = asyncio.Event()
-        self.url = ""
-
-    def _check_auth(self, request: web.Request, body: bytes) -> web.Response | None:
-        """The provider's own checks: API key, then the HMAC signature over the raw body."""
-        if request.headers.get("X-Api-Key") != SMS_KEY:
-            self.rejected.append("api_key")
-            return web.json_response({"error": "bad api key"}, status=401)
-        expected = hmac.new(SMS_SECRET.encode(), body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, request.headers.get("X-Signature", "")):
-            self.rejected.append("signature")
-            return web.json_response({"error": "bad signature"}, status=403)
-        return None
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        refused = self._check_auth(request, body)
-        if refused is not None:
-            return refused
-        data = json.loads(body)
-        if self.fail_with:
-            return web.json_response({"error": "injected"}, status=self.fail_with.pop(0))
-        if (
-            self.hang_after is not None
-            and data.get("part", 1) == 1
-            and sum(1 for m in self.messages if m.get("part", 1) == 1) >= self.hang_after
-        ):
-            self.hanging += 1
-            await self._release.wait()  # the gateway dies before this send completes
-            return web.json_response({"error": "gone"}, status=503)
-        data["provider_id"] = f"p-{uuid.uuid4().hex[:10]}"
-        self.messages.append(data)
-        return web.json_response({"message_id": data["provider_id"]})
-
-    async def handle_batch(self, request: web.Request) -> web.Response:
-        """The batch endpoint: same checks; per-item results; ``refuse`` numbers get an item error.
-
-        With ``hang_after`` a request that would take the accepted notices past it hangs whole
-        (a batch request is answered at once or not at all).
-        """
-        body = await request.read()
-        refused = self._check_auth(request, body)
-        if refused is not None:
-            return refused
-        data = json.loads(body)
-        self.batch_calls += 1
-        if self.fail_with:
-            return web.json_response({"error": "injected"}, status=self.fail_with.pop(0))
-        items = data["messages"]
-        if self.hang_after is not None:
-            firsts = sum(1 for m in self.messages if m.get("part", 1) == 1)
-            if firsts + sum(1 for m in items if m.get("part", 1) == 1) > self.hang_after:
-                self.hanging += 1
-                await self._release.wait()
-                return web.json_response({"error": "gone"}, status=503)
-        results = []
-        for item in items:
-            if item["to"] in self.refuse:
-                code, retryable = self.refuse[item["to"]]
-                results.append({"client_ref": item["client_ref"], "error": code, "retryable": retryable})
-                continue
-            msg = {**item, "from": data.get("from"), "timestamp": data.get("timestamp"),
-                   "provider_id": f"p-{uuid.uuid4().hex[:10]}"}
-            self.messages.append(msg)
-            results.append({"client_ref": item["client_ref"], "message_id": msg["provider_id"]})
-        return web.json_response({"results": results})
-
-    def release(self) -> None:
-        self.hang_after = None
-        self._release.set()
-
-    def to(self, phone: str) -> list[dict[str, Any]]:
-        return [m for m in self.messages if m["to"] == phone]
-
-
-@asynccontextmanager
-async def run_sms_provider() -> AsyncIterator[SmsProvider]:
-    provider = SmsProvider()
-    app = web.Application()
-    app.router.add_post("/v1/messages", provider.handle)
-    app.router.add_post("/v1/messages/batch", provider.handle_batch)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    provider.url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    try:
-        yield provider
-    finally:
-        provider.release()
-        await runner.cleanup()
+def run_sms_provider() -> AbstractAsyncContextManager[FakeSmsProvider]:
+    """The local SMS provider with this suite's credentials, recording every send (no
+    ``client_ref`` dedupe: a notice sent twice must show)."""
+    return run_provider(secret=SMS_SECRET, api_key=SMS_KEY, honour_refs=False)
 
 
 class RelayHandler:
@@ -158,7 +58,7 @@ async def run_relay() -> AsyncIterator[tuple[RelayHandler, int]]:
         controller.stop()
 
 
-def gateway_settings(provider: SmsProvider, relay_port: int, **extra: Any) -> dict[str, Any]:
+def gateway_settings(provider: FakeSmsProvider, relay_port: int, **extra: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "sms_api_base_url": provider.url,
         "sms_api_key": SMS_KEY,

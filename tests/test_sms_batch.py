@@ -27,7 +27,7 @@ from bot.settings import Settings
 from channels.base import ChannelContext, Reply
 from channels.sms import SmsChannel, split_segments
 from channels.sms_store import SmsOptOut, SmsPart
-from test_sms_provider import API_KEY, SECRET, FakeSmsProvider, hmac_hex, post_signed, run_provider
+from sms_platform import API_KEY, SECRET, FakeSmsProvider, hmac_hex, post_signed, run_provider
 
 
 def phone(i: int) -> str:

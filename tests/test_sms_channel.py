@@ -21,7 +21,7 @@ from bot.models import InboundMessage, OutboxMessage
 from channels.base import Reply
 from channels.sms_store import SmsOptOut, SmsPart
 from stack import Gateway, run_core, run_gateway, wait_until
-from test_sms_provider import FakeSmsProvider, hmac_hex, inbound_body, post_signed, run_provider, SECRET, API_KEY
+from sms_platform import FakeSmsProvider, hmac_hex, inbound_body, post_signed, run_provider, SECRET, API_KEY
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -15,7 +15,7 @@ from backend_client import CoreClient
 from bot.app import CHANNELS, SESSIONMAKER
 from bot.models import InboundMessage, OutboxMessage
 from stack import run_core, run_gateway, wait_until
-from test_sms_provider import API_KEY, SECRET, inbound_body, post_signed, run_provider
+from sms_platform import API_KEY, SECRET, inbound_body, post_signed, run_provider
 
 SETTINGS = dict(sms_api_key=API_KEY, sms_secret=SECRET, notify_quiet_hours="", notify_enabled=False)
 
