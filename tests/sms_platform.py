@@ -94,14 +94,22 @@ class FakeSmsProvider:
         self.by_ref[ref] = msg["provider_id"]
         return msg["provider_id"]
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def _checked(self, request: web.Request, *, batch: bool = False) -> tuple[dict[str, Any], web.Response | None]:
+        """The request's JSON, or the refusal to answer instead (bad credentials, an injected
+        failure); ``batch_calls`` counts the authenticated batch requests."""
         body = await request.read()
         refused = self._check_auth(request, body)
         if refused is not None:
-            return refused
-        data = json.loads(body)
+            return {}, refused
+        self.batch_calls += batch
         if self.fail_with:
-            return web.json_response({"error": "injected"}, status=self.fail_with.pop(0))
+            return {}, web.json_response({"error": "injected"}, status=self.fail_with.pop(0))
+        return json.loads(body), None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        data, refused = await self._checked(request)
+        if refused is not None:
+            return refused
         hung = await self._hang_if_past([data])
         if hung is not None:
             return hung
@@ -109,14 +117,9 @@ class FakeSmsProvider:
 
     async def handle_batch(self, request: web.Request) -> web.Response:
         """The batch endpoint: same checks, one result per item (``refuse``: per-number errors)."""
-        body = await request.read()
-        refused = self._check_auth(request, body)
+        data, refused = await self._checked(request, batch=True)
         if refused is not None:
             return refused
-        data = json.loads(body)
-        self.batch_calls += 1
-        if self.fail_with:
-            return web.json_response({"error": "injected"}, status=self.fail_with.pop(0))
         if self.delay:
             await asyncio.sleep(self.delay)
         hung = await self._hang_if_past(data["messages"])
