@@ -147,3 +147,49 @@ async def test_postgres_connections_killed_under_load_gateway_recovers(postgres_
     assert sorted(orders) == sorted(f"{HAZARD}（{i}号）" for i in range(CUSTOMERS))
     print(f"\nterminated {killed} PostgreSQL backends of the gateway mid-traffic; "
           f"replies replaced by the re-run: {len(replaced)} {replaced}; answered twice (same answer): {len(twice)}")
+
+
+async def test_idle_connections_are_pinged_busy_ones_are_not(postgres_url, monkeypatch) -> None:
+    """The pool pings a connection only when it sat idle (``PING_IDLE_SECONDS``): a dropped idle
+    connection is replaced before use, no statement fails; a connection used a moment ago is
+    not pinged (three round trips saved per checkout), so if the server dropped it the next
+    statement fails once as a disconnect — and the pool, invalidated, serves a fresh one."""
+    from sqlalchemy import exc
+
+    from bot import db
+    from bot.db import make_engine
+
+    engine = make_engine(postgres_url, pool_size=1, max_overflow=0)
+    pings: list[int] = []
+    real_ping = engine.sync_engine.dialect.do_ping
+
+    def counting_ping(dbapi_connection):  # type: ignore[no-untyped-def]
+        pings.append(1)
+        return real_ping(dbapi_connection)
+
+    monkeypatch.setattr(engine.sync_engine.dialect, "do_ping", counting_ping)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        for _ in range(5):  # busy: checked in a moment ago, no ping
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        assert pings == []
+
+        assert await terminate_backends(postgres_url) >= 1
+        try:  # used a moment ago: not pinged, so the dropped connection fails once...
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            raise AssertionError("a dropped connection cannot answer")
+        except exc.DBAPIError as error:
+            assert error.connection_invalidated
+        async with engine.connect() as conn:  # ...and the pool connects afresh
+            assert (await conn.execute(text("SELECT 1"))).scalar() == 1
+
+        monkeypatch.setattr(db, "PING_IDLE_SECONDS", 0.0)  # every connection counts as idle now
+        assert await terminate_backends(postgres_url) >= 1
+        async with engine.connect() as conn:  # pinged, found dead, replaced: no error
+            assert (await conn.execute(text("SELECT 1"))).scalar() == 1
+        assert len(pings) == 2  # the dead connection's ping, then the new one's (threshold 0 here)
+    finally:
+        await engine.dispose()
