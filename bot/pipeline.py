@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, exists, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import outbox
@@ -190,6 +190,24 @@ _LEASE = ConversationLease.__table__
 _RELEASE_LEASE = delete(_LEASE).where(_LEASE.c.conversation_id == bindparam("b_cid"),
                                       _LEASE.c.owner == bindparam("b_owner"))
 _LEASE_STMTS: dict[str, Any] = {}
+
+
+def _next_or_release_pg() -> Any:
+    """PostgreSQL: the conversation's oldest waiting row, and — when there is none — the lease
+    released, in one statement (a DELETE in a WITH clause, seeing the same snapshot as the
+    SELECT): one round trip per turn less than the SELECT and the DELETE apart."""
+    nxt = _NEXT_ROW.cte("nxt")
+    released = (
+        delete(_LEASE)
+        .where(_LEASE.c.conversation_id == bindparam("b_cid"), _LEASE.c.owner == bindparam("b_owner"),
+               ~exists(select(literal(1)).select_from(nxt)))
+        .returning(_LEASE.c.conversation_id)
+        .cte("released")
+    )
+    return select(nxt).add_cte(released)
+
+
+_NEXT_OR_RELEASE_PG = _next_or_release_pg()
 
 
 def _lease_stmt(session: Any) -> Any:
@@ -794,10 +812,13 @@ class Pipeline:
         turn's starting state goes into ``fetched`` (the caller keeps it once committed): read
         under the lease, after this transaction's own writes, nothing else can run a turn of
         the conversation before it."""
-        nxt = conn.execute(_NEXT_ROW, {"b_cid": conversation_id}).first()
-        if nxt is None:
-            conn.execute(_RELEASE_LEASE, self._release_params(conversation_id))
-        elif self._prefetch is not None:
+        if conn.dialect.name == "postgresql":
+            nxt = conn.execute(_NEXT_OR_RELEASE_PG, self._release_params(conversation_id)).first()
+        else:
+            nxt = conn.execute(_NEXT_ROW, {"b_cid": conversation_id}).first()
+            if nxt is None:
+                conn.execute(_RELEASE_LEASE, self._release_params(conversation_id))
+        if nxt is not None and self._prefetch is not None:
             fetched[nxt.id] = (asyncio.get_running_loop().time(), 0,
                                self._prefetch(conn, conversation_id, nxt.dedupe_key))  # type: ignore[misc]
         return nxt
@@ -1009,6 +1030,8 @@ class Pipeline:
         await session.execute(_FINISH_ROW, {"b_id": row.id, "b_now": utcnow(), "b_attempts": row.attempts + 1})
         if not shared:
             return None
+        if _dialect_name(session) == "postgresql":
+            return (await session.execute(_NEXT_OR_RELEASE_PG, self._release_params(conversation_id))).first()
         nxt = (await session.execute(_NEXT_ROW, {"b_cid": conversation_id})).first()
         if nxt is None:
             await session.execute(_RELEASE_LEASE, self._release_params(conversation_id))
