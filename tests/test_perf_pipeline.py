@@ -163,6 +163,35 @@ async def test_lease_released_after_drain(postgres_url: str) -> None:
     await engine.dispose()
 
 
+async def test_lease_and_oldest_in_one_statement(postgres_url: str) -> None:
+    """PostgreSQL takes the lease and reads the oldest waiting row in one statement: a live
+    lease of another owner gives neither; a free one gives the lease and the oldest row; with
+    nothing waiting the lease taken is released again in the same transaction."""
+    await upgrade(postgres_url, BOT_MIGRATIONS)
+    engine = make_engine(postgres_url)
+    sm = make_sessionmaker(engine)
+    p = Pipeline(sm, Recorder())
+    try:
+        async with sm() as s, s.begin():
+            s.add(ConversationLease(conversation_id="rest:held", owner="other",
+                                    expires_at=outbox_mod.utcnow() + timedelta(seconds=60)))
+            for n, cid in enumerate(["rest:free", "rest:free", "rest:held"]):
+                s.add(InboundMessage(channel="rest", dedupe_key=f"l{n}", sender_id=cid[5:], conversation_id=cid,
+                                     kind="text", text=f"t{n}", payload={}, status="received", attempts=0,
+                                     next_attempt_at=outbox_mod.utcnow(), received_at=outbox_mod.utcnow()))
+        assert await p._lease_and_oldest("rest:held") == (False, None)
+        owned, row = await p._lease_and_oldest("rest:free")
+        assert owned and row.dedupe_key == "l0" and row.text == "t0" and row.payload == {}
+        async with sm() as s:
+            owners = dict((await s.execute(select(ConversationLease.conversation_id, ConversationLease.owner))).all())
+        assert owners == {"rest:held": "other", "rest:free": p.owner}
+        assert await p._lease_and_oldest("rest:idle") == (True, None)  # nothing waiting: taken, released
+        assert await count(sm, ConversationLease, ConversationLease.conversation_id == "rest:idle") == 0
+    finally:
+        await p.stop()
+        await engine.dispose()
+
+
 async def test_a_long_turn_keeps_its_lease_and_a_dead_owner_loses_it(postgres_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The lease is renewed while the conversation drains: a turn longer than the lease's life
     is not taken over by another process; without renewals (a dead owner) it expires."""
