@@ -143,6 +143,8 @@ grow to 300 MB under sustained load). --rounds 3:
     full / crypto-only at c=200: 23% (rounds 19/22/23%), CPU-normalised 19%: NOT met
     paced 200: p50 3.3 ms, p99 29.3 ms: met
     PostgreSQL: c=50 300-387/s (2.6-3.2 ms), c=200 283/s, paced p99 21.6-27.6 ms: met
+    PostgreSQL round trips per message (counted, c=50): ~21 -> 12.7 after the pool stopped
+    pinging busy connections and the lease statements were folded (WITH .. INSERT/DELETE)
 
     interleaved with the session's starting code (aea7e27), ten pairs at c=200: median
     1280 -> 1390 msg/s, 0.90 -> 0.83 ms CPU/msg
