@@ -24,6 +24,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from loopback import serve_on_loopback
+
 SECRET = "sms-shared-secret-for-tests"
 API_KEY = "sms-api-key-for-tests"
 
@@ -155,16 +157,12 @@ async def run_provider(**options: Any) -> AsyncIterator[FakeSmsProvider]:
     app = web.Application()
     app.router.add_post("/v1/messages", provider.handle)
     app.router.add_post("/v1/messages/batch", provider.handle_batch)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    provider.url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    try:
-        yield provider
-    finally:
-        provider.release()
-        await runner.cleanup()
+    async with serve_on_loopback(app, shutdown_timeout=0.5) as base:
+        provider.url = f"{base}/v1"
+        try:
+            yield provider
+        finally:
+            provider.release()
 
 
 def inbound_body(phone: str, text: str, *, message_id: str | None = None, ts: float | None = None,

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from channels import alipay_sdk
 from channels.alipay import BadRequest, parse_biz_xml, parse_form
+from loopback import serve_on_loopback
 
 
 # --- keys -----------------------------------------------------------------------------------
@@ -209,15 +210,9 @@ async def run_fake_alipay(appid: str, app_public_pem: str) -> AsyncIterator[Fake
     fake = FakeAlipay(appid=appid, app_public_pem=app_public_pem)
     app = web.Application()
     app.router.add_route("*", "/gateway.do", fake.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    fake.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with serve_on_loopback(app) as base:
+        fake.url = base
         yield fake
-    finally:
-        await runner.cleanup()
 
 
 # --- unit tests of the rules ------------------------------------------------------------------

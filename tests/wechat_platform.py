@@ -21,6 +21,8 @@ import xmltodict
 from aiohttp import web
 from wechatpy.crypto import WeChatCrypto
 
+from loopback import serve_on_loopback
+
 APPID = "wx1234567890abcdef"
 SECRET = "test-app-secret-0123456789"
 TOKEN = "powerbotTestToken"
@@ -118,15 +120,9 @@ async def run_wechat_api() -> AsyncIterator[FakeWeChatAPI]:
     app.router.add_post("/cgi-bin/message/custom/send", api.custom_send)
     app.router.add_post("/cgi-bin/message/template/send", api.template_send)
     app.router.add_post("/cgi-bin/menu/create", api.menu_create)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    api.url = f"http://127.0.0.1:{runner.addresses[0][1]}/cgi-bin/"
-    try:
+    async with serve_on_loopback(app) as base:
+        api.url = f"{base}/cgi-bin/"
         yield api
-    finally:
-        await runner.cleanup()
 
 
 # ---------------------------------------------------------------------------- pushing side
