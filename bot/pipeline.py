@@ -192,6 +192,16 @@ _RELEASE_LEASE = delete(_LEASE).where(_LEASE.c.conversation_id == bindparam("b_c
 _LEASE_STMTS: dict[str, Any] = {}
 
 
+def _lease_upsert(ins: Any) -> Any:
+    """The lease insert ``ins`` taking over an expired lease or our own (RETURNING the owner)."""
+    return ins.on_conflict_do_update(
+        index_elements=["conversation_id"],
+        set_={"owner": ins.excluded.owner, "expires_at": ins.excluded.expires_at},
+        where=or_(_LEASE.c.expires_at < bindparam("b_now", type_=_LEASE.c.expires_at.type),
+                  _LEASE.c.owner == bindparam("b_owner", type_=_LEASE.c.owner.type)),
+    ).returning(_LEASE.c.owner)
+
+
 def _next_or_release_pg() -> Any:
     """PostgreSQL: the conversation's oldest waiting row, and — when there is none — the lease
     released, in one statement (a DELETE in a WITH clause, seeing the same snapshot as the
@@ -220,12 +230,7 @@ def _lease_and_next_pg() -> Any:
         conversation_id=bindparam("b_cid"), owner=bindparam("b_owner"),
         expires_at=bindparam("b_expires", type_=_LEASE.c.expires_at.type),
     )
-    lease = ins.on_conflict_do_update(
-        index_elements=["conversation_id"],
-        set_={"owner": ins.excluded.owner, "expires_at": ins.excluded.expires_at},
-        where=or_(_LEASE.c.expires_at < bindparam("b_now", type_=_LEASE.c.expires_at.type),
-                  _LEASE.c.owner == bindparam("b_owner", type_=_LEASE.c.owner.type)),
-    ).returning(_LEASE.c.owner).cte("lease")
+    lease = _lease_upsert(ins).cte("lease")
     # every value a named parameter (b_status 'received', b_limit 1): a prebuilt statement
     # carries no literals
     nxt = (
@@ -249,18 +254,9 @@ def _lease_stmt(session: Any) -> Any:
     name = _dialect_name(session)
     stmt = _LEASE_STMTS.get(name)
     if stmt is None:
-        table = ConversationLease.__table__
-        ins = dialect_insert(session, table)
-        stmt = _LEASE_STMTS[name] = prebuilt(
-            ins.on_conflict_do_update(
-                index_elements=["conversation_id"],
-                set_={"owner": ins.excluded.owner, "expires_at": ins.excluded.expires_at},
-                where=or_(table.c.expires_at < bindparam("b_now", type_=table.c.expires_at.type),
-                          table.c.owner == bindparam("b_owner", type_=table.c.owner.type)),
-            ).returning(table.c.owner),
-            "pipeline-lease", name,
-        )
+        stmt = _LEASE_STMTS[name] = prebuilt(_lease_upsert(dialect_insert(session, _LEASE)), "pipeline-lease", name)
     return stmt
+
 
 
 TurnCommit = Callable[[Any, list[Reply]], Awaitable[None]]
