@@ -258,7 +258,6 @@ def _lease_stmt(session: Any) -> Any:
     return stmt
 
 
-
 TurnCommit = Callable[[Any, list[Reply]], Awaitable[None]]
 turn_commit: ContextVar[TurnCommit | None] = ContextVar("powerbot_turn_commit", default=None)
 """Set by the pipeline while a handler runs. A handler that writes its turn in one final
@@ -409,7 +408,7 @@ class Pipeline:
         self._tasks: set[asyncio.Task[None]] = set()
         self._recovery: asyncio.Task[None] | None = None
         self._convs: OrderedDict[str, _ConvState] = OrderedDict()
-        # group-commit queues: (values, future) for inbound inserts, (ids, future) for inline marks
+        # group-commit queues: inbound rows (``_Inbound``), (ids, future) for inline marks
         self._insert_q: list[_Inbound] = []
         self._insert_task: asyncio.Task[None] | None = None
         self._mark_q: list[tuple[list[int], asyncio.Future[bool]]] = []
@@ -851,14 +850,20 @@ class Pipeline:
         turn's starting state goes into ``fetched`` (the caller keeps it once committed): read
         under the lease, after this transaction's own writes, nothing else can run a turn of
         the conversation before it."""
-        if conn.dialect.name == "postgresql":
-            nxt = conn.execute(_NEXT_OR_RELEASE_PG, self._release_params(conversation_id)).first()
-        else:
-            nxt = conn.execute(_NEXT_ROW, {"b_cid": conversation_id}).first()
-            if nxt is None:
-                conn.execute(_RELEASE_LEASE, self._release_params(conversation_id))
+        nxt = self._next_row_or_release(conn, conn.dialect.name, conversation_id)
         if nxt is not None:
             self._prefetch_next(conn, conversation_id, nxt, fetched)
+        return nxt
+
+    def _next_row_or_release(self, db: Any, dialect: str, conversation_id: str) -> Any:
+        """The oldest waiting row, or the lease released (``db``: a synchronous ``Connection``
+        or ``Session`` in the caller's transaction); one statement on PostgreSQL."""
+        params = self._release_params(conversation_id)
+        if dialect == "postgresql":
+            return db.execute(_NEXT_OR_RELEASE_PG, params).first()
+        nxt = db.execute(_NEXT_ROW, {"b_cid": conversation_id}).first()
+        if nxt is None:
+            db.execute(_RELEASE_LEASE, params)
         return nxt
 
     def _prefetch_next(self, conn: Any, conversation_id: str, nxt: Any, fetched: _Fetched) -> None:
@@ -1073,12 +1078,8 @@ class Pipeline:
         await session.execute(_FINISH_ROW, {"b_id": row.id, "b_now": utcnow(), "b_attempts": row.attempts + 1})
         if not shared:
             return None
-        if _dialect_name(session) == "postgresql":
-            return (await session.execute(_NEXT_OR_RELEASE_PG, self._release_params(conversation_id))).first()
-        nxt = (await session.execute(_NEXT_ROW, {"b_cid": conversation_id})).first()
-        if nxt is None:
-            await session.execute(_RELEASE_LEASE, self._release_params(conversation_id))
-        return nxt
+        dialect = _dialect_name(session)
+        return await session.run_sync(lambda db: self._next_row_or_release(db, dialect, conversation_id))
 
     async def _is_done(self, inbound_id: int) -> bool:
         async with self.sessionmaker() as session:

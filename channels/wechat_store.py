@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -103,9 +104,12 @@ class WindowLedger:
         self._renewed: dict[str, datetime] = {}
 
     async def _write(self, values: dict[str, Any], cols: list[str]) -> None:
-        engine = self.sessionmaker.kw["bind"]
-        stmt = _upsert(engine.dialect.name, values, cols)
-        await in_transaction(engine, lambda conn: stmt.run(conn, values))
+        await self._run(_upsert(self.sessionmaker.kw["bind"].dialect.name, values, cols), values)
+
+    async def _run(self, stmt: Precompiled, values: Mapping[str, Any]) -> None:
+        """One upsert in a transaction of its own."""
+        params = dict(values)
+        await in_transaction(self.sessionmaker.kw["bind"], lambda conn: stmt.run(conn, params))
 
     def renewal(self, openid: str, *, now: datetime | None = None) -> SideWrite | None:
         """The write that opens (or renews) the 48-hour grant of 5 messages for a user message,
@@ -132,8 +136,7 @@ class WindowLedger:
         write = self.renewal(openid, now=now)
         if write is None:
             return
-        params = dict(write.params)
-        await in_transaction(self.sessionmaker.kw["bind"], lambda conn: write.statement.run(conn, params))
+        await self._run(write.statement, write.params)
         if write.done is not None:
             write.done()
 
