@@ -22,7 +22,7 @@ from sqlalchemy import and_, any_, bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.db import unnest_rows
+from bot.db import sql_const, unnest_rows
 from bot.models import OutboxMessage
 from channels.base import Channel, DeliveryError, Reply
 
@@ -300,14 +300,14 @@ class OutboxWorker:
             # Rows orphaned in 'sending' by a crashed process go back to the queue.
             await session.execute(
                 update(table)
-                .where(c.status == "sending", c.next_attempt_at < now - self.sending_lease)
+                .where(c.status == sql_const("sending"), c.next_attempt_at < now - self.sending_lease)
                 .values(status="pending")
             )
             # Replies to customers first (their own partial index), then notices: an answer
             # must not queue behind a 100,000-notice fan-out.
-            rows = await self._claim_lane(session, c.kind == "reply", now, self.batch_size)
+            rows = await self._claim_lane(session, c.kind == sql_const("reply"), now, self.batch_size)
             if len(rows) < self.batch_size:
-                rows += await self._claim_lane(session, c.kind != "reply", now, self.batch_size - len(rows))
+                rows += await self._claim_lane(session, c.kind != sql_const("reply"), now, self.batch_size - len(rows))
         rows.sort(key=lambda r: r.id)
         return rows
 
@@ -315,13 +315,18 @@ class OutboxWorker:
         """One lane's claim: up to ``limit`` due rows matching ``lane``, marked ``sending``."""
         table = OutboxMessage.__table__
         c = table.c
+        postgres = session.bind.dialect.name == "postgresql"
+        # On SQLite the claim must walk its partial index, in due order. Without statistics
+        # the planner prefers the equality on ``channel`` (``ix_outbox_provider``: every row
+        # the channel ever sent, then a sort); ``channel || ''`` takes that index away.
+        channel = c.channel if postgres else c.channel.concat("")
         due = (
             select(c.id)
-            .where(c.status == "pending", lane, c.next_attempt_at <= now, c.channel.in_(list(self.channels)))
+            .where(c.status == sql_const("pending"), lane, c.next_attempt_at <= now, channel.in_(list(self.channels)))
             .order_by(c.next_attempt_at, c.id)
             .limit(limit)
         )
-        if session.bind.dialect.name == "postgresql":
+        if postgres:
             # ``id = ANY(ARRAY(subquery))``: the subquery runs once (an InitPlan). With a
             # plain ``IN (subquery)`` the planner may rescan it in a nested loop, and a rescan
             # skips the rows this very statement has just updated — claiming past the LIMIT.
@@ -330,7 +335,7 @@ class OutboxWorker:
             # for the id lookup instead of the primary key (a full index scan per claim).
             picked = c.id == any_(func.array(due.with_for_update(skip_locked=True).scalar_subquery()))
         else:
-            picked = and_(c.id.in_(due), c.status == "pending")
+            picked = and_(c.id.in_(due), c.status == sql_const("pending"))
         res = await session.execute(
             update(table)
             .where(picked)

@@ -181,3 +181,53 @@ async def test_hot_path_indexes_migration_up_and_down(postgres_url: str, sqlite_
         assert "ix_outbox_sending_due" not in before["outbox"]
         await upgrade(url, BOT_MIGRATIONS)
         assert await indexes(url) == WRITTEN_INDEXES[backend]
+
+
+async def test_the_claim_and_recovery_statements_use_their_partial_indexes_on_sqlite(sqlite_url: str) -> None:
+    """The statements the outbox worker and the recovery scan really run, with their real
+    parameters, walk the partial indexes made for them. SQLite uses a partial index only when
+    the query's own text shows the index's condition: with ``status = ?`` bound, the claim
+    walked every row the channel ever sent (``ix_outbox_provider``) and the recovery scan
+    read every inbound row."""
+    from sqlalchemy import event
+
+    from bot.db import make_sessionmaker
+    from bot.outbox import OutboxWorker
+    from bot.pipeline import Pipeline
+
+    await upgrade(sqlite_url, BOT_MIGRATIONS)
+    engine = make_engine(sqlite_url)
+    seen: list[tuple[str, tuple]] = []
+
+    def capture(_conn, _cursor, statement, parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith(("UPDATE", "SELECT")):
+            seen.append((statement, tuple(parameters)))
+
+    try:
+        sm = make_sessionmaker(engine)
+
+        async def handler(message):  # type: ignore[no-untyped-def]
+            return []
+
+        event.listen(engine.sync_engine, "before_cursor_execute", capture)
+        await OutboxWorker(sm, {"wechat": object()})._claim()  # type: ignore[dict-item]
+        await Pipeline(sm, handler).recover_once()
+        event.remove(engine.sync_engine, "before_cursor_execute", capture)
+
+        plans: dict[str, str] = {}
+        async with engine.connect() as conn:
+            for statement, params in seen:
+                rows = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)
+                plans[statement] = " | ".join(str(r[-1]) for r in rows)
+    finally:
+        await engine.dispose()
+
+    def plan_of(*words: str) -> str:
+        (plan,) = [p for s, p in plans.items() if all(w in s for w in words)]
+        return plan
+
+    assert "ix_outbox_sending_due" in plan_of("UPDATE outbox", "status = 'sending'")
+    assert "ix_outbox_pending_reply_due" in plan_of("UPDATE outbox", "kind = 'reply'")
+    assert "ix_outbox_pending_due" in plan_of("UPDATE outbox", "kind != 'reply'")
+    assert "ix_inbound_received_due" in plan_of("FROM inbound_messages", "DISTINCT")
+    assert not any("ix_outbox_provider" in p or "SCAN outbox" in p for p in plans.values()), plans
