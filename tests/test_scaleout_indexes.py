@@ -56,6 +56,9 @@ HOT_QUERIES = [
     ("tracker load", "SELECT * FROM dlg_conversations WHERE id = 'rest:u1'", "dlg_conversations_pkey"),
     ("identity lookup", "SELECT * FROM dlg_identities WHERE channel = 'rest' AND sender_id = 'u1'",
      "uq_dlg_identity"),
+    ("alipay reconciler: orders still pending after five minutes, oldest first",
+     "SELECT out_trade_no FROM alipay_orders WHERE status = 'pending' AND created_at <= now() - interval '5 minutes' "
+     "AND created_at >= now() - interval '1 day' ORDER BY created_at LIMIT 50", "ix_alipay_orders_pending"),
     ("handoff queue (console)",
      "SELECT * FROM handoffs WHERE status = 'waiting' ORDER BY created_at, id", "ix_handoffs_status_created"),
     ("active handoff of a conversation",
@@ -74,7 +77,7 @@ HOT_QUERIES = [
 ]
 
 
-HEAD = "bot_0011_hot_path_indexes"
+HEAD = "bot_0012_alipay_pending"
 
 
 async def _heads(url: str) -> set[str]:
@@ -184,16 +187,19 @@ async def test_hot_path_indexes_migration_up_and_down(postgres_url: str, sqlite_
 
 
 async def test_the_claim_and_recovery_statements_use_their_partial_indexes_on_sqlite(sqlite_url: str) -> None:
-    """The statements the outbox worker and the recovery scan really run, with their real
-    parameters, walk the partial indexes made for them. SQLite uses a partial index only when
+    """The statements the outbox worker, the recovery scan and the Alipay reconciler really
+    run, with their real parameters, walk the partial indexes made for them (no scan, no sort). SQLite uses a partial index only when
     the query's own text shows the index's condition: with ``status = ?`` bound, the claim
     walked every row the channel ever sent (``ix_outbox_provider``) and the recovery scan
     read every inbound row."""
     from sqlalchemy import event
 
+    from types import SimpleNamespace
+
     from bot.db import make_sessionmaker
     from bot.outbox import OutboxWorker
     from bot.pipeline import Pipeline
+    from channels.alipay_payments import AlipayPayments
 
     await upgrade(sqlite_url, BOT_MIGRATIONS)
     engine = make_engine(sqlite_url)
@@ -212,6 +218,7 @@ async def test_the_claim_and_recovery_statements_use_their_partial_indexes_on_sq
         event.listen(engine.sync_engine, "before_cursor_execute", capture)
         await OutboxWorker(sm, {"wechat": object()})._claim()  # type: ignore[dict-item]
         await Pipeline(sm, handler).recover_once()
+        await AlipayPayments(SimpleNamespace(sessionmaker=sm), None, appid="", notify_url="").reconcile_pending()  # type: ignore[arg-type]
         event.remove(engine.sync_engine, "before_cursor_execute", capture)
 
         plans: dict[str, str] = {}
@@ -230,4 +237,5 @@ async def test_the_claim_and_recovery_statements_use_their_partial_indexes_on_sq
     assert "ix_outbox_pending_reply_due" in plan_of("UPDATE outbox", "kind = 'reply'")
     assert "ix_outbox_pending_due" in plan_of("UPDATE outbox", "kind != 'reply'")
     assert "ix_inbound_received_due" in plan_of("FROM inbound_messages", "DISTINCT")
-    assert not any("ix_outbox_provider" in p or "SCAN outbox" in p for p in plans.values()), plans
+    assert "ix_alipay_orders_pending" in plan_of("FROM alipay_orders", "status = 'pending'")
+    assert not any("ix_outbox_provider" in p or "SCAN " in p or "ORDER BY" in p for p in plans.values()), plans
