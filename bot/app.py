@@ -176,7 +176,7 @@ def create_gateway_app(
 
 
 # Gateway features beyond channels: each module has ``setup(app: web.Application) -> None``.
-_FEATURES: list[str] = ["bot.console", "bot.notify"]
+_FEATURES: list[str] = ["bot.console", "bot.notify", "bot.retention"]
 
 
 async def healthz(request: web.Request) -> web.Response:

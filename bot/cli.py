@@ -35,6 +35,31 @@ def db_upgrade(bot_only: bool) -> None:
     click.echo("database schema up to date")
 
 
+@db.command("purge")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+def db_purge(dry_run: bool) -> None:
+    """Delete finished messages older than POWERBOT_RETENTION_DAYS and conversation history
+    older than POWERBOT_HISTORY_RETENTION_DAYS (the gateway also does it every hour)."""
+    from bot.db import make_engine, make_sessionmaker
+    from bot.retention import policy_from, purge
+
+    s = get_settings()
+
+    async def go() -> dict[str, int]:
+        engine = make_engine(s.bot_db_url)
+        try:
+            return await purge(make_sessionmaker(engine), policy_from(s), dry_run=dry_run)
+        finally:
+            await engine.dispose()
+
+    counts = asyncio.run(go())
+    verb = "would delete" if dry_run else "deleted"
+    if not counts:
+        click.echo("retention is off (POWERBOT_RETENTION_DAYS=0, POWERBOT_HISTORY_RETENTION_DAYS=0)")
+    for table, n in counts.items():
+        click.echo(f"{table}: {verb} {n} rows")
+
+
 @main.command()
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Gateway processes sharing the port (use PostgreSQL, and Redis for the console).")

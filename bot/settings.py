@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     sms_batch_size: int = Field(100, ge=1, le=200)  # notices per request to the provider's batch endpoint
     outbox_sending_lease_seconds: float = Field(120.0, gt=0)  # 'sending' rows of a crashed process retried after
 
+    # --- retention (bot/retention.py); 0 = keep forever ------------------------------------
+    retention_days: int = Field(30, ge=0)  # finished inbound messages and outbox rows
+    history_retention_days: int = Field(365, ge=0)  # dialogue events (conversation history)
+    retention_interval_seconds: float = Field(3600.0, gt=0)  # how often the gateway purges
+
     # --- console -------------------------------------------------------------------------
     session_secret: SecretStr | None = None
     cookie_secure: bool = False
