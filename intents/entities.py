@@ -30,6 +30,9 @@ _CN = f"[{CN_NUM_CHARS}]"
 _NUM = rf"(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d{{1,2}})?"
 
 WO_RE = re.compile(r"(?<![a-z0-9])wo[-_ ]?(\d{12})(?!\d)")
+# "工单号 261130123456": a customer who leaves out the WO still means the work order (its
+# twelve digits would otherwise read as an account number); the date part must be a date
+WO_CONTEXT_RE = re.compile(r"(?:工单|单号)[号码是为:：\s]{0,3}((\d\d)(\d\d)(\d\d)\d{6})(?!\d)")
 PHONE_RE = re.compile(
     r"(?<![\d+])(?:(?:\+|00)86[-\s]?|86[-\s])?(1[3-9]\d)[-\s]?(\d{4})[-\s]?(\d{4})(?!\d)")
 ACCOUNT_RE = re.compile(r"(?<![\d.])(\d{10,13})(?![\d.])")
@@ -98,7 +101,8 @@ _MONTH_CHAR = frozenset("月")
 _DAY_CHAR = frozenset("号")
 _ADDRESS_CUE = frozenset("路街道巷弄村区园寓厦苑")  # the suffixes of ADDRESS_RE
 _DATE_CN_CUE = _REL_DAY_CN_CUE | _WEEKDAY_CN_CUE | _MONTH_CHAR | _DAY_CHAR
-_CUE_CHARS = _AMOUNT_WORD | _DATE_CN_CUE | _ADDRESS_CUE
+_WO_CUE = frozenset("单")  # 工单 / 单号
+_CUE_CHARS = _AMOUNT_WORD | _DATE_CN_CUE | _ADDRESS_CUE | _WO_CUE
 
 
 class _Cues(NamedTuple):
@@ -223,6 +227,9 @@ class EntityExtractor:
             return
         for m in _scan(WO_RE, t, digit and cues.latin):
             out.append(_Cand("work_order_id", m.start(), m.end(), "WO" + m.group(1)))
+        for m in _scan(WO_CONTEXT_RE, t, digit and cues.has(_WO_CUE)):
+            if 1 <= int(m.group(3)) <= 12 and 1 <= int(m.group(4)) <= 31:
+                out.append(_Cand("work_order_id", m.start(1), m.end(1), "WO" + m.group(1)))
         for m in _scan(PHONE_RE, t, digit):
             out.append(_Cand("phone_number", m.start(), m.end(), "".join(m.groups())))
         for m in _scan(ACCOUNT_RE, t, digit):

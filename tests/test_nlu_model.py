@@ -169,6 +169,11 @@ def test_hard_pairs(nlu: Interpreter, text: str, intent: str) -> None:
     ("October", ("month", "2024-10")), ("十月份", ("month", "2024-10")),
     ("WO202411200001", ("work_order_id", "WO202411200001")),
     ("wo202411200001", ("work_order_id", "WO202411200001")),
+    # the WO left out: after 工单 / 单号 the core's twelve digits (yymmdd + six) are the work order
+    ("工单号 241120123456", ("work_order_id", "WO241120123456")),
+    ("我的工单241120123456到哪了", ("work_order_id", "WO241120123456")),
+    ("户号 241120123456", ("account_number", "241120123456")),
+    ("单号 241320123456", ("account_number", "241320123456")),  # month 13: not a work order's date
     ("+86 138-1234-5678", ("phone_number", "13812345678")),
     ("138 1234 5678", ("phone_number", "13812345678")),
     ("3101234567", ("account_number", "3101234567")),
