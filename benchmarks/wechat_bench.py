@@ -152,6 +152,25 @@ grow to 300 MB under sustained load). --rounds 3:
 Inside the store's transactions is 34% of the gateway's CPU (measured with thread CPU time
 around every transaction); with the store free the full path would be ~0.5 ms per message,
 about the 30% line: the target needs the whole per-message path a third cheaper.
+
+Measured 2026-12-01, session 7. The box's speed moved by a third within the hour (the same
+code: 0.61-0.65 ms CPU/msg at c=200 at first, 0.83-0.99 ms later; crypto-only stayed at
+0.14-0.17 ms, so the full path, with its larger working set, suffers more from neighbours).
+--rounds 3 late in the session:
+
+    bare 5726-7640/s; crypto-only c=50 6697-7275/s, c=200 5379-7023/s (0.14-0.17 ms CPU/msg)
+    full SQLite c=50 1237-1300/s (0.89-0.92 ms), c=200 1130-1357/s (0.83-0.99 ms)
+    full / crypto-only at c=200: 19% (rounds 17/19/25%), CPU-normalised 16%: NOT met
+    paced 200: p50 3.6 ms, p99 12.0 ms: met
+    PostgreSQL (one run): c=50 346/s (2.72 ms), c=200 382/s (2.52 ms), paced p99 20.1 ms: met
+
+Where the SQLite time goes (thread CPU around each statement, c=200): ~130 us per message in
+SQLite's own calls - commits 29, the snapshot read 20, the outbox insert 19, the inbound
+insert 18, the events 14, the inline marks 13, the rest under 5 each. Upper bounds, measured
+by removing the work outright (not kept; replies or history would be lost): no dialogue events
+0.05-0.1 ms per message, NLU answered from a cache 0.1-0.15 ms. Tried and not kept: the hot
+modules compiled with Cython 3 (slower: 0.68-0.72 against 0.61-0.65 ms, compiled coroutines
+cost asyncio more), uvloop (no difference in three interleaved pairs).
 """
 
 from __future__ import annotations
