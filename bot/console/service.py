@@ -27,6 +27,7 @@ from channels.base import Reply
 ONLINE_WINDOW = timedelta(seconds=60)
 DEFAULT_WAIT_SECONDS = 300  # before any handoff was ever taken
 SCORE_WINDOW = timedelta(hours=24)
+STATS_WINDOW = timedelta(hours=24)  # the supervisor's conversation and satisfaction figures
 
 REASON_LABELS = {
     "request_human": "要求人工",
@@ -383,25 +384,63 @@ async def open_callback_offer(session: AsyncSession, handoff_id: int) -> Callbac
 
 
 # ---------------------------------------------------------------- supervisor figures
+async def first_id_since(session: AsyncSession, model: Any, time_attr: str, since: datetime) -> int | None:
+    """The first id of ``model``'s rows written at or after ``since`` (None: none is).
+
+    Ids follow insertion time, so a binary search over the primary key finds the start of a
+    time window in ~log2(rows) index lookups; none of these tables has an index on its time
+    column (each would be written by every message for the sake of a dashboard)."""
+    id_col, time_col = model.id, getattr(model, time_attr)
+    hi = (await session.execute(select(func.max(id_col)))).scalar_one()
+    if hi is None:
+        return None
+    lo = (await session.execute(select(func.min(id_col)))).scalar_one()
+    found: int | None = None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        row = (await session.execute(
+            select(id_col, time_col).where(id_col >= mid).order_by(id_col).limit(1))).first()
+        if row is None:
+            break
+        if outbox.as_aware(row[1]) >= since:
+            found, hi = row[0], mid - 1
+        else:
+            lo = row[0] + 1
+    return found
+
+
 async def stats(session: AsyncSession) -> dict[str, Any]:
+    """The supervisor's figures. Queue and agents are live; conversations, escalations and
+    satisfaction cover the last ``STATS_WINDOW`` (over all time they read every message ever
+    stored, seconds on a large store, on every refresh of every supervisor page)."""
     now = utcnow()
+    since = now - STATS_WINDOW
     waiting = await waiting_handoffs(session)
     waits = [seconds_since(h.created_at, now) for h in waiting]
     assigned = (await session.execute(select(func.count()).select_from(Handoff).where(Handoff.status == "assigned"))).scalar_one()
     online = await agents_online(session)
-    total_convs = (await session.execute(select(func.count(func.distinct(InboundMessage.conversation_id))))).scalar_one()
-    with_agent = (
-        await session.execute(
-            select(func.count(func.distinct(Handoff.conversation_id))).where(Handoff.assigned_at.is_not(None))
-        )
-    ).scalar_one()
-    escalated = (await session.execute(select(func.count(func.distinct(Handoff.conversation_id))))).scalar_one()
-    scores = (
-        await session.execute(select(Satisfaction.score).where(Satisfaction.status == "answered", Satisfaction.score.is_not(None)))
-    ).scalars().all()
+
+    async def distinct_conversations(model: Any, time_attr: str, *where: Any) -> int:
+        start = await first_id_since(session, model, time_attr, since)
+        if start is None:
+            return 0
+        return (await session.execute(
+            select(func.count(func.distinct(model.conversation_id))).where(model.id >= start, *where))).scalar_one()
+
+    total_convs = await distinct_conversations(InboundMessage, "received_at")
+    with_agent = await distinct_conversations(Handoff, "created_at", Handoff.assigned_at.is_not(None))
+    escalated = await distinct_conversations(Handoff, "created_at")
     dist = {str(i): 0 for i in range(1, 6)}
-    for s in scores:
-        dist[str(s)] = dist.get(str(s), 0) + 1
+    start = await first_id_since(session, Satisfaction, "asked_at", since)
+    scores: list[int] = []
+    if start is not None:
+        for score, n in (await session.execute(
+            select(Satisfaction.score, func.count())
+            .where(Satisfaction.id >= start, Satisfaction.status == "answered", Satisfaction.score.is_not(None))
+            .group_by(Satisfaction.score)
+        )).all():
+            dist[str(score)] = dist.get(str(score), 0) + n
+            scores += [score] * n
     return {
         "queue_length": len(waiting),
         "in_progress": assigned,
@@ -417,6 +456,7 @@ async def stats(session: AsyncSession) -> dict[str, Any]:
         "satisfaction_average": round(sum(scores) / len(scores), 2) if scores else None,
         "satisfaction_count": len(scores),
         "satisfaction_distribution": dist,
+        "window_hours": int(STATS_WINDOW.total_seconds() // 3600),
     }
 
 

@@ -44,6 +44,35 @@ def _sm(request: web.Request):  # type: ignore[no-untyped-def]
     return request.app[_keys()[2]]
 
 
+STATS_TTL = 5.0  # seconds
+
+
+class StatsCache:
+    """The supervisor's figures, computed at most once per ``STATS_TTL`` in a process: every
+    open supervisor page refreshes on every live event and every 10 s, and concurrent
+    refreshes wait for one computation instead of each running the queries."""
+
+    def __init__(self, ttl: float = STATS_TTL) -> None:
+        self.ttl = ttl
+        self.computed = 0
+        self._at = float("-inf")
+        self._value: dict[str, Any] | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self, sessionmaker: Any) -> dict[str, Any]:
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            if self._value is None or loop.time() - self._at >= self.ttl:
+                async with sessionmaker() as session:
+                    self._value = await service.stats(session)
+                self._at = loop.time()
+                self.computed += 1
+            return self._value
+
+
+STATS = web.AppKey("console_stats", StatsCache)
+
+
 def _secure(resp: web.StreamResponse) -> web.StreamResponse:
     resp.headers.setdefault("Content-Security-Policy", CSP)
     resp.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -208,8 +237,8 @@ async def console_page(request: web.Request, agent: Agent, cs: ConsoleSession) -
 
 @page(supervisor=True)
 async def supervisor_page(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
+    figures = await request.app[STATS].get(_sm(request))
     async with _sm(request)() as session:
-        figures = await service.stats(session)
         agents = await service.all_agents(session)
     return _render(request, "supervisor.html", {"agent": agent, "csrf": cs.csrf_token, "s": figures, "agents": agents})
 
@@ -242,8 +271,7 @@ async def agents(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.
 
 @api(supervisor=True)
 async def stats(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
-    async with _sm(request)() as session:
-        figures = await service.stats(session)
+    figures = await request.app[STATS].get(_sm(request))
     return _secure(web.json_response(figures))
 
 
