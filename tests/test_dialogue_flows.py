@@ -251,6 +251,25 @@ async def test_report_outage_known_outage_no_duplicate(gw):
     assert "订阅" in sub
 
 
+async def test_an_unclear_reply_keeps_the_yes_no_question_open(gw):
+    """A customer who types something meaningless while the bot waits for yes/no is asked
+    for a yes or no, and a "yes" afterwards still takes the offer; a real new request lets
+    the offer lapse."""
+    c = chat(gw)
+    await verified(c)
+    assert "恢复供电时通知您" in await c.text("我家停电了")
+    again = await c.text("0000")
+    assert "是" in again and "否" in again and "没有理解" in again
+    assert "订阅" in await c.text("好的")
+
+    d = chat(gw)
+    await verified(d)
+    assert "恢复供电时通知您" in await d.text("我家停电了")
+    bill = await d.text("查一下我的电费")
+    assert "元" in bill and "订阅" not in bill
+    assert "订阅" not in await d.text("好的")  # the offer lapsed with the new request
+
+
 async def test_report_outage_unknown_creates_repair_order(gw):
     c = chat(gw)
     assert "地址" in await c.text("我家停电了")

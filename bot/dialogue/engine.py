@@ -580,6 +580,13 @@ class DialogueEngine:
             if intent == "deny":
                 self.say(turn, "utter_anything_else")
                 return
+            if offer != "handoff" and _unclear_reply(turn, intent):
+                # "0000", "嗯？": not a new request, not an answer. Keep the question open and
+                # ask for a yes or no, as a form does for a slot; a real new request (any
+                # understood intent) moves on and the offer lapses.
+                st["offer"] = offer
+                self.say(turn, "utter_offer_yes_no")
+                return
 
         # 3. an active form: fill the requested slot, or handle the interruption
         if form:
@@ -1597,6 +1604,13 @@ _INSERT_EVENT = insert(Event.__table__)
 # the same two for the pipeline's grouped turn writes (compiled once, run on SQLite's cursor)
 _UPDATE_CONVERSATION_P = Precompiled(_UPDATE_CONVERSATION)
 _INSERT_EVENT_P = Precompiled(_INSERT_EVENT)
+
+
+def _unclear_reply(turn: Turn, intent: str) -> bool:
+    """Neither understood nor carrying anything a flow could use (an account number, a work
+    order, a date...): what a customer types by mistake while a yes/no question is open."""
+    vague = intent in ("nlu_fallback", "inform", "out_of_scope") or turn.confidence < FALLBACK_CONFIDENCE
+    return vague and not turn.entities
 
 
 def _event_rows(turn: Turn) -> list[dict[str, Any]]:
