@@ -184,3 +184,27 @@ async def test_new_senders_first_turns_are_written_with_the_group(core_url, inte
         # loop had already run several), the second all the others: two writes for twelve turns
         assert len(writes) == 2 and sum(len(w) for w in writes) == 12, writes
         assert all(all(w) for w in writes)  # every first turn linked its customer inside the group
+
+
+async def test_a_turn_is_one_user_event_with_its_actions_and_the_bot_replies(core_url, interpreter, tmp_path):
+    """The tracker history: per turn the user event (its data carrying the slot changes and
+    the actions the turn ran, in order) and one event per bot reply - no row per action."""
+    db = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+    async with run_gateway(db, core_url, interpreter, data_dir=tmp_path) as gw, aiohttp.ClientSession() as http:
+        c = Chat(http, gw.url, "history-user")
+        await c.say("查一下电费")
+        await c.say("3100000001")
+        replies = await c.say("8000")
+        from bot.app import SESSIONMAKER
+
+        async with gw.app[SESSIONMAKER]() as s:
+            events = await conversation_events(s, "rest:history-user")
+    assert {e.type for e in events} == {"user", "bot"}
+    users = [e for e in events if e.type == "user"]
+    assert [u.text for u in users] == ["查一下电费", "3100000001", "8000"]
+    first, last = users[0].data, users[-1].data
+    assert first["actions"][0] == ["flow_bill_query", {}] and first["slot_events"][0][0] == "language"
+    assert any(name == "flow_bill_query" for name, _ in last["actions"])
+    # the last turn's bot events are the replies the customer got, in order
+    tail = [e.text for e in events[events.index(users[-1]) + 1:]]
+    assert tail == [r["text"] for r in replies]
