@@ -454,11 +454,11 @@ def prebuilt(stmt, *token: str):  # type: ignore[no-untyped-def]
 def sql_const(value: str):  # type: ignore[no-untyped-def]
     """A string constant written into the statement's text instead of bound.
 
-    A partial index (``WHERE status = 'pending'``) serves a query only when the query's own
-    terms show the index's condition; SQLite's planner cannot see through a bound parameter
-    (``status = ?``), so the outbox claim walked every row the channel ever sent (1.8 ms per
-    claim after 40,000 replies, growing with the table) and the recovery scan read every
-    inbound row. For fixed status and kind values of the queries those indexes exist for."""
+    For the fixed status, kind and channel values of the queries partial indexes exist for
+    (``WHERE status = 'pending'``). SQLite plans with the values bound before the first step,
+    but PostgreSQL prepares each statement (asyncpg) and a generic plan cannot prove a
+    partial index's condition from a parameter: with the constant in the text every plan
+    can use the index."""
     from sqlalchemy import String, literal_column
 
     if not value.replace("_", "").isalnum():

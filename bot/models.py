@@ -57,7 +57,9 @@ class OutboxMessage(Base):
         UniqueConstraint("channel", "dedupe_key", name="uq_outbox_dedupe"),
         Index("ix_outbox_sending_due", "next_attempt_at", postgresql_where=text("status = 'sending'"),
               sqlite_where=text("status = 'sending'")),
-        Index("ix_outbox_recipient", "channel", "recipient_id"),
+        # only the REST poll looks replies up by recipient (bot_0013)
+        Index("ix_outbox_rest_recipient", "recipient_id", "id", postgresql_where=text("channel = 'rest'"),
+              sqlite_where=text("channel = 'rest'")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

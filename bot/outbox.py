@@ -317,8 +317,8 @@ class OutboxWorker:
         c = table.c
         postgres = session.bind.dialect.name == "postgresql"
         # On SQLite the claim must walk its partial index, in due order. Without statistics
-        # the planner prefers the equality on ``channel`` (``ix_outbox_provider``: every row
-        # the channel ever sent, then a sort); ``channel || ''`` takes that index away.
+        # the planner prefers an index led by ``channel`` (it walked ``ix_outbox_provider``,
+        # every row the channel ever sent, then sorted); ``channel || ''`` rules those out.
         channel = c.channel if postgres else c.channel.concat("")
         due = (
             select(c.id)

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import func, select
 
+from bot.db import sql_const
 from bot.models import OutboxMessage
 from channels.base import Channel, Message, Reply
 
@@ -35,6 +36,23 @@ def reply_json(reply: Reply) -> dict[str, Any]:
 
 def _bad_request(reason: str) -> web.Response:
     return web.json_response({"error": "bad_request", "reason": reason}, status=400)
+
+
+def poll_query(channel: str, sender: str, after: int):  # type: ignore[no-untyped-def]
+    """A sender's replies after the cursor, by the partial index of the REST rows
+    (``ix_outbox_rest_recipient``; the channel is a constant in the SQL: ``sql_const``)."""
+    return (
+        select(OutboxMessage)
+        .where(
+            OutboxMessage.channel == sql_const(channel),
+            OutboxMessage.recipient_id == sender,
+            OutboxMessage.id > after,
+            OutboxMessage.status == "sent",
+            OutboxMessage.provider_id == POLL_PROVIDER_ID,
+        )
+        .order_by(OutboxMessage.id)
+        .limit(100)
+    )
 
 
 class RestChannel(Channel):
@@ -100,26 +118,13 @@ class RestChannel(Channel):
         if not sender:
             return _bad_request("'sender' is required")
         async with self.ctx.sessionmaker() as session:
-            rows = (
-                await session.execute(
-                    select(OutboxMessage)
-                    .where(
-                        OutboxMessage.channel == self.name,
-                        OutboxMessage.recipient_id == sender,
-                        OutboxMessage.id > after,
-                        OutboxMessage.status == "sent",
-                        OutboxMessage.provider_id == POLL_PROVIDER_ID,
-                    )
-                    .order_by(OutboxMessage.id)
-                    .limit(100)
-                )
-            ).scalars().all()
+            rows = (await session.execute(poll_query(self.name, sender, after))).scalars().all()
         cursor = max([after, *[r.id for r in rows]])
         if not rows and after == 0:
             # A fresh page starts after what was already delivered, but before anything
             # still waiting in the outbox (an agent's reply queued a moment ago).
             async with self.ctx.sessionmaker() as session:
-                mine = (OutboxMessage.channel == self.name, OutboxMessage.recipient_id == sender)
+                mine = (OutboxMessage.channel == sql_const(self.name), OutboxMessage.recipient_id == sender)
                 first_pending = (
                     await session.execute(
                         select(func.min(OutboxMessage.id)).where(*mine, OutboxMessage.status == "pending")

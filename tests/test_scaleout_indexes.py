@@ -31,8 +31,8 @@ HOT_QUERIES = [
      "ix_inbound_received_due"),
     ("inbound dedupe (platform retries)",
      "SELECT id FROM inbound_messages WHERE channel = 'wechat' AND dedupe_key = 'm1'", "uq_inbound_dedupe"),
-    ("outbox claim: due pending rows, oldest first",
-     "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= now() "
+    ("outbox claim, notice lane: due pending rows that are not replies, oldest first",
+     "SELECT * FROM outbox WHERE status = 'pending' AND kind <> 'reply' AND next_attempt_at <= now() "
      "AND channel IN ('rest', 'wechat') ORDER BY next_attempt_at, id LIMIT 100 FOR UPDATE SKIP LOCKED",
      "ix_outbox_pending_due"),
     ("outbox claim, reply lane: a customer's answer before a notice fan-out",
@@ -46,7 +46,10 @@ HOT_QUERIES = [
      "SELECT * FROM outbox WHERE dedupe_key LIKE 'in:42:%' ORDER BY id", "ix_outbox_dedupe_prefix"),
     ("REST poll: replies of one sender after a cursor",
      "SELECT * FROM outbox WHERE channel = 'rest' AND recipient_id = 'u1' AND id > 10 "
-     "AND status = 'sent' AND provider_id = 'rest-poll' ORDER BY id LIMIT 100", "ix_outbox_"),
+     "AND status = 'sent' AND provider_id = 'rest-poll' ORDER BY id LIMIT 100", "ix_outbox_rest_recipient"),
+    ("SMS delivery receipt: the rows of one provider batch",
+     "SELECT id FROM outbox WHERE channel = 'sms' AND provider_id = 'b-42' AND status IN ('sent', 'delivered')",
+     "ix_outbox_sms_provider"),
     ("conversation lease take-over",
      "SELECT * FROM conversation_leases WHERE conversation_id = 'rest:u1' AND expires_at < now()",
      "conversation_leases_pkey"),
@@ -77,7 +80,7 @@ HOT_QUERIES = [
 ]
 
 
-HEAD = "bot_0012_alipay_pending"
+HEAD = "bot_0013_outbox_lanes"
 
 
 async def _heads(url: str) -> set[str]:
@@ -140,13 +143,13 @@ async def test_merge_migration_is_the_single_head_and_reversible(postgres_url: s
 WRITTEN_INDEXES = {
     "sqlite": {
         "inbound_messages": {"ix_inbound_conversation", "ix_inbound_received_due"},
-        "outbox": {"ix_outbox_pending_due", "ix_outbox_pending_reply_due", "ix_outbox_recipient",
-                   "ix_outbox_provider", "ix_outbox_sending_due"},
+        "outbox": {"ix_outbox_pending_due", "ix_outbox_pending_reply_due", "ix_outbox_rest_recipient",
+                   "ix_outbox_sms_provider", "ix_outbox_sending_due"},
     },
     "postgresql": {  # (the unique constraints are indexes here too)
         "inbound_messages": {"ix_inbound_conversation", "ix_inbound_received_due", "uq_inbound_dedupe"},
-        "outbox": {"ix_outbox_pending_due", "ix_outbox_pending_reply_due", "ix_outbox_recipient",
-                   "ix_outbox_provider", "ix_outbox_sending_due", "ix_outbox_dedupe_prefix", "uq_outbox_dedupe"},
+        "outbox": {"ix_outbox_pending_due", "ix_outbox_pending_reply_due", "ix_outbox_rest_recipient",
+                   "ix_outbox_sms_provider", "ix_outbox_sending_due", "ix_outbox_dedupe_prefix", "uq_outbox_dedupe"},
     },
 }
 
@@ -180,7 +183,8 @@ async def test_hot_path_indexes_migration_up_and_down(postgres_url: str, sqlite_
         await downgrade(url, BOT_MIGRATIONS, "bot_0010_verification_identity")
         before = await indexes(url)
         assert {"ix_inbound_status_received"} <= before["inbound_messages"]
-        assert {"ix_outbox_due", "ix_outbox_dedupe_prefix"} <= before["outbox"]
+        assert {"ix_outbox_due", "ix_outbox_dedupe_prefix", "ix_outbox_recipient", "ix_outbox_provider"} <= before["outbox"]
+        assert not {"ix_outbox_rest_recipient", "ix_outbox_sms_provider"} & before["outbox"]
         assert "ix_outbox_sending_due" not in before["outbox"]
         await upgrade(url, BOT_MIGRATIONS)
         assert await indexes(url) == WRITTEN_INDEXES[backend]
@@ -188,10 +192,10 @@ async def test_hot_path_indexes_migration_up_and_down(postgres_url: str, sqlite_
 
 async def test_the_claim_and_recovery_statements_use_their_partial_indexes_on_sqlite(sqlite_url: str) -> None:
     """The statements the outbox worker, the recovery scan and the Alipay reconciler really
-    run, with their real parameters, walk the partial indexes made for them (no scan, no sort). SQLite uses a partial index only when
-    the query's own text shows the index's condition: with ``status = ?`` bound, the claim
-    walked every row the channel ever sent (``ix_outbox_provider``) and the recovery scan
-    read every inbound row."""
+    run, with their real parameters, walk the partial indexes made for them (no scan, no sort).
+    Without statistics SQLite preferred an index led by the claim's ``channel`` equality
+    (``ix_outbox_provider``: every row the channel ever sent, then a sort) and, for the
+    recovery scan's DISTINCT, the conversation index (every inbound row ever)."""
     from sqlalchemy import event
 
     from types import SimpleNamespace
@@ -239,3 +243,30 @@ async def test_the_claim_and_recovery_statements_use_their_partial_indexes_on_sq
     assert "ix_inbound_received_due" in plan_of("FROM inbound_messages", "DISTINCT")
     assert "ix_alipay_orders_pending" in plan_of("FROM alipay_orders", "status = 'pending'")
     assert not any("ix_outbox_provider" in p or "SCAN " in p or "ORDER BY" in p for p in plans.values()), plans
+
+
+async def test_the_rest_poll_and_sms_receipts_use_their_channel_indexes_on_sqlite(sqlite_url: str) -> None:
+    """The two lookups of outbox rows by recipient and by provider id, compiled as the code
+    runs them (values bound), walk the partial indexes of their channel's rows (bot_0013)."""
+    from sqlalchemy.dialects import sqlite
+
+    from channels.rest import poll_query
+    from channels.sms import receipt_update
+
+    await upgrade(sqlite_url, BOT_MIGRATIONS)
+    engine = make_engine(sqlite_url)
+    plans = {}
+    try:
+        async with engine.connect() as conn:
+            for name, stmt, index in [
+                ("rest poll", poll_query("rest", "u1", 10), "ix_outbox_rest_recipient"),
+                ("sms receipt", receipt_update("sms", "b-42", "delivered", None), "ix_outbox_sms_provider"),
+            ]:
+                compiled = stmt.compile(dialect=sqlite.dialect(), compile_kwargs={"render_postcompile": True})
+                params = tuple(compiled.params[k] for k in compiled.positiontup)
+                rows = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + compiled.string, params)
+                plans[name] = (index, " | ".join(str(r[-1]) for r in rows))
+    finally:
+        await engine.dispose()
+    for name, (index, plan) in plans.items():
+        assert index in plan and "SCAN " not in plan and "TEMP B-TREE" not in plan, (name, plan)
