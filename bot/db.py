@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
 import sqlite3
@@ -266,6 +267,17 @@ def json_text(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+def json_value(text: str | bytes) -> Any:
+    """JSON columns' deserializer: orjson (the snapshot's tracker state, payloads and event
+    data are read on every turn), falling back to the standard library for what orjson
+    refuses and ``json.loads`` accepts (``NaN``, ``Infinity`` in rows written before orjson
+    was the serializer)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: bool = False) -> AsyncEngine:
     """Create an engine with the pragmas / pool settings each backend needs."""
     if is_sqlite(url):
@@ -282,7 +294,7 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: 
             # check_same_thread off: the connection is opened on aiosqlite's thread and used
             # on the loop's thread (``_inline``), never by both at once (one checkout at a time)
             url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=1, max_overflow=0, pool_timeout=60,
-            pool_reset_on_return=None, json_serializer=json_text,
+            pool_reset_on_return=None, json_serializer=json_text, json_deserializer=json_value,
         )
         event.listen(engine.sync_engine, "connect", _one_hop_cursors)
         event.listen(engine.sync_engine, "connect", functools.partial(_sqlite_pragmas, path=_real_path(path)))
@@ -295,6 +307,7 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: 
         max_overflow=max_overflow,
         pool_recycle=1800,
         json_serializer=json_text,
+        json_deserializer=json_value,
     )
     _ping_idle_connections(engine)
     return engine

@@ -220,3 +220,35 @@ async def test_expanding_in_is_rendered_per_length(store_url):
     for direct, plain in got:
         assert direct == plain
     assert [d for d, _ in got] == [[("m0",), ("m2",)], [("m1",)], [], [("m3",), ("m4",), ("m5",)], [("m0",), ("m2",)]]
+
+
+async def test_json_columns_read_back_what_was_written_and_legacy_nan(store_url):
+    """JSON columns are written by orjson and read by orjson, on both backends: non-ASCII text,
+    nested values and non-string keys come back as ``json.dumps``/``json.loads`` would give
+    them; a value only the standard library reads (``NaN``, in a row written before orjson)
+    still reads (SQLite; PostgreSQL's json type refuses NaN itself)."""
+    import math
+
+    from sqlalchemy import text
+
+    await upgrade(store_url, BOT_MIGRATIONS)
+    engine = make_engine(store_url)
+    value = {"text": "您好，95598", "n": [1, 2.5, None, True], "nested": {"a": {"b": "c"}}, 7: "seven"}
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(InboundMessage.__table__.insert(), {
+                "channel": "rest", "dedupe_key": "j1", "sender_id": "u", "conversation_id": "rest:u", "payload": value})
+        async with engine.connect() as conn:
+            got = (await conn.execute(select(InboundMessage.payload).where(InboundMessage.dedupe_key == "j1"))).scalar_one()
+        assert got == {"text": "您好，95598", "n": [1, 2.5, None, True], "nested": {"a": {"b": "c"}}, "7": "seven"}
+        if store_url.startswith("sqlite"):
+            async with engine.begin() as conn:
+                await conn.execute(text(
+                    "INSERT INTO inbound_messages (channel, dedupe_key, sender_id, conversation_id, kind, text, payload, "
+                    "status, attempts, next_attempt_at, received_at) VALUES ('rest', 'j2', 'u', 'rest:u', 'text', '', "
+                    "'{\"amount\": NaN}', 'done', 0, '2026-12-01 00:00:00.000000', '2026-12-01 00:00:00.000000')"))
+            async with engine.connect() as conn:
+                legacy = (await conn.execute(select(InboundMessage.payload).where(InboundMessage.dedupe_key == "j2"))).scalar_one()
+            assert math.isnan(legacy["amount"])
+    finally:
+        await engine.dispose()
