@@ -509,5 +509,23 @@ async def in_transaction(engine: AsyncEngine, work: Callable[[Connection], T]) -
     return await greenlet_spawn(run)
 
 
+async def each_committed(engine: AsyncEngine, work: Callable[[Connection], T]) -> T:
+    """Run ``work(conn)`` with each statement committed on its own: for work whose statements
+    are each complete alone (one ``WITH .. INSERT`` taking a lease and reading a row, a read
+    under a held lease). On PostgreSQL that spares the BEGIN and the COMMIT, two of the
+    handful of round trips a message costs; SQLite keeps the transaction (its BEGIN
+    IMMEDIATE travels with the first statement anyway)."""
+    if engine.dialect.name != "postgresql":
+        return await in_transaction(engine, work)
+
+    def run() -> T:
+        getcurrent()._powerbot_direct = True
+        with engine.sync_engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            return work(conn)
+
+    return await greenlet_spawn(run)
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)

@@ -46,7 +46,7 @@ from sqlalchemy import Integer, bindparam, delete, exists, func, literal, or_, s
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import outbox
-from bot.db import in_transaction, prebuilt, sql_const
+from bot.db import each_committed, in_transaction, prebuilt, sql_const
 from bot.precompiled import InsertReturning, Precompiled
 from bot.langs import detect_language
 from bot.models import ConversationLease, InboundMessage, OutboxMessage
@@ -816,7 +816,8 @@ class Pipeline:
                 return
 
     async def _lease_and_oldest(self, conversation_id: str) -> tuple[bool, Any]:
-        """Take (or take over an expired) lease and select the oldest waiting row: one transaction."""
+        """Take (or take over an expired) lease and select the oldest waiting row (on PostgreSQL
+        one statement, committed by itself, then the row's snapshot read under the lease)."""
         now = utcnow()
         params = {"conversation_id": conversation_id, "owner": self.owner, "expires_at": now + LEASE_TTL,
                   "b_now": now, "b_owner": self.owner}
@@ -829,7 +830,10 @@ class Pipeline:
                 if got is None:
                     return False, None
                 if got.id is not None:
-                    self._prefetch_next(conn, conversation_id, got, fetched)
+                    try:  # the lease is committed already: a failed read must not strand it
+                        self._prefetch_next(conn, conversation_id, got, fetched)
+                    except Exception:  # noqa: BLE001 - the turn reads its snapshot itself
+                        log.warning("prefetch failed for inbound %s", got.id, exc_info=True)
                     return True, got
                 # taken with nothing waiting (another drain got there first): release it
             elif conn.execute(_lease_stmt(conn), params).first() is None:
@@ -837,7 +841,9 @@ class Pipeline:
             return True, self._next_or_release(conn, conversation_id, fetched)
 
         fetched: _Fetched = {}
-        taken = await in_transaction(self.sessionmaker.kw["bind"], take)
+        # each statement stands alone: the lease statement takes the lease and reads the
+        # oldest row at once, and the snapshot read after it runs under the lease
+        taken = await each_committed(self.sessionmaker.kw["bind"], take)
         self._keep_prefetched(fetched)
         return taken
 

@@ -192,6 +192,59 @@ async def test_lease_and_oldest_in_one_statement(postgres_url: str) -> None:
         await engine.dispose()
 
 
+async def test_taking_the_lease_sends_no_begin_or_commit(postgres_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """On PostgreSQL the lease statement and the snapshot read under it each commit on their
+    own: asyncpg starts no transaction (no BEGIN, no COMMIT: two round trips of a message),
+    the snapshot is read outside any transaction and the lease is visible to everyone at
+    once; a snapshot read that fails leaves the lease taken and the row returned (the turn
+    reads its snapshot itself)."""
+    import asyncpg.transaction
+
+    await upgrade(postgres_url, BOT_MIGRATIONS)
+    engine = make_engine(postgres_url)
+    sm = make_sessionmaker(engine)
+    begins: list[str] = []
+    start = asyncpg.transaction.Transaction.start
+
+    async def counting_start(self):  # type: ignore[no-untyped-def]
+        begins.append("BEGIN")
+        return await start(self)
+
+    monkeypatch.setattr(asyncpg.transaction.Transaction, "start", counting_start)
+    reads: list[tuple[str, bool]] = []
+
+    class Prefetching(Recorder):
+        fail = False
+
+        def prefetch(self, conn, conversation_id, message_id):  # type: ignore[no-untyped-def]
+            reads.append((message_id, conn.connection.dbapi_connection._connection.is_in_transaction()))
+            if self.fail:
+                raise RuntimeError("snapshot read failed")
+            return conn.execute(select(func.count()).select_from(InboundMessage)).scalar_one()
+
+    handler = Prefetching()
+    p = Pipeline(sm, handler)
+    try:
+        async with sm() as s, s.begin():
+            for n, cid in enumerate(["rest:a", "rest:b"]):
+                s.add(InboundMessage(channel="rest", dedupe_key=f"q{n}", sender_id=cid[5:], conversation_id=cid,
+                                     kind="text", text=f"t{n}", payload={}, status="received", attempts=0,
+                                     next_attempt_at=outbox_mod.utcnow(), received_at=outbox_mod.utcnow()))
+        begins.clear()
+        owned, row = await p._lease_and_oldest("rest:a")
+        assert owned and row.dedupe_key == "q0"
+        assert begins == [] and reads == [("q0", False)]
+        assert await count(sm, ConversationLease, ConversationLease.owner == p.owner) == 1
+
+        handler.fail = True
+        owned, row = await p._lease_and_oldest("rest:b")
+        assert owned and row.dedupe_key == "q1" and reads[-1] == ("q1", False)
+        assert await count(sm, ConversationLease, ConversationLease.conversation_id == "rest:b") == 1
+    finally:
+        await p.stop()
+        await engine.dispose()
+
+
 async def test_a_long_turn_keeps_its_lease_and_a_dead_owner_loses_it(postgres_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The lease is renewed while the conversation drains: a turn longer than the lease's life
     is not taken over by another process; without renewals (a dead owner) it expires."""
