@@ -220,6 +220,34 @@ def _next_or_release_pg() -> Any:
 _NEXT_OR_RELEASE_PG = _next_or_release_pg()
 
 
+def _finish_next_or_release_pg() -> Any:
+    """PostgreSQL, at the end of a turn under the lease: mark the turn's row done, select the
+    conversation's next waiting row and - none waiting - release the lease, in one statement
+    (the UPDATE and the DELETE in WITH clauses see the statement's snapshot, in which the
+    finished row is still waiting: the SELECT leaves it out by id). One round trip per
+    message less than the UPDATE apart."""
+    finished = (
+        update(_INBOUND)
+        .where(_INBOUND.c.id == bindparam("b_id"))
+        .values(status="done", processed_at=bindparam("b_now", type_=_INBOUND.c.processed_at.type),
+                attempts=bindparam("b_attempts", type_=_INBOUND.c.attempts.type), error=None)
+        .returning(_INBOUND.c.id)
+        .cte("finished")
+    )
+    nxt = _NEXT_ROW.where(_INBOUND.c.id != bindparam("b_id")).cte("nxt")
+    released = (
+        delete(_LEASE)
+        .where(_LEASE.c.conversation_id == bindparam("b_cid"), _LEASE.c.owner == bindparam("b_owner"),
+               ~exists(select(literal(1)).select_from(nxt)))
+        .returning(_LEASE.c.conversation_id)
+        .cte("released")
+    )
+    return select(nxt).add_cte(finished).add_cte(released)
+
+
+_FINISH_NEXT_OR_RELEASE_PG = _finish_next_or_release_pg()
+
+
 def _lease_and_next_pg() -> Any:
     """PostgreSQL: take the lease (as ``_lease_stmt``) and select the oldest waiting row in one
     statement: no row back = the lease is another owner's; ``id`` NULL = taken, nothing
@@ -1062,6 +1090,11 @@ class Pipeline:
             if out_values:
                 got = {(ch, key): oid for oid, ch, key in
                        _INSERT_RETURNING[OutboxMessage.__tablename__].run(conn, out_values).all()}
+            if lease_of is not None and len(finish) == 1 and conn.dialect.name == "postgresql":
+                nxt = conn.execute(_FINISH_NEXT_OR_RELEASE_PG, {**finish[0], **self._release_params(lease_of)}).first()
+                if nxt is not None:
+                    self._prefetch_next(conn, lease_of, nxt, fetched)
+                return got, nxt
             _FINISH_ROW_P.run(conn, finish)
             return got, (None if lease_of is None else self._next_or_release(conn, lease_of, fetched))
 
@@ -1081,10 +1114,14 @@ class Pipeline:
 
         ``session`` is the turn's ``AsyncSession`` or ``AsyncConnection`` (pre-built Core
         statements, so either works)."""
-        await session.execute(_FINISH_ROW, {"b_id": row.id, "b_now": utcnow(), "b_attempts": row.attempts + 1})
+        finish = {"b_id": row.id, "b_now": utcnow(), "b_attempts": row.attempts + 1}
+        dialect = _dialect_name(session)
+        if shared and dialect == "postgresql":
+            return (await session.execute(
+                _FINISH_NEXT_OR_RELEASE_PG, {**finish, **self._release_params(conversation_id)})).first()
+        await session.execute(_FINISH_ROW, finish)
         if not shared:
             return None
-        dialect = _dialect_name(session)
         return await session.run_sync(lambda db: self._next_row_or_release(db, dialect, conversation_id))
 
     async def _is_done(self, inbound_id: int) -> bool:

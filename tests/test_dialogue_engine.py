@@ -103,7 +103,14 @@ async def test_identity_across_channels_and_handoff_api(core_url, interpreter, t
 
 @pytest.mark.postgres
 async def test_postgres_tracker_and_sms_identity(core_url, interpreter, postgres_url, tmp_path):
+    from sqlalchemy import event
+
+    from bot.app import DB_ENGINE
+
     async with run_gateway(postgres_url, core_url, interpreter, data_dir=tmp_path) as gw, aiohttp.ClientSession() as http:
+        statements: list[str] = []
+        event.listen(gw.app[DB_ENGINE].sync_engine, "before_cursor_execute",
+                     lambda _c, _cur, statement, *_: statements.append(" ".join(statement.split())))
         # bound on one channel identity...
         a = Chat(http, gw.url, "wx-openid-like")
         await a.say("我要绑定户号")
@@ -117,6 +124,9 @@ async def test_postgres_tracker_and_sms_identity(core_url, interpreter, postgres
             out = await b.text("3100000002")
         assert re.search(r"\d+\.\d{2} 元", out) or "暂未查到" in out, out
         assert "后4位" not in out
+    # each turn marked its row done together with taking the next row / releasing the lease
+    assert sum(x.startswith("WITH finished AS (UPDATE inbound_messages") for x in statements) >= 4
+    assert not [x for x in statements if x.startswith("UPDATE inbound_messages SET status")]
 
 
 async def test_turns_start_from_the_pipelines_prefetched_snapshot(core_url, interpreter, tmp_path, store_url,

@@ -245,6 +245,37 @@ async def test_taking_the_lease_sends_no_begin_or_commit(postgres_url: str, monk
         await engine.dispose()
 
 
+async def test_a_turn_marks_its_row_done_and_takes_the_next_in_one_statement(postgres_url: str) -> None:
+    """PostgreSQL: at the end of a turn under the lease, marking the row done, selecting the
+    next waiting row and releasing the lease when there is none are one statement. Three
+    messages of one conversation queued together run in order, each marked done once; the
+    lease is gone at the end; no turn sent a separate UPDATE of its inbound row."""
+    from sqlalchemy import event
+
+    await upgrade(postgres_url, BOT_MIGRATIONS)
+    engine = make_engine(postgres_url)
+    sm = make_sessionmaker(engine)
+    statements: list[str] = []
+    event.listen(engine.sync_engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_: statements.append(" ".join(statement.split())))
+    slow = Recorder(delay=0.2)
+    p = Pipeline(sm, slow)
+    try:
+        await asyncio.gather(*(p.receive(msg(f"m{i}", f"F{i}"), wait=10) for i in range(3)))
+        assert slow.seen == [("rest:u1", "m0"), ("rest:u1", "m1"), ("rest:u1", "m2")]
+        async with sm() as s:
+            rows = (await s.execute(select(InboundMessage.status, InboundMessage.attempts)
+                                    .order_by(InboundMessage.id))).all()
+        assert rows == [("done", 1)] * 3
+        assert await count(sm, ConversationLease) == 0
+        folded = [x for x in statements if x.startswith("WITH finished AS (UPDATE inbound_messages")]
+        alone = [x for x in statements if x.startswith("UPDATE inbound_messages SET status")]
+        assert len(folded) == 3 and alone == [], (folded, alone)
+    finally:
+        await p.stop()
+        await engine.dispose()
+
+
 async def test_a_long_turn_keeps_its_lease_and_a_dead_owner_loses_it(postgres_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The lease is renewed while the conversation drains: a turn longer than the lease's life
     is not taken over by another process; without renewals (a dead owner) it expires."""
