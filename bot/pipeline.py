@@ -249,16 +249,14 @@ _FINISH_NEXT_OR_RELEASE_PG = _finish_next_or_release_pg()
 
 
 def _lease_and_next_pg() -> Any:
-    """PostgreSQL: take the lease (as ``_lease_stmt``) and select the oldest waiting row in one
-    statement: no row back = the lease is another owner's; ``id`` NULL = taken, nothing
-    waiting. One round trip per drain less than the two statements apart."""
+    """PostgreSQL: the conversation's oldest waiting row and, only when there is one, the
+    lease taken (as ``_lease_stmt``), in one statement that always gives one row:
+    ``lease_owner`` set = taken, with the row; ``lease_owner`` NULL and ``id`` set = another
+    owner's lease; both NULL = nothing waiting (no lease taken: nothing to release). One
+    statement, committed by itself: no second statement to release a lease taken in vain,
+    and nothing a cancellation could leave half done."""
     from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-    ins = pg_insert(_LEASE).values(  # inside a WITH the VALUES do not come from the parameters' keys
-        conversation_id=bindparam("b_cid"), owner=bindparam("b_owner"),
-        expires_at=bindparam("b_expires", type_=_LEASE.c.expires_at.type),
-    )
-    lease = _lease_upsert(ins).cte("lease")
     # every value a named parameter (b_status 'received', b_limit 1): a prebuilt statement
     # carries no literals
     nxt = (
@@ -267,9 +265,18 @@ def _lease_and_next_pg() -> Any:
                _INBOUND.c.status == bindparam("b_status", type_=_INBOUND.c.status.type))
         .order_by(_INBOUND.c.id)
         .limit(bindparam("b_limit", type_=Integer()))
-        .subquery("nxt")
+        .cte("nxt")
     )
-    stmt = select(lease.c.owner.label("lease_owner"), *nxt.c).select_from(lease.outerjoin(nxt, true()))
+    ins = pg_insert(_LEASE).from_select(
+        ["conversation_id", "owner", "expires_at"],
+        select(bindparam("b_cid", type_=_LEASE.c.conversation_id.type), bindparam("b_owner", type_=_LEASE.c.owner.type),
+               bindparam("b_expires", type_=_LEASE.c.expires_at.type))
+        .where(exists(select(literal(1)).select_from(nxt))),
+    )
+    lease = _lease_upsert(ins).cte("lease")
+    one = select(literal(1).label("one")).subquery("one")
+    stmt = select(lease.c.owner.label("lease_owner"), *nxt.c).select_from(
+        one.outerjoin(lease, true()).outerjoin(nxt, true()))
     return prebuilt(stmt, "pipeline-lease-and-next", "postgresql")
 
 
@@ -854,26 +861,31 @@ class Pipeline:
             if conn.dialect.name == "postgresql":
                 got = conn.execute(_LEASE_AND_NEXT_PG, {
                     "b_cid": conversation_id, "b_owner": self.owner, "b_expires": params["expires_at"],
-                    "b_now": now, "b_status": "received", "b_limit": 1}).first()
-                if got is None:
-                    return False, None
-                if got.id is not None:
-                    try:  # the lease is committed already: a failed read must not strand it
-                        self._prefetch_next(conn, conversation_id, got, fetched)
-                    except Exception:  # noqa: BLE001 - the turn reads its snapshot itself
-                        log.warning("prefetch failed for inbound %s", got.id, exc_info=True)
-                    return True, got
-                # taken with nothing waiting (another drain got there first): release it
-            elif conn.execute(_lease_stmt(conn), params).first() is None:
+                    "b_now": now, "b_status": "received", "b_limit": 1}).one()
+                if got.lease_owner is None:
+                    return got.id is None, None  # nothing waiting (nothing to do), or another owner's
+                taken.append(True)
+                try:  # the lease is committed already: a failed read must not strand it
+                    self._prefetch_next(conn, conversation_id, got, fetched)
+                except Exception:  # noqa: BLE001 - the turn reads its snapshot itself
+                    log.warning("prefetch failed for inbound %s", got.id, exc_info=True)
+                return True, got
+            if conn.execute(_lease_stmt(conn), params).first() is None:
                 return False, None
             return True, self._next_or_release(conn, conversation_id, fetched)
 
         fetched: _Fetched = {}
-        # each statement stands alone: the lease statement takes the lease and reads the
-        # oldest row at once, and the snapshot read after it runs under the lease
-        taken = await each_committed(self.sessionmaker.kw["bind"], take)
+        taken: list[bool] = []
+        try:
+            # each statement stands alone: the lease statement takes the lease and reads the
+            # oldest row at once, and the snapshot read after it runs under the lease
+            result = await each_committed(self.sessionmaker.kw["bind"], take)
+        except asyncio.CancelledError:
+            if taken:  # committed before the cancellation (a stopping process): give it back
+                self._spawn(self._release(conversation_id))
+            raise
         self._keep_prefetched(fetched)
-        return taken
+        return result
 
     def _release_params(self, conversation_id: str) -> dict[str, str]:
         return {"b_cid": conversation_id, "b_owner": self.owner}

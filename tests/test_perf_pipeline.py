@@ -166,7 +166,7 @@ async def test_lease_released_after_drain(postgres_url: str) -> None:
 async def test_lease_and_oldest_in_one_statement(postgres_url: str) -> None:
     """PostgreSQL takes the lease and reads the oldest waiting row in one statement: a live
     lease of another owner gives neither; a free one gives the lease and the oldest row; with
-    nothing waiting the lease taken is released again in the same transaction."""
+    nothing waiting no lease is taken (nothing to do, nothing to release)."""
     await upgrade(postgres_url, BOT_MIGRATIONS)
     engine = make_engine(postgres_url)
     sm = make_sessionmaker(engine)
@@ -185,8 +185,15 @@ async def test_lease_and_oldest_in_one_statement(postgres_url: str) -> None:
         async with sm() as s:
             owners = dict((await s.execute(select(ConversationLease.conversation_id, ConversationLease.owner))).all())
         assert owners == {"rest:held": "other", "rest:free": p.owner}
-        assert await p._lease_and_oldest("rest:idle") == (True, None)  # nothing waiting: taken, released
+        assert await p._lease_and_oldest("rest:idle") == (True, None)  # nothing waiting: nothing to do
         assert await count(sm, ConversationLease, ConversationLease.conversation_id == "rest:idle") == 0
+        # nothing waiting and another owner's lease: nothing to do either, the lease untouched
+        async with sm() as s, s.begin():
+            s.add(ConversationLease(conversation_id="rest:quiet", owner="other",
+                                    expires_at=outbox_mod.utcnow() + timedelta(seconds=60)))
+        assert await p._lease_and_oldest("rest:quiet") == (True, None)
+        async with sm() as s:
+            assert (await s.get(ConversationLease, "rest:quiet")).owner == "other"
     finally:
         await p.stop()
         await engine.dispose()
@@ -245,6 +252,35 @@ async def test_taking_the_lease_sends_no_begin_or_commit(postgres_url: str, monk
         await engine.dispose()
 
 
+async def test_a_lease_taken_by_a_cancelled_drain_is_given_back(postgres_url: str) -> None:
+    """The lease statement commits by itself: when the drain is cancelled right after it (a
+    stopping process) the lease is released, not left to expire."""
+    await upgrade(postgres_url, BOT_MIGRATIONS)
+    engine = make_engine(postgres_url)
+    sm = make_sessionmaker(engine)
+
+    class CancelledInRead(Recorder):
+        def prefetch(self, conn, conversation_id, message_id):  # type: ignore[no-untyped-def]
+            raise asyncio.CancelledError()
+
+    p = Pipeline(sm, CancelledInRead())
+    try:
+        async with sm() as s, s.begin():
+            s.add(InboundMessage(channel="rest", dedupe_key="c1", sender_id="x", conversation_id="rest:x",
+                                 kind="text", text="t", payload={}, status="received", attempts=0,
+                                 next_attempt_at=outbox_mod.utcnow(), received_at=outbox_mod.utcnow()))
+        with pytest.raises(asyncio.CancelledError):
+            await p._lease_and_oldest("rest:x")
+        for _ in range(100):
+            if await count(sm, ConversationLease) == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert await count(sm, ConversationLease) == 0
+    finally:
+        await p.stop()
+        await engine.dispose()
+
+
 async def test_a_turn_marks_its_row_done_and_takes_the_next_in_one_statement(postgres_url: str) -> None:
     """PostgreSQL: at the end of a turn under the lease, marking the row done, selecting the
     next waiting row and releasing the lease when there is none are one statement. Three
@@ -295,12 +331,16 @@ async def test_a_long_turn_keeps_its_lease_and_a_dead_owner_loses_it(postgres_ur
     r = await first
     assert [x.text for x in r.replies or []] == ["echo:slow"]
     assert await count(sm, ConversationLease) == 0
-    # a lease nobody renews (its owner died) is taken over after its life
+    # a lease nobody renews (its owner died, a message still waiting) is taken over after its life
     async with sm() as s, s.begin():
         s.add(ConversationLease(conversation_id="rest:u2", owner="dead", expires_at=outbox_mod.utcnow() + timedelta(seconds=0.6)))
-    assert not (await b._lease_and_oldest("rest:u2"))[0]
+        s.add(InboundMessage(channel="rest", dedupe_key="d1", sender_id="u2", conversation_id="rest:u2", kind="text",
+                             text="left", payload={}, status="received", attempts=0,
+                             next_attempt_at=outbox_mod.utcnow(), received_at=outbox_mod.utcnow()))
+    assert await b._lease_and_oldest("rest:u2") == (False, None)
     await asyncio.sleep(0.8)
-    assert (await b._lease_and_oldest("rest:u2"))[0]
+    owned, row = await b._lease_and_oldest("rest:u2")
+    assert owned and row.text == "left"
     await a.stop()
     await b.stop()
     await engine.dispose()
