@@ -171,6 +171,17 @@ by removing the work outright (not kept; replies or history would be lost): no d
 0.05-0.1 ms per message, NLU answered from a cache 0.1-0.15 ms. Tried and not kept: the hot
 modules compiled with Cython 3 (slower: 0.68-0.72 against 0.61-0.65 ms, compiled coroutines
 cost asyncio more), uvloop (no difference in three interleaved pairs).
+
+Later the same session, after a turn's actions and slot changes moved into its user event
+(event rows per message 4.7 -> 2.3), the outbox indexes were cut to the rows their queries
+read (bot_0013), JSON columns were read with orjson, and on PostgreSQL the lease statement
+and the turn's last statement were folded (round trips per message 12.7 -> 9.6):
+
+    --rounds 3: bare 5411-8061/s; crypto-only c=200 5583-7430/s (0.14-0.17 ms CPU/msg)
+    full SQLite c=50 1429-1839/s (0.62-0.80 ms), c=200 1364-1801/s (0.62-0.84 ms)
+    full / crypto-only at c=200: 24% (rounds 24/24/29%), CPU-normalised 22% (20/22/26%): NOT met
+    paced 200: p50 3.6 ms, p99 10.6 ms: met
+    PostgreSQL (one run): c=50 507/s (1.86 ms), c=200 490/s (1.96 ms), paced p99 15.1 ms
 """
 
 from __future__ import annotations
