@@ -202,47 +202,37 @@ def _lease_upsert(ins: Any) -> Any:
     ).returning(_LEASE.c.owner)
 
 
-def _next_or_release_pg() -> Any:
-    """PostgreSQL: the conversation's oldest waiting row, and — when there is none — the lease
-    released, in one statement (a DELETE in a WITH clause, seeing the same snapshot as the
-    SELECT): one round trip per turn less than the SELECT and the DELETE apart."""
-    nxt = _NEXT_ROW.cte("nxt")
-    released = (
+def _released_unless(nxt: Any) -> Any:
+    """A CTE releasing our lease of the conversation when the CTE ``nxt`` (its next waiting
+    row) is empty: a DELETE in a WITH clause sees the same snapshot as the SELECT."""
+    return (
         delete(_LEASE)
         .where(_LEASE.c.conversation_id == bindparam("b_cid"), _LEASE.c.owner == bindparam("b_owner"),
                ~exists(select(literal(1)).select_from(nxt)))
         .returning(_LEASE.c.conversation_id)
         .cte("released")
     )
-    return select(nxt).add_cte(released)
+
+
+def _next_or_release_pg() -> Any:
+    """PostgreSQL: the conversation's oldest waiting row, and — when there is none — the lease
+    released, in one statement: one round trip per turn less than the SELECT and the DELETE
+    apart."""
+    nxt = _NEXT_ROW.cte("nxt")
+    return select(nxt).add_cte(_released_unless(nxt))
 
 
 _NEXT_OR_RELEASE_PG = _next_or_release_pg()
 
 
 def _finish_next_or_release_pg() -> Any:
-    """PostgreSQL, at the end of a turn under the lease: mark the turn's row done, select the
-    conversation's next waiting row and - none waiting - release the lease, in one statement
-    (the UPDATE and the DELETE in WITH clauses see the statement's snapshot, in which the
-    finished row is still waiting: the SELECT leaves it out by id). One round trip per
-    message less than the UPDATE apart."""
-    finished = (
-        update(_INBOUND)
-        .where(_INBOUND.c.id == bindparam("b_id"))
-        .values(status="done", processed_at=bindparam("b_now", type_=_INBOUND.c.processed_at.type),
-                attempts=bindparam("b_attempts", type_=_INBOUND.c.attempts.type), error=None)
-        .returning(_INBOUND.c.id)
-        .cte("finished")
-    )
+    """PostgreSQL, at the end of a turn under the lease: mark the turn's row done (``_FINISH_ROW``),
+    select the conversation's next waiting row and - none waiting - release the lease, in one
+    statement (in the statement's snapshot the finished row is still waiting: the SELECT leaves
+    it out by id). One round trip per message less than the UPDATE apart."""
+    finished = _FINISH_ROW.returning(_INBOUND.c.id).cte("finished")
     nxt = _NEXT_ROW.where(_INBOUND.c.id != bindparam("b_id")).cte("nxt")
-    released = (
-        delete(_LEASE)
-        .where(_LEASE.c.conversation_id == bindparam("b_cid"), _LEASE.c.owner == bindparam("b_owner"),
-               ~exists(select(literal(1)).select_from(nxt)))
-        .returning(_LEASE.c.conversation_id)
-        .cte("released")
-    )
-    return select(nxt).add_cte(finished).add_cte(released)
+    return select(nxt).add_cte(finished).add_cte(_released_unless(nxt))
 
 
 _FINISH_NEXT_OR_RELEASE_PG = _finish_next_or_release_pg()
