@@ -880,16 +880,31 @@ class Pipeline:
     def _release_params(self, conversation_id: str) -> dict[str, str]:
         return {"b_cid": conversation_id, "b_owner": self.owner}
 
-    def _next_or_release(self, conn: Any, conversation_id: str, fetched: _Fetched) -> Any:
+    def _next_or_release(
+        self, conn: Any, conversation_id: str, fetched: _Fetched, *, finish: dict[str, Any] | None = None
+    ) -> Any:
         """Under the lease, in the caller's transaction (a synchronous connection): the
-        conversation's oldest waiting row, or — nothing waiting — release the lease. The next
-        turn's starting state goes into ``fetched`` (the caller keeps it once committed): read
-        under the lease, after this transaction's own writes, nothing else can run a turn of
-        the conversation before it."""
-        nxt = self._next_row_or_release(conn, conn.dialect.name, conversation_id)
+        conversation's oldest waiting row, or — nothing waiting — release the lease; with
+        ``finish`` first mark that turn's row done. The next turn's starting state goes into
+        ``fetched`` (the caller keeps it once committed): read under the lease, after this
+        transaction's own writes, nothing else can run a turn of the conversation before it."""
+        dialect = conn.dialect.name
+        if finish is None:
+            nxt = self._next_row_or_release(conn, dialect, conversation_id)
+        else:
+            nxt = self._finish_and_next(conn, dialect, finish, conversation_id)
         if nxt is not None:
             self._prefetch_next(conn, conversation_id, nxt, fetched)
         return nxt
+
+    def _finish_and_next(self, db: Any, dialect: str, finish: dict[str, Any], conversation_id: str) -> Any:
+        """Mark the turn's row done, then the next waiting row or the lease released (``db``: a
+        synchronous ``Connection`` or ``Session`` in the caller's transaction); one statement
+        on PostgreSQL."""
+        if dialect == "postgresql":
+            return db.execute(_FINISH_NEXT_OR_RELEASE_PG, {**finish, **self._release_params(conversation_id)}).first()
+        db.execute(_FINISH_ROW, finish)
+        return self._next_row_or_release(db, dialect, conversation_id)
 
     def _next_row_or_release(self, db: Any, dialect: str, conversation_id: str) -> Any:
         """The oldest waiting row, or the lease released (``db``: a synchronous ``Connection``
@@ -1092,13 +1107,11 @@ class Pipeline:
             if out_values:
                 got = {(ch, key): oid for oid, ch, key in
                        _INSERT_RETURNING[OutboxMessage.__tablename__].run(conn, out_values).all()}
-            if lease_of is not None and len(finish) == 1 and conn.dialect.name == "postgresql":
-                nxt = conn.execute(_FINISH_NEXT_OR_RELEASE_PG, {**finish[0], **self._release_params(lease_of)}).first()
-                if nxt is not None:
-                    self._prefetch_next(conn, lease_of, nxt, fetched)
-                return got, nxt
-            _FINISH_ROW_P.run(conn, finish)
-            return got, (None if lease_of is None else self._next_or_release(conn, lease_of, fetched))
+            if lease_of is None:
+                _FINISH_ROW_P.run(conn, finish)
+                return got, None
+            (one,) = finish  # under a lease the write is one turn's
+            return got, self._next_or_release(conn, lease_of, fetched, finish=one)
 
         fetched: _Fetched = {}
         try:
@@ -1117,14 +1130,11 @@ class Pipeline:
         ``session`` is the turn's ``AsyncSession`` or ``AsyncConnection`` (pre-built Core
         statements, so either works)."""
         finish = {"b_id": row.id, "b_now": utcnow(), "b_attempts": row.attempts + 1}
-        dialect = _dialect_name(session)
-        if shared and dialect == "postgresql":
-            return (await session.execute(
-                _FINISH_NEXT_OR_RELEASE_PG, {**finish, **self._release_params(conversation_id)})).first()
-        await session.execute(_FINISH_ROW, finish)
         if not shared:
+            await session.execute(_FINISH_ROW, finish)
             return None
-        return await session.run_sync(lambda db: self._next_row_or_release(db, dialect, conversation_id))
+        dialect = _dialect_name(session)
+        return await session.run_sync(lambda db: self._finish_and_next(db, dialect, finish, conversation_id))
 
     async def _is_done(self, inbound_id: int) -> bool:
         async with self.sessionmaker() as session:
