@@ -61,15 +61,13 @@ class _Target:
     table: Table
     time_column: str
     finished: tuple[str, ...] | None  # statuses that may go; None: every row may go
-
-    def days(self, policy: RetentionPolicy) -> int:
-        return policy.history_days if self.name == "dlg_events" else policy.finished_days
+    days: str  # the ``RetentionPolicy`` field that keeps these rows
 
 
 TARGETS = (
-    _Target("inbound_messages", InboundMessage.__table__, "received_at", INBOUND_FINISHED),
-    _Target("outbox", OutboxMessage.__table__, "created_at", OUTBOX_FINISHED),
-    _Target("dlg_events", Event.__table__, "created_at", None),
+    _Target("inbound_messages", InboundMessage.__table__, "received_at", INBOUND_FINISHED, "finished_days"),
+    _Target("outbox", OutboxMessage.__table__, "created_at", OUTBOX_FINISHED, "finished_days"),
+    _Target("dlg_events", Event.__table__, "created_at", None, "history_days"),
 )
 
 
@@ -85,7 +83,7 @@ async def purge(
     engine = sessionmaker.kw["bind"]
     out: dict[str, int] = {}
     for target in TARGETS:
-        days = target.days(policy)
+        days = getattr(policy, target.days)
         if days <= 0:
             continue
         out[target.name] = await _purge_table(engine, target, now - timedelta(days=days), policy.batch_size, dry_run)
@@ -107,10 +105,10 @@ async def _purge_table(engine: Any, target: _Target, cutoff: datetime, batch_siz
     while True:
         stmt = page.where(id_col > after)
 
-        def batch(conn: Any, stmt: Any = stmt) -> tuple[int, int | None, bool]:
+        def batch(conn: Any, stmt: Any = stmt) -> tuple[int, int, bool]:
             rows = conn.execute(stmt).all()
             if not rows:
-                return 0, None, True
+                return 0, after, True
             ids = [r.id for r in rows if r.doomed]
             if ids and not dry_run:
                 # the same test again in the DELETE: a row that changed since is kept
@@ -120,7 +118,7 @@ async def _purge_table(engine: Any, target: _Target, cutoff: datetime, batch_siz
 
         n, last, done = await in_transaction(engine, batch)
         deleted += n
-        if done or last is None:
+        if done:
             return deleted
         after = last
         await asyncio.sleep(0)  # let the hot path's transactions in between batches

@@ -432,7 +432,6 @@ async def stats(session: AsyncSession) -> dict[str, Any]:
     escalated = await distinct_conversations(Handoff, "created_at")
     dist = {str(i): 0 for i in range(1, 6)}
     start = await first_id_since(session, Satisfaction, "asked_at", since)
-    scores: list[int] = []
     if start is not None:
         for score, n in (await session.execute(
             select(Satisfaction.score, func.count())
@@ -440,7 +439,7 @@ async def stats(session: AsyncSession) -> dict[str, Any]:
             .group_by(Satisfaction.score)
         )).all():
             dist[str(score)] = dist.get(str(score), 0) + n
-            scores += [score] * n
+    answered = sum(dist.values())
     return {
         "queue_length": len(waiting),
         "in_progress": assigned,
@@ -453,8 +452,8 @@ async def stats(session: AsyncSession) -> dict[str, Any]:
         "conversations_with_agent": with_agent,
         "conversations_escalated": escalated,
         "automation_rate": round(1 - with_agent / total_convs, 4) if total_convs else None,
-        "satisfaction_average": round(sum(scores) / len(scores), 2) if scores else None,
-        "satisfaction_count": len(scores),
+        "satisfaction_average": round(sum(int(k) * n for k, n in dist.items()) / answered, 2) if answered else None,
+        "satisfaction_count": answered,
         "satisfaction_distribution": dist,
         "window_hours": int(STATS_WINDOW.total_seconds() // 3600),
     }
