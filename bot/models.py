@@ -20,6 +20,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def partial(condition: str) -> dict[str, Any]:
+    """``Index`` keyword arguments for a partial index with the same condition on both stores."""
+    return {"postgresql_where": text(condition), "sqlite_where": text(condition)}
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
 
@@ -55,11 +60,9 @@ class OutboxMessage(Base):
     __tablename__ = "outbox"
     __table_args__ = (
         UniqueConstraint("channel", "dedupe_key", name="uq_outbox_dedupe"),
-        Index("ix_outbox_sending_due", "next_attempt_at", postgresql_where=text("status = 'sending'"),
-              sqlite_where=text("status = 'sending'")),
+        Index("ix_outbox_sending_due", "next_attempt_at", **partial("status = 'sending'")),
         # only the REST poll looks replies up by recipient (bot_0013)
-        Index("ix_outbox_rest_recipient", "recipient_id", "id", postgresql_where=text("channel = 'rest'"),
-              sqlite_where=text("channel = 'rest'")),
+        Index("ix_outbox_rest_recipient", "recipient_id", "id", **partial("channel = 'rest'")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

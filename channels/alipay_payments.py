@@ -32,13 +32,13 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from sqlalchemy import DateTime, Index, Integer, String, Text, delete, select, text, update
+from sqlalchemy import DateTime, Index, Integer, String, Text, delete, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bot import outbox
 from bot.db import sql_const
 from bot.logs import mask_account
-from bot.models import Base
+from bot.models import Base, partial
 from channels import alipay_sdk
 from channels.base import ChannelContext, DeliveryError, PaymentLink, Reply
 
@@ -68,8 +68,7 @@ class AlipayOrder(Base):
     __table_args__ = (
         Index("ix_alipay_orders_recipient", "channel", "recipient_id"),
         # the reconciler's sweep (bot_0012): only the few orders waiting for a notify
-        Index("ix_alipay_orders_pending", "created_at", postgresql_where=text("status = 'pending'"),
-              sqlite_where=text("status = 'pending'")),
+        Index("ix_alipay_orders_pending", "created_at", **partial("status = 'pending'")),
     )
 
     out_trade_no: Mapped[str] = mapped_column(String(64), primary_key=True)
