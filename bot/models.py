@@ -46,7 +46,7 @@ class InboundMessage(Base):
     kind: Mapped[str] = mapped_column(String(32), default="text")
     text: Mapped[str] = mapped_column(Text, default="")
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="received")  # received|done|failed
+    status: Mapped[str] = mapped_column(String(16), default="received")  # received|held|done|failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

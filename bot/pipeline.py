@@ -17,6 +17,13 @@ connection, is the scarce resource):
   releases the lease;
 - replies are inserted with one statement; inline deliveries are marked by a group-commit
   writer too; the outbox worker is woken only for rows that are due now;
+- on SQLite in one process, the replies of a turn a channel waits for are not queued in the
+  outbox at all: the turn's events record them and its inbound row is left ``held`` until
+  the end of the inline grace. The channel's inline answer marks the row done; a row still
+  held after the grace (no answer, a crash) goes back to ``received``, and its turn, found
+  recorded, replays the replies into the outbox — the crash-recovery path. Two row writes
+  a reply less (the outbox insert and its index entries), the same guarantee: delivered
+  inline or by the outbox, twice only if a crash falls between the answer and its mark;
 - a handler can commit its turn with the replies and the inbound status (``turn_commit``); on
   SQLite in one process, a handler whose turn is only pre-built statements hands them over
   (``turn_write``) and concurrent turns are written in one transaction, one executemany per
@@ -180,6 +187,28 @@ _MARK_INLINE = (
     .returning(_OUTBOX.c.id)
 )
 _MARK_INLINE_P = Precompiled(_MARK_INLINE)
+# replies held on their inbound row for the channel's inline answer (see the module docstring)
+_HOLD_ROW = (
+    update(_INBOUND)
+    .where(_INBOUND.c.id == bindparam("b_id"))
+    .values(status="held", processed_at=bindparam("b_now", type_=_INBOUND.c.processed_at.type),
+            attempts=bindparam("b_attempts", type_=_INBOUND.c.attempts.type), error=None,
+            next_attempt_at=bindparam("b_due", type_=_INBOUND.c.next_attempt_at.type))
+)
+_HOLD_ROW_P = Precompiled(_HOLD_ROW)
+_DELIVERED_HELD_P = Precompiled(
+    update(_INBOUND)
+    .where(_INBOUND.c.id.in_(bindparam("b_ids", expanding=True)), _INBOUND.c.status == "held")
+    .values(status="done")
+    .returning(_INBOUND.c.id)
+)
+_EXPIRE_HELD = (
+    update(_INBOUND)
+    .where(_INBOUND.c.status == sql_const("held"),  # its partial index (bot_0014)
+           _INBOUND.c.next_attempt_at <= bindparam("b_now", type_=_INBOUND.c.next_attempt_at.type))
+    .values(status="received", next_attempt_at=bindparam("b_now", type_=_INBOUND.c.next_attempt_at.type))
+    .returning(_INBOUND.c.conversation_id)
+)
 _WAITING_IN = Precompiled(
     select(_INBOUND.c.conversation_id, func.count())
     .where(_INBOUND.c.conversation_id.in_(bindparam("b_cids", expanding=True)), _INBOUND.c.status == "received")
@@ -329,6 +358,7 @@ class _TurnWrite:
     fut: asyncio.Future[bool]
     queued: list[tuple[int, Reply]] = field(default_factory=list)
     prepare: Callable[[Any], None] | None = None  # runs first in the transaction (sync connection)
+    held: bool = False  # written: the replies held on the inbound row, not queued
 
 
 class DialogueHandler(Protocol):
@@ -429,22 +459,23 @@ class Pipeline:
             max_active = _default_max_active(bind)
         self.max_active = max(1, max_active)
         self._active = asyncio.Semaphore(self.max_active)
-        self._waiters: dict[int, asyncio.Future[list[tuple[int, Reply]]]] = {}
+        self._waiters: dict[int, asyncio.Future[Receipt]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._recovery: asyncio.Task[None] | None = None
         self._convs: OrderedDict[str, _ConvState] = OrderedDict()
         # group-commit queues: inbound rows (``_Inbound``), (ids, future) for inline marks
         self._insert_q: list[_Inbound] = []
         self._insert_task: asyncio.Task[None] | None = None
-        self._mark_q: list[tuple[list[int], asyncio.Future[bool]]] = []
+        self._mark_q: list[tuple[list[int], list[int], asyncio.Future[bool]]] = []
         self._mark_task: asyncio.Task[None] | None = None
         self._turn_q: list[_TurnWrite] = []
         self._turn_task: asyncio.Task[None] | None = None
         # the handler's reads of turns' starting state, done inside transactions the pipeline
         # runs anyway
         self._prefetched: _Fetched = {}
-        # outbox ids answered inline, not yet marked (``delivered_inline``)
+        # outbox ids and held inbound ids answered inline, not yet marked (``delivered_inline``)
         self._late_marks: list[int] = []
+        self._late_held: list[int] = []
         self._late_task: asyncio.Task[None] | None = None
         self._group_turns = not self.cross_process and dialect == "sqlite"
 
@@ -489,9 +520,7 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         inserted: asyncio.Future[int | None] = loop.create_future()
         # no waiter when the channel will not wait: its replies are due at once (no inline grace)
-        fut: asyncio.Future[list[tuple[int, Reply]]] | None = (
-            loop.create_future() if wait is None or wait > 0 else None
-        )
+        fut: asyncio.Future[Receipt] | None = loop.create_future() if wait is None or wait > 0 else None
         self._conv(message.conversation_id).inflight += 1
         self._insert_q.append((values, inserted, fut, also))
         if self._insert_task is None or self._insert_task.done():
@@ -507,9 +536,7 @@ class Pipeline:
             done = await self._await_result(inbound_id, fut, wait, message.conversation_id)
         finally:
             self._waiters.pop(inbound_id, None)
-        if done is None:
-            return Receipt(duplicate=False, replies=None)
-        return Receipt(duplicate=False, replies=[r for _, r in done], outbox_ids=[i for i, _ in done])
+        return done if done is not None else Receipt(duplicate=False, replies=None)
 
     async def _insert_loop(self) -> None:
         """Group commit of inbound rows: everything queued while a batch was written goes next."""
@@ -645,10 +672,10 @@ class Pipeline:
     async def _await_result(
         self,
         inbound_id: int,
-        fut: asyncio.Future[list[tuple[int, Reply]]],
+        fut: asyncio.Future[Receipt],
         wait: float | None,
         conversation_id: str | None = None,
-    ) -> list[tuple[int, Reply]] | None:
+    ) -> Receipt | None:
         """Wait for this process's drain; with other processes around, also watch the store.
 
         The store is polled only while this process is not itself working on the
@@ -677,7 +704,7 @@ class Pipeline:
                     return found
                 interval = min(interval * 2, 4.0)
 
-    async def _result_from_store(self, inbound_id: int) -> list[tuple[int, Reply]] | None:
+    async def _result_from_store(self, inbound_id: int) -> Receipt | None:
         """Replies of a message that another process processed (its outbox rows)."""
         async with self.sessionmaker() as session:
             status = (
@@ -692,64 +719,76 @@ class Pipeline:
                     .order_by(OutboxMessage.id)
                 )
             ).scalars().all()
-        return [(r.id, Reply.from_dict(r.payload)) for r in rows]
+        return _answer([(r.id, Reply.from_dict(r.payload)) for r in rows])
 
-    async def mark_delivered_inline(self, outbox_ids: list[int]) -> bool:
-        """The channel returned these replies in its HTTP answer: the outbox must not send them.
+    async def mark_delivered_inline(self, receipt: Receipt) -> bool:
+        """The channel returned the receipt's replies in its HTTP answer: the outbox must not
+        send them. True when every one was still waiting for the mark.
 
         Marks of concurrent requests are written together (one UPDATE per group)."""
-        if not outbox_ids:
+        return await self._mark(list(receipt.outbox_ids), [receipt.held] if receipt.held is not None else [])
+
+    async def _mark(self, outbox_ids: list[int], held: list[int]) -> bool:
+        if not outbox_ids and not held:
             return True
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._mark_q.append((list(outbox_ids), fut))
+        self._mark_q.append((outbox_ids, held, fut))
         if self._mark_task is None or self._mark_task.done():
             self._mark_task = asyncio.ensure_future(self._mark_loop())
         return await asyncio.shield(fut)
 
-    def delivered_inline(self, outbox_ids: list[int]) -> None:
+    def delivered_inline(self, receipt: Receipt) -> None:
         """The channel answers with these replies in its HTTP response; the outbox must not send
         them. Not awaited: the marks ride on the next grouped turn write (no transaction of
         their own) or are flushed ``MARK_FLUSH_SECONDS`` later — long before the replies'
         ``inline_grace`` ends. A crash in between makes the outbox send a reply that was also
         answered inline (twice, never lost); a reply the outbox took first is left to it."""
-        if not outbox_ids:
+        if not receipt.outbox_ids and receipt.held is None:
             return
-        self._late_marks.extend(outbox_ids)
+        self._late_marks.extend(receipt.outbox_ids)
+        if receipt.held is not None:
+            self._late_held.append(receipt.held)
         if self._late_task is None or self._late_task.done():
             self._late_task = asyncio.ensure_future(self._flush_marks_later())
 
     async def _flush_marks_later(self) -> None:
-        while self._late_marks:
+        while self._late_marks or self._late_held:
             await asyncio.sleep(MARK_FLUSH_SECONDS)
             await self._flush_marks()
 
     async def _flush_marks(self) -> None:
-        ids, self._late_marks = self._late_marks, []
-        if not ids:
+        (ids, self._late_marks), (held, self._late_held) = (self._late_marks, []), (self._late_held, [])
+        if not ids and not held:
             return
         try:
-            await self.mark_delivered_inline(ids)
+            await self._mark(ids, held)
         except Exception:  # noqa: BLE001 - the outbox sends them after the grace: twice, not lost
             log.warning("marking %d inline replies failed; the outbox may send them again", len(ids), exc_info=True)
 
     async def _mark_loop(self) -> None:
         while self._mark_q:
             batch, self._mark_q = self._mark_q[:INSERT_CHUNK], self._mark_q[INSERT_CHUNK:]
-            ids = [i for group, _ in batch for i in group]
+            ids = [i for group, _, _ in batch for i in group]
+            held = [i for _, group, _ in batch for i in group]
+            now = utcnow()
+
+            def write(conn: Any) -> set[int]:
+                won = {r[0] for r in _MARK_INLINE_P.run(conn, {"b_ids": ids, "b_now": now}).all()} if ids else set()
+                # outbox ids and inbound ids are different numbers: kept apart by sign
+                return won | ({-r[0] for r in _DELIVERED_HELD_P.run(conn, {"b_ids": held}).all()} if held else set())
+
             try:
-                params = {"b_ids": ids, "b_now": utcnow()}
-                won = await in_transaction(self.sessionmaker.kw["bind"],
-                                           lambda conn: {r[0] for r in _MARK_INLINE_P.run(conn, params).all()})
+                won = await in_transaction(self.sessionmaker.kw["bind"], write)
             except BaseException as exc:  # noqa: BLE001
-                for _, fut in batch:
+                for _, _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
-            for group, fut in batch:
+            for group, held_group, fut in batch:
                 if not fut.done():
-                    fut.set_result(all(i in won for i in group))
+                    fut.set_result(all(i in won for i in group) and all(-i in won for i in held_group))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -966,7 +1005,8 @@ class Pipeline:
                         nxt = await self._write_turns([item], lease_of=message.conversation_id)
                     except _RowcountMismatch:
                         return False
-                    shared_txn.update(queued=item.queued, replies=item.replies, waiting=item.waiting, next=nxt)
+                    shared_txn.update(queued=item.queued, replies=item.replies, waiting=item.waiting, next=nxt,
+                                      held=item.held)
                     return True
                 self._turn_q.append(item)
                 if self._turn_task is None or self._turn_task.done():
@@ -974,7 +1014,8 @@ class Pipeline:
                 await _settled(item.fut)
                 if not item.fut.result():
                     return False
-                shared_txn.update(queued=item.queued, replies=item.replies, waiting=item.waiting, next=None)
+                shared_txn.update(queued=item.queued, replies=item.replies, waiting=item.waiting, next=None,
+                                  held=item.held)
                 return True
 
             token = turn_commit.set(commit_with_turn)
@@ -999,9 +1040,12 @@ class Pipeline:
                 turn_commit.reset(token)
                 turn_write.reset(token_w)
                 turn_prefetched.reset(token_p)
+            held: list[Reply] = []
             if shared_txn:  # the handler committed our part with its turn
                 queued, waiting, nxt = shared_txn["queued"], shared_txn["waiting"], shared_txn["next"]
                 done = shared_txn["replies"]
+                if shared_txn.get("held"):
+                    held = list(done)
                 extra = list(replies)
                 if len(extra) >= len(done) and all(a is b for a, b in zip(extra, done)):
                     extra = extra[len(done):]
@@ -1026,7 +1070,7 @@ class Pipeline:
             self.on_enqueued()  # due now: wake the worker (inline candidates wait for the grace period)
         fut = self._waiters.get(row.id)
         if fut is not None and not fut.done():
-            fut.set_result(queued)
+            fut.set_result(_answer(queued, held, row.id if held else None))
         return True, nxt
 
     async def _turn_loop(self) -> None:
@@ -1081,15 +1125,27 @@ class Pipeline:
                 g[1].extend(params)
                 g[2].append(expect)
         now = utcnow()
+        # one process, no lease: a waited-for turn's replies are held on its row (module docstring)
+        hold = lease_of is None and not self.cross_process
+        due = now + timedelta(seconds=self.inline_grace)
         out_values: list[dict[str, Any]] = []
         keys: list[list[str]] = []
+        finish: list[dict[str, Any]] = []
+        held_rows: list[dict[str, Any]] = []
         for item in items:
+            item.held = hold and item.waiting and bool(item.replies)
+            row_values = {"b_id": item.row.id, "b_now": now, "b_attempts": item.row.attempts + 1}
+            if item.held:
+                keys.append([])
+                held_rows.append({**row_values, "b_due": due})
+                continue
             delay = self.inline_grace if item.waiting else 0.0
             k, v = _reply_values(item.replies, item.row.id, item.row.conversation_id, delay=delay, now=now)
             keys.append(k)
             out_values += v
-        finish = [{"b_id": item.row.id, "b_now": now, "b_attempts": item.row.attempts + 1} for item in items]
-        marks, self._late_marks = self._late_marks, []  # inline answers of earlier turns
+            finish.append(row_values)
+        # inline answers of earlier turns
+        (marks, self._late_marks), (held_marks, self._late_held) = (self._late_marks, []), (self._late_held, [])
 
         def write(conn: Any) -> tuple[dict[tuple[str, str], int], Any]:
             for item in items:
@@ -1097,6 +1153,8 @@ class Pipeline:
                     item.prepare(conn)
             if marks:
                 _MARK_INLINE_P.run(conn, {"b_ids": marks, "b_now": now})
+            if held_marks:
+                _DELIVERED_HELD_P.run(conn, {"b_ids": held_marks})
             for stmt, params, expects in groups.values():
                 if not params:
                     continue
@@ -1108,7 +1166,10 @@ class Pipeline:
                 got = {(ch, key): oid for oid, ch, key in
                        _INSERT_RETURNING[OutboxMessage.__tablename__].run(conn, out_values).all()}
             if lease_of is None:
-                _FINISH_ROW_P.run(conn, finish)
+                if finish:
+                    _FINISH_ROW_P.run(conn, finish)
+                if held_rows:
+                    _HOLD_ROW_P.run(conn, held_rows)
                 return got, None
             (one,) = finish  # under a lease the write is one turn's
             return got, self._next_or_release(conn, lease_of, fetched, finish=one)
@@ -1118,6 +1179,7 @@ class Pipeline:
             got, nxt = await in_transaction(engine, write)
         except BaseException:
             self._late_marks[:0] = marks
+            self._late_held[:0] = held_marks
             raise
         self._keep_prefetched(fetched)
         for item, k in zip(items, keys):
@@ -1205,11 +1267,14 @@ class Pipeline:
             self.on_enqueued()
         fut = self._waiters.get(row.id)
         if fut is not None and not fut.done():
-            fut.set_result(queued)  # the customer hears "busy" now; the real answer follows
+            fut.set_result(_answer(queued))  # the customer hears "busy" now; the real answer follows
 
     # ------------------------------------------------------------------ recovery
     async def recover_once(self) -> int:
-        """Drain conversations that have messages left ``received`` (crash, outage)."""
+        """Drain conversations that have messages left ``received`` (crash, outage), and those
+        whose held replies were not answered inline within the grace (see the module docstring).
+        Returns how many rows were released plus how many conversations were drained."""
+        released = await self._release_held()
         cutoff = utcnow() - RECOVERY_MIN_AGE
         async with self.sessionmaker() as session:
             cid = InboundMessage.conversation_id
@@ -1234,7 +1299,22 @@ class Pipeline:
                 if not self.cross_process:
                     self._conv(cid).clean = False  # the store knows better: select from it
                 self._spawn(self.drain(cid))
-        return len(ids)
+        return released + len(ids)
+
+    async def _release_held(self) -> int:
+        """Rows held past the inline grace go back to ``received``: their turns are recorded, so
+        running them again replays the replies into the outbox, due at once."""
+        now = utcnow()
+        released = await in_transaction(
+            self.sessionmaker.kw["bind"], lambda conn: [r[0] for r in conn.execute(_EXPIRE_HELD, {"b_now": now})])
+        if released:
+            log.info("%d held replies had no inline answer within the grace: released to the outbox", len(released))
+        for cid in dict.fromkeys(released):
+            if not self.cross_process:
+                self._conv(cid).clean = False  # a row older than what this process has done waits
+            if not self.locks(cid).locked():
+                self._spawn(self.drain(cid))
+        return len(released)
 
     async def start(self) -> None:
         async def loop() -> None:
@@ -1260,6 +1340,13 @@ class Pipeline:
         extra = [t for t in (self._recovery, self._insert_task, self._mark_task, self._turn_task, self._late_task)
                  if t is not None]
         await asyncio.gather(*self._tasks, *extra, return_exceptions=True)
+
+
+def _answer(queued: list[tuple[int, Reply]], held: Sequence[Reply] = (), held_id: int | None = None) -> Receipt:
+    """What a waiting channel gets: the held replies (the turn's, ``held_id`` is their row),
+    then those queued in the outbox."""
+    return Receipt(duplicate=False, replies=[*held, *(r for _, r in queued)], outbox_ids=[i for i, _ in queued],
+                   held=held_id)
 
 
 def _cancel_waiting(items: list[_TurnWrite]) -> None:

@@ -107,6 +107,9 @@ class Receipt:
     duplicate: bool
     replies: list[Reply] | None  # None: not ready within the wait; replies go via the outbox
     outbox_ids: list[int] = field(default_factory=list)
+    # the inbound row whose replies are held for this answer instead of queued in the outbox
+    # (released to the outbox after the inline grace unless the answer is marked delivered)
+    held: int | None = None
 
 
 class MessageProcessor(Protocol):
@@ -116,9 +119,9 @@ class MessageProcessor(Protocol):
         self, message: Message, *, wait: float | None = None, also: Sequence[SideWrite] = ()
     ) -> Receipt: ...
 
-    async def mark_delivered_inline(self, outbox_ids: list[int]) -> bool: ...
+    async def mark_delivered_inline(self, receipt: Receipt) -> bool: ...
 
-    def delivered_inline(self, outbox_ids: list[int]) -> None: ...
+    def delivered_inline(self, receipt: Receipt) -> None: ...
 
 
 @dataclass(slots=True)

@@ -106,7 +106,7 @@ class RestChannel(Channel):
             await resp.write_eof()
         except (ConnectionError, RuntimeError):
             return resp
-        await self.ctx.processor.mark_delivered_inline(receipt.outbox_ids)
+        await self.ctx.processor.mark_delivered_inline(receipt)
         return resp
 
     async def poll(self, request: web.Request) -> web.Response:

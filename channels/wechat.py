@@ -364,7 +364,7 @@ class WeChatChannel(Channel):
             return fallback  # template messages cannot be passive; the outbox sends everything
         # marked with the next grouped write, not awaited here: the replies are due to the
         # outbox only after the pipeline's inline grace (10 s), and this answer leaves now
-        self.ctx.processor.delivered_inline(receipt.outbox_ids)
+        self.ctx.processor.delivered_inline(receipt)
         text = join_replies(replies)
         if prefix:
             text = f"{prefix}\n{text}" if text else prefix

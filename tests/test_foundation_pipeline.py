@@ -70,7 +70,7 @@ async def test_reply_inline_and_duplicate_ignored(sessionmaker) -> None:  # type
     assert r2.duplicate and r2.replies is None
     assert handler.seen == ["hello"]
     assert await count(sessionmaker, InboundMessage) == 1
-    assert await p.mark_delivered_inline(r1.outbox_ids)
+    assert await p.mark_delivered_inline(r1)
     assert await count(sessionmaker, OutboxMessage, OutboxMessage.status == "sent") == 1
     await p.stop()
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest_asyncio
 from sqlalchemy import bindparam, event, func, insert, select, update
 
 from bot.db import make_engine, make_sessionmaker
+from bot import outbox as outbox_mod
 from bot.migrate import BOT_MIGRATIONS, upgrade
 from bot.models import CacheEntry, ConversationLease, InboundMessage, OutboxMessage
 from bot.pipeline import Pipeline, turn_write
@@ -43,6 +45,14 @@ class WritesTurn:
         if not await write(stmts, replies):
             return [Reply(channel=message.channel, recipient_id=message.sender_id, text="not written")]
         return replies
+
+
+@pytest_asyncio.fixture
+async def pg_sm(postgres_url):  # type: ignore[no-untyped-def]
+    await upgrade(postgres_url, BOT_MIGRATIONS)
+    engine = make_engine(postgres_url)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
 
 
 @pytest_asyncio.fixture
@@ -85,9 +95,12 @@ async def test_grouped_turn_writes_fail_only_the_affected_turn(sqlite_sm, caplog
         keys = set((await s.execute(select(CacheEntry.key))).scalars())
         outbox_keys = (await s.execute(select(OutboxMessage.dedupe_key))).scalars().all()
     assert rows.pop("m-boom") == "received"
-    assert set(rows.values()) == {"done"}
+    # the written turns' replies are held for their inline answers (nobody marked them here);
+    # the missed turn answered through the outbox
+    assert rows.pop("m-miss") == "done"
+    assert set(rows.values()) == {"held"}
     assert keys == {"existing"} | {f"k:m-{t}" for t in texts[:30]}  # the missed turn wrote nothing
-    assert len(outbox_keys) == len(set(outbox_keys)) == 32  # 30 turns + "not written" + busy notice
+    assert len(outbox_keys) == len(set(outbox_keys)) == 2  # "not written" + busy notice
     # far fewer commits than turns: the turns were written together, and the batch holding
     # the failing turn was retried turn by turn
     assert commits < 30
@@ -110,7 +123,9 @@ async def test_turn_write_offered_and_lease_released_in_the_same_transaction(ses
         statuses = (await s.execute(select(InboundMessage.status))).scalars().all()
         leases = (await s.execute(select(func.count()).select_from(ConversationLease))).scalar()
         keys = sorted((await s.execute(select(CacheEntry.key))).scalars())
-    assert statuses == ["done"] * 3 and leases == 0
+    # one process (SQLite) holds the replies of a waited-for turn on its row until the answer
+    # is marked (nobody marks here); under leases the turn's row is done with its replies queued
+    assert statuses == (["done"] * 3 if p.cross_process else ["held"] * 3) and leases == 0
     assert keys == ["k:m-a", "k:m-b", "k:m-c"]
 
 
@@ -203,44 +218,154 @@ async def _outbox_state(sessionmaker, ids: list[int]) -> list[tuple[str, str | N
     return [tuple(r) for r in rows]
 
 
-async def test_inline_marks_ride_on_the_next_turn_write_and_are_flushed_otherwise(sessionmaker, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """``delivered_inline`` writes nothing itself: the next turn's transaction marks the replies
+async def test_inline_outbox_marks_ride_on_the_next_write_and_are_flushed_otherwise(pg_sm, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Several processes (PostgreSQL) queue a waited-for turn's replies in the outbox.
+    ``delivered_inline`` writes nothing itself: the next turn's transaction marks the replies
     (no flush could have run: its delay is 30 s here); without traffic the flush marks them; a
     reply the outbox already sent is left as the outbox wrote it; ``stop`` flushes the rest."""
     import bot.pipeline as pl
 
     monkeypatch.setattr(pl, "MARK_FLUSH_SECONDS", 30.0)
-    p = Pipeline(sessionmaker, WritesTurn(delay=0.0), inline_grace=30)
+    p = Pipeline(pg_sm, WritesTurn(delay=0.0), inline_grace=30)
     first = await p.receive(msg("a", "m-a", "s-a"), wait=10)
-    assert await _outbox_state(sessionmaker, first.outbox_ids) == [("pending", None)]
-    p.delivered_inline(first.outbox_ids)
-    assert await _outbox_state(sessionmaker, first.outbox_ids) == [("pending", None)]  # not yet
+    assert await _outbox_state(pg_sm, first.outbox_ids) == [("pending", None)]
+    p.delivered_inline(first)
+    assert await _outbox_state(pg_sm, first.outbox_ids) == [("pending", None)]  # not yet
     second = await p.receive(msg("b", "m-b", "s-b"), wait=10)
-    assert await _outbox_state(sessionmaker, first.outbox_ids) == [("sent", "inline")]
+    assert await _outbox_state(pg_sm, first.outbox_ids) == [("sent", "inline")]
 
     # the outbox took this one already (say the process stalled past the grace): left alone
-    async with sessionmaker() as s, s.begin():
+    async with pg_sm() as s, s.begin():
         await s.execute(update(OutboxMessage).where(OutboxMessage.id.in_(second.outbox_ids))
                         .values(status="sent", provider_id="wx-123"))
     third = await p.receive(msg("c", "m-c", "s-c"), wait=10)
     await p.stop()
     monkeypatch.setattr(pl, "MARK_FLUSH_SECONDS", 0.05)
-    p = Pipeline(sessionmaker, WritesTurn(delay=0.0), inline_grace=30)
-    p.delivered_inline(second.outbox_ids + third.outbox_ids)
+    p = Pipeline(pg_sm, WritesTurn(delay=0.0), inline_grace=30)
+    p.delivered_inline(second)
+    p.delivered_inline(third)
     for _ in range(100):
-        if (await _outbox_state(sessionmaker, third.outbox_ids))[0][0] == "sent":
+        if (await _outbox_state(pg_sm, third.outbox_ids))[0][0] == "sent":
             break
         await asyncio.sleep(0.02)
-    assert await _outbox_state(sessionmaker, second.outbox_ids + third.outbox_ids) == [
+    assert await _outbox_state(pg_sm, second.outbox_ids + third.outbox_ids) == [
         ("sent", "wx-123"), ("sent", "inline")]
 
     await p.stop()
     monkeypatch.setattr(pl, "MARK_FLUSH_SECONDS", 30.0)
-    p = Pipeline(sessionmaker, WritesTurn(delay=0.0), inline_grace=30)
+    p = Pipeline(pg_sm, WritesTurn(delay=0.0), inline_grace=30)
     fourth = await p.receive(msg("d", "m-d", "s-d"), wait=10)
-    p.delivered_inline(fourth.outbox_ids)
+    p.delivered_inline(fourth)
     await p.stop()
-    assert await _outbox_state(sessionmaker, fourth.outbox_ids) == [("sent", "inline")]
+    assert await _outbox_state(pg_sm, fourth.outbox_ids) == [("sent", "inline")]
+
+
+async def _inbound_state(sessionmaker, *receipts) -> list[str]:  # type: ignore[no-untyped-def]
+    async with sessionmaker() as s:
+        rows = (await s.execute(select(InboundMessage.status).where(
+            InboundMessage.id.in_([r.held for r in receipts])).order_by(InboundMessage.id))).scalars().all()
+    return list(rows)
+
+
+async def test_held_inline_marks_ride_on_the_next_turn_write_and_are_flushed_otherwise(sqlite_sm, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``delivered_inline`` writes nothing itself: the next turn's transaction marks the held
+    replies (no flush could have run: its delay is 30 s here); without traffic the flush marks
+    them; a row released to the outbox meanwhile is left alone; ``stop`` flushes the rest."""
+    import bot.pipeline as pl
+
+    monkeypatch.setattr(pl, "MARK_FLUSH_SECONDS", 30.0)
+    p = Pipeline(sqlite_sm, WritesTurn(delay=0.0), inline_grace=30)
+    first = await p.receive(msg("a", "m-a", "s-a"), wait=10)
+    assert first.held is not None and first.outbox_ids == []  # no outbox row for an inline answer
+    assert await _inbound_state(sqlite_sm, first) == ["held"]
+    p.delivered_inline(first)
+    assert await _inbound_state(sqlite_sm, first) == ["held"]  # not yet
+    second = await p.receive(msg("b", "m-b", "s-b"), wait=10)
+    assert await _inbound_state(sqlite_sm, first) == ["done"]
+
+    # released already (say the process stalled past the grace): left as the release left it
+    async with sqlite_sm() as s, s.begin():
+        await s.execute(update(InboundMessage).where(InboundMessage.id == second.held).values(status="received"))
+    third = await p.receive(msg("c", "m-c", "s-c"), wait=10)
+    await p.stop()
+    monkeypatch.setattr(pl, "MARK_FLUSH_SECONDS", 0.05)
+    p = Pipeline(sqlite_sm, WritesTurn(delay=0.0), inline_grace=30)
+    p.delivered_inline(second)
+    p.delivered_inline(third)
+    for _ in range(100):
+        if (await _inbound_state(sqlite_sm, third)) == ["done"]:
+            break
+        await asyncio.sleep(0.02)
+    assert await _inbound_state(sqlite_sm, second, third) == ["received", "done"]
+
+    await p.stop()
+    monkeypatch.setattr(pl, "MARK_FLUSH_SECONDS", 30.0)
+    p = Pipeline(sqlite_sm, WritesTurn(delay=0.0), inline_grace=30)
+    fourth = await p.receive(msg("d", "m-d", "s-d"), wait=10)
+    p.delivered_inline(fourth)
+    await p.stop()
+    assert await _inbound_state(sqlite_sm, fourth) == ["done"]
+
+
+class RecordsTurn:
+    """Like the engine: the turn's replies are recorded with the turn (here in a cache row);
+    the same message run again finds them and answers them again without a new turn."""
+
+    def __init__(self) -> None:
+        self.turns: list[str] = []
+        self.replays: list[str] = []
+        self.sessionmaker: Any = None
+
+    async def handle(self, message: Message) -> list[Reply]:
+        key = f"r:{message.message_id}"
+        async with self.sessionmaker() as s:
+            recorded = (await s.execute(select(CacheEntry.value).where(CacheEntry.key == key))).scalar()
+        if recorded is not None:
+            self.replays.append(message.message_id)
+            return [Reply(channel=message.channel, recipient_id=message.sender_id, text=recorded)]
+        self.turns.append(message.message_id)
+        replies = [Reply(channel=message.channel, recipient_id=message.sender_id, text=f"turn:{message.text}")]
+        write = turn_write.get()
+        assert write is not None and await write([(_PUT, [{"key": key, "value": replies[0].text, "expires_at": None}],
+                                                   None)], replies)
+        return replies
+
+
+async def test_held_replies_unanswered_within_the_grace_go_to_the_outbox_once(sqlite_sm) -> None:  # type: ignore[no-untyped-def]
+    """A waited-for turn queues nothing: its row is held. Marked in time, it is done and the
+    outbox never hears of it; not marked (no answer, or the process died), the recovery pass
+    after the grace releases it, the recorded turn is replayed (not run again) into the
+    outbox, due at once; a late mark then reports that the outbox has it."""
+    handler = RecordsTurn()
+    handler.sessionmaker = sqlite_sm
+    p = Pipeline(sqlite_sm, handler, inline_grace=0.3)
+    answered, unanswered = await asyncio.gather(
+        p.receive(msg("a", "m-a", "s-a"), wait=10), p.receive(msg("b", "m-b", "s-b"), wait=10))
+    assert [r.text for r in answered.replies or []] == ["turn:a"] and answered.held is not None
+    assert [r.text for r in unanswered.replies or []] == ["turn:b"] and unanswered.held is not None
+    assert await _inbound_state(sqlite_sm, answered, unanswered) == ["held", "held"]
+    assert await p.mark_delivered_inline(answered)
+    assert await p.recover_once() == 0  # still inside the grace: nothing released
+    await p.stop()  # "crash": the unanswered row stays held
+
+    p = Pipeline(sqlite_sm, handler, inline_grace=0.3)
+    await asyncio.sleep(0.35)
+    assert await p.recover_once() == 1  # the unanswered row, released
+    for _ in range(100):
+        if await _inbound_state(sqlite_sm, unanswered) == ["done"]:
+            break
+        await asyncio.sleep(0.02)
+    assert await _inbound_state(sqlite_sm, answered, unanswered) == ["done", "done"]
+    async with sqlite_sm() as s:
+        rows = (await s.execute(select(OutboxMessage))).scalars().all()
+    assert [(r.dedupe_key, r.payload["text"], r.status) for r in rows] == [(f"in:{unanswered.held}:0", "turn:b", "pending")]
+    assert outbox_mod.as_aware(rows[0].next_attempt_at) <= outbox_mod.utcnow()  # due at once
+    assert handler.turns == ["m-a", "m-b"] and handler.replays == ["m-b"]
+    assert not await p.mark_delivered_inline(unanswered)  # too late: the outbox has it
+    assert await p.recover_once() == 0
+    await p.stop()
+    async with sqlite_sm() as s:
+        assert (await s.execute(select(func.count()).select_from(OutboxMessage))).scalar() == 1
 
 
 _COUNTER = select(_CACHE.c.value).where(_CACHE.c.key == bindparam("b_key"))

@@ -112,7 +112,7 @@ async def test_mark_inline_group_reports_each_request(sessionmaker) -> None:  # 
     async with sessionmaker() as s, s.begin():
         row = await s.get(OutboxMessage, ids[0][0])
         row.status = "sent"
-    results = await asyncio.gather(*(p.mark_delivered_inline(i) for i in ids))
+    results = await asyncio.gather(*(p.mark_delivered_inline(r) for r in receipts))
     assert results == [False, True, True, True, True, True]
     assert await count(sessionmaker, OutboxMessage, OutboxMessage.provider_id == "inline") == 5
     await p.stop()

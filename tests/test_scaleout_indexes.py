@@ -80,7 +80,7 @@ HOT_QUERIES = [
 ]
 
 
-HEAD = "bot_0013_outbox_lanes"
+HEAD = "bot_0014_inbound_held"
 
 
 async def _heads(url: str) -> set[str]:
@@ -142,12 +142,13 @@ async def test_merge_migration_is_the_single_head_and_reversible(postgres_url: s
 # the hot path's writes: every index of these tables is maintained by each message and reply
 WRITTEN_INDEXES = {
     "sqlite": {
-        "inbound_messages": {"ix_inbound_conversation", "ix_inbound_received_due"},
+        "inbound_messages": {"ix_inbound_conversation", "ix_inbound_received_due", "ix_inbound_held_due"},
         "outbox": {"ix_outbox_pending_due", "ix_outbox_pending_reply_due", "ix_outbox_rest_recipient",
                    "ix_outbox_sms_provider", "ix_outbox_sending_due"},
     },
     "postgresql": {  # (the unique constraints are indexes here too)
-        "inbound_messages": {"ix_inbound_conversation", "ix_inbound_received_due", "uq_inbound_dedupe"},
+        "inbound_messages": {"ix_inbound_conversation", "ix_inbound_received_due", "ix_inbound_held_due",
+                             "uq_inbound_dedupe"},
         "outbox": {"ix_outbox_pending_due", "ix_outbox_pending_reply_due", "ix_outbox_rest_recipient",
                    "ix_outbox_sms_provider", "ix_outbox_sending_due", "ix_outbox_dedupe_prefix", "uq_outbox_dedupe"},
     },
@@ -241,6 +242,7 @@ async def test_the_claim_and_recovery_statements_use_their_partial_indexes_on_sq
     assert "ix_outbox_pending_reply_due" in plan_of("UPDATE outbox", "kind = 'reply'")
     assert "ix_outbox_pending_due" in plan_of("UPDATE outbox", "kind != 'reply'")
     assert "ix_inbound_received_due" in plan_of("FROM inbound_messages", "DISTINCT")
+    assert "ix_inbound_held_due" in plan_of("UPDATE inbound_messages", "status = 'held'")
     assert "ix_alipay_orders_pending" in plan_of("FROM alipay_orders", "status = 'pending'")
     assert not any("ix_outbox_provider" in p or "SCAN " in p or "ORDER BY" in p for p in plans.values()), plans
 
