@@ -36,3 +36,42 @@ async def test_hazard_turn_replayed_not_rerun(gateway) -> None:  # type: ignore[
         Message(channel="rest", sender_id="replay-1", text="人呢", message_id="hz-2")
     )
     assert [r.text for r in later] != [r.text for r in first]
+
+
+async def test_held_answer_never_given_is_replayed_into_the_outbox(gateway) -> None:  # type: ignore[no-untyped-def]
+    """One process holds a waited-for turn's replies on its inbound row. When the channel never
+    marks its inline answer (the request died, the process stopped), the row is released after
+    the grace and the real engine replays the recorded replies into the outbox: the same
+    replies, once, without running the turn again."""
+    import asyncio
+
+    from sqlalchemy import select
+
+    from bot.app import SESSIONMAKER
+    from bot.dialogue.store import Event
+    from bot.models import InboundMessage, OutboxMessage
+
+    _, gw = gateway
+    pipeline = gw.app[PIPELINE]
+    pipeline.inline_grace = 0.2
+    receipt = await pipeline.receive(
+        Message(channel="rest", sender_id="held-1", text="查电费", message_id="held-m1"), wait=10)
+    assert receipt.replies and receipt.held is not None and receipt.outbox_ids == []
+    await asyncio.sleep(0.25)
+    await pipeline.recover_once()
+    sm = gw.app[SESSIONMAKER]
+    for _ in range(200):
+        async with sm() as s:
+            status = (await s.execute(select(InboundMessage.status).where(InboundMessage.id == receipt.held))).scalar()
+        if status == "done":
+            break
+        await asyncio.sleep(0.02)
+    async with sm() as s:
+        rows = (await s.execute(select(OutboxMessage).where(OutboxMessage.dedupe_key.like(f"in:{receipt.held}:%"))
+                                .order_by(OutboxMessage.id))).scalars().all()
+        turns = (await s.execute(select(Event).where(Event.conversation_id == "rest:held-1", Event.type == "user"))
+                 ).scalars().all()
+    assert status == "done"
+    assert [r.payload["text"] for r in rows] == [r.text for r in receipt.replies]
+    assert len(turns) == 1  # replayed, not run again
+    assert not await pipeline.mark_delivered_inline(receipt)  # too late: the outbox has them
