@@ -252,3 +252,41 @@ async def test_json_columns_read_back_what_was_written_and_legacy_nan(store_url)
             assert math.isnan(legacy["amount"])
     finally:
         await engine.dispose()
+
+
+async def test_batches_of_every_size_compile_a_few_statements(sqlite_url):
+    """Group writes come in every size; each size was a compile (~1 ms) and an entry in
+    SQLite's statement cache. Inserts go in power-of-two chunks and ``IN`` lists are padded
+    to a power of two (repeating their last value): a handful of statements for every size,
+    with the same rows and results."""
+    from bot.precompiled import _bucket, _pieces
+
+    assert [_bucket(n) for n in (0, 1, 2, 3, 5, 8, 9, 100)] == [1, 1, 2, 4, 8, 8, 16, 128]
+    assert _pieces(107, 128) == [64, 32, 8, 2, 1] and _pieces(300, 128) == [128, 128, 32, 8, 4]
+    assert all(sum(_pieces(n, 128)) == n for n in range(0, 600))
+    await upgrade(sqlite_url, BOT_MIGRATIONS)
+    engine = make_engine(sqlite_url)
+    table = InboundMessage.__table__
+    ins = InsertReturning(table, ("id", "channel", "dedupe_key"), conflict=("channel", "dedupe_key"),
+                          fallback=lambda conn: _insert_stmt(conn, table))
+    stmt = select(table.c.dedupe_key).where(table.c.id.in_(bindparam("ids", expanding=True))).order_by(table.c.id)
+    pre = Precompiled(stmt)
+    try:
+        def write(conn):  # type: ignore[no-untyped-def]
+            inserted, start = [], 0
+            for n in range(1, 61):  # 1 + 2 + ... + 60 rows, one batch of each size
+                got = ins.run(conn, [_inbound(start + i) for i in range(n)])
+                inserted.append(len(got.rows))
+                start += n
+            reads = [(pre.run(conn, {"ids": list(range(1, n + 1))}).all(),
+                      [tuple(r) for r in conn.execute(stmt, {"ids": list(range(1, n + 1))}).all()])
+                     for n in range(1, 41)]
+            return inserted, reads
+
+        inserted, reads = await in_transaction(engine, write)
+    finally:
+        await engine.dispose()
+    assert inserted == list(range(1, 61))
+    assert all(direct == plain and len(direct) == n for n, (direct, plain) in enumerate(reads, start=1))
+    assert len(ins._compiled) <= 6  # 1, 2, 4, 8, 16, 32
+    assert len(pre._compiled) <= 7  # the first length, then 1, 2, 4, 8, 16, 32, 64 lengths in use
