@@ -174,7 +174,7 @@ _FINISH_ROW_P = Precompiled(_FINISH_ROW)
 _NEXT_ROW = (
     select(*_INBOUND.c)
     .where(_INBOUND.c.conversation_id == bindparam("b_cid", type_=_INBOUND.c.conversation_id.type),
-           _INBOUND.c.status == "received")
+           _INBOUND.c.status == sql_const("received"))  # its partial index, ix_inbound_conv_waiting
     .order_by(_INBOUND.c.id)
     .limit(1)
 )
@@ -211,7 +211,8 @@ _EXPIRE_HELD = (
 )
 _WAITING_IN = Precompiled(
     select(_INBOUND.c.conversation_id, func.count())
-    .where(_INBOUND.c.conversation_id.in_(bindparam("b_cids", expanding=True)), _INBOUND.c.status == "received")
+    .where(_INBOUND.c.conversation_id.in_(bindparam("b_cids", expanding=True)),
+           _INBOUND.c.status == sql_const("received"))
     .group_by(_INBOUND.c.conversation_id)
 )
 
@@ -276,12 +277,12 @@ def _lease_and_next_pg() -> Any:
     and nothing a cancellation could leave half done."""
     from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-    # every value a named parameter (b_status 'received', b_limit 1): a prebuilt statement
-    # carries no literals
+    # every value a named parameter (b_limit 1) or a constant in the text (the status, for the
+    # partial index ix_inbound_conv_waiting): a prebuilt statement carries no bound literals
     nxt = (
         select(*_INBOUND.c)
         .where(_INBOUND.c.conversation_id == bindparam("b_cid", type_=_INBOUND.c.conversation_id.type),
-               _INBOUND.c.status == bindparam("b_status", type_=_INBOUND.c.status.type))
+               _INBOUND.c.status == sql_const("received"))
         .order_by(_INBOUND.c.id)
         .limit(bindparam("b_limit", type_=Integer()))
         .cte("nxt")
@@ -890,7 +891,7 @@ class Pipeline:
             if conn.dialect.name == "postgresql":
                 got = conn.execute(_LEASE_AND_NEXT_PG, {
                     "b_cid": conversation_id, "b_owner": self.owner, "b_expires": params["expires_at"],
-                    "b_now": now, "b_status": "received", "b_limit": 1}).one()
+                    "b_now": now, "b_limit": 1}).one()
                 if got.lease_owner is None:
                     return got.id is None, None  # nothing waiting (nothing to do), or another owner's
                 taken.append(True)
@@ -1277,16 +1278,11 @@ class Pipeline:
         released = await self._release_held()
         cutoff = utcnow() - RECOVERY_MIN_AGE
         async with self.sessionmaker() as session:
-            cid = InboundMessage.conversation_id
-            if session.bind.dialect.name == "sqlite":
-                # DISTINCT on the bare column makes SQLite walk ix_inbound_conversation (every
-                # inbound row ever) to skip a sort; an expression leaves it the partial index
-                cid = cid.concat("")
             ids = (
                 await session.execute(
-                    select(cid)
+                    select(InboundMessage.conversation_id)
                     .where(
-                        InboundMessage.status == sql_const("received"),  # its partial index
+                        InboundMessage.status == sql_const("received"),  # ix_inbound_conv_waiting
                         InboundMessage.next_attempt_at <= utcnow(),
                         InboundMessage.received_at <= cutoff,
                     )

@@ -41,6 +41,7 @@ from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
 
+from bot.db import sql_const
 from bot.models import InboundMessage
 from channels.base import Channel, ChannelContext, DeliveryError, Message, Reply
 from channels.email_parse import ParsedMail, parse_mail
@@ -207,7 +208,8 @@ class EmailChannel(Channel):
             row = (
                 await session.execute(
                     select(InboundMessage.payload)
-                    .where(InboundMessage.conversation_id == f"{self.name}:{address}")
+                    .where(InboundMessage.channel == sql_const(self.name),  # ix_inbound_email_conv
+                           InboundMessage.conversation_id == f"{self.name}:{address}")
                     .order_by(InboundMessage.id.desc())
                     .limit(1)
                 )
