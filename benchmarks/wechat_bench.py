@@ -182,6 +182,22 @@ and the turn's last statement were folded (round trips per message 12.7 -> 9.6):
     full / crypto-only at c=200: 24% (rounds 24/24/29%), CPU-normalised 22% (20/22/26%): NOT met
     paced 200: p50 3.6 ms, p99 10.6 ms: met
     PostgreSQL (one run): c=50 507/s (1.86 ms), c=200 490/s (1.96 ms), paced p99 15.1 ms
+
+Measured 2026-12-01, session 8, on a steadier box (interleaved A/B pairs within +-2%). The
+session's starting code: c=200 0.88-0.89 ms CPU/msg, 1238-1244/s. Changes, each an
+interleaved A/B at c=200: replies answered inline held on the inbound row instead of queued
+in the outbox 0.88 -> 0.82 ms; group writes in power-of-two statement sizes (72 compiles in
+one run before) and 96 turns at once on SQLite instead of 16: 0.88 -> 0.74-0.80 ms; the
+inbound conversation index of waiting rows only (bot_0015) 0.78-0.79 -> 0.75-0.77 ms.
+--rounds 3 of the final code:
+
+    bare 5444-5552/s (load-generator bound); crypto-only c=200 4402-4631/s (0.22 ms CPU/msg,
+    85-90% of a core)
+    full SQLite c=50 1335-1373/s (0.82-0.85 ms), c=200 1369-1462/s (0.77-0.81 ms)
+    full / crypto-only at c=200: 31% (rounds 31/31/32%): met; CPU-normalised 28% (27/28/28%)
+    paced 200: p50 4.4 ms, p99 14.2 ms: met
+    PostgreSQL (slower box today; the starting code the same): c=50 ~300/s (3.1-3.2 ms),
+    c=200 279/s, paced p99 26.9 ms: met
 """
 
 from __future__ import annotations
