@@ -48,14 +48,6 @@ class WritesTurn:
 
 
 @pytest_asyncio.fixture
-async def pg_sm(postgres_url):  # type: ignore[no-untyped-def]
-    await upgrade(postgres_url, BOT_MIGRATIONS)
-    engine = make_engine(postgres_url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
-
-
-@pytest_asyncio.fixture
 async def sqlite_sm(sqlite_url):  # type: ignore[no-untyped-def]
     await upgrade(sqlite_url, BOT_MIGRATIONS)
     engine = make_engine(sqlite_url)
@@ -213,100 +205,76 @@ def test_reply_to_dict_is_asdict_without_the_recursion() -> None:
     assert plain.to_dict() == asdict(plain)
 
 
-async def _outbox_state(sessionmaker, ids: list[int]) -> list[tuple[str, str | None]]:  # type: ignore[no-untyped-def]
+async def _answer_state(sessionmaker, receipt) -> str:  # type: ignore[no-untyped-def]
+    """Where a waited-for answer stands: "waiting" for its mark, "marked" delivered inline, or
+    "taken" by the outbox. One process (SQLite) holds the replies on the inbound row; several
+    (PostgreSQL) queue them in the outbox."""
     async with sessionmaker() as s:
-        rows = (await s.execute(select(OutboxMessage.status, OutboxMessage.provider_id)
-                                .where(OutboxMessage.id.in_(ids)).order_by(OutboxMessage.id))).all()
-    return [tuple(r) for r in rows]
+        if receipt.held is not None:
+            status = (await s.execute(select(InboundMessage.status).where(InboundMessage.id == receipt.held))).scalar()
+            return {"held": "waiting", "done": "marked"}.get(status, "taken")
+        (status, provider), = (await s.execute(select(OutboxMessage.status, OutboxMessage.provider_id)
+                                              .where(OutboxMessage.id.in_(receipt.outbox_ids)))).all()
+        return "waiting" if status == "pending" else "marked" if provider == "inline" else "taken"
 
 
-async def test_inline_outbox_marks_ride_on_the_next_write_and_are_flushed_otherwise(pg_sm, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Several processes (PostgreSQL) queue a waited-for turn's replies in the outbox.
-    ``delivered_inline`` writes nothing itself: the next turn's transaction marks the replies
-    (no flush could have run: its delay is 30 s here); without traffic the flush marks them; a
-    reply the outbox already sent is left as the outbox wrote it; ``stop`` flushes the rest."""
+async def _taken_by_the_outbox(sessionmaker, receipt) -> None:  # type: ignore[no-untyped-def]
+    """As when the process stalled past the grace: the held row released, the outbox row sent."""
+    async with sessionmaker() as s, s.begin():
+        if receipt.held is not None:
+            await s.execute(update(InboundMessage).where(InboundMessage.id == receipt.held).values(status="received"))
+        else:
+            await s.execute(update(OutboxMessage).where(OutboxMessage.id.in_(receipt.outbox_ids))
+                            .values(status="sent", provider_id="wx-123"))
+
+
+async def test_inline_marks_ride_on_the_next_turn_write_and_are_flushed_otherwise(sessionmaker, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``delivered_inline`` writes nothing itself: the next turn's transaction marks the answer
+    (no flush could have run: its delay is 30 s here); without traffic the flush marks it; an
+    answer the outbox took meanwhile is left to it; ``stop`` flushes the rest. One process
+    holds the replies on the inbound row (no outbox row at all); under leases they are queued."""
     import bot.pipeline as pl
 
+    sm = sessionmaker
     monkeypatch.setattr(pl, "MARK_FLUSH_SECONDS", 30.0)
-    p = Pipeline(pg_sm, WritesTurn(delay=0.0), inline_grace=30)
+    p = Pipeline(sm, WritesTurn(delay=0.0), inline_grace=30)
     first = await p.receive(msg("a", "m-a", "s-a"), wait=10)
-    assert await _outbox_state(pg_sm, first.outbox_ids) == [("pending", None)]
+    if p.cross_process:
+        assert first.held is None and len(first.outbox_ids) == 1
+    else:
+        assert first.held is not None and first.outbox_ids == []
+    assert await _answer_state(sm, first) == "waiting"
     p.delivered_inline(first)
-    assert await _outbox_state(pg_sm, first.outbox_ids) == [("pending", None)]  # not yet
+    assert await _answer_state(sm, first) == "waiting"  # not yet
     second = await p.receive(msg("b", "m-b", "s-b"), wait=10)
-    assert await _outbox_state(pg_sm, first.outbox_ids) == [("sent", "inline")]
+    assert await _answer_state(sm, first) == "marked"
 
-    # the outbox took this one already (say the process stalled past the grace): left alone
-    async with pg_sm() as s, s.begin():
-        await s.execute(update(OutboxMessage).where(OutboxMessage.id.in_(second.outbox_ids))
-                        .values(status="sent", provider_id="wx-123"))
+    await _taken_by_the_outbox(sm, second)
     third = await p.receive(msg("c", "m-c", "s-c"), wait=10)
     await p.stop()
     monkeypatch.setattr(pl, "MARK_FLUSH_SECONDS", 0.05)
-    p = Pipeline(pg_sm, WritesTurn(delay=0.0), inline_grace=30)
+    p = Pipeline(sm, WritesTurn(delay=0.0), inline_grace=30)
     p.delivered_inline(second)
     p.delivered_inline(third)
     for _ in range(100):
-        if (await _outbox_state(pg_sm, third.outbox_ids))[0][0] == "sent":
+        if await _answer_state(sm, third) == "marked":
             break
         await asyncio.sleep(0.02)
-    assert await _outbox_state(pg_sm, second.outbox_ids + third.outbox_ids) == [
-        ("sent", "wx-123"), ("sent", "inline")]
+    assert [await _answer_state(sm, r) for r in (second, third)] == ["taken", "marked"]
 
     await p.stop()
     monkeypatch.setattr(pl, "MARK_FLUSH_SECONDS", 30.0)
-    p = Pipeline(pg_sm, WritesTurn(delay=0.0), inline_grace=30)
+    p = Pipeline(sm, WritesTurn(delay=0.0), inline_grace=30)
     fourth = await p.receive(msg("d", "m-d", "s-d"), wait=10)
     p.delivered_inline(fourth)
     await p.stop()
-    assert await _outbox_state(pg_sm, fourth.outbox_ids) == [("sent", "inline")]
+    assert await _answer_state(sm, fourth) == "marked"
 
 
-async def _inbound_state(sessionmaker, *receipts) -> list[str]:  # type: ignore[no-untyped-def]
+async def _statuses(sessionmaker, *receipts) -> list[str]:  # type: ignore[no-untyped-def]
     async with sessionmaker() as s:
-        rows = (await s.execute(select(InboundMessage.status).where(
-            InboundMessage.id.in_([r.held for r in receipts])).order_by(InboundMessage.id))).scalars().all()
-    return list(rows)
-
-
-async def test_held_inline_marks_ride_on_the_next_turn_write_and_are_flushed_otherwise(sqlite_sm, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """``delivered_inline`` writes nothing itself: the next turn's transaction marks the held
-    replies (no flush could have run: its delay is 30 s here); without traffic the flush marks
-    them; a row released to the outbox meanwhile is left alone; ``stop`` flushes the rest."""
-    import bot.pipeline as pl
-
-    monkeypatch.setattr(pl, "MARK_FLUSH_SECONDS", 30.0)
-    p = Pipeline(sqlite_sm, WritesTurn(delay=0.0), inline_grace=30)
-    first = await p.receive(msg("a", "m-a", "s-a"), wait=10)
-    assert first.held is not None and first.outbox_ids == []  # no outbox row for an inline answer
-    assert await _inbound_state(sqlite_sm, first) == ["held"]
-    p.delivered_inline(first)
-    assert await _inbound_state(sqlite_sm, first) == ["held"]  # not yet
-    second = await p.receive(msg("b", "m-b", "s-b"), wait=10)
-    assert await _inbound_state(sqlite_sm, first) == ["done"]
-
-    # released already (say the process stalled past the grace): left as the release left it
-    async with sqlite_sm() as s, s.begin():
-        await s.execute(update(InboundMessage).where(InboundMessage.id == second.held).values(status="received"))
-    third = await p.receive(msg("c", "m-c", "s-c"), wait=10)
-    await p.stop()
-    monkeypatch.setattr(pl, "MARK_FLUSH_SECONDS", 0.05)
-    p = Pipeline(sqlite_sm, WritesTurn(delay=0.0), inline_grace=30)
-    p.delivered_inline(second)
-    p.delivered_inline(third)
-    for _ in range(100):
-        if (await _inbound_state(sqlite_sm, third)) == ["done"]:
-            break
-        await asyncio.sleep(0.02)
-    assert await _inbound_state(sqlite_sm, second, third) == ["received", "done"]
-
-    await p.stop()
-    monkeypatch.setattr(pl, "MARK_FLUSH_SECONDS", 30.0)
-    p = Pipeline(sqlite_sm, WritesTurn(delay=0.0), inline_grace=30)
-    fourth = await p.receive(msg("d", "m-d", "s-d"), wait=10)
-    p.delivered_inline(fourth)
-    await p.stop()
-    assert await _inbound_state(sqlite_sm, fourth) == ["done"]
+        return list((await s.execute(select(InboundMessage.status).where(
+            InboundMessage.id.in_([r.held for r in receipts])).order_by(InboundMessage.id))).scalars())
 
 
 class RecordsTurn:
@@ -345,7 +313,7 @@ async def test_held_replies_unanswered_within_the_grace_go_to_the_outbox_once(sq
         p.receive(msg("a", "m-a", "s-a"), wait=10), p.receive(msg("b", "m-b", "s-b"), wait=10))
     assert [r.text for r in answered.replies or []] == ["turn:a"] and answered.held is not None
     assert [r.text for r in unanswered.replies or []] == ["turn:b"] and unanswered.held is not None
-    assert await _inbound_state(sqlite_sm, answered, unanswered) == ["held", "held"]
+    assert await _statuses(sqlite_sm, answered, unanswered) == ["held", "held"]
     assert await p.mark_delivered_inline(answered)
     assert await p.recover_once() == 0  # still inside the grace: nothing released
     await p.stop()  # "crash": the unanswered row stays held
@@ -354,10 +322,10 @@ async def test_held_replies_unanswered_within_the_grace_go_to_the_outbox_once(sq
     await asyncio.sleep(0.35)
     assert await p.recover_once() == 1  # the unanswered row, released
     for _ in range(100):
-        if await _inbound_state(sqlite_sm, unanswered) == ["done"]:
+        if await _statuses(sqlite_sm, unanswered) == ["done"]:
             break
         await asyncio.sleep(0.02)
-    assert await _inbound_state(sqlite_sm, answered, unanswered) == ["done", "done"]
+    assert await _statuses(sqlite_sm, answered, unanswered) == ["done", "done"]  # marked; replayed
     async with sqlite_sm() as s:
         rows = (await s.execute(select(OutboxMessage))).scalars().all()
     assert [(r.dedupe_key, r.payload["text"], r.status) for r in rows] == [(f"in:{unanswered.held}:0", "turn:b", "pending")]
