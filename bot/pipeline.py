@@ -526,8 +526,14 @@ class Pipeline:
         self._insert_q.append((values, inserted, fut, also))
         if self._insert_task is None or self._insert_task.done():
             self._insert_task = asyncio.ensure_future(self._insert_loop())
-        await _settled(inserted)
-        inbound_id = inserted.result()
+        # awaited directly (one loop callback, not two): a cancelled request cancels the future
+        # too, which the insert loop allows for (it sets only futures not yet done)
+        try:
+            inbound_id = await inserted
+        except asyncio.CancelledError:
+            if fut is not None:
+                fut.cancel()  # nobody waits for this answer any more: the outbox delivers it
+            raise
         if inbound_id is None:
             log.info("duplicate inbound channel=%s message_id=%s", message.channel, message.message_id)
             return Receipt(duplicate=True, replies=None)
@@ -576,7 +582,7 @@ class Pipeline:
                 st = self._conv(cid)
                 st.inflight -= 1
                 if inbound_id is not None:
-                    if fut is not None:
+                    if fut is not None and not fut.done():
                         self._waiters[inbound_id] = fut
                     if not self.cross_process:
                         bisect.insort(st.pending, inbound_id)
@@ -1012,8 +1018,8 @@ class Pipeline:
                 self._turn_q.append(item)
                 if self._turn_task is None or self._turn_task.done():
                     self._turn_task = asyncio.ensure_future(self._turn_loop())
-                await _settled(item.fut)
-                if not item.fut.result():
+                # awaited directly: the turn loop sets only futures not yet done
+                if not await item.fut:
                     return False
                 shared_txn.update(queued=item.queued, replies=item.replies, waiting=item.waiting, next=None,
                                   held=item.held)

@@ -4,6 +4,7 @@ tracker snapshot with its rare-case fallbacks, and statements compiled once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -403,3 +404,25 @@ async def test_prefetched_turn_state_is_used_and_never_stale(sessionmaker) -> No
     assert counters["rest:s-1"] == "10"
     assert all(counters[f"rest:s-o{i}"] == "1" for i in range(5))
     assert handler.prefetches >= 5 and handler.used >= 5
+
+
+async def test_a_request_gone_before_its_insert_leaves_its_answer_to_the_outbox_at_once(sqlite_sm) -> None:  # type: ignore[no-untyped-def]
+    """A request cancelled while its message is being stored (the platform hung up) waits for
+    nothing more: the turn still runs, and its replies are queued in the outbox, due now, not
+    held for an inline answer that will never be given."""
+    p = Pipeline(sqlite_sm, WritesTurn(delay=0.0), inline_grace=30)
+    task = asyncio.ensure_future(p.receive(msg("gone", "m-gone", "s-gone"), wait=10))
+    await asyncio.sleep(0)  # the request has queued its row; the group insert has not run yet
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    for _ in range(100):
+        async with sqlite_sm() as s:
+            rows = (await s.execute(select(OutboxMessage))).scalars().all()
+        if rows:
+            break
+        await asyncio.sleep(0.02)
+    await p.stop()
+    assert [r.payload["text"] for r in rows] == ["turn:gone"]
+    assert outbox_mod.as_aware(rows[0].next_attempt_at) <= outbox_mod.utcnow()  # due at once
+    assert not p._waiters
