@@ -14,6 +14,7 @@ FromUserName + CreateTime) are deduplicated by the pipeline's unique (channel, m
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -206,9 +207,15 @@ class WeChatChannel(Channel):
         return timestamp, nonce
 
     async def _read_body(self, request: web.Request) -> bytes:
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            raise Refused(413, "body too large")
-        buf = bytearray()
+        length = request.content_length
+        if length is not None:
+            if length > MAX_BODY:
+                raise Refused(413, "body too large")
+            try:
+                return await request.content.readexactly(length) if length else b""  # what WeChat sends
+            except asyncio.IncompleteReadError:
+                raise Refused(400, "body shorter than its Content-Length") from None
+        buf = bytearray()  # chunked, no length: counted as it comes
         async for chunk in request.content.iter_chunked(65536):
             buf += chunk
             if len(buf) > MAX_BODY:
