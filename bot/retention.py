@@ -14,10 +14,13 @@ gets colder. What is deleted:
 - ``dlg_events`` (the conversation history the console shows) older than
   ``history_retention_days``. Tracker state, bindings, handoffs and the console's audit log
   are not touched.
+- ``sms_parts`` (one row per SMS segment sent, kept for its delivery report) older than
+  ``retention_days``: reports come within hours or days.
 
 Rows are walked in primary-key order from the oldest, a batch per transaction, and the walk
 stops at the first row newer than the cutoff: a run costs what it deletes, not the table's
-size (none of these tables has an index on its time column, and none is needed). Between
+size (none of these tables has an index on its time column, and none is needed; ``sms_parts``,
+keyed by the provider's ids, is walked by its ``created_at`` index instead). Between
 batches the event loop serves other work, so the hot path's writes are not held up behind a
 large first purge. Running it in several gateway processes at once is harmless (a row is
 deleted once; the others find it gone).
@@ -33,7 +36,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import Table, and_, select
+from sqlalchemy import Table, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import in_transaction
@@ -87,7 +90,29 @@ async def purge(
         if days <= 0:
             continue
         out[target.name] = await _purge_table(engine, target, now - timedelta(days=days), policy.batch_size, dry_run)
+    if policy.finished_days > 0:
+        out["sms_parts"] = await _purge_sms_parts(
+            engine, now - timedelta(days=policy.finished_days), policy.batch_size, dry_run)
     return out
+
+
+async def _purge_sms_parts(engine: Any, cutoff: datetime, batch_size: int, dry_run: bool) -> int:
+    """SMS segments older than the cutoff, oldest first by ``ix_sms_parts_created``."""
+    from channels.sms_store import SmsPart
+
+    t = SmsPart.__table__
+    old = t.c.created_at < cutoff
+    if dry_run:
+        return await in_transaction(engine, lambda conn: conn.execute(select(func.count()).where(old)).scalar_one())
+    oldest = select(t.c.provider_id).where(old).order_by(t.c.created_at).limit(batch_size)
+    deleted = 0
+    while True:
+        n = await in_transaction(engine, lambda conn: conn.execute(
+            t.delete().where(t.c.provider_id.in_(oldest.scalar_subquery()))).rowcount)
+        deleted += n
+        if n < batch_size:
+            return deleted
+        await asyncio.sleep(0)  # let the hot path's transactions in between batches
 
 
 async def _purge_table(engine: Any, target: _Target, cutoff: datetime, batch_size: int, dry_run: bool) -> int:

@@ -28,7 +28,7 @@ class SmsOptOut(Base):
 
 class SmsPart(Base):
     __tablename__ = "sms_parts"
-    __table_args__ = (Index("ix_sms_parts_batch", "batch_ref"),)
+    __table_args__ = (Index("ix_sms_parts_batch", "batch_ref"), Index("ix_sms_parts_created", "created_at"))
 
     provider_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     batch_ref: Mapped[str] = mapped_column(String(64))

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from bot.dialogue.store import Event
 from bot.models import InboundMessage, OutboxMessage
 from bot.retention import RetentionPolicy, RetentionTask, purge
+from channels.sms_store import SmsPart
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -30,7 +31,11 @@ async def _fill(sessionmaker) -> None:  # type: ignore[no-untyped-def]
         (40, "cancelled"), (20, "sent"), (1, "pending"),
     ]
     events = [400, 380, 366, 300, 10]
+    # SMS segments keyed by the provider's ids, in no order of age: the purge goes by created_at
+    parts = {"p-m": 90, "p-z": 45, "p-a": 31, "p-b": 29, "p-c": 1}
     async with sessionmaker() as s, s.begin():
+        for provider_id, age in parts.items():
+            s.add(SmsPart(provider_id=provider_id, batch_ref=f"b-{age}", part=1, parts=1, created_at=_days_ago(age)))
         for i, (age, status) in enumerate(inbound):
             s.add(InboundMessage(channel="wechat", dedupe_key=f"m{i}", sender_id="o1", conversation_id="wechat:o1",
                                  text=f"in-{age}-{status}", status=status, received_at=_days_ago(age)))
@@ -49,7 +54,8 @@ async def _left(sessionmaker) -> dict[str, list[str]]:  # type: ignore[no-untype
         inbound = (await s.execute(select(InboundMessage.text).order_by(InboundMessage.id))).scalars().all()
         outbox = (await s.execute(select(OutboxMessage.status, OutboxMessage.created_at).order_by(OutboxMessage.id))).all()
         events = (await s.execute(select(Event.text).order_by(Event.id))).scalars().all()
-    return {"inbound": list(inbound), "outbox": [st for st, _ in outbox], "events": list(events)}
+        parts = (await s.execute(select(SmsPart.provider_id).order_by(SmsPart.provider_id))).scalars().all()
+    return {"inbound": list(inbound), "outbox": [st for st, _ in outbox], "events": list(events), "parts": list(parts)}
 
 
 async def test_finished_old_rows_go_unfinished_and_recent_rows_stay(sessionmaker) -> None:  # type: ignore[no-untyped-def]
@@ -57,7 +63,7 @@ async def test_finished_old_rows_go_unfinished_and_recent_rows_stay(sessionmaker
     policy = RetentionPolicy(finished_days=30, history_days=365, batch_size=3)  # several batches
 
     dry = await purge(sessionmaker, policy, now=NOW, dry_run=True)
-    assert dry == {"inbound_messages": 4, "outbox": 4, "dlg_events": 3}
+    assert dry == {"inbound_messages": 4, "outbox": 4, "dlg_events": 3, "sms_parts": 3}
     assert len((await _left(sessionmaker))["inbound"]) == 8  # a dry run deletes nothing
 
     assert await purge(sessionmaker, policy, now=NOW) == dry
@@ -66,8 +72,10 @@ async def test_finished_old_rows_go_unfinished_and_recent_rows_stay(sessionmaker
     assert left["inbound"] == ["in-60-received", "in-29-done", "in-10-done", "in-1-received"]
     assert left["outbox"] == ["pending", "sending", "sent", "pending"]
     assert left["events"] == ["ev-300", "ev-10"]
+    assert left["parts"] == ["p-b", "p-c"]  # the segments of the last 30 days
     # a second run finds nothing more
-    assert await purge(sessionmaker, policy, now=NOW) == {"inbound_messages": 0, "outbox": 0, "dlg_events": 0}
+    assert await purge(sessionmaker, policy, now=NOW) == {"inbound_messages": 0, "outbox": 0, "dlg_events": 0,
+                                                           "sms_parts": 0}
 
 
 async def test_zero_days_keeps_everything(sessionmaker) -> None:  # type: ignore[no-untyped-def]
@@ -76,6 +84,7 @@ async def test_zero_days_keeps_everything(sessionmaker) -> None:  # type: ignore
     assert await purge(sessionmaker, RetentionPolicy(finished_days=0, history_days=30), now=NOW) == {"dlg_events": 4}
     left = await _left(sessionmaker)
     assert len(left["inbound"]) == 8 and len(left["outbox"]) == 8 and left["events"] == ["ev-10"]
+    assert len(left["parts"]) == 5
 
 
 async def test_the_walk_stops_at_the_first_recent_row(sessionmaker) -> None:  # type: ignore[no-untyped-def]
@@ -87,7 +96,7 @@ async def test_the_walk_stops_at_the_first_recent_row(sessionmaker) -> None:  # 
                                  text=f"t{age}", status="done", received_at=_days_ago(age)))
             await s.flush()
     got = await purge(sessionmaker, RetentionPolicy(finished_days=30, history_days=0, batch_size=2), now=NOW)
-    assert got == {"inbound_messages": 2, "outbox": 0}
+    assert got == {"inbound_messages": 2, "outbox": 0, "sms_parts": 0}
     async with sessionmaker() as s:
         assert (await s.execute(select(InboundMessage.text).order_by(InboundMessage.id))).scalars().all() == [
             "t5", "t4", "t3", "t2", "t60"]
@@ -104,7 +113,7 @@ async def test_the_background_task_purges_and_stops(sessionmaker) -> None:  # ty
             await asyncio.sleep(0.02)
     finally:
         await task.stop()
-    assert task.runs == 1 and task.last == {"inbound_messages": 4, "outbox": 4, "dlg_events": 3}
+    assert task.runs == 1 and task.last == {"inbound_messages": 4, "outbox": 4, "dlg_events": 3, "sms_parts": 3}
     async with sessionmaker() as s:
         assert await s.scalar(select(func.count()).select_from(InboundMessage)) == 4
 

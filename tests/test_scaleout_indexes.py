@@ -77,13 +77,16 @@ HOT_QUERIES = [
     ("WeChat token cache (database-only mode)", "SELECT * FROM cache_entries WHERE key = 'wechat:token:wx1'",
      "cache_entries_pkey"),
     ("WeChat 48-hour window ledger", "SELECT * FROM wechat_windows WHERE openid = 'o1'", "wechat_windows_pkey"),
+    ("retention: the oldest SMS segments",
+     "SELECT provider_id FROM sms_parts WHERE created_at < now() - interval '30 days' ORDER BY created_at LIMIT 1000",
+     "ix_sms_parts_created"),
     ("verification failures of an identity and its account",
      "SELECT * FROM dlg_verification_failures WHERE account_number = '3100000001' AND identity IN ('rest:u1', '*')",
      "dlg_verification_failures_pkey"),
 ]
 
 
-HEAD = "bot_0015_inbound_waiting"
+HEAD = "bot_0016_sms_parts_created"
 
 
 async def _heads(url: str) -> set[str]:
