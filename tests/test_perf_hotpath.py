@@ -426,3 +426,34 @@ async def test_a_request_gone_before_its_insert_leaves_its_answer_to_the_outbox_
     assert [r.payload["text"] for r in rows] == ["turn:gone"]
     assert outbox_mod.as_aware(rows[0].next_attempt_at) <= outbox_mod.utcnow()  # due at once
     assert not p._waiters
+
+
+async def test_the_replay_check_reads_the_latest_events_only(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    """A conversation is a sender's whole history. The snapshot finds a recorded turn among its
+    ``REPLAY_WINDOW`` latest events (where a message processed again has its turn: after a
+    crash it is the last one, after a released held answer a few turns back), on both stores,
+    and no longer reads every event the conversation ever had."""
+    from sqlalchemy import insert as core_insert
+
+    from bot.dialogue.engine import REPLAY_WINDOW, _snapshot
+    from bot.dialogue.store import Conversation, Event
+
+    engine = sessionmaker.kw["bind"]
+    cid = "rest:long"
+    now = outbox_mod.utcnow()
+    history = [{"conversation_id": cid, "type": "user" if i % 2 == 0 else "bot", "name": None, "text": "x",
+                "data": {}, "message_id": f"old{i}" if i % 2 == 0 else None, "created_at": now}
+               for i in range(2 * REPLAY_WINDOW)]
+    recent = [{"conversation_id": cid, "type": t, "name": None, "text": "x", "data": {},
+               "message_id": m, "created_at": now}
+              for t, m in [("user", "held-one"), ("bot", None), ("user", "later"), ("bot", None)]]
+    async with sessionmaker() as s, s.begin():
+        s.add(Conversation(id=cid, channel="rest", sender_id="long", state={}, version=1))
+        await s.execute(core_insert(Event.__table__), history)
+        await s.execute(core_insert(Event.__table__), recent)
+    assert (await _snapshot(engine, cid, "held-one", None)).replay is not None  # a few turns back
+    assert (await _snapshot(engine, cid, "later", None)).replay is not None  # the last turn
+    assert (await _snapshot(engine, cid, "new", None)).replay is None
+    # a turn further back than the window is not looked for (none can be processed again)
+    assert (await _snapshot(engine, cid, "old0", None)).replay is None
+    assert (await _snapshot(engine, cid, f"old{2 * REPLAY_WINDOW - 2}", None)).replay is not None
