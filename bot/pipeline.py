@@ -187,14 +187,9 @@ _MARK_INLINE = (
     .returning(_OUTBOX.c.id)
 )
 _MARK_INLINE_P = Precompiled(_MARK_INLINE)
-# replies held on their inbound row for the channel's inline answer (see the module docstring)
-_HOLD_ROW = (
-    update(_INBOUND)
-    .where(_INBOUND.c.id == bindparam("b_id"))
-    .values(status="held", processed_at=bindparam("b_now", type_=_INBOUND.c.processed_at.type),
-            attempts=bindparam("b_attempts", type_=_INBOUND.c.attempts.type), error=None,
-            next_attempt_at=bindparam("b_due", type_=_INBOUND.c.next_attempt_at.type))
-)
+# replies held on their inbound row for the channel's inline answer (see the module docstring):
+# the row finished as ``_FINISH_ROW`` does, but ``held`` until ``b_due``
+_HOLD_ROW = _FINISH_ROW.values(status="held", next_attempt_at=bindparam("b_due", type_=_INBOUND.c.next_attempt_at.type))
 _HOLD_ROW_P = Precompiled(_HOLD_ROW)
 _DELIVERED_HELD_P = Precompiled(
     update(_INBOUND)
@@ -779,13 +774,14 @@ class Pipeline:
             held = [i for _, group, _ in batch for i in group]
             now = utcnow()
 
-            def write(conn: Any) -> set[int]:
-                won = {r[0] for r in _MARK_INLINE_P.run(conn, {"b_ids": ids, "b_now": now}).all()} if ids else set()
-                # outbox ids and inbound ids are different numbers: kept apart by sign
-                return won | ({-r[0] for r in _DELIVERED_HELD_P.run(conn, {"b_ids": held}).all()} if held else set())
+            def write(conn: Any) -> tuple[set[int], set[int]]:
+                outbox_won = ({r[0] for r in _MARK_INLINE_P.run(conn, {"b_ids": ids, "b_now": now}).all()}
+                              if ids else set())
+                held_won = {r[0] for r in _DELIVERED_HELD_P.run(conn, {"b_ids": held}).all()} if held else set()
+                return outbox_won, held_won
 
             try:
-                won = await in_transaction(self.sessionmaker.kw["bind"], write)
+                outbox_won, held_won = await in_transaction(self.sessionmaker.kw["bind"], write)
             except BaseException as exc:  # noqa: BLE001
                 for _, _, fut in batch:
                     if not fut.done():
@@ -795,7 +791,7 @@ class Pipeline:
                 continue
             for group, held_group, fut in batch:
                 if not fut.done():
-                    fut.set_result(all(i in won for i in group) and all(-i in won for i in held_group))
+                    fut.set_result(all(i in outbox_won for i in group) and all(i in held_won for i in held_group))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -217,8 +217,8 @@ class Precompiled:
         if isinstance(params, dict):
             for name in self._lists:
                 values = params[name]
-                if values and len(values) != _bucket(len(values)):
-                    params = {**params, name: [*values, *[values[-1]] * (_bucket(len(values)) - len(values))]}
+                if values and (pad := _bucket(len(values)) - len(values)):
+                    params = {**params, name: [*values, *[values[-1]] * pad]}
             compiled = self._for(conn, params, many=False)
             return _run(conn, compiled, compiled.bind(params), many=False)
         if not params:
