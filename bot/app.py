@@ -52,6 +52,7 @@ def default_handler_factory(app: web.Application) -> DialogueHandler:
         interpreter=app[INTERPRETER],
         settings=app[SETTINGS],
         payments=app[EXTRAS].get("payments"),
+        sender_proofs={name: ch.proves for name, ch in app[CHANNELS].items()},
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -141,6 +142,14 @@ class Channel(abc.ABC):
 
     name: ClassVar[str]
 
+    proves: ClassVar[frozenset[str]] = frozenset()
+    """What the platform proves about a sender id beyond "the same sender as last time".
+
+    ``"phone"``: the sender id is the customer's own E.164 number, authenticated by the
+    platform (SMS inbound, signed by the provider), so the core's accounts of that phone may
+    be shown. Every other channel's sender id is an opaque string whatever it looks like: a
+    REST sender "+8613900139000" proves nothing."""
+
     def __init__(self, ctx: ChannelContext) -> None:
         self.ctx = ctx
 
@@ -191,6 +200,19 @@ class PaymentLink:
     amount: str  # yuan, two decimals
     pay_url: str
     qr_code: str | None = None
+
+
+_E164_CN_MOBILE = re.compile(r"\+86(1[3-9]\d{9})", re.ASCII)
+
+
+def proven_phone(message: Message, proofs: Mapping[str, frozenset[str]]) -> str | None:
+    """The mainland mobile number a message's sender is proven to hold, else None.
+
+    ``proofs`` maps a channel name to its ``Channel.proves`` (given by the app wiring)."""
+    if "phone" not in proofs.get(message.channel, frozenset()):
+        return None
+    m = _E164_CN_MOBILE.fullmatch(message.sender_id)
+    return m.group(1) if m else None
 
 
 class PaymentLinkProvider(Protocol):

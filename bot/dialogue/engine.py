@@ -18,7 +18,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -38,7 +38,7 @@ from bot.dialogue.domain import Domain
 from bot.dialogue.store import Conversation, Customer, CustomerAccount, Event, Identity, VerificationLock
 from bot.langs import detect_language
 from bot.logs import mask_account, mask_phone, mask_text
-from channels.base import Button, Message, Reply
+from channels.base import Button, Message, Reply, proven_phone
 
 log = logging.getLogger("powerbot.dialogue")
 
@@ -191,8 +191,11 @@ class DialogueEngine:
         settings: Any = None,
         payments: Any = None,
         domain: Domain | None = None,
+        sender_proofs: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
+        # channel name -> what its platform proves about a sender (``Channel.proves``)
+        self.sender_proofs: Mapping[str, frozenset[str]] = sender_proofs or {}
         self.core = core
         self.interpreter = interpreter
         self.settings = settings
@@ -335,14 +338,14 @@ class DialogueEngine:
 
     async def _known_accounts(self, message: Message) -> tuple[list[Account], str]:
         """Accounts the core already links to this identity: a binding, or the registered phone
-        of an E.164 sender (a carrier-verified number)."""
+        of a sender whose channel proves the number (``Channel.proves``)."""
         found: dict[str, Account] = {}
         how = "bound"
         for acc in await self.core.find_accounts_by_binding(message.channel, message.sender_id):
             found[acc.account_number] = acc
-        m = re.fullmatch(r"\+86(1[3-9]\d{9})", message.sender_id)
-        if m:
-            for acc in await self.core.find_accounts_by_phone(m.group(1)):
+        phone = proven_phone(message, self.sender_proofs)
+        if phone:
+            for acc in await self.core.find_accounts_by_phone(phone):
                 found.setdefault(acc.account_number, acc)
             how = "phone"
         return list(found.values()), how
@@ -767,6 +770,11 @@ class DialogueEngine:
             if wid:  # "which account?" answered with the work order number itself
                 turn.set_slot("work_order_id", str(wid).upper())
                 return True
+        if slot == "account_number" and form.get("options"):
+            chosen = _chosen_account(text, form["options"])
+            if chosen:
+                turn.set_slot("account_number", chosen)
+                return True
         if slot in ("account_number", "location"):
             acc = e.get("account_number")
             if not acc:
@@ -885,9 +893,11 @@ class DialogueEngine:
                 number = next(iter(turn.authorized))
                 turn.set_slot("account_number", number)
             elif turn.authorized:
+                # the buttons name the accounts masked and answer with their position: a full
+                # account number never leaves in a button (the list stays in the tracker)
                 opts = sorted(turn.authorized)
-                buttons = [(mask_account(n), n) for n in opts]
-                turn.state["form"] = {"name": flow, "slot": "account_number"}
+                buttons = [(mask_account(n), f'/choose{{"account_choice": {k}}}') for k, n in enumerate(opts, 1)]
+                turn.state["form"] = {"name": flow, "slot": "account_number", "options": opts}
                 self.say(turn, "utter_ask_account_choice", extra_buttons=buttons)
                 raise Stop
             else:
@@ -952,9 +962,9 @@ class DialogueEngine:
             acc = await self.account(turn, number)
             if _mobile(acc.phone):
                 return _mobile(acc.phone)  # type: ignore[return-value]
-        m = re.fullmatch(r"\+86(1[3-9]\d{9})", turn.message.sender_id)
-        if m:
-            return m.group(1)
+        proven = proven_phone(turn.message, self.sender_proofs)
+        if proven:
+            return proven
         return self.require(turn, flow, "contact_phone", "utter_ask_contact_phone")
 
     # ================================================================== emergencies
@@ -972,8 +982,7 @@ class DialogueEngine:
             acc = await self.account(turn, number)
             address = address or acc.address
             phone = _mobile(acc.phone)
-        m = re.fullmatch(r"\+86(1[3-9]\d{9})", turn.message.sender_id)
-        phone = phone or (m.group(1) if m else None) or turn.slots.get("contact_phone")
+        phone = phone or proven_phone(turn.message, self.sender_proofs) or turn.slots.get("contact_phone")
         wo = await self.core.create_work_order(
             "repair", (turn.message.text or "")[:500], account_number=number, priority="emergency",
             channel=turn.message.channel, contact_phone=phone, address=address,
@@ -1071,9 +1080,14 @@ class DialogueEngine:
         self.say(turn, response, work_order_id=wo.id, sla=local(wo.sla_due_at), **values)
 
     async def _location(self, turn: Turn, flow: str) -> tuple[str | None, str | None, str | None]:
-        """(account_number, district, address) for outage/repair flows; no verification needed
-        because nothing about the account is shown back."""
+        """(account_number, district, address) for outage/repair flows. The account's registered
+        address is used only for a bound or verified identity: for anyone else an account
+        number proves nothing, so the customer is asked where the fault is (and the order is
+        not linked to an account they have not proven)."""
         number = turn.slots.get("account_number")
+        unproven = bool(number) and number not in turn.authorized
+        if unproven:
+            number = None
         if not number and len(turn.authorized) == 1:
             number = next(iter(turn.authorized))
         if number:
@@ -1085,7 +1099,7 @@ class DialogueEngine:
         address = turn.slots.get("address")
         district = turn.slots.get("district") or _district(address or "")
         if not address and not district:
-            self.ask(turn, flow, "location", "utter_ask_location")
+            self.ask(turn, flow, "location", "utter_ask_location_address" if unproven else "utter_ask_location")
         return None, district, address
 
     async def flow_report_outage(self, turn: Turn) -> None:
@@ -1115,7 +1129,8 @@ class DialogueEngine:
     async def flow_outage_schedule(self, turn: Turn) -> None:
         district = turn.slots.get("district") or _district(turn.slots.get("address") or "")
         if not district:
-            number = turn.slots.get("account_number") or (next(iter(turn.authorized)) if len(turn.authorized) == 1 else None)
+            number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
+            number = number or (next(iter(turn.authorized)) if len(turn.authorized) == 1 else None)
             if number:
                 try:
                     district = (await self.account(turn, number)).district
@@ -1443,6 +1458,8 @@ _CODES_RE = re.compile(r"^/[a-z_]+|\bWO\d{6,}\b|\d+", re.I)
 def _has_language(text: str) -> bool:
     """Whether a message says which language the customer writes: digits, button payloads and
     codes such as a work order number ("WO202611280001") do not."""
+    if text.startswith("/"):  # a button payload ("/choose{...}")
+        return False
     return bool(re.search(r"[A-Za-z\u4e00-\u9fff]", _CODES_RE.sub("", text)))
 
 
@@ -1580,6 +1597,16 @@ async def _insert_new_conversation(
     except IntegrityError:
         return False
     return True
+
+
+def _chosen_account(text: str, options: list[str]) -> str | None:
+    """The account a customer picked from an offered list: by the button's position
+    (``/choose{"account_choice": 2}`` or "2"), by its masked form, or by its last 4 digits."""
+    m = re.fullmatch(r'/choose\{"account_choice":\s*(\d{1,2})\}', text) or CHOICE_RE.match(text)
+    if m and 1 <= int(m.group(1)) <= len(options):
+        return options[int(m.group(1)) - 1]
+    hits = [n for n in options if text in (mask_account(n), n[-4:])]
+    return hits[0] if len(hits) == 1 else None
 
 
 def _recent_failures(row: VerificationLock, now: datetime) -> int:
