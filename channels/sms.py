@@ -539,6 +539,7 @@ def receipt_update(channel: str, batch_ref: str, status: str, error: str | None)
 
 class SmsChannel(Channel):
     name = "sms"
+    proves = frozenset({"phone"})  # the provider signs the inbound request naming the sender's number
 
     def __init__(self, ctx: ChannelContext) -> None:
         super().__init__(ctx)
