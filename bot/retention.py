@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -151,11 +152,17 @@ async def _purge_table(engine: Any, target: _Target, cutoff: datetime, batch_siz
 
 class RetentionTask:
     """Runs ``purge`` in the background: first a few seconds after start, then every
-    ``interval`` seconds (with some jitter, so several processes do not run in step)."""
+    ``interval`` seconds (with some jitter, so several processes do not run in step).
+
+    ``clock`` gives the "now" each run's cutoffs are measured from (an aware datetime; the
+    wall clock by default). Tests pass a fixed one so the ages of their rows do not depend on
+    the day they run; the timer itself always runs on the event loop's clock."""
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], policy: RetentionPolicy,
-                 interval: float, *, first_delay: float = 30.0) -> None:
+                 interval: float, *, first_delay: float = 30.0,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.sessionmaker, self.policy, self.interval, self.first_delay = sessionmaker, policy, interval, first_delay
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.runs = 0
         self.last: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
@@ -176,7 +183,7 @@ class RetentionTask:
             await asyncio.sleep(delay)
             delay = self.interval * random.uniform(0.9, 1.1)
             try:
-                self.last = await purge(self.sessionmaker, self.policy)
+                self.last = await purge(self.sessionmaker, self.policy, now=self.clock())
                 self.runs += 1
                 if any(self.last.values()):
                     log.info("retention purge: %s", ", ".join(f"{k} {v}" for k, v in self.last.items()))

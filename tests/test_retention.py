@@ -103,8 +103,11 @@ async def test_the_walk_stops_at_the_first_recent_row(sessionmaker) -> None:  # 
 
 
 async def test_the_background_task_purges_and_stops(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    """The task measures ages from its clock (here the rows' fixed NOW, so the counts do not
+    depend on the day the test runs)."""
     await _fill(sessionmaker)
-    task = RetentionTask(sessionmaker, RetentionPolicy(finished_days=30, history_days=365), interval=3600, first_delay=0)
+    task = RetentionTask(sessionmaker, RetentionPolicy(finished_days=30, history_days=365), interval=3600, first_delay=0,
+                         clock=lambda: NOW)
     task.start()
     try:
         for _ in range(200):
