@@ -35,6 +35,7 @@ def setup(app: web.Application) -> None:
         autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
     )
     app.router.add_routes(views.routes())
+    app.middlewares.append(views.problem_middleware)  # errors under /console as RFC 9457 problems
     app[views.STATS] = views.StatsCache()
     app.router.add_static("/console/static/", HERE / "static", name="console_static", append_version=True)
 

@@ -75,7 +75,7 @@ def agents_passwd(name: str) -> None:
     """Set a new password (prompted or from stdin); also lifts a lockout."""
     from sqlalchemy import update
 
-    from bot.console.auth import hash_password
+    from bot.console.auth import clear_login_state, hash_password
     from bot.console.models import Agent
 
     password = _read_password()
@@ -85,6 +85,8 @@ def agents_passwd(name: str) -> None:
     async def fn(session):  # type: ignore[no-untyped-def]
         res = await session.execute(update(Agent).where(Agent.name == name).values(
             password_hash=hash_password(password), failed_logins=0, locked_until=None))
+        if res.rowcount:
+            await clear_login_state(session, name)
         return res.rowcount
 
     if not _run(_with_session(fn)):

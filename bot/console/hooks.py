@@ -76,7 +76,9 @@ class ConsoleHandler:
                     score = service.parse_score(message.text)
                     if score is not None:
                         pending.status, pending.score, pending.answered_at = "answered", score, utcnow()
-                        await self.bus.publish({"type": "satisfaction", "conversation_id": cid, "score": score})
+                        await self.bus.publish({"type": "satisfaction", "handoff_id": pending.handoff_id,
+                                                "conversation_id": cid, "score": score, "status": "released",
+                                                "holder": pending.agent_name})
                         thanks = service.SATISFACTION_THANKS[lang].format(score=score)
                         session.add(ConsoleMessage(conversation_id=cid, handoff_id=pending.handoff_id, kind="system",
                                                    text=f"客户评分 {score} 分"))
@@ -107,6 +109,7 @@ class ConsoleHandler:
         cid = message.conversation_id
         async with self.sessionmaker() as session, session.begin():
             await self.bus.publish({"type": "queued", "handoff_id": after.id, "conversation_id": cid,
+                                    "status": "waiting", "holder": None,
                                     "priority": after.priority, "reason": after.reason})
             if not await service.agents_online(session):
                 wait = await service.estimated_wait(session, cid)
@@ -151,7 +154,8 @@ class ConsoleHandler:
             offer = await service.open_callback_offer(session, handoff.id)
             if offer is not None:
                 offer.status, offer.work_order_id, offer.accepted_at = "accepted", wo.id, utcnow()
-        await self.bus.publish({"type": "callback", "handoff_id": handoff.id, "conversation_id": message.conversation_id})
+        await self.bus.publish({"type": "callback", "handoff_id": handoff.id, "conversation_id": message.conversation_id,
+                                "status": handoff.status, "holder": handoff.agent_id})
         return service.CALLBACK_DONE[lang].format(wo=wo.id)
 
 
@@ -159,7 +163,9 @@ def make_on_handoff_message(sessionmaker: async_sessionmaker[AsyncSession], bus:
     async def on_handoff_message(conversation_id: str, message: Message) -> None:
         async with sessionmaker() as session:
             h = await get_active_handoff(session, conversation_id)
+        # routed by bot.console.access.event_for: only those who may see the conversation
         await bus.publish({"type": "message", "conversation_id": conversation_id,
-                           "handoff_id": h.id if h else None, "agent": h.agent_id if h else None})
+                           "handoff_id": h.id if h else None, "agent": h.agent_id if h else None,
+                           "status": h.status if h else None, "holder": h.agent_id if h else None})
 
     return on_handoff_message

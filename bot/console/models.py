@@ -23,6 +23,8 @@ class Agent(Base):
     role: Mapped[str] = mapped_column(String(16), default="agent")  # agent | supervisor
     password_hash: Mapped[str] = mapped_column(String(200))
     active: Mapped[bool] = mapped_column(default=True)
+    # no longer read: failed logins are counted per name tried (``auth.login_state``) so that
+    # unknown names lock the same way; kept to avoid a schema change
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -17,10 +17,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import outbox
+from bot.console.masking import mask_field, mask_slots
 from bot.console.models import Agent, CallbackOffer, ConsoleMessage, Satisfaction
 from bot.dialogue.handoff import ACTIVE, PRIORITIES, Handoff, release_to_bot
 from bot.dialogue.store import Conversation, Event
 from bot.langs import detect_language
+from bot.logs import mask_text
 from bot.models import InboundMessage, utcnow
 from channels.base import Reply
 
@@ -28,6 +30,7 @@ ONLINE_WINDOW = timedelta(seconds=60)
 DEFAULT_WAIT_SECONDS = 300  # before any handoff was ever taken
 SCORE_WINDOW = timedelta(hours=24)
 STATS_WINDOW = timedelta(hours=24)  # the supervisor's conversation and satisfaction figures
+BIGINT_MAX = 2**63 - 1  # the largest id a BIGINT primary key holds
 
 REASON_LABELS = {
     "request_human": "要求人工",
@@ -169,8 +172,13 @@ async def waiting_handoffs(session: AsyncSession) -> list[Handoff]:
     return list(rows.scalars())
 
 
-async def queue(session: AsyncSession) -> list[dict[str, Any]]:
-    """Active handoffs: waiting ones most urgent then oldest first, then those being handled."""
+async def queue(session: AsyncSession, viewer: str, role: str) -> list[dict[str, Any]]:
+    """Active handoffs: waiting ones most urgent then oldest first, then those being handled.
+
+    Everyone sees that a conversation is queued or held and by whom; its content (the last
+    message) only those who may see the conversation (``bot.console.access``), masked."""
+    from bot.console.access import may_view
+
     rows = (
         await session.execute(
             select(Handoff).where(Handoff.status.in_(ACTIVE))
@@ -181,16 +189,20 @@ async def queue(session: AsyncSession) -> list[dict[str, Any]]:
     out = []
     for h in rows:
         channel, _ = split_conversation(h.conversation_id)
-        last = (
-            await session.execute(
-                select(Event.text).where(Event.conversation_id == h.conversation_id, Event.type == "user")
-                .order_by(Event.id.desc()).limit(1)
-            )
-        ).scalar_one_or_none()
+        visible = may_view(viewer, role, h.status, h.agent_id)
+        last = None
+        if visible:
+            last = (
+                await session.execute(
+                    select(Event.text).where(Event.conversation_id == h.conversation_id, Event.type == "user")
+                    .order_by(Event.id.desc()).limit(1)
+                )
+            ).scalar_one_or_none()
         out.append({
             "handoff_id": h.id,
-            "conversation_id": h.conversation_id,
+            "conversation_id": display_name(h.conversation_id),
             "display": display_name(h.conversation_id),
+            "visible": visible,
             "channel": channel,
             "reason": h.reason,
             "reason_label": REASON_LABELS.get(h.reason, h.reason),
@@ -201,7 +213,7 @@ async def queue(session: AsyncSession) -> list[dict[str, Any]]:
             "created_at": outbox.as_aware(h.created_at).isoformat(),
             "waiting_seconds": seconds_since(h.created_at, now) if h.status == "waiting"
             else seconds_since(h.created_at, now) - seconds_since(h.assigned_at, now),
-            "last_message": (last or "")[:120],
+            "last_message": mask_text(last or "")[:120],
         })
     return out
 
@@ -310,10 +322,26 @@ def _intent(data: dict[str, Any]) -> tuple[str | None, float | None]:
 def _entities(data: dict[str, Any]) -> list[dict[str, Any]]:
     parse = data.get("parse") if isinstance(data.get("parse"), dict) else data
     ents = parse.get("entities") if isinstance(parse, dict) else None
-    return [{"entity": e.get("entity"), "value": e.get("value")} for e in ents or [] if isinstance(e, dict)]
+    if not isinstance(ents, list):
+        return []
+    out = []
+    for e in ents:
+        if isinstance(e, dict):
+            name = e.get("entity") if isinstance(e.get("entity"), str) else None
+            out.append({"entity": name, "value": mask_field(name, e.get("value"))})
+    return out
+
+
+def _masked_text(text: str) -> tuple[str, bool]:
+    masked = mask_text(text)
+    return masked, masked != text
 
 
 async def history(session: AsyncSession, conversation_id: str, limit: int = 300) -> list[dict[str, Any]]:
+    """The conversation as an agent sees it: every text, slot and entity masked.
+
+    Each item has an ``id`` (``e<event id>`` or ``m<console message id>``); ``masked`` says
+    masking changed its text, which the holder can then reveal (audited)."""
     events = (
         await session.execute(
             select(Event).where(Event.conversation_id == conversation_id).order_by(Event.id.desc()).limit(limit)
@@ -321,22 +349,25 @@ async def history(session: AsyncSession, conversation_id: str, limit: int = 300)
     ).scalars().all()
     items: list[tuple[datetime, int, dict[str, Any]]] = []
     for e in reversed(events):
-        data = e.data or {}
+        data = e.data if isinstance(e.data, dict) else {}
+        at = outbox.as_aware(e.created_at)
         if e.type == "user":
             name, conf = _intent(data)
-            items.append((outbox.as_aware(e.created_at), 0, {
-                "kind": "customer", "text": e.text or "", "intent": name, "confidence": conf,
-                "entities": _entities(data), "slots": data.get("slots") or {},
-                "at": outbox.as_aware(e.created_at).isoformat(),
+            text, masked = _masked_text(e.text or "")
+            slots = data.get("slots") if isinstance(data.get("slots"), dict) else {}
+            items.append((at, 0, {
+                "id": f"e{e.id}", "kind": "customer", "text": text, "masked": masked, "intent": name,
+                "confidence": conf, "entities": _entities(data), "slots": mask_slots(slots), "at": at.isoformat(),
             }))
         elif e.type == "bot":
-            items.append((outbox.as_aware(e.created_at), 0, {
-                "kind": "bot", "text": e.text or data.get("text") or "", "at": outbox.as_aware(e.created_at).isoformat(),
-            }))
+            raw = e.text or data.get("text") or ""
+            text, masked = _masked_text(raw if isinstance(raw, str) else str(raw))
+            items.append((at, 0, {"id": f"e{e.id}", "kind": "bot", "text": text, "masked": masked, "at": at.isoformat()}))
         elif e.type == "handoff" and e.name == "requested":
-            items.append((outbox.as_aware(e.created_at), 0, {
-                "kind": "system", "text": f"转人工：{REASON_LABELS.get(data.get('reason'), data.get('reason'))}",
-                "at": outbox.as_aware(e.created_at).isoformat(),
+            reason = data.get("reason")
+            items.append((at, 0, {
+                "id": f"e{e.id}", "kind": "system", "text": f"转人工：{REASON_LABELS.get(reason, reason)}", "masked": False,
+                "at": at.isoformat(),
             }))
     msgs = (
         await session.execute(
@@ -345,12 +376,33 @@ async def history(session: AsyncSession, conversation_id: str, limit: int = 300)
         )
     ).scalars().all()
     for m in reversed(msgs):
+        text, masked = _masked_text(m.text or "")
         items.append((outbox.as_aware(m.created_at), 1, {
-            "kind": {"reply": "agent", "note": "note", "system": "system", "bot": "bot"}.get(m.kind, m.kind),
-            "text": m.text, "agent": m.agent_name, "at": outbox.as_aware(m.created_at).isoformat(),
+            "id": f"m{m.id}", "kind": {"reply": "agent", "note": "note", "system": "system", "bot": "bot"}.get(m.kind, m.kind),
+            "text": text, "masked": masked, "agent": m.agent_name, "at": outbox.as_aware(m.created_at).isoformat(),
         }))
     items.sort(key=lambda t: (t[0], t[1]))
     return [i for _, _, i in items]
+
+
+async def raw_history_text(session: AsyncSession, conversation_id: str, item_id: str) -> str | None:
+    """The unmasked text of one history item of this conversation (for the audited reveal)."""
+    if len(item_id) < 2 or item_id[0] not in "em" or not item_id[1:].isdigit() or len(item_id) > 20:
+        return None
+    row_id = int(item_id[1:])
+    if row_id > BIGINT_MAX:
+        return None
+    if item_id[0] == "e":
+        e = await session.get(Event, row_id)
+        if e is None or e.conversation_id != conversation_id or e.type not in ("user", "bot"):
+            return None
+        data = e.data if isinstance(e.data, dict) else {}
+        raw = e.text or data.get("text") or ""
+        return raw if isinstance(raw, str) else str(raw)
+    m = await session.get(ConsoleMessage, row_id)
+    if m is None or m.conversation_id != conversation_id:
+        return None
+    return m.text
 
 
 async def conversation_slots(session: AsyncSession, conversation_id: str) -> dict[str, Any]:

@@ -11,16 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backend_client import CoreClient, CoreError
 from backend_client.models import Account
 from bot.console.service import conversation_slots, split_conversation
-from bot.logs import mask_account, mask_address, mask_phone
+from bot.console.masking import mask_name
+from bot.logs import mask_account, mask_address, mask_phone, mask_text
 
 log = logging.getLogger("powerbot.console.summary")
 
 REVEALABLE = ("account_number", "phone", "address", "holder_name")
 OPEN_WO = {"created", "dispatched", "in_progress"}
-
-
-def mask_name(name: str) -> str:
-    return (name[:1] + "*" * max(1, len(name) - 1)) if name else ""
 
 
 async def account_numbers(sessionmaker: async_sessionmaker[AsyncSession], core: CoreClient, conversation_id: str) -> list[str]:
@@ -92,12 +89,13 @@ async def summary(sessionmaker: async_sessionmaker[AsyncSession], core: CoreClie
             ]
             item["work_orders"] = [
                 {"id": w.id, "type": w.type, "status": w.status, "priority": w.priority,
-                 "description": w.description[:80], "created_at": w.created_at.isoformat()}
+                 "description": mask_text(w.description or "")[:80], "created_at": w.created_at.isoformat()}
                 for w in await core.list_work_orders(number, limit=20) if w.status in OPEN_WO
             ]
             item["outages"] = [
                 {"id": o.id, "kind": o.kind, "status": o.status, "scope": o.scope, "start_at": o.start_at.isoformat(),
-                 "estimated_end_at": o.estimated_end_at.isoformat() if o.estimated_end_at else None, "cause": o.cause}
+                 "estimated_end_at": o.estimated_end_at.isoformat() if o.estimated_end_at else None,
+                 "cause": mask_text(o.cause) if o.cause else o.cause}
                 for o in await core.list_outages(district=acc.district, address=acc.address)
                 if o.status in ("scheduled", "active")
             ]

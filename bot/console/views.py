@@ -8,14 +8,17 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from functools import wraps
+from http import HTTPStatus
 from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import WSMsgType, web
 
 from backend_client import CoreError
-from bot.console import auth, service, summary
+from bot.console import access, auth, service, summary
+from bot.console.masking import mask_field, mask_slots, masks_something
 from bot.console.models import Agent, AuditEntry, ConsoleSession
+from bot.dialogue.handoff import Handoff
 
 log = logging.getLogger("powerbot.console")
 
@@ -73,12 +76,18 @@ class StatsCache:
 STATS = web.AppKey("console_stats", StatsCache)
 
 
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
 def _secure(resp: web.StreamResponse) -> web.StreamResponse:
-    resp.headers.setdefault("Content-Security-Policy", CSP)
-    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-    resp.headers.setdefault("X-Frame-Options", "DENY")
-    resp.headers.setdefault("Referrer-Policy", "same-origin")
-    resp.headers.setdefault("Cache-Control", "no-store")
+    for k, v in _SECURITY_HEADERS.items():
+        resp.headers.setdefault(k, v)
     return resp
 
 
@@ -86,8 +95,74 @@ def _render(request: web.Request, name: str, ctx: dict[str, Any], status: int = 
     return _secure(aiohttp_jinja2.render_template(name, request, ctx, app_key=_keys()[5], status=status))
 
 
+PROBLEM_TYPE = "urn:powerbot:problem:console:"  # + a short code, e.g. ...:not_found
+PROBLEM_CT = "application/problem+json"
+_PROBLEM_TITLES = {
+    "bad_json": "Malformed JSON body", "bad_request": "Invalid request", "bad_field": "Unknown field to reveal",
+    "bad_form": "Malformed form", "bad_message": "Unsupported websocket message", "not_found": "Not found",
+    "not_yours": "Conversation held by another agent", "not_assigned": "Conversation not taken or already closed",
+    "taken": "Already taken", "conflict": "State changed", "csrf": "CSRF token missing or wrong",
+    "unauthenticated": "Not logged in", "forbidden": "Not allowed", "bad_origin": "Foreign origin",
+    "unknown_agent": "No such agent", "same_agent": "Already with this agent",
+    "core_unavailable": "Core system unavailable", "server_error": "Internal error",
+}
+
+
+def problem_doc(status: int, code: str, detail: str = "") -> dict[str, Any]:
+    """An RFC 9457 problem document; ``error`` and ``message`` repeat code and detail for the
+    console's own script (extension members)."""
+    title = _PROBLEM_TITLES.get(code) or HTTPStatus(status).phrase
+    detail = detail or title
+    return {"type": PROBLEM_TYPE + code, "title": title, "status": status, "detail": detail,
+            "error": code, "message": detail}
+
+
+def _problem_text(status: int, code: str, detail: str = "") -> str:
+    return json.dumps(problem_doc(status, code, detail), ensure_ascii=False)
+
+
 def _error(status: int, code: str, message: str = "") -> web.Response:
-    return _secure(web.json_response({"error": code, "message": message}, status=status))  # type: ignore[return-value]
+    resp = web.Response(text=_problem_text(status, code, message), status=status, content_type=PROBLEM_CT)
+    return _secure(resp)  # type: ignore[return-value]
+
+
+def problem(status: int, code: str, detail: str = "") -> web.HTTPException:
+    """An exception to raise from anywhere in a handler; it leaves as a problem document."""
+    exc = _EXC.get(status, web.HTTPBadRequest)(text=_problem_text(status, code, detail), content_type=PROBLEM_CT)
+    for k, v in _SECURITY_HEADERS.items():
+        exc.headers.setdefault(k, v)
+    return exc
+
+
+_EXC: dict[int, type[web.HTTPException]] = {
+    400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 404: web.HTTPNotFound,
+    409: web.HTTPConflict, 413: web.HTTPRequestEntityTooLarge, 415: web.HTTPUnsupportedMediaType,
+    422: web.HTTPUnprocessableEntity, 503: web.HTTPServiceUnavailable,
+}
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error under ``/console`` leaves as ``application/problem+json`` (RFC 9457):
+    unknown paths, wrong methods, oversized bodies, and a 500 for a bug (logged)."""
+    if not (request.path == "/console" or request.path.startswith("/console/")):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == PROBLEM_CT:
+            raise
+        code = {401: "unauthenticated", 403: "forbidden", 404: "not_found"}.get(exc.status, "bad_request")
+        resp = _error(exc.status, code, exc.reason)
+        for k in ("Allow", "Retry-After"):
+            if k in exc.headers:
+                resp.headers[k] = exc.headers[k]
+        return resp
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("console: unhandled error on %s %s", request.method, request.path)
+        return _error(500, "server_error", "internal error; it was logged")
 
 
 async def _current(request: web.Request) -> tuple[Agent, ConsoleSession] | None:
@@ -143,28 +218,66 @@ def api(*, write: bool = False, supervisor: bool = False) -> Callable[[Handler],
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object. Anything else — not UTF-8, not JSON, nested deeper than the
+    parser allows, not an object — is a 400 problem, never a 500."""
+    raw = await request.read()  # over client_max_size: 413, made a problem by the middleware
     try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text='{"error":"bad_json"}', content_type="application/json") from None
+        body = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise problem(400, "bad_json", "the body is not UTF-8") from None
+    except RecursionError:
+        raise problem(400, "bad_json", "the JSON body is nested too deeply") from None
+    except ValueError:
+        raise problem(400, "bad_json", "the body is not valid JSON") from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text='{"error":"bad_json"}', content_type="application/json")
+        raise problem(400, "bad_json", "the body must be a JSON object")
     return body
+
+
+def _clean_str(value: str, what: str) -> str:
+    """Refuse what no store can hold (NUL, unpaired surrogates) with a 400, not a driver error."""
+    if "\x00" in value:
+        raise problem(400, "bad_request", f"'{what}' must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise problem(400, "bad_request", f"'{what}' is not valid Unicode text") from None
+    return value
 
 
 def _text(body: dict[str, Any], key: str = "text") -> str:
     value = body.get(key)
     if not isinstance(value, str) or not value.strip():
-        raise web.HTTPBadRequest(text=json.dumps({"error": "bad_request", "message": f"'{key}' required"}),
-                                 content_type="application/json")
-    return value.strip()[:MAX_TEXT]
+        raise problem(400, "bad_request", f"'{key}' required (a non-empty string)")
+    return _clean_str(value.strip()[:MAX_TEXT], key)
 
 
 def _handoff_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["hid"])
-    except ValueError:
-        raise web.HTTPNotFound() from None
+    """The ``{hid}`` of the path: 1 to 19 ASCII digits within a BIGINT, else 404."""
+    raw = request.match_info.get("hid", "")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19) or not 0 < int(raw) <= service.BIGINT_MAX:
+        raise problem(404, "not_found", "no handoff with this id")
+    return int(raw)
+
+
+async def _handoff_for(request: web.Request, session: Any, agent: Agent, *, act: bool) -> Handoff:
+    """The handoff of the path if this agent may see it (``act``: and act on it), by the rule
+    of ``bot.console.access``; a supervisor's look at someone else's conversation is audited
+    (in ``session``'s transaction, when it has one)."""
+    h = await service.get_handoff(session, _handoff_id(request))
+    if h is None:
+        raise problem(404, "not_found", "no handoff with this id")
+    decision = access.for_handoff(agent, h)
+    if not decision.view:
+        raise problem(403, "not_yours", "该会话由其他坐席处理")
+    if act and not decision.act:
+        if decision.reason == "not_assigned":
+            raise problem(409, "not_assigned", "会话未被接入或已结束")
+        raise problem(403, "not_yours", "该会话由其他坐席处理")
+    if decision.audit and not act:
+        session.add(AuditEntry(agent_name=agent.name, action="supervisor_view", conversation_id=h.conversation_id,
+                               detail={"handoff_id": h.id, "holder": h.agent_id, "status": h.status}))
+    return h
 
 
 async def _publish(request: web.Request, event: dict[str, Any]) -> None:
@@ -195,15 +308,34 @@ def _set_cookie(request: web.Request, resp: web.StreamResponse, name: str, value
                     secure=bool(settings.cookie_secure), max_age=max_age)
 
 
+async def _form(request: web.Request) -> Any:
+    try:
+        return await request.post()
+    except web.HTTPException:
+        raise  # 413 and the like: the middleware makes them problems
+    except (ValueError, AssertionError, LookupError, UnicodeDecodeError):
+        raise problem(400, "bad_form", "the form body could not be read") from None
+
+
+def _form_str(form: Any, key: str, limit: int) -> str:
+    value = form.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise problem(400, "bad_form", f"'{key}' must be a plain form field")
+    return _clean_str(value[:limit], key)
+
+
 async def login_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
-    if not auth.same(form.get("csrf_token"), request.cookies.get(LOGIN_CSRF_COOKIE)):  # type: ignore[arg-type]
+    form = await _form(request)
+    if not auth.same(form.get("csrf_token"), request.cookies.get(LOGIN_CSRF_COOKIE)):
         return _login_form(request, "页面已过期，请重新登录（CSRF）", status=403)
-    name, password = str(form.get("name") or "")[:80], str(form.get("password") or "")[:200]
+    name, password = _form_str(form, "name", auth.NAME_MAX), _form_str(form, "password", 200)
     async with _sm(request)() as session, session.begin():
         result = await auth.login(session, name, password)
+    # the same two answers whether or not the name exists (auth.login counts both alike)
     if result.error == "locked":
-        log.warning("console login refused: account locked")
+        log.warning("console login refused: name locked after repeated failures")
         return _login_form(request, "登录失败次数过多，账号已锁定，请 15 分钟后再试", status=429)
     if result.error or not result.token:
         return _login_form(request, "用户名或密码错误", status=401)
@@ -218,7 +350,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     if found is None:
         raise web.HTTPFound("/console/login")
     agent, cs = found
-    form = await request.post()
+    form = await _form(request)
     if not _csrf_ok(request, cs, form):
         return _error(403, "csrf", "CSRF token missing or wrong")
     async with _sm(request)() as session, session.begin():
@@ -243,46 +375,56 @@ async def supervisor_page(request: web.Request, agent: Agent, cs: ConsoleSession
     return _render(request, "supervisor.html", {"agent": agent, "csrf": cs.csrf_token, "s": figures, "agents": agents})
 
 
+async def is_supervisor(request: web.Request) -> bool:
+    """Whether the request carries a live console session of a supervisor (``/readyz``)."""
+    try:
+        found = await _current(request)
+    except Exception:  # noqa: BLE001 - no database, no session: not a supervisor
+        return False
+    return found is not None and found[0].role == "supervisor"
+
+
 # ------------------------------------------------------------------ API
+def _json(data: Any) -> web.StreamResponse:
+    return _secure(web.json_response(data, dumps=lambda o: json.dumps(o, ensure_ascii=False, default=str)))
+
+
 @api()
 async def me(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
-    return _secure(web.json_response({"name": agent.name, "role": agent.role, "csrf": cs.csrf_token}))
+    return _json({"name": agent.name, "role": agent.role, "csrf": cs.csrf_token})
 
 
 @api()
 async def queue(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
     async with _sm(request)() as session:
-        items = await service.queue(session)
+        items = await service.queue(session, agent.name, agent.role)
         online = await service.agents_online(session)
-    return _secure(web.json_response({"queue": items, "agents_online": [a.name for a in online]}))
+    return _json({"queue": items, "agents_online": [a.name for a in online]})
 
 
 @api()
 async def canned(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
-    return _secure(web.json_response({"canned": service.CANNED_RESPONSES}))
+    return _json({"canned": service.CANNED_RESPONSES})
 
 
 @api()
 async def agents(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
     async with _sm(request)() as session:
         views = await service.all_agents(session)
-    return _secure(web.json_response({"agents": [{"name": a.name, "role": a.role, "online": a.online} for a in views]}))
+    return _json({"agents": [{"name": a.name, "role": a.role, "online": a.online} for a in views]})
 
 
 @api(supervisor=True)
 async def stats(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
     figures = await request.app[STATS].get(_sm(request))
-    return _secure(web.json_response(figures))
+    return _json(figures)
 
 
 @api()
 async def conversation(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
-    hid = _handoff_id(request)
     core = request.app[_keys()[0]]
-    async with _sm(request)() as session:
-        h = await service.get_handoff(session, hid)
-        if h is None:
-            return _error(404, "not_found")
+    async with _sm(request)() as session, session.begin():
+        h = await _handoff_for(request, session, agent, act=False)
         events = await service.history(session, h.conversation_id)
         slots = await service.conversation_slots(session, h.conversation_id)
     try:  # outside the session: never hold a database connection across core calls
@@ -290,41 +432,21 @@ async def conversation(request: web.Request, agent: Agent, cs: ConsoleSession) -
     except CoreError as exc:
         info = {"found": False, "error": type(exc).__name__, "accounts": []}
     channel, _ = service.split_conversation(h.conversation_id)
-    return _secure(web.json_response({
+    decision = access.for_handoff(agent, h)
+    return _json({
         "handoff": {
-            "id": h.id, "conversation_id": h.conversation_id, "display": service.display_name(h.conversation_id),
-            "channel": channel, "status": h.status,
+            "id": h.id, "conversation_id": service.display_name(h.conversation_id),
+            "display": service.display_name(h.conversation_id), "channel": channel, "status": h.status,
             "agent": h.agent_id, "reason": h.reason, "reason_label": service.REASON_LABELS.get(h.reason, h.reason),
             "priority": h.priority, "priority_label": service.PRIORITY_LABELS.get(h.priority, h.priority),
-            "summary": h.summary, "mine": h.agent_id == agent.name,
+            "summary": mask_field(None, h.summary), "mine": h.agent_id == agent.name, "can_act": decision.act,
             "waiting_seconds": service.seconds_since(h.created_at),
         },
         "events": events,
-        "slots": _mask_slots(slots),
+        "slots": mask_slots(slots),
+        "masked_slots": sorted(k for k, v in slots.items() if isinstance(k, str) and masks_something(k, v)),
         "account": info,
-    }, dumps=lambda o: json.dumps(o, ensure_ascii=False, default=str)))
-
-
-def _mask_slots(slots: dict[str, Any]) -> dict[str, Any]:
-    from bot.logs import mask_account, mask_address, mask_phone
-
-    masks = {"account_number": mask_account, "phone_number": mask_phone, "phone": mask_phone, "address": mask_address,
-             "contact_phone": mask_phone}
-    out: dict[str, Any] = {}
-    for k, v in slots.items():
-        out[k] = masks[k](str(v)) if k in masks and isinstance(v, (str, int)) and v != "" else v
-    return out
-
-
-async def _held(request: web.Request, session: Any, agent: Agent, *, allow_supervisor: bool = True):  # type: ignore[no-untyped-def]
-    h = await service.get_handoff(session, _handoff_id(request))
-    if h is None:
-        raise web.HTTPNotFound(text='{"error":"not_found"}', content_type="application/json")
-    if h.status != "assigned":
-        raise web.HTTPConflict(text='{"error":"not_assigned","message":"会话未被接入或已结束"}', content_type="application/json")
-    if h.agent_id != agent.name and not (allow_supervisor and agent.role == "supervisor"):
-        raise web.HTTPForbidden(text='{"error":"not_yours","message":"该会话由其他坐席处理"}', content_type="application/json")
-    return h
+    })
 
 
 @api(write=True)
@@ -334,34 +456,32 @@ async def take(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.St
         won = await service.take(session, hid, agent.name)
         h = await service.get_handoff(session, hid)
     if h is None:
-        return _error(404, "not_found")
+        return _error(404, "not_found", "no handoff with this id")
     if not won:
         return _error(409, "taken", f"已被 {h.agent_id or '其他坐席'} 接入" if h.status == "assigned" else "会话已结束")
-    await _publish(request, {"type": "taken", "handoff_id": hid, "conversation_id": h.conversation_id, "agent": agent.name})
-    return _secure(web.json_response({"ok": True, "handoff_id": hid, "agent": agent.name}))
+    await _publish(request, {"type": "taken", **access.event_fields(h), "agent": agent.name})
+    return _json({"ok": True, "handoff_id": hid, "agent": agent.name})
 
 
 @api(write=True)
 async def reply(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
     text = _text(await _json_body(request))
     async with _sm(request)() as session, session.begin():
-        h = await _held(request, session, agent)
+        h = await _handoff_for(request, session, agent, act=True)
         msg = await service.reply(session, h, agent.name, text)
     _wake_outbox(request)
-    await _publish(request, {"type": "reply", "handoff_id": h.id, "conversation_id": h.conversation_id})
-    return _secure(web.json_response({"ok": True, "id": msg.id, "outbox_id": msg.outbox_id}))
+    await _publish(request, {"type": "reply", **access.event_fields(h)})
+    return _json({"ok": True, "id": msg.id, "outbox_id": msg.outbox_id})
 
 
 @api(write=True)
 async def add_note(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
     text = _text(await _json_body(request))
     async with _sm(request)() as session, session.begin():
-        h = await service.get_handoff(session, _handoff_id(request))
-        if h is None:
-            return _error(404, "not_found")
+        h = await _handoff_for(request, session, agent, act=True)
         msg = await service.note(session, h, agent.name, text)
-    await _publish(request, {"type": "note", "handoff_id": h.id, "conversation_id": h.conversation_id})
-    return _secure(web.json_response({"ok": True, "id": msg.id}))
+    await _publish(request, {"type": "note", **access.event_fields(h)})
+    return _json({"ok": True, "id": msg.id})
 
 
 @api(write=True)
@@ -370,56 +490,98 @@ async def transfer(request: web.Request, agent: Agent, cs: ConsoleSession) -> we
     from sqlalchemy import select
 
     async with _sm(request)() as session, session.begin():
-        h = await _held(request, session, agent)
+        h = await _handoff_for(request, session, agent, act=True)
         other = (await session.execute(select(Agent).where(Agent.name == target, Agent.active.is_(True)))).scalar_one_or_none()
         if other is None:
             return _error(400, "unknown_agent", "没有该坐席")
         if other.name == h.agent_id:
             return _error(400, "same_agent", "会话已在该坐席名下")
-        ok = await service.transfer(session, h.id, h.agent_id, other.name)
+        holder = h.agent_id
+        ok = await service.transfer(session, h.id, holder, other.name)
     if not ok:
         return _error(409, "conflict", "会话状态已变化")
-    await _publish(request, {"type": "transferred", "handoff_id": h.id, "conversation_id": h.conversation_id,
-                             "agent": target, "from": agent.name})
-    return _secure(web.json_response({"ok": True, "agent": target}))
+    await _publish(request, {"type": "transferred", **access.event_fields(h), "holder": other.name,
+                             "agent": other.name, "from": holder})
+    return _json({"ok": True, "agent": other.name})
 
 
 @api(write=True)
 async def close(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
     body = await _json_body(request) if request.can_read_body else {}
-    note_text = body.get("note") if isinstance(body.get("note"), str) else None
+    note = body.get("note")
+    note_text = _clean_str(note.strip()[:MAX_TEXT], "note") if isinstance(note, str) and note.strip() else None
     async with _sm(request)() as session, session.begin():
-        h = await _held(request, session, agent)
+        h = await _handoff_for(request, session, agent, act=True)
         await service.close(session, h, agent.name, note_text)
+        status = "released"
     _wake_outbox(request)
-    await _publish(request, {"type": "closed", "handoff_id": h.id, "conversation_id": h.conversation_id})
-    return _secure(web.json_response({"ok": True}))
+    await _publish(request, {"type": "closed", **access.event_fields(h), "status": status})
+    return _json({"ok": True})
 
 
 @api(write=True)
 async def reveal(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
+    """The unmasked value of one datum, for the holder or a supervisor, always audited.
+
+    ``{"field": "phone", "index": 0}``: a field of the customer's account (index-th account of
+    the summary); ``{"slot": "address"}``: a slot of the conversation; ``{"message": "e12"}``:
+    the text of one history item (its ``id``)."""
     body = await _json_body(request)
-    field = body.get("field")
-    index = body.get("index", 0)
-    if field not in summary.REVEALABLE or not isinstance(index, int):
-        return _error(400, "bad_field")
-    core = request.app[_keys()[0]]
+    slot, item = body.get("slot"), body.get("message")
     async with _sm(request)() as session:
-        h = await _held(request, session, agent)
-    try:
-        value = await summary.reveal(_sm(request), core, h.conversation_id, index, field)
-    except CoreError as exc:
-        return _error(503, "core_unavailable", type(exc).__name__)
+        h = await _handoff_for(request, session, agent, act=True)
+        if slot is not None or item is not None:
+            if isinstance(slot, str) and item is None:
+                raw = (await service.conversation_slots(session, h.conversation_id)).get(slot)
+                value = None if raw is None or isinstance(raw, (dict, list)) else str(raw)
+                what, detail = f"slot:{slot[:35]}", {"handoff_id": h.id, "slot": slot[:80]}
+            elif isinstance(item, str) and slot is None:
+                value = await service.raw_history_text(session, h.conversation_id, item)
+                what, detail = "message", {"handoff_id": h.id, "message": item[:40]}
+            else:
+                return _error(400, "bad_field", "give one of 'field', 'slot' or 'message' (a string)")
+    if slot is None and item is None:
+        field, index = body.get("field"), body.get("index", 0)
+        if field not in summary.REVEALABLE or type(index) is not int or not 0 <= index < 100:
+            return _error(400, "bad_field", f"'field' must be one of {', '.join(summary.REVEALABLE)}")
+        core = request.app[_keys()[0]]
+        try:
+            value = await summary.reveal(_sm(request), core, h.conversation_id, index, field)
+        except CoreError as exc:
+            return _error(503, "core_unavailable", type(exc).__name__)
+        what, detail = field, {"handoff_id": h.id, "account_index": index}
     if value is None:
-        return _error(404, "not_found")
+        return _error(404, "not_found", "nothing to reveal there")
     async with _sm(request)() as session, session.begin():
-        session.add(AuditEntry(agent_name=agent.name, action="reveal", conversation_id=h.conversation_id, field=field,
-                               detail={"handoff_id": h.id, "account_index": index}))
-    log.info("console reveal: agent=%s field=%s handoff=%s", agent.name, field, h.id)
-    return _secure(web.json_response({"field": field, "value": value}))
+        session.add(AuditEntry(agent_name=agent.name, action="reveal", conversation_id=h.conversation_id, field=what,
+                               detail={**detail, "holder": h.agent_id}))
+    log.info("console reveal: agent=%s field=%s handoff=%s", agent.name, what, h.id)
+    return _json({"field": what, "value": value})
 
 
 # ------------------------------------------------------------------ websocket
+WS_MAX_MESSAGE = 4096  # the browser only sends "ping"; a bigger frame closes the socket (1009)
+
+
+def _ws_problem(code: str, detail: str) -> str:
+    return json.dumps({"type": "error", "problem": problem_doc(400, code, detail)}, ensure_ascii=False)
+
+
+def _ws_reply(data: Any) -> str:
+    """The answer to one incoming websocket message: pong, or a problem (never an exception)."""
+    if not isinstance(data, str):
+        return _ws_problem("bad_message", "only text messages are understood")
+    if data == "ping":
+        return '{"type":"pong"}'
+    try:
+        msg = json.loads(data)
+    except (ValueError, RecursionError):
+        return _ws_problem("bad_message", "send \"ping\" or a JSON object such as {\"type\": \"ping\"}")
+    if isinstance(msg, dict) and msg.get("type") == "ping":
+        return '{"type":"pong"}'
+    return _ws_problem("bad_message", "unknown message; the console only understands ping")
+
+
 async def websocket(request: web.Request) -> web.StreamResponse:
     found = await _current(request)
     if found is None:
@@ -428,7 +590,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if origin and origin.split("://", 1)[-1] != request.host:
         return _error(403, "bad_origin")
     agent, _ = found
-    ws = web.WebSocketResponse(heartbeat=30)
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=WS_MAX_MESSAGE)
     await ws.prepare(request)
     bus = request.app[_keys()[4]]
     from bot.console import SOCKETS
@@ -444,18 +606,26 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
     async def forward() -> None:
+        # the access rule decides, per agent, which live events reach this browser and how
         while True:
-            await ws.send_str(await q.get())
+            data = await q.get()
+            try:
+                event = json.loads(data)
+            except ValueError:
+                continue
+            out = access.event_for(agent.name, agent.role, event)
+            if out is not None:
+                await ws.send_str(json.dumps(out, ensure_ascii=False, default=str))
 
     tasks = [asyncio.create_task(presence()), asyncio.create_task(forward())]
     await bus.publish({"type": "presence", "agent": agent.name, "online": True})
     try:
         await ws.send_str(json.dumps({"type": "hello", "agent": agent.name}))
         async for msg in ws:
-            if msg.type == WSMsgType.TEXT and msg.data == "ping":
-                await ws.send_str('{"type":"pong"}')
-            elif msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+            if msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
                 break
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                await ws.send_str(_ws_reply(msg.data))
     finally:
         request.app[SOCKETS].discard(ws)
         bus.unsubscribe(q)

@@ -4,10 +4,9 @@
   var body = document.body;
   var CSRF = body.dataset.csrf;
   var ME = body.dataset.agent;
-  var ROLE = body.dataset.role;
   var current = null; // handoff id shown in the middle pane
   var currentData = null;
-  var revealed = {}; // "handoff:index:field" -> value, kept across re-renders of the summary
+  var revealed = {}; // "handoff:index:field" / "handoff:slot:name" / "handoff:msg:id" -> value, kept across re-renders
   var shownAccount = null; // what renderAccount last drew (re-drawn when a reveal answers)
 
   function $(id) { return document.getElementById(id); }
@@ -44,7 +43,7 @@
     return fetch(path, opts).then(function (r) {
       if (r.status === 401) { window.location.href = "/console/login"; throw new Error("unauthenticated"); }
       return r.json().catch(function () { return {}; }).then(function (j) {
-        if (!r.ok) { var err = new Error(j.message || j.error || ("HTTP " + r.status)); err.status = r.status; throw err; }
+        if (!r.ok) { var err = new Error(j.detail || j.message || j.error || ("HTTP " + r.status)); err.status = r.status; throw err; }
         return j;
       });
     });
@@ -77,7 +76,8 @@
         var meta = el("div", "q-meta small muted");
         meta.appendChild(el("span", "", q.status === "waiting" ? "等待 " + fmtWait(q.waiting_seconds) : "处理中 · " + (q.agent || "")));
         li.appendChild(meta);
-        li.addEventListener("click", function () { open(q.handoff_id); });
+        if (q.visible) li.addEventListener("click", function () { open(q.handoff_id); });
+        else li.classList.add("locked");
         ul.appendChild(li);
       });
       $("queue-count").textContent = String(waiting);
@@ -96,6 +96,21 @@
     return loadConversation();
   }
 
+  function canAct() { return !!(currentData && currentData.handoff.can_act); }
+
+  // the "显示" button: the unmasked value from the audited reveal, then a redraw
+  function revealButton(key, body, redraw) {
+    var b = el("button", "link reveal", "显示");
+    b.title = "显示完整信息（将记录审计日志）";
+    b.addEventListener("click", function () {
+      api("POST", "/console/api/handoffs/" + current + "/reveal", body).then(function (r) {
+        revealed[key] = r.value;
+        redraw();
+      }).catch(function (e) { showError(e.message); });
+    });
+    return b;
+  }
+
   function renderHistory(events) {
     var ol = $("history");
     ol.textContent = "";
@@ -106,7 +121,13 @@
       head.appendChild(el("span", "", who));
       head.appendChild(el("span", "", " " + fmtTime(ev.at)));
       li.appendChild(head);
-      li.appendChild(el("div", "msg-text", ev.text));
+      var key = current + ":msg:" + ev.id;
+      var known = Object.prototype.hasOwnProperty.call(revealed, key);
+      var text = el("div", "msg-text" + (known ? " revealed" : ""), known ? revealed[key] : ev.text);
+      if (ev.masked && !known && canAct()) {
+        text.appendChild(revealButton(key, { message: ev.id }, function () { renderHistory(currentData.events); }));
+      }
+      li.appendChild(text);
       if (ev.kind === "customer" && ev.intent) {
         var nlu = el("div", "nlu small");
         nlu.appendChild(el("span", "tag intent", ev.intent + (ev.confidence != null ? " " + Math.round(ev.confidence * 100) + "%" : "")));
@@ -141,18 +162,10 @@
         var span = el("span", known ? "revealed" : "masked", known ? revealed[key] : acc.masked[f[0]]);
         span.dataset.field = f[0];
         dd.appendChild(span);
-        if (!known && currentData && currentData.handoff.status === "assigned" && (currentData.handoff.mine || ROLE === "supervisor")) {
-          var b = el("button", "link reveal", "显示");
-          b.title = "显示完整信息（将记录审计日志）";
-          b.addEventListener("click", function () {
-            api("POST", "/console/api/handoffs/" + current + "/reveal", { field: f[0], index: acc.index }).then(function (r) {
-              revealed[key] = r.value;
-              // redraw what is on screen now: the panel may have been redrawn (a new message,
-              // a status change) while the request was out, and this span is no longer shown
-              renderAccount(shownAccount);
-            }).catch(function (e) { showError(e.message); });
-          });
-          dd.appendChild(b);
+        if (!known && canAct()) {
+          // redraw what is on screen when the answer comes: the panel may have been redrawn
+          // (a new message, a status change) while the request was out
+          dd.appendChild(revealButton(key, { field: f[0], index: acc.index }, function () { renderAccount(shownAccount); }));
         }
         dl.appendChild(dd);
       });
@@ -178,14 +191,20 @@
     });
   }
 
-  function renderSlots(slots) {
+  function renderSlots(slots, maskedSlots) {
     var dl = $("slots");
     dl.textContent = "";
     Object.keys(slots || {}).forEach(function (k) {
       var v = slots[k];
       if (v === null || v === "" || typeof v === "object" || k.charAt(0) === "_") return;
       dl.appendChild(el("dt", "", k));
-      dl.appendChild(el("dd", "", v));
+      var key = current + ":slot:" + k;
+      var known = Object.prototype.hasOwnProperty.call(revealed, key);
+      var dd = el("dd", known ? "revealed" : "", known ? revealed[key] : v);
+      if (!known && canAct() && (maskedSlots || []).indexOf(k) >= 0) {
+        dd.appendChild(revealButton(key, { slot: k }, function () { renderSlots(currentData.slots, currentData.masked_slots); }));
+      }
+      dl.appendChild(dd);
     });
   }
 
@@ -204,7 +223,7 @@
       $("chat-priority").className = "tag prio-" + h.priority;
       $("chat-reason").textContent = h.reason_label;
       $("chat-status").textContent = { waiting: "排队中", assigned: "处理中 · " + (h.agent || ""), released: "已结束" }[h.status] || h.status;
-      var mine = h.status === "assigned" && (h.mine || ROLE === "supervisor");
+      var mine = !!h.can_act;
       $("take-btn").hidden = h.status !== "waiting";
       $("close-btn").hidden = !mine;
       $("transfer-btn").hidden = !mine;
@@ -214,7 +233,7 @@
       $("canned").disabled = !mine;
       renderHistory(d.events);
       renderAccount(d.account);
-      renderSlots(d.slots);
+      renderSlots(d.slots, d.masked_slots);
       if (mine) loadAgents(h.agent);
     }).catch(function (e) { showError(e.message); });
   }
