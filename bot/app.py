@@ -185,6 +185,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Ready or not (HTTP 200 / 503) for anyone; the details — each check, each channel with
+    its app ids and provider hosts, the outbox backlog — only for an operator (see
+    ``_readyz_detail_allowed``)."""
     app = request.app
     checks: dict[str, str] = {}
     try:
@@ -198,11 +201,98 @@ async def readyz(request: web.Request) -> web.Response:
         checks["core"] = "ok"
     except CoreError as exc:
         checks["core"] = f"error: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    status = 200 if ready else 503
+    if not await _readyz_detail_allowed(request):
+        return web.json_response({"ready": ready}, status=status, headers={"Cache-Control": "no-store"})
     on = app[CHANNELS]
     channels = {name: (on[name].readiness() if name in on else {"on": False}) for name in KNOWN_CHANNELS}
     for name in on:
         channels.setdefault(name, on[name].readiness())
-    ready = all(v == "ok" for v in checks.values())
-    return web.json_response(
-        {"ready": ready, "checks": checks, "channels": channels}, status=200 if ready else 503
-    )
+    body: dict[str, Any] = {"ready": ready, "checks": checks, "channels": channels}
+    if checks["database"] == "ok":
+        try:
+            body["outbox"] = await asyncio.wait_for(_outbox_backlog(app[SESSIONMAKER]), timeout=3)
+        except Exception as exc:  # noqa: BLE001 - a figure, not a check: readiness stands
+            body["outbox"] = {"error": type(exc).__name__}
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+
+
+_FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+
+
+async def _readyz_detail_allowed(request: web.Request) -> bool:
+    """The detailed view is for operators: a caller on this host (loopback, and not relayed by
+    a reverse proxy — a proxy on this host would make every caller look local), the operator
+    token (``Authorization: Bearer $POWERBOT_OPERATOR_TOKEN``) or a console supervisor's session."""
+    import hmac
+    import ipaddress
+
+    if not any(h in request.headers for h in _FORWARDING_HEADERS):
+        try:
+            ip = ipaddress.ip_address((request.remote or "").split("%", 1)[0])
+            mapped = getattr(ip, "ipv4_mapped", None)
+            if (mapped or ip).is_loopback:
+                return True
+        except ValueError:
+            pass  # a Unix socket, or no address: not known to be local
+    token = request.app[SETTINGS].operator_token
+    header = request.headers.get("Authorization", "")
+    if token is not None and token.get_secret_value() and header[:7].lower() == "bearer ":
+        given = header[7:].strip().encode("utf-8", "surrogateescape")
+        if hmac.compare_digest(given, token.get_secret_value().encode()):
+            return True
+    try:
+        from bot.console.views import is_supervisor
+    except ModuleNotFoundError:  # the console feature is not installed
+        return False
+    return await is_supervisor(request)
+
+
+OUTBOX_COUNT_CAP = 100_000  # beyond it the backlog is reported as "at least"
+DEAD_WINDOW_HOURS = 24
+
+
+async def _outbox_backlog(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
+    """Pending rows (count, capped; the oldest one's age) and dead letters of the last 24 h.
+
+    Cheap on a large outbox: pending rows are read through the two partial indexes that hold
+    only them (``status = 'pending'`` with ``kind = 'reply'`` / ``kind <> 'reply'``; the
+    predicates are written as literals so both stores match them), the dead letters only among
+    the rows of the last day, whose first id a binary search on the primary key finds."""
+    from datetime import timedelta
+
+    from sqlalchemy import func, literal_column, select
+
+    from bot.console.service import first_id_since
+    from bot.models import OutboxMessage as O, utcnow
+
+    pending = O.status == literal_column("'pending'")
+    lanes = (O.kind == literal_column("'reply'"), O.kind != literal_column("'reply'"))
+    now = utcnow()
+    count, oldest_id = 0, None
+    async with sessionmaker() as session:
+        for lane in lanes:
+            # one read of the lane's partial index, at most CAP + 1 entries: the count and the
+            # smallest id (the oldest row, ids follow insertion; exact unless the cap is hit)
+            capped = select(O.id).where(pending, lane).limit(OUTBOX_COUNT_CAP + 1).subquery()
+            n, first = (await session.execute(select(func.count(), func.min(capped.c.id)))).one()
+            count += n
+            if first is not None and (oldest_id is None or first < oldest_id):
+                oldest_id = first
+        oldest_at = (await session.execute(select(O.created_at).where(O.id == oldest_id))).scalar_one_or_none() \
+            if oldest_id is not None else None
+        start = await first_id_since(session, O, "created_at", now - timedelta(hours=DEAD_WINDOW_HOURS))
+        dead = 0
+        if start is not None:
+            window = (select(O.id).where(O.id >= start, O.status == literal_column("'dead'"))
+                      .limit(OUTBOX_COUNT_CAP + 1).subquery())
+            dead = (await session.execute(select(func.count()).select_from(window))).scalar_one()
+    from bot.outbox import as_aware
+
+    return {
+        "pending": min(count, OUTBOX_COUNT_CAP),
+        "pending_at_least": count > OUTBOX_COUNT_CAP,
+        "oldest_pending_age_seconds": max(0, int((now - as_aware(oldest_at)).total_seconds())) if oldest_at else None,
+        "dead_last_24h": min(dead, OUTBOX_COUNT_CAP),
+    }
