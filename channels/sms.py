@@ -6,7 +6,17 @@ Provider contract (what a real aggregator is configured to do, and what the test
   ``message_id`` (also ``id``/``msg_id``) and ``timestamp`` (unix seconds or ISO 8601).
   Header ``X-Signature``: hex HMAC-SHA256 of the raw body with the shared ``sms_secret``.
   The timestamp lives inside the signed body; a message older (or newer) than 5 minutes is
-  refused as a replay. Forged / missing signature → 401/403, nothing stored.
+  refused as a replay; a timestamp that is not a finite time ("nan", "inf", "1e400", text) is
+  refused with 400. Forged / missing signature → 401/403, nothing stored. Every refusal is an
+  RFC 9457 problem document (``application/problem+json``).
+- A concatenated message may come as its parts, each with ``concat_ref`` (the same for all
+  parts of one message), ``part`` (1-based) and ``parts`` (at most ``MAX_INBOUND_PARTS``); the
+  parts are stored as they come and the message goes to the dialogue once all are in, its text
+  rebuilt from the parts' UTF-16 code units (an emoji split between two parts is whole again).
+  A message still missing a part after ``assembly_wait`` seconds (120) goes on without it.
+- Text is cleaned at this edge (``clean_text``): a lone surrogate becomes U+FFFD, NUL and other
+  control characters (but tab and newline) are dropped. An id with such a character, or a text
+  with nothing valid left, is refused with 400 and nothing is stored.
 - Delivery reports ``POST /channels/sms/status`` (signed the same way): ``message_id`` (the
   provider's id of one segment), ``status`` (``delivered``/``failed``/...), ``timestamp``.
 - Outbound ``POST {sms_api_base_url}/messages`` JSON ``{to, from, text, client_ref, part,
@@ -32,9 +42,11 @@ header), never splitting a surrogate pair, at most ``MAX_PARTS`` parts (the rest
 every provider segment id to it so delivery reports update the outbox row: ``delivered`` when
 every part is delivered, ``failed`` as soon as one part fails.
 
-Opt-out: a whole message STOP / UNSUBSCRIBE / TD / 退订 (case-insensitive, surrounding
-punctuation ignored) records the number in ``sms_opt_outs`` at once and confirms; START / 恢复
-re-subscribes. Notices (``kind`` notice/template) to an opted-out number fail with
+Opt-out: a message that is an opt-out command — TD / 退订 / 取消订阅 / 我要退订短信 / 不要再发短信了
+/ STOP / UNSUBSCRIBE / opt out..., compared after NFKC, case folding and dropping everything but
+letters and digits (so ``ＴＤ``, ``T D`` and ``td。`` count) — records the number in
+``sms_opt_outs`` at once and confirms (in English for an English command); START / 恢复
+re-subscribes. A sentence that merely mentions the word ("怎么退订电子账单") goes to the dialogue. Notices (``kind`` notice/template) to an opted-out number fail with
 ``DeliveryError(retryable=False, code="opted_out")`` unless ``urgent`` (safety notices) or
 ``metadata["transactional"]``. Answers to the customer's own messages still go out.
 
@@ -64,12 +76,15 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import time
+import unicodedata
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from http import HTTPStatus
 from typing import Any
 
 import aiohttp
@@ -94,10 +109,22 @@ MAX_PARTS = 8
 MAX_TEXT = 1000
 OPT_OUT_TTL_SECONDS = 5.0  # how long another replica's STOP may take to reach this process
 MAX_REPORT_RETRIES = 1000  # delivery reports for not-yet-stored segments waiting at once
+MAX_INBOUND_PARTS = 16  # parts of one concatenated inbound message (16 x 67 units > MAX_TEXT)
+MAX_ID = 190  # provider ids (message_id, concat_ref): printable, at most this long
+ASSEMBLY_WAIT_SECONDS = 120.0  # a concatenated message missing a part is handed on after this
+ASSEMBLY_WINDOW = timedelta(hours=1)  # parts received longer ago belong to an earlier message
 
-STOP_WORDS = {"stop", "td", "退订", "unsubscribe", "退订短信"}
-START_WORDS = {"start", "unstop", "恢复", "恢复订阅"}
-ENGLISH_KEYWORDS = {"stop", "unsubscribe", "start", "unstop"}
+# Opt-out and re-subscribe commands, matched against the whole message reduced by ``_compact``
+# (NFKC, case-folded, letters and digits only: "ＴＤ", "T D" and "td。" are all "td"). A message
+# that only mentions the word ("我想问下怎么退订电子账单") is an enquiry for the dialogue.
+STOP_ZH = re.compile(
+    r"(?:我要|我想|请|请帮我|帮我|麻烦)?"
+    r"(?:td|退订|取消订阅|取消短信|拒收|不要再发|别再发|不要再给我发|别再给我发)(?:td|退订)?"
+    r"(?:短信|信息|消息|通知|短信通知|所有短信|全部短信)?(?:了|吧|谢谢)?"
+)
+STOP_EN = re.compile(r"(?:please)?(?:stop|unsubscribe|unsub|optout)(?:me|all|sms|texts?|messages?)?(?:please|thanks|thankyou)?")
+START_ZH = re.compile(r"(?:恢复|重新订阅)(?:订阅)?(?:短信)?(?:通知)?")
+START_EN = re.compile(r"(?:please)?(?:start|unstop|resubscribe)(?:please|thanks|thankyou)?")
 
 TEXTS = {
     "stopped": {
@@ -116,7 +143,6 @@ TEXTS = {
     },
 }
 
-_PUNCT = " \t\r\n。.!！?？,，;；~～\"'“”‘’"
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
@@ -143,7 +169,7 @@ def normalize_phone(raw: str | None) -> str | None:
     s = str(raw).strip()
     plus = s.startswith("+")
     digits = re.sub(r"[\s\-().]", "", s.lstrip("+"))
-    if not digits.isdigit():
+    if not (digits.isascii() and digits.isdigit()):  # "１３８…" or other scripts' digits are not a number
         return None
     if digits.startswith("00"):
         digits, plus = digits[2:], True
@@ -218,34 +244,72 @@ def split_segments(text: str, *, max_parts: int = MAX_PARTS) -> list[str]:
     return parts
 
 
+def _compact(text: str) -> str:
+    """NFKC, case-folded, letters and digits only: what a keyword is matched against."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return "".join(c for c in folded if unicodedata.category(c)[0] in "LN")
+
+
 def keyword_of(text: str) -> str | None:
-    t = text.strip(_PUNCT).lower()
-    if t in STOP_WORDS:
+    """``stop`` / ``start`` when the whole message is an opt-out / re-subscribe command."""
+    t = _compact(text)
+    if STOP_ZH.fullmatch(t) or STOP_EN.fullmatch(t):
         return "stop"
-    if t in START_WORDS:
+    if START_ZH.fullmatch(t) or START_EN.fullmatch(t):
         return "start"
     return None
 
 
 def _lang_for(text: str) -> str:
-    t = text.strip(_PUNCT).lower()
-    if t in ENGLISH_KEYWORDS:
+    t = _compact(text)
+    if STOP_EN.fullmatch(t) or START_EN.fullmatch(t):
         return "en"
     if _CJK.search(text) or not re.search(r"[a-zA-Z]{3,}", text):
         return "zh"
     return "en"
 
 
+# C0 and C1 control characters but tab and newline (carriage returns become newlines first)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean_text(text: str) -> str:
+    """Text a provider sent, made storable: surrogate pairs joined into their character, a lone
+    surrogate (half of a split emoji) replaced by U+FFFD, line ends made ``\\n``, NUL and other
+    control characters dropped."""
+    text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def _has_content(text: str) -> bool:
+    """Whether cleaned text holds anything but replacement characters and blanks."""
+    return any(c != "\ufffd" and not c.isspace() for c in text)
+
+
+def _valid_id(value: str) -> bool:
+    """A provider id we store and look up as it is: printable (no surrogate, no control
+    character), at most ``MAX_ID`` characters. An id cannot be repaired without becoming
+    another message's id."""
+    return 0 < len(value) <= MAX_ID and value.isprintable()
+
+
 def parse_timestamp(value: Any) -> float | None:
-    if value is None or value == "":
+    """Unix seconds (milliseconds tolerated) or ISO 8601 as a finite unix time; None for
+    anything else (missing, not a time, "nan", "inf", "1e400", a boolean...)."""
+    if value is None or value == "" or isinstance(value, bool):
         return None
     try:
         v = float(value)
+    except (TypeError, ValueError, OverflowError):
+        v = None
+    if v is not None:
+        if not math.isfinite(v):
+            return None
         return v / 1000.0 if v > 1e11 else v  # milliseconds tolerated
-    except (TypeError, ValueError):
-        pass
+    if not isinstance(value, str):
+        return None
     try:
-        dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         return None
     if dt.tzinfo is None:
@@ -537,8 +601,46 @@ def receipt_update(channel: str, batch_ref: str, status: str, error: str | None)
     )
 
 
+def _problem(status: int, code: str, detail: str) -> web.Response:
+    """An RFC 9457 problem document (``error`` repeats the code under the key earlier answers used)."""
+    doc = {"type": f"urn:powerbot:sms:problem:{code}", "title": HTTPStatus(status).phrase, "status": status,
+           "detail": detail, "error": code}
+    return web.json_response(doc, status=status, content_type="application/problem+json")
+
+
+def _part_key(phone: str, ref: str, parts: int, part: int) -> str:
+    """Dedupe key of one stored part of a concatenated message (part 0: the whole group)."""
+    return f"sms-part:{phone}:{ref}:{parts}:{part}"
+
+
+def _small_int(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value.strip()) <= 3:
+        return int(value)
+    return None
+
+
+def _part_of(data: dict[str, Any]) -> tuple[str, int, int] | web.Response | None:
+    """``(concat_ref, part, parts)`` of one part of a concatenated message; None for a whole
+    message (no part fields, or part 1 of 1); a 400 problem for part fields that make no sense."""
+    if all(k not in data for k in ("concat_ref", "part", "parts")):
+        return None
+    part, parts = _small_int(data.get("part")), _small_int(data.get("parts"))
+    if part is None or parts is None or not 1 <= part <= parts <= MAX_INBOUND_PARTS:
+        return _problem(400, "bad_part", f"'part' and 'parts' must be whole numbers, 1 <= part <= parts <= {MAX_INBOUND_PARTS}")
+    if parts == 1:
+        return None
+    ref = data.get("concat_ref")
+    ref = str(ref) if isinstance(ref, (str, int)) and not isinstance(ref, bool) else ""
+    if not _valid_id(ref) or len(ref) > 64:
+        return _problem(400, "bad_concat_ref", "'concat_ref' is required for a part: at most 64 printable characters")
+    return ref, part, parts
+
+
 class SmsChannel(Channel):
     name = "sms"
+    assembly_wait = ASSEMBLY_WAIT_SECONDS  # seconds a concatenated message waits for a missing part
     proves = frozenset({"phone"})  # the provider signs the inbound request naming the sender's number
 
     def __init__(self, ctx: ChannelContext) -> None:
@@ -554,6 +656,7 @@ class SmsChannel(Channel):
         self.outbound_limit = SlidingWindow(s.sms_outbound_per_minute)
         self._refused: OrderedDict[str, float] = OrderedDict()  # phone -> when last told it is over the limit
         self._tasks: set[asyncio.Task[None]] = set()
+        self._assembling: set[str] = set()  # concatenated messages waiting for a missing part
         self.opt_outs = OptOutCache(ttl=OPT_OUT_TTL_SECONDS)
         self.parts = PartWriter()
         self._messages_url = f"{self.base_url}/messages"
@@ -578,19 +681,19 @@ class SmsChannel(Channel):
         peer = request.remote
         if not signature:
             log.warning("sms %s: missing signature from %s", request.path, peer)
-            return web.json_response({"error": "missing_signature"}, status=401)
+            return _problem(401, "missing_signature", "the X-Signature header is required")
         if not verify_signature(self.secret, body, signature):
             log.warning("sms %s: forged signature from %s (%d bytes)", request.path, peer, len(body))
-            return web.json_response({"error": "bad_signature"}, status=403)
+            return _problem(403, "bad_signature", "X-Signature does not match the body")
         data = self._parse_body(request, body)
         if data is None:
-            return web.json_response({"error": "bad_request", "reason": "body must be a form or a JSON object"}, status=400)
+            return _problem(400, "bad_request", "the body must be a UTF-8 form or a JSON object")
         ts = parse_timestamp(data.get("timestamp"))
         if ts is None:
-            return web.json_response({"error": "bad_request", "reason": "timestamp is required"}, status=400)
+            return _problem(400, "bad_timestamp", "'timestamp' is required: unix seconds or ISO 8601, a finite time")
         if abs(time.time() - ts) > MAX_SKEW_SECONDS:
             log.warning("sms %s: stale timestamp from %s (skew %.0fs)", request.path, peer, time.time() - ts)
-            return web.json_response({"error": "stale_timestamp"}, status=403)
+            return _problem(403, "stale_timestamp", f"'timestamp' is more than {MAX_SKEW_SECONDS} seconds away from now")
         return body, data
 
     @staticmethod
@@ -615,25 +718,41 @@ class SmsChannel(Channel):
         return {k: v[0] for k, v in qs.items()}
 
     async def inbound(self, request: web.Request) -> web.Response:
+        """A customer's SMS. Every text field is cleaned here, at the edge (``clean_text``): what
+        cannot be repaired (an id with a broken character, a text with no valid character left)
+        is refused with a 400 problem and nothing is stored."""
         auth = await self._authenticated(request)
         if isinstance(auth, web.Response):
             return auth
         _, data = auth
         phone = normalize_phone(data.get("from"))
-        text = data.get("text")
-        if text is None:
-            text = data.get("content", data.get("body"))
+        raw = data.get("text")
+        if raw is None:
+            raw = data.get("content", data.get("body"))
         message_id = data.get("message_id") or data.get("id") or data.get("msg_id")
         if phone is None:
-            return web.json_response({"error": "bad_request", "reason": "'from' must be a phone number"}, status=400)
-        if not isinstance(text, str):
-            return web.json_response({"error": "bad_request", "reason": "'text' must be a string"}, status=400)
-        if not message_id or len(str(message_id)) > 190:
-            return web.json_response({"error": "bad_request", "reason": "'message_id' is required"}, status=400)
+            return _problem(400, "bad_sender", "'from' must be a phone number")
+        if not isinstance(raw, str):
+            return _problem(400, "bad_text", "'text' must be a string")
+        if not message_id or not _valid_id(str(message_id)):
+            return _problem(400, "bad_message_id",
+                            f"'message_id' is required: at most {MAX_ID} printable characters")
         message_id = str(message_id)
-        text = text[:MAX_TEXT]
+        metadata = {"to": clean_text(str(data.get("to") or ""))[:200],
+                    "provider_timestamp": clean_text(str(data.get("timestamp")))[:64]}
+        part = _part_of(data)
+        if isinstance(part, web.Response):
+            return part
+        if part is not None:
+            return await self._inbound_part(phone, raw, message_id, metadata, *part)
+        text = clean_text(raw)
+        if raw and not _has_content(text):
+            return _problem(400, "invalid_text", "'text' holds no valid character (broken encoding)")
+        return await self._accept(phone, text[:MAX_TEXT], message_id, metadata)
 
-        if await self._seen(message_id):
+    async def _accept(self, phone: str, text: str, message_id: str, metadata: dict[str, Any]) -> web.Response:
+        """A whole, clean customer message: an opt-out command, or one for the dialogue."""
+        if await self._seen(phone, message_id):
             return web.json_response({"status": "duplicate"})
 
         keyword = keyword_of(text)
@@ -645,22 +764,105 @@ class SmsChannel(Channel):
             await self._refuse_rate_limited(phone, text)
             return web.json_response({"status": "rate_limited"})
 
-        message = Message(
-            channel=self.name,
-            sender_id=phone,
-            text=text,
-            message_id=message_id,
-            metadata={"to": str(data.get("to") or ""), "provider_timestamp": str(data.get("timestamp"))},
-        )
+        message = Message(channel=self.name, sender_id=phone, text=text, message_id=message_id, metadata=metadata)
         receipt = await self.ctx.processor.receive(message, wait=0)
         log.info("sms inbound from %s duplicate=%s", mask_phone(phone), receipt.duplicate)
         return web.json_response({"status": "duplicate" if receipt.duplicate else "ok"})
 
-    async def _seen(self, message_id: str) -> bool:
+    # ------------------------------------------------------------------ concatenated messages
+    async def _inbound_part(self, phone: str, raw: str, message_id: str, metadata: dict[str, Any],
+                            ref: str, part: int, parts: int) -> web.Response:
+        """Store one part of a concatenated message; hand the message on once every part is in.
+
+        A part is kept as an ``inbound_messages`` row of kind ``sms_part`` (status ``done``: the
+        dialogue never sees it) keyed by number, reference and part, holding its exact UTF-16
+        code units, so a surrogate pair split across two parts becomes its character again. A
+        retry of a part is a duplicate; a part from an earlier message that used the same
+        reference is replaced. A message still missing a part after ``assembly_wait`` seconds
+        is handed on with what arrived (``sms_parts_missing`` in its metadata).
+        """
+        key = _part_key(phone, ref, parts, part)
+        raw = raw[:MAX_TEXT]
+        payload = {**metadata, "sms_part": {"ref": ref, "part": part, "parts": parts, "message_id": message_id,
+                                             "units": raw.encode("utf-16-le", "surrogatepass").hex()}}
+        now = datetime.now(timezone.utc)
+        duplicate = False
+        async with self.ctx.sessionmaker() as session, session.begin():
+            row = (await session.execute(select(InboundMessage).where(
+                InboundMessage.channel == self.name, InboundMessage.sender_id == phone,
+                InboundMessage.dedupe_key == key))).scalar_one_or_none()
+            if row is None:
+                try:
+                    async with session.begin_nested():
+                        session.add(InboundMessage(
+                            channel=self.name, dedupe_key=key, sender_id=phone, conversation_id=f"{self.name}:{phone}",
+                            kind="sms_part", text=clean_text(raw), payload=payload, status="done", attempts=0,
+                            received_at=now, processed_at=now,
+                        ))
+                except IntegrityError:
+                    duplicate = True  # a concurrent retry of the same part
+            elif (row.payload or {}).get("sms_part", {}).get("message_id") == message_id:
+                duplicate = True
+            else:  # the reference was used again by a later message: the newest part wins
+                row.text, row.payload, row.received_at, row.processed_at = clean_text(raw), payload, now, now
+        # read after the commit: of two parts stored at once, the later one sees both
+        if not await self._assemble(phone, ref, parts, final=False):
+            group = _part_key(phone, ref, parts, 0)
+            if group not in self._assembling and len(self._tasks) < MAX_REPORT_RETRIES:
+                self._assembling.add(group)
+                self._spawn(self._assemble_later(group, phone, ref, parts))
+        return web.json_response({"status": "duplicate" if duplicate else "ok"})
+
+    async def _assemble(self, phone: str, ref: str, parts: int, *, final: bool) -> bool:
+        """Hand on the message of these parts if every part is stored (or ``final``, with the
+        parts there are); False while parts are missing."""
+        keys = [_part_key(phone, ref, parts, i) for i in range(1, parts + 1)]
+        since = datetime.now(timezone.utc) - ASSEMBLY_WINDOW
+        async with self.ctx.sessionmaker() as session:
+            payloads = (await session.execute(select(InboundMessage.payload).where(
+                InboundMessage.channel == self.name, InboundMessage.sender_id == phone,
+                InboundMessage.dedupe_key.in_(keys), InboundMessage.received_at >= since))).scalars().all()
+        got = {p["sms_part"]["part"]: p for p in payloads}
+        missing = [i for i in range(1, parts + 1) if i not in got]
+        if missing and not final:
+            return False
+        if not got:
+            return True
+        ordered = [got[i] for i in sorted(got)]
+        units = b"".join(bytes.fromhex(p["sms_part"]["units"]) for p in ordered)
+        text = clean_text(units.decode("utf-16-le", "surrogatepass"))[:MAX_TEXT]
+        # the same id for the same parts, whichever request or process puts them together
+        ids = "\n".join(p["sms_part"]["message_id"] for p in ordered)
+        message_id = "sms-concat:" + hashlib.sha256(ids.encode()).hexdigest()[:40]
+        metadata = {"to": ordered[0].get("to", ""), "provider_timestamp": ordered[0].get("provider_timestamp", ""),
+                    "sms_parts": parts}
+        if missing:
+            metadata["sms_parts_missing"] = missing
+            log.warning("sms from %s: part(s) %s of %d never arrived; handing on the rest",
+                        mask_phone(phone), missing, parts)
+        if not _has_content(text):
+            log.warning("sms from %s: concatenated message holds no valid character; dropped", mask_phone(phone))
+            return True
+        await self._accept(phone, text, message_id, metadata)
+        return True
+
+    async def _assemble_later(self, group: str, phone: str, ref: str, parts: int) -> None:
+        try:
+            await asyncio.sleep(self.assembly_wait)
+            await self._assemble(phone, ref, parts, final=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001
+            log.exception("handing on an incomplete concatenated sms failed")
+        finally:
+            self._assembling.discard(group)
+
+    async def _seen(self, phone: str, message_id: str) -> bool:
         async with self.ctx.sessionmaker() as session:
             row = await session.execute(
                 select(InboundMessage.id).where(
-                    InboundMessage.channel == self.name, InboundMessage.dedupe_key == message_id
+                    InboundMessage.channel == self.name, InboundMessage.sender_id == phone,
+                    InboundMessage.dedupe_key == message_id,
                 )
             )
             return row.first() is not None
@@ -682,7 +884,7 @@ class SmsChannel(Channel):
                     try:
                         async with session.begin_nested():
                             session.add(
-                                SmsOptOut(phone=phone, keyword=text.strip(_PUNCT)[:32], message_id=message_id)
+                                SmsOptOut(phone=phone, keyword=text.strip()[:32], message_id=message_id)
                             )
                     except IntegrityError:
                         pass  # a concurrent retry of the same STOP
@@ -748,16 +950,16 @@ class SmsChannel(Channel):
             return auth
         _, data = auth
         provider_id = data.get("message_id") or data.get("id")
-        raw_status = str(data.get("status") or "").strip().lower()
-        if not provider_id:
-            return web.json_response({"error": "bad_request", "reason": "'message_id' is required"}, status=400)
+        raw_status = clean_text(str(data.get("status") or "")).strip().lower()
+        if not provider_id or not _valid_id(str(provider_id)):
+            return _problem(400, "bad_message_id", f"'message_id' is required: at most {MAX_ID} printable characters")
         if raw_status in {"delivered", "delivrd", "success", "ok"}:
             status = "delivered"
         elif raw_status in {"failed", "undeliv", "undelivered", "rejected", "expired", "rejectd", "error"}:
             status = "failed"
         else:
             return web.json_response({"status": "ignored"})
-        error = str(data.get("error_code") or data.get("error") or "")[:200] or None
+        error = clean_text(str(data.get("error_code") or data.get("error") or ""))[:200] or None
         provider_id = str(provider_id)
         await self.parts.wait_for(provider_id)  # a report can overtake our segment write
         batch = await self._record_part_status(provider_id, status, error)
