@@ -23,7 +23,6 @@ from bot.models import OutboxMessage, utcnow
 from stack import run_core, run_gateway
 from test_console_support import AgentClient, make_agent
 
-pytestmark = pytest.mark.asyncio
 
 OPERATOR_TOKEN = "op-token-4b1d6f0e9a"
 PROVIDER_HOST = "sms-provider.internal.example:9"

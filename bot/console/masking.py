@@ -70,6 +70,40 @@ def mask_field(key: str | None, value: Any, depth: int = 0) -> Any:
     return mask_text(text)
 
 
+class TextMasker:
+    """``mask_text`` plus the personal values a conversation is known to hold.
+
+    A regular expression finds phone and account numbers in a sentence, but not a name, nor
+    every way of writing an address. The values the conversation's slots and entities hold
+    under a personal key (``FIELD_MASKS``) are learnt first; each occurrence of one in a text
+    is then replaced by its mask too."""
+
+    MIN_LEN = 2  # a one-character "name" would mask half the history
+
+    def __init__(self) -> None:
+        self.known: dict[str, str] = {}
+
+    def learn(self, key: str | None, value: Any, depth: int = 0) -> None:
+        if depth > MAX_DEPTH or value is None or isinstance(value, bool):
+            return
+        if isinstance(value, dict):
+            for k, v in value.items():
+                self.learn(str(k), v, depth + 1)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                self.learn(key, v, depth + 1)
+        elif key in FIELD_MASKS:
+            raw = str(value).strip()
+            if len(raw) >= self.MIN_LEN:
+                self.known[raw] = mask_field(key, raw)
+
+    def text(self, text: str) -> str:
+        for raw in sorted(self.known, key=len, reverse=True):
+            if raw in text:
+                text = text.replace(raw, self.known[raw])
+        return mask_text(text)
+
+
 def mask_slots(slots: dict[str, Any]) -> dict[str, Any]:
     return {str(k): mask_field(str(k), v) for k, v in slots.items()}
 

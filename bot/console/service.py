@@ -17,12 +17,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import outbox
-from bot.console.masking import mask_field, mask_slots
+from bot.console.masking import TextMasker, mask_field, mask_slots
 from bot.console.models import Agent, CallbackOffer, ConsoleMessage, Satisfaction
 from bot.dialogue.handoff import ACTIVE, PRIORITIES, Handoff, release_to_bot
 from bot.dialogue.store import Conversation, Event
 from bot.langs import detect_language
-from bot.logs import mask_text
 from bot.models import InboundMessage, utcnow
 from channels.base import Reply
 
@@ -190,14 +189,22 @@ async def queue(session: AsyncSession, viewer: str, role: str) -> list[dict[str,
     for h in rows:
         channel, _ = split_conversation(h.conversation_id)
         visible = may_view(viewer, role, h.status, h.agent_id)
-        last = None
+        last = ""
         if visible:
-            last = (
+            row = (
                 await session.execute(
-                    select(Event.text).where(Event.conversation_id == h.conversation_id, Event.type == "user")
+                    select(Event.text, Event.data).where(Event.conversation_id == h.conversation_id, Event.type == "user")
                     .order_by(Event.id.desc()).limit(1)
                 )
-            ).scalar_one_or_none()
+            ).first()
+            if row is not None:
+                masker = TextMasker()
+                masker.learn(None, await conversation_slots(session, h.conversation_id))
+                if isinstance(row.data, dict):
+                    masker.learn(None, row.data.get("slots"))
+                    for ent in _entities_raw(row.data):
+                        masker.learn(ent.get("entity") if isinstance(ent.get("entity"), str) else None, ent.get("value"))
+                last = masker.text(row.text or "")
         out.append({
             "handoff_id": h.id,
             "conversation_id": display_name(h.conversation_id),
@@ -213,7 +220,7 @@ async def queue(session: AsyncSession, viewer: str, role: str) -> list[dict[str,
             "created_at": outbox.as_aware(h.created_at).isoformat(),
             "waiting_seconds": seconds_since(h.created_at, now) if h.status == "waiting"
             else seconds_since(h.created_at, now) - seconds_since(h.assigned_at, now),
-            "last_message": mask_text(last or "")[:120],
+            "last_message": last[:120],
         })
     return out
 
@@ -319,22 +326,20 @@ def _intent(data: dict[str, Any]) -> tuple[str | None, float | None]:
     return None, None
 
 
-def _entities(data: dict[str, Any]) -> list[dict[str, Any]]:
+def _entities_raw(data: dict[str, Any]) -> list[dict[str, Any]]:
     parse = data.get("parse") if isinstance(data.get("parse"), dict) else data
     ents = parse.get("entities") if isinstance(parse, dict) else None
-    if not isinstance(ents, list):
-        return []
+    return [e for e in ents if isinstance(e, dict)] if isinstance(ents, list) else []
+
+
+def _entities(data: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
-    for e in ents:
-        if isinstance(e, dict):
-            name = e.get("entity") if isinstance(e.get("entity"), str) else None
-            out.append({"entity": name, "value": mask_field(name, e.get("value"))})
+    for e in _entities_raw(data):
+        name = e.get("entity") if isinstance(e.get("entity"), str) else None
+        out.append({"entity": name, "value": mask_field(name, e.get("value"))})
     return out
 
 
-def _masked_text(text: str) -> tuple[str, bool]:
-    masked = mask_text(text)
-    return masked, masked != text
 
 
 async def history(session: AsyncSession, conversation_id: str, limit: int = 300) -> list[dict[str, Any]]:
@@ -347,6 +352,18 @@ async def history(session: AsyncSession, conversation_id: str, limit: int = 300)
             select(Event).where(Event.conversation_id == conversation_id).order_by(Event.id.desc()).limit(limit)
         )
     ).scalars().all()
+    masker = TextMasker()  # what the conversation is known to hold is masked in every text
+    masker.learn(None, await conversation_slots(session, conversation_id))
+    for e in events:
+        if e.type == "user" and isinstance(e.data, dict):
+            masker.learn(None, e.data.get("slots"))
+            for ent in _entities_raw(e.data):
+                masker.learn(ent.get("entity") if isinstance(ent.get("entity"), str) else None, ent.get("value"))
+
+    def _masked_text(text: str) -> tuple[str, bool]:
+        masked = masker.text(text)
+        return masked, masked != text
+
     items: list[tuple[datetime, int, dict[str, Any]]] = []
     for e in reversed(events):
         data = e.data if isinstance(e.data, dict) else {}

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from backend_client import CoreError
 from bot.console import access, auth, service, summary
@@ -210,6 +211,8 @@ def api(*, write: bool = False, supervisor: bool = False) -> Callable[[Handler],
                 return _error(403, "csrf", "CSRF token missing or wrong")
             if supervisor and agent.role != "supervisor":
                 return _error(403, "forbidden", "仅主管可用")
+            if "hid" in request.match_info:
+                _handoff_id(request)  # the path before the body: a bad id is a 404 whatever the body
             return await fn(request, agent, cs)
 
         return wrapper
@@ -220,7 +223,10 @@ def api(*, write: bool = False, supervisor: bool = False) -> Callable[[Handler],
 async def _json_body(request: web.Request) -> dict[str, Any]:
     """The request's JSON object. Anything else — not UTF-8, not JSON, nested deeper than the
     parser allows, not an object — is a 400 problem, never a 500."""
-    raw = await request.read()  # over client_max_size: 413, made a problem by the middleware
+    try:
+        raw = await request.read()  # over client_max_size: 413, made a problem by the middleware
+    except HttpProcessingError:  # e.g. a Content-Encoding the body does not match
+        raise problem(400, "bad_request", "the body could not be read") from None
     try:
         body = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -313,7 +319,7 @@ async def _form(request: web.Request) -> Any:
         return await request.post()
     except web.HTTPException:
         raise  # 413 and the like: the middleware makes them problems
-    except (ValueError, AssertionError, LookupError, UnicodeDecodeError):
+    except (ValueError, AssertionError, LookupError, HttpProcessingError):
         raise problem(400, "bad_form", "the form body could not be read") from None
 
 
