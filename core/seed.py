@@ -1,8 +1,9 @@
 """Deterministic, realistic demo data for the core (``powerbot core seed``).
 
 Everything is drawn from ``random.Random(95598)``; dates are relative to ``reference_date``
-(default: today in Asia/Shanghai), so the same day always gives the same data. Seeding is
-idempotent: nothing happens if the store already holds accounts.
+(default: today in Asia/Shanghai) and times to ``now`` (default: the wall clock; with an explicit
+``reference_date``, 10:00 Shanghai time that day), so the same day always gives the same data.
+Seeding is idempotent: nothing happens if the store already holds accounts.
 
 Fixed fixtures (tests and README rely on them):
 - 3100000001 张伟, phone 13800138000, 浦东新区 碧波路, residential, 2 months unpaid (arrears);
@@ -108,15 +109,29 @@ async def seed(
     n_accounts: int = 1000,
     reference_date: date | None = None,
     months: int = 12,
+    now: datetime | None = None,
 ) -> list[str]:
-    """Load demo data unless accounts exist; returns a human-readable summary."""
+    """Load demo data unless accounts exist; returns a human-readable summary.
+
+    ``reference_date`` anchors the calendar: the ``months`` billed months end with the month
+    before it, planned outages fall in the 7 days after it, hall slots in the 14 days from it.
+    ``now`` (an aware datetime) anchors the moment of seeding: the active and restored outages,
+    the work orders and every ``created_at``. Either defaults from the other: no
+    ``reference_date`` means ``now``'s date in Asia/Shanghai; no ``now`` means the wall clock,
+    or 10:00 Shanghai time on an explicit ``reference_date`` (so a seed for another day is that
+    day's data throughout, not a mix of that day's bills and today's outages).
+    """
+    if now is not None and now.tzinfo is None:
+        raise ValueError("now must be an aware datetime")
     async with sessionmaker() as s:
         existing = await s.scalar(select(func.count()).select_from(m.Account))
         if existing:
             return [f"core store already holds {existing} accounts — seeding skipped"]
     rng = random.Random(SEED)
-    today = reference_date or datetime.now(CN_TZ).date()
-    now = datetime.now(timezone.utc)
+    if now is None:
+        now = _local(reference_date, 10) if reference_date else datetime.now(timezone.utc)
+    now = now.astimezone(timezone.utc)
+    today = reference_date or now.astimezone(CN_TZ).date()
     month_list = _month_seq(today, months)
     tariffs = {t["category"]: t for t in DEFAULT_TARIFFS}
 
@@ -174,8 +189,10 @@ async def seed(
                 q = quote(tariffs["commercial"], kwh)
                 peak_kwh = valley_kwh = None
             is_unpaid = i >= len(month_list) - unpaid
-            issued = _local(_due(month).replace(day=1), 9)
-            paid_at = None if is_unpaid else issued + timedelta(days=rng.randint(1, 15), hours=rng.randint(0, 10))
+            # last month's bill is issued on the 1st of this month and paid up to two weeks
+            # later: never after the moment of seeding
+            issued = min(_local(_due(month).replace(day=1), 9), now)
+            paid_at = None if is_unpaid else min(issued + timedelta(days=rng.randint(1, 15), hours=rng.randint(0, 10)), now)
             bills.append(
                 {
                     "account_number": no,
@@ -243,7 +260,7 @@ async def seed(
         t = created
         for st in STATUS_PATH[: stage + 1]:
             if st != "created":
-                t = t + timedelta(minutes=rng.randint(10, 600))
+                t = min(t + timedelta(minutes=rng.randint(10, 600)), now)  # a recent order's steps: not in the future
                 stamps[f"{st}_at"] = t
             history.append({"status": st, "at": t.isoformat(), "note": None})
         work_orders.append(
@@ -307,7 +324,8 @@ async def seed(
     return summary
 
 
-async def migrate_and_seed(db_url: str, *, n_accounts: int = 1000, reference_date: date | None = None) -> list[str]:
+async def migrate_and_seed(db_url: str, *, n_accounts: int = 1000, reference_date: date | None = None,
+                           now: datetime | None = None) -> list[str]:
     from bot.db import make_engine, make_sessionmaker
     from bot.migrate import CORE_MIGRATIONS, upgrade
 
@@ -318,6 +336,6 @@ async def migrate_and_seed(db_url: str, *, n_accounts: int = 1000, reference_dat
     try:
         svc = CoreService(make_sessionmaker(engine), engine.dialect.name)
         await svc.ensure_reference_data()
-        return await seed(svc.sm, n_accounts=n_accounts, reference_date=reference_date)
+        return await seed(svc.sm, n_accounts=n_accounts, reference_date=reference_date, now=now)
     finally:
         await engine.dispose()

@@ -5,6 +5,12 @@ weekends around its public holidays, so Monday–Friday alone promises a complai
 in the middle of the Spring Festival. The calendar is data (``work_calendar.yml`` beside this
 module, plus an operator's file); a year it does not know falls back to Monday–Friday with a
 warning, once.
+
+The shipped file only knows the years the State Council had published when it was written
+(2026), so the fallback is the normal case for later years until someone adds them: nothing
+refuses or breaks in a year the file does not know, and commitments still count working days
+(without that year's holidays and adjusted weekends, which cannot be derived: most follow the
+lunar calendar and the State Council's choices).
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ class WorkCalendar:
     _warned: set[int] = field(default_factory=set, repr=False)
 
     def is_working_day(self, day: dt.date) -> bool:
+        """Holiday rules for a year the calendar knows; Monday–Friday for any other year (with
+        a warning, once per year), so a date past the last published year still gets an answer."""
         if day.year not in self.years and day.year not in self._warned:
             self._warned.add(day.year)
             log.warning("no holiday calendar for %d: counting Monday-Friday (add the year to the work calendar)", day.year)

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from backend_client import CoreClient
 from bot.app import EXTRAS, SESSIONMAKER
 from bot.models import OutboxMessage
 from channels.alipay_payments import AlipayOrder
+from core.pricing import CN_TZ
 from stack import Gateway, run_core, run_gateway, wait_until
 from test_alipay_fake import FakeAlipay, KeyPair, run_fake_alipay, sorted_content, verify_with_public
 
@@ -201,6 +203,11 @@ async def test_pay_bill_link_notify_records_once_and_confirms_on_origin_channel(
     assert ACCOUNT not in msgs[0]["text"]  # account number masked in the message
 
 
+def _unbilled_month(month: int) -> str:
+    """``month`` of next year: later than every month the demo seed billed (the 12 before today)."""
+    return f"{datetime.now(CN_TZ).year + 1}-{month:02d}"
+
+
 async def _pending_order(env: Env, month: str, recipient: str, channel: str = "alipay") -> tuple[str, str]:
     await env.core.issue_bill(ACCOUNT, month, 120)
     owed = (await env.core.get_arrears(ACCOUNT)).amount_owed
@@ -212,7 +219,7 @@ async def _pending_order(env: Env, month: str, recipient: str, channel: str = "a
 
 async def test_hostile_notifies_refused_without_side_effect(env: Env) -> None:
     user = "2088" + str(uuid.uuid4().int)[:12]
-    out_trade_no, amount = await _pending_order(env, "2027-01", user)
+    out_trade_no, amount = await _pending_order(env, _unbilled_month(1), user)
     owed_before = (await env.core.get_arrears(ACCOUNT)).amount_owed
     other = KeyPair.generate()
     tampered = env.fake.trade_notify(out_trade_no, amount)
@@ -256,7 +263,7 @@ async def test_lost_notify_recovered_by_trade_query_then_late_notify_is_harmless
     from datetime import timedelta
 
     user = "2088" + str(uuid.uuid4().int)[:12]
-    out_trade_no, amount = await _pending_order(env, "2027-03", user)
+    out_trade_no, amount = await _pending_order(env, _unbilled_month(3), user)
     provider = env.gw.app[EXTRAS]["payments"]
     assert await provider.reconcile(out_trade_no) == "pending"  # not paid at Alipay yet
     assert await provider.reconcile("PB20990101000000nothere00000") == "unknown"
@@ -275,7 +282,7 @@ async def test_lost_notify_recovered_by_trade_query_then_late_notify_is_harmless
 
 async def test_core_down_answers_fail_then_alipay_retry_records_once(env: Env) -> None:
     user = "2088" + str(uuid.uuid4().int)[:12]
-    out_trade_no, amount = await _pending_order(env, "2027-02", user)
+    out_trade_no, amount = await _pending_order(env, _unbilled_month(2), user)
     notify = env.fake.trade_notify(out_trade_no, amount)
     await env.core_cm.__aexit__(None, None, None)  # the core goes down
     env.core_cm = None

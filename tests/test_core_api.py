@@ -10,11 +10,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import time_machine
 from sqlalchemy import func, select
 
 from bot.db import make_engine, make_sessionmaker
 from core import models as m
 from core.app import create_core_app
+from core.pricing import CN_TZ
 from core.seed import FIXED_ACCOUNTS, migrate_and_seed
 
 SMALL = 40
@@ -49,6 +51,11 @@ async def _events(api, after=None, types=None):
     r = await api.get(API + "/events", params=params)
     assert r.status == 200
     return await r.json()
+
+
+def _unbilled_month(month: int) -> str:
+    """``month`` of next year: later than every month the demo seed billed (the 12 before today)."""
+    return f"{datetime.now(CN_TZ).year + 1}-{month:02d}"
 
 
 def _is_problem(r, status: int) -> None:
@@ -150,7 +157,7 @@ async def test_bill_amounts_follow_the_tariff(api):
 
 async def test_issue_bill_is_idempotent_and_emits_event(api):
     cursor = (await _events(api))["next_cursor"]
-    body = {"month": "2030-01", "peak_kwh": "200", "valley_kwh": "100"}
+    body = {"month": _unbilled_month(1), "peak_kwh": "200", "valley_kwh": "100"}
     r = await api.post(API + "/accounts/3100000002/bills", json=body)
     assert r.status == 201
     bill = await r.json()
@@ -158,7 +165,7 @@ async def test_issue_bill_is_idempotent_and_emits_event(api):
     r = await api.post(API + "/accounts/3100000002/bills", json=body)
     assert r.status == 200 and (await r.json())["id"] == bill["id"]
     _is_problem(await api.post(API + "/accounts/3100000002/bills", json={**body, "peak_kwh": "201"}), 409)
-    _is_problem(await api.post(API + "/accounts/3100000002/bills", json={"month": "2030-02"}), 422)
+    _is_problem(await api.post(API + "/accounts/3100000002/bills", json={"month": _unbilled_month(2)}), 422)
     ev = (await _events(api, cursor, "bill.issued"))["events"]
     assert [e["payload"]["bill_id"] for e in ev] == [bill["id"]]
 
@@ -331,11 +338,14 @@ async def test_work_order_lifecycle(api):
 
 
 async def test_work_order_complaint_sla_and_anonymous_violation(api):
-    r = await api.post(API + "/work-orders", json={"type": "complaint", "description": "态度差", "account_number": "3100000002",
-                                                   "idempotency_key": "wo-complaint-1"})
+    # filed the day before National Day (clock pinned): contact within 1 working day is after the holiday week
+    with time_machine.travel(datetime(2026, 9, 30, 10, 0, tzinfo=CN_TZ), tick=False):
+        r = await api.post(API + "/work-orders", json={"type": "complaint", "description": "态度差",
+                                                       "account_number": "3100000002", "idempotency_key": "wo-complaint-1"})
     wo = await r.json()
     created, due = datetime.fromisoformat(wo["created_at"]), datetime.fromisoformat(wo["sla_due_at"])
-    assert timedelta(days=1) <= due - created <= timedelta(days=3) and due.astimezone().weekday() < 7
+    assert created == datetime(2026, 9, 30, 10, 0, tzinfo=CN_TZ)
+    assert due == datetime(2026, 10, 8, 10, 0, tzinfo=CN_TZ)
     r = await api.post(API + "/work-orders", json={"type": "violation", "description": "有人私拉电线", "address": "宝山区友谊路1号"},
                        headers={"Idempotency-Key": "wo-anon-1"})
     assert r.status == 201 and (await r.json())["account_number"] is None
@@ -465,6 +475,15 @@ async def test_event_cursor_paging(api):
 
 
 # --- seed ----------------------------------------------------------------------------------
+def _aware(t: datetime | None) -> datetime | None:
+    return t if t is None or t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+# 2026-11-30 18:00 UTC is already 2026-12-01 02:00 in Shanghai: the seed's "today" is Shanghai's
+SEED_NOW = datetime(2026, 11, 30, 18, 0, tzinfo=timezone.utc)
+
+
+@time_machine.travel(SEED_NOW, tick=False)
 async def test_full_default_seed(sqlite_url):
     summary = await migrate_and_seed(sqlite_url)
     assert "1000 accounts" in summary[0]
@@ -487,17 +506,31 @@ async def test_full_default_seed(sqlite_url):
                 acc = await s.get(m.Account, no)
                 assert (acc.holder_name, acc.phone) == (name, phone)
             months = (await s.scalars(select(m.Bill.month).where(m.Bill.account_number == "3100000001").order_by(m.Bill.month))).all()
-            assert len(months) == 12
-            today = date.today()
-            assert months[-1] < f"{today.year:04d}-{today.month:02d}"
+            # the 12 months before Shanghai's December (UTC is still in November)
+            assert months == ["2025-12"] + [f"2026-{mo:02d}" for mo in range(1, 12)]
+            unpaid = (await s.scalars(select(m.Bill).where(m.Bill.account_number == "3100000001", m.Bill.status == "unpaid")
+                                      .order_by(m.Bill.month))).all()
+            assert [(b.month, b.due_date) for b in unpaid] == [("2026-10", date(2026, 11, 20)), ("2026-11", date(2026, 12, 20))]
             assert await s.scalar(select(func.count()).select_from(m.Outage).where(m.Outage.status == "active")) >= 1
             assert await s.scalar(select(func.count()).select_from(m.WorkOrder)) >= 10
-            assert await s.scalar(select(func.count()).select_from(m.Slot)) >= 3 * 28
+            slot_days = sorted(set((await s.scalars(select(m.Slot.date))).all()))
+            assert slot_days == [date(2026, 12, 1) + timedelta(days=d) for d in range(14)]
+            planned = (await s.scalars(select(m.Outage.start_at).where(m.Outage.kind == "planned"))).all()
+            assert planned and all(SEED_NOW < _aware(t) < SEED_NOW + timedelta(days=8) for t in planned)
+            # nothing seeded happened after the moment of seeding (November's bill is issued on
+            # 1 December 09:00 Shanghai time, which is seven hours later still)
+            stamps = [*(await s.execute(select(m.Bill.issued_at, m.Bill.paid_at))).all(),
+                      *(await s.execute(select(m.WorkOrder.created_at, m.WorkOrder.dispatched_at, m.WorkOrder.in_progress_at,
+                                               m.WorkOrder.resolved_at, m.WorkOrder.closed_at, m.WorkOrder.updated_at))).all(),
+                      *(await s.execute(select(m.Outage.created_at, m.Outage.actual_end_at))).all()]
+            assert all(_aware(t) <= SEED_NOW for row in stamps for t in row if t is not None)
     finally:
         await engine.dispose()
 
 
 async def test_seed_is_deterministic(tmp_path):
+    """The same reference date gives the same data, times included: "now" is 10:00 Shanghai
+    time on that date, not the wall clock (two seeds a moment apart, or a day apart, agree)."""
     urls = [f"sqlite+aiosqlite:///{tmp_path / f'{i}.db'}" for i in range(2)]
     ref = date(2025, 6, 15)
     rows = []
@@ -508,6 +541,34 @@ async def test_seed_is_deterministic(tmp_path):
             rows.append([
                 (a.account_number, a.holder_name, a.phone, a.address)
                 for a in (await s.scalars(select(m.Account).order_by(m.Account.account_number))).all()
-            ] + [(b.account_number, b.month, str(b.amount)) for b in (await s.scalars(select(m.Bill).order_by(m.Bill.id))).all()])
+            ] + [(b.account_number, b.month, str(b.amount), _aware(b.paid_at))
+                 for b in (await s.scalars(select(m.Bill).order_by(m.Bill.id))).all()]
+              + [(w.id, _aware(w.created_at), _aware(w.sla_due_at), w.status)
+                 for w in (await s.scalars(select(m.WorkOrder).order_by(m.WorkOrder.id))).all()]
+              + [(o.kind, o.district, _aware(o.start_at)) for o in (await s.scalars(select(m.Outage).order_by(m.Outage.id))).all()])
+            active = (await s.scalars(select(m.Outage).where(m.Outage.status == "active"))).all()
+            at = datetime(2025, 6, 15, 10, 0, tzinfo=CN_TZ)
+            assert active and all(_aware(o.start_at) < at < _aware(o.estimated_end_at) for o in active)
         await engine.dispose()
     assert rows[0] == rows[1]
+
+
+async def test_overdue_follows_the_due_date_on_the_20th(aiohttp_client, sqlite_url):
+    """Seeded and queried on pinned days: before the 20th only the older unpaid bill is
+    overdue; from the 21st both are."""
+    seeded_at = datetime(2026, 12, 7, 10, 0, tzinfo=CN_TZ)
+    await migrate_and_seed(sqlite_url, n_accounts=10, now=seeded_at)
+    api = await aiohttp_client(create_core_app(sqlite_url))
+    with time_machine.travel(seeded_at, tick=False) as clock:
+        arrears = await (await api.get(API + "/accounts/3100000001/arrears")).json()
+        bills = {b["month"]: b for b in arrears["unpaid_bills"]}
+        assert sorted(bills) == ["2026-10", "2026-11"]
+        assert (bills["2026-10"]["overdue"], bills["2026-11"]["overdue"]) == (True, False)
+        assert Decimal(arrears["overdue_amount"]) == Decimal(bills["2026-10"]["balance"]) < Decimal(arrears["amount_owed"])
+        clock.move_to(datetime(2026, 12, 20, 23, 59, tzinfo=CN_TZ))  # due today: not yet overdue
+        arrears = await (await api.get(API + "/accounts/3100000001/arrears")).json()
+        assert Decimal(arrears["overdue_amount"]) == Decimal(bills["2026-10"]["balance"])
+        clock.move_to(datetime(2026, 12, 21, 0, 1, tzinfo=CN_TZ))
+        arrears = await (await api.get(API + "/accounts/3100000001/arrears")).json()
+        assert Decimal(arrears["overdue_amount"]) == Decimal(arrears["amount_owed"]) > 0
+        assert all(b["overdue"] for b in arrears["unpaid_bills"])

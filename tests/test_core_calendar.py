@@ -47,9 +47,20 @@ def test_complaint_sla_during_the_spring_festival() -> None:
 
 
 def test_unknown_year_counts_monday_to_friday_and_says_so(cal: WorkCalendar, caplog: pytest.LogCaptureFixture) -> None:
+    """The first year after the shipped calendar's last one (whichever that is when the test
+    runs): working days are Monday–Friday, National Day included, with one warning."""
+    year = max(cal.years) + 1
     caplog.set_level(logging.WARNING)
-    assert cal.add_working_days(at("2031-01-03"), 1, TZ).astimezone(TZ).date() == dt.date(2031, 1, 6)
-    assert "no holiday calendar for 2031" in caplog.text
+    friday = next(d for d in (dt.date(year, 9, 24) + dt.timedelta(days=i) for i in range(7)) if d.weekday() == 4)
+    start = dt.datetime.combine(friday, dt.time(10), TZ)
+    after = [cal.add_working_days(start, n, TZ).astimezone(TZ) for n in (1, 5, 6)]
+    assert [d.date() - friday for d in after] == [dt.timedelta(days=3), dt.timedelta(days=7), dt.timedelta(days=10)]
+    assert after[0].hour == 10
+    oct1 = dt.date(year, 10, 1)
+    assert cal.is_working_day(oct1) == (oct1.weekday() < 5)  # no holiday known for that year
+    assert caplog.text.count(f"no holiday calendar for {year}") == 1
+    # the same dates in a year the calendar knows do follow the holidays
+    assert not cal.is_working_day(dt.date(max(cal.years), 10, 1))
 
 
 def test_operator_file_adds_a_year_and_bad_files_are_refused(tmp_path: Path) -> None:

@@ -116,7 +116,8 @@ async def test_client_accounts_bills_payments(client: CoreClient):
     assert (await client.get_payment("CLI0000001")).status == "paid"
     assert [x.out_trade_no for x in await client.list_payments("3100000001")] == ["CLI0000001"]
     assert (await client.get_arrears("3100000001")).amount_owed == 0
-    bill = await client.issue_bill("3100000001", "2031-01", 300, peak_kwh=200, valley_kwh=100)
+    new_month = f"{datetime.now(CN_TZ).year + 1}-01"  # later than every month the demo seed billed
+    bill = await client.issue_bill("3100000001", new_month, 300, peak_kwh=200, valley_kwh=100)
     assert bill.amount == Decimal("157.60") and bill.status == "unpaid"
 
 

@@ -39,6 +39,7 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import time_machine  # noqa: E402
 import zhconv  # noqa: E402
 
 from intents.entities import ALL_CUES  # noqa: E402
@@ -299,8 +300,13 @@ def _near(a: Any, b: Any) -> bool:
 
 
 def test_reference_date_none_is_today(interpreter: Interpreter) -> None:
+    """Without a reference date, relative dates count from the process's today (clock pinned:
+    the last day of a year, so "明天" is in the next one)."""
     text = "明天停电吗"
-    assert interpreter.parse(text) == reference_parse(interpreter, text, dt.date.today())
+    with time_machine.travel(dt.datetime(2026, 12, 31, 12, 0, tzinfo=dt.timezone.utc), tick=False):
+        got = interpreter.parse(text)
+    assert got == reference_parse(interpreter, text, dt.date(2026, 12, 31))
+    assert [e["value"] for e in got["entities"] if e["entity"] == "date"] == ["2027-01-01"]
 
 
 # --- components ---------------------------------------------------------------------------
