@@ -34,7 +34,7 @@ class InboundMessage(Base):
 
     __tablename__ = "inbound_messages"
     __table_args__ = (
-        UniqueConstraint("channel", "dedupe_key", name="uq_inbound_dedupe"),
+        UniqueConstraint("channel", "sender_id", "dedupe_key", name="uq_inbound_dedupe"),  # ids are per sender
         # the rows still waiting, and the email channel's threads (bot_0015)
         Index("ix_inbound_conv_waiting", "conversation_id", "id", **partial("status = 'received'")),
         Index("ix_inbound_email_conv", "conversation_id", "id", **partial("channel = 'email'")),

@@ -57,7 +57,7 @@ from bot.db import each_committed, in_transaction, prebuilt, sql_const
 from bot.precompiled import InsertReturning, Precompiled
 from bot.langs import detect_language
 from bot.models import ConversationLease, InboundMessage, OutboxMessage
-from channels.base import Message, Receipt, Reply, SideWrite
+from channels.base import InvalidMessage, Message, Receipt, Reply, SideWrite, clean_json, clean_text, is_clean
 
 log = logging.getLogger("powerbot.pipeline")
 
@@ -139,17 +139,26 @@ def dialect_insert(session: Any, table: Any) -> Any:
 _INSERT_STMTS: dict[tuple[str, str], Any] = {}
 
 
+# the dedupe key of each table: an inbound message id is unique per sender (a REST client or a
+# mail sender picks its own ids), an outbox key per channel
+_DEDUPE = {
+    InboundMessage.__tablename__: ("channel", "sender_id", "dedupe_key"),
+    OutboxMessage.__tablename__: ("channel", "dedupe_key"),
+}
+
+
 def _insert_stmt(session: AsyncSession, table: Any) -> Any:
-    """``INSERT .. ON CONFLICT (channel, dedupe_key) DO NOTHING RETURNING id, channel, dedupe_key``,
-    built once per backend and table and executed with a list of rows ("insertmanyvalues":
-    one compiled statement from the cache, batched VALUES, duplicates simply not returned)."""
+    """``INSERT .. ON CONFLICT (<dedupe key>) DO NOTHING RETURNING id, <dedupe key>``, built
+    once per backend and table and executed with a list of rows ("insertmanyvalues": one
+    compiled statement from the cache, batched VALUES, duplicates simply not returned)."""
     key = (_dialect_name(session), table.name)
     stmt = _INSERT_STMTS.get(key)
     if stmt is None:
+        cols = _DEDUPE[table.name]
         stmt = _INSERT_STMTS[key] = prebuilt(
             dialect_insert(session, table)
-            .on_conflict_do_nothing(index_elements=["channel", "dedupe_key"])
-            .returning(table.c.id, table.c.channel, table.c.dedupe_key),
+            .on_conflict_do_nothing(index_elements=list(cols))
+            .returning(table.c.id, *(table.c[c] for c in cols)),
             "pipeline-insert", *key,
         )
     return stmt
@@ -158,7 +167,7 @@ def _insert_stmt(session: AsyncSession, table: Any) -> Any:
 # the same statements for the grouped transactions (run on a synchronous connection): compiled
 # once and executed straight on SQLite's cursor (``bot.precompiled``)
 _INSERT_RETURNING = {
-    table.name: InsertReturning(table, ("id", "channel", "dedupe_key"), conflict=("channel", "dedupe_key"),
+    table.name: InsertReturning(table, ("id", *_DEDUPE[table.name]), conflict=_DEDUPE[table.name],
                                 fallback=lambda conn, table=table: _insert_stmt(conn, table))
     for table in (InboundMessage.__table__, OutboxMessage.__table__)
 }
@@ -435,6 +444,7 @@ class Pipeline:
         handler: DialogueHandler,
         *,
         transient_errors: tuple[type[BaseException], ...] = (TransientError,),
+        unprocessable_text: Callable[[str], str] | None = None,
         on_enqueued: Callable[[], None] | None = None,
         inline_grace: float = 10.0,
         cross_process: bool | None = None,
@@ -443,6 +453,8 @@ class Pipeline:
         self.sessionmaker = sessionmaker
         self.handler = handler
         self.transient_errors = transient_errors
+        # what a customer is told, per language, when their message cannot be handled at all
+        self.unprocessable_text = unprocessable_text or _domain_text("utter_message_unprocessable")
         self.on_enqueued = on_enqueued or (lambda: None)
         self.inline_grace = inline_grace
         self.locks = ConversationLocks()
@@ -499,15 +511,21 @@ class Pipeline:
         transaction); process it; return replies if ready within ``wait`` seconds.
 
         Replies not returned inline are delivered by the outbox after ``inline_grace``.
+
+        Whatever a channel hands over is stored only as clean text: the message's text and
+        metadata are cleaned (``clean_text``); a sender or message id that is not clean text
+        raises ``InvalidMessage`` (the channel answers 4xx) and nothing is stored.
         """
+        if not (is_clean(message.sender_id) and is_clean(message.message_id)):
+            raise InvalidMessage("sender and message ids must be text without control characters")
         values = dict(
             channel=message.channel,
             dedupe_key=message.message_id,
             sender_id=message.sender_id,
             conversation_id=message.conversation_id,
             kind=message.kind,
-            text=message.text,
-            payload=dict(message.metadata),
+            text=clean_text(message.text or ""),
+            payload=clean_json(dict(message.metadata)),
             status="received",
             attempts=0,
             next_attempt_at=utcnow(),
@@ -553,38 +571,54 @@ class Pipeline:
                     st = self._conv(values["conversation_id"])
                     if not st.clean and not st.pending:
                         probe.add(values["conversation_id"])
-            side = [w for _, _, _, also in batch for w in also]
-            try:
-                ids, clean = await self._insert_batch([v for v, _, _, _ in batch], probe, side)
-            except BaseException as exc:  # noqa: BLE001 - every caller hears about it
-                for values, inserted, _, _ in batch:
-                    self._conv(values["conversation_id"]).inflight -= 1
-                    if not inserted.done():
-                        if isinstance(exc, asyncio.CancelledError):
-                            inserted.cancel()
-                        else:
-                            inserted.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            for cid in clean:
-                self._conv(cid).clean = True
-            for w in side:
-                if w.done is not None:
-                    w.done()
-            for (values, inserted, fut, _), inbound_id in zip(batch, ids):
-                cid = values["conversation_id"]
-                st = self._conv(cid)
-                st.inflight -= 1
-                if inbound_id is not None:
-                    if fut is not None and not fut.done():
-                        self._waiters[inbound_id] = fut
-                    if not self.cross_process:
-                        bisect.insort(st.pending, inbound_id)
-                        st.rows[inbound_id] = _Row(id=inbound_id, **{k: values[k] for k in _ROW_FIELDS})
-                    self._spawn(self.drain(cid))
-                if not inserted.done():
-                    inserted.set_result(inbound_id)
+            await self._insert_group(batch, probe)
+
+    async def _insert_group(self, batch: list[Any], probe: set[str]) -> None:
+        """Write one group of queued inbound rows; a group that fails is split in halves and
+        each written again, so one row the store refuses fails only its own sender."""
+        side = [w for _, _, _, also in batch for w in also]
+        try:
+            ids, clean = await self._insert_batch([v for v, _, _, _ in batch], probe, side)
+        except asyncio.CancelledError:
+            self._fail_inserts(batch, None)
+            raise
+        except Exception as exc:  # noqa: BLE001 - isolated below, else its caller hears about it
+            if len(batch) == 1:
+                log.warning("inbound row refused by the store channel=%s: %r", batch[0][0]["channel"], exc)
+                self._fail_inserts(batch, exc)
+                return
+            half = len(batch) // 2
+            for part in (batch[:half], batch[half:]):
+                await self._insert_group(part, {v["conversation_id"] for v, _, _, _ in part} & probe)
+            return
+        for cid in clean:
+            self._conv(cid).clean = True
+        for w in side:
+            if w.done is not None:
+                w.done()
+        for (values, inserted, fut, _), inbound_id in zip(batch, ids):
+            cid = values["conversation_id"]
+            st = self._conv(cid)
+            st.inflight -= 1
+            if inbound_id is not None:
+                if fut is not None and not fut.done():
+                    self._waiters[inbound_id] = fut
+                if not self.cross_process:
+                    bisect.insort(st.pending, inbound_id)
+                    st.rows[inbound_id] = _Row(id=inbound_id, **{k: values[k] for k in _ROW_FIELDS})
+                self._spawn(self.drain(cid))
+            if not inserted.done():
+                inserted.set_result(inbound_id)
+
+    def _fail_inserts(self, batch: list[Any], exc: BaseException | None) -> None:
+        """Tell the callers of rows that were not stored (``exc`` None: cancelled)."""
+        for values, inserted, _, _ in batch:
+            self._conv(values["conversation_id"]).inflight -= 1
+            if not inserted.done():
+                if exc is None:
+                    inserted.cancel()
+                else:
+                    inserted.set_exception(exc)
 
     async def _insert_batch(
         self, rows: list[dict[str, Any]], probe: set[str], side: Sequence[SideWrite] = ()
@@ -594,10 +628,10 @@ class Pipeline:
 
         Also returns the conversations of ``probe`` whose only waiting rows are the new ones."""
         out: list[int | None] = [None] * len(rows)
-        first: dict[tuple[str, str], int] = {}
+        first: dict[tuple[str, str, str], int] = {}
         unique: list[dict[str, Any]] = []
         for n, values in enumerate(rows):
-            key = (values["channel"], values["dedupe_key"])
+            key = (values["channel"], values["sender_id"], values["dedupe_key"])
             if key not in first:
                 first[key] = n
                 unique.append(values)
@@ -621,8 +655,8 @@ class Pipeline:
         got, waiting = await in_transaction(self.sessionmaker.kw["bind"], write)
         self._keep_prefetched(fetched)  # only what a committed transaction read
         new: dict[str, int] = defaultdict(int)
-        for row_id, channel, key in got:
-            n = first[(channel, key)]
+        for row_id, channel, sender, key in got:
+            n = first[(channel, sender, key)]
             out[n] = row_id
             new[rows[n]["conversation_id"]] += 1
         return out, {cid for cid in probe if new.get(cid, 0) and waiting.get(cid, 0) == new[cid]}
@@ -638,10 +672,10 @@ class Pipeline:
         nothing else waiting (known, or just counted: ``waiting``), no insert of its own in
         flight and no turn running. Recorded with the conversation's last finished row, so a
         turn finishing in between voids it."""
-        by_key = {(v["channel"], v["dedupe_key"]): v for v in unique}
+        by_key = {(v["channel"], v["sender_id"], v["dedupe_key"]): v for v in unique}
         per_conv: dict[str, list[tuple[int, str]]] = defaultdict(list)
-        for row_id, channel, key in got:
-            per_conv[by_key[(channel, key)]["conversation_id"]].append((row_id, key))
+        for row_id, channel, sender, key in got:
+            per_conv[by_key[(channel, sender, key)]["conversation_id"]].append((row_id, key))
         now = asyncio.get_running_loop().time()
         for cid, new in per_conv.items():
             st = self._convs.get(cid)
@@ -1037,7 +1071,10 @@ class Pipeline:
                     replies = shared_txn["replies"]
                 else:
                     log.exception("handler failed on inbound_id=%s", row.id)
-                    await self._postpone(row, message, exc, busy=row.attempts == 0)
+                    if _retry_may_help(exc):
+                        await self._postpone(row, message, exc, busy=row.attempts == 0)
+                    else:  # the same turn would fail the same way: answer now, free the conversation
+                        await self._postpone(row, message, exc, busy=True, give_up=True)
                     return False, None
             finally:
                 turn_commit.reset(token)
@@ -1232,21 +1269,26 @@ class Pipeline:
         got = {(ch, key): oid for oid, ch, key in (await session.execute(_insert_stmt(session, table), values)).all()}
         return [(got[(r.channel, key)], r) for r, key in zip(replies, keys) if (r.channel, key) in got]
 
-    async def _postpone(self, row: Any, message: Message, exc: BaseException, *, busy: bool) -> None:
+    async def _postpone(self, row: Any, message: Message, exc: BaseException, *, busy: bool,
+                        give_up: bool = False) -> None:
+        """Try the row again later (the customer hears "busy" once), or, ``give_up``, never:
+        the row is failed at once and the customer told the message could not be handled."""
         attempts = row.attempts + 1
-        failed = attempts >= MAX_PROCESS_ATTEMPTS
-        log.warning("inbound_id=%s postponed attempt=%s: %s", row.id, attempts, type(exc).__name__)
+        failed = give_up or attempts >= MAX_PROCESS_ATTEMPTS
+        log.warning("inbound_id=%s %s attempt=%s: %s", row.id, "given up" if give_up else "postponed", attempts,
+                    type(exc).__name__)
         queued: list[tuple[int, Reply]] = []
         waiting = row.id in self._waiters
         async with self.sessionmaker() as session, session.begin():
-            if busy and row.attempts == 0:
+            if busy and (row.attempts == 0 or give_up):
                 lang = detect_language(message.text)
-                notice = Reply(channel=message.channel, recipient_id=message.sender_id, text=BUSY_TEXT[lang])
+                text = self.unprocessable_text(lang) if give_up else BUSY_TEXT[lang]
+                notice = Reply(channel=message.channel, recipient_id=message.sender_id, text=text)
                 oid = await outbox.enqueue(
                     session,
                     notice,
                     conversation_id=message.conversation_id,
-                    dedupe_key=f"busy:{row.id}",
+                    dedupe_key=f"{'failed' if give_up else 'busy'}:{row.id}",
                     delay=self.inline_grace if waiting else 0.0,
                 )
                 if oid is not None:
@@ -1338,6 +1380,25 @@ class Pipeline:
         extra = [t for t in (self._recovery, self._insert_task, self._mark_task, self._turn_task, self._late_task)
                  if t is not None]
         await asyncio.gather(*self._tasks, *extra, return_exceptions=True)
+
+
+def _retry_may_help(exc: BaseException) -> bool:
+    """Whether running a failed turn again may succeed. The store, the network or a race
+    (any error of those kinds) may be gone next time; a bug or data the turn cannot handle
+    (a TypeError on a malformed payload, a date that does not exist) fails the same way every
+    time, so it is answered at once instead of blocking the conversation through retries."""
+    return not isinstance(exc, _PERMANENT)
+
+
+_PERMANENT = (TypeError, ValueError, LookupError, AttributeError, ArithmeticError, RecursionError,
+              AssertionError, NotImplementedError)
+
+
+def _domain_text(name: str) -> Callable[[str], str]:
+    from bot.dialogue.domain import Domain
+
+    domain = Domain()
+    return lambda lang: domain.render(name, lang=lang, channel="").text
 
 
 def _answer(queued: list[tuple[int, Reply]], held: Sequence[Reply] = (), held_id: int | None = None) -> Receipt:

@@ -27,6 +27,50 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class InvalidMessage(ValueError):
+    """A message the gateway refuses to store (a sender id or message id that is not clean
+    text, metadata nested too deep); the channel answers its platform with a 4xx."""
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+METADATA_MAX_DEPTH = 8
+METADATA_MAX_ITEMS = 200
+
+
+def clean_text(text: str) -> str:
+    """Text every store and platform accepts: surrogate pairs that arrived as two code points
+    (JSON "\\ud83d\\ude00", a split SMS part) joined, a lone surrogate replaced by U+FFFD,
+    NUL and other C0 controls but tab and newlines removed."""
+    if _SURROGATE.search(text):
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return _CONTROL.sub("", text)
+
+
+def is_clean(text: str) -> bool:
+    return not (_SURROGATE.search(text) or _CONTROL.search(text))
+
+
+def clean_json(value: Any, *, depth: int = 0) -> Any:
+    """A JSON-shaped value with clean strings; ``InvalidMessage`` when it is nested deeper than
+    ``METADATA_MAX_DEPTH`` or holds more than ``METADATA_MAX_ITEMS`` entries in one container."""
+    if depth > METADATA_MAX_DEPTH:
+        raise InvalidMessage("metadata nested too deep")
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        if len(value) > METADATA_MAX_ITEMS:
+            raise InvalidMessage("metadata too large")
+        return {clean_text(str(k)): clean_json(v, depth=depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        if len(value) > METADATA_MAX_ITEMS:
+            raise InvalidMessage("metadata too large")
+        return [clean_json(v, depth=depth + 1) for v in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return clean_text(str(value))
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """One inbound customer message, platform-neutral."""

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from bot.db import sql_const
 from bot.models import OutboxMessage
-from channels.base import Channel, Message, Reply
+from channels.base import Channel, InvalidMessage, Message, Reply, clean_json, clean_text, is_clean
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_TEXT = 4000
@@ -35,7 +35,11 @@ def reply_json(reply: Reply) -> dict[str, Any]:
 
 
 def _bad_request(reason: str) -> web.Response:
-    return web.json_response({"error": "bad_request", "reason": reason}, status=400)
+    """An RFC 9457 problem document (``error``/``reason`` kept for older web chat clients)."""
+    return web.json_response(
+        {"type": "about:blank", "title": "Bad Request", "status": 400, "detail": reason,
+         "error": "bad_request", "reason": reason},
+        status=400, content_type="application/problem+json")
 
 
 def poll_query(channel: str, sender: str, after: int):  # type: ignore[no-untyped-def]
@@ -73,27 +77,36 @@ class RestChannel(Channel):
     async def webhook(self, request: web.Request) -> web.Response:
         try:
             body = await request.json(loads=json.loads)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return _bad_request("body must be a JSON object with 'sender' and 'message'")
         if not isinstance(body, dict):
             return _bad_request("body must be a JSON object with 'sender' and 'message'")
         sender, text = body.get("sender"), body.get("message")
-        if not isinstance(sender, str) or not sender.strip() or len(sender) > 128:
-            return _bad_request("'sender' must be a non-empty string of at most 128 characters")
+        if not isinstance(sender, str) or not sender.strip() or len(sender) > 128 or not is_clean(sender):
+            return _bad_request("'sender' must be a non-empty string of at most 128 characters, without control characters")
         if not isinstance(text, str):
             return _bad_request("'message' must be a string")
-        if len(text) > MAX_TEXT:
-            text = text[:MAX_TEXT]
-        metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
-        message_id = str(body.get("message_id") or metadata.get("message_id") or uuid.uuid4())[:200]
-        message = Message(
-            channel=self.name,
-            sender_id=sender.strip(),
-            text=text,
-            message_id=message_id,
-            metadata={k: v for k, v in metadata.items() if k != "message_id"},
-        )
-        receipt = await self.ctx.processor.receive(message, wait=self.wait_seconds)
+        text = clean_text(text)[:MAX_TEXT]
+        metadata = body.get("metadata", {})
+        if not isinstance(metadata, dict):
+            return _bad_request("'metadata' must be a JSON object")
+        message_id = body.get("message_id", metadata.get("message_id"))
+        if message_id is None:
+            message_id = str(uuid.uuid4())
+        elif isinstance(message_id, bool) or not isinstance(message_id, (str, int)) or not is_clean(str(message_id)) \
+                or not 0 < len(str(message_id)) <= 200:
+            return _bad_request("'message_id' must be a string or integer of 1 to 200 characters")
+        try:
+            message = Message(
+                channel=self.name,
+                sender_id=sender.strip(),
+                text=text,
+                message_id=str(message_id),
+                metadata=clean_json({k: v for k, v in metadata.items() if k != "message_id"}),
+            )
+            receipt = await self.ctx.processor.receive(message, wait=self.wait_seconds)
+        except InvalidMessage as exc:
+            return _bad_request(str(exc))
         if receipt.duplicate or receipt.replies is None:
             return web.json_response([])
         # Write the answer first, then mark it delivered: a process killed (or a client gone)
@@ -115,6 +128,8 @@ class RestChannel(Channel):
             after = int(request.query.get("after", "0"))
         except ValueError:
             return _bad_request("'after' must be an integer cursor")
+        if not -1 <= after < 2**63 or len(sender) > 128 or not is_clean(sender):
+            return _bad_request("'after' must be a cursor and 'sender' a sender id")
         if not sender:
             return _bad_request("'sender' is required")
         async with self.ctx.sessionmaker() as session:

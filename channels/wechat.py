@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from channels.base import Channel, ChannelContext, DeliveryError, Message, Reply, SideWrite
+from channels.base import Channel, ChannelContext, DeliveryError, InvalidMessage, Message, Receipt, Reply, SideWrite
 from channels.menu import CLICK_TEXT  # menu keys shared with the other platform's menu
 from channels.wechat_api import WeChatAPI, WeChatAPIError
 from channels.wechat_store import (
@@ -155,6 +155,9 @@ class WeChatChannel(Channel):
         self._secret: str = s.wechat_secret.get_secret_value() if s.wechat_secret else ""
         aes = s.wechat_aes_key.get_secret_value() if s.wechat_aes_key else ""
         self.reply_wait: float = float(getattr(s, "wechat_reply_wait_seconds", 4.0))
+        # a passive reply written later than this after the request arrived may find WeChat
+        # gone (it waits 5 s): such an answer goes through the customer-service API instead
+        self.passive_deadline: float = min(4.5, self.reply_wait + 0.4)
         self.crypto = None
         if aes:
             from wechatpy.crypto import WeChatCrypto
@@ -258,16 +261,33 @@ class WeChatChannel(Channel):
                 raise Refused(400, "FromUserName too long")
         except Refused as exc:
             return self._refuse(request, exc)
+        started = time.monotonic()
+        answered: list[Receipt] = []  # receipts whose replies this passive reply carries
         try:
-            text = await self._handle(xml, msg_type, sender)
+            text = await self._handle(xml, msg_type, sender, answered)
         except Refused as exc:
             return self._refuse(request, exc)
-        if not text:
+        except InvalidMessage as exc:
+            return self._refuse(request, Refused(400, str(exc)))
+        if not text or (answered and time.monotonic() - started > self.passive_deadline):
+            # nothing to say, or too late: WeChat stops waiting after 5 s (its retry of this
+            # MsgId is answered "success" as a duplicate), so unmarked replies go out through
+            # the customer-service API after the inline grace — once
             return web.Response(text=SUCCESS, content_type="text/plain")
         out = render_text_reply(sender, account, text)
         if encrypted and self.crypto is not None:
             out = self.crypto.encrypt_message(out, secrets.token_hex(8), str(int(time.time())))
-        return web.Response(text=out, content_type="application/xml")
+        resp = web.Response(text=out, content_type="application/xml")
+        # the replies count as delivered only once the answer was written: a connection gone
+        # before leaves them to the outbox
+        try:
+            await resp.prepare(request)
+            await resp.write_eof()
+        except (ConnectionError, RuntimeError):
+            return resp
+        for receipt in answered:
+            self.ctx.processor.delivered_inline(receipt)
+        return resp
 
     def _decrypt(self, outer: Mapping[str, Any], msg_signature: str, timestamp: str, nonce: str) -> dict[str, Any]:
         from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
@@ -288,8 +308,9 @@ class WeChatChannel(Channel):
         return safe_parse_xml(plain)
 
     # ------------------------------------------------------------------ dispatch
-    async def _handle(self, xml: Mapping[str, Any], msg_type: str, sender: str) -> str:
-        """Turn one verified message into the passive reply text ('' = answer ``success``)."""
+    async def _handle(self, xml: Mapping[str, Any], msg_type: str, sender: str, answered: list[Receipt]) -> str:
+        """Turn one verified message into the passive reply text ('' = answer ``success``);
+        ``answered`` gets the receipt whose replies the text carries."""
         create_time = _field(xml, "CreateTime")
         msg_id = _field(xml, "MsgId")
         assert self.ledger is not None
@@ -310,14 +331,14 @@ class WeChatChannel(Channel):
                 if key.startswith("qrscene_"):
                     meta["scene"] = key[len("qrscene_"):][:64]
                 msg = Message(self.name, sender, "绑定户号", dedupe, kind="event", metadata=meta)
-                return await self._converse(msg, prefix=WELCOME, fallback=f"{WELCOME}\n{BIND_PROMPT}")
+                return await self._converse(msg, answered, prefix=WELCOME, fallback=f"{WELCOME}\n{BIND_PROMPT}")
             if event == "click":
                 said = CLICK_TEXT.get(key.upper())
                 if said is None:
                     return MENU_UNKNOWN_TEXT
                 msg = Message(self.name, sender, said, dedupe, kind="event",
                               metadata={"event": "CLICK", "key": key.upper()})
-                return await self._converse(msg)
+                return await self._converse(msg, answered)
             return ""  # VIEW, SCAN, LOCATION reports, template send results...: nothing to say
         if not msg_id:
             msg_id = f"msg:{sender}:{create_time}"
@@ -353,10 +374,11 @@ class WeChatChannel(Channel):
             await self.ledger.user_message(sender)
             return direct
         renewal = self.ledger.renewal(sender)
-        return await self._converse(msg, also=(renewal,) if renewal else ())
+        return await self._converse(msg, answered, also=(renewal,) if renewal else ())
 
     async def _converse(
-        self, msg: Message, *, prefix: str = "", fallback: str = "", also: Sequence[SideWrite] = ()
+        self, msg: Message, answered: list[Receipt], *, prefix: str = "", fallback: str = "",
+        also: Sequence[SideWrite] = (),
     ) -> str:
         log.info(
             "wechat inbound openid=%s kind=%s message_id=%s", _mask_openid(msg.sender_id), msg.kind, msg.message_id
@@ -369,9 +391,9 @@ class WeChatChannel(Channel):
         replies = receipt.replies
         if any(r.metadata.get("template_id") for r in replies):
             return fallback  # template messages cannot be passive; the outbox sends everything
-        # marked with the next grouped write, not awaited here: the replies are due to the
-        # outbox only after the pipeline's inline grace (10 s), and this answer leaves now
-        self.ctx.processor.delivered_inline(receipt)
+        # marked delivered by the caller once the answer is written (with the next grouped
+        # write, not awaited: the replies are due to the outbox only after the inline grace)
+        answered.append(receipt)
         text = join_replies(replies)
         if prefix:
             text = f"{prefix}\n{text}" if text else prefix

@@ -86,7 +86,7 @@ HOT_QUERIES = [
 ]
 
 
-HEAD = "bot_0016_sms_parts_created"
+HEAD = "bot_0017_inbound_dedupe_sender"
 
 
 async def _heads(url: str) -> set[str]:

@@ -315,14 +315,9 @@ class DialogueEngine:
         return _Prefetched(conversation_id, message_id, probe, _read_snapshot(conn, conversation_id, message_id, probe))
 
     def _parse(self, text: str) -> dict[str, Any]:
-        m = re.match(r"^/([a-z_]+)(\{.*\})?$", text)
+        m = re.match(r"^/([a-z_]+)(\{.*\})?$", text, re.S)
         if m and (m.group(1) in self.domain.intents or m.group(1) in BUSINESS_INTENTS):
-            ents = []
-            if m.group(2):
-                try:
-                    ents = [{"entity": k, "value": v} for k, v in json.loads(m.group(2)).items()]
-                except ValueError:
-                    ents = []
+            ents = _payload_entities(m.group(2)) if m.group(2) else []
             return {"text": text, "intent": {"name": m.group(1), "confidence": 1.0}, "entities": ents,
                     "language": None}
         if not text:
@@ -1597,6 +1592,46 @@ async def _insert_new_conversation(
     except IntegrityError:
         return False
     return True
+
+
+_PAYLOAD_ENTITY = {
+    "account_number": re.compile(r"\d{10,13}"),
+    "phone_number": re.compile(r"(?:\+?86)?1[3-9]\d{9}"),
+    "work_order_id": re.compile(r"WO\d{12}", re.I),
+    "amount": re.compile(r"\d{1,9}(?:\.\d{1,2})?"),
+    "month": re.compile(r"\d{4}-(?:0[1-9]|1[0-2])"),
+}
+
+
+def _payload_entities(raw: str) -> list[dict[str, Any]]:
+    """Entities of a Rasa-style ``/intent{json}`` message (a button's payload, or typed by
+    anyone): only an object's scalar values, each checked for its kind like extracted text —
+    a number where an address belongs or a date that does not exist is dropped, not passed
+    to a flow that would fail on it."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return []
+    if not isinstance(data, dict):
+        return []
+    ents = []
+    for name, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            continue
+        value = str(value).strip()[:200]
+        rule = _PAYLOAD_ENTITY.get(name)
+        if rule is not None and not rule.fullmatch(value):
+            continue
+        if name == "date":
+            try:
+                value = date.fromisoformat(value).isoformat()
+            except ValueError:
+                continue
+        elif name in ("address", "district") and (len(value) < 2 or value.isdigit()):
+            continue
+        if value:
+            ents.append({"entity": name, "value": value})
+    return ents
 
 
 def _chosen_account(text: str, options: list[str]) -> str | None:
