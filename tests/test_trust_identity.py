@@ -116,3 +116,16 @@ async def test_an_unverified_account_number_never_reveals_its_address(gw, openin
     async with CoreClient(gw.settings.core_url) as core:
         wo = await core.get_work_order(m.group(1))
     assert wo.account_number is None and "张江路100号" in (wo.address or ""), wo
+
+
+async def test_the_verification_digits_never_reach_the_log(gw, caplog):  # noqa: F811
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    c = chat(gw)
+    await c.say("查电费")
+    await c.say("3100000001")
+    assert re.search(r"\d+\.\d{2} 元", await c.text("8000"))
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "turn conv=" in logged  # the turn log was written...
+    assert "8000" not in logged and "3100000001" not in logged  # ...without the check's digits

@@ -303,7 +303,7 @@ class DialogueEngine:
         if log.isEnabledFor(logging.INFO):  # masking costs regex passes: only for a line that is written
             log.info(
                 "turn conv=%s intent=%s conf=%.2f replies=%d text=%s",
-                mask_text(cid), turn.intent, turn.confidence, len(turn.replies), mask_text(text[:80]),
+                mask_text(cid), turn.intent, turn.confidence, len(turn.replies), _log_text(text[:80]),
             )
         return TurnOutcome(replies=turn.replies, handoff_opened=opened)
 
@@ -1601,6 +1601,15 @@ _PAYLOAD_ENTITY = {
     "amount": re.compile(r"\d{1,9}(?:\.\d{1,2})?"),
     "month": re.compile(r"\d{4}-(?:0[1-9]|1[0-2])"),
 }
+
+
+_SHORT_NUMBER = re.compile(r"(?<!\d)\d{4,9}(?!\d)")
+
+
+def _log_text(text: str) -> str:
+    """A customer's message as the turn log shows it: personal data masked, and any short
+    number too — it may be the last 4 digits of a phone typed as the identity check."""
+    return _SHORT_NUMBER.sub(lambda m: "*" * len(m.group(0)), mask_text(text))
 
 
 def _payload_entities(raw: str) -> list[dict[str, Any]]:
