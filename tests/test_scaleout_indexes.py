@@ -86,7 +86,7 @@ HOT_QUERIES = [
 ]
 
 
-HEAD = "bot_0017_inbound_dedupe_sender"
+HEAD = "bot_0018_unproven_phone_links"
 
 
 async def _heads(url: str) -> set[str]:

@@ -153,3 +153,30 @@ async def test_a_row_the_store_refuses_fails_alone(sessionmaker) -> None:  # typ
         assert senders == {f"s{i}" for i in range(20)}
     finally:
         await pipe.stop()
+
+
+async def test_upgrade_forgets_phone_links_no_platform_proved(store_url: str) -> None:
+    """Links made by the look of a REST sender id go; an SMS sender's and verified links stay."""
+    from bot.db import make_engine
+    from bot.dialogue.store import Customer, CustomerAccount, Identity
+    from bot.migrate import BOT_MIGRATIONS, upgrade
+
+    await upgrade(store_url, BOT_MIGRATIONS, "bot_0017_inbound_dedupe_sender")
+    engine = make_engine(store_url)
+    try:
+        async with engine.begin() as conn:
+            for cid in (1, 2):
+                await conn.execute(Customer.__table__.insert().values(id=cid))
+            await conn.execute(Identity.__table__.insert(), [
+                {"channel": "rest", "sender_id": "+8613900139000", "customer_id": 1},
+                {"channel": "sms", "sender_id": "+8613800138000", "customer_id": 2}])
+            await conn.execute(CustomerAccount.__table__.insert(), [
+                {"customer_id": 1, "account_number": "3100000002", "how": "phone"},
+                {"customer_id": 1, "account_number": "3100000009", "how": "verified"},
+                {"customer_id": 2, "account_number": "3100000001", "how": "phone"}])
+        await upgrade(store_url, BOT_MIGRATIONS)
+        async with engine.connect() as conn:
+            left = set((await conn.execute(select(CustomerAccount.customer_id, CustomerAccount.account_number))).all())
+    finally:
+        await engine.dispose()
+    assert left == {(1, "3100000009"), (2, "3100000001")}
