@@ -193,17 +193,13 @@ async def queue(session: AsyncSession, viewer: str, role: str) -> list[dict[str,
         if visible:
             row = (
                 await session.execute(
-                    select(Event.text, Event.data).where(Event.conversation_id == h.conversation_id, Event.type == "user")
+                    select(Event.type, Event.text, Event.data)
+                    .where(Event.conversation_id == h.conversation_id, Event.type == "user")
                     .order_by(Event.id.desc()).limit(1)
                 )
             ).first()
             if row is not None:
-                masker = TextMasker()
-                masker.learn(None, await conversation_slots(session, h.conversation_id))
-                if isinstance(row.data, dict):
-                    masker.learn(None, row.data.get("slots"))
-                    for ent in _entities_raw(row.data):
-                        masker.learn(ent.get("entity") if isinstance(ent.get("entity"), str) else None, ent.get("value"))
+                masker = await conversation_masker(session, h.conversation_id, [row])
                 last = masker.text(row.text or "")
         out.append({
             "handoff_id": h.id,
@@ -342,6 +338,19 @@ def _entities(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 
+async def conversation_masker(session: AsyncSession, conversation_id: str, events: Any = None) -> TextMasker:
+    """A text masker that also knows the personal values of this conversation: its slots, and
+    the slots and entities of its customer turns (``events``, when the caller has them)."""
+    masker = TextMasker()
+    masker.learn(None, await conversation_slots(session, conversation_id))
+    for e in events or ():
+        if e.type == "user" and isinstance(e.data, dict):
+            masker.learn(None, e.data.get("slots"))
+            for ent in _entities_raw(e.data):
+                masker.learn(ent.get("entity") if isinstance(ent.get("entity"), str) else None, ent.get("value"))
+    return masker
+
+
 async def history(session: AsyncSession, conversation_id: str, limit: int = 300) -> list[dict[str, Any]]:
     """The conversation as an agent sees it: every text, slot and entity masked.
 
@@ -352,13 +361,7 @@ async def history(session: AsyncSession, conversation_id: str, limit: int = 300)
             select(Event).where(Event.conversation_id == conversation_id).order_by(Event.id.desc()).limit(limit)
         )
     ).scalars().all()
-    masker = TextMasker()  # what the conversation is known to hold is masked in every text
-    masker.learn(None, await conversation_slots(session, conversation_id))
-    for e in events:
-        if e.type == "user" and isinstance(e.data, dict):
-            masker.learn(None, e.data.get("slots"))
-            for ent in _entities_raw(e.data):
-                masker.learn(ent.get("entity") if isinstance(ent.get("entity"), str) else None, ent.get("value"))
+    masker = await conversation_masker(session, conversation_id, events)
 
     def _masked_text(text: str) -> tuple[str, bool]:
         masked = masker.text(text)

@@ -17,7 +17,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from backend_client import CoreError
 from bot.console import access, auth, service, summary
-from bot.console.masking import mask_field, mask_slots, masks_something
+from bot.console.masking import mask_slots, masks_something
 from bot.console.models import Agent, AuditEntry, ConsoleSession
 from bot.dialogue.handoff import Handoff
 
@@ -433,6 +433,7 @@ async def conversation(request: web.Request, agent: Agent, cs: ConsoleSession) -
         h = await _handoff_for(request, session, agent, act=False)
         events = await service.history(session, h.conversation_id)
         slots = await service.conversation_slots(session, h.conversation_id)
+        handoff_summary = (await service.conversation_masker(session, h.conversation_id)).text(h.summary or "")
     try:  # outside the session: never hold a database connection across core calls
         info = await summary.summary(_sm(request), core, h.conversation_id)
     except CoreError as exc:
@@ -445,7 +446,7 @@ async def conversation(request: web.Request, agent: Agent, cs: ConsoleSession) -
             "display": service.display_name(h.conversation_id), "channel": channel, "status": h.status,
             "agent": h.agent_id, "reason": h.reason, "reason_label": service.REASON_LABELS.get(h.reason, h.reason),
             "priority": h.priority, "priority_label": service.PRIORITY_LABELS.get(h.priority, h.priority),
-            "summary": mask_field(None, h.summary), "mine": h.agent_id == agent.name, "can_act": decision.act,
+            "summary": handoff_summary or None, "mine": h.agent_id == agent.name, "can_act": decision.act,
             "waiting_seconds": service.seconds_since(h.created_at),
         },
         "events": events,
