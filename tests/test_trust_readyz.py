@@ -14,7 +14,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
-import pytest
 from aiohttp import web
 from yarl import URL
 
