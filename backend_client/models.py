@@ -58,6 +58,7 @@ class Arrears(_M):
     overdue_amount: Decimal  # part of it past its due date
     unpaid_bills: tuple[Bill, ...] = ()
     oldest_due_date: date | None = None
+    credit_balance: Decimal = Decimal(0)  # paid money no bill took (a bill paid twice): to refund or use
 
     @property
     def has_arrears(self) -> bool:
@@ -71,6 +72,7 @@ class Payment(_M):
     channel: str
     status: str  # pending | paid
     trade_no: str | None = None
+    credit_amount: Decimal = Decimal(0)  # part of this paid payment no unpaid bill took
     created_at: datetime | None = None
     paid_at: datetime | None = None
 

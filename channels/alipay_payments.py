@@ -6,13 +6,28 @@ trade (``alipay.trade.precreate`` QR code through the gateway, and a signed wap-
 a row in ``alipay_orders`` remembering which channel and customer asked, so the confirmation
 goes back to the channel the customer paid from.
 
+One open order per account and amount: while an order for the same account and amount is
+unpaid and has more than ``REUSE_MARGIN`` of its ``ORDER_TTL`` left (Alipay closes the trade at
+its ``time_expire``), asking again gives that order's link, not a new order. An order is
+``creating`` until the core holds its payment and Alipay its trade; a creation that failed
+(core down, an answer from the gateway that cannot be read or refuses the trade) raises
+``PaymentUnavailable`` — a ``CoreUnavailable``, so the pipeline tells the customer the system
+is busy and runs the turn again later — and the next attempt finishes the same order instead
+of starting another. (Gateway unreachable is not a failure: the signed wap link works without
+it, the QR code is a bonus.)
+
+A payment confirmed after the bills were paid by another order (the customer paid two links):
+the core keeps what no bill took as the account's credit (``credit_amount``); the customer is
+told, and a high-priority work order (``details.category = "duplicate_payment"``) asks the back
+office to refund it or set it against later bills — agents see it in the conversation summary.
+
 ``POST /payments/alipay/notify`` (Alipay's asynchronous trade notify):
 
 - RSA2 verified with the SDK (``pop sign; verify(data_copy, sign)``); ``app_id`` ours;
   ``out_trade_no`` known; ``total_amount`` equal to the order; ``trade_status`` TRADE_SUCCESS
   or TRADE_FINISHED (other statuses: ``success``, nothing done).
-- The order row is claimed with a conditional UPDATE (pending → confirming), so however many
-  retries arrive, concurrently or not, ``core.confirm_payment`` is called by one of them; the
+- The order row is claimed with a conditional UPDATE (pending, or creating, → confirming), so
+  however many retries arrive, concurrently or not, ``core.confirm_payment`` is called by one of them; the
   paid state and the confirmation message are committed together (outbox dedupe key per
   ``out_trade_no``). A concurrent duplicate waits for the claim holder's outcome.
 - Answers: ``success`` (200) when recorded or already recorded; ``fail`` with 503 when the core
@@ -25,6 +40,7 @@ goes back to the channel the customer paid from.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 from datetime import datetime, timedelta, timezone
@@ -32,11 +48,14 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from sqlalchemy import DateTime, Index, Integer, String, Text, delete, select, update
+from sqlalchemy import DateTime, Index, Integer, String, Text, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from backend_client import Conflict, CoreError, CoreUnavailable, ValidationFailed
 from bot import outbox
 from bot.db import sql_const
+from bot.langs import detect_language
 from bot.logs import mask_account
 from bot.models import Base, partial
 from channels import alipay_sdk
@@ -55,6 +74,10 @@ RECONCILE_WINDOW = timedelta(days=1)
 RECONCILE_INTERVAL = 120.0
 CENT = Decimal("0.01")
 MAX_NOTIFY_FIELDS = 100
+ORDER_TTL = timedelta(minutes=30)  # Alipay closes an unpaid trade at created_at + this (time_expire)
+REUSE_MARGIN = timedelta(minutes=5)  # an open order with less time left than this is not offered again
+CREATE_LEASE = timedelta(seconds=30)  # a creation claimed longer ago than this was abandoned
+CHINA_TZ = timezone(timedelta(hours=8))  # Alipay's times are Beijing time
 
 
 def utcnow() -> datetime:
@@ -77,10 +100,14 @@ class AlipayOrder(Base):
     channel: Mapped[str] = mapped_column(String(32))  # where the customer asked (confirmation goes there)
     recipient_id: Mapped[str] = mapped_column(String(200))
     subject: Mapped[str] = mapped_column(String(256))
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|confirming|paid|conflict
+    # creating|pending|confirming|paid|conflict (creating: the core payment or the Alipay trade
+    # is not made yet, the link not given out)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
     trade_no: Mapped[str | None] = mapped_column(String(64), nullable=True)
     qr_code: Mapped[str | None] = mapped_column(Text, nullable=True)
     notify_count: Mapped[int] = mapped_column(Integer, default=0)
+    # creating: when a request took on making the order (None: the last one gave up);
+    # confirming: when a notify took on recording the payment
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -100,11 +127,45 @@ def money(value: Any) -> Decimal:
     return amount
 
 
+class PaymentUnavailable(CoreUnavailable):
+    """A payment link could not be made now (the gateway's answer could not be read or refused
+    the trade, another request is still making the same order). A ``CoreUnavailable``: the
+    pipeline answers "system busy" and runs the turn again later, which finishes the same order."""
+
+
 def confirmation_text(order: AlipayOrder, trade_no: str) -> str:
     return (
         f"缴费成功！户号 {mask_account(order.account_number)} 通过支付宝缴纳的电费 {order.amount} 元已到账，"
         f"支付宝交易号 {trade_no}。感谢您的支持，如有疑问请回复或拨打95598。"
     )
+
+
+def duplicate_payment_text(order: AlipayOrder, trade_no: str, credit: Decimal) -> str:
+    """To the customer whose payment found the bills already paid (in English when the order
+    was asked for in English: its subject is in the customer's language)."""
+    account = mask_account(order.account_number)
+    if detect_language(order.subject) == "en":
+        return (f"We received your Alipay payment of CNY {order.amount} for account {account} (Alipay trade {trade_no}), "
+                f"but the bills had already been paid by another payment. CNY {credit} went to no bill and is kept "
+                f"as a credit on the account; "
+                f"an agent will contact you to refund it or set it against your next bill. Questions: call 95598.")
+    return (f"您通过支付宝为户号 {account} 缴纳的 {order.amount} 元已收到（支付宝交易号 {trade_no}），"
+            f"但该户号的电费此前已由其他订单缴纳，其中 {credit} 元未抵扣任何账单，已记为账户余额，不会丢失。"
+            f"客服人员将与您联系办理退款或抵扣下期电费，如有疑问请拨打95598。")
+
+
+def _expire_text(order: AlipayOrder) -> str:
+    """``time_expire`` of the order's trade (Beijing time): the same on every link signed for it."""
+    created = order.created_at if order.created_at.tzinfo else order.created_at.replace(tzinfo=timezone.utc)
+    return (created + ORDER_TTL).astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S")
+
+
+async def _lock_account(session: AsyncSession, account_number: str) -> None:
+    """Serialise the open-order check of one account across processes (PostgreSQL: a
+    transaction advisory lock; SQLite transactions are serial already, BEGIN IMMEDIATE)."""
+    if session.bind.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(f"alipay-order:{account_number}".encode()).digest()[:8], "big", signed=True)
+        await session.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 def _fail(status: int) -> web.Response:
@@ -126,50 +187,135 @@ class AlipayPayments:
     async def create_payment_link(
         self, *, account_number: str, amount: str, channel: str, recipient_id: str, subject: str
     ) -> PaymentLink:
+        """The link of the account's open order for this amount, or of a new order.
+
+        Raises ``PaymentUnavailable`` when the order cannot be made now; the order made so far
+        is kept and finished by the next call (no second order for the same request)."""
         total = money(amount)
-        out_trade_no = new_out_trade_no()
         subject = (subject or "电费缴纳")[:128]
-        async with self.ctx.sessionmaker() as session, session.begin():
-            session.add(AlipayOrder(
-                out_trade_no=out_trade_no, account_number=account_number, amount=str(total),
-                channel=channel, recipient_id=recipient_id, subject=subject, status="pending",
-                notify_count=0, created_at=utcnow(),
-            ))
-        try:
-            await self.ctx.core.create_payment(out_trade_no, account_number, total, "alipay", status="pending")
-        except BaseException:
+        order, mine = await self._open_order(account_number, total, channel, recipient_id, subject)
+        if mine:
+            await self._make(order)
+        else:
+            log.info("alipay payment link reused out_trade_no=%s account=%s", order.out_trade_no,
+                     mask_account(account_number))
+        return PaymentLink(out_trade_no=order.out_trade_no, amount=order.amount, pay_url=self.wap_pay_url(order),
+                           qr_code=order.qr_code)
+
+    async def _open_order(self, account_number: str, total: Decimal, channel: str, recipient_id: str,
+                          subject: str) -> tuple[AlipayOrder, bool]:
+        """The order to answer with, and whether this call must (finish) make it.
+
+        Under a per-account lock: an open (``pending``) order for the account and amount is
+        reused; an unfinished one (``creating``) this customer asked for before is taken on
+        (unless another request is making it right now: wait for that one); else a new order
+        is claimed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CONCURRENT_WAIT
+        while True:
+            now = utcnow()
             async with self.ctx.sessionmaker() as session, session.begin():
-                await session.execute(delete(AlipayOrder).where(AlipayOrder.out_trade_no == out_trade_no))
+                await _lock_account(session, account_number)
+                fresh = (AlipayOrder.account_number == account_number, AlipayOrder.amount == str(total),
+                         AlipayOrder.created_at > now - (ORDER_TTL - REUSE_MARGIN))
+                order = (await session.execute(
+                    select(AlipayOrder).where(AlipayOrder.status == sql_const("pending"), *fresh)  # ix_alipay_orders_pending
+                    .order_by(AlipayOrder.created_at.desc()).limit(1))).scalar_one_or_none()
+                if order is not None:
+                    return order, False
+                order = (await session.execute(
+                    select(AlipayOrder).where(AlipayOrder.channel == channel, AlipayOrder.recipient_id == recipient_id,
+                                              AlipayOrder.status == "creating", *fresh)  # ix_alipay_orders_recipient
+                    .order_by(AlipayOrder.created_at.desc()).limit(1))).scalar_one_or_none()
+                if order is None:
+                    order = AlipayOrder(
+                        out_trade_no=new_out_trade_no(), account_number=account_number, amount=str(total),
+                        channel=channel, recipient_id=recipient_id, subject=subject, status="creating",
+                        notify_count=0, claimed_at=now, created_at=now,
+                    )
+                    session.add(order)
+                    return order, True
+                claimed = order.claimed_at
+                if claimed is None or outbox.as_aware(claimed) < now - CREATE_LEASE:
+                    order.claimed_at = now  # the last attempt gave up (or died): finish its order
+                    return order, True
+            if loop.time() > deadline:
+                raise PaymentUnavailable("another request is still making this payment order")
+            await asyncio.sleep(0.05)
+
+    async def _make(self, order: AlipayOrder) -> None:
+        """Make a claimed order payable: the core's pending payment, then the Alipay trade
+        (both idempotent by ``out_trade_no``, so finishing an earlier attempt's order is safe).
+        On failure the claim is given up and the order kept for the next attempt; an order the
+        core refuses (nothing owed any more...) is dropped, it never existed."""
+        out_trade_no = order.out_trade_no
+        try:
+            await self.ctx.core.create_payment(out_trade_no, order.account_number, Decimal(order.amount), "alipay",
+                                               status="pending")
+        except (ValidationFailed, Conflict):
+            async with self.ctx.sessionmaker() as session, session.begin():
+                await session.execute(delete(AlipayOrder).where(AlipayOrder.out_trade_no == out_trade_no,
+                                                                AlipayOrder.status == "creating"))
             raise
-        qr_code: str | None = None
+        except BaseException:
+            await self._give_up(out_trade_no)
+            raise
+        try:
+            qr_code = await self._precreate(order)
+        except BaseException:
+            await self._give_up(out_trade_no)
+            raise
+        async with self.ctx.sessionmaker() as session, session.begin():
+            await session.execute(
+                update(AlipayOrder).where(AlipayOrder.out_trade_no == out_trade_no, AlipayOrder.status == "creating")
+                .values(status="pending", claimed_at=None, qr_code=qr_code)
+            )
+        order.status, order.claimed_at, order.qr_code = "pending", None, qr_code
+        log.info("alipay payment link out_trade_no=%s account=%s amount=%s channel=%s",
+                 out_trade_no, mask_account(order.account_number), order.amount, order.channel)
+
+    async def _precreate(self, order: AlipayOrder) -> str | None:
+        """The trade at Alipay (``alipay.trade.precreate``); its QR code, or None when the gateway
+        is unreachable (the signed wap link works without it). An answer that cannot be read, is
+        not this order's or refuses the trade raises ``PaymentUnavailable``."""
         try:
             result = await alipay_sdk.call(
-                self.client, "api_alipay_trade_precreate", subject=subject, out_trade_no=out_trade_no,
-                total_amount=str(total), notify_url=self.notify_url, timeout_express="30m",
+                self.client, "api_alipay_trade_precreate", subject=order.subject, out_trade_no=order.out_trade_no,
+                total_amount=order.amount, notify_url=self.notify_url, time_expire=_expire_text(order),
             )
-            qr_code = result.get("qr_code") or None
         except DeliveryError as exc:
-            # The signed wap link below works without the gateway; the QR code is a bonus.
-            log.warning("alipay precreate failed out_trade_no=%s: %s", out_trade_no, exc)
+            if exc.code == alipay_sdk.UNREACHABLE:
+                log.warning("alipay precreate failed out_trade_no=%s: %s", order.out_trade_no, exc)
+                return None
+            log.error("alipay precreate refused or unreadable out_trade_no=%s: %s", order.out_trade_no, exc)
+            raise PaymentUnavailable(f"alipay precreate failed ({exc.code})") from None
+        qr_code = result.get("qr_code")
+        if result.get("out_trade_no") != order.out_trade_no or not isinstance(qr_code, str) \
+                or not qr_code.startswith("https://") or len(qr_code) > 2000:
+            log.error("alipay precreate answer without this order's QR code out_trade_no=%s", order.out_trade_no)
+            raise PaymentUnavailable("alipay precreate answer is not this order's")
+        return qr_code
+
+    async def _give_up(self, out_trade_no: str) -> None:
+        async with self.ctx.sessionmaker() as session, session.begin():
+            await session.execute(
+                update(AlipayOrder).where(AlipayOrder.out_trade_no == out_trade_no, AlipayOrder.status == "creating")
+                .values(claimed_at=None)
+            )
+
+    def wap_pay_url(self, order: AlipayOrder) -> str:
+        """Mobile (wap pay) link of the order; every link signed for one order pays the same trade."""
         query = self.client.api_alipay_trade_wap_pay(
-            subject=subject, out_trade_no=out_trade_no, total_amount=str(total),
-            return_url=self.return_url, notify_url=self.notify_url, timeout_express="30m",
+            subject=order.subject, out_trade_no=order.out_trade_no, total_amount=order.amount,
+            return_url=self.return_url, notify_url=self.notify_url, time_expire=_expire_text(order),
         )
-        pay_url = f"{alipay_sdk.gateway_of(self.client)}?{query}"
-        if qr_code:
-            async with self.ctx.sessionmaker() as session, session.begin():
-                await session.execute(
-                    update(AlipayOrder).where(AlipayOrder.out_trade_no == out_trade_no).values(qr_code=qr_code)
-                )
-        log.info("alipay payment link out_trade_no=%s account=%s amount=%s channel=%s",
-                 out_trade_no, mask_account(account_number), total, channel)
-        return PaymentLink(out_trade_no=out_trade_no, amount=str(total), pay_url=pay_url, qr_code=qr_code)
+        return f"{alipay_sdk.gateway_of(self.client)}?{query}"
 
     def page_pay_url(self, order: AlipayOrder) -> str:
         """Desktop (page pay) link for the same order, for channels shown on a PC (email)."""
         query = self.client.api_alipay_trade_page_pay(
             subject=order.subject, out_trade_no=order.out_trade_no, total_amount=order.amount,
-            return_url=self.return_url, notify_url=self.notify_url,
+            return_url=self.return_url, notify_url=self.notify_url, time_expire=_expire_text(order),
         )
         return f"{alipay_sdk.gateway_of(self.client)}?{query}"
 
@@ -229,7 +375,7 @@ class AlipayPayments:
             res = await session.execute(
                 update(AlipayOrder)
                 .where(AlipayOrder.out_trade_no == out_trade_no,
-                       (AlipayOrder.status == "pending")
+                       AlipayOrder.status.in_(("pending", "creating"))
                        | ((AlipayOrder.status == "confirming") & (AlipayOrder.claimed_at < now - CLAIM_LEASE)))
                 .values(status="confirming", claimed_at=now, notify_count=AlipayOrder.notify_count + 1)
             )
@@ -263,13 +409,15 @@ class AlipayPayments:
                 status = await self._status(out_trade_no)
                 if status in ("paid", "conflict"):
                     return status
-                if status == "pending" and await self._claim(out_trade_no):
+                if status in ("pending", "creating") and await self._claim(out_trade_no):
                     break  # the holder gave up (core down); our turn
                 if asyncio.get_running_loop().time() > deadline:
                     return "unavailable"
                 await asyncio.sleep(0.05)
         try:
-            await self.ctx.core.confirm_payment(out_trade_no, trade_no, total)
+            payment = await self.ctx.core.confirm_payment(out_trade_no, trade_no, total)
+            if payment.credit_amount > 0:  # the bills were paid already: a duplicate payment
+                await self._report_duplicate(order, trade_no, payment.credit_amount)
         except Conflict:
             log.error("alipay payment: core refused confirmation (conflict) out_trade_no=%s", out_trade_no)
             await self._release(out_trade_no, "conflict")
@@ -285,9 +433,11 @@ class AlipayPayments:
         except BaseException:
             await self._release(out_trade_no, "pending")
             raise
-        reply = Reply(channel=order.channel, recipient_id=order.recipient_id,
-                      text=confirmation_text(order, trade_no), kind="text",
-                      metadata={"event": "payment.confirmed", "out_trade_no": out_trade_no})
+        credit = payment.credit_amount
+        text = duplicate_payment_text(order, trade_no, credit) if credit > 0 else confirmation_text(order, trade_no)
+        reply = Reply(channel=order.channel, recipient_id=order.recipient_id, text=text, kind="text",
+                      metadata={"event": "payment.confirmed", "out_trade_no": out_trade_no,
+                                **({"credit_amount": str(credit)} if credit > 0 else {})})
         async with self.ctx.sessionmaker() as session, session.begin():
             await session.execute(
                 update(AlipayOrder).where(AlipayOrder.out_trade_no == out_trade_no)
@@ -301,6 +451,35 @@ class AlipayPayments:
         log.info("alipay payment recorded out_trade_no=%s account=%s amount=%s",
                  out_trade_no, mask_account(order.account_number), order.amount)
         return "paid"
+
+    async def _report_duplicate(self, order: AlipayOrder, trade_no: str, credit: Decimal) -> None:
+        """Raise a payment no bill took to the back office: a high-priority work order on the
+        account (once per order: keyed by ``out_trade_no``), which agents also see in the
+        conversation's summary. Core down: raised, and the notify is retried; a work order the
+        core refuses is logged (the payment and its credit are recorded all the same)."""
+        out_trade_no = order.out_trade_no
+        log.warning("alipay duplicate payment out_trade_no=%s account=%s: %s kept as credit",
+                    out_trade_no, mask_account(order.account_number), credit)
+        try:
+            await self._duplicate_work_order(order, trade_no, credit)
+        except CoreUnavailable:
+            raise
+        except CoreError as exc:
+            log.error("alipay duplicate payment out_trade_no=%s: work order refused by the core (%s)",
+                      out_trade_no, type(exc).__name__)
+
+    async def _duplicate_work_order(self, order: AlipayOrder, trade_no: str, credit: Decimal) -> None:
+        out_trade_no = order.out_trade_no
+        await self.ctx.core.create_work_order(
+            "complaint",
+            f"重复缴费待退款：支付宝订单 {out_trade_no}（交易号 {trade_no}）缴纳 {order.amount} 元时账单已由其他订单缴清，"
+            f"{credit} 元未抵扣任何账单，已记为账户余额。请核实后联系客户办理退款或抵扣下期电费。",
+            account_number=order.account_number, priority="high", channel=order.channel,
+            details={"category": "duplicate_payment", "out_trade_no": out_trade_no, "trade_no": trade_no,
+                     "amount": order.amount, "credit_amount": str(credit),
+                     "conversation_id": f"{order.channel}:{order.recipient_id}"},
+            idempotency_key=f"alipay-duplicate-{out_trade_no}",
+        )
 
     # ------------------------------------------------------------------ reconciliation
     async def reconcile(self, out_trade_no: str) -> str:

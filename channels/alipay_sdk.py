@@ -36,6 +36,9 @@ SUCCESS_CODE = "10000"
 # SYSTEM_ERROR sub codes is handled below; everything else is a permanent business failure.
 RETRYABLE_CODES = {"20000", "20001", "aop.ACQ.SYSTEM_ERROR"}
 
+UNREACHABLE = "unreachable"  # DeliveryError.code: the gateway gave no answer
+BAD_ANSWER = "bad_answer"  # DeliveryError.code: the gateway's answer cannot be read
+
 CHARSETS = {"gbk": "gbk", "gb2312": "gbk", "gb18030": "gb18030", "utf-8": "utf-8", "utf8": "utf-8"}
 
 
@@ -152,6 +155,9 @@ async def call(client: AliPay, func_name: str, *args: Any, **kwargs: Any) -> dic
     """Run one synchronous SDK gateway call in the executor; map failures to DeliveryError.
 
     Returns the verified response body (the ``*_response`` object) when ``code == 10000``.
+    Every failure is a ``DeliveryError``: ``code`` is ``UNREACHABLE`` (no answer: network,
+    timeout, HTTP error), ``BAD_ANSWER`` (an answer that cannot be read), ``bad_sign`` (not
+    signed by Alipay), or Alipay's own (sub) code.
     """
     loop = asyncio.get_running_loop()
     func = getattr(client, func_name)
@@ -169,11 +175,15 @@ async def call(client: AliPay, func_name: str, *args: Any, **kwargs: Any) -> dic
                 break
         raise DeliveryError(f"alipay error code={code}", retryable=code in RETRYABLE_CODES, code=code) from None
     except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-        raise DeliveryError(f"alipay gateway unreachable ({type(exc).__name__})", retryable=True) from None
-    except ValueError as exc:  # JSON garbage from the gateway
-        raise DeliveryError(f"alipay gateway answer unreadable ({type(exc).__name__})", retryable=True) from None
+        raise DeliveryError(f"alipay gateway unreachable ({type(exc).__name__})", retryable=True,
+                            code=UNREACHABLE) from None
+    except Exception as exc:  # noqa: BLE001
+        # JSON garbage, or an answer the SDK trips over (no response object, a list, a sign that
+        # is not a string: AttributeError, KeyError, TypeError...): never an unmapped error
+        raise DeliveryError(f"alipay gateway answer unreadable ({type(exc).__name__})", retryable=True,
+                            code=BAD_ANSWER) from None
     if not isinstance(result, dict):
-        raise DeliveryError("alipay gateway answer unreadable", retryable=True)
+        raise DeliveryError("alipay gateway answer unreadable", retryable=True, code=BAD_ANSWER)
     code = str(result.get("code", ""))
     if code != SUCCESS_CODE:
         sub = str(result.get("sub_code", ""))

@@ -125,6 +125,9 @@ class Payment(Base):
     channel: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(10), default="pending")  # pending|paid
     trade_no: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # the part of a paid payment no unpaid bill was left to take (the bills were already paid,
+    # say by another order): money the account holds as a credit until it is refunded or used
+    credit_amount: Mapped[Decimal] = mapped_column(Money, default=Decimal("0.00"), server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 

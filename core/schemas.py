@@ -151,6 +151,8 @@ class ArrearsOut(Out):
     overdue_amount: Decimal
     unpaid_bills: list[BillOut]
     oldest_due_date: date | None = None
+    credit_balance: Decimal = Field(Decimal("0.00"), description="paid money no bill took (e.g. a bill paid twice): "
+                                                                 "held for the customer, to refund or set against later bills")
 
 
 # --- payments -------------------------------------------------------------------------------
@@ -174,6 +176,7 @@ class PaymentOut(Out):
     channel: str
     status: Literal["pending", "paid"]
     trade_no: str | None = None
+    credit_amount: Decimal = Field(Decimal("0.00"), description="part of this paid payment no unpaid bill took")
     created_at: datetime | None = None
     paid_at: datetime | None = None
 

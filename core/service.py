@@ -273,6 +273,11 @@ class CoreService:
                     select(m.Bill).where(m.Bill.account_number == no, m.Bill.status.in_(("unpaid", "partial"))).order_by(m.Bill.month)
                 )
             ).all()
+            credit = await s.scalar(
+                select(func.coalesce(func.sum(m.Payment.credit_amount), 0)).where(
+                    m.Payment.account_number == no, m.Payment.status == "paid", m.Payment.credit_amount > 0
+                )
+            )
         today = today_cn()
         docs = [self._bill_doc(b, today) for b in bills]
         owed = money(sum((b.amount - b.paid_amount for b in bills), Decimal(0)))
@@ -285,6 +290,7 @@ class CoreService:
             overdue_amount=overdue,
             unpaid_bills=docs,
             oldest_due_date=min((b.due_date for b in bills), default=None),
+            credit_balance=money(Decimal(str(credit or 0))),
         )
 
     async def issue_bill(self, no: str, data: sc.BillIn) -> tuple[int, dict[str, Any]]:
@@ -393,7 +399,7 @@ class CoreService:
             if data.status == "paid":
                 pay.status = "paid"
                 pay.paid_at = now
-                await self._settle(s, data.account_number, pay.amount, now)
+                pay.credit_amount = await self._settle(s, data.account_number, pay.amount, now)
                 await self._emit(s, "payment.confirmed", self._payment_event(pay))
             await s.commit()
             log.info("payment %s created for %s", data.out_trade_no, mask_account(data.account_number))
@@ -407,6 +413,7 @@ class CoreService:
             "amount": str(money(p.amount)),
             "channel": p.channel,
             "trade_no": p.trade_no,
+            "credit_amount": str(money(Decimal(p.credit_amount or 0))),
         }
 
     async def confirm_payment(self, out_trade_no: str, data: sc.PaymentConfirmIn) -> dict[str, Any]:
@@ -430,7 +437,12 @@ class CoreService:
                     raise ProblemError(409, "already_confirmed", f"payment {out_trade_no} was confirmed with another trade_no")
                 return dump(sc.PaymentOut, pay)
             await s.refresh(pay)
-            await self._settle(s, pay.account_number, pay.amount, now)
+            # What no unpaid bill takes (the bills were paid meanwhile, e.g. through another
+            # order) stays on the payment as the account's credit, never silently dropped.
+            pay.credit_amount = await self._settle(s, pay.account_number, pay.amount, now)
+            if pay.credit_amount > 0:
+                log.warning("payment %s for %s: %s not applied to any bill, kept as credit",
+                            out_trade_no, mask_account(pay.account_number), pay.credit_amount)
             await self._emit(s, "payment.confirmed", self._payment_event(pay))
             await s.commit()
             return dump(sc.PaymentOut, pay)
