@@ -126,7 +126,7 @@ async def create_subscription(request: web.Request) -> web.Response:
         return denied
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return _problem(400, "bad_request", "body must be JSON")
     if not isinstance(body, dict):
         return _problem(400, "bad_request", "body must be a JSON object")
