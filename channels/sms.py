@@ -13,7 +13,9 @@ Provider contract (what a real aggregator is configured to do, and what the test
   parts of one message), ``part`` (1-based) and ``parts`` (at most ``MAX_INBOUND_PARTS``); the
   parts are stored as they come and the message goes to the dialogue once all are in, its text
   rebuilt from the parts' UTF-16 code units (an emoji split between two parts is whole again).
-  A message still missing a part after ``assembly_wait`` seconds (120) goes on without it.
+  A message still missing a part after ``assembly_wait`` seconds (120) goes on without it
+  (timed by the process that stored a part: parts left waiting across a restart stay stored,
+  kind ``sms_part``, until a later part of the same message arrives or retention purges them).
 - Text is cleaned at this edge (``clean_text``): a lone surrogate becomes U+FFFD, NUL and other
   control characters (but tab and newline) are dropped. An id with such a character, or a text
   with nothing valid left, is refused with 400 and nothing is stored.
