@@ -55,6 +55,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from backend_client import Conflict, CoreError, CoreUnavailable, ValidationFailed
 from bot import outbox
 from bot.db import sql_const
+from bot.dialogue import handoff
 from bot.langs import detect_language
 from bot.logs import mask_account
 from bot.models import Base, partial
@@ -448,6 +449,10 @@ class AlipayPayments:
             await outbox.enqueue(session, reply, kind="reply",
                                  conversation_id=f"{order.channel}:{order.recipient_id}",
                                  dedupe_key=f"alipay-paid:{out_trade_no}")
+            if credit > 0:  # an agent takes it up with the customer in their conversation
+                await handoff.request_handoff(
+                    session, f"{order.channel}:{order.recipient_id}", "duplicate_payment", "high",
+                    summary=f"重复缴费 {credit} 元已记为账户余额（订单 {out_trade_no}），请联系客户办理退款或抵扣")
         log.info("alipay payment recorded out_trade_no=%s account=%s amount=%s",
                  out_trade_no, mask_account(order.account_number), order.amount)
         return "paid"

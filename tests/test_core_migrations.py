@@ -46,7 +46,7 @@ async def test_core_migrations_apply_and_roundtrip(url):
     await upgrade(url, CORE_MIGRATIONS)
     tables, version, diff = await _state(url)
     assert TABLES <= tables
-    assert version == "0001_core_initial"
+    assert version == "0002_core_payment_credit"
     assert diff == [], diff  # models and migration agree
     await upgrade(url, CORE_MIGRATIONS)  # idempotent
     await downgrade(url, CORE_MIGRATIONS, "base")
@@ -54,7 +54,7 @@ async def test_core_migrations_apply_and_roundtrip(url):
     assert not (TABLES & tables) and version is None
     await upgrade(url, CORE_MIGRATIONS)
     tables, version, _ = await _state(url)
-    assert TABLES <= tables and version == "0001_core_initial"
+    assert TABLES <= tables and version == "0002_core_payment_credit"
 
 
 async def test_unique_constraints_exist(url):

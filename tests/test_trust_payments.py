@@ -209,6 +209,12 @@ async def test_a_late_duplicate_payment_is_kept_as_credit_and_raised_to_the_back
     assert len(raised) == 1
     assert raised[0].priority == "high" and raised[0].details["out_trade_no"] == second.out_trade_no
     assert raised[0].description.startswith("重复缴费")
+    # ...and to an agent: a high-priority handoff in the customer's conversation, once
+    from bot.dialogue.handoff import list_active_handoffs
+
+    async with env.payments.ctx.sessionmaker() as session:
+        handoffs = [h for h in await list_active_handoffs(session) if h.conversation_id == f"alipay:{user}"]
+    assert [(h.reason, h.priority) for h in handoffs] == [("duplicate_payment", "high")]
     # the customer is told: the first payment confirmed, the second kept as credit
     def sent_to_user() -> list[str]:
         return [m["text"]["content"] for m in env.fake.sent if m["to_user_id"] == user]

@@ -36,6 +36,7 @@ REASON_LABELS = {
     "complaint_angry": "投诉/情绪激动",
     "repeated_fallback": "多次未识别",
     "hazard": "安全隐患",
+    "duplicate_payment": "重复缴费",
 }
 PRIORITY_LABELS = {"low": "低", "normal": "普通", "high": "高", "emergency": "紧急"}
 

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from bot.dialogue.store import Event
 from bot.models import Base, BigId, utcnow
 
-REASONS = ("request_human", "complaint_angry", "repeated_fallback", "hazard")
+REASONS = ("request_human", "complaint_angry", "repeated_fallback", "hazard", "duplicate_payment")
 PRIORITIES = ("low", "normal", "high", "emergency")
 ACTIVE = ("waiting", "assigned")
 
