@@ -33,7 +33,7 @@ class InvalidMessage(ValueError):
 
 
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 METADATA_MAX_DEPTH = 8
 METADATA_MAX_ITEMS = 200
 
@@ -41,7 +41,7 @@ METADATA_MAX_ITEMS = 200
 def clean_text(text: str) -> str:
     """Text every store and platform accepts: surrogate pairs that arrived as two code points
     (JSON "\\ud83d\\ude00", a split SMS part) joined, a lone surrogate replaced by U+FFFD,
-    NUL and other C0 controls but tab and newlines removed."""
+    NUL and other C0/C1 controls but tab and line ends removed."""
     if _SURROGATE.search(text):
         text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     return _CONTROL.sub("", text)

@@ -100,6 +100,7 @@ from bot.db import sql_const, unnest_rows
 from bot.logs import mask_phone
 from bot.models import InboundMessage, OutboxMessage
 from channels.base import Channel, ChannelContext, DeliveryError, Message, Reply
+from channels.base import clean_text as clean_message_text
 from channels.sms_store import SmsOptOut, SmsPart
 
 log = logging.getLogger("powerbot.channels.sms")
@@ -272,15 +273,13 @@ def _lang_for(text: str) -> str:
 
 
 # C0 and C1 control characters but tab and newline (carriage returns become newlines first)
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def clean_text(text: str) -> str:
     """Text a provider sent, made storable: surrogate pairs joined into their character, a lone
     surrogate (half of a split emoji) replaced by U+FFFD, line ends made ``\\n``, NUL and other
     control characters dropped."""
-    text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-    return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    return clean_message_text(text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
 def _has_content(text: str) -> bool:
