@@ -116,7 +116,7 @@ async def test_direct_statements_store_what_sqlalchemy_stores(tmp_path):
     direct = await _apply(f"sqlite+aiosqlite:///{a}", True)
     plain = await _apply(f"sqlite+aiosqlite:///{b}", False)
     assert direct == plain
-    assert [k for _, _, k in direct[0]] == ["m0", "m1", "m2", "m3", "m4"]
+    assert [k for _, _, _, k in direct[0]] == ["m0", "m1", "m2", "m3", "m4"]
     assert direct[2] == [1, 2, 2]  # the guarded tracker update, two events, two inbound rows closed
     stored_direct, stored_plain = _dump(a), _dump(b)
     assert stored_direct == stored_plain
@@ -185,7 +185,7 @@ async def test_insert_returning_in_chunks_on_both_backends(store_url, monkeypatc
     await upgrade(store_url, BOT_MIGRATIONS)
     engine = make_engine(store_url)
     table = InboundMessage.__table__
-    ins = InsertReturning(table, ("id", "channel", "dedupe_key"), conflict=("channel", "dedupe_key"),
+    ins = InsertReturning(table, ("id", "channel", "sender_id", "dedupe_key"), conflict=("channel", "sender_id", "dedupe_key"),
                           fallback=lambda conn: _insert_stmt(conn, table))
     monkeypatch.setattr(InsertReturning, "CHUNK", 7)
     rows = [_inbound(n) for n in range(30)]
@@ -195,7 +195,7 @@ async def test_insert_returning_in_chunks_on_both_backends(store_url, monkeypatc
     finally:
         await engine.dispose()
     assert first.rowcount == 20 and len({r[0] for r in first.rows}) == 20
-    assert sorted(int(r[2][1:]) for r in second.rows) == list(range(20, 30))
+    assert sorted(int(r[3][1:]) for r in second.rows) == list(range(20, 30))
 
 
 async def test_expanding_in_is_rendered_per_length(store_url):
@@ -267,7 +267,7 @@ async def test_batches_of_every_size_compile_a_few_statements(sqlite_url):
     await upgrade(sqlite_url, BOT_MIGRATIONS)
     engine = make_engine(sqlite_url)
     table = InboundMessage.__table__
-    ins = InsertReturning(table, ("id", "channel", "dedupe_key"), conflict=("channel", "dedupe_key"),
+    ins = InsertReturning(table, ("id", "channel", "sender_id", "dedupe_key"), conflict=("channel", "sender_id", "dedupe_key"),
                           fallback=lambda conn: _insert_stmt(conn, table))
     stmt = select(table.c.dedupe_key).where(table.c.id.in_(bindparam("ids", expanding=True))).order_by(table.c.id)
     pre = Precompiled(stmt)
