@@ -9,8 +9,6 @@ The real core and gateway, nothing mocked; the core is asked what was written.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-
 import aiohttp
 import pytest
 from sqlalchemy import func, select
@@ -20,18 +18,10 @@ from bot.app import SESSIONMAKER
 from bot.models import OutboxMessage
 from sms_platform import API_KEY, SECRET, inbound_body, post_signed, run_provider
 from stack import run_gateway, wait_until
-from tests.test_dialogue_flows import Chat, CoreThread, gw  # noqa: F401 - the gateway fixture
+from tests.test_dialogue_flows import Chat, core_url, gw  # noqa: F401 - the core and gateway fixtures
 
 ADDRESS_2 = "漕溪北路201弄"  # the registered address of 3100000002 (李娜)
 NAME_2 = "李"
-
-
-@pytest.fixture(scope="module")
-def core_url(tmp_path_factory) -> Iterator[str]:
-    d = tmp_path_factory.mktemp("core")
-    core = CoreThread(f"sqlite+aiosqlite:///{d / 'core.db'}")
-    yield core.start()
-    core.stop()
 
 
 def chat(gw, sender: str | None = None) -> Chat:  # noqa: F811
