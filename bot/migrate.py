@@ -1,60 +1,17 @@
-"""Alembic migrations for both stores, runnable from async code.
+"""Migrations of the bot store, and of the embedded core store when the gateway runs one.
 
-Each store keeps its own Alembic environment (``bot/migrations`` and ``core/migrations``) so a
-real marketing system can replace the core without touching the bot's schema. Branches from
-different features may coexist; we always upgrade to ``heads``.
+The Alembic runner itself is ``common.migrate`` (each store has its own environment and
+version table); the core's script location comes from the core.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import asyncio
-
-from alembic import command, context
-from alembic.config import Config
-from sqlalchemy import MetaData
-from sqlalchemy.engine import Connection
-
-from bot.db import make_engine
+from common.migrate import alembic_config, downgrade, run_env, upgrade  # noqa: F401 - the bot's migration API
+from core.store import CORE_MIGRATIONS
 
 BOT_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-CORE_MIGRATIONS = Path(__file__).resolve().parent.parent / "core" / "migrations"
-
-
-def alembic_config(script_location: Path, url: str) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(script_location))
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    return cfg
-
-
-def _upgrade(connection: Connection, cfg: Config, target: str) -> None:
-    cfg.attributes["connection"] = connection
-    command.upgrade(cfg, target)
-
-
-def _downgrade(connection: Connection, cfg: Config, target: str) -> None:
-    cfg.attributes["connection"] = connection
-    command.downgrade(cfg, target)
-
-
-async def upgrade(url: str, script_location: Path, target: str = "heads") -> None:
-    engine = make_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(_upgrade, alembic_config(script_location, url), target)
-    finally:
-        await engine.dispose()
-
-
-async def downgrade(url: str, script_location: Path, target: str = "base") -> None:
-    engine = make_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(_downgrade, alembic_config(script_location, url), target)
-    finally:
-        await engine.dispose()
 
 
 async def upgrade_all(bot_url: str, core_url: str | None) -> None:
@@ -62,33 +19,3 @@ async def upgrade_all(bot_url: str, core_url: str | None) -> None:
     await upgrade(bot_url, BOT_MIGRATIONS)
     if core_url:
         await upgrade(core_url, CORE_MIGRATIONS)
-
-
-def run_env(target_metadata: MetaData, version_table: str) -> None:
-    """Body of both stores' ``env.py``: use the caller's connection, or open one from the URL.
-
-    Each store keeps its own version table, so both may live in one PostgreSQL database.
-    """
-
-    def _run(connection: Connection) -> None:
-        context.configure(
-            connection=connection,
-            target_metadata=target_metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
-            version_table=version_table,
-        )
-        with context.begin_transaction():
-            context.run_migrations()
-
-    connection = context.config.attributes.get("connection")
-    if connection is not None:
-        _run(connection)
-        return
-
-    async def _main() -> None:
-        engine = make_engine(context.config.get_main_option("sqlalchemy.url"))
-        async with engine.begin() as conn:
-            await conn.run_sync(_run)
-        await engine.dispose()
-
-    asyncio.run(_main())

@@ -19,14 +19,14 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from bot.db import make_engine, make_sessionmaker
+from common.pii import mask_text
 
 from . import schemas as sc
-from .pii import mask_text
 from .pricing import use_calendar
 from .work_calendar import default_calendar
 from .problems import ProblemError, bad_param
 from .service import CoreService, parse_date
+from .store import migrate, open_store
 
 log = logging.getLogger("core.app")
 
@@ -390,18 +390,18 @@ async def token_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 # --- app -----------------------------------------------------------------------------------
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    from bot.settings import get_settings
+    from .settings import load_core_settings
 
     url = app[DB_URL]
     try:
-        s = get_settings()
+        s = load_core_settings()
         pool, overflow, calendar_file = s.db_pool_size, s.db_max_overflow, s.work_calendar_file
     except Exception:  # noqa: BLE001 - settings problems must not stop an embedded/test core
         pool, overflow, calendar_file = 10, 10, None
     # a broken calendar file stops the core here, loudly, instead of promising wrong dates
     use_calendar(default_calendar(calendar_file))
-    engine = make_engine(url, pool_size=pool, max_overflow=overflow)
-    service = CoreService(make_sessionmaker(engine), engine.dialect.name)
+    engine, sessions = open_store(url, pool_size=pool, max_overflow=overflow)
+    service = CoreService(sessions, engine.dialect.name)
     app[SERVICE] = service
     try:
         await service.ensure_reference_data()
@@ -432,9 +432,7 @@ def create_core_app(db_url: str, *, seed: bool = False, token: str | None = None
 
 async def serve_core(db_url: str, host: str, port: int, *, seed: bool = False, token: str | None = None) -> None:
     """Migrate the core store, then serve until cancelled (used by ``powerbot core serve``)."""
-    from bot.migrate import CORE_MIGRATIONS, upgrade
-
-    await upgrade(db_url, CORE_MIGRATIONS)
+    await migrate(db_url)
     if not token:
         log.warning("core API has no token (POWERBOT_CORE_API_TOKEN): anyone who reaches %s:%d can read "
                     "customer data; keep it on a private network", host, port)

@@ -17,13 +17,12 @@ def core() -> None:
 @click.option("--seed/--no-seed", default=None, help="Seed demo data into an empty store (default: POWERBOT_DEMO_SEED).")
 def serve(seed: bool | None) -> None:
     """Migrate the core store, then serve the core API on POWERBOT_CORE_HOST:POWERBOT_CORE_PORT."""
-    from bot.settings import get_settings
+    from common.logs import setup_logging
     from core.app import serve_core
+    from core.settings import load_core_settings
 
-    s = get_settings()
+    s = load_core_settings()
     if not logging.getLogger().handlers:
-        from bot.logs import setup_logging
-
         setup_logging(s.log_level, s.log_json)  # the PII filter too
     token = s.core_token()
     asyncio.run(serve_core(s.core_db_url, s.core_host, s.core_port, seed=s.demo_seed if seed is None else seed, token=token))
@@ -33,10 +32,10 @@ def serve(seed: bool | None) -> None:
 @click.option("--accounts", "n_accounts", default=1000, show_default=True, type=click.IntRange(2, 1_000_000))
 def seed_cmd(n_accounts: int) -> None:
     """Migrate the core store, then load deterministic demo data (skipped if accounts exist)."""
-    from bot.settings import get_settings
     from core.seed import migrate_and_seed
+    from core.settings import load_core_settings
 
-    s = get_settings()
+    s = load_core_settings()
     summary = asyncio.run(migrate_and_seed(s.core_db_url, n_accounts=n_accounts))
     for line in summary:
         click.echo(line)

@@ -24,8 +24,9 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.pii import mask_phone
+
 from . import models as m
-from .pii import mask_phone
 from .pricing import CN_TZ, DEFAULT_TARIFFS, quote, sla_due
 
 log = logging.getLogger("core.seed")
@@ -326,15 +327,13 @@ async def seed(
 
 async def migrate_and_seed(db_url: str, *, n_accounts: int = 1000, reference_date: date | None = None,
                            now: datetime | None = None) -> list[str]:
-    from bot.db import make_engine, make_sessionmaker
-    from bot.migrate import CORE_MIGRATIONS, upgrade
-
     from .service import CoreService
+    from .store import migrate, open_store
 
-    await upgrade(db_url, CORE_MIGRATIONS)
-    engine = make_engine(db_url)
+    await migrate(db_url)
+    engine, sessions = open_store(db_url)
     try:
-        svc = CoreService(make_sessionmaker(engine), engine.dialect.name)
+        svc = CoreService(sessions, engine.dialect.name)
         await svc.ensure_reference_data()
         return await seed(svc.sm, n_accounts=n_accounts, reference_date=reference_date, now=now)
     finally:

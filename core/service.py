@@ -23,9 +23,10 @@ from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.pii import mask_account
+
 from . import models as m
 from . import schemas as sc
-from .pii import mask_account
 from .pricing import CN_TZ, DEFAULT_TARIFFS, QuoteError, money, quote, sla_due
 from .problems import ProblemError, bad_param, not_found
 

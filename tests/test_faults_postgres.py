@@ -156,8 +156,8 @@ async def test_idle_connections_are_pinged_busy_ones_are_not(postgres_url, monke
     statement fails once as a disconnect — and the pool, invalidated, serves a fresh one."""
     from sqlalchemy import exc
 
-    from bot import db
-    from bot.db import make_engine
+    from common import db
+    from common.db import make_engine
 
     engine = make_engine(postgres_url, pool_size=1, max_overflow=0)
     pings: list[int] = []
