@@ -22,6 +22,7 @@ from bot.outbox import OutboxWorker
 from bot.pipeline import DialogueHandler, Pipeline
 from bot.ratelimit import RateLimiting
 from bot.settings import Settings
+from bot.texts import TextService
 from channels.base import Channel, ChannelContext
 
 log = logging.getLogger("powerbot.app")
@@ -37,6 +38,7 @@ PIPELINE = web.AppKey("pipeline", Pipeline)
 OUTBOX = web.AppKey("outbox", OutboxWorker)
 CHANNELS = web.AppKey("channels", dict[str, Channel])
 EXTRAS = web.AppKey("extras", dict[str, Any])
+TEXTS = web.AppKey("texts", TextService)
 
 KNOWN_CHANNELS = ("rest", "wechat", "alipay", "sms", "email")
 
@@ -52,6 +54,7 @@ def default_handler_factory(app: web.Application) -> DialogueHandler:
         interpreter=app[INTERPRETER],
         settings=app[SETTINGS],
         payments=app[EXTRAS].get("payments"),
+        domain=app[TEXTS].domain,
         sender_proofs={name: ch.proves for name, ch in app[CHANNELS].items()},
     )
 
@@ -99,15 +102,17 @@ def create_gateway_app(
     interpreter: object | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes)
-    limits = RateLimiting(settings)  # body-size cap, per-IP and per-sender limits (bot/ratelimit.py)
+    texts = TextService(settings)  # every customer text: training_data/domain.yml + brand settings
+    limits = RateLimiting(settings, texts)  # body-size cap, per-IP and per-sender limits (bot/ratelimit.py)
     limits.install(app)
     app[SETTINGS] = settings
+    app[TEXTS] = texts
     app[EXTRAS] = {}
     # Routes must exist before the router freezes, so channels are built now and their
     # context (database, HTTP session, pipeline) is filled in at startup.
     ctx = ChannelContext(
         settings=settings, processor=None, sessionmaker=None, http=None, core=None,  # type: ignore[arg-type]
-        extras=app[EXTRAS],
+        extras=app[EXTRAS], texts=texts,
     )
     channels = build_channels(ctx)
     app[CHANNELS] = channels
@@ -137,6 +142,7 @@ def create_gateway_app(
                 app[SESSIONMAKER],
                 handler,
                 transient_errors=(CoreUnavailable,),
+                texts=texts,
                 on_enqueued=lambda: outbox_holder[0].wake() if outbox_holder else None,
             )
             app[PIPELINE] = pipeline

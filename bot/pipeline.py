@@ -56,6 +56,7 @@ from bot import outbox
 from bot.db import each_committed, in_transaction, prebuilt, sql_const
 from bot.precompiled import InsertReturning, Precompiled
 from bot.langs import detect_language
+from bot.texts import TextService
 from bot.models import ConversationLease, InboundMessage, OutboxMessage
 from channels.base import InvalidMessage, Message, Receipt, Reply, SideWrite, clean_json, clean_text, is_clean
 
@@ -75,13 +76,6 @@ MAX_REMEMBERED_CONVERSATIONS = 50_000
 MARK_FLUSH_SECONDS = 0.2
 # A prefetched read older than this is not handed to the turn (say the row waited for a retry).
 PREFETCH_FRESH_SECONDS = 1.0
-
-BUSY_TEXT = {
-    "zh": "系统繁忙，您的消息已收到并排队处理，恢复后我们会第一时间回复您。如遇停电、电线断落等紧急情况，请远离危险并拨打95598。",
-    "en": "Our system is busy right now. Your message is queued and we will answer as soon as it recovers. "
-    "For emergencies (fallen wires, sparks) keep away and call 95598.",
-}
-
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -445,6 +439,7 @@ class Pipeline:
         *,
         transient_errors: tuple[type[BaseException], ...] = (TransientError,),
         unprocessable_text: Callable[[str], str] | None = None,
+        texts: TextService | None = None,
         on_enqueued: Callable[[], None] | None = None,
         inline_grace: float = 10.0,
         cross_process: bool | None = None,
@@ -453,8 +448,10 @@ class Pipeline:
         self.sessionmaker = sessionmaker
         self.handler = handler
         self.transient_errors = transient_errors
-        # what a customer is told, per language, when their message cannot be handled at all
-        self.unprocessable_text = unprocessable_text or _domain_text("utter_message_unprocessable")
+        # customer texts (training_data/domain.yml): "busy" and "cannot be handled at all"
+        self.texts = texts if texts is not None else TextService()
+        self.busy_text = self.texts.by_lang("utter_busy")
+        self.unprocessable_text = unprocessable_text or self.texts.by_lang("utter_message_unprocessable").__getitem__
         self.on_enqueued = on_enqueued or (lambda: None)
         self.inline_grace = inline_grace
         self.locks = ConversationLocks()
@@ -1282,7 +1279,7 @@ class Pipeline:
         async with self.sessionmaker() as session, session.begin():
             if busy and (row.attempts == 0 or give_up):
                 lang = detect_language(message.text)
-                text = self.unprocessable_text(lang) if give_up else BUSY_TEXT[lang]
+                text = self.unprocessable_text(lang) if give_up else self.busy_text[lang]
                 notice = Reply(channel=message.channel, recipient_id=message.sender_id, text=text)
                 oid = await outbox.enqueue(
                     session,
@@ -1392,13 +1389,6 @@ def _retry_may_help(exc: BaseException) -> bool:
 
 _PERMANENT = (TypeError, ValueError, LookupError, AttributeError, ArithmeticError, RecursionError,
               AssertionError, NotImplementedError)
-
-
-def _domain_text(name: str) -> Callable[[str], str]:
-    from bot.dialogue.domain import Domain
-
-    domain = Domain()
-    return lambda lang: domain.render(name, lang=lang, channel="").text
 
 
 def _answer(queued: list[tuple[int, Reply]], held: Sequence[Reply] = (), held_id: int | None = None) -> Receipt:

@@ -41,6 +41,7 @@ from aiohttp import web
 
 from bot.langs import detect_language
 from bot.settings import Settings
+from bot.texts import TextService
 from channels.base import Message, Receipt, Reply, SideWrite
 
 log = logging.getLogger("powerbot.ratelimit")
@@ -49,21 +50,6 @@ WINDOW_SECONDS = 60.0
 REDIS_RETRY_SECONDS = 10.0
 REDIS_TIMEOUT_SECONDS = 0.5
 KEY_PREFIX = "powerbot:rl:"
-
-SENDER_NOTICE = {
-    "zh": "您发送消息过于频繁，请稍候一分钟再试。如遇停电、电线断落等紧急情况，请远离危险并拨打95598。",
-    "en": "You are sending messages too quickly; please wait a minute and try again. "
-    "For emergencies (fallen wires, sparks) keep away and call 95598.",
-}
-IP_NOTICE = {
-    "zh": "请求过于频繁，请稍后再试。",
-    "en": "Too many requests; please try again shortly.",
-}
-BODY_NOTICE = {
-    "zh": "消息内容过大，无法处理。",
-    "en": "The request body is too large.",
-}
-
 
 def _hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
@@ -194,10 +180,11 @@ class RateLimitedProcessor:
     Anything else (``mark_delivered_inline``...) is passed through to the wrapped processor.
     """
 
-    def __init__(self, inner: Any, limiter: RateLimiter, per_minute: int) -> None:
+    def __init__(self, inner: Any, limiter: RateLimiter, per_minute: int, texts: TextService | None = None) -> None:
         self.inner = inner
         self.limiter = limiter
         self.per_minute = per_minute
+        self.texts = texts if texts is not None else TextService()
 
     async def receive(self, message: Message, *, wait: float | None = None, also: Sequence[SideWrite] = ()) -> Receipt:
         decision = await self.limiter.hit(f"s:{message.channel}:{message.sender_id}", self.per_minute)
@@ -212,7 +199,8 @@ class RateLimitedProcessor:
         if not decision.first_refusal:
             return Receipt(duplicate=False, replies=[])
         lang = detect_language(message.text)
-        notice = Reply(channel=message.channel, recipient_id=message.sender_id, text=SENDER_NOTICE[lang])
+        text = self.texts.text("utter_rate_limited", lang=lang, channel=message.channel)
+        notice = Reply(channel=message.channel, recipient_id=message.sender_id, text=text)
         return Receipt(duplicate=False, replies=[notice])
 
     def __getattr__(self, name: str) -> Any:
@@ -226,8 +214,9 @@ def _lang(request: web.Request) -> str:
 class RateLimiting:
     """Installs the middleware on an app and wraps its message processor."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, texts: TextService | None = None) -> None:
         self.settings = settings
+        self.texts = texts if texts is not None else TextService(settings)
         self.max_body = settings.max_body_bytes
         self.per_ip = settings.rate_limit_per_ip_per_minute
         self.per_sender = settings.rate_limit_per_sender_per_minute
@@ -246,7 +235,7 @@ class RateLimiting:
     def wrap(self, processor: Any) -> Any:
         if self.per_sender <= 0:
             return processor
-        return RateLimitedProcessor(processor, self.limiter, self.per_sender)
+        return RateLimitedProcessor(processor, self.limiter, self.per_sender, self.texts)
 
     def client_ip(self, request: web.Request) -> str:
         if self.trust_forwarded:
@@ -264,7 +253,7 @@ class RateLimiting:
             log.warning("refused body of %d bytes on %s (limit %d)", length, request.path, self.max_body)
             # The body was not read: close the connection instead of draining it.
             resp = web.json_response(
-                {"error": "payload_too_large", "message": BODY_NOTICE[_lang(request)], "limit": self.max_body},
+                {"error": "payload_too_large", "message": self.texts.text("utter_request_too_large", lang=_lang(request)), "limit": self.max_body},
                 status=413,
                 headers={"Connection": "close"},
             )
@@ -276,7 +265,7 @@ class RateLimiting:
                 if decision.first_refusal:
                     log.warning("rate limited client ip on %s (%.0f req/min)", request.path, decision.count)
                 return web.json_response(
-                    {"error": "rate_limited", "message": IP_NOTICE[_lang(request)], "retry_after": decision.retry_after},
+                    {"error": "rate_limited", "message": self.texts.text("utter_too_many_requests", lang=_lang(request)), "retry_after": decision.retry_after},
                     status=429,
                     headers={"Retry-After": str(decision.retry_after)},
                 )

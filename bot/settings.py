@@ -69,6 +69,17 @@ class Settings(BaseSettings):
     rate_limit_trust_forwarded: bool = False  # behind a reverse proxy: client IP from X-Forwarded-For
     demo_seed: bool = True  # `powerbot run` seeds demo data into an empty core store
 
+    # --- brand: placeholders of every customer text in training_data/domain.yml ----------
+    # ({brand}, {brand_short}, {brand_en}, {service}, {assistant}, {hotline}, {app}); a utility
+    # that is not State Grid sets these and changes no installed file.
+    brand_name: str = "国家电网"  # {brand}
+    brand_short_name: str = "国网"  # {brand_short}
+    brand_name_en: str = "State Grid"  # {brand_en}
+    service_name: str = "国网电力客服"  # {service}: the official-account / life-account name
+    assistant_name: str = "小e"  # {assistant}: the virtual assistant's name
+    hotline: str = "95598"  # {hotline}: the customer-service telephone number
+    app_name: str = "网上国网"  # {app}: the utility's own customer app
+
     # --- channels (a channel without its settings is off) -----------------------------
     wechat_appid: str | None = None
     wechat_secret: SecretStr | None = None

@@ -46,15 +46,6 @@ _DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _DTD_STR = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _ID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
-WELCOME = (
-    "您好，欢迎关注国网电力客服生活号！我是智能客服小e，可以帮您查电费、交电费、查停电、报修和转人工。"
-    "为方便查询，请先绑定户号。"
-)
-MEDIA_TEXT = (
-    "收到您的消息，谢谢！目前智能客服只能识别文字，请用文字简单描述您的问题，"
-    "例如“查电费”“我家停电了”“电表坏了要报修”。如需人工帮助，请回复“转人工”。"
-)
-MENU_UNKNOWN_TEXT = "该菜单功能正在升级中，您可以直接输入问题，例如“查电费”“我要报修”。"
 
 
 class BadRequest(Exception):
@@ -119,6 +110,10 @@ class AlipayChannel(Channel):
     def __init__(self, ctx: ChannelContext, *, appid: str, app_private_pem: str, alipay_public_pem: str) -> None:
         super().__init__(ctx)
         s = ctx.settings
+        # what the channel itself says (training_data/domain.yml), rendered once, in Chinese
+        self.welcome_text = ctx.texts.text("utter_welcome", channel=self.name)
+        self.media_text = ctx.texts.text("utter_media_not_understood", channel=self.name)
+        self.menu_unknown_text = ctx.texts.text("utter_menu_unavailable", channel=self.name)
         self.appid = appid
         public = (s.public_url or f"http://{s.host}:{s.port}").rstrip("/")
         self.notify_url = f"{public}/payments/alipay/notify"
@@ -216,12 +211,12 @@ class AlipayChannel(Channel):
             if event == "follow":
                 kind, text = "event", "绑定户号"  # welcome + the bind prompt, like WeChat's subscribe
                 metadata.update(event="subscribe")
-                await self._queue_direct(user_id, WELCOME, f"welcome:{dedupe}")
+                await self._queue_direct(user_id, self.welcome_text, f"welcome:{dedupe}")
             elif event == "click":
                 key = str(biz.get("ActionParam", "")).strip()[:60]
                 said = CLICK_TEXT.get(key.upper())
                 if said is None:
-                    await self._queue_direct(user_id, MENU_UNKNOWN_TEXT, f"menu:{dedupe}")
+                    await self._queue_direct(user_id, self.menu_unknown_text, f"menu:{dedupe}")
                     return self._ack(user_id, charset)
                 kind, text = "event", said
                 metadata.update(event="CLICK", key=key.upper())
@@ -237,7 +232,7 @@ class AlipayChannel(Channel):
         else:
             # Images, voice, stickers, links...: a polite fixed answer, once per message.
             ref = msg_id or f"{user_id}:{create_time}"
-            await self._queue_direct(user_id, MEDIA_TEXT, f"media:{msg_type[:16]}:{ref}")
+            await self._queue_direct(user_id, self.media_text, f"media:{msg_type[:16]}:{ref}")
             return self._ack(user_id, charset)
         if len(text) > MAX_INBOUND_TEXT:
             text = text[:MAX_INBOUND_TEXT]

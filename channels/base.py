@@ -169,6 +169,13 @@ class MessageProcessor(Protocol):
     def delivered_inline(self, receipt: Receipt) -> None: ...
 
 
+class Texts(Protocol):
+    """Customer texts by name (``bot.texts.TextService``: responses of ``domain.yml`` with the
+    brand settings filled in). A channel says nothing to a customer that is not one of them."""
+
+    def text(self, name: str, /, *, lang: str = "zh", channel: str = "", **values: Any) -> str: ...
+
+
 @dataclass(slots=True)
 class ChannelContext:
     """What the app wiring gives every channel at construction."""
@@ -179,6 +186,13 @@ class ChannelContext:
     http: aiohttp.ClientSession
     core: CoreClient
     extras: dict[str, Any] = field(default_factory=dict)
+    texts: Texts = None  # type: ignore[assignment]  # None: built from ``settings``
+
+    def __post_init__(self) -> None:
+        if self.texts is None:
+            from bot.texts import TextService
+
+            self.texts = TextService(self.settings)
 
 
 class Channel(abc.ABC):

@@ -48,9 +48,6 @@ from channels.email_parse import ParsedMail, parse_mail
 
 log = logging.getLogger("powerbot.channels.email")
 
-FROM_NAME = "国家电网95598客服"
-DEFAULT_REPLY_SUBJECT = "国家电网95598客服回复"
-DEFAULT_NOTICE_SUBJECT = "国家电网95598服务通知"
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _RE_PREFIX = re.compile(r"^\s*(re|回复|答复)\s*[:：]", re.I)
 _URL = re.compile(r"https?://[^\s<>\"'）)]+")
@@ -61,14 +58,15 @@ def mask_email(addr: str) -> str:
     return f"{local[:1]}***@{domain}" if domain else "***"
 
 
-def reply_subject(subject: str | None) -> str:
+def reply_subject(subject: str | None, default: str = "") -> str:
+    """The subject of an answer to a mail with ``subject`` (``default`` when it had none)."""
     s = (subject or "").strip()
     if not s:
-        return DEFAULT_REPLY_SUBJECT
+        return default
     return s if _RE_PREFIX.match(s) else f"Re: {s}"
 
 
-def render_html(reply: Reply) -> str:
+def render_html(reply: Reply, footer: str) -> str:
     paragraphs = []
     for para in reply.text.strip().split("\n"):
         escaped = html.escape(para)
@@ -86,19 +84,19 @@ def render_html(reply: Reply) -> str:
         '<!DOCTYPE html><html><head><meta charset="utf-8"></head>'
         '<body style="font-family:sans-serif;font-size:14px;line-height:1.6">'
         f"<p>{body}</p>{extra}"
-        '<hr><p style="color:#888;font-size:12px">国家电网95598 · 直接回复本邮件即可继续咨询。</p>'
+        f'<hr><p style="color:#888;font-size:12px">{html.escape(footer)}</p>'
         "</body></html>"
     )
 
 
-def render_plain(reply: Reply) -> str:
+def render_plain(reply: Reply, footer: str) -> str:
     text = reply.text.strip()
     url = reply.metadata.get("pay_url") or reply.metadata.get("url")
     if url and url not in text:
         text += f"\n{url}"
     if reply.buttons:
         text += "\n\n" + "\n".join(f"- {b.title}" for b in reply.buttons)
-    return text + "\n\n--\n国家电网95598 · 直接回复本邮件即可继续咨询。\n"
+    return text + f"\n\n--\n{footer}\n"
 
 
 class _SmtpHandler:
@@ -119,6 +117,11 @@ class EmailChannel(Channel):
         super().__init__(ctx)
         s = ctx.settings
         self.mail_from = s.mail_from
+        # sender name, default subjects and footer (training_data/domain.yml), rendered once
+        self.from_name = ctx.texts.text("utter_email_sender_name", channel=self.name)
+        self.reply_subject = ctx.texts.text("utter_email_reply_subject", channel=self.name)
+        self.notice_subject = ctx.texts.text("utter_email_notice_subject", channel=self.name)
+        self.footer = ctx.texts.text("utter_email_footer", channel=self.name)
         self.own_addresses = {parseaddr(s.mail_from)[1].lower() or s.mail_from.lower()}
         self._server: asyncio.base_events.Server | None = None
         self.bound_port: int | None = None
@@ -222,7 +225,7 @@ class EmailChannel(Channel):
             raise DeliveryError("recipient is not an email address", retryable=False, code="bad_recipient")
         notice = reply.kind in ("notice", "template")
         msg = EmailMessage()
-        msg["From"] = formataddr((FROM_NAME, self.mail_from))
+        msg["From"] = formataddr((self.from_name, self.mail_from))
         msg["To"] = address
         msg["Date"] = formatdate(localtime=False, usegmt=True)
         domain = self.mail_from.rsplit("@", 1)[-1] or "powerbot.local"
@@ -237,10 +240,10 @@ class EmailChannel(Channel):
                 if customer_mid and not str(customer_mid).startswith("<sha256-"):
                     msg["In-Reply-To"] = customer_mid
                     msg["References"] = " ".join([*refs[-19:], customer_mid])
-                subject = subject or reply_subject(last.get("subject"))
-        msg["Subject"] = subject or (DEFAULT_NOTICE_SUBJECT if notice else DEFAULT_REPLY_SUBJECT)
-        msg.set_content(render_plain(reply), cte="base64")
-        msg.add_alternative(render_html(reply), subtype="html", cte="base64")
+                subject = subject or reply_subject(last.get("subject"), self.reply_subject)
+        msg["Subject"] = subject or (self.notice_subject if notice else self.reply_subject)
+        msg.set_content(render_plain(reply, self.footer), cte="base64")
+        msg.add_alternative(render_html(reply, self.footer), subtype="html", cte="base64")
         return msg
 
     async def send(self, reply: Reply) -> str | None:

@@ -129,22 +129,9 @@ STOP_EN = re.compile(r"(?:please)?(?:stop|unsubscribe|unsub|optout)(?:me|all|sms
 START_ZH = re.compile(r"(?:恢复|重新订阅)(?:订阅)?(?:短信)?(?:通知)?")
 START_EN = re.compile(r"(?:please)?(?:start|unstop|resubscribe)(?:please|thanks|thankyou)?")
 
-TEXTS = {
-    "stopped": {
-        "zh": "您已退订95598短信通知，将不再收到停电、账单等通知短信。如需恢复请回复START。用电咨询、报修请拨打95598。",
-        "en": "You have unsubscribed from 95598 SMS notices and will receive no more of them. "
-        "Reply START to resubscribe. For service or repairs call 95598.",
-    },
-    "started": {
-        "zh": "您已恢复接收95598短信通知。回复TD可随时退订。",
-        "en": "You will receive 95598 SMS notices again. Reply STOP to unsubscribe at any time.",
-    },
-    "rate_limited": {
-        "zh": "您发送的短信过于频繁，请稍后再试。如遇停电、电线断落等紧急情况，请远离危险并拨打95598。",
-        "en": "You are sending messages too quickly, please try again in a minute. "
-        "For emergencies (fallen wires, sparks) keep away and call 95598.",
-    },
-}
+# what the channel itself says: responses of training_data/domain.yml (``ChannelContext.texts``)
+TEXT_NAMES = {"stopped": "utter_sms_unsubscribed", "started": "utter_sms_resubscribed",
+              "rate_limited": "utter_rate_limited"}
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -647,6 +634,8 @@ class SmsChannel(Channel):
     def __init__(self, ctx: ChannelContext) -> None:
         super().__init__(ctx)
         s = ctx.settings
+        self.fixed_texts = {key: {lang: ctx.texts.text(name, lang=lang, channel=self.name) for lang in ("zh", "en")}
+                      for key, name in TEXT_NAMES.items()}
         assert s.sms_api_base_url and s.sms_secret
         self.base_url = s.sms_api_base_url.rstrip("/")
         self.secret = s.sms_secret.get_secret_value()
@@ -915,7 +904,7 @@ class SmsChannel(Channel):
         reply = Reply(
             channel=self.name,
             recipient_id=phone,
-            text=TEXTS["stopped" if keyword == "stop" else "started"][lang],
+            text=self.fixed_texts["stopped" if keyword == "stop" else "started"][lang],
             metadata={"transactional": True},
         )
         await self._enqueue(reply, dedupe_key=f"kw:{message_id}")
@@ -939,7 +928,7 @@ class SmsChannel(Channel):
         reply = Reply(
             channel=self.name,
             recipient_id=phone,
-            text=TEXTS["rate_limited"][_lang_for(text)],
+            text=self.fixed_texts["rate_limited"][_lang_for(text)],
             metadata={"transactional": True},
         )
         await self._enqueue(reply, dedupe_key=f"rl:{phone}:{uuid.uuid4().hex}")

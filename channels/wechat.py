@@ -53,20 +53,6 @@ _DECLARATION = re.compile(rb"<!", re.IGNORECASE)
 _CDATA = re.compile(rb"<!\[CDATA\[.*?\]\]>", re.DOTALL)
 
 
-WELCOME = (
-    "您好，欢迎关注国网电力客服！我是智能客服小e，可以帮您查电费、交电费、查停电、报修和转人工。"
-    "为方便查询，请先绑定户号。"
-)
-BIND_PROMPT = "请回复您的10位户号（可在电费账单或缴费凭证上找到）完成绑定。"
-IMAGE_TEXT = (
-    "收到您的图片，谢谢！目前智能客服还不能识别图片内容，请用文字简单描述您的问题，"
-    "例如“查电费”“我家停电了”“电表坏了要报修”。如需人工帮助，请回复“转人工”。"
-)
-VOICE_UNCLEAR_TEXT = "抱歉，没有听清您的语音，请再说一遍或直接输入文字。"
-UNSUPPORTED_TEXT = "抱歉，暂不支持这种消息类型。请用文字描述您的问题，或回复“转人工”。"
-MENU_UNKNOWN_TEXT = "该菜单功能正在升级中，您可以直接输入问题，例如“查电费”“我要报修”。"
-
-
 def _mask_openid(openid: str) -> str:
     return (openid[:6] + "***") if openid else "-"
 
@@ -150,6 +136,15 @@ class WeChatChannel(Channel):
     def __init__(self, ctx: ChannelContext) -> None:
         super().__init__(ctx)
         s = ctx.settings
+        # what the channel itself says (training_data/domain.yml), rendered once: in Chinese,
+        # since an event, a picture or an unheard voice message shows no language
+        t = ctx.texts
+        self.welcome_text = t.text("utter_welcome", channel=self.name)
+        self.bind_prompt = t.text("utter_bind_prompt", channel=self.name)
+        self.image_text = t.text("utter_media_not_understood", channel=self.name)
+        self.voice_unclear_text = t.text("utter_voice_unclear", channel=self.name)
+        self.unsupported_text = t.text("utter_message_type_unsupported", channel=self.name)
+        self.menu_unknown_text = t.text("utter_menu_unavailable", channel=self.name)
         self.appid: str = s.wechat_appid or ""
         self._token: str = s.wechat_token.get_secret_value() if s.wechat_token else ""
         self._secret: str = s.wechat_secret.get_secret_value() if s.wechat_secret else ""
@@ -331,11 +326,12 @@ class WeChatChannel(Channel):
                 if key.startswith("qrscene_"):
                     meta["scene"] = key[len("qrscene_"):][:64]
                 msg = Message(self.name, sender, "绑定户号", dedupe, kind="event", metadata=meta)
-                return await self._converse(msg, answered, prefix=WELCOME, fallback=f"{WELCOME}\n{BIND_PROMPT}")
+                return await self._converse(msg, answered, prefix=self.welcome_text,
+                                            fallback=f"{self.welcome_text}\n{self.bind_prompt}")
             if event == "click":
                 said = CLICK_TEXT.get(key.upper())
                 if said is None:
-                    return MENU_UNKNOWN_TEXT
+                    return self.menu_unknown_text
                 msg = Message(self.name, sender, said, dedupe, kind="event",
                               metadata={"event": "CLICK", "key": key.upper()})
                 return await self._converse(msg, answered)
@@ -352,7 +348,7 @@ class WeChatChannel(Channel):
                 msg = Message(self.name, sender, said[:MAX_TEXT], msg_id, kind="voice",
                               metadata={"media_id": _field(xml, "MediaId")[:128]})
             else:
-                direct = VOICE_UNCLEAR_TEXT
+                direct = self.voice_unclear_text
         elif msg_type == "location":
             try:
                 lat, lon = float(_field(xml, "Location_X")), float(_field(xml, "Location_Y"))
@@ -366,9 +362,9 @@ class WeChatChannel(Channel):
             msg = Message(self.name, sender, f"我附近停电了吗？我的位置：{place}", msg_id,
                           kind="location", metadata={"location": location})
         elif msg_type == "image":
-            direct = IMAGE_TEXT
+            direct = self.image_text
         else:
-            direct = UNSUPPORTED_TEXT
+            direct = self.unsupported_text
         # any user message opens the 48-hour window: written with the message it came with
         if msg is None:
             await self.ledger.user_message(sender)

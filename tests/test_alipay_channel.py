@@ -156,7 +156,12 @@ async def test_retried_and_concurrent_notifies_processed_once(env: Env) -> None:
 
 
 async def test_follow_menu_click_media_and_unfollow(env: Env) -> None:
-    from channels.alipay import MEDIA_TEXT, MENU_UNKNOWN_TEXT, WELCOME
+    # the channel's own texts (training_data/domain.yml, default brand settings)
+    WELCOME = ("您好，欢迎关注国网电力客服生活号！我是智能客服小e，可以帮您查电费、交电费、查停电、报修和转人工。"
+               "为方便查询，请先绑定户号。")
+    MEDIA_TEXT = ("收到您的消息，谢谢！目前智能客服只能识别文字，请用文字简单描述您的问题，"
+                  "例如“查电费”“我家停电了”“电表坏了要报修”。如需人工帮助，请回复“转人工”。")
+    MENU_UNKNOWN_TEXT = "该菜单功能正在升级中，您可以直接输入问题，例如“查电费”“我要报修”。"
 
     u = user()
     ct = int(time.time() * 1000)

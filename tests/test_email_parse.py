@@ -110,5 +110,5 @@ def test_reply_subject() -> None:
     assert reply_subject("电费") == "Re: 电费"
     assert reply_subject("RE: 电费") == "RE: 电费"
     assert reply_subject("回复：电费") == "回复：电费"
-    assert reply_subject("") == "国家电网95598客服回复"
+    assert reply_subject("", "国家电网95598客服回复") == "国家电网95598客服回复"
 

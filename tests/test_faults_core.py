@@ -24,9 +24,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.app import SESSIONMAKER
 from bot.models import InboundMessage, OutboxMessage
-from bot.pipeline import BUSY_TEXT
 from stack import run_core, run_gateway, wait_until
 
+# what a customer is told while the bot cannot answer (utter_busy in domain.yml, default brand)
+BUSY_TEXT = {"zh": "系统繁忙，您的消息已收到并排队处理，恢复后我们会第一时间回复您。如遇停电、电线断落等紧急情况，请远离危险并拨打95598。"}
 CORE_DOWN_SECONDS = 30
 HAZARD = "楼道里电线冒火花了，有烧焦味"
 

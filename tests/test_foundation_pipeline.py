@@ -15,9 +15,11 @@ from bot.db import make_engine, make_sessionmaker
 from bot.migrate import BOT_MIGRATIONS, downgrade, upgrade
 from bot.models import InboundMessage, OutboxMessage
 from bot.outbox import OutboxWorker
-from bot.pipeline import BUSY_TEXT, Pipeline, TransientError
+from bot.pipeline import Pipeline, TransientError
 from channels.base import Channel, DeliveryError, Message, Reply
 
+# what a customer is told while the bot cannot answer (utter_busy in domain.yml, default brand)
+BUSY_TEXT = {"zh": "系统繁忙，您的消息已收到并排队处理，恢复后我们会第一时间回复您。如遇停电、电线断落等紧急情况，请远离危险并拨打95598。"}
 
 class EchoHandler:
     """A dialogue stand-in that records call order; slow on demand to provoke races."""

@@ -20,10 +20,16 @@ from sqlalchemy import func, select
 
 from bot.app import SESSIONMAKER
 from bot.models import InboundMessage
-from bot.ratelimit import SENDER_NOTICE, MemoryCounter, RateLimiter
+from bot.ratelimit import MemoryCounter, RateLimiter
 from stack import run_core, run_gateway
 from wechat_platform import APPID, TOKEN, WeChatPusher, new_openid, text_xml
 
+# the one notice a flooding sender gets (utter_rate_limited in domain.yml, default brand)
+SENDER_NOTICE = {
+    "zh": "您发送消息过于频繁，请稍候一分钟再试。如遇停电、电线断落等紧急情况，请远离危险并拨打95598。",
+    "en": "You are sending messages too quickly; please wait a minute and try again. "
+    "For emergencies (fallen wires, sparks) keep away and call 95598.",
+}
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 

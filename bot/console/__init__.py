@@ -24,7 +24,7 @@ SOCKETS = web.AppKey("console_sockets", set)
 
 
 def setup(app: web.Application) -> None:
-    from bot.app import CORE, DIALOGUE, OUTBOX, PIPELINE, SESSIONMAKER, SETTINGS
+    from bot.app import CORE, DIALOGUE, OUTBOX, PIPELINE, SESSIONMAKER, SETTINGS, TEXTS
     from bot.console import views
     from bot.console.hooks import ConsoleHandler, make_on_handoff_message
 
@@ -44,7 +44,7 @@ def setup(app: web.Application) -> None:
         await bus.start()
         app[BUS] = bus
         pipeline = app[PIPELINE]
-        pipeline.handler = ConsoleHandler(pipeline.handler, app[SESSIONMAKER], app[CORE], bus)
+        pipeline.handler = ConsoleHandler(pipeline.handler, app[SESSIONMAKER], app[CORE], bus, app[TEXTS])
         engine = app[DIALOGUE]
         try:
             engine.on_handoff_message = make_on_handoff_message(app[SESSIONMAKER], bus)  # type: ignore[attr-defined]

@@ -29,6 +29,7 @@ from bot.console.models import CallbackOffer, ConsoleMessage, Satisfaction
 from bot.dialogue.handoff import get_active_handoff
 from bot.langs import detect_language
 from bot.models import utcnow
+from bot.texts import TextService
 from channels.base import Message, Reply
 
 log = logging.getLogger("powerbot.console")
@@ -47,8 +48,10 @@ SATISFACTION_PROBE = (
 
 
 class ConsoleHandler:
-    def __init__(self, inner: Any, sessionmaker: async_sessionmaker[AsyncSession], core: CoreClient, bus: EventBus) -> None:
+    def __init__(self, inner: Any, sessionmaker: async_sessionmaker[AsyncSession], core: CoreClient, bus: EventBus,
+                 texts: TextService | None = None) -> None:
         self.inner = inner
+        self.texts = texts if texts is not None else TextService()
         self.sessionmaker = sessionmaker
         self.core = core
         self.bus = bus
@@ -79,7 +82,7 @@ class ConsoleHandler:
                         await self.bus.publish({"type": "satisfaction", "handoff_id": pending.handoff_id,
                                                 "conversation_id": cid, "score": score, "status": "released",
                                                 "holder": pending.agent_name})
-                        thanks = service.SATISFACTION_THANKS[lang].format(score=score)
+                        thanks = self.texts.text("utter_csat_thanks", lang=lang, channel=message.channel, score=score)
                         session.add(ConsoleMessage(conversation_id=cid, handoff_id=pending.handoff_id, kind="system",
                                                    text=f"客户评分 {score} 分"))
                         return [self._reply(message, thanks)]
@@ -116,7 +119,8 @@ class ConsoleHandler:
                 session.add(CallbackOffer(conversation_id=cid, handoff_id=after.id, status="offered",
                                           estimated_wait_seconds=wait))
                 minutes = max(1, round(wait / 60))
-                notice = service.NOBODY_ONLINE[lang].format(minutes=minutes)
+                notice = self.texts.text("utter_handoff_nobody_online", lang=lang, channel=message.channel,
+                                         minutes=minutes)
                 replies.append(self._reply(message, notice))
                 session.add(ConsoleMessage(conversation_id=cid, handoff_id=after.id, kind="bot", text=notice))
 
@@ -149,14 +153,14 @@ class ConsoleHandler:
             )
         except CoreError as exc:
             log.warning("callback work order failed for handoff %s: %s", handoff.id, type(exc).__name__)
-            return service.CALLBACK_FAILED[lang]
+            return self.texts.text("utter_callback_failed", lang=lang, channel=message.channel)
         async with self.sessionmaker() as session, session.begin():
             offer = await service.open_callback_offer(session, handoff.id)
             if offer is not None:
                 offer.status, offer.work_order_id, offer.accepted_at = "accepted", wo.id, utcnow()
         await self.bus.publish({"type": "callback", "handoff_id": handoff.id, "conversation_id": message.conversation_id,
                                 "status": handoff.status, "holder": handoff.agent_id})
-        return service.CALLBACK_DONE[lang].format(wo=wo.id)
+        return self.texts.text("utter_callback_registered", lang=lang, channel=message.channel, wo=wo.id)
 
 
 def make_on_handoff_message(sessionmaker: async_sessionmaker[AsyncSession], bus: EventBus):  # type: ignore[no-untyped-def]

@@ -23,6 +23,7 @@ from bot.dialogue.handoff import ACTIVE, PRIORITIES, Handoff, release_to_bot
 from bot.dialogue.store import Conversation, Event
 from bot.langs import detect_language
 from bot.models import InboundMessage, utcnow
+from bot.texts import TextService
 from channels.base import Reply
 
 ONLINE_WINDOW = timedelta(seconds=60)
@@ -49,27 +50,10 @@ CANNED_RESPONSES = [
     "感谢您的耐心等待，请问还有其他可以帮您的吗？",
 ]
 
-SATISFACTION_ASK = {
-    "zh": "本次人工服务已结束，接下来由智能客服继续为您服务。请您为本次服务打分：回复 1–5 的数字（5 分为非常满意）。",
-    "en": "The agent has closed this chat and the assistant is back. How satisfied were you? Reply with a number from 1 to 5 (5 = very satisfied).",
-}
-SATISFACTION_THANKS = {
-    "zh": "感谢您的评价（{score} 分）！如还有其他问题，请直接告诉我。",
-    "en": "Thank you for your rating ({score}/5)! Anything else, just tell me.",
-}
-NOBODY_ONLINE = {
-    "zh": "当前暂无人工客服在线，预计需等待约 {minutes} 分钟，您可以继续留言。如不便等待，回复“回电”，我们将为您登记回电工单，客服上线后尽快联系您。",
-    "en": "No agent is available right now; the expected wait is about {minutes} minutes. You can keep writing here. "
-    "If you prefer, reply \"callback\" and we will register a callback request so an agent calls you back.",
-}
-CALLBACK_DONE = {
-    "zh": "已为您登记回电工单 {wo}，客服人员将尽快与您联系。",
-    "en": "Your callback request {wo} is registered; an agent will contact you as soon as possible.",
-}
-CALLBACK_FAILED = {
-    "zh": "抱歉，回电工单暂时无法登记，您的转人工请求仍在排队中，请稍候。",
-    "en": "Sorry, the callback request could not be registered right now; you are still in the queue for an agent.",
-}
+# What the console says to customers (the satisfaction question and thanks, "nobody online",
+# the callback answers) are responses of training_data/domain.yml, rendered by the app's
+# ``TextService``: utter_csat_ask, utter_csat_thanks, utter_handoff_nobody_online,
+# utter_callback_registered, utter_callback_failed.
 
 _CN_DIGITS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5}
 _SCORE = re.compile(r"^\s*([1-5一二两三四五])\s*(分|星|颗星|stars?|points?)?\s*[。.!！~～]*\s*$", re.I)
@@ -298,13 +282,15 @@ async def note(session: AsyncSession, h: Handoff, agent_name: str, text: str) ->
     return msg
 
 
-async def close(session: AsyncSession, h: Handoff, agent_name: str, note_text: str | None = None) -> None:
+async def close(session: AsyncSession, h: Handoff, agent_name: str, note_text: str | None = None, *,
+                texts: TextService) -> None:
     """Hand the conversation back to the bot and ask the customer for a 1–5 score."""
     await release_to_bot(session, h.conversation_id, note=note_text)
     session.add(ConsoleMessage(conversation_id=h.conversation_id, handoff_id=h.id, agent_name=agent_name,
                                kind="system", text=f"{agent_name} 结束会话，交还机器人"))
     lang = await customer_language(session, h.conversation_id)
-    await send_to_customer(session, h.conversation_id, SATISFACTION_ASK[lang], dedupe_key=f"csat:{h.id}")
+    ask = texts.text("utter_csat_ask", lang=lang)
+    await send_to_customer(session, h.conversation_id, ask, dedupe_key=f"csat:{h.id}")
     session.add(Satisfaction(conversation_id=h.conversation_id, handoff_id=h.id, agent_name=h.agent_id or agent_name,
                              status="asked"))
     await session.flush()

@@ -519,7 +519,9 @@ async def close(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.S
     note_text = _clean_str(note.strip()[:MAX_TEXT], "note") if isinstance(note, str) and note.strip() else None
     async with _sm(request)() as session, session.begin():
         h = await _handoff_for(request, session, agent, act=True)
-        await service.close(session, h, agent.name, note_text)
+        from bot.app import TEXTS
+
+        await service.close(session, h, agent.name, note_text, texts=request.app[TEXTS])
         status = "released"
     _wake_outbox(request)
     await _publish(request, {"type": "closed", **access.event_fields(h), "status": status})

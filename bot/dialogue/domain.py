@@ -8,8 +8,10 @@ placeholders (no Jinja), buttons are kept.
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,18 @@ class _Safe(dict):
         return ""
 
 
+def _load_yaml(path: Path) -> dict[str, Any]:
+    """The parsed file, parsed once per process and file version (a pipeline, an engine and
+    each channel's text service all build a ``Domain``). Callers must not mutate it."""
+    stat = path.stat()
+    return _parse_yaml(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_yaml(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+
+
 def _matches(variant: dict[str, Any], lang: str) -> bool:
     for cond in variant.get("condition") or []:
         if cond.get("type") == "slot" and cond.get("name") == "language" and cond.get("value") != lang:
@@ -39,15 +53,23 @@ def _matches(variant: dict[str, Any], lang: str) -> bool:
 
 
 class Domain:
-    def __init__(self, domain_path: Path | None = None, rules_path: Path | None = None) -> None:
+    def __init__(self, domain_path: Path | None = None, rules_path: Path | None = None,
+                 placeholders: Mapping[str, Any] | None = None) -> None:
         domain_path = domain_path or ROOT / "domain.yml"
         rules_path = rules_path or ROOT / "rules.yml"
-        self.data: dict[str, Any] = yaml.safe_load(domain_path.read_text(encoding="utf-8")) or {}
+        # values every response may use ({brand}, {hotline}, ...: ``bot.texts.brand_placeholders``;
+        # by default from the environment's settings); a value passed to ``render`` wins
+        if placeholders is None:
+            from bot.texts import brand_placeholders
+
+            placeholders = brand_placeholders(None)  # the brand settings of the environment
+        self.placeholders: dict[str, Any] = dict(placeholders)
+        self.data: dict[str, Any] = _load_yaml(domain_path)
         self.responses: dict[str, list[dict[str, Any]]] = self.data.get("responses") or {}
         self.intents: list[str] = [i if isinstance(i, str) else next(iter(i)) for i in self.data.get("intents") or []]
         self.actions: list[str] = list(self.data.get("actions") or [])
         self.forms: dict[str, Any] = self.data.get("forms") or {}
-        rules = yaml.safe_load(rules_path.read_text(encoding="utf-8")) or {}
+        rules = _load_yaml(rules_path)
         self.intent_actions: dict[str, list[str]] = {}
         for rule in rules.get("rules") or []:
             steps = rule.get("steps") or []
@@ -71,7 +93,8 @@ class Domain:
         generic = [v for v in cands if not v.get("channel")]
         pool = specific or generic or cands
         v = pool[zlib.crc32(f"{seed}:{name}".encode()) % len(pool)]
-        fmt = _Safe({k: ("" if val is None else val) for k, val in values.items()})
+        fmt = _Safe(self.placeholders)
+        fmt.update((k, "" if val is None else val) for k, val in values.items())
         text = _PLACEHOLDER.sub(lambda m: str(fmt[m.group(1)]), v.get("text", ""))
         buttons = [
             (_PLACEHOLDER.sub(lambda m: str(fmt[m.group(1)]), b.get("title", "")), b.get("payload", ""))
