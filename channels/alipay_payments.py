@@ -60,7 +60,8 @@ from bot.langs import detect_language
 from bot.logs import mask_account
 from bot.models import Base, partial
 from channels import alipay_sdk
-from channels.base import ChannelContext, DeliveryError, PaymentLink, Reply
+from channels.base import ChannelContext, DeliveryError, PaymentLink, Reply, Texts
+from common.clock import utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
     from alipay import AliPay
@@ -79,10 +80,6 @@ ORDER_TTL = timedelta(minutes=30)  # Alipay closes an unpaid trade at created_at
 REUSE_MARGIN = timedelta(minutes=5)  # an open order with less time left than this is not offered again
 CREATE_LEASE = timedelta(seconds=30)  # a creation claimed longer ago than this was abandoned
 CHINA_TZ = timezone(timedelta(hours=8))  # Alipay's times are Beijing time
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class AlipayOrder(Base):
@@ -134,25 +131,18 @@ class PaymentUnavailable(CoreUnavailable):
     pipeline answers "system busy" and runs the turn again later, which finishes the same order."""
 
 
-def confirmation_text(order: AlipayOrder, trade_no: str) -> str:
-    return (
-        f"缴费成功！户号 {mask_account(order.account_number)} 通过支付宝缴纳的电费 {order.amount} 元已到账，"
-        f"支付宝交易号 {trade_no}。感谢您的支持，如有疑问请回复或拨打95598。"
-    )
+def confirmation_text(texts: Texts, order: AlipayOrder, trade_no: str) -> str:
+    """To the customer whose payment arrived (in Chinese, as it has always been)."""
+    return texts.text("utter_payment_confirmed", lang="zh", channel=order.channel,
+                      account=mask_account(order.account_number), amount=order.amount, trade_no=trade_no)
 
 
-def duplicate_payment_text(order: AlipayOrder, trade_no: str, credit: Decimal) -> str:
+def duplicate_payment_text(texts: Texts, order: AlipayOrder, trade_no: str, credit: Decimal) -> str:
     """To the customer whose payment found the bills already paid (in English when the order
     was asked for in English: its subject is in the customer's language)."""
-    account = mask_account(order.account_number)
-    if detect_language(order.subject) == "en":
-        return (f"We received your Alipay payment of CNY {order.amount} for account {account} (Alipay trade {trade_no}), "
-                f"but the bills had already been paid by another payment. CNY {credit} went to no bill and is kept "
-                f"as a credit on the account; "
-                f"an agent will contact you to refund it or set it against your next bill. Questions: call 95598.")
-    return (f"您通过支付宝为户号 {account} 缴纳的 {order.amount} 元已收到（支付宝交易号 {trade_no}），"
-            f"但该户号的电费此前已由其他订单缴纳，其中 {credit} 元未抵扣任何账单，已记为账户余额，不会丢失。"
-            f"客服人员将与您联系办理退款或抵扣下期电费，如有疑问请拨打95598。")
+    return texts.text("utter_payment_duplicate", lang=detect_language(order.subject), channel=order.channel,
+                      account=mask_account(order.account_number), amount=order.amount, trade_no=trade_no,
+                      credit=credit)
 
 
 def _expire_text(order: AlipayOrder) -> str:
@@ -193,7 +183,7 @@ class AlipayPayments:
         Raises ``PaymentUnavailable`` when the order cannot be made now; the order made so far
         is kept and finished by the next call (no second order for the same request)."""
         total = money(amount)
-        subject = (subject or "电费缴纳")[:128]
+        subject = (subject or self.ctx.texts.text("utter_payment_subject", account=mask_account(account_number)))[:128]
         order, mine = await self._open_order(account_number, total, channel, recipient_id, subject)
         if mine:
             await self._make(order)
@@ -435,7 +425,9 @@ class AlipayPayments:
             await self._release(out_trade_no, "pending")
             raise
         credit = payment.credit_amount
-        text = duplicate_payment_text(order, trade_no, credit) if credit > 0 else confirmation_text(order, trade_no)
+        texts = self.ctx.texts
+        text = (duplicate_payment_text(texts, order, trade_no, credit) if credit > 0
+                else confirmation_text(texts, order, trade_no))
         reply = Reply(channel=order.channel, recipient_id=order.recipient_id, text=text, kind="text",
                       metadata={"event": "payment.confirmed", "out_trade_no": out_trade_no,
                                 **({"credit_amount": str(credit)} if credit > 0 else {})})

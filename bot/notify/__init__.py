@@ -28,7 +28,7 @@ PRODUCER = web.AppKey("notify_producer", object)
 
 
 def setup(app: web.Application) -> None:
-    from bot.app import CHANNELS, CORE, OUTBOX, SESSIONMAKER, SETTINGS
+    from bot.app import CHANNELS, CORE, OUTBOX, SESSIONMAKER, SETTINGS, TEXTS
     from bot.notify.api import routes
     from bot.notify.policies import FallbackHook, quiet_hours_policy
     from bot.notify.producer import Producer
@@ -52,10 +52,10 @@ def setup(app: web.Application) -> None:
         )
         if quiet is not None:
             worker.hold_policies.append(quiet)
-        hook = FallbackHook(on, settings.notify_wechat_template_id)
+        hook = FallbackHook(on, settings.notify_wechat_template_id, app[TEXTS])
         hook.wake = worker.wake
         worker.dead_letter_hooks.append(hook)
-        producer = Producer(app[SESSIONMAKER], app[CORE], settings, on, on_enqueued=worker.wake)
+        producer = Producer(app[SESSIONMAKER], app[CORE], settings, on, on_enqueued=worker.wake, text_service=app[TEXTS])
         app[PRODUCER] = producer
         if settings.notify_enabled:
             try:

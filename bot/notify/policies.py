@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.models import OutboxMessage
 from bot.notify.producer import Target, build_reply
+from bot.notify.texts import Notices
+from bot.texts import TextService
 from bot.outbox import HoldPolicy, enqueue
 
 log = logging.getLogger("powerbot.notify")
@@ -65,9 +67,10 @@ def quiet_hours_policy(spec: str | None, tz_name: str, channels: Collection[str]
 class FallbackHook:
     """Dead-letter hook: a notice refused for good goes to the next channel of its chain."""
 
-    def __init__(self, channels: Collection[str], template_id: str | None) -> None:
+    def __init__(self, channels: Collection[str], template_id: str | None, text_service: TextService | None = None) -> None:
         self.channels = set(channels)
         self.template_id = template_id
+        self.notices = Notices(text_service if text_service is not None else TextService())
         self.wake = lambda: None
 
     async def __call__(self, session: AsyncSession, row: OutboxMessage, error: BaseException) -> None:
@@ -79,7 +82,7 @@ class FallbackHook:
             nxt = chain.pop(0)
             if nxt.channel not in self.channels or (nxt.template and not self.template_id):
                 continue
-            reply, key = build_reply(meta, nxt, chain, self.template_id)
+            reply, key = build_reply(meta, nxt, chain, self.template_id, self.notices)
             new_id = await enqueue(session, reply, kind="notice", dedupe_key=key)
             log.info(
                 "notify: outbox_id=%s refused on %s (%s); fallback %s outbox_id=%s",

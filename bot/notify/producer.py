@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backend_client import CoreClient, CoreError, CoreUnavailable, Event, Subscription
 from bot.logs import mask_account
 from bot.notify import texts
+from bot.texts import TextService
 from bot.notify.models import NotifyCursor
 from bot.outbox import enqueue_many
 from bot.settings import Settings
@@ -91,7 +92,8 @@ class NoticeSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def build_reply(spec: dict[str, Any], target: Target, chain: list[Target], template_id: str | None) -> tuple[Reply, str]:
+def build_reply(spec: dict[str, Any], target: Target, chain: list[Target], template_id: str | None,
+                notices: texts.Notices) -> tuple[Reply, str]:
     """The outbox row for one target; ``spec`` is the notice's JSON form (see ``NoticeSpec``)."""
     metadata: dict[str, Any] = {
         "subject": spec["subject"],
@@ -113,8 +115,8 @@ def build_reply(spec: dict[str, Any], target: Target, chain: list[Target], templ
         metadata["template_id"] = template_id
         metadata["template_data"] = {
             "first": spec["subject"],
-            "keyword1": spec["text"].removeprefix(texts.SIGNATURE)[:180],
-            "remark": "如有疑问请拨打95598。",
+            "keyword1": spec["text"].removeprefix(notices.signature)[:180],
+            "remark": notices.remark,
         }
     reply = Reply(
         channel=target.channel,
@@ -140,8 +142,10 @@ class Producer:
         on_enqueued: Callable[[], None] | None = None,
         page_size: int = 100,
         feed: str = FEED,
+        text_service: TextService | None = None,
     ) -> None:
         self.sm = sessionmaker
+        self.notices = texts.Notices(text_service if text_service is not None else TextService(settings))
         self.core = core
         self.settings = settings
         self.channels = set(channels)
@@ -293,11 +297,11 @@ class Producer:
             for bill in arrears.unpaid_bills:
                 if not today <= bill.due_date <= today + timedelta(days=days):
                     continue
-                subject, text = texts.bill_due(bill.model_dump(mode="json"))
+                subject, text = self.notices.bill_due(bill.model_dump(mode="json"))
                 spec = {"event_id": bill.id, "event_type": "bill.due", "topic": "bill", "subject": subject,
                         "text": text, "urgent": False, "transactional": False, "key_prefix": "due"}
                 for chain in await self.route(account_subs):
-                    reply, key = build_reply(spec, chain[0], chain[1:], self.template_id)
+                    reply, key = build_reply(spec, chain[0], chain[1:], self.template_id, self.notices)
                     items.append({"reply": reply, "kind": "notice", "dedupe_key": key})
 
         await asyncio.gather(*(one(a, subs_) for a, subs_ in by_account.items()))
@@ -334,7 +338,7 @@ class Producer:
             end = texts._parse(p.get("estimated_end_at") or p.get("start_at"))
             if end is not None and end < datetime.now(timezone.utc):
                 return []  # already over: nothing to announce
-            subject, text = texts.planned_outage(p, self.tz)
+            subject, text = self.notices.planned_outage(p, self.tz)
             spec = NoticeSpec(event.id, event.type, "outage", subject, text)
             subs = await self._subs(topic="outage", district=p.get("district"))
         elif event.type == "outage.updated":
@@ -342,9 +346,9 @@ class Producer:
             if "status" not in changed:
                 return []
             if p.get("status") == "restored":
-                subject, text = texts.power_restored(p, self.tz)
+                subject, text = self.notices.power_restored(p, self.tz)
             elif p.get("status") == "cancelled" and p.get("kind") == "planned":
-                subject, text = texts.outage_cancelled(p, self.tz)
+                subject, text = self.notices.outage_cancelled(p, self.tz)
             else:
                 return []
             spec = NoticeSpec(event.id, event.type, "outage", subject, text)
@@ -352,7 +356,7 @@ class Producer:
         elif event.type == "work_order.status_changed":
             if p.get("status") not in WORK_ORDER_NOTIFY:
                 return []
-            subject, text = texts.work_order_update(p)
+            subject, text = self.notices.work_order_update(p)
             spec = NoticeSpec(event.id, event.type, "work_order", subject, text, transactional=True)
             if p.get("account_number"):
                 subs = await self._subs(topic="work_order", account_number=p["account_number"])
@@ -363,13 +367,13 @@ class Producer:
         elif event.type == "bill.issued":
             if not p.get("account_number"):
                 return []
-            subject, text = texts.bill_issued(p)
+            subject, text = self.notices.bill_issued(p)
             spec = NoticeSpec(event.id, event.type, "bill", subject, text)
             subs = await self._subs(topic="bill", account_number=p["account_number"])
         elif event.type == "payment.confirmed":
             if not p.get("account_number"):
                 return []
-            subject, text = texts.payment_confirmed(p)
+            subject, text = self.notices.payment_confirmed(p)
             spec = NoticeSpec(event.id, event.type, "payment", subject, text, transactional=True)
             subs = await self._subs(topic="payment", account_number=p["account_number"])
         if spec is None:
@@ -382,7 +386,7 @@ class Producer:
         }
         out = []
         for chain in routes:
-            reply, key = build_reply(spec_d, chain[0], chain[1:], self.template_id)
+            reply, key = build_reply(spec_d, chain[0], chain[1:], self.template_id, self.notices)
             out.append({"reply": reply, "kind": "notice", "dedupe_key": key})
         return out
 

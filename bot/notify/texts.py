@@ -1,4 +1,4 @@
-"""Customer-facing notice texts (Simplified Chinese) and the topic vocabulary."""
+"""Customer-facing notices (responses of training_data/domain.yml) and the topic vocabulary."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.logs import mask_account
+from bot.texts import TextService
 
 # Topics customers know (issue 6) → topics the core stores subscriptions under.
 TOPIC_ALIASES: dict[str, str] = {
@@ -23,23 +24,8 @@ TOPIC_ALIASES: dict[str, str] = {
 CORE_TOPICS = ("outage", "bill", "work_order", "payment")
 CHANNELS = ("wechat", "alipay", "sms", "email")
 
-SIGNATURE = "【国网电力】"
-
-WORK_ORDER_STATUS = {
-    "created": "已受理",
-    "dispatched": "已派单",
-    "in_progress": "正在处理中",
-    "resolved": "已处理完成",
-    "closed": "已办结，感谢您的支持",
-}
-WORK_ORDER_TYPE = {
-    "repair": "故障报修",
-    "complaint": "投诉",
-    "consult": "咨询",
-    "feedback": "意见建议",
-    "violation": "举报",
-    "new_connection": "新装增容",
-}
+WORK_ORDER_STATUSES = ("created", "dispatched", "in_progress", "resolved", "closed")
+WORK_ORDER_TYPES = ("repair", "complaint", "consult", "feedback", "violation", "new_connection")
 
 
 def _parse(ts: Any) -> datetime | None:
@@ -53,84 +39,107 @@ def _parse(ts: Any) -> datetime | None:
         return None
 
 
-def fmt_time(ts: Any, tz: ZoneInfo, *, with_date: bool = True) -> str:
-    dt = _parse(ts)
-    if dt is None:
-        return "另行通知"
-    local = dt.astimezone(tz)
-    return f"{local.month}月{local.day}日 {local:%H:%M}" if with_date else f"{local:%H:%M}"
+def _month_day(date: str) -> tuple[int, int] | None:
+    """(month, day) of an ISO date ``YYYY-MM-DD...``, None when it is not one."""
+    if len(date) >= 10 and date[5:7].isdigit() and date[8:10].isdigit():
+        return int(date[5:7]), int(date[8:10])
+    return None
 
 
-def _span(start: Any, end: Any, tz: ZoneInfo) -> str:
-    s, e = _parse(start), _parse(end)
-    if s is None:
-        return "另行通知"
-    if e is None:
-        return f"{fmt_time(s, tz)}起"
-    same_day = s.astimezone(tz).date() == e.astimezone(tz).date()
-    return f"{fmt_time(s, tz)}至{fmt_time(e, tz, with_date=not same_day)}"
+class Notices:
+    """The notices' subjects and texts: responses ``utter_notice_*`` of training_data/domain.yml
+    (kept short: one SMS segment of 70 characters for a typical outage), in Chinese."""
 
+    def __init__(self, texts: TextService) -> None:
+        self.texts = texts
+        t = texts.text
+        self.signature = t("utter_notice_signature")
+        self.remark = t("utter_notice_remark")
+        self.to_be_announced = t("utter_notice_time_tbd")
+        self.default_cause = t("utter_notice_default_cause")
+        self.your_area = t("utter_notice_your_area")
+        self.soon = t("utter_notice_soon")
+        self.separator = t("utter_notice_list_separator")
+        self.status_updated = t("utter_notice_work_order_status_updated")
+        self.work_order_status = {s: t(f"utter_notice_work_order_status_{s}") for s in WORK_ORDER_STATUSES}
+        self.work_order_type = {k: t(f"utter_notice_work_order_type_{k}") for k in WORK_ORDER_TYPES}
+        self.subjects = {k: t(f"utter_notice_{k}_subject") for k in
+                         ("planned_outage", "power_restored", "outage_cancelled", "work_order_update", "bill_issued",
+                          "bill_due", "payment_confirmed")}
 
-def planned_outage(o: dict[str, Any], tz: ZoneInfo) -> tuple[str, str]:
-    # Kept short: one SMS segment (70 characters) for a typical outage.
-    cause = (o.get("cause") or "电力设施检修").strip()
-    area = o.get("scope") or o.get("district") or ""
-    where = area if o.get("district", "") in area else f"{o.get('district', '')}{area}"
-    streets = "、".join(o.get("streets") or [])
-    if streets:
-        where += f"（{streets}）"
-    text = (
-        f"{SIGNATURE}计划停电：因{cause}，{where}将于"
-        f"{_span(o.get('start_at'), o.get('estimated_end_at'), tz)}停电，请提前做好准备。详询95598"
-    )
-    return "计划停电通知", text
+    def _say(self, name: str, **values: Any) -> str:
+        return self.texts.text(name, signature=self.signature, **values)
 
+    def fmt_time(self, ts: Any, tz: ZoneInfo, *, with_date: bool = True) -> str:
+        dt = _parse(ts)
+        if dt is None:
+            return self.to_be_announced
+        local = dt.astimezone(tz)
+        if not with_date:
+            return f"{local:%H:%M}"
+        return self.texts.text("utter_notice_datetime", month=local.month, day=local.day, time=f"{local:%H:%M}")
 
-def power_restored(o: dict[str, Any], tz: ZoneInfo) -> tuple[str, str]:
-    area = o.get("scope") or o.get("district") or "您所在区域"
-    when = fmt_time(o.get("actual_end_at") or o.get("updated_at"), tz)
-    text = f"{SIGNATURE}恢复送电：{area}已于{when}恢复供电，感谢您的理解。如仍无电请回复“报修”或拨打95598"
-    return "恢复送电通知", text
+    def _span(self, start: Any, end: Any, tz: ZoneInfo) -> str:
+        s, e = _parse(start), _parse(end)
+        if s is None:
+            return self.to_be_announced
+        if e is None:
+            return self.texts.text("utter_notice_from", start=self.fmt_time(s, tz))
+        same_day = s.astimezone(tz).date() == e.astimezone(tz).date()
+        return self.texts.text("utter_notice_span", start=self.fmt_time(s, tz),
+                               end=self.fmt_time(e, tz, with_date=not same_day))
 
+    def _month_label(self, month: str) -> str:
+        if len(month) == 7 and month[5:7].isdigit():
+            return self.texts.text("utter_notice_month", month=int(month[5:7]))
+        return month
 
-def outage_cancelled(o: dict[str, Any], tz: ZoneInfo) -> tuple[str, str]:
-    area = o.get("scope") or o.get("district") or "您所在区域"
-    text = f"{SIGNATURE}停电取消：原定{fmt_time(o.get('start_at'), tz)}{area}的计划停电已取消，届时正常供电。"
-    return "停电取消通知", text
+    def planned_outage(self, o: dict[str, Any], tz: ZoneInfo) -> tuple[str, str]:
+        cause = (o.get("cause") or self.default_cause).strip()
+        area = o.get("scope") or o.get("district") or ""
+        where = area if o.get("district", "") in area else f"{o.get('district', '')}{area}"
+        streets = self.separator.join(o.get("streets") or [])
+        if streets:
+            where += self.texts.text("utter_notice_streets", streets=streets)
+        text = self._say("utter_notice_planned_outage", cause=cause, where=where,
+                         span=self._span(o.get("start_at"), o.get("estimated_end_at"), tz))
+        return self.subjects["planned_outage"], text
 
+    def power_restored(self, o: dict[str, Any], tz: ZoneInfo) -> tuple[str, str]:
+        area = o.get("scope") or o.get("district") or self.your_area
+        when = self.fmt_time(o.get("actual_end_at") or o.get("updated_at"), tz)
+        return self.subjects["power_restored"], self._say("utter_notice_power_restored", area=area, when=when)
 
-def work_order_update(p: dict[str, Any]) -> tuple[str, str]:
-    status = WORK_ORDER_STATUS.get(p.get("status") or "", p.get("status") or "已更新")
-    kind = WORK_ORDER_TYPE.get(p.get("type") or "", "")
-    note = (p.get("note") or "").strip()
-    text = f"{SIGNATURE}您的{kind}工单{p.get('id', '')}{status}。"
-    if note:
-        text += f"说明：{note[:200]}。"
-    text += "回复“查工单”看详情"
-    return "工单进度通知", text
+    def outage_cancelled(self, o: dict[str, Any], tz: ZoneInfo) -> tuple[str, str]:
+        area = o.get("scope") or o.get("district") or self.your_area
+        text = self._say("utter_notice_outage_cancelled", start=self.fmt_time(o.get("start_at"), tz), area=area)
+        return self.subjects["outage_cancelled"], text
 
+    def work_order_update(self, p: dict[str, Any]) -> tuple[str, str]:
+        status = self.work_order_status.get(p.get("status") or "", p.get("status") or self.status_updated)
+        kind = self.work_order_type.get(p.get("type") or "", "")
+        note = (p.get("note") or "").strip()
+        note_text = self.texts.text("utter_notice_work_order_note", note=note[:200]) if note else ""
+        text = self._say("utter_notice_work_order_update", kind=kind, id=p.get("id", ""), status=status, note=note_text)
+        return self.subjects["work_order_update"], text
 
-def bill_issued(p: dict[str, Any]) -> tuple[str, str]:
-    acc = mask_account(str(p.get("account_number") or ""))
-    month = str(p.get("month") or "")
-    label = f"{int(month[5:7])}月" if len(month) == 7 and month[5:7].isdigit() else month
-    due = str(p.get("due_date") or "")
-    due_txt = f"，请于{int(due[5:7])}月{int(due[8:10])}日前缴纳" if len(due) >= 10 and due[5:7].isdigit() and due[8:10].isdigit() else ""
-    text = f"{SIGNATURE}电费账单：户号{acc}的{label}电费{p.get('amount', '')}元已出账{due_txt}。回复“缴费”可在线缴纳"
-    return "电费账单通知", text
+    def bill_issued(self, p: dict[str, Any]) -> tuple[str, str]:
+        acc = mask_account(str(p.get("account_number") or ""))
+        label = self._month_label(str(p.get("month") or ""))
+        md = _month_day(str(p.get("due_date") or ""))
+        due = self.texts.text("utter_notice_pay_by", month=md[0], day=md[1]) if md else ""
+        text = self._say("utter_notice_bill_issued", account=acc, month=label, amount=p.get("amount", ""), due=due)
+        return self.subjects["bill_issued"], text
 
+    def bill_due(self, b: dict[str, Any]) -> tuple[str, str]:
+        acc = mask_account(str(b.get("account_number") or ""))
+        label = self._month_label(str(b.get("month") or ""))
+        md = _month_day(str(b.get("due_date") or ""))
+        when = self.texts.text("utter_notice_date", month=md[0], day=md[1]) if md else self.soon
+        text = self._say("utter_notice_bill_due", account=acc, month=label, balance=b.get("balance", ""), when=when)
+        return self.subjects["bill_due"], text
 
-def bill_due(b: dict[str, Any]) -> tuple[str, str]:
-    acc = mask_account(str(b.get("account_number") or ""))
-    month = str(b.get("month") or "")
-    label = f"{int(month[5:7])}月" if len(month) == 7 and month[5:7].isdigit() else month
-    due = str(b.get("due_date") or "")
-    when = f"{int(due[5:7])}月{int(due[8:10])}日" if len(due) >= 10 and due[5:7].isdigit() and due[8:10].isdigit() else "近日"
-    text = f"{SIGNATURE}缴费提醒：户号{acc}的{label}电费尚欠{b.get('balance', '')}元，将于{when}到期。回复“缴费”可在线缴纳"
-    return "电费缴费提醒", text
-
-
-def payment_confirmed(p: dict[str, Any]) -> tuple[str, str]:
-    acc = mask_account(str(p.get("account_number") or ""))
-    text = f"{SIGNATURE}缴费成功：户号{acc}已到账{p.get('amount', '')}元，感谢您及时缴费。"
-    return "缴费到账通知", text
+    def payment_confirmed(self, p: dict[str, Any]) -> tuple[str, str]:
+        acc = mask_account(str(p.get("account_number") or ""))
+        text = self._say("utter_notice_payment_confirmed", account=acc, amount=p.get("amount", ""))
+        return self.subjects["payment_confirmed"], text
