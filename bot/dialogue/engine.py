@@ -39,6 +39,7 @@ from bot.dialogue.store import Conversation, Customer, CustomerAccount, Event, I
 from bot.langs import detect_language
 from bot.logs import mask_account, mask_phone, mask_text
 from channels.base import Button, Message, Reply, proven_phone
+from common.clock import utcnow
 
 log = logging.getLogger("powerbot.dialogue")
 
@@ -53,10 +54,6 @@ CHINA_TZ = timezone(timedelta(hours=8))
 ACCOUNT_RE = re.compile(r"(?<![\dA-Za-z])(\d{10,13})(?!\d)")
 MOBILE_RE = re.compile(r"(?<!\d)(?:\+?86)?(1[3-9]\d{9})(?!\d)")
 # The core names its tariffs in Chinese; English-speaking customers get these names.
-TARIFF_NAMES_EN = {
-    "residential": "Residential (one meter per household, tiered + time-of-use)",
-    "commercial": "General commercial and industrial",
-}
 LAST4_RE = re.compile(r"^\D{0,12}(\d{4})\D{0,6}$")
 WO_RE = re.compile(r"\b(WO\d{12})\b", re.I)
 KWH_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:度|千瓦时|kwh|kw·h|units?)", re.I)
@@ -95,18 +92,12 @@ TOPIC_WORDS = [
     ("work_order", re.compile(r"工单|进度|work ?order|progress", re.I)),
     ("payment", re.compile(r"缴费|到账|payment", re.I)),
 ]
-TOPIC_NAMES = {
-    "zh": {"outage": "停电通知", "bill": "账单通知", "work_order": "工单进度通知", "payment": "缴费通知"},
-    "en": {"outage": "outage notices", "bill": "bill notices", "work_order": "work-order updates", "payment": "payment notices"},
-}
-WO_STATUS = {
-    "zh": {"created": "已受理", "dispatched": "已派单", "in_progress": "处理中", "resolved": "已处理", "closed": "已办结"},
-    "en": {"created": "received", "dispatched": "dispatched", "in_progress": "in progress", "resolved": "resolved", "closed": "closed"},
-}
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+# Labels and pieces of sentences the flows assemble are responses ``utter_fragment_*`` of
+# training_data/domain.yml (``DialogueEngine.phrase``): topic names, work-order statuses...
+TOPICS = ("outage", "bill", "work_order", "payment")
+WO_STATUSES = ("created", "dispatched", "in_progress", "resolved", "closed")
+BILL_STATUSES = ("paid", "partial", "unpaid")
+PAYMENT_STATUSES = ("paid", "pending")
 
 
 def money(v: Decimal | float | int | str) -> str:
@@ -535,8 +526,13 @@ class DialogueEngine:
                                   buttons=buttons, kind=kind, metadata=metadata or {}, urgent=urgent))
         turn.actions.append((name, {}))
 
-    def t(self, turn: Turn, zh: str, en: str) -> str:
-        return en if turn.lang == "en" else zh
+    def phrase(self, turn: Turn, name: str, /, **values: Any) -> str:
+        """A piece of a sentence (``utter_fragment_*`` of domain.yml) in the turn's language."""
+        return self.domain.render(name, lang=turn.lang, channel=turn.message.channel, **values).text
+
+    def label(self, turn: Turn, prefix: str, key: str | None, known: tuple[str, ...] | frozenset[str]) -> str:
+        """The label ``{prefix}_{key}`` of a known key; an unknown key as it is."""
+        return self.phrase(turn, f"{prefix}_{key}") if key in known else (key or "")
 
     # ================================================================== policy
     async def policy(self, turn: Turn) -> None:
@@ -1003,8 +999,8 @@ class DialogueEngine:
         turn.set_slot("month", b.month)
         self.say(turn, "utter_bill", account=mask_account(acc.account_number), month=b.month, amount=money(b.amount),
                  kwh=kwh_fmt(b.kwh), paid=money(b.paid_amount), balance=money(b.balance), due=b.due_date.isoformat(),
-                 status=self.t(turn, {"paid": "已结清", "partial": "部分缴纳", "unpaid": "未缴"}.get(b.status, b.status),
-                               b.status), owed=money(arrears.amount_owed))
+                 status=self.label(turn, "utter_fragment_bill_status", b.status, BILL_STATUSES),
+                 owed=money(arrears.amount_owed))
         if arrears.amount_owed > 0:
             turn.state["offer"] = "pay"
 
@@ -1019,8 +1015,7 @@ class DialogueEngine:
         turn.set_slot("month", b.month)
         extra = ""
         if b.peak_kwh is not None and b.valley_kwh is not None:
-            extra = self.t(turn, f"（峰 {kwh_fmt(b.peak_kwh)} 度，谷 {kwh_fmt(b.valley_kwh)} 度）",
-                           f" (peak {kwh_fmt(b.peak_kwh)}, off-peak {kwh_fmt(b.valley_kwh)})")
+            extra = self.phrase(turn, "utter_fragment_usage_split", peak=kwh_fmt(b.peak_kwh), valley=kwh_fmt(b.valley_kwh))
         self.say(turn, "utter_usage", account=mask_account(acc.account_number), month=b.month, kwh=kwh_fmt(b.kwh),
                  split=extra, amount=money(b.amount))
 
@@ -1038,8 +1033,8 @@ class DialogueEngine:
         self.confirm(turn, "pay_bill", "utter_confirm_payment", account=mask_account(acc.account_number), amount=amount)
         link = await self.payments.create_payment_link(
             account_number=acc.account_number, amount=amount, channel=turn.message.channel,
-            recipient_id=turn.message.sender_id, subject=self.t(turn, f"电费缴纳 户号{mask_account(acc.account_number)}",
-                                                                 f"Electricity bill {mask_account(acc.account_number)}"),
+            recipient_id=turn.message.sender_id,
+            subject=self.phrase(turn, "utter_payment_subject", account=mask_account(acc.account_number)),
         )
         turn.actions.append(("action_payment_link", {"out_trade_no": link.out_trade_no, "amount": link.amount}))
         self.say(turn, "utter_payment_link", kind="payment_link",
@@ -1053,9 +1048,10 @@ class DialogueEngine:
             payments = await self.core.list_payments(acc.account_number)
             arrears = await self.core.get_arrears(acc.account_number)
             if payments:
-                lines = [f"{p.created_at.astimezone(CHINA_TZ).strftime('%m-%d') if p.created_at else '-'} "
-                         f"{money(p.amount)}{self.t(turn, '元', ' CNY')} "
-                         f"{self.t(turn, {'paid': '已到账', 'pending': '未到账'}.get(p.status, p.status), p.status)}"
+                lines = [self.phrase(turn, "utter_fragment_payment_line",
+                                     date=p.created_at.astimezone(CHINA_TZ).strftime('%m-%d') if p.created_at else '-',
+                                     amount=money(p.amount),
+                                     status=self.label(turn, "utter_fragment_payment_status", p.status, PAYMENT_STATUSES))
                          for p in payments[:5]]
                 self.say(turn, "utter_payments_found", payments="\n".join(lines), owed=money(arrears.amount_owed))
             else:
@@ -1063,7 +1059,7 @@ class DialogueEngine:
         self.confirm(turn, "payment_issue", "utter_confirm_payment_order")
         phone = await self.contact_phone(turn, "payment_issue")
         wo = await self.core.create_work_order(
-            "complaint", self.t(turn, "缴费未到账/重复扣费核查：", "Payment check: ") + str(turn.slots.get("_text") or "")[:300],
+            "complaint", self.phrase(turn, "utter_fragment_payment_check") + str(turn.slots.get("_text") or "")[:300],
             account_number=acc.account_number, priority="normal", channel=turn.message.channel,
             contact_phone=phone, details={"category": "payment_issue"}, idempotency_key=f"{turn.key}:wo")
         self._order_done(turn, wo, "utter_payment_order_created")
@@ -1110,7 +1106,7 @@ class DialogueEngine:
                 self.finish(turn)
                 turn.state["offer"] = "subscribe_outage"
                 turn.actions.append(("action_known_outage", {"outage_id": o.id}))
-                self.say(turn, "utter_known_outage", scope=o.scope, cause=o.cause or self.t(turn, "线路故障", "a fault"),
+                self.say(turn, "utter_known_outage", scope=o.scope, cause=o.cause or self.phrase(turn, "utter_fragment_fault_cause"),
                          end=local(o.estimated_end_at))
                 return
         phone = await self.contact_phone(turn, "report_outage")
@@ -1146,10 +1142,12 @@ class DialogueEngine:
             outages = [o for o in outages if _overlaps_day(o, day)]
         self.finish(turn)
         if not outages:
-            self.say(turn, "utter_no_planned_outage", district=district, day=day or self.t(turn, "近期", "the coming days"))
+            self.say(turn, "utter_no_planned_outage", district=district, day=day or self.phrase(turn, "utter_fragment_coming_days"))
             return
-        lines = "\n".join(f"{local(o.start_at)} ~ {local(o.estimated_end_at)} {o.scope}" + (f"（{o.cause}）" if o.cause else "")
-                          for o in outages[:5])
+        lines = "\n".join(
+            self.phrase(turn, "utter_fragment_outage_line", start=local(o.start_at), end=local(o.estimated_end_at), scope=o.scope)
+            + (self.phrase(turn, "utter_fragment_outage_cause", cause=o.cause) if o.cause else "")
+            for o in outages[:5])
         turn.state["offer"] = "subscribe_outage"
         self.say(turn, "utter_planned_outages", district=district, outages=lines)
 
@@ -1238,7 +1236,7 @@ class DialogueEngine:
             wo = orders[0]
         self.finish(turn)
         self.say(turn, "utter_work_order_status", work_order_id=wo.id,
-                 status=WO_STATUS[turn.lang].get(wo.status, wo.status), created=local(wo.created_at), sla=local(wo.sla_due_at))
+                 status=self.label(turn, "utter_fragment_work_order_status", wo.status, WO_STATUSES), created=local(wo.created_at), sla=local(wo.sla_due_at))
 
     async def _application(self, turn: Turn, flow: str, *, needs_account: bool = False) -> None:
         if not turn.slots.get("_started"):
@@ -1282,7 +1280,8 @@ class DialogueEngine:
         if number and not re.search(r"商业|居民|commercial|residential", text, re.I):
             category = (await self.account(turn, number)).category
         tariff = await self.reference("tariff", category, self.core.get_tariff)
-        name = self.t(turn, tariff.name, TARIFF_NAMES_EN.get(category, tariff.name))
+        name = (self.phrase(turn, f"utter_fragment_tariff_name_{category}", name=tariff.name)
+                if category in ("residential", "commercial") else tariff.name)
         self.finish(turn)
         kwh = turn.slots.get("kwh")
         if kwh:
@@ -1292,17 +1291,16 @@ class DialogueEngine:
             return
         if tariff.tiers:
             rows = "\n".join(
-                f"{self.t(turn, '第', 'Tier ')}{t.tier}{self.t(turn, '档', '')} "
-                + (f"{kwh_fmt(t.from_kwh)}-{kwh_fmt(t.to_kwh)}{self.t(turn, ' 度', ' kWh')}" if t.to_kwh is not None
-                   else self.t(turn, f"{kwh_fmt(t.from_kwh)} 度以上", f"over {kwh_fmt(t.from_kwh)} kWh"))
+                (self.phrase(turn, "utter_fragment_tier_range", tier=t.tier, start=kwh_fmt(t.from_kwh), end=kwh_fmt(t.to_kwh))
+                 if t.to_kwh is not None else self.phrase(turn, "utter_fragment_tier_over", tier=t.tier, start=kwh_fmt(t.from_kwh)))
                 + f": {t.price}"
                 for t in tariff.tiers)
         else:
             rows = f"{tariff.flat_price}"
         tou = ""
         if tariff.peak_price is not None and tariff.valley_price is not None:
-            tou = self.t(turn, f"\n峰时({tariff.peak_hours}) {tariff.peak_price}，谷时({tariff.valley_hours}) {tariff.valley_price} 元/度",
-                         f"\nPeak ({tariff.peak_hours}) {tariff.peak_price}, off-peak ({tariff.valley_hours}) {tariff.valley_price} CNY/kWh")
+            tou = self.phrase(turn, "utter_fragment_time_of_use", peak_hours=tariff.peak_hours, peak_price=tariff.peak_price,
+                              valley_hours=tariff.valley_hours, valley_price=tariff.valley_price)
         self.say(turn, "utter_tariff", tariff=name, rows=rows, tou=tou)
 
     async def flow_invoice_request(self, turn: Turn) -> None:
@@ -1344,7 +1342,8 @@ class DialogueEngine:
                 turn.set_slot("hall_id", hall_id)
             else:
                 turn.state["form"] = {"name": flow, "slot": "hall_id", "options": [h.id for h in halls[:6]]}
-                lst = "\n".join(f"{i + 1}. {h.name}（{h.address}）" for i, h in enumerate(halls[:6]))
+                lst = "\n".join(self.phrase(turn, "utter_fragment_hall_line", n=i + 1, name=h.name, address=h.address)
+                                for i, h in enumerate(halls[:6]))
                 self.say(turn, "utter_choose_hall", halls=lst,
                          extra_buttons=[(h.name, f'/choose{{"hall_id": {h.id}}}') for h in halls[:6]])
                 raise Stop
@@ -1362,9 +1361,10 @@ class DialogueEngine:
                 return
             slots = slots[:6]
             turn.state["form"] = {"name": flow, "slot": "slot_id", "options": [s.id for s in slots]}
-            period = {"morning": self.t(turn, "上午", "morning"), "afternoon": self.t(turn, "下午", "afternoon")}
-            lst = "\n".join(f"{i + 1}. {s.date.isoformat()} {period.get(s.period, s.period)} {s.starts_at}-{s.ends_at}"
-                            f"（{self.t(turn, '余', 'free ')}{s.available}）" for i, s in enumerate(slots))
+            period = {p: self.phrase(turn, f"utter_fragment_period_{p}") for p in ("morning", "afternoon")}
+            lst = "\n".join(self.phrase(turn, "utter_fragment_slot_line", n=i + 1, date=s.date.isoformat(),
+                                         period=period.get(s.period, s.period), start=s.starts_at, end=s.ends_at,
+                                         available=s.available) for i, s in enumerate(slots))
             self.say(turn, "utter_choose_slot", slots=lst,
                      extra_buttons=[(f"{s.date.isoformat()} {period.get(s.period, s.period)}", f'/choose{{"slot_id": {s.id}}}')
                                     for s in slots])
@@ -1385,7 +1385,7 @@ class DialogueEngine:
             return
         turn.actions.append(("action_book_appointment", {"id": appt.id, "slot_id": appt.slot_id}))
         self.finish(turn)
-        period = {"morning": self.t(turn, "上午", "morning"), "afternoon": self.t(turn, "下午", "afternoon")}
+        period = {p: self.phrase(turn, f"utter_fragment_period_{p}") for p in ("morning", "afternoon")}
         self.say(turn, "utter_appointment_booked", appointment_id=appt.id, date=appt.date.isoformat(),
                  period=period.get(appt.period, appt.period))
 
@@ -1402,17 +1402,18 @@ class DialogueEngine:
             channel, identity = "sms", "+86" + (_mobile(acc.phone) or acc.phone)
             for tp in topics:
                 await self.core.create_subscription(acc.account_number, tp, channel, identity)
-            via = self.t(turn, f"（本渠道暂不支持推送，将以短信发送至 {mask_phone(_mobile(acc.phone) or acc.phone)}）",
-                         f" (this channel cannot receive notices; they will go by SMS to {mask_phone(_mobile(acc.phone) or acc.phone)})")
+            via = self.phrase(turn, "utter_fragment_notices_by_sms", phone=mask_phone(_mobile(acc.phone) or acc.phone))
         turn.actions.append(("action_subscribe", {"topics": topics, "channel": channel}))
         self.finish(turn)
-        self.say(turn, "utter_subscribed", topics="、".join(TOPIC_NAMES[turn.lang][t] for t in topics), via=via)
+        topic_names = self.phrase(turn, "utter_fragment_list_separator").join(
+            self.phrase(turn, f"utter_fragment_topic_{t}") for t in topics)
+        self.say(turn, "utter_subscribed", topics=topic_names, via=via)
 
     async def flow_unsubscribe_notifications(self, turn: Turn) -> None:
         acc = await self.require_account(turn, "unsubscribe_notifications")
         topic = turn.slots.get("topic") or _topic(str(turn.slots.get("_text") or ""))
         self.confirm(turn, "unsubscribe_notifications", "utter_confirm_unsubscribe",
-                     topics=TOPIC_NAMES[turn.lang].get(topic or "", self.t(turn, "全部通知", "all notices")))
+                     topics=self.phrase(turn, f"utter_fragment_topic_{topic if topic in TOPICS else 'all'}"))
         removed = await self.core.delete_subscription(acc.account_number, topic, turn.message.channel, turn.message.sender_id)
         removed += await self.core.delete_subscription(acc.account_number, topic, "sms", "+86" + (_mobile(acc.phone) or acc.phone))
         turn.actions.append(("action_unsubscribe", {"topic": topic, "removed": removed}))
