@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.db import sql_const, unnest_rows
 from bot.models import OutboxMessage
 from channels.base import Channel, DeliveryError, Reply
+from common.clock import utcnow
 
 log = logging.getLogger("powerbot.outbox")
 
@@ -33,10 +34,6 @@ BASE_BACKOFF_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 600.0
 ANALYZE_AFTER_ROWS = 20_000  # enqueue_many of this many rows refreshes the planner statistics (PostgreSQL)
 SENDING_LEASE = timedelta(minutes=2)  # a 'sending' row older than this was orphaned by a crash
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def backoff(attempts: int) -> timedelta:

@@ -46,7 +46,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Integer, bindparam, delete, exists, func, literal, or_, select, true, update
@@ -59,6 +59,7 @@ from bot.langs import detect_language
 from bot.texts import TextService
 from bot.models import ConversationLease, InboundMessage, OutboxMessage
 from channels.base import InvalidMessage, Message, Receipt, Reply, SideWrite, clean_json, clean_text, is_clean
+from common.clock import utcnow
 
 log = logging.getLogger("powerbot.pipeline")
 
@@ -76,10 +77,6 @@ MAX_REMEMBERED_CONVERSATIONS = 50_000
 MARK_FLUSH_SECONDS = 0.2
 # A prefetched read older than this is not handed to the turn (say the row waited for a retry).
 PREFETCH_FRESH_SECONDS = 1.0
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
 
 async def _let_others_join() -> None:
     """Before a group commit takes its batch: two turns of the event loop, so the requests and

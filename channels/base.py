@@ -11,8 +11,10 @@ import copy
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from common.clock import utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
     import aiohttp
@@ -21,10 +23,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from backend_client import CoreClient
     from bot.settings import Settings
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class InvalidMessage(ValueError):

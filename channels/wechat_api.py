@@ -12,22 +12,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
 
 from channels.wechat_store import TokenCache
+from common.clock import utcnow
 
 log = logging.getLogger("powerbot.channels.wechat")
 
 TOKEN_ERRORS = {40001, 40014, 42001}
 REFRESH_MARGIN = timedelta(minutes=5)
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10, connect=5)
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class WeChatAPIError(Exception):

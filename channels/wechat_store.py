@@ -28,6 +28,7 @@ from bot.db import in_transaction, prebuilt
 from bot.models import Base, CacheEntry
 from bot.precompiled import Precompiled
 from channels.base import SideWrite
+from common.clock import utcnow
 
 log = logging.getLogger("powerbot.channels.wechat")
 
@@ -38,10 +39,6 @@ EVENT_QUOTA = 3
 
 ERR_WINDOW_CLOSED = "45015"  # response out of time limit
 ERR_QUOTA_USED = "45047"  # out of response count limit
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _aware(ts: datetime | None) -> datetime | None:

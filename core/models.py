@@ -27,14 +27,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from common.clock import utcnow
+
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 Money = Numeric(12, 2)
 Kwh = Numeric(12, 2)
 Price = Numeric(8, 4)
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import secrets
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.pii import mask_account
+from common.clock import utcnow
 
 from . import models as m
 from . import schemas as sc
@@ -57,10 +58,6 @@ OUTAGE_TRANSITIONS = {
     "restored": set(),
     "cancelled": set(),
 }
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def today_cn() -> date:
