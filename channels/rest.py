@@ -7,6 +7,7 @@ picked up by the page with ``GET /webhooks/rest/messages?sender=...&after=...``.
 
 from __future__ import annotations
 
+import html
 import json
 import uuid
 from collections.abc import Iterable
@@ -18,7 +19,7 @@ from sqlalchemy import func, select
 
 from bot.db import sql_const
 from bot.models import OutboxMessage
-from channels.base import Channel, InvalidMessage, Message, Reply, clean_json, clean_text, is_clean
+from channels.base import Channel, InvalidMessage, Message, Reply, Texts, clean_json, clean_text, is_clean
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_TEXT = 4000
@@ -59,9 +60,20 @@ def poll_query(channel: str, sender: str, after: int):  # type: ignore[no-untype
     )
 
 
+def render_chat_page(texts: Texts) -> bytes:
+    """static/chat.html with its texts (``utter_web_chat_*`` of domain.yml) filled in."""
+    page = (STATIC / "chat.html").read_text(encoding="utf-8")
+    for key in ("title", "header", "input_hint", "send", "pay_link", "network_error", "greeting"):
+        text = texts.text(f"utter_web_chat_{key}", channel=RestChannel.name)
+        js = json.dumps(text, ensure_ascii=False).replace("</", "<\\/")
+        page = page.replace("{{%s_js}}" % key, js).replace("{{%s}}" % key, html.escape(text))
+    return page.encode("utf-8")
+
+
 class RestChannel(Channel):
     name = "rest"
     wait_seconds = 30.0
+    _page: bytes | None = None  # the web chat page, rendered on first request
 
     def routes(self) -> Iterable[web.AbstractRouteDef]:
         return [
@@ -155,7 +167,10 @@ class RestChannel(Channel):
         )
 
     async def chat_page(self, request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(STATIC / "chat.html", headers={"Cache-Control": "no-cache"})
+        if self._page is None:
+            self._page = render_chat_page(self.ctx.texts)
+        return web.Response(body=self._page, content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-cache"})
 
     async def send(self, reply: Reply) -> str | None:
         # Delivery for REST means "ready to be polled": marking the row sent is the delivery.

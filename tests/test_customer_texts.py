@@ -134,7 +134,12 @@ def test_brand_settings_change_greeting_busy_text_and_channels(monkeypatch: pyte
     # a channel context built without a text service takes the brand from its settings
     ctx = ChannelContext(settings=settings, processor=None, sessionmaker=None, http=None, core=None)  # type: ignore[arg-type]
     assert ctx.texts.text("utter_rate_limited", channel="sms").endswith("拨打95598-1。")
-    # and the bundled responses name no brand of their own
+    from channels.rest import render_chat_page
+
+    page = render_chat_page(t).decode()
+    assert "南网 95598-1" in page and "95598-1智能客服" in page and "国网" not in page
+    # and the bundled responses and the web chat page name no brand of their own
+    assert not re.search(r"95598|国网|国家电网|小e", (ROOT / "channels" / "static" / "chat.html").read_text(encoding="utf-8"))
     for name, variants in t.domain.responses.items():
         for v in variants:
             assert not re.search(r"95598|国网|国家电网|State Grid|小e", v.get("text", "")), (name, v["text"])
