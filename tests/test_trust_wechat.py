@@ -18,9 +18,9 @@ from wechat_platform import APPID, SECRET, TOKEN, WeChatPusher, new_openid, run_
 
 
 @pytest_asyncio.fixture
-async def stack(tmp_path, interpreter) -> AsyncIterator:  # type: ignore[no-untyped-def]
+async def stack(tmp_path, interpreter, store_url) -> AsyncIterator:  # type: ignore[no-untyped-def]
     async with run_core(f"sqlite+aiosqlite:///{tmp_path / 'core.db'}") as core, run_wechat_api() as api:
-        async with run_gateway(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}", core.url, interpreter,
+        async with run_gateway(store_url, core.url, interpreter,
                                wechat_appid=APPID, wechat_token=TOKEN, wechat_secret=SECRET,
                                wechat_api_base_url=api.url) as gw:
             yield gw, api
