@@ -62,6 +62,7 @@ from bot.models import Base, partial
 from channels import alipay_sdk
 from channels.base import ChannelContext, DeliveryError, PaymentLink, Reply, Texts
 from common.clock import utcnow
+from common.money import cents
 
 if TYPE_CHECKING:  # pragma: no cover
     from alipay import AliPay
@@ -74,7 +75,6 @@ CONCURRENT_WAIT = 8.0
 RECONCILE_AFTER = timedelta(minutes=5)  # a notify normally arrives within seconds
 RECONCILE_WINDOW = timedelta(days=1)
 RECONCILE_INTERVAL = 120.0
-CENT = Decimal("0.01")
 MAX_NOTIFY_FIELDS = 100
 ORDER_TTL = timedelta(minutes=30)  # Alipay closes an unpaid trade at created_at + this (time_expire)
 REUSE_MARGIN = timedelta(minutes=5)  # an open order with less time left than this is not offered again
@@ -115,9 +115,10 @@ def new_out_trade_no() -> str:
     return "PB" + utcnow().strftime("%Y%m%d%H%M%S") + secrets.token_hex(6)
 
 
-def money(value: Any) -> Decimal:
+def positive_amount(value: Any) -> Decimal:
+    """``value`` (a request's or Alipay's amount) as a positive amount in cents; ValueError otherwise."""
     try:
-        amount = Decimal(str(value)).quantize(CENT)
+        amount = cents(value)
     except (InvalidOperation, ValueError):
         raise ValueError("amount is not a number") from None
     if not amount.is_finite() or amount <= 0:
@@ -182,7 +183,7 @@ class AlipayPayments:
 
         Raises ``PaymentUnavailable`` when the order cannot be made now; the order made so far
         is kept and finished by the next call (no second order for the same request)."""
-        total = money(amount)
+        total = positive_amount(amount)
         subject = (subject or self.ctx.texts.text("utter_payment_subject", account=mask_account(account_number)))[:128]
         order, mine = await self._open_order(account_number, total, channel, recipient_id, subject)
         if mine:
@@ -344,7 +345,7 @@ class AlipayPayments:
             log.warning("alipay notify: unknown out_trade_no=%s", out_trade_no[:64])
             return _fail(404)
         try:
-            total = money(data.get("total_amount", ""))
+            total = positive_amount(data.get("total_amount", ""))
         except ValueError:
             return _fail(400)
         if total != Decimal(order.amount):
@@ -501,7 +502,7 @@ class AlipayPayments:
         if result.get("trade_status") not in PAID_STATUSES:
             return "pending"
         try:
-            total = money(result.get("total_amount", ""))
+            total = positive_amount(result.get("total_amount", ""))
         except ValueError:
             return "unavailable"
         trade_no = str(result.get("trade_no") or "")

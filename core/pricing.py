@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from common.money import cents
 
 from .work_calendar import WorkCalendar, default_calendar
 
@@ -45,10 +47,6 @@ DEFAULT_TARIFFS: list[dict[str, Any]] = [
         "valley_hours": None,
     },
 ]
-
-
-def money(value: Decimal) -> Decimal:
-    return value.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 @dataclass(frozen=True)
@@ -104,26 +102,26 @@ def quote(
     tiers = tariff.get("tiers") or []
     if flat is not None and not tiers:
         price = Decimal(str(flat))
-        lines.append(QuoteLine("电量电费（单一制）", kwh, price, money(kwh * price)))
+        lines.append(QuoteLine("电量电费（单一制）", kwh, price, cents(kwh * price)))
     elif tou and tariff.get("peak_price") is not None:
         pp, vp = Decimal(str(tariff["peak_price"])), Decimal(str(tariff["valley_price"]))
-        lines.append(QuoteLine("峰时电费 08:00-22:00", peak_kwh, pp, money(peak_kwh * pp)))  # type: ignore[operator]
-        lines.append(QuoteLine("谷时电费 22:00-08:00", valley_kwh, vp, money(valley_kwh * vp)))  # type: ignore[operator]
+        lines.append(QuoteLine("峰时电费 08:00-22:00", peak_kwh, pp, cents(peak_kwh * pp)))  # type: ignore[operator]
+        lines.append(QuoteLine("谷时电费 22:00-08:00", valley_kwh, vp, cents(valley_kwh * vp)))  # type: ignore[operator]
         base = Decimal(str(tiers[0]["price"])) if tiers else Decimal(0)
         for t, part in _tier_split(tiers, kwh):
             extra = Decimal(str(t["price"])) - base
             if extra > 0:
-                lines.append(QuoteLine(f"第{t['tier']}档加价", part, extra, money(part * extra)))
+                lines.append(QuoteLine(f"第{t['tier']}档加价", part, extra, cents(part * extra)))
     else:
         for t, part in _tier_split(tiers, kwh):
             price = Decimal(str(t["price"]))
-            lines.append(QuoteLine(f"第{t['tier']}档电费", part, price, money(part * price)))
+            lines.append(QuoteLine(f"第{t['tier']}档电费", part, price, cents(part * price)))
     return {
         "category": tariff["category"],
         "kwh": kwh,
         "peak_kwh": peak_kwh if tou else None,
         "valley_kwh": valley_kwh if tou else None,
-        "amount": money(sum((line.amount for line in lines), Decimal(0))),
+        "amount": cents(sum((line.amount for line in lines), Decimal(0))),
         "lines": [line.as_dict() for line in lines],
     }
 

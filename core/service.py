@@ -23,12 +23,13 @@ from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.money import cents
 from common.pii import mask_account
 from common.clock import utcnow
 
 from . import models as m
 from . import schemas as sc
-from .pricing import CN_TZ, DEFAULT_TARIFFS, QuoteError, money, quote, sla_due
+from .pricing import CN_TZ, DEFAULT_TARIFFS, QuoteError, quote, sla_due
 from .problems import ProblemError, bad_param, not_found
 
 log = logging.getLogger("core.service")
@@ -163,7 +164,7 @@ class CoreService:
 
     @staticmethod
     def _bill_doc(b: m.Bill, today: date) -> dict[str, Any]:
-        balance = money(b.amount - b.paid_amount)
+        balance = cents(b.amount - b.paid_amount)
         return dump(sc.BillOut, b, balance=balance, overdue=bool(balance > 0 and b.due_date < today))
 
     async def health(self) -> str:
@@ -278,8 +279,8 @@ class CoreService:
             )
         today = today_cn()
         docs = [self._bill_doc(b, today) for b in bills]
-        owed = money(sum((b.amount - b.paid_amount for b in bills), Decimal(0)))
-        overdue = money(sum((b.amount - b.paid_amount for b in bills if b.due_date < today), Decimal(0)))
+        owed = cents(sum((b.amount - b.paid_amount for b in bills), Decimal(0)))
+        overdue = cents(sum((b.amount - b.paid_amount for b in bills if b.due_date < today), Decimal(0)))
         return dump(
             sc.ArrearsOut,
             None,
@@ -288,7 +289,7 @@ class CoreService:
             overdue_amount=overdue,
             unpaid_bills=docs,
             oldest_due_date=min((b.due_date for b in bills), default=None),
-            credit_balance=money(Decimal(str(credit or 0))),
+            credit_balance=cents(Decimal(str(credit or 0))),
         )
 
     async def issue_bill(self, no: str, data: sc.BillIn) -> tuple[int, dict[str, Any]]:
@@ -345,12 +346,12 @@ class CoreService:
             if left <= 0:
                 break
             part = min(left, bill.amount - bill.paid_amount)
-            bill.paid_amount = money(bill.paid_amount + part)
+            bill.paid_amount = cents(bill.paid_amount + part)
             bill.status = "paid" if bill.paid_amount >= bill.amount else "partial"
             if bill.status == "paid":
                 bill.paid_at = at
             left -= part
-        return money(left)
+        return cents(left)
 
     async def create_payment(self, data: sc.PaymentIn) -> tuple[int, dict[str, Any]]:
         async with self.sm() as s:
@@ -359,7 +360,7 @@ class CoreService:
             pay = m.Payment(
                 out_trade_no=data.out_trade_no,
                 account_number=data.account_number,
-                amount=money(data.amount),
+                amount=cents(data.amount),
                 channel=data.channel,
                 status="pending",
                 created_at=now,
@@ -372,7 +373,7 @@ class CoreService:
                 existing = (await s.scalars(select(m.Payment).where(m.Payment.out_trade_no == data.out_trade_no))).one()
                 same = (
                     existing.account_number == data.account_number
-                    and money(existing.amount) == money(data.amount)
+                    and cents(existing.amount) == cents(data.amount)
                     and existing.channel == data.channel
                 )
                 if not same:
@@ -385,14 +386,14 @@ class CoreService:
                     m.Bill.account_number == data.account_number, m.Bill.status.in_(("unpaid", "partial"))
                 )
             )
-            owed = money(Decimal(str(owed or 0)))
+            owed = cents(Decimal(str(owed or 0)))
             if owed <= 0:
                 await s.rollback()
                 raise ProblemError(422, "nothing_owed", f"account {mask_account(data.account_number)} owes nothing", amount_owed="0.00")
-            if money(data.amount) > owed:
+            if cents(data.amount) > owed:
                 await s.rollback()
                 raise ProblemError(
-                    422, "amount_exceeds_owed", f"amount {money(data.amount)} exceeds the {owed} owed", amount_owed=str(owed)
+                    422, "amount_exceeds_owed", f"amount {cents(data.amount)} exceeds the {owed} owed", amount_owed=str(owed)
                 )
             if data.status == "paid":
                 pay.status = "paid"
@@ -408,10 +409,10 @@ class CoreService:
         return {
             "out_trade_no": p.out_trade_no,
             "account_number": p.account_number,
-            "amount": str(money(p.amount)),
+            "amount": str(cents(p.amount)),
             "channel": p.channel,
             "trade_no": p.trade_no,
-            "credit_amount": str(money(Decimal(p.credit_amount or 0))),
+            "credit_amount": str(cents(Decimal(p.credit_amount or 0))),
         }
 
     async def confirm_payment(self, out_trade_no: str, data: sc.PaymentConfirmIn) -> dict[str, Any]:
@@ -420,7 +421,7 @@ class CoreService:
             pay = (await s.scalars(select(m.Payment).where(m.Payment.out_trade_no == out_trade_no))).one_or_none()
             if pay is None:
                 raise not_found("payment", out_trade_no)
-            if money(data.total_amount) != money(pay.amount):
+            if cents(data.total_amount) != cents(pay.amount):
                 raise ProblemError(409, "amount_mismatch", f"total_amount {data.total_amount} differs from the payment's {pay.amount}")
             res = await s.execute(
                 update(m.Payment)

@@ -40,6 +40,7 @@ from bot.langs import detect_language
 from bot.logs import mask_account, mask_phone, mask_text
 from channels.base import Button, Message, Reply, proven_phone
 from common.clock import utcnow
+from common.money import money_text
 
 log = logging.getLogger("powerbot.dialogue")
 
@@ -98,10 +99,6 @@ TOPICS = ("outage", "bill", "work_order", "payment")
 WO_STATUSES = ("created", "dispatched", "in_progress", "resolved", "closed")
 BILL_STATUSES = ("paid", "partial", "unpaid")
 PAYMENT_STATUSES = ("paid", "pending")
-
-
-def money(v: Decimal | float | int | str) -> str:
-    return f"{Decimal(str(v)).quantize(Decimal('0.01'))}"
 
 
 def kwh_fmt(v: Decimal | float | int | None) -> str:
@@ -997,10 +994,10 @@ class DialogueEngine:
         b = bills[0]
         arrears = await self.core.get_arrears(acc.account_number)
         turn.set_slot("month", b.month)
-        self.say(turn, "utter_bill", account=mask_account(acc.account_number), month=b.month, amount=money(b.amount),
-                 kwh=kwh_fmt(b.kwh), paid=money(b.paid_amount), balance=money(b.balance), due=b.due_date.isoformat(),
+        self.say(turn, "utter_bill", account=mask_account(acc.account_number), month=b.month, amount=money_text(b.amount),
+                 kwh=kwh_fmt(b.kwh), paid=money_text(b.paid_amount), balance=money_text(b.balance), due=b.due_date.isoformat(),
                  status=self.label(turn, "utter_fragment_bill_status", b.status, BILL_STATUSES),
-                 owed=money(arrears.amount_owed))
+                 owed=money_text(arrears.amount_owed))
         if arrears.amount_owed > 0:
             turn.state["offer"] = "pay"
 
@@ -1017,7 +1014,7 @@ class DialogueEngine:
         if b.peak_kwh is not None and b.valley_kwh is not None:
             extra = self.phrase(turn, "utter_fragment_usage_split", peak=kwh_fmt(b.peak_kwh), valley=kwh_fmt(b.valley_kwh))
         self.say(turn, "utter_usage", account=mask_account(acc.account_number), month=b.month, kwh=kwh_fmt(b.kwh),
-                 split=extra, amount=money(b.amount))
+                 split=extra, amount=money_text(b.amount))
 
     async def flow_pay_bill(self, turn: Turn) -> None:
         acc = await self.require_account(turn, "pay_bill")
@@ -1026,7 +1023,7 @@ class DialogueEngine:
             self.finish(turn)
             self.say(turn, "utter_no_arrears", account=mask_account(acc.account_number))
             return
-        amount = money(arrears.amount_owed)
+        amount = money_text(arrears.amount_owed)
         if self.payments is None:
             self.say(turn, "utter_how_to_pay", account=mask_account(acc.account_number), amount=amount)
             return
@@ -1050,12 +1047,12 @@ class DialogueEngine:
             if payments:
                 lines = [self.phrase(turn, "utter_fragment_payment_line",
                                      date=p.created_at.astimezone(CHINA_TZ).strftime('%m-%d') if p.created_at else '-',
-                                     amount=money(p.amount),
+                                     amount=money_text(p.amount),
                                      status=self.label(turn, "utter_fragment_payment_status", p.status, PAYMENT_STATUSES))
                          for p in payments[:5]]
-                self.say(turn, "utter_payments_found", payments="\n".join(lines), owed=money(arrears.amount_owed))
+                self.say(turn, "utter_payments_found", payments="\n".join(lines), owed=money_text(arrears.amount_owed))
             else:
-                self.say(turn, "utter_no_payments", owed=money(arrears.amount_owed))
+                self.say(turn, "utter_no_payments", owed=money_text(arrears.amount_owed))
         self.confirm(turn, "payment_issue", "utter_confirm_payment_order")
         phone = await self.contact_phone(turn, "payment_issue")
         wo = await self.core.create_work_order(
@@ -1286,8 +1283,8 @@ class DialogueEngine:
         kwh = turn.slots.get("kwh")
         if kwh:
             q = await self.core.quote(category, kwh)
-            lines = "\n".join(f"{l.label}: {kwh_fmt(l.kwh)} × {l.price} = {money(l.amount)}" for l in q.lines)
-            self.say(turn, "utter_quote", kwh=kwh_fmt(q.kwh), amount=money(q.amount), lines=lines, tariff=name)
+            lines = "\n".join(f"{l.label}: {kwh_fmt(l.kwh)} × {l.price} = {money_text(l.amount)}" for l in q.lines)
+            self.say(turn, "utter_quote", kwh=kwh_fmt(q.kwh), amount=money_text(q.amount), lines=lines, tariff=name)
             return
         if tariff.tiers:
             rows = "\n".join(
@@ -1311,7 +1308,7 @@ class DialogueEngine:
             self.say(turn, "utter_no_paid_payments")
             return
         p = paid[0]
-        self.confirm(turn, "invoice_request", "utter_confirm_invoice", amount=money(p.amount), out_trade_no=p.out_trade_no)
+        self.confirm(turn, "invoice_request", "utter_confirm_invoice", amount=money_text(p.amount), out_trade_no=p.out_trade_no)
         phone = await self.contact_phone(turn, "invoice_request")
         wo = await self.core.create_work_order(
             "invoice", f"e-invoice for {p.out_trade_no}", account_number=acc.account_number, priority="low",
