@@ -448,7 +448,8 @@ class Pipeline:
         # customer texts (training_data/domain.yml): "busy" and "cannot be handled at all"
         self.texts = texts if texts is not None else TextService()
         self.busy_text = self.texts.by_lang("utter_busy")
-        self.unprocessable_text = unprocessable_text or self.texts.by_lang("utter_message_unprocessable").__getitem__
+        self.unprocessable_text = unprocessable_text or (
+            lambda lang: self.texts.text("utter_message_unprocessable", lang=lang))
         self.on_enqueued = on_enqueued or (lambda: None)
         self.inline_grace = inline_grace
         self.locks = ConversationLocks()
