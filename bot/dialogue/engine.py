@@ -310,7 +310,8 @@ class DialogueEngine:
                     "language": None}
         if not text:
             return {"text": "", "intent": {"name": "nlu_fallback", "confidence": 0.0}, "entities": []}
-        return self.interpreter.parse(text)
+        # relative dates ("明天", "上个月") are the customer's: China's date, not the server's
+        return self.interpreter.parse(text, datetime.now(CHINA_TZ).date())
 
     # ================================================================== identity
     async def _authorized(self, session: AsyncSession, customer_id: int) -> set[str]:
