@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     # OpenAPI document stay open). `powerbot run` makes one per run when unset.
     core_api_token: SecretStr | None = None
     # extra years of public holidays / adjusted working days for SLA working days (YAML, the
-    # format of core/work_calendar.yml, which ships the published years)
+    # format in core/work_calendar.py; the published years come from chinese-calendar)
     work_calendar_file: Path | None = None
     max_body_bytes: int = Field(1_048_576, ge=1024)
     # hostile traffic (bot/ratelimit.py); counters in Redis when redis_url is set; 0 = off

@@ -26,7 +26,7 @@ class CoreSettings(BaseSettings):
     log_json: bool = False
     # bearer token every /api/v1 call but health and the OpenAPI document must carry
     core_api_token: SecretStr | None = None
-    # extra years of public holidays / adjusted working days (YAML, as core/work_calendar.yml)
+    # extra years of public holidays / adjusted working days (YAML, format in core/work_calendar.py)
     work_calendar_file: Path | None = None
     demo_seed: bool = True  # seed demo data into an empty store
 

@@ -2,15 +2,16 @@
 
 95598 commitments count working days ("contact within 1 working day"), and China moves
 weekends around its public holidays, so Monday–Friday alone promises a complaint callback
-in the middle of the Spring Festival. The calendar is data (``work_calendar.yml`` beside this
-module, plus an operator's file); a year it does not know falls back to Monday–Friday with a
-warning, once.
+in the middle of the Spring Festival. The published years come from the ``chinese-calendar``
+package (the State Council's notices since 2004; a new release follows each November's notice,
+so a year is added by upgrading the package); an operator's file
+(``POWERBOT_WORK_CALENDAR_FILE``: ``{year: {holidays: [...], workdays: [...]}}``, dates local,
+``a/b`` an inclusive range) adds years the installed package does not know yet.
 
-The shipped file only knows the years the State Council had published when it was written
-(2026), so the fallback is the normal case for later years until someone adds them: nothing
-refuses or breaks in a year the file does not know, and commitments still count working days
-(without that year's holidays and adjusted weekends, which cannot be derived: most follow the
-lunar calendar and the State Council's choices).
+A year neither knows falls back to Monday–Friday with a warning, once: nothing refuses or breaks
+past the last published year, and commitments still count working days (without that year's
+holidays and adjusted weekends, which cannot be derived: most follow the lunar calendar and the
+State Council's choices).
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from chinese_calendar import constants as _published
 
 log = logging.getLogger(__name__)
-
-DEFAULT_FILE = Path(__file__).with_name("work_calendar.yml")
 
 
 @dataclass
@@ -95,6 +95,14 @@ def load_calendar(path: str | Path) -> WorkCalendar:
     return cal
 
 
+def published_calendar() -> WorkCalendar:
+    """Every year the installed ``chinese-calendar`` knows (its holidays and adjusted working
+    days, as published by the State Council)."""
+    holidays, workdays = set(_published.holidays), set(_published.workdays)
+    years = {d.year for d in holidays}
+    return WorkCalendar(holidays, workdays, set(range(min(years), max(years) + 1)))
+
+
 def default_calendar(extra: str | Path | None = None) -> WorkCalendar:
-    cal = load_calendar(DEFAULT_FILE)
+    cal = published_calendar()
     return cal.merge(load_calendar(extra)) if extra else cal

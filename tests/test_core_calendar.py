@@ -91,3 +91,16 @@ async def test_core_app_uses_the_configured_calendar(tmp_path: Path, monkeypatch
     finally:
         pricing.use_calendar(saved)
         get_settings.cache_clear()  # the next test reads its own environment
+
+
+@pytest.mark.parametrize("start,days,due", [
+    ("2025-01-27", 1, "2025-02-05"),  # 2025's Spring Festival (1-28..2-04), from chinese-calendar
+    ("2025-09-30", 1, "2025-10-09"),  # National Day and Mid-Autumn 2025 (10-01..10-08)
+    ("2025-09-26", 1, "2025-09-28"),  # Sunday 9-28 is an adjusted working day
+    ("2024-02-09", 1, "2024-02-18"),  # 2024: Sunday 2-18 is worked after the Spring Festival
+])
+def test_published_years_come_from_the_chinese_calendar_package(cal: WorkCalendar, start: str, days: int, due: str) -> None:
+    """Years nobody typed in: every year the State Council published is known."""
+    assert {2004, 2024, 2025, 2026} <= cal.years
+    got = cal.add_working_days(at(start), days, TZ).astimezone(TZ)
+    assert got.date().isoformat() == due
