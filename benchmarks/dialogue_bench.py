@@ -9,15 +9,9 @@ follow-up, a repair request with confirmation). Prints messages/s and p50/p99 la
 PostgreSQL: a fresh database is created on the server at --pg (default
 POWERBOT_TEST_DATABASE_URL or postgresql+asyncpg://postgres@127.0.0.1:5432/test) and dropped after.
 
-Measured 2026-11-26, 20 conversations, shared 2-CPU box (load average ~3; the load generator,
-gateway and core share this one process, so "CPU ms/msg" includes all three):
-    before  SQLite 26 msg/s p50 675 ms p99 1.4 s;  PostgreSQL 23.5 msg/s p50 825 ms p99 1.3 s
-    after   SQLite 80 msg/s p50 222 ms p99 407 ms (10.9 ms CPU/msg);
-            PostgreSQL 45 msg/s p50 376 ms p99 925 ms (17.9 ms CPU/msg)
-
-Measured 2026-12-01, quiet box, after SQLite on the loop's thread and the Core hot path:
-    SQLite 104 msg/s p50 148 ms p99 612 ms (8.4 ms CPU/msg);
-    PostgreSQL 61 msg/s p50 277 ms p99 881 ms (12.3 ms CPU/msg)
+The load generator, the gateway and the core share this one process, so the CPU per message
+it prints includes all three. The current figures, with the command and the hardware that
+produced them, are in the README's Performance table.
 """
 
 from __future__ import annotations

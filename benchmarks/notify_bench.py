@@ -27,24 +27,16 @@ notice is read from /proc (user+system) for the dispatching process (this one), 
 and, on PostgreSQL, the local server's processes. The gateway parts run without the dialogue
 engine and NLU (no role here). The target is ≥ 5,000 notices/s dispatched on PostgreSQL.
 
-Measured 2026-11-28 on the shared 2-CPU box (another engineer's benchmarks running at times),
-100,000 subscribers, defaults (claims of 5,000 rows, 100 segments per batch request, up to 32
-requests in flight, 2 claim loops), one 63-character SMS per notice, 1,000 batch requests:
+The defaults (claims of 5,000 rows, 100 segments per batch request, up to 32 requests in
+flight, 2 claim loops) were the fastest of the combinations tried on PostgreSQL: larger claims,
+more claim loops or 200 segments per request added nothing beyond the box's noise, and claims of
+2,000 with 8 requests in flight dispatched about half as fast. At the defaults the dispatcher
+uses about three quarters of one core and the PostgreSQL backends about half of the other, so
+there is no multi-process dispatch mode. Notices are sent in batches because one signed HTTP
+call and two transactions per notice cost more than ten times as much per notice.
 
-    backend     enqueue          dispatch (SMS channel)   CPU ms/notice (dispatcher / provider / server)
-    PostgreSQL  6,413–7,497/s    9,207–9,948/s            0.075–0.079 / 0.004 / 0.064–0.067
-    SQLite      7,731/s          7,050/s                  0.132 / 0.005 / (in the dispatcher)
-
-(two PostgreSQL runs, one SQLite run). Other settings, PostgreSQL dispatch (partly with
-earlier revisions of this work): claims of 8,000 with 32 in flight 7,601–9,196/s (SQLite
-5,824–6,843/s); claims of 4,000 with 16 in flight 6,646–7,658/s, with 3 claim loops 6,365/s,
-with 3 loops and 200 segments per request 7,623/s, with 4 loops and 32 in flight 8,122/s;
-claims of 2,000 with 8 in flight 5,067–5,357/s. The dispatcher uses about three quarters of one
-core and the PostgreSQL backends about half of the other, so a multi-process dispatch mode was
-not built (not measured).
-
-Before the batch path (one signed HTTP call and two transactions per notice) the same box did
-600–700 notices/s on PostgreSQL and 700–1,500/s on SQLite (20,000 subscribers).
+The current figures, with the command and the hardware that produced them, are in the
+README's Performance table.
 """
 
 from __future__ import annotations
