@@ -322,8 +322,7 @@ def _ping_idle_connections(engine: AsyncEngine) -> None:
 
     ``pool_pre_ping`` pings at every checkout — on asyncpg a BEGIN, a ``;`` and a ROLLBACK,
     three round trips for each of the ~2.2 checkouts of a WeChat message (counted), a third of
-    its round trips (in one A/B pair of runs 299-357 -> 415-424 messages/s; later pairs moved
-    with the box more than with the change). A connection checked in within the last ``PING_IDLE_SECONDS`` was just working; if
+    its round trips. A connection checked in within the last ``PING_IDLE_SECONDS`` was just working; if
     the server dropped it since (a restart, ``pg_terminate_backend``), its next statement
     fails, SQLAlchemy invalidates it and every older connection of the pool, and the pipeline
     retries the message as for any transient error. An idle connection is pinged first; a

@@ -1,4 +1,4 @@
-"""Agent console (issue 7): humans take over escalated conversations in the browser.
+"""Agent console: humans take over escalated conversations in the browser.
 
 ``setup(app)`` (called by ``bot.app``) adds the routes under ``/console`` and a cleanup context
 that starts the live-event bus (Redis pub/sub when ``POWERBOT_REDIS_URL`` is set, in-process

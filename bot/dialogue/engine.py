@@ -1689,8 +1689,8 @@ def _event_rows(turn: Turn) -> list[dict[str, Any]]:
     The slot changes and the actions the turn ran (flows, work orders, handoffs...) travel in
     the user event's data (``slot_events``: ``[[name, value]...]``, ``actions``:
     ``[[name, data]...]``), not a row each: they are the turn's audit trail, read with the
-    turn, never looked up on their own, and as rows they were half of all event rows (4.7 a
-    message in the WeChat benchmark, now 2.3)."""
+    turn, never looked up on their own, and as rows they would be about half of all event
+    rows written."""
     msg, cid, now = turn.message, turn.conversation_id, utcnow()
     data: dict[str, Any] = {"parse": _slim(turn.parse), "slots": dict(turn.slots)}
     if turn.slot_events:
@@ -1725,9 +1725,9 @@ _SNAPSHOT_STMTS: dict[tuple[str, int], Any] = {}
 # only. A message is processed again after a crash between its turn and the pipeline's close
 # (its turn is then the conversation's last: later messages wait behind it) or when its held
 # inline answer was released (the customer's messages of the ~12 s since; the per-sender rate
-# limit keeps them to a few). Unbounded, the check read every event of the conversation on
-# every turn — a conversation is a sender's whole history: 88 us a snapshot with 10 events,
-# 527 us with 5,000 (measured), growing until the history retention.
+# limit keeps them to a few). Unbounded, the check would read every event of the conversation
+# on every turn, and a conversation is a sender's whole history: about 90 us a snapshot with
+# 10 events, over 500 us with 5,000, growing until the history retention.
 REPLAY_WINDOW = 256
 
 

@@ -3,7 +3,7 @@
 A conversation is *handed off* while it has a handoff row in status ``waiting`` (queued for an
 agent) or ``assigned`` (an agent holds it). While handed off the bot does not answer: the
 engine records the customer's message and calls ``DialogueEngine.on_handoff_message``
-(``async (conversation_id, Message) -> None``), the hook the agent console (issue 7) installs
+(``async (conversation_id, Message) -> None``), the hook the agent console installs
 to push the message to the agent. The first message after the handoff request gets a short
 acknowledgement; later ones get no bot reply.
 

@@ -15,7 +15,7 @@ Tables:
   per account (identity ``*``). Five wrong answers from one identity lock the check for that
   identity; fifteen from all identities together lock it for every unbound identity; a lock
   lasts 30 minutes, counters forget failures older than that (persisted, so a restart does not
-  reset them). A neighbour who knows the account number can no longer lock the owner out.
+  reset them). A neighbour who knows the account number cannot lock the owner out.
 """
 
 from __future__ import annotations

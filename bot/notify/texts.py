@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from bot.logs import mask_account
 from bot.texts import TextService
 
-# Topics customers know (issue 6) → topics the core stores subscriptions under.
+# Topics customers know → topics the core stores subscriptions under.
 TOPIC_ALIASES: dict[str, str] = {
     "planned_outage": "outage",
     "power_restored": "outage",
