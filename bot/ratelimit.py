@@ -252,10 +252,13 @@ class RateLimiting:
         if length is not None and length > self.max_body:
             log.warning("refused body of %d bytes on %s (limit %d)", length, request.path, self.max_body)
             # The body was not read: close the connection instead of draining it.
+            message = self.texts.text("utter_request_too_large", lang=_lang(request))
             resp = web.json_response(
-                {"error": "payload_too_large", "message": self.texts.text("utter_request_too_large", lang=_lang(request)), "limit": self.max_body},
+                {"type": "about:blank", "title": "Content Too Large", "status": 413, "detail": message,
+                 "error": "payload_too_large", "message": message, "limit": self.max_body},
                 status=413,
                 headers={"Connection": "close"},
+                content_type="application/problem+json",
             )
             resp.force_close()
             return resp
@@ -264,9 +267,12 @@ class RateLimiting:
             if not decision.allowed:
                 if decision.first_refusal:
                     log.warning("rate limited client ip on %s (%.0f req/min)", request.path, decision.count)
-                return web.json_response(
-                    {"error": "rate_limited", "message": self.texts.text("utter_too_many_requests", lang=_lang(request)), "retry_after": decision.retry_after},
+                message = self.texts.text("utter_too_many_requests", lang=_lang(request))
+                return web.json_response(  # RFC 9457; error/message/retry_after kept for older clients
+                    {"type": "about:blank", "title": "Too Many Requests", "status": 429, "detail": message,
+                     "error": "rate_limited", "message": message, "retry_after": decision.retry_after},
                     status=429,
                     headers={"Retry-After": str(decision.retry_after)},
+                    content_type="application/problem+json",
                 )
         return await handler(request)

@@ -10,6 +10,8 @@ from pydantic.json_schema import models_json_schema
 
 from . import schemas as sc
 
+# Paths that need no token (core.app.OPEN_PATHS, repeated here to keep this module free of the app).
+OPEN_PATHS = frozenset({"/healthz", "/api/v1/openapi.json"})
 _PATH_PARAM = re.compile(r"{(\w+)}")
 _PATH_PARAM_DOC = {
     "account_number": ("户号, 10–13 digits", {"type": "string", "pattern": sc.ACCOUNT_RE}),
@@ -64,6 +66,15 @@ def _build(routes: tuple[Any, ...]) -> dict[str, Any]:
             responses["201"] = {"description": "Created", "content": ok_content}
         for code, desc in (("400", "Bad parameter"), ("404", "Not found"), ("409", "Conflict"), ("422", "Invalid body")):
             responses[code] = {"description": desc, "content": problem}
+        open_path = r.path in OPEN_PATHS
+        if not open_path:
+            responses["401"] = {"description": "Missing or wrong bearer token (when the core has one)", "content": problem}
+        if r.body is not None:
+            responses["413"] = {"description": "Body too large", "content": problem}
+            responses["415"] = {"description": "Body is not application/json", "content": problem}
+        if r.path.endswith("/healthz"):
+            responses["503"] = {"description": "Database unreachable",
+                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HealthOut"}}}}
         op: dict[str, Any] = {
             "operationId": r.handler.__name__ + ("_v1" if r.path.startswith("/api/v1/healthz") else ""),
             "summary": r.summary,
@@ -71,6 +82,8 @@ def _build(routes: tuple[Any, ...]) -> dict[str, Any]:
             "parameters": params,
             "responses": responses,
         }
+        if open_path:
+            op["security"] = []  # open to load balancers and to readers of this document
         if r.body is not None:
             op["requestBody"] = {
                 "required": r.method != "DELETE",
@@ -88,5 +101,16 @@ def _build(routes: tuple[Any, ...]) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "paths": paths,
-        "components": {"schemas": schemas},
+        "security": [{"bearerAuth": []}],
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "POWERBOT_CORE_API_TOKEN (or the token file); every call but the health "
+                    "check and this document needs it when the core is given a token",
+                }
+            },
+        },
     }

@@ -1,0 +1,129 @@
+"""The OpenAPI documents of the gateway and the core, checked against the running servers with
+Schemathesis (stateless: no 5xx, status codes documented, content types and bodies as the
+document says), and the local documentation pages."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from core.app import ROUTES
+from stack import run_core, run_gateway
+
+CORE_TOKEN = "core-secret-token"
+OPERATOR_TOKEN = "operator-secret-token"
+CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+
+
+@pytest_asyncio.fixture
+async def stack(tmp_path, interpreter):  # type: ignore[no-untyped-def]
+    async with run_core(f"sqlite+aiosqlite:///{tmp_path / 'core.db'}", token=CORE_TOKEN) as core:
+        async with run_gateway(
+            f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}", core.url, interpreter, data_dir=tmp_path,
+            core_api_token=CORE_TOKEN, operator_token=OPERATOR_TOKEN,
+            rate_limit_per_ip_per_minute=0, rate_limit_per_sender_per_minute=0,
+        ) as gw:
+            async with aiohttp.ClientSession() as http:
+                yield core, gw, http
+
+
+async def schemathesis(schema_url: str, token: str, *args: str, max_examples: int = 6) -> tuple[int, str]:
+    """Run the Schemathesis CLI against a server of this event loop; (exit code, output).
+    POWERBOT_SCHEMATHESIS_EXAMPLES=N raises the examples per operation for a deeper run."""
+    max_examples = int(os.environ.get("POWERBOT_SCHEMATHESIS_EXAMPLES", max_examples))
+    proc = await asyncio.create_subprocess_exec(
+        str(SCHEMATHESIS), "run", schema_url, "--checks", CHECKS, "--max-examples", str(max_examples),
+        "--seed", "22", "--generation-database", "none", "--workers", "1", "--no-color",
+        "--phases", "examples,coverage,fuzzing", "--request-timeout", "20",
+        "-H", f"Authorization: Bearer {token}", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false", "NO_COLOR": "1"},
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+    return proc.returncode or 0, out.decode("utf-8", "replace")
+
+
+async def test_gateway_document_holds_against_the_server(stack) -> None:  # type: ignore[no-untyped-def]
+    _, gw, _ = stack
+    code, out = await schemathesis(
+        gw.url + "/openapi.json", OPERATOR_TOKEN,
+        "--include-path-regex", r"^/(webhooks/rest|api/v1/notify|healthz)",
+    )
+    assert code == 0, out[-6000:]
+    assert re.search(r"Tested: 8\b", out), out[-3000:]  # REST (3), notify (4) and /healthz, none skipped
+
+
+async def test_core_document_holds_against_the_server(stack) -> None:  # type: ignore[no-untyped-def]
+    core, _, _ = stack
+    code, out = await schemathesis(core.url + "/api/v1/openapi.json", CORE_TOKEN, max_examples=3)
+    assert code == 0, out[-6000:]
+    tested = re.search(r"Tested: (\d+)", out)
+    # every operation but the document itself (Schemathesis leaves its own schema URL alone), none skipped
+    assert tested and int(tested.group(1)) == len(ROUTES) - 1, out[-3000:]
+
+
+async def test_documents_declare_auth_and_problem_errors(stack) -> None:  # type: ignore[no-untyped-def]
+    core, gw, http = stack
+    async with http.get(gw.url + "/openapi.json") as r:
+        assert r.status == 200
+        doc = await r.json()
+    assert doc["openapi"].startswith("3.1")
+    paths = doc["paths"]
+    for path in ("/webhooks/rest/webhook", "/webhooks/rest/messages", "/api/v1/notify/subscriptions",
+                 "/api/v1/notify/stats", "/console/api/me", "/console/api/handoffs/{hid}/reply", "/healthz", "/readyz"):
+        assert path in paths, path
+    assert doc["components"]["securitySchemes"]["operatorToken"] == {
+        "type": "http", "scheme": "bearer", "description": "POWERBOT_OPERATOR_TOKEN"}
+    assert paths["/api/v1/notify/stats"]["get"]["security"] == [{"operatorToken": []}]
+    assert {"consoleSession": [], "csrfHeader": []} in paths["/console/api/handoffs/{hid}/take"]["post"]["security"]
+    # every documented error response is a problem document
+    responses = doc["components"]["responses"]
+    for item in paths.values():
+        for op in item.values():
+            for code, resp in op["responses"].items():
+                if int(code) >= 400 and code != "503":
+                    resp = responses[resp["$ref"].rsplit("/", 1)[1]] if "$ref" in resp else resp
+                    assert list(resp["content"]) == ["application/problem+json"], (op["operationId"], code)
+
+    async with http.get(core.url + "/api/v1/openapi.json") as r:  # open without the token
+        assert r.status == 200
+        core_doc = await r.json()
+    assert core_doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    assert core_doc["security"] == [{"bearerAuth": []}]
+    assert core_doc["paths"]["/healthz"]["get"]["security"] == []
+    assert "401" in core_doc["paths"]["/api/v1/accounts/{account_number}"]["get"]["responses"]
+    async with http.get(core.url + "/api/v1/accounts/3100000001") as r:
+        assert r.status == 401 and r.content_type == "application/problem+json"
+
+
+@pytest.mark.parametrize("which", ["gateway", "core"])
+async def test_docs_page_is_local(stack, which: str) -> None:  # type: ignore[no-untyped-def]
+    core, gw, http = stack
+    base = gw.url if which == "gateway" else core.url
+    async with http.get(base + "/docs") as r:
+        page = await r.text()
+    assert r.status == 200 and r.content_type == "text/html"
+    assert "http://" not in page and "https://" not in page and "//cdn" not in page  # nothing from elsewhere
+    spec = "openapi.json" if which == "gateway" else "api/v1/openapi.json"
+    assert f'const SPEC_URL = "{spec}"' in page
+    async with http.get(f"{base}/{spec}") as r:  # what the page fetches, relative to /docs
+        assert r.status == 200
+
+
+async def test_gateway_errors_are_problem_documents(stack) -> None:  # type: ignore[no-untyped-def]
+    _, gw, http = stack
+    async with http.get(gw.url + "/api/v1/notify/stats") as r:
+        assert r.status == 401 and r.content_type == "application/problem+json"
+    async with http.post(gw.url + "/webhooks/rest/webhook", data=b"x" * (gw.settings.max_body_bytes + 10),
+                         headers={"Content-Type": "application/json"}) as r:
+        body = await r.json(content_type=None)
+        assert r.status == 413 and r.content_type == "application/problem+json"
+        assert body["status"] == 413 and body["title"]
