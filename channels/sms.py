@@ -102,6 +102,7 @@ from bot.models import InboundMessage, OutboxMessage
 from channels.base import Channel, ChannelContext, DeliveryError, Message, Reply
 from channels.base import clean_text as clean_message_text
 from channels.sms_store import SmsOptOut, SmsPart
+from common.phones import sms_number
 
 log = logging.getLogger("powerbot.channels.sms")
 
@@ -146,32 +147,6 @@ def verify_signature(secret: str, body: bytes, signature: str | None) -> bool:
     if not signature:
         return False
     return hmac.compare_digest(sign(secret, body), signature.strip().lower())
-
-
-def normalize_phone(raw: str | None) -> str | None:
-    """E.164 for Chinese numbers (``+8613800138000``); other ``+`` numbers kept; else None.
-
-    Accepts ``13800138000``, ``8613800138000``, ``+86 138-0013-8000``, ``008613800138000``,
-    landlines with area code (``010-12345678`` → ``+861012345678``).
-    """
-    if not raw:
-        return None
-    s = str(raw).strip()
-    plus = s.startswith("+")
-    digits = re.sub(r"[\s\-().]", "", s.lstrip("+"))
-    if not (digits.isascii() and digits.isdigit()):  # "１３８…" or other scripts' digits are not a number
-        return None
-    if digits.startswith("00"):
-        digits, plus = digits[2:], True
-    if digits.startswith("86") and len(digits) == 13 and digits[2] == "1":
-        return "+" + digits
-    if not plus and len(digits) == 11 and re.fullmatch(r"1[3-9]\d{9}", digits):
-        return "+86" + digits
-    if not plus and digits.startswith("0") and 10 <= len(digits) <= 12:
-        return "+86" + digits[1:]
-    if plus and 8 <= len(digits) <= 15:
-        return "+" + digits
-    return None
 
 
 GSM7_BASIC = set(
@@ -555,7 +530,7 @@ def _unnest_insert(rows: list[dict[str, Any]]) -> Any:
 
 async def is_opted_out(sessionmaker: async_sessionmaker[AsyncSession], phone: str) -> bool:
     """Whether the number sent STOP (usable by the notification pipeline without the channel)."""
-    e164 = normalize_phone(phone) or phone
+    e164 = sms_number(phone) or phone
     async with sessionmaker() as session:
         row = await session.get(SmsOptOut, e164)
     return row is not None
@@ -563,7 +538,7 @@ async def is_opted_out(sessionmaker: async_sessionmaker[AsyncSession], phone: st
 
 async def opted_out_among(sessionmaker: async_sessionmaker[AsyncSession], phones: Iterable[str]) -> set[str]:
     """The subset of ``phones`` (E.164) that opted out — one query for a batch of notices."""
-    wanted = [normalize_phone(p) or p for p in phones]
+    wanted = [sms_number(p) or p for p in phones]
     out: set[str] = set()
     async with sessionmaker() as session:
         for i in range(0, len(wanted), 500):
@@ -715,7 +690,7 @@ class SmsChannel(Channel):
         if isinstance(auth, web.Response):
             return auth
         _, data = auth
-        phone = normalize_phone(data.get("from"))
+        phone = sms_number(data.get("from"))
         raw = data.get("text")
         if raw is None:
             raw = data.get("content", data.get("body"))
@@ -1031,7 +1006,7 @@ class SmsChannel(Channel):
 
     # ------------------------------------------------------------------ outbound
     async def is_opted_out(self, phone: str) -> bool:
-        return await self.opt_outs.contains(self.ctx.sessionmaker, normalize_phone(phone) or phone)
+        return await self.opt_outs.contains(self.ctx.sessionmaker, sms_number(phone) or phone)
 
     @staticmethod
     def render(reply: Reply) -> str:
@@ -1045,7 +1020,7 @@ class SmsChannel(Channel):
 
     @staticmethod
     def _phone(reply: Reply) -> str:
-        phone = normalize_phone(reply.recipient_id)
+        phone = sms_number(reply.recipient_id)
         if phone is None:
             raise DeliveryError("recipient is not a phone number", retryable=False, code="bad_recipient")
         return phone

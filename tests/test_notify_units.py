@@ -15,7 +15,8 @@ from bot.db import make_engine, make_sessionmaker
 from bot.migrate import BOT_MIGRATIONS, upgrade
 from bot.models import OutboxMessage
 from bot.notify.policies import parse_window, quiet_hours_policy, quiet_until
-from bot.notify.producer import dedupe_key, normalize_phone
+from bot.notify.producer import dedupe_key
+from common.phones import sms_number as normalize_phone
 from bot.outbox import OutboxWorker, enqueue_many
 from channels.base import Channel, DeliveryError, Reply
 

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from backend_client import CoreUnavailable, NotFound, ValidationFailed
 from bot.logs import mask_account
 from bot.models import OutboxMessage
-from bot.notify.producer import normalize_phone
+from common.phones import sms_number
 from bot.notify.texts import CHANNELS, TOPIC_ALIASES
 
 log = logging.getLogger("powerbot.notify.api")
@@ -71,7 +71,7 @@ def _clean(fields: dict[str, Any], *, partial: bool) -> dict[str, str] | web.Res
     identity = str(fields.get("identity") or "").strip()
     if identity:
         if channel == "sms":
-            phone = normalize_phone(identity)
+            phone = sms_number(identity)
             if phone is None:
                 return _problem(422, "invalid", "identity must be a mobile phone number for sms")
             identity = phone

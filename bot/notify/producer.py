@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 from collections import defaultdict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from bot.texts import TextService
 from bot.notify.models import NotifyCursor
 from bot.outbox import enqueue_many
 from bot.settings import Settings
+from common.phones import sms_number
 from channels.base import Reply
 
 log = logging.getLogger("powerbot.notify")
@@ -45,16 +45,6 @@ log = logging.getLogger("powerbot.notify")
 FEED = "core-events"
 SUB_PAGE = 10_000
 WORK_ORDER_NOTIFY = {"dispatched", "in_progress", "resolved", "closed"}
-
-
-def normalize_phone(raw: str | None) -> str | None:
-    """``13800138000`` / ``+86 138 0013 8000`` → ``+8613800138000``; None when not a mobile."""
-    digits = re.sub(r"\D", "", raw or "")
-    if digits.startswith("0086"):
-        digits = digits[4:]
-    elif digits.startswith("86") and len(digits) == 13:
-        digits = digits[2:]
-    return "+86" + digits if re.fullmatch(r"1[3-9]\d{9}", digits) else None
 
 
 def dedupe_key(event_id: int, channel: str, recipient: str, *, prefix: str = "evt") -> str:
@@ -361,7 +351,7 @@ class Producer:
             if p.get("account_number"):
                 subs = await self._subs(topic="work_order", account_number=p["account_number"])
             elif p.get("contact_phone") and "sms" in self.channels:
-                phone = normalize_phone(p["contact_phone"])
+                phone = sms_number(p["contact_phone"])
                 if phone:  # an order without an account: tell the contact number
                     direct.append(Target("sms", phone))
         elif event.type == "bill.issued":
@@ -414,7 +404,7 @@ class Producer:
             chain: list[Target] = []
             identity = sub.identity.strip()
             if sub.channel == "sms":
-                identity = normalize_phone(identity) or ""
+                identity = sms_number(identity) or ""
             if sub.channel in self.channels and identity:
                 chain.append(Target(sub.channel, identity))
             if sub.channel == "wechat" and self.template_id and "wechat" in self.channels and identity:
@@ -441,7 +431,7 @@ class Producer:
                     raise
                 except CoreError:
                     return
-            phone = normalize_phone(acc.phone)
+            phone = sms_number(acc.phone)
             if phone:
                 found[no] = phone
 
