@@ -7,6 +7,8 @@ Cheap checks that keep the documentation honest as the code moves:
 * every setting is in the README's settings table (a setting nobody can find is a setting
   nobody can use);
 * every ``benchmarks/<name>.py`` the documents name exists;
+* every repository file they name in inline code (``bot/app.py``, ``tests/test_faults_*.py``)
+  exists;
 * every ``powerbot <command> [<subcommand>]`` they show exists in the CLI, and so does the
   command each systemd unit starts;
 * every relative link resolves to a file.
@@ -114,6 +116,16 @@ def unknown_commands(paths: set[tuple[str, ...]], cli: click.Group) -> set[str]:
     return bad
 
 
+_REPO_FILE = re.compile(r"^[a-z_][\w.-]*(?:/[\w.*-]+)+\.(?:py|ya?ml|md|json|html|js|service|example|toml|txt)$")
+
+
+def missing_files(text: str, root: Path) -> set[str]:
+    """Repository paths (``core/work_calendar.py``; a ``*`` is a glob) named in inline code
+    that match no file. Paths made at run time (``var/...``) and URLs are not of this shape."""
+    named = {w for snippet in _INLINE.findall(text) for w in re.split(r"[\s(),]+", snippet) if _REPO_FILE.match(w)}
+    return {w for w in named if not any(root.glob(w))}
+
+
 def broken_links(text: str, base: Path) -> set[str]:
     """Relative markdown links ``[..](path)`` that name no file or directory."""
     bad = set()
@@ -149,6 +161,11 @@ def test_every_benchmark_named_exists(documents: dict[str, str]) -> None:
     assert not bad, f"documents name benchmarks that do not exist: {sorted(bad)}"
 
 
+def test_every_file_named_exists(documents: dict[str, str]) -> None:
+    bad = {f"{name}: {f}" for name, text in documents.items() if name.endswith(".md") for f in missing_files(text, ROOT)}
+    assert not bad, f"documents name files that do not exist: {sorted(bad)}"
+
+
 def test_every_command_shown_exists(documents: dict[str, str]) -> None:
     shown = {name: powerbot_commands(text) for name, text in documents.items()}
     assert ("db", "upgrade") in shown["README.md"] and ("serve",) in shown["deploy/systemd/powerbot-gateway.service"]
@@ -179,6 +196,8 @@ def test_checks_can_fail() -> None:
     assert unknown_commands(powerbot_commands(bad_doc), cli_main) == {
         "powerbot db frobnicate", "powerbot frobnicate", "powerbot nosuch"}
     assert broken_links(bad_doc, ROOT) == {"docs/nowhere.md"}
+    assert missing_files("`core/no_such_file.yml`, `bot/app.py`, `tests/test_faults_*.py`", ROOT) == {
+        "core/no_such_file.yml"}
     # and the good forms pass
     good = "`powerbot db upgrade`, `powerbot serve --workers 4`, `powerbot agents add NAME`, `POWERBOT_WECHAT_*`"
     assert unknown_commands(powerbot_commands(good), cli_main) == set()
