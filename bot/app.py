@@ -24,6 +24,8 @@ from bot.ratelimit import RateLimiting
 from bot.settings import Settings
 from bot.texts import TextService
 from channels.base import Channel, ChannelContext
+from common.metrics import instrument_pool, release_pool, render
+from common import observe
 
 log = logging.getLogger("powerbot.app")
 
@@ -105,6 +107,7 @@ def create_gateway_app(
     texts = TextService(settings)  # every customer text: training_data/domain.yml + brand settings
     limits = RateLimiting(settings, texts)  # body-size cap, per-IP and per-sender limits (bot/ratelimit.py)
     limits.install(app)
+    observe.install(app, "gateway")  # outermost: rate-limit refusals are logged and counted too
     app[SETTINGS] = settings
     app[TEXTS] = texts
     app[EXTRAS] = {}
@@ -122,6 +125,8 @@ def create_gateway_app(
     async def resources(app: web.Application) -> AsyncIterator[None]:
         engine = make_engine(settings.bot_db_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
         app[DB_ENGINE] = engine
+        pool_capacity = settings.db_pool_size + settings.db_max_overflow
+        instrument_pool(engine, "gateway", capacity=pool_capacity)
         app[SESSIONMAKER] = make_sessionmaker(engine)
         checkpointer = WalCheckpointer(engine)  # SQLite: WAL checkpoints off the event loop
         await checkpointer.start()
@@ -165,10 +170,12 @@ def create_gateway_app(
                 await core.close()
         await checkpointer.stop()
         await engine.dispose()
+        release_pool("gateway", pool_capacity)
 
     app.cleanup_ctx.append(resources)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     for module in _FEATURES:
         try:
             feature = __import__(module, fromlist=["setup"])
@@ -224,6 +231,32 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition: every process's counters (``common.metrics``) and the outbox
+    backlog read now from the database. No customer data, but the traffic of each channel and
+    the platforms' error codes are an operator's business: the same callers as ``/readyz``'s
+    details (this host, the operator token, a supervisor's session)."""
+    if not await _readyz_detail_allowed(request):
+        return web.json_response({"error": "forbidden"}, status=403)
+    figures: dict[str, tuple[str, float | None]] = {}
+    try:
+        backlog = await asyncio.wait_for(_outbox_backlog(request.app[SESSIONMAKER]), timeout=3)
+        waiting = await asyncio.wait_for(_inbound_waiting(request.app[SESSIONMAKER]), timeout=3)
+        figures = {
+            "powerbot_inbound_waiting": ("Inbound messages received and not yet answered (capped at 100000)", waiting),
+            "powerbot_outbox_backlog": ("Outbox rows waiting to be sent (capped at 100000)", backlog["pending"]),
+            "powerbot_outbox_oldest_pending_age_seconds": (
+                "Age of the oldest waiting outbox row", backlog["oldest_pending_age_seconds"] or 0),
+            "powerbot_outbox_dead_last_24h": ("Outbox rows given up in the last 24 hours", backlog["dead_last_24h"]),
+            "powerbot_outbox_backlog_up": ("1 when the backlog figures could be read", 1),
+        }
+    except Exception:  # noqa: BLE001 - the counters are still worth serving
+        log.warning("metrics: outbox backlog not readable", exc_info=True)
+        figures = {"powerbot_outbox_backlog_up": ("1 when the backlog figures could be read", 0)}
+    body, content_type = render(figures)
+    return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
+
+
 _FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 
 
@@ -257,6 +290,19 @@ async def _readyz_detail_allowed(request: web.Request) -> bool:
 
 OUTBOX_COUNT_CAP = 100_000  # beyond it the backlog is reported as "at least"
 DEAD_WINDOW_HOURS = 24
+
+
+async def _inbound_waiting(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    """Inbound rows still ``received`` (the queue, all processes): read through the partial
+    index that holds only them (``ix_inbound_conv_waiting``), at most CAP + 1 entries."""
+    from sqlalchemy import func, literal_column, select
+
+    from bot.models import InboundMessage as I
+
+    async with sessionmaker() as session:
+        capped = select(I.id).where(I.status == literal_column("'received'")).limit(OUTBOX_COUNT_CAP + 1).subquery()
+        n = (await session.execute(select(func.count()).select_from(capped))).scalar_one()
+    return min(n, OUTBOX_COUNT_CAP)
 
 
 async def _outbox_backlog(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import structlog
 from sqlalchemy import and_, any_, bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,8 +27,10 @@ from bot.db import sql_const, unnest_rows
 from bot.models import OutboxMessage
 from channels.base import Channel, DeliveryError, Reply
 from common.clock import utcnow
+from common.metrics import DEAD_LETTERS, MESSAGES_OUT, NOTICES_SENT, OUTBOX_RETRIES, PLATFORM_ERRORS
 
 log = logging.getLogger("powerbot.outbox")
+_send_log = structlog.get_logger("powerbot.outbox")
 
 MAX_ATTEMPTS = 8
 BASE_BACKOFF_SECONDS = 2.0
@@ -56,6 +59,13 @@ def delivery_key(row: Any) -> str:
     the provider accepted but whose answer was lost is not delivered twice by the retry."""
     raw = f"{row.id}|{as_aware(row.created_at).isoformat()}|{row.dedupe_key or ''}"
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def _request_id_of(row: Any) -> str | None:
+    """The id of the HTTP request whose turn queued this row (``bot.pipeline`` stores it in
+    the reply's metadata), for the send's log line."""
+    meta = row.payload.get("metadata") if isinstance(row.payload, dict) else None
+    return meta.get("request_id") if isinstance(meta, dict) else None
 
 
 def _reply_of(row: Any) -> Reply:
@@ -437,6 +447,11 @@ class OutboxWorker:
                     self._sent(row, result)
 
     def _sent(self, row: Any, provider_id: str | None) -> None:
+        MESSAGES_OUT.labels(row.channel, "sent").inc()
+        if row.kind != "reply":
+            NOTICES_SENT.labels(row.channel, row.kind).inc()
+        _send_log.info("sent", outbox_id=row.id, channel=row.channel, kind=row.kind, attempt=row.attempts + 1,
+                       request_id=_request_id_of(row))
         self._record(row, {"status": "sent", "attempts": row.attempts + 1, "provider_id": provider_id, "sent_at": utcnow()})
 
     def _failed(self, row: Any, exc: BaseException, *, quiet: bool = False) -> None:
@@ -454,6 +469,11 @@ class OutboxWorker:
                 log.error("channel %s crashed sending outbox_id=%s: %r", row.channel, row.id, exc, exc_info=exc)
             dead = attempts >= self.max_attempts
             error = repr(exc)
+        code = getattr(exc, "code", None)
+        if code:
+            PLATFORM_ERRORS.labels(row.channel, str(code)[:40]).inc()
+        MESSAGES_OUT.labels(row.channel, "dead" if dead else "retry").inc()
+        (DEAD_LETTERS if dead else OUTBOX_RETRIES).labels(row.channel).inc()
         self._record(
             row,
             {

@@ -39,8 +39,10 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import contextvars
 import logging
 import os
+import time
 import uuid
 from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -49,6 +51,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import structlog
 from sqlalchemy import Integer, bindparam, delete, exists, func, literal, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -60,8 +63,11 @@ from bot.texts import TextService
 from bot.models import ConversationLease, InboundMessage, OutboxMessage
 from channels.base import InvalidMessage, Message, Receipt, Reply, SideWrite, clean_json, clean_text, is_clean
 from common.clock import utcnow
+from common.metrics import MESSAGES_IN, MESSAGES_OUT, QUEUE_WAIT, TURN_SECONDS
+from common.observe import current_request_id
 
 log = logging.getLogger("powerbot.pipeline")
+_turn_log = structlog.get_logger("powerbot.turn")
 
 MAX_PROCESS_ATTEMPTS = 20
 RECOVERY_INTERVAL = 2.0
@@ -512,7 +518,14 @@ class Pipeline:
         raises ``InvalidMessage`` (the channel answers 4xx) and nothing is stored.
         """
         if not (is_clean(message.sender_id) and is_clean(message.message_id)):
+            MESSAGES_IN.labels(message.channel, "invalid").inc()
             raise InvalidMessage("sender and message ids must be text without control characters")
+        payload = clean_json(dict(message.metadata))
+        # the HTTP request's id travels with the row (and on to the replies' outbox rows), so
+        # the turn and the send log it whichever task or process runs them
+        request_id = current_request_id()
+        if request_id is not None and "request_id" not in payload:
+            payload["request_id"] = request_id
         values = dict(
             channel=message.channel,
             dedupe_key=message.message_id,
@@ -520,7 +533,7 @@ class Pipeline:
             conversation_id=message.conversation_id,
             kind=message.kind,
             text=clean_text(message.text or ""),
-            payload=clean_json(dict(message.metadata)),
+            payload=payload,
             status="received",
             attempts=0,
             next_attempt_at=utcnow(),
@@ -533,7 +546,7 @@ class Pipeline:
         self._conv(message.conversation_id).inflight += 1
         self._insert_q.append((values, inserted, fut, also))
         if self._insert_task is None or self._insert_task.done():
-            self._insert_task = asyncio.ensure_future(self._insert_loop())
+            self._insert_task = _task_of_no_request(self._insert_loop())
         # awaited directly (one loop callback, not two): a cancelled request cancels the future
         # too, which the insert loop allows for (it sets only futures not yet done)
         try:
@@ -543,8 +556,10 @@ class Pipeline:
                 fut.cancel()  # nobody waits for this answer any more: the outbox delivers it
             raise
         if inbound_id is None:
+            MESSAGES_IN.labels(message.channel, "duplicate").inc()
             log.info("duplicate inbound channel=%s message_id=%s", message.channel, message.message_id)
             return Receipt(duplicate=True, replies=None)
+        MESSAGES_IN.labels(message.channel, "accepted").inc()
         if fut is None:
             return Receipt(duplicate=False, replies=None)
         try:
@@ -757,6 +772,8 @@ class Pipeline:
         send them. True when every one was still waiting for the mark.
 
         Marks of concurrent requests are written together (one UPDATE per group)."""
+        for reply in receipt.replies or ():
+            MESSAGES_OUT.labels(reply.channel, "inline").inc()
         return await self._mark(list(receipt.outbox_ids), [receipt.held] if receipt.held is not None else [])
 
     async def _mark(self, outbox_ids: list[int], held: list[int]) -> bool:
@@ -776,6 +793,8 @@ class Pipeline:
         answered inline (twice, never lost); a reply the outbox took first is left to it."""
         if not receipt.outbox_ids and receipt.held is None:
             return
+        for reply in receipt.replies or ():
+            MESSAGES_OUT.labels(reply.channel, "inline").inc()
         self._late_marks.extend(receipt.outbox_ids)
         if receipt.held is not None:
             self._late_held.append(receipt.held)
@@ -823,7 +842,7 @@ class Pipeline:
                     fut.set_result(all(i in outbox_won for i in group) and all(i in held_won for i in held_group))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
+        task = _task_of_no_request(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -1010,6 +1029,14 @@ class Pipeline:
             metadata=row.payload or {},
             received_at=outbox.as_aware(row.received_at),
         )
+        request_id = _request_id_of(row)
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            return await self._process_turn(row, message, request_id, shared)
+
+    async def _process_turn(self, row: Any, message: Message, request_id: str | None,
+                            shared: bool) -> tuple[bool, InboundMessage | None]:
+        if not row.attempts:
+            QUEUE_WAIT.labels(row.channel).observe(max(0.0, (utcnow() - message.received_at).total_seconds()))
         async with self._active:
             shared_txn: dict[str, Any] = {}
 
@@ -1018,7 +1045,7 @@ class Pipeline:
                 waiting_now = row.id in self._waiters
                 shared_txn["queued"] = await self._enqueue_replies(
                     session, list(turn_replies), row.id, message.conversation_id,
-                    delay=self.inline_grace if waiting_now else 0.0,
+                    delay=self.inline_grace if waiting_now else 0.0, request_id=request_id,
                 )
                 shared_txn["replies"], shared_txn["waiting"] = list(turn_replies), waiting_now
                 shared_txn["next"] = await self._finish_row(session, row, message.conversation_id, shared)
@@ -1042,7 +1069,7 @@ class Pipeline:
                     return True
                 self._turn_q.append(item)
                 if self._turn_task is None or self._turn_task.done():
-                    self._turn_task = asyncio.ensure_future(self._turn_loop())
+                    self._turn_task = _task_of_no_request(self._turn_loop())
                 # awaited directly: the turn loop sets only futures not yet done
                 if not await item.fut:
                     return False
@@ -1053,6 +1080,7 @@ class Pipeline:
             token = turn_commit.set(commit_with_turn)
             token_w = turn_write.set(write_with_turn if shared or self._group_turns else None)
             token_p = turn_prefetched.set(self._take_prefetched(row))
+            started = time.perf_counter()
             try:
                 replies = await self.handler.handle(message)
             except self.transient_errors as exc:
@@ -1075,6 +1103,8 @@ class Pipeline:
                 turn_commit.reset(token)
                 turn_write.reset(token_w)
                 turn_prefetched.reset(token_p)
+                elapsed = time.perf_counter() - started
+                TURN_SECONDS.labels(row.channel).observe(elapsed)
             held: list[Reply] = []
             if shared_txn:  # the handler committed our part with its turn
                 queued, waiting, nxt = shared_txn["queued"], shared_txn["waiting"], shared_txn["next"]
@@ -1090,17 +1120,19 @@ class Pipeline:
                     async with self.sessionmaker() as session, session.begin():
                         queued += await self._enqueue_replies(
                             session, extra, row.id, message.conversation_id,
-                            delay=self.inline_grace if waiting else 0.0, start=len(done),
+                            delay=self.inline_grace if waiting else 0.0, start=len(done), request_id=request_id,
                         )
             else:
                 waiting = row.id in self._waiters
                 async with self.sessionmaker() as session, session.begin():
                     queued = await self._enqueue_replies(
                         session, replies, row.id, message.conversation_id,
-                        delay=self.inline_grace if waiting else 0.0,
+                        delay=self.inline_grace if waiting else 0.0, request_id=request_id,
                     )
                     nxt = await self._finish_row(session, row, message.conversation_id, shared)
         self._done(row)
+        _turn_log.info("turn", inbound_id=row.id, channel=row.channel, replies=len(queued),
+                       duration_ms=round(elapsed * 1000, 2))
         if queued and not waiting:
             self.on_enqueued()  # due now: wake the worker (inline candidates wait for the grace period)
         fut = self._waiters.get(row.id)
@@ -1175,7 +1207,8 @@ class Pipeline:
                 held_rows.append({**row_values, "b_due": due})
                 continue
             delay = self.inline_grace if item.waiting else 0.0
-            k, v = _reply_values(item.replies, item.row.id, item.row.conversation_id, delay=delay, now=now)
+            k, v = _reply_values(item.replies, item.row.id, item.row.conversation_id, delay=delay, now=now,
+                                 request_id=_request_id_of(item.row))
             keys.append(k)
             out_values += v
             finish.append(row_values)
@@ -1253,13 +1286,14 @@ class Pipeline:
     @staticmethod
     async def _enqueue_replies(
         session: Any, replies: list[Reply], inbound_id: int, conversation_id: str, *, delay: float,
-        start: int = 0,
+        start: int = 0, request_id: str | None = None,
     ) -> list[tuple[int, Reply]]:
         """All replies of one message in one INSERT; a dedupe key already present (a replay
         after a crash between the reply and the status update) is skipped like ``enqueue``."""
         if not replies:
             return []
-        keys, values = _reply_values(replies, inbound_id, conversation_id, delay=delay, start=start, now=utcnow())
+        keys, values = _reply_values(replies, inbound_id, conversation_id, delay=delay, start=start, now=utcnow(),
+                                     request_id=request_id)
         table = OutboxMessage.__table__
         got = {(ch, key): oid for oid, ch, key in (await session.execute(_insert_stmt(session, table), values)).all()}
         return [(got[(r.channel, key)], r) for r, key in zip(replies, keys) if (r.channel, key) in got]
@@ -1402,8 +1436,29 @@ def _cancel_waiting(items: list[_TurnWrite]) -> None:
             item.fut.cancel()
 
 
+def _task_of_no_request(coro: Any) -> asyncio.Task[Any]:
+    """A task for work shared by many requests (group writers, drains): started from one
+    request's handler, it must not log with that request's id."""
+    ctx = contextvars.copy_context()
+    ctx.run(structlog.contextvars.unbind_contextvars, "request_id")
+    return asyncio.get_running_loop().create_task(coro, context=ctx)
+
+
+def _request_id_of(row: Any) -> str | None:
+    payload = row.payload
+    return payload.get("request_id") if isinstance(payload, dict) else None
+
+
+def _with_request_id(payload: dict[str, Any], request_id: str | None) -> dict[str, Any]:
+    """A reply's payload carrying the request id in its metadata (the outbox logs it on send)."""
+    if request_id is not None:
+        payload["metadata"] = {**(payload.get("metadata") or {}), "request_id": request_id}
+    return payload
+
+
 def _reply_values(
     replies: list[Reply], inbound_id: int, conversation_id: str, *, delay: float, now: datetime, start: int = 0,
+    request_id: str | None = None,
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Outbox rows of one message's replies (dedupe keys ``in:<inbound id>:<n>``)."""
     keys = [f"in:{inbound_id}:{n}" for n in range(start, start + len(replies))]
@@ -1414,7 +1469,7 @@ def _reply_values(
             "recipient_id": r.recipient_id,
             "conversation_id": conversation_id,
             "kind": "reply",
-            "payload": r.to_dict(),
+            "payload": _with_request_id(r.to_dict(), request_id),
             "dedupe_key": key,
             "urgent": r.urgent,
             "status": "pending",

@@ -79,10 +79,21 @@ def serve_workers(settings: Settings, workers: int) -> None:
 
     All shared state lives in the database (and Redis when configured), so any process can
     take any request: conversation leases keep one conversation in one process at a time.
+
+    Metrics: the workers share a fresh ``PROMETHEUS_MULTIPROC_DIR`` (made here, removed on
+    exit), so whichever worker answers ``/metrics`` reports the totals of all of them; a
+    worker's live gauges are dropped when it exits (``mark_process_dead``).
     """
     import multiprocessing as mp
+    import shutil
+    import tempfile
+    from multiprocessing.connection import wait
+
+    from prometheus_client import multiprocess
 
     asyncio.run(upgrade(settings.bot_db_url, BOT_MIGRATIONS))
+    metrics_dir = tempfile.mkdtemp(prefix="powerbot-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_worker_main, args=(settings,), name=f"gateway-{i}") for i in range(workers)]
     for p in procs:
@@ -95,8 +106,15 @@ def serve_workers(settings: Settings, workers: int) -> None:
 
     signal.signal(signal.SIGTERM, _forward)
     signal.signal(signal.SIGINT, _forward)
-    for p in procs:
-        p.join()
+    try:
+        running = {p.sentinel: p for p in procs}
+        while running:
+            for sentinel in wait(list(running)):
+                p = running.pop(sentinel)  # type: ignore[call-overload]
+                p.join()
+                multiprocess.mark_process_dead(p.pid, metrics_dir)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 async def run_all(settings: Settings) -> None:

@@ -1,15 +1,28 @@
-"""Logging setup with customer PII masked before anything reaches a handler."""
+"""Logging setup (``structlog`` over the standard library) with customer PII masked in every field.
+
+One pipeline for both kinds of log call: ``logging.getLogger(...).info("… %s", x)`` (most of
+the code) and ``structlog.get_logger(...).info("event", key=value)`` (the access log, the turn
+and outbox lines). Either way a line has ``ts`` (ISO 8601, UTC), ``level``, ``logger``, ``msg``,
+the request id when one is bound (``structlog.contextvars``), and its own fields — each a JSON
+member in JSON mode (``POWERBOT_LOG_JSON``), ``key=value`` pairs in text mode. Every string in
+every field goes through ``common.pii.mask_text`` before it is rendered.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
+from typing import Any
+
+import structlog
+from structlog.stdlib import ProcessorFormatter
 
 from common.pii import mask_text
 
 
 class PiiFilter(logging.Filter):
+    """Masks a record's formatted message: for handlers outside ``setup_logging``'s pipeline."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             msg = record.getMessage()
@@ -19,24 +32,121 @@ class PiiFilter(logging.Filter):
         return True
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line (quotes and newlines in messages stay valid JSON)."""
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_text(value)
+    if value is None or isinstance(value, (bool, float)):
+        return value
+    if isinstance(value, int):  # a phone or account number passed as a number
+        text = str(value)
+        masked = mask_text(text)
+        return value if masked == text else masked
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_masked(v) for v in value]
+    return mask_text(str(value))
 
-    def format(self, record: logging.LogRecord) -> str:
-        doc = {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name,
-               "msg": record.getMessage()}
-        if record.exc_info:
-            doc["exc"] = mask_text(self.formatException(record.exc_info))
-        return json.dumps(doc, ensure_ascii=False)
+
+def mask_fields(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: PII masked in every field, the message and the traceback included."""
+    for key, value in event_dict.items():
+        event_dict[key] = _masked(value)
+    return event_dict
+
+
+def _tidy(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    if event_dict.get("request_id", "") is None:
+        del event_dict["request_id"]
+    level = event_dict.get("level")
+    if isinstance(level, str):
+        event_dict["level"] = level.upper()
+    return event_dict
+
+
+class JsonFormatter(ProcessorFormatter):
+    """One JSON object per line, fields as members, PII masked (see the module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            foreign_pre_chain=_PRE_CHAIN,
+            processors=[
+                ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                mask_fields,
+                _tidy,
+                structlog.processors.EventRenamer("msg"),
+                structlog.processors.JSONRenderer(ensure_ascii=False, default=str),
+            ],
+        )
+
+
+class TextFormatter(ProcessorFormatter):
+    """``ts LEVEL logger: message key=value ...`` for a terminal, PII masked."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            foreign_pre_chain=_PRE_CHAIN,
+            processors=[
+                ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                mask_fields,
+                _tidy,
+                _render_text,
+            ],
+        )
+
+
+def _render_text(_logger: Any, _name: str, event_dict: dict[str, Any]) -> str:
+    head = f"{event_dict.pop('ts', '')} {event_dict.pop('level', '')} {event_dict.pop('logger', '')}: " \
+           f"{event_dict.pop('event', '')}"
+    exc = event_dict.pop("exception", None)
+    tail = " ".join(f"{k}={v}" for k, v in event_dict.items())
+    line = f"{head} {tail}" if tail else head
+    return f"{line}\n{exc}" if exc else line
+
+
+# Applied to records from the standard library's loggers (structlog's own run _STRUCTLOG_CHAIN).
+_PRE_CHAIN: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_logger_name,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.ExtraAdder(),
+    structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+]
+_STRUCTLOG_CHAIN: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.filter_by_level,
+    structlog.stdlib.add_logger_name,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.PositionalArgumentsFormatter(),
+    structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+    ProcessorFormatter.wrap_for_formatter,
+]
+
+
+def configure_structlog() -> None:
+    """structlog loggers hand their event dicts to the standard library's handlers (and so to
+    the formatter ``setup_logging`` installs). Idempotent; done at import so a structlog
+    logger made before ``setup_logging`` routes through the same pipeline."""
+    structlog.configure(
+        processors=_STRUCTLOG_CHAIN,
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
 
 
 def setup_logging(level: str = "INFO", json_format: bool = False) -> None:
+    configure_structlog()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if json_format else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(PiiFilter())
+    handler.setFormatter(JsonFormatter() if json_format else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # powerbot.access replaces it
     logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
     logging.getLogger("jieba").setLevel(logging.WARNING)
+
+
+configure_structlog()

@@ -19,6 +19,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from common.metrics import instrument_pool, release_pool, render
+from common import observe
 from common.pii import mask_text
 
 from . import schemas as sc
@@ -409,6 +411,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     # a broken calendar file stops the core here, loudly, instead of promising wrong dates
     use_calendar(default_calendar(calendar_file))
     engine, sessions = open_store(url, pool_size=pool, max_overflow=overflow)
+    instrument_pool(engine, "core", capacity=pool + overflow)
     service = CoreService(sessions, engine.dialect.name)
     app[SERVICE] = service
     try:
@@ -420,6 +423,13 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await engine.dispose()
+        release_pool("core", pool + overflow)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition (``common.metrics``): behind the API token like every API call."""
+    body, content_type = render()
+    return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
 
 def create_core_app(db_url: str, *, seed: bool = False, token: str | None = None) -> web.Application:
@@ -428,6 +438,7 @@ def create_core_app(db_url: str, *, seed: bool = False, token: str | None = None
     With ``token`` every API call but health and the OpenAPI document needs
     ``Authorization: Bearer <token>``."""
     app = web.Application(middlewares=[problem_middleware, token_middleware], client_max_size=1024 * 1024)
+    observe.install(app, "core")
     app[DB_URL] = db_url
     app[SEED] = seed
     if token:
@@ -435,6 +446,7 @@ def create_core_app(db_url: str, *, seed: bool = False, token: str | None = None
     app.cleanup_ctx.append(_store_ctx)
     for r in ROUTES:
         app.router.add_route(r.method, r.path, r.handler)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/docs", docs)
     return app
 

@@ -40,9 +40,14 @@ from bot.langs import detect_language
 from bot.logs import mask_account, mask_phone, mask_text
 from channels.base import Button, Message, Reply, proven_phone
 from common.clock import utcnow
+from common.metrics import FALLBACKS, HANDOFFS, NLU_SECONDS
 from common.money import money_text
 
 log = logging.getLogger("powerbot.dialogue")
+
+# intents a fallback is labelled with in the metrics; any other: "no_action" (an intent
+# with nothing to say)
+_FALLBACK_INTENTS = frozenset({"nlu_fallback", "out_of_scope", "inform"})
 
 MAX_VERIFY_FAILURES = 5  # wrong answers from one identity
 MAX_ACCOUNT_FAILURES = 15  # wrong answers from all identities together
@@ -311,7 +316,8 @@ class DialogueEngine:
         if not text:
             return {"text": "", "intent": {"name": "nlu_fallback", "confidence": 0.0}, "entities": []}
         # relative dates ("明天", "上个月") are the customer's: China's date, not the server's
-        return self.interpreter.parse(text, datetime.now(CHINA_TZ).date())
+        with NLU_SECONDS.time():
+            return self.interpreter.parse(text, datetime.now(CHINA_TZ).date())
 
     # ================================================================== identity
     async def _authorized(self, session: AsyncSession, customer_id: int) -> set[str]:
@@ -451,6 +457,7 @@ class DialogueEngine:
                 await commit(session, turn.replies)
             return None
         reason, priority, summary = turn.handoff
+        HANDOFFS.labels(reason).inc()
         return await ho.request_handoff(session, turn.conversation_id, reason, priority, summary=summary)
 
     async def _lock_state(self, number: str, identity: str) -> tuple[int, datetime | None]:
@@ -662,6 +669,7 @@ class DialogueEngine:
         await self.fallback(turn)
 
     async def fallback(self, turn: Turn) -> None:
+        FALLBACKS.labels(turn.intent if turn.intent in _FALLBACK_INTENTS else "no_action").inc()
         st = turn.state
         n = int(st.get("fallbacks") or 0) + 1
         st["fallbacks"] = n

@@ -1,0 +1,133 @@
+"""Prometheus metrics of the gateway and the core (``prometheus-client``).
+
+Every metric is defined here, once, so the names a dashboard uses live in one file. Hot paths
+only increment a counter or observe a histogram (an in-memory add, or an mmap write in
+multi-process mode); figures that need the database (the outbox backlog) are read when
+``/metrics`` is scraped.
+
+Multi-process: ``powerbot serve --workers N`` gives every worker the same fresh
+``PROMETHEUS_MULTIPROC_DIR`` (``bot.runner.serve_workers``); each process then writes its
+samples to files there and a scrape, answered by any one worker, adds up all of them
+(``MultiProcessCollector``). Without that variable the process's own registry is served.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# --- messages -------------------------------------------------------------------------------
+MESSAGES_IN = Counter(
+    "powerbot_messages_in_total", "Inbound customer messages handed to the pipeline",
+    ["channel", "status"],  # status: accepted | duplicate | invalid
+)
+MESSAGES_OUT = Counter(
+    "powerbot_messages_out_total", "Outbound messages by delivery outcome",
+    ["channel", "status"],  # status: sent | inline | retry | dead
+)
+OUTBOX_RETRIES = Counter("powerbot_outbox_retries_total", "Failed sends that will be tried again", ["channel"])
+DEAD_LETTERS = Counter("powerbot_outbox_dead_letters_total", "Outbox rows given up (dead letters)", ["channel"])
+NOTICES_SENT = Counter(
+    "powerbot_notices_sent_total", "Notices (outbox rows that are not replies) sent", ["channel", "kind"],
+)
+PLATFORM_ERRORS = Counter(
+    "powerbot_platform_errors_total",
+    "Errors a messaging platform answered with (WeChat errcode, Alipay code/sub_code, SMS provider status)",
+    ["channel", "code"],
+)
+
+# --- dialogue -------------------------------------------------------------------------------
+_TURN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+TURN_SECONDS = Histogram(
+    "powerbot_turn_seconds", "One dialogue turn: the handler's run on one inbound message", ["channel"],
+    buckets=_TURN_BUCKETS,
+)
+NLU_SECONDS = Histogram(
+    "powerbot_nlu_seconds", "Intent and entity parsing of one message",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+FALLBACKS = Counter("powerbot_fallbacks_total", "Turns the bot did not understand", ["reason"])
+HANDOFFS = Counter("powerbot_handoffs_total", "Conversations handed to a human agent", ["reason"])
+
+# --- queue ----------------------------------------------------------------------------------
+# the queue's length (powerbot_inbound_waiting) is read from the database at scrape time
+QUEUE_WAIT = Histogram(
+    "powerbot_inbound_wait_seconds", "From receipt of a message to the start of its turn", ["channel"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0),
+)
+
+# --- HTTP -----------------------------------------------------------------------------------
+HTTP_REQUESTS = Counter(
+    "powerbot_http_requests_total", "HTTP requests served", ["service", "method", "route", "status"],
+)
+HTTP_SECONDS = Histogram(
+    "powerbot_http_request_seconds", "HTTP request duration", ["service", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+# --- database pool --------------------------------------------------------------------------
+DB_POOL_IN_USE = Gauge(
+    "powerbot_db_pool_connections_in_use", "Connections checked out of the pool (all processes)",
+    ["service"], multiprocess_mode="livesum",
+)
+DB_POOL_CAPACITY = Gauge(
+    "powerbot_db_pool_capacity", "pool_size + max_overflow, summed over live processes",
+    ["service"], multiprocess_mode="livesum",
+)
+
+
+def instrument_pool(engine: Any, service: str, *, capacity: int | None = None) -> None:
+    """Follow an SQLAlchemy engine's pool: a gauge moves on every checkout and checkin (two
+    listeners, no query). ``capacity`` (pool_size + max_overflow) is added to the capacity gauge."""
+    from sqlalchemy import event
+
+    in_use = DB_POOL_IN_USE.labels(service)
+    pool = engine.sync_engine.pool if hasattr(engine, "sync_engine") else engine.pool
+    event.listen(pool, "checkout", lambda *_: in_use.inc())
+    event.listen(pool, "checkin", lambda *_: in_use.dec())
+    if capacity:
+        DB_POOL_CAPACITY.labels(service).inc(capacity)
+
+
+def release_pool(service: str, capacity: int | None) -> None:
+    """Take a disposed engine's capacity back out of the gauge."""
+    if capacity:
+        DB_POOL_CAPACITY.labels(service).dec(capacity)
+
+
+class _Figures(Collector):
+    """Gauges read at scrape time (from the database): handed in as plain values."""
+
+    def __init__(self, figures: Mapping[str, tuple[str, float | None]]) -> None:
+        self.figures = figures
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        for name, (doc, value) in self.figures.items():
+            if value is not None:
+                yield GaugeMetricFamily(name, doc, value=value)
+
+
+def render(figures: Mapping[str, tuple[str, float | None]] | None = None) -> tuple[bytes, str]:
+    """The exposition text of every process's metrics plus ``figures`` (name → (help, value)),
+    and its content type."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if path:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=path)
+        body = generate_latest(registry)
+    else:
+        body = generate_latest(REGISTRY)
+    if figures:
+        extra = CollectorRegistry()
+        extra.register(_Figures(figures))
+        body += generate_latest(extra)
+    return body, CONTENT_TYPE_LATEST

@@ -1,0 +1,93 @@
+"""Per-request observability for the gateway and the core: a request id, an access log line
+and the HTTP metrics, in one aiohttp middleware.
+
+The request id comes from the caller's ``X-Request-ID`` header (when it is a short token) or is
+generated; it is bound with ``structlog.contextvars`` for the handler's own log lines (``current_request_id``) and echoed in the response's ``X-Request-ID`` header. Beyond the
+request (the turn, the outbox send) it travels as data: the pipeline stores it with the inbound
+row and the reply rows (``bot.pipeline``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from common.metrics import HTTP_REQUESTS, HTTP_SECONDS
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_GOOD_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def request_id_from(request: web.Request) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    return given if _GOOD_ID.fullmatch(given) else uuid.uuid4().hex
+
+
+def current_request_id() -> str | None:
+    """The request id bound by the middleware in this request's task, if any."""
+    return structlog.contextvars.get_contextvars().get("request_id")
+
+
+def _route(request: web.Request) -> str:
+    """The route's template (``/console/api/conversations/{id}``): a bounded label set."""
+    info = request.match_info
+    resource = info.route.resource if info is not None and info.route is not None else None
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def observe_middleware(service: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """The middleware, labelled ``service`` ("gateway", "core") in the metrics. Install it
+    first (outermost) so refusals by later middlewares are logged and counted too."""
+    access = structlog.get_logger("powerbot.access")
+
+    @web.middleware
+    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+        rid = request_id_from(request)
+        start = time.perf_counter()
+        status = 500
+        with structlog.contextvars.bound_contextvars(request_id=rid):
+            try:
+                response = await handler(request)
+                status = response.status
+                if not response.prepared:  # a handler that prepared it got it from echo_request_id
+                    response.headers[REQUEST_ID_HEADER] = rid
+                return response
+            except web.HTTPException as exc:
+                status = exc.status
+                exc.headers[REQUEST_ID_HEADER] = rid
+                raise
+            except asyncio.CancelledError:
+                status = 499  # the client went away
+                raise
+            finally:
+                elapsed = time.perf_counter() - start
+                route = _route(request)
+                HTTP_REQUESTS.labels(service, request.method, route, str(status)).inc()
+                HTTP_SECONDS.labels(service, route).observe(elapsed)
+                # the path only: query strings carry signatures, tokens and open ids
+                # no client address: a customer's IP is personal data, and the masker cannot tell
+                access.info("request", method=request.method, path=request.path, status=status,
+                            duration_ms=round(elapsed * 1000, 2))
+
+    return observe
+
+
+async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: the id on responses a handler prepares itself (streamed ones)."""
+    rid = current_request_id()
+    if rid is not None:
+        response.headers.setdefault(REQUEST_ID_HEADER, rid)
+
+
+def install(app: web.Application, service: str) -> None:
+    """The middleware as the outermost one, and the response header for every response."""
+    app.middlewares.insert(0, observe_middleware(service))
+    app.on_response_prepare.append(echo_request_id)
