@@ -2,7 +2,7 @@
 
 Rasa itself is not installable next to this project, so the rules its YAML reader and
 schema enforce are re-stated here (top-level keys, block types, ``examples: |`` lists,
-annotation grammar) together with the data-quality rules of issue 3.
+annotation grammar) together with the project's own data-quality rules (below).
 """
 
 from __future__ import annotations
