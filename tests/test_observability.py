@@ -175,3 +175,52 @@ async def test_customer_data_never_logged_in_clear(stack, json_logs) -> None:  #
     assert any("139****5678" in d.get("exception", "") for d in docs)
     for line in lines:
         assert PHONE not in line and ACCOUNT not in line, line
+
+
+async def test_two_workers_report_the_totals_of_both(postgres_url, interpreter, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``serve --workers 2``: whichever worker answers a scrape reports both workers' figures."""
+    from intents.model import save
+    from test_faults_kill import GatewayProcess, free_port
+
+    model_dir = tmp_path / "models"
+    save(interpreter.state, model_dir)
+    async with run_core(f"sqlite+aiosqlite:///{tmp_path / 'core.db'}") as core:
+        gw = GatewayProcess(
+            {
+                "POWERBOT_DATABASE_URL": postgres_url,
+                "POWERBOT_CORE_URL": core.url,
+                "POWERBOT_PORT": str(free_port()),
+                "POWERBOT_DATA_DIR": str(tmp_path / "var"),
+                "POWERBOT_NLU_MODEL_DIR": str(model_dir),
+                "POWERBOT_NOTIFY_ENABLED": "false",
+                "POWERBOT_RATE_LIMIT_PER_IP_PER_MINUTE": "0",
+                "POWERBOT_DB_POOL_SIZE": "3",
+                "POWERBOT_DB_MAX_OVERFLOW": "2",
+            },
+            tmp_path / "gateway.log",
+            workers=2,
+        )
+        gw.start()
+        try:
+            await gw.ready()
+            # a new connection per request: the kernel spreads them over the two workers
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+
+                async def both_up() -> bool:
+                    _, samples = await scrape(http, gw.url)
+                    return value(samples, "powerbot_db_pool_capacity", service="gateway") == 2 * (3 + 2)
+
+                await wait_until(both_up, timeout=60, interval=0.3)
+                n = 8
+                for i in range(n):
+                    async with http.post(gw.url + "/webhooks/rest/webhook",
+                                         json={"sender": f"mp-{i}", "message": "你好"}) as r:
+                        assert r.status == 200 and await r.json()
+                for _ in range(10):
+                    _, samples = await scrape(http, gw.url)
+                    assert value(samples, "powerbot_messages_in_total", channel="rest", status="accepted") == n
+                    assert value(samples, "powerbot_turn_seconds_count", channel="rest") == n
+                    assert value(samples, "powerbot_db_pool_capacity", service="gateway") == 10
+        finally:
+            gw.stop()
+        assert "Traceback" not in (tmp_path / "gateway.log").read_text()
