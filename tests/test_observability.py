@@ -224,3 +224,15 @@ async def test_two_workers_report_the_totals_of_both(postgres_url, interpreter, 
         finally:
             gw.stop()
         assert "Traceback" not in (tmp_path / "gateway.log").read_text()
+
+
+async def test_the_dashboard_uses_metrics_the_gateway_serves(stack) -> None:  # type: ignore[no-untyped-def]
+    import re
+    from pathlib import Path
+
+    _, gw, http = stack
+    dashboard = json.loads((Path(__file__).resolve().parent.parent / "deploy/grafana/powerbot.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {re.sub(r"_(bucket|total|count|sum)$", "", m) for e in exprs for m in re.findall(r"powerbot_[a-z0-9_]+", e)}
+    names, _ = await scrape(http, gw.url)
+    assert used and used <= names, used - names
