@@ -8,9 +8,20 @@ import sys
 import click
 
 from bot.settings import SettingsError, get_settings
+from common.listen import require_free_ports, run_server
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("powerbot")
+    except PackageNotFoundError:  # pragma: no cover - a bare checkout
+        return "unknown"
 
 
 @click.group()
+@click.version_option(_version(), "--version", "-V", prog_name="powerbot", message="%(prog)s %(version)s")
 def main() -> None:
     """powerbot — 95598 customer-service chatbot gateway and reference core."""
     try:
@@ -68,13 +79,15 @@ def serve(workers: int) -> None:
     from bot.runner import serve_gateway, serve_workers
 
     settings = get_settings()
+    listener = (settings.host, settings.port, "POWERBOT_PORT")
     if workers == 1:
-        asyncio.run(serve_gateway(settings))
+        run_server(lambda: asyncio.run(serve_gateway(settings)), listener)
         return
     from bot.db import is_sqlite
 
     if is_sqlite(settings.bot_db_url):
         raise click.ClickException("--workers > 1 needs a shared database: set POWERBOT_DATABASE_URL to PostgreSQL")
+    require_free_ports(listener)  # the workers share it (SO_REUSEPORT), nobody else may hold it
     serve_workers(settings, workers)
 
 
@@ -83,7 +96,9 @@ def run() -> None:
     """Run the embedded default: the core and the gateway in one process, on two ports."""
     from bot.runner import run_all
 
-    asyncio.run(run_all(get_settings()))
+    s = get_settings()
+    run_server(lambda: asyncio.run(run_all(s)),
+               (s.core_host, s.core_port, "POWERBOT_CORE_PORT"), (s.host, s.port, "POWERBOT_PORT"))
 
 
 def _register_optional() -> None:

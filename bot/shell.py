@@ -21,12 +21,28 @@ def _post(url: str, sender: str, text: str, timeout: float) -> list[dict]:
         return json.loads(r.read().decode("utf-8"))
 
 
+def default_url() -> str:
+    """Where the gateway of these settings answers: POWERBOT_PUBLIC_URL when set, else
+    POWERBOT_HOST:POWERBOT_PORT (a wildcard host is reached on this machine's loopback)."""
+    from bot.settings import get_settings
+
+    s = get_settings()
+    if s.public_url:
+        return s.public_url.rstrip("/")
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(s.host, s.host)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{s.port}"
+
+
 @click.command()
-@click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="Gateway base URL.")
+@click.option("--url", default=None,
+              help="Gateway base URL [default: POWERBOT_PUBLIC_URL, else http://POWERBOT_HOST:POWERBOT_PORT].")
 @click.option("--sender", default=None, help="Sender id (default: a fresh one per session).")
 @click.option("--timeout", default=40.0, show_default=True, help="Seconds to wait for an answer.")
-def shell(url: str, sender: str | None, timeout: float) -> None:
+def shell(url: str | None, sender: str | None, timeout: float) -> None:
     """Chat with the bot in the terminal against the running services. Ctrl-D or /exit quits."""
+    url = url or default_url()
     sender = sender or f"shell-{uuid.uuid4().hex[:8]}"
     click.echo(f"powerbot shell — {url} as {sender}. Type a message; /exit to quit. Buttons: type the number.")
     buttons: list[dict] = []

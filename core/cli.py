@@ -25,7 +25,11 @@ def serve(seed: bool | None) -> None:
     if not logging.getLogger().handlers:
         setup_logging(s.log_level, s.log_json)  # the PII filter too
     token = s.core_token()
-    asyncio.run(serve_core(s.core_db_url, s.core_host, s.core_port, seed=s.demo_seed if seed is None else seed, token=token))
+    from common.listen import run_server
+
+    run_server(lambda: asyncio.run(serve_core(s.core_db_url, s.core_host, s.core_port,
+                                              seed=s.demo_seed if seed is None else seed, token=token)),
+               (s.core_host, s.core_port, "POWERBOT_CORE_PORT"))
 
 
 @core.command("seed")

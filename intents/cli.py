@@ -20,19 +20,40 @@ def _ref(value: str | None) -> dt.date | None:
         raise click.BadParameter(f"expected YYYY-MM-DD, got {value!r}") from exc
 
 
+def _dirs(data_dir: str | None, model_dir: str | None) -> tuple[str, str]:
+    """The training data and model directories: the options when given, else the settings the
+    gateway reads (POWERBOT_NLU_DATA_DIR, POWERBOT_NLU_MODEL_DIR, .env), else their defaults."""
+    if data_dir is None or model_dir is None:
+        try:
+            from bot.settings import get_settings
+
+            s = get_settings()
+            defaults = (str(s.nlu_data_dir), str(s.nlu_model_dir))
+        except Exception:  # noqa: BLE001 - `powerbot` itself reports broken settings; standalone: defaults
+            defaults = ("training_data", "models")
+        data_dir = data_dir if data_dir is not None else defaults[0]
+        model_dir = model_dir if model_dir is not None else defaults[1]
+    return data_dir, model_dir
+
+
+_DATA_HELP = "Directory (or file) with Rasa NLU YAML [default: POWERBOT_NLU_DATA_DIR, training_data]."
+_MODEL_HELP = "Model directory [default: POWERBOT_NLU_MODEL_DIR, models]."
+
+
 @click.group()
 def nlu() -> None:
     """Natural-language understanding: train, parse and evaluate."""
 
 
 @nlu.command()
-@click.option("--data", "data_dir", default="training_data", show_default=True,
-              help="Directory (or file) with Rasa NLU YAML.")
-@click.option("--out", "model_dir", default="models", show_default=True)
+@click.option("--data", "data_dir", default=None, help=_DATA_HELP)
+@click.option("--out", "model_dir", default=None, help=_MODEL_HELP)
 @click.option("--force", is_flag=True, help="Retrain even if the training data is unchanged.")
-def train(data_dir: str, model_dir: str, force: bool) -> None:
+def train(data_dir: str | None, model_dir: str | None, force: bool) -> None:
     """Train the NLU model (skipped when the training data has not changed)."""
     from .model import train_if_needed
+
+    data_dir, model_dir = _dirs(data_dir, model_dir)
 
     t0 = time.perf_counter()
     state, trained = train_if_needed(data_dir, model_dir, force=force)
@@ -60,13 +81,13 @@ def _interpreter(model_dir: str, data_dir: str):
 
 @nlu.command()
 @click.argument("text", required=False)
-@click.option("--model", "model_dir", default="models", show_default=True)
-@click.option("--data", "data_dir", default="training_data", show_default=True,
-              help="Used to train when no model exists yet.")
+@click.option("--model", "model_dir", default=None, help=_MODEL_HELP)
+@click.option("--data", "data_dir", default=None, help="Used to train when no model exists yet. " + _DATA_HELP)
 @click.option("--reference-date", default=None, help="Resolve relative dates against YYYY-MM-DD.")
-def parse(text: str | None, model_dir: str, data_dir: str, reference_date: str | None) -> None:
+def parse(text: str | None, model_dir: str | None, data_dir: str | None, reference_date: str | None) -> None:
     """Parse TEXT, or every stdin line (one JSON object per line) when TEXT is omitted."""
     ref = _ref(reference_date)
+    data_dir, model_dir = _dirs(data_dir, model_dir)
     interp = _interpreter(model_dir, data_dir)
     if text is not None:
         click.echo(json.dumps(interp.parse(text, ref), ensure_ascii=False))
@@ -87,19 +108,31 @@ def parse(text: str | None, model_dir: str, data_dir: str, reference_date: str |
 @nlu.command()
 @click.argument("file", type=click.Path(exists=True))
 @click.option("--report", "report_dir", default="reports", show_default=True)
-@click.option("--model", "model_dir", default="models", show_default=True)
-@click.option("--data", "data_dir", default="training_data", show_default=True)
+@click.option("--model", "model_dir", default=None, help=_MODEL_HELP)
+@click.option("--data", "data_dir", default=None, help=_DATA_HELP)
 @click.option("--cross-validation", "folds", type=int, default=0,
               help="Evaluate FILE with N-fold cross-validation instead of the trained model.")
-@click.option("--reference-date", default=None, help="Resolve relative dates against YYYY-MM-DD.")
-def test(file: str, report_dir: str, model_dir: str, data_dir: str, folds: int,
+@click.option("--reference-date", default=None,
+              help="Resolve relative dates against YYYY-MM-DD [default: the file's '# reference_date:' line].")
+def test(file: str, report_dir: str, model_dir: str | None, data_dir: str | None, folds: int,
          reference_date: str | None) -> None:
-    """Evaluate on Rasa NLU YAML; writes intent_report.json and intent_confusion_matrix.png."""
-    from .evaluate import cross_validate, evaluate, write_report
-    from .loader import load_data
+    """Evaluate on Rasa NLU YAML; writes intent_report.json (with the confidence histogram and
+    what each intent is confused with), intent_errors.json and intent_confusion_matrix.png.
+
+    Gold values of relative dates ("明天") assume a day: the file names it in a comment line
+    ``# reference_date: YYYY-MM-DD`` (Rasa ignores comments); --reference-date overrides it."""
+    from .evaluate import cross_validate, evaluate, format_histogram, write_report
+    from .loader import declared_reference_date, load_data
     from .model import train_if_needed, Interpreter
 
+    data_dir, model_dir = _dirs(data_dir, model_dir)
     ref = _ref(reference_date)
+    source = "--reference-date"
+    if ref is None:
+        ref = declared_reference_date(file)
+        source = f"{file}"
+    if ref is not None:
+        click.echo(f"reference date {ref.isoformat()} (from {source})")
     data = load_data(file)
     if folds:
         result = cross_validate(data, folds, ref)
@@ -111,6 +144,8 @@ def test(file: str, report_dir: str, model_dir: str, data_dir: str, folds: int,
         extra = {"model": {k: state.metadata.get(k) for k in
                            ("training_data_hash", "created_at", "fallback_threshold",
                             "ambiguity_threshold")}}
+    if ref is not None:
+        extra["reference_date"] = ref.isoformat()
     write_report(result, report_dir, extra)
     click.echo(f"intent accuracy {result['accuracy']:.4f} (n={result['n']}), "
                f"out-of-scope recall {result['out_of_scope_recall']}, "
@@ -118,6 +153,12 @@ def test(file: str, report_dir: str, model_dir: str, data_dir: str, folds: int,
     for name, s in result["entity_report"].items():
         click.echo(f"  {name:16s} exact={s['exact_match']} P={s['precision']} R={s['recall']} "
                    f"n={s['support']}")
+    click.echo(format_histogram(result["confidence_histogram"]))
+    confused = {k: v for k, v in result["intent_report"].items() if isinstance(v, dict) and v.get("confused_with")}
+    if confused:
+        click.echo("confused with (gold intent → predicted: count):")
+        for name, r in sorted(confused.items()):
+            click.echo(f"  {name:24s} " + ", ".join(f"{p}: {n}" for p, n in r["confused_with"].items()))
 
 
 if __name__ == "__main__":

@@ -53,8 +53,46 @@ def prf(tp: int, fp: int, fn: int) -> dict[str, float]:
     return {"precision": round(p, 4), "recall": round(r, 4), "f1-score": round(f, 4)}
 
 
+HISTOGRAM_BINS = 10
+
+
+def confidence_histogram(gold: list[str], pred: list[str], conf: list[float],
+                         bins: int = HISTOGRAM_BINS) -> list[dict[str, Any]]:
+    """Rasa's intent histogram as figures: per confidence bin [lo, hi) (the last one closed),
+    how many predictions were right and how many wrong."""
+    out = [{"from": round(i / bins, 4), "to": round((i + 1) / bins, 4), "correct": 0, "wrong": 0}
+           for i in range(bins)]
+    for g, p, c in zip(gold, pred, conf):
+        i = min(bins - 1, max(0, int(float(c) * bins)))
+        out[i]["correct" if g == p else "wrong"] += 1
+    return out
+
+
+def format_histogram(hist: list[dict[str, Any]], width: int = 40) -> str:
+    """The histogram as text: one line per bin, '#' for right and 'x' for wrong predictions."""
+    most = max([b["correct"] + b["wrong"] for b in hist] or [0]) or 1
+    lines = ["confidence histogram (# correct, x wrong):"]
+    for b in hist:
+        n_ok = round(b["correct"] * width / most)
+        n_bad = round(b["wrong"] * width / most)
+        if b["correct"] and not n_ok:
+            n_ok = 1
+        if b["wrong"] and not n_bad:
+            n_bad = 1
+        lines.append(f"  {b['from']:.1f}–{b['to']:.1f}  {b['correct']:5d} {b['wrong']:5d}  " + "#" * n_ok + "x" * n_bad)
+    return "\n".join(lines)
+
+
+def confused_with(gold: list[str], pred: list[str], label: str, top: int = 3) -> dict[str, int]:
+    """Rasa's per-intent ``confused_with``: the intents a gold ``label`` was most often
+    predicted as, with counts (at most ``top``)."""
+    wrong = Counter(p for g, p in zip(gold, pred) if g == label and p != label)
+    return dict(wrong.most_common(top))
+
+
 def evaluate(examples: list[Example], parse: Callable[[str], dict]) -> dict[str, Any]:
     gold, pred, errors = [], [], []
+    conf: list[float] = []
     ent_tp: Counter[str] = Counter()
     ent_fp: Counter[str] = Counter()
     ent_fn: Counter[str] = Counter()
@@ -63,6 +101,7 @@ def evaluate(examples: list[Example], parse: Callable[[str], dict]) -> dict[str,
         g, p = _canon(ex.intent), res["intent"]["name"]
         gold.append(g)
         pred.append(p)
+        conf.append(float(res["intent"].get("confidence") or 0.0))
         if g != p:
             errors.append({"text": ex.text, "intent": g, "predicted": p,
                            "confidence": res["intent"]["confidence"]})
@@ -86,7 +125,8 @@ def evaluate(examples: list[Example], parse: Callable[[str], dict]) -> dict[str,
         tp = sum(1 for g, p in zip(gold, pred) if g == p == lab)
         fp = sum(1 for g, p in zip(gold, pred) if p == lab and g != lab)
         fn = sum(1 for g, p in zip(gold, pred) if g == lab and p != lab)
-        report[lab] = dict(prf(tp, fp, fn), support=sum(1 for g in gold if g == lab))
+        report[lab] = dict(prf(tp, fp, fn), support=sum(1 for g in gold if g == lab),
+                           confused_with=confused_with(gold, pred, lab))
     accuracy = float(np.mean([g == p for g, p in zip(gold, pred)])) if gold else 0.0
     macro = {k: round(float(np.mean([report[l][k] for l in labels if report[l]["support"]])), 4)
              for k in ("precision", "recall", "f1-score")} if labels else {}
@@ -112,6 +152,7 @@ def evaluate(examples: list[Example], parse: Callable[[str], dict]) -> dict[str,
         "errors": errors,
         "labels": labels,
         "confusion": _confusion(gold, pred, labels),
+        "confidence_histogram": confidence_histogram(gold, pred, conf),
         "n": len(gold),
     }
 
@@ -154,7 +195,8 @@ def write_report(result: dict[str, Any], report_dir: str | Path, extra: dict | N
     payload = {**out, "entity_scores": result["entity_report"],
                "in_scope_accuracy": result["in_scope_accuracy"],
                "out_of_scope_recall": result["out_of_scope_recall"],
-               "entity_exact_match": result["entity_exact_match"], **(extra or {})}
+               "entity_exact_match": result["entity_exact_match"],
+               "confidence_histogram": result.get("confidence_histogram", []), **(extra or {})}
     (d / "intent_report.json").write_text(json.dumps(payload, ensure_ascii=False, indent=2), "utf-8")
     (d / "entity_report.json").write_text(
         json.dumps(result["entity_report"], ensure_ascii=False, indent=2), "utf-8")

@@ -8,6 +8,7 @@ module accepts must also be accepted by them (see tests/test_nlu_data.py).
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
@@ -135,6 +136,21 @@ def nlu_files(path: str | Path) -> list[Path]:
         if isinstance(doc, dict) and "nlu" in doc:
             files.append(f)
     return files
+
+
+_REFERENCE_DATE = re.compile(r"^#\s*reference_date:\s*(\d{4}-\d{2}-\d{2})\s*$", re.MULTILINE)
+
+
+def declared_reference_date(path: str | Path) -> dt.date | None:
+    """The day a test file's relative dates ("明天", "下个月") are written against, from a
+    comment line ``# reference_date: YYYY-MM-DD`` (a comment, so Rasa reads the file as
+    before). Each YAML file of a directory may declare one; they must agree. None if none."""
+    p = Path(path)
+    files = sorted(p.rglob("*.yml")) + sorted(p.rglob("*.yaml")) if p.is_dir() else [p]
+    found = {m.group(1) for f in files for m in _REFERENCE_DATE.finditer(f.read_text(encoding="utf-8"))}
+    if len(found) > 1:
+        raise ValueError(f"{path}: more than one reference_date: {', '.join(sorted(found))}")
+    return dt.date.fromisoformat(found.pop()) if found else None
 
 
 def load_data(path: str | Path) -> NLUData:

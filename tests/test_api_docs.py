@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import tempfile
 import sys
 from pathlib import Path
 
@@ -46,6 +47,7 @@ async def schemathesis(schema_url: str, token: str, *args: str, max_examples: in
         "-H", f"Authorization: Bearer {token}", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false", "NO_COLOR": "1"},
+        cwd=tempfile.gettempdir(),  # it may leave a .schemathesis directory behind
     )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
     return proc.returncode or 0, out.decode("utf-8", "replace")
