@@ -214,3 +214,18 @@ async def test_safe_parse_xml_unit() -> None:
         with pytest.raises(Exception) as exc:
             safe_parse_xml(bad)
         assert getattr(exc.value, "status", None) == 400
+
+
+def test_safe_parse_xml_keeps_the_shape_the_channel_reads() -> None:
+    """Text fields stripped, empty ones None, nested events as dicts, a repeated child as a list."""
+    doc = ("<xml><MsgType><![CDATA[event]]></MsgType><Content> </Content><!-- a comment is not a DTD -->"
+           "<SendPicsInfo><Count>2</Count><PicList><item><PicMd5Sum>a</PicMd5Sum></item>"
+           "<item><PicMd5Sum>b</PicMd5Sum></item></PicList></SendPicsInfo></xml>")
+    assert safe_parse_xml(doc.encode()) == {
+        "MsgType": "event", "Content": None,
+        "SendPicsInfo": {"Count": "2", "PicList": {"item": [{"PicMd5Sum": "a"}, {"PicMd5Sum": "b"}]}},
+    }
+    for bad in (b"<xml>\xff</xml>", "<other><a>1</a></other>", "<xml>text</xml>", "<xml/>"):
+        with pytest.raises(Exception) as exc:
+            safe_parse_xml(bad)
+        assert getattr(exc.value, "status", None) == 400
