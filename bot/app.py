@@ -237,7 +237,10 @@ async def metrics(request: web.Request) -> web.Response:
     the platforms' error codes are an operator's business: the same callers as ``/readyz``'s
     details (this host, the operator token, a supervisor's session)."""
     if not await _readyz_detail_allowed(request):
-        return web.json_response({"error": "forbidden"}, status=403)
+        return web.json_response(  # RFC 9457, like every error of the documented APIs (bot/openapi.py)
+            {"type": "about:blank", "title": "Forbidden", "status": 403, "error": "forbidden",
+             "detail": "metrics are for operators: this host, the operator token or a supervisor's session"},
+            status=403, content_type="application/problem+json")
     figures: dict[str, tuple[str, float | None]] = {}
     try:
         backlog = await asyncio.wait_for(_outbox_backlog(request.app[SESSIONMAKER]), timeout=3)

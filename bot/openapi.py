@@ -204,6 +204,12 @@ def _paths() -> dict[str, Any]:
                             "security": [],
                             "responses": {"200": _ok(_ref("Readiness"), "Ready"),
                                           "503": _ok(_ref("Readiness"), "Not ready")}}},
+        "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics (operators: this host, "
+                             "the operator token or a supervisor's session)", "tags": ["health"],
+                             "security": [{}, {"operatorToken": []}, {"consoleSession": []}],
+                             "responses": {"200": {"description": "Prometheus text exposition",
+                                                   "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                           "403": _resp("Forbidden")}}},
         "/webhooks/rest": {"get": {"operationId": "rest_health", "summary": "REST channel health", "tags": ["rest channel"],
                                    "security": [], "responses": {"200": _ok(_ref("Health"))}}},
         "/webhooks/rest/webhook": {"post": {

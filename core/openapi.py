@@ -90,6 +90,15 @@ def _build(routes: tuple[Any, ...]) -> dict[str, Any]:
                 "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{r.body.__name__}"}}},
             }
         paths.setdefault(r.path, {})[r.method.lower()] = op
+    paths["/metrics"] = {"get": {  # served by core.app next to ROUTES: Prometheus text, not JSON
+        "operationId": "metrics",
+        "summary": "Prometheus metrics",
+        "tags": ["ops"],
+        "responses": {
+            "200": {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "401": {"description": "Missing or wrong bearer token (when the core has one)", "content": problem},
+        },
+    }}
     return {
         "openapi": "3.1.0",
         "info": {

@@ -57,10 +57,10 @@ async def test_gateway_document_holds_against_the_server(stack) -> None:  # type
     _, gw, _ = stack
     code, out = await schemathesis(
         gw.url + "/openapi.json", OPERATOR_TOKEN,
-        "--include-path-regex", r"^/(webhooks/rest|api/v1/notify|healthz)",
+        "--include-path-regex", r"^/(webhooks/rest|api/v1/notify|healthz|metrics)",
     )
     assert code == 0, out[-6000:]
-    assert re.search(r"Tested: 8\b", out), out[-3000:]  # REST (3), notify (4) and /healthz, none skipped
+    assert re.search(r"Tested: 9\b", out), out[-3000:]  # REST (3), notify (4), /healthz, /metrics; none skipped
 
 
 async def test_core_document_holds_against_the_server(stack) -> None:  # type: ignore[no-untyped-def]
@@ -68,8 +68,9 @@ async def test_core_document_holds_against_the_server(stack) -> None:  # type: i
     code, out = await schemathesis(core.url + "/api/v1/openapi.json", CORE_TOKEN, max_examples=3)
     assert code == 0, out[-6000:]
     tested = re.search(r"Tested: (\d+)", out)
-    # every operation but the document itself (Schemathesis leaves its own schema URL alone), none skipped
-    assert tested and int(tested.group(1)) == len(ROUTES) - 1, out[-3000:]
+    # every operation (ROUTES and /metrics) but the document itself (Schemathesis leaves its own
+    # schema URL alone), none skipped
+    assert tested and int(tested.group(1)) == len(ROUTES), out[-3000:]
 
 
 async def test_documents_declare_auth_and_problem_errors(stack) -> None:  # type: ignore[no-untyped-def]
@@ -124,6 +125,8 @@ async def test_gateway_errors_are_problem_documents(stack) -> None:  # type: ign
     _, gw, http = stack
     async with http.get(gw.url + "/api/v1/notify/stats") as r:
         assert r.status == 401 and r.content_type == "application/problem+json"
+    async with http.get(gw.url + "/metrics", headers={"X-Forwarded-For": "203.0.113.9"}) as r:  # not for the public
+        assert r.status == 403 and r.content_type == "application/problem+json"
     async with http.post(gw.url + "/webhooks/rest/webhook", data=b"x" * (gw.settings.max_body_bytes + 10),
                          headers={"Content-Type": "application/json"}) as r:
         body = await r.json(content_type=None)
