@@ -524,7 +524,8 @@ class Pipeline:
         # the HTTP request's id travels with the row (and on to the replies' outbox rows), so
         # the turn and the send log it whichever task or process runs them
         request_id = current_request_id()
-        if request_id is not None and "request_id" not in payload:
+        payload.pop("request_id", None)  # only the gateway's own id goes there (logged unmasked)
+        if request_id is not None:
             payload["request_id"] = request_id
         values = dict(
             channel=message.channel,

@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 
 from common.metrics import HTTP_REQUESTS, HTTP_SECONDS
+from common.pii import mask_text
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _GOOD_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
@@ -27,8 +28,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def request_id_from(request: web.Request) -> str:
+    """The caller's id when it is a short token that masking would leave alone (it is logged
+    as is, in every line of the request), else a new one."""
     given = request.headers.get(REQUEST_ID_HEADER, "")
-    return given if _GOOD_ID.fullmatch(given) else uuid.uuid4().hex
+    if given and _GOOD_ID.fullmatch(given) and mask_text(given) == given:
+        return given
+    while True:
+        rid = uuid.uuid4().hex
+        if mask_text(rid) == rid:  # a run of 10+ digits would read as an account number
+            return rid
 
 
 def current_request_id() -> str | None:
