@@ -17,6 +17,10 @@ from aiohttp import web
 
 PROBLEM_CT = "application/problem+json"
 SENDER_MAX = 128
+# channels.base.is_clean: no C0/C1 control characters but tab and newlines, no lone surrogates;
+# and not blank
+CLEAN_TEXT = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f]" \
+             r"[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -71,11 +75,13 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["sender", "message"],
             "properties": {
-                "sender": {"type": "string", "minLength": 1, "maxLength": SENDER_MAX,
-                           "description": "the customer's id on this channel (no control characters)"},
+                "sender": {"type": "string", "minLength": 1, "maxLength": SENDER_MAX, "pattern": CLEAN_TEXT,
+                           "description": "the customer's id on this channel (not blank, no control characters)"},
                 "message": {"type": "string", "description": "the customer's text (cut at 4000 characters)"},
-                "message_id": {"type": ["string", "integer"],
-                               "description": "1–200 characters; a repeated id is answered once (idempotency)"},
+                "message_id": {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 200, "pattern": CLEAN_TEXT},
+                                         {"type": "integer"}, {"type": "null"}],
+                               "description": "1–200 characters; a repeated id is answered once (idempotency); "
+                                              "absent or null: a fresh one"},
                 "metadata": {"type": "object", "description": "kept with the message"},
             },
         },
@@ -225,7 +231,8 @@ def _paths() -> dict[str, Any]:
             "summary": "Replies that arrived later (an agent's answer, a delayed answer), after a cursor",
             "tags": ["rest channel"], "security": [],
             "parameters": [
-                _q("sender", {"type": "string", "minLength": 1, "maxLength": SENDER_MAX}, "sender id", required=True),
+                _q("sender", {"type": "string", "minLength": 1, "maxLength": SENDER_MAX, "pattern": CLEAN_TEXT},
+                   "sender id", required=True),
                 _q("after", {"type": "integer", "minimum": -1, "maximum": 2**63 - 1},
                    "cursor of the previous poll; 0 on a fresh page"),
             ],
