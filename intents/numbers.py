@@ -1,37 +1,18 @@
-"""Chinese numeral parsing (一百二十, 两千五, 三点五, 十一) — small and dependency-free."""
+"""Chinese numerals (一百二十, 两千五, 一万二, 三点五, 十一, 二零二六) read by ``cn2an``.
+
+``cn2an``'s "normal" mode reads the colloquial short forms a customer types (两千五 = 2500,
+一万二 = 12000) that a hand-written digit-and-unit fold gets wrong, and refuses what is not a
+numeral.
+"""
 
 from __future__ import annotations
 
-_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5,
-           "六": 6, "七": 7, "八": 8, "九": 9, "壹": 1, "贰": 2, "叁": 3, "肆": 4,
-           "伍": 5, "陆": 6, "柒": 7, "捌": 8, "玖": 9}
-_UNITS = {"十": 10, "拾": 10, "百": 100, "佰": 100, "千": 1000, "仟": 1000}
-CN_NUM_CHARS = "".join(_DIGITS) + "".join(_UNITS) + "万亿点"
+import cn2an
 
-
-def _int_part(s: str) -> int | None:
-    if not s:
-        return 0
-    if "亿" in s:
-        hi, _, lo = s.partition("亿")
-        a, b = _int_part(hi), _int_part(lo)
-        return None if a is None or b is None else a * 100_000_000 + b
-    if "万" in s:
-        hi, _, lo = s.partition("万")
-        a, b = _int_part(hi), _int_part(lo)
-        return None if a is None or b is None else a * 10_000 + b
-    total, cur = 0, None
-    for ch in s:
-        if ch in _DIGITS:
-            cur = _DIGITS[ch] if cur is None else cur * 10 + _DIGITS[ch]
-        elif ch in _UNITS:
-            total += (1 if cur is None else cur) * _UNITS[ch]
-            cur = None
-        else:
-            return None
-    if cur is not None:
-        total += cur
-    return total
+# the characters a Chinese numeral is written with (entity extraction scans for runs of them)
+_DIGITS = "零〇一二三四五六七八九两壹贰叁肆伍陆柒捌玖"
+_UNITS = "十拾百佰千仟万亿"
+CN_NUM_CHARS = _DIGITS + _UNITS + "点"
 
 
 def cn_to_number(s: str) -> float | None:
@@ -43,14 +24,12 @@ def cn_to_number(s: str) -> float | None:
         return float(s.replace(",", ""))
     except ValueError:
         pass
-    if "点" in s:
-        ip, _, fp = s.partition("点")
-        i = _int_part(ip)
-        if i is None or not fp or any(c not in _DIGITS for c in fp):
-            return None
-        return float(f"{i}." + "".join(str(_DIGITS[c]) for c in fp))
-    v = _int_part(s)
-    return None if v is None else float(v)
+    if s[0] in _UNITS:  # a bare unit counts one of it: 百 = 100, 千五 = 1500
+        s = "一" + s
+    try:
+        return float(cn2an.cn2an(s, "normal"))
+    except (ValueError, KeyError, IndexError):
+        return None
 
 
 def to_int(s: str) -> int | None:
