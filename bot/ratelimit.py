@@ -18,14 +18,10 @@ Three layers, cheapest first:
    ("您发送消息过于频繁…"), the rest of the flood is dropped silently (answering a flood would
    spend SMS/WeChat quota on the attacker). Other senders are not affected.
 
-Counters live in Redis when ``POWERBOT_REDIS_URL`` is set, so the limits hold across gateway
-processes; otherwise (or while Redis is unreachable — logged as a warning, retried every
-``REDIS_RETRY_SECONDS``) each process counts in memory. Keys hold a hash of the sender, never
-the raw phone number / openid.
-
-The counter is a sliding-window estimate (two fixed windows, the previous one weighted by how
-much of it still overlaps the last minute), which smooths the burst a plain fixed window lets
-through at its boundary.
+Counting is ``common.ratelimit`` (the ``limits`` library's sliding-window counter): in Redis
+when ``POWERBOT_REDIS_URL`` is set, so the limits hold across gateway processes; otherwise (or
+while Redis is unreachable — logged as a warning, retried every ``REDIS_RETRY_SECONDS``) each
+process counts in memory. Keys hold a hash of the sender, never the raw phone number / openid.
 """
 
 from __future__ import annotations
@@ -43,13 +39,12 @@ from bot.langs import detect_language
 from bot.settings import Settings
 from bot.texts import TextService
 from channels.base import Message, Receipt, Reply, SideWrite
+from common.ratelimit import Limiter
 
 log = logging.getLogger("powerbot.ratelimit")
 
-WINDOW_SECONDS = 60.0
-REDIS_RETRY_SECONDS = 10.0
-REDIS_TIMEOUT_SECONDS = 0.5
-KEY_PREFIX = "powerbot:rl:"
+WINDOW_SECONDS = 60
+
 
 def _hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
@@ -58,120 +53,47 @@ def _hash(key: str) -> str:
 @dataclass
 class Decision:
     allowed: bool
-    count: float  # estimated requests in the last minute, this one included
-    first_refusal: bool = False  # the first request refused in this window (answer it politely)
+    count: float  # the limit a refused request hit (0 when allowed)
+    first_refusal: bool = False  # the first request refused since the key was last allowed (answer it politely)
     retry_after: int = 0
-
-
-class MemoryCounter:
-    """Sliding-window estimate per key, in this process."""
-
-    def __init__(self, window: float = WINDOW_SECONDS) -> None:
-        self.window = window
-        self._counts: dict[str, tuple[int, int, int]] = {}  # key -> (window index, current, previous)
-        self._last_prune = 0
-
-    def hit(self, key: str, now: float) -> tuple[float, int]:
-        idx = int(now // self.window)
-        cur_idx, cur, prev = self._counts.get(key, (idx, 0, 0))
-        if cur_idx != idx:
-            prev = cur if cur_idx == idx - 1 else 0
-            cur = 0
-        cur += 1
-        self._counts[key] = (idx, cur, prev)
-        if idx != self._last_prune:
-            self._last_prune = idx
-            self._counts = {k: v for k, v in self._counts.items() if v[0] >= idx - 1}
-        overlap = 1.0 - (now % self.window) / self.window
-        return prev * overlap + cur, cur
-
-
-class RedisCounter:
-    """The same estimate in Redis (INCR on the current window's key), shared by all processes."""
-
-    def __init__(self, url: str, window: float = WINDOW_SECONDS) -> None:
-        import redis.asyncio as aioredis
-
-        self.window = window
-        self.client = aioredis.from_url(
-            url, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
-        )
-
-    async def hit(self, key: str, now: float) -> tuple[float, int]:
-        idx = int(now // self.window)
-        cur_key, prev_key = f"{KEY_PREFIX}{key}:{idx}", f"{KEY_PREFIX}{key}:{idx - 1}"
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.incr(cur_key)
-            pipe.expire(cur_key, int(self.window * 2) + 1)
-            pipe.get(prev_key)
-            cur, _, prev = await pipe.execute()
-        overlap = 1.0 - (now % self.window) / self.window
-        return int(prev or 0) * overlap + int(cur), int(cur)
-
-    async def close(self) -> None:
-        await self.client.aclose()
 
 
 @dataclass
 class RateLimiter:
-    """Counts hits per key; Redis when configured and reachable, memory otherwise."""
+    """Per-minute limits per key (``common.ratelimit.Limiter``), saying which refusal is the first."""
 
     redis_url: str | None = None
-    clock: Callable[[], float] = time.time
-    memory: MemoryCounter = field(default_factory=MemoryCounter)
-    redis: RedisCounter | None = None
-    redis_down_until: float = 0.0
-    stats: dict[str, int] = field(default_factory=lambda: {"allowed": 0, "refused": 0, "redis_errors": 0})
-    _refused_windows: dict[str, int] = field(default_factory=dict)
+    limiter: Limiter = field(init=False)
+    stats: dict[str, int] = field(default_factory=lambda: {"allowed": 0, "refused": 0})
+    _refused_until: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.redis_url:
-            self.redis = RedisCounter(self.redis_url)
+        self.limiter = Limiter(self.redis_url)
 
     @property
     def backend(self) -> str:
-        if self.redis is not None and time.monotonic() >= self.redis_down_until:
-            return "redis"
-        return "memory"
-
-    async def _count(self, key: str, now: float) -> tuple[float, int]:
-        if self.redis is not None and time.monotonic() >= self.redis_down_until:
-            try:
-                return await self.redis.hit(key, now)
-            except Exception as exc:  # noqa: BLE001 - any Redis failure: degrade, don't fail the request
-                self.stats["redis_errors"] += 1
-                self.redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
-                log.warning(
-                    "rate limit: Redis unavailable (%s); counting in this process only for %.0f s",
-                    type(exc).__name__, REDIS_RETRY_SECONDS,
-                )
-        return self.memory.hit(key, now)
+        return self.limiter.backend
 
     async def hit(self, key: str, limit: int) -> Decision:
         """Count one request under ``key``; refuse it when over ``limit`` per minute (0 = off)."""
         if limit <= 0:
             return Decision(True, 0)
-        now = self.clock()
         hashed = _hash(key)
-        estimate, _ = await self._count(hashed, now)
-        if estimate <= limit:
+        if await self.limiter.hit(hashed, limit, WINDOW_SECONDS):
             self.stats["allowed"] += 1
-            return Decision(True, estimate)
+            return Decision(True, 0)
         self.stats["refused"] += 1
-        idx = int(now // WINDOW_SECONDS)
-        first = self._refused_windows.get(hashed) != idx
-        self._refused_windows[hashed] = idx
-        if len(self._refused_windows) > 100_000:
-            self._refused_windows = {k: v for k, v in self._refused_windows.items() if v == idx}
-        retry = max(1, int(WINDOW_SECONDS - now % WINDOW_SECONDS))
-        return Decision(False, estimate, first_refusal=first, retry_after=retry)
+        now = time.monotonic()
+        retry = await self.limiter.retry_after(hashed, limit, WINDOW_SECONDS)
+        first = self._refused_until.get(hashed, 0.0) <= now
+        if first:
+            self._refused_until[hashed] = now + retry
+            if len(self._refused_until) > 100_000:
+                self._refused_until = {k: t for k, t in self._refused_until.items() if t > now}
+        return Decision(False, float(limit), first_refusal=first, retry_after=retry)
 
     async def close(self) -> None:
-        if self.redis is not None:
-            try:
-                await self.redis.close()
-            except Exception:  # noqa: BLE001
-                pass
+        await self.limiter.close()
 
 
 class RateLimitedProcessor:
@@ -193,7 +115,7 @@ class RateLimitedProcessor:
         from bot.logs import mask_text
 
         log.warning(
-            "rate limited sender channel=%s sender=%s (%.0f msgs/min)",
+            "rate limited sender channel=%s sender=%s (over %.0f msgs/min)",
             message.channel, mask_text(message.sender_id), decision.count,
         )
         if not decision.first_refusal:
@@ -266,7 +188,7 @@ class RateLimiting:
             decision = await self.limiter.hit(f"ip:{self.client_ip(request)}", self.per_ip)
             if not decision.allowed:
                 if decision.first_refusal:
-                    log.warning("rate limited client ip on %s (%.0f req/min)", request.path, decision.count)
+                    log.warning("rate limited client ip on %s (over %.0f req/min)", request.path, decision.count)
                 message = self.texts.text("utter_too_many_requests", lang=_lang(request))
                 return web.json_response(  # RFC 9457; error/message/retry_after kept for older clients
                     {"type": "about:blank", "title": "Too Many Requests", "status": 429, "detail": message,

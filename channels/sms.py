@@ -83,7 +83,7 @@ import re
 import time
 import unicodedata
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
@@ -103,6 +103,7 @@ from channels.base import Channel, ChannelContext, DeliveryError, Message, Reply
 from channels.base import clean_text as clean_message_text
 from channels.sms_store import SmsOptOut, SmsPart
 from common.phones import sms_number
+from common.ratelimit import Limiter
 
 log = logging.getLogger("powerbot.channels.sms")
 
@@ -112,6 +113,7 @@ PART_UNITS = 67
 MAX_PARTS = 8
 MAX_TEXT = 1000
 OPT_OUT_TTL_SECONDS = 5.0  # how long another replica's STOP may take to reach this process
+RATE_PERIOD_SECONDS = 60  # the per-number limits (POWERBOT_SMS_INBOUND_PER_MINUTE, ..._OUTBOUND_...) count a minute
 MAX_REPORT_RETRIES = 1000  # delivery reports for not-yet-stored segments waiting at once
 MAX_INBOUND_PARTS = 16  # parts of one concatenated inbound message (16 x 67 units > MAX_TEXT)
 MAX_ID = 190  # provider ids (message_id, concat_ref): printable, at most this long
@@ -278,54 +280,6 @@ def parse_timestamp(value: Any) -> float | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return dt.timestamp()
-
-
-class SlidingWindow:
-    """Per-key event counter over the last ``period`` seconds (in-process).
-
-    O(1) amortised per hit: keys sit in least-recently-hit order, so idle keys are forgotten
-    from the front without scanning; each key keeps at most ``limit`` timestamps and at most
-    ``max_keys`` keys are kept (past that the least recently hit key is forgotten, which can
-    only make the limiter more permissive for that key, never block a number wrongly).
-    """
-
-    def __init__(self, limit: int, period: float = 60.0, *, max_keys: int = 200_000) -> None:
-        self.limit = limit
-        self.period = period
-        self.max_keys = max_keys
-        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._hits)
-
-    def hit(self, key: str, now: float | None = None) -> bool:
-        """Record one event; False when the key is over its limit (the event is not counted)."""
-        if self.limit <= 0:
-            return True
-        now = time.monotonic() if now is None else now
-        cutoff = now - self.period
-        hits = self._hits
-        q = hits.get(key)
-        if q is None:
-            q = hits[key] = deque(maxlen=self.limit)
-        else:
-            hits.move_to_end(key)
-            while q and q[0] <= cutoff:
-                q.popleft()
-        if len(q) >= self.limit:
-            return False
-        q.append(now)
-        # forget keys idle for a whole period (front = least recently hit), and bound memory
-        while len(hits) > 1:
-            k, oldest = next(iter(hits.items()))
-            if len(hits) <= self.max_keys and oldest and oldest[-1] > cutoff:
-                break
-            del hits[k]
-        return True
-
-    def window_start(self, key: str) -> float:
-        q = self._hits.get(key)
-        return q[0] if q else 0.0
 
 
 class OptOutCache:
@@ -617,8 +571,10 @@ class SmsChannel(Channel):
         self.api_key = s.sms_api_key or ""
         self.sender = s.sms_sender
         self.timeout = aiohttp.ClientTimeout(total=s.sms_timeout_seconds)
-        self.inbound_limit = SlidingWindow(s.sms_inbound_per_minute)
-        self.outbound_limit = SlidingWindow(s.sms_outbound_per_minute)
+        # per-number limits, counted in this process (common.ratelimit, as the gateway's own)
+        self.limiter = Limiter()
+        self.inbound_per_minute = s.sms_inbound_per_minute
+        self.outbound_per_minute = s.sms_outbound_per_minute
         self._refused: OrderedDict[str, float] = OrderedDict()  # phone -> when last told it is over the limit
         self._tasks: set[asyncio.Task[None]] = set()
         self._assembling: set[str] = set()  # concatenated messages waiting for a missing part
@@ -725,7 +681,7 @@ class SmsChannel(Channel):
             await self._handle_keyword(keyword, phone, text, message_id)
             return web.json_response({"status": "ok"})
 
-        if not self.inbound_limit.hit(phone):
+        if not await self.limiter.hit("in:" + phone, self.inbound_per_minute, RATE_PERIOD_SECONDS):
             await self._refuse_rate_limited(phone, text)
             return web.json_response({"status": "rate_limited"})
 
@@ -886,7 +842,7 @@ class SmsChannel(Channel):
 
     async def _refuse_rate_limited(self, phone: str, text: str) -> None:
         now = time.monotonic()
-        period = self.inbound_limit.period
+        period = RATE_PERIOD_SECONDS
         last = self._refused.get(phone)
         if last is not None and now - last < period:
             log.info("sms from %s dropped: over the rate limit", mask_phone(phone))
@@ -1025,7 +981,7 @@ class SmsChannel(Channel):
             raise DeliveryError("recipient is not a phone number", retryable=False, code="bad_recipient")
         return phone
 
-    def _text(self, reply: Reply, phone: str, *, opted_out: bool) -> str:
+    async def _text(self, reply: Reply, phone: str, *, opted_out: bool) -> str:
         """The checks every outbound SMS passes (opt-out of a broadcast, empty text, the
         per-number limit); the text to send, or the DeliveryError saying why not."""
         if opted_out and _is_broadcast(reply):
@@ -1033,14 +989,14 @@ class SmsChannel(Channel):
         text = self.render(reply)
         if not text:
             raise DeliveryError("empty message", retryable=False, code="empty")
-        if not self.outbound_limit.hit(phone):
+        if not await self.limiter.hit("out:" + phone, self.outbound_per_minute, RATE_PERIOD_SECONDS):
             raise DeliveryError("per-number SMS rate limit reached", retryable=True, code="rate_limited")
         return text
 
     async def send(self, reply: Reply) -> str | None:
         phone = self._phone(reply)
         opted_out = _is_broadcast(reply) and await self.opt_outs.contains(self.ctx.sessionmaker, phone)
-        text = self._text(reply, phone, opted_out=opted_out)
+        text = await self._text(reply, phone, opted_out=opted_out)
         parts = split_segments(text)
         batch_ref = _batch_ref(reply)
         provider_ids: list[str] = []
@@ -1083,7 +1039,7 @@ class SmsChannel(Channel):
         items: list[tuple[int, str, list[str], str]] = []  # (index, phone, segments, batch_ref)
         for i, phone, reply in checked:
             try:
-                text = self._text(reply, phone, opted_out=phone in opted)
+                text = await self._text(reply, phone, opted_out=phone in opted)
             except DeliveryError as exc:
                 results[i] = exc
                 continue

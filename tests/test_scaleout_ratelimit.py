@@ -10,17 +10,19 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 import pytest_asyncio
+import time_machine
 from sqlalchemy import func, select
 
 from bot.app import SESSIONMAKER
 from bot.models import InboundMessage
-from bot.ratelimit import MemoryCounter, RateLimiter
+from bot.ratelimit import RateLimiter
 from stack import run_core, run_gateway
 from wechat_platform import APPID, TOKEN, WeChatPusher, new_openid, text_xml
 
@@ -161,22 +163,53 @@ async def test_body_over_limit_is_refused_before_it_is_read(core, interpreter, t
 
 
 async def test_sliding_window_counts_the_previous_minute() -> None:
-    c = MemoryCounter(window=60)
-    for _ in range(10):
-        est, _ = c.hit("k", 119.0)  # end of window 1
-    est, cur = c.hit("k", 120.0)  # start of window 2: the previous window still counts fully
-    assert cur == 1 and est == pytest.approx(11.0)
-    est, cur = c.hit("k", 150.0)  # half-way: half of the previous window
-    assert cur == 2 and est == pytest.approx(7.0)
-    est, cur = c.hit("k", 250.0)  # two windows later: forgotten
-    assert cur == 1 and est == pytest.approx(1.0)
+    """The previous minute still counts, weighted by how much of it overlaps the last 60 s."""
+    from common.ratelimit import Limiter
+
+    with time_machine.travel(dt.datetime(2026, 3, 2, 10, 0, 59, tzinfo=dt.timezone.utc), tick=False) as clock:
+        lim = Limiter(None)
+        assert all([await lim.hit("k", 10) for _ in range(10)])  # end of one minute
+        clock.shift(1)  # start of the next: the previous minute still counts fully
+        assert not await lim.hit("k", 10)
+        clock.shift(30)  # half-way: half of it (5) counts
+        assert [await lim.hit("k", 10) for _ in range(6)] == [True] * 5 + [False]
+        clock.shift(120)  # two minutes later: forgotten
+        assert all([await lim.hit("k", 10) for _ in range(10)])
+        assert await lim.retry_after("k", 10) >= 1
 
 
 async def test_limiter_first_refusal_then_silent() -> None:
-    now = [1000.0]
-    lim = RateLimiter(None, clock=lambda: now[0])
+    lim = RateLimiter(None)
     decisions = [await lim.hit("s:rest:a", 3) for _ in range(6)]
     assert [d.allowed for d in decisions] == [True] * 3 + [False] * 3
     assert [d.first_refusal for d in decisions[3:]] == [True, False, False]
     assert (await lim.hit("s:rest:b", 3)).allowed  # another sender
     assert (await lim.hit("s:rest:a", 0)).allowed  # 0 = off
+
+
+async def test_limits_hold_across_processes_through_redis(redis_url: str) -> None:
+    """Two gateway processes share one count per sender when Redis is configured."""
+    import subprocess
+    import sys
+    import uuid
+
+    key = f"s:rest:two-processes-{uuid.uuid4().hex}"
+    script = (
+        "import asyncio, sys\n"
+        "from bot.ratelimit import RateLimiter\n"
+        "async def main():\n"
+        "    lim = RateLimiter(sys.argv[1])\n"
+        "    print(sum([(await lim.hit(sys.argv[2], 5)).allowed for _ in range(3)]), lim.backend)\n"
+        "    await lim.close()\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, redis_url, key], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()
+    assert out == ["3", "redis"]  # the other process: 3 of 5 used
+    lim = RateLimiter(redis_url)
+    try:
+        decisions = [await lim.hit(key, 5) for _ in range(4)]
+        assert [d.allowed for d in decisions] == [True, True, False, False] and lim.backend == "redis"
+        assert decisions[2].first_refusal and not decisions[3].first_refusal and decisions[2].retry_after >= 1
+    finally:
+        await lim.close()

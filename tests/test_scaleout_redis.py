@@ -152,7 +152,7 @@ async def test_redis_goes_away_mid_run_and_comes_back(
     core, interpreter, wechat_api, tmp_path, caplog, monkeypatch
 ) -> None:
     caplog.set_level(logging.WARNING)
-    import bot.ratelimit as rl
+    import common.ratelimit as rl
     from channels.wechat_store import TokenCache
 
     monkeypatch.setattr(rl, "REDIS_RETRY_SECONDS", 0.5)

@@ -265,7 +265,7 @@ async def test_request_size_splits_between_notices_never_inside_one(sessionmaker
 
 async def test_per_number_rate_limit_applies_within_a_batch(sessionmaker) -> None:  # type: ignore[no-untyped-def]
     async with run_provider() as prov, sms_channel(sessionmaker, prov) as ch:
-        ch.outbound_limit.limit = 2
+        ch.outbound_per_minute = 2
         results = await ch.send_batch([notice(phone(1)) for _ in range(3)] + [notice(phone(2)), notice("not-a-number")])
         codes = [getattr(r, "code", None) if isinstance(r, BaseException) else "ok" for r in results]
         assert codes == ["ok", "ok", "rate_limited", "ok", "bad_recipient"]

@@ -4,15 +4,18 @@ segment records and the bounded per-number rate limiter."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from datetime import datetime, timezone
 
 import pytest
 import pytest_asyncio
+import time_machine
 from sqlalchemy import delete, func, select
 
 from bot.db import make_engine, make_sessionmaker
 from bot.migrate import BOT_MIGRATIONS, upgrade
-from channels.sms import OptOutCache, PartWriter, SlidingWindow
+from channels.sms import OptOutCache, PartWriter
+from common.ratelimit import Limiter
 from channels.sms_store import SmsOptOut, SmsPart
 
 
@@ -141,19 +144,17 @@ async def test_a_reused_provider_id_does_not_lose_the_other_segments(sm) -> None
         assert await s.scalar(select(func.count()).select_from(SmsPart)) == 3
 
 
-def test_rate_limiter_memory_is_bounded_and_idle_numbers_are_forgotten() -> None:
-    w = SlidingWindow(2, period=60, max_keys=1000)
-    for i in range(5000):
-        assert w.hit(f"n{i}", now=i * 0.001)
-    assert len(w) == 1000  # bounded although all are inside the window
-    assert w.hit("n4999", now=5.0) and not w.hit("n4999", now=5.0)  # the limit still holds
-    assert w.hit("late", now=100.0)
-    assert len(w) == 1  # everything else idle for a whole period: gone
-    # over the limit then quiet: allowed again after the window
-    assert [w.hit("x", now=t) for t in (200, 201, 202)] == [True, True, False]
-    assert w.hit("x", now=260.5)
+async def test_rate_limiter_is_per_number_and_forgets_after_the_window() -> None:
+    """The SMS per-number limits are the gateway's one limiter (common.ratelimit, on ``limits``)."""
+    start = dt.datetime(2026, 3, 2, 10, 0, 0, tzinfo=dt.timezone.utc)
+    with time_machine.travel(start, tick=False) as clock:
+        w = Limiter()
+        assert [await w.hit("x", 2) for _ in range(3)] == [True, True, False]
+        assert await w.hit("y", 2)  # another number
+        clock.shift(121)  # quiet for two minutes: allowed again
+        assert await w.hit("x", 2)
 
 
-def test_rate_limiter_unlimited_keeps_nothing() -> None:
-    w = SlidingWindow(0)
-    assert all(w.hit(f"n{i}") for i in range(100)) and len(w) == 0
+async def test_rate_limiter_unlimited() -> None:
+    w = Limiter()
+    assert all([await w.hit("n", 0) for _ in range(100)])

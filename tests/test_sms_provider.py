@@ -57,13 +57,12 @@ def test_keywords_are_whole_message_and_case_insensitive() -> None:
         assert keyword_of(t) is None, t
 
 
-def test_sliding_window_counts_per_number() -> None:
-    from channels.sms import SlidingWindow
+async def test_inbound_limit_counts_per_number() -> None:
+    from common.ratelimit import Limiter
 
-    w = SlidingWindow(3, period=60)
-    assert [w.hit("a", now=t) for t in (0, 1, 2, 3)] == [True, True, True, False]
-    assert w.hit("b", now=3)
-    assert w.hit("a", now=60.5)  # the first hit left the window
+    w = Limiter()
+    assert [await w.hit("in:a", 3) for _ in range(4)] == [True, True, True, False]
+    assert await w.hit("in:b", 3)
 
 
 def test_plain_english_uses_gsm7_limits() -> None:
