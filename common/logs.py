@@ -63,10 +63,23 @@ def _masked(value: Any) -> Any:
 
 
 def mask_fields(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """structlog processor: PII masked in every field, the message and the traceback included."""
+    """structlog processor: PII masked in every field, the message and the traceback included.
+
+    A structlog call is masked before its record is made (``_STRUCTLOG_CHAIN``), so any handler
+    — not only ours — sees it masked; the formatter then skips it. Only what is added later
+    (a traceback) is masked again."""
+    if event_dict.pop("_masked", False):
+        if "exception" in event_dict:
+            event_dict["exception"] = _masked(event_dict["exception"])
+        return event_dict
     for key, value in event_dict.items():
         if key not in _OWN_FIELDS:
             event_dict[key] = _masked(value)
+    return event_dict
+
+
+def _mark_masked(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    event_dict["_masked"] = True
     return event_dict
 
 
@@ -140,6 +153,8 @@ _STRUCTLOG_CHAIN: list[Any] = [
     structlog.stdlib.add_log_level,
     structlog.stdlib.PositionalArgumentsFormatter(),
     structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+    mask_fields,
+    _mark_masked,
     ProcessorFormatter.wrap_for_formatter,
 ]
 

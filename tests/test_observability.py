@@ -153,7 +153,7 @@ async def test_request_id_from_request_through_turn_to_outbox_send(stack, json_l
     assert any(d.get("request_id") == generated and d.get("path") == "/healthz" for d in docs())
 
 
-async def test_customer_data_never_logged_in_clear(stack, json_logs) -> None:  # type: ignore[no-untyped-def]
+async def test_customer_data_never_logged_in_clear(stack, json_logs, caplog) -> None:  # type: ignore[no-untyped-def]
     _, gw, http = stack
     text = f"我的手机号{PHONE}，户号{ACCOUNT}，帮我查电费"
     async with http.post(gw.url + "/webhooks/rest/webhook", json={"sender": PHONE, "message": text}) as r:
@@ -178,6 +178,10 @@ async def test_customer_data_never_logged_in_clear(stack, json_logs) -> None:  #
     assert any("139****5678" in d.get("exception", "") for d in docs)
     for line in lines:
         assert PHONE not in line and ACCOUNT not in line, line
+    # structlog lines are masked before any handler (a test's, a log shipper's) sees them
+    access = [r.getMessage() for r in caplog.records if r.name == "powerbot.access"]
+    assert any("139****5678" in m for m in access)
+    assert not any(PHONE in m or ACCOUNT in m for m in access)
 
 
 async def test_two_workers_report_the_totals_of_both(postgres_url, interpreter, tmp_path) -> None:  # type: ignore[no-untyped-def]
