@@ -132,3 +132,31 @@ async def test_gateway_errors_are_problem_documents(stack) -> None:  # type: ign
         body = await r.json(content_type=None)
         assert r.status == 413 and r.content_type == "application/problem+json"
         assert body["status"] == 413 and body["title"]
+
+
+@pytest.mark.browser
+async def test_docs_pages_render_in_a_browser_from_their_own_server(stack) -> None:  # type: ignore[no-untyped-def]
+    from playwright.async_api import async_playwright
+
+    core, gw, _ = stack
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                           args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            for base, op, secured_op in ((gw.url, "rest_webhook", "notify_stats"), (core.url, "get_account", "get_account")):
+                page = await browser.new_page()
+                requested: list[str] = []
+                errors: list[str] = []
+                page.on("request", lambda r, seen=requested: seen.append(r.url))
+                page.on("pageerror", lambda e, seen=errors: seen.append(str(e)))
+                await page.goto(base + "/docs")
+                await page.wait_for_selector(f"details#{op}", timeout=10_000)
+                await page.click(f"details#{op} > summary")
+                assert await page.locator(f"details#{op} h4", has_text="Responses").count() == 1
+                assert "🔒" in await page.locator(f"details#{secured_op} > summary").inner_text()
+                assert await page.locator("h2", has_text="Authentication").count() == 1
+                assert not errors, errors
+                assert requested and all(u.startswith(base + "/") for u in requested), requested  # nothing from elsewhere
+                await page.close()
+        finally:
+            await browser.close()
