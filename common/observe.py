@@ -24,6 +24,8 @@ from common.pii import mask_text
 REQUEST_ID_HEADER = "X-Request-ID"
 _GOOD_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -78,7 +80,8 @@ def observe_middleware(service: str) -> Callable[[web.Request, Handler], Awaitab
             finally:
                 elapsed = time.perf_counter() - start
                 route = _route(request)
-                HTTP_REQUESTS.labels(service, request.method, route, str(status)).inc()
+                method = request.method if request.method in _METHODS else "other"  # bounded labels
+                HTTP_REQUESTS.labels(service, method, route, str(status)).inc()
                 HTTP_SECONDS.labels(service, route).observe(elapsed)
                 # the path only: query strings carry signatures, tokens and open ids
                 # no client address: a customer's IP is personal data, and the masker cannot tell
