@@ -24,6 +24,19 @@ _PATH_PARAM_DOC = {
 }
 
 
+# Query parameters whose form is the same on every route (bounds such as a route's largest
+# ``limit`` are in the description; out of bounds is a 400 problem).
+_QUERY_PARAM_SCHEMA: dict[str, dict[str, Any]] = {
+    "limit": {"type": "integer", "minimum": 1},
+    "after_id": {"type": "integer", "minimum": 0},
+    "month": {"type": "string", "pattern": r"^\d{4}-\d{2}$"},
+    "date": {"type": "string", "format": "date"},
+    "kwh": {"type": "number", "minimum": 0},
+    "peak_kwh": {"type": "number", "minimum": 0},
+    "valley_kwh": {"type": "number", "minimum": 0},
+}
+
+
 def build_openapi(routes: tuple[Any, ...]) -> dict[str, Any]:
     return _build(routes)
 
@@ -47,7 +60,8 @@ def _build(routes: tuple[Any, ...]) -> dict[str, Any]:
             desc, schema = _PATH_PARAM_DOC.get(name, (name, {"type": "string"}))
             params.append({"name": name, "in": "path", "required": True, "description": desc, "schema": schema})
         for name, desc in r.query:
-            params.append({"name": name, "in": "query", "required": False, "description": desc, "schema": {"type": "string"}})
+            schema = _QUERY_PARAM_SCHEMA.get(name, {"type": "string"})
+            params.append({"name": name, "in": "query", "required": False, "description": desc, "schema": schema})
         if r.idempotency_header:
             params.append(
                 {
