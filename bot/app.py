@@ -24,7 +24,7 @@ from bot.ratelimit import RateLimiting
 from bot.settings import Settings
 from bot.texts import TextService
 from channels.base import Channel, ChannelContext
-from common.metrics import instrument_pool, release_pool, render
+from common.metrics import instrument_pool, pool_sampler, release_pool, render
 from common import observe
 
 log = logging.getLogger("powerbot.app")
@@ -127,6 +127,7 @@ def create_gateway_app(
         app[DB_ENGINE] = engine
         pool_capacity = settings.db_pool_size + settings.db_max_overflow
         instrument_pool(engine, "gateway", capacity=pool_capacity)
+        sampler = asyncio.ensure_future(pool_sampler())
         app[SESSIONMAKER] = make_sessionmaker(engine)
         checkpointer = WalCheckpointer(engine)  # SQLite: WAL checkpoints off the event loop
         await checkpointer.start()
@@ -168,6 +169,7 @@ def create_gateway_app(
                 for ch in channels.values():
                     await ch.stop()
                 await core.close()
+        sampler.cancel()
         await checkpointer.stop()
         await engine.dispose()
         release_pool("gateway", pool_capacity)

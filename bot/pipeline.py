@@ -64,7 +64,7 @@ from bot.models import ConversationLease, InboundMessage, OutboxMessage
 from channels.base import InvalidMessage, Message, Receipt, Reply, SideWrite, clean_json, clean_text, is_clean
 from common.clock import utcnow
 from common.metrics import MESSAGES_IN, MESSAGES_OUT, QUEUE_WAIT, TURN_SECONDS
-from common.observe import current_request_id
+from common.observe import bind_request_id, current_request_id
 
 log = logging.getLogger("powerbot.pipeline")
 _turn_log = structlog.get_logger("powerbot.turn")
@@ -1441,8 +1441,13 @@ def _task_of_no_request(coro: Any) -> asyncio.Task[Any]:
     """A task for work shared by many requests (group writers, drains): started from one
     request's handler, it must not log with that request's id."""
     ctx = contextvars.copy_context()
-    ctx.run(structlog.contextvars.unbind_contextvars, "request_id")
+    ctx.run(_forget_request_id)
     return asyncio.get_running_loop().create_task(coro, context=ctx)
+
+
+def _forget_request_id() -> None:
+    structlog.contextvars.unbind_contextvars("request_id")
+    bind_request_id(None)
 
 
 def _request_id_of(row: Any) -> str | None:

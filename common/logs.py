@@ -147,8 +147,8 @@ _PRE_CHAIN: list[Any] = [
     structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
 ]
 _STRUCTLOG_CHAIN: list[Any] = [
+    structlog.stdlib.filter_by_level,  # first: a line below the level costs nothing more
     structlog.contextvars.merge_contextvars,
-    structlog.stdlib.filter_by_level,
     structlog.stdlib.add_logger_name,
     structlog.stdlib.add_log_level,
     structlog.stdlib.PositionalArgumentsFormatter(),

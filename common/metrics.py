@@ -13,6 +13,7 @@ samples to files there and a scrape, answered by any one worker, adds up all of 
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -83,21 +84,39 @@ DB_POOL_CAPACITY = Gauge(
 )
 
 
-def instrument_pool(engine: Any, service: str, *, capacity: int | None = None) -> None:
-    """Follow an SQLAlchemy engine's pool: a gauge moves on every checkout and checkin (two
-    listeners, no query). ``capacity`` (pool_size + max_overflow) is added to the capacity gauge."""
-    from sqlalchemy import event
+_POOLS: list[tuple[Any, Any]] = []  # (pool, its in-use gauge child) of this process
 
-    in_use = DB_POOL_IN_USE.labels(service)
+
+def instrument_pool(engine: Any, service: str, *, capacity: int | None = None) -> None:
+    """Follow an SQLAlchemy engine's pool. The in-use gauge is sampled (``sample_pools``: at
+    every scrape of this process, and by ``pool_sampler`` every few seconds for the other
+    processes' scrapes), not moved by checkout/checkin listeners: those ran for every turn and
+    cost the WeChat path measurable CPU. ``capacity`` (pool_size + max_overflow) is added to
+    the capacity gauge."""
     pool = engine.sync_engine.pool if hasattr(engine, "sync_engine") else engine.pool
-    event.listen(pool, "checkout", lambda *_: in_use.inc())
-    event.listen(pool, "checkin", lambda *_: in_use.dec())
+    _POOLS.append((pool, DB_POOL_IN_USE.labels(service)))
     if capacity:
         DB_POOL_CAPACITY.labels(service).inc(capacity)
 
 
+def sample_pools() -> None:
+    for pool, gauge in _POOLS:
+        checked_out = getattr(pool, "checkedout", None)
+        if checked_out is not None:
+            gauge.set(checked_out())
+
+
+async def pool_sampler(interval: float = 5.0) -> None:
+    """Keep this process's pool gauge fresh for scrapes another process answers."""
+    while True:
+        sample_pools()
+        await asyncio.sleep(interval)
+
+
 def release_pool(service: str, capacity: int | None) -> None:
-    """Take a disposed engine's capacity back out of the gauge."""
+    """Take a disposed engine out of the gauges."""
+    _POOLS[:] = [(p, g) for p, g in _POOLS if g is not DB_POOL_IN_USE.labels(service)]
+    DB_POOL_IN_USE.labels(service).set(0)
     if capacity:
         DB_POOL_CAPACITY.labels(service).dec(capacity)
 
@@ -117,6 +136,7 @@ class _Figures(Collector):
 def render(figures: Mapping[str, tuple[str, float | None]] | None = None) -> tuple[bytes, str]:
     """The exposition text of every process's metrics plus ``figures`` (name → (help, value)),
     and its content type."""
+    sample_pools()
     path = os.environ.get(MULTIPROC_ENV)
     if path:
         from prometheus_client import multiprocess

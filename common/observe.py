@@ -10,6 +10,8 @@ row and the reply rows (``bot.pipeline``).
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 import re
 import time
 import uuid
@@ -29,21 +31,30 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+# hex digits as letters: a generated id never holds a run of digits (which masking would
+# read as a phone or account number), so it needs no masking check
+_NO_DIGITS = str.maketrans("0123456789", "ghijklmnop")
+_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("powerbot_request_id", default=None)
+
+
 def request_id_from(request: web.Request) -> str:
     """The caller's id when it is a short token that masking would leave alone (it is logged
     as is, in every line of the request), else a new one."""
     given = request.headers.get(REQUEST_ID_HEADER, "")
     if given and _GOOD_ID.fullmatch(given) and mask_text(given) == given:
         return given
-    while True:
-        rid = uuid.uuid4().hex
-        if mask_text(rid) == rid:  # a run of 10+ digits would read as an account number
-            return rid
+    return uuid.uuid4().hex.translate(_NO_DIGITS)
+
+
+def bind_request_id(request_id: str | None) -> None:
+    """Set the id ``current_request_id`` reads in this context (None: work of no request)."""
+    _REQUEST_ID.set(request_id)
 
 
 def current_request_id() -> str | None:
-    """The request id bound by the middleware in this request's task, if any."""
-    return structlog.contextvars.get_contextvars().get("request_id")
+    """The request id bound by the middleware in this request's task, if any (one context
+    variable read: the pipeline asks for every message)."""
+    return _REQUEST_ID.get()
 
 
 def _route(request: web.Request) -> str:
@@ -57,12 +68,14 @@ def observe_middleware(service: str) -> Callable[[web.Request, Handler], Awaitab
     """The middleware, labelled ``service`` ("gateway", "core") in the metrics. Install it
     first (outermost) so refusals by later middlewares are logged and counted too."""
     access = structlog.get_logger("powerbot.access")
+    access_std = logging.getLogger("powerbot.access")  # its level: a filtered line costs one check
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         rid = request_id_from(request)
         start = time.perf_counter()
         status = 500
+        token = _REQUEST_ID.set(rid)
         with structlog.contextvars.bound_contextvars(request_id=rid):
             try:
                 response = await handler(request)
@@ -83,10 +96,12 @@ def observe_middleware(service: str) -> Callable[[web.Request, Handler], Awaitab
                 method = request.method if request.method in _METHODS else "other"  # bounded labels
                 HTTP_REQUESTS.labels(service, method, route, str(status)).inc()
                 HTTP_SECONDS.labels(service, route).observe(elapsed)
-                # the path only: query strings carry signatures, tokens and open ids
-                # no client address: a customer's IP is personal data, and the masker cannot tell
-                access.info("request", method=request.method, path=request.path, status=status,
-                            duration_ms=round(elapsed * 1000, 2))
+                _REQUEST_ID.reset(token)
+                if access_std.isEnabledFor(logging.INFO):
+                    # the path only: query strings carry signatures, tokens and open ids
+                    # no client address: a customer's IP is personal data, and the masker cannot tell
+                    access.info("request", method=request.method, path=request.path, status=status,
+                                duration_ms=round(elapsed * 1000, 2))
 
     return observe
 

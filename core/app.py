@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from common.metrics import instrument_pool, release_pool, render
+from common.metrics import instrument_pool, pool_sampler, release_pool, render
 from common import observe
 from common.pii import mask_text
 
@@ -412,6 +412,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     use_calendar(default_calendar(calendar_file))
     engine, sessions = open_store(url, pool_size=pool, max_overflow=overflow)
     instrument_pool(engine, "core", capacity=pool + overflow)
+    sampler = asyncio.ensure_future(pool_sampler())
     service = CoreService(sessions, engine.dialect.name)
     app[SERVICE] = service
     try:
@@ -422,6 +423,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
             await seed(service.sm)
         yield
     finally:
+        sampler.cancel()
         await engine.dispose()
         release_pool("core", pool + overflow)
 
