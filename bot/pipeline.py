@@ -64,6 +64,7 @@ from bot.models import ConversationLease, InboundMessage, OutboxMessage
 from channels.base import InvalidMessage, Message, Receipt, Reply, SideWrite, clean_json, clean_text, is_clean
 from common.clock import utcnow
 from common.metrics import MESSAGES_IN, MESSAGES_OUT, QUEUE_WAIT, TURN_SECONDS
+from common.logs import REQUEST_ID
 from common.observe import bind_request_id, current_request_id
 
 log = logging.getLogger("powerbot.pipeline")
@@ -1031,8 +1032,11 @@ class Pipeline:
             received_at=outbox.as_aware(row.received_at),
         )
         request_id = _request_id_of(row)
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
+        token = REQUEST_ID.set(request_id)
+        try:
             return await self._process_turn(row, message, request_id, shared)
+        finally:
+            REQUEST_ID.reset(token)
 
     async def _process_turn(self, row: Any, message: Message, request_id: str | None,
                             shared: bool) -> tuple[bool, InboundMessage | None]:
@@ -1446,7 +1450,6 @@ def _task_of_no_request(coro: Any) -> asyncio.Task[Any]:
 
 
 def _forget_request_id() -> None:
-    structlog.contextvars.unbind_contextvars("request_id")
     bind_request_id(None)
 
 

@@ -10,6 +10,7 @@ every field goes through ``common.pii.mask_text`` before it is rendered.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import sys
@@ -139,8 +140,21 @@ def _render_text(_logger: Any, _name: str, event_dict: dict[str, Any]) -> str:
 
 
 # Applied to records from the standard library's loggers (structlog's own run _STRUCTLOG_CHAIN).
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("powerbot_request_id", default=None)
+
+
+def add_request_id(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """The request id of the work this line belongs to (set by the HTTP middleware and by the
+    pipeline for a turn): one context variable read, not a copy of the whole context."""
+    if "request_id" not in event_dict:
+        rid = REQUEST_ID.get()
+        if rid is not None:
+            event_dict["request_id"] = rid
+    return event_dict
+
+
 _PRE_CHAIN: list[Any] = [
-    structlog.contextvars.merge_contextvars,
+    add_request_id,
     structlog.stdlib.add_logger_name,
     structlog.stdlib.add_log_level,
     structlog.stdlib.ExtraAdder(),
@@ -148,7 +162,7 @@ _PRE_CHAIN: list[Any] = [
 ]
 _STRUCTLOG_CHAIN: list[Any] = [
     structlog.stdlib.filter_by_level,  # first: a line below the level costs nothing more
-    structlog.contextvars.merge_contextvars,
+    add_request_id,
     structlog.stdlib.add_logger_name,
     structlog.stdlib.add_log_level,
     structlog.stdlib.PositionalArgumentsFormatter(),

@@ -2,7 +2,7 @@
 and the HTTP metrics, in one aiohttp middleware.
 
 The request id comes from the caller's ``X-Request-ID`` header (when it is a short token) or is
-generated; it is bound with ``structlog.contextvars`` for the handler's own log lines (``current_request_id``) and echoed in the response's ``X-Request-ID`` header. Beyond the
+generated; it is set in one context variable (``common.logs.REQUEST_ID``) that every log line of the handler reads, and echoed in the response's ``X-Request-ID`` header. Beyond the
 request (the turn, the outbox send) it travels as data: the pipeline stores it with the inbound
 row and the reply rows (``bot.pipeline``).
 """
@@ -21,6 +21,7 @@ import structlog
 from aiohttp import web
 
 from common.metrics import HTTP_REQUESTS, HTTP_SECONDS
+from common.logs import REQUEST_ID
 from common.pii import mask_text
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -34,7 +35,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # hex digits as letters: a generated id never holds a run of digits (which masking would
 # read as a phone or account number), so it needs no masking check
 _NO_DIGITS = str.maketrans("0123456789", "ghijklmnop")
-_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("powerbot_request_id", default=None)
+_REQUEST_ID = REQUEST_ID  # the one context variable log lines take their request id from
 
 
 def request_id_from(request: web.Request) -> str:
@@ -76,32 +77,31 @@ def observe_middleware(service: str) -> Callable[[web.Request, Handler], Awaitab
         start = time.perf_counter()
         status = 500
         token = _REQUEST_ID.set(rid)
-        with structlog.contextvars.bound_contextvars(request_id=rid):
-            try:
-                response = await handler(request)
-                status = response.status
-                if not response.prepared:  # a handler that prepared it got it from echo_request_id
-                    response.headers[REQUEST_ID_HEADER] = rid
-                return response
-            except web.HTTPException as exc:
-                status = exc.status
-                exc.headers[REQUEST_ID_HEADER] = rid
-                raise
-            except asyncio.CancelledError:
-                status = 499  # the client went away
-                raise
-            finally:
-                elapsed = time.perf_counter() - start
-                route = _route(request)
-                method = request.method if request.method in _METHODS else "other"  # bounded labels
-                HTTP_REQUESTS.labels(service, method, route, str(status)).inc()
-                HTTP_SECONDS.labels(service, route).observe(elapsed)
-                _REQUEST_ID.reset(token)
-                if access_std.isEnabledFor(logging.INFO):
-                    # the path only: query strings carry signatures, tokens and open ids
-                    # no client address: a customer's IP is personal data, and the masker cannot tell
-                    access.info("request", method=request.method, path=request.path, status=status,
-                                duration_ms=round(elapsed * 1000, 2))
+        try:
+            response = await handler(request)
+            status = response.status
+            if not response.prepared:  # a handler that prepared it got it from echo_request_id
+                response.headers[REQUEST_ID_HEADER] = rid
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            exc.headers[REQUEST_ID_HEADER] = rid
+            raise
+        except asyncio.CancelledError:
+            status = 499  # the client went away
+            raise
+        finally:
+            elapsed = time.perf_counter() - start
+            route = _route(request)
+            method = request.method if request.method in _METHODS else "other"  # bounded labels
+            HTTP_REQUESTS.labels(service, method, route, str(status)).inc()
+            HTTP_SECONDS.labels(service, route).observe(elapsed)
+            _REQUEST_ID.reset(token)
+            if access_std.isEnabledFor(logging.INFO):
+                # the path only: query strings carry signatures, tokens and open ids
+                # no client address: a customer's IP is personal data, and the masker cannot tell
+                access.info("request", method=request.method, path=request.path, status=status,
+                            duration_ms=round(elapsed * 1000, 2), request_id=rid)
 
     return observe
 
