@@ -97,37 +97,25 @@ def _dumps(doc: dict[str, Any], **_kw: Any) -> str:
     return orjson.dumps(doc, default=str).decode()  # UTF-8 as is: Chinese stays readable
 
 
+def _formatter_chain(*render: Any) -> list[Any]:
+    """What both formatters do to a line before rendering it: exceptions as text, PII masked."""
+    return [ProcessorFormatter.remove_processors_meta, structlog.processors.format_exc_info,
+            mask_fields, _tidy, *render]
+
+
 class JsonFormatter(ProcessorFormatter):
     """One JSON object per line, fields as members, PII masked (see the module docstring)."""
 
     def __init__(self) -> None:
-        super().__init__(
-            foreign_pre_chain=_PRE_CHAIN,
-            processors=[
-                ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
-                mask_fields,
-                _tidy,
-                structlog.processors.EventRenamer("msg"),
-                structlog.processors.JSONRenderer(serializer=_dumps),
-            ],
-        )
+        super().__init__(foreign_pre_chain=_PRE_CHAIN, processors=_formatter_chain(
+            structlog.processors.EventRenamer("msg"), structlog.processors.JSONRenderer(serializer=_dumps)))
 
 
 class TextFormatter(ProcessorFormatter):
     """``ts LEVEL logger: message key=value ...`` for a terminal, PII masked."""
 
     def __init__(self) -> None:
-        super().__init__(
-            foreign_pre_chain=_PRE_CHAIN,
-            processors=[
-                ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
-                mask_fields,
-                _tidy,
-                _render_text,
-            ],
-        )
+        super().__init__(foreign_pre_chain=_PRE_CHAIN, processors=_formatter_chain(_render_text))
 
 
 def _render_text(_logger: Any, _name: str, event_dict: dict[str, Any]) -> str:
