@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.settings_parts import CORE_TOKEN_FILE, core_token, log_level
+
 ENV_PREFIX = "POWERBOT_"
 
 # Variables read by the test suite or CI, not by the service itself.
@@ -140,10 +142,7 @@ class Settings(BaseSettings):
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, v: str) -> str:
-        v = v.upper()
-        if v not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
-        return v
+        return log_level(v)
 
     # --- derived values ------------------------------------------------------------------
     @property
@@ -160,17 +159,12 @@ class Settings(BaseSettings):
 
     @property
     def core_token_file(self) -> Path:
-        return self.data_dir / "core_api_token"
+        return self.data_dir / CORE_TOKEN_FILE
 
     def core_token(self) -> str | None:
         """The core API token: POWERBOT_CORE_API_TOKEN, else the one `powerbot run` keeps under
         the data directory (so the CLI and a restarted run talk to the same embedded core)."""
-        if self.core_api_token is not None:
-            return self.core_api_token.get_secret_value()
-        try:
-            return self.core_token_file.read_text(encoding="utf-8").strip() or None
-        except OSError:
-            return None
+        return core_token(self.core_api_token, self.data_dir)
 
     def ensure_core_token(self) -> str:
         """The token, created (random, file mode 0600) when none is configured yet."""

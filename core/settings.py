@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.settings_parts import core_token, log_level
+
 
 class CoreSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="POWERBOT_", extra="ignore", case_sensitive=False)
@@ -33,24 +35,15 @@ class CoreSettings(BaseSettings):
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, v: str) -> str:
-        v = v.upper()
-        if v not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
-        return v
+        return log_level(v)
 
     @property
     def core_db_url(self) -> str:
         return self.core_database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'core.db').resolve()}"
 
     def core_token(self) -> str | None:
-        """POWERBOT_CORE_API_TOKEN, else the token `powerbot run` keeps under the data directory
-        (``core_api_token``), so the CLI and a restarted run serve with the same one."""
-        if self.core_api_token is not None:
-            return self.core_api_token.get_secret_value()
-        try:
-            return (self.data_dir / "core_api_token").read_text(encoding="utf-8").strip() or None
-        except OSError:
-            return None
+        """POWERBOT_CORE_API_TOKEN, else the token `powerbot run` keeps under the data directory."""
+        return core_token(self.core_api_token, self.data_dir)
 
 
 def load_core_settings() -> CoreSettings:
