@@ -142,11 +142,7 @@ def _schemas() -> dict[str, Any]:
                 "type": "object", "description": "channel → status (pending, sent, dead, …) → count",
                 "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}}}},
         },
-        "Ok": {"type": "object", "required": ["ok"], "properties": {"ok": {"const": True}}, "additionalProperties": True},
-        "TextIn": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string", "minLength": 1}}},
-        "ConsoleMe": {"type": "object", "required": ["name", "role", "csrf"],
-                      "properties": {"name": {"type": "string"}, "role": {"enum": ["agent", "supervisor"]},
-                                     "csrf": {"type": "string", "description": "send it back as X-CSRF-Token"}}},
+        **_console_schemas(),
     }
 
 
@@ -182,27 +178,6 @@ def _paths() -> dict[str, Any]:
         _q("channel", _ref("NotifyChannel"), "only this channel"),
         _q("identity", {"type": "string", "maxLength": 200}, "only this channel identity"),
     ]
-    session = [{"consoleSession": []}]
-    write = [{"consoleSession": [], "csrfHeader": []}]
-    hid = {"name": "hid", "in": "path", "required": True, "description": "handoff id",
-           "schema": {"type": "integer", "minimum": 1}}
-    console_errors = {"401": _resp("Unauthorized"), "403": _resp("Forbidden")}
-    handoff_errors = {**console_errors, "400": _resp("BadRequest"), "404": _resp("NotFound"), "409": _resp("Conflict"),
-                      "413": _resp("PayloadTooLarge")}
-
-    def console_get(op_id: str, summary: str, schema: dict[str, Any], supervisor: bool = False) -> dict[str, Any]:
-        return {"get": {"operationId": op_id, "summary": summary + (" (supervisors)" if supervisor else ""),
-                        "tags": ["console"], "security": session,
-                        "responses": {"200": _ok(schema), **console_errors}}}
-
-    def console_post(op_id: str, summary: str, body: dict[str, Any] | None, schema: dict[str, Any],
-                     body_required: bool = True) -> dict[str, Any]:
-        op: dict[str, Any] = {"operationId": op_id, "summary": summary, "tags": ["console"], "security": write,
-                              "parameters": [hid], "responses": {"200": _ok(schema), **handoff_errors}}
-        if body is not None:
-            op["requestBody"] = {"required": body_required, "content": {"application/json": {"schema": body}}}
-        return {"post": op}
-
     return {
         "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness", "tags": ["health"], "security": [],
                              "responses": {"200": _ok(_ref("Health"))}}},
@@ -256,38 +231,291 @@ def _paths() -> dict[str, Any]:
             "tags": ["notify"], "security": operator,
             "responses": {"200": _ok(_ref("NoticeStats")), "401": _resp("Unauthorized"), "403": _resp("Forbidden")},
         }},
-        "/console/api/me": console_get("console_me", "The logged-in agent and the CSRF token", _ref("ConsoleMe")),
-        "/console/api/queue": console_get("console_queue", "Waiting and taken handoffs, agents online",
-                                          {"type": "object", "required": ["queue", "agents_online"],
-                                           "properties": {"queue": {"type": "array", "items": {"type": "object"}},
-                                                          "agents_online": {"type": "array", "items": {"type": "string"}}}}),
-        "/console/api/canned": console_get("console_canned", "Canned answers",
-                                           {"type": "object", "required": ["canned"], "properties": {"canned": {}}}),
-        "/console/api/agents": console_get("console_agents", "Agents and who is online",
-                                           {"type": "object", "required": ["agents"],
-                                            "properties": {"agents": {"type": "array", "items": {"type": "object"}}}},
-                                           supervisor=True),
-        "/console/api/stats": console_get("console_stats", "Queue and handling figures", {"type": "object"}, supervisor=True),
-        "/console/api/handoffs/{hid}": {"get": {
-            "operationId": "console_handoff", "summary": "A handoff: conversation events, masked slots, account",
-            "tags": ["console"], "security": session, "parameters": [hid],
-            "responses": {"200": _ok({"type": "object", "required": ["handoff", "events"]}),
-                          **console_errors, "404": _resp("NotFound"), "503": _resp("CoreUnavailable")},
+        **_console_paths(),
+    }
+
+
+
+# ------------------------------------------------------------------ the agent console
+# bot/console/views.py: the JSON API the console's pages use, and the login form that opens a
+# session. Reads need the session cookie; writes also the session's CSRF token in a header.
+HTML = {"text/html": {"schema": {"type": "string"}}}
+NULLABLE_STR = {"type": ["string", "null"]}
+NULLABLE_INT = {"type": ["integer", "null"]}
+COUNT = {"type": "integer", "minimum": 0}
+# bot.console.views._text: a string with something besides white space, no NUL (cut at 2000)
+NOT_BLANK = {"type": "string", "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$"}
+
+
+def _console_schemas() -> dict[str, Any]:
+    from bot.console.summary import REVEALABLE
+    from bot.dialogue.handoff import PRIORITIES
+
+    status = {"type": "string", "enum": ["waiting", "assigned", "released"]}
+    return {
+        "Ok": {"type": "object", "required": ["ok"], "properties": {"ok": {"const": True}}},
+        "ConsoleMe": {"type": "object", "required": ["name", "role", "csrf"],
+                      "properties": {"name": {"type": "string"}, "role": {"enum": ["agent", "supervisor"]},
+                                     "csrf": {"type": "string", "description": "send it back as X-CSRF-Token"}}},
+        "QueueItem": {
+            "type": "object",
+            "description": "An active handoff. Everyone sees that it is queued or held and by whom; "
+                           "`last_message` (masked) only those who may see the conversation (`visible`).",
+            "required": ["handoff_id", "conversation_id", "display", "visible", "channel", "reason", "reason_label",
+                         "priority", "priority_label", "status", "agent", "created_at", "waiting_seconds",
+                         "last_message"],
+            "properties": {
+                "handoff_id": {"type": "integer"},
+                "conversation_id": {"type": "string", "description": "channel:sender, phone and e-mail masked"},
+                "display": {"type": "string"},
+                "visible": {"type": "boolean"},
+                "channel": {"type": "string"},
+                "reason": {"type": "string"},
+                "reason_label": {"type": "string"},
+                "priority": {"type": "string", "enum": list(PRIORITIES)},
+                "priority_label": {"type": "string"},
+                "status": {"type": "string", "enum": ["waiting", "assigned"]},
+                "agent": NULLABLE_STR,
+                "created_at": {"type": "string", "format": "date-time"},
+                "waiting_seconds": {"type": "integer"},
+                "last_message": {"type": "string", "maxLength": 120},
+            },
+        },
+        "Queue": {"type": "object", "required": ["queue", "agents_online"],
+                  "properties": {"queue": {"type": "array", "items": _ref("QueueItem")},
+                                 "agents_online": {"type": "array", "items": {"type": "string"}}}},
+        "Canned": {"type": "object", "required": ["canned"],
+                   "properties": {"canned": {"type": "array", "items": {"type": "string"}}}},
+        "Agents": {"type": "object", "required": ["agents"], "properties": {"agents": {"type": "array", "items": {
+            "type": "object", "required": ["name", "role", "online"],
+            "properties": {"name": {"type": "string"}, "role": {"enum": ["agent", "supervisor"]},
+                           "online": {"type": "boolean"}}}}}},
+        "ConsoleStats": {
+            "type": "object",
+            "description": "Live queue and agents; conversations, escalations and satisfaction over the last "
+                           "`window_hours`. Computed at most every 5 s.",
+            "required": ["queue_length", "in_progress", "average_wait_seconds", "longest_wait_seconds",
+                         "average_handled_wait_seconds", "agents_online", "agents_online_count", "conversations",
+                         "conversations_with_agent", "conversations_escalated", "automation_rate",
+                         "satisfaction_average", "satisfaction_count", "satisfaction_distribution", "window_hours"],
+            "properties": {
+                "queue_length": COUNT, "in_progress": COUNT, "average_wait_seconds": COUNT,
+                "longest_wait_seconds": COUNT, "average_handled_wait_seconds": NULLABLE_INT,
+                "agents_online": {"type": "array", "items": {"type": "string"}}, "agents_online_count": COUNT,
+                "conversations": COUNT, "conversations_with_agent": COUNT, "conversations_escalated": COUNT,
+                "automation_rate": {"type": ["number", "null"]},
+                "satisfaction_average": {"type": ["number", "null"], "minimum": 1, "maximum": 5},
+                "satisfaction_count": COUNT,
+                "satisfaction_distribution": {"type": "object", "description": "score 1–5 → answers",
+                                              "additionalProperties": COUNT},
+                "window_hours": {"type": "integer"},
+            },
+        },
+        "HistoryItem": {
+            "type": "object",
+            "description": "One item of the conversation, masked; `masked` says masking changed its text "
+                           "(the holder may reveal it by its `id`).",
+            "required": ["id", "kind", "text", "masked", "at"],
+            "properties": {
+                "id": {"type": "string", "pattern": r"^[em][0-9]+$",
+                       "description": "e<event id> or m<console message id>"},
+                "kind": {"type": "string", "description": "customer, bot, agent, note or system"},
+                "text": {"type": "string"},
+                "masked": {"type": "boolean"},
+                "at": {"type": "string", "format": "date-time"},
+                "intent": NULLABLE_STR,
+                "confidence": {"type": ["number", "null"]},
+                "entities": {"type": "array", "items": {"type": "object"}},
+                "slots": {"type": "object"},
+                "agent": NULLABLE_STR,
+            },
+        },
+        "HandoffDetail": {
+            "type": "object",
+            "required": ["handoff", "events", "slots", "masked_slots", "account"],
+            "properties": {
+                "handoff": {
+                    "type": "object",
+                    "required": ["id", "conversation_id", "display", "channel", "status", "agent", "reason",
+                                 "reason_label", "priority", "priority_label", "summary", "mine", "can_act",
+                                 "waiting_seconds"],
+                    "properties": {
+                        "id": {"type": "integer"}, "conversation_id": {"type": "string"}, "display": {"type": "string"},
+                        "channel": {"type": "string"}, "status": status, "agent": NULLABLE_STR,
+                        "reason": {"type": "string"}, "reason_label": {"type": "string"},
+                        "priority": {"type": "string"}, "priority_label": {"type": "string"},
+                        "summary": NULLABLE_STR,
+                        "mine": {"type": "boolean", "description": "the caller holds it"},
+                        "can_act": {"type": "boolean", "description": "the caller may reply, note, transfer, close, reveal"},
+                        "waiting_seconds": COUNT,
+                    },
+                },
+                "events": {"type": "array", "items": _ref("HistoryItem")},
+                "slots": {"type": "object", "description": "the conversation's slots, masked"},
+                "masked_slots": {"type": "array", "items": {"type": "string"}},
+                "account": {
+                    "type": "object", "required": ["found", "accounts"],
+                    "description": "the customer's accounts at the core (at most 3), masked; `error` when the "
+                                   "core could not be asked",
+                    "properties": {"found": {"type": "boolean"}, "error": {"type": "string"},
+                                   "accounts": {"type": "array", "items": {"type": "object", "required": ["index"]}}},
+                },
+            },
+        },
+        "TextIn": {"type": "object", "required": ["text"], "properties": {"text": {
+            **NOT_BLANK, "description": "cut at 2000 characters"}}, "examples": [{"text": "您好，我来为您处理。"}]},
+        "TransferIn": {"type": "object", "required": ["agent"],
+                       "properties": {"agent": {**NOT_BLANK, "description": "an active agent's name, not the holder"}}},
+        "CloseIn": {"type": "object", "properties": {"note": {"type": "string", "description": "an optional closing note"}}},
+        "RevealIn": {
+            "description": "One datum: a field of the n-th account of the summary, a slot of the conversation, "
+                           "or the text of one history item (its `id`).",
+            "oneOf": [
+                {"type": "object", "required": ["field"], "not": {"anyOf": [{"required": ["slot"]}, {"required": ["message"]}]},
+                 "properties": {"field": {"enum": list(REVEALABLE)},
+                                "index": {"type": "integer", "minimum": 0, "maximum": 99, "default": 0}}},
+                {"type": "object", "required": ["slot"], "not": {"required": ["message"]},
+                 "properties": {"slot": {"type": "string"}}},
+                {"type": "object", "required": ["message"], "not": {"required": ["slot"]},
+                 "properties": {"message": {"type": "string"}}},
+            ],
+        },
+        "Taken": {"type": "object", "required": ["ok", "handoff_id", "agent"],
+                  "properties": {"ok": {"const": True}, "handoff_id": {"type": "integer"}, "agent": {"type": "string"}}},
+        "Replied": {"type": "object", "required": ["ok", "id", "outbox_id"],
+                    "properties": {"ok": {"const": True}, "id": {"type": "integer"},
+                                   "outbox_id": {"type": ["integer", "null"],
+                                                 "description": "the outbox row that carries it to the customer"}}},
+        "Noted": {"type": "object", "required": ["ok", "id"],
+                  "properties": {"ok": {"const": True}, "id": {"type": "integer"}}},
+        "Transferred": {"type": "object", "required": ["ok", "agent"],
+                        "properties": {"ok": {"const": True}, "agent": {"type": "string"}}},
+        "Revealed": {"type": "object", "required": ["field", "value"],
+                     "properties": {"field": {"type": "string"}, "value": {"type": "string"}}},
+        "LoginForm": {
+            "type": "object", "required": ["csrf_token", "name", "password"],
+            "properties": {"csrf_token": {"type": "string", "description": "the login page's token (also in its cookie)"},
+                           "name": {"type": "string"}, "password": {"type": "string", "format": "password"}},
+        },
+        "LogoutForm": {"type": "object", "properties": {"csrf_token": {
+            "type": "string", "description": "the session's CSRF token, when not sent as X-CSRF-Token"}}},
+    }
+
+
+HANDOFF_OPERATIONS = ("console_handoff", "console_take", "console_reply", "console_note", "console_transfer",
+                      "console_close", "console_reveal")
+
+
+def _with_links(item: dict[str, Any], hid_from: str) -> dict[str, Any]:
+    """OpenAPI links from an operation's 200 answer to every handoff operation (a client's next
+    step; Schemathesis' stateful phase follows them)."""
+    op = next(iter(item.values()))
+    own = op["operationId"]
+    op["responses"]["200"]["links"] = {
+        f"{target.removeprefix('console_')}": {"operationId": target, "parameters": {"hid": hid_from}}
+        for target in HANDOFF_OPERATIONS if target != own}
+    return item
+
+
+def _console_paths() -> dict[str, Any]:
+    read = [{"consoleSession": []}]
+    write = [{"consoleSession": [], "csrfHeader": []}]
+    hid = {"name": "hid", "in": "path", "required": True, "example": 1,
+           "description": "handoff id (anything but 1–19 digits within a BIGINT is a 404)",
+           "schema": {"type": "integer", "minimum": 1}}
+    unauth = {"401": _resp("Unauthorized")}
+    wrote = {"400": _resp("BadRequest"), **unauth,
+             "403": _problem_response("CSRF token missing or wrong (csrf), or the conversation is another "
+                                      "agent's (not_yours)"),
+             "404": _resp("NotFound"), "409": _problem_response("Not taken or already closed (not_assigned), "
+                                                                "or changed meanwhile (conflict)"),
+             "413": _resp("PayloadTooLarge")}
+
+    def get(op_id: str, summary: str, schema: dict[str, Any], **more: Any) -> dict[str, Any]:
+        return {"get": {"operationId": op_id, "summary": summary, "tags": ["console"], "security": read,
+                        "responses": {"200": _ok(schema), **unauth, **more}}}
+
+    def act(op_id: str, summary: str, body: str | None, schema: str, description: str = "",
+            body_required: bool = True, **more: Any) -> dict[str, Any]:
+        op: dict[str, Any] = {"operationId": op_id, "summary": summary, "tags": ["console"], "security": write,
+                              "parameters": [hid], "responses": {"200": _ok(_ref(schema)), **wrote, **more}}
+        if description:
+            op["description"] = description
+        if body is not None:
+            op["requestBody"] = {"required": body_required, "content": {"application/json": {"schema": _ref(body)}}}
+        return {"post": op}
+
+    redirect = {"description": "See Location", "headers": {"Location": {"schema": {"type": "string"}}}}
+    return {
+        "/console/login": {
+            "get": {"operationId": "console_login_page", "summary": "The login page; sets the login CSRF cookie",
+                    "tags": ["console login"], "security": [],
+                    "responses": {"200": {"description": "The login form (its hidden csrf_token field matches the "
+                                                         "pb_console_login cookie it sets)", "content": HTML},
+                                  "302": {**redirect, "description": "Already logged in: to /console"}}},
+            "post": {
+                "operationId": "console_login", "summary": "Log in: opens a session (cookie pb_console)",
+                "description": "A browser form: answers with a redirect, or the login page again with the reason "
+                               "(HTML). The same answer whether the name is unknown or the password wrong; "
+                               "repeated failures lock the name for 15 minutes.",
+                "tags": ["console login"], "security": [{"loginCsrfCookie": []}],
+                "requestBody": {"required": True, "content": {
+                    "application/x-www-form-urlencoded": {"schema": _ref("LoginForm")}}},
+                "responses": {
+                    "302": {**redirect, "description": "Logged in: to /console, with the session cookie"},
+                    "400": _resp("BadRequest"),
+                    "401": {"description": "Wrong name or password (the login page)", "content": HTML},
+                    "403": {"description": "Login CSRF token missing or wrong (the login page)", "content": HTML},
+                    "413": _resp("PayloadTooLarge"),
+                    "429": {"description": "Name locked after repeated failures (the login page)", "content": HTML},
+                },
+            },
+        },
+        "/console/logout": {"post": {
+            "operationId": "console_logout", "summary": "Log out: ends the session",
+            "tags": ["console login"], "security": write,
+            "requestBody": {"required": False, "content": {
+                "application/x-www-form-urlencoded": {"schema": _ref("LogoutForm")}}},
+            "responses": {"302": {**redirect, "description": "To /console/login (also when not logged in)"},
+                          "400": _resp("BadRequest"), "403": _problem_response("CSRF token missing or wrong"),
+                          "413": _resp("PayloadTooLarge")},
         }},
-        "/console/api/handoffs/{hid}/take": console_post("console_take", "Take a waiting handoff", None, _ref("Ok")),
-        "/console/api/handoffs/{hid}/reply": console_post("console_reply", "Answer the customer", _ref("TextIn"), _ref("Ok")),
-        "/console/api/handoffs/{hid}/note": console_post("console_note", "Add an internal note", _ref("TextIn"), _ref("Ok")),
-        "/console/api/handoffs/{hid}/transfer": console_post(
-            "console_transfer", "Hand over to another agent",
-            {"type": "object", "required": ["agent"], "properties": {"agent": {"type": "string", "minLength": 1}}}, _ref("Ok")),
-        "/console/api/handoffs/{hid}/close": console_post(
-            "console_close", "Close the handoff (the bot takes the conversation back)",
-            {"type": "object", "properties": {"note": {"type": "string"}}}, _ref("Ok"), body_required=False),
-        "/console/api/handoffs/{hid}/reveal": console_post(
-            "console_reveal", "Reveal one masked value (audited)",
-            {"type": "object", "properties": {"field": {"type": "string"}, "index": {"type": "integer"},
-                                              "slot": {"type": "string"}, "message": {"type": "string"}}},
-            {"type": "object", "required": ["field", "value"]}),
+        "/console/api/me": get("console_me", "The logged-in agent and the CSRF token for writes", _ref("ConsoleMe")),
+        "/console/api/queue": _with_links(get("console_queue", "Active handoffs (waiting: most urgent, then "
+                                              "oldest first; then those being handled) and the agents online",
+                                              _ref("Queue")), "$response.body#/queue/0/handoff_id"),
+        "/console/api/canned": get("console_canned", "Canned answers", _ref("Canned")),
+        "/console/api/agents": get("console_agents", "Active agents and who is online (transfer targets)",
+                                   _ref("Agents")),
+        "/console/api/stats": get("console_stats", "Supervisor figures (supervisors only)", _ref("ConsoleStats"),
+                                  **{"403": _problem_response("Not a supervisor")}),
+        "/console/api/handoffs/{hid}": {"get": {
+            "operationId": "console_handoff",
+            "summary": "A handoff: its conversation (masked), slots (masked) and the customer's accounts",
+            "description": "Waiting handoffs: every agent; assigned or released ones: their (last) holder and "
+                           "supervisors (a supervisor's look at another agent's conversation is audited).",
+            "tags": ["console"], "security": read, "parameters": [hid],
+            "responses": {"200": _ok(_ref("HandoffDetail")), **unauth,
+                          "403": _problem_response("Another agent's conversation (not_yours)"),
+                          "404": _resp("NotFound")},
+        }},
+        "/console/api/handoffs/{hid}/take": _with_links(act(
+            "console_take", "Take a waiting handoff (of two agents racing, exactly one wins)", None, "Taken",
+            **{"409": _problem_response("Already taken by someone, or closed (taken)")}), "$response.body#/handoff_id"),
+        "/console/api/handoffs/{hid}/reply": act(
+            "console_reply", "Answer the customer on their channel (holder or supervisor)", "TextIn", "Replied"),
+        "/console/api/handoffs/{hid}/note": act(
+            "console_note", "Add an internal note (never sent to the customer)", "TextIn", "Noted"),
+        "/console/api/handoffs/{hid}/transfer": act(
+            "console_transfer", "Hand an assigned handoff over to another active agent", "TransferIn", "Transferred",
+            description="400 unknown_agent: no such active agent; 400 same_agent: it is already theirs."),
+        "/console/api/handoffs/{hid}/close": act(
+            "console_close", "Close the handoff: the bot takes the conversation back and asks for a 1–5 score",
+            "CloseIn", "Ok", body_required=False),
+        "/console/api/handoffs/{hid}/reveal": act(
+            "console_reveal", "The unmasked value of one datum (holder or supervisor; always audited)",
+            "RevealIn", "Revealed", description="404: nothing to reveal there.",
+            **{"503": _resp("CoreUnavailable")}),
     }
 
 
@@ -314,8 +542,10 @@ def build_gateway_openapi() -> dict[str, Any]:
             {"name": "rest channel", "description": "Rasa-compatible REST channel (web chat, tests, `powerbot shell`)"},
             {"name": "notify", "description": "Operator API for notification subscriptions: "
                                               "Authorization: Bearer $POWERBOT_OPERATOR_TOKEN (403 when unset)"},
-            {"name": "console", "description": "The agent console's JSON API: log in at /console/login; "
-                                               "writes need the X-CSRF-Token header (from /console/api/me)"},
+            {"name": "console", "description": "The agent console's JSON API: log in at /console/login "
+                                               "(session cookie pb_console); writes need the X-CSRF-Token header "
+                                               "(from /console/api/me)"},
+            {"name": "console login", "description": "The console's login form (HTML; a browser's flow)"},
             {"name": "health"},
         ],
         "paths": _paths(),
@@ -329,6 +559,9 @@ def build_gateway_openapi() -> dict[str, Any]:
                                    "description": "session cookie set by POST /console/login"},
                 "csrfHeader": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token",
                                "description": "the session's CSRF token (GET /console/api/me → csrf)"},
+                "loginCsrfCookie": {"type": "apiKey", "in": "cookie", "name": "pb_console_login",
+                                    "description": "set by GET /console/login; its value is also the form's "
+                                                   "csrf_token"},
             },
         },
     }

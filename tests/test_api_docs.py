@@ -15,8 +15,11 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from bot.console.views import COOKIE, CSRF_HEADER
+from bot.console.views import routes as console_routes
 from core.app import ROUTES
 from stack import run_core, run_gateway
+from test_console_support import AgentClient, Customer, make_agent
 
 CORE_TOKEN = "core-secret-token"
 OPERATOR_TOKEN = "operator-secret-token"
@@ -36,15 +39,18 @@ async def stack(tmp_path, interpreter):  # type: ignore[no-untyped-def]
                 yield core, gw, http
 
 
-async def schemathesis(schema_url: str, token: str, *args: str, max_examples: int = 6) -> tuple[int, str]:
+async def schemathesis(schema_url: str, token: str | None, *args: str, max_examples: int = 6,
+                       stateful: bool = False) -> tuple[int, str]:
     """Run the Schemathesis CLI against a server of this event loop; (exit code, output).
-    POWERBOT_SCHEMATHESIS_EXAMPLES=N raises the examples per operation for a deeper run."""
+    ``token``: sent as a bearer token (None: no Authorization header; ``args`` may carry other
+    headers). POWERBOT_SCHEMATHESIS_EXAMPLES=N raises the examples per operation for a deeper run."""
     max_examples = int(os.environ.get("POWERBOT_SCHEMATHESIS_EXAMPLES", max_examples))
+    auth = ("-H", f"Authorization: Bearer {token}") if token else ()
     proc = await asyncio.create_subprocess_exec(
         str(SCHEMATHESIS), "run", schema_url, "--checks", CHECKS, "--max-examples", str(max_examples),
         "--seed", "22", "--generation-database", "none", "--workers", "1", "--no-color",
-        "--phases", "examples,coverage,fuzzing", "--request-timeout", "20",
-        "-H", f"Authorization: Bearer {token}", *args,
+        "--phases", "examples,coverage,fuzzing" + (",stateful" if stateful else ""), "--request-timeout", "20",
+        *auth, *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false", "NO_COLOR": "1"},
         cwd=tempfile.gettempdir(),  # it may leave a .schemathesis directory behind
@@ -73,6 +79,55 @@ async def test_core_document_holds_against_the_server(stack) -> None:  # type: i
     assert tested and int(tested.group(1)) == len(ROUTES), out[-3000:]
 
 
+CONSOLE_OPERATIONS = 14  # GET+POST /console/login, 6 reads under /console/api, 6 handoff actions
+LOGIN_FORM_PATHS = ("/console/login", "/console/logout")
+
+
+async def _console_session(gw, name: str) -> tuple[AgentClient, tuple[str, ...]]:  # type: ignore[no-untyped-def]
+    """Log ``name`` in through the real login form; the client and the headers that carry its
+    session (cookie) and CSRF token to Schemathesis."""
+    agent = AgentClient(gw.url)
+    r = await agent.login(name)
+    assert r.status == 302 and agent.csrf, r.status
+    cookie = next(c.value for c in agent.http.cookie_jar if c.key == COOKIE)
+    return agent, ("-H", f"Cookie: {COOKIE}={cookie}", "-H", f"{CSRF_HEADER}: {agent.csrf}")
+
+
+async def test_console_document_holds_against_the_server(stack) -> None:  # type: ignore[no-untyped-def]
+    """The console API as a logged-in agent and as a supervisor: handoffs 1 (alice's), 2
+    (waiting) and 3 (bob's) exist, so the documented 200s, 403s and 409s all come up."""
+    _, gw, http = stack
+    for name, role in (("alice", "agent"), ("bob", "agent"), ("sue", "supervisor")):
+        await make_agent(gw, name, role=role)
+    for i in range(3):
+        texts = await Customer(http, gw.url, f"docs-{i}").say("转人工")
+        assert any("人工" in t for t in texts), texts
+    alice, alice_headers = await _console_session(gw, "alice")
+    bob, _ = await _console_session(gw, "bob")
+    sue, sue_headers = await _console_session(gw, "sue")
+    try:
+        assert (await alice.post("/console/api/handoffs/1/take"))[0] == 200
+        assert (await bob.post("/console/api/handoffs/3/take"))[0] == 200
+        code, out = await schemathesis(gw.url + "/openapi.json", None, "--include-path-regex",
+                                       r"^/console/(api/|login)", *alice_headers, stateful=True)
+        assert code == 0, out[-6000:]
+        assert re.search(rf"Tested: {CONSOLE_OPERATIONS}\b", out), out[-3000:]
+        # the supervisor's figures and another agent's conversation, read by a supervisor
+        code, out = await schemathesis(gw.url + "/openapi.json", None, "--include-operation-id", "console_stats",
+                                       "--include-operation-id", "console_handoff", *sue_headers, max_examples=3)
+        assert code == 0, out[-6000:]
+        assert re.search(r"Tested: 2\b", out), out[-3000:]
+        # last: logging out ends the session the runs above used
+        code, out = await schemathesis(gw.url + "/openapi.json", None, "--include-operation-id", "console_logout",
+                                       *alice_headers, max_examples=2)
+        assert code == 0, out[-6000:]
+        assert re.search(r"Tested: 1\b", out), out[-3000:]
+        assert (await alice.get("/console/api/me"))[0] == 401
+    finally:
+        for client in (alice, bob, sue):
+            await client.close()
+
+
 async def test_documents_declare_auth_and_problem_errors(stack) -> None:  # type: ignore[no-untyped-def]
     core, gw, http = stack
     async with http.get(gw.url + "/openapi.json") as r:
@@ -87,11 +142,23 @@ async def test_documents_declare_auth_and_problem_errors(stack) -> None:  # type
         "type": "http", "scheme": "bearer", "description": "POWERBOT_OPERATOR_TOKEN"}
     assert paths["/api/v1/notify/stats"]["get"]["security"] == [{"operatorToken": []}]
     assert {"consoleSession": [], "csrfHeader": []} in paths["/console/api/handoffs/{hid}/take"]["post"]["security"]
-    # every documented error response is a problem document
+    # every route of the console's JSON API and its login form is documented, with its method
+    console = [r for r in console_routes() if r.path.startswith("/console/api/") or r.path in LOGIN_FORM_PATHS]
+    assert len(console) == CONSOLE_OPERATIONS + 1  # and the logout
+    for route in console:
+        assert route.method.lower() in paths.get(route.path, {}), (route.method, route.path)
+    assert {"consoleSession": [], "csrfHeader": []} in paths["/console/api/handoffs/{hid}/close"]["post"]["security"]
+    assert paths["/console/api/queue"]["get"]["security"] == [{"consoleSession": []}]
+    assert doc["components"]["securitySchemes"]["consoleSession"]["in"] == "cookie"
+    # every documented error response is a problem document, but the login form's: a browser
+    # form, answered with the login page again (HTML) saying what went wrong
     responses = doc["components"]["responses"]
     for item in paths.values():
         for op in item.values():
             for code, resp in op["responses"].items():
+                if op["operationId"] == "console_login" and code in ("401", "403", "429"):
+                    assert list(resp["content"]) == ["text/html"]
+                    continue
                 if int(code) >= 400 and code != "503":
                     resp = responses[resp["$ref"].rsplit("/", 1)[1]] if "$ref" in resp else resp
                     assert list(resp["content"]) == ["application/problem+json"], (op["operationId"], code)
