@@ -27,6 +27,7 @@ from Cryptodome.PublicKey import RSA
 from Cryptodome.Signature import PKCS1_v1_5
 
 from channels.base import DeliveryError
+from common.metrics import platform_api_error
 
 log = logging.getLogger("powerbot.channels.alipay")
 
@@ -151,14 +152,32 @@ def sign_bytes(client: AliPay, data: bytes, sign_type: str = "RSA2") -> str:
 
 
 # --- gateway calls -------------------------------------------------------------------------
+def api_name(func_name: str, args: tuple[Any, ...]) -> str:
+    """The Alipay method a call invokes: ``server_api``'s first argument, else the SDK method's
+    name read back (``api_alipay_trade_query`` → ``alipay.trade.query``)."""
+    if func_name == "server_api" and args and isinstance(args[0], str):
+        return args[0]
+    return func_name.removeprefix("api_").replace("_", ".")
+
+
 async def call(client: AliPay, func_name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Run one synchronous SDK gateway call in the executor; map failures to DeliveryError.
 
     Returns the verified response body (the ``*_response`` object) when ``code == 10000``.
     Every failure is a ``DeliveryError``: ``code`` is ``UNREACHABLE`` (no answer: network,
     timeout, HTTP error), ``BAD_ANSWER`` (an answer that cannot be read), ``bad_sign`` (not
-    signed by Alipay), or Alipay's own (sub) code.
+    signed by Alipay), or Alipay's own (sub) code. Each one is counted in
+    ``powerbot_platform_api_errors_total`` (platform ``alipay``, the method, that code), whoever
+    made the call (the outbox's send, a payment's precreate or query).
     """
+    try:
+        return await _call(client, func_name, *args, **kwargs)
+    except DeliveryError as exc:
+        platform_api_error("alipay", api_name(func_name, args), exc.code or "error")
+        raise
+
+
+async def _call(client: AliPay, func_name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     func = getattr(client, func_name)
     try:

@@ -5,6 +5,8 @@ the calls are made here with aiohttp: token, customer-service message, template 
 custom menu. The access token is cached across processes (``TokenCache``), refreshed a few
 minutes before it expires and once more when WeChat says it is invalid (40001/40014/42001).
 Secrets (app secret, token) never reach a log line: URLs carrying them are not logged.
+Every failed call, the token's included, is counted in ``powerbot_platform_api_errors_total``
+(platform ``wechat``, the API's path, the errcode or ``unreachable``/``http_<status>``/``bad_answer``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import aiohttp
 
 from channels.wechat_store import TokenCache
 from common.clock import utcnow
+from common.metrics import platform_api_error
 
 log = logging.getLogger("powerbot.channels.wechat")
 
@@ -84,12 +87,18 @@ class WeChatAPI:
         try:
             async with self._session().get(self.base_url + "token", params=params, timeout=HTTP_TIMEOUT) as resp:
                 data = await resp.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             log.warning("wechat token fetch failed: %s", type(exc).__name__)
+            platform_api_error("wechat", "token", "unreachable")
+            raise WeChatAPIError(None, type(exc).__name__) from None
+        except ValueError as exc:
+            log.warning("wechat token fetch failed: %s", type(exc).__name__)
+            platform_api_error("wechat", "token", "bad_answer")
             raise WeChatAPIError(None, type(exc).__name__) from None
         if not isinstance(data, dict) or "access_token" not in data:
             errcode = data.get("errcode") if isinstance(data, dict) else None
             log.warning("wechat token refused errcode=%s", errcode)
+            platform_api_error("wechat", "token", errcode if errcode is not None else "bad_answer")
             raise WeChatAPIError(errcode, str(data.get("errmsg", "")) if isinstance(data, dict) else "bad answer")
         expires_in = int(data.get("expires_in") or 7200)
         log.info("wechat access token refreshed (expires in %ss)", expires_in)
@@ -115,13 +124,25 @@ class WeChatAPI:
                     timeout=HTTP_TIMEOUT,
                 ) as resp:
                     if resp.status >= 500:
+                        platform_api_error("wechat", path, f"http_{resp.status}")
                         raise WeChatAPIError(None, f"HTTP {resp.status}")
                     data = await resp.json(content_type=None)
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                platform_api_error("wechat", path, "unreachable")
+                raise WeChatAPIError(None, type(exc).__name__) from None
+            except ValueError as exc:
+                platform_api_error("wechat", path, "bad_answer")
                 raise WeChatAPIError(None, type(exc).__name__) from None
             if not isinstance(data, dict):
+                platform_api_error("wechat", path, "bad_answer")
                 raise WeChatAPIError(None, "bad answer")
-            errcode = int(data.get("errcode") or 0)
+            try:
+                errcode = int(data.get("errcode") or 0)
+            except (TypeError, ValueError):
+                platform_api_error("wechat", path, "bad_answer")
+                raise WeChatAPIError(None, "bad answer") from None
+            if errcode:
+                platform_api_error("wechat", path, errcode)
             if errcode in TOKEN_ERRORS and attempt == 1:
                 log.info("wechat refused the access token (errcode=%s); fetching a new one", errcode)
                 await self.invalidate(token)

@@ -40,9 +40,25 @@ NOTICES_SENT = Counter(
 )
 PLATFORM_ERRORS = Counter(
     "powerbot_platform_errors_total",
-    "Errors a messaging platform answered with (WeChat errcode, Alipay code/sub_code, SMS provider status)",
+    "Failed outbox deliveries by the error's code (WeChat errcode, Alipay code/sub_code, SMS provider status)",
     ["channel", "code"],
 )
+# Every call to a platform's server API, wherever it is made (outbox sends, but also access
+# token fetches, payment precreate/query, the menu command): counted by the API client itself
+# (channels.wechat_api, channels.alipay_sdk), so no caller can leave one out. The outbox's
+# figure above counts failed deliveries; this one counts failed calls (one delivery may make
+# two: a refused token, then the send).
+PLATFORM_API_ERRORS = Counter(
+    "powerbot_platform_api_errors_total",
+    "Failed calls to a platform's server API by platform, API and code (WeChat errcode, Alipay "
+    "sub_code or code; unreachable, http_<status>, bad_answer, bad_sign when there was no usable answer)",
+    ["platform", "api", "code"],
+)
+
+
+def platform_api_error(platform: str, api: str, code: object) -> None:
+    """Count one failed platform API call (labels bounded in length)."""
+    PLATFORM_API_ERRORS.labels(platform, api[:64], str(code)[:48]).inc()
 
 # --- dialogue -------------------------------------------------------------------------------
 _TURN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

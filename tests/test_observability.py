@@ -27,7 +27,8 @@ GATEWAY_METRICS = {
     "powerbot_fallbacks", "powerbot_handoffs", "powerbot_inbound_wait_seconds", "powerbot_inbound_waiting",
     "powerbot_outbox_backlog", "powerbot_outbox_oldest_pending_age_seconds", "powerbot_outbox_dead_last_24h",
     "powerbot_outbox_retries", "powerbot_outbox_dead_letters", "powerbot_notices_sent",
-    "powerbot_platform_errors", "powerbot_db_pool_connections_in_use", "powerbot_db_pool_capacity",
+    "powerbot_platform_errors", "powerbot_platform_api_errors", "powerbot_db_pool_connections_in_use",
+    "powerbot_db_pool_capacity",
     "powerbot_http_requests", "powerbot_http_request_seconds",
 }
 
@@ -243,3 +244,70 @@ async def test_the_dashboard_uses_metrics_the_gateway_serves(stack) -> None:  # 
     used = {re.sub(r"_(bucket|total|count|sum)$", "", m) for e in exprs for m in re.findall(r"powerbot_[a-z0-9_]+", e)}
     names, _ = await scrape(http, gw.url)
     assert used and used <= names, used - names
+
+
+async def test_platform_api_errors_counted_for_every_call(stack) -> None:  # type: ignore[no-untyped-def]
+    """Calls to the loopback WeChat and Alipay, outside any outbox send (a token fetch, a
+    template message whose token was revoked, a payment query), are counted by platform, API
+    and code; the scrape shows them."""
+    from channels import alipay_sdk
+    from channels.base import DeliveryError
+    from channels.wechat_api import WeChatAPI, WeChatAPIError
+    from channels.wechat_store import TokenCache
+    from test_alipay_fake import KeyPair, run_fake_alipay
+    from wechat_platform import APPID, SECRET, new_openid, run_wechat_api
+
+    _, gw, http = stack
+    _, before = await scrape(http, gw.url)
+
+    def api_errors(samples: dict, platform: str, api: str, code: str) -> float:
+        return value(samples, "powerbot_platform_api_errors_total", platform=platform, api=api, code=code) - \
+            value(before, "powerbot_platform_api_errors_total", platform=platform, api=api, code=code)
+
+    async with run_wechat_api() as wechat, aiohttp.ClientSession() as out:
+        good = WeChatAPI(appid=APPID, secret=SECRET, base_url=wechat.url, cache=TokenCache(None, None), http=out)
+        wechat.next_errcodes.append(45015)  # "response out of time limit": the 48 h window closed
+        with pytest.raises(WeChatAPIError):
+            await good.send_text(new_openid(), "您好")
+        wechat.revoke_all()  # the next call's token is refused once (40001), then refetched: it succeeds
+        assert (await good.send_template(new_openid(), "TPL_OUTAGE", {"first": "停电通知"}))["errcode"] == 0
+        wrong = WeChatAPI(appid=APPID, secret="not-the-secret", base_url=wechat.url, cache=TokenCache(None, None),
+                          http=out)
+        with pytest.raises(WeChatAPIError):
+            await wrong.access_token()  # 40125 invalid appsecret
+    ours = KeyPair.generate()
+    async with run_fake_alipay("2021000000000001", ours.public_pem) as alipay:
+        client = alipay_sdk.make_client("2021000000000001", ours.private_pem, alipay.keys.public_pem, alipay.gateway_url)
+        with pytest.raises(DeliveryError):
+            await alipay_sdk.call(client, "api_alipay_trade_query", out_trade_no="PB-NO-SUCH-ORDER")
+        alipay.fail_send_with = "40004"
+        biz = {"to_user_id": "2088000000000001", "msg_type": "text", "text": {"content": "测试"}, "chat": "1"}
+        with pytest.raises(DeliveryError):
+            await alipay_sdk.call(client, "server_api", "alipay.open.public.message.custom.send", biz_content=biz)
+
+    _, after = await scrape(http, gw.url)
+    assert api_errors(after, "wechat", "message/custom/send", "45015") == 1
+    assert api_errors(after, "wechat", "message/template/send", "40001") == 1
+    assert api_errors(after, "wechat", "token", "40125") == 1
+    assert api_errors(after, "alipay", "alipay.trade.query", "ACQ.TRADE_NOT_EXIST") == 1
+    assert api_errors(after, "alipay", "alipay.open.public.message.custom.send", "PUB.MSG_SEND_FAILED") == 1
+
+
+async def test_db_pool_use_is_exported(stack) -> None:  # type: ignore[no-untyped-def]
+    """The in-use gauge follows a connection checked out of the gateway's pool and back."""
+    from bot.app import SESSIONMAKER
+    from common.metrics import render
+
+    _, gw, http = stack
+
+    def in_use() -> float:  # read from the registry: a scrape would wait for the one SQLite connection
+        return value(parse(render()[0].decode())[1], "powerbot_db_pool_connections_in_use", service="gateway")
+
+    async with gw.app[SESSIONMAKER]() as session:
+        await session.connection()
+        assert in_use() == 1  # SQLite: the pool's one connection, held here
+    # back in the pool (the gateway's own background work may take it again for a moment)
+    await wait_until(lambda: in_use() == 0, timeout=5, interval=0.01)
+    _, samples = await scrape(http, gw.url)
+    assert value(samples, "powerbot_db_pool_capacity", service="gateway") == \
+        gw.settings.db_pool_size + gw.settings.db_max_overflow
