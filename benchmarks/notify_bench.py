@@ -208,7 +208,9 @@ async def run(backend: str, args: argparse.Namespace, provider_url: str, counter
     from bot.models import OutboxMessage
     from bot.notify.producer import Producer
     from bot.outbox import OutboxWorker
+    from bot.channel_store import BotChannelStore
     from bot.settings import Settings
+    from bot.texts import TextService
     from channels import sms as sms_mod
     from channels.base import ChannelContext
     from channels.sms_store import SmsPart
@@ -247,7 +249,8 @@ async def run(backend: str, args: argparse.Namespace, provider_url: str, counter
         connector = aiohttp.TCPConnector(limit=args.concurrency, limit_per_host=args.concurrency)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
             core = CoreClient(core_base, timeout=60, session=http)
-            ctx = ChannelContext(settings=settings, processor=None, sessionmaker=sm, http=http, core=core)  # type: ignore[arg-type]
+            ctx = ChannelContext(settings=settings, processor=None, sessionmaker=sm, http=http, core=core,  # type: ignore[arg-type]
+                                 texts=TextService(settings), store=BotChannelStore(sm))
             channel = sms_mod.from_context(ctx)
             assert channel is not None
             producer = Producer(sm, core, settings, ["sms"])

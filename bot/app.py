@@ -17,13 +17,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend_client import CoreClient, CoreError
+from bot.channel_store import BotChannelStore
 from bot.db import WalCheckpointer, make_engine, make_sessionmaker
 from bot.outbox import OutboxWorker
 from bot.pipeline import DialogueHandler, Pipeline
+from bot.precompiled import Precompiled
 from bot.ratelimit import RateLimiting
 from bot.settings import Settings
 from bot.texts import TextService
-from channels.base import Channel, ChannelContext
+from channels.base import Channel, ChannelContext, Purge
 from common.metrics import instrument_pool, pool_sampler, release_pool, render
 from common import observe
 
@@ -88,6 +90,31 @@ _OPTIONAL_CHANNELS: list[tuple[str, str]] = [
 ]
 
 
+def channel_purges() -> list[Purge]:
+    """The retention purges every known channel declares for its own tables (``Channel.purges``),
+    configured or not: rows written while a channel was on still age after it is switched off."""
+    found: list[Purge] = []
+    for module in ["channels.rest", *(m for m, _ in _OPTIONAL_CHANNELS)]:
+        try:
+            mod = __import__(module, fromlist=["_"])
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        for obj in vars(mod).values():
+            if isinstance(obj, type) and issubclass(obj, Channel) and obj.__module__ == module:
+                found.extend(p for p in obj.purges if p not in found)
+    return found
+
+
+def _payment_service(*args: Any, **kwargs: Any) -> Any:
+    """The payment service a channel that takes payments builds on its platform client
+    (``ChannelContext.payment_service``; Alipay: ``payments.alipay.AlipayPayments``)."""
+    from payments.alipay import AlipayPayments
+
+    return AlipayPayments(*args, **kwargs)
+
+
 async def _load_interpreter(settings: Settings) -> object:
     from intents import load_or_train
 
@@ -115,7 +142,7 @@ def create_gateway_app(
     # context (database, HTTP session, pipeline) is filled in at startup.
     ctx = ChannelContext(
         settings=settings, processor=None, sessionmaker=None, http=None, core=None,  # type: ignore[arg-type]
-        extras=app[EXTRAS], texts=texts,
+        extras=app[EXTRAS], texts=texts, prepare=Precompiled, payment_service=_payment_service,
     )
     channels = build_channels(ctx)
     app[CHANNELS] = channels
@@ -153,6 +180,7 @@ def create_gateway_app(
             )
             app[PIPELINE] = pipeline
             ctx.processor, ctx.sessionmaker, ctx.http, ctx.core = limits.wrap(pipeline), app[SESSIONMAKER], http, core
+            ctx.store = BotChannelStore(app[SESSIONMAKER], wake=lambda: outbox_holder[0].wake() if outbox_holder else None)
             worker = OutboxWorker(app[SESSIONMAKER], channels)
             outbox_holder.append(worker)
             app[OUTBOX] = worker

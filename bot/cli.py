@@ -111,7 +111,7 @@ def _register_optional() -> None:
     from bot.shell import shell
 
     main.add_command(shell)
-    from channels.wechat_cli import wechat
+    from bot.wechat_cli import wechat
 
     main.add_command(wechat)
     from bot.console.cli import agents

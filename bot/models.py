@@ -2,29 +2,22 @@
 
 Every inbound message is persisted before it is processed (``inbound_messages``) and every
 outbound one goes through the outbox (``outbox``), so a crash or a core outage loses nothing.
-Feature modules (tracker, console, notifications) declare their tables on the same ``Base``.
+Feature modules (tracker, console, notifications) declare their tables on the same ``Base``
+(``common.db.GatewayBase``, where the channels' own tables and the shared ``cache_entries``
+are declared too).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, Text, UniqueConstraint, text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
 
 from common.clock import utcnow
-
-BigId = BigInteger().with_variant(Integer(), "sqlite")
-
-
-def partial(condition: str) -> dict[str, Any]:
-    """``Index`` keyword arguments for a partial index with the same condition on both stores."""
-    return {"postgresql_where": text(condition), "sqlite_where": text(condition)}
-
-
-class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+from common.db import BigId, CacheEntry, partial  # noqa: F401 - re-exported for the bot's modules
+from common.db import GatewayBase as Base
 
 
 class InboundMessage(Base):
@@ -80,16 +73,6 @@ class OutboxMessage(Base):
     provider_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-
-
-class CacheEntry(Base):
-    """Small shared cache (platform access tokens...) when Redis is not configured."""
-
-    __tablename__ = "cache_entries"
-
-    key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class ConversationLease(Base):

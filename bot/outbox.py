@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import sql_const, unnest_rows
 from bot.models import OutboxMessage
-from channels.base import Channel, DeliveryError, Reply
+from channels.base import DELIVERY_KEY, Channel, DeliveryError, Reply
 from common.clock import utcnow
 from common.metrics import DEAD_LETTERS, MESSAGES_OUT, NOTICES_SENT, OUTBOX_RETRIES, PLATFORM_ERRORS
 
@@ -49,12 +49,10 @@ def as_aware(ts: datetime) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
-DELIVERY_KEY = "delivery_key"
-
-
 def delivery_key(row: Any) -> str:
     """A key of one outbox row, the same on every attempt and (row id, creation time and dedupe
-    key together) practically unique across installations. Channels whose provider
+    key together) practically unique across installations, handed to the channel in the
+    reply's metadata under ``DELIVERY_KEY``. Channels whose provider
     deduplicates by a client reference (SMS ``client_ref``) build it from this key, so a request
     the provider accepted but whose answer was lost is not delivered twice by the retry."""
     raw = f"{row.id}|{as_aware(row.created_at).isoformat()}|{row.dedupe_key or ''}"

@@ -14,13 +14,15 @@ gets colder. What is deleted:
 - ``dlg_events`` (the conversation history the console shows) older than
   ``history_retention_days``. Tracker state, bindings, handoffs and the console's audit log
   are not touched.
-- ``sms_parts`` (one row per SMS segment sent, kept for its delivery report) older than
-  ``retention_days``: reports come within hours or days.
+- the tables a channel owns, as the channel declares (``channels.base.Purge`` on its
+  ``Channel.purges``, collected by the app wiring: ``bot.app.channel_purges``) — the SMS
+  channel's ``sms_parts``, kept for delivery reports, go after ``retention_days``.
 
-Rows are walked in primary-key order from the oldest, a batch per transaction, and the walk
-stops at the first row newer than the cutoff: a run costs what it deletes, not the table's
-size (none of these tables has an index on its time column, and none is needed; ``sms_parts``,
-keyed by the provider's ids, is walked by its ``created_at`` index instead). Between
+Each table's owner says how its rows go: a ``Purge`` (name, which policy field keeps the rows,
+and the coroutine that deletes them) registered here (``register``) or declared by a channel.
+The bot's tables are walked in primary-key order from the oldest, a batch per transaction,
+and the walk stops at the first row newer than the cutoff: a run costs what it deletes, not
+the table's size (none of these tables has an index on its time column, and none is needed). Between
 batches the event loop serves other work, so the hot path's writes are not held up behind a
 large first purge. Running it in several gateway processes at once is harmless (a row is
 deleted once; the others find it gone).
@@ -31,14 +33,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import Table, and_, func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Table, and_, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.db import in_transaction
 from bot.dialogue.store import Event
@@ -60,19 +62,55 @@ class RetentionPolicy:
 
 
 @dataclass(frozen=True)
-class _Target:
+class Purge:
+    """How the old rows of one table go (the same shape as ``channels.base.Purge``, which a
+    channel declares for its own tables).
+
+    ``keep``: ``"finished"`` (kept ``RetentionPolicy.finished_days``) or ``"history"``
+    (``history_days``). ``run(engine, cutoff, batch_size, dry_run)`` deletes (or counts) the
+    rows older than ``cutoff`` and returns how many."""
+
     name: str
-    table: Table
-    time_column: str
-    finished: tuple[str, ...] | None  # statuses that may go; None: every row may go
-    days: str  # the ``RetentionPolicy`` field that keeps these rows
+    keep: str
+    run: Callable[[AsyncEngine, datetime, int, bool], Awaitable[int]]
 
 
-TARGETS = (
-    _Target("inbound_messages", InboundMessage.__table__, "received_at", INBOUND_FINISHED, "finished_days"),
-    _Target("outbox", OutboxMessage.__table__, "created_at", OUTBOX_FINISHED, "finished_days"),
-    _Target("dlg_events", Event.__table__, "created_at", None, "history_days"),
-)
+_KEEP_FIELDS = {"finished": "finished_days", "history": "history_days"}
+_REGISTERED: dict[str, Any] = {}
+
+
+def register(purge: Any) -> None:
+    """Register a table owner's purge (a ``Purge``, or anything of its shape); a later one
+    with the same name replaces it."""
+    if purge.keep not in _KEEP_FIELDS:
+        raise ValueError(f"purge {purge.name!r}: keep must be one of {sorted(_KEEP_FIELDS)}")
+    _REGISTERED[purge.name] = purge
+
+
+def purges() -> list[Any]:
+    """The registered purges, then the channels' (as the app wiring collects them)."""
+    from bot.app import channel_purges
+
+    found = dict(_REGISTERED)
+    for p in channel_purges():
+        found.setdefault(p.name, p)
+    return list(found.values())
+
+
+def walk_by_id(table: Table, time_column: str, finished: tuple[str, ...] | None
+               ) -> Callable[[AsyncEngine, datetime, int, bool], Awaitable[int]]:
+    """A purge of a table with an increasing integer ``id`` (ids follow insertion time): rows
+    older than the cutoff whose ``status`` is one of ``finished`` (None: every old row)."""
+
+    async def run(engine: AsyncEngine, cutoff: datetime, batch_size: int, dry_run: bool) -> int:
+        return await _purge_table(engine, table, time_column, finished, cutoff, batch_size, dry_run)
+
+    return run
+
+
+register(Purge("inbound_messages", "finished", walk_by_id(InboundMessage.__table__, "received_at", INBOUND_FINISHED)))
+register(Purge("outbox", "finished", walk_by_id(OutboxMessage.__table__, "created_at", OUTBOX_FINISHED)))
+register(Purge("dlg_events", "history", walk_by_id(Event.__table__, "created_at", None)))
 
 
 async def purge(
@@ -86,41 +124,19 @@ async def purge(
     now = now or datetime.now(timezone.utc)
     engine = sessionmaker.kw["bind"]
     out: dict[str, int] = {}
-    for target in TARGETS:
-        days = getattr(policy, target.days)
+    for p in purges():
+        days = getattr(policy, _KEEP_FIELDS[p.keep])
         if days <= 0:
             continue
-        out[target.name] = await _purge_table(engine, target, now - timedelta(days=days), policy.batch_size, dry_run)
-    if policy.finished_days > 0:
-        out["sms_parts"] = await _purge_sms_parts(
-            engine, now - timedelta(days=policy.finished_days), policy.batch_size, dry_run)
+        out[p.name] = await p.run(engine, now - timedelta(days=days), policy.batch_size, dry_run)
     return out
 
 
-async def _purge_sms_parts(engine: Any, cutoff: datetime, batch_size: int, dry_run: bool) -> int:
-    """SMS segments older than the cutoff, oldest first by ``ix_sms_parts_created``."""
-    from channels.sms_store import SmsPart
-
-    t = SmsPart.__table__
-    old = t.c.created_at < cutoff
-    if dry_run:
-        return await in_transaction(engine, lambda conn: conn.execute(select(func.count()).where(old)).scalar_one())
-    oldest = select(t.c.provider_id).where(old).order_by(t.c.created_at).limit(batch_size)
-    deleted = 0
-    while True:
-        n = await in_transaction(engine, lambda conn: conn.execute(
-            t.delete().where(t.c.provider_id.in_(oldest.scalar_subquery()))).rowcount)
-        deleted += n
-        if n < batch_size:
-            return deleted
-        await asyncio.sleep(0)  # let the hot path's transactions in between batches
-
-
-async def _purge_table(engine: Any, target: _Target, cutoff: datetime, batch_size: int, dry_run: bool) -> int:
-    t = target.table
-    id_col, time_col = t.c.id, t.c[target.time_column]
+async def _purge_table(engine: Any, t: Table, time_column: str, finished: tuple[str, ...] | None,
+                       cutoff: datetime, batch_size: int, dry_run: bool) -> int:
+    id_col, time_col = t.c.id, t.c[time_column]
     old = time_col < cutoff
-    doomed_if = old if target.finished is None else and_(old, t.c.status.in_(target.finished))
+    doomed_if = old if finished is None else and_(old, t.c.status.in_(finished))
     page = (
         select(id_col, doomed_if.label("doomed"), old.label("old"))
         .order_by(id_col)

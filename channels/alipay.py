@@ -11,8 +11,10 @@ SDK's ``verify`` uses the payment-notify rule and UTF-8 only). Two services:
   by sender + CreateTime + event type), and the bot's answer is delivered later by ``send`` →
   ``alipay.open.public.message.custom.send`` through python-alipay-sdk ``server_api``.
 
-Outbound payment links and the payment notify live in :mod:`channels.alipay_payments`; the
-channel registers them as ``ctx.extras["payments"]`` and serves ``POST /payments/alipay/notify``.
+Online payment (payment links, the payment notify, the reconciler) is not the channel's: the
+wiring hands the channel a ``ChannelContext.payment_service`` (``payments.alipay``), which the
+channel builds on its signed client, registers as ``ctx.extras["payments"]`` and whose notify it
+serves at ``POST /payments/alipay/notify``.
 """
 
 from __future__ import annotations
@@ -32,8 +34,7 @@ from aiohttp import web
 from defusedxml import DefusedXmlException
 
 from channels import alipay_sdk
-from channels.alipay_payments import AlipayPayments
-from channels.base import Channel, ChannelContext, DeliveryError, Message, Reply
+from channels.base import Channel, ChannelContext, DeliveryError, Message, PaymentService, Reply
 from channels.menu import CLICK_TEXT  # menu keys shared with the other platform's menu
 
 log = logging.getLogger("powerbot.channels.alipay")
@@ -122,18 +123,20 @@ class AlipayChannel(Channel):
             appid, app_private_pem, alipay_public_pem, s.alipay_gateway_url, notify_url=self.notify_url
         )
         self.app_public_key = alipay_sdk.app_public_key_b64(self.client)
-        self.payments = AlipayPayments(ctx, self.client, appid=appid, notify_url=self.notify_url,
-                                       return_url=s.public_url)
+        make_payments = ctx.payment_service
+        self.payments: PaymentService | None = None if make_payments is None else make_payments(
+            ctx, self.client, appid=appid, notify_url=self.notify_url, return_url=s.public_url)
 
     # ------------------------------------------------------------------ routes
     def routes(self) -> Iterable[web.AbstractRouteDef]:
-        return [
-            web.post("/channels/alipay", self.gateway),
-            web.post("/payments/alipay/notify", self.payments.notify),
-        ]
+        routes = [web.post("/channels/alipay", self.gateway)]
+        if self.payments is not None:
+            routes.append(web.post("/payments/alipay/notify", self.payments.notify))
+        return routes
 
     async def start(self) -> None:
-        self._reconciler = asyncio.create_task(self.payments.run_reconciler(), name="alipay-reconciler")
+        if self.payments is not None:
+            self._reconciler = asyncio.create_task(self.payments.run_reconciler(), name="alipay-reconciler")
 
     async def stop(self) -> None:
         task = getattr(self, "_reconciler", None)
@@ -146,7 +149,7 @@ class AlipayChannel(Channel):
 
     def readiness(self) -> dict[str, Any]:
         return {"on": True, "appid": self.appid, "gateway": urlsplit(alipay_sdk.gateway_of(self.client)).netloc,
-                "payments": True}
+                "payments": self.payments is not None}
 
     # ------------------------------------------------------------------ inbound
     async def gateway(self, request: web.Request) -> web.Response:
@@ -248,11 +251,8 @@ class AlipayChannel(Channel):
 
     async def _queue_direct(self, user_id: str, text: str, dedupe_key: str) -> None:
         """A fixed channel text (welcome, unknown menu) straight to the outbox, once per event."""
-        from bot import outbox
-
-        async with self.ctx.sessionmaker() as session, session.begin():
-            await outbox.enqueue(session, Reply(channel=self.name, recipient_id=user_id, text=text),
-                                 conversation_id=f"{self.name}:{user_id}", dedupe_key=dedupe_key[:200])
+        await self.ctx.store.enqueue(Reply(channel=self.name, recipient_id=user_id, text=text),
+                                     dedupe_key=dedupe_key[:200])
 
     # ------------------------------------------------------------------ outbound
     @staticmethod
@@ -287,5 +287,6 @@ def from_context(ctx: ChannelContext) -> AlipayChannel | None:
         log.warning("alipay: appid set but a key is missing; channel off")
         return None
     channel = AlipayChannel(ctx, appid=s.alipay_appid, app_private_pem=private, alipay_public_pem=public)
-    ctx.extras["payments"] = channel.payments
+    if channel.payments is not None:
+        ctx.extras["payments"] = channel.payments
     return channel

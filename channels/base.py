@@ -2,6 +2,13 @@
 
 Like ``rasa/core/channels/channel.py``: a channel turns platform traffic into ``Message``
 and delivers ``Reply`` back; the engine never learns which platform it is talking to.
+
+A channel imports nothing of the bot and never touches the bot's tables (inbound messages,
+outbox, conversations, events, handoffs): what it needs from the bot comes through
+``ChannelContext`` — the ``processor`` it hands messages to, the ``store`` for the few other
+things it may ask of the bot's store, ``prepare`` for its side writes' statements and
+``payment_service`` for a platform that takes payments. Its own tables (declared on
+``common.db.GatewayBase``) are its business, and it declares their retention (``Purge``).
 """
 
 from __future__ import annotations
@@ -9,7 +16,7 @@ from __future__ import annotations
 import abc
 import copy
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -19,10 +26,10 @@ from common.clock import utcnow
 if TYPE_CHECKING:  # pragma: no cover
     import aiohttp
     from aiohttp import web
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
     from backend_client import CoreClient
-    from bot.settings import Settings
 
 
 class InvalidMessage(ValueError):
@@ -135,8 +142,8 @@ class SideWrite:
     """A channel's own bookkeeping row, written in the transaction that stores the inbound
     message (WeChat's messaging window, renewed by every user message): no commit of its own,
     and the row is there whenever the message is. ``statement`` runs a list of parameter sets
-    on a connection (``bot.precompiled.Precompiled``); side writes with the same statement in
-    one group commit run as one executemany. ``done`` runs after the commit."""
+    on a connection (a ``Statement``, made by ``ChannelContext.prepare``); side writes with the
+    same statement in one group commit run as one executemany. ``done`` runs after the commit."""
 
     statement: Any
     params: Mapping[str, Any]
@@ -174,23 +181,108 @@ class Texts(Protocol):
     def text(self, name: str, /, *, lang: str = "zh", channel: str = "", **values: Any) -> str: ...
 
 
+class Statement(Protocol):
+    """A statement a channel's ``SideWrite`` runs: ``run(conn, params)`` with one parameter
+    set or a list of them (executemany) on a synchronous connection."""
+
+    def run(self, conn: Connection, params: Any) -> Any: ...
+
+
+class PlainStatement:
+    """``Statement`` through SQLAlchemy's ``Connection.execute``: what ``ChannelContext.prepare``
+    gives when the wiring offers nothing faster (the gateway gives its precompiled statements)."""
+
+    def __init__(self, stmt: Any) -> None:
+        self.stmt = stmt
+
+    def run(self, conn: Connection, params: Any) -> Any:
+        return conn.execute(self.stmt, params)
+
+
+DELIVERY_KEY = "delivery_key"
+"""``Reply.metadata`` key under which the outbox hands a channel the row's delivery key: the
+same on every attempt of one row, so a provider can recognise a retry of a request it accepted."""
+
+
+class ChannelStore(Protocol):
+    """What a channel may ask of the bot's store besides handing in a message (the
+    ``processor``). Implemented by the bot (``bot.channel_store``); the channel never sees
+    the tables behind it."""
+
+    async def seen(self, channel: str, sender_id: str, message_id: str) -> bool:
+        """Whether a message with this id from this sender is already stored."""
+        ...
+
+    async def record(self, message: Message) -> bool:
+        """Store a message the dialogue does not process (an SMS opt-out command): the
+        conversation's history and the dedupe see it. False when it was already stored."""
+        ...
+
+    async def store_part(self, message: Message, *, retry_of: Callable[[Mapping[str, Any]], bool]) -> bool:
+        """Store one part of a message the platform split (kind ``message.kind``, keyed by
+        ``message.message_id``, ``message.metadata`` kept as is); the dialogue never sees it.
+        A part already stored under the key is a duplicate when ``retry_of(its metadata)``
+        says so, and is replaced otherwise (the key was used again by a later message).
+        True for a duplicate."""
+        ...
+
+    async def parts(self, channel: str, sender_id: str, keys: Sequence[str], since: datetime) -> list[Mapping[str, Any]]:
+        """The metadata of the stored parts under ``keys`` received since ``since``."""
+        ...
+
+    async def last_inbound(self, channel: str, sender_id: str) -> Mapping[str, Any] | None:
+        """The metadata of the newest message stored from this sender on this channel."""
+        ...
+
+    async def enqueue(self, reply: Reply, *, dedupe_key: str) -> None:
+        """Queue a reply the channel says by itself (a welcome, an opt-out confirmation) for
+        delivery by the outbox; once per ``dedupe_key`` on the channel."""
+        ...
+
+    async def delivery_report(self, channel: str, provider_id: str, status: str, error: str | None) -> bool:
+        """Apply a provider's final report (``delivered`` / ``failed``) to the sent reply whose
+        provider id this is. False when no such reply is stored (yet)."""
+        ...
+
+    async def poll(self, channel: str, recipient_id: str, after: int) -> tuple[list[Reply], int]:
+        """Replies delivered by being polled (``Channel.send`` returned ``POLL_PROVIDER_ID``)
+        after the cursor, oldest first, and the new cursor. A fresh poll (``after`` 0) with
+        nothing to show starts after what was delivered but before what still waits."""
+        ...
+
+
+POLL_PROVIDER_ID = "rest-poll"
+"""What ``send`` returns for a channel whose replies are fetched by the client (``poll``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Purge:
+    """Old rows of a table a channel owns, deleted by the bot's retention run.
+
+    ``keep`` names how long rows stay: ``"finished"`` (``retention_days``) or ``"history"``
+    (``history_retention_days``). ``run(engine, cutoff, batch_size, dry_run)`` deletes (or
+    counts) the rows older than ``cutoff``, a batch per transaction, and returns how many."""
+
+    name: str
+    keep: str
+    run: Callable[[AsyncEngine, datetime, int, bool], Awaitable[int]]
+
+
 @dataclass(slots=True)
 class ChannelContext:
     """What the app wiring gives every channel at construction."""
 
-    settings: Settings
+    settings: Any  # the gateway's settings (``bot.settings.Settings``)
     processor: MessageProcessor
-    sessionmaker: async_sessionmaker[AsyncSession]
+    sessionmaker: async_sessionmaker[AsyncSession]  # for the channel's own tables
     http: aiohttp.ClientSession
     core: CoreClient
     extras: dict[str, Any] = field(default_factory=dict)
-    texts: Texts = None  # type: ignore[assignment]  # None: built from ``settings``
-
-    def __post_init__(self) -> None:
-        if self.texts is None:
-            from bot.texts import TextService
-
-            self.texts = TextService(self.settings)
+    texts: Texts = None  # type: ignore[assignment]  # required: every customer text
+    store: ChannelStore = None  # type: ignore[assignment]  # the bot's store, as far as a channel may see it
+    prepare: Callable[[Any], Statement] = PlainStatement  # a side write's statement, ready to run
+    # (ctx, platform client, *, appid, notify_url, return_url) -> PaymentService; None: no payments
+    payment_service: Callable[..., PaymentService] | None = None
 
 
 class Channel(abc.ABC):
@@ -247,6 +339,10 @@ class Channel(abc.ABC):
     def readiness(self) -> dict[str, Any]:
         return {"on": True}
 
+    purges: ClassVar[Sequence[Purge]] = ()
+    """The retention purges of the tables this channel owns (collected by the app wiring
+    whether or not the channel is configured: rows written while it was on still age)."""
+
 
 @dataclass(frozen=True, slots=True)
 class PaymentLink:
@@ -272,7 +368,8 @@ def proven_phone(message: Message, proofs: Mapping[str, frozenset[str]]) -> str 
 
 
 class PaymentLinkProvider(Protocol):
-    """Offered by a payment channel (Alipay) through ``ChannelContext.extras['payments']``.
+    """Offered by a platform's payment service (``PaymentService``) through
+    ``ChannelContext.extras['payments']``.
 
     The dialogue engine uses it for ``pay_bill`` without knowing which platform it is.
     """
@@ -280,3 +377,13 @@ class PaymentLinkProvider(Protocol):
     async def create_payment_link(
         self, *, account_number: str, amount: str, channel: str, recipient_id: str, subject: str
     ) -> PaymentLink: ...
+
+
+class PaymentService(PaymentLinkProvider, Protocol):
+    """Online payment for a platform that takes it (Alipay), made by
+    ``ChannelContext.payment_service``: the link the dialogue offers, the platform's notify the
+    channel serves, and the reconciler the channel runs."""
+
+    async def notify(self, request: web.Request) -> web.StreamResponse: ...
+
+    async def run_reconciler(self) -> None: ...

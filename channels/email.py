@@ -39,10 +39,7 @@ from typing import Any
 import aiosmtplib
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from sqlalchemy import select
 
-from bot.db import sql_const
-from bot.models import InboundMessage
 from channels.base import Channel, ChannelContext, DeliveryError, Message, Reply
 from channels.email_parse import ParsedMail, parse_mail
 
@@ -207,17 +204,8 @@ class EmailChannel(Channel):
 
     # ------------------------------------------------------------------ outbound
     async def _last_inbound(self, address: str) -> dict[str, Any] | None:
-        async with self.ctx.sessionmaker() as session:
-            row = (
-                await session.execute(
-                    select(InboundMessage.payload)
-                    .where(InboundMessage.channel == sql_const(self.name),  # ix_inbound_email_conv
-                           InboundMessage.conversation_id == f"{self.name}:{address}")
-                    .order_by(InboundMessage.id.desc())
-                    .limit(1)
-                )
-            ).scalar_one_or_none()
-        return row if isinstance(row, dict) else None
+        last = await self.ctx.store.last_inbound(self.name, address)
+        return dict(last) if last is not None else None
 
     async def build(self, reply: Reply) -> EmailMessage:
         address = parseaddr(reply.recipient_id)[1].strip().lower()

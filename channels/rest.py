@@ -15,15 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import func, select
 
-from bot.db import sql_const
-from bot.models import OutboxMessage
-from channels.base import Channel, InvalidMessage, Message, Reply, Texts, clean_json, clean_text, is_clean
+from channels.base import (
+    POLL_PROVIDER_ID,
+    Channel,
+    InvalidMessage,
+    Message,
+    Reply,
+    Texts,
+    clean_json,
+    clean_text,
+    is_clean,
+)
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_TEXT = 4000
-POLL_PROVIDER_ID = "rest-poll"
 
 
 def reply_json(reply: Reply) -> dict[str, Any]:
@@ -41,23 +47,6 @@ def _bad_request(reason: str) -> web.Response:
         {"type": "about:blank", "title": "Bad Request", "status": 400, "detail": reason,
          "error": "bad_request", "reason": reason},
         status=400, content_type="application/problem+json")
-
-
-def poll_query(channel: str, sender: str, after: int):  # type: ignore[no-untyped-def]
-    """A sender's replies after the cursor, by the partial index of the REST rows
-    (``ix_outbox_rest_recipient``; the channel is a constant in the SQL: ``sql_const``)."""
-    return (
-        select(OutboxMessage)
-        .where(
-            OutboxMessage.channel == sql_const(channel),
-            OutboxMessage.recipient_id == sender,
-            OutboxMessage.id > after,
-            OutboxMessage.status == "sent",
-            OutboxMessage.provider_id == POLL_PROVIDER_ID,
-        )
-        .order_by(OutboxMessage.id)
-        .limit(100)
-    )
 
 
 def render_chat_page(texts: Texts) -> bytes:
@@ -144,27 +133,8 @@ class RestChannel(Channel):
             return _bad_request("'after' must be a cursor and 'sender' a sender id")
         if not sender:
             return _bad_request("'sender' is required")
-        async with self.ctx.sessionmaker() as session:
-            rows = (await session.execute(poll_query(self.name, sender, after))).scalars().all()
-        cursor = max([after, *[r.id for r in rows]])
-        if not rows and after == 0:
-            # A fresh page starts after what was already delivered, but before anything
-            # still waiting in the outbox (an agent's reply queued a moment ago).
-            async with self.ctx.sessionmaker() as session:
-                mine = (OutboxMessage.channel == sql_const(self.name), OutboxMessage.recipient_id == sender)
-                first_pending = (
-                    await session.execute(
-                        select(func.min(OutboxMessage.id)).where(*mine, OutboxMessage.status == "pending")
-                    )
-                ).scalar_one_or_none()
-                last = (await session.execute(select(func.max(OutboxMessage.id)).where(*mine))).scalar_one_or_none()
-            if first_pending is not None:
-                cursor = first_pending - 1
-            elif last is not None:
-                cursor = last
-        return web.json_response(
-            {"messages": [reply_json(Reply.from_dict(r.payload)) for r in rows], "cursor": cursor}
-        )
+        replies, cursor = await self.ctx.store.poll(self.name, sender, after)
+        return web.json_response({"messages": [reply_json(r) for r in replies], "cursor": cursor})
 
     async def chat_page(self, request: web.Request) -> web.StreamResponse:
         if self._page is None:

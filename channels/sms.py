@@ -87,21 +87,19 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot import outbox
-from bot.db import sql_const, unnest_rows
-from bot.logs import mask_phone
-from bot.models import InboundMessage, OutboxMessage
-from channels.base import Channel, ChannelContext, DeliveryError, Message, Reply
+from channels.base import DELIVERY_KEY, Channel, ChannelContext, DeliveryError, Message, Purge, Reply
 from channels.base import clean_text as clean_message_text
-from channels.sms_store import SmsOptOut, SmsPart
+from channels.sms_store import PURGE_PARTS, SmsOptOut, SmsPart
+from common.db import unnest_rows
+from common.pii import mask_phone
 from common.phones import sms_number
 from common.ratelimit import Limiter
 
@@ -503,21 +501,6 @@ async def opted_out_among(sessionmaker: async_sessionmaker[AsyncSession], phones
 
 
 # --------------------------------------------------------------------------- channel
-def receipt_update(channel: str, batch_ref: str, status: str, error: str | None):  # type: ignore[no-untyped-def]
-    """The outbox row of a provider batch takes the parts' folded status, found by the
-    partial index of the SMS rows (``ix_outbox_sms_provider``; the channel is a constant in
-    the SQL: ``sql_const``)."""
-    return (
-        update(OutboxMessage)
-        .where(
-            OutboxMessage.channel == sql_const(channel),
-            OutboxMessage.provider_id == batch_ref,
-            OutboxMessage.status.in_(("sent", "delivered")),
-        )
-        .values(status=status, last_error=error)
-    )
-
-
 def _problem(status: int, code: str, detail: str) -> web.Response:
     """An RFC 9457 problem document (``error`` repeats the code under the key earlier answers used)."""
     doc = {"type": f"urn:powerbot:sms:problem:{code}", "title": HTTPStatus(status).phrase, "status": status,
@@ -557,6 +540,7 @@ def _part_of(data: dict[str, Any]) -> tuple[str, int, int] | web.Response | None
 
 class SmsChannel(Channel):
     name = "sms"
+    purges: ClassVar[Sequence[Purge]] = (PURGE_PARTS,)
     assembly_wait = ASSEMBLY_WAIT_SECONDS  # seconds a concatenated message waits for a missing part
     proves = frozenset({"phone"})  # the provider signs the inbound request naming the sender's number
 
@@ -695,8 +679,8 @@ class SmsChannel(Channel):
                             ref: str, part: int, parts: int) -> web.Response:
         """Store one part of a concatenated message; hand the message on once every part is in.
 
-        A part is kept as an ``inbound_messages`` row of kind ``sms_part`` (status ``done``: the
-        dialogue never sees it) keyed by number, reference and part, holding its exact UTF-16
+        A part is kept in the bot's store (``ChannelStore.store_part``: the dialogue never sees
+        it) keyed by number, reference and part, holding its exact UTF-16
         code units, so a surrogate pair split across two parts becomes its character again. A
         retry of a part is a duplicate; a part from an earlier message that used the same
         reference is replaced. A message still missing a part after ``assembly_wait`` seconds
@@ -706,26 +690,10 @@ class SmsChannel(Channel):
         raw = raw[:MAX_TEXT]
         payload = {**metadata, "sms_part": {"ref": ref, "part": part, "parts": parts, "message_id": message_id,
                                              "units": raw.encode("utf-16-le", "surrogatepass").hex()}}
-        now = datetime.now(timezone.utc)
-        duplicate = False
-        async with self.ctx.sessionmaker() as session, session.begin():
-            row = (await session.execute(select(InboundMessage).where(
-                InboundMessage.channel == self.name, InboundMessage.sender_id == phone,
-                InboundMessage.dedupe_key == key))).scalar_one_or_none()
-            if row is None:
-                try:
-                    async with session.begin_nested():
-                        session.add(InboundMessage(
-                            channel=self.name, dedupe_key=key, sender_id=phone, conversation_id=f"{self.name}:{phone}",
-                            kind="sms_part", text=clean_text(raw), payload=payload, status="done", attempts=0,
-                            received_at=now, processed_at=now,
-                        ))
-                except IntegrityError:
-                    duplicate = True  # a concurrent retry of the same part
-            elif (row.payload or {}).get("sms_part", {}).get("message_id") == message_id:
-                duplicate = True
-            else:  # the reference was used again by a later message: the newest part wins
-                row.text, row.payload, row.received_at, row.processed_at = clean_text(raw), payload, now, now
+        stored = Message(channel=self.name, sender_id=phone, text=clean_text(raw), message_id=key, kind="sms_part",
+                         metadata=payload)
+        duplicate = await self.ctx.store.store_part(
+            stored, retry_of=lambda earlier: (earlier.get("sms_part") or {}).get("message_id") == message_id)
         # read after the commit: of two parts stored at once, the later one sees both
         if not await self._assemble(phone, ref, parts, final=False):
             group = _part_key(phone, ref, parts, 0)
@@ -739,10 +707,7 @@ class SmsChannel(Channel):
         parts there are); False while parts are missing."""
         keys = [_part_key(phone, ref, parts, i) for i in range(1, parts + 1)]
         since = datetime.now(timezone.utc) - ASSEMBLY_WINDOW
-        async with self.ctx.sessionmaker() as session:
-            payloads = (await session.execute(select(InboundMessage.payload).where(
-                InboundMessage.channel == self.name, InboundMessage.sender_id == phone,
-                InboundMessage.dedupe_key.in_(keys), InboundMessage.received_at >= since))).scalars().all()
+        payloads = await self.ctx.store.parts(self.name, phone, keys, since)
         got = {p["sms_part"]["part"]: p for p in payloads}
         missing = [i for i in range(1, parts + 1) if i not in got]
         if missing and not final:
@@ -779,23 +744,10 @@ class SmsChannel(Channel):
             self._assembling.discard(group)
 
     async def _seen(self, phone: str, message_id: str) -> bool:
-        async with self.ctx.sessionmaker() as session:
-            row = await session.execute(
-                select(InboundMessage.id).where(
-                    InboundMessage.channel == self.name, InboundMessage.sender_id == phone,
-                    InboundMessage.dedupe_key == message_id,
-                )
-            )
-            return row.first() is not None
+        return await self.ctx.store.seen(self.name, phone, message_id)
 
     async def _enqueue(self, reply: Reply, dedupe_key: str) -> None:
-        async with self.ctx.sessionmaker() as session, session.begin():
-            await outbox.enqueue(
-                session, reply, conversation_id=f"{self.name}:{reply.recipient_id}", dedupe_key=dedupe_key
-            )
-        wake = getattr(self.ctx.processor, "on_enqueued", None)
-        if callable(wake):
-            wake()
+        await self.ctx.store.enqueue(reply, dedupe_key=dedupe_key)
 
     async def _handle_keyword(self, keyword: str, phone: str, text: str, message_id: str) -> None:
         lang = _lang_for(text)
@@ -812,24 +764,10 @@ class SmsChannel(Channel):
             else:
                 await session.execute(delete(SmsOptOut).where(SmsOptOut.phone == phone))
             opted_out = keyword == "stop"
-            # Persist the message too, so the conversation history and dedupe see it.
-            try:
-                async with session.begin_nested():
-                    session.add(
-                        InboundMessage(
-                            channel=self.name,
-                            dedupe_key=message_id,
-                            sender_id=phone,
-                            conversation_id=f"{self.name}:{phone}",
-                            kind="text",
-                            text=text,
-                            payload={"sms_keyword": keyword},
-                            status="done",
-                            attempts=0,
-                        )
-                    )
-            except IntegrityError:
-                pass
+        # Stored too (after the opt-out: a retry finds the command not yet seen and repeats
+        # it harmlessly), so the conversation history and the dedupe see it.
+        await self.ctx.store.record(Message(channel=self.name, sender_id=phone, text=text, message_id=message_id,
+                                            metadata={"sms_keyword": keyword}))
         self.opt_outs.record(phone, opted_out)  # committed: effective for this process at once
         log.info("sms %s from %s", "opt-out" if keyword == "stop" else "opt-in", mask_phone(phone))
         reply = Reply(
@@ -907,8 +845,9 @@ class SmsChannel(Channel):
             return part.batch_ref
 
     async def _apply_batch_status(self, batch_ref: str) -> bool:
-        """Fold the parts' statuses into the outbox row; False when the row is not there yet."""
-        async with self.ctx.sessionmaker() as session, session.begin():
+        """Fold the parts' statuses into the reply's delivery status (``ChannelStore.delivery_report``);
+        False when the reply's provider id is not stored yet."""
+        async with self.ctx.sessionmaker() as session:
             parts = (await session.execute(select(SmsPart).where(SmsPart.batch_ref == batch_ref))).scalars().all()
             if not parts:
                 return True
@@ -920,9 +859,8 @@ class SmsChannel(Channel):
                 status = "delivered"
             else:
                 return True  # some parts still in flight
-            res = await session.execute(receipt_update(
-                self.name, batch_ref, status, None if status == "delivered" else (parts[0].error or "failed")))
-            return res.rowcount > 0
+            error = None if status == "delivered" else (parts[0].error or "failed")
+        return await self.ctx.store.delivery_report(self.name, batch_ref, status, error)
 
     async def _report_later(self, provider_id: str, status: str, error: str | None) -> None:
         for delay in (0.5, 2.0, 5.0):
@@ -1178,7 +1116,7 @@ def _batch_ref(reply: Reply) -> str:
     From the outbox's delivery key when there is one — the same on every attempt, so the
     provider recognises a retry of a request it had accepted and sends nothing again —
     random for a direct send."""
-    key = reply.metadata.get(outbox.DELIVERY_KEY)
+    key = reply.metadata.get(DELIVERY_KEY)
     return f"smsb_{key}" if isinstance(key, str) and key.isalnum() else "smsb_" + uuid.uuid4().hex
 
 

@@ -180,7 +180,7 @@ class WeChatChannel(Channel):
         return [web.get(PATH, self.verify_url), web.post(PATH, self.callback)]
 
     async def start(self) -> None:
-        self.ledger = WindowLedger(self.ctx.sessionmaker)
+        self.ledger = WindowLedger(self.ctx.sessionmaker, prepare=self.ctx.prepare)
         self._cache = TokenCache(self.ctx.sessionmaker, self.ctx.settings.redis_url)
         if self._secret:
             self.api = WeChatAPI(

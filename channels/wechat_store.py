@@ -7,14 +7,14 @@ the agents and the notification work know whether free text can still reach a cu
 fall back (template message → SMS → email) when it cannot.
 
 The access token is cached in Redis when ``POWERBOT_REDIS_URL`` is set, otherwise in the
-bot store's ``cache_entries`` table, so every process shares one token.
+gateway store's shared ``cache_entries`` table, so every process shares one token.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -24,11 +24,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bot.db import in_transaction, prebuilt
-from bot.models import Base, CacheEntry
-from bot.precompiled import Precompiled
-from channels.base import SideWrite
+from channels.base import PlainStatement, SideWrite, Statement
 from common.clock import utcnow
+from common.db import CacheEntry, in_transaction, prebuilt
+from common.db import GatewayBase as Base
 
 log = logging.getLogger("powerbot.channels.wechat")
 
@@ -69,23 +68,15 @@ class WindowState:
     reason: str | None  # None when open, else ERR_WINDOW_CLOSED / ERR_QUOTA_USED
 
 
-_UPSERTS: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
-
-
-def _upsert(dialect: str, values: dict[str, Any], update_cols: list[str]):  # type: ignore[no-untyped-def]
-    """``INSERT .. ON CONFLICT (openid) DO UPDATE``, built (and compiled) once per backend and
-    column set; executed with ``values`` as parameters."""
-    key = (dialect, tuple(values), tuple(update_cols))
-    stmt = _UPSERTS.get(key)
-    if stmt is None:
-        mod = postgresql if dialect == "postgresql" else sqlite
-        table = WeChatWindow.__table__
-        ins = mod.insert(table)
-        stmt = _UPSERTS[key] = Precompiled(prebuilt(
-            ins.on_conflict_do_update(index_elements=[table.c.openid], set_={c: ins.excluded[c] for c in update_cols}),
-            "wechat-window-upsert", dialect, ",".join(values), ",".join(update_cols),
-        ))
-    return stmt
+def _upsert_statement(dialect: str, values: dict[str, Any], update_cols: list[str]):  # type: ignore[no-untyped-def]
+    """``INSERT .. ON CONFLICT (openid) DO UPDATE``, executed with ``values`` as parameters."""
+    mod = postgresql if dialect == "postgresql" else sqlite
+    table = WeChatWindow.__table__
+    ins = mod.insert(table)
+    return prebuilt(
+        ins.on_conflict_do_update(index_elements=[table.c.openid], set_={c: ins.excluded[c] for c in update_cols}),
+        "wechat-window-upsert", dialect, ",".join(values), ",".join(update_cols),
+    )
 
 
 class WindowLedger:
@@ -96,14 +87,27 @@ class WindowLedger:
     # Another replica's sends in between can only make the ledger more cautious, never less.
     RENEW_COALESCE = timedelta(seconds=60)
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], *,
+                 prepare: Callable[[Any], Statement] = PlainStatement) -> None:
+        """``prepare`` makes the upserts runnable (``ChannelContext.prepare``: the gateway's
+        precompiled statements); each is built and prepared once per column set."""
         self.sessionmaker = sessionmaker
+        self.prepare = prepare
         self._renewed: dict[str, datetime] = {}
+        self._upserts: dict[tuple[tuple[str, ...], tuple[str, ...]], Statement] = {}
+
+    def _upsert(self, values: dict[str, Any], update_cols: list[str]) -> Statement:
+        key = (tuple(values), tuple(update_cols))
+        stmt = self._upserts.get(key)
+        if stmt is None:
+            dialect = self.sessionmaker.kw["bind"].dialect.name
+            stmt = self._upserts[key] = self.prepare(_upsert_statement(dialect, values, update_cols))
+        return stmt
 
     async def _write(self, values: dict[str, Any], cols: list[str]) -> None:
-        await self._run(_upsert(self.sessionmaker.kw["bind"].dialect.name, values, cols), values)
+        await self._run(self._upsert(values, cols), values)
 
-    async def _run(self, stmt: Precompiled, values: Mapping[str, Any]) -> None:
+    async def _run(self, stmt: Statement, values: Mapping[str, Any]) -> None:
         """One upsert in a transaction of its own."""
         params = dict(values)
         await in_transaction(self.sessionmaker.kw["bind"], lambda conn: stmt.run(conn, params))
@@ -118,8 +122,7 @@ class WindowLedger:
             return None
         values = {"openid": openid, "msg_until": now + MESSAGE_WINDOW, "msg_left": MESSAGE_QUOTA,
                   "evt_left": 0, "subscribed": 1, "updated_at": now}
-        stmt = _upsert(self.sessionmaker.kw["bind"].dialect.name, values,
-                       ["msg_until", "msg_left", "subscribed", "updated_at"])
+        stmt = self._upsert(values, ["msg_until", "msg_left", "subscribed", "updated_at"])
         return SideWrite(stmt, values, done=lambda: self._renewed_at(openid, now))
 
     def _renewed_at(self, openid: str, now: datetime) -> None:
@@ -224,9 +227,9 @@ class WindowLedger:
 
 
 class TokenCache:
-    """Shared access-token storage: Redis when configured, else the bot store.
+    """Shared access-token storage: Redis when configured, else the gateway store.
 
-    Redis unreachable (down, restarting, wrong URL): warn and use the bot store until a retry
+    Redis unreachable (down, restarting, wrong URL): warn and use the gateway store until a retry
     after ``REDIS_RETRY_SECONDS`` — the token is refetched if neither has it, never an error.
     """
 

@@ -16,17 +16,19 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
-from sqlalchemy import event, exc
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, String, Text, event, exc, text
 from sqlalchemy.engine import Connection, make_url
 from greenlet import getcurrent
 from sqlalchemy.util import await_only, greenlet_spawn
 from sqlalchemy.sql.cache_key import CacheKey
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine, AsyncSession
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 def is_sqlite(url: str) -> bool:
@@ -528,3 +530,31 @@ async def each_committed(engine: AsyncEngine, work: Callable[[Connection], T]) -
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+# --------------------------------------------------------------------------- gateway store tables
+# The declarative base of the gateway's store lives here, not in ``bot``, so a channel can
+# declare its own tables (the WeChat window ledger, SMS opt-outs) on the same metadata — one
+# Alembic environment migrates them all — without importing the bot. The core has its own base.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def partial(condition: str) -> dict[str, Any]:
+    """``Index`` keyword arguments for a partial index with the same condition on both stores."""
+    return {"postgresql_where": text(condition), "sqlite_where": text(condition)}
+
+
+class GatewayBase(DeclarativeBase):
+    """Declarative base of every table in the gateway's store (``bot.models.Base``)."""
+
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class CacheEntry(GatewayBase):
+    """Small shared cache (platform access tokens, login locks...) when Redis is not configured."""
+
+    __tablename__ = "cache_entries"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

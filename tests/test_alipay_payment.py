@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from backend_client import CoreClient
 from bot.app import EXTRAS, SESSIONMAKER
 from bot.models import OutboxMessage
-from channels.alipay_payments import AlipayOrder
+from payments.alipay import AlipayOrder
 from core.pricing import CN_TZ
 from stack import Gateway, run_core, run_gateway, wait_until
 from test_alipay_fake import FakeAlipay, KeyPair, run_fake_alipay, sorted_content, verify_with_public

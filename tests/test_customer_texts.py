@@ -51,7 +51,7 @@ ALLOWED: dict[str, tuple[str, set[str]]] = {
         "a system line in the agent's transcript and the callback work order's description (back office)",
         {"客户评分 ", " 分", "客户转人工时无坐席在线，请求人工回电。", "（原因：", "）"},
     ),
-    "channels/alipay_payments.py": (
+    "payments/alipay.py": (
         "the duplicate-payment work order's description and the agents' handoff summary (back office)",
         {"重复缴费待退款：支付宝订单 ", "（交易号 ", "）缴纳 ", " 元时账单已由其他订单缴清，",
          " 元未抵扣任何账单，已记为账户余额。请核实后联系客户办理退款或抵扣下期电费。",
@@ -91,7 +91,7 @@ def _cjk_literals(path: Path) -> list[tuple[int, str]]:
 
 def test_no_customer_text_outside_domain_yml() -> None:
     found: list[str] = []
-    for package in ("bot", "channels"):
+    for package in ("bot", "channels", "payments"):
         for path in sorted((ROOT / package).rglob("*.py")):
             rel = path.relative_to(ROOT).as_posix()
             allowed = ALLOWED.get(rel, ("", set()))[1]
@@ -131,8 +131,9 @@ def test_brand_settings_change_greeting_busy_text_and_channels(monkeypatch: pyte
     assert "南网在线" in welcome and "小南" in welcome and "国网" not in welcome
     assert t.text("utter_email_footer", channel="email").startswith("南方电网95598-1")
     assert t.text("utter_notice_signature") == "【南网电力】"
-    # a channel context built without a text service takes the brand from its settings
-    ctx = ChannelContext(settings=settings, processor=None, sessionmaker=None, http=None, core=None)  # type: ignore[arg-type]
+    # the text service the wiring hands a channel takes the brand from its settings
+    ctx = ChannelContext(settings=settings, processor=None, sessionmaker=None, http=None, core=None,  # type: ignore[arg-type]
+                         texts=TextService(settings))
     assert ctx.texts.text("utter_rate_limited", channel="sms").endswith("拨打95598-1。")
     from channels.rest import render_chat_page
 

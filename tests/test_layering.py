@@ -3,7 +3,9 @@ function counts as much as one at the top of a module.
 
 The reference core is a separate service a real marketing system can replace, so it imports
 nothing from the gateway; ``common`` is the neutral floor both stand on; the dialogue engine
-decides a turn and knows channels only through their contracts (``channels.base``).
+decides a turn and knows channels only through their contracts (``channels.base``). A channel
+knows the bot only through the same contracts (the callbacks of ``ChannelContext``), never its
+modules or tables; online payment is a package of its own (``payments``), not a channel.
 """
 
 from __future__ import annotations
@@ -77,3 +79,32 @@ def test_common_imports_neither_side() -> None:
 
 def test_dialogue_knows_channels_only_by_their_contracts() -> None:
     assert violations("bot/dialogue", ("channels",), allowed=("channels.base",)) == []
+
+
+# Every Python file of the project (the virtualenv and other generated trees left out).
+_PROJECT = ("bot", "channels", "payments", "common", "core", "intents", "backend_client", "tests", "benchmarks")
+
+
+def test_channels_import_nothing_from_the_bot() -> None:
+    """Not even under ``TYPE_CHECKING``: what a channel needs of the bot is a ``channels.base``
+    contract; the core is reached through ``backend_client``; payments are handed in."""
+    assert violations("channels", ("bot", "payments", "intents", "core")) == []
+
+
+def test_the_channel_check_sees_a_type_only_import(tmp_path: Path) -> None:
+    source = tmp_path / "fax.py"
+    source.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from bot.settings import Settings\n",
+                      encoding="utf-8")
+    assert violations_in(source, "channels.fax", ("bot",)) == ["fax.py imports bot.settings.Settings"]
+
+
+def test_retention_does_not_import_channels() -> None:
+    """Each table's owner declares its purge; the retention run imports none of them."""
+    assert violations_in(ROOT / "bot" / "retention.py", None, ("channels",)) == []
+
+
+def test_payments_are_not_a_channel() -> None:
+    assert not (ROOT / "channels" / "alipay_payments.py").exists()
+    assert (ROOT / "payments" / "alipay.py").exists()
+    found = [v for folder in _PROJECT for v in violations(folder, ("channels.alipay_payments",))]
+    assert found == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
@@ -180,3 +181,29 @@ async def test_the_gateway_runs_the_purge(sqlite_url, interpreter, tmp_path) -> 
 
         await wait_until(one_left, timeout=10)
         assert gw.app[RETENTION].runs >= 1
+
+
+async def test_each_table_owner_declares_its_purge(sessionmaker, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The bot's tables are registered in ``bot.retention``; a channel's own tables come from
+    its ``Channel.purges`` (the SMS segments), collected by the app wiring; a purge registered
+    later runs with the cutoff of the policy field it names."""
+    import bot.retention as retention
+    from channels.sms import SmsChannel
+    from channels.sms_store import PURGE_PARTS
+
+    assert SmsChannel.purges == (PURGE_PARTS,)
+    assert [p.name for p in retention.purges()] == ["inbound_messages", "outbox", "dlg_events", "sms_parts"]
+
+    cutoffs: list[tuple[datetime, int, bool]] = []
+
+    async def audit(engine, cutoff, batch_size, dry_run):  # type: ignore[no-untyped-def]
+        cutoffs.append((cutoff, batch_size, dry_run))
+        return 7
+
+    monkeypatch.setattr(retention, "_REGISTERED", dict(retention._REGISTERED))
+    retention.register(retention.Purge("audit_rows", "history", audit))
+    got = await purge(sessionmaker, RetentionPolicy(finished_days=0, history_days=10, batch_size=5), now=NOW, dry_run=True)
+    assert got == {"dlg_events": 0, "audit_rows": 7}
+    assert cutoffs == [(NOW - timedelta(days=10), 5, True)]
+    with pytest.raises(ValueError):
+        retention.register(retention.Purge("audit_rows", "forever", audit))

@@ -210,7 +210,7 @@ async def test_the_claim_and_recovery_statements_use_their_partial_indexes_on_sq
     from bot.db import make_sessionmaker
     from bot.outbox import OutboxWorker
     from bot.pipeline import Pipeline
-    from channels.alipay_payments import AlipayPayments
+    from payments.alipay import AlipayPayments
 
     await upgrade(sqlite_url, BOT_MIGRATIONS)
     engine = make_engine(sqlite_url)
@@ -262,8 +262,7 @@ async def test_the_rest_poll_and_sms_receipts_use_their_channel_indexes_on_sqlit
     runs them (values bound), walk the partial indexes of their channel's rows (bot_0013)."""
     from sqlalchemy.dialects import sqlite
 
-    from channels.rest import poll_query
-    from channels.sms import receipt_update
+    from bot.channel_store import poll_query, receipt_update
 
     await upgrade(sqlite_url, BOT_MIGRATIONS)
     engine = make_engine(sqlite_url)

@@ -23,7 +23,9 @@ from sqlalchemy import func, select
 import bot.outbox as outbox_mod
 from bot.models import OutboxMessage
 from bot.outbox import OutboxWorker, enqueue_many
+from bot.channel_store import BotChannelStore
 from bot.settings import Settings
+from bot.texts import TextService
 from channels.base import ChannelContext, Reply
 from channels.sms import SmsChannel, split_segments
 from channels.sms_store import SmsOptOut, SmsPart
@@ -41,7 +43,8 @@ async def sms_channel(sm, provider: FakeSmsProvider, **settings: Any) -> AsyncIt
         sms_api_key=API_KEY, sms_secret=settings.pop("secret", SECRET), sms_outbound_per_minute=0, **settings,
     )
     async with aiohttp.ClientSession() as http:
-        ctx = ChannelContext(settings=s, processor=None, sessionmaker=sm, http=http, core=None)  # type: ignore[arg-type]
+        ctx = ChannelContext(settings=s, processor=None, sessionmaker=sm, http=http, core=None,  # type: ignore[arg-type]
+                             texts=TextService(s), store=BotChannelStore(sm))
         channel = SmsChannel(ctx)
         try:
             yield channel

@@ -32,7 +32,7 @@ from sqlalchemy import select
 from backend_client import CoreClient, CoreUnavailable
 from bot.app import EXTRAS, SESSIONMAKER
 from bot.models import OutboxMessage
-from channels.alipay_payments import AlipayOrder, PaymentUnavailable
+from payments.alipay import AlipayOrder, PaymentUnavailable
 from loopback import serve_on_loopback
 from stack import Gateway, run_core, run_gateway, wait_until
 from test_alipay_fake import FakeAlipay, KeyPair

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.migrate import BOT_MIGRATIONS, upgrade
-from channels.wechat_cli import MenuError, validate_menu
+from bot.wechat_cli import MenuError, validate_menu
 from wechat_platform import APPID, SECRET, run_wechat_api
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,11 +73,14 @@ def test_menu_validation(doc) -> None:  # type: ignore[no-untyped-def]
 
 def test_channel_on_only_with_settings() -> None:
     from bot.settings import Settings
+    from bot.texts import TextService
     from channels.base import ChannelContext
     from channels.wechat import WeChatChannel, from_context
 
     def ctx(**kw):  # type: ignore[no-untyped-def]
-        return ChannelContext(settings=Settings(**kw), processor=None, sessionmaker=None, http=None, core=None)  # type: ignore[arg-type]
+        s = Settings(**kw)
+        return ChannelContext(settings=s, processor=None, sessionmaker=None, http=None, core=None,  # type: ignore[arg-type]
+                              texts=TextService(s))
 
     assert from_context(ctx()) is None
     assert from_context(ctx(wechat_appid=APPID)) is None
