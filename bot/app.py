@@ -109,7 +109,8 @@ def channel_purges() -> list[Purge]:
 
 def _payment_service(*args: Any, **kwargs: Any) -> Any:
     """The payment service a channel that takes payments builds on its platform client
-    (``ChannelContext.payment_service``; Alipay: ``payments.alipay.AlipayPayments``)."""
+    (``ChannelContext.payment_service``; Alipay: ``payments.alipay.AlipayPayments``), imported
+    when a channel asks for it: a gateway without Alipay never loads the payment code."""
     from payments.alipay import AlipayPayments
 
     return AlipayPayments(*args, **kwargs)

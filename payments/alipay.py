@@ -1,11 +1,12 @@
 """Alipay online payment: payment links for ``pay_bill`` and the payment notify.
 
 ``AlipayPayments`` is the ``channels.base.PaymentService`` the Alipay channel builds on its
-signed client (the wiring hands it the class as ``ChannelContext.payment_service``) and the
-``PaymentLinkProvider`` the dialogue engine finds in ``ctx.extras["payments"]``. A link creates the payment order in the core (pending), an Alipay
-trade (``alipay.trade.precreate`` QR code through the gateway, and a signed wap-pay link), and
-a row in ``alipay_orders`` remembering which channel and customer asked, so the confirmation
-goes back to the channel the customer paid from.
+signed client (the wiring hands it over as ``ChannelContext.payment_service``) and the
+``PaymentLinkProvider`` the dialogue engine finds in ``ctx.extras["payments"]``. A link
+creates the payment order in the core (pending), an Alipay trade (``alipay.trade.precreate``
+QR code through the gateway, and a signed wap-pay link), and a row in ``alipay_orders``
+remembering which channel and customer asked, so the confirmation goes back to the channel
+the customer paid from.
 
 One open order per account and amount: while an order for the same account and amount is
 unpaid and has more than ``REUSE_MARGIN`` of its ``ORDER_TTL`` left (Alipay closes the trade at
