@@ -480,6 +480,19 @@ def _console_paths() -> dict[str, Any]:
                           "400": _resp("BadRequest"), "403": _problem_response("CSRF token missing or wrong"),
                           "413": _resp("PayloadTooLarge")},
         }},
+        "/console/ws": {"get": {
+            "operationId": "console_ws", "summary": "Live events (websocket)",
+            "description": "A websocket upgrade with the session cookie (and no foreign Origin). The server "
+                           "sends JSON events: `hello`, then queue events (`queued`, `taken`, `transferred`, "
+                           "`closed`) to every agent, and conversation events (`message`, `reply`, `note`, …) "
+                           "only to those who may see that conversation. The client sends `ping` (or "
+                           "`{\"type\": \"ping\"}`) and gets `{\"type\": \"pong\"}`; anything else is answered "
+                           "with `{\"type\": \"error\", \"problem\": …}`. Frames over 4096 bytes close the socket.",
+            "tags": ["console"], "security": read,
+            "responses": {"101": {"description": "Switching to the websocket"},
+                          "400": _problem_response("Not a websocket handshake"), **unauth,
+                          "403": _problem_response("Foreign Origin (bad_origin)")},
+        }},
         "/console/api/me": get("console_me", "The logged-in agent and the CSRF token for writes", _ref("ConsoleMe")),
         "/console/api/queue": _with_links(get("console_queue", "Active handoffs (waiting: most urgent, then "
                                               "oldest first; then those being handled) and the agents online",

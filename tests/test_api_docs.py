@@ -79,8 +79,8 @@ async def test_core_document_holds_against_the_server(stack) -> None:  # type: i
     assert tested and int(tested.group(1)) == len(ROUTES), out[-3000:]
 
 
-CONSOLE_OPERATIONS = 14  # GET+POST /console/login, 6 reads under /console/api, 6 handoff actions
-LOGIN_FORM_PATHS = ("/console/login", "/console/logout")
+CONSOLE_OPERATIONS = 15  # GET+POST /console/login, 6 reads under /console/api, 6 handoff actions, websocket
+OTHER_CONSOLE_PATHS = ("/console/login", "/console/logout", "/console/ws")
 
 
 async def _console_session(gw, name: str) -> tuple[AgentClient, tuple[str, ...]]:  # type: ignore[no-untyped-def]
@@ -109,7 +109,7 @@ async def test_console_document_holds_against_the_server(stack) -> None:  # type
         assert (await alice.post("/console/api/handoffs/1/take"))[0] == 200
         assert (await bob.post("/console/api/handoffs/3/take"))[0] == 200
         code, out = await schemathesis(gw.url + "/openapi.json", None, "--include-path-regex",
-                                       r"^/console/(api/|login)", *alice_headers, stateful=True)
+                                       r"^/console/(api/|login|ws)", *alice_headers, stateful=True)
         assert code == 0, out[-6000:]
         assert re.search(rf"Tested: {CONSOLE_OPERATIONS}\b", out), out[-3000:]
         # the supervisor's figures and another agent's conversation, read by a supervisor
@@ -143,7 +143,7 @@ async def test_documents_declare_auth_and_problem_errors(stack) -> None:  # type
     assert paths["/api/v1/notify/stats"]["get"]["security"] == [{"operatorToken": []}]
     assert {"consoleSession": [], "csrfHeader": []} in paths["/console/api/handoffs/{hid}/take"]["post"]["security"]
     # every route of the console's JSON API and its login form is documented, with its method
-    console = [r for r in console_routes() if r.path.startswith("/console/api/") or r.path in LOGIN_FORM_PATHS]
+    console = [r for r in console_routes() if r.path.startswith("/console/api/") or r.path in OTHER_CONSOLE_PATHS]
     assert len(console) == CONSOLE_OPERATIONS + 1  # and the logout
     for route in console:
         assert route.method.lower() in paths.get(route.path, {}), (route.method, route.path)
