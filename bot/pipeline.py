@@ -46,13 +46,13 @@ import time
 import uuid
 from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
 from sqlalchemy import Integer, bindparam, delete, exists, func, literal, or_, select, true, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import outbox
@@ -61,6 +61,8 @@ from bot.precompiled import InsertReturning, Precompiled
 from bot.langs import detect_language
 from bot.texts import TextService
 from bot.models import ConversationLease, InboundMessage, OutboxMessage
+from bot.dialogue.tracker_store import StatementPlan, TrackerStore
+from bot.dialogue.turn import Committed, Snapshot, TurnResult
 from channels.base import InvalidMessage, Message, Receipt, Reply, SideWrite, clean_json, clean_text, is_clean
 from common.clock import utcnow
 from common.metrics import MESSAGES_IN, MESSAGES_OUT, QUEUE_WAIT, TURN_SECONDS
@@ -315,37 +317,9 @@ def _lease_stmt(session: Any) -> Any:
     return stmt
 
 
-TurnCommit = Callable[[Any, list[Reply]], Awaitable[None]]
-turn_commit: ContextVar[TurnCommit | None] = ContextVar("powerbot_turn_commit", default=None)
-"""Set by the pipeline while a handler runs. A handler that writes its turn in one final
-transaction awaits it inside that transaction with the replies it will return: the replies
-are queued and the inbound message marked done in the same commit (one transaction less per
-message, and a crash cannot separate the turn's state from its replies)."""
-
-
 TurnPrefetch = Callable[[Any, str, str], Any]
 # prefetched reads by inbound row id: (loop time, the conversation's last finished row, value)
 _Fetched = dict[int, tuple[float, int, Any]]
-turn_prefetched: ContextVar[Any] = ContextVar("powerbot_turn_prefetched", default=None)
-"""Set by the pipeline while a handler runs: what the handler's ``prefetch(conn,
-conversation_id, message_id)`` returned when the pipeline called it inside a transaction it
-ran anyway — the inbound insert (SQLite) or the lease / previous turn's write (PostgreSQL) —
-for this very message, moments ago (``PREFETCH_FRESH_SECONDS``). The handler checks that it
-is its own and current; None otherwise (read what you need yourself)."""
-
-
-TurnWrite = Callable[..., Awaitable[bool]]  # (statements, replies, *, prepare=None) -> written
-turn_write: ContextVar[TurnWrite | None] = ContextVar("powerbot_turn_write", default=None)
-"""Set by the pipeline (SQLite, one process) while a handler runs. A handler whose whole turn
-is pre-built Core statements hands them over with its replies: ``await write(statements,
-replies)``, each statement ``(stmt, parameter rows, expected rowcount or None)``. The pipeline
-writes the turns of concurrent conversations in one transaction (one executemany per
-statement), with their replies queued and their inbound rows closed in the same commit, and
-returns once it is committed. A failed batch is retried turn by turn, so a failure fails only
-its own turn. Returns False (nothing of the turn written) when a statement's rowcount was not
-the expected one. ``prepare=fn`` (optional) runs ``fn(connection)`` first in the transaction,
-for writes whose values come from reads (a new sender's customer link); what it raises is
-the turn's error."""
 
 
 class _RowcountMismatch(Exception):
@@ -364,10 +338,46 @@ class _TurnWrite:
     held: bool = False  # written: the replies held on the inbound row, not queued
 
 
+class TurnHandler(Protocol):
+    """What the pipeline runs for each message: load → decide → commit.
+
+    ``store`` reads the turn's ``Snapshot`` and plans the writes of its ``TurnResult`` (None: a
+    handler without a tracker, whose results are replies only); ``probe`` is a scalar SQL
+    expression the snapshot also reads for a wrapper (see ``bot.console.hooks``);
+    ``after_commit`` runs once the turn is committed and may add replies (queued right behind)."""
+
+    store: TrackerStore | None
+    probe: Any
+
+    async def decide(self, message: Message, snapshot: Snapshot | None) -> TurnResult: ...
+
+    async def after_commit(self, result: TurnResult, committed: Committed) -> list[Reply]: ...
+
+
 class DialogueHandler(Protocol):
-    """The conversation engine as seen by the pipeline."""
+    """A handler that only answers (no tracker): wrapped into a ``TurnHandler``."""
 
     async def handle(self, message: Message) -> list[Reply]: ...
+
+
+class RepliesOnly:
+    """A ``TurnHandler`` around a handler that only answers (``handle(message) -> replies``)."""
+
+    store = None
+    probe = None
+
+    def __init__(self, inner: DialogueHandler) -> None:
+        self.inner = inner
+
+    async def decide(self, message: Message, snapshot: Snapshot | None) -> TurnResult:
+        return TurnResult(message=message, replies=list(await self.inner.handle(message)))
+
+    async def after_commit(self, result: TurnResult, committed: Committed) -> list[Reply]:
+        return []
+
+
+def as_turn_handler(handler: Any) -> TurnHandler:
+    return handler if hasattr(handler, "decide") else RepliesOnly(handler)
 
 
 class TransientError(Exception):
@@ -450,7 +460,7 @@ class Pipeline:
         max_active: int | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
-        self.handler = handler
+        self.handler = handler  # a ``TurnHandler``, or a replies-only handler wrapped into one
         self.transient_errors = transient_errors
         # customer texts (training_data/domain.yml): "busy" and "cannot be handled at all"
         self.texts = texts if texts is not None else TextService()
@@ -674,8 +684,19 @@ class Pipeline:
         return out, {cid for cid in probe if new.get(cid, 0) and waiting.get(cid, 0) == new[cid]}
 
     @property
+    def handler(self) -> TurnHandler:
+        return self._handler
+
+    @handler.setter
+    def handler(self, handler: Any) -> None:  # the console wraps it after construction
+        self._handler = as_turn_handler(handler)
+
+    @property
     def _prefetch(self) -> TurnPrefetch | None:
-        return getattr(self.handler, "prefetch", None)  # the handler may be wrapped after construction
+        store, probe = self._handler.store, self._handler.probe
+        if store is None:
+            return None
+        return lambda conn, cid, key: store.prefetch(conn, cid, key, probe)
 
     def _prefetch_new(self, conn: Any, got: list[Any], unique: list[dict[str, Any]], waiting: dict[str, int],
                       fetched: _Fetched) -> None:
@@ -1040,63 +1061,28 @@ class Pipeline:
 
     async def _process_turn(self, row: Any, message: Message, request_id: str | None,
                             shared: bool) -> tuple[bool, InboundMessage | None]:
+        """Load → decide → commit → after-commit, for one row."""
         if not row.attempts:
             QUEUE_WAIT.labels(row.channel).observe(max(0.0, (utcnow() - message.received_at).total_seconds()))
         async with self._active:
-            shared_txn: dict[str, Any] = {}
-
-            async def commit_with_turn(session: AsyncSession, turn_replies: list[Reply]) -> None:
-                shared_txn.clear()
-                waiting_now = row.id in self._waiters
-                shared_txn["queued"] = await self._enqueue_replies(
-                    session, list(turn_replies), row.id, message.conversation_id,
-                    delay=self.inline_grace if waiting_now else 0.0, request_id=request_id,
-                )
-                shared_txn["replies"], shared_txn["waiting"] = list(turn_replies), waiting_now
-                shared_txn["next"] = await self._finish_row(session, row, message.conversation_id, shared)
-
-            async def write_with_turn(stmts: list[tuple[Any, list[dict[str, Any]], int | None]],
-                                      turn_replies: list[Reply], *,
-                                      prepare: Callable[[Any], None] | None = None) -> bool:
-                shared_txn.clear()
-                item = _TurnWrite(stmts=stmts, replies=list(turn_replies), row=row,
-                                  waiting=row.id in self._waiters, fut=asyncio.get_running_loop().create_future(),
-                                  prepare=prepare)
-                if shared:
-                    # under the lease (several processes): this turn alone, and the same
-                    # transaction selects the next row or releases the lease
-                    try:
-                        nxt = await self._write_turns([item], lease_of=message.conversation_id)
-                    except _RowcountMismatch:
-                        return False
-                    shared_txn.update(queued=item.queued, replies=item.replies, waiting=item.waiting, next=nxt,
-                                      held=item.held)
-                    return True
-                self._turn_q.append(item)
-                if self._turn_task is None or self._turn_task.done():
-                    self._turn_task = _task_of_no_request(self._turn_loop())
-                # awaited directly: the turn loop sets only futures not yet done
-                if not await item.fut:
-                    return False
-                shared_txn.update(queued=item.queued, replies=item.replies, waiting=item.waiting, next=None,
-                                  held=item.held)
-                return True
-
-            token = turn_commit.set(commit_with_turn)
-            token_w = turn_write.set(write_with_turn if shared or self._group_turns else None)
-            token_p = turn_prefetched.set(self._take_prefetched(row))
+            handler = self.handler
+            committed: Committed | None = None
             started = time.perf_counter()
             try:
-                replies = await self.handler.handle(message)
-            except self.transient_errors as exc:
-                if shared_txn and await self._is_done(row.id):
-                    replies = shared_txn["replies"]
-                else:
+                snapshot = None
+                if handler.store is not None:
+                    snapshot = await handler.store.retrieve(message, probe=handler.probe,
+                                                            prefetched=self._take_prefetched(row))
+                result = await handler.decide(message, snapshot)
+                committed = await self._commit(row, message, result, handler.store, shared, request_id)
+                extra = await handler.after_commit(result, committed)
+            except Exception as exc:  # noqa: BLE001
+                if committed is not None:  # the turn is written; only what follows it failed
+                    log.exception("after the turn of inbound_id=%s", row.id)
+                    extra = []
+                elif isinstance(exc, self.transient_errors):
                     await self._postpone(row, message, exc, busy=True)
                     return False, None
-            except Exception as exc:  # noqa: BLE001
-                if shared_txn and await self._is_done(row.id):
-                    replies = shared_txn["replies"]
                 else:
                     log.exception("handler failed on inbound_id=%s", row.id)
                     if _retry_may_help(exc):
@@ -1105,45 +1091,85 @@ class Pipeline:
                         await self._postpone(row, message, exc, busy=True, give_up=True)
                     return False, None
             finally:
-                turn_commit.reset(token)
-                turn_write.reset(token_w)
-                turn_prefetched.reset(token_p)
                 elapsed = time.perf_counter() - started
                 TURN_SECONDS.labels(row.channel).observe(elapsed)
-            held: list[Reply] = []
-            if shared_txn:  # the handler committed our part with its turn
-                queued, waiting, nxt = shared_txn["queued"], shared_txn["waiting"], shared_txn["next"]
-                done = shared_txn["replies"]
-                if shared_txn.get("held"):
-                    held = list(done)
-                extra = list(replies)
-                if len(extra) >= len(done) and all(a is b for a, b in zip(extra, done)):
-                    extra = extra[len(done):]
-                else:
-                    log.warning("inbound_id=%s: handler changed its replies after committing them", row.id)
-                if extra:  # replies a wrapper added after the turn: queued right behind
-                    async with self.sessionmaker() as session, session.begin():
-                        queued += await self._enqueue_replies(
-                            session, extra, row.id, message.conversation_id,
-                            delay=self.inline_grace if waiting else 0.0, start=len(done), request_id=request_id,
-                        )
-            else:
-                waiting = row.id in self._waiters
+            queued = committed.queued
+            held = list(committed.replies) if committed.held else []
+            if extra:  # replies a wrapper added after the turn: queued right behind
                 async with self.sessionmaker() as session, session.begin():
-                    queued = await self._enqueue_replies(
-                        session, replies, row.id, message.conversation_id,
-                        delay=self.inline_grace if waiting else 0.0, request_id=request_id,
+                    queued += await self._enqueue_replies(
+                        session, extra, row.id, message.conversation_id,
+                        delay=self.inline_grace if committed.waiting else 0.0, start=len(committed.replies),
+                        request_id=request_id,
                     )
-                    nxt = await self._finish_row(session, row, message.conversation_id, shared)
         self._done(row)
         _turn_log.info("turn", inbound_id=row.id, channel=row.channel, replies=len(queued),
                        duration_ms=round(elapsed * 1000, 2))
-        if queued and not waiting:
+        if queued and not committed.waiting:
             self.on_enqueued()  # due now: wake the worker (inline candidates wait for the grace period)
         fut = self._waiters.get(row.id)
         if fut is not None and not fut.done():
             fut.set_result(_answer(queued, held, row.id if held else None))
-        return True, nxt
+        return True, committed.next_row
+
+    async def _commit(self, row: Any, message: Message, result: TurnResult, store: TrackerStore | None,
+                      shared: bool, request_id: str | None) -> Committed:
+        """Write the turn, its replies and the inbound row's close in one transaction: the
+        store's plans in order (a statement plan that misses gives way to the next); a turn
+        with nothing of the tracker to write commits its replies alone."""
+        for plan in store.plans(result) if store is not None else ():
+            if isinstance(plan, StatementPlan):
+                done = await self._commit_statements(row, message, plan, result.replies, shared)
+                if done is not None:
+                    return done
+                continue
+            for attempt in range(3):
+                try:
+                    return await self._commit_in_session(row, message, plan.write, result.replies, shared, request_id)
+                except IntegrityError:
+                    if attempt == 2:
+                        raise
+        return await self._commit_in_session(row, message, None, result.replies, shared, request_id)
+
+    async def _commit_statements(self, row: Any, message: Message, plan: StatementPlan, replies: list[Reply],
+                                 shared: bool) -> Committed | None:
+        """A statement plan with the replies: under a lease this turn alone, whose transaction
+        also selects the conversation's next row or releases the lease; in one process (SQLite)
+        grouped with the turns of concurrent conversations. None: the plan missed."""
+        item = _TurnWrite(stmts=plan.stmts, replies=list(replies), row=row, waiting=row.id in self._waiters,
+                          fut=asyncio.get_running_loop().create_future(), prepare=plan.prepare)
+        missed: tuple[type[BaseException], ...] = (_RowcountMismatch, IntegrityError) if plan.miss_on_integrity \
+            else (_RowcountMismatch,)
+        nxt = None
+        try:
+            if shared:
+                nxt = await self._write_turns([item], lease_of=message.conversation_id)
+            elif self._group_turns:
+                self._turn_q.append(item)
+                if self._turn_task is None or self._turn_task.done():
+                    self._turn_task = _task_of_no_request(self._turn_loop())
+                # awaited directly: the turn loop sets only futures not yet done
+                if not await item.fut:
+                    return None
+            else:
+                await self._write_turns([item])
+        except missed:
+            return None
+        return Committed(replies=item.replies, queued=item.queued, waiting=item.waiting, held=item.held,
+                         next_row=nxt)
+
+    async def _commit_in_session(self, row: Any, message: Message, write: Any, replies: list[Reply],
+                                 shared: bool, request_id: str | None) -> Committed:
+        """A session plan (or none) with the replies, in one ORM transaction."""
+        waiting = row.id in self._waiters
+        async with self.sessionmaker() as session, session.begin():
+            opened = await write(session) if write is not None else None
+            queued = await self._enqueue_replies(
+                session, list(replies), row.id, message.conversation_id,
+                delay=self.inline_grace if waiting else 0.0, request_id=request_id,
+            )
+            nxt = await self._finish_row(session, row, message.conversation_id, shared)
+        return Committed(replies=list(replies), queued=queued, waiting=waiting, handoff_opened=opened, next_row=nxt)
 
     async def _turn_loop(self) -> None:
         """Group commit of turn write-sets: everything queued while a batch was written goes

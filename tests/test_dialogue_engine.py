@@ -3,6 +3,8 @@ cross-channel identity, handoff API, PostgreSQL tracker store."""
 
 from __future__ import annotations
 
+import json
+
 import asyncio
 import re
 
@@ -13,7 +15,7 @@ from sqlalchemy import select
 from bot.db import make_engine, make_sessionmaker
 from bot.models import InboundMessage
 from bot.dialogue import handoff as ho
-from bot.dialogue.engine import conversation_events
+from bot.dialogue.tracker_store import conversation_events
 from bot.dialogue.store import Event
 from tests.stack import run_gateway
 from tests.test_dialogue_flows import Chat, CoreThread
@@ -67,21 +69,16 @@ async def test_restart_in_the_middle_of_a_form(core_url, interpreter, tmp_path):
 async def test_identity_across_channels_and_handoff_api(core_url, interpreter, tmp_path):
     db = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
     async with run_gateway(db, core_url, interpreter, data_dir=tmp_path) as gw, aiohttp.ClientSession() as http:
-        seen: list[str] = []
+        from bot.console import BUS
 
-        async def hook(cid, message):
-            seen.append(message.text)
-
-        gw.app[__import__("bot.app", fromlist=["DIALOGUE"]).DIALOGUE].__dict__.setdefault("inner", None)
-        engine_obj = gw.app[__import__("bot.app", fromlist=["DIALOGUE"]).DIALOGUE]
-        engine_obj = getattr(engine_obj, "inner", None) or engine_obj
-        engine_obj.on_handoff_message = hook
+        live = gw.app[BUS].subscribe()  # what the agents' browsers are told
         c = Chat(http, gw.url, "cross-user")
         out = await c.text("转人工")
         assert "人工" in out
         await c.say("我的电费怎么这么高")
         await c.say("还有人吗")
-        assert seen == ["我的电费怎么这么高", "还有人吗"]
+        told = [json.loads(live.get_nowait()) for _ in range(live.qsize())]
+        assert [e["type"] for e in told if e["conversation_id"] == "rest:cross-user"].count("message") == 2
         engine = make_engine(db)
         sm = make_sessionmaker(engine)
         try:
@@ -134,17 +131,17 @@ async def test_turns_start_from_the_pipelines_prefetched_snapshot(core_url, inte
                                                                    monkeypatch):
     """The engine behind the console wrapper takes the snapshot the pipeline read in a
     transaction it ran anyway; a verification form still carries from turn to turn."""
-    import bot.dialogue.engine as eng
+    import bot.dialogue.tracker_store as store
 
     own_reads = 0
-    real = eng._snapshot
+    real = store.in_transaction
 
     async def counting(*args, **kw):  # type: ignore[no-untyped-def]
         nonlocal own_reads
         own_reads += 1
         return await real(*args, **kw)
 
-    monkeypatch.setattr(eng, "_snapshot", counting)
+    monkeypatch.setattr(store, "in_transaction", counting)
     async with run_gateway(store_url, core_url, interpreter, data_dir=tmp_path) as gw, aiohttp.ClientSession() as http:
         c = Chat(http, gw.url)
         await c.say("你好")

@@ -15,7 +15,9 @@ from bot.db import make_engine, make_sessionmaker
 from bot import outbox as outbox_mod
 from bot.migrate import BOT_MIGRATIONS, upgrade
 from bot.models import CacheEntry, ConversationLease, InboundMessage, OutboxMessage
-from bot.pipeline import Pipeline, turn_write
+from bot.dialogue.tracker_store import SessionPlan, StatementPlan
+from bot.dialogue.turn import TurnResult
+from bot.pipeline import Pipeline
 from channels.base import Message, Reply
 
 _CACHE = CacheEntry.__table__
@@ -23,29 +25,56 @@ _PUT = insert(_CACHE)
 _TOUCH = update(_CACHE).where(_CACHE.c.key == bindparam("b_key")).values(value="touched")
 
 
+class PlannedStore:
+    """A tracker store whose plans for a result are those its handler decided (``result.plans``)
+    and whose snapshot is whatever its ``prefetch`` read (the pipeline's commit interface, with
+    the handler's own statements)."""
+
+    def __init__(self, prefetch: Any = None) -> None:
+        self._prefetch = prefetch
+
+    def prefetch(self, conn, conversation_id: str, message_id: str, probe: Any = None):  # type: ignore[no-untyped-def]
+        return self._prefetch(conn, conversation_id, message_id) if self._prefetch is not None else None
+
+    async def retrieve(self, message: Message, *, probe: Any = None, prefetched: Any = None) -> Any:
+        return prefetched
+
+    def plans(self, result: TurnResult) -> list[Any]:
+        return getattr(result, "plans", [])
+
+
+async def _put(session, key: str, value: str) -> None:  # type: ignore[no-untyped-def]
+    await session.execute(_PUT, [{"key": key, "value": value, "expires_at": None}])
+
+
 class WritesTurn:
     """A handler that hands its turn to the pipeline as pre-built statements, as the engine does.
 
     "boom" writes a row that already exists (the grouped transaction fails); "miss" carries a
-    guarded UPDATE that changes nothing (the turn is not written: it answers another way)."""
+    guarded UPDATE that changes nothing (the statements are not written: the fallback plan is)."""
+
+    probe = None
 
     def __init__(self, delay: float = 0.05) -> None:
         self.delay = delay
         self.grouped = 0
+        self.store = PlannedStore()
 
-    async def handle(self, message: Message) -> list[Reply]:
+    async def decide(self, message: Message, snapshot: Any) -> TurnResult:
         await asyncio.sleep(self.delay)  # the turns of the burst finish together
-        write = turn_write.get()
-        assert write is not None
         self.grouped += 1
         replies = [Reply(channel=message.channel, recipient_id=message.sender_id, text=f"turn:{message.text}")]
         key = "existing" if message.text == "boom" else f"k:{message.message_id}"
         stmts = [(_PUT, [{"key": key, "value": message.text, "expires_at": None}], None)]
         if message.text == "miss":
             stmts.append((_TOUCH, [{"b_key": "absent"}], 1))
-        if not await write(stmts, replies):
-            return [Reply(channel=message.channel, recipient_id=message.sender_id, text="not written")]
-        return replies
+        result = TurnResult(message=message, replies=replies, kind="turn")
+        result.plans = [StatementPlan(stmts),  # type: ignore[attr-defined]
+                        SessionPlan(lambda s: _put(s, f"fallback:{message.message_id}", message.text))]
+        return result
+
+    async def after_commit(self, result: TurnResult, committed: Any) -> list[Reply]:
+        return []
 
 
 @pytest_asyncio.fixture
@@ -84,18 +113,19 @@ async def test_grouped_turn_writes_fail_only_the_affected_turn(sqlite_sm, caplog
         assert [r.text for r in by_text[t].replies or []] == [f"turn:{t}"]
     # the failing turn alone is postponed (busy notice); its neighbours in the batch are written
     assert [r.text for r in by_text["boom"].replies or []] != ["turn:boom"]
-    assert [r.text for r in by_text["miss"].replies or []] == ["not written"]
+    assert [r.text for r in by_text["miss"].replies or []] == ["turn:miss"]
     async with sqlite_sm() as s:
         rows = dict((await s.execute(select(InboundMessage.dedupe_key, InboundMessage.status))).all())
         keys = set((await s.execute(select(CacheEntry.key))).scalars())
         outbox_keys = (await s.execute(select(OutboxMessage.dedupe_key))).scalars().all()
     assert rows.pop("m-boom") == "received"
     # the written turns' replies are held for their inline answers (nobody marked them here);
-    # the missed turn answered through the outbox
+    # the missed plan gave way to the fallback plan, answered through the outbox
     assert rows.pop("m-miss") == "done"
     assert set(rows.values()) == {"held"}
-    assert keys == {"existing"} | {f"k:m-{t}" for t in texts[:30]}  # the missed turn wrote nothing
-    assert len(outbox_keys) == len(set(outbox_keys)) == 2  # "not written" + busy notice
+    # the missed plan wrote nothing; its fallback did
+    assert keys == {"existing", "fallback:m-miss"} | {f"k:m-{t}" for t in texts[:30]}
+    assert len(outbox_keys) == len(set(outbox_keys)) == 2  # the missed turn's reply + busy notice
     # far fewer commits than turns: the turns were written together, and the batch holding
     # the failing turn was retried turn by turn
     assert commits < 30
@@ -154,14 +184,13 @@ async def test_snapshot_reads_tracker_and_flags_rare_cases(sessionmaker) -> None
     handoff or the console's open satisfaction question needs the full read transaction."""
     from bot.console.hooks import SATISFACTION_PROBE
     from bot.console.models import Satisfaction
-    from bot.dialogue.engine import _snapshot
     from bot.dialogue.handoff import Handoff
     from bot.dialogue.store import Conversation, Customer, CustomerAccount, Event
 
     engine = sessionmaker.kw["bind"]
     cid = "rest:snap"
     snap = await _snapshot(engine, cid, "m1", SATISFACTION_PROBE)
-    assert snap.version is None and not snap.rare
+    assert snap.version is None and not snap.exists and not snap.rare
     async with sessionmaker() as s, s.begin():
         c = Customer()
         s.add(c)
@@ -174,7 +203,7 @@ async def test_snapshot_reads_tracker_and_flags_rare_cases(sessionmaker) -> None
         s.add(Satisfaction(conversation_id="rest:other", handoff_id=999, status="asked"))
     snap = await _snapshot(engine, cid, "m2", SATISFACTION_PROBE)
     assert (snap.state, snap.version, snap.handoff, snap.probe) == ({"slots": {"language": "zh"}}, 3, None, None)
-    assert set(snap.accounts.split(",")) == {"3100000001", "3100000002"}
+    assert snap.authorized == {"3100000001", "3100000002"}
     assert not snap.rare
     assert (await _snapshot(engine, cid, "m1", SATISFACTION_PROBE)).rare  # processed before: replay
     async with sessionmaker() as s, s.begin():
@@ -282,24 +311,31 @@ class RecordsTurn:
     """Like the engine: the turn's replies are recorded with the turn (here in a cache row);
     the same message run again finds them and answers them again without a new turn."""
 
+    probe = None
+
     def __init__(self) -> None:
         self.turns: list[str] = []
         self.replays: list[str] = []
         self.sessionmaker: Any = None
+        self.store = PlannedStore()
 
-    async def handle(self, message: Message) -> list[Reply]:
+    async def decide(self, message: Message, snapshot: Any) -> TurnResult:
         key = f"r:{message.message_id}"
         async with self.sessionmaker() as s:
             recorded = (await s.execute(select(CacheEntry.value).where(CacheEntry.key == key))).scalar()
         if recorded is not None:
             self.replays.append(message.message_id)
-            return [Reply(channel=message.channel, recipient_id=message.sender_id, text=recorded)]
+            return TurnResult(message=message, kind="replay",
+                              replies=[Reply(channel=message.channel, recipient_id=message.sender_id, text=recorded)])
         self.turns.append(message.message_id)
         replies = [Reply(channel=message.channel, recipient_id=message.sender_id, text=f"turn:{message.text}")]
-        write = turn_write.get()
-        assert write is not None and await write([(_PUT, [{"key": key, "value": replies[0].text, "expires_at": None}],
-                                                   None)], replies)
-        return replies
+        result = TurnResult(message=message, replies=replies, kind="turn")
+        result.plans = [StatementPlan([(_PUT, [{"key": key, "value": replies[0].text, "expires_at": None}],  # type: ignore[attr-defined]
+                                        None)])]
+        return result
+
+    async def after_commit(self, result: TurnResult, committed: Any) -> list[Reply]:
+        return []
 
 
 async def test_held_replies_unanswered_within_the_grace_go_to_the_outbox_once(sqlite_sm) -> None:  # type: ignore[no-untyped-def]
@@ -348,41 +384,41 @@ class CountsTurns:
     """Each turn reads a per-conversation counter (prefetched by the pipeline when it can) and
     writes counter + 1 guarded by the value it read: a stale prefetch would miss the guard."""
 
+    probe = None
+
     def __init__(self) -> None:
         self.prefetches = 0
         self.used = 0
         self.missed: list[str] = []
+        self.store = PlannedStore(self._read)
 
-    def prefetch(self, conn, conversation_id: str, message_id: str):  # type: ignore[no-untyped-def]
+    def _read(self, conn, conversation_id: str, message_id: str):  # type: ignore[no-untyped-def]
         self.prefetches += 1
         return (conversation_id, message_id, conn.execute(_COUNTER, {"b_key": conversation_id}).scalar())
 
-    async def handle(self, message: Message) -> list[Reply]:
-        from bot.pipeline import turn_prefetched
-
+    async def decide(self, message: Message, snapshot: Any) -> TurnResult:
         cid = message.conversation_id
-        pre = turn_prefetched.get()
-        if pre is not None and pre[:2] == (cid, message.message_id):
+        if snapshot is not None and snapshot[:2] == (cid, message.message_id):
             self.used += 1
-            was = pre[2]
+            was = snapshot[2]
         else:
             async with self._sm() as s:
                 was = (await s.execute(_COUNTER, {"b_key": cid})).scalar()
-        write = turn_write.get()
         replies = [Reply(channel=message.channel, recipient_id=message.sender_id, text=f"turn:{message.text}")]
         if was is None:
             stmts = [(_PUT, [{"key": cid, "value": "1", "expires_at": None}], None)]
         else:
             stmts = [(_BUMP, [{"b_key": cid, "b_was": was, "b_now": str(int(was) + 1)}], 1)]
-        if write is not None:
-            if not await write(stmts, replies):
-                self.missed.append(message.text)
-            return replies
-        async with self._sm() as s, s.begin():
-            for stmt, params, expect in stmts:
-                if (await s.execute(stmt, params[0])).rowcount != (expect or 1):
-                    self.missed.append(message.text)
-        return replies
+
+        async def missed(_session) -> None:  # type: ignore[no-untyped-def]
+            self.missed.append(message.text)
+
+        result = TurnResult(message=message, replies=replies, kind="turn")
+        result.plans = [StatementPlan(stmts), SessionPlan(missed)]  # type: ignore[attr-defined]
+        return result
+
+    async def after_commit(self, result: TurnResult, committed: Any) -> list[Reply]:
+        return []
 
 
 async def test_prefetched_turn_state_is_used_and_never_stale(sessionmaker) -> None:  # type: ignore[no-untyped-def]
@@ -435,7 +471,7 @@ async def test_the_replay_check_reads_the_latest_events_only(sessionmaker) -> No
     and no longer reads every event the conversation ever had."""
     from sqlalchemy import insert as core_insert
 
-    from bot.dialogue.engine import REPLAY_WINDOW, _snapshot
+    from bot.dialogue.tracker_store import REPLAY_WINDOW
     from bot.dialogue.store import Conversation, Event
 
     engine = sessionmaker.kw["bind"]
@@ -451,9 +487,16 @@ async def test_the_replay_check_reads_the_latest_events_only(sessionmaker) -> No
         s.add(Conversation(id=cid, channel="rest", sender_id="long", state={}, version=1))
         await s.execute(core_insert(Event.__table__), history)
         await s.execute(core_insert(Event.__table__), recent)
-    assert (await _snapshot(engine, cid, "held-one", None)).replay is not None  # a few turns back
-    assert (await _snapshot(engine, cid, "later", None)).replay is not None  # the last turn
-    assert (await _snapshot(engine, cid, "new", None)).replay is None
+    assert (await _snapshot(engine, cid, "held-one", None)).recorded  # a few turns back
+    assert (await _snapshot(engine, cid, "later", None)).recorded  # the last turn
+    assert (await _snapshot(engine, cid, "new", None)).recorded is False
     # a turn further back than the window is not looked for (none can be processed again)
-    assert (await _snapshot(engine, cid, "old0", None)).replay is None
-    assert (await _snapshot(engine, cid, f"old{2 * REPLAY_WINDOW - 2}", None)).replay is not None
+    assert (await _snapshot(engine, cid, "old0", None)).recorded is False
+    assert (await _snapshot(engine, cid, f"old{2 * REPLAY_WINDOW - 2}", None)).recorded
+
+
+async def _snapshot(engine, cid: str, message_id: str, probe):  # type: ignore[no-untyped-def]
+    from bot.db import in_transaction
+    from bot.dialogue.tracker_store import read_snapshot
+
+    return await in_transaction(engine, lambda conn: read_snapshot(conn, cid, message_id, probe))

@@ -4,19 +4,35 @@ stores: the guarantees stay — persisted first, deduped, ordered, each message 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-import pytest_asyncio
 from sqlalchemy import func, select
 
 from bot import outbox as outbox_mod
 from bot.db import make_engine, make_sessionmaker
 from bot.migrate import BOT_MIGRATIONS, upgrade
 from bot.models import ConversationLease, InboundMessage, OutboxMessage
-from bot.pipeline import Pipeline
+from bot.pipeline import Pipeline, RepliesOnly
 from channels.base import Message, Reply
+
+
+class Reading(RepliesOnly):
+    """A replies-only handler (``inner``) whose tracker store reads the snapshot with the inner
+    handler's ``prefetch`` and writes nothing of its own."""
+
+    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(inner)
+        self.store = self
+
+    def prefetch(self, conn, conversation_id: str, message_id: str, probe=None):  # type: ignore[no-untyped-def]
+        return self.inner.prefetch(conn, conversation_id, message_id)
+
+    async def retrieve(self, message, *, probe=None, prefetched=None):  # type: ignore[no-untyped-def]
+        return prefetched
+
+    def plans(self, result):  # type: ignore[no-untyped-def]
+        return []
 
 
 class Recorder:
@@ -230,7 +246,7 @@ async def test_taking_the_lease_sends_no_begin_or_commit(postgres_url: str, monk
             return conn.execute(select(func.count()).select_from(InboundMessage)).scalar_one()
 
     handler = Prefetching()
-    p = Pipeline(sm, handler)
+    p = Pipeline(sm, Reading(handler))
     try:
         async with sm() as s, s.begin():
             for n, cid in enumerate(["rest:a", "rest:b"]):
@@ -263,7 +279,7 @@ async def test_a_lease_taken_by_a_cancelled_drain_is_given_back(postgres_url: st
         def prefetch(self, conn, conversation_id, message_id):  # type: ignore[no-untyped-def]
             raise asyncio.CancelledError()
 
-    p = Pipeline(sm, CancelledInRead())
+    p = Pipeline(sm, Reading(CancelledInRead()))
     try:
         async with sm() as s, s.begin():
             s.add(InboundMessage(channel="rest", dedupe_key="c1", sender_id="x", conversation_id="rest:x",
@@ -347,24 +363,46 @@ async def test_a_long_turn_keeps_its_lease_and_a_dead_owner_loses_it(postgres_ur
 
 
 class CommitsWithTurn:
-    """A handler that writes its turn in one transaction, as the dialogue engine does."""
+    """A handler that writes its turn through a session plan, as the dialogue engine does for a
+    turn beyond the common one; ``fail_after`` fails once the turn is committed, ``add_after``
+    adds a notice after the turn (as the console wrapper does)."""
+
+    probe = None
 
     def __init__(self, sm, *, fail_after: bool = False, add_after: bool = False) -> None:  # type: ignore[no-untyped-def]
         self.sm, self.fail_after, self.add_after = sm, fail_after, add_after
+        self.store = self
+        self.written: list[str] = []
 
-    async def handle(self, message: Message) -> list[Reply]:
-        from bot.pipeline import TransientError, turn_commit
+    def prefetch(self, conn, conversation_id: str, message_id: str, probe=None):  # type: ignore[no-untyped-def]
+        return None
 
-        replies = [Reply(channel=message.channel, recipient_id=message.sender_id, text=f"turn:{message.text}")]
-        async with self.sm() as s, s.begin():
-            commit = turn_commit.get()
-            assert commit is not None
-            await commit(s, replies)
+    async def retrieve(self, message, *, probe=None, prefetched=None):  # type: ignore[no-untyped-def]
+        return None
+
+    def plans(self, result):  # type: ignore[no-untyped-def]
+        from bot.dialogue.tracker_store import SessionPlan
+
+        async def write(_session) -> None:  # type: ignore[no-untyped-def]
+            self.written.append(result.message.message_id)
+
+        return [SessionPlan(write)]
+
+    async def decide(self, message: Message, snapshot):  # type: ignore[no-untyped-def]
+        from bot.dialogue.turn import TurnResult
+
+        return TurnResult(message=message, kind="turn", replies=[
+            Reply(channel=message.channel, recipient_id=message.sender_id, text=f"turn:{message.text}")])
+
+    async def after_commit(self, result, committed) -> list[Reply]:  # type: ignore[no-untyped-def]
+        from bot.pipeline import TransientError
+
+        assert committed.replies == result.replies
         if self.fail_after:
             raise TransientError("failed after the turn was committed")
-        if self.add_after:  # a wrapper appending a notice after the turn
-            return replies + [Reply(channel=message.channel, recipient_id=message.sender_id, text="notice")]
-        return replies
+        if self.add_after:
+            return [Reply(channel=result.message.channel, recipient_id=result.message.sender_id, text="notice")]
+        return []
 
 
 async def test_replies_committed_with_the_turn(sessionmaker) -> None:  # type: ignore[no-untyped-def]

@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import bindparam, exc, select
 
 from bot.db import in_transaction, make_engine
-from bot.dialogue.engine import (
+from bot.dialogue.tracker_store import (
     _INSERT_EVENT,
     _INSERT_EVENT_P,
     _UPDATE_CONVERSATION,
     _UPDATE_CONVERSATION_P,
-    _read_snapshot,
+    read_snapshot,
 )
 from bot.dialogue.store import Conversation, Event
 from bot.migrate import BOT_MIGRATIONS, upgrade
@@ -130,9 +130,9 @@ async def test_snapshot_reads_the_same_through_both_paths(tmp_path, store_url):
     await _apply(store_url, direct=True)
     engine = make_engine(store_url)
     try:
-        snap = await in_transaction(engine, lambda conn: _read_snapshot(conn, "wechat:o1", "m1", None))
+        snap = await in_transaction(engine, lambda conn: read_snapshot(conn, "wechat:o1", "m1", None))
         probe = select(Event.__table__.c.id).where(Event.__table__.c.type == "bot").limit(1).scalar_subquery()
-        with_probe = await in_transaction(engine, lambda conn: _read_snapshot(conn, "wechat:o1", "m1", probe))
+        with_probe = await in_transaction(engine, lambda conn: read_snapshot(conn, "wechat:o1", "m1", probe))
         plain = await in_transaction(engine, lambda conn: conn.execute(
             select(Conversation.__table__.c.state, Conversation.__table__.c.version)
             .where(Conversation.__table__.c.id == "wechat:o1")).first())
@@ -140,7 +140,7 @@ async def test_snapshot_reads_the_same_through_both_paths(tmp_path, store_url):
         await engine.dispose()
     assert snap.state == plain.state == {"slots": {"account": None}, "form": "bill"}  # JSON read back
     assert snap.version == plain.version == 4 and snap.customer_id == 7
-    assert snap.replay is not None and snap.handoff is None and snap.probe is None
+    assert snap.recorded and snap.handoff is None and snap.probe is None
     assert with_probe.probe is not None
 
 

@@ -15,7 +15,8 @@ from sqlalchemy import func, select, text
 
 from backend_client.models import Account
 from bot.db import WalCheckpointer, in_transaction, make_engine
-from bot.dialogue.engine import Turn, _insert_new_conversation
+from bot.dialogue.tracker_store import PlanMissed, _new_conversation_plan, run_plan
+from bot.dialogue.turn import Turn
 from bot.dialogue.store import Conversation, Customer, CustomerAccount, Event, Identity
 from channels.base import Message
 
@@ -84,6 +85,16 @@ def _turn(sender: str, cid: str, text_: str = "你好") -> Turn:
     return Turn(message=msg, parse={"intent": {"name": "greet", "confidence": 0.9}, "entities": []}, lang="zh",
                 intent="greet", confidence=0.9, entities={}, state={"slots": {"language": "zh"}},
                 conversation_id=cid, customer_id=None, authorized=set())
+
+
+async def _insert_new_conversation(engine, turn: Turn, identity) -> bool:  # type: ignore[no-untyped-def]
+    """The new-conversation plan alone: True when written, False when it missed."""
+    plan = _new_conversation_plan(turn, identity)
+    try:
+        await in_transaction(engine, lambda conn: run_plan(conn, plan))
+    except PlanMissed:
+        return False
+    return True
 
 
 def _account(number: str) -> Account:

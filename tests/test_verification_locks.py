@@ -5,13 +5,12 @@ old failures are forgotten; and the migration keeps an existing lock as an accou
 from __future__ import annotations
 
 from datetime import timedelta
-from types import SimpleNamespace
 
 import sqlalchemy as sa
 
-from bot.dialogue.engine import (
-    ACCOUNT_WIDE, LOCK_MINUTES, MAX_ACCOUNT_FAILURES, MAX_VERIFY_FAILURES, DialogueEngine, utcnow,
-)
+from bot.dialogue.tracker_store import TrackerStore, _record_verification
+from bot.dialogue.verification import ACCOUNT_WIDE, LOCK_MINUTES, MAX_ACCOUNT_FAILURES, MAX_VERIFY_FAILURES
+from common.clock import utcnow
 from bot.dialogue.store import VerificationLock
 
 NUMBER = "3100000001"
@@ -20,11 +19,11 @@ NUMBER = "3100000001"
 async def _fail(sessionmaker, identity: str, times: int = 1, ok: bool = False) -> None:  # type: ignore[no-untyped-def]
     for _ in range(times):
         async with sessionmaker() as s, s.begin():
-            await DialogueEngine._record_verification(None, s, NUMBER, identity, ok)  # type: ignore[arg-type]
+            await _record_verification(s, NUMBER, identity, ok)
 
 
 async def _state(sessionmaker, identity: str):  # type: ignore[no-untyped-def]
-    return await DialogueEngine._lock_state(SimpleNamespace(sessionmaker=sessionmaker), NUMBER, identity)  # type: ignore[arg-type]
+    return await TrackerStore(sessionmaker).lock_state(NUMBER, identity)
 
 
 async def test_one_identity_locks_itself_not_the_owner(sessionmaker) -> None:  # type: ignore[no-untyped-def]

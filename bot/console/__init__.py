@@ -2,8 +2,7 @@
 
 ``setup(app)`` (called by ``bot.app``) adds the routes under ``/console`` and a cleanup context
 that starts the live-event bus (Redis pub/sub when ``POWERBOT_REDIS_URL`` is set, in-process
-otherwise), wraps the pipeline's handler with :class:`bot.console.hooks.ConsoleHandler` and
-installs ``DialogueEngine.on_handoff_message``.
+otherwise) and wraps the pipeline's handler with :class:`bot.console.hooks.ConsoleHandler`.
 """
 
 from __future__ import annotations
@@ -24,9 +23,9 @@ SOCKETS = web.AppKey("console_sockets", set)
 
 
 def setup(app: web.Application) -> None:
-    from bot.app import CORE, DIALOGUE, OUTBOX, PIPELINE, SESSIONMAKER, SETTINGS, TEXTS
+    from bot.app import CORE, OUTBOX, PIPELINE, SESSIONMAKER, SETTINGS, TEXTS
     from bot.console import views
-    from bot.console.hooks import ConsoleHandler, make_on_handoff_message
+    from bot.console.hooks import ConsoleHandler
 
     aiohttp_jinja2.setup(
         app,
@@ -45,11 +44,6 @@ def setup(app: web.Application) -> None:
         app[BUS] = bus
         pipeline = app[PIPELINE]
         pipeline.handler = ConsoleHandler(pipeline.handler, app[SESSIONMAKER], app[CORE], bus, app[TEXTS])
-        engine = app[DIALOGUE]
-        try:
-            engine.on_handoff_message = make_on_handoff_message(app[SESSIONMAKER], bus)  # type: ignore[attr-defined]
-        except AttributeError:  # a handler without the hook (tests with a stub handler)
-            pass
         _ = app[OUTBOX]
         try:
             yield

@@ -1,7 +1,8 @@
 """How the console sees the conversation flow without changing the engine.
 
-``ConsoleHandler`` wraps the dialogue engine as the pipeline's handler (the pipeline calls
-``handler.handle(message)``; conversations are processed one message at a time, in order):
+``ConsoleHandler`` wraps the dialogue engine as the pipeline's ``TurnHandler`` (the pipeline
+calls ``decide`` and, once the turn is committed, ``after_commit``; conversations are
+processed one message at a time, in order):
 
 - after a turn that opened a handoff it publishes a "queued" live event, and when no agent is
   online it tells the customer the expected wait and offers a callback work order;
@@ -9,8 +10,8 @@
 - after an agent closed the conversation, the next message "5" / "4分" / "五星" is taken as
   the satisfaction score (anything else is passed to the bot as usual).
 
-``on_handoff_message`` is installed on the engine: a customer writing while handed off
-produces a "message" live event for the agents' browsers.
+A customer writing while handed off produces a "message" live event for the agents' browsers
+once the message is recorded.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from bot.console import service
 from bot.console.events import EventBus
 from bot.console.models import CallbackOffer, ConsoleMessage, Satisfaction
 from bot.dialogue.handoff import get_active_handoff
+from bot.dialogue.turn import Committed, Snapshot, TurnResult
 from bot.langs import detect_language
 from bot.models import utcnow
+from bot.pipeline import as_turn_handler
 from bot.texts import TextService
 from channels.base import Message, Reply
 
@@ -48,64 +51,77 @@ SATISFACTION_PROBE = (
 
 
 class ConsoleHandler:
+    """The pipeline's ``TurnHandler`` around the dialogue engine (see the module docstring)."""
+
     def __init__(self, inner: Any, sessionmaker: async_sessionmaker[AsyncSession], core: CoreClient, bus: EventBus,
                  texts: TextService | None = None) -> None:
-        self.inner = inner
+        self.inner = as_turn_handler(inner)
         self.texts = texts if texts is not None else TextService()
         self.sessionmaker = sessionmaker
         self.core = core
         self.bus = bus
-        if hasattr(inner, "prefetch"):  # offered to the pipeline only when the engine can do it
-            self.prefetch = self._prefetch
+        self.store = self.inner.store
+        # the snapshot also reads whether a satisfaction question is open (NULL: nothing to do)
+        self.probe = SATISFACTION_PROBE if self.store is not None else None
 
-    def __getattr__(self, name: str) -> Any:  # anything else the pipeline might use
+    def __getattr__(self, name: str) -> Any:  # anything else a caller might use
         return getattr(self.inner, name)
 
-    def _prefetch(self, conn: Any, conversation_id: str, message_id: str) -> Any:
-        """The engine's snapshot read with this wrapper's probe (see ``DialogueEngine.prefetch``)."""
-        return self.inner.prefetch(conn, conversation_id, message_id, SATISFACTION_PROBE)
-
-    async def handle(self, message: Message) -> list[Reply]:
+    async def decide(self, message: Message, snapshot: Snapshot | None) -> TurnResult:
+        if snapshot is None or snapshot.replay is not None:
+            return await self.inner.decide(message, snapshot)
         cid = message.conversation_id
         lang = detect_language(message.text)
-        seen: dict[str, Any] = {}
-
-        async def before_turn(session: AsyncSession, message: Message, before: Any) -> list[Reply] | None:
-            # runs inside the engine's tracker-load transaction: no transaction of our own
-            seen["before"] = before
-            if before is None:
+        before = snapshot.handoff
+        offer = None
+        if before is None and snapshot.probe:
+            event: dict[str, Any] | None = None
+            async with self.sessionmaker() as session, session.begin():
                 pending = await service.pending_satisfaction(session, cid)
                 if pending is not None:
                     score = service.parse_score(message.text)
                     if score is not None:
                         pending.status, pending.score, pending.answered_at = "answered", score, utcnow()
-                        await self.bus.publish({"type": "satisfaction", "handoff_id": pending.handoff_id,
-                                                "conversation_id": cid, "score": score, "status": "released",
-                                                "holder": pending.agent_name})
-                        thanks = self.texts.text("utter_csat_thanks", lang=lang, channel=message.channel, score=score)
                         session.add(ConsoleMessage(conversation_id=cid, handoff_id=pending.handoff_id, kind="system",
                                                    text=f"客户评分 {score} 分"))
-                        return [self._reply(message, thanks)]
-                    pending.status = "skipped"
-            elif before.status == "waiting" and service.wants_callback(message.text):
-                seen["offer"] = await service.open_callback_offer(session, before.id)
-            return None
-
-        before_turn.probe = SATISFACTION_PROBE  # type: ignore[attr-defined]
-        outcome = await self.inner.handle_turn(message, pre_turn=before_turn)
-        if outcome.early:
-            return list(outcome.replies)
-        replies = list(outcome.replies)
-        before, offer = seen.get("before"), seen.get("offer")
-        if offer is not None and before is not None:
+                        thanks = self.texts.text("utter_csat_thanks", lang=lang, channel=message.channel, score=score)
+                        event = {"type": "satisfaction", "handoff_id": pending.handoff_id, "conversation_id": cid,
+                                 "score": score, "status": "released", "holder": pending.agent_name}
+                    else:
+                        pending.status = "skipped"
+            if event is not None:
+                await self.bus.publish(event)
+                return TurnResult(message=message, replies=[self._reply(message, thanks)], snapshot=snapshot)
+        elif before is not None and before.status == "waiting" and service.wants_callback(message.text):
+            async with self.sessionmaker() as session, session.begin():
+                offer = await service.open_callback_offer(session, before.id)
+        result = await self.inner.decide(message, snapshot)
+        if offer is not None:
             text = await self._create_callback(message, before, lang)
             async with self.sessionmaker() as session, session.begin():
                 session.add(ConsoleMessage(conversation_id=cid, handoff_id=before.id, kind="bot", text=text))
-            return [self._reply(message, text)]
-        after = outcome.handoff_opened
+            result.replies[:] = [self._reply(message, text)]
+        return result
+
+    async def after_commit(self, result: TurnResult, committed: Committed) -> list[Reply]:
+        replies = list(await self.inner.after_commit(result, committed))
+        message = result.message
+        if result.kind == "handoff":
+            await self._customer_wrote(message.conversation_id)
+        before = result.snapshot.handoff if result.snapshot is not None else None
+        after = committed.handoff_opened
         if after is not None and after.status == "waiting" and (before is None or before.id != after.id):
-            await self._queued(message, after, lang, replies)
+            await self._queued(message, after, detect_language(message.text), replies)
         return replies
+
+    async def _customer_wrote(self, conversation_id: str) -> None:
+        """A customer wrote while handed off: a live event for the agents' browsers (routed by
+        ``bot.console.access.event_for``: only those who may see the conversation)."""
+        async with self.sessionmaker() as session:
+            h = await get_active_handoff(session, conversation_id)
+        await self.bus.publish({"type": "message", "conversation_id": conversation_id,
+                                "handoff_id": h.id if h else None, "agent": h.agent_id if h else None,
+                                "status": h.status if h else None, "holder": h.agent_id if h else None})
 
     async def _queued(self, message: Message, after: Any, lang: str, replies: list[Reply]) -> None:
         """A turn opened a handoff: tell the agents; with nobody online offer a callback."""
@@ -161,15 +177,3 @@ class ConsoleHandler:
         await self.bus.publish({"type": "callback", "handoff_id": handoff.id, "conversation_id": message.conversation_id,
                                 "status": handoff.status, "holder": handoff.agent_id})
         return self.texts.text("utter_callback_registered", lang=lang, channel=message.channel, wo=wo.id)
-
-
-def make_on_handoff_message(sessionmaker: async_sessionmaker[AsyncSession], bus: EventBus):  # type: ignore[no-untyped-def]
-    async def on_handoff_message(conversation_id: str, message: Message) -> None:
-        async with sessionmaker() as session:
-            h = await get_active_handoff(session, conversation_id)
-        # routed by bot.console.access.event_for: only those who may see the conversation
-        await bus.publish({"type": "message", "conversation_id": conversation_id,
-                           "handoff_id": h.id if h else None, "agent": h.agent_id if h else None,
-                           "status": h.status if h else None, "holder": h.agent_id if h else None})
-
-    return on_handoff_message

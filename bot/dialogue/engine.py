@@ -1,11 +1,13 @@
 """The dialogue engine: tracker, rules + forms policy, identity, handoff.
 
-One turn = load the conversation's tracker → parse the text → run the policy (rules from
-``rules.yml`` for simple intents, Python flows with slot filling for business) → persist the
-new state and the events in one transaction → return replies rendered from ``domain.yml``.
+One turn = parse the text → run the policy on the conversation's ``Snapshot`` (rules from
+``rules.yml`` for simple intents, Python flows with slot filling for business) → return a
+``TurnResult``: replies rendered from ``domain.yml``, the new state, what to record. The engine
+runs no SQL; the pipeline loads the snapshot and commits the result through the tracker store
+(``bot.dialogue.tracker_store``).
 
 Side effects on the core (work orders, appointments, bindings) are keyed on the inbound
-message id, and happen before the turn's state is written: if the core is unavailable the
+message id, and happen before the turn's result is committed: if the core is unavailable the
 ``CoreUnavailable`` error propagates (nothing persisted), the pipeline tells the customer the
 system is busy and retries the same message later, and the keyed call cannot be doubled.
 Flows are re-run from the top each turn (like Rasa forms with dynamic required slots): every
@@ -19,28 +21,21 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import String, bindparam, func, insert, select, update
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from backend_client import Conflict, CoreClient, NotFound, ValidationFailed
 from backend_client.models import Account
-from bot.dialogue import handoff as ho
-from bot.db import in_transaction
-from bot.precompiled import Precompiled
 from bot.dialogue.domain import Domain
-from bot.dialogue.store import Conversation, Customer, CustomerAccount, Event, Identity, VerificationLock
+from bot.dialogue.tracker_store import TrackerStore
+from bot.dialogue.turn import Snapshot, Turn, TurnResult
+from bot.dialogue.verification import LOCK_MINUTES, MAX_VERIFY_FAILURES, aware as _aware
 from bot.langs import detect_language
 from bot.logs import mask_account, mask_phone, mask_text
 from channels.base import Button, Message, Reply, proven_phone
 from common.clock import utcnow
-from common.metrics import FALLBACKS, HANDOFFS, NLU_SECONDS
+from common.metrics import FALLBACKS, NLU_SECONDS
 from common.money import money_text
 
 log = logging.getLogger("powerbot.dialogue")
@@ -49,10 +44,6 @@ log = logging.getLogger("powerbot.dialogue")
 # with nothing to say)
 _FALLBACK_INTENTS = frozenset({"nlu_fallback", "out_of_scope", "inform"})
 
-MAX_VERIFY_FAILURES = 5  # wrong answers from one identity
-MAX_ACCOUNT_FAILURES = 15  # wrong answers from all identities together
-ACCOUNT_WIDE = "*"  # the identity of the per-account counter
-LOCK_MINUTES = 30
 FALLBACK_CONFIDENCE = 0.5
 REFERENCE_TTL = 60.0  # seconds a tariff table / hall list of the core is reused
 CHINA_TZ = timezone(timedelta(hours=8))
@@ -121,64 +112,24 @@ def local(dt: datetime | None) -> str:
     return dt.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M")
 
 
-@dataclass
-class TurnOutcome:
-    """Result of :meth:`DialogueEngine.handle_turn`."""
-
-    replies: list[Reply]
-    handoff_before: Any = None  # the handoff active when the turn began (then the bot stayed quiet)
-    handoff_opened: Any = None  # the handoff this turn requested
-    early: bool = False  # a ``pre_turn`` hook answered; the engine did not run
-
-
-PreTurn = Callable[[AsyncSession, Message, Any], Awaitable["list[Reply] | None"]]
-
-
 class Stop(Exception):
     """A flow asked the customer something (or finished early): end the turn here."""
 
 
-@dataclass
-class Turn:
-    message: Message
-    parse: dict[str, Any]
-    lang: str
-    intent: str
-    confidence: float
-    entities: dict[str, Any]
-    state: dict[str, Any]
-    conversation_id: str
-    customer_id: int | None
-    authorized: set[str]
-    replies: list[Reply] = field(default_factory=list)
-    actions: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    slot_events: list[tuple[str, Any]] = field(default_factory=list)
-    handoff: tuple[str, str, str | None] | None = None  # reason, priority, summary
-    new_accounts: list[tuple[str, str]] = field(default_factory=list)  # (account, how)
-    verify_result: tuple[str, bool] | None = None  # (account, ok)
-    accounts_cache: dict[str, Account] = field(default_factory=dict)
-
-    @property
-    def slots(self) -> dict[str, Any]:
-        return self.state.setdefault("slots", {})
-
-    def set_slot(self, name: str, value: Any) -> None:
-        if self.slots.get(name) != value:
-            self.slots[name] = value
-            self.slot_events.append((name, value))
-
-    @property
-    def key(self) -> str:
-        return f"{self.message.channel}:{self.message.message_id}"
-
-
 class DialogueEngine:
-    """Handles one message of one conversation; called by the pipeline, strictly in order."""
+    """Decides one message of one conversation; called by the pipeline, strictly in order
+    (the pipeline's ``TurnHandler``)."""
+
+    probe = None  # nothing of its own to read with the snapshot
+
+    async def after_commit(self, result: TurnResult, committed: Any) -> list[Reply]:
+        return []
 
     def __init__(
         self,
         *,
-        sessionmaker: async_sessionmaker[AsyncSession],
+        store: TrackerStore | None = None,
+        sessionmaker: Any = None,
         core: CoreClient,
         interpreter: Any,
         settings: Any = None,
@@ -186,7 +137,7 @@ class DialogueEngine:
         domain: Domain | None = None,
         sender_proofs: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
-        self.sessionmaker = sessionmaker
+        self.store = store if store is not None else TrackerStore(sessionmaker)
         # channel name -> what its platform proves about a sender (``Channel.proves``)
         self.sender_proofs: Mapping[str, frozenset[str]] = sender_proofs or {}
         self.core = core
@@ -194,81 +145,30 @@ class DialogueEngine:
         self.settings = settings
         self.payments = payments
         self.domain = domain or Domain()
-        self.on_handoff_message: Callable[[str, Message], Awaitable[None]] | None = None
         self._reference: dict[tuple[str, Any], tuple[float, Any]] = {}
         self.flows: dict[str, Callable[[Turn], Awaitable[None]]] = {
             name: getattr(self, f"flow_{name}") for name in BUSINESS_INTENTS if hasattr(self, f"flow_{name}")
         }
 
     # ================================================================== entry point
-    async def handle(self, message: Message, *, pre_turn: PreTurn | None = None) -> list[Reply]:
-        return (await self.handle_turn(message, pre_turn=pre_turn)).replies
-
-    async def handle_turn(self, message: Message, *, pre_turn: PreTurn | None = None) -> TurnOutcome:
-        """One turn, with what a wrapper (the agent console) needs to know about it.
-
-        ``pre_turn(session, message, active_handoff)`` runs inside the transaction that loads
-        the tracker (so a wrapper's own checks cost no extra transaction); when it returns
-        replies the turn ends there with those replies (``early``). A hook with a ``probe``
-        attribute (a scalar SQL expression over ``bindparam("cid")`` that is NULL when the hook
-        has nothing to do for a conversation without an active handoff) is called only when
-        the conversation has an active handoff or the probe is not NULL.
-
-        The common turn reads everything it needs with one statement (``_snapshot``): the
-        tracker, the authorized accounts, and whether anything rare applies — a recorded turn
-        for this message (replay after a crash), an active handoff, the hook's probe. Only
-        then does it take the full read transaction with ORM objects."""
-        cid = message.conversation_id
+    async def decide(self, message: Message, snap: Snapshot) -> TurnResult:
+        """Decide one turn from the conversation as the store found it (``snap``): the replies,
+        the new state, the events and what to write — nothing is read or written here but the
+        core's data the flows ask for. The pipeline commits the result (``TrackerStore.plans``)."""
+        if snap.replay is not None:
+            return TurnResult(message=message, replies=list(snap.replay), kind="replay", snapshot=snap)
         text = (message.text or "").strip()
         parse = self._parse(text)
         lang = parse.get("language") or detect_language(text)
         if lang not in ("zh", "en"):
             lang = "zh"
-        probe = getattr(pre_turn, "probe", None) if pre_turn is not None else None
-        snap = None
-        engine = self.sessionmaker.kw.get("bind")
-        if engine is not None and (pre_turn is None or probe is not None):
-            from bot.pipeline import turn_prefetched
-
-            pre = turn_prefetched.get()
-            if (isinstance(pre, _Prefetched) and pre.conversation_id == cid
-                    and pre.message_id == message.message_id and pre.probe is probe):
-                snap = pre.snapshot  # read by the pipeline in a transaction it ran anyway
-            else:
-                snap = await _snapshot(engine, cid, message.message_id, probe)
-        if snap is not None and not snap.rare:
-            # the common turn: one statement told us everything (no replay, no handoff, nothing
-            # for the pre-turn hook), and the engine runs on the loaded state
-            active = None
-            conv_exists = snap.version is not None
-            state = snap.state if conv_exists and isinstance(snap.state, dict) else {}
-            customer_id = snap.customer_id if conv_exists else None
-            version = snap.version if conv_exists else 0
-            authorized = set(snap.accounts.split(",")) if customer_id and snap.accounts else set()
-        else:
-            async with self.sessionmaker() as session, session.begin():
-                conv = await session.get(Conversation, cid)
-                if conv is not None:
-                    replayed = await _replay(session, message)
-                    if replayed is not None:
-                        return TurnOutcome(replies=replayed, handoff_before=None, early=True)
-                active = await ho.get_active_handoff(session, cid)
-                if pre_turn is not None:
-                    early = await pre_turn(session, message, active)
-                    if early is not None:
-                        return TurnOutcome(replies=list(early), handoff_before=active, early=True)
-                state = json.loads(json.dumps(conv.state)) if conv else {}
-                customer_id = conv.customer_id if conv else None
-                version = conv.version if conv else 0
-                authorized = await self._authorized(session, customer_id) if customer_id else set()
-            conv_exists = conv is not None
+        state = snap.state
         if not _has_language(text):
             lang = (state.get("slots") or {}).get("language") or lang  # digits/buttons keep the language
-        if active is not None:
-            replies = await self._handoff_turn(message, parse, lang, state, active.id)
-            return TurnOutcome(replies=replies, handoff_before=active)
+        if snap.handoff is not None:
+            return self._handoff_turn(message, parse, lang, snap)
         new_identity: tuple[list[Account], str] | None = None
-        if not conv_exists or customer_id is None:
+        if not snap.exists or snap.customer_id is None:
             new_identity = await self._known_accounts(message)
         intent = parse.get("intent", {}).get("name") or "nlu_fallback"
         if message.kind == "location" and intent not in ("request_human", "repair_request"):
@@ -281,7 +181,8 @@ class DialogueEngine:
         turn = Turn(
             message=message, parse=parse, lang=lang, intent=intent,
             confidence=float(parse.get("intent", {}).get("confidence") or 0.0), entities=ents,
-            state=state, conversation_id=cid, customer_id=customer_id, authorized=set(authorized),
+            state=state, conversation_id=message.conversation_id, customer_id=snap.customer_id,
+            authorized=set(snap.authorized),
         )
         if new_identity is not None:
             for acc in new_identity[0]:
@@ -292,20 +193,22 @@ class DialogueEngine:
             await self.policy(turn)
         except Stop:
             pass
-        opened = await self._persist(turn, not conv_exists, new_identity, known=(customer_id, version))
         if log.isEnabledFor(logging.INFO):  # masking costs regex passes: only for a line that is written
             log.info(
                 "turn conv=%s intent=%s conf=%.2f replies=%d text=%s",
-                mask_text(cid), turn.intent, turn.confidence, len(turn.replies), _log_text(text[:80]),
+                mask_text(message.conversation_id), turn.intent, turn.confidence, len(turn.replies),
+                _log_text(text[:80]),
             )
-        return TurnOutcome(replies=turn.replies, handoff_opened=opened)
+        return TurnResult(message=message, replies=turn.replies, kind="turn", turn=turn, snapshot=snap,
+                          new_identity=new_identity, parse=parse)
 
-    def prefetch(self, conn: Any, conversation_id: str, message_id: str, probe: Any = None) -> _Prefetched:
-        """The turn's snapshot, read on the pipeline's connection inside a transaction it runs
-        anyway (``bot.pipeline.turn_prefetched``): one transaction less per message. ``probe``
-        is the pre-turn hook's (a wrapper passes its own); the turn uses the snapshot only if
-        it is called with the same hook."""
-        return _Prefetched(conversation_id, message_id, probe, _read_snapshot(conn, conversation_id, message_id, probe))
+    async def handle(self, message: Message) -> list[Reply]:
+        """One turn on its own — retrieve, decide, save — for a caller without the pipeline
+        (the replies are returned, not queued)."""
+        snap = await self.store.retrieve(message)
+        result = await self.decide(message, snap)
+        await self.store.save(result)
+        return result.replies
 
     def _parse(self, text: str) -> dict[str, Any]:
         m = re.match(r"^/([a-z_]+)(\{.*\})?$", text, re.S)
@@ -320,12 +223,6 @@ class DialogueEngine:
             return self.interpreter.parse(text, datetime.now(CHINA_TZ).date())
 
     # ================================================================== identity
-    async def _authorized(self, session: AsyncSession, customer_id: int) -> set[str]:
-        rows = await session.execute(
-            select(CustomerAccount.account_number).where(CustomerAccount.customer_id == customer_id)
-        )
-        return set(rows.scalars())
-
     async def _known_accounts(self, message: Message) -> tuple[list[Account], str]:
         """Accounts the core already links to this identity: a binding, or the registered phone
         of a sender whose channel proves the number (``Channel.proves``)."""
@@ -360,166 +257,18 @@ class DialogueEngine:
             turn.accounts_cache[number] = await self.core.get_account(number)
         return turn.accounts_cache[number]
 
-    # ================================================================== persistence
-    async def _persist(
-        self, turn: Turn, is_new: bool, new_identity: tuple[list[Account], str] | None,
-        *, known: tuple[int | None, int] = (None, 0),
-    ) -> ho.Handoff | None:
-        """Write the turn: state, events (one multi-row insert), identity, handoff. Returns the
-        handoff this turn opened, if any.
-
-        The common turn (a known conversation and customer, nothing new to link) updates the
-        tracker row directly instead of loading it again; anything else takes the full path."""
-        msg = turn.message
-        cid = turn.conversation_id
-        customer_id, version = known
-        if not is_new and customer_id is not None and not turn.new_accounts and turn.verify_result is None:
-            engine = self.sessionmaker.kw.get("bind")
-            from bot.pipeline import turn_commit, turn_write
-
-            # The tracker row, guarded by its customer: a row changed under us (an agent tool?)
-            # updates nothing, and the turn takes the full path below.
-            guarded = {"b_cid": cid, "b_customer": customer_id, "b_state": turn.state, "b_now": utcnow()}
-            write = turn_write.get() if turn.handoff is None else None
-            if write is not None:
-                # the pipeline writes this turn together with concurrent ones (group commit)
-                if await write([(_UPDATE_CONVERSATION_P, [guarded], 1), (_INSERT_EVENT_P, _event_rows(turn), None)],
-                               turn.replies):
-                    return None
-            elif engine is not None and turn.handoff is None:
-                # pre-built Core statements on a plain connection: no ORM session, no
-                # statement construction per turn
-                async with engine.begin() as conn:
-                    if (await conn.execute(_UPDATE_CONVERSATION, guarded)).rowcount == 1:
-                        await conn.execute(_INSERT_EVENT, _event_rows(turn))
-                        commit = turn_commit.get()
-                        if commit is not None:
-                            await commit(conn, turn.replies)
-                        return None
-            else:
-                # a turn that opens a handoff (or no engine bound): the session the handoff needs
-                async with self.sessionmaker() as session, session.begin():
-                    if (await session.execute(_UPDATE_CONVERSATION, guarded)).rowcount == 1:
-                        await self._insert_events(session, turn)
-                        return await self._finish(session, turn)
-                    await session.rollback()
-        if is_new and turn.handoff is None and not turn.new_accounts and turn.verify_result is None:
-            engine = self.sessionmaker.kw.get("bind")
-            if engine is not None and await _insert_new_conversation(engine, turn, new_identity):
-                return None
-        for attempt in range(3):
-            try:
-                async with self.sessionmaker() as session, session.begin():
-                    conv = await session.get(Conversation, cid)
-                    if conv is None:
-                        # the customer first, so the new row is inserted once, complete
-                        linked = await session.run_sync(lambda s: _link_customer(s, msg, new_identity))
-                        conv = Conversation(id=cid, channel=msg.channel, sender_id=msg.sender_id, state={}, version=0,
-                                            customer_id=linked)
-                        session.add(conv)
-                    elif conv.customer_id is None:
-                        conv.customer_id = await session.run_sync(lambda s: _link_customer(s, msg, new_identity))
-                    customer_id = conv.customer_id
-                    for number, how in turn.new_accounts:
-                        exists = (await session.execute(select(CustomerAccount.id).where(
-                            CustomerAccount.customer_id == customer_id, CustomerAccount.account_number == number))).first()
-                        if not exists:
-                            session.add(CustomerAccount(customer_id=customer_id, account_number=number, how=how))
-                    if turn.verify_result is not None:
-                        number, ok = turn.verify_result
-                        await self._record_verification(session, number, msg.conversation_id, ok)
-                    conv.state = turn.state
-                    conv.version = (conv.version or 0) + 1
-                    conv.updated_at = utcnow()
-                    await session.flush()
-                    await self._insert_events(session, turn)
-                    return await self._finish(session, turn)
-            except IntegrityError:
-                if attempt == 2:
-                    raise
-        return None
-
-    @staticmethod
-    async def _insert_events(session: AsyncSession, turn: Turn) -> None:
-        """The turn's events, in order, with one executemany INSERT."""
-        await session.execute(_INSERT_EVENT, _event_rows(turn))
-
-    @staticmethod
-    async def _finish(session: AsyncSession, turn: Turn) -> ho.Handoff | None:
-        """Last step of the turn's transaction: open the handoff, or — a plain turn, whose
-        replies nobody changes afterwards — let the pipeline queue the replies and close the
-        inbound message in this same commit."""
-        if turn.handoff is None:
-            from bot.pipeline import turn_commit
-
-            commit = turn_commit.get()
-            if commit is not None:
-                await commit(session, turn.replies)
-            return None
-        reason, priority, summary = turn.handoff
-        HANDOFFS.labels(reason).inc()
-        return await ho.request_handoff(session, turn.conversation_id, reason, priority, summary=summary)
-
-    async def _lock_state(self, number: str, identity: str) -> tuple[int, datetime | None]:
-        """This identity's recent wrong answers for the account, and until when the check is
-        locked for it (its own lock or the account-wide one), if it is."""
-        async with self.sessionmaker() as session:
-            rows = (await session.execute(select(VerificationLock).where(
-                VerificationLock.account_number == number, VerificationLock.identity.in_((identity, ACCOUNT_WIDE))
-            ))).scalars().all()
-        now = utcnow()
-        failures, until = 0, None
-        for row in rows:
-            if row.locked_until is not None and _aware(row.locked_until) > now:
-                until = max(until, _aware(row.locked_until)) if until else _aware(row.locked_until)
-            if row.identity == identity:
-                failures = _recent_failures(row, now)
-        return failures, until
-
-    async def _record_verification(self, session: AsyncSession, number: str, identity: str, ok: bool) -> None:
-        """A right answer clears this identity's counter; a wrong one counts for the identity
-        (locked at ``MAX_VERIFY_FAILURES``) and for the account (locked for every unbound
-        identity at ``MAX_ACCOUNT_FAILURES``: guessing spread over many identities)."""
-        now = utcnow()
-        for who, limit in ((identity, MAX_VERIFY_FAILURES), (ACCOUNT_WIDE, MAX_ACCOUNT_FAILURES)):
-            if ok and who == ACCOUNT_WIDE:
-                continue  # one identity's success says nothing about the others' guessing
-            row = await session.get(VerificationLock, (number, who))
-            if row is None:
-                row = VerificationLock(account_number=number, identity=who, failures=0)
-                session.add(row)
-            if ok:
-                row.failures, row.locked_until = 0, None
-            else:
-                row.failures = _recent_failures(row, now) + 1
-                if row.failures >= limit:
-                    row.locked_until = now + timedelta(minutes=LOCK_MINUTES)
-                    row.failures = 0
-                    if who == ACCOUNT_WIDE:
-                        log.warning("verification locked for all unbound identities of account %s",
-                                    mask_account(number))
-            row.updated_at = now
-
     # ================================================================== handoff turn
-    async def _handoff_turn(self, message: Message, parse: dict, lang: str, state: dict, handoff_id: int) -> list[Reply]:
+    def _handoff_turn(self, message: Message, parse: dict, lang: str, snap: Snapshot) -> TurnResult:
+        """An agent holds the conversation: the bot records the message and stays quiet, except
+        for one "please wait" to the first message since the handoff."""
+        h = snap.handoff
         replies: list[Reply] = []
-        async with self.sessionmaker() as session, session.begin():
-            h = await session.get(ho.Handoff, handoff_id)
-            session.add(Event(conversation_id=message.conversation_id, type="user",
-                              name=(parse.get("intent") or {}).get("name"), text=message.text,
-                              message_id=message.message_id,
-                              data={"parse": _slim(parse), "slots": state.get("slots", {}), "handoff": True}))
-            if h is not None and not h.acked:
-                h.acked = True
-                r = self.domain.render("utter_handoff_waiting", lang=lang, channel=message.channel, seed=message.message_id)
-                replies.append(Reply(channel=message.channel, recipient_id=message.sender_id, text=r.text))
-                session.add(Event(conversation_id=message.conversation_id, type="bot", text=r.text, data=_reply_data(replies[-1])))
-        if self.on_handoff_message is not None:
-            try:
-                await self.on_handoff_message(message.conversation_id, message)
-            except Exception:  # noqa: BLE001 - the console must not break the customer's turn
-                log.exception("on_handoff_message hook failed")
-        return replies
+        ack = None
+        if not h.acked:
+            ack = h.id
+            r = self.domain.render("utter_handoff_waiting", lang=lang, channel=message.channel, seed=message.message_id)
+            replies.append(Reply(channel=message.channel, recipient_id=message.sender_id, text=r.text))
+        return TurnResult(message=message, replies=replies, kind="handoff", snapshot=snap, parse=parse, ack_handoff=ack)
 
     # ================================================================== output helpers
     def say(self, turn: Turn, name: str, /, *, kind: str = "text", metadata: dict | None = None,
@@ -913,7 +662,7 @@ class DialogueEngine:
 
     async def verify(self, turn: Turn, flow: str, acc: Account) -> None:
         identity = turn.conversation_id  # the channel identity ("channel:sender") asking
-        failed_before, locked_until = await self._lock_state(acc.account_number, identity)
+        failed_before, locked_until = await self.store.lock_state(acc.account_number, identity)
         if locked_until is not None:
             self._clear_form(turn)
             turn.slots.pop("account_number", None)
@@ -1445,15 +1194,6 @@ class DialogueEngine:
 
 
 # ====================================================================== helpers
-def _slim(parse: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "intent": parse.get("intent"),
-        "entities": [{k: e.get(k) for k in ("entity", "value", "start", "end")} for e in parse.get("entities") or []],
-        "intent_ranking": (parse.get("intent_ranking") or [])[:3],
-        "language": parse.get("language"),
-    }
-
-
 _CODES_RE = re.compile(r"^/[a-z_]+|\bWO\d{6,}\b|\d+", re.I)
 
 
@@ -1468,10 +1208,6 @@ def _has_language(text: str) -> bool:
 def _mobile(text: str) -> str | None:
     m = MOBILE_RE.search(text or "")
     return m.group(1) if m else None
-
-
-def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 _DISTRICT_RE = re.compile(r"([\u4e00-\u9fa5]{2,4}?(?:新区|区|县))")
@@ -1505,100 +1241,6 @@ def _overlaps_day(o: Any, day: str) -> bool:
 
 def _mask_name(name: str) -> str:
     return (name[0] + "*" * (len(name) - 1)) if name else ""
-
-
-async def conversation_events(session: AsyncSession, conversation_id: str, *, after_id: int = 0, limit: int = 200) -> list[Event]:
-    """The conversation's event log (user messages with parse + slots, bot replies, actions,
-    handoff changes), oldest first — for the agent console."""
-    rows = await session.execute(
-        select(Event).where(Event.conversation_id == conversation_id, Event.id > after_id).order_by(Event.id).limit(limit)
-    )
-    return list(rows.scalars())
-
-
-_IDENT, _CUST, _CACC = Identity.__table__, Customer.__table__, CustomerAccount.__table__
-_IDENTITY_CUSTOMER = select(_IDENT.c.customer_id).where(
-    _IDENT.c.channel == bindparam("b_channel"), _IDENT.c.sender_id == bindparam("b_sender"))
-_CUSTOMER_OF_ACCOUNTS = (
-    select(_CACC.c.customer_id)
-    .where(_CACC.c.account_number.in_(bindparam("b_numbers", expanding=True)), _CACC.c.how.in_(("bound", "phone")))
-    .order_by(_CACC.c.id).limit(1)
-)
-_ACCOUNTS_OF_CUSTOMER = select(_CACC.c.account_number).where(_CACC.c.customer_id == bindparam("b_customer"))
-_INSERT_CUSTOMER = insert(_CUST).values(created_at=bindparam("b_now")).returning(_CUST.c.id)
-_INSERT_IDENTITY = insert(_IDENT)
-_INSERT_CUSTOMER_ACCOUNT = insert(_CACC)
-_INSERT_CONVERSATION = insert(Conversation.__table__)
-# a new sender's link (once per new sender: statements compiled once, run on SQLite's cursor)
-_IDENTITY_CUSTOMER_P = Precompiled(_IDENTITY_CUSTOMER)
-_INSERT_CUSTOMER_P = Precompiled(_INSERT_CUSTOMER)
-_INSERT_IDENTITY_P = Precompiled(_INSERT_IDENTITY)
-_INSERT_CONVERSATION_P = Precompiled(_INSERT_CONVERSATION)
-
-
-def _link_customer(db: Any, msg: Message, new_identity: tuple[list[Account], str] | None) -> int:
-    """The customer behind a sender, linked in the caller's transaction (``db``: a synchronous
-    ``Session`` or ``Connection`` — async callers use ``run_sync``): the sender's identity if it
-    has one; else a customer already holding one of the accounts the core links to this sender
-    (bound or by phone); else a new customer. A new identity also records the sender's accounts."""
-    conn = db if isinstance(db, Connection) else db.connection()
-    ident = _IDENTITY_CUSTOMER_P.run(conn, {"b_channel": msg.channel, "b_sender": msg.sender_id}).scalar()
-    if ident is not None:
-        return ident
-    now = utcnow()
-    accounts, how = new_identity or ([], "bound")
-    numbers = [a.account_number for a in accounts]
-    customer_id = None
-    held: set[str] = set()
-    if numbers:
-        customer_id = db.execute(_CUSTOMER_OF_ACCOUNTS, {"b_numbers": numbers}).scalar()
-    if customer_id is None:
-        customer_id = _INSERT_CUSTOMER_P.run(conn, {"b_now": now}).scalar()
-    elif numbers:
-        held = set(db.execute(_ACCOUNTS_OF_CUSTOMER, {"b_customer": customer_id}).scalars())
-    _INSERT_IDENTITY_P.run(conn, {
-        "channel": msg.channel, "sender_id": msg.sender_id, "customer_id": customer_id, "created_at": now})
-    rows = [{"customer_id": customer_id, "account_number": n, "how": how, "created_at": now}
-            for n in dict.fromkeys(numbers) if n not in held]
-    if rows:
-        db.execute(_INSERT_CUSTOMER_ACCOUNT, rows)
-    return customer_id
-
-
-async def _insert_new_conversation(
-    engine: Any, turn: Turn, new_identity: tuple[list[Account], str] | None
-) -> bool:
-    """A new conversation's first turn (no handoff, nothing to verify) with Core statements,
-    without an ORM unit of work (this runs for every new sender): link the customer, insert the
-    tracker row and the events, and hand the pipeline its part — inside the pipeline's grouped
-    turn write when it offers one (no transaction, no wait for the connection of its own),
-    else in one transaction.
-
-    False when a concurrent turn inserted the conversation or identity first (nothing is
-    written; the caller's full path then loads what is there)."""
-    from bot.pipeline import turn_commit, turn_write
-
-    msg, now = turn.message, utcnow()
-
-    def link_and_insert(conn: Any) -> None:
-        customer_id = _link_customer(conn, msg, new_identity)
-        _INSERT_CONVERSATION_P.run(conn, {
-            "id": turn.conversation_id, "channel": msg.channel, "sender_id": msg.sender_id,
-            "customer_id": customer_id, "state": turn.state, "version": 1, "created_at": now, "updated_at": now})
-
-    write = turn_write.get()
-    try:
-        if write is not None:
-            return await write([(_INSERT_EVENT_P, _event_rows(turn), None)], turn.replies, prepare=link_and_insert)
-        async with engine.begin() as conn:
-            await conn.run_sync(link_and_insert)
-            await conn.execute(_INSERT_EVENT, _event_rows(turn))
-            commit = turn_commit.get()
-            if commit is not None:
-                await commit(conn, turn.replies)
-    except IntegrityError:
-        return False
-    return True
 
 
 _PAYLOAD_ENTITY = {
@@ -1660,189 +1302,8 @@ def _chosen_account(text: str, options: list[str]) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
-def _recent_failures(row: VerificationLock, now: datetime) -> int:
-    """The row's failure count, forgetting failures older than a lock period."""
-    if row.updated_at is not None and now - _aware(row.updated_at) > timedelta(minutes=LOCK_MINUTES):
-        return 0
-    return row.failures or 0
-
-
-def _unused(_: date) -> None:  # pragma: no cover - keeps the date import for type readers
-    return None
-
-
-_CONV = Conversation.__table__
-_UPDATE_CONVERSATION = (
-    update(_CONV)
-    .where(_CONV.c.id == bindparam("b_cid"), _CONV.c.customer_id == bindparam("b_customer"))
-    .values(state=bindparam("b_state", type_=_CONV.c.state.type), version=_CONV.c.version + 1,
-            updated_at=bindparam("b_now", type_=_CONV.c.updated_at.type))
-)
-_INSERT_EVENT = insert(Event.__table__)
-# the same two for the pipeline's grouped turn writes (compiled once, run on SQLite's cursor)
-_UPDATE_CONVERSATION_P = Precompiled(_UPDATE_CONVERSATION)
-_INSERT_EVENT_P = Precompiled(_INSERT_EVENT)
-
-
 def _unclear_reply(turn: Turn, intent: str) -> bool:
     """Neither understood nor carrying anything a flow could use (an account number, a work
     order, a date...): what a customer types by mistake while a yes/no question is open."""
     vague = intent in ("nlu_fallback", "inform", "out_of_scope") or turn.confidence < FALLBACK_CONFIDENCE
     return vague and not turn.entities
-
-
-def _event_rows(turn: Turn) -> list[dict[str, Any]]:
-    """The turn's events, in order: the user message, then the bot replies.
-
-    The slot changes and the actions the turn ran (flows, work orders, handoffs...) travel in
-    the user event's data (``slot_events``: ``[[name, value]...]``, ``actions``:
-    ``[[name, data]...]``), not a row each: they are the turn's audit trail, read with the
-    turn, never looked up on their own, and as rows they would be about half of all event
-    rows written."""
-    msg, cid, now = turn.message, turn.conversation_id, utcnow()
-    data: dict[str, Any] = {"parse": _slim(turn.parse), "slots": dict(turn.slots)}
-    if turn.slot_events:
-        data["slot_events"] = [[name, value] for name, value in turn.slot_events]
-    if turn.actions:
-        data["actions"] = [[name, detail] for name, detail in turn.actions]
-    rows: list[dict[str, Any]] = [
-        {"type": "user", "name": turn.intent, "text": msg.text, "message_id": msg.message_id, "data": data},
-    ]
-    rows += [{"type": "bot", "text": r.text, "data": _reply_data(r)} for r in turn.replies]
-    return [{"conversation_id": cid, "name": None, "text": None, "message_id": None, "created_at": now, **r}
-            for r in rows]
-
-
-@dataclass
-class _Snapshot:
-    state: Any
-    customer_id: int | None
-    version: int | None  # None: no conversation row yet
-    accounts: str | None  # authorized account numbers, comma-separated
-    replay: Any
-    handoff: Any
-    probe: Any
-
-    @property
-    def rare(self) -> bool:
-        return (self.version is not None and self.replay is not None) or self.handoff is not None or bool(self.probe)
-
-
-_SNAPSHOT_STMTS: dict[tuple[str, int], Any] = {}
-# The snapshot looks for a recorded turn of the message among the conversation's latest events
-# only. A message is processed again after a crash between its turn and the pipeline's close
-# (its turn is then the conversation's last: later messages wait behind it) or when its held
-# inline answer was released (the customer's messages of the ~12 s since; the per-sender rate
-# limit keeps them to a few). Unbounded, the check would read every event of the conversation
-# on every turn, and a conversation is a sender's whole history: about 90 us a snapshot with
-# 10 events, over 500 us with 5,000, growing until the history retention.
-REPLAY_WINDOW = 256
-
-
-def _snapshot_stmt(dialect: str, probe: Any) -> Any:
-    """One SELECT of scalar subqueries (built once per backend and probe): the tracker row,
-    the customer's account numbers, a recorded user event for this message id, the active
-    handoff, and the pre-turn hook's probe."""
-    key = (dialect, id(probe))
-    stmt = _SNAPSHOT_STMTS.get(key)
-    if stmt is not None:
-        return stmt
-    cid, mid = bindparam("cid", type_=String()), bindparam("mid", type_=String())
-    conv, ev, ca, h = Conversation.__table__, Event.__table__, CustomerAccount.__table__, ho.Handoff.__table__
-    customer = select(conv.c.customer_id).where(conv.c.id == cid).scalar_subquery()
-    # the id of the REPLAY_WINDOW-th latest event (NULL for a shorter history: all of it)
-    window_start = (select(ev.c.id).where(ev.c.conversation_id == cid).order_by(ev.c.id.desc())
-                    .limit(1).offset(REPLAY_WINDOW - 1).scalar_subquery())
-    agg = (func.string_agg(ca.c.account_number, ",") if dialect == "postgresql"
-           else func.group_concat(ca.c.account_number, ","))
-    cols = [
-        select(conv.c.state).where(conv.c.id == cid).scalar_subquery().label("state"),
-        customer.label("customer_id"),
-        select(conv.c.version).where(conv.c.id == cid).scalar_subquery().label("version"),
-        select(agg).where(ca.c.customer_id == customer).scalar_subquery().label("accounts"),
-        select(ev.c.id).where(ev.c.conversation_id == cid, ev.c.id >= func.coalesce(window_start, 0),
-                              ev.c.type == "user", ev.c.message_id == mid)
-        .limit(1).scalar_subquery().label("replay"),
-        select(h.c.id).where(h.c.conversation_id == cid, h.c.status.in_(ho.ACTIVE)).limit(1)
-        .scalar_subquery().label("handoff"),
-    ]
-    if probe is not None:
-        cols.append(probe.label("probe"))
-    stmt = _SNAPSHOT_STMTS[key] = Precompiled(select(*cols))
-    return stmt
-
-
-def _read_snapshot(conn: Any, cid: str, message_id: str, probe: Any) -> _Snapshot:
-    """The snapshot statement on a synchronous connection, in the caller's transaction."""
-    stmt = _snapshot_stmt(conn.dialect.name, probe)
-    row = stmt.run(conn, {"cid": cid, "mid": message_id}).first()
-    assert row is not None  # a SELECT of scalar subqueries always gives one row
-    state, customer_id, version, accounts, replay, handoff = row[:6]
-    return _Snapshot(state, customer_id, version, accounts, replay, handoff, row[6] if probe is not None else None)
-
-
-async def _snapshot(engine: Any, cid: str, message_id: str, probe: Any) -> _Snapshot:
-    return await in_transaction(engine, lambda conn: _read_snapshot(conn, cid, message_id, probe))
-
-
-@dataclass(frozen=True)
-class _Prefetched:
-    """A snapshot the pipeline had read for a message (``turn_prefetched``)."""
-
-    conversation_id: str
-    message_id: str
-    probe: Any
-    snapshot: _Snapshot
-
-
-def _reply_data(reply: Reply) -> dict[str, Any]:
-    """What a bot event keeps of a reply: enough to send the same reply again."""
-    return {
-        "buttons": [{"title": b.title, "payload": b.payload} for b in reply.buttons],
-        "kind": reply.kind,
-        "metadata": reply.metadata,
-        "urgent": reply.urgent,
-    }
-
-
-async def _replay(session: AsyncSession, message: Message) -> list[Reply] | None:
-    """The replies of a turn already recorded for this message, or None if it is new.
-
-    A turn can be committed and the process killed (or its connection dropped) before the
-    pipeline marks the message done. Running the turn again would answer a different state
-    (a handoff it opened, a form it advanced); sending what was decided the first time keeps
-    the customer's answer — the safety advice, the work-order number — the same.
-    """
-    cid = message.conversation_id
-    user_id = (
-        await session.execute(
-            select(Event.id)
-            .where(Event.conversation_id == cid, Event.type == "user", Event.message_id == message.message_id)
-            .order_by(Event.id)
-            .limit(1)
-        )
-    ).scalar_one_or_none()
-    if user_id is None:
-        return None
-    later = (
-        await session.execute(
-            select(Event)
-            .where(Event.conversation_id == cid, Event.id > user_id, Event.type.in_(("user", "bot")))
-            .order_by(Event.id)
-        )
-    ).scalars()
-    replies: list[Reply] = []
-    for ev in later:
-        if ev.type == "user":
-            break
-        data = ev.data or {}
-        buttons = [
-            Button(title=b["title"], payload=b["payload"]) if isinstance(b, dict) else Button(title=b, payload=b)
-            for b in data.get("buttons") or []
-        ]
-        replies.append(
-            Reply(channel=message.channel, recipient_id=message.sender_id, text=ev.text or "", buttons=buttons,
-                  kind=data.get("kind", "text"), metadata=data.get("metadata") or {}, urgent=bool(data.get("urgent")))
-        )
-    log.info("replaying %d recorded replies for an already processed message conv=%s", len(replies), mask_text(cid))
-    return replies
