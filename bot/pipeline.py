@@ -51,13 +51,18 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import Integer, bindparam, delete, exists, func, literal, or_, select, true, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import outbox
-from bot.db import each_committed, in_transaction, prebuilt, sql_const
-from bot.precompiled import InsertReturning, Precompiled
+from bot.db import each_committed, in_transaction, sql_const
+from bot.inbound_store import (
+    DELIVERED_HELD_P, EXPIRE_HELD, FINISH_NEXT_OR_RELEASE_PG, FINISH_ROW, FINISH_ROW_P, HOLD_ROW_P,
+    INSERT_RETURNING, LEASE_AND_NEXT_PG, MARK_INLINE_P, NEXT_OR_RELEASE_PG, NEXT_ROW, RELEASE_LEASE, WAITING_IN,
+    dialect_name, insert_stmt, lease_stmt,
+)
+from bot.precompiled import Precompiled
 from bot.langs import detect_language
 from bot.texts import TextService
 from bot.models import ConversationLease, InboundMessage, OutboxMessage
@@ -118,203 +123,6 @@ async def _settled(fut: asyncio.Future[Any], timeout: float | None = None) -> bo
         if timer is not None:
             timer.cancel()
     return fut.done()
-
-
-def _dialect_name(session: Any) -> str:
-    """Backend name of an ``AsyncSession`` or an ``AsyncConnection``."""
-    if isinstance(session, AsyncSession):
-        return session.bind.dialect.name
-    return session.dialect.name
-
-
-def dialect_insert(session: Any, table: Any) -> Any:
-    """``INSERT`` with ``ON CONFLICT`` support for the session's backend (SQLite / PostgreSQL)."""
-    if _dialect_name(session) == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as ins
-    else:
-        from sqlalchemy.dialects.sqlite import insert as ins
-    return ins(table)
-
-
-_INSERT_STMTS: dict[tuple[str, str], Any] = {}
-
-
-# the dedupe key of each table: an inbound message id is unique per sender (a REST client or a
-# mail sender picks its own ids), an outbox key per channel
-_DEDUPE = {
-    InboundMessage.__tablename__: ("channel", "sender_id", "dedupe_key"),
-    OutboxMessage.__tablename__: ("channel", "dedupe_key"),
-}
-
-
-def _insert_stmt(session: AsyncSession, table: Any) -> Any:
-    """``INSERT .. ON CONFLICT (<dedupe key>) DO NOTHING RETURNING id, <dedupe key>``, built
-    once per backend and table and executed with a list of rows ("insertmanyvalues": one
-    compiled statement from the cache, batched VALUES, duplicates simply not returned)."""
-    key = (_dialect_name(session), table.name)
-    stmt = _INSERT_STMTS.get(key)
-    if stmt is None:
-        cols = _DEDUPE[table.name]
-        stmt = _INSERT_STMTS[key] = prebuilt(
-            dialect_insert(session, table)
-            .on_conflict_do_nothing(index_elements=list(cols))
-            .returning(table.c.id, *(table.c[c] for c in cols)),
-            "pipeline-insert", *key,
-        )
-    return stmt
-
-
-# the same statements for the grouped transactions (run on a synchronous connection): compiled
-# once and executed straight on SQLite's cursor (``bot.precompiled``)
-_INSERT_RETURNING = {
-    table.name: InsertReturning(table, ("id", *_DEDUPE[table.name]), conflict=_DEDUPE[table.name],
-                                fallback=lambda conn, table=table: _insert_stmt(conn, table))
-    for table in (InboundMessage.__table__, OutboxMessage.__table__)
-}
-
-_INBOUND = InboundMessage.__table__
-_FINISH_ROW = (
-    update(_INBOUND)
-    .where(_INBOUND.c.id == bindparam("b_id"))
-    .values(status="done", processed_at=bindparam("b_now", type_=_INBOUND.c.processed_at.type),
-            attempts=bindparam("b_attempts", type_=_INBOUND.c.attempts.type), error=None)
-)
-_FINISH_ROW_P = Precompiled(_FINISH_ROW)
-_NEXT_ROW = (
-    select(*_INBOUND.c)
-    .where(_INBOUND.c.conversation_id == bindparam("b_cid", type_=_INBOUND.c.conversation_id.type),
-           _INBOUND.c.status == sql_const("received"))  # its partial index, ix_inbound_conv_waiting
-    .order_by(_INBOUND.c.id)
-    .limit(1)
-)
-
-_OUTBOX = OutboxMessage.__table__
-_MARK_INLINE = (
-    update(_OUTBOX)
-    .where(_OUTBOX.c.id.in_(bindparam("b_ids", expanding=True)), _OUTBOX.c.status == "pending")
-    .values(status="sent", sent_at=bindparam("b_now", type_=_OUTBOX.c.sent_at.type), provider_id="inline")
-    .returning(_OUTBOX.c.id)
-)
-_MARK_INLINE_P = Precompiled(_MARK_INLINE)
-# replies held on their inbound row for the channel's inline answer (see the module docstring):
-# the row finished as ``_FINISH_ROW`` does, but ``held`` until ``b_due``
-_HOLD_ROW = _FINISH_ROW.values(status="held", next_attempt_at=bindparam("b_due", type_=_INBOUND.c.next_attempt_at.type))
-_HOLD_ROW_P = Precompiled(_HOLD_ROW)
-_DELIVERED_HELD_P = Precompiled(
-    update(_INBOUND)
-    .where(_INBOUND.c.id.in_(bindparam("b_ids", expanding=True)), _INBOUND.c.status == "held")
-    .values(status="done")
-    .returning(_INBOUND.c.id)
-)
-_EXPIRE_HELD = (
-    update(_INBOUND)
-    .where(_INBOUND.c.status == sql_const("held"),  # its partial index (bot_0014)
-           _INBOUND.c.next_attempt_at <= bindparam("b_now", type_=_INBOUND.c.next_attempt_at.type))
-    .values(status="received", next_attempt_at=bindparam("b_now", type_=_INBOUND.c.next_attempt_at.type))
-    .returning(_INBOUND.c.conversation_id)
-)
-_WAITING_IN = Precompiled(
-    select(_INBOUND.c.conversation_id, func.count())
-    .where(_INBOUND.c.conversation_id.in_(bindparam("b_cids", expanding=True)),
-           _INBOUND.c.status == sql_const("received"))
-    .group_by(_INBOUND.c.conversation_id)
-)
-
-_LEASE = ConversationLease.__table__
-_RELEASE_LEASE = delete(_LEASE).where(_LEASE.c.conversation_id == bindparam("b_cid"),
-                                      _LEASE.c.owner == bindparam("b_owner"))
-_LEASE_STMTS: dict[str, Any] = {}
-
-
-def _lease_upsert(ins: Any) -> Any:
-    """The lease insert ``ins`` taking over an expired lease or our own (RETURNING the owner)."""
-    return ins.on_conflict_do_update(
-        index_elements=["conversation_id"],
-        set_={"owner": ins.excluded.owner, "expires_at": ins.excluded.expires_at},
-        where=or_(_LEASE.c.expires_at < bindparam("b_now", type_=_LEASE.c.expires_at.type),
-                  _LEASE.c.owner == bindparam("b_owner", type_=_LEASE.c.owner.type)),
-    ).returning(_LEASE.c.owner)
-
-
-def _released_unless(nxt: Any) -> Any:
-    """A CTE releasing our lease of the conversation when the CTE ``nxt`` (its next waiting
-    row) is empty: a DELETE in a WITH clause sees the same snapshot as the SELECT."""
-    return (
-        delete(_LEASE)
-        .where(_LEASE.c.conversation_id == bindparam("b_cid"), _LEASE.c.owner == bindparam("b_owner"),
-               ~exists(select(literal(1)).select_from(nxt)))
-        .returning(_LEASE.c.conversation_id)
-        .cte("released")
-    )
-
-
-def _next_or_release_pg() -> Any:
-    """PostgreSQL: the conversation's oldest waiting row, and — when there is none — the lease
-    released, in one statement: one round trip per turn less than the SELECT and the DELETE
-    apart."""
-    nxt = _NEXT_ROW.cte("nxt")
-    return select(nxt).add_cte(_released_unless(nxt))
-
-
-_NEXT_OR_RELEASE_PG = _next_or_release_pg()
-
-
-def _finish_next_or_release_pg() -> Any:
-    """PostgreSQL, at the end of a turn under the lease: mark the turn's row done (``_FINISH_ROW``),
-    select the conversation's next waiting row and - none waiting - release the lease, in one
-    statement (in the statement's snapshot the finished row is still waiting: the SELECT leaves
-    it out by id). One round trip per message less than the UPDATE apart."""
-    finished = _FINISH_ROW.returning(_INBOUND.c.id).cte("finished")
-    nxt = _NEXT_ROW.where(_INBOUND.c.id != bindparam("b_id")).cte("nxt")
-    return select(nxt).add_cte(finished).add_cte(_released_unless(nxt))
-
-
-_FINISH_NEXT_OR_RELEASE_PG = _finish_next_or_release_pg()
-
-
-def _lease_and_next_pg() -> Any:
-    """PostgreSQL: the conversation's oldest waiting row and, only when there is one, the
-    lease taken (as ``_lease_stmt``), in one statement that always gives one row:
-    ``lease_owner`` set = taken, with the row; ``lease_owner`` NULL and ``id`` set = another
-    owner's lease; both NULL = nothing waiting (no lease taken: nothing to release). One
-    statement, committed by itself: no second statement to release a lease taken in vain,
-    and nothing a cancellation could leave half done."""
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-    # every value a named parameter (b_limit 1) or a constant in the text (the status, for the
-    # partial index ix_inbound_conv_waiting): a prebuilt statement carries no bound literals
-    nxt = (
-        select(*_INBOUND.c)
-        .where(_INBOUND.c.conversation_id == bindparam("b_cid", type_=_INBOUND.c.conversation_id.type),
-               _INBOUND.c.status == sql_const("received"))
-        .order_by(_INBOUND.c.id)
-        .limit(bindparam("b_limit", type_=Integer()))
-        .cte("nxt")
-    )
-    ins = pg_insert(_LEASE).from_select(
-        ["conversation_id", "owner", "expires_at"],
-        select(bindparam("b_cid", type_=_LEASE.c.conversation_id.type), bindparam("b_owner", type_=_LEASE.c.owner.type),
-               bindparam("b_expires", type_=_LEASE.c.expires_at.type))
-        .where(exists(select(literal(1)).select_from(nxt))),
-    )
-    lease = _lease_upsert(ins).cte("lease")
-    one = select(literal(1).label("one")).subquery("one")
-    stmt = select(lease.c.owner.label("lease_owner"), *nxt.c).select_from(
-        one.outerjoin(lease, true()).outerjoin(nxt, true()))
-    return prebuilt(stmt, "pipeline-lease-and-next", "postgresql")
-
-
-_LEASE_AND_NEXT_PG = _lease_and_next_pg()
-
-
-def _lease_stmt(session: Any) -> Any:
-    """Take the conversation's lease unless another owner holds an unexpired one (returns the
-    owner when taken); executed with conversation_id, owner, expires_at, b_now, b_owner."""
-    name = _dialect_name(session)
-    stmt = _LEASE_STMTS.get(name)
-    if stmt is None:
-        stmt = _LEASE_STMTS[name] = prebuilt(_lease_upsert(dialect_insert(session, _LEASE)), "pipeline-lease", name)
-    return stmt
 
 
 TurnPrefetch = Callable[[Any, str, str], Any]
@@ -665,10 +473,10 @@ class Pipeline:
         def write(conn: Any) -> tuple[list[Any], dict[str, int]]:
             for statement, params in by_statement.values():
                 statement.run(conn, params)
-            got = _INSERT_RETURNING[table.name].run(conn, unique).all()
+            got = INSERT_RETURNING[table.name].run(conn, unique).all()
             waiting: dict[str, int] = {}
             if probe:
-                waiting = dict(_WAITING_IN.run(conn, {"b_cids": sorted(probe)}).all())
+                waiting = dict(WAITING_IN.run(conn, {"b_cids": sorted(probe)}).all())
             if self._prefetch is not None and not self.cross_process:
                 self._prefetch_new(conn, got, unique, waiting, fetched)
             return got, waiting
@@ -846,9 +654,9 @@ class Pipeline:
             now = utcnow()
 
             def write(conn: Any) -> tuple[set[int], set[int]]:
-                outbox_won = ({r[0] for r in _MARK_INLINE_P.run(conn, {"b_ids": ids, "b_now": now}).all()}
+                outbox_won = ({r[0] for r in MARK_INLINE_P.run(conn, {"b_ids": ids, "b_now": now}).all()}
                               if ids else set())
-                held_won = {r[0] for r in _DELIVERED_HELD_P.run(conn, {"b_ids": held}).all()} if held else set()
+                held_won = {r[0] for r in DELIVERED_HELD_P.run(conn, {"b_ids": held}).all()} if held else set()
                 return outbox_won, held_won
 
             try:
@@ -900,7 +708,7 @@ class Pipeline:
 
     async def _oldest(self, conversation_id: str) -> Any:
         async with self.sessionmaker() as session:
-            return (await session.execute(_NEXT_ROW, {"b_cid": conversation_id})).first()
+            return (await session.execute(NEXT_ROW, {"b_cid": conversation_id})).first()
 
     async def _drain_shared(self, conversation_id: str) -> None:
         """Drain under the cross-process lease (PostgreSQL: several gateway processes)."""
@@ -962,7 +770,7 @@ class Pipeline:
 
         def take(conn: Any) -> tuple[bool, Any]:
             if conn.dialect.name == "postgresql":
-                got = conn.execute(_LEASE_AND_NEXT_PG, {
+                got = conn.execute(LEASE_AND_NEXT_PG, {
                     "b_cid": conversation_id, "b_owner": self.owner, "b_expires": params["expires_at"],
                     "b_now": now, "b_limit": 1}).one()
                 if got.lease_owner is None:
@@ -973,7 +781,7 @@ class Pipeline:
                 except Exception:  # noqa: BLE001 - the turn reads its snapshot itself
                     log.warning("prefetch failed for inbound %s", got.id, exc_info=True)
                 return True, got
-            if conn.execute(_lease_stmt(conn), params).first() is None:
+            if conn.execute(lease_stmt(conn), params).first() is None:
                 return False, None
             return True, self._next_or_release(conn, conversation_id, fetched)
 
@@ -1015,8 +823,8 @@ class Pipeline:
         synchronous ``Connection`` or ``Session`` in the caller's transaction); one statement
         on PostgreSQL."""
         if dialect == "postgresql":
-            return db.execute(_FINISH_NEXT_OR_RELEASE_PG, {**finish, **self._release_params(conversation_id)}).first()
-        db.execute(_FINISH_ROW, finish)
+            return db.execute(FINISH_NEXT_OR_RELEASE_PG, {**finish, **self._release_params(conversation_id)}).first()
+        db.execute(FINISH_ROW, finish)
         return self._next_row_or_release(db, dialect, conversation_id)
 
     def _next_row_or_release(self, db: Any, dialect: str, conversation_id: str) -> Any:
@@ -1024,10 +832,10 @@ class Pipeline:
         or ``Session`` in the caller's transaction); one statement on PostgreSQL."""
         params = self._release_params(conversation_id)
         if dialect == "postgresql":
-            return db.execute(_NEXT_OR_RELEASE_PG, params).first()
-        nxt = db.execute(_NEXT_ROW, {"b_cid": conversation_id}).first()
+            return db.execute(NEXT_OR_RELEASE_PG, params).first()
+        nxt = db.execute(NEXT_ROW, {"b_cid": conversation_id}).first()
         if nxt is None:
-            db.execute(_RELEASE_LEASE, params)
+            db.execute(RELEASE_LEASE, params)
         return nxt
 
     def _prefetch_next(self, conn: Any, conversation_id: str, nxt: Any, fetched: _Fetched) -> None:
@@ -1037,7 +845,7 @@ class Pipeline:
 
     async def _release(self, conversation_id: str) -> None:
         release = self._release_params(conversation_id)
-        await in_transaction(self.sessionmaker.kw["bind"], lambda conn: conn.execute(_RELEASE_LEASE, release))
+        await in_transaction(self.sessionmaker.kw["bind"], lambda conn: conn.execute(RELEASE_LEASE, release))
 
     async def _process_one(self, row: Any, *, shared: bool = False) -> tuple[bool, InboundMessage | None]:
         """Run the dialogue on one row and write its replies. With ``shared`` (lease held) the
@@ -1251,9 +1059,9 @@ class Pipeline:
                 if item.prepare is not None:
                     item.prepare(conn)
             if marks:
-                _MARK_INLINE_P.run(conn, {"b_ids": marks, "b_now": now})
+                MARK_INLINE_P.run(conn, {"b_ids": marks, "b_now": now})
             if held_marks:
-                _DELIVERED_HELD_P.run(conn, {"b_ids": held_marks})
+                DELIVERED_HELD_P.run(conn, {"b_ids": held_marks})
             for stmt, params, expects in groups.values():
                 if not params:
                     continue
@@ -1263,12 +1071,12 @@ class Pipeline:
             got: dict[tuple[str, str], int] = {}
             if out_values:
                 got = {(ch, key): oid for oid, ch, key in
-                       _INSERT_RETURNING[OutboxMessage.__tablename__].run(conn, out_values).all()}
+                       INSERT_RETURNING[OutboxMessage.__tablename__].run(conn, out_values).all()}
             if lease_of is None:
                 if finish:
-                    _FINISH_ROW_P.run(conn, finish)
+                    FINISH_ROW_P.run(conn, finish)
                 if held_rows:
-                    _HOLD_ROW_P.run(conn, held_rows)
+                    HOLD_ROW_P.run(conn, held_rows)
                 return got, None
             (one,) = finish  # under a lease the write is one turn's
             return got, self._next_or_release(conn, lease_of, fetched, finish=one)
@@ -1292,9 +1100,9 @@ class Pipeline:
         statements, so either works)."""
         finish = {"b_id": row.id, "b_now": utcnow(), "b_attempts": row.attempts + 1}
         if not shared:
-            await session.execute(_FINISH_ROW, finish)
+            await session.execute(FINISH_ROW, finish)
             return None
-        dialect = _dialect_name(session)
+        dialect = dialect_name(session)
         return await session.run_sync(lambda db: self._finish_and_next(db, dialect, finish, conversation_id))
 
     async def _is_done(self, inbound_id: int) -> bool:
@@ -1326,7 +1134,7 @@ class Pipeline:
         keys, values = _reply_values(replies, inbound_id, conversation_id, delay=delay, start=start, now=utcnow(),
                                      request_id=request_id)
         table = OutboxMessage.__table__
-        got = {(ch, key): oid for oid, ch, key in (await session.execute(_insert_stmt(session, table), values)).all()}
+        got = {(ch, key): oid for oid, ch, key in (await session.execute(insert_stmt(session, table), values)).all()}
         return [(got[(r.channel, key)], r) for r, key in zip(replies, keys) if (r.channel, key) in got]
 
     async def _postpone(self, row: Any, message: Message, exc: BaseException, *, busy: bool,
@@ -1406,7 +1214,7 @@ class Pipeline:
         running them again replays the replies into the outbox, due at once."""
         now = utcnow()
         released = await in_transaction(
-            self.sessionmaker.kw["bind"], lambda conn: [r[0] for r in conn.execute(_EXPIRE_HELD, {"b_now": now})])
+            self.sessionmaker.kw["bind"], lambda conn: [r[0] for r in conn.execute(EXPIRE_HELD, {"b_now": now})])
         if released:
             log.info("%d held replies had no inline answer within the grace: released to the outbox", len(released))
         for cid in dict.fromkeys(released):

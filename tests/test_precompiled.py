@@ -24,7 +24,7 @@ from bot.dialogue.tracker_store import (
 from bot.dialogue.store import Conversation, Event
 from bot.migrate import BOT_MIGRATIONS, upgrade
 from bot.models import InboundMessage, OutboxMessage
-from bot.pipeline import _FINISH_ROW, _FINISH_ROW_P, _INSERT_RETURNING, _insert_stmt
+from bot.inbound_store import FINISH_ROW, FINISH_ROW_P, INSERT_RETURNING, insert_stmt
 from bot.precompiled import InsertReturning, Precompiled
 
 NOW = datetime(2026, 12, 1, 8, 30, 15, 123456, tzinfo=timezone.utc)
@@ -55,7 +55,7 @@ def _writes(direct: bool) -> list[tuple[Any, Any]]:
     return [
         (_UPDATE_CONVERSATION_P if direct else _UPDATE_CONVERSATION, conv),
         (_INSERT_EVENT_P if direct else _INSERT_EVENT, events),
-        (_FINISH_ROW_P if direct else _FINISH_ROW, finish),
+        (FINISH_ROW_P if direct else FINISH_ROW, finish),
     ]
 
 
@@ -94,11 +94,11 @@ async def _apply(url: str, direct: bool) -> tuple[list[Any], list[Any], list[int
             "id": "wechat:o1", "channel": "wechat", "sender_id": "o1", "customer_id": 7, "state": {},
             "version": 3, "created_at": NOW, "updated_at": NOW})
         if direct:
-            got_in = _INSERT_RETURNING["inbound_messages"].run(conn, rows_in).all()
-            got_out = _INSERT_RETURNING["outbox"].run(conn, rows_out).all()
+            got_in = INSERT_RETURNING["inbound_messages"].run(conn, rows_in).all()
+            got_out = INSERT_RETURNING["outbox"].run(conn, rows_out).all()
         else:
-            got_in = [tuple(r) for r in conn.execute(_insert_stmt(conn, inbound), rows_in).all()]
-            got_out = [tuple(r) for r in conn.execute(_insert_stmt(conn, outbox), rows_out).all()]
+            got_in = [tuple(r) for r in conn.execute(insert_stmt(conn, inbound), rows_in).all()]
+            got_out = [tuple(r) for r in conn.execute(insert_stmt(conn, outbox), rows_out).all()]
         counts = []
         for how, params in _writes(direct):
             res = how.run(conn, params) if direct else conn.execute(how, params)
@@ -173,7 +173,7 @@ async def test_refuses_what_it_cannot_reproduce(tmp_path):
         with pytest.raises(exc.ArgumentError, match="expanding"):
             await in_transaction(engine, lambda conn: expanding.run(conn, [{"ids": [1, 2]}, {"ids": [3]}]))
         with pytest.raises(exc.ArgumentError, match="missing value"):
-            await in_transaction(engine, lambda conn: _FINISH_ROW_P.run(conn, {"b_id": 1}))
+            await in_transaction(engine, lambda conn: FINISH_ROW_P.run(conn, {"b_id": 1}))
         with pytest.raises(exc.ArgumentError, match="cannot return rows"):
             await in_transaction(engine, lambda conn: Precompiled(select(table.c.id).where(
                 table.c.id == bindparam("i"))).run(conn, [{"i": 1}, {"i": 2}]))
@@ -186,7 +186,7 @@ async def test_insert_returning_in_chunks_on_both_backends(store_url, monkeypatc
     engine = make_engine(store_url)
     table = InboundMessage.__table__
     ins = InsertReturning(table, ("id", "channel", "sender_id", "dedupe_key"), conflict=("channel", "sender_id", "dedupe_key"),
-                          fallback=lambda conn: _insert_stmt(conn, table))
+                          fallback=lambda conn: insert_stmt(conn, table))
     monkeypatch.setattr(InsertReturning, "CHUNK", 7)
     rows = [_inbound(n) for n in range(30)]
     try:
@@ -210,7 +210,7 @@ async def test_expanding_in_is_rendered_per_length(store_url):
     since = NOW - timedelta(days=1)
     try:
         got = await in_transaction(engine, lambda conn: (
-            _INSERT_RETURNING["inbound_messages"].run(conn, [_inbound(n) for n in range(6)]),
+            INSERT_RETURNING["inbound_messages"].run(conn, [_inbound(n) for n in range(6)]),
             [(pre.run(conn, {"ids": ids, "since": since}).all(),
               [tuple(r) for r in conn.execute(stmt, {"ids": ids, "since": since}).all()])
              for ids in ([1, 3], [2], [], [6, 5, 4, 99], [1, 3])],
@@ -268,7 +268,7 @@ async def test_batches_of_every_size_compile_a_few_statements(sqlite_url):
     engine = make_engine(sqlite_url)
     table = InboundMessage.__table__
     ins = InsertReturning(table, ("id", "channel", "sender_id", "dedupe_key"), conflict=("channel", "sender_id", "dedupe_key"),
-                          fallback=lambda conn: _insert_stmt(conn, table))
+                          fallback=lambda conn: insert_stmt(conn, table))
     stmt = select(table.c.dedupe_key).where(table.c.id.in_(bindparam("ids", expanding=True))).order_by(table.c.id)
     pre = Precompiled(stmt)
     try:
