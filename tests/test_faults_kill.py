@@ -12,7 +12,7 @@ orders in the core — exactly one per message (the dialogue engine's idempotenc
 the re-processing after the crash harmless).
 
 A conversation whose lease was held by the killed process waits for the lease to expire
-(``bot.pipeline.LEASE_TTL`` = 20 s) before the recovery loop finishes it, so this test takes
+(``bot.pipeline.drain.LEASE_TTL`` = 20 s) before the recovery loop finishes it, so this test takes
 about a minute and a half.
 """
 

@@ -263,7 +263,7 @@ async def test_inline_marks_ride_on_the_next_turn_write_and_are_flushed_otherwis
     (no flush could have run: its delay is 30 s here); without traffic the flush marks it; an
     answer the outbox took meanwhile is left to it; ``stop`` flushes the rest. One process
     holds the replies on the inbound row (no outbox row at all); under leases they are queued."""
-    import bot.pipeline as pl
+    import bot.pipeline.inline as pl
 
     sm = sessionmaker
     monkeypatch.setattr(pl, "MARK_FLUSH_SECONDS", 30.0)

@@ -331,7 +331,7 @@ async def test_a_turn_marks_its_row_done_and_takes_the_next_in_one_statement(pos
 async def test_a_long_turn_keeps_its_lease_and_a_dead_owner_loses_it(postgres_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The lease is renewed while the conversation drains: a turn longer than the lease's life
     is not taken over by another process; without renewals (a dead owner) it expires."""
-    import bot.pipeline as pipeline_mod
+    import bot.pipeline.drain as pipeline_mod
 
     monkeypatch.setattr(pipeline_mod, "LEASE_TTL", timedelta(seconds=0.6))
     await upgrade(postgres_url, BOT_MIGRATIONS)

@@ -1,0 +1,294 @@
+"""Commit a decided turn: the tracker store's plans, the replies and the inbound row, in one transaction.
+
+Two implementations of one step (``_commit_statements``): on SQLite in one process the statement
+plans of concurrent conversations are written together, one executemany per statement (a
+failed group is retried turn by turn, so a failure fails only its own turn); under a lease
+(PostgreSQL) each turn is written alone and its transaction also picks the conversation's next
+row or releases the lease. Session plans (a new identity, a handoff) take one ORM transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from bot.db import in_transaction
+from bot.inbound_store import (
+    DELIVERED_HELD_P, FINISH_ROW, FINISH_ROW_P, HOLD_ROW_P, INSERT_RETURNING, MARK_INLINE_P, dialect_name, insert_stmt,
+)
+from bot.precompiled import Precompiled
+from bot.models import OutboxMessage
+from bot.dialogue.tracker_store import StatementPlan, TrackerStore
+from bot.dialogue.turn import Committed, TurnResult
+from channels.base import Message, Reply
+from common.clock import utcnow
+from bot.pipeline.shared import (
+    _let_others_join, _Fetched, _task_of_no_request, _request_id_of, INSERT_CHUNK,
+)
+
+log = logging.getLogger("powerbot.pipeline")
+
+
+class _RowcountMismatch(Exception):
+    """A guarded statement of a grouped turn write changed other than the expected rows."""
+
+
+@dataclass
+class _TurnWrite:
+    stmts: list[tuple[Any, list[dict[str, Any]], int | None]]
+    replies: list[Reply]
+    row: Any
+    waiting: bool
+    fut: asyncio.Future[bool]
+    queued: list[tuple[int, Reply]] = field(default_factory=list)
+    prepare: Callable[[Any], None] | None = None  # runs first in the transaction (sync connection)
+    held: bool = False  # written: the replies held on the inbound row, not queued
+
+
+def _cancel_waiting(items: list[_TurnWrite]) -> None:
+    for item in items:
+        if not item.fut.done():
+            item.fut.cancel()
+
+
+def _reply_values(
+    replies: list[Reply], inbound_id: int, conversation_id: str, *, delay: float, now: datetime, start: int = 0,
+    request_id: str | None = None,
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Outbox rows of one message's replies (dedupe keys ``in:<inbound id>:<n>``)."""
+    keys = [f"in:{inbound_id}:{n}" for n in range(start, start + len(replies))]
+    due = now + timedelta(seconds=delay)
+    values = [
+        {
+            "channel": r.channel,
+            "recipient_id": r.recipient_id,
+            "conversation_id": conversation_id,
+            "kind": "reply",
+            "payload": _with_request_id(r.to_dict(), request_id),
+            "dedupe_key": key,
+            "urgent": r.urgent,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": due,
+            "created_at": now,
+        }
+        for r, key in zip(replies, keys)
+    ]
+    return keys, values
+
+
+def _with_request_id(payload: dict[str, Any], request_id: str | None) -> dict[str, Any]:
+    """A reply's payload carrying the request id in its metadata (the outbox logs it on send)."""
+    if request_id is not None:
+        payload["metadata"] = {**(payload.get("metadata") or {}), "request_id": request_id}
+    return payload
+
+
+class TurnCommits:
+    """Part of ``Pipeline`` (``bot.pipeline.pipeline``): the state it uses is set up there."""
+
+    async def _commit(self, row: Any, message: Message, result: TurnResult, store: TrackerStore | None,
+                      shared: bool, request_id: str | None) -> Committed:
+        """Write the turn, its replies and the inbound row's close in one transaction: the
+        store's plans in order (a statement plan that misses gives way to the next); a turn
+        with nothing of the tracker to write commits its replies alone."""
+        for plan in store.plans(result) if store is not None else ():
+            if isinstance(plan, StatementPlan):
+                done = await self._commit_statements(row, message, plan, result.replies, shared)
+                if done is not None:
+                    return done
+                continue
+            for attempt in range(3):
+                try:
+                    return await self._commit_in_session(row, message, plan.write, result.replies, shared, request_id)
+                except IntegrityError:
+                    if attempt == 2:
+                        raise
+        return await self._commit_in_session(row, message, None, result.replies, shared, request_id)
+
+    async def _commit_statements(self, row: Any, message: Message, plan: StatementPlan, replies: list[Reply],
+                                 shared: bool) -> Committed | None:
+        """A statement plan with the replies: under a lease this turn alone, whose transaction
+        also selects the conversation's next row or releases the lease; in one process (SQLite)
+        grouped with the turns of concurrent conversations. None: the plan missed."""
+        item = _TurnWrite(stmts=plan.stmts, replies=list(replies), row=row, waiting=row.id in self._waiters,
+                          fut=asyncio.get_running_loop().create_future(), prepare=plan.prepare)
+        missed: tuple[type[BaseException], ...] = (_RowcountMismatch, IntegrityError) if plan.miss_on_integrity \
+            else (_RowcountMismatch,)
+        nxt = None
+        try:
+            if shared:
+                nxt = await self._write_turns([item], lease_of=message.conversation_id)
+            elif self._group_turns:
+                self._turn_q.append(item)
+                if self._turn_task is None or self._turn_task.done():
+                    self._turn_task = _task_of_no_request(self._turn_loop())
+                # awaited directly: the turn loop sets only futures not yet done
+                if not await item.fut:
+                    return None
+            else:
+                await self._write_turns([item])
+        except missed:
+            return None
+        return Committed(replies=item.replies, queued=item.queued, waiting=item.waiting, held=item.held,
+                         next_row=nxt)
+
+    async def _commit_in_session(self, row: Any, message: Message, write: Any, replies: list[Reply],
+                                 shared: bool, request_id: str | None) -> Committed:
+        """A session plan (or none) with the replies, in one ORM transaction."""
+        waiting = row.id in self._waiters
+        async with self.sessionmaker() as session, session.begin():
+            opened = await write(session) if write is not None else None
+            queued = await self._enqueue_replies(
+                session, list(replies), row.id, message.conversation_id,
+                delay=self.inline_grace if waiting else 0.0, request_id=request_id,
+            )
+            nxt = await self._finish_row(session, row, message.conversation_id, shared)
+        return Committed(replies=list(replies), queued=queued, waiting=waiting, handoff_opened=opened, next_row=nxt)
+
+    async def _turn_loop(self) -> None:
+        """Group commit of turn write-sets: everything queued while a batch was written goes
+        next, in one transaction; a batch that fails is retried turn by turn."""
+        await _let_others_join()
+        while self._turn_q:
+            batch, self._turn_q = self._turn_q[:INSERT_CHUNK], self._turn_q[INSERT_CHUNK:]
+            if len(batch) > 1:
+                try:
+                    await self._write_turns(batch)
+                except asyncio.CancelledError:
+                    _cancel_waiting(batch)
+                    raise
+                except Exception as exc:  # noqa: BLE001 - each turn is retried alone below
+                    log.info("grouped turn write of %d turns failed (%s): writing them one by one",
+                             len(batch), type(exc).__name__)
+                else:
+                    for item in batch:
+                        if not item.fut.done():
+                            item.fut.set_result(True)
+                    continue
+            for item in batch:
+                try:
+                    await self._write_turns([item])
+                except _RowcountMismatch:
+                    result: Any = False
+                except asyncio.CancelledError:
+                    _cancel_waiting(batch)
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the turn's own failure, to its caller
+                    if not item.fut.done():
+                        item.fut.set_exception(exc)
+                    continue
+                else:
+                    result = True
+                if not item.fut.done():
+                    item.fut.set_result(result)
+
+    async def _write_turns(self, items: list[_TurnWrite], *, lease_of: str | None = None) -> Any:
+        """Write the turns in one transaction: each statement once with every turn's rows
+        (executemany), all replies in one INSERT, all inbound rows closed; raises
+        ``_RowcountMismatch`` (nothing written) when a guarded statement missed.
+
+        With ``lease_of`` (one turn, lease held) also select that conversation's next waiting
+        row, or release the lease when there is none; returns the row."""
+        engine = self.sessionmaker.kw["bind"]
+        groups: dict[int, tuple[Any, list[dict[str, Any]], list[int | None]]] = {}
+        for item in items:
+            for stmt, params, expect in item.stmts:
+                g = groups.setdefault(id(stmt), (stmt, [], []))
+                g[1].extend(params)
+                g[2].append(expect)
+        now = utcnow()
+        # one process, no lease: a waited-for turn's replies are held on its row (module docstring)
+        hold = lease_of is None and not self.cross_process
+        due = now + timedelta(seconds=self.inline_grace)
+        out_values: list[dict[str, Any]] = []
+        keys: list[list[str]] = []
+        finish: list[dict[str, Any]] = []
+        held_rows: list[dict[str, Any]] = []
+        for item in items:
+            item.held = hold and item.waiting and bool(item.replies)
+            row_values = {"b_id": item.row.id, "b_now": now, "b_attempts": item.row.attempts + 1}
+            if item.held:
+                keys.append([])
+                held_rows.append({**row_values, "b_due": due})
+                continue
+            delay = self.inline_grace if item.waiting else 0.0
+            k, v = _reply_values(item.replies, item.row.id, item.row.conversation_id, delay=delay, now=now,
+                                 request_id=_request_id_of(item.row))
+            keys.append(k)
+            out_values += v
+            finish.append(row_values)
+        # inline answers of earlier turns
+        (marks, self._late_marks), (held_marks, self._late_held) = (self._late_marks, []), (self._late_held, [])
+
+        def write(conn: Any) -> tuple[dict[tuple[str, str], int], Any]:
+            for item in items:
+                if item.prepare is not None:
+                    item.prepare(conn)
+            if marks:
+                MARK_INLINE_P.run(conn, {"b_ids": marks, "b_now": now})
+            if held_marks:
+                DELIVERED_HELD_P.run(conn, {"b_ids": held_marks})
+            for stmt, params, expects in groups.values():
+                if not params:
+                    continue
+                res = stmt.run(conn, params) if isinstance(stmt, Precompiled) else conn.execute(stmt, params)
+                if all(e is not None for e in expects) and res.rowcount != sum(e or 0 for e in expects):
+                    raise _RowcountMismatch()
+            got: dict[tuple[str, str], int] = {}
+            if out_values:
+                got = {(ch, key): oid for oid, ch, key in
+                       INSERT_RETURNING[OutboxMessage.__tablename__].run(conn, out_values).all()}
+            if lease_of is None:
+                if finish:
+                    FINISH_ROW_P.run(conn, finish)
+                if held_rows:
+                    HOLD_ROW_P.run(conn, held_rows)
+                return got, None
+            (one,) = finish  # under a lease the write is one turn's
+            return got, self._next_or_release(conn, lease_of, fetched, finish=one)
+
+        fetched: _Fetched = {}
+        try:
+            got, nxt = await in_transaction(engine, write)
+        except BaseException:
+            self._late_marks[:0] = marks
+            self._late_held[:0] = held_marks
+            raise
+        self._keep_prefetched(fetched)
+        for item, k in zip(items, keys):
+            item.queued = [(got[(r.channel, key)], r) for r, key in zip(item.replies, k) if (r.channel, key) in got]
+        return nxt
+
+    async def _finish_row(self, session: Any, row: Any, conversation_id: str, shared: bool) -> Any:
+        """Mark the row done; with the lease held also fetch the next row (or release the lease).
+
+        ``session`` is the turn's ``AsyncSession`` or ``AsyncConnection`` (pre-built Core
+        statements, so either works)."""
+        finish = {"b_id": row.id, "b_now": utcnow(), "b_attempts": row.attempts + 1}
+        if not shared:
+            await session.execute(FINISH_ROW, finish)
+            return None
+        dialect = dialect_name(session)
+        return await session.run_sync(lambda db: self._finish_and_next(db, dialect, finish, conversation_id))
+
+    @staticmethod
+    async def _enqueue_replies(
+        session: Any, replies: list[Reply], inbound_id: int, conversation_id: str, *, delay: float,
+        start: int = 0, request_id: str | None = None,
+    ) -> list[tuple[int, Reply]]:
+        """All replies of one message in one INSERT; a dedupe key already present (a replay
+        after a crash between the reply and the status update) is skipped like ``enqueue``."""
+        if not replies:
+            return []
+        keys, values = _reply_values(replies, inbound_id, conversation_id, delay=delay, start=start, now=utcnow(),
+                                     request_id=request_id)
+        table = OutboxMessage.__table__
+        got = {(ch, key): oid for oid, ch, key in (await session.execute(insert_stmt(session, table), values)).all()}
+        return [(got[(r.channel, key)], r) for r, key in zip(replies, keys) if (r.channel, key) in got]
