@@ -27,10 +27,13 @@ ALLOWED: dict[str, tuple[str, set[str]]] = {
         "the brand settings' defaults themselves",
         {"国家电网", "国网", "国网电力客服", "小e", "网上国网"},
     ),
-    "bot/dialogue/engine.py": (
-        "records sent to the core (a work order's description, an appointment's purpose) when the "
-        "customer gave none; city prefixes stripped by the district extractor (NLU)",
-        {"停电", "报修", "业务办理", "上海市", "上海", "北京市", "市"},
+    "bot/dialogue/flows/outages.py": (
+        "records sent to the core (a work order's description) when the customer gave none",
+        {"停电", "报修"},
+    ),
+    "bot/dialogue/flows/appointments.py": (
+        "a record sent to the core (an appointment's purpose) when the customer gave none",
+        {"业务办理"},
     ),
     "bot/console/service.py": (
         "the agent console (agent-facing): handoff reason and priority labels, system lines in the "

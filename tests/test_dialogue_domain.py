@@ -46,7 +46,7 @@ def test_rules_reference_known_intents_actions_and_forms():
 
 
 def test_every_response_the_engine_uses_exists_in_zh_and_en():
-    src = (ROOT / "bot" / "dialogue" / "engine.py").read_text(encoding="utf-8")
+    src = "\n".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "bot" / "dialogue").rglob("*.py")))
     used = set(re.findall(r'"(utter_[a-z_]+)"', src)) | {f"utter_materials_{f}" for f in
                                                          ("new_connection", "solar_connection", "ev_charging", "account_change")}
     d = Domain()

@@ -1,0 +1,112 @@
+"""Billing flows: a bill, usage, paying a bill, a payment that did not arrive, an e-invoice.
+
+All of them are about one account's money, so each starts with ``require_account`` (shown only
+to a bound or verified identity). Paying goes through the payment service handed to the engine
+(``payments``, e.g. Alipay); without one the customer is told how to pay.
+
+Expects of the class it is mixed into: ``core``, ``payments``; ``require_account``
+(``IdentityMixin``); ``confirm``, ``finish``, ``contact_phone``, ``_order_done``
+(``FormsMixin``); ``say``, ``phrase``, ``label`` (``Responses``).
+"""
+
+from __future__ import annotations
+
+from bot.dialogue.responses import BILL_STATUSES, CHINA_TZ, PAYMENT_STATUSES, kwh_fmt
+from bot.dialogue.turn import Turn
+from bot.logs import mask_account
+from common.money import money_text
+
+
+class BillingFlows:
+    async def flow_bill_query(self, turn: Turn) -> None:
+        acc = await self.require_account(turn, "bill_query")
+        month = turn.slots.get("month")
+        bills = await self.core.list_bills(acc.account_number, month=month)
+        if not bills:
+            self.say(turn, "utter_no_bill", month=month or "")
+            return
+        b = bills[0]
+        arrears = await self.core.get_arrears(acc.account_number)
+        turn.set_slot("month", b.month)
+        self.say(turn, "utter_bill", account=mask_account(acc.account_number), month=b.month, amount=money_text(b.amount),
+                 kwh=kwh_fmt(b.kwh), paid=money_text(b.paid_amount), balance=money_text(b.balance), due=b.due_date.isoformat(),
+                 status=self.label(turn, "utter_fragment_bill_status", b.status, BILL_STATUSES),
+                 owed=money_text(arrears.amount_owed))
+        if arrears.amount_owed > 0:
+            turn.state["offer"] = "pay"
+
+    async def flow_usage_query(self, turn: Turn) -> None:
+        acc = await self.require_account(turn, "usage_query")
+        month = turn.slots.get("month")
+        bills = await self.core.list_bills(acc.account_number, month=month)
+        if not bills:
+            self.say(turn, "utter_no_bill", month=month or "")
+            return
+        b = bills[0]
+        turn.set_slot("month", b.month)
+        extra = ""
+        if b.peak_kwh is not None and b.valley_kwh is not None:
+            extra = self.phrase(turn, "utter_fragment_usage_split", peak=kwh_fmt(b.peak_kwh), valley=kwh_fmt(b.valley_kwh))
+        self.say(turn, "utter_usage", account=mask_account(acc.account_number), month=b.month, kwh=kwh_fmt(b.kwh),
+                 split=extra, amount=money_text(b.amount))
+
+    async def flow_pay_bill(self, turn: Turn) -> None:
+        acc = await self.require_account(turn, "pay_bill")
+        arrears = await self.core.get_arrears(acc.account_number)
+        if arrears.amount_owed <= 0:
+            self.finish(turn)
+            self.say(turn, "utter_no_arrears", account=mask_account(acc.account_number))
+            return
+        amount = money_text(arrears.amount_owed)
+        if self.payments is None:
+            self.say(turn, "utter_how_to_pay", account=mask_account(acc.account_number), amount=amount)
+            return
+        self.confirm(turn, "pay_bill", "utter_confirm_payment", account=mask_account(acc.account_number), amount=amount)
+        link = await self.payments.create_payment_link(
+            account_number=acc.account_number, amount=amount, channel=turn.message.channel,
+            recipient_id=turn.message.sender_id,
+            subject=self.phrase(turn, "utter_payment_subject", account=mask_account(acc.account_number)),
+        )
+        turn.actions.append(("action_payment_link", {"out_trade_no": link.out_trade_no, "amount": link.amount}))
+        self.say(turn, "utter_payment_link", kind="payment_link",
+                 metadata={"pay_url": link.pay_url, "out_trade_no": link.out_trade_no, "amount": link.amount,
+                           **({"qr_code": link.qr_code} if link.qr_code else {})},
+                 amount=link.amount, pay_url=link.pay_url)
+
+    async def flow_payment_issue(self, turn: Turn) -> None:
+        acc = await self.require_account(turn, "payment_issue")
+        if turn.slots.get("_confirmed") != "payment_issue":
+            payments = await self.core.list_payments(acc.account_number)
+            arrears = await self.core.get_arrears(acc.account_number)
+            if payments:
+                lines = [self.phrase(turn, "utter_fragment_payment_line",
+                                     date=p.created_at.astimezone(CHINA_TZ).strftime('%m-%d') if p.created_at else '-',
+                                     amount=money_text(p.amount),
+                                     status=self.label(turn, "utter_fragment_payment_status", p.status, PAYMENT_STATUSES))
+                         for p in payments[:5]]
+                self.say(turn, "utter_payments_found", payments="\n".join(lines), owed=money_text(arrears.amount_owed))
+            else:
+                self.say(turn, "utter_no_payments", owed=money_text(arrears.amount_owed))
+        self.confirm(turn, "payment_issue", "utter_confirm_payment_order")
+        phone = await self.contact_phone(turn, "payment_issue")
+        wo = await self.core.create_work_order(
+            "complaint", self.phrase(turn, "utter_fragment_payment_check") + str(turn.slots.get("_text") or "")[:300],
+            account_number=acc.account_number, priority="normal", channel=turn.message.channel,
+            contact_phone=phone, details={"category": "payment_issue"}, idempotency_key=f"{turn.key}:wo")
+        self._order_done(turn, wo, "utter_payment_order_created")
+
+    async def flow_invoice_request(self, turn: Turn) -> None:
+        acc = await self.require_account(turn, "invoice_request")
+        paid = [p for p in await self.core.list_payments(acc.account_number) if p.status == "paid"]
+        if not paid:
+            self.finish(turn)
+            self.say(turn, "utter_no_paid_payments")
+            return
+        p = paid[0]
+        self.confirm(turn, "invoice_request", "utter_confirm_invoice", amount=money_text(p.amount), out_trade_no=p.out_trade_no)
+        phone = await self.contact_phone(turn, "invoice_request")
+        wo = await self.core.create_work_order(
+            "invoice", f"e-invoice for {p.out_trade_no}", account_number=acc.account_number, priority="low",
+            channel=turn.message.channel, contact_phone=phone, details={"out_trade_no": p.out_trade_no},
+            idempotency_key=f"{turn.key}:wo")
+        self._order_done(turn, wo, "utter_invoice_created")

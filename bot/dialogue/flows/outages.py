@@ -1,0 +1,151 @@
+"""Outage and repair flows: reporting an outage, planned outages, a repair, a work order's status.
+
+Where is the fault? ``_location`` answers from the account of a bound or verified identity, or
+asks: an account number alone proves nothing, so an unproven customer is asked for the address
+(and the order is not linked to their account). A reported outage is first checked against the
+outages the core knows in that district; a known one is explained, with an offer to subscribe
+to its notices, instead of creating a duplicate order.
+
+Expects of the class it is mixed into: ``core``; ``account``, ``require_account``, ``verify``
+(``IdentityMixin``); ``ask``, ``require``, ``confirm``, ``finish``, ``contact_phone``,
+``_order_done`` (``FormsMixin``); ``say``, ``phrase``, ``label`` (``Responses``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from backend_client import NotFound
+from bot.dialogue.responses import CHINA_TZ, WO_STATUSES, local
+from bot.dialogue.turn import Turn
+from bot.dialogue.verification import aware
+from common.clock import utcnow
+from intents.slots import district as district_in
+
+
+class OutageFlows:
+    async def _location(self, turn: Turn, flow: str) -> tuple[str | None, str | None, str | None]:
+        """(account_number, district, address) for outage/repair flows. The account's registered
+        address is used only for a bound or verified identity: for anyone else an account
+        number proves nothing, so the customer is asked where the fault is (and the order is
+        not linked to an account they have not proven)."""
+        number = turn.slots.get("account_number")
+        unproven = bool(number) and number not in turn.authorized
+        if unproven:
+            number = None
+        if not number and len(turn.authorized) == 1:
+            number = next(iter(turn.authorized))
+        if number:
+            try:
+                acc = await self.account(turn, number)
+                return acc.account_number, acc.district, turn.slots.get("address") or acc.address
+            except NotFound:
+                turn.slots.pop("account_number", None)
+        address = turn.slots.get("address")
+        district = turn.slots.get("district") or district_in(address or "")
+        if not address and not district:
+            self.ask(turn, flow, "location", "utter_ask_location_address" if unproven else "utter_ask_location")
+        return None, district, address
+
+    async def flow_report_outage(self, turn: Turn) -> None:
+        number, district, address = await self._location(turn, "report_outage")
+        if turn.slots.get("_confirmed") != "report_outage":
+            now = utcnow()
+            known = []
+            for o in await self.core.list_outages(district=district, active_at=now) if district else []:
+                if o.status in ("active", "scheduled") and (not o.streets or not address or any(s in address for s in o.streets)):
+                    known.append(o)
+            if known:
+                o = known[0]
+                self.finish(turn)
+                turn.state["offer"] = "subscribe_outage"
+                turn.actions.append(("action_known_outage", {"outage_id": o.id}))
+                self.say(turn, "utter_known_outage", scope=o.scope, cause=o.cause or self.phrase(turn, "utter_fragment_fault_cause"),
+                         end=local(o.estimated_end_at))
+                return
+        phone = await self.contact_phone(turn, "report_outage")
+        self.confirm(turn, "report_outage", "utter_confirm_outage_order", address=address or "-")
+        wo = await self.core.create_work_order(
+            "outage", str(turn.slots.get("_text") or "")[:500] or "停电", account_number=number, priority="high",
+            channel=turn.message.channel, contact_phone=phone, address=address, details={"district": district},
+            idempotency_key=f"{turn.key}:wo")
+        self._order_done(turn, wo, "utter_outage_order_created")
+
+    async def flow_outage_schedule(self, turn: Turn) -> None:
+        district = turn.slots.get("district") or district_in(turn.slots.get("address") or "")
+        if not district:
+            number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
+            number = number or (next(iter(turn.authorized)) if len(turn.authorized) == 1 else None)
+            if number:
+                try:
+                    district = (await self.account(turn, number)).district
+                except NotFound:
+                    pass
+        if not district:
+            district = self.require(turn, "outage_schedule", "district", "utter_ask_district")
+            district = district_in(district) or district
+        day = turn.slots.get("date")
+        kwargs: dict[str, Any] = {"district": district, "kind": "planned"}
+        if day:
+            d0 = datetime.fromisoformat(day).replace(tzinfo=CHINA_TZ)
+            kwargs.update(starts_after=d0 - timedelta(days=1), starts_before=d0 + timedelta(days=1))
+        else:
+            kwargs.update(starts_after=utcnow() - timedelta(days=1))
+        outages = [o for o in await self.core.list_outages(**kwargs) if o.status in ("scheduled", "active")]
+        if day:
+            outages = [o for o in outages if _overlaps_day(o, day)]
+        self.finish(turn)
+        if not outages:
+            self.say(turn, "utter_no_planned_outage", district=district, day=day or self.phrase(turn, "utter_fragment_coming_days"))
+            return
+        lines = "\n".join(
+            self.phrase(turn, "utter_fragment_outage_line", start=local(o.start_at), end=local(o.estimated_end_at), scope=o.scope)
+            + (self.phrase(turn, "utter_fragment_outage_cause", cause=o.cause) if o.cause else "")
+            for o in outages[:5])
+        turn.state["offer"] = "subscribe_outage"
+        self.say(turn, "utter_planned_outages", district=district, outages=lines)
+
+    async def flow_repair_request(self, turn: Turn) -> None:
+        number, district, address = await self._location(turn, "repair_request")
+        phone = await self.contact_phone(turn, "repair_request")
+        self.confirm(turn, "repair_request", "utter_confirm_repair", address=address or "-")
+        wo = await self.core.create_work_order(
+            "repair", str(turn.slots.get("_text") or "")[:500] or "报修", account_number=number, priority="normal",
+            channel=turn.message.channel, contact_phone=phone, address=address, details={"district": district},
+            idempotency_key=f"{turn.key}:wo")
+        self._order_done(turn, wo, "utter_repair_created")
+
+    async def flow_work_order_status(self, turn: Turn) -> None:
+        wid = turn.slots.get("work_order_id")
+        if wid:
+            try:
+                wo = await self.core.get_work_order(wid)
+            except NotFound:
+                turn.slots.pop("work_order_id", None)
+                self.finish(turn)
+                self.say(turn, "utter_work_order_not_found", work_order_id=wid)
+                return
+            if wo.account_number and wo.account_number not in turn.authorized:
+                turn.set_slot("account_number", wo.account_number)
+                await self.verify(turn, "work_order_status", await self.account(turn, wo.account_number))
+        else:
+            acc = await self.require_account(turn, "work_order_status")
+            orders = await self.core.list_work_orders(acc.account_number, limit=1)
+            if not orders:
+                self.finish(turn)
+                self.say(turn, "utter_no_work_orders")
+                return
+            wo = orders[0]
+        self.finish(turn)
+        self.say(turn, "utter_work_order_status", work_order_id=wo.id,
+                 status=self.label(turn, "utter_fragment_work_order_status", wo.status, WO_STATUSES), created=local(wo.created_at), sla=local(wo.sla_due_at))
+
+
+def _overlaps_day(o: Any, day: str) -> bool:
+    """Whether an outage overlaps the (China) day ``day``; one without an end lasts 8 hours."""
+    d0 = datetime.fromisoformat(day).replace(tzinfo=CHINA_TZ)
+    d1 = d0 + timedelta(days=1)
+    start = aware(o.start_at)
+    end = aware(o.estimated_end_at) if o.estimated_end_at else start + timedelta(hours=8)
+    return start < d1 and end > d0

@@ -1,0 +1,119 @@
+"""Identity: whose accounts a sender may see, and the check that proves an account is theirs.
+
+An account's data (bills, payments, work orders) is shown only to an identity the core already
+links to it (a binding of this channel identity, or the registered phone of a sender whose
+channel proves the number, ``Channel.proves``) or one that passed the check in this
+conversation: the last 4 digits (or the whole number) of the account's registered phone.
+Wrong answers are counted per identity and per account by the tracker store
+(``TrackerStore.lock_state``); past the limits of ``bot.dialogue.verification`` the check locks.
+What a turn learns (accounts found, verified, a failed answer) is written by the tracker store
+from the turn's result (``Turn.new_accounts``, ``Turn.verify_result``), not here.
+
+Expects of the class it is mixed into: ``core`` (a ``CoreClient``), ``store`` (the
+``TrackerStore``), ``sender_proofs``; ``ask`` and ``_clear_form`` (``FormsMixin``: the check
+is a form slot, ``last4``); ``say`` (``Responses``).
+"""
+
+from __future__ import annotations
+
+from backend_client import NotFound
+from backend_client.models import Account
+from bot.dialogue.forms import Stop
+from bot.dialogue.turn import Turn
+from bot.dialogue.verification import LOCK_MINUTES, MAX_VERIFY_FAILURES
+from bot.logs import mask_account
+from channels.base import Message, proven_phone
+from intents.payload import chosen_option
+from intents.slots import choice
+
+
+class IdentityMixin:
+    """Known accounts, account lookup and the identity check (mixed into ``DialogueEngine``)."""
+
+    async def _known_accounts(self, message: Message) -> tuple[list[Account], str]:
+        """Accounts the core already links to this identity: a binding, or the registered phone
+        of a sender whose channel proves the number (``Channel.proves``)."""
+        found: dict[str, Account] = {}
+        how = "bound"
+        for acc in await self.core.find_accounts_by_binding(message.channel, message.sender_id):
+            found[acc.account_number] = acc
+        phone = proven_phone(message, self.sender_proofs)
+        if phone:
+            for acc in await self.core.find_accounts_by_phone(phone):
+                found.setdefault(acc.account_number, acc)
+            how = "phone"
+        return list(found.values()), how
+
+    async def account(self, turn: Turn, number: str) -> Account:
+        """The core's account ``number`` (looked up once per turn); ``NotFound`` propagates."""
+        if number not in turn.accounts_cache:
+            turn.accounts_cache[number] = await self.core.get_account(number)
+        return turn.accounts_cache[number]
+
+    async def require_account(self, turn: Turn, flow: str, *, verify: bool = True) -> Account:
+        """The account this request is about, shown only to a bound or verified identity."""
+        number = turn.slots.get("account_number")
+        if not number:
+            if len(turn.authorized) == 1:
+                number = next(iter(turn.authorized))
+                turn.set_slot("account_number", number)
+            elif turn.authorized:
+                # the buttons name the accounts masked and answer with their position: a full
+                # account number never leaves in a button (the list stays in the tracker)
+                opts = sorted(turn.authorized)
+                buttons = [(mask_account(n), f'/choose{{"account_choice": {k}}}') for k, n in enumerate(opts, 1)]
+                turn.state["form"] = {"name": flow, "slot": "account_number", "options": opts}
+                self.say(turn, "utter_ask_account_choice", extra_buttons=buttons)
+                raise Stop
+            else:
+                self.ask(turn, flow, "account_number", "utter_ask_account_number")
+        try:
+            acc = await self.account(turn, number)
+        except NotFound:
+            turn.slots.pop("account_number", None)
+            self.say(turn, "utter_account_not_found", account=mask_account(number))
+            self.ask(turn, flow, "account_number", "utter_ask_account_number")
+            raise
+        if not verify or number in turn.authorized:
+            return acc
+        await self.verify(turn, flow, acc)
+        return acc
+
+    async def verify(self, turn: Turn, flow: str, acc: Account) -> None:
+        """Ask for (or check) the last 4 digits of the account's phone; return once verified."""
+        identity = turn.conversation_id  # the channel identity ("channel:sender") asking
+        failed_before, locked_until = await self.store.lock_state(acc.account_number, identity)
+        if locked_until is not None:
+            self._clear_form(turn)
+            turn.slots.pop("account_number", None)
+            self.say(turn, "utter_verify_locked", minutes=LOCK_MINUTES)
+            raise Stop
+        given = turn.slots.pop("_last4", None)
+        if given is None:
+            self.ask(turn, flow, "last4", "utter_ask_last4", account=mask_account(acc.account_number))
+        if given is not None and (given == acc.phone[-4:] if len(given) == 4 else given == acc.phone):
+            turn.verify_result = (acc.account_number, True)
+            turn.authorized.add(acc.account_number)
+            turn.new_accounts.append((acc.account_number, "verified"))
+            self.say(turn, "utter_verified")
+            return
+        failures = failed_before + 1
+        turn.verify_result = (acc.account_number, False)
+        if failures >= MAX_VERIFY_FAILURES:
+            self._clear_form(turn)
+            turn.slots.pop("account_number", None)
+            self.say(turn, "utter_verify_locked", minutes=LOCK_MINUTES)
+            raise Stop
+        self.ask(turn, flow, "last4", "utter_verify_failed", left=MAX_VERIFY_FAILURES - failures)
+
+    @staticmethod
+    def _chosen_account(text: str, options: list[str]) -> str | None:
+        """The account a customer picked from an offered list: by the button's position
+        (``/choose{"account_choice": 2}`` or "2"), by its masked form, or by its last 4 digits."""
+        k = chosen_option(text, "account_choice", max_digits=2)
+        if k is None:
+            k = choice(text)
+        if k is not None and 1 <= k <= len(options):
+            return options[k - 1]
+        hits = [n for n in options if text in (mask_account(n), n[-4:])]
+        return hits[0] if len(hits) == 1 else None
