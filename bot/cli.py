@@ -120,6 +120,9 @@ def _register_optional() -> None:
     from bot.notify.cli import notify
 
     main.add_command(notify)
+    from bot.testing.cli import test
+
+    main.add_command(test)
 
 
 _register_optional()
