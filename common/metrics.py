@@ -14,6 +14,7 @@ samples to files there and a scrape, answered by any one worker, adds up all of 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -23,6 +24,13 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@functools.lru_cache(maxsize=4096)
+def labelled(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)``, kept: ``labels`` checks and locks on every call, and the
+    message path counts several times per message with a handful of label sets."""
+    return metric.labels(*values)
 
 # --- messages -------------------------------------------------------------------------------
 MESSAGES_IN = Counter(

@@ -10,7 +10,6 @@ row and the reply rows (``bot.pipeline``).
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import re
 import time
@@ -20,7 +19,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from common.metrics import HTTP_REQUESTS, HTTP_SECONDS
+from common.metrics import HTTP_REQUESTS, HTTP_SECONDS, labelled
 from common.logs import REQUEST_ID
 from common.pii import mask_text
 
@@ -94,8 +93,8 @@ def observe_middleware(service: str) -> Callable[[web.Request, Handler], Awaitab
             elapsed = time.perf_counter() - start
             route = _route(request)
             method = request.method if request.method in _METHODS else "other"  # bounded labels
-            HTTP_REQUESTS.labels(service, method, route, str(status)).inc()
-            HTTP_SECONDS.labels(service, route).observe(elapsed)
+            labelled(HTTP_REQUESTS, service, method, route, str(status)).inc()
+            labelled(HTTP_SECONDS, service, route).observe(elapsed)
             _REQUEST_ID.reset(token)
             if access_std.isEnabledFor(logging.INFO):
                 # the path only: query strings carry signatures, tokens and open ids

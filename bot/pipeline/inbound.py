@@ -25,7 +25,7 @@ from bot.inbound_store import (
 from bot.models import InboundMessage
 from channels.base import InvalidMessage, Message, Receipt, SideWrite, clean_json, clean_text, is_clean
 from common.clock import utcnow
-from common.metrics import MESSAGES_IN
+from common.metrics import MESSAGES_IN, labelled
 from common.observe import current_request_id
 from bot.pipeline.shared import (
     _let_others_join, TurnPrefetch, _Fetched, _Row, _ConvState, _task_of_no_request, _ROW_FIELDS, INSERT_CHUNK,
@@ -71,7 +71,7 @@ class InboundQueue:
         raises ``InvalidMessage`` (the channel answers 4xx) and nothing is stored.
         """
         if not (is_clean(message.sender_id) and is_clean(message.message_id)):
-            MESSAGES_IN.labels(message.channel, "invalid").inc()
+            labelled(MESSAGES_IN, message.channel, "invalid").inc()
             raise InvalidMessage("sender and message ids must be text without control characters")
         payload = clean_json(dict(message.metadata))
         # the HTTP request's id travels with the row (and on to the replies' outbox rows), so
@@ -110,10 +110,10 @@ class InboundQueue:
                 fut.cancel()  # nobody waits for this answer any more: the outbox delivers it
             raise
         if inbound_id is None:
-            MESSAGES_IN.labels(message.channel, "duplicate").inc()
+            labelled(MESSAGES_IN, message.channel, "duplicate").inc()
             log.info("duplicate inbound channel=%s message_id=%s", message.channel, message.message_id)
             return Receipt(duplicate=True, replies=None)
-        MESSAGES_IN.labels(message.channel, "accepted").inc()
+        labelled(MESSAGES_IN, message.channel, "accepted").inc()
         if fut is None:
             return Receipt(duplicate=False, replies=None)
         try:

@@ -22,7 +22,7 @@ from bot.inbound_store import (
 from bot.models import InboundMessage, OutboxMessage
 from channels.base import Receipt, Reply
 from common.clock import utcnow
-from common.metrics import MESSAGES_OUT
+from common.metrics import MESSAGES_OUT, labelled
 from bot.pipeline.shared import (
     _settled, _answer, INSERT_CHUNK,
 )
@@ -96,7 +96,7 @@ class InlineAnswers:
 
         Marks of concurrent requests are written together (one UPDATE per group)."""
         for reply in receipt.replies or ():
-            MESSAGES_OUT.labels(reply.channel, "inline").inc()
+            labelled(MESSAGES_OUT, reply.channel, "inline").inc()
         return await self._mark(list(receipt.outbox_ids), [receipt.held] if receipt.held is not None else [])
 
     async def _mark(self, outbox_ids: list[int], held: list[int]) -> bool:
@@ -117,7 +117,7 @@ class InlineAnswers:
         if not receipt.outbox_ids and receipt.held is None:
             return
         for reply in receipt.replies or ():
-            MESSAGES_OUT.labels(reply.channel, "inline").inc()
+            labelled(MESSAGES_OUT, reply.channel, "inline").inc()
         self._late_marks.extend(receipt.outbox_ids)
         if receipt.held is not None:
             self._late_held.append(receipt.held)

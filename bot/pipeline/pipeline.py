@@ -43,7 +43,7 @@ from bot.models import InboundMessage
 from bot.dialogue.turn import Committed
 from channels.base import Message, Receipt, Reply
 from common.clock import utcnow
-from common.metrics import QUEUE_WAIT, TURN_SECONDS
+from common.metrics import QUEUE_WAIT, TURN_SECONDS, labelled
 from common.logs import REQUEST_ID
 from bot.pipeline.shared import (
     _Fetched, ConversationLocks, _Inbound, _Row, _ConvState, _retry_may_help, _answer, _request_id_of, _default_max_active,
@@ -156,7 +156,7 @@ class Pipeline(InboundQueue, InlineAnswers, ConversationDrain, TurnCommits):
                             shared: bool) -> tuple[bool, InboundMessage | None]:
         """Load → decide → commit → after-commit, for one row."""
         if not row.attempts:
-            QUEUE_WAIT.labels(row.channel).observe(max(0.0, (utcnow() - message.received_at).total_seconds()))
+            labelled(QUEUE_WAIT, row.channel).observe(max(0.0, (utcnow() - message.received_at).total_seconds()))
         async with self._active:
             handler = self.handler
             committed: Committed | None = None
@@ -185,7 +185,7 @@ class Pipeline(InboundQueue, InlineAnswers, ConversationDrain, TurnCommits):
                     return False, None
             finally:
                 elapsed = time.perf_counter() - started
-                TURN_SECONDS.labels(row.channel).observe(elapsed)
+                labelled(TURN_SECONDS, row.channel).observe(elapsed)
             queued = committed.queued
             held = list(committed.replies) if committed.held else []
             if extra:  # replies a wrapper added after the turn: queued right behind
