@@ -27,8 +27,9 @@ def test() -> None:
 @click.option("--now", "now", default=None,
               help="Pin the clock here instead of the default moment (ISO 8601 with offset).")
 @click.option("--quiet", "-q", is_flag=True, help="Do not list each failed conversation.")
+@click.option("--verbose", "-v", is_flag=True, help="Show the services' log on stderr (else: REPORT/services.log).")
 def conversations(files: tuple[Path, ...], report_dir: Path | None, min_pass: float, only: tuple[str, ...],
-                  now: str | None, quiet: bool) -> None:
+                  now: str | None, quiet: bool, verbose: bool) -> None:
     """Run conversation tests (default: tests/conversations) against the embedded default:
     a real core with the demo data and a real gateway with the trained NLU, on SQLite, the
     clock pinned. Prints the pass rate, per intent and per language."""
@@ -54,6 +55,7 @@ def conversations(files: tuple[Path, ...], report_dir: Path | None, min_pass: fl
     except ImportError:
         raise click.ClickException("conversation tests pin the clock with time-machine: pip install -e '.[dev]'") from None
 
+    _route_logs(report_dir, verbose)
     click.echo(f"running {len(convs)} conversations (clock pinned at {moment.isoformat()}) ...", err=True)
     started = time.perf_counter()
     n = [0]
@@ -76,3 +78,23 @@ def conversations(files: tuple[Path, ...], report_dir: Path | None, min_pass: fl
     if rate < min_pass:
         click.echo(f"pass rate {rate:.1%} is below --min-pass {min_pass:.1%}", err=True)
         sys.exit(1)
+
+
+def _route_logs(report_dir: Path | None, verbose: bool) -> None:
+    """The core's and the gateway's warnings (a postponed turn's traceback...) go to
+    ``REPORT/services.log``, not between the results; ``--verbose`` shows them."""
+    import logging
+
+    root = logging.getLogger()
+    if verbose:
+        logging.basicConfig(level=logging.WARNING)
+        return
+    if report_dir is not None:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(report_dir / "services.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setLevel(logging.WARNING)
+    else:
+        handler = logging.NullHandler()
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)

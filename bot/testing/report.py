@@ -70,7 +70,8 @@ def result_json(r: ConversationResult) -> dict[str, Any]:
     failed = r.first_failed_turn
     return {
         "id": c.id, "file": c.file, "lang": c.lang, "intent": c.intent, "channel": c.channel, "sender": r.sender,
-        "passed": r.passed, "skipped": r.skipped, "error": r.error, "seconds": round(r.seconds, 3),
+        "passed": r.passed, "skipped": r.skipped, "error": r.error, "postponed_turns": r.postponed,
+        "seconds": round(r.seconds, 3),
         "failed_turn": failed.index if failed else None,
         "turns": [{"turn": t.index, "user": t.user, "reply": t.reply, "replies": t.replies, "expected": t.expected,
                    "ok": t.ok, "problems": t.problems, "seconds": round(t.seconds, 3)} for t in r.turns],
@@ -97,6 +98,8 @@ def describe_failure(r: ConversationResult) -> list[str]:
             out.append(f"core.{kind}: unexpected {_flow(_short(row))}")
     if r.handoff_actual is not None and r.handoff_actual != r.handoff_expected:
         out.append("handoff: expected one, none open" if r.handoff_expected else "handoff: not expected, one is open")
+    if r.postponed:
+        out.append(f"the gateway postponed {r.postponed} turn(s) after an error (see the log)")
     return out
 
 

@@ -99,6 +99,7 @@ class ConversationResult:
     handoff_expected: bool = False
     handoff_actual: bool | None = None
     error: str | None = None
+    postponed: int = 0  # turns the gateway postponed (an error) and would have retried later
     skipped: bool = False
     seconds: float = 0.0
 
@@ -496,6 +497,20 @@ async def _reset_gateway(stack: Stack, channel: str, sender: str, *, reused: boo
         await s.commit()
 
 
+async def _drop_pending(stack: Stack, conv_id: str) -> int:
+    """Messages of the conversation the gateway postponed (an error in the turn) would be
+    retried later, inside another conversation's diff: they are marked failed here (counted)."""
+    from bot.models import InboundMessage
+
+    async with await _gateway_session(stack) as s:
+        res = await s.execute(update(InboundMessage)
+                              .where(InboundMessage.conversation_id == conv_id,
+                                     InboundMessage.status == "received")
+                              .values(status="failed", error="conversation test ended"))
+        await s.commit()
+    return int(res.rowcount or 0)
+
+
 async def _say_rest(stack: Stack, sender: str, text: str) -> list[str]:
     body = {"sender": sender, "message": text, "message_id": uuid.uuid4().hex}
     async with stack.http.post(f"{stack.gateway_url}/webhooks/rest/webhook", json=body) as r:
@@ -523,16 +538,16 @@ async def _say_sms(stack: Stack, sender: str, text: str) -> list[str]:
     deadline = asyncio.get_running_loop().time() + TURN_TIMEOUT
     while True:
         async with await _gateway_session(stack) as s:
-            status = None if keyword else await s.scalar(select(InboundMessage.status).where(
+            status = None if keyword else (await s.execute(select(InboundMessage.status, InboundMessage.attempts).where(
                 InboundMessage.channel == "sms", InboundMessage.sender_id == sender,
-                InboundMessage.dedupe_key.contains(message_id)).order_by(InboundMessage.id.desc()).limit(1))
-            if keyword or (status is not None and status != "received"):
+                InboundMessage.dedupe_key.contains(message_id)).order_by(InboundMessage.id.desc()).limit(1))).first()
+            if keyword or (status is not None and (status[0] != "received" or status[1] > 0)):
                 rows = (await s.execute(select(OutboxMessage.payload).where(
                     OutboxMessage.id > before, OutboxMessage.channel == "sms", OutboxMessage.recipient_id == sender,
                     ).order_by(OutboxMessage.id))).scalars().all()
                 return [str((p or {}).get("text") or "") for p in rows]
         if asyncio.get_running_loop().time() > deadline:
-            raise RuntimeError(f"the SMS turn was not processed within {TURN_TIMEOUT:.0f}s (status {status})")
+            raise RuntimeError(f"the SMS turn was not processed within {TURN_TIMEOUT:.0f}s (status, attempts: {status})")
         await asyncio.sleep(0.02)
 
 
@@ -582,6 +597,8 @@ async def run_one(stack: Stack, conv: Conversation, values: dict[str, str | None
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
         try:
+            if result.sender:
+                result.postponed = await _drop_pending(stack, conversation_id(conv.channel, result.sender))
             await stack.core_state.restore()
         except Exception as exc:  # noqa: BLE001
             result.error = result.error or f"restoring the core failed: {exc!r}"

@@ -4,8 +4,9 @@ The format is described for authors in ``tests/conversations/README.md``. Loadin
 an unknown key, a duplicate key or id, a wrong type or an unknown placeholder is a
 ``SpecError`` naming the file, the conversation and the key, never a silently ignored line.
 
-Scalars are read as text (YAML's implicit numbers are off: ``- user: 0123`` is the customer
-typing ``0123``, not the octal number 83); ``true``/``false``/``null`` keep their meaning.
+Scalars are read as text, the way the customer typed them: YAML 1.1's implicit numbers and
+yes/no/on/off booleans are off (``- user: 0123`` is ``0123``, not the octal number 83;
+``- user: yes`` is "yes"); ``true``/``false`` and ``null`` keep their meaning.
 """
 
 from __future__ import annotations
@@ -131,9 +132,13 @@ class _TextLoader(yaml.SafeLoader):
 
 _TextLoader.yaml_implicit_resolvers = {
     ch: [(tag, rx) for tag, rx in resolvers
-         if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp")]
+         if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp",
+                        "tag:yaml.org,2002:bool")]
     for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+# YAML 1.2 booleans only: a customer answering ``yes``, ``no``, ``on`` or ``off`` typed text
+_TextLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                  list("tTfF"))
 
 
 def _mapping(loader: _TextLoader, node: yaml.MappingNode) -> dict[Any, Any]:
