@@ -6,6 +6,9 @@ date needs a reference date anyway.  Rules are exact, fast (< 0.1 ms) and explai
 
 All patterns run on the length-preserving normalised text, so ``start``/``end`` are offsets
 into the caller's original text.
+
+The dialogue reads a form's answer from the raw text with ``intents.slots`` (narrower patterns,
+documented there); signals such as a hazard or "cancel" are ``intents.signals``.
 """
 
 from __future__ import annotations
