@@ -23,7 +23,6 @@ import json
 import re
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -511,18 +510,17 @@ async def _drop_pending(stack: Stack, conv_id: str) -> int:
     return int(res.rowcount or 0)
 
 
-async def _say_rest(stack: Stack, sender: str, text: str) -> list[str]:
-    body = {"sender": sender, "message": text, "message_id": uuid.uuid4().hex}
+async def _say_rest(stack: Stack, sender: str, text: str, message_id: str) -> list[str]:
+    body = {"sender": sender, "message": text, "message_id": message_id}
     async with stack.http.post(f"{stack.gateway_url}/webhooks/rest/webhook", json=body) as r:
         if r.status != 200:
             raise RuntimeError(f"REST webhook answered {r.status}: {(await r.text())[:300]}")
         return [m.get("text") or "" for m in await r.json()]
 
 
-async def _say_sms(stack: Stack, sender: str, text: str) -> list[str]:
+async def _say_sms(stack: Stack, sender: str, text: str, message_id: str) -> list[str]:
     from bot.models import InboundMessage, OutboxMessage
 
-    message_id = f"ct-{uuid.uuid4().hex}"
     body = json.dumps({"from": sender, "to": "95598", "text": text, "message_id": message_id,
                        "timestamp": int(time.time())}, ensure_ascii=False).encode()
     headers = {"Content-Type": "application/json",
@@ -559,7 +557,9 @@ async def run_one(stack: Stack, conv: Conversation, values: dict[str, str | None
         result.skipped = True
         return result
     try:
-        sender = resolver.text(conv.sender) if conv.sender else f"ct-{conv.id[:80]}-{uuid.uuid4().hex[:8]}"
+        # deterministic ids: the same run gives the same answers (response variants are chosen
+        # by message id); conversation ids are unique within a run, so these are too
+        sender = resolver.text(conv.sender) if conv.sender else f"ct-{conv.id[:120]}"
         result.sender = sender
         key = f"{conv.channel}:{sender}"
         await _reset_gateway(stack, conv.channel, sender, reused=key in used_senders)
@@ -578,7 +578,7 @@ async def run_one(stack: Stack, conv: Conversation, values: dict[str, str | None
         for i, step in enumerate(conv.steps, 1):
             t0 = time.perf_counter()
             text = resolve(step.user)
-            replies = await say(stack, sender, text)
+            replies = await say(stack, sender, text, f"ct:{conv.id[:180]}:{i}")
             joined = "\n".join(replies)
             check = step.bot
             shown = {} if check is None else _resolved_check(check, resolve)
