@@ -71,6 +71,8 @@ def test_each_conversation_starts_from_the_seeded_core_and_a_fresh_sender(result
     # a named sender used twice: the handoff of the first conversation is not the second's
     assert results["fx-sender-first"].handoff_actual is True
     assert results["fx-sender-second"].handoff_actual is False and results["fx-sender-second"].passed
+    # a slot booked by the first conversation is free again for the second
+    assert results["fx-appointment"].passed and results["fx-appointment-again"].passed
     # default senders are unique per conversation
     senders = [r.sender for r in results.values() if not r.conversation.sender]
     assert len(set(senders)) == len(senders)
@@ -158,6 +160,8 @@ conversations:
     (GOOD + "    core: {orders: []}\n", "unknown key(s) orders"),
     (GOOD + "    core:\n      work_orders:\n        - {kind: repair}\n", "unknown key(s) kind"),
     (GOOD + "    core:\n      work_orders:\n        - {has: [colour]}\n", "has: unknown field(s) colour"),
+    (GOOD + "    core:\n      work_orders:\n        - {priority: urgent}\n", "priority: 'urgent' is not one of"),
+    (GOOD + "    core:\n      subscriptions:\n        - {topic: bills}\n", "topic: 'bills' is not one of"),
     (GOOD + "  - id: ok\n    steps: [{user: x}]\n", "duplicate conversation id 'ok'"),
     (GOOD.replace("      - user: 你好", "      - user: 你好\n        user: again"), "duplicate key 'user'"),
     (GOOD.replace("你好", "'{acct.wang}'"), "unknown placeholder {acct.wang}"),

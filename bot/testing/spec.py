@@ -42,6 +42,27 @@ ROW_FIELDS: dict[str, set[str]] = {
     "bindings": {"id", "account_number", "channel", "identity"},
 }
 
+
+
+def _values_of_fields() -> dict[tuple[str, str], tuple[str, ...]]:
+    """The values the core accepts for its enumerated fields: an expectation outside them can
+    never hold, so it is an error in the file (``priority: urgent``), not a failed test."""
+    from typing import get_args
+
+    from core import schemas as sc
+
+    return {
+        ("work_orders", "type"): tuple(sc.WORK_ORDER_TYPES),
+        ("work_orders", "priority"): get_args(sc.Priority),
+        ("work_orders", "status"): get_args(sc.WorkOrderStatus),
+        ("subscriptions", "topic"): get_args(sc.Topic),
+        ("appointments", "period"): ("morning", "afternoon"),
+        ("appointments", "status"): ("booked", "cancelled"),
+        ("payments", "status"): ("pending", "paid"),
+    }
+
+
+FIELD_VALUES = _values_of_fields()
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)*)\}")
 
@@ -268,6 +289,10 @@ def _row(where: _Where, kind: str, data: Any) -> ExpectedRow:
         else:
             if key == "details" and not isinstance(value, dict):
                 raise where.error("details must be a mapping (the expected subset of the work order's details)")
+            allowed_values = FIELD_VALUES.get((kind, key))
+            if allowed_values and isinstance(value, str) and not PLACEHOLDER.search(value) \
+                    and value not in allowed_values:
+                raise where.error(f"{key}: {value!r} is not one of the core's values ({', '.join(allowed_values)})")
             row.fields[key] = _value(where, value, key)
     return row
 
