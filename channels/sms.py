@@ -41,8 +41,9 @@ a longer one is split into parts of at most 67 code units (3 units go to the con
 header), never splitting a surrogate pair, at most ``MAX_PARTS`` parts (the rest is cut with
 "…"). Text made only of GSM-7 characters (plain English) uses 160 / 153 septets instead. Each part is one API call with ``part``/``parts``. ``send()`` returns a batch reference
 (our ``client_ref`` prefix) that becomes the outbox row's ``provider_id``; ``sms_parts`` maps
-every provider segment id to it so delivery reports update the outbox row: ``delivered`` when
-every part is delivered, ``failed`` as soon as one part fails.
+every provider segment id to it so delivery reports update the outbox row (through
+``ChannelStore.delivery_report``): ``delivered`` when every part is delivered, ``failed`` as
+soon as one part fails.
 
 Opt-out: a message that is an opt-out command — TD / 退订 / 取消订阅 / 我要退订短信 / 不要再发短信了
 / STOP / UNSUBSCRIBE / opt out..., compared after NFKC, case folding and dropping everything but
@@ -680,8 +681,8 @@ class SmsChannel(Channel):
         """Store one part of a concatenated message; hand the message on once every part is in.
 
         A part is kept in the bot's store (``ChannelStore.store_part``: the dialogue never sees
-        it) keyed by number, reference and part, holding its exact UTF-16
-        code units, so a surrogate pair split across two parts becomes its character again. A
+        it) keyed by number, reference and part, holding its exact UTF-16 code units, so a
+        surrogate pair split across two parts becomes its character again. A
         retry of a part is a duplicate; a part from an earlier message that used the same
         reference is replaced. A message still missing a part after ``assembly_wait`` seconds
         is handed on with what arrived (``sms_parts_missing`` in its metadata).
