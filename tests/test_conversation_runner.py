@@ -236,3 +236,52 @@ def test_cli_refuses_a_broken_file(tmp_path: Path) -> None:
     bad = _write(tmp_path, GOOD.replace("  - id: ok", "  - id: ok\n    colour: red"))
     out = CliRunner().invoke(main, ["test", "conversations", str(bad)])
     assert out.exit_code != 0 and "unknown key(s) colour" in out.output
+
+
+# ------------------------------------------------------------------------------- isolation
+def test_the_core_is_put_back_after_each_conversation(interpreter, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """What a conversation may write through the core's API — a paid payment settling bills, a
+    work order moved on, a new subscription, a binding removed — is undone by ``restore``."""
+    import asyncio
+
+    import time_machine
+
+    from bot.testing.run import embedded_stack
+
+    api = "/api/v1"
+
+    async def scenario() -> None:
+        async with embedded_stack(tmp_path, interpreter) as stack:
+            state = stack.core_state
+            before = {name: dict(rows) for name, rows in state.base.items()}
+            http, core = stack.http, stack.core_url
+            owed = await (await http.get(f"{core}{api}/accounts/3100000001/arrears")).json()
+            assert float(owed["amount_owed"]) > 0
+            pay = {"out_trade_no": "ct-restore-1", "account_number": "3100000001",
+                   "amount": owed["amount_owed"], "channel": "alipay"}
+            assert (await http.post(f"{core}{api}/payments", json=pay)).status in (200, 201)
+            r = await http.post(f"{core}{api}/payments/ct-restore-1/confirm",
+                                json={"trade_no": "T1", "total_amount": owed["amount_owed"]})
+            assert r.status == 200, await r.text()
+            path = ["created", "dispatched", "in_progress", "resolved", "closed"]
+            wo, row = next((k, v) for k, v in before["work_orders"].items() if v["status"] != "closed")
+            step = path[path.index(row["status"]) + 1]
+            r = await http.post(f"{core}{api}/work-orders/{wo}/transitions", json={"status": step})
+            assert r.status == 200, await r.text()
+            r = await http.post(f"{core}{api}/subscriptions", json={"account_number": "3100000002", "topic": "bill",
+                                                                 "channel": "sms", "identity": "+8613900139000"})
+            assert r.status in (200, 201), await r.text()
+            created = await state.created()
+            assert [p["out_trade_no"] for p in created["payments"]] == ["ct-restore-1"]
+            assert len(created["subscriptions"]) == 1
+            settled = await (await http.get(f"{core}{api}/accounts/3100000001/arrears")).json()
+            assert float(settled["amount_owed"]) == 0
+
+            await state.restore()
+            await state.snapshot()  # read again: the same as seeded
+            assert state.base == before
+            again = await (await http.get(f"{core}{api}/accounts/3100000001/arrears")).json()
+            assert again["amount_owed"] == owed["amount_owed"]
+
+    with time_machine.travel(PINNED_NOW, tick=True):
+        asyncio.run(scenario())

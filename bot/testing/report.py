@@ -133,6 +133,8 @@ def _conversation_yaml(c: Conversation) -> dict[str, Any]:
         out["sender"] = c.sender
     if c.description:
         out["description"] = c.description
+    if c.tags:
+        out["tags"] = list(c.tags)
     return out
 
 

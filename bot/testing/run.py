@@ -4,9 +4,9 @@ One real core (SQLite, demo data seeded at the pinned moment) and one real gatew
 the trained NLU) on loopback serve the whole run; conversations run one at a time, so what a
 conversation created in the core is the difference of the core's tables before and after it.
 Between conversations the core is put back as seeded (rows created deleted, rows changed or
-removed restored: work orders, subscriptions, appointments and their slots, payments,
-bindings, the event feed) and the account-wide verification counters are cleared, so no
-conversation sees another's traces. A conversation that names a ``sender`` used by an earlier
+removed restored: work orders, subscriptions, appointments and their slots, payments and the
+bills of the accounts they paid for, bindings, the event feed) and the account-wide
+verification counters are cleared, so no conversation sees another's traces. A conversation that names a ``sender`` used by an earlier
 one starts with that sender's gateway state cleared (tracker, identity, handoffs, SMS opt-out).
 
 Turns go in through the REST channel (``POST /webhooks/rest/webhook``, Rasa's shape) or, for
@@ -261,6 +261,7 @@ class CoreState:
         self.sm = sessionmaker
         self.tables = _core_tables()
         self.base: dict[str, dict[Any, dict[str, Any]]] = {}
+        self.bills: dict[Any, dict[str, Any]] = {}
         self.events_max = 0
 
     async def _read(self, s: Any, table: Table) -> dict[Any, dict[str, Any]]:
@@ -273,6 +274,7 @@ class CoreState:
 
         async with self.sm() as s:
             self.base = {name: await self._read(s, t) for name, t in self.tables.items()}
+            self.bills = await self._read(s, m.Bill.__table__)  # type: ignore[arg-type]
             self.events_max = await s.scalar(select(func.coalesce(func.max(m.Event.id), 0))) or 0
 
     async def created(self) -> dict[str, list[dict[str, Any]]]:
@@ -302,10 +304,13 @@ class CoreState:
         from core import models as m
 
         async with self.sm() as s:
+            paid_for: set[str] = set()  # accounts whose bills a payment may have settled
             for name in ("appointments", "work_orders", "subscriptions", "payments", "bindings", "slots"):
                 table, base = self.tables[name], self.base[name]
                 pk = list(table.primary_key.columns)[0]
                 now = await self._read(s, table)
+                if name == "payments":
+                    paid_for = {r["account_number"] for k, r in now.items() if base.get(k) != r}
                 gone = [k for k in now if k not in base]
                 if gone:
                     await s.execute(delete(table).where(pk.in_(gone)))
@@ -314,6 +319,15 @@ class CoreState:
                         await s.execute(insert(table).values(**row))
                     elif now[k] != row:
                         await s.execute(update(table).where(pk == k).values(**row))
+            if paid_for:
+                bills = m.Bill.__table__
+                rows = (await s.execute(select(bills).where(bills.c.account_number.in_(paid_for)))).mappings().all()
+                for r in rows:
+                    row = self.bills.get(r["id"])
+                    if row is None:
+                        await s.execute(delete(bills).where(bills.c.id == r["id"]))
+                    elif dict(r) != row:
+                        await s.execute(update(bills).where(bills.c.id == r["id"]).values(**row))
             await s.execute(delete(m.Event.__table__).where(m.Event.id > self.events_max))
             await s.commit()
 
