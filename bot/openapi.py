@@ -5,7 +5,7 @@ Documented: the Rasa-shaped REST channel, the operator notify API (bearer token)
 console's JSON API (session cookie + CSRF header) and the health endpoints. Every error is an
 RFC 9457 problem document (``application/problem+json``). The platform webhooks (WeChat,
 Alipay, SMS) follow their platforms' own contracts and are not part of this document.
-``tests/test_api_docs.py`` checks the document against the running gateway with Schemathesis.
+``tests/operations/test_api_docs.py`` checks the document against the running gateway with Schemathesis.
 """
 
 from __future__ import annotations

@@ -459,7 +459,7 @@ class InferenceFeaturizer:
     hits matter, so this looks tokens and n-grams up directly (word vocabulary split by
     prefix, idf as Python floats) and builds no intermediate lists of prefixed strings.
     The features, their order and the float operations are the same as in ``analyze`` and
-    ``Block.vector``, so the vector is bit-identical (tests/test_nlu_fast_path.py checks).
+    ``Block.vector``, so the vector is bit-identical (tests/nlu/test_nlu_fast_path.py checks).
     Derived from a fitted ``Featurizer`` at load time; never pickled.
     """
 

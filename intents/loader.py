@@ -3,7 +3,7 @@
 Supports intents with ``examples: |`` blocks, inline entity annotations in both forms
 (``[value](entity)`` / ``[value](entity:canonical)`` and ``[value]{"entity": ..., "value": ...}``),
 synonyms, regexes and lookup tables.  Rasa's own readers are the reference, so anything this
-module accepts must also be accepted by them (see tests/test_nlu_data.py).
+module accepts must also be accepted by them (see tests/nlu/test_nlu_data.py).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Two levels are kept apart on purpose:
 Both run on every message, so each has a fast path that is exact by construction: the
 per-character map is applied with ``str.translate`` over a memo of ``_map_char`` (the
 definition), and zhconv's dictionary scan is skipped when the text contains nothing the
-dictionary could change.  tests/test_nlu_fast_path.py checks both against the slow forms.
+dictionary could change.  tests/nlu/test_nlu_fast_path.py checks both against the slow forms.
 """
 
 from __future__ import annotations

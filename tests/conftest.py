@@ -121,3 +121,16 @@ async def sessionmaker(store_url: str):  # type: ignore[no-untyped-def]
     engine = make_engine(store_url)
     yield make_sessionmaker(engine)
     await engine.dispose()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def core(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """The reference core with its demo data on SQLite, one per test module (``db_url`` is
+    the core's database, for tests that read what the core holds)."""
+    from stack import run_core
+
+    db = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('core') / 'core.db'}"
+    async with run_core(db) as c:
+        c.db_url = db
+        yield c
+

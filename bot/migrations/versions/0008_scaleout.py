@@ -2,7 +2,7 @@
 
 Merges every feature head (dialogue, wechat, alipay, sms/email, notify, console).
 
-Each index below is checked with EXPLAIN on PostgreSQL by tests/test_scaleout_indexes.py:
+Each index below is checked with EXPLAIN on PostgreSQL by tests/pipeline/test_indexes.py:
 
 - ``ix_inbound_received_due``: the recovery loop's "messages left received and due" scan
   (partial: only the few ``received`` rows, not the millions that are ``done``).
