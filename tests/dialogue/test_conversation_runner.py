@@ -1,5 +1,5 @@
 """The conversation-test runner (bot/testing) on small fixtures of its own
-(tests/conversation_fixtures): conversations that must pass, conversations that must fail —
+(tests/dialogue/conversation_fixtures): conversations that must pass, conversations that must fail —
 each for one reason, proof that every check can fail — the loader's errors, the report files,
 the evaluation figures and the CLI's exit code.
 

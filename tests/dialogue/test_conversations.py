@@ -15,7 +15,7 @@ from bot.testing import report as rep
 from bot.testing.run import run
 from bot.testing.spec import load
 
-SUITE = Path(__file__).resolve().parent / "conversations"
+SUITE = Path(__file__).resolve().parents[1] / "conversations"
 
 
 def threshold() -> float:
