@@ -19,8 +19,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple
 
+from . import places
 from .normalize import normalize_chars, to_simplified
-from .numbers import CN_NUM_CHARS, cn_to_number, to_int
+from .numbers import CN_NUM_CHARS, cn_to_number, digits_view, grouped_numbers, to_int
 
 EXTRACTOR = "RegexEntityExtractor"
 LOOKUP_EXTRACTOR = "LookupEntityExtractor"
@@ -38,7 +39,8 @@ WO_RE = re.compile(r"(?<![a-z0-9])wo[-_ ]?(\d{12})(?!\d)")
 WO_CONTEXT_RE = re.compile(r"(?:工单|单号)[号码是为:：\s]{0,3}((\d\d)(\d\d)(\d\d)\d{6})(?!\d)")
 PHONE_RE = re.compile(
     r"(?<![\d+])(?:(?:\+|00)86[-\s]?|86[-\s])?(1[3-9]\d)[-\s]?(\d{4})[-\s]?(\d{4})(?!\d)")
-ACCOUNT_RE = re.compile(r"(?<![\d.])(\d{10,13})(?![\d.])")
+ACCOUNT_RE = re.compile(r"(?<![\d.])(\d{10,13})(?![\d.])")  # the plain form; see grouped_numbers
+_MOBILE_START = re.compile(r"1[3-9]")
 AMOUNT_RES = [
     re.compile(rf"(?:[￥¥]|rmb ?|cny ?)\s?({_NUM})(?:\s?(?:元|块钱|块|yuan|rmb|cny))?"),
     re.compile(rf"(?<![\d.])({_NUM})\s?(?:元|块钱|块|圆|yuan|rmb|cny|rmb)(?![a-z])"),
@@ -206,8 +208,10 @@ class EntityExtractor:
         self.synonyms = {k.lower(): v for k, v in (synonyms or {}).items()}
         self.lookup_res: list[tuple[str, re.Pattern[str]]] = []
         for name, values in (lookups or {}).items():
-            terms = {v.lower() for v in values if v.strip()}
-            canon = {v for v in values}
+            # Shanghai's districts are read by intents.places (word boundaries, the river
+            # 黄浦江 is no district); the lookup table and synonyms keep them for Rasa
+            canon = {v for v in values if v not in places.NAMES}
+            terms = {v.lower() for v in canon if v.strip()}
             terms |= {k for k, v in self.synonyms.items() if v in canon}
             if terms:
                 alt = "|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True))
@@ -235,11 +239,13 @@ class EntityExtractor:
                 out.append(_Cand("work_order_id", m.start(1), m.end(1), "WO" + m.group(1)))
         for m in _scan(PHONE_RE, t, digit):
             out.append(_Cand("phone_number", m.start(), m.end(), "".join(m.groups())))
-        for m in _scan(ACCOUNT_RE, t, digit):
-            digits = m.group(1)
-            if len(digits) == 11 and re.match(r"1[3-9]", digits):
+        # 10-13 digits, in one run or in groups ("3100 0000 02"); 11 starting 1[3-9] is a mobile
+        for s, e, digits in (grouped_numbers(t, 10, 13) if digit else ()):
+            if len(digits) == 11 and _MOBILE_START.match(digits):
+                if not any(c.entity == "phone_number" and c.start <= s and e <= c.end for c in out):
+                    out.append(_Cand("phone_number", s, e, digits))
                 continue
-            out.append(_Cand("account_number", m.start(1), m.end(1), digits))
+            out.append(_Cand("account_number", s, e, digits))
         # The first two need an Arabic number, the third a 元/块 after Chinese numerals.
         for rx, possible in zip(AMOUNT_RES, (digit, digit, cues.has(_AMOUNT_WORD))):
             for m in _scan(rx, t, possible):
@@ -350,6 +356,9 @@ class EntityExtractor:
         for name, rx in self.lookup_res:
             for m in rx.finditer(scan):
                 out.append(_Cand(name, m.start(), m.end(), m.group(0), LOOKUP_EXTRACTOR))
+        # Shanghai's districts in every spelling (intents.places), valued as the core names them
+        for s, e, name in places.find(scan):
+            out.append(_Cand("district", s, e, name, LOOKUP_EXTRACTOR))
         for name, rx in self.extra_regexes:
             for m in rx.finditer(t):
                 out.append(_Cand(name, m.start(), m.end(), m.group(0)))
@@ -387,7 +396,9 @@ class EntityExtractor:
         if not text:
             return []
         ref = reference_date or dt.date.today()
-        t = normalize_chars(text[:2000])  # bounds worst-case cost on pathological input
+        # bounds worst-case cost on pathological input; digits spelled out in Chinese or
+        # written full-width become ASCII digits, one character for one (offsets stay valid)
+        t = digits_view(normalize_chars(text[:2000]))
         if cues is None:
             cues = cues_of(t)
         cands: list[_Cand] = []

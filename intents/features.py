@@ -20,6 +20,8 @@ import jieba
 import numpy as np
 from jieba import finalseg
 
+from .numbers import digits_view
+
 DOMAIN_WORDS = [
     "户号", "峰谷", "峰谷电", "峰谷电价", "业扩", "业扩报装", "过户", "更名", "销户", "增容", "减容",
     "新装", "报装", "电费", "欠费", "缴费", "交费", "充电桩", "光伏", "并网", "分布式光伏",
@@ -289,7 +291,11 @@ class Tokenizer:
 
 
 def mask_entities(text: str, entities: Sequence[dict]) -> str:
-    """Replace number-like entity spans by placeholders; collapse other digit runs to '0'."""
+    """Replace number-like entity spans by placeholders; collapse other digit runs to '0'.
+
+    Digits spelled out in Chinese ("八零零零") or written full-width count as digits
+    (``digits_view``, length-preserving, so the entities' offsets stay valid)."""
+    text = digits_view(text)
     out, pos = [], 0
     for e in sorted(entities, key=lambda e: e["start"]):
         ph = PLACEHOLDERS.get(e["entity"])

@@ -7,6 +7,9 @@ numeral.
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
 import cn2an
 
 # the characters a Chinese numeral is written with (entity extraction scans for runs of them)
@@ -35,3 +38,93 @@ def cn_to_number(s: str) -> float | None:
 def to_int(s: str) -> int | None:
     v = cn_to_number(s)
     return None if v is None or v != int(v) else int(v)
+
+
+# --- digits as customers type them in numbers that are read digit by digit ------------------
+# An account or phone number is read out digit by digit: "三一零零零零零零零一", "幺三八…"
+# (幺 is how 1 is said in phone numbers), "３１００…" (full-width), "3100零零零零01" (mixed).
+# ``digits_view`` rewrites those digits to ASCII one character for one character, so every
+# offset into the text stays valid; numerals with units (一百二十, 两千五) are left to
+# ``cn_to_number``.
+_SPELLED = {"零": "0", "〇": "0", "○": "0", "洞": "0", "一": "1", "幺": "1", "壹": "1",
+            "二": "2", "两": "2", "贰": "2", "三": "3", "叁": "3", "四": "4", "肆": "4",
+            "五": "5", "伍": "5", "六": "6", "陆": "6", "七": "7", "柒": "7", "八": "8",
+            "捌": "8", "九": "9", "玖": "9"}
+# "洞" (0 in radio talk) only counts inside a run that has other digits; a run must be this
+# long (Chinese and Arabic digits together) to be read as a number spelled out digit by digit
+_MIN_SPELLED_RUN = 4
+_UNIT_CHARS = frozenset(_UNITS + "点")
+_SPELLED_RUN_RE = re.compile(f"[0-9{''.join(_SPELLED)}]+")
+
+
+def _ascii_digit(m: re.Match[str]) -> str:
+    """A Unicode decimal digit (full-width, Arabic-Indic, mathematical bold…) as ASCII."""
+    d = unicodedata.decimal(m.group(0), None)
+    return str(d) if d is not None else m.group(0)
+
+
+def digits_view(text: str) -> str:
+    """``text`` with every decimal digit in ASCII and digit-by-digit Chinese numbers as digits.
+
+    Length-preserving (one character for one character). A run of Chinese digits (Arabic
+    digits may be mixed in) is converted when it is at least four characters long, holds a
+    Chinese digit besides "洞", and touches no unit (十百千万亿点): "三一零零零零零零零一"
+    → "3100000001", "幺三八零零幺三八零零零" → "13800138000", "二零二六年" → "2026年",
+    while "一百二十" and "三四百" stay as they are.
+    """
+    if text.isascii():
+        return text
+    out = _NON_ASCII_DIGIT_RE.sub(_ascii_digit, text)
+    if not _SPELLED_CHARS.intersection(out):
+        return out
+    chars = list(out)
+    for m in _SPELLED_RUN_RE.finditer(out):
+        s, e = m.span()
+        run = m.group(0)
+        if e - s < _MIN_SPELLED_RUN or not any(c in _SPELLED and c != "洞" for c in run):
+            continue
+        if (s > 0 and out[s - 1] in _UNIT_CHARS) or (e < len(out) and out[e] in _UNIT_CHARS):
+            continue
+        for i in range(s, e):
+            chars[i] = _SPELLED.get(chars[i], chars[i])
+    return "".join(chars)
+
+
+_SPELLED_CHARS = frozenset(_SPELLED)
+_NON_ASCII_DIGIT_RE = re.compile(r"(?![0-9])\d")  # \d of a str pattern: every Unicode digit
+
+
+# Numbers written in groups: "3100 0000 02", "138 0013 8000", "3100-0000-01".
+_GROUPED_RE = re.compile(r"(?<![\d.])\d+(?:[ \-]\d+)*")
+_PART_RE = re.compile(r"\d+")
+
+
+def grouped_numbers(t: str, lo: int, hi: int) -> list[tuple[int, int, str]]:
+    """(start, end, digits) of every number of ``lo``–``hi`` digits in ``t`` (ASCII digits, as
+    ``digits_view`` gives), written as one run or in groups separated by one space or dash.
+
+    Groups are joined only when each has 2–4 digits, none is a whole number by itself and
+    together they do not read as a date ("2026-12-07 10"); otherwise each run counts alone.
+    A decimal ("3100000001.5") is not a number of digits.
+    """
+    found: list[tuple[int, int, str]] = []
+    for m in _GROUPED_RE.finditer(t):
+        end = m.end()
+        parts = list(_PART_RE.finditer(m.group(0)))
+        digits = "".join(p.group(0) for p in parts)
+        if (len(parts) > 1 and lo <= len(digits) <= hi
+                and all(2 <= len(p.group(0)) <= 4 for p in parts)
+                and not _date_like([p.group(0) for p in parts])):
+            if not (end + 1 < len(t) and t[end] == "." and t[end + 1].isdigit()):
+                found.append((m.start(), end, digits))
+                continue
+        base = m.start()
+        for p in parts:
+            s, e = base + p.start(), base + p.end()
+            if lo <= e - s <= hi and not (e + 1 < len(t) and t[e] == "." and t[e + 1].isdigit()):
+                found.append((s, e, p.group(0)))
+    return found
+
+
+def _date_like(parts: list[str]) -> bool:
+    return len(parts[0]) == 4 and parts[0][:2] in ("19", "20") and len(parts) > 1 and int(parts[1]) <= 12

@@ -23,3 +23,80 @@ def test_what_is_not_a_numeral(text: str) -> None:
 
 def test_to_int_only_for_whole_numbers() -> None:
     assert to_int("两千五") == 2500 and to_int("三点五") is None and to_int("abc") is None
+
+
+# --- numbers read digit by digit, wherever the dialogue reads them ----------------------------
+from intents import slots  # noqa: E402
+from intents.entities import EntityExtractor  # noqa: E402
+from intents.numbers import digits_view, grouped_numbers  # noqa: E402
+
+
+@pytest.mark.parametrize("text,view", [
+    ("三一零零零零零零零一", "3100000001"), ("幺三八零零幺三八零零零", "13800138000"),
+    ("３１０００００００１", "3100000001"), ("3100零零零零01", "3100000001"), ("尾号八零零零", "尾号8000"),
+    ("二零二六年", "2026年"), ("٣١٠١٢٣٤٥٦٧", "3101234567"),
+    # numerals with units and short runs are not digit strings
+    ("一百二十", "一百二十"), ("三四百", "三四百"), ("一一对应", "一一对应"), ("第三个", "第三个"),
+])
+def test_digits_view_is_length_preserving(text: str, view: str) -> None:
+    assert digits_view(text) == view and len(digits_view(text)) == len(text)
+
+
+def test_grouped_numbers() -> None:
+    assert grouped_numbers("3100 0000 02", 10, 13) == [(0, 12, "3100000002")]
+    assert grouped_numbers("138 0013 8000", 10, 13) == [(0, 13, "13800138000")]
+    assert grouped_numbers("户号3100000001 12月", 10, 13) == [(2, 12, "3100000001")]
+    assert grouped_numbers("2026-12-07 10", 10, 13) == []  # a date and a time
+    assert grouped_numbers("3100000001.5", 10, 13) == []  # a decimal
+    assert grouped_numbers("123456 654321", 10, 13) == []  # two 6-digit codes
+
+
+_X = EntityExtractor()
+
+
+@pytest.mark.parametrize("text,entity,value", [
+    ("我的户号是三一零零零零零零零一", "account_number", "3100000001"),
+    ("户号 3100 0000 02 的电费", "account_number", "3100000002"),
+    ("户号３１０００００００１", "account_number", "3100000001"),
+    ("户号3100零零零零01", "account_number", "3100000001"),
+    ("电话幺三八零零幺三八零零零", "phone_number", "13800138000"),
+    ("手机 138 0013 8000", "phone_number", "13800138000"),
+    ("手机1380 0138 000", "phone_number", "13800138000"),
+    ("交了两百五十块", "amount", 250.0),
+])
+def test_nlu_entities_read_every_form(text: str, entity: str, value) -> None:
+    got = [(e["entity"], e["value"]) for e in _X.extract(text)]
+    assert (entity, value) in got, got
+
+
+@pytest.mark.parametrize("fn,text,value", [
+    (slots.account_number, "三一零零零零零零零一", "3100000001"),
+    (slots.account_number, "3100 0000 02", "3100000002"),
+    (slots.account_number, "３１０００００００１", "3100000001"),
+    (slots.account_number, "3100零零零零01", "3100000001"),
+    (slots.account_number, "13800138000 3100000001", "3100000001"),
+    (slots.mobile, "138 0013 8000", "13800138000"),
+    (slots.mobile, "幺三八零零幺三八零零零", "13800138000"),
+    (slots.mobile, "１３８００１３８０００", "13800138000"),
+    (slots.mobile, "+86 138 0013 8000", "13800138000"),
+    (slots.last4, "８０００", "8000"),  # full-width: the same 4 digits, never a wrong try
+    (slots.last4, "八零零零", "8000"),
+    (slots.last4, "尾号是幺三八零", "1380"),
+    (slots.last4, "8 0 0 0", "8000"),
+    (slots.kwh, "三百度多少钱", "300"),
+    (slots.kwh, "用了３００度", "300"),
+    (slots.choice, "第二个", 2),
+    (slots.choice, "２", 2),
+    (slots.choice, "选三", 3),
+    (slots.choice, "the second one", 2),
+    (slots.work_order_id, "ＷＯ２０２６１１２８０００１", "WO202611280001"),
+    (slots.iso_date, "２０２６-１２-０８", "2026-12-08"),
+])
+def test_form_answers_read_every_form(fn, text: str, value) -> None:
+    assert fn(text) == value
+
+
+def test_form_answers_not_misread() -> None:
+    assert slots.choice("我一会儿再说") is None and slots.choice("一样") is None
+    assert slots.last4("12345") is None and slots.account_number("13812345678") is None
+    assert slots.kwh("三百") is None and slots.kwh("三百", bare_number=True) == "300"

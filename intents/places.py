@@ -1,0 +1,97 @@
+"""Shanghai's districts as customers write them, normalised to the core's district names.
+
+One table, used by the NLU's ``district`` entity (``intents.entities``) and by the dialogue's
+reading of a form answer (``intents.slots.district``): all 16 districts in Chinese with or
+without 区/新区 and with a 上海/上海市 prefix, in English ("Jing'an", "Pudong New Area",
+"Minhang District") and in pinyin with or without tones and spaces ("jing an qu"), plus the
+former districts merged into today's (闸北 → 静安区, 卢湾 → 黄浦区, 南汇 → 浦东新区, 崇明县 →
+崇明区) and a few common typos (闽行). ``training_data/nlu.yml`` carries the same names as Rasa
+synonyms and a lookup table (tests/nlu/test_nlu_places.py keeps the two in step).
+
+``find`` runs on lower-cased text (``normalize_chars``) and returns offsets into it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+
+class District(NamedTuple):
+    name: str  # the core's name
+    stem: str  # the Chinese name without 区/新区
+    pinyin: tuple[str, ...]  # syllables
+    aliases: tuple[str, ...] = ()  # other Chinese names (former districts, typos)
+
+
+SHANGHAI: tuple[District, ...] = (
+    District("黄浦区", "黄浦", ("huang", "pu"), ("卢湾", "南市")),
+    District("徐汇区", "徐汇", ("xu", "hui")),
+    District("长宁区", "长宁", ("chang", "ning")),
+    District("静安区", "静安", ("jing", "an"), ("闸北",)),
+    District("普陀区", "普陀", ("pu", "tuo")),
+    District("虹口区", "虹口", ("hong", "kou")),
+    District("杨浦区", "杨浦", ("yang", "pu")),
+    District("闵行区", "闵行", ("min", "hang"), ("闽行",)),
+    District("宝山区", "宝山", ("bao", "shan")),
+    District("嘉定区", "嘉定", ("jia", "ding")),
+    District("浦东新区", "浦东", ("pu", "dong"), ("南汇",)),
+    District("金山区", "金山", ("jin", "shan")),
+    District("松江区", "松江", ("song", "jiang")),
+    District("青浦区", "青浦", ("qing", "pu")),
+    District("奉贤区", "奉贤", ("feng", "xian")),
+    District("崇明区", "崇明", ("chong", "ming")),
+)
+NAMES: tuple[str, ...] = tuple(d.name for d in SHANGHAI)
+
+# A short name followed by these is something else: the river, the island of 普陀山, a road
+# of another district (宝山路 is in 静安区), software (金山词霸).
+_NOT_AFTER = {"黄浦": "江", "普陀": "山", "宝山": "路", "金山": "词|毒|软|办|云"}
+
+_CN_PREFIX = r"(?:上海市|上海|沪)?"
+_CN_SUFFIX = r"(?:新区|区|县|岛)?"
+_EN_SEP = r"[\s'’\-]?"
+_EN_SUFFIX = r"(?:[\s\-]?(?:new[\s\-]?area|new[\s\-]?district|district|xin[\s\-]?qu|qu)\b)?"
+_EN_PREFIX = r"(?:shanghai[\s,]*)?"
+
+
+def _chinese_pattern(d: District) -> str:
+    names = [d.stem, *d.aliases]
+    alt = "|".join(sorted(names, key=len, reverse=True))
+    guard = f"(?!{_NOT_AFTER[d.stem]})" if d.stem in _NOT_AFTER else ""
+    if d.stem == "浦东":  # "浦东新区", "浦东区", "浦东新" (cut short), "浦东"
+        return f"{_CN_PREFIX}(?:{alt})(?:新区|区|新(?!村|城|路))?"
+    return f"{_CN_PREFIX}(?:{alt}){guard}{_CN_SUFFIX if d.stem != '崇明' else '(?:区|县|岛)?'}"
+
+
+def _latin_pattern(d: District) -> str:
+    return rf"\b{_EN_PREFIX}{_EN_SEP.join(d.pinyin)}{_EN_SUFFIX}\b"
+
+
+# one named group per district: the match's ``lastgroup`` tells which
+_ANY = re.compile("|".join(f"(?P<d{i}>{_chinese_pattern(d)}|{_latin_pattern(d)})"
+                           for i, d in enumerate(SHANGHAI)))
+
+# pinyin with tone marks, one character for one (offsets stay valid)
+_TONES = str.maketrans("āáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜüńňǹ", "aaaaeeeeiiiioooouuuuvvvvvnnn")
+_CUES = frozenset("".join(d.stem + "".join(d.aliases) for d in SHANGHAI))
+
+
+def find(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, core name) of every Shanghai district named in lower-cased ``text``."""
+    if text.isascii():
+        scan = text
+    elif _CUES.isdisjoint(text) and not re.search(r"[a-zāáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜü]", text):
+        return []
+    else:
+        scan = text.translate(_TONES)
+    found = []
+    for m in _ANY.finditer(scan):
+        found.append((m.start(), m.end(), NAMES[int(m.lastgroup[1:])]))
+    return found
+
+
+def normalize(text: str | None) -> str | None:
+    """The core's name of the first Shanghai district ``text`` names, or None."""
+    hits = find((text or "").lower())
+    return hits[0][2] if hits else None
