@@ -51,7 +51,7 @@ _NOT_AFTER = {"黄浦": "江", "普陀": "山", "宝山": "路", "金山": "词|
 _CN_PREFIX = r"(?:上海市|上海|沪)?"
 _CN_SUFFIX = r"(?:新区|区|县|岛)?"
 _EN_SEP = r"[\s'’\-]?"
-_EN_SUFFIX = r"(?:[\s\-]?(?:new[\s\-]?area|new[\s\-]?district|district|xin[\s\-]?qu|qu)\b)?"
+_EN_SUFFIX = r"(?:[\s\-]?(?:new[\s\-]?area|new[\s\-]?district|district|xin[\s\-]?qu|qu)(?![a-z]))?"
 _EN_PREFIX = r"(?:shanghai[\s,]*)?"
 
 
@@ -65,7 +65,8 @@ def _chinese_pattern(d: District) -> str:
 
 
 def _latin_pattern(d: District) -> str:
-    return rf"\b{_EN_PREFIX}{_EN_SEP.join(d.pinyin)}{_EN_SUFFIX}\b"
+    # letters, not \b: a Han character next to the name is a boundary too ("住在minhang")
+    return rf"(?<![a-z]){_EN_PREFIX}{_EN_SEP.join(d.pinyin)}{_EN_SUFFIX}(?![a-z])"
 
 
 # one named group per district: the match's ``lastgroup`` tells which
