@@ -21,3 +21,14 @@ BUSINESS_INTENTS = {
     "invoice_request", "book_appointment", "subscribe_notifications", "unsubscribe_notifications",
     "bind_account",
 }
+
+WORK_ORDER_TYPES = ("repair", "outage", "complaint", "feedback", "violation", "new_connection", "solar", "ev_charging",
+                    "account_change", "invoice", "appointment")
+
+
+def remember_order(turn: object, work_order_id: str) -> None:
+    """Note a work order this conversation created: "这个工单现在什么状态" asks about it, and the
+    customer who filed it may see it without an account (``flow_work_order_status``)."""
+    slots = turn.slots  # type: ignore[attr-defined]
+    orders = [w for w in slots.get("_orders") or [] if w != work_order_id]
+    slots["_orders"] = (orders + [work_order_id])[-10:]

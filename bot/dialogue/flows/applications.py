@@ -12,6 +12,7 @@ Expects of the class it is mixed into: ``core``; ``account``, ``require_account`
 
 from __future__ import annotations
 
+from bot.dialogue.flows import remember_order
 from bot.dialogue.turn import Turn
 
 # the core's work-order type of each application
@@ -43,6 +44,7 @@ class ApplicationFlows:
             WO_TYPE[flow], str(turn.slots.get("_text") or flow)[:500], account_number=number, priority="normal",
             channel=turn.message.channel, contact_phone=phone, address=address, idempotency_key=f"{turn.key}:wo")
         turn.state["offer"] = "book_appointment"
+        remember_order(turn, wo.id)
         self._order_done(turn, wo, "utter_application_created")
 
     async def flow_new_connection(self, turn: Turn) -> None:

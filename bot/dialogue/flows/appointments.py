@@ -1,90 +1,383 @@
-"""Booking an appointment at a service hall: district → hall → time slot → name → phone → yes.
+"""Booking an appointment at a service hall.
 
-Halls and time slots are offered as numbered lists with buttons (``/choose{"hall_id": 3}``); the
-answer is read by the form (``FormsMixin.fill_requested``). A slot taken meanwhile by someone
-else (the core answers ``Conflict``) is dropped and the remaining slots are offered again.
-The list of halls is reference data (``ReferenceData.reference``); free slots never are.
+What the customer already said is used, not asked again: a hall or a district named in Chinese,
+English or pinyin ("静安营业厅", "Jing'an", "张江营业厅"), a day and a half day ("明天下午"), a
+name, a phone number, the business to do ("办过户"). Only what is still missing is asked, in this
+order: hall → slot (a numbered list, or a day and half day) → name and phone → purpose; then
+the whole booking (hall, slot, name, phone, purpose) is shown for a yes before the core books it.
+The slot question shows the hall's address and opening hours, so "黄浦营业厅在哪里，几点开门" is
+answered by it. A district without a hall says so and offers the nearest halls.
 
-Expects of the class it is mixed into: ``core``; ``reference`` (``ReferenceData``); ``account``
-(``IdentityMixin``); ``ask``, ``require``, ``confirm``, ``finish``, ``contact_phone``
+How a message is read (no patterns of our own: the NLU reads the words):
+- a hall: a part of its name only it has ("张江", "黄浦营业厅"), or its district
+  (``intents.slots.district``: Chinese, English, pinyin);
+- a half day: the words the answers use for it (``utter_fragment_period_*``, both languages);
+- a name and a purpose: the message's clauses parsed one by one — a clause that is a business
+  request of its own ("办新装") is the purpose, one the NLU finds nothing in ("张三") the name.
+
+English answers name halls and districts in English (``bot.dialogue.flows.places``). A slot
+taken meanwhile by someone else (the core answers ``Conflict``) is dropped and the free slots are
+offered again. What is collected lives in the slot ``_appt`` (a side request in between clears
+the form slots). The list of halls is reference data (``ReferenceData.reference``); free slots
+never are.
+
+Expects of the class it is mixed into: ``core``, ``domain``, ``_parse``; ``reference``
+(``ReferenceData``); ``account`` (``IdentityMixin``); ``ask``, ``confirm``, ``finish``
 (``FormsMixin``); ``say``, ``phrase`` (``Responses``).
 """
 
 from __future__ import annotations
 
+import unicodedata
+from typing import Any
+
 from backend_client import Conflict
+from bot.dialogue.flows import BUSINESS_INTENTS
+from bot.dialogue.flows.places import distance, district_label, english_name
 from bot.dialogue.forms import Stop
 from bot.dialogue.turn import Turn
+from bot.logs import mask_phone
+from channels.base import Button
+from intents.slots import contact_name, mobile
 from intents.slots import district as district_in
+
+FLOW = "book_appointment"
+_NOT_SEPARATORS = "'’-"  # punctuation inside a clause: Jing'an, I'm, 138-0013-8000
+_NAME_LEADS = ("my name is ", "name is ", "name ", "this is ")
+_NOT_A_NAME_INTENTS = BUSINESS_INTENTS | {"affirm", "deny", "greet", "goodbye", "thank", "request_human"}
+
+
+def clauses_of(text: str) -> list[str]:
+    """A message cut at its punctuation ("王小明，13912345678" → two clauses)."""
+    parts: list[str] = []
+    cur: list[str] = []
+    for ch in text or "":
+        if ch == "\n" or unicodedata.category(ch).startswith("P") and ch not in _NOT_SEPARATORS:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def hall_named(halls: list[Any], text: str) -> list[Any]:
+    """The halls a text names by a part of the name no other hall has ("张江", "黄浦营业厅")."""
+    scores: dict[int, int] = {}
+    for h in halls:
+        others = [o.name for o in halls if o.id != h.id]
+        n = h.name
+        best = 0
+        for i in range(len(n)):
+            for j in range(i + max(2, best + 1), len(n) + 1):
+                part = n[i:j]
+                if part not in text:
+                    break
+                if not any(part in o for o in others):
+                    best = j - i
+        if best:
+            scores[h.id] = best
+    if not scores:
+        return []
+    top = max(scores.values())
+    return [h for h in halls if scores.get(h.id) == top]
 
 
 class AppointmentFlows:
+    # ------------------------------------------------------------------ helpers
+    def _hall_label(self, turn: Turn, hall: Any) -> str:
+        """A hall's name as the customer reads it: English answers name it by its district."""
+        if turn.lang == "en" and english_name(hall.district):
+            return self.phrase(turn, "utter_fragment_hall_name_en", place=english_name(hall.district))
+        return hall.name
+
+    def _hall_line(self, turn: Turn, hall: Any) -> str:
+        return self.phrase(turn, "utter_fragment_hall_info", name=self._hall_label(turn, hall), address=hall.address,
+                           hours=hall.opening_hours or "-", phone=hall.phone or "-")
+
+    @staticmethod
+    def _drop_not_understood(turn: Turn) -> None:
+        """The policy said "not understood" before re-running this form, but the flow found what
+        it needed in the message after all: take that sentence back."""
+        if len(turn.actions) >= 2 and turn.actions[-1][0] == f"flow_{FLOW}" \
+                and turn.actions[-2][0] == "utter_not_understood_slot" and turn.replies:
+            turn.replies.pop()
+            del turn.actions[-2]
+
+    def _halls_in(self, halls: list[Any], text: str, district: str | None) -> tuple[list[Any], str | None]:
+        """The halls a message names (by a part of a hall's name, else by district) and the
+        district it names."""
+        district = district_in(text) or district
+        named = hall_named(halls, text)
+        if named:
+            return named, district
+        return [h for h in halls if district and h.district == district], district
+
+    @staticmethod
+    def _nearest(halls: list[Any], district: str | None, n: int = 2) -> list[Any]:
+        return sorted(halls, key=lambda h: distance(district, h.district))[:n]
+
+    def _period_in(self, turn: Turn, text: str) -> str | None:
+        """The half day a message names, in the words the answers use for it (either language)."""
+        low = (text or "").lower()
+        for p in ("afternoon", "morning"):
+            for lang in ("zh", "en"):
+                word = self.domain.render(f"utter_fragment_period_{p}", lang=lang, channel=turn.message.channel).text
+                if word.strip() and word.strip().lower() in low:
+                    return p
+        return None
+
+    def _clause_kind(self, clause: str) -> tuple[str, str]:
+        """What one clause of a message is: ("purpose", text) for a business request of its own,
+        ("name", name) for words the NLU finds nothing in, else ("other", "")."""
+        parse = self._parse(clause)
+        intent = (parse.get("intent") or {}).get("name") or "nlu_fallback"
+        conf = float((parse.get("intent") or {}).get("confidence") or 0)
+        if intent in BUSINESS_INTENTS and intent != FLOW and conf >= 0.9:
+            return "purpose", clause[:200]
+        if parse.get("entities") or any(ch.isdigit() for ch in clause) or intent in _NOT_A_NAME_INTENTS and conf >= 0.5:
+            return "other", ""
+        words = clause
+        for lead in _NAME_LEADS:
+            if words.lower().startswith(lead):
+                words = words[len(lead):]
+                break
+        name = contact_name(words.strip())
+        if name and len(name) <= 20 and len(name.split()) <= 4 and not district_in(name):
+            return "name", name.strip()
+        return "other", ""
+
+    def _name_and_purpose(self, turn: Turn, text: str, halls: list[Any], *, asked: bool) -> tuple[str | None, str | None]:
+        """A name and a purpose the message gives among its clauses; ``asked``: it answers
+        "your name and phone?", so a name written next to the number counts too."""
+        name = purpose = None
+        clauses = clauses_of(text)
+        phone = mobile(text)
+        for clause in clauses:
+            if hall_named(halls, clause) or self._period_in(turn, clause):
+                continue
+            if asked and phone and any(ch.isdigit() for ch in clause):
+                clause = "".join(ch for ch in clause if not ch.isdigit() and ch not in "+").strip()
+                if len(clause) < 2:
+                    continue
+            kind, value = self._clause_kind(clause)
+            if kind == "name" and not name:
+                name = value
+            elif kind == "purpose" and not purpose:
+                purpose = value
+        return name, purpose
+
+    # ------------------------------------------------------------------ the flow
     async def flow_book_appointment(self, turn: Turn) -> None:
-        flow = "book_appointment"
+        text = turn.message.text or ""
+        st: dict[str, Any] = turn.slots.get("_appt") or {}
+        # a new request: the policy started the flow on this very message (an answer to one of
+        # our questions, an accepted offer or a resumed form carries on with what we have).
+        # What is collected lives in ``_appt``: a side request in between clears the form slots.
+        fresh = not turn.state.get("form") and turn.slots.get("_text") == text and st.get("msg") != turn.message.message_id
+        asked = None if fresh else st.get("asked")
+        if fresh:
+            st = {"msg": turn.message.message_id}
+        turn.slots["_appt"] = st
+        halls = await self.reference("halls", None, self.core.list_halls) or []
+        took = self._absorb(turn, st, halls, text, fresh, asked)
+        if took and not fresh:
+            self._drop_not_understood(turn)
+
+        # 1. the hall
+        number = self._appt_account(turn)
+        acc = await self.account(turn, number) if number else None
+        if not st.get("hall_id") and acc and not st.get("candidates") and not st.get("no_hall"):
+            mine = [h.id for h in halls if h.district == acc.district]
+            if len(mine) == 1:
+                st["hall_id"] = mine[0]
+        hall = next((h for h in halls if h.id == st.get("hall_id")), None)
+        if hall is None:
+            st.pop("hall_id", None)
+            self._ask_hall(turn, st, halls)
+        st.pop("candidates", None)
+        st.pop("no_hall", None)
+
+        # 2. the day and half day
+        slot = await self._pick_slot(turn, st, hall)
+
+        # 3. who comes, and a number to reach them
+        name = st.get("name") or (acc.holder_name if acc else None)
+        phone = st.get("phone") or (mobile(acc.phone) if acc else None)
+        if not phone:
+            st["asked"] = "contact" if not name else "phone"
+            self.ask(turn, FLOW, "contact_phone", "utter_ask_appointment_contact" if not name else "utter_ask_contact_phone")
+        if not name:
+            st["asked"] = "name"
+            self.ask(turn, FLOW, "contact_name", "utter_ask_contact_name")
+
+        # 4. what for (a short free answer: the form reads it the way it reads a name); the
+        # question shows the booking so far, and a yes books it for general business
+        period = self.phrase(turn, f"utter_fragment_period_{slot.period}")
+        shown = {"hall": self._hall_label(turn, hall), "address": hall.address, "date": slot.date.isoformat(),
+                 "period": period, "start": slot.starts_at, "end": slot.ends_at, "name": name,
+                 "phone": phone if st.get("typed_phone") else mask_phone(phone)}
+        if not st.get("purpose"):
+            if st.get("asked") == "purpose" and st.pop("purpose_yes", False):
+                st["purpose"] = "业务办理"  # what the core records when the customer named nothing
+                turn.slots["_confirmed"] = FLOW
+            else:
+                st["asked"] = "purpose"
+                self.ask(turn, FLOW, "contact_name", "utter_ask_appointment_purpose", **shown)
+        purpose = st["purpose"]
+
+        # 5. the whole booking, for a yes
+        st["asked"] = "confirm"
+        self.confirm(turn, FLOW, "utter_confirm_appointment_details", purpose=purpose, **shown)
+        try:
+            appt = await self.core.book_appointment(
+                int(slot.id), number, str(name)[:64], phone, str(purpose)[:200], idempotency_key=f"{turn.key}:appt")
+        except Conflict:
+            st.pop("slot_id", None)
+            self.say(turn, "utter_slot_full")
+            st["asked"] = "slot"
+            await self._offer_slots(turn, st, hall, slot.date.isoformat())
+            return
+        turn.actions.append(("action_book_appointment", {"id": appt.id, "slot_id": appt.slot_id}))
+        turn.slots.pop("_appt", None)
+        self.finish(turn)
+        self.say(turn, "utter_appointment_booked_at", appointment_id=appt.id, date=appt.date.isoformat(), period=period,
+                 start=slot.starts_at, end=slot.ends_at, hall=self._hall_label(turn, hall), address=hall.address)
+
+    def _absorb(self, turn: Turn, st: dict[str, Any], halls: list[Any], text: str, fresh: bool, asked: str | None) -> bool:
+        """Keep what this message says: a new request everything it names, an answer what fits
+        the question asked (and a name or a phone given with it). True when anything was kept."""
+        took = False
+        slots = turn.slots
+        if fresh or asked == "place":
+            found, district = self._halls_in(halls, text, slots.get("district") or turn.entities.get("district"))
+            if len(found) == 1:
+                st["hall_id"] = found[0].id
+                st.pop("slot_id", None)
+            if found:
+                st["candidates"] = [h.id for h in found]
+                took = True
+            elif district:
+                st["no_hall"] = district
+                took = True
+        if fresh or asked in ("place", "slot"):
+            day = turn.entities.get("date") or slots.get("date")
+            if day and day != st.get("date"):
+                st["date"] = day
+                st.pop("slot_id", None)
+                took = True
+            p = self._period_in(turn, text)
+            if p and p != st.get("period"):
+                st["period"] = p
+                st.pop("slot_id", None)
+                took = True
+        if asked == "slot" and slots.get("slot_id"):
+            st["slot_id"] = slots["slot_id"]
+            took = True
+        if asked == "purpose":
+            answer = slots.pop("contact_name", None) or (text if 1 < len(text) <= 200 else None)
+            if turn.intent == "affirm":
+                st["purpose_yes"] = True  # "确认": book it as it stands
+                took = True
+            elif answer:
+                st["purpose"] = str(answer)[:200]
+                took = True
+            return took
+        if fresh or asked in ("contact", "phone", "name"):
+            name, purpose = self._name_and_purpose(turn, text, halls, asked=asked in ("contact", "name"))
+            if asked == "name" and slots.get("contact_name"):
+                name = name or slots["contact_name"]
+            if name and (not st.get("name") or asked in ("contact", "name")):
+                st["name"] = name
+                took = True
+            if purpose and fresh:
+                st["purpose"] = purpose
+            phone = mobile(str(turn.entities.get("phone_number") or "")) or mobile(text) or (
+                slots.get("contact_phone") if asked in ("contact", "phone") or fresh else None)
+            if phone and phone != st.get("phone"):
+                st["phone"] = phone
+                st["typed_phone"] = True
+                took = True
+        return took
+
+    def _appt_account(self, turn: Turn) -> str | None:
         number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
         if not number and len(turn.authorized) == 1:
             number = next(iter(turn.authorized))
-        acc = await self.account(turn, number) if number else None
-        district = turn.slots.get("district") or (acc.district if acc else None)
-        if not district:
-            district = self.require(turn, flow, "district", "utter_ask_district")
-            district = district_in(district) or district
-        hall_id = turn.slots.get("hall_id")
-        if not hall_id:
-            halls = await self.reference("halls", district, self.core.list_halls) or await self.reference(
-                "halls", None, self.core.list_halls)
-            if not halls:
-                self.finish(turn)
-                self.say(turn, "utter_no_halls")
-                return
-            if len(halls) == 1:
-                hall_id = halls[0].id
-                turn.set_slot("hall_id", hall_id)
-            else:
-                turn.state["form"] = {"name": flow, "slot": "hall_id", "options": [h.id for h in halls[:6]]}
-                lst = "\n".join(self.phrase(turn, "utter_fragment_hall_line", n=i + 1, name=h.name, address=h.address)
-                                for i, h in enumerate(halls[:6]))
-                self.say(turn, "utter_choose_hall", halls=lst,
-                         extra_buttons=[(h.name, f'/choose{{"hall_id": {h.id}}}') for h in halls[:6]])
-                raise Stop
-        slot_id = turn.slots.get("slot_id")
-        if not slot_id:
-            day = turn.slots.get("date")
-            slots = await self.core.list_slots(hall_id, day, only_available=True)
-            if not slots:
-                turn.slots.pop("date", None)
-                if day:
-                    self.say(turn, "utter_no_slots_day", day=day)
-                    self.ask(turn, flow, "date", "utter_ask_date")
-                self.finish(turn)
-                self.say(turn, "utter_no_slots")
-                return
-            slots = slots[:6]
-            turn.state["form"] = {"name": flow, "slot": "slot_id", "options": [s.id for s in slots]}
-            period = {p: self.phrase(turn, f"utter_fragment_period_{p}") for p in ("morning", "afternoon")}
-            lst = "\n".join(self.phrase(turn, "utter_fragment_slot_line", n=i + 1, date=s.date.isoformat(),
-                                         period=period.get(s.period, s.period), start=s.starts_at, end=s.ends_at,
-                                         available=s.available) for i, s in enumerate(slots))
-            self.say(turn, "utter_choose_slot", slots=lst,
-                     extra_buttons=[(f"{s.date.isoformat()} {period.get(s.period, s.period)}", f'/choose{{"slot_id": {s.id}}}')
-                                    for s in slots])
+        return number
+
+    def _ask_hall(self, turn: Turn, st: dict[str, Any], halls: list[Any]) -> None:
+        if not halls:
+            self.finish(turn)
+            turn.slots.pop("_appt", None)
+            self.say(turn, "utter_no_halls")
             raise Stop
-        name = turn.slots.get("contact_name") or (acc.holder_name if acc else None)
-        if not name:
-            name = self.require(turn, flow, "contact_name", "utter_ask_contact_name")
-        phone = await self.contact_phone(turn, flow)
-        self.confirm(turn, flow, "utter_confirm_appointment")
-        try:
-            appt = await self.core.book_appointment(
-                int(slot_id), number, name, phone, str(turn.slots.get("_purpose") or "业务办理"),
-                idempotency_key=f"{turn.key}:appt")
-        except Conflict:
-            turn.slots.pop("slot_id", None)
-            self.say(turn, "utter_slot_full")
-            await self.flow_book_appointment(turn)
-            return
-        turn.actions.append(("action_book_appointment", {"id": appt.id, "slot_id": appt.slot_id}))
-        self.finish(turn)
-        period = {p: self.phrase(turn, f"utter_fragment_period_{p}") for p in ("morning", "afternoon")}
-        self.say(turn, "utter_appointment_booked", appointment_id=appt.id, date=appt.date.isoformat(),
-                 period=period.get(appt.period, appt.period))
+        offered = [h for h in halls if h.id in (st.get("candidates") or [])]
+        no_hall = st.get("no_hall")
+        if no_hall and not offered:
+            offered = self._nearest(halls, no_hall)
+            lines = "\n".join(self._hall_line(turn, h) for h in offered)
+            self.say(turn, "utter_no_hall_in_district", district=district_label(no_hall, turn.lang), halls=lines)
+        else:
+            offered = offered or halls
+            lines = "\n".join(self.phrase(turn, "utter_fragment_hall_choice", name=self._hall_label(turn, h),
+                                          address=h.address) for h in offered)
+            self.say(turn, "utter_ask_hall", halls=lines)
+        st["asked"] = "place"
+        st.pop("candidates", None)
+        st.pop("no_hall", None)
+        turn.state["form"] = {"name": FLOW, "slot": "district"}
+        turn.replies[-1].buttons.extend(Button(title=self._hall_label(turn, h), payload=h.name) for h in offered)
+        raise Stop
+
+    async def _pick_slot(self, turn: Turn, st: dict[str, Any], hall: Any) -> Any:
+        slot_id = st.get("slot_id")
+        day = st.get("date")
+        if slot_id:
+            slots = await self.core.list_slots(hall.id, day) if day else await self.core.list_slots(hall.id)
+            found = next((s for s in slots if s.id == int(slot_id)), None)
+            if found is not None:
+                return found
+            st.pop("slot_id", None)
+        if not day:
+            st["asked"] = "slot"
+            await self._offer_slots(turn, st, hall, None)
+        free = await self.core.list_slots(hall.id, day, only_available=True)
+        period = st.get("period")
+        fits = [s for s in free if not period or s.period == period]
+        if len(fits) == 1 or (fits and period):
+            st["slot_id"] = fits[0].id
+            return fits[0]
+        st["asked"] = "slot"
+        await self._offer_slots(turn, st, hall, day)
+        raise Stop
+
+    async def _offer_slots(self, turn: Turn, st: dict[str, Any], hall: Any, day: str | None) -> None:
+        free = await self.core.list_slots(hall.id, day, only_available=True) if day else []
+        period = st.get("period")
+        if day and period and free and not any(s.period == period for s in free):
+            self.say(turn, "utter_no_slots_day_period", day=day, period=self.phrase(turn, f"utter_fragment_period_{period}"))
+        elif day and not free:
+            self.say(turn, "utter_no_slots_day", day=day)
+        if not free:
+            free = await self.core.list_slots(hall.id, only_available=True)
+        if not free:
+            self.finish(turn)
+            turn.slots.pop("_appt", None)
+            self.say(turn, "utter_no_slots")
+            raise Stop
+        free = free[:6]
+        st.pop("period", None)
+        st.pop("date", None)
+        turn.slots.pop("date", None)
+        turn.slots.pop("slot_id", None)
+        turn.state["form"] = {"name": FLOW, "slot": "slot_id", "options": [s.id for s in free]}
+        periods = {p: self.phrase(turn, f"utter_fragment_period_{p}") for p in ("morning", "afternoon")}
+        lst = "\n".join(self.phrase(turn, "utter_fragment_slot_line", n=i + 1, date=s.date.isoformat(),
+                                     period=periods.get(s.period, s.period), start=s.starts_at, end=s.ends_at,
+                                     available=s.available) for i, s in enumerate(free))
+        self.say(turn, "utter_choose_slot_or_day", slots=lst, hall=self._hall_label(turn, hall), address=hall.address,
+                 hours=hall.opening_hours or "-", phone=hall.phone or "-",
+                 extra_buttons=[(f"{s.date.isoformat()} {periods.get(s.period, s.period)}", f'/choose{{"slot_id": {s.id}}}')
+                                for s in free])
+        raise Stop

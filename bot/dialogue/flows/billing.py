@@ -12,6 +12,7 @@ Expects of the class it is mixed into: ``core``, ``payments``; ``require_account
 from __future__ import annotations
 
 from bot.dialogue.responses import BILL_STATUSES, CHINA_TZ, PAYMENT_STATUSES, kwh_fmt
+from bot.dialogue.flows import remember_order
 from bot.dialogue.turn import Turn
 from bot.logs import mask_account
 from common.money import money_text
@@ -93,6 +94,7 @@ class BillingFlows:
             "complaint", self.phrase(turn, "utter_fragment_payment_check") + str(turn.slots.get("_text") or "")[:300],
             account_number=acc.account_number, priority="normal", channel=turn.message.channel,
             contact_phone=phone, details={"category": "payment_issue"}, idempotency_key=f"{turn.key}:wo")
+        remember_order(turn, wo.id)
         self._order_done(turn, wo, "utter_payment_order_created")
 
     async def flow_invoice_request(self, turn: Turn) -> None:
@@ -109,4 +111,5 @@ class BillingFlows:
             "invoice", f"e-invoice for {p.out_trade_no}", account_number=acc.account_number, priority="low",
             channel=turn.message.channel, contact_phone=phone, details={"out_trade_no": p.out_trade_no},
             idempotency_key=f"{turn.key}:wo")
+        remember_order(turn, wo.id)
         self._order_done(turn, wo, "utter_invoice_created")

@@ -17,19 +17,23 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from backend_client import NotFound
+from bot.dialogue.flows import WORK_ORDER_TYPES, remember_order
+from bot.dialogue.flows.places import district_label, has_chinese
 from bot.dialogue.responses import CHINA_TZ, WO_STATUSES, local
 from bot.dialogue.turn import Turn
 from bot.dialogue.verification import aware
+from bot.logs import mask_phone
 from common.clock import utcnow
 from intents.slots import district as district_in
 
 
 class OutageFlows:
-    async def _location(self, turn: Turn, flow: str) -> tuple[str | None, str | None, str | None]:
+    async def _location(self, turn: Turn, flow: str, *, ask: bool = True) -> tuple[str | None, str | None, str | None]:
         """(account_number, district, address) for outage/repair flows. The account's registered
         address is used only for a bound or verified identity: for anyone else an account
         number proves nothing, so the customer is asked where the fault is (and the order is
-        not linked to an account they have not proven)."""
+        not linked to an account they have not proven). A district alone is not an address:
+        the order needs the place itself."""
         number = turn.slots.get("account_number")
         unproven = bool(number) and number not in turn.authorized
         if unproven:
@@ -43,20 +47,30 @@ class OutageFlows:
             except NotFound:
                 turn.slots.pop("account_number", None)
         address = turn.slots.get("address")
-        district = turn.slots.get("district") or district_in(address or "")
-        if not address and not district:
+        district = district_in(address or "") or turn.slots.get("district") or turn.entities.get("district")
+        if not address and ask:
             self.ask(turn, flow, "location", "utter_ask_location_address" if unproven else "utter_ask_location")
         return None, district, address
 
     async def flow_report_outage(self, turn: Turn) -> None:
-        number, district, address = await self._location(turn, "report_outage")
-        if turn.slots.get("_confirmed") != "report_outage":
+        number, district, address = await self._location(turn, "report_outage", ask=False)
+        check = f"{turn.slots.get('_text')}|{address or ''}"  # once per report and address
+        if turn.slots.get("_confirmed") != "report_outage" and turn.slots.get("_outage_checked") != check:
             now = utcnow()
-            known = []
-            for o in await self.core.list_outages(district=district, active_at=now) if district else []:
-                if o.status in ("active", "scheduled") and (not o.streets or not address or any(s in address for s in o.streets)):
-                    known.append(o)
-            if known:
+            known: list[Any] = []
+            nearby: list[Any] = []
+            if address and has_chinese(address):
+                # the core matches the address to each outage's streets (another street of the
+                # same district is not covered by this fault)
+                known = [o for o in await self.core.list_outages(address=address, active_at=now)
+                         if o.status in ("active", "scheduled")]
+            elif district:
+                # an address the core cannot match (written in English): a district-wide outage
+                # covers it; a street's fault in that district is only mentioned
+                for o in await self.core.list_outages(district=district, active_at=now):
+                    if o.status in ("active", "scheduled"):
+                        (nearby if o.streets else known).append(o)
+            if known and (address or not known[0].streets):
                 o = known[0]
                 self.finish(turn)
                 turn.state["offer"] = "subscribe_outage"
@@ -64,12 +78,26 @@ class OutageFlows:
                 self.say(turn, "utter_known_outage", scope=o.scope, cause=o.cause or self.phrase(turn, "utter_fragment_fault_cause"),
                          end=local(o.estimated_end_at))
                 return
+            nearby += [o for o in known if o not in nearby]
+            told = turn.slots.get("_outage_told") if str(turn.slots.get("_outage_checked") or "").startswith(
+                f"{turn.slots.get('_text')}|") else None
+            turn.slots["_outage_checked"] = check
+            if nearby and nearby[0].id != told:
+                o = nearby[0]
+                turn.slots["_outage_told"] = o.id
+                self.say(turn, "utter_outage_nearby", scope=o.scope, cause=o.cause or self.phrase(turn, "utter_fragment_fault_cause"),
+                         end=local(o.estimated_end_at), address=address or "-")
+        if not address:
+            await self._location(turn, "report_outage")  # asks where
         phone = await self.contact_phone(turn, "report_outage")
-        self.confirm(turn, "report_outage", "utter_confirm_outage_order", address=address or "-")
+        self.confirm(turn, "report_outage", "utter_confirm_outage_order_details", address=address or "-", phone=mask_phone(phone))
+        turn.slots.pop("_outage_checked", None)
+        turn.slots.pop("_outage_told", None)
         wo = await self.core.create_work_order(
             "outage", str(turn.slots.get("_text") or "")[:500] or "停电", account_number=number, priority="high",
             channel=turn.message.channel, contact_phone=phone, address=address, details={"district": district},
             idempotency_key=f"{turn.key}:wo")
+        remember_order(turn, wo.id)
         self._order_done(turn, wo, "utter_outage_order_created")
 
     async def flow_outage_schedule(self, turn: Turn) -> None:
@@ -97,14 +125,14 @@ class OutageFlows:
             outages = [o for o in outages if _overlaps_day(o, day)]
         self.finish(turn)
         if not outages:
-            self.say(turn, "utter_no_planned_outage", district=district, day=day or self.phrase(turn, "utter_fragment_coming_days"))
+            self.say(turn, "utter_no_planned_outage", district=district_label(district, turn.lang), day=day or self.phrase(turn, "utter_fragment_coming_days"))
             return
         lines = "\n".join(
             self.phrase(turn, "utter_fragment_outage_line", start=local(o.start_at), end=local(o.estimated_end_at), scope=o.scope)
             + (self.phrase(turn, "utter_fragment_outage_cause", cause=o.cause) if o.cause else "")
             for o in outages[:5])
         turn.state["offer"] = "subscribe_outage"
-        self.say(turn, "utter_planned_outages", district=district, outages=lines)
+        self.say(turn, "utter_planned_outages", district=district_label(district, turn.lang), outages=lines)
 
     async def flow_repair_request(self, turn: Turn) -> None:
         number, district, address = await self._location(turn, "repair_request")
@@ -114,9 +142,13 @@ class OutageFlows:
             "repair", str(turn.slots.get("_text") or "")[:500] or "报修", account_number=number, priority="normal",
             channel=turn.message.channel, contact_phone=phone, address=address, details={"district": district},
             idempotency_key=f"{turn.key}:wo")
+        remember_order(turn, wo.id)
         self._order_done(turn, wo, "utter_repair_created")
 
     async def flow_work_order_status(self, turn: Turn) -> None:
+        """One work order by its number; else every open order of the customer (the orders of
+        their account, and the ones filed in this conversation), each with its deadline and
+        whether the deadline has passed."""
         wid = turn.slots.get("work_order_id")
         if wid:
             try:
@@ -126,20 +158,49 @@ class OutageFlows:
                 self.finish(turn)
                 self.say(turn, "utter_work_order_not_found", work_order_id=wid)
                 return
-            if wo.account_number and wo.account_number not in turn.authorized:
+            if wo.account_number and wo.account_number not in turn.authorized and wo.id not in (turn.slots.get("_orders") or []):
                 turn.set_slot("account_number", wo.account_number)
                 await self.verify(turn, "work_order_status", await self.account(turn, wo.account_number))
-        else:
+            self.finish(turn)
+            self._say_orders(turn, [wo])
+            return
+        filed = list(reversed(turn.slots.get("_orders") or []))
+        number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
+        if not number and len(turn.authorized) == 1:
+            number = next(iter(turn.authorized))
+        orders: list[Any] = []
+        if number or not filed:
             acc = await self.require_account(turn, "work_order_status")
-            orders = await self.core.list_work_orders(acc.account_number, limit=1)
-            if not orders:
-                self.finish(turn)
-                self.say(turn, "utter_no_work_orders")
-                return
-            wo = orders[0]
+            orders = await self.core.list_work_orders(acc.account_number, limit=50)
+        for w in filed:
+            if not any(o.id == w for o in orders):
+                try:
+                    orders.append(await self.core.get_work_order(w))
+                except NotFound:
+                    pass
         self.finish(turn)
-        self.say(turn, "utter_work_order_status", work_order_id=wo.id,
-                 status=self.label(turn, "utter_fragment_work_order_status", wo.status, WO_STATUSES), created=local(wo.created_at), sla=local(wo.sla_due_at))
+        if not orders:
+            self.say(turn, "utter_no_work_orders")
+            return
+        orders.sort(key=lambda o: aware(o.created_at), reverse=True)
+        still_open = [o for o in orders if o.status not in ("resolved", "closed")]
+        self._say_orders(turn, still_open or orders[:1], none_open=not still_open)
+
+    def _say_orders(self, turn: Turn, orders: list[Any], *, none_open: bool = False) -> None:
+        now = utcnow()
+        lines = []
+        for wo in orders[:10]:
+            late = (wo.sla_due_at is not None and wo.status not in ("resolved", "closed") and aware(wo.sla_due_at) < now)
+            lines.append(self.phrase(
+                turn, "utter_fragment_work_order_line", work_order_id=wo.id,
+                type=self.label(turn, "utter_fragment_work_order_type", wo.type, WORK_ORDER_TYPES),
+                status=self.label(turn, "utter_fragment_work_order_status", wo.status, WO_STATUSES),
+                created=local(wo.created_at), sla=local(wo.sla_due_at),
+            ) + (self.phrase(turn, "utter_fragment_sla_passed") if late else ""))
+        if none_open:
+            self.say(turn, "utter_work_orders_none_open", line=lines[0])
+        else:
+            self.say(turn, "utter_work_orders_open", count=len(orders), lines="\n".join(lines))
 
 
 def _overlaps_day(o: Any, day: str) -> bool:

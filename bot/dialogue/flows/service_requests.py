@@ -12,6 +12,7 @@ Expects of the class it is mixed into: ``core``; ``hand_off`` (``PolicyMixin``);
 
 from __future__ import annotations
 
+from bot.dialogue.flows import remember_order
 from bot.dialogue.turn import Turn
 from intents.signals import is_angry, word_chars
 
@@ -50,6 +51,7 @@ class ServiceRequestFlows:
         wo = await self.core.create_work_order(
             wo_type, desc[:500], account_number=number, priority=priority, channel=turn.message.channel,
             contact_phone=phone, idempotency_key=f"{turn.key}:wo")
+        remember_order(turn, wo.id)
         self._order_done(turn, wo, done)
 
     async def flow_report_violation(self, turn: Turn) -> None:
@@ -67,4 +69,5 @@ class ServiceRequestFlows:
             "violation", desc[:500], priority="normal", channel=None if turn.slots.get("anonymous") else turn.message.channel,
             contact_phone=phone, address=address, details={"anonymous": bool(turn.slots.get("anonymous"))},
             idempotency_key=f"{turn.key}:wo")
+        remember_order(turn, wo.id)
         self._order_done(turn, wo, "utter_violation_created")
