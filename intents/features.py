@@ -20,6 +20,7 @@ import jieba
 import numpy as np
 from jieba import finalseg
 
+from .lexicon import canonical
 from .numbers import digits_view
 
 DOMAIN_WORDS = [
@@ -336,6 +337,7 @@ def analyze(text: str, tokenizer: Tokenizer) -> tuple[list[str], list[str]]:
     This defines the features (training fits the vocabularies on its output);
     ``InferenceFeaturizer`` computes the same vector faster for a single message.
     """
+    text = canonical(text)  # known slips and pinyin of domain words, as the word
     toks = tokenizer.tokens(text)
     words = ["w:" + t for t in toks]
     words += ["b:" + a + "|" + b for a, b in zip(toks, toks[1:])]
@@ -514,6 +516,7 @@ class InferenceFeaturizer:
         return grams
 
     def vector(self, text: str) -> tuple[list[int], list[float]]:
+        text = canonical(text)  # as ``analyze``
         word_hits, any_word = self._word_hits(text)
         grams = self._char_grams(text)
         if not grams and not any_word:

@@ -33,7 +33,7 @@ OUT_OF_SCOPE = "out_of_scope"
 FALLBACK = "nlu_fallback"
 MODEL_FILE = "nlu.pkl"
 META_FILE = "nlu.json"
-FORMAT_VERSION = 6  # 3: digit-shape symbols, char 1–3-grams; 4: address placeholder; 5: district+road addresses; 6: no pronoun "addresses"
+FORMAT_VERSION = 7  # 3: digit-shape symbols, char 1–3-grams; 4: address placeholder; 5: district+road addresses; 6: no pronoun "addresses"; 7: digits spelled out, typo/pinyin lexicon
 _REF = dt.date(2024, 1, 15)  # fixed reference for masking during training (values unused)
 
 

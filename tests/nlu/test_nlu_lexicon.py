@@ -1,0 +1,27 @@
+"""Slips of the input method and pinyin are read as the domain word (intents.lexicon)."""
+
+from __future__ import annotations
+
+import pytest
+
+from intents.lexicon import VARIANTS, canonical
+
+
+@pytest.mark.parametrize("text,read", [
+    ("家里停点了", "家里停电了"), ("插坐冒烟", "插座冒烟"), ("点费多少", "电费多少"), ("老是跳匝", "老是跳闸"),
+    ("tingdian le", "停电了"), ("jia li ting dian le", "家里停电了"), ("wo yao cha dianfei", "我要查电费"),
+    ("zenme jiao dian fei", "怎么交电费"), ("我要转rengong", "我要转人工"), ("退定", "退订"),
+])
+def test_slips_and_pinyin(text: str, read: str) -> None:
+    assert canonical(text) == read
+
+
+@pytest.mark.parametrize("text", ["i want to pay my bill", "you are a bot", "hang on", "hello",
+                                  "ok", "change my phone number", "电费多少", "停电了"])
+def test_english_and_correct_spelling_unchanged(text: str) -> None:
+    assert canonical(text) == text
+
+
+def test_no_variant_is_a_word_of_another_entry() -> None:
+    words = set(VARIANTS)
+    assert not [v for vs in VARIANTS.values() for v in vs if v in words]
