@@ -22,6 +22,68 @@ ANGRY_RE = re.compile(
     re.I,
 )
 CANCEL_RE = re.compile(r"^\s*(算了|取消|不办了|不用了|不要了|退出|cancel|stop|never ?mind|forget it)\s*[。.!！]?\s*$", re.I)
+# "算了", "不用你们再登记了", "no, don't submit", "never mind, I'll ask my landlord": the customer
+# leaves what was being asked (a form, a confirmation, an offer) — at the start of the message
+# (after "等等"/"wait"/"actually"), or a refusal of the thing itself anywhere in it
+_DECLINE_START_RE = re.compile(
+    r"^\s*(?:(?:等等|等一下|等下|哦|噢|呃|额|嗯|唉|哎|那|wait|oh|hmm|um|actually|ah|well)[，,。.!！\s]*)*"
+    r"(?:算了|不用|不要了|不要提交|不要登记|不必|不需要|不了|不办|不约|不报|不绑|不交|不开|不销|不申请|不登记|不订|"
+    r"取消|先不|暂时不|还是不|还是算了|还是留着|不对|否(?:[，,。.\s]|$)|"
+    r"no(?:pe)?\b(?!\s+(?:power|electricity|lights?|one|idea|bill|signal|hot|water|supply))|nah\b|never ?mind|"
+    r"cancel|forget (?:it|that|about it)|not now|not yet|don'?t (?:bother|need|want|file|submit|bind|book|pay|register))",
+    re.I,
+)
+_DECLINE_ANY_RE = re.compile(
+    r"不用(?:你们|您|再|帮我|给我)*(?:登记|报|提交|派|弄|办|记录|申请|预约|绑|交|订阅|处理)|"
+    r"不(?:报|约|办|弄|申请|绑|交|订阅|销|举报|登记|提交)了|先不(?:要|用|申请|提交|报|办|约|交)|还是(?:算了|不要|不用|留着)|"
+    r"暂时不|不想(?:办|约|交|报|登记)了|"
+    r"don'?t (?:file|submit|bind|register|book|need to|want to) |do not (?:file|submit|register)|no need to|"
+    r"never ?mind|forget (?:it|that)|cancel (?:it|that|this)|not now|i'?ll (?:do|pay|call|go|ask|check) [^.]{0,30}"
+    r"(?:later|myself|first|another time|some other time)",
+    re.I,
+)
+# "是的", "对，提交", "yes please", "go ahead": a yes to the question just asked ("对了" is not one,
+# nor "是不是...")
+_AFFIRM_RE = re.compile(
+    r"^\s*(?:嗯+|恩|哦|噢)?[，,\s]*(?:是(?!不|否)|对(?!了|不)|好(?!像)|行|可以|没问题|没错|确认|确定|提交|要的|需要|同意|ok\b|okay|"
+    r"yes|yep|yeah|yup|sure|confirm|correct|right\b|go ahead|please do|do it|submit|absolutely|of course)",
+    re.I,
+)
+# "就是登记的地址", "my registered address": the address on the customer's account
+_REGISTERED_ADDRESS_RE = re.compile(r"登记的地址|注册的地址|户号的地址|登记地址|原地址|registered address|address on (?:the|my) account", re.I)
+_REGISTERED_PHONE_RE = re.compile(
+    r"登记的(?:电话|手机|号码)|(?:电话|手机|号码)(?:也)?(?:就)?(?:用|是)?登记的|就是这个(?:手机|号码|电话)|这个手机号|"
+    r"registered (?:phone|number|mobile)|this (?:phone|number)|same number|use my (?:registered )?(?:address and )?phone",
+    re.I,
+)
+# what an address looks like: a road, a lane, a building number, a district...
+_ADDRESS_RE = re.compile(
+    r"[路街巷弄村镇乡栋幢室]|\d+\s*(?:号|楼|层)|小区|大道|公路|新区|[\u4e00-\u9fa5]{1,4}区|"
+    r"\b(?:road|rd|street|st|avenue|ave|lane|ln|boulevard|blvd|highway|room|building|bldg|block|floor|district|"
+    r"village|town|no\.|stairwell|community|estate)\b",
+    re.I,
+)
+# pieces of a message that are not the address: a phone number and the words introducing it
+_NOT_ADDRESS_PART_RE = re.compile(
+    r"(?:联系)?(?:电话|手机|号码|phone|tel|mobile|call me on|my number is)[^，,;；。]*|(?:\+?86)?1[3-9]\d(?:[\s-]?\d){8}", re.I)
+_ADDRESS_LEAD_RE = re.compile(r"^(?:(?:我的|我家|the )?(?:地址|位置|address|location)\s*(?:是|在|is|:|：)?\s*|在|就在|it'?s at |at )", re.I)
+# an appliance or socket smoking: switch off the main switch first
+_APPLIANCE_RE = re.compile(r"插座|插头|电器|电表箱|电箱|配电箱|开关|电线老化|socket|outlet|plug|appliance|meter box|fuse box|breaker|electricity box", re.I)
+# fire or a person hurt: an agent is alerted at once, besides the report
+_LIFE_RE = re.compile(r"着火|起火|冒火(?!花)|火灾|烧起来|触电|电到人|被电|on fire|\bfire\b(?!works)|electrocut|(?:got|been|was) shocked", re.I)
+# a hazard that is a repair rather than an emergency: leakage from old wiring, a tripping breaker
+_CAUTION_RE = re.compile(r"漏电|跳闸|leak(?:ing|age)? (?:current|electricity)|electric leak", re.I)
+# clause markers joining two requests in one message ("查下电费，顺便问下...")
+_CLAUSE_RE = re.compile(
+    r"[，,。.;；!！?？\s]*(?:顺便(?:问一?下|问问|说一?下)?|另外|还有(?:就是)?|然后(?:再)?|再帮我|and also|also,?|by the way,?|plus)\s*|"
+    r",?\s+and\s+(?=(?:is|are|what|when|how|can|could|do|does|will|any)\b)", re.I)
+# "直接给我转人工", "let me talk to a real person": an agent, whatever else the message says
+_ASKS_HUMAN_RE = re.compile(r"转人工|人工客服|找人工|要人工|真人|real person|human agent|talk to (?:a |an )?(?:human|person|agent)", re.I)
+# "尾号8000", "后四位9000", "last 4 is 8000", "the phone ends in 9000": the identity check given up front
+_GIVEN_LAST4_RE = re.compile(
+    r"(?:尾号|后4位|后四位|末4位|末四位|last (?:4|four)(?: digits)?|ends? (?:in|with))\D{0,6}(\d{4})(?!\d)", re.I)
+# a bare "ok"/"yes" says nothing of the language the customer writes in
+_NEUTRAL_WORDS_RE = re.compile(r"^\s*(?:ok|okay|k|yes|no|y|n|hi|thx|ok+)\s*[.!?。！？]*\s*$", re.I)
 ANON_RE = re.compile(r"匿名|不留|不方便|anonymous|no contact", re.I)
 
 # notification topics by the words that name them, in the order they are tried
@@ -55,6 +117,86 @@ def is_angry(text: str) -> bool:
 
 def is_cancel(text: str) -> bool:
     return CANCEL_RE.match(text) is not None
+
+
+def declines(text: str) -> bool:
+    """The customer leaves what was being asked: "算了", "不用你们再登记了", "no, don't submit"."""
+    return _DECLINE_START_RE.search(text) is not None or _DECLINE_ANY_RE.search(text) is not None
+
+
+def affirms(text: str) -> bool:
+    """A yes to the question just asked ("是的", "对，提交", "yes please"), not a decline."""
+    return _AFFIRM_RE.search(text) is not None and not declines(text)
+
+
+def means_registered_address(text: str) -> bool:
+    return _REGISTERED_ADDRESS_RE.search(text) is not None
+
+
+def means_registered_phone(text: str) -> bool:
+    return _REGISTERED_PHONE_RE.search(text) is not None
+
+
+def looks_like_address(text: str) -> bool:
+    """Whether an answer reads like a place (a road, a lane, a number, a district), not a
+    sentence, an account number or a phone."""
+    rest = _NOT_ADDRESS_PART_RE.sub("", text)
+    if not rest.strip() or rest.strip().isdigit():
+        return False
+    return _ADDRESS_RE.search(rest) is not None
+
+
+def looks_like_district(text: str) -> bool:
+    """A district named without its suffix ("徐汇", "Minhang") or with it: words, no digits."""
+    return not any(ch.isdigit() for ch in text) and looks_like_address(text + "区")
+
+
+def address_text(text: str) -> str:
+    """The address part of an answer: the clauses that read like a place, without a phone
+    number or the words introducing it ("地址是", "the address is")."""
+    parts = [p.strip() for p in re.split(r"[;；。]|[，,](?=\s*(?:电话|手机|phone|tel|call))|\.\s+(?=[A-Z])", text) if p.strip()]
+    keep = []
+    for p in parts:
+        p = _NOT_ADDRESS_PART_RE.sub("", p).strip(" ，,.。")
+        p = _ADDRESS_LEAD_RE.sub("", p).strip(" ，,.。")
+        if p and looks_like_address(p):
+            keep.append(p)
+    return ("，" if any("\u4e00" <= ch <= "\u9fff" for ch in text) else ", ").join(keep)[:200]
+
+
+def about_appliance(text: str) -> bool:
+    """A socket, an appliance or a meter box (smoking, sparking): switch off the main switch."""
+    return _APPLIANCE_RE.search(text) is not None
+
+
+def is_life_threatening(text: str) -> bool:
+    """Fire or a person hurt by electricity: an agent is alerted at once."""
+    return _LIFE_RE.search(text) is not None
+
+
+def is_caution(text: str) -> bool:
+    """Leakage or a tripping breaker: a repair with a safety tip, not an emergency."""
+    return _CAUTION_RE.search(text) is not None
+
+
+def clauses(text: str) -> list[str]:
+    """A message split on the markers that join two requests ("顺便", "另外", "and also")."""
+    return [c.strip(" ，,。.;；") for c in _CLAUSE_RE.split(text) if c and c.strip(" ，,。.;；")]
+
+
+def asks_human(text: str) -> bool:
+    return _ASKS_HUMAN_RE.search(text) is not None
+
+
+def given_last4(text: str) -> str | None:
+    """The last 4 digits of the phone given with the account ("户号…，尾号8000")."""
+    m = _GIVEN_LAST4_RE.search(text)
+    return m.group(1) if m else None
+
+
+def language_neutral(text: str) -> bool:
+    """A bare "ok"/"yes": it does not switch the conversation's language."""
+    return _NEUTRAL_WORDS_RE.match(text) is not None
 
 
 def wants_anonymity(text: str) -> bool:

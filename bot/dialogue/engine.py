@@ -42,7 +42,7 @@ from bot.dialogue.flows.outages import OutageFlows
 from bot.dialogue.flows.service_requests import ServiceRequestFlows
 from bot.dialogue.flows.subscriptions import SubscriptionFlows
 from bot.dialogue.flows.tariffs import TariffFlows
-from bot.dialogue.forms import FormsMixin, Stop
+from bot.dialogue.forms import ConfirmedWrites, FormsMixin, Stop
 from bot.dialogue.identity import IdentityMixin
 from bot.dialogue.policy import PolicyMixin
 from bot.dialogue.reference import ReferenceData
@@ -54,7 +54,7 @@ from bot.logs import mask_text
 from channels.base import Message, Reply
 from common.metrics import NLU_SECONDS
 from intents.payload import payload_entities, split_payload
-from intents.signals import has_language
+from intents.signals import has_language, language_neutral
 
 log = logging.getLogger("powerbot.dialogue")
 
@@ -87,7 +87,8 @@ class DialogueEngine(
         self.store = store if store is not None else TrackerStore(sessionmaker)
         # channel name -> what its platform proves about a sender (``Channel.proves``)
         self.sender_proofs: Mapping[str, frozenset[str]] = sender_proofs or {}
-        self.core = core
+        # the flows write to the core only what the customer said yes to (``ConfirmedWrites``)
+        self.core = ConfirmedWrites(core, self)
         self.interpreter = interpreter
         self.settings = settings
         self.payments = payments
@@ -109,9 +110,10 @@ class DialogueEngine(
         if lang not in ("zh", "en"):
             lang = "zh"
         state = snap.state
-        if not has_language(text):
-            lang = (state.get("slots") or {}).get("language") or lang  # digits/buttons keep the language
-        if snap.handoff is not None:
+        if not has_language(text) or language_neutral(text):
+            # digits, buttons and a bare "ok" keep the language the customer writes in
+            lang = (state.get("slots") or {}).get("language") or lang
+        if snap.handoff is not None and not _reporting_hazard(snap):
             return self._handoff_turn(message, parse, lang, snap)
         new_identity: tuple[list[Account], str] | None = None
         if not snap.exists or snap.customer_id is None:
@@ -181,6 +183,15 @@ class DialogueEngine(
             r = self.domain.render("utter_handoff_waiting", lang=lang, channel=message.channel, seed=message.message_id)
             replies.append(Reply(channel=message.channel, recipient_id=message.sender_id, text=r.text))
         return TurnResult(message=message, replies=replies, kind="handoff", snapshot=snap, parse=parse, ack_handoff=ack)
+
+
+def _reporting_hazard(snap: Snapshot) -> bool:
+    """A hazard's handoff waits for an agent while the customer is still giving its report
+    (where, a phone, the yes): the bot goes on with the report until an agent takes over."""
+    h = snap.handoff
+    form = snap.state.get("form") or {}
+    return (getattr(h, "reason", None) == "hazard" and getattr(h, "status", None) == "waiting"
+            and form.get("name") == "emergency")
 
 
 # Log masking, not reading the customer: any short number is hidden in the turn log.

@@ -16,25 +16,68 @@ it is accepted, a pick among offered accounts is read the way they were offered)
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 from backend_client import NotFound
 from bot.dialogue.flows import BUSINESS_INTENTS
 from bot.dialogue.responses import local
 from bot.dialogue.turn import Turn
-from bot.logs import mask_account
+from bot.logs import mask_account, mask_phone
 from channels.base import proven_phone
 from intents.payload import chosen_option
-from intents.signals import topic, wants_anonymity
+from intents.signals import (
+    address_text,
+    affirms,
+    looks_like_address,
+    looks_like_district,
+    means_registered_address,
+    means_registered_phone,
+    topic,
+    wants_anonymity,
+)
 from intents.slots import account_number, choice, contact_name, iso_date, kwh, last4, mobile, work_order_id
+
+TOPIC_NAMES = ("outage", "bill", "work_order", "payment")
 
 # slots that belong to one request; cleared when a new business request starts
 TURN_SLOTS = ("month", "date", "kwh", "work_order_id", "description", "topic", "hall_id", "slot_id",
-              "contact_phone", "contact_name", "location", "district", "anonymous", "payment_ref")
+              "contact_phone", "contact_name", "location", "district", "anonymous", "payment_ref", "address")
 
 
 class Stop(Exception):
     """A flow asked the customer something (or finished early): end the turn here."""
+
+
+# the turn being decided (set by the policy): what the write guard asks its confirmation in
+CURRENT_TURN: ContextVar[Turn | None] = ContextVar("powerbot_current_turn", default=None)
+
+# the core's calls that write something a customer asked for; each needs a yes first
+WRITES = frozenset({"create_work_order", "create_subscription", "delete_subscription", "bind_account",
+                    "unbind_account", "book_appointment", "cancel_appointment", "create_payment"})
+
+
+class ConfirmedWrites:
+    """The core client as the flows see it: reads pass through; a write the customer has not
+    said yes to in this request is not made — the form asks for the yes first, showing what
+    will be written, and the flow runs again once it is given (``FormsMixin.confirm``)."""
+
+    def __init__(self, client: Any, engine: Any) -> None:
+        self._client = client
+        self._engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if name not in WRITES:
+            return attr
+
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            turn = CURRENT_TURN.get()
+            if turn is not None and not self._engine.write_allowed(turn):
+                self._engine.ask_write(turn, name, args, kwargs)
+            return await attr(*args, **kwargs)
+
+        return guarded
 
 
 class FormsMixin:
@@ -62,12 +105,44 @@ class FormsMixin:
         return v
 
     def confirm(self, turn: Turn, flow: str, response: str, /, **values: Any) -> None:
-        """Go on once the customer said yes to ``response``; ask it otherwise."""
+        """Go on once the customer said yes to ``response``; ask it otherwise. The yes holds
+        for the rest of this request (``run_flow`` forgets it when the flow ends)."""
         if turn.slots.get("_confirmed") == flow:
-            turn.slots.pop("_confirmed", None)
             turn.state["form"] = None
+            turn.writes_ok = True  # type: ignore[attr-defined]
             return
         self.ask(turn, flow, "confirm", response, **values)
+
+    def write_allowed(self, turn: Turn) -> bool:
+        """Whether the customer said yes to what the running request writes."""
+        if getattr(turn, "writes_ok", False):
+            return True
+        flow = turn.state.get("last_intent")
+        if flow and turn.slots.get("_confirmed") == flow:
+            turn.writes_ok = True  # type: ignore[attr-defined]
+            return True
+        return False
+
+    def ask_write(self, turn: Turn, method: str, args: tuple, kwargs: dict) -> None:
+        """Ask the yes for a write a flow is about to make, showing what it will write."""
+        flow = turn.state.get("last_intent") or ""
+        account = kwargs.get("account_number") or (args[0] if args and method != "create_work_order" else None)
+        acct = mask_account(str(account)) if account else "-"
+        if method in ("create_subscription", "delete_subscription"):
+            named = turn.slots.get("topic") or topic(str(turn.slots.get("_text") or "")) or "all"
+            what = self.phrase(turn, "utter_fragment_write_subscription", account=acct,
+                               topics=self.phrase(turn, f"utter_fragment_topic_{named if named in TOPIC_NAMES else 'all'}"))
+        elif method in ("bind_account", "unbind_account"):
+            what = self.phrase(turn, "utter_fragment_write_binding", account=acct)
+        elif method == "create_work_order":
+            desc = str(args[1] if len(args) > 1 else kwargs.get("description") or "")[:60]
+            what = self.phrase(turn, "utter_fragment_write_order", description=desc,
+                               address=kwargs.get("address") or "-", phone=mask_phone(kwargs.get("contact_phone") or "") or "-")
+        else:
+            what = self.phrase(turn, "utter_fragment_write_other")
+        turn.state["form"] = {"name": flow, "slot": "confirm"}
+        self.say(turn, "utter_confirm_write", what=what)
+        raise Stop
 
     async def contact_phone(self, turn: Turn, flow: str) -> str:
         """A number to call back: given in this request, the verified account's, the one the
@@ -111,19 +186,80 @@ class FormsMixin:
         if (amount := kwh(text)):
             turn.set_slot("kwh", amount)
 
+    async def _fill_address(self, turn: Turn, slot: str) -> bool:
+        """An address answer: the NLU's address, or what reads like a place; "the registered
+        one" is the verified account's address. A sentence, a number or a question is not one."""
+        text = (turn.message.text or "").strip()
+        e = turn.entities
+        value = e.get("address")
+        if not value and means_registered_address(text):
+            number = self._proven_account(turn)
+            if number:
+                value = (await self.account(turn, number)).address
+        if not value and looks_like_address(text):
+            if turn.intent in BUSINESS_INTENTS - {"report_outage", "repair_request", "new_connection",
+                                                  "solar_connection", "ev_charging"} and turn.confidence > 0.8:
+                return False
+            value = address_text(text)
+        if not value and e.get("district"):
+            value = e["district"]
+        if not value:
+            return False
+        turn.set_slot(slot, value)
+        if e.get("district"):
+            turn.set_slot("district", e["district"])
+        return True
+
+    def _proven_account(self, turn: Turn) -> str | None:
+        """The account a bound or verified customer means by "mine"."""
+        number = turn.slots.get("account_number")
+        if number in turn.authorized:
+            return number
+        return next(iter(turn.authorized)) if len(turn.authorized) == 1 else None
+
+    async def _known_phone(self, turn: Turn) -> str | None:
+        """"The registered number" / "this number": the verified account's phone, or the phone
+        the channel proves."""
+        number = self._proven_account(turn)
+        if number:
+            p = mobile((await self.account(turn, number)).phone)
+            if p:
+                return p
+        return proven_phone(turn.message, self.sender_proofs)
+
+    async def take_extra(self, turn: Turn, form: dict) -> bool:
+        """What else an answer gives besides the slot asked ("地址…，电话…"): a phone, an
+        address, a date — kept for the questions to come. True when anything new was kept."""
+        text = (turn.message.text or "").strip()
+        e = turn.entities
+        got = False
+        phone = mobile(str(e.get("phone_number") or "")) or (mobile(text) if not e.get("account_number") else None)
+        if not phone and means_registered_phone(text):
+            phone = await self._known_phone(turn)
+        if phone and (not turn.slots.get("contact_phone") or form.get("slot") == "confirm"
+                      and phone != turn.slots.get("contact_phone")):  # "call me on …" changes the number
+            turn.set_slot("contact_phone", phone)
+            got = True
+        if not turn.slots.get("address") and form.get("slot") not in ("address", "location", "district") and (
+            e.get("address") or means_registered_address(text) and self._proven_account(turn)
+            or form.get("name") == "emergency" and looks_like_address(text)
+        ):
+            got = await self._fill_address(turn, "address") or got
+        for name in ("date", "month"):
+            if e.get(name) and not turn.slots.get(name):
+                turn.set_slot(name, e[name])
+                got = True
+        return got
+
     async def fill_requested(self, turn: Turn, form: dict) -> bool:
         """Extract and validate the value of the slot the form asked for."""
         slot = form.get("slot")
         text = (turn.message.text or "").strip()
         e = turn.entities
         if slot == "confirm":
-            if turn.intent == "affirm":
+            if affirms(text) or turn.intent == "affirm" and turn.confidence >= 0.5:
                 turn.slots["_confirmed"] = form["name"]
                 return True
-            if turn.intent == "deny":
-                self._clear_form(turn)
-                self.say(turn, "utter_cancelled")
-                raise Stop
             return False
         if slot == "account_number" and form.get("name") == "work_order_status":
             wid = e.get("work_order_id") or work_order_id(text)
@@ -146,13 +282,8 @@ class FormsMixin:
                 turn.set_slot("account_number", str(acc))
                 turn.slots.pop("_verify_for", None)
                 return True
-            if slot == "location" and (e.get("address") or e.get("district") or len(text) >= 4):
-                if turn.intent in BUSINESS_INTENTS - {"report_outage", "repair_request"} and turn.confidence > 0.8:
-                    return False
-                turn.set_slot("address", e.get("address") or text)
-                if e.get("district"):
-                    turn.set_slot("district", e["district"])
-                return True
+            if slot == "location":
+                return await self._fill_address(turn, "address")
             return False
         if slot == "last4":
             full = mobile(str(e.get("phone_number") or "")) or mobile(text)
@@ -170,19 +301,23 @@ class FormsMixin:
                 turn.set_slot("contact_phone", "")
                 return True
             p = mobile(str(e.get("phone_number") or "")) or mobile(text)
+            if not p and means_registered_phone(text):
+                p = await self._known_phone(turn)
             if p:
                 turn.set_slot("contact_phone", p)
                 return True
             return False
-        if slot in ("address", "district"):
-            if turn.intent in BUSINESS_INTENTS and turn.confidence > 0.9 and not e.get("address"):
-                return False
+        if slot == "address":
+            return await self._fill_address(turn, "address")
+        if slot == "district":
             if e.get("district"):
                 turn.set_slot("district", e["district"])
-            val = e.get("address") or text
-            if len(val) < 2:
+                return True
+            if turn.intent in BUSINESS_INTENTS and turn.confidence > 0.9:
                 return False
-            turn.set_slot(slot, e.get("district") if slot == "district" and e.get("district") else val)
+            if len(text) < 2 or not looks_like_district(text):
+                return False
+            turn.set_slot("district", text)
             return True
         if slot == "date":
             day = e.get("date") or iso_date(text)
@@ -199,6 +334,8 @@ class FormsMixin:
         if slot == "description":
             if len(text) < 2 or turn.intent in ("affirm", "deny"):
                 return False
+            if turn.intent in BUSINESS_INTENTS and turn.intent != form.get("name") and turn.confidence > 0.8:
+                return False  # another request asked in passing, not the description
             turn.set_slot("description", text)
             return True
         if slot == "contact_name":

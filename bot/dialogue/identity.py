@@ -24,6 +24,7 @@ from bot.dialogue.verification import LOCK_MINUTES, MAX_VERIFY_FAILURES
 from bot.logs import mask_account
 from channels.base import Message, proven_phone
 from intents.payload import chosen_option
+from intents.signals import given_last4
 from intents.slots import choice
 
 
@@ -88,7 +89,7 @@ class IdentityMixin:
             turn.slots.pop("account_number", None)
             self.say(turn, "utter_verify_locked", minutes=LOCK_MINUTES)
             raise Stop
-        given = turn.slots.pop("_last4", None)
+        given = turn.slots.pop("_last4", None) or given_last4(turn.message.text or "")  # "户号…，尾号8000"
         if given is None:
             self.ask(turn, flow, "last4", "utter_ask_last4", account=mask_account(acc.account_number))
         if given is not None and (given == acc.phone[-4:] if len(given) == 4 else given == acc.phone):

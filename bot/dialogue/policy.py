@@ -17,30 +17,60 @@ the engine), ``domain``, ``core``, ``sender_proofs``; ``say`` (``Responses``);
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 from bot.dialogue.flows import BUSINESS_INTENTS
-from bot.dialogue.forms import TURN_SLOTS
+from bot.dialogue.forms import CURRENT_TURN, TURN_SLOTS, Stop
 from bot.dialogue.turn import Turn
-from bot.logs import mask_text
-from channels.base import proven_phone
+from bot.logs import mask_phone, mask_text
 from common.metrics import FALLBACKS
-from intents.signals import asks_price, is_cancel, is_hazard, says_previous_month
-from intents.slots import has_account_digits, kwh, mobile, work_order_id
+from intents.signals import (
+    about_appliance,
+    affirms,
+    asks_human,
+    asks_price,
+    clauses,
+    declines,
+    is_angry,
+    is_cancel,
+    is_caution,
+    is_hazard,
+    is_life_threatening,
+    says_previous_month,
+)
+from intents.slots import has_account_digits, kwh, work_order_id
 
 FALLBACK_CONFIDENCE = 0.5
+# a clause of a two-request message is acted on when the NLU is this sure of it
+CLAUSE_CONFIDENCE = 0.6
+# answers a form did not understand in a row before an agent is offered
+MAX_FORM_MISSES = 2
+EMERGENCY = "emergency"
 
 # intents a fallback is labelled with in the metrics; any other: "no_action" (an intent
 # with nothing to say)
 _FALLBACK_INTENTS = frozenset({"nlu_fallback", "out_of_scope", "inform"})
+# small talk that ends what was being asked (the form is put aside, not resumed unasked)
+_CLOSING_TALK = frozenset({"thank", "goodbye"})
 
 
 class PolicyMixin:
     """The turn's decision (mixed into ``DialogueEngine``)."""
 
     async def policy(self, turn: Turn) -> None:
+        token = CURRENT_TURN.set(turn)
+        try:
+            await self._policy(turn)
+        finally:
+            CURRENT_TURN.reset(token)
+
+    async def _policy(self, turn: Turn) -> None:
         text = (turn.message.text or "").strip()
         st = turn.state
         form = st.get("form")
         intent = turn.intent
+        decline = declines(text)
 
         # 0. understand special phrasings the classifier is weak at
         if intent in ("bill_query", "usage_query", "nlu_fallback") and kwh(text) and asks_price(text) \
@@ -49,69 +79,63 @@ class PolicyMixin:
         if is_cancel(text):
             intent = turn.intent = "cancel"
 
-        # 1. safety first: hazards preempt everything
-        if is_hazard(text) and intent not in ("affirm", "deny", "cancel"):
+        # 1. safety first: a hazard preempts everything (its own form asks where and who)
+        in_emergency = bool(form) and form.get("name") == EMERGENCY
+        if not in_emergency and is_hazard(text) and not decline and intent not in ("affirm", "deny", "cancel"):
             await self.emergency(turn)
             return
-        if intent == "request_human":
+        if asks_human(text) or intent == "request_human":
             self._clear_form(turn)
+            st.pop("offer", None)
+            if is_angry(text) or intent == "complaint":
+                self.say(turn, "utter_apology")
             self.hand_off(turn, "request_human", "normal")
             return
+        if is_angry(text) and not form:
+            self.say(turn, "utter_apology")  # an angry customer hears an apology before anything else
+        if not form and is_caution(text):
+            self.say(turn, "utter_caution_safety")
+
+        # 2. an active form: leave it, fill it, or answer around it
+        if form:
+            st.pop("offer", None)
+            await self._form_turn(turn, form, decline)
+            return
+        paused = st.pop("paused", None)
+        if paused and (affirms(text) or intent == "affirm"):
+            st["form"] = paused
+            self.say(turn, "utter_resume_form")
+            await self.run_flow(turn, paused["name"], resume=True)
+            return
         if intent == "cancel":
-            if form or st.get("offer"):
-                self._clear_form(turn)
-                st.pop("offer", None)
+            if st.pop("offer", None) or paused:
                 self.say(turn, "utter_cancelled")
             else:
                 self.say(turn, "utter_anything_else")
             return
 
-        # 2. pending offer (handoff after fallback, outage notice subscription...)
+        # 3. pending offer (handoff after fallback, outage notice subscription...)
         offer = st.pop("offer", None)
-        if offer and not form:
-            if intent == "affirm":
-                await self.accept_offer(turn, offer)
-                return
-            if intent == "deny":
+        if offer:
+            if decline or intent == "deny" or intent == "cancel":
                 self.say(turn, "utter_anything_else")
                 return
+            if affirms(text) or intent == "affirm":
+                await self.accept_offer(turn, offer)
+                return
             if offer != "handoff" and _unclear_reply(turn, intent):
-                # "0000", "嗯？": not a new request, not an answer. Keep the question open and
-                # ask for a yes or no, as a form does for a slot; a real new request (any
-                # understood intent) moves on and the offer lapses.
+                # "0000", "嗯？": not a new request, not an answer. Keep the question open and ask
+                # for a yes or no; a real new request (any understood intent) lets the offer lapse
                 st["offer"] = offer
                 self.say(turn, "utter_offer_yes_no")
                 return
-
-        # 3. an active form: fill the requested slot, or handle the interruption
-        if form:
-            filled = await self.fill_requested(turn, form)
-            if filled:
-                st["fallbacks"] = 0
-                await self.run_flow(turn, form["name"], resume=True)
-                return
-            if intent in ("deny",) and form.get("slot") != "confirm":
-                self._clear_form(turn)
-                self.say(turn, "utter_cancelled")
-                return
-            side = intent if turn.confidence >= FALLBACK_CONFIDENCE else "nlu_fallback"
-            if side == form["name"] or side in ("inform", "affirm", "deny", "nlu_fallback", "out_of_scope"):
-                # not the answer we need: say so and ask again
-                self.say(turn, "utter_not_understood_slot")
-                await self.run_flow(turn, form["name"], resume=True)
-                return
-            # interruption: answer the side question, then come back to the form
-            saved = dict(form)
-            saved_slots = dict(turn.slots)
-            st["form"] = None
-            await self.dispatch(turn, side, interrupted=True)
-            if not st.get("form") and not turn.handoff:
-                st["form"] = saved
-                for k in TURN_SLOTS:
-                    if k in saved_slots:
-                        turn.slots[k] = saved_slots[k]
-                self.say(turn, "utter_resume_form")
-                await self.run_flow(turn, saved["name"], resume=True)
+        elif intent in ("affirm", "deny") and not decline and turn.confidence >= FALLBACK_CONFIDENCE:
+            # nothing was asked: a bare yes or no writes nothing and starts nothing
+            st["fallbacks"] = 0
+            self.say(turn, "utter_anything_else")
+            return
+        elif decline and intent not in BUSINESS_INTENTS:
+            self.say(turn, "utter_anything_else")
             return
 
         # 4. follow-up that reuses context ("那上个月呢")
@@ -139,15 +163,70 @@ class PolicyMixin:
                 self._take_entities(turn)
                 await self.run_flow(turn, "work_order_status")
                 return
-        await self.dispatch(turn, intent if turn.confidence >= FALLBACK_CONFIDENCE else "nlu_fallback")
+        await self.act(turn, intent if turn.confidence >= FALLBACK_CONFIDENCE else "nlu_fallback")
+
+    # ------------------------------------------------------------------ two requests in one message
+    async def act(self, turn: Turn, intent: str) -> None:
+        """Act on a new message: each request it makes, in order ("查下电费，顺便问下浦东明天停不停
+        电": the bill, then the outage schedule). The first request that asks something keeps
+        its question open; the others are answered around it."""
+        parts = self._requests(turn, intent)
+        if len(parts) < 2:
+            await self.dispatch(turn, intent)
+            return
+        st = turn.state
+        whole = (turn.message, turn.intent, turn.confidence, turn.entities)
+        kept: tuple[dict, dict] | None = None
+        for text, parse in parts:
+            name = parse["intent"]["name"]
+            ents: dict[str, Any] = {}
+            for e in parse.get("entities") or []:
+                ents.setdefault(e.get("entity"), e.get("value"))
+            turn.message = replace(whole[0], text=text)
+            turn.intent, turn.confidence, turn.entities = name, float(parse["intent"].get("confidence") or 0), ents
+            try:
+                await self.dispatch(turn, name)
+            except Stop:
+                if st.get("form") and kept is None:
+                    kept = (dict(st["form"]), dict(turn.slots))
+            st["form"] = None
+        turn.message, turn.intent, turn.confidence, turn.entities = whole
+        if kept is not None:
+            st["form"] = kept[0]
+            for k, v in kept[1].items():
+                turn.slots.setdefault(k, v)
+            for k in TURN_SLOTS:
+                if k in kept[1]:
+                    turn.slots[k] = kept[1][k]
+            st["last_intent"] = kept[0]["name"]
+
+    def _requests(self, turn: Turn, intent: str) -> list[tuple[str, dict]]:
+        """The clauses of a message that are requests of their own (each understood, the
+        intents different, at least one a business request); one entry or none otherwise."""
+        pieces = clauses(turn.message.text or "")
+        if len(pieces) < 2 or len(pieces) > 4:
+            return []
+        parsed = [(p, self._parse(p)) for p in pieces]
+        useful = [(p, x) for p, x in parsed
+                  if x["intent"]["name"] not in ("nlu_fallback", "inform", "affirm", "deny", "out_of_scope")
+                  and float(x["intent"].get("confidence") or 0) >= CLAUSE_CONFIDENCE]
+        names = [x["intent"]["name"] for _, x in useful]
+        if len(useful) < 2 or len(set(names)) < len(names) or not any(n in BUSINESS_INTENTS for n in names):
+            return []
+        return useful
 
     async def dispatch(self, turn: Turn, intent: str, *, interrupted: bool = False) -> None:
         st = turn.state
-        if intent in self.flows:
+        if intent in self.flows and intent != EMERGENCY:
             st["fallbacks"] = 0
             await self.run_flow(turn, intent)
             return
-        if intent in ("nlu_fallback", "out_of_scope", "inform") or (
+        if intent == "out_of_scope":
+            # not something 95598 handles: say so and what it can do, not "I didn't understand"
+            st["fallbacks"] = 0
+            self.say(turn, "utter_out_of_scope")
+            return
+        if intent in ("nlu_fallback", "inform") or (
             intent in ("affirm", "deny") and not interrupted
         ):
             if intent in ("affirm", "deny"):
@@ -164,6 +243,91 @@ class PolicyMixin:
             return
         await self.fallback(turn)
 
+    # ------------------------------------------------------------------ an open form
+    async def _form_turn(self, turn: Turn, form: dict, decline: bool) -> None:
+        """The answer to what a form asked: leaving it (a no, a cancel), the slot (checked for
+        its kind) and anything else it gives, or another request answered around it."""
+        st = turn.state
+        name, slot = form["name"], form.get("slot")
+        intent = turn.intent
+        gives = self._gives_value(turn, slot)
+        if intent == "cancel" or (decline or intent == "deny" and turn.confidence >= 0.8) and not gives:
+            self.leave_form(turn, name)
+            return
+        filled = await self.fill_requested(turn, form)
+        extra = await self.take_extra(turn, form)
+        if filled or extra:
+            st["fallbacks"] = 0
+            await self.run_flow(turn, name, resume=True)
+            return
+        side = intent if turn.confidence >= FALLBACK_CONFIDENCE else "nlu_fallback"
+        if side in _CLOSING_TALK:
+            # "好的知道了，谢谢": answered; the form is put aside, resumed only if the customer wants
+            st["paused"] = dict(form)
+            st["form"] = None
+            await self.dispatch(turn, side, interrupted=True)
+            return
+        if side == name or side in ("inform", "affirm", "deny", "nlu_fallback", "out_of_scope", "greet") or (
+            name == EMERGENCY and side == "repair_request"
+        ):
+            misses = int(form.get("misses") or 0) + 1
+            if misses > MAX_FORM_MISSES:
+                # the same question a third time helps no one: offer a person instead
+                self._clear_form(turn)
+                st["offer"] = "handoff"
+                self.say(turn, "utter_offer_human")
+                return
+            self.say(turn, "utter_invalid_phone" if slot == "contact_phone" and _has_digits(turn) else
+                     "utter_not_understood_slot")
+            await self.run_flow(turn, name, resume=True)
+            if st.get("form"):
+                st["form"]["misses"] = misses
+            return
+        # interruption: answer the side question, then come back to the form
+        saved = dict(form)
+        saved_slots = dict(turn.slots)
+        saved_last = st.get("last_intent")
+        st["form"] = None
+        try:
+            await self.dispatch(turn, side, interrupted=True)
+        except Stop:
+            if name != EMERGENCY:
+                raise  # the new request asks something: it is now the open one; the old one waits
+            # a hazard report comes first: the other request waits until it is filed
+            turn.replies = turn.replies[:-1]
+            self.say(turn, "utter_side_later")
+        if turn.handoff:
+            return
+        if st.get("form") and name != EMERGENCY:
+            return
+        st["form"] = saved
+        st["last_intent"] = saved_last
+        for k in (*TURN_SLOTS, "_text", "_confirmed", "address", "account_number"):
+            if k in saved_slots:
+                turn.slots[k] = saved_slots[k]
+            else:
+                turn.slots.pop(k, None)
+        self.say(turn, "utter_resume_form")
+        await self.run_flow(turn, name, resume=True)
+
+    def _gives_value(self, turn: Turn, slot: str | None) -> bool:
+        """Whether a message carries a value of the kind a form asks (so a "不用了" in it is not
+        a way out: "电费先不查了，就报修电表。地址…")."""
+        e = turn.entities
+        return bool(e.get("address") or e.get("phone_number") or e.get("account_number")
+                    or slot in ("date", "slot_id", "hall_id") and e.get("date"))
+
+    def leave_form(self, turn: Turn, name: str) -> None:
+        """The customer does not want what the form was for: nothing is written."""
+        self._clear_form(turn)
+        turn.state.pop("paused", None)
+        for k in TURN_SLOTS:
+            turn.slots.pop(k, None)
+        if name == EMERGENCY:
+            self.say(turn, "utter_emergency_declined")
+        else:
+            self.say(turn, "utter_cancelled")
+
     async def fallback(self, turn: Turn) -> None:
         FALLBACKS.labels(turn.intent if turn.intent in _FALLBACK_INTENTS else "no_action").inc()
         st = turn.state
@@ -179,10 +343,12 @@ class PolicyMixin:
             self.hand_off(turn, "repeated_fallback", "normal")
 
     async def accept_offer(self, turn: Turn, offer: str) -> None:
+        """A yes to an offer: its question ("需要订阅停电通知吗？") was the confirmation."""
         if offer == "handoff":
             self.hand_off(turn, "repeated_fallback", "normal")
         elif offer == "subscribe_outage":
             turn.set_slot("topic", "outage")
+            turn.slots["_confirmed"] = "subscribe_notifications"
             await self.run_flow(turn, "subscribe_notifications", resume=True)
         elif offer == "pay":
             await self.run_flow(turn, "pay_bill", resume=True)
@@ -210,38 +376,60 @@ class PolicyMixin:
             turn.slots["_text"] = turn.message.text
         st["last_intent"] = name
         turn.actions.append((f"flow_{name}", {}))
-        await self.flows[name](turn)  # Stop propagates: the flow asked something
+        flow = self.flows.get(name) or self.flow_emergency  # the hazard's form is the policy's own
+        await flow(turn)  # Stop propagates: the flow asked something
         st["form"] = None  # the flow ran to its end
         turn.slots.pop("_confirmed", None)
 
     # ------------------------------------------------------------------ emergencies
     async def emergency(self, turn: Turn) -> None:
-        """A hazard: safety advice, an emergency repair order and an agent, whatever was open."""
+        """A hazard: the safety script first (for a smoking socket or appliance, the main switch
+        too), then its own form — where, a contact phone, a yes — and only then the emergency
+        repair order, dispatched, and an agent. Whatever was open is dropped."""
         self._clear_form(turn)
-        turn.state["last_intent"] = "repair_request"
+        turn.state.pop("offer", None)
+        turn.state.pop("paused", None)
+        turn.slots.pop("address", None)
         self.say(turn, "utter_emergency_safety", urgent=True)
-        self._take_entities(turn)
-        number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
-        if not number and len(turn.authorized) == 1:
-            number = next(iter(turn.authorized))
-        address = turn.slots.get("address")
-        phone = None
-        if number:
-            acc = await self.account(turn, number)
-            address = address or acc.address
-            phone = mobile(acc.phone)
-        phone = phone or proven_phone(turn.message, self.sender_proofs) or turn.slots.get("contact_phone")
+        if about_appliance(turn.message.text or ""):
+            self.say(turn, "utter_emergency_switch_off", urgent=True)
+        if is_life_threatening(turn.message.text or ""):
+            # fire or a person hurt: an agent is alerted now; the bot still takes the report
+            # (the engine lets this form go on while the hazard's handoff waits for an agent)
+            turn.handoff = ("hazard", "emergency", f"hazard: {mask_text(turn.message.text or '')[:200]}")
+            turn.actions.append(("action_handoff", {"reason": "hazard", "priority": "emergency"}))
+            self.say(turn, "utter_emergency_alerted", urgent=True)
+        await self.run_flow(turn, EMERGENCY)
+
+    async def flow_emergency(self, turn: Turn) -> None:
+        flow = EMERGENCY
+        address = self.require(turn, flow, "address", "utter_ask_hazard_location")
+        phone = turn.slots.get("contact_phone")
+        offered = None
+        if not phone:
+            offered = await self._known_phone(turn)
+            if not offered:
+                phone = self.require(turn, flow, "contact_phone", "utter_ask_hazard_phone")
+        phone = phone or offered
+        self.confirm(turn, flow, "utter_confirm_emergency", address=address, phone=mask_phone(phone or "") or "-")
+        number = self._proven_account(turn)
         wo = await self.core.create_work_order(
-            "repair", (turn.message.text or "")[:500], account_number=number, priority="emergency",
+            "repair", str(turn.slots.get("_text") or "")[:500], account_number=number, priority="emergency",
             channel=turn.message.channel, contact_phone=phone, address=address,
-            details={"hazard": True, "conversation_id": turn.conversation_id},
+            details={"hazard": True, "conversation_id": turn.conversation_id,
+                     **({"district": turn.slots["district"]} if turn.slots.get("district") else {})},
             idempotency_key=f"{turn.key}:wo",
         )
         turn.actions.append(("action_create_work_order", {"id": wo.id, "type": "repair", "priority": "emergency"}))
+        turn.set_slot("work_order_id", wo.id)
+        self.finish(turn)
         self.say(turn, "utter_emergency_order", work_order_id=wo.id)
-        turn.state["form"] = None
-        turn.handoff = ("hazard", "emergency", f"hazard {wo.id}: {mask_text(turn.message.text or '')[:200]}")
+        turn.handoff = ("hazard", "emergency", f"hazard {wo.id}: {mask_text(str(turn.slots.get('_text') or ''))[:200]}")
         turn.actions.append(("action_handoff", {"reason": "hazard", "priority": "emergency"}))
+
+
+def _has_digits(turn: Turn) -> bool:
+    return any(ch.isdigit() for ch in turn.message.text or "")
 
 
 def _unclear_reply(turn: Turn, intent: str) -> bool:

@@ -228,15 +228,24 @@ async def test_outage_schedule(gw):
 
 # ---------------------------------------------------------------------------------- repair / hazard
 async def test_hazard_emergency_script_first_then_order_and_human(gw):
+    """Safety first, then where and who, then a yes: only then the emergency order (with its
+    address and phone), dispatched, and an agent."""
     c = chat(gw)
     out = await c.say("楼下电线断了还在冒火花")
     assert "10米" in out[0]["text"] and "95598" in out[0]["text"]
-    assert re.search(r"WO\d{12}", out[1]["text"])
+    assert not any(re.search(r"WO\d{12}|正在赶往", o["text"]) for o in out) and "位置" in out[-1]["text"]
+    assert "手机" in await c.text("浦东新区张江路100号门口")
+    confirm = await c.text("13912345678")
+    assert "确认" in confirm and "张江路100号" in confirm
+    done = await c.text("确认")
+    wo = re.search(r"WO\d{12}", done).group(0)
+    assert "派" in done and "人工" in done
     after = await c.say("人呢")
     assert len(after) <= 1  # handed off: an ack at most, no bot answer
-    wo = re.search(r"WO\d{12}", out[1]["text"]).group(0)
     async with gw.http.get(f"{gw.settings.core_base_url}/api/v1/work-orders/{wo}") as r:
-        assert (await r.json())["priority"] == "emergency"
+        order = await r.json()
+    assert order["priority"] == "emergency" and "张江路100号" in order["address"]
+    assert order["contact_phone"] == "13912345678" and order["details"]["hazard"] is True
 
 
 async def test_repair_request_form(gw):
@@ -260,7 +269,8 @@ async def test_complaint_and_angry_complaint_handoff(gw):
     assert re.search(r"WO\d{12}", done) and "1个工作日" in done
     angry = chat(gw)
     out = await angry.text("我要投诉！！！第三次停电了，你们太差了")
-    assert "人工" in out and re.search(r"WO\d{12}", out)
+    assert out.startswith("非常抱歉") and not re.search(r"WO\d{12}", out)  # an apology first, nothing written yet
+    assert "确认" in out
 
 
 async def test_feedback_and_anonymous_violation(gw):
@@ -362,6 +372,8 @@ async def test_subscribe_unsubscribe_and_bind(gw):
     c = chat(gw)
     await verified(c)
     out = await c.text("我想订阅停电通知")
+    assert "订阅" in out and "确认" in out  # a yes before anything is written
+    out = await c.text("是的")
     assert "订阅" in out and "138****8000" in out
     out = await c.text("退订停电通知")
     assert "确认" in out
@@ -379,6 +391,8 @@ async def test_bind_on_one_channel_recognised_later(gw):
     await c.say("我要绑定户号")
     await c.say("3100000001")
     out = await c.text("8000")
+    assert "绑定" in out and "确认" in out and "已绑定" not in out
+    out = await c.text("好的")
     assert "已绑定" in out
     out = await c.text("查电费")
     assert re.search(r"\d+\.\d{2} 元", out)
