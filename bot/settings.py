@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     assistant_name: str = "小e"  # {assistant}: the virtual assistant's name
     hotline: str = "95598"  # {hotline}: the customer-service telephone number
     app_name: str = "网上国网"  # {app}: the utility's own customer app
+    # the web chat page (/chat): its accent colour (CSS hex) and how long the REST webhook waits
+    # for a turn's answer before answering [] (the page then says "busy" and polls for the answer)
+    chat_primary_color: str = Field("#00706b", pattern=r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
+    rest_reply_wait_seconds: float = Field(2.0, ge=0, le=60)
 
     # --- channels (a channel without its settings is off) -----------------------------
     wechat_appid: str | None = None

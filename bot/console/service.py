@@ -267,7 +267,7 @@ async def send_to_customer(session: AsyncSession, conversation_id: str, text: st
 
 
 async def reply(session: AsyncSession, h: Handoff, agent_name: str, text: str) -> ConsoleMessage:
-    oid = await send_to_customer(session, h.conversation_id, text)
+    oid = await outbox.enqueue(session, Reply(*split_conversation(h.conversation_id), text, metadata={"sender": {"role": "agent", "name": agent_name}}), kind="reply", conversation_id=h.conversation_id)
     msg = ConsoleMessage(conversation_id=h.conversation_id, handoff_id=h.id, agent_name=agent_name, kind="reply",
                          text=text, outbox_id=oid)
     session.add(msg)
