@@ -61,14 +61,20 @@ _MONTH_EN["sept"] = 9
 _MON_ALT = "|".join(sorted(_MONTH_EN, key=len, reverse=True))
 _WD_ALT = "|".join(sorted(_WD_EN, key=len, reverse=True))
 
-REL_DAY_CN = re.compile(r"(大后天|大前天|今天|今日|今儿|今晚|明天|明日|明儿|明早|明晚|后天|昨天|昨日|昨晚|前天)")
-_REL_DAY_OFF = {"今天": 0, "今日": 0, "今儿": 0, "今晚": 0, "明天": 1, "明日": 1, "明儿": 1,
-                "明早": 1, "明晚": 1, "后天": 2, "大后天": 3, "昨天": -1, "昨日": -1,
-                "昨晚": -1, "前天": -2, "大前天": -3}
+REL_DAY_CN = re.compile(r"(大后天|大前天|今天|今日|今儿|今晚|今早|今晨|今夜|明天|明日|明儿|明早|明晚|后天|后儿"
+                        r"|昨天|昨日|昨晚|昨儿|昨夜|前天|前儿)")
+_REL_DAY_OFF = {"今天": 0, "今日": 0, "今儿": 0, "今晚": 0, "今早": 0, "今晨": 0, "今夜": 0,
+                "明天": 1, "明日": 1, "明儿": 1, "明早": 1, "明晚": 1, "后天": 2, "后儿": 2,
+                "大后天": 3, "昨天": -1, "昨日": -1, "昨晚": -1, "昨儿": -1, "昨夜": -1,
+                "前天": -2, "前儿": -2, "大前天": -3}
 WEEKDAY_CN = re.compile(r"(下下个?|下个?|这个?|本|上个?)?(?:周|星期|礼拜)([一二三四五六日天1-7])")
 MD_CN = re.compile(
     rf"(?:(\d{{4}}|今年|明年|去年)年?)?(\d{{1,2}}|{_CN}{{1,3}})月(?:份)?(\d{{1,2}}|{_CN}{{1,3}})[日号]")
-DAY_ONLY_CN = re.compile(rf"(?<![\d月.\-/路街道巷弄村区栋楼室院第])(\d{{1,2}}|{_CN}{{1,3}})[号](?![楼码线院栋室])")
+# "12月10停电吗": the day without 日/号 (not a count of something: 12月10度, 3月5个)
+MD_CN_BARE = re.compile(
+    rf"(?<!\d)(\d{{1,2}}|{_CN}{{1,3}})月(\d{{1,2}}|{_CN}{{1,3}})(?![\d日号度元块个天万千百点多%年岁次户块号]|{_CN}|\s?(?:kwh|元|块|度))")
+DAY_ONLY_CN = re.compile(rf"(?<![\d月.\-/路街道巷弄村区栋楼室院第])(\d{{1,2}}|{_CN}{{1,3}})(?:号(?![楼码线院栋室])"
+                         rf"|日(?![内以之后前期均常用夜]))")
 ISO_DATE = re.compile(r"(?<!\d)(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})[日号]?(?!\d)")
 MD_NUM = re.compile(r"(?<![\d.￥¥$\-/])(\d{1,2})([./\-])(\d{1,2})(?![\d.\-/]|\s?(?:元|块|%|度|kwh|yuan|rmb))")
 REL_DAY_EN = re.compile(r"\b(the day after tomorrow|day after tomorrow|the day before yesterday|"
@@ -103,7 +109,7 @@ _AMOUNT_WORD = frozenset("元块")  # 元 / 块 / 块钱
 _REL_DAY_CN_CUE = frozenset("今明后昨前")  # 今天 明天 后天 昨天 前天 大后天 ...
 _WEEKDAY_CN_CUE = frozenset("周星礼")  # 周 / 星期 / 礼拜
 _MONTH_CHAR = frozenset("月")
-_DAY_CHAR = frozenset("号")
+_DAY_CHAR = frozenset("号日")
 _ADDRESS_CUE = frozenset("路街道巷弄村区园寓厦苑")  # the suffixes of ADDRESS_RE
 _DATE_CN_CUE = _REL_DAY_CN_CUE | _WEEKDAY_CN_CUE | _MONTH_CHAR | _DAY_CHAR
 _WO_CUE = frozenset("单")  # 工单 / 单号
@@ -281,6 +287,10 @@ class EntityExtractor:
                 continue
             year = _year_word(m.group(1), ref)
             add(m, _safe_date(year, mo, day) if year else _nearest_md(ref, mo, day))
+        for m in _scan(MD_CN_BARE, t, cues.has(_MONTH_CHAR)):
+            mo, day = to_int(m.group(1)), to_int(m.group(2))
+            if mo and day and 1 <= mo <= 12 and 1 <= day <= 31:
+                add(m, _nearest_md(ref, mo, day))
         for m in _scan(MD_NUM, t, cues.digit):
             mo, day = int(m.group(1)), int(m.group(3))
             if 1 <= mo <= 12 and 1 <= day <= 31:
