@@ -76,8 +76,10 @@ class BillingFlows:
 
     async def flow_payment_issue(self, turn: Turn) -> None:
         acc = await self.require_account(turn, "payment_issue")
-        if turn.slots.get("_confirmed") != "payment_issue":
-            payments = await self.core.list_payments(acc.account_number)
+        if turn.slots.get("_confirmed") != "payment_issue" and turn.slots.get("_payments_shown") != turn.slots.get("_text"):
+            turn.slots["_payments_shown"] = turn.slots.get("_text")  # once per request
+            # a payment link never paid is no payment: it is not "waiting to be credited"
+            payments = [p for p in await self.core.list_payments(acc.account_number) if p.status == "paid"]
             arrears = await self.core.get_arrears(acc.account_number)
             if payments:
                 lines = [self.phrase(turn, "utter_fragment_payment_line",
@@ -89,27 +91,39 @@ class BillingFlows:
             else:
                 self.say(turn, "utter_no_payments", owed=money_text(arrears.amount_owed))
         self.confirm(turn, "payment_issue", "utter_confirm_payment_order")
+        turn.slots["_confirmed"] = "payment_issue"  # the yes holds while the callback number is asked
         phone = await self.contact_phone(turn, "payment_issue")
         wo = await self.core.create_work_order(
             "complaint", self.phrase(turn, "utter_fragment_payment_check") + str(turn.slots.get("_text") or "")[:300],
             account_number=acc.account_number, priority="normal", channel=turn.message.channel,
             contact_phone=phone, details={"category": "payment_issue"}, idempotency_key=f"{turn.key}:wo")
+        turn.slots.pop("_payments_shown", None)
         remember_order(turn, wo.id)
         self._order_done(turn, wo, "utter_payment_order_created")
 
     async def flow_invoice_request(self, turn: Turn) -> None:
+        """An e-invoice for a paid month: the month asked for ("上个月"), else the latest paid
+        bill. A bill paid at the counter or by bank debit has no online payment in the core; it
+        is paid all the same, so the invoice is for the bill."""
         acc = await self.require_account(turn, "invoice_request")
-        paid = [p for p in await self.core.list_payments(acc.account_number) if p.status == "paid"]
+        month = turn.slots.get("month")
+        bills = await self.core.list_bills(acc.account_number, month=month)
+        paid = [b for b in bills if b.status == "paid"]
         if not paid:
             self.finish(turn)
-            self.say(turn, "utter_no_paid_payments")
+            if month and bills:
+                self.say(turn, "utter_invoice_month_unpaid", month=month, balance=money_text(bills[0].balance))
+            else:
+                self.say(turn, "utter_no_paid_payments")
             return
-        p = paid[0]
-        self.confirm(turn, "invoice_request", "utter_confirm_invoice", amount=money_text(p.amount), out_trade_no=p.out_trade_no)
+        b = paid[0]
+        self.confirm(turn, "invoice_request", "utter_confirm_invoice_bill", month=b.month, amount=money_text(b.amount),
+                     account=mask_account(acc.account_number))
+        turn.slots["_confirmed"] = "invoice_request"  # the yes holds while the callback number is asked
         phone = await self.contact_phone(turn, "invoice_request")
         wo = await self.core.create_work_order(
-            "invoice", f"e-invoice for {p.out_trade_no}", account_number=acc.account_number, priority="low",
-            channel=turn.message.channel, contact_phone=phone, details={"out_trade_no": p.out_trade_no},
-            idempotency_key=f"{turn.key}:wo")
+            "invoice", f"e-invoice {b.month} {b.amount}", account_number=acc.account_number, priority="low",
+            channel=turn.message.channel, contact_phone=phone,
+            details={"month": b.month, "bill_id": b.id, "amount": str(b.amount)}, idempotency_key=f"{turn.key}:wo")
         remember_order(turn, wo.id)
         self._order_done(turn, wo, "utter_invoice_created")

@@ -1,8 +1,9 @@
 """Notification subscriptions and binding an account to the sender's channel identity.
 
-A subscription is made for the channel the customer writes on; a channel the core cannot
-notify (it refuses with ``ValidationFailed``) gets the notices by SMS to the account's phone
-instead. Unsubscribing removes both. Binding an account needs the identity check unless this
+A subscription is made for the topic the customer names (all four only when none is named) and
+for the channel they write on when the core can notify it, else by SMS to the account's phone;
+the yes is asked first, showing topic and channel. Unsubscribing removes both, and says so when
+there was nothing to remove. Binding an account needs the identity check unless this
 identity is already bound to it; afterwards the account is known without asking.
 
 Expects of the class it is mixed into: ``core``; ``account``, ``require_account``, ``verify``
@@ -12,6 +13,8 @@ Expects of the class it is mixed into: ``core``; ``account``, ``require_account`
 
 from __future__ import annotations
 
+from typing import Any
+
 from backend_client import ValidationFailed
 from bot.dialogue.responses import TOPICS, mask_name
 from bot.dialogue.turn import Turn
@@ -20,37 +23,54 @@ from intents.signals import topic as topic_in
 from intents.slots import mobile
 
 
+# channels the core can send notices on; a notice for any other channel goes by SMS
+NOTIFY_CHANNELS = ("wechat", "alipay", "sms", "email")
+
+
 class SubscriptionFlows:
+    def _notice_target(self, turn: Turn, acc: Any) -> tuple[str, str, str]:
+        """(channel, identity, how it reads) of the notices for this customer: the channel they
+        write on if the core can notify it, else SMS to the account's phone."""
+        if turn.message.channel in NOTIFY_CHANNELS:
+            return turn.message.channel, turn.message.sender_id, self.phrase(turn, f"utter_fragment_notices_via_{turn.message.channel}")
+        phone = mobile(acc.phone) or acc.phone
+        return "sms", "+86" + phone, self.phrase(turn, "utter_fragment_notices_via_sms_phone", phone=mask_phone(phone))
+
     async def flow_subscribe_notifications(self, turn: Turn) -> None:
         acc = await self.require_account(turn, "subscribe_notifications")
         topic = turn.slots.get("topic") or topic_in(str(turn.slots.get("_text") or "")) or "all"
-        topics = ["outage", "bill", "work_order", "payment"] if topic == "all" else [topic]
-        channel, identity = turn.message.channel, turn.message.sender_id
+        topics = list(TOPICS) if topic == "all" else [topic]
+        channel, identity, via = self._notice_target(turn, acc)
+        topic_names = self.phrase(turn, f"utter_fragment_topic_{topic if topic in TOPICS else 'all'}")
+        self.confirm(turn, "subscribe_notifications", "utter_confirm_subscribe", account=mask_account(acc.account_number),
+                     topics=topic_names, via=via)
         try:
             for tp in topics:
                 await self.core.create_subscription(acc.account_number, tp, channel, identity)
-            via = ""
-        except ValidationFailed:
-            channel, identity = "sms", "+86" + (mobile(acc.phone) or acc.phone)
+        except ValidationFailed:  # the core cannot notify this channel after all: SMS to the account's phone
+            phone = mobile(acc.phone) or acc.phone
+            channel, identity = "sms", "+86" + phone
+            via = self.phrase(turn, "utter_fragment_notices_via_sms_phone", phone=mask_phone(phone))
             for tp in topics:
                 await self.core.create_subscription(acc.account_number, tp, channel, identity)
-            via = self.phrase(turn, "utter_fragment_notices_by_sms", phone=mask_phone(mobile(acc.phone) or acc.phone))
         turn.actions.append(("action_subscribe", {"topics": topics, "channel": channel}))
         self.finish(turn)
-        topic_names = self.phrase(turn, "utter_fragment_list_separator").join(
-            self.phrase(turn, f"utter_fragment_topic_{t}") for t in topics)
-        self.say(turn, "utter_subscribed", topics=topic_names, via=via)
+        self.say(turn, "utter_subscribed_via", topics=topic_names, via=via)
 
     async def flow_unsubscribe_notifications(self, turn: Turn) -> None:
         acc = await self.require_account(turn, "unsubscribe_notifications")
         topic = turn.slots.get("topic") or topic_in(str(turn.slots.get("_text") or ""))
-        self.confirm(turn, "unsubscribe_notifications", "utter_confirm_unsubscribe",
-                     topics=self.phrase(turn, f"utter_fragment_topic_{topic if topic in TOPICS else 'all'}"))
+        topic = topic if topic in TOPICS else None
+        names = self.phrase(turn, f"utter_fragment_topic_{topic or 'all'}")
+        self.confirm(turn, "unsubscribe_notifications", "utter_confirm_unsubscribe", topics=names)
         removed = await self.core.delete_subscription(acc.account_number, topic, turn.message.channel, turn.message.sender_id)
         removed += await self.core.delete_subscription(acc.account_number, topic, "sms", "+86" + (mobile(acc.phone) or acc.phone))
         turn.actions.append(("action_unsubscribe", {"topic": topic, "removed": removed}))
         self.finish(turn)
-        self.say(turn, "utter_unsubscribed", count=removed)
+        if removed:
+            self.say(turn, "utter_unsubscribed", count=removed)
+        else:
+            self.say(turn, "utter_not_subscribed", topics=names)
 
     async def flow_bind_account(self, turn: Turn) -> None:
         number = turn.slots.get("account_number")
