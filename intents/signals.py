@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 
 HAZARD_RE = re.compile(
-    r"电线断|断线|掉下来|断落|冒火|着火|起火|火花|打火|冒烟|烧焦|焦糊|糊味|触电|电到人|漏电|爆炸|"
-    r"burning smell|spark|fire|smoke|electrocut|fallen (?:power )?(?:wire|line)|live wire|wire (?:is )?down",
+    r"电线断|断线|掉下来|断落|冒火|着火|起火|火花|打火|冒烟|烧焦|焦糊|糊味|触电|电到人|爆炸|电线杆倒|线杆倒|杆子倒|电线垂|垂下来|"
+    r"burning smell|spark|fire|smoke|electrocut|fallen (?:power )?(?:wire|line)|live wire|wire (?:is )?down|"
+    r"(?:line|wire|cable|pole) (?:is )?(?:down|hanging low|fell)",
     re.I,
 )
 ANGRY_RE = re.compile(
-    r"[!！]{2,}|太差|垃圾|气死|什么破|无能|不负责|第[二三四五]次|忍无可忍|受够|骂|媒体|曝光|12345|"
+    r"[!！]{2,}|太差|垃圾|气死|什么破|无能|不负责|第[二三四五]次|忍无可忍|受够|骂|媒体|曝光|(?<!\d)12345(?!\d)|"
     r"terrible|worst|ridiculous|unacceptable|furious|angry|disgusting|useless",
     re.I,
 )
@@ -29,7 +30,7 @@ _DECLINE_START_RE = re.compile(
     r"^\s*(?:(?:等等|等一下|等下|哦|噢|呃|额|嗯|唉|哎|那|wait|oh|hmm|um|actually|ah|well)[，,。.!！\s]*)*"
     r"(?:算了|不用|不要了|不要提交|不要登记|不必|不需要|不了|不办|不约|不报|不绑|不交|不开|不销|不申请|不登记|不订|"
     r"取消|先不|暂时不|还是不|还是算了|还是留着|不对|否(?:[，,。.\s]|$)|"
-    r"no(?:pe)?\b(?!\s+(?:power|electricity|lights?|one|idea|bill|signal|hot|water|supply))|nah\b|never ?mind|"
+    r"no(?:pe)?\b(?!\.?\s*\d|\s+(?:power|electricity|lights?|one|idea|bill|signal|hot|water|supply))|nah\b|never ?mind|"
     r"cancel|forget (?:it|that|about it)|not now|not yet|don'?t (?:bother|need|want|file|submit|bind|book|pay|register))",
     re.I,
 )
@@ -42,6 +43,10 @@ _DECLINE_ANY_RE = re.compile(
     r"(?:later|myself|first|another time|some other time)",
     re.I,
 )
+# "哦不对，我是要报修", "actually forget that. is Xuhui…": the customer corrects what they asked
+_CORRECTS_RE = re.compile(
+    r"^\s*(?:(?:哦|噢|呃|额|啊)[，,\s]*)?(?:不对|不是|搞错了|说错了|弄错了|我是要|我是想)|"
+    r"^\s*(?:actually|sorry,? i meant|no wait|wait,? no|oh,? no)\b|forget (?:it|that)\b", re.I)
 # "是的", "对，提交", "yes please", "go ahead": a yes to the question just asked ("对了" is not one,
 # nor "是不是...")
 _AFFIRM_RE = re.compile(
@@ -75,10 +80,10 @@ _LIFE_RE = re.compile(r"着火|起火|冒火(?!花)|火灾|烧起来|触电|电�
 _CAUTION_RE = re.compile(r"漏电|跳闸|leak(?:ing|age)? (?:current|electricity)|electric leak", re.I)
 # clause markers joining two requests in one message ("查下电费，顺便问下...")
 _CLAUSE_RE = re.compile(
-    r"[，,。.;；!！?？\s]*(?:顺便(?:问一?下|问问|说一?下)?|另外|还有(?:就是)?|然后(?:再)?|再帮我|and also|also,?|by the way,?|plus)\s*|"
+    r"(?<=[?？!！。；;])\s*|[，,。.;；!！?？\s]*(?:顺便(?:问一?下|问问|说一?下)?|另外|还有(?:就是)?|然后(?:再)?|再帮我|and also|also,?|by the way,?|plus)\s*|"
     r",?\s+and\s+(?=(?:is|are|what|when|how|can|could|do|does|will|any)\b)", re.I)
 # "直接给我转人工", "let me talk to a real person": an agent, whatever else the message says
-_ASKS_HUMAN_RE = re.compile(r"转人工|人工客服|找人工|要人工|真人|real person|human agent|talk to (?:a |an )?(?:human|person|agent)", re.I)
+_ASKS_HUMAN_RE = re.compile(r"转人工|人工客服|找人工|要人工|找真人|要真人|真人客服|real person|human agent|talk to (?:a |an )?(?:human|person|agent)", re.I)
 # "尾号8000", "后四位9000", "last 4 is 8000", "the phone ends in 9000": the identity check given up front
 _GIVEN_LAST4_RE = re.compile(
     r"(?:尾号|后4位|后四位|末4位|末四位|last (?:4|four)(?: digits)?|ends? (?:in|with))\D{0,6}(\d{4})(?!\d)", re.I)
@@ -124,6 +129,11 @@ def declines(text: str) -> bool:
     return _DECLINE_START_RE.search(text) is not None or _DECLINE_ANY_RE.search(text) is not None
 
 
+def corrects(text: str) -> bool:
+    """The customer takes back what they asked, to ask something else ("哦不对，我是要报修")."""
+    return _CORRECTS_RE.search(text) is not None
+
+
 def affirms(text: str) -> bool:
     """A yes to the question just asked ("是的", "对，提交", "yes please"), not a decline."""
     return _AFFIRM_RE.search(text) is not None and not declines(text)
@@ -159,6 +169,7 @@ def address_text(text: str) -> str:
     for p in parts:
         p = _NOT_ADDRESS_PART_RE.sub("", p).strip(" ，,.。")
         p = _ADDRESS_LEAD_RE.sub("", p).strip(" ，,.。")
+        p = re.split(r"\s(?:at|near|outside|on)\s(?=(?:no\.\s*)?\d)", p, flags=re.I)[-1]
         if p and looks_like_address(p):
             keep.append(p)
     return ("，" if any("\u4e00" <= ch <= "\u9fff" for ch in text) else ", ").join(keep)[:200]

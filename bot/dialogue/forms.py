@@ -29,6 +29,7 @@ from intents.payload import chosen_option
 from intents.signals import (
     address_text,
     affirms,
+    given_last4,
     looks_like_address,
     looks_like_district,
     means_registered_address,
@@ -192,14 +193,15 @@ class FormsMixin:
         text = (turn.message.text or "").strip()
         e = turn.entities
         value = e.get("address")
+        form = turn.state.get("form") or {}
+        if not value and turn.intent in BUSINESS_INTENTS - {form.get("name")} and turn.confidence > 0.8 \
+                and not means_registered_address(text):
+            return False  # another request ("浦东明天有没有计划停电"), not the place asked for
         if not value and means_registered_address(text):
             number = self._proven_account(turn)
             if number:
                 value = (await self.account(turn, number)).address
         if not value and looks_like_address(text):
-            if turn.intent in BUSINESS_INTENTS - {"report_outage", "repair_request", "new_connection",
-                                                  "solar_connection", "ev_charging"} and turn.confidence > 0.8:
-                return False
             value = address_text(text)
         if not value and e.get("district"):
             value = e["district"]
@@ -236,6 +238,16 @@ class FormsMixin:
         phone = mobile(str(e.get("phone_number") or "")) or (mobile(text) if not e.get("account_number") else None)
         if not phone and means_registered_phone(text):
             phone = await self._known_phone(turn)
+        acc = e.get("account_number") or account_number(text)
+        if acc and not turn.slots.get("account_number") and form.get("slot") != "last4":
+            try:
+                await self.account(turn, str(acc))
+                turn.set_slot("account_number", str(acc))
+                got = True
+                if given_last4(text) and str(acc) not in turn.authorized:  # "户号…，尾号8000"
+                    await self.verify(turn, form["name"], turn.accounts_cache[str(acc)])
+            except NotFound:
+                pass
         if phone and (not turn.slots.get("contact_phone") or form.get("slot") == "confirm"
                       and phone != turn.slots.get("contact_phone")):  # "call me on …" changes the number
             turn.set_slot("contact_phone", phone)
@@ -281,6 +293,8 @@ class FormsMixin:
                     raise Stop from None
                 turn.set_slot("account_number", str(acc))
                 turn.slots.pop("_verify_for", None)
+                if given_last4(text) and str(acc) not in turn.authorized:  # "户号…，尾号8000": checked now
+                    await self.verify(turn, form["name"], turn.accounts_cache[str(acc)])
                 return True
             if slot == "location":
                 return await self._fill_address(turn, "address")

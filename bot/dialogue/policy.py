@@ -23,20 +23,25 @@ from typing import Any
 from bot.dialogue.flows import BUSINESS_INTENTS
 from bot.dialogue.forms import CURRENT_TURN, TURN_SLOTS, Stop
 from bot.dialogue.turn import Turn
-from bot.logs import mask_phone, mask_text
+from backend_client import NotFound
+from bot.logs import mask_account, mask_phone, mask_text
 from common.metrics import FALLBACKS
 from intents.signals import (
     about_appliance,
+    address_text,
     affirms,
     asks_human,
     asks_price,
     clauses,
+    corrects,
     declines,
+    given_last4,
     is_angry,
     is_cancel,
     is_caution,
     is_hazard,
     is_life_threatening,
+    looks_like_address,
     says_previous_month,
 )
 from intents.slots import has_account_digits, kwh, work_order_id
@@ -84,7 +89,7 @@ class PolicyMixin:
         if not in_emergency and is_hazard(text) and not decline and intent not in ("affirm", "deny", "cancel"):
             await self.emergency(turn)
             return
-        if asks_human(text) or intent == "request_human":
+        if asks_human(text) or intent == "request_human" and not (form and decline):
             self._clear_form(turn)
             st.pop("offer", None)
             if is_angry(text) or intent == "complaint":
@@ -184,11 +189,14 @@ class PolicyMixin:
                 ents.setdefault(e.get("entity"), e.get("value"))
             turn.message = replace(whole[0], text=text)
             turn.intent, turn.confidence, turn.entities = name, float(parse["intent"].get("confidence") or 0), ents
+            before = len(turn.replies)
             try:
                 await self.dispatch(turn, name)
             except Stop:
                 if st.get("form") and kept is None:
                     kept = (dict(st["form"]), dict(turn.slots))
+                elif kept is not None:
+                    del turn.replies[before:]  # one question at a time: the first request's stays open
             st["form"] = None
         turn.message, turn.intent, turn.confidence, turn.entities = whole
         if kept is not None:
@@ -251,6 +259,12 @@ class PolicyMixin:
         name, slot = form["name"], form.get("slot")
         intent = turn.intent
         gives = self._gives_value(turn, slot)
+        other = intent in BUSINESS_INTENTS and intent != name and turn.confidence >= 0.7
+        if corrects(turn.message.text or "") and other and not gives:
+            # "哦不对，我是要报修…": the old request is dropped, the new one taken up
+            self.leave_form(turn, name, quiet=True)
+            await self.act(turn, intent)
+            return
         if intent == "cancel" or (decline or intent == "deny" and turn.confidence >= 0.8) and not gives:
             self.leave_form(turn, name)
             return
@@ -315,14 +329,17 @@ class PolicyMixin:
         a way out: "电费先不查了，就报修电表。地址…")."""
         e = turn.entities
         return bool(e.get("address") or e.get("phone_number") or e.get("account_number")
-                    or slot in ("date", "slot_id", "hall_id") and e.get("date"))
+                    or slot in ("date", "slot_id", "hall_id") and e.get("date")
+                    or slot in ("address", "location") and looks_like_address(turn.message.text or ""))
 
-    def leave_form(self, turn: Turn, name: str) -> None:
+    def leave_form(self, turn: Turn, name: str, *, quiet: bool = False) -> None:
         """The customer does not want what the form was for: nothing is written."""
         self._clear_form(turn)
         turn.state.pop("paused", None)
         for k in TURN_SLOTS:
             turn.slots.pop(k, None)
+        if quiet:
+            return
         if name == EMERGENCY:
             self.say(turn, "utter_emergency_declined")
         else:
@@ -377,9 +394,25 @@ class PolicyMixin:
         st["last_intent"] = name
         turn.actions.append((f"flow_{name}", {}))
         flow = self.flows.get(name) or self.flow_emergency  # the hazard's form is the policy's own
-        await flow(turn)  # Stop propagates: the flow asked something
+        try:
+            if not resume:
+                await self._check_given(turn, name)
+            await flow(turn)  # Stop propagates: the flow asked something
+        except NotFound:
+            # an account the core does not know, met anywhere in a flow: say so, ask again later
+            number = turn.slots.pop("account_number", None)
+            self.finish(turn)
+            self.say(turn, "utter_account_not_found", account=mask_account(str(number or "")))
+            return
         st["form"] = None  # the flow ran to its end
         turn.slots.pop("_confirmed", None)
+
+    async def _check_given(self, turn: Turn, flow: str) -> None:
+        """A request that names an account and the last 4 digits of its phone at once ("户号…，
+        尾号8000，…") is checked before the flow runs, as the answer to the check would be."""
+        number = turn.slots.get("account_number")
+        if number and number not in turn.authorized and given_last4(turn.message.text or ""):
+            await self.verify(turn, flow, await self.account(turn, number))
 
     # ------------------------------------------------------------------ emergencies
     async def emergency(self, turn: Turn) -> None:
@@ -389,7 +422,6 @@ class PolicyMixin:
         self._clear_form(turn)
         turn.state.pop("offer", None)
         turn.state.pop("paused", None)
-        turn.slots.pop("address", None)
         self.say(turn, "utter_emergency_safety", urgent=True)
         if about_appliance(turn.message.text or ""):
             self.say(turn, "utter_emergency_switch_off", urgent=True)
@@ -401,8 +433,18 @@ class PolicyMixin:
             self.say(turn, "utter_emergency_alerted", urgent=True)
         await self.run_flow(turn, EMERGENCY)
 
+    def _hazard_place(self, turn: Turn) -> None:
+        """Where the hazard is, when its first message says it ("…on fire at 300 Gumei Road")."""
+        text = turn.message.text or ""
+        if not turn.slots.get("address") and any(ch.isdigit() for ch in text) and looks_like_address(text):
+            place = address_text(text)
+            if place and any(ch.isdigit() for ch in place):
+                turn.set_slot("address", place)
+
     async def flow_emergency(self, turn: Turn) -> None:
         flow = EMERGENCY
+        if not turn.state.get("form"):
+            self._hazard_place(turn)
         address = self.require(turn, flow, "address", "utter_ask_hazard_location")
         phone = turn.slots.get("contact_phone")
         offered = None
