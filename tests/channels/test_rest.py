@@ -87,3 +87,97 @@ async def test_poll_delivers_a_reply_queued_before_the_first_poll(stack) -> None
     got = await wait_until(delivered, timeout=10)
     assert [m["text"] for m in got] == ["客服回复：已为您处理"]
     assert gw.app[OUTBOX] is not None and gw.app[CORE] is not None
+
+
+# --------------------------------------------------------------------------- the web chat's API
+async def _say(http, gw, sender: str, text: str, **extra):  # type: ignore[no-untyped-def]
+    async with http.post(gw.url + "/webhooks/rest/webhook", json={"sender": sender, "message": text, **extra}) as r:
+        assert r.status == 200, await r.text()
+        return await r.json(), r.headers
+
+
+async def _transcript(http, gw, sender: str):  # type: ignore[no-untyped-def]
+    async with http.get(gw.url + "/webhooks/rest/transcript", params={"sender": sender}) as r:
+        assert r.status == 200
+        return await r.json()
+
+
+async def test_replies_say_who_is_talking_bill_figures_score_buttons_and_transcript(stack) -> None:  # type: ignore[no-untyped-def]
+    from bot.app import CORE
+    from console_support import AgentClient, make_agent
+
+    core, gw, http = stack
+    sender = "who-1"
+    await gw.app[CORE].bind_account("3100000001", "rest", sender)
+    body, _ = await _say(http, gw, sender, "/bill_query", metadata={"shown": "查电费"})
+    assert body and all(m["sender"] == {"role": "bot", "name": "小e"} for m in body)
+    bill = next(m["custom"]["bill"] for m in body if "bill" in m.get("custom", {}))
+    assert bill["account"].startswith("31") and "*" in bill["account"]  # masked as in the text
+    assert bill["month"][:2] == "20" and float(bill["amount"]) > 0 and float(bill["owed"]) > 0
+    assert {"kwh", "paid", "balance", "due", "status"} <= set(bill)
+
+    body, _ = await _say(http, gw, sender, "转人工")
+    offer = [m for m in body if m.get("custom", {}).get("callback_offer")]
+    assert offer and offer[0]["buttons"] == [{"title": "回电", "payload": "回电"}]  # nobody online
+
+    await make_agent(gw, "李娜")
+    async with AgentClient(gw.url) as agent:
+        assert (await agent.login("李娜")).status == 302
+        hid = (await agent.handoff_for(f"rest:{sender}"))["handoff_id"]
+        assert (await agent.post(f"/console/api/handoffs/{hid}/take"))[0] == 200
+        after = (await _transcript(http, gw, sender))["cursor"]  # where a page opened now goes on
+        assert (await agent.post(f"/console/api/handoffs/{hid}/reply", {"text": "您好，我是客服李娜。"}))[0] == 200
+
+        async def polled():  # type: ignore[no-untyped-def]
+            nonlocal after
+            async with http.get(gw.url + "/webhooks/rest/messages", params={"sender": sender, "after": str(after)}) as r:
+                got = await r.json()
+            after = got["cursor"]
+            return got["messages"]
+
+        msgs = await wait_until(polled, timeout=10)
+        assert msgs[0]["text"] == "您好，我是客服李娜。" and msgs[0]["sender"] == {"role": "agent", "name": "李娜"}
+        assert (await agent.post(f"/console/api/handoffs/{hid}/close"))[0] == 200
+        msgs = await wait_until(polled, timeout=10)
+        ask = msgs[0]
+        assert ask["sender"]["role"] == "bot" and ask["custom"]["csat"] is True
+        assert [b["payload"] for b in ask["buttons"]] == ["1", "2", "3", "4", "5"]
+    body, _ = await _say(http, gw, sender, "5", metadata={"shown": "5 非常满意"})
+    assert any("5" in m["text"] for m in body)
+
+    # the transcript: what the customer wrote (as shown) and every reply, in order, once
+    t = await _transcript(http, gw, sender)
+    lines = [(m["sender"]["role"], m["text"]) for m in t["messages"]]
+    roles = [r for r, _ in lines]
+    assert lines[0] == ("customer", "查电费") and ("customer", "5 非常满意") in lines
+    assert lines.count(("agent", "您好，我是客服李娜。")) == 1 and roles.index("agent") < len(roles) - 3
+    assert sum(1 for m in t["messages"] if m.get("custom", {}).get("csat")) == 1
+    assert t["cursor"] >= after
+    async with http.get(gw.url + "/webhooks/rest/messages", params={"sender": sender, "after": str(t["cursor"])}) as r:
+        assert (await r.json())["messages"] == []  # a restored page is shown nothing again
+    async with http.get(gw.url + "/webhooks/rest/transcript", params={"sender": ""}) as r:
+        assert r.status == 400
+
+
+async def test_webhook_gives_up_within_two_seconds_when_the_core_is_down(stack) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    core, gw, http = stack
+    assert gw.settings.rest_reply_wait_seconds == 2.0
+    await core.runner.cleanup()
+    first, _ = await _say(http, gw, "down-1", "查电费")
+    assert first and "繁忙" in first[0]["text"]  # the busy answer, at once
+    t0 = time.monotonic()
+    second, headers = await _say(http, gw, "down-1", "停电了吗")  # waits behind the postponed message
+    took = time.monotonic() - t0
+    assert second == [] and headers.get("X-Reply-Pending") == "1" and 1.5 <= took < 4.0, took
+
+
+async def test_chat_page_brand_colour_and_texts_from_settings(tmp_path, interpreter) -> None:  # type: ignore[no-untyped-def]
+    async with run_core(f"sqlite+aiosqlite:///{tmp_path / 'core.db'}") as core:
+        async with run_gateway(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}", core.url, interpreter, data_dir=tmp_path,
+                               chat_primary_color="#c8102e", brand_short_name="南网", assistant_name="小南") as gw:
+            async with aiohttp.ClientSession() as http, http.get(gw.url + "/chat") as r:
+                page = await r.text()
+    assert "--brand: #c8102e" in page and "南网 95598 智能客服" in page and "智能客服小南" in page
+    assert "国网" not in page and "小e" not in page and "powerbot" not in page.lower().replace("powerbot-", "")
