@@ -63,7 +63,7 @@ _REGISTERED_PHONE_RE = re.compile(
 )
 # what an address looks like: a road, a lane, a building number, a district...
 _ADDRESS_RE = re.compile(
-    r"[路街巷弄村镇乡栋幢室]|\d+\s*(?:号|楼|层)|小区|大道|公路|新区|[\u4e00-\u9fa5]{1,4}区|"
+    r"[路街巷村镇乡栋幢室]|\d+\s*(?:号|楼|层|弄)|小区|大道|公路|新区|[\u4e00-\u9fa5]{1,4}区|"
     r"\b(?:road|rd|street|st|avenue|ave|lane|ln|boulevard|blvd|highway|room|building|bldg|block|floor|district|"
     r"village|town|no\.|stairwell|community|estate)\b",
     re.I,
