@@ -2,8 +2,10 @@
 
 All four are one form: tell the customer which materials to prepare (once), then the address
 (the account's, for an account change, which needs a verified account), a callback number and
-a confirmation; the core gets an application work order of the matching type, and the
-customer is offered an appointment at a service hall to hand in the materials.
+a confirmation showing what will be filed (type, account, address, phone and the customer's
+words, with what they added on the way: "想增加到50千瓦"); the core gets an application work order
+of the matching type, and the customer is offered an appointment at a service hall to hand in
+the materials.
 
 Expects of the class it is mixed into: ``core``; ``account``, ``require_account``
 (``IdentityMixin``); ``require``, ``confirm``, ``contact_phone``, ``_order_done``
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 from bot.dialogue.flows import remember_order
 from bot.dialogue.turn import Turn
+from bot.logs import mask_account, mask_phone
+from intents.slots import has_account_digits
 
 # the core's work-order type of each application
 WO_TYPE = {
@@ -27,25 +31,49 @@ class ApplicationFlows:
         if not turn.slots.get("_started"):
             turn.slots["_started"] = flow
             self.say(turn, f"utter_materials_{flow}")
+        self._application_note(turn)
         number = None
         if needs_account:
             number = (await self.require_account(turn, flow)).account_number
-        elif turn.slots.get("account_number") in turn.authorized:
-            number = turn.slots.get("account_number")
+        else:
+            number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
+            if not number and len(turn.authorized) == 1:
+                number = next(iter(turn.authorized))
         address = turn.slots.get("address")
         if not address and number:
             address = (await self.account(turn, number)).address
         if not address:
             address = self.require(turn, flow, "address", "utter_ask_address")
         phone = await self.contact_phone(turn, flow)
-        self.confirm(turn, flow, "utter_confirm_application")
+        notes = turn.slots.get("_app_notes") or {}
+        added = notes.get("notes", []) if notes.get("req") == turn.slots.get("_text") else []
+        description = " / ".join([str(turn.slots.get("_text") or flow), *added])[:500]
+        self.confirm(turn, flow, "utter_confirm_application_details",
+                     what=self.phrase(turn, f"utter_fragment_work_order_type_{WO_TYPE[flow]}"),
+                     account=mask_account(number) if number else "-", address=address, phone=mask_phone(phone),
+                     description=description[:120])
         turn.slots.pop("_started", None)
+        turn.slots.pop("_app_notes", None)
         wo = await self.core.create_work_order(
-            WO_TYPE[flow], str(turn.slots.get("_text") or flow)[:500], account_number=number, priority="normal",
+            WO_TYPE[flow], description, account_number=number, priority="normal",
             channel=turn.message.channel, contact_phone=phone, address=address, idempotency_key=f"{turn.key}:wo")
         turn.state["offer"] = "book_appointment"
         remember_order(turn, wo.id)
         self._order_done(turn, wo, "utter_application_created")
+
+    @staticmethod
+    def _application_note(turn: Turn) -> None:
+        """What the customer adds about the application ("想增加到50千瓦") goes to the order with
+        the first request; a bare yes/no, phone or account number does not."""
+        text = (turn.message.text or "").strip()
+        if text == turn.slots.get("_text") or turn.intent in ("affirm", "deny") or len(text) < 4 \
+                or turn.entities.get("account_number") or has_account_digits(text) and len(text) <= 40:
+            return
+        kept = turn.slots.get("_app_notes") or {}
+        notes = list(kept.get("notes") or []) if kept.get("req") == turn.slots.get("_text") else []
+        if text not in notes and text != turn.slots.get("address"):
+            notes.append(text[:200])
+        turn.slots["_app_notes"] = {"req": turn.slots.get("_text"), "notes": notes[-3:]}
 
     async def flow_new_connection(self, turn: Turn) -> None:
         await self._application(turn, "new_connection")

@@ -1,40 +1,84 @@
 """Simple work-order flows: a complaint, feedback, reporting a violation (electricity theft...).
 
 Each collects a description (a long enough first message is the description itself), a number
-to call back and a confirmation, then creates a work order. An angry complaint does not wait:
-its order is created at once with high priority and an agent takes over. A violation may be
-reported anonymously (no callback number, no channel on the order).
+to call back and a confirmation, then creates a work order. An angry complaint is asked for
+its yes at once, showing what will be filed (a number to call back is asked with it when none
+is known), and its order is urgent. A complaint about the bill shows the account's last bills
+first. A violation may be reported anonymously (no callback number, no channel on the order).
 
-Expects of the class it is mixed into: ``core``; ``hand_off`` (``PolicyMixin``); ``ask``,
+Expects of the class it is mixed into: ``core``, ``sender_proofs``; ``ask``,
 ``require``, ``confirm``, ``finish``, ``contact_phone``, ``_order_done`` (``FormsMixin``);
-``say`` (``Responses``).
+``account``, ``require_account`` (``IdentityMixin``); ``say``, ``phrase`` (``Responses``).
 """
 
 from __future__ import annotations
 
 from bot.dialogue.flows import remember_order
+from bot.dialogue.responses import kwh_fmt
 from bot.dialogue.turn import Turn
+from bot.logs import mask_phone
+from channels.base import proven_phone
+from common.money import money_text
 from intents.signals import is_angry, word_chars
+from intents.signals import topic as topic_in
+from intents.slots import mobile
 
 
 class ServiceRequestFlows:
     async def flow_complaint(self, turn: Turn) -> None:
         text = str(turn.slots.get("_text") or "")
-        if is_angry(text) and turn.slots.get("_confirmed") != "complaint":
-            number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
-            if not number and len(turn.authorized) == 1:
-                number = next(iter(turn.authorized))
-            wo = await self.core.create_work_order(
-                "complaint", text[:500], account_number=number, priority="high", channel=turn.message.channel,
-                details={"angry": True}, idempotency_key=f"{turn.key}:wo")
-            turn.actions.append(("action_create_work_order", {"id": wo.id, "type": "complaint", "priority": "high"}))
-            self.say(turn, "utter_complaint_sorry", work_order_id=wo.id)
-            self.finish(turn)
-            self.hand_off(turn, "complaint_angry", "high")
+        angry = is_angry(text)
+        number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
+        if not number and len(turn.authorized) == 1:
+            number = next(iter(turn.authorized))
+        if topic_in(text) == "bill":
+            # a complaint about the bill: the account's last bills first (most "doubled" bills are
+            # the season and the tiers), then the complaint if the customer still wants it
+            number = (await self.require_account(turn, "complaint")).account_number
+            if turn.slots.get("_bill_shown") != text:
+                turn.slots["_bill_shown"] = text
+                bills = (await self.core.list_bills(number))[:2]
+                if bills:
+                    lines = "\n".join(self.phrase(turn, "utter_fragment_bill_compare_line", month=b.month, kwh=kwh_fmt(b.kwh),
+                                                  amount=money_text(b.amount)) for b in bills)
+                    self.say(turn, "utter_bill_compare", lines=lines)
+        if not angry and topic_in(text) != "bill":
+            await self._simple_order(turn, "complaint", "complaint", "utter_ask_complaint", "utter_complaint_created",
+                                     priority="normal")
             return
-        await self._simple_order(turn, "complaint", "complaint", "utter_ask_complaint", "utter_complaint_created", priority="normal")
+        # an angry or a bill complaint: what will be filed, for a yes (a number to call back asked
+        # with it when none is known), then the order, urgent when the customer is angry
+        phone = await self._known_phone_for(turn, number)
+        address = turn.slots.get("address")
+        self.confirm(turn, "complaint", "utter_confirm_complaint_details", description=text[:60], address=address or "-",
+                     phone=mask_phone(phone) if phone else self.phrase(turn, "utter_fragment_phone_wanted"))
+        turn.slots["_confirmed"] = "complaint"  # the yes holds while the callback number is asked
+        phone = phone or await self.contact_phone(turn, "complaint")
+        wo = await self.core.create_work_order(
+            "complaint", text[:500], account_number=number, priority="high" if angry else "normal",
+            channel=turn.message.channel, contact_phone=phone, address=address,
+            details={"angry": angry, "category": "bill" if topic_in(text) == "bill" else "service"},
+            idempotency_key=f"{turn.key}:wo")
+        turn.slots.pop("_bill_shown", None)
+        remember_order(turn, wo.id)
+        self._order_done(turn, wo, "utter_complaint_urgent_created" if angry else "utter_complaint_created")
+
+    async def _known_phone_for(self, turn: Turn, number: str | None) -> str | None:
+        """A number to call back that needs no question: given in this request, the verified
+        account's, or the one the channel proves."""
+        if turn.slots.get("contact_phone"):
+            return str(turn.slots["contact_phone"])
+        if number:
+            p = mobile((await self.account(turn, number)).phone)
+            if p:
+                return p
+        return proven_phone(turn.message, self.sender_proofs)
 
     async def flow_feedback(self, turn: Turn) -> None:
+        if turn.slots.get("_thanked") != turn.slots.get("_text"):
+            turn.slots["_thanked"] = turn.slots.get("_text")  # thanks once per request, before any question
+            if word_chars(str(turn.slots.get("_text") or "")) >= 8:
+                self.say(turn, "utter_feedback_thanks")
         await self._simple_order(turn, "feedback", "feedback", "utter_ask_feedback", "utter_feedback_created", priority="low")
 
     async def _simple_order(self, turn: Turn, flow: str, wo_type: str, ask: str, done: str, *, priority: str) -> None:
