@@ -78,36 +78,54 @@ class ConversationDrain:
             return (await session.execute(NEXT_ROW, {"b_cid": conversation_id})).first()
 
     async def _drain_shared(self, conversation_id: str) -> None:
-        """Drain under the cross-process lease (PostgreSQL: several gateway processes)."""
+        """Drain under the cross-process lease (PostgreSQL: several gateway processes).
+
+        The turn slot is taken before the lease and kept while the conversation drains: a
+        lease taken while every slot is busy would sit idle (renewed, its prefetched snapshot
+        going stale) and keep other processes from the conversation. While another owner holds
+        the lease the slot is given back between tries."""
         async with self.locks(conversation_id):
             loop = asyncio.get_running_loop()
             deadline = loop.time() + LEASE_WAIT_SECONDS
             delay = 0.02
-            while True:
-                owned, row = await self._lease_and_oldest(conversation_id)
-                if owned:
-                    break
-                if loop.time() > deadline:
-                    return  # the recovery loop will come back for it
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.5)
-            held = row is not None  # with nothing to do the lease was released in the same transaction
-            renewal = asyncio.create_task(self._keep_lease(conversation_id), name="lease-renewal") if held else None
+            await self._active.acquire()
+            slot = True
             try:
-                while row is not None:
-                    if row.next_attempt_at and outbox.as_aware(row.next_attempt_at) > utcnow():
-                        return  # the oldest is backing off; later ones must wait for it (ordering)
-                    ok, row = await self._process_one(row, shared=True)
-                    if not ok:
-                        return
-                    held = row is not None
+                while True:
+                    owned, row = await self._lease_and_oldest(conversation_id)
+                    if owned:
+                        break
+                    self._active.release()
+                    slot = False
+                    if loop.time() > deadline:
+                        return  # the recovery loop will come back for it
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+                    await self._active.acquire()
+                    slot = True
+                await self._drain_leased(conversation_id, row)
             finally:
-                if renewal is not None:
-                    renewal.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await renewal
-                if held:
-                    await self._release(conversation_id)
+                if slot:
+                    self._active.release()
+
+    async def _drain_leased(self, conversation_id: str, row: Any) -> None:
+        held = row is not None  # with nothing to do the lease was released in the same transaction
+        renewal = asyncio.create_task(self._keep_lease(conversation_id), name="lease-renewal") if held else None
+        try:
+            while row is not None:
+                if row.next_attempt_at and outbox.as_aware(row.next_attempt_at) > utcnow():
+                    return  # the oldest is backing off; later ones must wait for it (ordering)
+                ok, row = await self._process_one(row, shared=True)
+                if not ok:
+                    return
+                held = row is not None
+        finally:
+            if renewal is not None:
+                renewal.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewal
+            if held:
+                await self._release(conversation_id)
 
     async def _keep_lease(self, conversation_id: str) -> None:
         """Push the lease's expiry forward while this process drains the conversation; stops

@@ -18,6 +18,7 @@ conversation's lease on PostgreSQL). The parts of the class live in their own mo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import bisect
 import logging
 import os
@@ -154,10 +155,11 @@ class Pipeline(InboundQueue, InlineAnswers, ConversationDrain, TurnCommits):
 
     async def _process_turn(self, row: Any, message: Message, request_id: str | None,
                             shared: bool) -> tuple[bool, InboundMessage | None]:
-        """Load → decide → commit → after-commit, for one row."""
+        """Load → decide → commit → after-commit, for one row. Under a lease (``shared``) the
+        drain holds the turn slot already (it took the slot before the lease)."""
         if not row.attempts:
             labelled(QUEUE_WAIT, row.channel).observe(max(0.0, (utcnow() - message.received_at).total_seconds()))
-        async with self._active:
+        async with contextlib.nullcontext() if shared else self._active:
             handler = self.handler
             committed: Committed | None = None
             started = time.perf_counter()

@@ -1,15 +1,17 @@
 """Fault: the core is down for 30 seconds while customers keep writing.
 
 The real core (SQLite file) is stopped and restarted on the same port; the real gateway runs
-on PostgreSQL. Customers report hazards (one emergency work order each) before, during and
-after the outage. Counted: messages in, replies out, work orders in the core.
+on PostgreSQL. Customers report hazards with the place and a phone before, during and after
+the outage, and confirm the emergency order once they are asked. Counted: messages in, replies
+out, work orders in the core.
 
-- before: answered at once with the work-order number;
+- before: answered at once with the safety advice and the order to confirm;
 - during: each customer gets the polite "系统繁忙…已排队" answer at once, then — when the core
-  is back — the real answer (work-order number) through the outbox, exactly once;
+  is back — the real answer through the outbox, exactly once;
 - after: answered at once again, or — within the core client's circuit-breaker cooldown — busy
   first and the real answer a moment later;
-- nothing dropped: every message ``done``, every reply ``sent``, one work order per message.
+- the yes files the order (its number in the answer); nothing is filed before it;
+- nothing dropped: every message ``done``, every reply ``sent``, one work order per customer.
 """
 
 from __future__ import annotations
@@ -54,19 +56,28 @@ async def polled(http: aiohttp.ClientSession, url: str, sender: str) -> list[str
 
 
 async def rest_work_orders(core_db: str) -> list[str]:
+    """The contact phone of every work order filed through the REST channel."""
     engine = create_async_engine(core_db)
     try:
         async with engine.connect() as conn:
-            return [r[0] for r in (await conn.execute(text("SELECT description FROM work_orders WHERE channel = 'rest'")))]
+            return [r[0] for r in (await conn.execute(text("SELECT contact_phone FROM work_orders WHERE channel = 'rest'")))]
     finally:
         await engine.dispose()
+
+
+def phone_of(n: int) -> str:
+    return f"1380000{n:04d}"
+
+
+def asks_to_confirm(texts: list[str]) -> bool:
+    return any("确认" in t for t in texts)
 
 
 async def test_core_down_30s_busy_answer_then_real_answer_nothing_dropped(postgres_url, interpreter, tmp_path) -> None:
     core_db = f"sqlite+aiosqlite:///{tmp_path / 'core.db'}"
     port = free_port()
     core_url = f"http://127.0.0.1:{port}"
-    sent: dict[str, str] = {}  # sender -> phase
+    sent: dict[str, tuple[str, int]] = {}  # sender -> (phase, number)
     inline: dict[str, list[dict]] = {}
 
     async with run_gateway(
@@ -74,8 +85,17 @@ async def test_core_down_30s_busy_answer_then_real_answer_nothing_dropped(postgr
     ) as gw, aiohttp.ClientSession() as http:
 
         async def customer(name: str, phase: str) -> None:
-            sent[name] = phase
-            inline[name] = await say(http, gw.url, name, f"{HAZARD}（{name}）")
+            n = len(sent)
+            sent[name] = (phase, n)
+            inline[name] = await say(http, gw.url, name, f"{HAZARD}，地址浦东新区张江路{n}号，电话{phone_of(n)}")
+
+        async def settled() -> bool:
+            async with gw.app[SESSIONMAKER]() as s:
+                open_in = (await s.execute(select(func.count()).select_from(InboundMessage)
+                                           .where(InboundMessage.status != "done"))).scalar_one()
+                open_out = (await s.execute(select(func.count()).select_from(OutboxMessage)
+                                            .where(OutboxMessage.status != "sent"))).scalar_one()
+            return open_in == 0 and open_out == 0
 
         async with run_core(core_db, port=port):
             await asyncio.gather(*(customer(f"before-{i}", "before") for i in range(3)))
@@ -93,36 +113,35 @@ async def test_core_down_30s_busy_answer_then_real_answer_nothing_dropped(postgr
         async with run_core(core_db, port=port, seed=False):
             await asyncio.gather(*(customer(f"after-{i}", "after") for i in range(3)))
 
-            async def settled() -> bool:
-                async with gw.app[SESSIONMAKER]() as s:
-                    open_in = (await s.execute(select(func.count()).select_from(InboundMessage)
-                                               .where(InboundMessage.status != "done"))).scalar_one()
-                    open_out = (await s.execute(select(func.count()).select_from(OutboxMessage)
-                                                .where(OutboxMessage.status != "sent"))).scalar_one()
-                return open_in == 0 and open_out == 0
-
             # Backoff of a message that failed all through the outage is at most ~38 s.
             await wait_until(settled, timeout=60, interval=0.5)
 
             busy = BUSY_TEXT["zh"]
-            for name, phase in sent.items():
+            for name, (phase, _) in sent.items():
                 got_inline = [m["text"] for m in inline[name]]
                 later = await polled(http, gw.url, name)
                 if phase == "during":
                     assert got_inline == [busy], (name, got_inline)
-                    assert any("WO" in t for t in later), (name, later)  # the real answer followed
+                    assert asks_to_confirm(later), (name, later)  # the real answer followed
                     assert busy not in later and len(set(later)) == len(later)
                 elif phase == "before" or not got_inline == [busy]:
-                    assert any("WO" in t for t in got_inline), (name, got_inline)
+                    assert asks_to_confirm(got_inline), (name, got_inline)
                     assert later == []  # nothing delivered twice
                 else:
                     # Just after the restart the client's circuit breaker may still be open
                     # (10 s cooldown): busy now, the real answer a moment later.
-                    assert any("WO" in t for t in later), (name, later)
+                    assert asks_to_confirm(later), (name, later)
+                assert not any("WO" in t for t in got_inline + later), "nothing filed before the yes"
+
+            # Every customer confirms: the emergency order is filed, the number answered once.
+            yes = await asyncio.gather(*(say(http, gw.url, name, "是的") for name in sent))
+            for name, answer in zip(sent, yes):
+                assert any("WO" in m["text"] for m in answer), (name, answer)
+            await wait_until(settled, timeout=30, interval=0.5)
 
             async with gw.app[SESSIONMAKER]() as s:
                 n_in = (await s.execute(select(func.count()).select_from(InboundMessage))).scalar_one()
-            assert n_in == len(sent) >= 3 + CORE_DOWN_SECONDS - 2 + 3
+            assert n_in == 2 * len(sent) and len(sent) >= 3 + CORE_DOWN_SECONDS - 2 + 3
 
         orders = await rest_work_orders(core_db)
-        assert sorted(orders) == sorted(f"{HAZARD}（{n}）" for n in sent), "one work order per message"
+        assert sorted(orders) == sorted(phone_of(n) for _, n in sent.values()), "one work order per customer"
