@@ -261,8 +261,9 @@ def _console_schemas() -> dict[str, Any]:
             "type": "object",
             "description": "An active handoff. Everyone sees that it is queued or held and by whom; "
                            "`last_message` (masked) only those who may see the conversation (`visible`).",
-            "required": ["handoff_id", "conversation_id", "display", "visible", "channel", "reason", "reason_label",
-                         "priority", "priority_label", "status", "agent", "created_at", "waiting_seconds",
+            "required": ["handoff_id", "conversation_id", "display", "visible", "channel", "channel_label", "reason",
+                         "reason_label", "priority", "priority_label", "status", "agent", "created_at",
+                         "waiting_seconds", "sla_breached", "customer_messages", "reopenable", "customer_label",
                          "last_message"],
             "properties": {
                 "handoff_id": {"type": "integer"},
@@ -270,11 +271,17 @@ def _console_schemas() -> dict[str, Any]:
                 "display": {"type": "string"},
                 "visible": {"type": "boolean"},
                 "channel": {"type": "string"},
+                "channel_label": {"type": "string"},
                 "reason": {"type": "string"},
                 "reason_label": {"type": "string"},
                 "priority": {"type": "string", "enum": list(PRIORITIES)},
                 "priority_label": {"type": "string"},
-                "status": {"type": "string", "enum": ["waiting", "assigned"]},
+                "status": {"type": "string", "enum": ["waiting", "assigned", "released"]},
+                "sla_breached": {"type": "boolean", "description": "waiting longer than its priority allows"},
+                "customer_messages": {**COUNT, "description": "customer messages since the handoff (the "
+                                                              "console counts unread ones from it)"},
+                "reopenable": {"type": "boolean", "description": "released and not queued or held again"},
+                "customer_label": {**NULLABLE_STR, "description": "masked name and account, once looked up"},
                 "agent": NULLABLE_STR,
                 "created_at": {"type": "string", "format": "date-time"},
                 "waiting_seconds": {"type": "integer"},
@@ -284,8 +291,26 @@ def _console_schemas() -> dict[str, Any]:
         "Queue": {"type": "object", "required": ["queue", "agents_online"],
                   "properties": {"queue": {"type": "array", "items": _ref("QueueItem")},
                                  "agents_online": {"type": "array", "items": {"type": "string"}}}},
+        "CannedItem": {"type": "object", "required": ["id", "shortcut", "text", "updated_by", "updated_at"],
+                       "properties": {"id": {"type": "integer"}, "shortcut": {"type": "string"},
+                                      "text": {"type": "string"}, "updated_by": NULLABLE_STR,
+                                      "updated_at": {"type": "string", "format": "date-time"}}},
         "Canned": {"type": "object", "required": ["canned"],
-                   "properties": {"canned": {"type": "array", "items": {"type": "string"}}}},
+                   "properties": {"canned": {"type": "array", "items": _ref("CannedItem")}}},
+        "CannedIn": {"type": "object", "required": ["shortcut", "text"],
+                     "properties": {"shortcut": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,32}$",
+                                                 "description": "typed after / in the editor (unique)"},
+                                    "text": {**NOT_BLANK, "description": "cut at 2000 characters"}},
+                     "examples": [{"shortcut": "hello2", "text": "您好，请问有什么可以帮您？"}]},
+        "AssignIn": {"type": "object", "required": ["agent"],
+                     "properties": {"agent": {**NOT_BLANK, "description": "an active agent's name, not the holder"}}},
+        "Labels": {"type": "object", "required": ["intents", "slots"],
+                   "description": "Readable names of intents and slot keys, per language",
+                   "properties": {"intents": {"type": "object"}, "slots": {"type": "object"}}},
+        "Reopened": {"type": "object", "required": ["ok", "handoff_id", "agent"],
+                     "properties": {"ok": {"const": True}, "handoff_id": {"type": "integer",
+                                                                          "description": "the new handoff"},
+                                    "agent": {"type": "string"}}},
         "Agents": {"type": "object", "required": ["agents"], "properties": {"agents": {"type": "array", "items": {
             "type": "object", "required": ["name", "role", "online"],
             "properties": {"name": {"type": "string"}, "role": {"enum": ["agent", "supervisor"]},
@@ -297,7 +322,8 @@ def _console_schemas() -> dict[str, Any]:
             "required": ["queue_length", "in_progress", "average_wait_seconds", "longest_wait_seconds",
                          "average_handled_wait_seconds", "agents_online", "agents_online_count", "conversations",
                          "conversations_with_agent", "conversations_escalated", "automation_rate",
-                         "satisfaction_average", "satisfaction_count", "satisfaction_distribution", "window_hours"],
+                         "satisfaction_average", "satisfaction_count", "satisfaction_distribution", "window_hours",
+                         "conversations_contained", "containment_rate", "per_agent", "sla_breaches", "trend"],
             "properties": {
                 "queue_length": COUNT, "in_progress": COUNT, "average_wait_seconds": COUNT,
                 "longest_wait_seconds": COUNT, "average_handled_wait_seconds": NULLABLE_INT,
@@ -309,6 +335,27 @@ def _console_schemas() -> dict[str, Any]:
                 "satisfaction_distribution": {"type": "object", "description": "score 1–5 → answers",
                                               "additionalProperties": COUNT},
                 "window_hours": {"type": "integer"},
+                "conversations_contained": COUNT,
+                "containment_rate": {"type": ["number", "null"], "description": "conversations finished without "
+                                     "an agent and without an unanswered escalation / conversations "
+                                     "(automation_rate is the same figure)"},
+                "per_agent": {"type": "array", "items": {
+                    "type": "object", "required": ["agent", "load", "handled", "average_handle_seconds",
+                                                   "satisfaction_average", "satisfaction_count"],
+                    "properties": {"agent": {"type": "string"}, "load": COUNT, "handled": COUNT,
+                                   "average_handle_seconds": NULLABLE_INT,
+                                   "satisfaction_average": {"type": ["number", "null"]},
+                                   "satisfaction_count": COUNT}}},
+                "sla_breaches": {"type": "array", "items": {
+                    "type": "object", "required": ["handoff_id", "display", "priority", "waiting_seconds",
+                                                   "sla_seconds"],
+                    "properties": {"handoff_id": {"type": "integer"}, "display": {"type": "string"},
+                                   "priority": {"type": "string"}, "priority_label": {"type": "string"},
+                                   "waiting_seconds": COUNT, "sla_seconds": COUNT}}},
+                "trend": {"type": "array", "maxItems": 24, "items": {
+                    "type": "object", "required": ["hour", "conversations", "escalations"],
+                    "properties": {"hour": {"type": "string", "format": "date-time"}, "conversations": COUNT,
+                                   "escalations": COUNT}}},
             },
         },
         "HistoryItem": {
@@ -332,7 +379,7 @@ def _console_schemas() -> dict[str, Any]:
         },
         "HandoffDetail": {
             "type": "object",
-            "required": ["handoff", "events", "slots", "masked_slots", "account"],
+            "required": ["handoff", "events", "slots", "masked_slots", "account", "customer"],
             "properties": {
                 "handoff": {
                     "type": "object",
@@ -359,6 +406,22 @@ def _console_schemas() -> dict[str, Any]:
                                    "core could not be asked",
                     "properties": {"found": {"type": "boolean"}, "error": {"type": "string"},
                                    "accounts": {"type": "array", "items": {"type": "object", "required": ["index"]}}},
+                },
+                "customer": {
+                    "type": "object", "required": ["name", "account", "verified", "channel", "channel_label",
+                                                   "display", "earlier"],
+                    "description": "who the customer is (masked) and their other conversations on every channel "
+                                   "of the same accounts (`visible`: the caller may open it)",
+                    "properties": {
+                        "name": NULLABLE_STR, "account": NULLABLE_STR, "verified": {"type": "boolean"},
+                        "channel": {"type": "string"}, "channel_label": {"type": "string"},
+                        "display": {"type": "string"},
+                        "earlier": {"type": "array", "items": {
+                            "type": "object", "required": ["handoff_id", "display", "channel", "status", "visible"],
+                            "properties": {"handoff_id": NULLABLE_INT, "display": {"type": "string"},
+                                           "channel": {"type": "string"}, "status": {"type": "string"},
+                                           "visible": {"type": "boolean"}}}},
+                    },
                 },
             },
         },
@@ -446,6 +509,41 @@ def _console_paths() -> dict[str, Any]:
         return {"post": op}
 
     redirect = {"description": "See Location", "headers": {"Location": {"schema": {"type": "string"}}}}
+    cid = {"name": "cid", "in": "path", "required": True, "example": 1, "description": "canned answer id",
+           "schema": {"type": "integer", "minimum": 1}}
+
+    def canned_write(op_id: str, summary: str, with_id: bool) -> dict[str, Any]:
+        op: dict[str, Any] = {
+            "operationId": op_id, "summary": summary, "tags": ["console"], "security": write,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("CannedIn")}}},
+            "responses": {"200": _ok(_ref("CannedItem")), "400": _resp("BadRequest"), **unauth,
+                          "403": _problem_response("CSRF token missing or wrong"),
+                          "409": _problem_response("The shortcut is taken (conflict)"),
+                          "413": _resp("PayloadTooLarge")}}
+        if with_id:
+            op["parameters"] = [cid]
+            op["responses"]["404"] = _resp("NotFound")
+        return {"post": op}
+
+    def query(name: str, values: tuple[str, ...] | None, description: str) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "string", "enum": list(values)} if values else {"type": "string", "maxLength": 100}
+        return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+    from bot.console.service import CHANNEL_LABELS, STATUSES, VIEWS
+    from bot.dialogue.handoff import PRIORITIES
+
+    queue_op = get("console_queue", "Handoffs by view, filters and search, and the agents online", _ref("Queue"),
+                   **{"400": _resp("BadRequest")})
+    queue_op["get"]["description"] = (
+        "Default: the open handoffs (waiting: most urgent, then oldest first; then those being handled). "
+        "Closed ones (`status=released`) are those the caller may see, most recent first.")
+    queue_op["get"]["parameters"] = [
+        query("view", VIEWS, "mine: held by the caller; unassigned: waiting; all"),
+        query("channel", tuple(CHANNEL_LABELS), "only this channel"),
+        query("priority", PRIORITIES, "only this priority"),
+        query("status", STATUSES, "open (waiting and assigned, the default), waiting, assigned, released, any"),
+        query("q", None, "search conversation ids, messages, notes and customer data (account numbers)"),
+    ]
     return {
         "/console/login": {
             "get": {"operationId": "console_login_page", "summary": "The login page; sets the login CSRF cookie",
@@ -494,10 +592,16 @@ def _console_paths() -> dict[str, Any]:
                           "403": _problem_response("Foreign Origin (bad_origin)")},
         }},
         "/console/api/me": get("console_me", "The logged-in agent and the CSRF token for writes", _ref("ConsoleMe")),
-        "/console/api/queue": _with_links(get("console_queue", "Active handoffs (waiting: most urgent, then "
-                                              "oldest first; then those being handled) and the agents online",
-                                              _ref("Queue")), "$response.body#/queue/0/handoff_id"),
-        "/console/api/canned": get("console_canned", "Canned answers", _ref("Canned")),
+        "/console/api/queue": _with_links(queue_op, "$response.body#/queue/0/handoff_id"),
+        "/console/api/canned": {**get("console_canned", "Canned answers", _ref("Canned")),
+                                "post": canned_write("console_canned_create", "Add a canned answer", False)["post"]},
+        "/console/api/canned/{cid}": {"put": canned_write("console_canned_update", "Change a canned answer", True)["post"],
+                                      "delete": {"operationId": "console_canned_delete", "summary": "Remove a canned answer",
+                                                 "tags": ["console"], "security": write, "parameters": [cid],
+                                                 "responses": {"200": _ok(_ref("Ok")), **unauth,
+                                                               "403": _problem_response("CSRF token missing or wrong"),
+                                                               "404": _resp("NotFound")}}},
+        "/console/api/labels": get("console_labels", "Readable intent and slot names (zh, en)", _ref("Labels")),
         "/console/api/agents": get("console_agents", "Active agents and who is online (transfer targets)",
                                    _ref("Agents")),
         "/console/api/stats": get("console_stats", "Supervisor figures (supervisors only)", _ref("ConsoleStats"),
@@ -529,6 +633,13 @@ def _console_paths() -> dict[str, Any]:
             "console_reveal", "The unmasked value of one datum (holder or supervisor; always audited)",
             "RevealIn", "Revealed", description="404: nothing to reveal there.",
             **{"503": _resp("CoreUnavailable")}),
+        "/console/api/handoffs/{hid}/reopen": act(
+            "console_reopen", "Reopen a closed conversation: a new handoff held by the caller (its last holder "
+            "or a supervisor)", None, "Reopened",
+            description="409 conflict: not closed, or queued or held again meanwhile."),
+        "/console/api/handoffs/{hid}/assign": act(
+            "console_assign", "Give a waiting (or held) handoff to an agent (supervisors only)", "AssignIn",
+            "Transferred", description="403 forbidden: not a supervisor; 400 unknown_agent / same_agent."),
     }
 
 

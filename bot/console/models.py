@@ -104,3 +104,15 @@ class CallbackOffer(Base):
     work_order_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     accepted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class CannedResponse(Base):
+    """A canned answer agents insert with "/shortcut" (migration ``bot_0019_console_canned``)."""
+
+    __tablename__ = "console_canned"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    shortcut: Mapped[str] = mapped_column(String(32), unique=True)
+    text: Mapped[str] = mapped_column(Text)
+    updated_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

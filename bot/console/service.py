@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import String, cast, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import outbox
 from bot.console.masking import TextMasker, mask_field, mask_slots
-from bot.console.models import Agent, CallbackOffer, ConsoleMessage, Satisfaction
+from bot.console.models import Agent, CallbackOffer, CannedResponse, ConsoleMessage, Satisfaction
 from bot.dialogue.handoff import ACTIVE, PRIORITIES, Handoff, release_to_bot
 from bot.dialogue.store import Conversation, Event
 from bot.langs import detect_language
@@ -40,6 +40,15 @@ REASON_LABELS = {
     "duplicate_payment": "重复缴费",
 }
 PRIORITY_LABELS = {"low": "低", "normal": "普通", "high": "高", "emergency": "紧急"}
+CHANNEL_LABELS = {"rest": "网页", "wechat": "微信", "alipay": "支付宝", "sms": "短信", "email": "邮件"}
+# how long a conversation may wait for an agent, by priority, before it is an SLA breach
+SLA_SECONDS = {"emergency": 60, "high": 180, "normal": 300, "low": 600}
+VIEWS = ("all", "mine", "unassigned")
+STATUSES = ("open", "waiting", "assigned", "released", "any")
+# the message that asked for a human is written in the same turn as the handoff, just before it:
+# unread counts start this long before the handoff
+UNREAD_LEAD = timedelta(seconds=30)
+RELEASED_LIMIT = 50  # closed conversations listed (most recent first)
 
 CANNED_RESPONSES = [
     "您好，我是人工客服，很高兴为您服务，请问有什么可以帮您？",
@@ -156,25 +165,89 @@ async def waiting_handoffs(session: AsyncSession) -> list[Handoff]:
     return list(rows.scalars())
 
 
-async def queue(session: AsyncSession, viewer: str, role: str) -> list[dict[str, Any]]:
-    """Active handoffs: waiting ones most urgent then oldest first, then those being handled.
+def _like(q: str) -> str:
+    return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
+
+async def search_conversations(session: AsyncSession, q: str, limit: int = 200) -> set[str]:
+    """Conversation ids whose id, messages (customer, bot, agent, notes) or customer data
+    (slots, linked account numbers) contain ``q``."""
+    from bot.dialogue.store import CustomerAccount, Identity
+
+    pat = _like(q)
+    found: set[str] = set()
+    found.update((await session.execute(
+        select(Handoff.conversation_id).where(Handoff.conversation_id.like(pat, escape="\\")).limit(limit))).scalars())
+    found.update((await session.execute(
+        select(Event.conversation_id).where(Event.type.in_(("user", "bot")), Event.text.like(pat, escape="\\"))
+        .distinct().limit(limit))).scalars())
+    found.update((await session.execute(
+        select(ConsoleMessage.conversation_id).where(ConsoleMessage.text.like(pat, escape="\\"))
+        .distinct().limit(limit))).scalars())
+    found.update((await session.execute(
+        select(Conversation.id).where(cast(Conversation.state, String).like(pat, escape="\\")).limit(limit))).scalars())
+    rows = (await session.execute(
+        select(Identity.channel, Identity.sender_id)
+        .join(CustomerAccount, CustomerAccount.customer_id == Identity.customer_id)
+        .where(CustomerAccount.account_number.like(pat, escape="\\")).limit(limit))).all()
+    found.update(f"{c}:{s}" for c, s in rows)
+    return found
+
+
+async def queue(session: AsyncSession, viewer: str, role: str, *, view: str = "all", channel: str | None = None,
+                priority: str | None = None, status: str = "open", q: str | None = None,
+                customers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Handoffs as the queue shows them: waiting ones most urgent then oldest first, then those
+    being handled; ``status="released"`` the closed ones (most recent first, only those the
+    viewer may see), ``"any"`` both.
+
+    ``view``: ``mine`` (held by the viewer), ``unassigned`` (waiting), ``all``; ``channel`` and
+    ``priority`` filter; ``q`` searches conversations, messages and customers (``search_conversations``).
     Everyone sees that a conversation is queued or held and by whom; its content (the last
     message) only those who may see the conversation (``bot.console.access``), masked."""
-    from bot.console.access import may_view
+    from bot.console.access import SUPERVISOR, may_view
 
-    rows = (
-        await session.execute(
-            select(Handoff).where(Handoff.status.in_(ACTIVE))
+    statuses = {"open": ACTIVE, "waiting": ("waiting",), "assigned": ("assigned",), "released": ("released",),
+                "any": (*ACTIVE, "released")}.get(status, ACTIVE)
+    cond: list[Any] = []
+    if view == "mine":
+        cond += [Handoff.agent_id == viewer, Handoff.status != "waiting"]
+    elif view == "unassigned":
+        cond.append(Handoff.status == "waiting")
+    if channel:
+        cond.append(Handoff.conversation_id.like(_like(channel + ":")[1:], escape="\\"))
+    if priority:
+        cond.append(Handoff.priority == priority)
+    if q:
+        ids = await search_conversations(session, q)
+        if not ids:
+            return []
+        cond.append(Handoff.conversation_id.in_(sorted(ids)))
+    rows: list[Handoff] = []
+    active = [s for s in statuses if s != "released"]
+    if active:
+        rows += (await session.execute(
+            select(Handoff).where(Handoff.status.in_(active), *cond)
             .order_by(Handoff.status.desc(), _rank().desc(), Handoff.created_at, Handoff.id)
-        )
-    ).scalars().all()
+        )).scalars().all()
+    if "released" in statuses:
+        mine = [] if role == SUPERVISOR else [Handoff.agent_id == viewer]
+        rows += (await session.execute(
+            select(Handoff).where(Handoff.status == "released", *cond, *mine)
+            .order_by(Handoff.id.desc()).limit(RELEASED_LIMIT)
+        )).scalars().all()
+    reopenable: set[str] = set()
+    if any(h.status == "released" for h in rows):
+        busy = set((await session.execute(select(Handoff.conversation_id).where(
+            Handoff.status.in_(ACTIVE), Handoff.conversation_id.in_({h.conversation_id for h in rows})))).scalars())
+        reopenable = {h.conversation_id for h in rows if h.status == "released"} - busy
     now = utcnow()
     out = []
     for h in rows:
-        channel, _ = split_conversation(h.conversation_id)
+        ch, _ = split_conversation(h.conversation_id)
         visible = may_view(viewer, role, h.status, h.agent_id)
         last = ""
+        unread_base = 0
         if visible:
             row = (
                 await session.execute(
@@ -186,12 +259,23 @@ async def queue(session: AsyncSession, viewer: str, role: str) -> list[dict[str,
             if row is not None:
                 masker = await conversation_masker(session, h.conversation_id, [row])
                 last = masker.text(row.text or "")
+            unread_base = (await session.execute(
+                select(func.count()).select_from(Event).where(
+                    Event.conversation_id == h.conversation_id, Event.type == "user",
+                    Event.created_at >= outbox.as_aware(h.created_at) - UNREAD_LEAD))).scalar_one()
+        if h.status == "waiting":
+            waited = seconds_since(h.created_at, now)
+        elif h.assigned_at is not None:
+            waited = max(0, int((outbox.as_aware(h.assigned_at) - outbox.as_aware(h.created_at)).total_seconds()))
+        else:
+            waited = 0
         out.append({
             "handoff_id": h.id,
             "conversation_id": display_name(h.conversation_id),
             "display": display_name(h.conversation_id),
             "visible": visible,
-            "channel": channel,
+            "channel": ch,
+            "channel_label": CHANNEL_LABELS.get(ch, ch),
             "reason": h.reason,
             "reason_label": REASON_LABELS.get(h.reason, h.reason),
             "priority": h.priority,
@@ -199,8 +283,12 @@ async def queue(session: AsyncSession, viewer: str, role: str) -> list[dict[str,
             "status": h.status,
             "agent": h.agent_id,
             "created_at": outbox.as_aware(h.created_at).isoformat(),
-            "waiting_seconds": seconds_since(h.created_at, now) if h.status == "waiting"
-            else seconds_since(h.created_at, now) - seconds_since(h.assigned_at, now),
+            "waiting_seconds": waited,
+            "sla_breached": h.status == "waiting" and waited > SLA_SECONDS.get(h.priority, 300),
+            "customer_messages": unread_base,
+            "reopenable": h.conversation_id in reopenable,
+            # the masked name and account, once the console has looked the customer up
+            "customer_label": (customers or {}).get(h.conversation_id) if visible else None,
             "last_message": last[:120],
         })
     return out
@@ -294,6 +382,106 @@ async def close(session: AsyncSession, h: Handoff, agent_name: str, note_text: s
     session.add(Satisfaction(conversation_id=h.conversation_id, handoff_id=h.id, agent_name=h.agent_id or agent_name,
                              status="asked"))
     await session.flush()
+
+
+async def assign_to(session: AsyncSession, handoff_id: int, agent_name: str, by: str) -> bool:
+    """A supervisor hands a waiting conversation to an agent (same exclusive update as ``take``)."""
+    res = await session.execute(
+        update(Handoff)
+        .where(Handoff.id == handoff_id, Handoff.status == "waiting")
+        .values(status="assigned", agent_id=agent_name, assigned_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount != 1:
+        return False
+    h = await session.get(Handoff, handoff_id)
+    await session.refresh(h)
+    session.add(Event(conversation_id=h.conversation_id, type="handoff", name="assigned",
+                      data={"agent_id": agent_name, "by": by}))
+    session.add(ConsoleMessage(conversation_id=h.conversation_id, handoff_id=h.id, agent_name=by,
+                               kind="system", text=f"{by} 分配给 {agent_name}"))
+    return True
+
+
+async def reopen(session: AsyncSession, h: Handoff, agent_name: str) -> Handoff | None:
+    """A closed conversation taken back by an agent: a new handoff, held by ``agent_name`` at
+    once. None when the conversation is already queued or held again."""
+    from bot.dialogue.handoff import get_active_handoff, request_handoff
+
+    if await get_active_handoff(session, h.conversation_id) is not None:
+        return None
+    new = await request_handoff(session, h.conversation_id, h.reason, h.priority, summary=h.summary)
+    if not await take(session, new.id, agent_name):
+        return None
+    session.add(ConsoleMessage(conversation_id=h.conversation_id, handoff_id=new.id, agent_name=agent_name,
+                               kind="system", text=f"{agent_name} 重新打开会话"))
+    await session.flush()
+    await session.refresh(new)
+    return new
+
+
+async def earlier_conversations(session: AsyncSession, conversation_ids: set[str], current: Handoff,
+                                viewer: str, role: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The customer's other handoffs (on every channel of the same accounts, and earlier ones of
+    this conversation), newest first; ``visible`` by the access rule, content only by opening."""
+    from bot.console.access import may_view
+
+    ids = set(conversation_ids) | {current.conversation_id}
+    rows = (await session.execute(
+        select(Handoff).where(Handoff.conversation_id.in_(sorted(ids)), Handoff.id != current.id)
+        .order_by(Handoff.id.desc()).limit(limit))).scalars().all()
+    out = []
+    for h in rows:
+        ch, _ = split_conversation(h.conversation_id)
+        out.append({
+            "handoff_id": h.id, "display": display_name(h.conversation_id), "channel": ch,
+            "channel_label": CHANNEL_LABELS.get(ch, ch), "status": h.status, "agent": h.agent_id,
+            "reason_label": REASON_LABELS.get(h.reason, h.reason),
+            "created_at": outbox.as_aware(h.created_at).isoformat(),
+            "visible": may_view(viewer, role, h.status, h.agent_id),
+        })
+    seen = {h.conversation_id for h in rows} | {current.conversation_id}
+    others = (await session.execute(
+        select(Conversation.id, Conversation.updated_at).where(Conversation.id.in_(sorted(ids - seen)))
+        .order_by(Conversation.updated_at.desc()).limit(limit))).all()
+    for cid, at in others:  # conversations the bot finished alone
+        ch, _ = split_conversation(cid)
+        out.append({"handoff_id": None, "display": display_name(cid), "channel": ch,
+                    "channel_label": CHANNEL_LABELS.get(ch, ch), "status": "bot", "agent": None,
+                    "reason_label": "机器人自助", "created_at": outbox.as_aware(at).isoformat(), "visible": False})
+    return out[:limit]
+
+
+async def identity_conversations(session: AsyncSession, conversation_id: str, accounts: list[str]) -> set[str]:
+    """Conversation ids of the same customer: identities of this one's customer and of every
+    customer linked to one of ``accounts``."""
+    from bot.dialogue.store import CustomerAccount, Identity
+
+    channel, sender = split_conversation(conversation_id)
+    customers = set((await session.execute(select(Identity.customer_id).where(
+        Identity.channel == channel, Identity.sender_id == sender))).scalars())
+    if accounts:
+        customers |= set((await session.execute(select(CustomerAccount.customer_id).where(
+            CustomerAccount.account_number.in_(accounts)))).scalars())
+    if not customers:
+        return set()
+    rows = (await session.execute(select(Identity.channel, Identity.sender_id).where(
+        Identity.customer_id.in_(sorted(customers))).limit(200))).all()
+    return {f"{c}:{s}" for c, s in rows}
+
+
+# ---------------------------------------------------------------- canned responses
+SHORTCUT = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+async def canned_list(session: AsyncSession) -> list[dict[str, Any]]:
+    rows = (await session.execute(select(CannedResponse).order_by(CannedResponse.shortcut))).scalars().all()
+    return [canned_view(c) for c in rows]
+
+
+def canned_view(c: CannedResponse) -> dict[str, Any]:
+    return {"id": c.id, "shortcut": c.shortcut, "text": c.text, "updated_by": c.updated_by,
+            "updated_at": outbox.as_aware(c.updated_at).isoformat()}
 
 
 # ---------------------------------------------------------------- history
@@ -487,6 +675,15 @@ async def stats(session: AsyncSession) -> dict[str, Any]:
             select(func.count(func.distinct(model.conversation_id))).where(model.id >= start, *where))).scalar_one()
 
     total_convs = await distinct_conversations(InboundMessage, "received_at")
+    # contained: wrote in the window and never escalated in it (no agent, no unanswered escalation)
+    contained = 0
+    msg_start = await first_id_since(session, InboundMessage, "received_at", since)
+    if msg_start is not None:
+        h_start = await first_id_since(session, Handoff, "created_at", since)
+        escalated_ids = select(Handoff.conversation_id).where(Handoff.id >= (h_start if h_start is not None else BIGINT_MAX))
+        contained = (await session.execute(
+            select(func.count(func.distinct(InboundMessage.conversation_id)))
+            .where(InboundMessage.id >= msg_start, InboundMessage.conversation_id.not_in(escalated_ids)))).scalar_one()
     with_agent = await distinct_conversations(Handoff, "created_at", Handoff.assigned_at.is_not(None))
     escalated = await distinct_conversations(Handoff, "created_at")
     dist = {str(i): 0 for i in range(1, 6)}
@@ -510,12 +707,82 @@ async def stats(session: AsyncSession) -> dict[str, Any]:
         "conversations": total_convs,
         "conversations_with_agent": with_agent,
         "conversations_escalated": escalated,
-        "automation_rate": round(1 - with_agent / total_convs, 4) if total_convs else None,
+        "conversations_contained": contained,
+        # containment: finished without an agent and without an escalation nobody answered
+        "automation_rate": round(contained / total_convs, 4) if total_convs else None,
+        "containment_rate": round(contained / total_convs, 4) if total_convs else None,
         "satisfaction_average": round(sum(int(k) * n for k, n in dist.items()) / answered, 2) if answered else None,
         "satisfaction_count": answered,
         "satisfaction_distribution": dist,
         "window_hours": int(STATS_WINDOW.total_seconds() // 3600),
+        "per_agent": await per_agent(session, since),
+        "sla_breaches": [
+            {"handoff_id": h.id, "display": display_name(h.conversation_id), "priority": h.priority,
+             "priority_label": PRIORITY_LABELS.get(h.priority, h.priority), "waiting_seconds": w,
+             "sla_seconds": SLA_SECONDS.get(h.priority, 300)}
+            for h, w in zip(waiting, waits) if w > SLA_SECONDS.get(h.priority, 300)
+        ],
+        "trend": await trend(session, now),
     }
+
+
+async def per_agent(session: AsyncSession, since: datetime) -> list[dict[str, Any]]:
+    """Per active agent: conversations held now (load), handled in the window, average handle
+    time (taken → closed) and satisfaction over the window."""
+    agents = (await session.execute(select(Agent.name).where(Agent.active.is_(True)).order_by(Agent.name))).scalars().all()
+    load = dict((await session.execute(
+        select(Handoff.agent_id, func.count()).where(Handoff.status == "assigned").group_by(Handoff.agent_id))).all())
+    handled: dict[str, list[float]] = {}
+    start = await first_id_since(session, Handoff, "created_at", since - STATS_WINDOW)  # closed in the window
+    if start is not None:
+        for agent, a, r in (await session.execute(
+                select(Handoff.agent_id, Handoff.assigned_at, Handoff.released_at)
+                .where(Handoff.id >= start, Handoff.status == "released", Handoff.assigned_at.is_not(None),
+                       Handoff.released_at.is_not(None)))).all():
+            if agent and outbox.as_aware(r) >= since:
+                handled.setdefault(agent, []).append((outbox.as_aware(r) - outbox.as_aware(a)).total_seconds())
+    csat: dict[str, list[int]] = {}
+    start = await first_id_since(session, Satisfaction, "asked_at", since)
+    if start is not None:
+        for agent, score in (await session.execute(
+                select(Satisfaction.agent_name, Satisfaction.score)
+                .where(Satisfaction.id >= start, Satisfaction.status == "answered",
+                       Satisfaction.score.is_not(None)))).all():
+            if agent:
+                csat.setdefault(agent, []).append(int(score))
+    out = []
+    for name in sorted((set(agents) | set(load) | set(handled) | set(csat)) - {None}):
+        times, scores = handled.get(name, []), csat.get(name, [])
+        out.append({"agent": name, "load": int(load.get(name, 0)), "handled": len(times),
+                    "average_handle_seconds": int(sum(times) / len(times)) if times else None,
+                    "satisfaction_average": round(sum(scores) / len(scores), 2) if scores else None,
+                    "satisfaction_count": len(scores)})
+    return out
+
+
+async def trend(session: AsyncSession, now: datetime) -> list[dict[str, Any]]:
+    """Per hour of the last 24: conversations (distinct, who wrote) and escalations. Hour
+    boundaries are found on the primary key like the window's start."""
+    hour0 = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
+    bounds = [hour0 + timedelta(hours=i) for i in range(25)]
+    out = []
+    msg_ids = [await first_id_since(session, InboundMessage, "received_at", b) for b in bounds[:24]]
+    esc: dict[int, int] = {}
+    start = await first_id_since(session, Handoff, "created_at", hour0)
+    if start is not None:
+        for (at,) in (await session.execute(select(Handoff.created_at).where(Handoff.id >= start))).all():
+            i = int((outbox.as_aware(at) - hour0).total_seconds() // 3600)
+            if 0 <= i < 24:
+                esc[i] = esc.get(i, 0) + 1
+    for i in range(24):
+        lo = msg_ids[i]
+        hi = next((x for x in msg_ids[i + 1:] if x is not None), None)
+        n = 0
+        if lo is not None:
+            where = [InboundMessage.id >= lo] + ([InboundMessage.id < hi] if hi is not None else [])
+            n = (await session.execute(select(func.count(func.distinct(InboundMessage.conversation_id))).where(*where))).scalar_one()
+        out.append({"hour": bounds[i].isoformat(), "conversations": n, "escalations": esc.get(i, 0)})
+    return out
 
 
 @dataclass

@@ -64,8 +64,9 @@ def _masked(field: str, value: str) -> str:
 async def summary(sessionmaker: async_sessionmaker[AsyncSession], core: CoreClient, conversation_id: str) -> dict[str, Any]:
     numbers = await account_numbers(sessionmaker, core, conversation_id)
     if not numbers:
-        return {"found": False, "accounts": []}
+        return {"found": False, "accounts": [], "conversations": []}
     accounts: list[dict[str, Any]] = []
+    related: set[str] = set()
     for index, number in enumerate(numbers[:3]):
         try:
             acc = await core.get_account(number)
@@ -79,6 +80,10 @@ async def summary(sessionmaker: async_sessionmaker[AsyncSession], core: CoreClie
             "category": acc.category,
             "status": acc.status,
         }
+        # the account's conversations on every channel: its bindings and its registered phone
+        related.update(f"{b.channel}:{b.identity}" for b in acc.bindings)
+        if acc.phone:
+            related.add(f"sms:+86{acc.phone}")
         try:
             arrears = await core.get_arrears(number)
             item["arrears"] = {"amount_owed": str(arrears.amount_owed), "overdue_amount": str(arrears.overdue_amount)}
@@ -102,7 +107,8 @@ async def summary(sessionmaker: async_sessionmaker[AsyncSession], core: CoreClie
         except CoreError as exc:
             item["error"] = type(exc).__name__
         accounts.append(item)
-    return {"found": True, "accounts": accounts}
+    # "conversations" is for the console's own use (earlier conversations); never sent as is
+    return {"found": True, "accounts": accounts, "numbers": numbers[:3], "conversations": sorted(related)}
 
 
 async def reveal(

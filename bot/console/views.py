@@ -75,6 +75,18 @@ class StatsCache:
 
 
 STATS = web.AppKey("console_stats", StatsCache)
+# conversation id -> "masked name · masked account", filled when a conversation is opened (the
+# queue then shows who the customer is without asking the core for every item)
+CUSTOMER_LABELS_MAX = 5000
+_customer_labels: dict[str, str] = {}
+
+
+def _remember_customer(conversation_id: str, label: str | None) -> None:
+    if not label:
+        return
+    if len(_customer_labels) >= CUSTOMER_LABELS_MAX:
+        _customer_labels.pop(next(iter(_customer_labels)))
+    _customer_labels[conversation_id] = label
 
 
 _SECURITY_HEADERS = {
@@ -301,9 +313,9 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     return _login_form(request, None)
 
 
-def _login_form(request: web.Request, error: str | None, status: int = 200) -> web.StreamResponse:
+def _login_form(request: web.Request, error: str | None, status: int = 200, name: str = "") -> web.StreamResponse:
     token = secrets.token_urlsafe(24)
-    resp = _render(request, "login.html", {"csrf": token, "error": error}, status=status)
+    resp = _render(request, "login.html", {"csrf": token, "error": error, "name": name}, status=status)
     _set_cookie(request, resp, LOGIN_CSRF_COOKIE, token, max_age=3600)
     return resp
 
@@ -342,9 +354,9 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     # the same two answers whether or not the name exists (auth.login counts both alike)
     if result.error == "locked":
         log.warning("console login refused: name locked after repeated failures")
-        return _login_form(request, "登录失败次数过多，账号已锁定，请 15 分钟后再试", status=429)
-    if result.error or not result.token:
-        return _login_form(request, "用户名或密码错误", status=401)
+        return _login_form(request, "登录失败次数过多，账号已锁定，请 15 分钟后再试", status=429, name=name)
+    if result.error or not result.token:  # keep the name typed, clear the password
+        return _login_form(request, "用户名或密码错误", status=401, name=name)
     resp = _secure(web.Response(status=302, headers={"Location": "/console"}))
     _set_cookie(request, resp, COOKIE, result.token, max_age=int(auth.SESSION_TTL.total_seconds()))
     resp.del_cookie(LOGIN_CSRF_COOKIE, path="/console")
@@ -400,17 +412,114 @@ async def me(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.Stre
     return _json({"name": agent.name, "role": agent.role, "csrf": cs.csrf_token})
 
 
+def _choice(request: web.Request, key: str, allowed: tuple[str, ...], default: str | None) -> str | None:
+    value = request.query.get(key)
+    if value is None or value == "":
+        return default
+    if value not in allowed:
+        raise problem(400, "bad_request", f"'{key}' must be one of {', '.join(allowed)}")
+    return value
+
+
 @api()
 async def queue(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
+    """``?view=mine|unassigned|all&channel=&priority=&status=open|waiting|assigned|released|any&q=``"""
+    from bot.dialogue.handoff import PRIORITIES
+
+    view = _choice(request, "view", service.VIEWS, "all")
+    channel = _choice(request, "channel", tuple(service.CHANNEL_LABELS), None)
+    priority = _choice(request, "priority", PRIORITIES, None)
+    status = _choice(request, "status", service.STATUSES, "open")
+    q = request.query.get("q", "").strip()
+    if len(q) > 100:
+        raise problem(400, "bad_request", "'q' is at most 100 characters")
+    q = _clean_str(q, "q")
     async with _sm(request)() as session:
-        items = await service.queue(session, agent.name, agent.role)
+        items = await service.queue(session, agent.name, agent.role, view=view or "all", channel=channel,
+                                    priority=priority, status=status or "open", q=q or None,
+                                    customers=_customer_labels)
         online = await service.agents_online(session)
     return _json({"queue": items, "agents_online": [a.name for a in online]})
 
 
 @api()
+async def labels(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
+    from bot.console.labels import all_labels
+
+    return _json(all_labels())
+
+
+@api()
 async def canned(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
-    return _json({"canned": service.CANNED_RESPONSES})
+    async with _sm(request)() as session:
+        return _json({"canned": await service.canned_list(session)})
+
+
+def _canned_body(body: dict[str, Any]) -> tuple[str, str]:
+    shortcut = body.get("shortcut")
+    if not isinstance(shortcut, str) or not service.SHORTCUT.fullmatch(shortcut):
+        raise problem(400, "bad_request", "'shortcut' is 1 to 32 letters, digits, _ or -")
+    return shortcut, _text(body, "text")
+
+
+def _canned_id(request: web.Request) -> int:
+    raw = request.match_info.get("cid", "")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19) or not 0 < int(raw) <= service.BIGINT_MAX:
+        raise problem(404, "not_found", "no canned answer with this id")
+    return int(raw)
+
+
+@api(write=True)
+async def canned_create(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
+    from sqlalchemy import select
+
+    from bot.console.models import CannedResponse
+
+    shortcut, text = _canned_body(await _json_body(request))
+    async with _sm(request)() as session, session.begin():
+        if (await session.execute(select(CannedResponse.id).where(CannedResponse.shortcut == shortcut))).first():
+            return _error(409, "conflict", "该快捷词已存在")
+        row = CannedResponse(shortcut=shortcut, text=text, updated_by=agent.name)
+        session.add(row)
+        await session.flush()
+        out = service.canned_view(row)
+    return _json(out)
+
+
+@api(write=True)
+async def canned_update(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
+    from sqlalchemy import select
+
+    from bot.console.models import CannedResponse
+    from bot.models import utcnow
+
+    cid = _canned_id(request)
+    shortcut, text = _canned_body(await _json_body(request))
+    async with _sm(request)() as session, session.begin():
+        row = await session.get(CannedResponse, cid)
+        if row is None:
+            return _error(404, "not_found", "no canned answer with this id")
+        other = (await session.execute(select(CannedResponse.id).where(
+            CannedResponse.shortcut == shortcut, CannedResponse.id != cid))).first()
+        if other:
+            return _error(409, "conflict", "该快捷词已存在")
+        row.shortcut, row.text, row.updated_by, row.updated_at = shortcut, text, agent.name, utcnow()
+        await session.flush()
+        out = service.canned_view(row)
+    return _json(out)
+
+
+@api(write=True)
+async def canned_delete(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
+    from bot.console.models import CannedResponse
+
+    cid = _canned_id(request)
+    async with _sm(request)() as session, session.begin():
+        row = await session.get(CannedResponse, cid)
+        if row is None:
+            return _error(404, "not_found", "no canned answer with this id")
+        await session.delete(row)
+    return _json({"ok": True})
 
 
 @api()
@@ -438,8 +547,23 @@ async def conversation(request: web.Request, agent: Agent, cs: ConsoleSession) -
         info = await summary.summary(_sm(request), core, h.conversation_id)
     except CoreError as exc:
         info = {"found": False, "error": type(exc).__name__, "accounts": []}
+    numbers, related = info.pop("numbers", []), info.pop("conversations", [])  # raw: never sent
     channel, _ = service.split_conversation(h.conversation_id)
     decision = access.for_handoff(agent, h)
+    async with _sm(request)() as session:
+        related_ids = set(related) | await service.identity_conversations(session, h.conversation_id, numbers)
+        earlier = await service.earlier_conversations(session, related_ids, h, agent.name, agent.role)
+    first = next((a for a in info.get("accounts", []) if isinstance(a.get("masked"), dict)), None)
+    customer = {
+        "name": first["masked"].get("holder_name") if first else None,
+        "account": first["masked"].get("account_number") if first else None,
+        "verified": bool(first),
+        "channel": channel, "channel_label": service.CHANNEL_LABELS.get(channel, channel),
+        "display": service.display_name(h.conversation_id),
+        "earlier": earlier,
+    }
+    if customer["name"]:
+        _remember_customer(h.conversation_id, " · ".join(x for x in (customer["name"], customer["account"]) if x))
     return _json({
         "handoff": {
             "id": h.id, "conversation_id": service.display_name(h.conversation_id),
@@ -453,6 +577,7 @@ async def conversation(request: web.Request, agent: Agent, cs: ConsoleSession) -
         "slots": mask_slots(slots),
         "masked_slots": sorted(k for k, v in slots.items() if isinstance(k, str) and masks_something(k, v)),
         "account": info,
+        "customer": customer,
     })
 
 
@@ -526,6 +651,52 @@ async def close(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.S
     _wake_outbox(request)
     await _publish(request, {"type": "closed", **access.event_fields(h), "status": status})
     return _json({"ok": True})
+
+
+@api(write=True)
+async def reopen(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
+    """A closed conversation taken back: a new handoff held by the caller (its last holder or a
+    supervisor, those who may see a closed one)."""
+    async with _sm(request)() as session, session.begin():
+        h = await _handoff_for(request, session, agent, act=False)
+        if h.status != "released":
+            return _error(409, "conflict", "会话未结束")
+        new = await service.reopen(session, h, agent.name)
+        if new is None:
+            return _error(409, "conflict", "会话已在排队或处理中")
+    await _publish(request, {"type": "taken", **access.event_fields(new), "agent": agent.name})
+    return _json({"ok": True, "handoff_id": new.id, "agent": agent.name})
+
+
+@api(write=True, supervisor=True)
+async def assign(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
+    """A supervisor gives a waiting conversation to an agent, or a held one to another agent."""
+    from sqlalchemy import select
+
+    target = _text(await _json_body(request), "agent")
+    hid = _handoff_id(request)
+    async with _sm(request)() as session, session.begin():
+        h = await service.get_handoff(session, hid)
+        if h is None:
+            return _error(404, "not_found", "no handoff with this id")
+        other = (await session.execute(select(Agent).where(Agent.name == target, Agent.active.is_(True)))).scalar_one_or_none()
+        if other is None:
+            return _error(400, "unknown_agent", "没有该坐席")
+        if other.name == h.agent_id:
+            return _error(400, "same_agent", "会话已在该坐席名下")
+        holder = h.agent_id
+        if h.status == "waiting":
+            ok = await service.assign_to(session, hid, other.name, agent.name)
+        elif h.status == "assigned":
+            ok = await service.transfer(session, hid, holder, other.name)
+        else:
+            return _error(409, "not_assigned", "会话已结束")
+        h = await service.get_handoff(session, hid)
+    if not ok or h is None:
+        return _error(409, "conflict", "会话状态已变化")
+    await _publish(request, {"type": "taken" if holder is None else "transferred", **access.event_fields(h),
+                             "holder": other.name, "agent": other.name, "from": holder})
+    return _json({"ok": True, "agent": other.name})
 
 
 @api(write=True)
@@ -655,6 +826,10 @@ def routes() -> list[web.RouteDef]:
         web.get("/console/api/me", me),
         web.get("/console/api/queue", queue),
         web.get("/console/api/canned", canned),
+        web.post("/console/api/canned", canned_create),
+        web.put(r"/console/api/canned/{cid}", canned_update),
+        web.delete(r"/console/api/canned/{cid}", canned_delete),
+        web.get("/console/api/labels", labels),
         web.get("/console/api/agents", agents),
         web.get("/console/api/stats", stats),
         web.get(r"/console/api/handoffs/{hid}", conversation),
@@ -664,5 +839,7 @@ def routes() -> list[web.RouteDef]:
         web.post(r"/console/api/handoffs/{hid}/transfer", transfer),
         web.post(r"/console/api/handoffs/{hid}/close", close),
         web.post(r"/console/api/handoffs/{hid}/reveal", reveal),
+        web.post(r"/console/api/handoffs/{hid}/reopen", reopen),
+        web.post(r"/console/api/handoffs/{hid}/assign", assign),
         web.get("/console/ws", websocket),
     ]

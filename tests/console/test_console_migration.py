@@ -39,7 +39,7 @@ async def test_console_migration_matches_models(store_url: str) -> None:
         async with engine.connect() as conn:
             tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
             assert {"console_agents", "console_sessions", "console_audit", "console_messages",
-                    "console_satisfaction", "console_callback_offers"} <= tables
+                    "console_satisfaction", "console_callback_offers", "console_canned"} <= tables
             assert await conn.run_sync(_console_diffs) == []
     finally:
         await engine.dispose()

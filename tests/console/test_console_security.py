@@ -134,7 +134,7 @@ async def test_agent_cannot_open_supervisor_pages(gw) -> None:
         assert status == 403 and "无权限" in page
         assert (await a.get("/console/api/stats"))[0] == 403
         status, page = await s.get("/console/supervisor")
-        assert status == 200 and "自动化率" in page and "满意度" in page
+        assert status == 200 and "机器人解决率" in page and "满意度" in page
         status, figures = await s.get("/console/api/stats")
         assert status == 200 and "queue_length" in figures and "automation_rate" in figures
 

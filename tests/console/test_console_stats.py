@@ -41,7 +41,9 @@ async def test_conversation_figures_cover_the_last_day(sessionmaker) -> None:  #
     assert figures["window_hours"] == 24
     assert figures["conversations"] == 2  # b and c; a wrote two days ago
     assert figures["conversations_escalated"] == 1 and figures["conversations_with_agent"] == 0
-    assert figures["automation_rate"] == 1.0
+    # containment: b escalated and nobody answered it, so only c was finished without an agent
+    assert figures["automation_rate"] == 0.5 == figures["containment_rate"]
+    assert figures["conversations_contained"] == 1
     assert figures["satisfaction_count"] == 1 and figures["satisfaction_average"] == 5.0
     assert figures["satisfaction_distribution"] == {"1": 0, "2": 0, "3": 0, "4": 0, "5": 1}
     assert figures["queue_length"] == 1  # the queue is live, not windowed
@@ -95,9 +97,9 @@ async def test_the_windowed_counts_read_a_primary_key_range_on_sqlite(sqlite_url
                     plans.append((statement, " | ".join(str(r[-1]) for r in rows)))
     finally:
         await engine.dispose()
-    assert len(plans) == 4, plans  # messages, with an agent, escalated, scores
+    assert len(plans) >= 4, plans  # messages, with an agent, escalated, scores, and the trend's hours
     for statement, plan in plans:
-        assert "PRIMARY KEY (rowid>?)" in plan and "SCAN " not in plan, (statement, plan)
+        assert "PRIMARY KEY (rowid>?" in plan and "SCAN " not in plan, (statement, plan)
 
 
 async def test_the_figures_are_computed_once_per_ttl(sessionmaker) -> None:  # type: ignore[no-untyped-def]
@@ -111,3 +113,35 @@ async def test_the_figures_are_computed_once_per_ttl(sessionmaker) -> None:  # t
     assert (await fresh.get(sessionmaker))["conversations"] == 3
     await fresh.get(sessionmaker)
     assert fresh.computed == 2
+
+
+async def test_containment_does_not_count_an_unanswered_escalation_as_automated(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    """15 conversations: 2 taken by an agent, 4 escalated that nobody answered. The old figure
+    (1 - with agent / all) said 86.7%; containment is 9/15 = 60%."""
+    now = utcnow() - timedelta(minutes=10)
+    async with sessionmaker() as s, s.begin():
+        for i in range(15):
+            s.add(InboundMessage(channel="rest", dedupe_key=f"c{i}", sender_id=f"u{i}", conversation_id=f"rest:u{i}",
+                                 received_at=now, status="done"))
+            await s.flush()
+        for i in range(6):
+            s.add(Handoff(conversation_id=f"rest:u{i}", reason="request_human", priority="high" if i == 5 else "normal",
+                          status="released" if i < 2 else "waiting", created_at=now - timedelta(minutes=i),
+                          agent_id="amy" if i < 2 else None,
+                          assigned_at=now if i < 2 else None, released_at=now + timedelta(minutes=4) if i < 2 else None))
+            await s.flush()
+        s.add(Satisfaction(conversation_id="rest:u0", handoff_id=1, agent_name="amy", status="answered", score=4,
+                           asked_at=now))
+    async with sessionmaker() as s:
+        figures = await service.stats(s)
+    assert figures["conversations"] == 15 and figures["conversations_with_agent"] == 2
+    assert figures["conversations_escalated"] == 6
+    assert figures["automation_rate"] == 0.6
+    amy = next(a for a in figures["per_agent"] if a["agent"] == "amy")
+    assert amy["handled"] == 2 and amy["average_handle_seconds"] == 240 and amy["satisfaction_average"] == 4.0
+    # the waiting ones are past their SLA (normal 5 min: 10+ minutes; high 3 min)
+    assert {b["priority"] for b in figures["sla_breaches"]} == {"normal", "high"}
+    assert len(figures["sla_breaches"]) == 4
+    assert len(figures["trend"]) == 24
+    assert sum(h["conversations"] for h in figures["trend"]) == 15
+    assert sum(h["escalations"] for h in figures["trend"]) == 6
