@@ -246,6 +246,8 @@ async def queue(session: AsyncSession, viewer: str, role: str, *, view: str = "a
     for h in rows:
         ch, _ = split_conversation(h.conversation_id)
         visible = may_view(viewer, role, h.status, h.agent_id)
+        if q and not visible:
+            continue  # a search must not tell what another agent's conversation contains
         last = ""
         unread_base = 0
         if visible:
