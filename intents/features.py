@@ -306,7 +306,22 @@ def mask_entities(text: str, entities: Sequence[dict]) -> str:
         out.append(f" {ph} ")
         pos = e["end"]
     out.append(text[pos:])
-    return _DIGITS_RE.sub(_digit_symbol, "".join(out))
+    masked = "".join(out)
+    return _DIGITS_RE.sub(_digit_symbol_in(masked), masked)
+
+
+# "电费88" / "余额还有88" / "88元": a sum, not bye-bye — 88 is slang for bye only after none of
+# these (skipping spaces)
+_SUM_BEFORE = re.compile(r"[费额是有欠交付充花计共了到约号码第尾数度钱值价为剩余差付账单]\s*$")
+
+
+def _digit_symbol_in(text: str):
+    """``_digit_symbol`` with the context: a run of 8s right after a word of sums is a number."""
+    def sym(m: re.Match[str]) -> str:
+        if _BYE_RE.fullmatch(m.group(0)) and _SUM_BEFORE.search(text, 0, m.start()):
+            return f" {FOUR_DIGITS} " if len(m.group(0)) == 4 else "0"
+        return _digit_symbol(m)
+    return sym
 
 
 # Polarity cues for the notification intents: "stop/cancel/不想再收" vs "turn on/开通/接收" are
