@@ -15,7 +15,8 @@ the "no agent online" notice its callback button, a bill its figures (``custom.b
 The page (``/chat``) restores its transcript from ``GET /webhooks/rest/transcript?sender=...``:
 the customer's messages and every reply delivered to the sender (inline or through the outbox),
 kept in the gateway store's shared ``cache_entries`` table (``rest-transcript:`` keys, one row
-per entry; deleted by the retention run after ``POWERBOT_HISTORY_RETENTION_DAYS``).
+per entry, expiring ``POWERBOT_HISTORY_RETENTION_DAYS`` after they are written; the channel
+deletes expired ones every ``POWERBOT_RETENTION_INTERVAL_SECONDS``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Sequence
 
 from aiohttp import web
 from sqlalchemy import delete, func, insert, select
@@ -43,7 +44,6 @@ from channels.base import (
     DeliveryError,
     InvalidMessage,
     Message,
-    Purge,
     Reply,
     Texts,
     clean_json,
@@ -284,13 +284,13 @@ class RestChannel(Channel):
     # how long the webhook waits for a turn's replies; None: POWERBOT_REST_REPLY_WAIT_SECONDS
     wait_seconds: float | None = None
     _page: bytes | None = None  # the web chat page, rendered on first request
-    purges: ClassVar[Sequence[Purge]] = (Purge("rest_transcripts", "history", purge_transcripts),)
 
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
         settings = ctx.settings
         self.transcript = TranscriptLog(lambda: self.ctx.sessionmaker, int(getattr(settings, "history_retention_days", 365) or 0))
         self._recognisers: tuple[Template, Template, Template] | None = None
+        self._janitor: asyncio.Task[None] | None = None
 
     @classmethod
     def wait_for(cls, settings: Any) -> float:
@@ -307,7 +307,27 @@ class RestChannel(Channel):
             web.get("/chat", self.chat_page),
         ]
 
+    async def start(self) -> None:
+        # the transcript's rows past their time go in the background, like the retention run's
+        interval = float(getattr(self.ctx.settings, "retention_interval_seconds", 3600.0) or 3600.0)
+
+        async def janitor() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    n = await purge_transcripts(self.ctx.sessionmaker.kw["bind"], utcnow(), 1000, False)
+                    if n:
+                        log.info("web chat transcript: %d old entries deleted", n)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - next time
+                    log.warning("web chat transcript purge failed", exc_info=True)
+
+        self._janitor = asyncio.ensure_future(janitor())
+
     async def stop(self) -> None:
+        if self._janitor is not None:
+            self._janitor.cancel()
         await self.transcript.flush()
 
     # ----------------------------------------------------------------- what a reply carries
