@@ -283,17 +283,19 @@ class AppointmentFlows:
                 st["purpose"] = str(answer)[:200]
                 took = True
             return took
-        if fresh or asked in ("contact", "phone", "name"):
+        contact_asked = asked in ("contact", "phone", "name")
+        phone = mobile(str(turn.entities.get("phone_number") or "")) or mobile(text) or (
+            slots.get("contact_phone") if contact_asked or fresh else None)
+        if fresh or contact_asked or phone:
+            # a name counts where it was asked for, or given with a phone number ("Mary Chen, 136…")
             name, purpose = self._name_and_purpose(turn, text, halls, asked=asked in ("contact", "name"))
             if asked == "name" and slots.get("contact_name"):
                 name = name or slots["contact_name"]
             if name and (not st.get("name") or asked in ("contact", "name")):
                 st["name"] = name
                 took = True
-            if purpose and fresh:
+            if purpose and not st.get("purpose"):
                 st["purpose"] = purpose
-            phone = mobile(str(turn.entities.get("phone_number") or "")) or mobile(text) or (
-                slots.get("contact_phone") if asked in ("contact", "phone") or fresh else None)
             if phone and phone != st.get("phone"):
                 st["phone"] = phone
                 st["typed_phone"] = True

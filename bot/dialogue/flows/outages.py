@@ -24,6 +24,7 @@ from bot.dialogue.turn import Turn
 from bot.dialogue.verification import aware
 from bot.logs import mask_phone
 from common.clock import utcnow
+from intents.places import find
 from intents.slots import district as district_in
 
 
@@ -75,6 +76,7 @@ class OutageFlows:
                 self.finish(turn)
                 turn.state["offer"] = "subscribe_outage"
                 turn.actions.append(("action_known_outage", {"outage_id": o.id}))
+                turn.slots["_known_outage"] = o.id
                 self.say(turn, "utter_known_outage", scope=o.scope, cause=o.cause or self.phrase(turn, "utter_fragment_fault_cause"),
                          end=local(o.estimated_end_at))
                 return
@@ -101,6 +103,8 @@ class OutageFlows:
         self._order_done(turn, wo, "utter_outage_order_created")
 
     async def flow_outage_schedule(self, turn: Turn) -> None:
+        # every district the question names ("黄浦和浦东明天都停电吗"), else the one given or the account's
+        named = list(dict.fromkeys(name for _s, _e, name in find(str(turn.slots.get("_text") or "").lower())))
         district = turn.slots.get("district") or district_in(turn.slots.get("address") or "")
         if not district:
             number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
@@ -110,10 +114,20 @@ class OutageFlows:
                     district = (await self.account(turn, number)).district
                 except NotFound:
                     pass
-        if not district:
+        if not district and not named:
             district = self.require(turn, "outage_schedule", "district", "utter_ask_district")
             district = district_in(district) or district
+        districts = named if len(named) > 1 else [district or named[0]]
         day = turn.slots.get("date")
+        self.finish(turn)
+        offered = False
+        for d in districts:
+            offered = await self._planned_outages(turn, d, day) or offered
+        if offered:
+            turn.state["offer"] = "subscribe_outage"
+
+    async def _planned_outages(self, turn: Turn, district: str, day: str | None) -> bool:
+        """Say the planned outages of one district (on ``day``, else the coming days); whether any."""
         kwargs: dict[str, Any] = {"district": district, "kind": "planned"}
         if day:
             d0 = datetime.fromisoformat(day).replace(tzinfo=CHINA_TZ)
@@ -123,16 +137,16 @@ class OutageFlows:
         outages = [o for o in await self.core.list_outages(**kwargs) if o.status in ("scheduled", "active")]
         if day:
             outages = [o for o in outages if _overlaps_day(o, day)]
-        self.finish(turn)
         if not outages:
-            self.say(turn, "utter_no_planned_outage", district=district_label(district, turn.lang), day=day or self.phrase(turn, "utter_fragment_coming_days"))
-            return
+            self.say(turn, "utter_no_planned_outage", district=district_label(district, turn.lang),
+                     day=day or self.phrase(turn, "utter_fragment_coming_days"))
+            return False
         lines = "\n".join(
             self.phrase(turn, "utter_fragment_outage_line", start=local(o.start_at), end=local(o.estimated_end_at), scope=o.scope)
             + (self.phrase(turn, "utter_fragment_outage_cause", cause=o.cause) if o.cause else "")
             for o in outages[:5])
-        turn.state["offer"] = "subscribe_outage"
         self.say(turn, "utter_planned_outages", district=district_label(district, turn.lang), outages=lines)
+        return True
 
     async def flow_repair_request(self, turn: Turn) -> None:
         number, district, address = await self._location(turn, "repair_request")

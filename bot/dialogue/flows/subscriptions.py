@@ -38,7 +38,9 @@ class SubscriptionFlows:
 
     async def flow_subscribe_notifications(self, turn: Turn) -> None:
         acc = await self.require_account(turn, "subscribe_notifications")
-        topic = turn.slots.get("topic") or topic_in(str(turn.slots.get("_text") or "")) or "all"
+        # the topic named; "notify me when it is back" right after a known outage is about outages
+        topic = turn.slots.get("topic") or topic_in(str(turn.slots.get("_text") or "")) or (
+            "outage" if turn.slots.get("_known_outage") else "all")
         topics = list(TOPICS) if topic == "all" else [topic]
         channel, identity, via = self._notice_target(turn, acc)
         topic_names = self.phrase(turn, f"utter_fragment_topic_{topic if topic in TOPICS else 'all'}")
@@ -53,6 +55,7 @@ class SubscriptionFlows:
             via = self.phrase(turn, "utter_fragment_notices_via_sms_phone", phone=mask_phone(phone))
             for tp in topics:
                 await self.core.create_subscription(acc.account_number, tp, channel, identity)
+        turn.slots.pop("_known_outage", None)
         turn.actions.append(("action_subscribe", {"topics": topics, "channel": channel}))
         self.finish(turn)
         self.say(turn, "utter_subscribed_via", topics=topic_names, via=via)
