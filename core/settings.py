@@ -22,8 +22,8 @@ class CoreSettings(BaseSettings):
     core_port: int = Field(8081, ge=1, le=65535)
     data_dir: Path = Path("./var")
     core_database_url: str | None = None  # default sqlite under data_dir
-    db_pool_size: int = Field(10, ge=1, le=200)
-    db_max_overflow: int = Field(10, ge=0, le=200)
+    db_pool_size: int = Field(20, ge=1, le=200)
+    db_max_overflow: int = Field(0, ge=0, le=200)
     log_level: str = "INFO"
     log_json: bool = False
     # bearer token every /api/v1 call but health and the OpenAPI document must carry
