@@ -181,8 +181,11 @@ def render_chat_page(texts: Texts, settings: Any = None) -> bytes:
 
 
 # --------------------------------------------------------------------------- transcript store
-def _transcript_prefix(sender: str) -> str:
-    return TRANSCRIPT_PREFIX + hashlib.sha256(sender.encode("utf-8")).hexdigest()[:32] + ":"
+def _transcript_prefix(sender: str, end: str = "x") -> str:
+    """The keys of a sender's entries start with this (``end`` "x"); they sort before the same
+    with "y" under any collation (letters and digits only after the shared start), so a range
+    of the primary key finds them on PostgreSQL whatever the database's collation."""
+    return TRANSCRIPT_PREFIX + hashlib.sha256(sender.encode("utf-8")).hexdigest()[:32] + end
 
 
 class TranscriptLog:
@@ -248,7 +251,8 @@ class TranscriptLog:
         async with self.sessionmaker() as session:
             rows = (await session.execute(
                 select(CacheEntry.value)
-                .where(CacheEntry.key > prefix, CacheEntry.key < prefix[:-1] + ";", CacheEntry.key.startswith(prefix))
+                .where(CacheEntry.key > prefix, CacheEntry.key < _transcript_prefix(sender, "y"),
+                       CacheEntry.key.startswith(prefix))
                 .order_by(CacheEntry.key.desc())
                 .limit(limit)
             )).scalars().all()

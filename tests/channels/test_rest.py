@@ -181,3 +181,28 @@ async def test_chat_page_brand_colour_and_texts_from_settings(tmp_path, interpre
                 page = await r.text()
     assert "--brand: #c8102e" in page and "南网 95598 智能客服" in page and "智能客服小南" in page
     assert "国网" not in page and "小e" not in page and "powerbot" not in page.lower().replace("powerbot-", "")
+
+
+async def test_transcript_log_keeps_each_senders_entries_in_order_on_both_stores(sessionmaker, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from common.clock import utcnow
+    from channels.rest import TranscriptLog, purge_transcripts
+
+    log = TranscriptLog(lambda: sessionmaker, 30)
+    for i in range(3):
+        await log.add("a", [{"text": f"a{i}"}, {"text": f"a{i}-reply"}])
+        log.add("a:b", [{"text": f"ab{i}"}])  # a sender whose id extends another's
+    await log.flush()
+    assert [e["text"] for e in await log.read("a")] == ["a0", "a0-reply", "a1", "a1-reply", "a2", "a2-reply"]
+    assert [e["text"] for e in await log.read("a:b")] == ["ab0", "ab1", "ab2"]
+    assert [e["text"] for e in await log.read("a", limit=2)] == ["a2", "a2-reply"]  # the newest, oldest first
+    engine = sessionmaker.kw["bind"]
+    assert await purge_transcripts(engine, utcnow(), 100, True) == 0
+    later = TranscriptLog(lambda: sessionmaker, 0)  # retention 0: kept forever
+    await later.add("a", [{"text": "kept"}])
+    import channels.rest as rest
+
+    monkeypatch.setattr(rest, "utcnow", lambda: utcnow() + timedelta(days=31))  # a month on
+    assert await purge_transcripts(engine, rest.utcnow(), 2, False) == 9  # in batches of 2
+    assert [e["text"] for e in await log.read("a")] == ["kept"] and await log.read("a:b") == []
