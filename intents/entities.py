@@ -77,6 +77,8 @@ DAY_ONLY_CN = re.compile(rf"(?<![\d月.\-/路街道巷弄村区栋楼室院第])
                          rf"|日(?![内以之后前期均常用夜]))")
 ISO_DATE = re.compile(r"(?<!\d)(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})[日号]?(?!\d)")
 MD_NUM = re.compile(r"(?<![\d.￥¥$\-/])(\d{1,2})([./\-])(\d{1,2})(?![\d.\-/]|\s?(?:元|块|%|度|kwh|yuan|rmb))")
+DAYS_FROM_CN = re.compile(rf"(\d{{1,2}}|{_CN}{{1,3}})[天日](以后|之后|后|以前|之前|前)")
+NTH_EN = re.compile(r"\bthe (\d{1,2})(?:st|nd|rd|th)\b(?! of| (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))")
 REL_DAY_EN = re.compile(r"\b(the day after tomorrow|day after tomorrow|the day before yesterday|"
                         r"today|tonight|tomorrow|tmrw|tmr|yesterday)\b")
 WEEKDAY_EN = re.compile(rf"\b(?:(next|this|last|coming)\s+)?({_WD_ALT})\b")
@@ -110,8 +112,9 @@ _REL_DAY_CN_CUE = frozenset("今明后昨前")  # 今天 明天 后天 昨天 �
 _WEEKDAY_CN_CUE = frozenset("周星礼")  # 周 / 星期 / 礼拜
 _MONTH_CHAR = frozenset("月")
 _DAY_CHAR = frozenset("号日")
+_DAYS_CUE = frozenset("天日")
 _ADDRESS_CUE = frozenset("路街道巷弄村区园寓厦苑")  # the suffixes of ADDRESS_RE
-_DATE_CN_CUE = _REL_DAY_CN_CUE | _WEEKDAY_CN_CUE | _MONTH_CHAR | _DAY_CHAR
+_DATE_CN_CUE = _REL_DAY_CN_CUE | _WEEKDAY_CN_CUE | _MONTH_CHAR | _DAY_CHAR | _DAYS_CUE
 _WO_CUE = frozenset("单")  # 工单 / 单号
 _CUE_CHARS = _AMOUNT_WORD | _DATE_CN_CUE | _ADDRESS_CUE | _WO_CUE
 
@@ -293,8 +296,22 @@ class EntityExtractor:
                 add(m, _nearest_md(ref, mo, day))
         for m in _scan(MD_NUM, t, cues.digit):
             mo, day = int(m.group(1)), int(m.group(3))
+            if mo > 12 and day <= 12 and m.group(2) == "/":  # 15/12: day/month, as in English
+                mo, day = day, mo
             if 1 <= mo <= 12 and 1 <= day <= 31:
                 add(m, _nearest_md(ref, mo, day))
+        # "两天后", "3天以后", "三天前": counted from the reference date
+        for m in _scan(DAYS_FROM_CN, t, cues.has(_DAYS_CUE)):
+            n = to_int(m.group(1))
+            if n and n <= 60:
+                add(m, ref + dt.timedelta(days=-n if "前" in m.group(2) else n))
+        for m in _scan(NTH_EN, t, cues.latin):
+            day = int(m.group(1))
+            if 1 <= day <= 31:
+                cands = [_safe_date(*_add_months(ref.year, ref.month, k), day) for k in (-1, 0, 1)]
+                cands = [c for c in cands if c]
+                if cands:
+                    add(m, min(cands, key=lambda c: abs((c - ref).days)))
         for m in _scan(DAY_ONLY_CN, t, cues.has(_DAY_CHAR)):
             day = to_int(m.group(1))
             if day and 1 <= day <= 31:
