@@ -80,13 +80,15 @@ _LIFE_RE = re.compile(r"着火|起火|冒火(?!花)|火灾|烧起来|触电|电�
 _CAUTION_RE = re.compile(r"漏电|跳闸|leak(?:ing|age)? (?:current|electricity)|electric leak", re.I)
 # clause markers joining two requests in one message ("查下电费，顺便问下...")
 _CLAUSE_RE = re.compile(
-    r"(?<=[?？!！。；;])\s*|[，,。.;；!！?？\s]*(?:顺便(?:问一?下|问问|说一?下)?|另外|还有(?:就是)?|然后(?:再)?|再帮我|and also|also,?|by the way,?|plus)\s*|"
+    r"(?<=[?？!！。；;])\s*|(?<=\w{2}\.)\s+(?=[A-Za-z])|[，,。.;；!！?？\s]*(?:顺便(?:问一?下|问问|说一?下)?|另外|还有(?:就是)?|然后(?:再)?|再帮我|and also|also,?|by the way,?|plus)\s*|"
     r",?\s+and\s+(?=(?:is|are|what|when|how|can|could|do|does|will|any)\b)", re.I)
 # "直接给我转人工", "let me talk to a real person": an agent, whatever else the message says
 _ASKS_HUMAN_RE = re.compile(r"转人工|人工客服|找人工|要人工|找真人|要真人|真人客服|real person|human agent|talk to (?:a |an )?(?:human|person|agent)", re.I)
 # "尾号8000", "后四位9000", "last 4 is 8000", "the phone ends in 9000": the identity check given up front
 _GIVEN_LAST4_RE = re.compile(
     r"(?:尾号|后4位|后四位|末4位|末四位|last (?:4|four)(?: digits)?|ends? (?:in|with))\D{0,6}(\d{4})(?!\d)", re.I)
+# "尾号0001的", "account ending 0003", "the one ending in 0002": an offered account by its last digits
+_ENDING_RE = re.compile(r"(?:尾号|末尾|后4位|后四位|结尾|ending(?: in| with)?|ends? (?:in|with))\D{0,4}(\d{4})(?!\d)", re.I)
 # a bare "ok"/"yes" says nothing of the language the customer writes in
 _NEUTRAL_WORDS_RE = re.compile(r"^\s*(?:ok|okay|k|yes|no|y|n|hi|thx|ok+)\s*[.!?。！？]*\s*$", re.I)
 ANON_RE = re.compile(r"匿名|不留|不方便|anonymous|no contact", re.I)
@@ -202,6 +204,12 @@ def asks_human(text: str) -> bool:
 def given_last4(text: str) -> str | None:
     """The last 4 digits of the phone given with the account ("户号…，尾号8000")."""
     m = _GIVEN_LAST4_RE.search(text)
+    return m.group(1) if m else None
+
+
+def account_ending(text: str) -> str | None:
+    """The last 4 digits an offered account is picked by ("尾号0001的", "account ending 0003")."""
+    m = _ENDING_RE.search(text)
     return m.group(1) if m else None
 
 

@@ -24,7 +24,7 @@ from bot.dialogue.verification import LOCK_MINUTES, MAX_VERIFY_FAILURES
 from bot.logs import mask_account
 from channels.base import Message, proven_phone
 from intents.payload import chosen_option
-from intents.signals import given_last4
+from intents.signals import account_ending, given_last4
 from intents.slots import choice
 
 
@@ -85,11 +85,14 @@ class IdentityMixin:
         identity = turn.conversation_id  # the channel identity ("channel:sender") asking
         failed_before, locked_until = await self.store.lock_state(acc.account_number, identity)
         if locked_until is not None:
+            turn.state["locked"] = acc.account_number  # a last-4 answer typed afterwards is told so
             self._clear_form(turn)
             turn.slots.pop("account_number", None)
             self.say(turn, "utter_verify_locked", minutes=LOCK_MINUTES)
             raise Stop
-        given = turn.slots.pop("_last4", None) or given_last4(turn.message.text or "")  # "户号…，尾号8000"
+        # "户号…，尾号8000": the digits given with the account (in the whole message, when a
+        # message with two requests is handled clause by clause)
+        given = turn.slots.pop("_last4", None) or given_last4(getattr(turn, "whole_text", None) or turn.message.text or "")
         if given is None:
             self.ask(turn, flow, "last4", "utter_ask_last4", account=mask_account(acc.account_number))
         if given is not None and (given == acc.phone[-4:] if len(given) == 4 else given == acc.phone):
@@ -101,6 +104,7 @@ class IdentityMixin:
         failures = failed_before + 1
         turn.verify_result = (acc.account_number, False)
         if failures >= MAX_VERIFY_FAILURES:
+            turn.state["locked"] = acc.account_number
             self._clear_form(turn)
             turn.slots.pop("account_number", None)
             self.say(turn, "utter_verify_locked", minutes=LOCK_MINUTES)
@@ -117,4 +121,7 @@ class IdentityMixin:
         if k is not None and 1 <= k <= len(options):
             return options[k - 1]
         hits = [n for n in options if text in (mask_account(n), n[-4:])]
+        ending = account_ending(text)
+        if not hits and ending:  # "居民那个，尾号0001的", "the restaurant one, account ending 0003"
+            hits = [n for n in options if n.endswith(ending)]
         return hits[0] if len(hits) == 1 else None

@@ -23,6 +23,7 @@ from typing import Any
 from bot.dialogue.flows import BUSINESS_INTENTS
 from bot.dialogue.forms import CURRENT_TURN, TURN_SLOTS, Stop
 from bot.dialogue.turn import Turn
+from bot.dialogue.verification import LOCK_MINUTES
 from backend_client import NotFound
 from bot.logs import mask_account, mask_phone, mask_text
 from common.metrics import FALLBACKS
@@ -44,7 +45,7 @@ from intents.signals import (
     looks_like_address,
     says_previous_month,
 )
-from intents.slots import has_account_digits, kwh, work_order_id
+from intents.slots import account_number, has_account_digits, kwh, last4, work_order_id
 
 FALLBACK_CONFIDENCE = 0.5
 # a clause of a two-request message is acted on when the NLU is this sure of it
@@ -56,6 +57,8 @@ EMERGENCY = "emergency"
 # intents a fallback is labelled with in the metrics; any other: "no_action" (an intent
 # with nothing to say)
 _FALLBACK_INTENTS = frozenset({"nlu_fallback", "out_of_scope", "inform"})
+# the flow an offer leads to (asking for it in other words takes the offer up)
+_OFFER_FLOWS = {"subscribe_outage": "subscribe_notifications", "pay": "pay_bill", "book_appointment": "book_appointment"}
 # small talk that ends what was being asked (the form is put aside, not resumed unasked)
 _CLOSING_TALK = frozenset({"thank", "goodbye"})
 
@@ -128,6 +131,10 @@ class PolicyMixin:
             if affirms(text) or intent == "affirm":
                 await self.accept_offer(turn, offer)
                 return
+            if _OFFER_FLOWS.get(offer) == intent and turn.confidence >= FALLBACK_CONFIDENCE:
+                # "嗯，短信通知我就行": the offer taken up in other words; its flow asks the yes
+                await self.accept_offer(turn, offer, confirmed=False)
+                return
             if offer != "handoff" and _unclear_reply(turn, intent):
                 # "0000", "嗯？": not a new request, not an answer. Keep the question open and ask
                 # for a yes or no; a real new request (any understood intent) lets the offer lapse
@@ -160,6 +167,9 @@ class PolicyMixin:
 
         # 5. a bare piece of information with no form: continue the last request with it
         if intent in ("inform", "nlu_fallback") or turn.confidence < FALLBACK_CONFIDENCE:
+            if st.get("locked") and last4(text):
+                self.say(turn, "utter_verify_locked", minutes=LOCK_MINUTES)  # the check stays locked
+                return
             if (turn.entities.get("account_number") or has_account_digits(text)) and last in BUSINESS_INTENTS:
                 self._take_entities(turn)
                 await self.run_flow(turn, last, resume=True)
@@ -167,6 +177,13 @@ class PolicyMixin:
             if turn.entities.get("work_order_id") or work_order_id(text):
                 self._take_entities(turn)
                 await self.run_flow(turn, "work_order_status")
+                return
+            number = turn.entities.get("account_number") or account_number(text)
+            if number:
+                # "3100000002", "户号…的户主是谁": what shall be done with it? Nothing is shown yet
+                turn.set_slot("account_number", str(number))
+                st["fallbacks"] = 0
+                self.say(turn, "utter_account_purpose", account=mask_account(str(number)))
                 return
         await self.act(turn, intent if turn.confidence >= FALLBACK_CONFIDENCE else "nlu_fallback")
 
@@ -181,12 +198,13 @@ class PolicyMixin:
             return
         st = turn.state
         whole = (turn.message, turn.intent, turn.confidence, turn.entities)
+        turn.whole_text = turn.message.text  # type: ignore[attr-defined]
         kept: tuple[dict, dict] | None = None
         for text, parse in parts:
             name = parse["intent"]["name"]
-            ents: dict[str, Any] = {}
+            ents: dict[str, Any] = dict(whole[3])  # what the whole message gives (an account...)
             for e in parse.get("entities") or []:
-                ents.setdefault(e.get("entity"), e.get("value"))
+                ents[e.get("entity")] = e.get("value")
             turn.message = replace(whole[0], text=text)
             turn.intent, turn.confidence, turn.entities = name, float(parse["intent"].get("confidence") or 0), ents
             before = len(turn.replies)
@@ -269,7 +287,8 @@ class PolicyMixin:
             self.leave_form(turn, name)
             return
         filled = await self.fill_requested(turn, form)
-        extra = await self.take_extra(turn, form)
+        answer = intent in ("inform", "affirm", "deny", "nlu_fallback", name) or turn.confidence < 0.7
+        extra = await self.take_extra(turn, form) if filled or answer else False
         if filled or extra:
             st["fallbacks"] = 0
             await self.run_flow(turn, name, resume=True)
@@ -359,13 +378,14 @@ class PolicyMixin:
             st["fallbacks"] = 0
             self.hand_off(turn, "repeated_fallback", "normal")
 
-    async def accept_offer(self, turn: Turn, offer: str) -> None:
+    async def accept_offer(self, turn: Turn, offer: str, *, confirmed: bool = True) -> None:
         """A yes to an offer: its question ("需要订阅停电通知吗？") was the confirmation."""
         if offer == "handoff":
             self.hand_off(turn, "repeated_fallback", "normal")
         elif offer == "subscribe_outage":
             turn.set_slot("topic", "outage")
-            turn.slots["_confirmed"] = "subscribe_notifications"
+            if confirmed:
+                turn.slots["_confirmed"] = "subscribe_notifications"
             await self.run_flow(turn, "subscribe_notifications", resume=True)
         elif offer == "pay":
             await self.run_flow(turn, "pay_bill", resume=True)
@@ -411,7 +431,8 @@ class PolicyMixin:
         """A request that names an account and the last 4 digits of its phone at once ("户号…，
         尾号8000，…") is checked before the flow runs, as the answer to the check would be."""
         number = turn.slots.get("account_number")
-        if number and number not in turn.authorized and given_last4(turn.message.text or ""):
+        text = getattr(turn, "whole_text", None) or turn.message.text or ""
+        if number and number not in turn.authorized and given_last4(text):
             await self.verify(turn, flow, await self.account(turn, number))
 
     # ------------------------------------------------------------------ emergencies
