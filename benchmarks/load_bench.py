@@ -15,7 +15,12 @@ accepted, answer follows (REST: by polling after the 30-s wait; WeChat: "success
 customer-service API); ``timeouts`` = the client gave up (WeChat after 5 s — it would retry the
 same MsgId; REST at the run deadline); ``errors`` = HTTP errors / refused connections;
 ``processed/s`` = messages the gateways finished during the run (whether or not the client was
-still waiting); ``in done/total`` and ``unsent`` = after a short drain, nothing may be lost.
+still waiting); ``in done/total`` and ``unsent`` = after a short drain, nothing may be lost;
+``gw cpu ms/msg`` / ``core`` / ``pg cpu`` = CPU per processed message of the gateway processes,
+the core and PostgreSQL (every ``postgres`` process on the box, the core's database included);
+``stmts/msg`` = statements the gateway sent to PostgreSQL per processed message
+(``powerbot_db_statements_total``); ``new pg sessions`` = backend sessions opened to the bot
+database during the run (``pg_stat_database.sessions``: a pool that keeps reconnecting).
 
     .venv/bin/python benchmarks/load_bench.py                    # 1, 2, 4 workers, 1000 customers
     .venv/bin/python benchmarks/load_bench.py --workers 2 --customers 200
@@ -126,6 +131,44 @@ def group_cpu(pgid: int) -> float:
     return total / tick
 
 
+def postgres_cpu() -> float:
+    """CPU seconds used so far by PostgreSQL on this box: every live ``postgres`` process, plus
+    what the postmaster collected from its exited children (closed sessions). All databases:
+    the bot's and the core's."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    procs: dict[int, tuple[int, list[str]]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            raw = (d / "stat").read_text()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1:raw.rindex(")")]
+        if comm.startswith("postgres"):
+            fields = raw.rsplit(")", 1)[1].split()
+            procs[int(d.name)] = (int(fields[1]), fields)
+    for pid, (ppid, fields) in procs.items():
+        total += int(fields[11]) + int(fields[12])
+        if ppid not in procs:  # the postmaster: its exited children's time too
+            total += int(fields[13]) + int(fields[14])
+    return total / tick
+
+
+async def pg_sessions(conn: asyncpg.Connection, database: str) -> int:
+    """Sessions established to the database since the statistics were reset (PostgreSQL 14+)."""
+    return int(await conn.fetchval("SELECT sessions FROM pg_stat_database WHERE datname = $1", database) or 0)
+
+
+async def gateway_statements(http: aiohttp.ClientSession, url: str) -> float:
+    """``powerbot_db_statements_total`` of the gateway (all its processes)."""
+    async with http.get(url + "/metrics") as r:
+        body = await r.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+               if line.startswith("powerbot_db_statements_total{") and 'service="gateway"' in line)
+
+
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -150,6 +193,9 @@ class Result:
     warm: int = 0  # warm-up messages (processed before the CPU meters start)
     gw_cpu: float = 0.0
     core_cpu: float = 0.0
+    pg_cpu: float = 0.0
+    statements: float = 0.0
+    new_sessions: int = 0
     inbound_done: int = 0
     done_at_end: int = -1
     inbound_total: int = 0
@@ -255,7 +301,15 @@ async def one_run(args: argparse.Namespace, workers: int, core_url: str, wechat_
             await asyncio.gather(*(rest_customer(http, url, 1, Result(0), time.monotonic() + 30) for _ in range(res.warm)))
             load0 = os.getloadavg()[0]
             cpu0 = os.times()
-            gw0, core0 = group_cpu(proc.pid), group_cpu(core_pid)
+            admin = make_url(bot_db).set(drivername="postgresql").render_as_string(hide_password=False)
+            bot_name = make_url(bot_db).database
+            meter = await asyncpg.connect(admin)
+            try:
+                sessions0 = await pg_sessions(meter, bot_name)
+            finally:
+                await meter.close()
+            stmts0 = await gateway_statements(http, url)
+            gw0, core0, pg0 = group_cpu(proc.pid), group_cpu(core_pid), postgres_cpu()
             t0 = time.monotonic()
             deadline = t0 + args.run_timeout
             half = args.customers // 2
@@ -266,10 +320,16 @@ async def one_run(args: argparse.Namespace, workers: int, core_url: str, wechat_
             await asyncio.gather(*tasks)
             res.elapsed = time.monotonic() - t0
             await asyncio.gather(*extra)
+            res.pg_cpu = postgres_cpu() - pg0
+            res.statements = await gateway_statements(http, url) - stmts0
+            meter = await asyncpg.connect(admin)
+            try:
+                res.new_sessions = await pg_sessions(meter, bot_name) - sessions0 - 1  # not this one
+            finally:
+                await meter.close()
             cpu1 = os.times()
             res.cpu_load = f"{load0:.1f}->{os.getloadavg()[0]:.1f} (client cpu {cpu1.user - cpu0.user + cpu1.system - cpu0.system:.0f}s)"
         # Nothing lost: every persisted message processed, every reply delivered (give the outbox a moment).
-        admin = make_url(bot_db).set(drivername="postgresql").render_as_string(hide_password=False)
         conn = await asyncpg.connect(admin)
         try:
             for _ in range(30):
@@ -292,7 +352,8 @@ async def one_run(args: argparse.Namespace, workers: int, core_url: str, wechat_
 
 
 HDR = (f"{'workers':>7} {'answered':>8} {'msg/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'deferred':>8} {'timeouts':>8} "
-       f"{'errors':>6} {'processed/s':>11} {'in done/total':>13} {'unsent':>6} {'gw cpu ms/msg':>13} {'core':>5}  load")
+       f"{'errors':>6} {'processed/s':>11} {'in done/total':>13} {'unsent':>6} {'gw cpu ms/msg':>13} {'core':>5} "
+       f"{'pg cpu':>6} {'stmts/msg':>9} {'new pg sessions':>15}  load")
 
 
 def row(r: Result) -> str:
@@ -303,7 +364,9 @@ def row(r: Result) -> str:
             f"{r.deferred:>8} {r.timeouts:>8} {r.errors:>6} {processed:>11.1f} "
             f"{f'{r.inbound_done}/{r.inbound_total}':>13} "
             f"{r.outbox_unsent:>6} {1000 * r.gw_cpu / max(1, r.inbound_done - r.warm):>13.1f} "
-            f"{1000 * r.core_cpu / max(1, r.inbound_done - r.warm):>5.1f}  {r.cpu_load}")
+            f"{1000 * r.core_cpu / max(1, r.inbound_done - r.warm):>5.1f} "
+            f"{1000 * r.pg_cpu / max(1, r.done_at_end - r.warm):>6.2f} "
+            f"{r.statements / max(1, r.done_at_end - r.warm):>9.1f} {r.new_sessions:>15}  {r.cpu_load}")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -318,8 +381,8 @@ async def main() -> None:
     ap.add_argument("--workers", type=int, nargs="*", default=[1, 2, 4])
     ap.add_argument("--customers", type=int, default=1000)
     ap.add_argument("--messages", type=int, default=2, help="messages per customer (sequential)")
-    ap.add_argument("--pool", type=int, default=8)
-    ap.add_argument("--overflow", type=int, default=4)
+    ap.add_argument("--pool", type=int, default=16, help="POWERBOT_DB_POOL_SIZE per process (the product default)")
+    ap.add_argument("--overflow", type=int, default=0, help="POWERBOT_DB_MAX_OVERFLOW per process (the product default)")
     ap.add_argument("--run-timeout", type=float, default=45.0)
     ap.add_argument("--pg", default=os.environ.get("POWERBOT_TEST_DATABASE_URL", DEFAULT_PG))
     ap.add_argument("--redis", default=None, help="Redis URL for the gateways (rate-limit counters, tokens)")

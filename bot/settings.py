@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./var")
     database_url: str | None = None  # bot store; default sqlite under data_dir
     core_database_url: str | None = None  # core store; default sqlite under data_dir
-    db_pool_size: int = Field(20, ge=1, le=200)
+    db_pool_size: int = Field(16, ge=1, le=200)
     db_max_overflow: int = Field(0, ge=0, le=200)
     redis_url: str | None = None
 

@@ -280,7 +280,7 @@ def json_value(text: str | bytes) -> Any:
         return json.loads(text)
 
 
-def make_engine(url: str, *, pool_size: int = 20, max_overflow: int = 0, echo: bool = False) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 16, max_overflow: int = 0, echo: bool = False) -> AsyncEngine:
     """Create an engine with the pragmas / pool settings each backend needs."""
     if is_sqlite(url):
         path = make_url(url).database

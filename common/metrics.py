@@ -111,16 +111,32 @@ DB_POOL_CAPACITY = Gauge(
 _POOLS: list[tuple[Any, Any]] = []  # (pool, its in-use gauge child) of this process
 
 
+DB_STATEMENTS = Counter(
+    "powerbot_db_statements_total", "Statements sent to PostgreSQL (each one round trip)", ["service"])
+DB_CONNECTIONS_OPENED = Counter(
+    "powerbot_db_connections_opened_total", "New PostgreSQL connections (sessions) opened by the pool", ["service"])
+
+
 def instrument_pool(engine: Any, service: str, *, capacity: int | None = None) -> None:
     """Follow an SQLAlchemy engine's pool. The in-use gauge is sampled (``sample_pools``: at
     every scrape of this process, and by ``pool_sampler`` every few seconds for the other
     processes' scrapes), not moved by checkout/checkin listeners: those ran for every turn and
     cost the WeChat path measurable CPU. ``capacity`` (pool_size + max_overflow) is added to
-    the capacity gauge."""
-    pool = engine.sync_engine.pool if hasattr(engine, "sync_engine") else engine.pool
-    _POOLS.append((pool, DB_POOL_IN_USE.labels(service)))
+    the capacity gauge.
+
+    On PostgreSQL the statements sent and the connections opened are counted too: round trips
+    per message and a pool that keeps reconnecting are what the PostgreSQL path's cost hangs
+    on. (SQLite's hot statements bypass SQLAlchemy's events, so nothing is counted there.)"""
+    from sqlalchemy import event
+
+    sync = engine.sync_engine if hasattr(engine, "sync_engine") else engine
+    _POOLS.append((sync.pool, DB_POOL_IN_USE.labels(service)))
     if capacity:
         DB_POOL_CAPACITY.labels(service).inc(capacity)
+    if sync.dialect.name != "sqlite":
+        statements, opened = DB_STATEMENTS.labels(service), DB_CONNECTIONS_OPENED.labels(service)
+        event.listen(sync, "before_cursor_execute", lambda *_: statements.inc())
+        event.listen(sync, "connect", lambda *_: opened.inc())
 
 
 def sample_pools() -> None:

@@ -22,7 +22,7 @@ class CoreSettings(BaseSettings):
     core_port: int = Field(8081, ge=1, le=65535)
     data_dir: Path = Path("./var")
     core_database_url: str | None = None  # default sqlite under data_dir
-    db_pool_size: int = Field(20, ge=1, le=200)
+    db_pool_size: int = Field(16, ge=1, le=200)
     db_max_overflow: int = Field(0, ge=0, le=200)
     log_level: str = "INFO"
     log_json: bool = False

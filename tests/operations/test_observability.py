@@ -311,3 +311,25 @@ async def test_db_pool_use_is_exported(stack) -> None:  # type: ignore[no-untype
     _, samples = await scrape(http, gw.url)
     assert value(samples, "powerbot_db_pool_capacity", service="gateway") == \
         gw.settings.db_pool_size + gw.settings.db_max_overflow
+
+
+async def test_postgres_statements_and_new_connections_are_counted(postgres_url, interpreter, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """On PostgreSQL the gateway counts statements sent and connections opened; a fixed pool
+    (the default, no overflow) opens no new connection for later messages."""
+    async with run_core(f"sqlite+aiosqlite:///{tmp_path / 'core.db'}") as core, run_gateway(
+        postgres_url, core.url, interpreter, data_dir=tmp_path,
+    ) as gw, aiohttp.ClientSession() as http:
+        async def say(n: int) -> None:
+            async with http.post(gw.url + "/webhooks/rest/webhook",
+                                 json={"sender": "pg-metrics", "message": "电价是多少", "message_id": f"m{n}"}) as r:
+                assert r.status == 200 and await r.json()
+
+        await say(0)
+        _, first = await scrape(http, gw.url)
+        for n in range(1, 6):
+            await say(n)
+        _, later = await scrape(http, gw.url)
+    stmts = [value(s, "powerbot_db_statements_total", service="gateway") for s in (first, later)]
+    opened = [value(s, "powerbot_db_connections_opened_total", service="gateway") for s in (first, later)]
+    assert stmts[0] > 0 and stmts[1] - stmts[0] >= 5  # at least one statement a message
+    assert opened[0] >= 1 and opened[1] == opened[0]  # the pool kept its connections
