@@ -17,6 +17,7 @@ from __future__ import annotations
 from bot.dialogue.flows import remember_order
 from bot.dialogue.turn import Turn
 from bot.logs import mask_account, mask_phone
+from intents.signals import asks_price
 from intents.slots import has_account_digits
 
 # the core's work-order type of each application
@@ -82,6 +83,12 @@ class ApplicationFlows:
         await self._application(turn, "solar_connection")
 
     async def flow_ev_charging(self, turn: Turn) -> None:
+        text = str(turn.slots.get("_text") or "")
+        if not turn.slots.get("_started") and asks_price(text):
+            # "what price applies when I charge at home": the tariff, not an application
+            await self.flow_tariff_consult(turn)
+            self.say(turn, "utter_ev_charging_tariff_note")
+            return
         await self._application(turn, "ev_charging")
 
     async def flow_account_change(self, turn: Turn) -> None:

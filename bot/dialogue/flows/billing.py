@@ -75,6 +75,9 @@ class BillingFlows:
                  amount=link.amount, pay_url=link.pay_url)
 
     async def flow_payment_issue(self, turn: Turn) -> None:
+        if turn.slots.get("_payment_info") != turn.slots.get("_text") and not turn.authorized:
+            turn.slots["_payment_info"] = turn.slots.get("_text")  # the general answer once, before the account
+            self.say(turn, "utter_payment_issue_info")
         acc = await self.require_account(turn, "payment_issue")
         if turn.slots.get("_confirmed") != "payment_issue" and turn.slots.get("_payments_shown") != turn.slots.get("_text"):
             turn.slots["_payments_shown"] = turn.slots.get("_text")  # once per request
