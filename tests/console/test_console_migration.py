@@ -41,6 +41,9 @@ async def test_console_migration_matches_models(store_url: str) -> None:
             assert {"console_agents", "console_sessions", "console_audit", "console_messages",
                     "console_satisfaction", "console_callback_offers", "console_canned"} <= tables
             assert await conn.run_sync(_console_diffs) == []
+            # bot_0019_console_canned seeds the canned responses agents then edit in the console
+            shortcuts = set((await conn.exec_driver_sql("SELECT shortcut FROM console_canned")).scalars())
+            assert {"hello", "wait", "repair", "ticket", "paid", "bye"} == shortcuts
     finally:
         await engine.dispose()
     await downgrade(store_url, BOT_MIGRATIONS, "bot_0001")

@@ -145,3 +145,38 @@ async def test_containment_does_not_count_an_unanswered_escalation_as_automated(
     assert len(figures["trend"]) == 24
     assert sum(h["conversations"] for h in figures["trend"]) == 15
     assert sum(h["escalations"] for h in figures["trend"]) == 6
+
+
+async def test_queue_search_and_filters_on_both_stores(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    """The queue's search (ids, messages, notes, slots, linked accounts) and filters run the
+    same on SQLite and PostgreSQL; a LIKE wildcard typed by an agent is taken literally."""
+    from bot.console.models import ConsoleMessage
+    from bot.dialogue.store import Conversation, Customer, CustomerAccount, Event, Identity
+
+    async with sessionmaker() as s, s.begin():
+        s.add(Conversation(id="wechat:o1", channel="wechat", sender_id="o1", state={"slots": {"address": "浦东新区100%路"}}))
+        s.add(Event(conversation_id="wechat:o1", type="user", text="电表不走字了"))
+        s.add(Handoff(conversation_id="wechat:o1", reason="request_human", priority="high", status="waiting"))
+        s.add(Handoff(conversation_id="sms:+8613800138000", reason="hazard", priority="emergency", status="assigned",
+                      agent_id="amy"))
+        s.add(ConsoleMessage(conversation_id="sms:+8613800138000", kind="note", text="客户要求上门_核查"))
+        cust = Customer()
+        s.add(cust)
+        await s.flush()
+        s.add(Identity(channel="sms", sender_id="+8613800138000", customer_id=cust.id))
+        s.add(CustomerAccount(customer_id=cust.id, account_number="3100000009", how="phone"))
+    async with sessionmaker() as s:
+        async def ids(viewer: str = "sue", role: str = "supervisor", **kw) -> list[str]:  # type: ignore[no-untyped-def]
+            return [i["conversation_id"] for i in await service.queue(s, viewer, role, **kw)]
+
+        assert await ids(q="不走字") == ["wechat:o1"]
+        assert await ids(q="100%路") == ["wechat:o1"]  # a slot value, % taken literally
+        assert await ids(q="0%") == ["wechat:o1"]
+        assert await ids(q="上门_核查") == ["sms:138****8000"]  # a note
+        assert await ids(q="3100000009") == ["sms:138****8000"]  # a linked account
+        assert await ids(q="nothing like it") == []
+        assert await ids(q="3100000009", viewer="bob", role="agent") == []  # amy's: not bob's to find
+        assert await ids(channel="sms") == ["sms:138****8000"]
+        assert await ids(priority="high") == ["wechat:o1"]
+        assert await ids(view="mine", viewer="amy", role="agent") == ["sms:138****8000"]
+        assert await ids(view="unassigned") == ["wechat:o1"]
