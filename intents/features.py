@@ -37,9 +37,12 @@ DOMAIN_WORDS = [
 # Private-use placeholders: entity values are replaced by one symbol each, so "3101234567"
 # and "3209876543" look identical to the classifier (generalises across numbers).
 PLACEHOLDERS = {"account_number": "\ue000", "phone_number": "\ue001",
-                "work_order_id": "\ue002", "amount": "\ue003", "address": "\ue007"}
+                "work_order_id": "\ue002", "amount": "\ue003", "address": "\ue007",
+                "district": "\ue008"}
 # An address says "where", never "what": masked, "<address>停电了" is an outage report and a
 # bare "<address>" an answer to a question (inform), however few training examples carry one.
+# So does a district ("松江区停电了", "Jing'an"): every district reads alike; an address that
+# contains one is masked as the address (the longer span).
 # Other digit runs by shape: a 4-digit run is nearly always a phone tail, an ID suffix, a
 # year or a verification code (the reply to "last 4 digits of your phone?"), a 5–9-digit run
 # some other long number.  Runs of 8s ("88", "886", "888") are chat slang for bye-bye and
@@ -298,7 +301,7 @@ def mask_entities(text: str, entities: Sequence[dict]) -> str:
     (``digits_view``, length-preserving, so the entities' offsets stay valid)."""
     text = digits_view(text)
     out, pos = [], 0
-    for e in sorted(entities, key=lambda e: e["start"]):
+    for e in sorted(entities, key=lambda e: (e["start"], e["start"] - e["end"])):  # longest first
         ph = PLACEHOLDERS.get(e["entity"])
         if ph is None or e["start"] < pos:
             continue
