@@ -22,8 +22,10 @@ import aiohttp
 from playwright.async_api import Page, async_playwright, expect
 from sqlalchemy import update
 
-from bot.app import CORE, SESSIONMAKER
+from bot import outbox
+from bot.app import CORE, OUTBOX, SESSIONMAKER, TEXTS
 from bot.console.models import Agent
+from channels.base import Reply
 from console_support import AgentClient, make_agent
 from stack import run_core, run_gateway, wait_until
 
@@ -198,5 +200,28 @@ async def test_web_chat_as_a_customer_on_desktop_and_phone(tmp_path, interpreter
                 await expect(page.locator("#typing")).to_be_hidden(timeout=10_000)
                 await expect(page.locator("#log .msg.busy")).to_have_count(1)  # said once, not repeated by the poll
                 await shot(page, size, "7-core-back")
+
+        # the console's join announcement (what take() is to send): a system line, then the agent
+        # talks under that name without a second announcement
+        page = pages["desktop"]
+        sender = await page.evaluate("localStorage.getItem('powerbot-sender')")
+        joined = gw.app[TEXTS].text("utter_agent_joined", name="赵敏")
+        async with gw.app[SESSIONMAKER]() as s, s.begin():
+            await outbox.enqueue(s, Reply(channel="rest", recipient_id=sender, text=joined,
+                                          metadata={"sender": {"role": "system", "name": "赵敏"}, "event": "agent_joined"}))
+            await outbox.enqueue(s, Reply(channel="rest", recipient_id=sender, text="我是赵敏，继续为您处理。",
+                                          metadata={"sender": {"role": "agent", "name": "赵敏"}}))
+        gw.app[OUTBOX].wake()
+        await expect(page.locator("#log .msg.agent").last).to_contain_text("我是赵敏", timeout=10_000)
+        await expect(page.locator("#log .divider", has_text="赵敏")).to_have_count(1)
+        await expect(page.locator("#hd-sub")).to_have_text("人工客服 赵敏")
+
+        # an English browser gets the English page, greeting and quick replies
+        en = await (await browser.new_context(viewport=SIZES["phone"], locale="en-US")).new_page()
+        await en.goto(gw.url + "/chat")
+        await expect(en.locator("#hd-title")).to_have_text("State Grid 95598 virtual assistant")
+        await expect(en.locator("#log .msg.bot .buttons button").first).to_have_text("My bill")
+        await expect(en.locator("#send")).to_have_text("Send")
+        await shot(en, "phone", "8-english")
         assert not errors, errors
         assert all(u.startswith(gw.url) for u in requests), [u for u in requests if not u.startswith(gw.url)]  # no CDN
