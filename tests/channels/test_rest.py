@@ -179,7 +179,7 @@ async def test_chat_page_brand_colour_and_texts_from_settings(tmp_path, interpre
                                chat_primary_color="#c8102e", brand_short_name="南网", assistant_name="小南") as gw:
             async with aiohttp.ClientSession() as http, http.get(gw.url + "/chat") as r:
                 page = await r.text()
-    assert "--brand: #c8102e" in page and "南网 95598 智能客服" in page and "智能客服小南" in page
+    assert "--brand: #c8102e" in page and "南网 95598 智能客服" in page and "\"assistant\": \"小南\"" in page
     assert "国网" not in page and "小e" not in page and "powerbot" not in page.lower().replace("powerbot-", "")
 
 

@@ -120,7 +120,7 @@ async def journey(gw, http: aiohttp.ClientSession, page: Page, size: str, agent_
         await expect(log.locator(".divider", has_text="人工服务已结束，小南继续为您服务")).to_be_visible(timeout=10_000)
         csat = log.locator(".buttons.csat").last
         await expect(csat.locator("button")).to_have_count(5)
-        await expect(page.locator("#hd-sub")).to_have_text("智能客服小南")
+        await expect(page.locator("#hd-sub")).to_have_text("智能客服 小南")
         await shot(page, size, "4-handback-csat")
         await csat.locator("button", has_text="5").click()
         await expect(log.locator(".msg.bot").last).to_contain_text("感谢您的评价", timeout=10_000)
