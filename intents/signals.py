@@ -256,6 +256,12 @@ def has_language(text: str) -> bool:
     return _LETTERS_RE.search(_CODES_RE.sub("", text)) is not None
 
 
+def has_words(text: str) -> bool:
+    """Whether a message says something in words besides numbers, codes and addresses' digits
+    (at least three letters or Chinese characters once digits are left out)."""
+    return len(_LETTERS_RE.findall(_CODES_RE.sub("", text))) >= 3
+
+
 def word_chars(text: str) -> int:
     """How many letters and digits a message has (punctuation and spaces left out): a long
     enough first message is itself the description of a complaint or a report."""

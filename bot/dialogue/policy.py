@@ -37,6 +37,7 @@ from intents.signals import (
     corrects,
     declines,
     given_last4,
+    has_words,
     is_angry,
     is_cancel,
     is_caution,
@@ -50,6 +51,8 @@ from intents.slots import account_number, has_account_digits, kwh, last4, work_o
 FALLBACK_CONFIDENCE = 0.5
 # a clause of a two-request message is acted on when the NLU is this sure of it
 CLAUSE_CONFIDENCE = 0.6
+# the least confidence of a business intent ranked below "inform" that is taken as the request
+RANKED_REQUEST_CONFIDENCE = 0.02
 # answers a form did not understand in a row before an agent is offered
 MAX_FORM_MISSES = 2
 EMERGENCY = "emergency"
@@ -150,7 +153,13 @@ class PolicyMixin:
             self.say(turn, "utter_anything_else")
             return
 
-        # 4. follow-up that reuses context ("那上个月呢")
+        # 4. two requests in one message: each in turn
+        parts = self._requests(turn, intent)
+        if len(parts) >= 2:
+            await self.act(turn, intent, parts)
+            return
+
+        # 5. follow-up that reuses context ("那上个月呢")
         last = st.get("last_intent")
         if last in ("bill_query", "usage_query") and turn.entities.get("month") and (
             intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent == last
@@ -165,7 +174,7 @@ class PolicyMixin:
             await self.run_flow(turn, last, resume=True)
             return
 
-        # 5. a bare piece of information with no form: continue the last request with it
+        # 6. a bare piece of information with no form: continue the last request with it
         if intent in ("inform", "nlu_fallback") or turn.confidence < FALLBACK_CONFIDENCE:
             if st.get("locked") and last4(text):
                 self.say(turn, "utter_verify_locked", minutes=LOCK_MINUTES)  # the check stays locked
@@ -178,6 +187,13 @@ class PolicyMixin:
                 self._take_entities(turn)
                 await self.run_flow(turn, "work_order_status")
                 return
+            wanted = self._ranked_request(turn) if intent == "inform" else None
+            if wanted:
+                # "I want to pay, account … and last 4 digits …": the NLU hears the details
+                # ("inform"); the request they come with is the best-ranked business intent
+                turn.intent = wanted
+                await self.act(turn, wanted)
+                return
             number = turn.entities.get("account_number") or account_number(text)
             if number:
                 # "3100000002", "户号…的户主是谁": what shall be done with it? Nothing is shown yet
@@ -188,11 +204,12 @@ class PolicyMixin:
         await self.act(turn, intent if turn.confidence >= FALLBACK_CONFIDENCE else "nlu_fallback")
 
     # ------------------------------------------------------------------ two requests in one message
-    async def act(self, turn: Turn, intent: str) -> None:
+    async def act(self, turn: Turn, intent: str, parts: list[tuple[str, dict]] | None = None) -> None:
         """Act on a new message: each request it makes, in order ("查下电费，顺便问下浦东明天停不停
         电": the bill, then the outage schedule). The first request that asks something keeps
         its question open; the others are answered around it."""
-        parts = self._requests(turn, intent)
+        if parts is None:
+            parts = self._requests(turn, intent)
         if len(parts) < 2:
             await self.dispatch(turn, intent)
             return
@@ -225,6 +242,16 @@ class PolicyMixin:
                 if k in kept[1]:
                     turn.slots[k] = kept[1][k]
             st["last_intent"] = kept[0]["name"]
+
+    def _ranked_request(self, turn: Turn) -> str | None:
+        """The business request a message full of details ("inform") comes with: the best
+        business intent of the NLU's ranking, when the message has words besides the details."""
+        if not has_words(turn.message.text or ""):
+            return None
+        for r in turn.parse.get("intent_ranking") or []:
+            if r.get("name") in BUSINESS_INTENTS and float(r.get("confidence") or 0) >= RANKED_REQUEST_CONFIDENCE:
+                return r["name"]
+        return None
 
     def _requests(self, turn: Turn, intent: str) -> list[tuple[str, dict]]:
         """The clauses of a message that are requests of their own (each understood, the
