@@ -25,6 +25,7 @@ from bot.dialogue.verification import aware
 from bot.logs import mask_phone
 from common.clock import utcnow
 from intents.places import find
+from intents.signals import address_text, looks_like_address
 from intents.slots import district as district_in
 
 
@@ -48,47 +49,65 @@ class OutageFlows:
             except NotFound:
                 turn.slots.pop("account_number", None)
         address = turn.slots.get("address")
-        district = district_in(address or "") or turn.slots.get("district") or turn.entities.get("district")
+        first = str(turn.slots.get("_text") or "")
+        if not address and not has_chinese(first) and looks_like_address(first) and _names_street(first):
+            # an English address in the request itself ("30 Lujiazui Ring Road, Pudong"): the NLU
+            # marks Chinese addresses only
+            address = address_text(first) or None
+            if address:
+                turn.set_slot("address", address)
+        district = (district_in(address or "") or turn.slots.get("district") or turn.entities.get("district")
+                    or district_in(first))
         if not address and ask:
             self.ask(turn, flow, "location", "utter_ask_location_address" if unproven else "utter_ask_location")
         return None, district, address
 
+    async def _known_outages(self, turn: Turn, address: str | None, district: str | None) -> bool:
+        """Tell the customer about an outage the core knows where they are (once per request and
+        address): one covering the address answers the report (no order, an offer of its
+        notices; True); a street's fault in the district of an address the core cannot match
+        (English) is only mentioned."""
+        check = f"{turn.slots.get('_text')}|{address or ''}"
+        if turn.slots.get("_outage_checked") == check:
+            return False
+        now = utcnow()
+        known: list[Any] = []
+        nearby: list[Any] = []
+        if address and has_chinese(address):
+            # the core matches the address to each outage's streets (another street of the
+            # same district is not covered by this fault)
+            known = [o for o in await self.core.list_outages(address=address, active_at=now)
+                     if o.status in ("active", "scheduled")]
+        elif district:
+            # an address the core cannot match (written in English): a district-wide outage
+            # covers it; a street's fault in that district is only mentioned
+            for o in await self.core.list_outages(district=district, active_at=now):
+                if o.status in ("active", "scheduled"):
+                    (nearby if o.streets else known).append(o)
+        if known and (address or not known[0].streets):
+            o = known[0]
+            self.finish(turn)
+            turn.state["offer"] = "subscribe_outage"
+            turn.actions.append(("action_known_outage", {"outage_id": o.id}))
+            turn.slots["_known_outage"] = o.id
+            self.say(turn, "utter_known_outage", scope=o.scope, cause=o.cause or self.phrase(turn, "utter_fragment_fault_cause"),
+                     end=local(o.estimated_end_at))
+            return True
+        nearby += [o for o in known if o not in nearby]
+        told = turn.slots.get("_outage_told") if str(turn.slots.get("_outage_checked") or "").startswith(
+            f"{turn.slots.get('_text')}|") else None
+        turn.slots["_outage_checked"] = check
+        if nearby and nearby[0].id != told:
+            o = nearby[0]
+            turn.slots["_outage_told"] = o.id
+            self.say(turn, "utter_outage_nearby", scope=o.scope, cause=o.cause or self.phrase(turn, "utter_fragment_fault_cause"),
+                     end=local(o.estimated_end_at), address=address or "-")
+        return False
+
     async def flow_report_outage(self, turn: Turn) -> None:
         number, district, address = await self._location(turn, "report_outage", ask=False)
-        check = f"{turn.slots.get('_text')}|{address or ''}"  # once per report and address
-        if turn.slots.get("_confirmed") != "report_outage" and turn.slots.get("_outage_checked") != check:
-            now = utcnow()
-            known: list[Any] = []
-            nearby: list[Any] = []
-            if address and has_chinese(address):
-                # the core matches the address to each outage's streets (another street of the
-                # same district is not covered by this fault)
-                known = [o for o in await self.core.list_outages(address=address, active_at=now)
-                         if o.status in ("active", "scheduled")]
-            elif district:
-                # an address the core cannot match (written in English): a district-wide outage
-                # covers it; a street's fault in that district is only mentioned
-                for o in await self.core.list_outages(district=district, active_at=now):
-                    if o.status in ("active", "scheduled"):
-                        (nearby if o.streets else known).append(o)
-            if known and (address or not known[0].streets):
-                o = known[0]
-                self.finish(turn)
-                turn.state["offer"] = "subscribe_outage"
-                turn.actions.append(("action_known_outage", {"outage_id": o.id}))
-                turn.slots["_known_outage"] = o.id
-                self.say(turn, "utter_known_outage", scope=o.scope, cause=o.cause or self.phrase(turn, "utter_fragment_fault_cause"),
-                         end=local(o.estimated_end_at))
-                return
-            nearby += [o for o in known if o not in nearby]
-            told = turn.slots.get("_outage_told") if str(turn.slots.get("_outage_checked") or "").startswith(
-                f"{turn.slots.get('_text')}|") else None
-            turn.slots["_outage_checked"] = check
-            if nearby and nearby[0].id != told:
-                o = nearby[0]
-                turn.slots["_outage_told"] = o.id
-                self.say(turn, "utter_outage_nearby", scope=o.scope, cause=o.cause or self.phrase(turn, "utter_fragment_fault_cause"),
-                         end=local(o.estimated_end_at), address=address or "-")
+        if turn.slots.get("_confirmed") != "report_outage" and await self._known_outages(turn, address, district):
+            return
         if not address:
             await self._location(turn, "report_outage")  # asks where
         phone = await self.contact_phone(turn, "report_outage")
@@ -215,6 +234,15 @@ class OutageFlows:
             self.say(turn, "utter_work_orders_none_open", line=lines[0])
         else:
             self.say(turn, "utter_work_orders_open", count=len(orders), lines="\n".join(lines))
+
+
+_STREET_WORDS = frozenset({"road", "rd", "street", "st", "avenue", "ave", "lane", "ln", "boulevard", "blvd", "highway"})
+
+
+def _names_street(text: str) -> bool:
+    """Whether an English message names a street (not only "the building", "my flat")."""
+    words = "".join(ch.lower() if ch.isalnum() else " " for ch in text).split()
+    return any(w in _STREET_WORDS for w in words)
 
 
 def _overlaps_day(o: Any, day: str) -> bool:
