@@ -79,6 +79,18 @@ ISO_DATE = re.compile(r"(?<!\d)(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})[日号]
 MD_NUM = re.compile(r"(?<![\d.￥¥$\-/])(\d{1,2})([./\-])(\d{1,2})(?![\d.\-/]|\s?(?:元|块|%|度|kwh|yuan|rmb))")
 DAYS_FROM_CN = re.compile(rf"(\d{{1,2}}|{_CN}{{1,3}})[天日](以后|之后|后|以前|之前|前)")
 NTH_EN = re.compile(r"\bthe (\d{1,2})(?:st|nd|rd|th)\b(?! of| (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))")
+# "下个月5号", "这个月20号": a day of a month named relatively
+REL_MONTH_DAY_CN = re.compile(rf"(上上个月|上个月|上月|这个月|本月|这月|下个月|下月)(?:的)?(\d{{1,2}}|{_CN}{{1,3}})[号日]")
+# "wednesday next week"
+WEEKDAY_NEXT_WEEK_EN = re.compile(r"\b(monday|tuesday|wednesday|thursday|friday|saturday|sunday) next week\b")
+# holidays on a fixed day: the next one from the reference date
+HOLIDAYS = {"元旦": (1, 1), "平安夜": (12, 24), "圣诞节": (12, 25), "圣诞": (12, 25), "国庆节": (10, 1),
+            "劳动节": (5, 1), "情人节": (2, 14), "christmas eve": (12, 24), "christmas day": (12, 25),
+            "christmas": (12, 25), "new year's day": (1, 1), "new years day": (1, 1)}
+HOLIDAY_RE = re.compile("|".join(re.escape(h) if not h.isascii() else rf"\b{re.escape(h)}\b"
+                                 for h in sorted(HOLIDAYS, key=len, reverse=True)))
+MONTHS_AGO_CN = re.compile(rf"(\d{{1,2}}|{_CN}{{1,3}})个月(?:以前|之前|前)")
+MONTH_YEAR_NUM = re.compile(r"(?<![\d/.\-])(\d{1,2})/(\d{4})(?![\d/])")
 REL_DAY_EN = re.compile(r"\b(the day after tomorrow|day after tomorrow|the day before yesterday|"
                         r"today|tonight|tomorrow|tmrw|tmr|yesterday)\b")
 WEEKDAY_EN = re.compile(rf"\b(?:(next|this|last|coming)\s+)?({_WD_ALT})\b")
@@ -113,8 +125,9 @@ _WEEKDAY_CN_CUE = frozenset("周星礼")  # 周 / 星期 / 礼拜
 _MONTH_CHAR = frozenset("月")
 _DAY_CHAR = frozenset("号日")
 _DAYS_CUE = frozenset("天日")
+_HOLIDAY_CUE = frozenset("元平圣国劳情")
 _ADDRESS_CUE = frozenset("路街道巷弄村区园寓厦苑")  # the suffixes of ADDRESS_RE
-_DATE_CN_CUE = _REL_DAY_CN_CUE | _WEEKDAY_CN_CUE | _MONTH_CHAR | _DAY_CHAR | _DAYS_CUE
+_DATE_CN_CUE = _REL_DAY_CN_CUE | _WEEKDAY_CN_CUE | _MONTH_CHAR | _DAY_CHAR | _DAYS_CUE | _HOLIDAY_CUE
 _WO_CUE = frozenset("单")  # 工单 / 单号
 _CUE_CHARS = _AMOUNT_WORD | _DATE_CN_CUE | _ADDRESS_CUE | _WO_CUE
 
@@ -305,6 +318,17 @@ class EntityExtractor:
             n = to_int(m.group(1))
             if n and n <= 60:
                 add(m, ref + dt.timedelta(days=-n if "前" in m.group(2) else n))
+        for m in _scan(REL_MONTH_DAY_CN, t, cues.has(_MONTH_CHAR)):
+            y, mo = _add_months(ref.year, ref.month, _REL_MONTH_OFF[m.group(1)])
+            day = to_int(m.group(2))
+            if day:
+                add(m, _safe_date(y, mo, day))
+        for m in _scan(WEEKDAY_NEXT_WEEK_EN, t, cues.latin):
+            add(m, _weekday(ref, "next", _WD_EN[m.group(1)]))
+        for m in _scan(HOLIDAY_RE, t, cues.latin or cues.has(_HOLIDAY_CUE)):
+            mo, day = HOLIDAYS[m.group(0)]
+            d = dt.date(ref.year, mo, day)
+            add(m, d if d >= ref else dt.date(ref.year + 1, mo, day))
         for m in _scan(NTH_EN, t, cues.latin):
             day = int(m.group(1))
             if 1 <= day <= 31:
@@ -355,6 +379,12 @@ class EntityExtractor:
             add(m, *((year, mo) if year else _past_month(ref, mo)))
         for m in _scan(ISO_MONTH, t, cues.digit):
             add(m, int(m.group(1)), int(m.group(2)))
+        for m in _scan(MONTHS_AGO_CN, t, cues.has(_MONTH_CHAR)):
+            n = to_int(m.group(1))
+            if n and n <= 24:
+                add(m, *_add_months(ref.year, ref.month, -n))
+        for m in _scan(MONTH_YEAR_NUM, t, cues.digit):
+            add(m, int(m.group(2)), int(m.group(1)))
         for m in _scan(REL_MONTH_EN, t, cues.latin):
             w = m.group(1)
             off = -2 if "before last" in w else -1 if w in ("last month", "previous month", "past month") \
