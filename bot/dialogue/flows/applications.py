@@ -15,9 +15,10 @@ Expects of the class it is mixed into: ``core``; ``account``, ``require_account`
 from __future__ import annotations
 
 from bot.dialogue.flows import remember_order
+from bot.dialogue.flows.places import has_chinese, names_street
 from bot.dialogue.turn import Turn
 from bot.logs import mask_account, mask_phone
-from intents.signals import asks_price
+from intents.signals import address_text, asks_price, looks_like_address
 from intents.slots import has_account_digits
 
 # the core's work-order type of each application
@@ -41,6 +42,11 @@ class ApplicationFlows:
             if not number and len(turn.authorized) == 1:
                 number = next(iter(turn.authorized))
         address = turn.slots.get("address")
+        first = str(turn.slots.get("_text") or "")
+        if not address and not has_chinese(first) and looks_like_address(first) and names_street(first):
+            address = address_text(first) or None  # an English address in the request itself
+            if address:
+                turn.set_slot("address", address)
         if not address and number:
             address = (await self.account(turn, number)).address
         if not address:
@@ -68,7 +74,8 @@ class ApplicationFlows:
         the first request; a bare yes/no, phone or account number does not."""
         text = (turn.message.text or "").strip()
         if text == turn.slots.get("_text") or turn.intent in ("affirm", "deny") or len(text) < 4 \
-                or turn.entities.get("account_number") or has_account_digits(text) and len(text) <= 40:
+                or turn.entities.get("account_number") or has_account_digits(text) and len(text) <= 40 \
+                or 2 * sum(ch.isdigit() for ch in text) >= len(text.replace(" ", "")):  # "9000": the identity check
             return
         kept = turn.slots.get("_app_notes") or {}
         notes = list(kept.get("notes") or []) if kept.get("req") == turn.slots.get("_text") else []

@@ -18,7 +18,7 @@ from typing import Any
 
 from backend_client import NotFound
 from bot.dialogue.flows import WORK_ORDER_TYPES, remember_order
-from bot.dialogue.flows.places import district_label, has_chinese
+from bot.dialogue.flows.places import district_label, has_chinese, names_street
 from bot.dialogue.responses import CHINA_TZ, WO_STATUSES, local
 from bot.dialogue.turn import Turn
 from bot.dialogue.verification import aware
@@ -50,7 +50,7 @@ class OutageFlows:
                 turn.slots.pop("account_number", None)
         address = turn.slots.get("address")
         first = str(turn.slots.get("_text") or "")
-        if not address and not has_chinese(first) and looks_like_address(first) and _names_street(first):
+        if not address and not has_chinese(first) and looks_like_address(first) and names_street(first):
             # an English address in the request itself ("30 Lujiazui Ring Road, Pudong"): the NLU
             # marks Chinese addresses only
             address = address_text(first) or None
@@ -234,15 +234,6 @@ class OutageFlows:
             self.say(turn, "utter_work_orders_none_open", line=lines[0])
         else:
             self.say(turn, "utter_work_orders_open", count=len(orders), lines="\n".join(lines))
-
-
-_STREET_WORDS = frozenset({"road", "rd", "street", "st", "avenue", "ave", "lane", "ln", "boulevard", "blvd", "highway"})
-
-
-def _names_street(text: str) -> bool:
-    """Whether an English message names a street (not only "the building", "my flat")."""
-    words = "".join(ch.lower() if ch.isalnum() else " " for ch in text).split()
-    return any(w in _STREET_WORDS for w in words)
 
 
 def _overlaps_day(o: Any, day: str) -> bool:

@@ -1,4 +1,4 @@
-"""Districts in answers: English names and "the nearest".
+"""Places in answers and in English addresses: districts' English names, "the nearest", streets.
 
 The core names districts and halls in Chinese. English answers name a district by its pinyin
 from the NLU's district table (``intents.places``: "静安区" → "Jing'an", "浦东新区" → "Pudong"),
@@ -48,3 +48,13 @@ def distance(a: str | None, b: str | None) -> float:
 def has_chinese(text: str | None) -> bool:
     """Whether a text has Chinese characters (an address the core can match street by street)."""
     return any(0x4E00 <= ord(ch) <= 0x9FFF for ch in text or "")
+
+
+_STREET_WORDS = frozenset({"road", "rd", "street", "st", "avenue", "ave", "lane", "ln", "boulevard", "blvd", "highway"})
+
+
+def names_street(text: str) -> bool:
+    """Whether an English message names a street (not only "the building", "my flat"): the
+    core's addresses are Chinese, so such an address is kept as the customer wrote it."""
+    words = "".join(ch.lower() if ch.isalnum() else " " for ch in text or "").split()
+    return any(w in _STREET_WORDS for w in words)
