@@ -301,7 +301,7 @@ def _console_schemas() -> dict[str, Any]:
                      "properties": {"shortcut": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,32}$",
                                                  "description": "typed after / in the editor (unique)"},
                                     "text": {**NOT_BLANK, "description": "cut at 2000 characters"}},
-                     "examples": [{"shortcut": "hello2", "text": "您好，请问有什么可以帮您？"}]},
+                     "examples": [{"shortcut": "hello2", "text": "您好，我来为您处理。"}]},
         "AssignIn": {"type": "object", "required": ["agent"],
                      "properties": {"agent": {**NOT_BLANK, "description": "an active agent's name, not the holder"}}},
         "Labels": {"type": "object", "required": ["intents", "slots"],

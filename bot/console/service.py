@@ -17,6 +17,7 @@ from sqlalchemy import String, cast, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import outbox
+from bot.console import labels
 from bot.console.masking import TextMasker, mask_field, mask_slots
 from bot.console.models import Agent, CallbackOffer, CannedResponse, ConsoleMessage, Satisfaction
 from bot.dialogue.handoff import ACTIVE, PRIORITIES, Handoff, release_to_bot
@@ -40,7 +41,7 @@ REASON_LABELS = {
     "duplicate_payment": "重复缴费",
 }
 PRIORITY_LABELS = {"low": "低", "normal": "普通", "high": "高", "emergency": "紧急"}
-CHANNEL_LABELS = {"rest": "网页", "wechat": "微信", "alipay": "支付宝", "sms": "短信", "email": "邮件"}
+CHANNEL_LABELS = labels.CHANNELS
 # how long a conversation may wait for an agent, by priority, before it is an SLA breach
 SLA_SECONDS = {"emergency": 60, "high": 180, "normal": 300, "low": 600}
 VIEWS = ("all", "mine", "unassigned")
@@ -50,6 +51,7 @@ STATUSES = ("open", "waiting", "assigned", "released", "any")
 UNREAD_LEAD = timedelta(seconds=30)
 RELEASED_LIMIT = 50  # closed conversations listed (most recent first)
 
+# the defaults migration bot_0019_console_canned seeds (agents edit them in the console since)
 CANNED_RESPONSES = [
     "您好，我是人工客服，很高兴为您服务，请问有什么可以帮您？",
     "请您稍等，我正在为您查询。",
@@ -401,7 +403,7 @@ async def assign_to(session: AsyncSession, handoff_id: int, agent_name: str, by:
     session.add(Event(conversation_id=h.conversation_id, type="handoff", name="assigned",
                       data={"agent_id": agent_name, "by": by}))
     session.add(ConsoleMessage(conversation_id=h.conversation_id, handoff_id=h.id, agent_name=by,
-                               kind="system", text=f"{by} 分配给 {agent_name}"))
+                               kind="system", text=labels.text("assigned", by=by, agent=agent_name)))
     return True
 
 
@@ -416,7 +418,7 @@ async def reopen(session: AsyncSession, h: Handoff, agent_name: str) -> Handoff 
     if not await take(session, new.id, agent_name):
         return None
     session.add(ConsoleMessage(conversation_id=h.conversation_id, handoff_id=new.id, agent_name=agent_name,
-                               kind="system", text=f"{agent_name} 重新打开会话"))
+                               kind="system", text=labels.text("reopened", agent=agent_name)))
     await session.flush()
     await session.refresh(new)
     return new
@@ -450,7 +452,7 @@ async def earlier_conversations(session: AsyncSession, conversation_ids: set[str
         ch, _ = split_conversation(cid)
         out.append({"handoff_id": None, "display": display_name(cid), "channel": ch,
                     "channel_label": CHANNEL_LABELS.get(ch, ch), "status": "bot", "agent": None,
-                    "reason_label": "机器人自助", "created_at": outbox.as_aware(at).isoformat(), "visible": False})
+                    "reason_label": labels.text("bot_only"), "created_at": outbox.as_aware(at).isoformat(), "visible": False})
     return out[:limit]
 
 

@@ -16,7 +16,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from backend_client import CoreError
-from bot.console import access, auth, service, summary
+from bot.console import access, auth, labels, service, summary
 from bot.console.masking import mask_slots, masks_something
 from bot.console.models import Agent, AuditEntry, ConsoleSession
 from bot.dialogue.handoff import Handoff
@@ -443,10 +443,8 @@ async def queue(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.S
 
 
 @api()
-async def labels(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
-    from bot.console.labels import all_labels
-
-    return _json(all_labels())
+async def labels_view(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
+    return _json(labels.all_labels())
 
 
 @api()
@@ -478,7 +476,7 @@ async def canned_create(request: web.Request, agent: Agent, cs: ConsoleSession) 
     shortcut, text = _canned_body(await _json_body(request))
     async with _sm(request)() as session, session.begin():
         if (await session.execute(select(CannedResponse.id).where(CannedResponse.shortcut == shortcut))).first():
-            return _error(409, "conflict", "该快捷词已存在")
+            return _error(409, "conflict", labels.text("shortcut_taken"))
         row = CannedResponse(shortcut=shortcut, text=text, updated_by=agent.name)
         session.add(row)
         await session.flush()
@@ -502,7 +500,7 @@ async def canned_update(request: web.Request, agent: Agent, cs: ConsoleSession) 
         other = (await session.execute(select(CannedResponse.id).where(
             CannedResponse.shortcut == shortcut, CannedResponse.id != cid))).first()
         if other:
-            return _error(409, "conflict", "该快捷词已存在")
+            return _error(409, "conflict", labels.text("shortcut_taken"))
         row.shortcut, row.text, row.updated_by, row.updated_at = shortcut, text, agent.name, utcnow()
         await session.flush()
         out = service.canned_view(row)
@@ -660,10 +658,10 @@ async def reopen(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.
     async with _sm(request)() as session, session.begin():
         h = await _handoff_for(request, session, agent, act=False)
         if h.status != "released":
-            return _error(409, "conflict", "会话未结束")
+            return _error(409, "conflict", labels.text("not_closed"))
         new = await service.reopen(session, h, agent.name)
         if new is None:
-            return _error(409, "conflict", "会话已在排队或处理中")
+            return _error(409, "conflict", labels.text("busy_again"))
     await _publish(request, {"type": "taken", **access.event_fields(new), "agent": agent.name})
     return _json({"ok": True, "handoff_id": new.id, "agent": agent.name})
 
@@ -829,7 +827,7 @@ def routes() -> list[web.RouteDef]:
         web.post("/console/api/canned", canned_create),
         web.put(r"/console/api/canned/{cid}", canned_update),
         web.delete(r"/console/api/canned/{cid}", canned_delete),
-        web.get("/console/api/labels", labels),
+        web.get("/console/api/labels", labels_view),
         web.get("/console/api/agents", agents),
         web.get("/console/api/stats", stats),
         web.get(r"/console/api/handoffs/{hid}", conversation),
