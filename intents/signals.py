@@ -89,6 +89,11 @@ _GIVEN_LAST4_RE = re.compile(
     r"(?:尾号|后4位|后四位|末4位|末四位|last (?:4|four)(?: digits)?|ends? (?:in|with))\D{0,6}(\d{4})(?!\d)", re.I)
 # "尾号0001的", "account ending 0003", "the one ending in 0002": an offered account by its last digits
 _ENDING_RE = re.compile(r"(?:尾号|末尾|后4位|后四位|结尾|ending(?: in| with)?|ends? (?:in|with))\D{0,4}(\d{4})(?!\d)", re.I)
+# "帮我登记过户申请", "please register the transfer request": the request said again (at a
+# confirmation: show it again, it is not a new request)
+_ASKS_TO_SUBMIT_RE = re.compile(r"登记|提交|办理|申请|\b(?:register|submit|file|apply|lodge)\b", re.I)
+# "你是真人还是机器人", "are you a bot?": who is answering
+_ASKS_IF_BOT_RE = re.compile(r"机器人|真人吗|是真人|是人工吗|are you (?:a |an )?(?:bot|robot|human|real person|machine|ai)\b", re.I)
 # a bare "ok"/"yes" says nothing of the language the customer writes in
 _NEUTRAL_WORDS_RE = re.compile(r"^\s*(?:ok|okay|k|yes|no|y|n|hi|thx|ok+)\s*[.!?。！？]*\s*$", re.I)
 ANON_RE = re.compile(r"匿名|不留|不方便|anonymous|no contact", re.I)
@@ -211,6 +216,14 @@ def account_ending(text: str) -> str | None:
     """The last 4 digits an offered account is picked by ("尾号0001的", "account ending 0003")."""
     m = _ENDING_RE.search(text)
     return m.group(1) if m else None
+
+
+def asks_to_submit(text: str) -> bool:
+    return _ASKS_TO_SUBMIT_RE.search(text) is not None
+
+
+def asks_if_bot(text: str) -> bool:
+    return _ASKS_IF_BOT_RE.search(text) is not None
 
 
 def language_neutral(text: str) -> bool:

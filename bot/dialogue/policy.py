@@ -32,6 +32,8 @@ from intents.signals import (
     address_text,
     affirms,
     asks_human,
+    asks_if_bot,
+    asks_to_submit,
     asks_price,
     clauses,
     corrects,
@@ -101,6 +103,10 @@ class PolicyMixin:
             if is_angry(text) or intent == "complaint":
                 self.say(turn, "utter_apology")
             self.hand_off(turn, "request_human", "normal")
+            return
+        if not form and asks_if_bot(text) and intent not in BUSINESS_INTENTS:
+            st["fallbacks"] = 0
+            self.say(turn, "utter_iamabot")  # who is answering, and how to reach a person
             return
         if is_angry(text) and not form:
             self.say(turn, "utter_apology")  # an angry customer hears an apology before anything else
@@ -321,6 +327,10 @@ class PolicyMixin:
             await self.run_flow(turn, name, resume=True)
             return
         side = intent if turn.confidence >= FALLBACK_CONFIDENCE else "nlu_fallback"
+        if slot == "confirm" and asks_to_submit(turn.message.text or ""):
+            # "帮我登记过户申请" while its confirmation is open: the same request, shown again
+            await self.run_flow(turn, name, resume=True)
+            return
         if side in _CLOSING_TALK:
             # "好的知道了，谢谢": answered; the form is put aside, resumed only if the customer wants
             st["paused"] = dict(form)
