@@ -223,7 +223,10 @@
       li.classList.toggle("active", Number(li.dataset.id) === id);
       if (Number(li.dataset.id) === id) { var b = li.querySelector(".unread"); if (b) b.remove(); }
     });
-    return loadConversation();
+    return loadConversation().then(function () {
+      // on a phone the panes are stacked: bring the conversation into view
+      if (window.matchMedia && window.matchMedia("(max-width: 760px)").matches && !$("chat").hidden) $("chat").scrollIntoView();
+    });
   }
 
   function canAct() { return !!(currentData && currentData.handoff.can_act); }
