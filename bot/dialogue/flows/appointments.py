@@ -183,6 +183,8 @@ class AppointmentFlows:
         took = self._absorb(turn, st, halls, text, fresh, asked)
         if took and not fresh:
             self._drop_not_understood(turn)
+            if asked == "confirm":
+                turn.slots.pop("_confirmed", None)  # the booking changed: it is shown again for a yes
 
         # 1. the hall
         number = self._appt_account(turn)
@@ -260,8 +262,8 @@ class AppointmentFlows:
             elif district:
                 st["no_hall"] = district
                 took = True
-        if fresh or asked in ("place", "slot"):
-            day = turn.entities.get("date") or slots.get("date")
+        if fresh or asked in ("place", "slot", "confirm"):  # "改成下午" at the confirmation too
+            day = turn.entities.get("date") or (slots.get("date") if asked != "confirm" else None)
             if day and day != st.get("date"):
                 st["date"] = day
                 st.pop("slot_id", None)
