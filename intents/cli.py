@@ -148,6 +148,7 @@ def test(file: str, report_dir: str, model_dir: str | None, data_dir: str | None
         extra["reference_date"] = ref.isoformat()
     write_report(result, report_dir, extra)
     click.echo(f"intent accuracy {result['accuracy']:.4f} (n={result['n']}), "
+               f"in-scope accuracy {result['in_scope_accuracy']}, "
                f"out-of-scope recall {result['out_of_scope_recall']}, "
                f"entity exact match {result['entity_exact_match']:.4f} → {report_dir}/")
     for name, s in result["entity_report"].items():
