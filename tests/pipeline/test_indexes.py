@@ -86,7 +86,7 @@ HOT_QUERIES = [
 ]
 
 
-HEAD = "bot_0018_unproven_phone_links"
+HEAD = "bot_0019_console_canned"
 
 
 async def _heads(url: str) -> set[str]:
