@@ -7,6 +7,7 @@ The real core (demo data, one per module) and a real gateway per test; nothing m
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -191,3 +192,31 @@ async def test_application_confirms_address_and_files_what_was_said(gw, core_url
     [wo] = [w for w in await work_orders(gw, core_url, account_number="3100000003") if w["type"] == "new_connection"
             and "50千瓦" in w["description"]]
     assert wo["address"] and wo["contact_phone"] == "13800138000"
+
+
+async def test_an_unpaid_payment_link_is_not_a_payment_waiting_to_be_credited(gw, core_url):
+    body = {"out_trade_no": "TEST" + uuid.uuid4().hex[:12], "account_number": "3100000001", "amount": "12.34",
+            "channel": "alipay", "status": "pending"}
+    async with gw.http.post(f"{core_url}/api/v1/payments", json=body) as r:
+        assert r.status in (200, 201), await r.text()
+    c = chat(gw)
+    await verified(c)
+    out = await c.text("我交的电费一直没到账")
+    assert "12.34" not in out and "确认" not in out.split("\n")[0]
+
+
+async def test_planned_outages_for_each_district_named(gw):
+    out = await chat(gw).text("黄浦和浦东明天都停电吗")
+    assert "黄浦" in out and "浦东" in out
+
+
+async def test_english_street_address_is_kept_on_the_outage_order(gw, core_url):
+    c = chat(gw)
+    out = await c.text("report an outage: 30 Lujiazui Ring Road, Pudong, phone 13600002222. no power in the whole building")
+    assert "Lujiazui" in out and "136****2222" in out
+    assert not await work_orders(gw, core_url, contact_phone="13600002222")
+    await c.text("yes")
+    [wo] = await work_orders(gw, core_url, contact_phone="13600002222")
+    assert wo["type"] == "outage" and "Lujiazui Ring Road" in wo["address"]
+    out = await c.text("what's the status of that ticket now?")
+    assert wo["id"] in out  # the order this conversation filed, without asking for an account
