@@ -133,6 +133,7 @@ class PolicyMixin:
 
         # 3. pending offer (handoff after fallback, outage notice subscription...)
         offer = st.pop("offer", None)
+        offer_misses = int(st.pop("offer_misses", 0) or 0)
         if offer:
             if decline or intent == "deny" or intent == "cancel":
                 self.say(turn, "utter_anything_else")
@@ -144,10 +145,11 @@ class PolicyMixin:
                 # "嗯，短信通知我就行": the offer taken up in other words; its flow asks the yes
                 await self.accept_offer(turn, offer, confirmed=False)
                 return
-            if offer != "handoff" and _unclear_reply(turn, intent):
+            if offer != "handoff" and _unclear_reply(turn, intent) and offer_misses < MAX_FORM_MISSES:
                 # "0000", "嗯？": not a new request, not an answer. Keep the question open and ask
-                # for a yes or no; a real new request (any understood intent) lets the offer lapse
+                # for a yes or no (twice at most); a real new request lets the offer lapse
                 st["offer"] = offer
+                st["offer_misses"] = offer_misses + 1
                 self.say(turn, "utter_offer_yes_no")
                 return
         elif intent in ("affirm", "deny") and not decline and turn.confidence >= FALLBACK_CONFIDENCE:
@@ -349,9 +351,11 @@ class PolicyMixin:
                 return
             self.say(turn, "utter_invalid_phone" if slot == "contact_phone" and _has_digits(turn) else
                      "utter_not_understood_slot")
-            await self.run_flow(turn, name, resume=True)
-            if st.get("form"):
-                st["form"]["misses"] = misses
+            try:
+                await self.run_flow(turn, name, resume=True)
+            finally:
+                if st.get("form") and st["form"].get("slot") == slot:
+                    st["form"]["misses"] = misses  # the same question asked again: counted
             return
         # interruption: answer the side question, then come back to the form
         saved = dict(form)

@@ -165,3 +165,32 @@ async def test_out_of_scope_says_what_the_assistant_can_do(gw):
     c = chat(gw)
     out = await c.text("帮我查一下水费")
     assert "只能" in out or "无法" in out
+
+
+async def test_a_fire_alerts_an_agent_at_once_and_the_report_still_completes(gw):
+    c = chat(gw)
+    first = await c.text("电表箱着火了！！黄浦区复兴东路88号，电话13711110006")
+    assert "119" in first and "确认" in first and "复兴东路88号" in first
+    assert await handoff_of(gw, c) is not None  # an agent is alerted before the report is filed
+    assert await orders_for(gw, "13711110006") == []
+    done = await c.text("是的，赶紧派人")
+    assert re.search(r"WO\d{12}", done)
+    (wo,) = await orders_for(gw, "13711110006")
+    assert wo.priority == "emergency" and "复兴东路88号" in wo.address
+
+
+async def test_the_same_question_is_not_asked_a_third_time(gw):
+    c = chat(gw)
+    await c.text("我家电表坏了需要报修")
+    await c.text("闵行区莘庄镇莘松路14号")
+    await c.text("嗯嗯嗯")
+    await c.text("啊？")
+    third = await c.text("什么")
+    assert "人工" in third  # a person is offered instead of the phone question a third time
+    assert await handoff_of(gw, c) is None
+
+
+async def test_a_bare_account_number_asks_what_for_and_shows_nothing(gw):
+    c = chat(gw)
+    out = await c.text("3100000002")
+    assert "31******02" in out and "后4位" in out and "李" not in out and "漕溪北路" not in out
