@@ -5,8 +5,13 @@ A flow is re-run from the top each turn; ``require`` returns a filled slot or as
 turn). On the next turn the policy gives the answer to ``fill_requested``, which reads and
 validates the value of *that* slot (an account number, the last 4 digits of a phone, a
 choice among offered buttons, a date...) from the parse's entities or the raw text
-(``intents.slots``). ``confirm`` asks a yes/no question before a side effect; ``_clear_form``
-forgets the open form (cancel, interruption, hand-off).
+(``intents.slots``) — an address must read like a place, a phone like a mobile number, an
+account must exist in the core — and ``take_extra`` keeps what else an answer gives ("地址…，
+电话…"). ``confirm`` asks a yes/no question before a side effect; ``ConfirmedWrites`` (the
+core client the flows see) makes sure no write happens without that yes: a flow that writes
+without having asked gets the question asked for it, showing what will be written, and runs
+again once the customer says yes. ``_clear_form`` forgets the open form (cancel, interruption,
+hand-off).
 
 Expects of the class it is mixed into: ``say`` (``Responses``); ``account`` and
 ``_chosen_account`` (``IdentityMixin``: an answer that is an account number is looked up before

@@ -1,18 +1,36 @@
 """The policy: what the bot does with one understood message.
 
-In order of precedence: a hazard preempts everything (an emergency work order and an agent);
-"human please" hands off; "cancel" drops the open form or offer; a pending yes/no offer
-(hand-off after fallbacks, subscribing to outage notices, paying, booking) is answered; an open
-form gets the slot it asked for, or the customer's side question is answered and the form
-resumed; a follow-up reuses the last request ("那上个月呢"); a bare account or work-order number
-continues the last request; otherwise the intent is dispatched — to a business flow, to the
-simple responses the domain's rules give it, or to the fallback (rephrase → offer an agent →
-hand off).
+In order of precedence:
+
+- a hazard preempts everything: the safety script (for a smoking socket or appliance, the main
+  switch too), then the hazard's own form — where, a contact phone (a proven or verified one is
+  offered), a yes showing what will be filed — and only then the emergency repair order,
+  dispatched, and an agent. Fire or a person hurt alerts an agent at once while the report goes
+  on (the engine lets the form run while that handoff waits). A "no" files nothing;
+- "human please" hands off (an angry one with an apology first); an angry message hears an
+  apology before anything else;
+- an open form: a no, a cancel or a correction ("哦不对，我是要报修…") leaves it (the corrected
+  request is taken up); an answer is checked for its kind (``FormsMixin.fill_requested``) and
+  whatever else it gives is kept; another understood request is answered around the form and
+  the form resumed; thanks or goodbye put it aside (resumed only on a yes); a question not
+  understood twice offers a person instead of a third ask;
+- a pending yes/no offer is answered; it lapses on anything else (an unclear reply is asked
+  for a yes or no twice at most); a yes or no with nothing asked writes nothing;
+- two requests in one message ("查下电费，顺便问下浦东明天停不停电") are handled in order
+  (``act``), the first question that opens staying open;
+- a follow-up reuses the last request ("那上个月呢"); a bare account or work-order number
+  continues the last request, or asks what it is for; a message of details the NLU calls
+  "inform" is the best-ranked business request of the parse;
+- otherwise the intent is dispatched — to a business flow, to the simple responses the domain's
+  rules give it, to "not something 95598 handles" (out of scope), or to the fallback
+  (rephrase → offer an agent → hand off).
+
+Every write to the core waits for the customer's yes (``forms.ConfirmedWrites``).
 
 Expects of the class it is mixed into: ``flows`` (business intent → ``flow_*`` method, built by
 the engine), ``domain``, ``core``, ``sender_proofs``; ``say`` (``Responses``);
-``fill_requested``, ``_clear_form``, ``_take_entities`` (``FormsMixin``); ``account``
-(``IdentityMixin``).
+``fill_requested``, ``take_extra``, ``_clear_form``, ``_take_entities``, ``_known_phone``,
+``_proven_account`` (``FormsMixin``); ``account``, ``verify`` (``IdentityMixin``).
 """
 
 from __future__ import annotations
