@@ -63,6 +63,9 @@ def _long_numbers(t: str) -> list[tuple[int, int, str]]:
 
 
 def _is_mobile(digits: str) -> bool:
+    """11 digits of a mainland mobile, or the same with the country code 86 before them."""
+    if len(digits) == 13 and digits.startswith("86"):
+        digits = digits[2:]
     return len(digits) == 11 and digits[0] == "1" and digits[1] in "3456789"
 
 

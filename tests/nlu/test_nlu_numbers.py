@@ -99,4 +99,5 @@ def test_form_answers_read_every_form(fn, text: str, value) -> None:
 def test_form_answers_not_misread() -> None:
     assert slots.choice("我一会儿再说") is None and slots.choice("一样") is None
     assert slots.last4("12345") is None and slots.account_number("13812345678") is None
+    assert slots.account_number("+8613812345678") is None and slots.account_number("86 138 1234 5678") is None
     assert slots.kwh("三百") is None and slots.kwh("三百", bare_number=True) == "300"
