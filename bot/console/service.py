@@ -302,8 +302,9 @@ async def get_handoff(session: AsyncSession, handoff_id: int) -> Handoff | None:
     return await session.get(Handoff, handoff_id)
 
 
-async def take(session: AsyncSession, handoff_id: int, agent_name: str) -> bool:
-    """Exclusive: one conditional UPDATE; of two agents racing exactly one sees a row changed."""
+async def take(session: AsyncSession, handoff_id: int, agent_name: str, *, texts: TextService | None = None) -> bool:
+    """Exclusive: one conditional UPDATE; of two agents racing exactly one sees a row changed.
+    With ``texts`` the customer is told a person joined (``utter_agent_joined``)."""
     res = await session.execute(
         update(Handoff)
         .where(Handoff.id == handoff_id, Handoff.status == "waiting")
@@ -317,7 +318,21 @@ async def take(session: AsyncSession, handoff_id: int, agent_name: str) -> bool:
     session.add(Event(conversation_id=h.conversation_id, type="handoff", name="assigned", data={"agent_id": agent_name}))
     session.add(ConsoleMessage(conversation_id=h.conversation_id, handoff_id=h.id, agent_name=agent_name,
                                kind="system", text=f"{agent_name} 接入会话"))
+    if texts is not None:
+        await announce_agent(session, h, agent_name, texts)
     return True
+
+
+async def announce_agent(session: AsyncSession, h: Handoff, agent_name: str, texts: TextService) -> None:
+    """Tell the customer a person has joined (once per handoff and agent): a reply from the
+    system, naming the agent, that every channel delivers and the web chat shows as a divider."""
+    lang = await customer_language(session, h.conversation_id)
+    channel, sender = split_conversation(h.conversation_id)
+    notice = Reply(channel=channel, recipient_id=sender, text=texts.text("utter_agent_joined", lang=lang, channel=channel,
+                                                                          name=agent_name),
+                   metadata={"sender": {"role": "system", "name": agent_name}, "event": "agent_joined"})
+    await outbox.enqueue(session, notice, kind="reply", conversation_id=h.conversation_id,
+                         dedupe_key=f"joined:{h.id}:{agent_name}")
 
 
 async def transfer(session: AsyncSession, handoff_id: int, from_agent: str | None, to_agent: str) -> bool:

@@ -579,16 +579,23 @@ async def conversation(request: web.Request, agent: Agent, cs: ConsoleSession) -
     })
 
 
+def _texts(request: web.Request) -> Any:
+    from bot.app import TEXTS  # the app's wiring imports this module
+
+    return request.app[TEXTS]
+
+
 @api(write=True)
 async def take(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.StreamResponse:
     hid = _handoff_id(request)
     async with _sm(request)() as session, session.begin():
-        won = await service.take(session, hid, agent.name)
+        won = await service.take(session, hid, agent.name, texts=_texts(request))
         h = await service.get_handoff(session, hid)
     if h is None:
         return _error(404, "not_found", "no handoff with this id")
     if not won:
         return _error(409, "taken", f"已被 {h.agent_id or '其他坐席'} 接入" if h.status == "assigned" else "会话已结束")
+    _wake_outbox(request)  # the customer is told a person joined
     await _publish(request, {"type": "taken", **access.event_fields(h), "agent": agent.name})
     return _json({"ok": True, "handoff_id": hid, "agent": agent.name})
 
@@ -642,9 +649,7 @@ async def close(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.S
     note_text = _clean_str(note.strip()[:MAX_TEXT], "note") if isinstance(note, str) and note.strip() else None
     async with _sm(request)() as session, session.begin():
         h = await _handoff_for(request, session, agent, act=True)
-        from bot.app import TEXTS
-
-        await service.close(session, h, agent.name, note_text, texts=request.app[TEXTS])
+        await service.close(session, h, agent.name, note_text, texts=_texts(request))
         status = "released"
     _wake_outbox(request)
     await _publish(request, {"type": "closed", **access.event_fields(h), "status": status})
@@ -685,6 +690,8 @@ async def assign(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.
         holder = h.agent_id
         if h.status == "waiting":
             ok = await service.assign_to(session, hid, other.name, agent.name)
+            if ok:
+                await service.announce_agent(session, h, other.name, _texts(request))
         elif h.status == "assigned":
             ok = await service.transfer(session, hid, holder, other.name)
         else:

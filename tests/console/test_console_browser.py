@@ -198,7 +198,8 @@ async def test_agent_console_in_the_browser(tmp_path, interpreter, size: str) ->
             await editor.press("Control+Enter")
             await expect(page.locator("#history .msg-agent")).to_contain_text("我是客服李娜", timeout=10_000)
             got = await wait_until(c.poll, timeout=10)
-            assert got == ["您好，我是客服李娜。您本月用电量较上月增加，已为您核对账单，请稍等。"]  # never the note
+            # the customer was told the agent joined when she took it; then her reply, never the note
+            assert got == ["人工客服李娜已接入，正在为您服务。", "您好，我是客服李娜。您本月用电量较上月增加，已为您核对账单，请稍等。"]
             assert not any("抄表" in t for t in c.received)
 
             # (5) canned responses edited in the UI, then found by "/"

@@ -106,6 +106,8 @@ async def test_agent_works_a_conversation(gw, http) -> None:
         assert (await a.post(f"/console/api/handoffs/{hid}/take"))[0] == 200
         ev = await next_event(ws_b, "taken")
         assert ev["agent"] == "alice"
+        # the customer is told a person joined, by name, once
+        assert await wait_until(c.poll, timeout=10) == ["人工客服alice已接入，正在为您服务。"]
 
         # while alice holds it the customer's messages go to her, not to the bot
         assert await c.say("我家停电了，电线掉下来了吗不确定") in ([], ["您的消息已转给人工客服，请稍候。"])

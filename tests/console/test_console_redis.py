@@ -56,6 +56,8 @@ async def test_events_cross_gateways_through_redis(core, interpreter, postgres_u
             # alice takes it on B; bob's websocket on A sees it taken
             assert (await on_b.post(f"/console/api/handoffs/{hid}/take"))[0] == 200
             assert (await next_event(ws_a, "taken", c.conversation_id))["agent"] == "alice"
+            # the customer is told alice joined (queued on B, polled from A)
+            assert await wait_until(c.poll, timeout=10) == ["人工客服alice已接入，正在为您服务。"]
             # bob, on the other gateway, loses the race
             assert (await on_a.post(f"/console/api/handoffs/{hid}/take"))[0] == 409
 
