@@ -29,10 +29,16 @@ class BillingFlows:
         b = bills[0]
         arrears = await self.core.get_arrears(acc.account_number)
         turn.set_slot("month", b.month)
-        self.say(turn, "utter_bill", account=mask_account(acc.account_number), month=b.month, amount=money_text(b.amount),
-                 kwh=kwh_fmt(b.kwh), paid=money_text(b.paid_amount), balance=money_text(b.balance), due=b.due_date.isoformat(),
-                 status=self.label(turn, "utter_fragment_bill_status", b.status, BILL_STATUSES),
-                 owed=money_text(arrears.amount_owed))
+        figures = {"account": mask_account(acc.account_number), "month": b.month, "amount": money_text(b.amount),
+                   "kwh": kwh_fmt(b.kwh), "paid": money_text(b.paid_amount), "balance": money_text(b.balance),
+                   "due": b.due_date.isoformat(),
+                   "status": self.label(turn, "utter_fragment_bill_status", b.status, BILL_STATUSES),
+                   "owed": money_text(arrears.amount_owed)}
+        # the same figures for channels that lay a bill out (the web chat's card), with the
+        # arrears month by month
+        card = {**figures, "arrears": [{"month": u.month, "balance": money_text(u.balance)}
+                                       for u in arrears.unpaid_bills]}
+        self.say(turn, "utter_bill", metadata={"bill": card}, **figures)
         if arrears.amount_owed > 0:
             turn.state["offer"] = "pay"
 
