@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from backend_client import CoreClient
+from backend_client import CoreClient, CoreUnavailable
 from backend_client.models import Account
 from bot.dialogue.domain import Domain
 from bot.dialogue.flows import BUSINESS_INTENTS
@@ -116,8 +116,14 @@ class DialogueEngine(
         if snap.handoff is not None and not _reporting_hazard(snap):
             return self._handoff_turn(message, parse, lang, snap)
         new_identity: tuple[list[Account], str] | None = None
+        identity_pending = False
         if not snap.exists or snap.customer_id is None:
-            new_identity = await self._known_accounts(message)
+            try:
+                new_identity = await self._known_accounts(message)
+            except CoreUnavailable:
+                # answer what needs no core ("你好", thanks, the hotline); who the sender is
+                # is looked up again next turn, and a flow that needs the core is "busy" as before
+                identity_pending = True
         intent = parse.get("intent", {}).get("name") or "nlu_fallback"
         if message.kind == "location" and intent not in ("request_human", "repair_request"):
             # A shared location (platform-neutral kind) asks "is the power out around here?":
@@ -148,7 +154,7 @@ class DialogueEngine(
                 _log_text(text[:80]),
             )
         return TurnResult(message=message, replies=turn.replies, kind="turn", turn=turn, snapshot=snap,
-                          new_identity=new_identity, parse=parse)
+                          new_identity=new_identity, parse=parse, identity_pending=identity_pending)
 
     async def handle(self, message: Message) -> list[Reply]:
         """One turn on its own — retrieve, decide, save — for a caller without the pipeline

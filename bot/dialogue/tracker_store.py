@@ -129,6 +129,8 @@ class TrackerStore:
         snap = result.snapshot
         assert snap is not None
         plain = turn.handoff is None and not turn.new_accounts and turn.verify_result is None
+        # a sender whose identity the core could not look up stays unlinked until a turn can
+        link = not result.identity_pending or not plain
         plans: list[Plan] = []
         if plain and snap.exists and snap.customer_id is not None:
             # the tracker row guarded by its customer: a row changed under us updates nothing
@@ -136,8 +138,8 @@ class TrackerStore:
                        "b_now": utcnow()}
             plans.append(StatementPlan([(_UPDATE_CONVERSATION_P, [guarded], 1), (_INSERT_EVENT_P, event_rows(turn), None)]))
         elif plain and not snap.exists:
-            plans.append(_new_conversation_plan(turn, result.new_identity))
-        plans.append(SessionPlan(lambda session: _write_full_turn(session, turn, result.new_identity)))
+            plans.append(_new_conversation_plan(turn, result.new_identity, link=link))
+        plans.append(SessionPlan(lambda session: _write_full_turn(session, turn, result.new_identity, link=link)))
         return plans
 
     async def save(self, result: TurnResult) -> Any:
@@ -205,7 +207,8 @@ def event_rows(turn: Turn) -> list[dict[str, Any]]:
             for r in rows]
 
 
-def _new_conversation_plan(turn: Turn, new_identity: tuple[list[Account], str] | None) -> StatementPlan:
+def _new_conversation_plan(turn: Turn, new_identity: tuple[list[Account], str] | None, *,
+                           link: bool = True) -> StatementPlan:
     """A new conversation's first turn (no handoff, nothing to verify) with Core statements and
     no ORM unit of work (this runs for every new sender): link the customer, insert the tracker
     row and the events. Misses when a concurrent turn inserted the conversation or identity
@@ -213,7 +216,7 @@ def _new_conversation_plan(turn: Turn, new_identity: tuple[list[Account], str] |
     msg, now = turn.message, utcnow()
 
     def link_and_insert(conn: Connection) -> None:
-        customer_id = _link_customer(conn, msg, new_identity)
+        customer_id = _link_customer(conn, msg, new_identity) if link else None
         _INSERT_CONVERSATION_P.run(conn, {
             "id": turn.conversation_id, "channel": msg.channel, "sender_id": msg.sender_id,
             "customer_id": customer_id, "state": turn.state, "version": 1, "created_at": now, "updated_at": now})
@@ -221,18 +224,19 @@ def _new_conversation_plan(turn: Turn, new_identity: tuple[list[Account], str] |
     return StatementPlan([(_INSERT_EVENT_P, event_rows(turn), None)], prepare=link_and_insert, miss_on_integrity=True)
 
 
-async def _write_full_turn(session: AsyncSession, turn: Turn, new_identity: tuple[list[Account], str] | None) -> Any:
+async def _write_full_turn(session: AsyncSession, turn: Turn, new_identity: tuple[list[Account], str] | None, *,
+                           link: bool = True) -> Any:
     """Anything beyond the common turn: the customer linked, accounts added, a verification
     counted, a handoff opened."""
     msg, cid = turn.message, turn.conversation_id
     conv = await session.get(Conversation, cid)
     if conv is None:
         # the customer first, so the new row is inserted once, complete
-        linked = await session.run_sync(lambda s: _link_customer(s, msg, new_identity))
+        linked = await session.run_sync(lambda s: _link_customer(s, msg, new_identity)) if link else None
         conv = Conversation(id=cid, channel=msg.channel, sender_id=msg.sender_id, state={}, version=0,
                             customer_id=linked)
         session.add(conv)
-    elif conv.customer_id is None:
+    elif conv.customer_id is None and link:
         conv.customer_id = await session.run_sync(lambda s: _link_customer(s, msg, new_identity))
     customer_id = conv.customer_id
     for number, how in turn.new_accounts:

@@ -97,6 +97,7 @@ class TurnResult:
     new_identity: tuple[list[Account], str] | None = None
     parse: dict[str, Any] | None = None
     ack_handoff: int | None = None
+    identity_pending: bool = False  # the core could not say who the sender is: link them later
 
 
 @dataclass
