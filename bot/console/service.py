@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, cast, func, or_, select, update
+from sqlalchemy import String, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import outbox
@@ -302,9 +302,9 @@ async def get_handoff(session: AsyncSession, handoff_id: int) -> Handoff | None:
     return await session.get(Handoff, handoff_id)
 
 
-async def take(session: AsyncSession, handoff_id: int, agent_name: str, *, texts: TextService | None = None) -> bool:
-    """Exclusive: one conditional UPDATE; of two agents racing exactly one sees a row changed.
-    With ``texts`` the customer is told a person joined (``utter_agent_joined``)."""
+async def _assign_waiting(session: AsyncSession, handoff_id: int, agent_name: str) -> Handoff | None:
+    """The waiting handoff, now held by ``agent_name`` (one conditional UPDATE: of two racing
+    exactly one gets it); None when it was no longer waiting."""
     res = await session.execute(
         update(Handoff)
         .where(Handoff.id == handoff_id, Handoff.status == "waiting")
@@ -312,9 +312,18 @@ async def take(session: AsyncSession, handoff_id: int, agent_name: str, *, texts
         .execution_options(synchronize_session=False)
     )
     if res.rowcount != 1:
-        return False
+        return None
     h = await session.get(Handoff, handoff_id)
     await session.refresh(h)
+    return h
+
+
+async def take(session: AsyncSession, handoff_id: int, agent_name: str, *, texts: TextService | None = None) -> bool:
+    """Exclusive: one conditional UPDATE; of two agents racing exactly one sees a row changed.
+    With ``texts`` the customer is told a person joined (``utter_agent_joined``)."""
+    h = await _assign_waiting(session, handoff_id, agent_name)
+    if h is None:
+        return False
     session.add(Event(conversation_id=h.conversation_id, type="handoff", name="assigned", data={"agent_id": agent_name}))
     session.add(ConsoleMessage(conversation_id=h.conversation_id, handoff_id=h.id, agent_name=agent_name,
                                kind="system", text=f"{agent_name} 接入会话"))
@@ -405,16 +414,9 @@ async def close(session: AsyncSession, h: Handoff, agent_name: str, note_text: s
 
 async def assign_to(session: AsyncSession, handoff_id: int, agent_name: str, by: str) -> bool:
     """A supervisor hands a waiting conversation to an agent (same exclusive update as ``take``)."""
-    res = await session.execute(
-        update(Handoff)
-        .where(Handoff.id == handoff_id, Handoff.status == "waiting")
-        .values(status="assigned", agent_id=agent_name, assigned_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    if res.rowcount != 1:
+    h = await _assign_waiting(session, handoff_id, agent_name)
+    if h is None:
         return False
-    h = await session.get(Handoff, handoff_id)
-    await session.refresh(h)
     session.add(Event(conversation_id=h.conversation_id, type="handoff", name="assigned",
                       data={"agent_id": agent_name, "by": by}))
     session.add(ConsoleMessage(conversation_id=h.conversation_id, handoff_id=h.id, agent_name=by,

@@ -11,6 +11,8 @@ Expects of the class it is mixed into: ``core``, ``payments``; ``require_account
 
 from __future__ import annotations
 
+from typing import Any
+
 from bot.dialogue.responses import BILL_STATUSES, CHINA_TZ, PAYMENT_STATUSES, kwh_fmt
 from bot.dialogue.flows import remember_order
 from bot.dialogue.turn import Turn
@@ -19,16 +21,24 @@ from common.money import money_text
 
 
 class BillingFlows:
-    async def flow_bill_query(self, turn: Turn) -> None:
-        acc = await self.require_account(turn, "bill_query")
+    async def _bill_asked(self, turn: Turn, flow: str) -> tuple[Any, Any] | None:
+        """The account and the bill of the month asked for (the latest without one); None after
+        telling the customer there is no such bill."""
+        acc = await self.require_account(turn, flow)
         month = turn.slots.get("month")
         bills = await self.core.list_bills(acc.account_number, month=month)
         if not bills:
             self.say(turn, "utter_no_bill", month=month or "")
+            return None
+        turn.set_slot("month", bills[0].month)
+        return acc, bills[0]
+
+    async def flow_bill_query(self, turn: Turn) -> None:
+        asked = await self._bill_asked(turn, "bill_query")
+        if asked is None:
             return
-        b = bills[0]
+        acc, b = asked
         arrears = await self.core.get_arrears(acc.account_number)
-        turn.set_slot("month", b.month)
         figures = {"account": mask_account(acc.account_number), "month": b.month, "amount": money_text(b.amount),
                    "kwh": kwh_fmt(b.kwh), "paid": money_text(b.paid_amount), "balance": money_text(b.balance),
                    "due": b.due_date.isoformat(),
@@ -43,14 +53,10 @@ class BillingFlows:
             turn.state["offer"] = "pay"
 
     async def flow_usage_query(self, turn: Turn) -> None:
-        acc = await self.require_account(turn, "usage_query")
-        month = turn.slots.get("month")
-        bills = await self.core.list_bills(acc.account_number, month=month)
-        if not bills:
-            self.say(turn, "utter_no_bill", month=month or "")
+        asked = await self._bill_asked(turn, "usage_query")
+        if asked is None:
             return
-        b = bills[0]
-        turn.set_slot("month", b.month)
+        acc, b = asked
         extra = ""
         if b.peak_kwh is not None and b.valley_kwh is not None:
             extra = self.phrase(turn, "utter_fragment_usage_split", peak=kwh_fmt(b.peak_kwh), valley=kwh_fmt(b.valley_kwh))
