@@ -134,3 +134,11 @@ async def core(tmp_path_factory):  # type: ignore[no-untyped-def]
         c.db_url = db
         yield c
 
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def http():  # type: ignore[no-untyped-def]
+    """An HTTP client for a test (on the module's event loop, where the module's servers run)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s:
+        yield s

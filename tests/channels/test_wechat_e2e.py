@@ -7,7 +7,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 import pytest_asyncio
 from sqlalchemy import func, select
@@ -17,21 +16,7 @@ from bot.models import InboundMessage, OutboxMessage
 from channels.base import DeliveryError, Reply
 from channels.wechat_store import WeChatWindow
 from stack import run_gateway, wait_until
-from wechat_platform import (
-    AES_KEY,
-    APPID,
-    SECRET,
-    TOKEN,
-    WeChatPusher,
-    event_xml,
-    image_xml,
-    location_xml,
-    new_openid,
-    run_wechat_api,
-    sign,
-    text_xml,
-    voice_xml,
-)
+from wechat_platform import AES_KEY, APPID, SECRET, TOKEN, WeChatPusher, event_xml, image_xml, location_xml, new_openid, run_wechat_api, sign, text_xml, voice_xml
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -40,12 +25,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 async def wechat_api() -> AsyncIterator:
     async with run_wechat_api() as api:
         yield api
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def wechat_settings(api, mode: str, **extra):  # type: ignore[no-untyped-def]

@@ -8,7 +8,6 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 import pytest_asyncio
 import xmltodict
@@ -20,19 +19,7 @@ from bot.models import InboundMessage, OutboxMessage
 from channels.wechat import safe_parse_xml
 from channels.wechat_store import WeChatWindow
 from stack import run_gateway
-from wechat_platform import (
-    ACCOUNT,
-    AES_KEY,
-    APPID,
-    OTHER_AES_KEY,
-    SECRET,
-    TOKEN,
-    WeChatPusher,
-    new_openid,
-    run_wechat_api,
-    sign,
-    text_xml,
-)
+from wechat_platform import ACCOUNT, AES_KEY, APPID, OTHER_AES_KEY, SECRET, TOKEN, WeChatPusher, new_openid, run_wechat_api, sign, text_xml
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -61,12 +48,6 @@ async def gateway(request, core, interpreter, tmp_path_factory) -> AsyncIterator
         async with run_gateway(f"sqlite+aiosqlite:///{db}", core.url, interpreter, **kw) as gw:
             gw.mode = request.param  # type: ignore[attr-defined]
             yield gw
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 async def no_side_effects(gw) -> None:  # type: ignore[no-untyped-def]

@@ -36,12 +36,6 @@ async def gw(request, core, interpreter, tmp_path_factory, postgres) -> AsyncIte
         yield g
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 async def next_event(ws, type_: str, timeout: float = 10.0) -> dict:  # type: ignore[no-untyped-def]
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

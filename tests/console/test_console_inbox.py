@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 import pytest_asyncio
 from sqlalchemy import select
@@ -27,12 +26,6 @@ async def gw(core, interpreter, tmp_path_factory) -> AsyncIterator:
             await make_agent(g, name)
         await make_agent(g, "sam", role="supervisor")
         yield g
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 async def escalate(gw, http, first: str = "转人工") -> Customer:  # type: ignore[no-untyped-def]

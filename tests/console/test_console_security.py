@@ -30,12 +30,6 @@ async def gw(core, interpreter, tmp_path_factory) -> AsyncIterator:
         yield g
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 async def escalate(gw, http) -> Customer:  # type: ignore[no-untyped-def]
     c = Customer(http, gw.url, "sec-" + uuid.uuid4().hex[:8])
     await c.say("转人工")

@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-import pytest_asyncio
 import time_machine
 from sqlalchemy import func, select
 
@@ -33,12 +31,6 @@ SENDER_NOTICE = {
     "For emergencies (fallen wires, sparks) keep away and call 95598.",
 }
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 async def say(http: aiohttp.ClientSession, gw_url: str, sender: str, text: str) -> tuple[int, object]:
