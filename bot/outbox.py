@@ -27,10 +27,11 @@ from bot.db import sql_const, unnest_rows
 from bot.models import OutboxMessage
 from channels.base import DELIVERY_KEY, Channel, DeliveryError, Reply
 from common.clock import utcnow
-from common.metrics import DEAD_LETTERS, MESSAGES_OUT, NOTICES_SENT, OUTBOX_RETRIES, PLATFORM_ERRORS
+from common.metrics import DEAD_LETTERS, MESSAGES_OUT, NOTICES_SENT, OUTBOX_RETRIES, PLATFORM_ERRORS, labelled
 
 log = logging.getLogger("powerbot.outbox")
 _send_log = structlog.get_logger("powerbot.outbox")
+_send_log_std = logging.getLogger("powerbot.outbox")  # its level: a filtered line costs one check
 
 MAX_ATTEMPTS = 8
 BASE_BACKOFF_SECONDS = 2.0
@@ -445,11 +446,12 @@ class OutboxWorker:
                     self._sent(row, result)
 
     def _sent(self, row: Any, provider_id: str | None) -> None:
-        MESSAGES_OUT.labels(row.channel, "sent").inc()
+        labelled(MESSAGES_OUT, row.channel, "sent").inc()
         if row.kind != "reply":
-            NOTICES_SENT.labels(row.channel, row.kind).inc()
-        _send_log.info("sent", outbox_id=row.id, channel=row.channel, kind=row.kind, attempt=row.attempts + 1,
-                       request_id=_request_id_of(row))
+            labelled(NOTICES_SENT, row.channel, row.kind).inc()
+        if _send_log_std.isEnabledFor(logging.INFO):  # one line per send: built only when written
+            _send_log.info("sent", outbox_id=row.id, channel=row.channel, kind=row.kind, attempt=row.attempts + 1,
+                           request_id=_request_id_of(row))
         self._record(row, {"status": "sent", "attempts": row.attempts + 1, "provider_id": provider_id, "sent_at": utcnow()})
 
     def _failed(self, row: Any, exc: BaseException, *, quiet: bool = False) -> None:

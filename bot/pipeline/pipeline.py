@@ -62,6 +62,7 @@ from bot.pipeline.commit import TurnCommits
 
 log = logging.getLogger("powerbot.pipeline")
 _turn_log = structlog.get_logger("powerbot.turn")
+_turn_log_std = logging.getLogger("powerbot.turn")  # its level: a filtered line costs one check
 
 
 MAX_PROCESS_ATTEMPTS = 20
@@ -198,8 +199,9 @@ class Pipeline(InboundQueue, InlineAnswers, ConversationDrain, TurnCommits):
                         request_id=request_id,
                     )
         self._done(row)
-        _turn_log.info("turn", inbound_id=row.id, channel=row.channel, replies=len(queued),
-                       duration_ms=round(elapsed * 1000, 2))
+        if _turn_log_std.isEnabledFor(logging.INFO):  # one line per message: built only when written
+            _turn_log.info("turn", inbound_id=row.id, channel=row.channel, replies=len(queued),
+                           duration_ms=round(elapsed * 1000, 2))
         if queued and not committed.waiting:
             self.on_enqueued()  # due now: wake the worker (inline candidates wait for the grace period)
         fut = self._waiters.get(row.id)

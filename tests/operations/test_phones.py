@@ -42,3 +42,22 @@ def test_the_sms_channel_and_the_notifications_agree() -> None:
 
     assert sms.sms_number is producer.sms_number is api.sms_number is sms_number
     assert not hasattr(sms, "normalize_phone") and not hasattr(producer, "normalize_phone")
+
+
+def test_the_e164_fast_path_agrees_with_phonenumbers() -> None:
+    """Numbers already in mainland E.164 skip the parse: over every 3- and 4-digit mobile prefix
+    (assigned or not) the answer is the one phonenumbers gives."""
+    import random
+
+    from common.phones import _sms_number
+
+    rng = random.Random(7)
+    checked = 0
+    for prefix in range(1000, 2000):
+        for _ in range(3):
+            text = f"+86{prefix}{rng.randrange(10**7):07d}"
+            assert sms_number(text) == _sms_number(text, "CN"), text
+            checked += 1
+    assert checked == 3000
+    assert sms_number("+8613800138000") == "+8613800138000"
+    assert sms_number("+8612000000000") is None  # no such mobile range
