@@ -66,6 +66,7 @@ class Domain:
         self.placeholders: dict[str, Any] = dict(placeholders)
         self.data: dict[str, Any] = _load_yaml(domain_path)
         self.responses: dict[str, list[dict[str, Any]]] = self.data.get("responses") or {}
+        self._pools: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         self.intents: list[str] = [i if isinstance(i, str) else next(iter(i)) for i in self.data.get("intents") or []]
         self.actions: list[str] = list(self.data.get("actions") or [])
         self.forms: dict[str, Any] = self.data.get("forms") or {}
@@ -82,16 +83,25 @@ class Domain:
     def has(self, name: str) -> bool:
         return name in self.responses
 
+    def _pool(self, name: str, lang: str, channel: str) -> list[dict[str, Any]]:
+        """The variants a response may take for a language and channel (chosen once per triple:
+        the domain does not change while the process runs)."""
+        key = (name, lang, channel)
+        pool = self._pools.get(key)
+        if pool is None:
+            variants = self.responses.get(name) or []
+            cands = [v for v in variants if _matches(v, lang)]
+            if not cands:
+                cands = [v for v in variants if _matches(v, "zh")] or variants
+            specific = [v for v in cands if v.get("channel") == channel]
+            generic = [v for v in cands if not v.get("channel")]
+            pool = self._pools[key] = specific or generic or cands
+        return pool
+
     def render(self, name: str, /, *, lang: str, channel: str, seed: str = "", **values: Any) -> Rendered:
-        variants = self.responses.get(name) or []
-        cands = [v for v in variants if _matches(v, lang)]
-        if not cands:
-            cands = [v for v in variants if _matches(v, "zh")] or variants
-        if not cands:
+        pool = self._pool(name, lang, channel)
+        if not pool:
             return Rendered(text=name)
-        specific = [v for v in cands if v.get("channel") == channel]
-        generic = [v for v in cands if not v.get("channel")]
-        pool = specific or generic or cands
         v = pool[zlib.crc32(f"{seed}:{name}".encode()) % len(pool)]
         fmt = _Safe(self.placeholders)
         fmt.update((k, "" if val is None else val) for k, val in values.items())
