@@ -93,7 +93,20 @@ def _schemas() -> dict[str, Any]:
                 "recipient_id": {"type": "string"},
                 "text": {"type": "string"},
                 "buttons": {"type": "array", "items": _ref("Button")},
-                "custom": {"type": "object", "description": "kind of reply (e.g. pay_link) and its data (e.g. pay_url)"},
+                "custom": {"type": "object", "description": "kind of reply (e.g. pay_link) and its data (e.g. pay_url; "
+                                                            "a bill's figures in bill)"},
+                "sender": {"type": "object", "description": "who is talking: the bot, an agent (by name) or the system",
+                           "properties": {"role": {"type": "string", "enum": ["bot", "agent", "system", "customer"]},
+                                          "name": {"type": "string"}}},
+            },
+        },
+        "Transcript": {
+            "type": "object",
+            "required": ["messages", "cursor"],
+            "properties": {
+                "messages": {"type": "array", "items": {"type": "object"},
+                             "description": "what the sender wrote and was answered, oldest first (at most 200)"},
+                "cursor": {"type": "integer", "description": "poll cursor after everything delivered so far"},
             },
         },
         "BotReplies": {"type": "array", "items": _ref("BotReply"),
@@ -198,8 +211,21 @@ def _paths() -> dict[str, Any]:
             "summary": "Send a customer message; answers with the bot's replies (Rasa REST channel)",
             "tags": ["rest channel"], "security": [],
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("RestMessage")}}},
-            "responses": {"200": _ok(_ref("BotReplies")), "400": _resp("BadRequest"),
-                          "413": _resp("PayloadTooLarge"), "429": _resp("TooManyRequests")},
+            "responses": {"200": {**_ok(_ref("BotReplies")), "headers": {"X-Reply-Pending": {
+                              "description": "1: the answer was not ready within POWERBOT_REST_REPLY_WAIT_SECONDS; "
+                                             "it follows through GET /webhooks/rest/messages",
+                              "schema": {"type": "string", "enum": ["1"]}}}},
+                          "400": _resp("BadRequest"), "413": _resp("PayloadTooLarge"), "429": _resp("TooManyRequests")},
+        }},
+        "/webhooks/rest/transcript": {"get": {
+            "operationId": "rest_transcript",
+            "summary": "What a web chat sender wrote and was answered (a reloaded page restores it), and the poll cursor",
+            "tags": ["rest channel"], "security": [],
+            "parameters": [
+                _q("sender", {"type": "string", "minLength": 1, "maxLength": SENDER_MAX, "pattern": CLEAN_TEXT},
+                   "sender id", required=True),
+            ],
+            "responses": {"200": _ok(_ref("Transcript")), "400": _resp("BadRequest")},
         }},
         "/webhooks/rest/messages": {"get": {
             "operationId": "rest_poll",

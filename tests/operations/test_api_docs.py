@@ -66,7 +66,7 @@ async def test_gateway_document_holds_against_the_server(stack) -> None:  # type
         "--include-path-regex", r"^/(webhooks/rest|api/v1/notify|healthz|metrics)",
     )
     assert code == 0, out[-6000:]
-    assert re.search(r"Tested: 9\b", out), out[-3000:]  # REST (3), notify (4), /healthz, /metrics; none skipped
+    assert re.search(r"Tested: 10\b", out), out[-3000:]  # REST (4), notify (4), /healthz, /metrics; none skipped
 
 
 async def test_core_document_holds_against_the_server(stack) -> None:  # type: ignore[no-untyped-def]
