@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-import uuid
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import uuid
 
 import click
 
@@ -19,6 +21,14 @@ def _post(url: str, sender: str, text: str, timeout: float) -> list[dict]:
     )
     with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - operator-given URL
         return json.loads(r.read().decode("utf-8"))
+
+
+def _poll(url: str, sender: str, after: int, timeout: float) -> tuple[list[dict], int]:
+    """Replies that arrived later (an agent's, an answer that was not ready in time)."""
+    query = urllib.parse.urlencode({"sender": sender, "after": after})
+    with urllib.request.urlopen(url.rstrip("/") + "/webhooks/rest/messages?" + query, timeout=timeout) as r:  # noqa: S310
+        body = json.loads(r.read().decode("utf-8"))
+    return body.get("messages") or [], int(body.get("cursor") or after)
 
 
 def default_url() -> str:
@@ -46,7 +56,37 @@ def shell(url: str | None, sender: str | None, timeout: float) -> None:
     sender = sender or f"shell-{uuid.uuid4().hex[:8]}"
     click.echo(f"powerbot shell — {url} as {sender}. Type a message; /exit to quit. Buttons: type the number.")
     buttons: list[dict] = []
+    cursor = 0
+
+    def show(replies: list[dict]) -> None:
+        for r in replies:
+            who = (r.get("sender") or {}).get("name") if (r.get("sender") or {}).get("role") == "agent" else None
+            click.echo(click.style(f"{who or '95598'}> ", fg="green") + r.get("text", ""))
+            custom = r.get("custom") or {}
+            if custom.get("pay_url"):
+                click.echo(f"        pay: {custom['pay_url']}")
+            for b in r.get("buttons") or []:
+                buttons.append(b)
+                click.echo(f"        [{len(buttons)}] {b['title']}")
+
+    def catch_up(wait: float) -> bool:
+        """Show what arrived since the last look; with ``wait``, keep looking that long."""
+        nonlocal cursor
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                later, cursor = _poll(url, sender, cursor, timeout)
+            except (urllib.error.URLError, OSError, ValueError):
+                return False
+            if later:
+                show(later)
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(1.0)
+
     while True:
+        catch_up(0)
         try:
             text = click.prompt("你", prompt_suffix="> ", default="", show_default=False)
         except (EOFError, click.Abort):
@@ -65,13 +105,6 @@ def shell(url: str | None, sender: str | None, timeout: float) -> None:
             click.echo(click.style(f"[gateway unreachable: {exc}]", fg="red"))
             continue
         buttons = []
-        for r in replies:
-            click.echo(click.style("95598> ", fg="green") + r.get("text", ""))
-            custom = r.get("custom") or {}
-            if custom.get("pay_url"):
-                click.echo(f"        pay: {custom['pay_url']}")
-            for b in r.get("buttons") or []:
-                buttons.append(b)
-                click.echo(f"        [{len(buttons)}] {b['title']}")
-        if not replies:
+        show(replies)
+        if not replies and not catch_up(min(timeout, 30.0)):
             click.echo(click.style("95598> ", fg="green") + "(no reply yet — an agent or a delayed answer will follow)")
