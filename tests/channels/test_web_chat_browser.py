@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import time
 from pathlib import Path
@@ -83,6 +84,9 @@ async def journey(gw, http: aiohttp.ClientSession, page: Page, size: str, agent_
     for label in ("用电量", "电费金额", "已缴金额", "待缴金额", "缴费截止", "累计欠费"):
         await expect(card).to_contain_text(label)
     await expect(card.locator("button.pay")).to_have_text("去缴费 / Pay")
+    # the arrears month by month (张伟 owes two months)
+    await expect(card.locator("table tr")).to_have_count(2)
+    await expect(card.locator("table tr").first).to_contain_text(re.compile(r"\d{4}-\d{2}"))
     await expect(quick.first).to_be_disabled()  # the conversation moved on: the greeting's buttons are stale
     assert await page.evaluate("document.scrollingElement.scrollWidth") <= SIZES[size]["width"]  # fits the screen
     await shot(page, size, "2-bill-card")
