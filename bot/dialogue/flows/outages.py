@@ -114,12 +114,8 @@ class OutageFlows:
         self.confirm(turn, "report_outage", "utter_confirm_outage_order_details", address=address or "-", phone=mask_phone(phone))
         turn.slots.pop("_outage_checked", None)
         turn.slots.pop("_outage_told", None)
-        wo = await self.core.create_work_order(
-            "outage", str(turn.slots.get("_text") or "")[:500] or "停电", account_number=number, priority="high",
-            channel=turn.message.channel, contact_phone=phone, address=address, details={"district": district},
-            idempotency_key=f"{turn.key}:wo")
-        remember_order(turn, wo.id)
-        self._order_done(turn, wo, "utter_outage_order_created")
+        await self._file_order(turn, "outage", "停电", "high", number, phone, address, district,
+                               "utter_outage_order_created")
 
     async def flow_outage_schedule(self, turn: Turn) -> None:
         # every district the question names ("黄浦和浦东明天都停电吗"), else the one given or the account's
@@ -171,12 +167,17 @@ class OutageFlows:
         number, district, address = await self._location(turn, "repair_request")
         phone = await self.contact_phone(turn, "repair_request")
         self.confirm(turn, "repair_request", "utter_confirm_repair", address=address or "-")
+        await self._file_order(turn, "repair", "报修", "normal", number, phone, address, district, "utter_repair_created")
+
+    async def _file_order(self, turn: Turn, wo_type: str, default_description: str, priority: str, number: Any,
+                          phone: Any, address: Any, district: Any, done: str) -> None:
+        """The confirmed outage or repair order: the customer's words as its description."""
         wo = await self.core.create_work_order(
-            "repair", str(turn.slots.get("_text") or "")[:500] or "报修", account_number=number, priority="normal",
-            channel=turn.message.channel, contact_phone=phone, address=address, details={"district": district},
-            idempotency_key=f"{turn.key}:wo")
+            wo_type, str(turn.slots.get("_text") or "")[:500] or default_description, account_number=number,
+            priority=priority, channel=turn.message.channel, contact_phone=phone, address=address,
+            details={"district": district}, idempotency_key=f"{turn.key}:wo")
         remember_order(turn, wo.id)
-        self._order_done(turn, wo, "utter_repair_created")
+        self._order_done(turn, wo, done)
 
     async def flow_work_order_status(self, turn: Turn) -> None:
         """One work order by its number; else every open order of the customer (the orders of
