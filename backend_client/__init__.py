@@ -18,6 +18,11 @@ Methods of :class:`CoreClient`:
 - ``find_accounts_by_phone(phone)`` → list[Account] — accounts registered with a phone number.
 - ``find_account_by_binding(channel, identity)`` → Account | None — most recently bound account.
 - ``find_accounts_by_binding(channel, identity)`` → list[Account] — all accounts bound to it.
+- ``find_customers_by_name(name, *, limit=20, timeout=None)`` → list[Customer] — customers whose
+  holder name contains ``name`` (2–64 characters with a letter), exact and prefix matches first;
+  account numbers and masked names (``张*``) only.
+- ``customers_by_account(account_numbers, *, timeout=None)`` → list[Customer] — the masked names
+  of a batch of accounts (50 per call; unknown accounts left out).
 - ``bind_account(account_number, channel, identity)`` → Account — bind (idempotent).
 - ``unbind_account(account_number, channel, identity)`` → Account — unbind (idempotent).
 - ``list_bills(account_number, month=None, status=None)`` → list[Bill] — newest first; month
@@ -73,6 +78,7 @@ from .models import (
     Arrears,
     Bill,
     Binding,
+    Customer,
     Event,
     EventPage,
     Hall,
@@ -99,6 +105,7 @@ __all__ = [
     "CoreClient",
     "CoreError",
     "CoreUnavailable",
+    "Customer",
     "Event",
     "EventPage",
     "Hall",

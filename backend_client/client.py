@@ -15,7 +15,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -29,6 +29,7 @@ from .models import (
     Appointment,
     Arrears,
     Bill,
+    Customer,
     EventPage,
     Hall,
     Health,
@@ -46,6 +47,7 @@ log = logging.getLogger("backend_client")
 T = TypeVar("T", bound=BaseModel)
 
 _RETRY_STATUSES = {502, 503, 504}
+CUSTOMER_BATCH = 50  # account numbers per GET /customers (the core's limit)
 
 
 def _mask(path: str) -> str:
@@ -287,6 +289,23 @@ class CoreClient:
     async def find_account_by_binding(self, channel: str, identity: str) -> Account | None:
         accounts = await self.find_accounts_by_binding(channel, identity)
         return accounts[0] if accounts else None
+
+    async def find_customers_by_name(self, name: str, *, limit: int = 20, timeout: float | None = None) -> list[Customer]:
+        """Customers whose holder name contains ``name`` (2–64 characters with a letter; else
+        ValidationFailed), exact and prefix matches first, at most ``limit`` (≤ 50). Names masked."""
+        data = await self._request("GET", "/customers", params={"name": name, "limit": limit}, timeout=timeout)
+        return self._parse_list(Customer, data, "customers")
+
+    async def customers_by_account(self, account_numbers: Iterable[str], *, timeout: float | None = None) -> list[Customer]:
+        """The masked holder names of these accounts (unknown ones left out), in as few calls as
+        the core's batch size allows (50 a call; one call for a console queue)."""
+        numbers = list(dict.fromkeys(account_numbers))
+        out: list[Customer] = []
+        for i in range(0, len(numbers), CUSTOMER_BATCH):
+            chunk = ",".join(numbers[i:i + CUSTOMER_BATCH])
+            data = await self._request("GET", "/customers", params={"account_numbers": chunk}, timeout=timeout)
+            out += self._parse_list(Customer, data, "customers")
+        return out
 
     async def bind_account(self, account_number: str, channel: str, identity: str) -> Account:
         data = await self._request("PUT", f"/accounts/{account_number}/bindings", json={"channel": channel, "identity": identity})

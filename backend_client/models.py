@@ -35,6 +35,13 @@ class Account(_M):
     created_at: datetime | None = None
 
 
+class Customer(_M):
+    """A customer as the core lists them: the account and the holder's name masked (``张*``)."""
+
+    account_number: str
+    masked_name: str
+
+
 class Bill(_M):
     id: int
     account_number: str

@@ -120,6 +120,12 @@ async def find_accounts(request: web.Request) -> web.Response:
     return _json(await _svc(request).find_accounts(q.get("phone"), q.get("binding_channel"), q.get("binding_identity")))
 
 
+async def find_customers(request: web.Request) -> web.Response:
+    from .customers import lookup
+
+    return _json(await lookup(_svc(request).sm, dict(request.query)))
+
+
 async def bind_account(request: web.Request) -> web.Response:
     data = await _body(request, sc.BindingIn)
     return _json(await _svc(request).bind(request.match_info["account_number"], data))
@@ -280,6 +286,12 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", API + "/openapi.json", openapi_doc, "This OpenAPI document", tags=("ops",)),
     Route("GET", API + "/accounts", find_accounts, "Find accounts by phone or channel binding", response=sc.AccountList,
           query=(("phone", "registered phone"), ("binding_channel", "channel name"), ("binding_identity", "user id on that channel")), tags=("accounts",)),
+    Route("GET", API + "/customers", find_customers,
+          "Customers by (part of) the holder's name, or a batch of account numbers: account numbers and masked names only",
+          response=sc.CustomerList,
+          query=(("name", "part of the holder's name, 2–64 characters with a letter (substring, case-insensitive)"),
+                 ("account_numbers", "comma-separated 户号, at most 50 (instead of name)"),
+                 ("limit", "max rows with name (20 by default, 50 at most)")), tags=("accounts",)),
     Route("GET", API + "/accounts/{account_number}", get_account, "Get an account", response=sc.AccountOut, tags=("accounts",)),
     Route("PUT", API + "/accounts/{account_number}/bindings", bind_account, "Bind a channel identity (idempotent)",
           body=sc.BindingIn, response=sc.AccountOut, tags=("accounts",)),

@@ -34,6 +34,8 @@ _QUERY_PARAM_SCHEMA: dict[str, dict[str, Any]] = {
     "kwh": {"type": "number", "minimum": 0},
     "peak_kwh": {"type": "number", "minimum": 0},
     "valley_kwh": {"type": "number", "minimum": 0},
+    "name": {"type": "string", "minLength": 2, "maxLength": 64},
+    "account_numbers": {"type": "string", "pattern": r"^\d{10,13}(,\d{10,13}){0,49}$"},
 }
 
 

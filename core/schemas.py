@@ -109,6 +109,17 @@ class AccountList(Out):
     accounts: list[AccountOut]
 
 
+class CustomerOut(Out):
+    """A customer as a list may show them: the account and the holder's name masked."""
+
+    account_number: str
+    masked_name: str = Field(description="first character, then one * per further character")
+
+
+class CustomerList(Out):
+    customers: list[CustomerOut]
+
+
 # --- bills ------------------------------------------------------------------------------------
 class BillIn(In):
     month: str = Field(pattern=MONTH_RE)
