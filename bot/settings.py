@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.settings_parts import CORE_TOKEN_FILE, core_token, log_level
@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     nlu_model_dir: Path = Path("models")
     nlu_fallback_threshold: float | None = Field(None, ge=0.0, le=1.0)
     nlu_ambiguity_threshold: float | None = Field(None, ge=0.0, le=1.0)
+
+    # --- dialogue backend: powerbot's own engine, or a Rasa assistant decides each turn ----
+    # (bot/rasa/backend.py: Rasa's REST channel, POST {rasa_url}/webhooks/rest/webhook)
+    dialogue_backend: Literal["powerbot", "rasa"] = "powerbot"
+    rasa_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(?:/\S*)?$")  # base URL of the Rasa server
+    rasa_timeout_seconds: float = Field(2.0, gt=0, le=60)  # then the turn is "busy" and retried later
 
     # --- operations ----------------------------------------------------------------------
     log_level: str = "INFO"
@@ -143,6 +149,12 @@ class Settings(BaseSettings):
     session_secret: SecretStr | None = None
     cookie_secure: bool = False
 
+    @model_validator(mode="after")
+    def _rasa_needs_url(self) -> "Settings":
+        if self.dialogue_backend == "rasa" and not self.rasa_url:
+            raise ValueError("POWERBOT_RASA_URL is required when POWERBOT_DIALOGUE_BACKEND=rasa")
+        return self
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, v: str) -> str:
@@ -215,7 +227,8 @@ def load_settings(**overrides: object) -> Settings:
         problems = []
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"])
-            problems.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']}")
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {msg}" if field else msg)  # no field: a rule across settings
         raise SettingsError("invalid setting(s): " + "; ".join(problems)) from None
 
 
