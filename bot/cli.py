@@ -101,6 +101,25 @@ def run() -> None:
                (s.core_host, s.core_port, "POWERBOT_CORE_PORT"), (s.host, s.port, "POWERBOT_PORT"))
 
 
+@main.group()
+def rasa() -> None:
+    """Work with a Rasa assistant."""
+
+
+@rasa.command("actions")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=5055, show_default=True, type=click.IntRange(1, 65535),
+              help="Port of the action server (Rasa's endpoints.yml: action_endpoint url).")
+def rasa_actions(host: str, port: int) -> None:
+    """Run the action server with powerbot's 95598 actions (needs powerbot[rasa])."""
+    try:
+        from bot.rasa.server import serve
+    except ModuleNotFoundError as exc:
+        raise click.ClickException(f"{exc.name} is missing: pip install 'powerbot[rasa]'") from None
+    settings = get_settings()
+    run_server(lambda: serve(settings, host, port), (host, port, "--port"))
+
+
 def _register_optional() -> None:
     """Attach the command groups that live in their own packages."""
     from core.cli import core
