@@ -25,9 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend_client import CoreClient, CoreError
 from bot.console import service
+from bot.console.access import event_fields
 from bot.console.events import EventBus
 from bot.console.models import CallbackOffer, ConsoleMessage, Satisfaction
-from bot.dialogue.handoff import get_active_handoff
+from bot.dialogue.handoff import Handoff, get_active_handoff
 from bot.dialogue.turn import Committed, Snapshot, TurnResult
 from bot.langs import detect_language
 from bot.models import utcnow
@@ -106,13 +107,27 @@ class ConsoleHandler:
     async def after_commit(self, result: TurnResult, committed: Committed) -> list[Reply]:
         replies = list(await self.inner.after_commit(result, committed))
         message = result.message
-        if result.kind == "handoff":
+        if result.withdraw_handoff is not None:
+            await self._withdrawn(result.withdraw_handoff)
+        elif result.kind == "handoff":
             await self._customer_wrote(message.conversation_id)
         before = result.snapshot.handoff if result.snapshot is not None else None
         after = committed.handoff_opened
         if after is not None and after.status == "waiting" and (before is None or before.id != after.id):
             await self._queued(message, after, detect_language(message.text), replies)
         return replies
+
+    async def _withdrawn(self, handoff_id: int) -> None:
+        """The customer called off a request still waiting: it leaves the agents' queue (unless
+        an agent took it first, then it is theirs and the message is theirs to read)."""
+        async with self.sessionmaker() as session:
+            h = await session.get(Handoff, handoff_id)
+        if h is None:
+            return
+        if h.status == "released":
+            await self.bus.publish({"type": "closed", **event_fields(h), "status": "released"})
+        else:
+            await self._customer_wrote(h.conversation_id)
 
     async def _customer_wrote(self, conversation_id: str) -> None:
         """A customer wrote while handed off: a live event for the agents' browsers (routed by

@@ -55,6 +55,7 @@ from bot.logs import mask_text
 from channels.base import Message, Reply
 from common.metrics import NLU_SECONDS
 from intents.payload import payload_entities, split_payload
+from intents.signals import declines, is_cancel
 from intents.signals import has_language, language_neutral
 
 log = logging.getLogger("powerbot.dialogue")
@@ -186,12 +187,26 @@ class DialogueEngine(
         for one "please wait" to the first message since the handoff."""
         h = snap.handoff
         replies: list[Reply] = []
+        if h.status == "waiting" and _calls_off(message.text or "", parse):
+            # nobody has taken it yet: "算了不用了，我自己查吧" takes the customer out of the queue
+            r = self.domain.render("utter_handoff_withdrawn", lang=lang, channel=message.channel, seed=message.message_id)
+            replies.append(Reply(channel=message.channel, recipient_id=message.sender_id, text=r.text))
+            return TurnResult(message=message, replies=replies, kind="handoff", snapshot=snap, parse=parse,
+                              withdraw_handoff=h.id)
         ack = None
         if not h.acked:
             ack = h.id
             r = self.domain.render("utter_handoff_waiting", lang=lang, channel=message.channel, seed=message.message_id)
             replies.append(Reply(channel=message.channel, recipient_id=message.sender_id, text=r.text))
         return TurnResult(message=message, replies=replies, kind="handoff", snapshot=snap, parse=parse, ack_handoff=ack)
+
+
+def _calls_off(text: str, parse: dict) -> bool:
+    """The customer waiting for an agent says they no longer want one."""
+    if is_cancel(text) or declines(text):
+        return True
+    intent = parse.get("intent") or {}
+    return intent.get("name") == "deny" and float(intent.get("confidence") or 0.0) >= 0.8
 
 
 def _reporting_hazard(snap: Snapshot) -> bool:

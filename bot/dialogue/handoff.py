@@ -125,3 +125,15 @@ async def release_to_bot(session: AsyncSession, conversation_id: str, note: str 
     session.add(_event(conversation_id, "released", {"note": note, "agent_id": h.agent_id}))
     await session.flush()
     return h
+
+
+async def withdraw(session: AsyncSession, handoff_id: int) -> Handoff | None:
+    """The customer called off a request no agent has taken yet (an agent's take wins a race:
+    an assigned handoff stays)."""
+    h = await session.get(Handoff, handoff_id, with_for_update=True)
+    if h is None or h.status != "waiting":
+        return None
+    h.status, h.released_at = "released", utcnow()
+    session.add(_event(h.conversation_id, "released", {"note": "withdrawn by the customer", "agent_id": None}))
+    await session.flush()
+    return h

@@ -128,6 +128,8 @@ class PolicyMixin:
             return
         if is_angry(text) and not form:
             self.say(turn, "utter_apology")  # an angry customer hears an apology before anything else
+        elif intent == "complaint" and not form:
+            self.say(turn, "utter_complaint_apology")  # every complaint starts with one, as at 95598
         if not form and is_caution(text):
             self.say(turn, "utter_caution_safety")
 

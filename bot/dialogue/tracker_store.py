@@ -273,6 +273,8 @@ async def _write_handoff_turn(session: AsyncSession, result: TurnResult) -> None
         h = await session.get(ho.Handoff, result.ack_handoff)
         if h is not None:
             h.acked = True
+    if result.withdraw_handoff is not None:
+        await ho.withdraw(session, result.withdraw_handoff)
     for r in result.replies:
         session.add(Event(conversation_id=cid, type="bot", text=r.text, data=reply_data(r)))
     return None

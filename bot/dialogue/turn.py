@@ -84,7 +84,8 @@ class TurnResult:
     - ``turn``: the policy ran (``turn`` holds the new state, events, identity changes and a
       handoff request);
     - ``handoff``: an agent holds the conversation; the bot records the message and stays
-      quiet (``ack_handoff``: the first message since, answered with a "please wait");
+      quiet (``ack_handoff``: the first message since, answered with a "please wait";
+      ``withdraw_handoff``: the customer called off a request nobody had taken yet);
     - ``replay``: the message was already decided before a crash; the recorded replies again;
     - ``reply``: replies only, nothing of the tracker changes (a wrapper answered the message).
     """
@@ -97,6 +98,7 @@ class TurnResult:
     new_identity: tuple[list[Account], str] | None = None
     parse: dict[str, Any] | None = None
     ack_handoff: int | None = None
+    withdraw_handoff: int | None = None  # a handoff still waiting that the customer called off
     identity_pending: bool = False  # the core could not say who the sender is: link them later
 
 

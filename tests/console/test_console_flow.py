@@ -214,3 +214,30 @@ async def test_racing_agents_one_wins(gw, http) -> None:
             winner = next(r[1]["agent"] for r in results if r[0] == 200)
             assert (await a.handoff_for(c.conversation_id))["agent"] == winner
             assert (await s.post(f"/console/api/handoffs/{hid}/close"))[0] == 200  # a supervisor may close any
+
+
+async def test_customer_calls_off_a_waiting_request(gw, http) -> None:
+    """"算了不用了" while still queued takes the customer out of the queue (a closed event for the
+    agents' browsers); once an agent holds the conversation the same words go to the agent."""
+    async with AgentClient(gw.url) as a:
+        await a.login("alice")
+        ws = await a.http.ws_connect(gw.url.replace("http", "ws") + "/console/ws")
+        assert (await ws.receive_json(timeout=5))["type"] == "hello"
+        c = Customer(http, gw.url, "off-" + uuid.uuid4().hex[:8])
+        await c.say("我要转人工")
+        hid = (await next_event(ws, "queued"))["handoff_id"]
+        texts = await c.say("算了不用了，我自己查吧")
+        assert any("取消人工排队" in t for t in texts)
+        ev = await next_event(ws, "closed")
+        assert ev["handoff_id"] == hid and ev["status"] == "released"
+        assert await a.handoff_for(c.conversation_id) is None
+        # back with the bot: the next question is answered, not queued
+        assert any("户号" in t for t in await c.say("查电费"))
+
+        await c.say("转人工")
+        hid = (await next_event(ws, "queued"))["handoff_id"]
+        assert (await a.post(f"/console/api/handoffs/{hid}/take"))[0] == 200
+        texts = await c.say("算了不用了")
+        assert not any("取消人工排队" in t for t in texts)
+        assert (await a.handoff_for(c.conversation_id))["status"] == "assigned"
+        await ws.close()

@@ -27,6 +27,12 @@ class BillingFlows:
         acc = await self.require_account(turn, flow)
         month = turn.slots.get("month")
         bills = await self.core.list_bills(acc.account_number, month=month)
+        if not bills and month:
+            # a month newer than the latest bill is not billed yet: say so and show the latest
+            latest = await self.core.list_bills(acc.account_number)
+            if latest and latest[0].month < month:
+                self.say(turn, "utter_bill_not_issued", month=month, latest=latest[0].month)
+                bills = latest
         if not bills:
             self.say(turn, "utter_no_bill", month=month or "")
             return None
