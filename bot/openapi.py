@@ -307,7 +307,9 @@ def _console_schemas() -> dict[str, Any]:
                 "customer_messages": {**COUNT, "description": "customer messages since the handoff (the "
                                                               "console counts unread ones from it)"},
                 "reopenable": {"type": "boolean", "description": "released and not queued or held again"},
-                "customer_label": {**NULLABLE_STR, "description": "masked name and account, once looked up"},
+                "customer_label": {**NULLABLE_STR, "description": "the customer's linked account, masked, with the "
+                                                                  "masked holder name once the core has given it; null "
+                                                                  "when no account is linked or the caller may not see it"},
                 "agent": NULLABLE_STR,
                 "created_at": {"type": "string", "format": "date-time"},
                 "waiting_seconds": {"type": "integer"},
@@ -316,7 +318,11 @@ def _console_schemas() -> dict[str, Any]:
         },
         "Queue": {"type": "object", "required": ["queue", "agents_online"],
                   "properties": {"queue": {"type": "array", "items": _ref("QueueItem")},
-                                 "agents_online": {"type": "array", "items": {"type": "string"}}}},
+                                 "agents_online": {"type": "array", "items": {"type": "string"}},
+                                 "name_search": {"type": "string", "enum": ["ok", "unavailable", "skipped"],
+                                                 "description": "with `q`: whether customers were also searched by "
+                                                                "name in the core (skipped: `q` cannot be a name; "
+                                                                "unavailable: the core did not answer in time)"}}},
         "CannedItem": {"type": "object", "required": ["id", "shortcut", "text", "updated_by", "updated_at"],
                        "properties": {"id": {"type": "integer"}, "shortcut": {"type": "string"},
                                       "text": {"type": "string"}, "updated_by": NULLABLE_STR,
@@ -568,7 +574,8 @@ def _console_paths() -> dict[str, Any]:
         query("channel", tuple(CHANNEL_LABELS), "only this channel"),
         query("priority", PRIORITIES, "only this priority"),
         query("status", STATUSES, "open (waiting and assigned, the default), waiting, assigned, released, any"),
-        query("q", None, "search conversation ids, messages, notes and customer data (account numbers)"),
+        query("q", None, "search conversation ids, messages, notes and customer data (account numbers, and "
+                         "customers' names through the core: their conversations on every channel)"),
     ]
     return {
         "/console/login": {

@@ -2,7 +2,8 @@
 
 ``setup(app)`` (called by ``bot.app``) adds the routes under ``/console`` and a cleanup context
 that starts the live-event bus (Redis pub/sub when ``POWERBOT_REDIS_URL`` is set, in-process
-otherwise) and wraps the pipeline's handler with :class:`bot.console.hooks.ConsoleHandler`.
+otherwise) and the cache of customers' masked names (:mod:`bot.console.customer_names`), and
+wraps the pipeline's handler with :class:`bot.console.hooks.ConsoleHandler`.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from bot.console.customer_names import CustomerNames
 from bot.console.events import EventBus
 
 HERE = Path(__file__).resolve().parent
 JINJA = web.AppKey("console_jinja", jinja2.Environment)
 BUS = web.AppKey("console_bus", EventBus)
 SOCKETS = web.AppKey("console_sockets", set)
+NAMES = web.AppKey("console_customer_names", CustomerNames)
 
 
 def setup(app: web.Application) -> None:
@@ -45,9 +48,11 @@ def setup(app: web.Application) -> None:
         pipeline = app[PIPELINE]
         pipeline.handler = ConsoleHandler(pipeline.handler, app[SESSIONMAKER], app[CORE], bus, app[TEXTS])
         _ = app[OUTBOX]
+        app[NAMES] = CustomerNames(app[CORE])  # customers' masked names for the queue and its search
         try:
             yield
         finally:
+            await app[NAMES].close()
             await bus.stop()
 
     app.cleanup_ctx.append(console_ctx)

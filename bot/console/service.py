@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -171,11 +172,44 @@ def _like(q: str) -> str:
     return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-async def search_conversations(session: AsyncSession, q: str, limit: int = 200) -> set[str]:
-    """Conversation ids whose id, messages (customer, bot, agent, notes) or customer data
-    (slots, linked account numbers) contain ``q``."""
+async def linked_accounts(session: AsyncSession, conversation_ids: Iterable[str]) -> dict[str, str]:
+    """Conversation id -> the account most recently linked to its customer by the dialogue
+    (bound in the core, the registered phone, or verified; never a number merely typed)."""
     from bot.dialogue.store import CustomerAccount, Identity
 
+    wanted = {split_conversation(cid) for cid in conversation_ids}
+    if not wanted:
+        return {}
+    rows = (await session.execute(
+        select(Identity.channel, Identity.sender_id, CustomerAccount.account_number)
+        .join(CustomerAccount, CustomerAccount.customer_id == Identity.customer_id)
+        .where(Identity.sender_id.in_(sorted({s for _, s in wanted})))
+        .order_by(CustomerAccount.id.desc()))).all()
+    out: dict[str, str] = {}
+    for channel, sender, number in rows:
+        if (channel, sender) in wanted:
+            out.setdefault(f"{channel}:{sender}", number)
+    return out
+
+
+async def handoff_accounts(session: AsyncSession, handoff_ids: Iterable[int]) -> dict[int, str]:
+    """Handoff id -> the account linked to its conversation's customer (``linked_accounts``)."""
+    ids = sorted(set(handoff_ids))
+    if not ids:
+        return {}
+    rows = (await session.execute(select(Handoff.id, Handoff.conversation_id).where(Handoff.id.in_(ids)))).all()
+    linked = await linked_accounts(session, {cid for _, cid in rows})
+    return {hid: linked[cid] for hid, cid in rows if cid in linked}
+
+
+async def search_conversations(session: AsyncSession, q: str, limit: int = 200,
+                               accounts: Iterable[str] = ()) -> set[str]:
+    """Conversation ids whose id, messages (customer, bot, agent, notes) or customer data
+    (slots, linked account numbers) contain ``q``, and those of customers linked to any of
+    ``accounts`` (the core's answer to ``q`` as a name), on every channel."""
+    from bot.dialogue.store import CustomerAccount, Identity
+
+    named = sorted(set(accounts))[:limit]
     pat = _like(q)
     found: set[str] = set()
     found.update((await session.execute(
@@ -193,18 +227,26 @@ async def search_conversations(session: AsyncSession, q: str, limit: int = 200) 
         .join(CustomerAccount, CustomerAccount.customer_id == Identity.customer_id)
         .where(CustomerAccount.account_number.like(pat, escape="\\")).limit(limit))).all()
     found.update(f"{c}:{s}" for c, s in rows)
+    if named:
+        rows = (await session.execute(
+            select(Identity.channel, Identity.sender_id)
+            .join(CustomerAccount, CustomerAccount.customer_id == Identity.customer_id)
+            .where(CustomerAccount.account_number.in_(named)).distinct().limit(limit))).all()
+        found.update(f"{c}:{s}" for c, s in rows)
     return found
 
 
 async def queue(session: AsyncSession, viewer: str, role: str, *, view: str = "all", channel: str | None = None,
                 priority: str | None = None, status: str = "open", q: str | None = None,
-                customers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+                named: Iterable[str] = ()) -> list[dict[str, Any]]:
     """Handoffs as the queue shows them: waiting ones most urgent then oldest first, then those
     being handled; ``status="released"`` the closed ones (most recent first, only those the
     viewer may see), ``"any"`` both.
 
     ``view``: ``mine`` (held by the viewer), ``unassigned`` (waiting), ``all``; ``channel`` and
-    ``priority`` filter; ``q`` searches conversations, messages and customers (``search_conversations``).
+    ``priority`` filter; ``q`` searches conversations, messages and customers (``search_conversations``;
+    ``named``: the accounts whose holder's name matches ``q``, from the core). ``customer_label``
+    is left None: the view fills it (``bot.console.customer_names``, a core call outside this session).
     Everyone sees that a conversation is queued or held and by whom; its content (the last
     message) only those who may see the conversation (``bot.console.access``), masked."""
     from bot.console.access import SUPERVISOR, may_view
@@ -221,7 +263,7 @@ async def queue(session: AsyncSession, viewer: str, role: str, *, view: str = "a
     if priority:
         cond.append(Handoff.priority == priority)
     if q:
-        ids = await search_conversations(session, q)
+        ids = await search_conversations(session, q, accounts=named)
         if not ids:
             return []
         cond.append(Handoff.conversation_id.in_(sorted(ids)))
@@ -291,8 +333,8 @@ async def queue(session: AsyncSession, viewer: str, role: str, *, view: str = "a
             "sla_breached": h.status == "waiting" and waited > SLA_SECONDS.get(h.priority, 300),
             "customer_messages": unread_base,
             "reopenable": h.conversation_id in reopenable,
-            # the masked name and account, once the console has looked the customer up
-            "customer_label": (customers or {}).get(h.conversation_id) if visible else None,
+            # the masked name and account of the customer's linked account: filled by the view
+            "customer_label": None,
             "last_message": last[:120],
         })
     return out

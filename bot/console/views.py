@@ -17,6 +17,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from backend_client import CoreError
 from bot.console import access, auth, labels, service, summary
+from bot.console.customer_names import CustomerNames, looks_like_name
+from bot.console.customer_names import label as customer_label
 from bot.console.masking import mask_slots, masks_something
 from bot.console.models import Agent, AuditEntry, ConsoleSession
 from bot.dialogue.handoff import Handoff
@@ -75,18 +77,12 @@ class StatsCache:
 
 
 STATS = web.AppKey("console_stats", StatsCache)
-# conversation id -> "masked name · masked account", filled when a conversation is opened (the
-# queue then shows who the customer is without asking the core for every item)
-CUSTOMER_LABELS_MAX = 5000
-_customer_labels: dict[str, str] = {}
 
 
-def _remember_customer(conversation_id: str, label: str | None) -> None:
-    if not label:
-        return
-    if len(_customer_labels) >= CUSTOMER_LABELS_MAX:
-        _customer_labels.pop(next(iter(_customer_labels)))
-    _customer_labels[conversation_id] = label
+def _names(request: web.Request) -> CustomerNames:
+    from bot.console import NAMES
+
+    return request.app[NAMES]
 
 
 _SECURITY_HEADERS = {
@@ -434,12 +430,25 @@ async def queue(request: web.Request, agent: Agent, cs: ConsoleSession) -> web.S
     if len(q) > 100:
         raise problem(400, "bad_request", "'q' is at most 100 characters")
     q = _clean_str(q, "q")
+    names = _names(request)
+    # the core first, outside any database session: the accounts whose holder's name matches q
+    named = await names.search(q) if q else []
     async with _sm(request)() as session:
         items = await service.queue(session, agent.name, agent.role, view=view or "all", channel=channel,
-                                    priority=priority, status=status or "open", q=q or None,
-                                    customers=_customer_labels)
+                                    priority=priority, status=status or "open", q=q or None, named=named or ())
         online = await service.agents_online(session)
-    return _json({"queue": items, "agents_online": [a.name for a in online]})
+        accounts = await service.handoff_accounts(session, [i["handoff_id"] for i in items if i["visible"]])
+    # who each customer is: the masked account from our store at once, the masked name once the
+    # core has answered (within a short budget; never waited on when it is down)
+    masked = await names.masked_names(accounts.values())
+    for item in items:
+        number = accounts.get(item["handoff_id"])
+        if number is not None:
+            item["customer_label"] = customer_label(number, masked.get(number))
+    out: dict[str, Any] = {"queue": items, "agents_online": [a.name for a in online]}
+    if q:
+        out["name_search"] = "skipped" if not looks_like_name(q) else "unavailable" if named is None else "ok"
+    return _json(out)
 
 
 @api()
@@ -560,8 +569,9 @@ async def conversation(request: web.Request, agent: Agent, cs: ConsoleSession) -
         "display": service.display_name(h.conversation_id),
         "earlier": earlier,
     }
-    if customer["name"]:
-        _remember_customer(h.conversation_id, " · ".join(x for x in (customer["name"], customer["account"]) if x))
+    if first is not None and 0 <= first.get("index", -1) < len(numbers):
+        # what the core just said of this account: the queue's label is fresh at once
+        _names(request).remember(numbers[first["index"]], first["masked"].get("holder_name"))
     return _json({
         "handoff": {
             "id": h.id, "conversation_id": service.display_name(h.conversation_id),

@@ -173,7 +173,10 @@
       }
       firstLoad = false;
     });
-    var list = api("GET", queueQuery(view)).then(function (data) { renderQueue(data.queue); });
+    var list = api("GET", queueQuery(view)).then(function (data) {
+      $("search-note").hidden = data.name_search !== "unavailable";
+      renderQueue(data.queue);
+    });
     return Promise.all([all, list]).catch(function () {});
   }
 
@@ -206,7 +209,7 @@
       li.appendChild(meta);
       if (q.visible) {
         li.tabIndex = 0;
-        li.setAttribute("aria-label", (q.channel_label || q.channel) + " " + q.display + " " + q.reason_label + " " + st + (n ? "，" + n + " 条未读" : ""));
+        li.setAttribute("aria-label", (q.channel_label || q.channel) + " " + (q.customer_label ? q.customer_label + " " : "") + q.display + " " + q.reason_label + " " + st + (n ? "，" + n + " 条未读" : ""));
         li.addEventListener("click", function () { open(q.handoff_id); });
         li.addEventListener("keydown", function (e) { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); open(q.handoff_id); } });
       } else li.classList.add("locked");
