@@ -20,7 +20,7 @@ from backend_client import CoreClient, CoreError
 from bot.channel_store import BotChannelStore
 from bot.db import WalCheckpointer, make_engine, make_sessionmaker
 from bot.outbox import OutboxWorker
-from bot.pipeline import DialogueHandler, Pipeline
+from bot.pipeline import DialogueHandler, Pipeline, TransientError
 from bot.precompiled import Precompiled
 from bot.ratelimit import RateLimiting
 from bot.settings import Settings
@@ -61,6 +61,16 @@ def default_handler_factory(app: web.Application) -> DialogueHandler:
         domain=app[TEXTS].domain,
         sender_proofs={name: ch.proves for name, ch in app[CHANNELS].items()},
     )
+
+
+def handler_factory_for(settings: Settings) -> HandlerFactory:
+    """Who decides each turn (``POWERBOT_DIALOGUE_BACKEND``): powerbot's dialogue engine, or a
+    Rasa assistant over its REST channel (``bot.rasa.backend``; imported only when chosen)."""
+    if settings.dialogue_backend == "rasa":
+        from bot.rasa.backend import rasa_handler_factory
+
+        return rasa_handler_factory
+    return default_handler_factory
 
 
 def build_channels(ctx: ChannelContext) -> dict[str, Channel]:
@@ -128,9 +138,11 @@ async def _load_interpreter(settings: Settings) -> object:
 def create_gateway_app(
     settings: Settings,
     *,
-    handler_factory: HandlerFactory = default_handler_factory,
+    handler_factory: HandlerFactory | None = None,
     interpreter: object | None = None,
 ) -> web.Application:
+    if handler_factory is None:
+        handler_factory = handler_factory_for(settings)
     app = web.Application(client_max_size=settings.max_body_bytes)
     texts = TextService(settings)  # every customer text: training_data/domain.yml + brand settings
     limits = RateLimiting(settings, texts)  # body-size cap, per-IP and per-sender limits (bot/ratelimit.py)
@@ -175,7 +187,7 @@ def create_gateway_app(
             pipeline = Pipeline(
                 app[SESSIONMAKER],
                 handler,
-                transient_errors=(CoreUnavailable,),
+                transient_errors=(CoreUnavailable, TransientError),  # TransientError: a backend's (Rasa's) outage
                 texts=texts,
                 on_enqueued=lambda: outbox_holder[0].wake() if outbox_holder else None,
             )
@@ -207,6 +219,9 @@ def create_gateway_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    from bot.rasa.parse import model_parse
+
+    app.router.add_post("/model/parse", model_parse)  # Rasa's NLU HTTP shape over powerbot's NLU
     for module in _FEATURES:
         try:
             feature = __import__(module, fromlist=["setup"])
