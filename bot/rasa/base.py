@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import ActiveLoop, EventType, SlotSet
+from rasa_sdk.events import ActiveLoop, EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
@@ -141,7 +141,8 @@ class Context:
         ``form`` takes the answer as ``slot`` (its validation reads it)."""
         self.say(response, **values)
         if form and slot:
-            self.events += [ActiveLoop(form), SlotSet("requested_slot", slot)]
+            # the form waits for the answer: Rasa listens first (a form run now would ask again)
+            self.events += [ActiveLoop(form), SlotSet("requested_slot", slot), FollowupAction("action_listen")]
         raise Asked
 
 
