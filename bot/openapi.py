@@ -156,6 +156,35 @@ def _schemas() -> dict[str, Any]:
                 "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}}}},
         },
         **_console_schemas(),
+        **_nlu_schemas(),
+    }
+
+
+def _nlu_schemas() -> dict[str, Any]:
+    """POST /model/parse (bot/rasa/parse.py): Rasa's NLU HTTP shape."""
+    ranked = {"type": "object", "required": ["name", "confidence"],
+              "properties": {"name": {"type": ["string", "null"]}, "confidence": {"type": "number"}}}
+    return {
+        "ParseRequest": {"type": "object", "required": ["text"],
+                         "properties": {"text": {"type": "string", "maxLength": 4000},
+                                        "message_id": {"type": ["string", "integer"],
+                                                       "description": "accepted, as Rasa does, and not used"}},
+                         "examples": [{"text": "查一下户号3100000001上个月的电费"}]},
+        "ParseResult": {
+            "type": "object", "required": ["text", "intent", "entities", "intent_ranking"],
+            "description": "Rasa's /model/parse answer; below the fallback threshold the intent is nlu_fallback "
+                           "with the threshold as its confidence",
+            "properties": {
+                "text": {"type": "string"},
+                "intent": ranked,
+                "entities": {"type": "array", "items": {
+                    "type": "object", "required": ["entity", "value"],
+                    "properties": {"entity": {"type": "string"}, "value": {},
+                                   "start": {"type": "integer"}, "end": {"type": "integer"},
+                                   "confidence_entity": {"type": "number"}, "extractor": {"type": "string"}}}},
+                "intent_ranking": {"type": "array", "items": ranked},
+            },
+        },
     }
 
 
@@ -256,6 +285,17 @@ def _paths() -> dict[str, Any]:
             "operationId": "notify_stats", "summary": "Notices per channel and status (dead letters included)",
             "tags": ["notify"], "security": operator,
             "responses": {"200": _ok(_ref("NoticeStats")), "401": _resp("Unauthorized"), "403": _resp("Forbidden")},
+        }},
+        "/model/parse": {"post": {
+            "operationId": "nlu_parse",
+            "summary": "Parse a message with powerbot's NLU, answered in the shape of Rasa's NLU HTTP API",
+            "description": "For Rasa tooling. Callers on this host, or with the operator token (the `token` query "
+                           "parameter, as Rasa's --auth-token, or a bearer token).",
+            "tags": ["nlu"], "security": [{}, {"operatorToken": []}, {"operatorTokenQuery": []}],
+            "parameters": [_q("token", {"type": "string"}, "POWERBOT_OPERATOR_TOKEN (Rasa's convention)")],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ParseRequest")}}},
+            "responses": {"200": _ok(_ref("ParseResult")), "400": _resp("BadRequest"),
+                          "401": _resp("Unauthorized"), "403": _resp("Forbidden"), "413": _resp("PayloadTooLarge")},
         }},
         **_console_paths(),
     }
@@ -703,6 +743,7 @@ def build_gateway_openapi() -> dict[str, Any]:
                                                "(session cookie pb_console); writes need the X-CSRF-Token header "
                                                "(from /console/api/me)"},
             {"name": "console login", "description": "The console's login form (HTML; a browser's flow)"},
+            {"name": "nlu", "description": "powerbot's NLU in Rasa's NLU HTTP shape (POST /model/parse)"},
             {"name": "health"},
         ],
         "paths": _paths(),
@@ -712,6 +753,8 @@ def build_gateway_openapi() -> dict[str, Any]:
             "securitySchemes": {
                 "operatorToken": {"type": "http", "scheme": "bearer",
                                   "description": "POWERBOT_OPERATOR_TOKEN"},
+                "operatorTokenQuery": {"type": "apiKey", "in": "query", "name": "token",
+                                       "description": "POWERBOT_OPERATOR_TOKEN as Rasa's ?token= (POST /model/parse)"},
                 "consoleSession": {"type": "apiKey", "in": "cookie", "name": "pb_console",
                                    "description": "session cookie set by POST /console/login"},
                 "csrfHeader": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token",

@@ -105,3 +105,15 @@ async def test_from_elsewhere_only_with_the_operator_token(gw, interpreter, core
         assert status == 403 and ctype == "application/problem+json"
         status, _, _ = await parse(http, g2, {"text": "你好"})
         assert status == 200
+
+
+async def test_openapi_documents_the_operation(gw, http) -> None:
+    async with http.get(gw.url + "/openapi.json") as r:
+        doc = await r.json()
+    op = doc["paths"]["/model/parse"]["post"]
+    assert op["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ParseRequest"}
+    assert {"400", "401", "403"} <= set(op["responses"])
+    result = doc["components"]["schemas"]["ParseResult"]
+    _, _, body = await parse(http, gw, {"text": "我家停电了"})
+    assert set(result["required"]) == set(body) and set(body) <= set(result["properties"])
+    assert {"operatorTokenQuery": []} in op["security"]
