@@ -107,6 +107,7 @@ async def verified_account(ctx: Context, asking_for: str, *, number: str | None 
     ctx.set(PENDING_ACTION, asking_for)
     if locked(ctx, acc.account_number, utcnow()):
         ctx.ask("utter_verify_locked", minutes=LOCK_MINUTES)
+    ctx.set("account", mask_account(acc.account_number))  # the form's own re-ask names it too
     ctx.ask("utter_ask_last4", form=FORM, slot="last4", account=mask_account(acc.account_number))
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -133,6 +134,7 @@ async def check(ctx: Context) -> None:
         ctx.ask("utter_verify_locked", minutes=LOCK_MINUTES)
     given = given_digits(ctx.slot("last4"))
     if given is None:
+        ctx.set("account", mask_account(acc.account_number))
         ctx.ask("utter_ask_last4", form=FORM, slot="last4", account=mask_account(acc.account_number))
     if matches(acc, given):
         ctx.set(VERIFIED_ACCOUNT, acc.account_number)

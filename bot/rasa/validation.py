@@ -2,7 +2,13 @@
 checked the way powerbot's own forms read them (``intents.slots``, ``intents.signals``,
 ``bot.dialogue.forms.fill_requested``).
 
-Rasa fills a form's slot from the customer's answer (``from_text`` / ``from_entity``); the
+The actions decide what is missing, one question at a time, as powerbot's flows do: an action
+asks its question and opens a form on the one slot it asked (``requested_slot``); the form's
+validation keeps only that slot required (``OneQuestion``), so the form ends once it is answered
+and the starter project's rules hand back to the action (``action_resume``), which asks the
+next thing or shows the draft for a yes.
+
+Rasa fills the slot from the customer's answer (``from_text`` / ``from_entity``); the
 ``validate_<form>`` action returns the value as powerbot would keep it (an account number that
 the core knows, the 11 digits of a mobile, the place an address names, the district as the
 core names it, the hall or half day picked by its position in the list offered) or ``None``
@@ -28,6 +34,15 @@ from intents.slots import district as district_in
 Slots = dict[str, Any]
 
 
+class OneQuestion:
+    """A form that asks only what the action asked (its ``requested_slot``)."""
+
+    async def required_slots(self, domain_slots: list[str], dispatcher: CollectingDispatcher, tracker: Tracker,
+                             domain: DomainDict) -> list[str]:
+        asked = tracker.get_slot("requested_slot")
+        return [asked] if asked in domain_slots else []
+
+
 class AccountNumber:
     """An account number the core knows (10-13 digits, not a mobile)."""
 
@@ -45,7 +60,7 @@ class AccountNumber:
         except CoreUnavailable:
             dispatcher.utter_message(response="utter_busy")
             return {"account_number": None}
-        return {"account_number": number}
+        return {"account_number": number, "account": mask_account(number)}
 
 
 class ContactPhone:
@@ -74,7 +89,7 @@ class Address:
         return {"address": place, "district": district_in(place) or tracker.get_slot("district")}
 
 
-class ValidateIdentityForm(AccountNumber, FormValidationAction):
+class ValidateIdentityForm(OneQuestion, AccountNumber, FormValidationAction):
     def name(self) -> str:
         return "validate_identity_form"
 
@@ -87,22 +102,22 @@ class ValidateIdentityForm(AccountNumber, FormValidationAction):
         return {"last4": given}
 
 
-class ValidateReportOutageForm(Address, ContactPhone, FormValidationAction):
+class ValidateReportOutageForm(OneQuestion, Address, ContactPhone, FormValidationAction):
     def name(self) -> str:
         return "validate_report_outage_form"
 
 
-class ValidateRepairRequestForm(Address, ContactPhone, FormValidationAction):
+class ValidateRepairRequestForm(OneQuestion, Address, ContactPhone, FormValidationAction):
     def name(self) -> str:
         return "validate_repair_request_form"
 
 
-class ValidateApplicationForm(Address, ContactPhone, FormValidationAction):
+class ValidateApplicationForm(OneQuestion, Address, ContactPhone, FormValidationAction):
     def name(self) -> str:
         return "validate_application_form"
 
 
-class ValidateComplaintForm(ContactPhone, FormValidationAction):
+class ValidateComplaintForm(OneQuestion, ContactPhone, FormValidationAction):
     def name(self) -> str:
         return "validate_complaint_form"
 
@@ -112,7 +127,7 @@ class ValidateComplaintForm(ContactPhone, FormValidationAction):
         return {"description": text if len(text) >= 2 else None}
 
 
-class ValidateOutageScheduleForm(FormValidationAction):
+class ValidateOutageScheduleForm(OneQuestion, FormValidationAction):
     def name(self) -> str:
         return "validate_outage_schedule_form"
 
@@ -124,7 +139,7 @@ class ValidateOutageScheduleForm(FormValidationAction):
         return {"district": named}
 
 
-class ValidateBookAppointmentForm(ContactPhone, FormValidationAction):
+class ValidateBookAppointmentForm(OneQuestion, ContactPhone, FormValidationAction):
     """A hall and a half day are picked by their position in the list just offered."""
 
     def name(self) -> str:
