@@ -7,7 +7,8 @@ notification, unread count in the list and the tab title), the customer's identi
 account, channel, earlier conversations), take with T, Reply/Note toggle (a note stays internal
 whatever key sends it), canned responses edited in the UI and inserted with "/", readable intent
 and slot labels in zh and en, views Mine/Unassigned/All, filters, search, closing with C and
-reopening, the help overlay; the supervisor's containment, per-agent table, SLA breaches, trend
+reopening, the help overlay, the queue naming customers (masked) before anyone opened them and a
+search by a customer's name; the supervisor's containment, per-agent table, SLA breaches, trend
 and assigning from the queue; every page checked with axe-core (vendored). Screenshots go to
 test-artifacts/."""
 
@@ -140,6 +141,8 @@ async def test_agent_console_in_the_browser(tmp_path, interpreter, size: str) ->
             assert "新的转人工会话" in (await page.evaluate("window.__notes"))[-1]["title"]
             assert int(await page.evaluate("document.body.dataset.beeps")) > beeps
             await expect(page.locator("#count-unassigned")).to_have_text("1")
+            # who the customer is, masked, before anyone opened the conversation
+            await expect(item.locator(".q-name")).to_have_text("张* · 31******01")
             await shot(page, "queue")
 
             # (3) open it: who the customer is (masked), the channel, the earlier conversation
@@ -253,6 +256,12 @@ async def test_agent_console_in_the_browser(tmp_path, interpreter, size: str) ->
             await expect(page.locator("#queue .q-item")).to_have_attribute("data-conversation", c.conversation_id)
             await page.fill("#search", "抄表")  # a note
             await expect(page.locator("#queue .q-item")).to_have_count(1)
+            await page.fill("#search", "张伟")  # a customer's name (the core's): both of her conversations
+            await expect(page.locator("#queue .q-item")).to_have_count(2)
+            await expect(page.locator("#queue .q-item .q-name")).to_have_text(["张* · 31******01"] * 2)
+            await expect(page.locator("#search-note")).to_be_hidden()
+            assert "张伟" not in await page.locator("#queue").inner_text()  # the list shows masked names only
+            await shot(page, "name-search")
             await page.fill("#search", old.sender)  # a customer
             await expect(page.locator("#queue .q-item")).to_have_count(1)
             await expect(page.locator("#queue .q-item")).to_have_attribute("data-conversation", old.conversation_id)
