@@ -556,6 +556,41 @@ class ActionUnsubscribeNotifications(WriteAction):
                      fields={"account": acc.account_number, "topic": topic, "unsubscribe": True}, write=write)
 
 
+# --- a form's question asked again ------------------------------------------------------------
+class _AskAgain(CoreAction):
+    """Rasa asks a form's slot again after an answer its validation refused: the question
+    whose words depend on the request (the list of halls or half days, the draft to confirm)
+    is asked by the request's own action, as it asked it the first time."""
+
+    slot = ""
+
+    def name(self) -> str:
+        return f"action_ask_{self.slot}"
+
+    async def act(self, ctx: Context) -> None:
+        pending = next((a for a in registered() if a().name() == ctx.slot(PENDING_ACTION)), None)
+        if pending is None:
+            ctx.say("utter_not_understood_slot")
+            return
+        await pending().act(ctx)
+
+
+class ActionAskHallId(_AskAgain):
+    slot = "hall_id"
+
+
+class ActionAskSlotId(_AskAgain):
+    slot = "slot_id"
+
+
+class ActionAskConfirm(_AskAgain):
+    slot = "confirm"
+
+
+def asks_again() -> list[type[CoreAction]]:
+    return [ActionAskHallId, ActionAskSlotId, ActionAskConfirm]
+
+
 def registered() -> list[type[CoreAction]]:
     """The actions of this module (what ``powerbot rasa actions`` serves, with the validations)."""
     return [ActionVerifyIdentity, ActionResume, ActionBillQuery, ActionUsageQuery, ActionPayBill, ActionReportOutage,

@@ -25,7 +25,7 @@ DEFAULT_PORT = 5055  # Rasa's default action endpoint: http://localhost:5055/web
 
 def executor() -> ActionExecutor:
     ex = ActionExecutor()
-    for action in [*actions.registered(), *validation.registered()]:
+    for action in [*actions.registered(), *actions.asks_again(), *validation.registered()]:
         ex.register_action(action)
     return ex
 

@@ -42,7 +42,11 @@ CUSTOM_ACTIONS = [
     "action_new_connection", "action_solar_connection", "action_ev_charging", "action_account_change",
     "action_work_order_status", "action_tariff_consult", "action_book_appointment",
     "action_subscribe_notifications", "action_unsubscribe_notifications",
+    # a form's question asked again by the request's action (its words depend on the request)
+    "action_ask_hall_id", "action_ask_slot_id", "action_ask_confirm",
 ]
+# a form's question asked again with one of powerbot's responses (Rasa: utter_ask_<slot>)
+ASK_ALIASES = {"utter_ask_description": "utter_ask_complaint"}
 WRITE_ACTIONS = [
     "action_report_outage", "action_repair_request", "action_complaint", "action_new_connection",
     "action_solar_connection", "action_ev_charging", "action_account_change", "action_book_appointment",
@@ -137,6 +141,8 @@ def domain(src: dict[str, Any]) -> dict[str, Any]:
     brand = _brand()
     responses = {name: _fill(variants, brand) for name, variants in (src.get("responses") or {}).items()
                  if not name.startswith("utter_fragment_")}
+    for alias, response in ASK_ALIASES.items():
+        responses[alias] = responses[response]
     return {
         "version": "3.1",
         "session_config": src.get("session_config") or {"session_expiration_time": 60,
