@@ -92,7 +92,17 @@ HOLIDAY_RE = re.compile("|".join(re.escape(h) if not h.isascii() else rf"\b{re.e
 MONTHS_AGO_CN = re.compile(rf"(\d{{1,2}}|{_CN}{{1,3}})个月(?:以前|之前|前)")
 MONTH_YEAR_NUM = re.compile(r"(?<![\d/.\-])(\d{1,2})/(\d{4})(?![\d/])")
 REL_DAY_EN = re.compile(r"\b(the day after tomorrow|day after tomorrow|the day before yesterday|"
-                        r"today|tonight|tomorrow|tmrw|tmr|yesterday)\b")
+                        r"today|tonight|tomorrow|tmrw|tmr|yesterday|"
+                        r"tomm?orr?ow|tommorrow|2morrow|2moro|"  # the usual misspellings
+                        r"ming ?tian|hou ?tian|jin ?tian|zuo ?tian)\b")  # pinyin
+_REL_DAY_PINYIN = {"mingtian": 1, "houtian": 2, "jintian": 0, "zuotian": -1}
+# "in two days", "3 days later", "two days from now"
+DAYS_FROM_EN = re.compile(r"\b(?:in (\d{1,2}|one|two|three|four|five|six|seven|a couple of) days?\b|"
+                          r"(\d{1,2}|one|two|three|four|five|six|seven) days? (?:later|from now|from today)\b)")
+_EN_COUNT = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "a couple of": 2}
+# "next week tuesday"
+NEXT_WEEK_WEEKDAY_EN = re.compile(rf"\bnext week(?: on)?\s+({_WD_ALT})\b")
+_PART_OF_DAY_EN = re.compile(r"\s+(?:morning|afternoon|evening|night|am\b|pm\b)")
 WEEKDAY_EN = re.compile(rf"\b(?:(next|this|last|coming)\s+)?({_WD_ALT})\b")
 MD_EN = re.compile(rf"\b(?:({_MON_ALT})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?|"
                    rf"(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?({_MON_ALT}))\b(?:,?\s*(\d{{4}}))?")
@@ -292,7 +302,7 @@ class EntityExtractor:
         for m in _scan(REL_DAY_CN, t, cues.has(_REL_DAY_CN_CUE)):
             add(m, ref + dt.timedelta(days=_REL_DAY_OFF[m.group(1)]))
         for m in _scan(WEEKDAY_CN, t, cues.has(_WEEKDAY_CN_CUE)):
-            if m.group(2) == "末" or (m.group(2) in "1234567" and not m.group(1)):
+            if m.group(2) in "1234567" and not m.group(1):
                 continue
             add(m, _weekday(ref, m.group(1) or "", _WD_CN[m.group(2)]))
         for m in _scan(ISO_DATE, t, cues.digit):
@@ -345,13 +355,23 @@ class EntityExtractor:
                     add(m, min(cands, key=lambda c: abs((c - ref).days)))
         for m in _scan(REL_DAY_EN, t, cues.latin):
             w = m.group(1)
-            off = 0 if w in ("today", "tonight") else -1 if w == "yesterday" else \
-                2 if "after" in w else -2 if "before" in w else 1
+            off = _REL_DAY_PINYIN.get(w.replace(" ", ""))
+            if off is None:
+                off = 0 if w in ("today", "tonight") else -1 if w == "yesterday" else \
+                    2 if "after" in w else -2 if "before" in w else 1
             add(m, ref + dt.timedelta(days=off))
+        for m in _scan(DAYS_FROM_EN, t, cues.latin):
+            w = m.group(1) or m.group(2)
+            n = int(w) if w.isdigit() else _EN_COUNT[w]
+            if 0 < n <= 60:
+                add(m, ref + dt.timedelta(days=n))
+        for m in _scan(NEXT_WEEK_WEEKDAY_EN, t, cues.latin):
+            add(m, _weekday(ref, "next", _WD_EN[m.group(1)]))
         for m in _scan(WEEKDAY_EN, t, cues.latin):
             w = m.group(2)
-            if len(w) <= 3 and w in ("sun", "sat", "wed", "mon") and not m.group(1):
-                continue  # too ambiguous as bare abbreviations
+            if len(w) <= 3 and w in ("sun", "sat", "wed", "mon") and not m.group(1) \
+                    and not _PART_OF_DAY_EN.match(t, m.end()):
+                continue  # too ambiguous as bare abbreviations, unless "wed afternoon"
             add(m, _weekday(ref, m.group(1) or "", _WD_EN[w]))
         for m in _scan(MD_EN, t, cues.latin):
             mon = m.group(1) or m.group(4)

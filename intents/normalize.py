@@ -22,6 +22,8 @@ import unicodedata
 
 import zhconv
 
+from intents.numbers import cn_to_number
+
 _WS_RE = re.compile(r"\s+")
 _MAX_CLASSIFIER_CHARS = 512  # customer messages are short; bounds worst-case latency
 _HAN_RE = re.compile("[\u4e00-\u9fff]")
@@ -133,10 +135,26 @@ def to_simplified(text: str) -> str:
 
 
 def normalize_for_classifier(text: str) -> str:
-    """Normalisation for featurisation: chars, simplified Chinese, whitespace, bounded length."""
+    """Normalisation for featurisation: chars, simplified Chinese, Chinese-numeral quantities
+    as digits ("三百度" reads like "300度"), whitespace, bounded length."""
     text = normalize_chars(text[:_MAX_CLASSIFIER_CHARS])
     text = to_simplified(text)
+    if _CN_QUANTITY_RE.search(text):
+        text = _CN_QUANTITY_RE.sub(_quantity_digits, text)
     return _WS_RE.sub(" ", text).strip()
+
+
+# a Chinese numeral of two characters or more before a unit of energy or money ("三百度",
+# "两千五块"); "一度" alone stays (it is also "once"), and so does "几十度"
+_CN_QUANTITY_RE = re.compile("(?<![几多数零〇一二三四五六七八九两十百千万点])"
+                             "([零〇一二三四五六七八九两十百千万点]{2,}|[十百千万])(?=\\s*(?:度|千瓦时|元|块))")
+
+
+def _quantity_digits(m: re.Match[str]) -> str:
+    value = cn_to_number(m.group(1))
+    if value is None:
+        return m.group(1)
+    return str(int(value)) if value == int(value) else str(value)
 
 
 def detect_language(text: str) -> str:

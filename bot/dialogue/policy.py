@@ -81,7 +81,8 @@ EMERGENCY = "emergency"
 # with nothing to say)
 _FALLBACK_INTENTS = frozenset({"nlu_fallback", "out_of_scope", "inform"})
 # the flow an offer leads to (asking for it in other words takes the offer up)
-_OFFER_FLOWS = {"subscribe_outage": "subscribe_notifications", "pay": "pay_bill", "book_appointment": "book_appointment"}
+_OFFER_FLOWS = {"subscribe_outage": "subscribe_notifications", "pay": "pay_bill", "pay_info": "pay_bill",
+                "book_appointment": "book_appointment"}
 # small talk that ends what was being asked (the form is put aside, not resumed unasked)
 _CLOSING_TALK = frozenset({"thank", "goodbye"})
 
@@ -165,7 +166,7 @@ class PolicyMixin:
                 # "嗯，短信通知我就行": the offer taken up in other words; its flow asks the yes
                 await self.accept_offer(turn, offer, confirmed=False)
                 return
-            if offer != "handoff" and _unclear_reply(turn, intent) and offer_misses < MAX_FORM_MISSES:
+            if offer not in ("handoff", "pay_info") and _unclear_reply(turn, intent) and offer_misses < MAX_FORM_MISSES:
                 # "0000", "嗯？": not a new request, not an answer. Keep the question open and ask
                 # for a yes or no (twice at most); a real new request lets the offer lapse
                 st["offer"] = offer
@@ -448,7 +449,7 @@ class PolicyMixin:
             if confirmed:
                 turn.slots["_confirmed"] = "subscribe_notifications"
             await self.run_flow(turn, "subscribe_notifications", resume=True)
-        elif offer == "pay":
+        elif offer in ("pay", "pay_info"):
             await self.run_flow(turn, "pay_bill", resume=True)
         elif offer == "book_appointment":
             await self.run_flow(turn, "book_appointment", resume=True)

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
 
+import cn2an  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import time_machine  # noqa: E402
@@ -158,7 +159,18 @@ def ref_to_simplified(text: str) -> str:
 def ref_normalize_for_classifier(text: str) -> str:
     text = ref_normalize_chars(text[:512])
     text = ref_to_simplified(text)
+    text = re.sub("(?<![几多数零〇一二三四五六七八九两十百千万点])([零〇一二三四五六七八九两十百千万点]{2,}|[十百千万])"
+                  "(?=\\s*(?:度|千瓦时|元|块))", _ref_quantity, text)
     return re.sub(r"\s+", " ", text).strip()
+
+
+def _ref_quantity(m: re.Match[str]) -> str:
+    s = m.group(1)
+    try:
+        v = float(cn2an.cn2an("一" + s if s[0] in "十百千万" else s, "normal"))
+    except (ValueError, KeyError, IndexError):
+        return s
+    return str(int(v)) if v == int(v) else str(v)
 
 
 def ref_detect_language(text: str) -> str:

@@ -79,6 +79,7 @@ class BillingFlows:
         amount = money_text(arrears.amount_owed)
         if self.payments is None:
             self.say(turn, "utter_how_to_pay", account=mask_account(acc.account_number), amount=amount)
+            turn.state["offer"] = "pay_info"  # "好的，全部交掉" next: the ways to pay again, not "OK"
             return
         self.confirm(turn, "pay_bill", "utter_confirm_payment", account=mask_account(acc.account_number), amount=amount)
         link = await self.payments.create_payment_link(
