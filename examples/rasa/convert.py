@@ -187,6 +187,8 @@ def rules(pairs: list[tuple[str, str]]) -> dict[str, Any]:
             "condition": [{"active_loop": form}],
             "steps": [{"action": form}, {"active_loop": None}, {"slot_was_set": [{"requested_slot": None}]},
                       {"action": after}],
+            # the action that follows is the request's own (FollowupAction), not a listen
+            "wait_for_user_input": False,
         })
     return {"version": "3.1", "rules": out}
 
