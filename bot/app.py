@@ -131,7 +131,9 @@ async def _load_interpreter(settings: Settings) -> object:
 
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(
-        None, lambda: load_or_train(data_dir=str(settings.nlu_data_dir), model_dir=str(settings.nlu_model_dir))
+        None, lambda: load_or_train(data_dir=str(settings.nlu_data_dir), model_dir=str(settings.nlu_model_dir),
+                                    fallback_threshold=settings.nlu_fallback_threshold,
+                                    ambiguity_threshold=settings.nlu_ambiguity_threshold)
     )
 
 

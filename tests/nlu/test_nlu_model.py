@@ -350,3 +350,23 @@ def test_second_blind_set_stays_unseen() -> None:
     train = {norm(e.text) for e in load_nlu_file(DATA / "nlu.yml").examples}
     shared = sum(1 for e in load_nlu_file(BLIND_2).examples if norm(e.text) in train)  # count only
     assert shared <= 153, shared
+
+
+async def test_gateway_applies_the_threshold_settings(tmp_path, monkeypatch) -> None:
+    """POWERBOT_NLU_FALLBACK_THRESHOLD / _AMBIGUITY_THRESHOLD reach the gateway's interpreter."""
+    from bot.app import _load_interpreter
+    from bot.settings import Settings
+
+    monkeypatch.setenv("POWERBOT_NLU_FALLBACK_THRESHOLD", "0.93")
+    monkeypatch.setenv("POWERBOT_NLU_AMBIGUITY_THRESHOLD", "0.4")
+    settings = Settings(nlu_data_dir="training_data", nlu_model_dir=tmp_path / "models")
+    interp = await _load_interpreter(settings)
+    assert (interp.fallback_threshold, interp.ambiguity_threshold) == (0.93, 0.4)
+    # what the model's own thresholds let through with less than 0.93 now falls back
+    default = await _load_interpreter(Settings(nlu_data_dir="training_data", nlu_model_dir=tmp_path / "models",
+                                               nlu_fallback_threshold=None, nlu_ambiguity_threshold=None))
+    texts = ["电费好像有点问题", "我想问一下那个", "家里的电怎么回事", "帮我看看", "这个月好贵", "师傅什么时候来"]
+    unsure = [t for t in texts if default.parse(t)["intent"]["name"] != "nlu_fallback"
+              and default.parse(t)["intent"]["confidence"] < 0.93]
+    assert unsure, "no fairly-sure message to check with"
+    assert all(interp.parse(t)["intent"]["name"] == "nlu_fallback" for t in unsure)
