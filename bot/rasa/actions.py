@@ -178,7 +178,8 @@ class ActionReportOutage(WriteAction):
             ctx.ask("utter_ask_location_address" if ctx.slot("account_number") and not acc else "utter_ask_address",
                     form="report_outage_form", slot="address")
         assert address is not None
-        if ctx.slot("confirm_key") is None:  # the known outage is told before anything is drafted
+        drafted = ctx.slot("confirm_key") and ctx.slot(PENDING_ACTION) == self.name()
+        if not drafted:  # a known outage is told before anything is drafted
             now = utcnow()
             known = [o for o in await ctx.core.list_outages(address=address, active_at=now) if o.status in ("active", "scheduled")]
             if known:
