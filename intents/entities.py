@@ -59,6 +59,10 @@ _MONTH_EN = {m.lower(): i for i, m in enumerate(calendar.month_name) if m}
 _MONTH_EN.update({m.lower(): i for i, m in enumerate(calendar.month_abbr) if m})
 _MONTH_EN["sept"] = 9
 _MON_ALT = "|".join(sorted(_MONTH_EN, key=len, reverse=True))
+# the usual misspellings customers type
+_WD_EN.update({"wendesday": 2, "wednsday": 2, "wensday": 2, "wedensday": 2, "thurday": 3, "thursay": 3,
+               "thrusday": 3, "satuday": 5, "saterday": 5, "saturady": 5, "tuseday": 1, "teusday": 1,
+               "fridy": 4, "firday": 4, "mondy": 0, "sundy": 6})
 _WD_ALT = "|".join(sorted(_WD_EN, key=len, reverse=True))
 
 REL_DAY_CN = re.compile(r"(大后天|大前天|今天|今日|今儿|今晚|今早|今晨|今夜|明天|明日|明儿|明早|明晚|后天|后儿"
@@ -67,17 +71,28 @@ _REL_DAY_OFF = {"今天": 0, "今日": 0, "今儿": 0, "今晚": 0, "今早": 0,
                 "明天": 1, "明日": 1, "明儿": 1, "明早": 1, "明晚": 1, "后天": 2, "后儿": 2,
                 "大后天": 3, "昨天": -1, "昨日": -1, "昨晚": -1, "昨儿": -1, "昨夜": -1,
                 "前天": -2, "前儿": -2, "大前天": -3}
-WEEKDAY_CN = re.compile(r"(下下个?|下个?|这个?|本|上个?)?(?:周|星期|礼拜)([一二三四五六日天1-7])")
+WEEKDAY_CN = re.compile(r"(下下个?|下个?|这个?|本|上个?|next\s*|this\s*|last\s*)?(?:周|星期|礼拜)([一二三四五六日天1-7])")
+_COUNT_AFTER_RE = re.compile(r"\d|\s*(?:次|天|个|年|小时|回|趟)")
+_QUALIFIER_EN_CN = {"next": "下", "this": "这", "last": "上"}
 MD_CN = re.compile(
-    rf"(?:(\d{{4}}|今年|明年|去年)年?)?(\d{{1,2}}|{_CN}{{1,3}})月(?:份)?(\d{{1,2}}|{_CN}{{1,3}})[日号]")
+    rf"(?:(\d{{4}}|今年|明年|去年)\s*年?\s*)?(\d{{1,2}}|{_CN}{{1,3}})\s*月(?:份)?\s*(\d{{1,2}}|{_CN}{{1,3}})\s*[日号]")
 # "12月10停电吗": the day without 日/号 (not a count of something: 12月10度, 3月5个)
 MD_CN_BARE = re.compile(
     rf"(?<!\d)(\d{{1,2}}|{_CN}{{1,3}})月(\d{{1,2}}|{_CN}{{1,3}})(?![\d日号度元块个天万千百点多%年岁次户块号]|{_CN}|\s?(?:kwh|元|块|度))")
 DAY_ONLY_CN = re.compile(rf"(?<![\d月.\-/路街道巷弄村区栋楼室院第])(\d{{1,2}}|{_CN}{{1,3}})(?:号(?![楼码线院栋室])"
                          rf"|日(?![内以之后前期均常用夜]))")
-ISO_DATE = re.compile(r"(?<!\d)(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})[日号]?(?!\d)")
+ISO_DATE = re.compile(r"(?<!\d)(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*[日号]?(?!\d)")
+# "12/10/2026", "10/12/2026": month first unless the first number cannot be a month
+MDY_NUM = re.compile(r"(?<![\d/.])(\d{1,2})/(\d{1,2})/(\d{4})(?![\d/])")
 MD_NUM = re.compile(r"(?<![\d.￥¥$\-/])(\d{1,2})([./\-])(\d{1,2})(?![\d.\-/]|\s?(?:元|块|%|度|kwh|yuan|rmb))")
 DAYS_FROM_CN = re.compile(rf"(\d{{1,2}}|{_CN}{{1,3}})[天日](以后|之后|后|以前|之前|前)")
+# "on 10th", "12th afternoon": a day of the month without "the" (not "3rd floor", "2nd time")
+ORDINAL_DAY_EN = re.compile(
+    r"(?<![\w/.-])(\d{1,2})(?:st|nd|rd|th)\b(?!\s*(?:of\b|floor|fl\b|time|attempt|call|try|visit|week|month|year|"
+    r"bill|day|place|grade|line|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|building|unit|room))", re.I)
+_RANGE_TAIL_EN = re.compile(r"\s*(?:to|-|–|through|until|till|or|and)\s*(\d{1,2})(?:st|nd|rd|th)?\b(?!\s*(?:am|pm|:|点|h\b))")
+# what stands between two weekdays named as alternatives or a range ("周一或者周二", "Mon or Tue")
+_ALTERNATIVE_GAP_RE = re.compile(r"^\s*(?:或者?|或是|还是|和|跟|与|、|到|至|,|，|/|-|~|or|and|to|through)\s*$", re.I)
 NTH_EN = re.compile(r"\bthe (\d{1,2})(?:st|nd|rd|th)\b(?! of| (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))")
 # "下个月5号", "这个月20号": a day of a month named relatively
 REL_MONTH_DAY_CN = re.compile(rf"(上上个月|上个月|上月|这个月|本月|这月|下个月|下月)(?:的)?(\d{{1,2}}|{_CN}{{1,3}})[号日]")
@@ -92,14 +107,21 @@ HOLIDAY_RE = re.compile("|".join(re.escape(h) if not h.isascii() else rf"\b{re.e
 MONTHS_AGO_CN = re.compile(rf"(\d{{1,2}}|{_CN}{{1,3}})个月(?:以前|之前|前)")
 MONTH_YEAR_NUM = re.compile(r"(?<![\d/.\-])(\d{1,2})/(\d{4})(?![\d/])")
 REL_DAY_EN = re.compile(r"\b(the day after tomorrow|day after tomorrow|the day before yesterday|"
-                        r"today|tonight|tomorrow|tmrw|tmr|yesterday|"
+                        r"today|tonight|tomorrow|tmrw|tmr|yesterday|last night|"
+                        r"yesterdy|yesteday|yesturday|yestarday|"
                         r"tomm?orr?ow|tommorrow|2morrow|2moro|"  # the usual misspellings
                         r"ming ?tian|hou ?tian|jin ?tian|zuo ?tian)\b")  # pinyin
 _REL_DAY_PINYIN = {"mingtian": 1, "houtian": 2, "jintian": 0, "zuotian": -1}
-# "in two days", "3 days later", "two days from now"
-DAYS_FROM_EN = re.compile(r"\b(?:in (\d{1,2}|one|two|three|four|five|six|seven|a couple of) days?\b|"
-                          r"(\d{1,2}|one|two|three|four|five|six|seven) days? (?:later|from now|from today)\b)")
-_EN_COUNT = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "a couple of": 2}
+# "in two days", "3 days later", "two days from now", "2 days ago", "a week from today"
+DAYS_FROM_EN = re.compile(r"\b(?:in (\d{1,2}|one|two|three|four|five|six|seven|a couple of) (days?|weeks?)\b|"
+                          r"(\d{1,2}|one|two|three|four|five|six|seven|a couple of|a) (days?|weeks?) "
+                          r"(later|from now|from today|ago)\b)")
+# pinyin: "xia zhou san", "zhou wu", "xingqi er"
+WEEKDAY_PINYIN = re.compile(r"\b(xia ?xia ?|xia ?|zhe ?|ben ?|shang ?)?(?:zhou|xingqi|libai) ?(yi|er|san|si|wu|liu|ri|tian)\b")
+_WD_PINYIN = {"yi": 0, "er": 1, "san": 2, "si": 3, "wu": 4, "liu": 5, "ri": 6, "tian": 6}
+_QUALIFIER_PINYIN = {"xiaxia": "下下", "xia": "下", "zhe": "这", "ben": "本", "shang": "上"}
+
+_EN_COUNT = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "a couple of": 2, "a": 1}
 # "next week tuesday"
 NEXT_WEEK_WEEKDAY_EN = re.compile(rf"\bnext week(?: on)?\s+({_WD_ALT})\b")
 _PART_OF_DAY_EN = re.compile(r"\s+(?:morning|afternoon|evening|night|am\b|pm\b)")
@@ -116,7 +138,8 @@ MONTH_CN = re.compile(
 ISO_MONTH = re.compile(r"(?<!\d)(\d{4})[-/.年](\d{1,2})(?:月份?)?(?![\d.\-/])")
 REL_MONTH_EN = re.compile(r"\b(the month before last|last month|previous month|past month|"
                           r"this month|current month|next month)\b")
-MONTH_EN = re.compile(rf"\b(?:(last|this)\s+)?({_MON_ALT})\b(?!\.?\s*\d{{1,2}}(?:st|nd|rd|th)?\b)(?:\s*,?\s*(\d{{4}}))?")
+MONTH_EN = re.compile(rf"\b(?:(last|this)\s+)?({_MON_ALT})\b(?!\.?\s*\d{{1,2}}(?:st|nd|rd|th)?\b)"
+                      rf"(?:\s*,?\s*(\d{{4}})|\s+(?:of\s+)?(last year|this year))?")
 ADDRESS_RE = re.compile(
     r"[\u4e00-\u9fa5a-z0-9]{2,20}?(?:路|街|大道|巷|弄|村|小区|花园|新村|公寓|大厦|家园|苑|园区)"
     r"(?:\d+(?:号楼|号院|号|栋|幢|单元|室|楼|层|弄|巷)|[东西南北]区|[a-z]座)*"
@@ -301,12 +324,22 @@ class EntityExtractor:
 
         for m in _scan(REL_DAY_CN, t, cues.has(_REL_DAY_CN_CUE)):
             add(m, ref + dt.timedelta(days=_REL_DAY_OFF[m.group(1)]))
+        last: tuple[str, int] = ("", -1)  # the qualifier of the weekday before, where it ended
         for m in _scan(WEEKDAY_CN, t, cues.has(_WEEKDAY_CN_CUE)):
-            if m.group(2) in "1234567" and not m.group(1):
-                continue
-            add(m, _weekday(ref, m.group(1) or "", _WD_CN[m.group(2)]))
+            q = (m.group(1) or "").strip()
+            if not q and last[0] and _ALTERNATIVE_GAP_RE.match(t[last[1]:m.start()]):
+                q = last[0]  # "下周一或者周二": the second one is next week's too
+            if m.group(2) in "1234567" and not q and (
+                    t[m.start() - 1:m.start()] == "每" or _COUNT_AFTER_RE.match(t, m.end())):
+                continue  # "每周3次", "周3天": a count, not a weekday
+            q = _QUALIFIER_EN_CN.get(q, q)
+            last = (q, m.end())
+            add(m, _weekday(ref, q, _WD_CN[m.group(2)]))
         for m in _scan(ISO_DATE, t, cues.digit):
             add(m, _safe_date(int(m.group(1)), int(m.group(2)), int(m.group(3))))
+        for m in _scan(MDY_NUM, t, cues.digit):
+            a, b = int(m.group(1)), int(m.group(2))
+            add(m, _safe_date(int(m.group(3)), b, a) if a > 12 else _safe_date(int(m.group(3)), a, b))
         for m in _scan(MD_CN, t, cues.has(_MONTH_CHAR)):
             mo, day = to_int(m.group(2)), to_int(m.group(3))
             if not mo or not day:
@@ -357,29 +390,55 @@ class EntityExtractor:
             w = m.group(1)
             off = _REL_DAY_PINYIN.get(w.replace(" ", ""))
             if off is None:
-                off = 0 if w in ("today", "tonight") else -1 if w == "yesterday" else \
+                off = 0 if w in ("today", "tonight") else -1 if w.startswith("yest") or w == "last night" else \
                     2 if "after" in w else -2 if "before" in w else 1
             add(m, ref + dt.timedelta(days=off))
         for m in _scan(DAYS_FROM_EN, t, cues.latin):
-            w = m.group(1) or m.group(2)
+            w, unit = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
             n = int(w) if w.isdigit() else _EN_COUNT[w]
+            n *= 7 if unit.startswith("week") else 1
             if 0 < n <= 60:
-                add(m, ref + dt.timedelta(days=n))
+                add(m, ref + dt.timedelta(days=-n if m.group(5) == "ago" else n))
+        for m in _scan(WEEKDAY_PINYIN, t, cues.latin):
+            q = (m.group(1) or "").replace(" ", "")
+            add(m, _weekday(ref, _QUALIFIER_PINYIN.get(q, ""), _WD_PINYIN[m.group(2)]))
         for m in _scan(NEXT_WEEK_WEEKDAY_EN, t, cues.latin):
             add(m, _weekday(ref, "next", _WD_EN[m.group(1)]))
-        for m in _scan(WEEKDAY_EN, t, cues.latin):
-            w = m.group(2)
-            if len(w) <= 3 and w in ("sun", "sat", "wed", "mon") and not m.group(1) \
-                    and not _PART_OF_DAY_EN.match(t, m.end()):
-                continue  # too ambiguous as bare abbreviations, unless "wed afternoon"
-            add(m, _weekday(ref, m.group(1) or "", _WD_EN[w]))
         for m in _scan(MD_EN, t, cues.latin):
             mon = m.group(1) or m.group(4)
             day = int(m.group(2) or m.group(3))
             mo = _MONTH_EN.get(mon)
             if mo and 1 <= day <= 31:
                 year = int(m.group(5)) if m.group(5) else None
-                add(m, _safe_date(year, mo, day) if year else _nearest_md(ref, mo, day))
+                first = _safe_date(year, mo, day) if year else _nearest_md(ref, mo, day)
+                add(m, first)
+                tail = _RANGE_TAIL_EN.match(t, m.end())
+                if first is not None and tail and day < int(tail.group(1)) <= 31:
+                    # "from Dec 10 to 12": the end of the range is a day of the same month
+                    add(tail, _safe_date(first.year, first.month, int(tail.group(1))), tail.span(1))
+        for m in _scan(ORDINAL_DAY_EN, t, cues.latin):
+            day = int(m.group(1))
+            if 1 <= day <= 31:
+                cands = [_safe_date(*_add_months(ref.year, ref.month, k), day) for k in (-1, 0, 1)]
+                cands = [c for c in cands if c]
+                if cands:
+                    add(m, min(cands, key=lambda c: abs((c - ref).days)))
+        last = ("", -1)
+        explicit = [c for c in out if c.entity == "date"]
+        for m in _scan(WEEKDAY_EN, t, cues.latin):
+            w = m.group(2)
+            if any(c.start <= m.end() + 5 and m.start() <= c.end + 2 and c.value != _weekday(
+                    ref, m.group(1) or "", _WD_EN[w]).isoformat() and c.end - c.start > 2 for c in explicit
+                   if not (c.start < m.end() and m.start() < c.end)):
+                continue  # "Wednesday 16th", "Thu 10 Dec": the day the customer wrote out wins
+            if len(w) <= 3 and w in ("sun", "sat", "wed", "mon") and not m.group(1) \
+                    and not _PART_OF_DAY_EN.match(t, m.end()):
+                continue  # too ambiguous as bare abbreviations, unless "wed afternoon"
+            q = m.group(1) or ""
+            if not q and last[0] and _ALTERNATIVE_GAP_RE.match(t[last[1]:m.start()]):
+                q = last[0]  # "next Monday or Tuesday"
+            last = (q, m.end())
+            add(m, _weekday(ref, q, _WD_EN[w]))
 
     def _months(self, t: str, ref: dt.date, cues: _Cues, out: list[_Cand]) -> None:
         if not cues.digit and not cues.latin and not cues.has(_MONTH_CHAR):
@@ -420,6 +479,8 @@ class EntityExtractor:
             mo = _MONTH_EN[name]
             if m.group(3):
                 add(m, int(m.group(3)), mo)
+            elif m.group(4):  # "December last year"
+                add(m, ref.year - (m.group(4) == "last year"), mo)
             elif m.group(1) == "last":
                 add(m, *((ref.year, mo) if mo < ref.month else (ref.year - 1, mo)))
             elif m.group(1) == "this":

@@ -370,3 +370,20 @@ async def test_gateway_applies_the_threshold_settings(tmp_path, monkeypatch) -> 
               and default.parse(t)["intent"]["confidence"] < 0.93]
     assert unsure, "no fairly-sure message to check with"
     assert all(interp.parse(t)["intent"]["name"] == "nlu_fallback" for t in unsure)
+
+
+# --- dates and months as customers write them (a development set, written without the code) ---
+DEV_DATES = ROOT / "tests" / "data" / "nlu_dev_dates.yml"
+
+
+def test_dates_and_months_dev_set(nlu: Interpreter) -> None:
+    """245 messages with relative, written-out, misspelt, pinyin, spaced and mixed-language dates,
+    billing months and amounts, and 34 with tempting words that are no date (durations, meter
+    and order numbers): every annotated value found, nothing invented."""
+    from intents.loader import declared_reference_date
+
+    ref = declared_reference_date(DEV_DATES)
+    r = evaluate(load_nlu_file(DEV_DATES).examples, lambda t: nlu.parse(t, ref))
+    ents = r["entity_report"]
+    assert r["entity_exact_match"] >= 0.99, ents
+    assert ents["date"]["precision"] >= 0.98 and ents["month"]["precision"] >= 0.98, ents
