@@ -78,9 +78,15 @@ _TONES = str.maketrans("āáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜüńňǹ
 _CUES = frozenset("".join(d.stem + "".join(d.aliases) for d in SHANGHAI))
 
 
+# every Latin spelling starts with its first syllable: a message with none of them names none
+_LATIN_HEADS = tuple(sorted({d.pinyin[0] for d in SHANGHAI}))
+
+
 def find(text: str) -> list[tuple[int, int, str]]:
     """(start, end, core name) of every Shanghai district named in lower-cased ``text``."""
     if text.isascii():
+        if not any(head in text for head in _LATIN_HEADS):
+            return []
         scan = text
     elif _CUES.isdisjoint(text) and not re.search(r"[a-zāáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜü]", text):
         return []
