@@ -24,8 +24,9 @@ ALLOWED: dict[str, tuple[str, set[str]]] = {
         {"碧波路", "漕溪北路", "世纪大道"},
     ),
     "bot/openapi.py": (
-        "an example request body in the API document (what an agent might type), never sent by the bot",
-        {"您好，我来为您处理。"},
+        "example request bodies in the API document (what an agent might type, a customer's words for "
+        "/model/parse), never sent by the bot",
+        {"您好，我来为您处理。", "查一下户号3100000001上个月的电费"},
     ),
     "bot/settings.py": (
         "the brand settings' defaults themselves",
@@ -35,6 +36,13 @@ ALLOWED: dict[str, tuple[str, set[str]]] = {
         "records sent to the core (a work order's description) when the customer gave none",
         {"停电", "报修"},
     ),
+    "bot/rasa/actions.py": (
+        "the same records sent to the core as powerbot's own flows (a work order's description, an "
+        "appointment's purpose) when the customer gave none",
+        {"停电", "报修", "业务办理"},
+    ),
+    "bot/rasa/replies.py": ("punctuation a customer may type around a button's title (matching, never shown)",
+                            {" \t\r\n·•-*>。.!！?？"}),
     "bot/dialogue/flows/appointments.py": (
         "a record sent to the core (an appointment's purpose) when the customer gave none",
         {"业务办理"},
