@@ -221,6 +221,12 @@ def _nearest_md(ref: dt.date, month: int, day: int) -> dt.date | None:
     return best
 
 
+def _nearest_day(ref: dt.date, day: int) -> dt.date | None:
+    """Day ``day`` of the month before, this or the next, whichever is nearest ``ref``."""
+    cands = [c for c in (_safe_date(*_add_months(ref.year, ref.month, k), day) for k in (-1, 0, 1)) if c]
+    return min(cands, key=lambda c: abs((c - ref).days)) if cands else None
+
+
 def _safe_date(y: int, m: int, d: int) -> dt.date | None:
     try:
         return dt.date(y, m, d)
@@ -375,17 +381,11 @@ class EntityExtractor:
         for m in _scan(NTH_EN, t, cues.latin):
             day = int(m.group(1))
             if 1 <= day <= 31:
-                cands = [_safe_date(*_add_months(ref.year, ref.month, k), day) for k in (-1, 0, 1)]
-                cands = [c for c in cands if c]
-                if cands:
-                    add(m, min(cands, key=lambda c: abs((c - ref).days)))
+                add(m, _nearest_day(ref, day))
         for m in _scan(DAY_ONLY_CN, t, cues.has(_DAY_CHAR)):
             day = to_int(m.group(1))
             if day and 1 <= day <= 31:
-                cands = [_safe_date(*_add_months(ref.year, ref.month, k), day) for k in (-1, 0, 1)]
-                cands = [c for c in cands if c]
-                if cands:
-                    add(m, min(cands, key=lambda c: abs((c - ref).days)))
+                add(m, _nearest_day(ref, day))
         for m in _scan(REL_DAY_EN, t, cues.latin):
             w = m.group(1)
             off = _REL_DAY_PINYIN.get(w.replace(" ", ""))
@@ -419,10 +419,7 @@ class EntityExtractor:
         for m in _scan(ORDINAL_DAY_EN, t, cues.latin):
             day = int(m.group(1))
             if 1 <= day <= 31:
-                cands = [_safe_date(*_add_months(ref.year, ref.month, k), day) for k in (-1, 0, 1)]
-                cands = [c for c in cands if c]
-                if cands:
-                    add(m, min(cands, key=lambda c: abs((c - ref).days)))
+                add(m, _nearest_day(ref, day))
         last = ("", -1)
         explicit = [c for c in out if c.entity == "date"]
         for m in _scan(WEEKDAY_EN, t, cues.latin):
