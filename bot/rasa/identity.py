@@ -23,7 +23,7 @@ from datetime import datetime
 from backend_client import NotFound
 from backend_client.models import Account
 from bot.dialogue.verification import LOCK_MINUTES, MAX_ACCOUNT_FAILURES, MAX_VERIFY_FAILURES, aware, recent_failures
-from bot.rasa.base import PENDING_ACTION, VERIFIED_ACCOUNT, Asked, Context
+from bot.rasa.base import PENDING_ACTION, VERIFIED_ACCOUNT, Context
 from common.clock import utcnow
 from common.pii import mask_account
 from intents.slots import account_number as account_in
@@ -87,6 +87,20 @@ def matches(acc: Account, given: str) -> bool:
     return given == acc.phone[-4:] if len(given) == 4 else given == acc.phone
 
 
+async def _account_or_ask(ctx: Context, number: str | None) -> Account:
+    """The core's account ``number``; none given or none such: the number is asked for (again)
+    through the identity form, which ends the action."""
+    if not number:
+        ctx.ask("utter_ask_account_number", form=FORM, slot="account_number")
+    try:
+        return await ctx.core.get_account(str(number))
+    except NotFound:
+        ctx.set("account_number", None)
+        ctx.say("utter_account_not_found", account=mask_account(str(number)))
+        ctx.ask("utter_ask_account_number", form=FORM, slot="account_number")
+        raise AssertionError("unreachable")  # pragma: no cover - ask() raises
+
+
 async def verified_account(ctx: Context, asking_for: str, *, number: str | None = None) -> Account:
     """The account this request is about (``number``, else the slot ``account_number``), once
     this conversation proved it is theirs; else ask for it (or for the check) through the
@@ -94,13 +108,7 @@ async def verified_account(ctx: Context, asking_for: str, *, number: str | None 
     number = number or ctx.slot("account_number") or account_in(ctx.text)
     if not number:
         ctx.set(PENDING_ACTION, asking_for)
-        ctx.ask("utter_ask_account_number", form=FORM, slot="account_number")
-    try:
-        acc = await ctx.core.get_account(str(number))
-    except NotFound:
-        ctx.set("account_number", None)
-        ctx.say("utter_account_not_found", account=mask_account(str(number)))
-        ctx.ask("utter_ask_account_number", form=FORM, slot="account_number")
+    acc = await _account_or_ask(ctx, number)
     if ctx.slot(VERIFIED_ACCOUNT) == acc.account_number:
         return acc
     ctx.set("account_number", acc.account_number)
@@ -117,15 +125,7 @@ async def check(ctx: Context) -> None:
     pending request resumed), failed (asked again, with the tries left) or locked."""
     from rasa_sdk.events import FollowupAction
 
-    number = ctx.slot("account_number")
-    if not number:
-        ctx.ask("utter_ask_account_number", form=FORM, slot="account_number")
-    try:
-        acc = await ctx.core.get_account(str(number))
-    except NotFound:
-        ctx.set("account_number", None)
-        ctx.say("utter_account_not_found", account=mask_account(str(number)))
-        ctx.ask("utter_ask_account_number", form=FORM, slot="account_number")
+    acc = await _account_or_ask(ctx, ctx.slot("account_number"))
     now = utcnow()
     ctx.set("last4", None)  # the answer is checked once, never kept
     if locked(ctx, acc.account_number, now):
