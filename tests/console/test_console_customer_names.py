@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -27,6 +26,7 @@ from core import models as m
 from bot.db import make_engine, make_sessionmaker
 from stack import run_core, run_gateway
 from console_support import AgentClient, Customer, make_agent
+from loopback import serve_on_loopback
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -39,18 +39,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@contextlib.asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 def slow_core(delay: float, seen: list[str]) -> web.Application:
@@ -149,7 +137,7 @@ async def test_names_are_batched_cached_and_expire(core) -> None:  # type: ignor
 
 async def test_a_slow_core_does_not_hold_the_queue() -> None:
     seen: list[str] = []
-    async with serve(slow_core(1.5, seen)) as url, CoreClient(url, retries=0) as client:
+    async with serve_on_loopback(slow_core(1.5, seen)) as url, CoreClient(url, retries=0) as client:
         names = CustomerNames(client, budget=0.3, call_timeout=5)
         started = time.perf_counter()
         assert await names.masked_names(["3100000001"]) == {}

@@ -4,7 +4,6 @@ timeouts, retries only for idempotent calls, circuit breaker, typed errors, conc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta, timezone
@@ -30,19 +29,7 @@ from core.pricing import CN_TZ
 from core import models as m
 from core.app import create_core_app
 from core.seed import migrate_and_seed
-
-
-@contextlib.asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+from loopback import serve_on_loopback
 
 
 async def _count(url: str, stmt) -> int:
@@ -69,7 +56,7 @@ async def seeded_sqlite(sqlite_url) -> str:
 
 @pytest.fixture
 async def core_url(seeded_sqlite) -> AsyncIterator[str]:
-    async with serve(create_core_app(seeded_sqlite)) as url:
+    async with serve_on_loopback(create_core_app(seeded_sqlite)) as url:
         yield url
 
 
@@ -231,7 +218,7 @@ def _stub(status: int = 503, delay: float = 0.0) -> tuple[web.Application, dict[
 
 async def test_retries_only_idempotent_calls():
     app, hits = _stub(503)
-    async with serve(app) as url, CoreClient(url, retries=2, backoff=0.01, breaker_threshold=100) as c:
+    async with serve_on_loopback(app) as url, CoreClient(url, retries=2, backoff=0.01, breaker_threshold=100) as c:
         with pytest.raises(CoreUnavailable):
             await c.get_account("3100000001")
         assert hits["n"] == 3  # GET: 1 + 2 retries
@@ -247,7 +234,7 @@ async def test_retries_only_idempotent_calls():
 
 async def test_timeout_is_core_unavailable():
     app, hits = _stub(200, delay=1.0)
-    async with serve(app) as url, CoreClient(url, timeout=0.2, retries=0) as c:
+    async with serve_on_loopback(app) as url, CoreClient(url, timeout=0.2, retries=0) as c:
         started = time.monotonic()
         with pytest.raises(CoreUnavailable):
             await c.get_account("3100000001")
@@ -256,7 +243,7 @@ async def test_timeout_is_core_unavailable():
 
 async def test_connection_refused_and_circuit_breaker():
     app, hits = _stub(503)
-    async with serve(app) as url:
+    async with serve_on_loopback(app) as url:
         pass  # server gone: the port now refuses connections
     async with CoreClient(url, retries=0, breaker_threshold=3, breaker_cooldown=0.3) as c:
         for _ in range(3):
@@ -271,7 +258,7 @@ async def test_connection_refused_and_circuit_breaker():
 
 async def test_circuit_breaker_half_open_recovers():
     app, hits = _stub(503)
-    async with serve(app) as url, CoreClient(url, retries=0, breaker_threshold=2, breaker_cooldown=0.2) as c:
+    async with serve_on_loopback(app) as url, CoreClient(url, retries=0, breaker_threshold=2, breaker_cooldown=0.2) as c:
         for _ in range(2):
             with pytest.raises(CoreUnavailable):
                 await c.get_account("3100000001")
@@ -287,7 +274,7 @@ async def test_circuit_breaker_half_open_recovers():
 
 
 async def test_breaker_closes_after_core_comes_back(seeded_sqlite):
-    async with serve(create_core_app(seeded_sqlite)) as url:
+    async with serve_on_loopback(create_core_app(seeded_sqlite)) as url:
         pass
     c = CoreClient(url, retries=0, breaker_threshold=1, breaker_cooldown=0.1)
     try:
@@ -297,7 +284,7 @@ async def test_breaker_closes_after_core_comes_back(seeded_sqlite):
     finally:
         await c.close()
     # same client settings, core up on a fresh port: half-open trial succeeds and closes it
-    async with serve(create_core_app(seeded_sqlite)) as url2:
+    async with serve_on_loopback(create_core_app(seeded_sqlite)) as url2:
         c2 = CoreClient(url2, retries=0, breaker_threshold=1, breaker_cooldown=0.1)
         c2.breaker.failure()
         assert c2.breaker.state == "open"
@@ -320,7 +307,7 @@ async def test_caller_owned_session_is_not_closed(core_url):
 @pytest.fixture
 async def live_core(store_url) -> AsyncIterator[tuple[str, str]]:
     await migrate_and_seed(store_url, n_accounts=20)
-    async with serve(create_core_app(store_url)) as url:
+    async with serve_on_loopback(create_core_app(store_url)) as url:
         yield url, store_url
 
 

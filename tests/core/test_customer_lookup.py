@@ -5,11 +5,8 @@ two methods against the same server. SQLite and PostgreSQL (LIKE escaping and ca
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp import web
 from sqlalchemy import select
 
 from backend_client import CoreClient, Customer, ValidationFailed
@@ -18,6 +15,7 @@ from core import models as m
 from core.app import create_core_app
 from core.customers import mask_name
 from core.seed import migrate_and_seed
+from loopback import serve_on_loopback
 
 API = "/api/v1"
 TOKEN = "lookup-token"
@@ -29,19 +27,6 @@ EXTRA = [
     ("3200000004", "100%_电力"),    # LIKE wildcards in a name
     ("3200000005", "100 电力"),     # must not match "100%" as a pattern
 ] + [(str(3210000000 + i), f"测试户{i:02d}") for i in range(25)]  # more than the default limit
-
-
-@contextlib.asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -185,7 +170,7 @@ async def test_documented_in_the_openapi_document(api) -> None:  # type: ignore[
 
 
 async def test_typed_client(db_url, names) -> None:  # type: ignore[no-untyped-def]
-    async with serve(create_core_app(db_url, token=TOKEN)) as url, CoreClient(url, token=TOKEN, retries=0) as core:
+    async with serve_on_loopback(create_core_app(db_url, token=TOKEN)) as url, CoreClient(url, token=TOKEN, retries=0) as core:
         found = await core.find_customers_by_name("张伟", limit=50)
         assert [c.account_number for c in found] == _expected(names, "张伟")[:50]
         assert found[0] == Customer(account_number="3100000001", masked_name="张*")
