@@ -424,9 +424,9 @@ class EntityExtractor:
         explicit = [c for c in out if c.entity == "date"]
         for m in _scan(WEEKDAY_EN, t, cues.latin):
             w = m.group(2)
-            if any(c.start <= m.end() + 5 and m.start() <= c.end + 2 and c.value != _weekday(
-                    ref, m.group(1) or "", _WD_EN[w]).isoformat() and c.end - c.start > 2 for c in explicit
-                   if not (c.start < m.end() and m.start() < c.end)):
+            named = _weekday(ref, m.group(1) or "", _WD_EN[w]).isoformat()
+            if any(c.start <= m.end() + 5 and m.start() <= c.end + 2 and c.value != named and c.end - c.start > 2
+                   for c in explicit if not (c.start < m.end() and m.start() < c.end)):
                 continue  # "Wednesday 16th", "Thu 10 Dec": the day the customer wrote out wins
             if len(w) <= 3 and w in ("sun", "sat", "wed", "mon") and not m.group(1) \
                     and not _PART_OF_DAY_EN.match(t, m.end()):

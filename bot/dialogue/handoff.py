@@ -121,8 +121,12 @@ async def release_to_bot(session: AsyncSession, conversation_id: str, note: str 
     h = await get_active_handoff(session, conversation_id)
     if h is None:
         return None
+    return await _release(session, h, note)
+
+
+async def _release(session: AsyncSession, h: Handoff, note: str | None) -> Handoff:
     h.status, h.released_at = "released", utcnow()
-    session.add(_event(conversation_id, "released", {"note": note, "agent_id": h.agent_id}))
+    session.add(_event(h.conversation_id, "released", {"note": note, "agent_id": h.agent_id}))
     await session.flush()
     return h
 
@@ -133,7 +137,4 @@ async def withdraw(session: AsyncSession, handoff_id: int) -> Handoff | None:
     h = await session.get(Handoff, handoff_id, with_for_update=True)
     if h is None or h.status != "waiting":
         return None
-    h.status, h.released_at = "released", utcnow()
-    session.add(_event(h.conversation_id, "released", {"note": "withdrawn by the customer", "agent_id": None}))
-    await session.flush()
-    return h
+    return await _release(session, h, "withdrawn by the customer")
