@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -43,7 +43,7 @@ def request_id_from(request: web.Request) -> str:
     given = request.headers.get(REQUEST_ID_HEADER, "")
     if given and _GOOD_ID.fullmatch(given) and mask_text(given) == given:
         return given
-    return uuid.uuid4().hex.translate(_NO_DIGITS)
+    return os.urandom(16).hex().translate(_NO_DIGITS)  # 128 random bits, as a uuid4 has
 
 
 def bind_request_id(request_id: str | None) -> None:

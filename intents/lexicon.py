@@ -72,20 +72,23 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 _LATIN = re.compile(r"[a-z]")
 
 
-def _pattern(variant: str) -> str:
-    if _LATIN.search(variant):  # pinyin: whole words, any spacing between the syllables
-        body = r"\s*".join(re.escape(p) for p in variant.split())
-        return rf"(?<![a-z]){body}(?![a-z])"
-    return re.escape(variant)
-
-
 _TO_WORD: dict[str, str] = {}
 for _word, _variants in VARIANTS.items():
     for _v in _variants:
         _TO_WORD[re.sub(r"\s+", "", _v)] = _word
-_RE = re.compile("|".join(_pattern(v) for v in sorted(
-    (v for vs in VARIANTS.values() for v in vs), key=len, reverse=True)))
-_CUE = frozenset("".join(v[0] for vs in VARIANTS.values() for v in vs))
+_ALL = sorted((v for vs in VARIANTS.values() for v in vs), key=len, reverse=True)
+# Two patterns, so that ``re`` can skip ahead: every Han variant starts with a literal (the
+# engine jumps to the positions where one of their first characters occurs), and the pinyin
+# variants, whole words with any spacing between the syllables, are only tried when a message
+# has Latin letters. One alternation with a look-behind in front of the pinyin was 15x slower.
+_HAN_RE = re.compile("|".join(re.escape(v) for v in _ALL if not _LATIN.search(v)))
+_PINYIN_RE = re.compile(r"(?<![a-z])(?:" + "|".join(
+    r"\s*".join(re.escape(p) for p in v.split()) for v in _ALL if _LATIN.search(v)) + r")(?![a-z])")
+_CUE = frozenset(v[0] for v in _ALL)
+
+
+def _to_word(match: re.Match[str]) -> str:
+    return _TO_WORD.get(re.sub(r"\s+", "", match.group(0)), match.group(0))
 
 
 def canonical(text: str) -> str:
@@ -93,7 +96,9 @@ def canonical(text: str) -> str:
     message written in pinyin also gets its everyday words in Chinese (``pinyin_message``)."""
     pinyin = _in_pinyin(text)
     if not _CUE.isdisjoint(text):
-        text = _RE.sub(lambda m: _TO_WORD.get(re.sub(r"\s+", "", m.group(0)), m.group(0)), text)
+        text = _HAN_RE.sub(_to_word, text)
+        if _LATIN.search(text):
+            text = _PINYIN_RE.sub(_to_word, text)
     if pinyin:
         text = _LATIN_WORD.sub(lambda m: WORDS.get(m.group(0), m.group(0)), text)
         text = _HAN_SPACE.sub("", text)

@@ -75,7 +75,7 @@ def digits_view(text: str) -> str:
     if text.isascii():
         return text
     out = _NON_ASCII_DIGIT_RE.sub(_ascii_digit, text)
-    if not _SPELLED_CHARS.intersection(out):
+    if _SPELLED_CHARS.isdisjoint(out):
         return out
     chars = list(out)
     for m in _SPELLED_RUN_RE.finditer(out):

@@ -75,27 +75,19 @@ _ANY = re.compile("|".join(f"(?P<d{i}>{_chinese_pattern(d)}|{_latin_pattern(d)})
 
 # pinyin with tone marks, one character for one (offsets stay valid)
 _TONES = str.maketrans("āáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜüńňǹ", "aaaaeeeeiiiioooouuuuvvvvvnnn")
-_CUES = frozenset("".join(d.stem + "".join(d.aliases) for d in SHANGHAI))
-
-
-# every Latin spelling starts with its first syllable: a message with none of them names none
+_CN_NAMES = tuple(n for d in SHANGHAI for n in (d.stem, *d.aliases))
+# every Latin spelling starts with its first syllable
 _LATIN_HEADS = tuple(sorted({d.pinyin[0] for d in SHANGHAI}))
 
 
 def find(text: str) -> list[tuple[int, int, str]]:
     """(start, end, core name) of every Shanghai district named in lower-cased ``text``."""
-    if text.isascii():
-        if not any(head in text for head in _LATIN_HEADS):
-            return []
-        scan = text
-    elif _CUES.isdisjoint(text) and not re.search(r"[a-zāáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜü]", text):
+    scan = text if text.isascii() else text.translate(_TONES)
+    # ``_ANY`` is tried at every position (its branches start with optional prefixes); most
+    # messages name no district, and a substring test of the names says so ten times faster
+    if not any(name in scan for name in _CN_NAMES) and not any(head in scan for head in _LATIN_HEADS):
         return []
-    else:
-        scan = text.translate(_TONES)
-    found = []
-    for m in _ANY.finditer(scan):
-        found.append((m.start(), m.end(), NAMES[int(m.lastgroup[1:])]))
-    return found
+    return [(m.start(), m.end(), NAMES[int(m.lastgroup[1:])]) for m in _ANY.finditer(scan)]
 
 
 def normalize(text: str | None) -> str | None:

@@ -28,11 +28,6 @@ class Rendered:
     buttons: list[tuple[str, str]] = field(default_factory=list)
 
 
-class _Safe(dict):
-    def __missing__(self, key: str) -> str:
-        return ""
-
-
 def _load_yaml(path: Path) -> dict[str, Any]:
     """The parsed file, parsed once per process and file version (a pipeline, an engine and
     each channel's text service all build a ``Domain``). Callers must not mutate it."""
@@ -102,12 +97,15 @@ class Domain:
         pool = self._pool(name, lang, channel)
         if not pool:
             return Rendered(text=name)
-        v = pool[zlib.crc32(f"{seed}:{name}".encode()) % len(pool)]
-        fmt = _Safe(self.placeholders)
-        fmt.update((k, "" if val is None else val) for k, val in values.items())
-        text = _PLACEHOLDER.sub(lambda m: str(fmt[m.group(1)]), v.get("text", ""))
-        buttons = [
-            (_PLACEHOLDER.sub(lambda m: str(fmt[m.group(1)]), b.get("title", "")), b.get("payload", ""))
-            for b in v.get("buttons") or []
-        ]
+        v = pool[0] if len(pool) == 1 else pool[zlib.crc32(f"{seed}:{name}".encode()) % len(pool)]
+        placeholders = self.placeholders
+
+        def fill(m: re.Match[str]) -> str:
+            key = m.group(1)
+            val = values[key] if key in values else placeholders.get(key)  # a value passed wins
+            return "" if val is None else str(val)
+
+        text = _PLACEHOLDER.sub(fill, v.get("text", ""))
+        buttons = [(_PLACEHOLDER.sub(fill, b.get("title", "")), b.get("payload", ""))
+                   for b in v.get("buttons") or []]
         return Rendered(text=text, buttons=buttons)
