@@ -36,16 +36,27 @@ _NUM = rf"(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d{{1,2}})?"
 WO_RE = re.compile(r"(?<![a-z0-9])wo[-_ ]?(\d{12})(?!\d)")
 # "工单号 261130123456": a customer who leaves out the WO still means the work order (its
 # twelve digits would otherwise read as an account number); the date part must be a date
-WO_CONTEXT_RE = re.compile(r"(?:工单|单号)[号码是为:：\s]{0,3}((\d\d)(\d\d)(\d\d)\d{6})(?!\d)")
+WO_CONTEXT_RE = re.compile(r"(?:工单|单号|(?:work |repair )?order|ticket)(?:\s*(?:number|no\.?|#))?"
+                           r"[号码是为:：\s]{0,3}((\d\d)(\d\d)(\d\d)\d{6})(?!\d)")
 PHONE_RE = re.compile(
     r"(?<![\d+])(?:(?:\+|00)86[-\s]?|86[-\s])?(1[3-9]\d)[-\s]?(\d{4})[-\s]?(\d{4})(?!\d)")
 ACCOUNT_RE = re.compile(r"(?<![\d.])(\d{10,13})(?![\d.])")  # the plain form; see grouped_numbers
 _MOBILE_START = re.compile(r"1[3-9]")
 AMOUNT_RES = [
     re.compile(rf"(?:[￥¥]|rmb ?|cny ?)\s?({_NUM})(?:\s?(?:元|块钱|块|yuan|rmb|cny))?"),
-    re.compile(rf"(?<![\d.])({_NUM})\s?(?:元|块钱|块|圆|yuan|rmb|cny|rmb)(?![a-z])"),
+    re.compile(rf"(?<![\d.])({_NUM})\s?(?:元|块钱|块|圆|yuan|rmb|cny|rmb|bucks)(?![a-z])"),
     re.compile(rf"({_CN}{{1,10}})\s?(?:元|块钱|块)(?!\d)"),
 ]
+# "交三百", "扣了158.2", "paid 230", "overpaid by 50": a sum right after a verb of paying, no unit
+_NOT_MONEY_AFTER = (r"(?![\d.,]|\s\d|\s?(?:度|千瓦|kwh|kw|号|日|月|年|天|周|次|个|期|点|小时|分|%|户|楼|层|元|块"
+                    r"|days?|months?|weeks?|years?|times?|st\b|nd\b|rd\b|th\b|am\b|pm\b|h\b|hours?|min|bills?"
+                    r"|accounts?|of\b))")
+_SUM = r"(?:\d{1,3}(?:,\d{3})+|\d{1,5})(?:\.\d{1,2})?"  # not an account or phone number
+AMOUNT_VERB_CN_RE = re.compile(rf"(?:交|缴|充|付|扣|预存)(?:了|掉|过)?\s?({_SUM}|{_CN}{{2,6}}){_NOT_MONEY_AFTER}")  # not "交一下"
+AMOUNT_VERB_EN_RE = re.compile(
+    rf"\b(?:pay|paid|paying|top(?:ped)? up|topup|prepay|prepaid|deducted|(?:over)?charged(?: me)?|overpaid)"
+    rf"(?: by)?\s+({_SUM}){_NOT_MONEY_AFTER}")
+_PAY_CUE = frozenset("交缴充付扣存")
 # "1千元", "1.5万元", "200多块": Arabic digits with a Chinese magnitude or "more than".
 AMOUNT_MIXED_RE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s?(百|千|万)?(多)?\s?(?:元|块钱|块)")
 _MAGNITUDE = {"百": 100, "千": 1000, "万": 10000}
@@ -65,10 +76,10 @@ _WD_EN.update({"wendesday": 2, "wednsday": 2, "wensday": 2, "wedensday": 2, "thu
                "fridy": 4, "firday": 4, "mondy": 0, "sundy": 6})
 _WD_ALT = "|".join(sorted(_WD_EN, key=len, reverse=True))
 
-REL_DAY_CN = re.compile(r"(大后天|大前天|今天|今日|今儿|今晚|今早|今晨|今夜|明天|明日|明儿|明早|明晚|后天|后儿"
+REL_DAY_CN = re.compile(r"(大后天|大前天|今天|今日|今儿|今晚|今早|今晨|今夜|今朝|明天|明日|明儿|明早|明晚|明朝|名天|后天|后儿"
                         r"|昨天|昨日|昨晚|昨儿|昨夜|前天|前儿)")
-_REL_DAY_OFF = {"今天": 0, "今日": 0, "今儿": 0, "今晚": 0, "今早": 0, "今晨": 0, "今夜": 0,
-                "明天": 1, "明日": 1, "明儿": 1, "明早": 1, "明晚": 1, "后天": 2, "后儿": 2,
+_REL_DAY_OFF = {"今天": 0, "今日": 0, "今儿": 0, "今晚": 0, "今早": 0, "今晨": 0, "今夜": 0, "今朝": 0,
+                "明天": 1, "明日": 1, "明儿": 1, "明早": 1, "明晚": 1, "明朝": 1, "名天": 1, "后天": 2, "后儿": 2,
                 "大后天": 3, "昨天": -1, "昨日": -1, "昨晚": -1, "昨儿": -1, "昨夜": -1,
                 "前天": -2, "前儿": -2, "大前天": -3}
 WEEKDAY_CN = re.compile(r"(下下个?|下个?|这个?|本|上个?|next\s*|this\s*|last\s*)?(?:周|星期|礼拜)([一二三四五六日天1-7])")
@@ -93,7 +104,8 @@ ORDINAL_DAY_EN = re.compile(
 _RANGE_TAIL_EN = re.compile(r"\s*(?:to|-|–|through|until|till|or|and)\s*(\d{1,2})(?:st|nd|rd|th)?\b(?!\s*(?:am|pm|:|点|h\b))")
 # what stands between two weekdays named as alternatives or a range ("周一或者周二", "Mon or Tue")
 _ALTERNATIVE_GAP_RE = re.compile(r"^\s*(?:或者?|或是|还是|和|跟|与|、|到|至|,|，|/|-|~|or|and|to|through)\s*$", re.I)
-NTH_EN = re.compile(r"\bthe (\d{1,2})(?:st|nd|rd|th)\b(?! of| (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))")
+NTH_EN = re.compile(r"\bthe (\d{1,2})(?:st|nd|rd|th)\b(?! of| (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
+                    r"|\s*(?:floor|fl\b|time|attempt|call|try|visit|building|unit|room))")
 # "下个月5号", "这个月20号": a day of a month named relatively
 REL_MONTH_DAY_CN = re.compile(rf"(上上个月|上个月|上月|这个月|本月|这月|下个月|下月)(?:的)?(\d{{1,2}}|{_CN}{{1,3}})[号日]")
 # "wednesday next week"
@@ -106,11 +118,11 @@ HOLIDAY_RE = re.compile("|".join(re.escape(h) if not h.isascii() else rf"\b{re.e
                                  for h in sorted(HOLIDAYS, key=len, reverse=True)))
 MONTHS_AGO_CN = re.compile(rf"(\d{{1,2}}|{_CN}{{1,3}})个月(?:以前|之前|前)")
 MONTH_YEAR_NUM = re.compile(r"(?<![\d/.\-])(\d{1,2})/(\d{4})(?![\d/])")
-REL_DAY_EN = re.compile(r"\b(the day after tomorrow|day after tomorrow|the day before yesterday|"
+REL_DAY_EN = re.compile(r"(?<![a-z])(the day after tomorrow|day after tomorrow|the day before yesterday|"
                         r"today|tonight|tomorrow|tmrw|tmr|yesterday|last night|"
                         r"yesterdy|yesteday|yesturday|yestarday|"
                         r"tomm?orr?ow|tommorrow|2morrow|2moro|"  # the usual misspellings
-                        r"ming ?tian|hou ?tian|jin ?tian|zuo ?tian)\b")  # pinyin
+                        r"yday|ming ?tian|hou ?tian|jin ?tian|zuo ?tian)(?![a-z])")  # pinyin, next to Han too
 _REL_DAY_PINYIN = {"mingtian": 1, "houtian": 2, "jintian": 0, "zuotian": -1}
 # "in two days", "3 days later", "two days from now", "2 days ago", "a week from today"
 DAYS_FROM_EN = re.compile(r"\b(?:in (\d{1,2}|one|two|three|four|five|six|seven|a couple of) (days?|weeks?)\b|"
@@ -125,6 +137,7 @@ _EN_COUNT = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "se
 # "next week tuesday"
 NEXT_WEEK_WEEKDAY_EN = re.compile(rf"\bnext week(?: on)?\s+({_WD_ALT})\b")
 _PART_OF_DAY_EN = re.compile(r"\s+(?:morning|afternoon|evening|night|am\b|pm\b)")
+_EVERY_BEFORE_EN = re.compile(r"\b(?:every|each)\s+$")
 WEEKDAY_EN = re.compile(rf"\b(?:(next|this|last|coming)\s+)?({_WD_ALT})\b")
 MD_EN = re.compile(rf"\b(?:({_MON_ALT})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?|"
                    rf"(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?({_MON_ALT}))\b(?:,?\s*(\d{{4}}))?")
@@ -153,7 +166,7 @@ ADDRESS_RE = re.compile(
 _DIGIT_RE = re.compile(r"\d")  # the same class the patterns' \d stands for
 _LATIN_RE = re.compile(r"[a-z]")  # the English patterns are lower-case words (text is lowered)
 _AMOUNT_WORD = frozenset("元块")  # 元 / 块 / 块钱
-_REL_DAY_CN_CUE = frozenset("今明后昨前")  # 今天 明天 后天 昨天 前天 大后天 ...
+_REL_DAY_CN_CUE = frozenset("今明名后昨前")  # 今天 明天 (名天) 后天 昨天 前天 大后天 ...
 _WEEKDAY_CN_CUE = frozenset("周星礼")  # 周 / 星期 / 礼拜
 _MONTH_CHAR = frozenset("月")
 _DAY_CHAR = frozenset("号日")
@@ -162,7 +175,7 @@ _HOLIDAY_CUE = frozenset("元平圣国劳情")
 _ADDRESS_CUE = frozenset("路街道巷弄村区园寓厦苑")  # the suffixes of ADDRESS_RE
 _DATE_CN_CUE = _REL_DAY_CN_CUE | _WEEKDAY_CN_CUE | _MONTH_CHAR | _DAY_CHAR | _DAYS_CUE | _HOLIDAY_CUE
 _WO_CUE = frozenset("单")  # 工单 / 单号
-_CUE_CHARS = _AMOUNT_WORD | _DATE_CN_CUE | _ADDRESS_CUE | _WO_CUE
+_CUE_CHARS = _AMOUNT_WORD | _DATE_CN_CUE | _ADDRESS_CUE | _WO_CUE | _PAY_CUE
 
 
 class _Cues(NamedTuple):
@@ -255,6 +268,29 @@ def _weekday(ref: dt.date, qualifier: str, wd: int) -> dt.date:
     return ref + dt.timedelta(days=delta)
 
 
+# A bare weekday ("周六", "Saturday") is read as the coming one; a request about what already
+# happened (usage, a payment, an outage going on, a repair reported) means the last one.
+PAST_INTENTS = frozenset({"usage_query", "payment_issue", "report_outage", "work_order_status", "complaint",
+                          "invoice_request", "bill_query"})
+_BARE_WEEKDAY_RE = re.compile(rf"(?:周|星期|礼拜)[一二三四五六日天1-7]|(?:on\s+)?(?:{_WD_ALT})")
+
+
+# an outage asked about ("周三会停电吗", "power cut on Wednesday?") is a planned one
+_ASKS_AHEAD_RE = re.compile(r"[?？吗]|会|\b(?:will|is there|are there|going to)\b")
+
+
+def toward_past(text: str, intent: str, entities: list[dict[str, Any]], ref: dt.date) -> None:
+    """For a request about the past (``PAST_INTENTS``), move the bare weekdays among
+    ``entities`` (of ``text``) to the latest such day not after ``ref``."""
+    if intent not in PAST_INTENTS or (intent == "report_outage" and _ASKS_AHEAD_RE.search(text.lower())):
+        return
+    for e in entities:
+        if e["entity"] == "date" and _BARE_WEEKDAY_RE.fullmatch(text[e["start"]:e["end"]].strip().lower()):
+            day = dt.date.fromisoformat(e["value"])
+            if day > ref:
+                e["value"] = (day - dt.timedelta(days=7)).isoformat()
+
+
 def _past_month(ref: dt.date, month: int) -> tuple[int, int]:
     """A bare month ("10月") means the latest such month not after the reference month."""
     return (ref.year, month) if month <= ref.month else (ref.year - 1, month)
@@ -291,11 +327,11 @@ class EntityExtractor:
     # --- candidates -------------------------------------------------------------------
     def _numbers(self, t: str, cues: _Cues, out: list[_Cand]) -> None:
         digit = cues.digit
-        if not digit and not cues.has(_AMOUNT_WORD):
+        if not digit and not cues.has(_AMOUNT_WORD) and not cues.has(_PAY_CUE):
             return
         for m in _scan(WO_RE, t, digit and cues.latin):
             out.append(_Cand("work_order_id", m.start(), m.end(), "WO" + m.group(1)))
-        for m in _scan(WO_CONTEXT_RE, t, digit and cues.has(_WO_CUE)):
+        for m in _scan(WO_CONTEXT_RE, t, digit and (cues.latin or cues.has(_WO_CUE))):
             if 1 <= int(m.group(3)) <= 12 and 1 <= int(m.group(4)) <= 31:
                 out.append(_Cand("work_order_id", m.start(1), m.end(1), "WO" + m.group(1)))
         for m in _scan(PHONE_RE, t, digit):
@@ -313,6 +349,11 @@ class EntityExtractor:
                 v = cn_to_number(m.group(1))
                 if v is not None and 0 < v < 1e8:
                     out.append(_Cand("amount", m.start(), m.end(), round(v, 2)))
+        for rx, possible in ((AMOUNT_VERB_CN_RE, cues.has(_PAY_CUE)), (AMOUNT_VERB_EN_RE, digit and cues.latin)):
+            for m in _scan(rx, t, possible):
+                v = cn_to_number(m.group(1).replace(",", ""))
+                if v is not None and 0 < v < 1e6:
+                    out.append(_Cand("amount", m.start(1), m.end(1), round(v, 2)))
         for m in _scan(AMOUNT_MIXED_RE, t, digit):
             if m.group(2) or m.group(3):
                 v = float(m.group(1)) * _MAGNITUDE.get(m.group(2) or "", 1)
@@ -335,9 +376,10 @@ class EntityExtractor:
             q = (m.group(1) or "").strip()
             if not q and last[0] and _ALTERNATIVE_GAP_RE.match(t[last[1]:m.start()]):
                 q = last[0]  # "下周一或者周二": the second one is next week's too
-            if m.group(2) in "1234567" and not q and (
-                    t[m.start() - 1:m.start()] == "每" or _COUNT_AFTER_RE.match(t, m.end())):
-                continue  # "每周3次", "周3天": a count, not a weekday
+            if not q and t[max(0, m.start() - 2):m.start()].endswith(("每", "每个")):
+                continue  # "每周一", "每周3次": every week, not a date
+            if m.group(2) in "1234567" and not q and _COUNT_AFTER_RE.match(t, m.end()):
+                continue  # "周3天": a count, not a weekday
             q = _QUALIFIER_EN_CN.get(q, q)
             last = (q, m.end())
             add(m, _weekday(ref, q, _WD_CN[m.group(2)]))
@@ -390,7 +432,7 @@ class EntityExtractor:
             w = m.group(1)
             off = _REL_DAY_PINYIN.get(w.replace(" ", ""))
             if off is None:
-                off = 0 if w in ("today", "tonight") else -1 if w.startswith("yest") or w == "last night" else \
+                off = 0 if w in ("today", "tonight") else -1 if w.startswith("yest") or w in ("last night", "yday") else \
                     2 if "after" in w else -2 if "before" in w else 1
             add(m, ref + dt.timedelta(days=off))
         for m in _scan(DAYS_FROM_EN, t, cues.latin):
@@ -424,6 +466,8 @@ class EntityExtractor:
         explicit = [c for c in out if c.entity == "date"]
         for m in _scan(WEEKDAY_EN, t, cues.latin):
             w = m.group(2)
+            if not m.group(1) and _EVERY_BEFORE_EN.search(t, 0, m.start()):
+                continue  # "every Monday": a routine, not a date
             named = _weekday(ref, m.group(1) or "", _WD_EN[w]).isoformat()
             if any(c.start <= m.end() + 5 and m.start() <= c.end + 2 and c.value != named and c.end - c.start > 2
                    for c in explicit if not (c.start < m.end() and m.start() < c.end)):

@@ -24,7 +24,7 @@ import gc
 
 import numpy as np
 
-from .entities import EntityExtractor
+from .entities import EntityExtractor, toward_past
 from .features import Featurizer, InferenceFeaturizer, Tokenizer, analyze, mask_entities
 from .loader import NLUData, data_hash, load_data
 from .normalize import detect_language, normalize_chars, normalize_for_classifier
@@ -33,7 +33,7 @@ OUT_OF_SCOPE = "out_of_scope"
 FALLBACK = "nlu_fallback"
 MODEL_FILE = "nlu.pkl"
 META_FILE = "nlu.json"
-FORMAT_VERSION = 11  # 3: digit-shape symbols, char 1–3-grams; 4: address placeholder; 5: district+road addresses; 6: no pronoun "addresses"; 7: digits spelled out, typo/pinyin lexicon; 8: char_weight 2.0; 9: oos_weight 1.5; 10: district placeholder; 11: Chinese-numeral quantities as digits
+FORMAT_VERSION = 12  # 3: digit-shape symbols, char 1–3-grams; 4: address placeholder; 5: district+road addresses; 6: no pronoun "addresses"; 7: digits spelled out, typo/pinyin lexicon; 8: char_weight 2.0; 9: oos_weight 1.5; 10: district placeholder; 11: Chinese-numeral quantities as digits; 12: amounts after a verb of paying
 _REF = dt.date(2024, 1, 15)  # fixed reference for masking during training (values unused)
 
 
@@ -247,6 +247,8 @@ class Interpreter:
             name, confidence = FALLBACK, self.fallback_threshold
             ranking = [{"name": FALLBACK, "confidence": round(confidence, 4)}] + \
                 [r for r in ranking if r["name"] != FALLBACK][:9]
+        if ents:
+            toward_past(text, name, ents, reference_date or dt.date.today())
         return {"text": text, "intent": {"name": name, "confidence": round(confidence, 4)},
                 "entities": ents, "intent_ranking": ranking, "language": lang}
 

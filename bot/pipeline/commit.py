@@ -1,10 +1,12 @@
 """Commit a decided turn: the tracker store's plans, the replies and the inbound row, in one transaction.
 
-Two implementations of one step (``_commit_statements``): on SQLite in one process the statement
-plans of concurrent conversations are written together, one executemany per statement (a
-failed group is retried turn by turn, so a failure fails only its own turn); under a lease
-(PostgreSQL) each turn is written alone and its transaction also picks the conversation's next
-row or releases the lease. Session plans (a new identity, a handoff) take one ORM transaction.
+The statement plans of concurrent conversations are written together (``_commit_statements``):
+one transaction, one executemany per statement, one INSERT of every reply. A failed group is
+retried turn by turn, so a failure fails only its own turn. Under leases (PostgreSQL, several
+processes) the same transaction also closes each turn's row and picks its conversation's next
+row or releases its lease; one process on SQLite closes the rows in one statement. A grouped
+write costs a fraction of a turn written alone: the BEGIN, the COMMIT and each statement's
+round trip are shared. Session plans (a new identity, a handoff) take one ORM transaction.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class _TurnWrite:
     queued: list[tuple[int, Reply]] = field(default_factory=list)
     prepare: Callable[[Any], None] | None = None  # runs first in the transaction (sync connection)
     held: bool = False  # written: the replies held on the inbound row, not queued
+    lease_of: str | None = None  # the conversation whose lease the turn holds (PostgreSQL)
+    next_row: Any = None  # written under a lease: the conversation's next waiting row, if any
 
 
 def _cancel_waiting(items: list[_TurnWrite]) -> None:
@@ -114,18 +118,16 @@ class TurnCommits:
 
     async def _commit_statements(self, row: Any, message: Message, plan: StatementPlan, replies: list[Reply],
                                  shared: bool) -> Committed | None:
-        """A statement plan with the replies: under a lease this turn alone, whose transaction
-        also selects the conversation's next row or releases the lease; in one process (SQLite)
-        grouped with the turns of concurrent conversations. None: the plan missed."""
+        """A statement plan with the replies, grouped with the turns of concurrent
+        conversations; under a lease the transaction also selects the conversation's next row
+        or releases the lease. None: the plan missed."""
         item = _TurnWrite(stmts=plan.stmts, replies=list(replies), row=row, waiting=row.id in self._waiters,
-                          fut=asyncio.get_running_loop().create_future(), prepare=plan.prepare)
+                          fut=asyncio.get_running_loop().create_future(), prepare=plan.prepare,
+                          lease_of=message.conversation_id if shared else None)
         missed: tuple[type[BaseException], ...] = (_RowcountMismatch, IntegrityError) if plan.miss_on_integrity \
             else (_RowcountMismatch,)
-        nxt = None
         try:
-            if shared:
-                nxt = await self._write_turns([item], lease_of=message.conversation_id)
-            elif self._group_turns:
+            if self._group_turns:
                 self._turn_q.append(item)
                 if self._turn_task is None or self._turn_task.done():
                     self._turn_task = _task_of_no_request(self._turn_loop())
@@ -137,7 +139,7 @@ class TurnCommits:
         except missed:
             return None
         return Committed(replies=item.replies, queued=item.queued, waiting=item.waiting, held=item.held,
-                         next_row=nxt)
+                         next_row=item.next_row)
 
     async def _commit_in_session(self, row: Any, message: Message, write: Any, replies: list[Reply],
                                  shared: bool, request_id: str | None) -> Committed:
@@ -189,23 +191,23 @@ class TurnCommits:
                 if not item.fut.done():
                     item.fut.set_result(result)
 
-    async def _write_turns(self, items: list[_TurnWrite], *, lease_of: str | None = None) -> Any:
+    async def _write_turns(self, items: list[_TurnWrite]) -> None:
         """Write the turns in one transaction: each statement once with every turn's rows
         (executemany), all replies in one INSERT, all inbound rows closed; raises
         ``_RowcountMismatch`` (nothing written) when a guarded statement missed.
 
-        With ``lease_of`` (one turn, lease held) also select that conversation's next waiting
-        row, or release the lease when there is none; returns the row."""
+        Turns under a lease (``lease_of``) also get their conversation's next waiting row
+        (``next_row``), or the lease released when there is none."""
+        leased = items[0].lease_of is not None  # one process is all leased or all not
         engine = self.sessionmaker.kw["bind"]
-        groups: dict[int, tuple[Any, list[dict[str, Any]], list[int | None]]] = {}
+        # each statement with every turn's parameters and expected row count
+        groups: dict[int, tuple[Any, list[tuple[list[dict[str, Any]], int | None]]]] = {}
         for item in items:
             for stmt, params, expect in item.stmts:
-                g = groups.setdefault(id(stmt), (stmt, [], []))
-                g[1].extend(params)
-                g[2].append(expect)
+                groups.setdefault(id(stmt), (stmt, []))[1].append((params, expect))
         now = utcnow()
         # one process, no lease: a waited-for turn's replies are held on its row (module docstring)
-        hold = lease_of is None and not self.cross_process
+        hold = not leased and not self.cross_process
         due = now + timedelta(seconds=self.inline_grace)
         out_values: list[dict[str, Any]] = []
         keys: list[list[str]] = []
@@ -227,7 +229,7 @@ class TurnCommits:
         # inline answers of earlier turns
         (marks, self._late_marks), (held_marks, self._late_held) = (self._late_marks, []), (self._late_held, [])
 
-        def write(conn: Any) -> tuple[dict[tuple[str, str], int], Any]:
+        def write(conn: Any) -> tuple[dict[tuple[str, str], int], list[Any]]:
             for item in items:
                 if item.prepare is not None:
                     item.prepare(conn)
@@ -235,28 +237,37 @@ class TurnCommits:
                 MARK_INLINE_P.run(conn, {"b_ids": marks, "b_now": now})
             if held_marks:
                 DELIVERED_HELD_P.run(conn, {"b_ids": held_marks})
-            for stmt, params, expects in groups.values():
-                if not params:
-                    continue
-                res = stmt.run(conn, params) if isinstance(stmt, Precompiled) else conn.execute(stmt, params)
-                if all(e is not None for e in expects) and res.rowcount != sum(e or 0 for e in expects):
-                    raise _RowcountMismatch()
+            # SQLite's executemany counts the rows it changed; PostgreSQL's (asyncpg) does not, so
+            # there a guarded statement runs once per turn, still inside the one transaction
+            summed = conn.dialect.name == "sqlite"
+            for stmt, entries in groups.values():
+                guarded = all(expect is not None for _, expect in entries)
+                runs = [(p, e) for p, e in entries if p] if guarded and not summed else \
+                    [([p for ps, _ in entries for p in ps], sum(e or 0 for _, e in entries))]
+                for params, expect in runs:
+                    if not params:
+                        continue
+                    one = params[0] if len(params) == 1 else params
+                    res = stmt.run(conn, one) if isinstance(stmt, Precompiled) else conn.execute(stmt, one)
+                    if guarded and res.rowcount != expect:
+                        raise _RowcountMismatch()
             got: dict[tuple[str, str], int] = {}
             if out_values:
                 got = {(ch, key): oid for oid, ch, key in
                        INSERT_RETURNING[OutboxMessage.__tablename__].run(conn, out_values).all()}
-            if lease_of is None:
+            if not leased:
                 if finish:
                     FINISH_ROW_P.run(conn, finish)
                 if held_rows:
                     HOLD_ROW_P.run(conn, held_rows)
-                return got, None
-            (one,) = finish  # under a lease the write is one turn's
-            return got, self._next_or_release(conn, lease_of, fetched, finish=one)
+                return got, []
+            # under leases nothing is held: every turn has its row in ``finish``
+            return got, [self._next_or_release(conn, item.lease_of, fetched, finish=row_values)
+                         for item, row_values in zip(items, finish)]
 
         fetched: _Fetched = {}
         try:
-            got, nxt = await in_transaction(engine, write)
+            got, nexts = await in_transaction(engine, write)
         except BaseException:
             self._late_marks[:0] = marks
             self._late_held[:0] = held_marks
@@ -264,7 +275,8 @@ class TurnCommits:
         self._keep_prefetched(fetched)
         for item, k in zip(items, keys):
             item.queued = [(got[(r.channel, key)], r) for r, key in zip(item.replies, k) if (r.channel, key) in got]
-        return nxt
+        for item, nxt in zip(items, nexts):
+            item.next_row = nxt
 
     async def _finish_row(self, session: Any, row: Any, conversation_id: str, shared: bool) -> Any:
         """Mark the row done; with the lease held also fetch the next row (or release the lease).

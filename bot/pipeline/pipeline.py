@@ -124,7 +124,8 @@ class Pipeline(InboundQueue, InlineAnswers, ConversationDrain, TurnCommits):
         self._late_marks: list[int] = []
         self._late_held: list[int] = []
         self._late_task: asyncio.Task[None] | None = None
-        self._group_turns = not self.cross_process and dialect == "sqlite"
+        # concurrent turns' writes go in one transaction (``bot.pipeline.commit``)
+        self._group_turns = dialect in ("sqlite", "postgresql")
 
     @property
     def handler(self) -> TurnHandler:
