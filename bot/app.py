@@ -163,6 +163,12 @@ def create_gateway_app(
     app[CHANNELS] = channels
     for ch in channels.values():
         app.router.add_routes(list(ch.routes()))
+    if settings.payment_sandbox and "payments" not in app[EXTRAS]:  # Alipay, when configured, wins
+        from payments.sandbox import SandboxPayments
+
+        sandbox = SandboxPayments(ctx)
+        app[EXTRAS]["payments"] = sandbox
+        app.router.add_routes(sandbox.routes())
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         engine = make_engine(settings.bot_db_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)

@@ -123,6 +123,8 @@ async def run_all(settings: Settings) -> None:
     from core.app import create_core_app
 
     setup_logging(settings.log_level, settings.log_json)
+    if settings.payment_sandbox is None:  # the demo core takes demo payments (payments/sandbox.py)
+        settings = settings.model_copy(update={"payment_sandbox": settings.demo_seed})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     await upgrade(settings.core_db_url, CORE_MIGRATIONS)
     await upgrade(settings.bot_db_url, BOT_MIGRATIONS)

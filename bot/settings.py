@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     wechat_aes_key: SecretStr | None = None
     wechat_api_base_url: str = "https://api.weixin.qq.com/cgi-bin/"
     wechat_reply_wait_seconds: float = Field(4.0, ge=0, le=4.5)  # passive-reply wait (WeChat deadline 5 s)
+    # payments against the demo core through a page on the gateway (payments/sandbox.py): None
+    # = on in `powerbot run` with demo data, off everywhere else
+    payment_sandbox: bool | None = None
     alipay_appid: str | None = None
     alipay_app_private_key: SecretStr | None = None
     alipay_app_private_key_file: Path | None = None

@@ -445,7 +445,7 @@ async def embedded_stack(work_dir: Path, interpreter: object | None = None, *,
             rate_limit_per_sender_per_minute=0, rate_limit_per_ip_per_minute=0,
             sms_inbound_per_minute=0, sms_outbound_per_minute=0, notify_enabled=False,
             sms_api_base_url=f"{purl}/v1", sms_api_key=SMS_API_KEY, sms_secret=SMS_SECRET,
-            redis_url=None,
+            redis_url=None, payment_sandbox=True,  # the demo core's payments, as `powerbot run` has them
         )
         options.update(settings_overrides or {})
         settings = Settings(**options)
