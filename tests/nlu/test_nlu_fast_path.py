@@ -43,7 +43,7 @@ import pytest  # noqa: E402
 import time_machine  # noqa: E402
 import zhconv  # noqa: E402
 
-from intents.entities import ALL_CUES  # noqa: E402
+from intents.entities import ALL_CUES, toward_past  # noqa: E402
 from intents.features import analyze, mask_entities  # noqa: E402
 from intents.loader import data_hash, load_data, load_nlu_file  # noqa: E402
 from intents.model import FALLBACK, Interpreter, ModelState, train_if_needed  # noqa: E402
@@ -225,6 +225,7 @@ def reference_parse(interp: Interpreter, text: str, reference_date: dt.date) -> 
         name, confidence = FALLBACK, interp.fallback_threshold
         ranking = [{"name": FALLBACK, "confidence": round(confidence, 4)}] + \
             [r for r in ranking if r["name"] != FALLBACK][:9]
+    toward_past(text, name, ents, reference_date)  # bare weekdays of a request about the past
     return {"text": text, "intent": {"name": name, "confidence": round(confidence, 4)},
             "entities": ents, "intent_ranking": ranking, "language": lang}
 
