@@ -71,6 +71,8 @@ from intents.slots import account_number, has_account_digits, kwh, last4, work_o
 FALLBACK_CONFIDENCE = 0.5
 # a clause of a two-request message is acted on when the NLU is this sure of it
 CLAUSE_CONFIDENCE = 0.6
+# clauses that describe one fault from two sides (where it is, what it does) are one request
+_ONE_FAULT = frozenset({"report_outage", "repair_request"})
 # the least confidence of a business intent ranked below "inform" that is taken as the request
 RANKED_REQUEST_CONFIDENCE = 0.02
 # answers a form did not understand in a row before an agent is offered
@@ -294,6 +296,8 @@ class PolicyMixin:
                   and float(x["intent"].get("confidence") or 0) >= CLAUSE_CONFIDENCE]
         names = [x["intent"]["name"] for _, x in useful]
         if len(useful) < 2 or len(set(names)) < len(names) or not any(n in BUSINESS_INTENTS for n in names):
+            return []
+        if set(names) <= _ONE_FAULT:  # "Is there a fault on Youyi Road? we have no power": one report
             return []
         return useful
 
