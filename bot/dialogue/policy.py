@@ -105,6 +105,9 @@ class PolicyMixin:
         form = st.get("form")
         intent = turn.intent
         decline = declines(text)
+        # the request the last turn wrote after the customer's yes: a "yes"/"confirm" now is
+        # said to it, and is answered that it is done (not with "anything else?")
+        turn.just_done = st.pop("done", None)  # type: ignore[attr-defined]
 
         # 0. understand special phrasings the classifier is weak at
         if intent in ("bill_query", "usage_query", "nlu_fallback") and kwh(text) and asks_price(text) \
@@ -178,7 +181,7 @@ class PolicyMixin:
         elif intent in ("affirm", "deny") and not decline and turn.confidence >= FALLBACK_CONFIDENCE:
             # nothing was asked: a bare yes or no writes nothing and starts nothing
             st["fallbacks"] = 0
-            self.say(turn, "utter_anything_else")
+            self._yes_to_nothing(turn, intent)
             return
         elif decline and intent not in BUSINESS_INTENTS:
             self.say(turn, "utter_anything_else")
@@ -316,7 +319,7 @@ class PolicyMixin:
             intent in ("affirm", "deny") and not interrupted
         ):
             if intent in ("affirm", "deny"):
-                self.say(turn, "utter_anything_else")
+                self._yes_to_nothing(turn, intent)
                 return
             await self.fallback(turn)
             return
@@ -444,6 +447,15 @@ class PolicyMixin:
             st["fallbacks"] = 0
             self.hand_off(turn, "repeated_fallback", "normal")
 
+    def _yes_to_nothing(self, turn: Turn, intent: str) -> None:
+        """A yes or no when nothing is asked. A yes right after a request was written on the
+        customer's yes ("confirm" once more) is told that it is done."""
+        done = getattr(turn, "just_done", None)
+        if intent == "affirm" and done:
+            self.say(turn, "utter_already_done", request=self.phrase(turn, f"utter_fragment_request_{done}"))
+        else:
+            self.say(turn, "utter_anything_else")
+
     async def accept_offer(self, turn: Turn, offer: str, *, confirmed: bool = True) -> None:
         """A yes to an offer: its question ("需要订阅停电通知吗？") was the confirmation."""
         if offer == "handoff":
@@ -491,6 +503,8 @@ class PolicyMixin:
             self.say(turn, "utter_account_not_found", account=mask_account(str(number or "")))
             return
         st["form"] = None  # the flow ran to its end
+        if getattr(turn, "writes_ok", False) and self.domain.has(f"utter_fragment_request_{name}"):
+            st["done"] = name  # written after a yes (``_policy`` reads it on the next turn)
         turn.slots.pop("_confirmed", None)
 
     async def _check_given(self, turn: Turn, flow: str) -> None:
