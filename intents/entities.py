@@ -172,6 +172,17 @@ _MONTH_CHAR = frozenset("月")
 _DAY_CHAR = frozenset("号日")
 _DAYS_CUE = frozenset("天日")
 _HOLIDAY_CUE = frozenset("元平圣国劳情")
+# "12 Mudanjiang Road, Baoshan", "Room 302, 88 Youyi Road", "Caoxi North Road No. 88": a street
+# address in English or pinyin (the road's name: one to three words that are not "the", "main"…)
+_EN_ROAD_WORD = (r"\b(?!(?:the|a|an|my|our|your|this|that|main|same|on|at|in|of|to|from|near|busy|big|small|"
+                 r"whole|entire|dark|every|any|some|no|which|what|whose|one|other|next)\b)[a-z][a-z'’-]*")
+EN_ADDRESS_RE = re.compile(
+    r"\b(?:(?:room|rm|flat|apt|unit)\s*\d+[a-z]?,?\s*)?"
+    r"(?:(?:no\.?\s*)?\d{1,4}[a-z]?(?:\s*-\s*\d{1,4})?,?\s+)?"
+    rf"(?:{_EN_ROAD_WORD}\s+){{1,3}}(?:road|rd|street|st|lane|ln|avenue|ave|boulevard|blvd|highway|hwy|lu|jie)\b\.?"
+    r"(?:\s+(?:no\.?\s*)?\d{1,4}(?:\s*(?:lane|nong)\s*\d{1,4})?)?"
+    r"(?:,?\s+(?:in\s+)?(?:huangpu|xuhui|changning|jing'?an|putuo|hongkou|yangpu|minhang|baoshan|jiading|pudong|"
+    r"jinshan|songjiang|qingpu|fengxian|chongming)(?:\s+(?:district|new area))?)?")
 _ADDRESS_CUE = frozenset("路街道巷弄村区园寓厦苑")  # the suffixes of ADDRESS_RE
 _DATE_CN_CUE = _REL_DAY_CN_CUE | _WEEKDAY_CN_CUE | _MONTH_CHAR | _DAY_CHAR | _DAYS_CUE | _HOLIDAY_CUE
 _WO_CUE = frozenset("单")  # 工单 / 单号
@@ -543,6 +554,8 @@ class EntityExtractor:
                 out.append(_Cand(name, m.start(), m.end(), m.group(0)))
 
     def _addresses(self, t: str, cues: _Cues, out: list[_Cand]) -> None:
+        for m in _scan(EN_ADDRESS_RE, t, cues.latin):
+            out.append(_Cand("address", m.start(), m.end(), m.group(0).rstrip(".")))
         for m in _scan(ADDRESS_RE, t, cues.has(_ADDRESS_CUE)):
             s, e = m.span()
             frag = m.group(0)
@@ -603,6 +616,8 @@ class EntityExtractor:
             value = c.value
             if isinstance(value, str) and c.entity not in ("date", "month"):
                 value = self.synonyms.get(value.lower(), value)
+            if c.entity == "address" and value.isascii():  # "12 Mudanjiang Road" as written
+                value = text[c.start:c.end].rstrip(".")
             result.append({"entity": c.entity, "value": value, "start": c.start,
                            "end": c.end, "extractor": c.extractor})
         return result

@@ -94,3 +94,21 @@ def normalize(text: str | None) -> str | None:
     """The core's name of the first Shanghai district ``text`` names, or None."""
     hits = find((text or "").lower())
     return hits[0][2] if hits else None
+
+
+_HAN_NAME_RE = re.compile("[\u4e00-\u9fff]+")
+_STREET_SUFFIX_RE = re.compile(r"(?:路|街|大道|公路|支路|巷|弄)$")
+
+
+def street_written(english: str, street: str) -> bool:
+    """Whether an address written in English or pinyin ("12 Bibo Road, Pudong") names the
+    Chinese ``street`` ("碧波路"): the street's name in toneless pinyin ("bibo") among the
+    address's letters. The core's outages name their streets in Chinese only."""
+    from pypinyin import lazy_pinyin  # its dictionaries load on first use, not with the NLU
+
+    name = _STREET_SUFFIX_RE.sub("", street)
+    if len(name) < 2 or not _HAN_NAME_RE.fullmatch(name):
+        return False
+    spelled = "".join(lazy_pinyin(name))
+    letters = re.sub(r"[^a-z]", "", (english or "").lower())
+    return bool(spelled) and spelled in letters

@@ -156,15 +156,17 @@ class FormsMixin:
         p = turn.slots.get("contact_phone")
         if p:
             return p
+        known = await self.known_callback_phone(turn)
+        return known or self.require(turn, flow, "contact_phone", "utter_ask_contact_phone")
+
+    async def known_callback_phone(self, turn: Turn) -> str | None:
+        """The verified account's mobile or the one the channel proves, without asking."""
         number = turn.slots.get("account_number")
         if number and number in turn.authorized:
             acc = await self.account(turn, number)
             if mobile(acc.phone):
                 return mobile(acc.phone)  # type: ignore[return-value]
-        proven = proven_phone(turn.message, self.sender_proofs)
-        if proven:
-            return proven
-        return self.require(turn, flow, "contact_phone", "utter_ask_contact_phone")
+        return proven_phone(turn.message, self.sender_proofs) or None
 
     def _order_done(self, turn: Turn, wo: Any, response: str, **values: Any) -> None:
         """A form that ends by creating a work order: record it, close the form, say so."""
@@ -318,6 +320,13 @@ class FormsMixin:
             if wants_anonymity(text) and form.get("name") == "report_violation":
                 turn.set_slot("anonymous", True)
                 turn.set_slot("contact_phone", "")
+                return True
+            if form.get("name") == "feedback" and (affirms(text) or turn.intent == "affirm") \
+                    and not (e.get("phone_number") or mobile(text)):
+                # "yes, record it": the question showed the suggestion and asked for a yes (a
+                # phone number only if they want a call back)
+                turn.set_slot("contact_phone", "")
+                turn.slots["_confirmed"] = "feedback"
                 return True
             p = mobile(str(e.get("phone_number") or "")) or mobile(text)
             if not p and means_registered_phone(text):

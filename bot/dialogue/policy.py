@@ -452,7 +452,8 @@ class PolicyMixin:
         customer's yes ("confirm" once more) is told that it is done."""
         done = getattr(turn, "just_done", None)
         if intent == "affirm" and done:
-            self.say(turn, "utter_already_done", request=self.phrase(turn, f"utter_fragment_request_{done}"))
+            ref = self.phrase(turn, "utter_fragment_done_order", id=done["order"]) if done.get("order") else ""
+            self.say(turn, "utter_already_done", request=self.phrase(turn, f"utter_fragment_request_{done['flow']}"), ref=ref)
         else:
             self.say(turn, "utter_anything_else")
 
@@ -490,6 +491,7 @@ class PolicyMixin:
             self._take_entities(turn)
             turn.slots["_text"] = turn.message.text
         st["last_intent"] = name
+        orders_before = list(turn.slots.get("_orders") or [])
         turn.actions.append((f"flow_{name}", {}))
         flow = self.flows.get(name) or self.flow_emergency  # the hazard's form is the policy's own
         try:
@@ -504,7 +506,8 @@ class PolicyMixin:
             return
         st["form"] = None  # the flow ran to its end
         if getattr(turn, "writes_ok", False) and self.domain.has(f"utter_fragment_request_{name}"):
-            st["done"] = name  # written after a yes (``_policy`` reads it on the next turn)
+            orders = turn.slots.get("_orders") or []  # written after a yes: ``_policy`` reads it next turn
+            st["done"] = {"flow": name, "order": orders[-1] if list(orders) != orders_before and orders else None}
         turn.slots.pop("_confirmed", None)
 
     async def _check_given(self, turn: Turn, flow: str) -> None:

@@ -66,3 +66,26 @@ def test_nlu_district_entity_and_training_data_agree() -> None:
         got = [(e["entity"], e["value"]) for e in x.extract(text)]
         assert ("district", name) in got, (text, got)
     assert not [e for e in x.extract("黄浦江边散步") if e["entity"] == "district"]
+
+
+def test_an_english_street_names_its_chinese_street_by_pinyin() -> None:
+    from intents.places import street_written
+
+    assert street_written("12 Bibo Road, Pudong", "碧波路")
+    assert street_written("Mudanjiang Rd", "牡丹江路")
+    assert not street_written("12 Youyi Road", "牡丹江路")
+    assert not street_written("the main road", "路")  # no name left to match
+
+
+def test_english_street_addresses_are_entities_as_written() -> None:
+    from intents.entities import EntityExtractor
+
+    ex = EntityExtractor()
+    def addresses(text: str) -> list[str]:
+        return [e["value"] for e in ex.extract(text) if e["entity"] == "address"]
+
+    assert addresses("someone at 12 Mudanjiang Road, Baoshan bypasses their meter") == ["12 Mudanjiang Road, Baoshan"]
+    assert addresses("power is out at Room 302, 88 Youyi Road, Baoshan") == ["Room 302, 88 Youyi Road, Baoshan"]
+    assert addresses("I live on Caoxi North Road No. 88.") == ["Caoxi North Road No. 88"]
+    assert addresses("the main road is dark") == []
+    assert addresses("my street has no power") == []

@@ -24,7 +24,7 @@ from bot.dialogue.turn import Turn
 from bot.dialogue.verification import aware
 from bot.logs import mask_phone
 from common.clock import utcnow
-from intents.places import find
+from intents.places import find, street_written
 from intents.signals import address_text, looks_like_address
 from intents.slots import district as district_in
 
@@ -80,10 +80,12 @@ class OutageFlows:
                      if o.status in ("active", "scheduled")]
         elif district:
             # an address the core cannot match (written in English): a district-wide outage
-            # covers it; a street's fault in that district is only mentioned
+            # covers it, so does a fault on a street the address names in pinyin ("Bibo Road"
+            # for 碧波路); another street's fault in that district is only mentioned
             for o in await self.core.list_outages(district=district, active_at=now):
                 if o.status in ("active", "scheduled"):
-                    (nearby if o.streets else known).append(o)
+                    covers = not o.streets or (address and any(street_written(address, s) for s in o.streets))
+                    (known if covers else nearby).append(o)
         if known and (address or not known[0].streets):
             o = known[0]
             self.finish(turn)

@@ -19,7 +19,7 @@ from bot.dialogue.turn import Turn
 from bot.logs import mask_phone
 from channels.base import proven_phone
 from common.money import money_text
-from intents.signals import is_angry, word_chars
+from intents.signals import is_angry, wants_anonymity, word_chars
 from intents.signals import topic as topic_in
 from intents.slots import mobile
 
@@ -79,15 +79,23 @@ class ServiceRequestFlows:
             turn.slots["_thanked"] = turn.slots.get("_text")  # thanks once per request, before any question
             if word_chars(str(turn.slots.get("_text") or "")) >= 8:
                 self.say(turn, "utter_feedback_thanks")
-        await self._simple_order(turn, "feedback", "feedback", "utter_ask_feedback", "utter_feedback_created", priority="low")
+        await self._simple_order(turn, "feedback", "feedback", "utter_ask_feedback", "utter_feedback_created",
+                                 priority="low", phone_optional=True)
 
-    async def _simple_order(self, turn: Turn, flow: str, wo_type: str, ask: str, done: str, *, priority: str) -> None:
+    async def _simple_order(self, turn: Turn, flow: str, wo_type: str, ask: str, done: str, *, priority: str,
+                            phone_optional: bool = False) -> None:
         if not turn.slots.get("description"):
             text = str(turn.slots.get("_text") or "")
             if word_chars(text) >= 8:
                 turn.set_slot("description", text)
         desc = self.require(turn, flow, "description", ask)
-        phone = await self.contact_phone(turn, flow)
+        if phone_optional and "contact_phone" not in turn.slots:
+            # a suggestion needs no call back: shown with a yes to record it, a number if wanted
+            known = await self.known_callback_phone(turn)
+            if not known:
+                self.ask(turn, flow, "contact_phone", "utter_ask_feedback_record", description=desc[:60])
+            turn.set_slot("contact_phone", known)
+        phone = turn.slots.get("contact_phone") or None if phone_optional else await self.contact_phone(turn, flow)
         number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
         if not number and len(turn.authorized) == 1:
             number = next(iter(turn.authorized))
@@ -104,6 +112,9 @@ class ServiceRequestFlows:
             if word_chars(text) >= 10:
                 turn.set_slot("description", text)
         desc = self.require(turn, "report_violation", "description", "utter_ask_violation")
+        if "contact_phone" not in turn.slots and wants_anonymity(str(turn.slots.get("_text") or "")):
+            turn.set_slot("anonymous", True)  # "I prefer to stay anonymous" in the report itself
+            turn.set_slot("contact_phone", "")
         address = self.require(turn, "report_violation", "address", "utter_ask_violation_address")
         if "contact_phone" not in turn.slots:
             self.ask(turn, "report_violation", "contact_phone", "utter_ask_violation_contact")
