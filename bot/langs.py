@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 _LATIN = re.compile(r"[A-Za-z]")
+
+
+def request_language(headers: Mapping[str, str]) -> str:
+    """'en' for a caller whose Accept-Language starts with English, else 'zh' (pages and
+    refusals that have no customer text to go by)."""
+    return "en" if headers.get("Accept-Language", "").lower().startswith("en") else "zh"
 
 
 def detect_language(text: str) -> str:

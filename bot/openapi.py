@@ -210,6 +210,10 @@ def _q(name: str, schema: dict[str, Any], description: str, required: bool = Fal
     return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
 
 
+_SENDER_Q = _q("sender", {"type": "string", "minLength": 1, "maxLength": SENDER_MAX, "pattern": CLEAN_TEXT},
+               "sender id", required=True)
+
+
 def _paths() -> dict[str, Any]:
     operator = [{"operatorToken": []}]
     notify_errors = {"401": _resp("Unauthorized"), "403": _resp("Forbidden"),
@@ -251,8 +255,7 @@ def _paths() -> dict[str, Any]:
             "summary": "What a web chat sender wrote and was answered (a reloaded page restores it), and the poll cursor",
             "tags": ["rest channel"], "security": [],
             "parameters": [
-                _q("sender", {"type": "string", "minLength": 1, "maxLength": SENDER_MAX, "pattern": CLEAN_TEXT},
-                   "sender id", required=True),
+                _SENDER_Q,
             ],
             "responses": {"200": _ok(_ref("Transcript")), "400": _resp("BadRequest")},
         }},
@@ -261,8 +264,7 @@ def _paths() -> dict[str, Any]:
             "summary": "Replies that arrived later (an agent's answer, a delayed answer), after a cursor",
             "tags": ["rest channel"], "security": [],
             "parameters": [
-                _q("sender", {"type": "string", "minLength": 1, "maxLength": SENDER_MAX, "pattern": CLEAN_TEXT},
-                   "sender id", required=True),
+                _SENDER_Q,
                 _q("after", {"type": "integer", "minimum": -1, "maximum": 2**63 - 1},
                    "cursor of the previous poll; 0 on a fresh page"),
             ],

@@ -35,7 +35,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.langs import detect_language
+from bot.langs import detect_language, request_language
 from bot.settings import Settings
 from bot.texts import TextService
 from channels.base import Message, Receipt, Reply, SideWrite
@@ -129,10 +129,6 @@ class RateLimitedProcessor:
         return getattr(self.inner, name)
 
 
-def _lang(request: web.Request) -> str:
-    return "en" if request.headers.get("Accept-Language", "").lower().startswith("en") else "zh"
-
-
 class RateLimiting:
     """Installs the middleware on an app and wraps its message processor."""
 
@@ -174,7 +170,7 @@ class RateLimiting:
         if length is not None and length > self.max_body:
             log.warning("refused body of %d bytes on %s (limit %d)", length, request.path, self.max_body)
             # The body was not read: close the connection instead of draining it.
-            message = self.texts.text("utter_request_too_large", lang=_lang(request))
+            message = self.texts.text("utter_request_too_large", lang=request_language(request.headers))
             resp = web.json_response(
                 {"type": "about:blank", "title": "Content Too Large", "status": 413, "detail": message,
                  "error": "payload_too_large", "message": message, "limit": self.max_body},
@@ -189,7 +185,7 @@ class RateLimiting:
             if not decision.allowed:
                 if decision.first_refusal:
                     log.warning("rate limited client ip on %s (over %.0f req/min)", request.path, decision.count)
-                message = self.texts.text("utter_too_many_requests", lang=_lang(request))
+                message = self.texts.text("utter_too_many_requests", lang=request_language(request.headers))
                 return web.json_response(  # RFC 9457; error/message/retry_after kept for older clients
                     {"type": "about:blank", "title": "Too Many Requests", "status": 429, "detail": message,
                      "error": "rate_limited", "message": message, "retry_after": decision.retry_after},

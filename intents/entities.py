@@ -183,6 +183,8 @@ EN_ADDRESS_RE = re.compile(
     r"(?:\s+(?:no\.?\s*)?\d{1,4}(?:\s*(?:lane|nong)\s*\d{1,4})?)?"
     r"(?:,?\s+(?:in\s+)?(?:huangpu|xuhui|changning|jing'?an|putuo|hongkou|yangpu|minhang|baoshan|jiading|pudong|"
     r"jinshan|songjiang|qingpu|fengxian|chongming)(?:\s+(?:district|new area))?)?")
+# the street words EN_ADDRESS_RE ends with: most English messages name none (a cheap pre-check)
+_EN_STREET_WORD_RE = re.compile(r"\b(?:road|rd|street|st|lane|ln|avenue|ave|boulevard|blvd|highway|hwy|lu|jie)\b")
 _ADDRESS_CUE = frozenset("路街道巷弄村区园寓厦苑")  # the suffixes of ADDRESS_RE
 _DATE_CN_CUE = _REL_DAY_CN_CUE | _WEEKDAY_CN_CUE | _MONTH_CHAR | _DAY_CHAR | _DAYS_CUE | _HOLIDAY_CUE
 _WO_CUE = frozenset("单")  # 工单 / 单号
@@ -554,7 +556,7 @@ class EntityExtractor:
                 out.append(_Cand(name, m.start(), m.end(), m.group(0)))
 
     def _addresses(self, t: str, cues: _Cues, out: list[_Cand]) -> None:
-        for m in _scan(EN_ADDRESS_RE, t, cues.latin):
+        for m in _scan(EN_ADDRESS_RE, t, cues.latin and _EN_STREET_WORD_RE.search(t) is not None):
             out.append(_Cand("address", m.start(), m.end(), m.group(0).rstrip(".")))
         for m in _scan(ADDRESS_RE, t, cues.has(_ADDRESS_CUE)):
             s, e = m.span()

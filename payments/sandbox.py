@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from backend_client import CoreUnavailable, NotFound
+from bot.langs import request_language
 from channels.base import ChannelContext, PaymentLink
 from common.clock import utcnow
 from common.pii import mask_account
@@ -29,10 +30,6 @@ PAGE = "/pay/sandbox/{out_trade_no}"
 
 def _out_trade_no() -> str:
     return "SBX" + utcnow().strftime("%Y%m%d%H%M%S") + secrets.token_hex(6)
-
-
-def _lang(request: web.Request) -> str:
-    return "en" if request.headers.get("Accept-Language", "").lower().startswith("en") else "zh"
 
 
 class SandboxPayments:
@@ -76,7 +73,7 @@ class SandboxPayments:
             raise web.HTTPNotFound(text=self._text(request, "utter_sandbox_payment_unknown"))
 
     def _text(self, request: web.Request, name: str, **values: Any) -> str:
-        return self.ctx.texts.text(name, lang=_lang(request), **values)
+        return self.ctx.texts.text(name, lang=request_language(request.headers), **values)
 
     def _render(self, request: web.Request, payment: Any) -> web.Response:
         values = {"account": mask_account(payment.account_number), "amount": f"{payment.amount:.2f}"}
@@ -86,7 +83,7 @@ class SandboxPayments:
             f'<form method="post"><button type="submit">'
             f'{html.escape(self._text(request, "utter_sandbox_payment_button"))}</button></form>')
         title = html.escape(self._text(request, "utter_sandbox_payment_title"))
-        page = (f'<!doctype html><html lang="{_lang(request)}"><head><meta charset="utf-8">'
+        page = (f'<!doctype html><html lang="{request_language(request.headers)}"><head><meta charset="utf-8">'
                 f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>'
                 '<style>body{font-family:sans-serif;max-width:28rem;margin:2rem auto;padding:0 1rem}'
                 'button{font-size:1.1rem;padding:.6rem 1.4rem}</style></head>'

@@ -51,6 +51,12 @@ TURN_SLOTS = ("month", "date", "kwh", "work_order_id", "description", "topic", "
               "contact_phone", "contact_name", "location", "district", "anonymous", "payment_ref", "address")
 
 
+
+def stay_anonymous(turn: Turn) -> None:
+    """A report whose author keeps their name and number to themselves."""
+    turn.set_slot("anonymous", True)
+    turn.set_slot("contact_phone", "")
+
 class Stop(Exception):
     """A flow asked the customer something (or finished early): end the turn here."""
 
@@ -318,8 +324,7 @@ class FormsMixin:
             return True
         if slot == "contact_phone":
             if wants_anonymity(text) and form.get("name") == "report_violation":
-                turn.set_slot("anonymous", True)
-                turn.set_slot("contact_phone", "")
+                stay_anonymous(turn)
                 return True
             if form.get("name") == "feedback" and (affirms(text) or turn.intent == "affirm") \
                     and not (e.get("phone_number") or mobile(text)):

@@ -242,8 +242,10 @@ class TurnCommits:
             summed = conn.dialect.name == "sqlite"
             for stmt, entries in groups.values():
                 guarded = all(expect is not None for _, expect in entries)
-                runs = [(p, e) for p, e in entries if p] if guarded and not summed else \
-                    [([p for ps, _ in entries for p in ps], sum(e or 0 for _, e in entries))]
+                if guarded and not summed:
+                    runs = [(p, e) for p, e in entries if p]
+                else:
+                    runs = [([p for ps, _ in entries for p in ps], sum(e or 0 for _, e in entries))]
                 for params, expect in runs:
                     if not params:
                         continue

@@ -13,6 +13,7 @@ Expects of the class it is mixed into: ``core``, ``sender_proofs``; ``ask``,
 
 from __future__ import annotations
 
+from bot.dialogue.forms import stay_anonymous
 from bot.dialogue.flows import remember_order
 from bot.dialogue.responses import kwh_fmt
 from bot.dialogue.turn import Turn
@@ -89,13 +90,16 @@ class ServiceRequestFlows:
             if word_chars(text) >= 8:
                 turn.set_slot("description", text)
         desc = self.require(turn, flow, "description", ask)
-        if phone_optional and "contact_phone" not in turn.slots:
+        if phone_optional:
             # a suggestion needs no call back: shown with a yes to record it, a number if wanted
-            known = await self.known_callback_phone(turn)
-            if not known:
-                self.ask(turn, flow, "contact_phone", "utter_ask_feedback_record", description=desc[:60])
-            turn.set_slot("contact_phone", known)
-        phone = turn.slots.get("contact_phone") or None if phone_optional else await self.contact_phone(turn, flow)
+            if "contact_phone" not in turn.slots:
+                known = await self.known_callback_phone(turn)
+                if not known:
+                    self.ask(turn, flow, "contact_phone", "utter_ask_feedback_record", description=desc[:60])
+                turn.set_slot("contact_phone", known)
+            phone = turn.slots.get("contact_phone") or None
+        else:
+            phone = await self.contact_phone(turn, flow)
         number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
         if not number and len(turn.authorized) == 1:
             number = next(iter(turn.authorized))
@@ -113,8 +117,7 @@ class ServiceRequestFlows:
                 turn.set_slot("description", text)
         desc = self.require(turn, "report_violation", "description", "utter_ask_violation")
         if "contact_phone" not in turn.slots and wants_anonymity(str(turn.slots.get("_text") or "")):
-            turn.set_slot("anonymous", True)  # "I prefer to stay anonymous" in the report itself
-            turn.set_slot("contact_phone", "")
+            stay_anonymous(turn)  # "I prefer to stay anonymous" in the report itself
         address = self.require(turn, "report_violation", "address", "utter_ask_violation_address")
         if "contact_phone" not in turn.slots:
             self.ask(turn, "report_violation", "contact_phone", "utter_ask_violation_contact")
