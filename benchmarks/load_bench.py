@@ -11,8 +11,8 @@ Each customer sends ``--messages`` messages one after the other (a conversation;
 message only after the answer), all customers at once. Latency = request → HTTP answer
 (REST: the JSON replies; WeChat: the passive reply, or the empty "answer follows" when the
 4-s budget ran out). Columns: ``answered`` = real answers in the HTTP response; ``deferred`` =
-accepted, answer follows (REST: by polling after the 30-s wait; WeChat: "success", then the
-customer-service API); ``timeouts`` = the client gave up (WeChat after 5 s — it would retry the
+accepted, answer follows (REST: by polling after the 2-s wait; WeChat: "success", then the
+customer-service API), ``of wx`` = of which WeChat; ``timeouts`` = the client gave up (WeChat after 5 s — it would retry the
 same MsgId; REST at the run deadline); ``errors`` = HTTP errors / refused connections;
 ``processed/s`` = messages the gateways finished during the run (whether or not the client was
 still waiting); ``in done/total`` and ``unsent`` = after a short drain, nothing may be lost;
@@ -186,6 +186,7 @@ class Result:
     errors: int = 0
     timeouts: int = 0
     deferred: int = 0
+    wx_deferred: int = 0
     rest_ok: int = 0
     wx_ok: int = 0
     elapsed: float = 0.0
@@ -222,7 +223,7 @@ async def rest_customer(http: aiohttp.ClientSession, url: str, n: int, res: Resu
             res.errors += 1
             continue
         if not body:
-            res.deferred += 1  # not ready within the REST wait (30 s): the answer follows by polling
+            res.deferred += 1  # not ready within the REST wait (2 s): the answer follows by polling
             continue
         res.latencies.append(time.monotonic() - t0)
         res.rest_ok += 1
@@ -251,6 +252,7 @@ async def wechat_customer(http: aiohttp.ClientSession, url: str, n: int, res: Re
             continue
         if not answer.text:
             res.deferred += 1  # "success" within 5 s: the answer follows via the customer-service API
+            res.wx_deferred += 1
             continue
         res.latencies.append(time.monotonic() - t0)
         res.wx_ok += 1
@@ -351,7 +353,7 @@ async def one_run(args: argparse.Namespace, workers: int, core_url: str, wechat_
     return res
 
 
-HDR = (f"{'workers':>7} {'answered':>8} {'msg/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'deferred':>8} {'timeouts':>8} "
+HDR = (f"{'workers':>7} {'answered':>8} {'msg/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'deferred':>8} {'of wx':>5} {'timeouts':>8} "
        f"{'errors':>6} {'processed/s':>11} {'in done/total':>13} {'unsent':>6} {'gw cpu ms/msg':>13} {'core':>5} "
        f"{'pg cpu':>6} {'stmts/msg':>9} {'new pg sessions':>15}  load")
 
@@ -361,7 +363,7 @@ def row(r: Result) -> str:
     rate = n / r.elapsed if r.elapsed else 0.0
     processed = (r.done_at_end - r.warm) / r.elapsed if r.elapsed else 0.0
     return (f"{r.workers:>7} {n:>8} {rate:>7.1f} {pct(r.latencies, 0.5):>7.0f} {pct(r.latencies, 0.99):>7.0f} "
-            f"{r.deferred:>8} {r.timeouts:>8} {r.errors:>6} {processed:>11.1f} "
+            f"{r.deferred:>8} {r.wx_deferred:>5} {r.timeouts:>8} {r.errors:>6} {processed:>11.1f} "
             f"{f'{r.inbound_done}/{r.inbound_total}':>13} "
             f"{r.outbox_unsent:>6} {1000 * r.gw_cpu / max(1, r.inbound_done - r.warm):>13.1f} "
             f"{1000 * r.core_cpu / max(1, r.inbound_done - r.warm):>5.1f} "

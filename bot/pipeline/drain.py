@@ -26,6 +26,7 @@ from common.clock import utcnow
 from bot.pipeline.shared import (
     _Fetched, _task_of_no_request,
 )
+from bot.pipeline.slots import deadline_after
 
 log = logging.getLogger("powerbot.pipeline")
 
@@ -45,10 +46,13 @@ class ConversationDrain:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def drain(self, conversation_id: str) -> None:
-        """Process every waiting message of one conversation, oldest first."""
+    async def drain(self, conversation_id: str, deadline: float | None = None) -> None:
+        """Process every waiting message of one conversation, oldest first; its turns take
+        their slots by ``deadline`` (``bot.pipeline.slots``; None: nobody waits)."""
+        if deadline is None:
+            deadline = deadline_after(None)
         if self.cross_process:
-            await self._drain_shared(conversation_id)
+            await self._drain_shared(conversation_id, deadline)
             return
         async with self.locks(conversation_id):
             st = self._conv(conversation_id)
@@ -68,7 +72,7 @@ class ConversationDrain:
                     if row.next_attempt_at and outbox.as_aware(row.next_attempt_at) > utcnow():
                         st.clean = False
                         return  # the oldest is backing off; later ones must wait for it (ordering)
-                ok, _ = await self._process_one(row)
+                ok, _ = await self._process_one(row, deadline=deadline)
                 if not ok:
                     st.clean = False
                     return
@@ -77,7 +81,7 @@ class ConversationDrain:
         async with self.sessionmaker() as session:
             return (await session.execute(NEXT_ROW, {"b_cid": conversation_id})).first()
 
-    async def _drain_shared(self, conversation_id: str) -> None:
+    async def _drain_shared(self, conversation_id: str, deadline: float) -> None:
         """Drain under the cross-process lease (PostgreSQL: several gateway processes).
 
         The turn slot is taken before the lease and kept while the conversation drains: a
@@ -88,7 +92,7 @@ class ConversationDrain:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + LEASE_WAIT_SECONDS
             delay = 0.02
-            await self._active.acquire()
+            await self._active.acquire(deadline)
             slot = True
             try:
                 while True:
@@ -101,7 +105,7 @@ class ConversationDrain:
                         return  # the recovery loop will come back for it
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 0.5)
-                    await self._active.acquire()
+                    await self._active.acquire(deadline)
                     slot = True
                 await self._drain_leased(conversation_id, row)
             finally:

@@ -28,8 +28,9 @@ from common.clock import utcnow
 from common.metrics import MESSAGES_IN, labelled
 from common.observe import current_request_id
 from bot.pipeline.shared import (
-    _let_others_join, TurnPrefetch, _Fetched, _Row, _ConvState, _task_of_no_request, _ROW_FIELDS, INSERT_CHUNK,
+    _let_others_join, TurnPrefetch, _Fetched, _Inbound, _Row, _ConvState, _task_of_no_request, _ROW_FIELDS, INSERT_CHUNK,
 )
+from bot.pipeline.slots import deadline_after
 
 log = logging.getLogger("powerbot.pipeline")
 
@@ -98,7 +99,7 @@ class InboundQueue:
         # no waiter when the channel will not wait: its replies are due at once (no inline grace)
         fut: asyncio.Future[Receipt] | None = loop.create_future() if wait is None or wait > 0 else None
         self._conv(message.conversation_id).inflight += 1
-        self._insert_q.append((values, inserted, fut, also))
+        self._insert_q.append(_Inbound(values, inserted, fut, also, deadline_after(wait)))
         if self._insert_task is None or self._insert_task.done():
             self._insert_task = _task_of_no_request(self._insert_loop())
         # awaited directly (one loop callback, not two): a cancelled request cancels the future
@@ -131,37 +132,37 @@ class InboundQueue:
             # whether the store has older rows of theirs (a crash, another run) or only the new ones
             probe = set()
             if not self.cross_process:
-                for values, _, _, _ in batch:
-                    st = self._conv(values["conversation_id"])
+                for item in batch:
+                    st = self._conv(item.values["conversation_id"])
                     if not st.clean and not st.pending:
-                        probe.add(values["conversation_id"])
+                        probe.add(item.values["conversation_id"])
             await self._insert_group(batch, probe)
 
-    async def _insert_group(self, batch: list[Any], probe: set[str]) -> None:
+    async def _insert_group(self, batch: list[_Inbound], probe: set[str]) -> None:
         """Write one group of queued inbound rows; a group that fails is split in halves and
         each written again, so one row the store refuses fails only its own sender."""
-        side = [w for _, _, _, also in batch for w in also]
+        side = [w for item in batch for w in item.also]
         try:
-            ids, clean = await self._insert_batch([v for v, _, _, _ in batch], probe, side)
+            ids, clean = await self._insert_batch([item.values for item in batch], probe, side)
         except asyncio.CancelledError:
             self._fail_inserts(batch, None)
             raise
         except Exception as exc:  # noqa: BLE001 - isolated below, else its caller hears about it
             if len(batch) == 1:
-                log.warning("inbound row refused by the store channel=%s: %r", batch[0][0]["channel"], exc)
+                log.warning("inbound row refused by the store channel=%s: %r", batch[0].values["channel"], exc)
                 self._fail_inserts(batch, exc)
                 return
             half = len(batch) // 2
             for part in (batch[:half], batch[half:]):
-                await self._insert_group(part, {v["conversation_id"] for v, _, _, _ in part} & probe)
+                await self._insert_group(part, {item.values["conversation_id"] for item in part} & probe)
             return
         for cid in clean:
             self._conv(cid).clean = True
         for w in side:
             if w.done is not None:
                 w.done()
-        for (values, inserted, fut, _), inbound_id in zip(batch, ids):
-            cid = values["conversation_id"]
+        for item, inbound_id in zip(batch, ids):
+            values, fut, cid = item.values, item.fut, item.values["conversation_id"]
             st = self._conv(cid)
             st.inflight -= 1
             if inbound_id is not None:
@@ -170,19 +171,19 @@ class InboundQueue:
                 if not self.cross_process:
                     bisect.insort(st.pending, inbound_id)
                     st.rows[inbound_id] = _Row(id=inbound_id, **{k: values[k] for k in _ROW_FIELDS})
-                self._spawn(self.drain(cid))
-            if not inserted.done():
-                inserted.set_result(inbound_id)
+                self._spawn(self.drain(cid, item.deadline))
+            if not item.inserted.done():
+                item.inserted.set_result(inbound_id)
 
-    def _fail_inserts(self, batch: list[Any], exc: BaseException | None) -> None:
+    def _fail_inserts(self, batch: list[_Inbound], exc: BaseException | None) -> None:
         """Tell the callers of rows that were not stored (``exc`` None: cancelled)."""
-        for values, inserted, _, _ in batch:
-            self._conv(values["conversation_id"]).inflight -= 1
-            if not inserted.done():
+        for item in batch:
+            self._conv(item.values["conversation_id"]).inflight -= 1
+            if not item.inserted.done():
                 if exc is None:
-                    inserted.cancel()
+                    item.inserted.cancel()
                 else:
-                    inserted.set_exception(exc)
+                    item.inserted.set_exception(exc)
 
     async def _insert_batch(
         self, rows: list[dict[str, Any]], probe: set[str], side: Sequence[SideWrite] = ()

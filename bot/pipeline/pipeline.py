@@ -58,6 +58,7 @@ from bot.pipeline.commit import (
 from bot.pipeline.inbound import InboundQueue
 from bot.pipeline.inline import InlineAnswers
 from bot.pipeline.drain import ConversationDrain
+from bot.pipeline.slots import TurnSlots, deadline_after
 from bot.pipeline.commit import TurnCommits
 
 log = logging.getLogger("powerbot.pipeline")
@@ -105,7 +106,7 @@ class Pipeline(InboundQueue, InlineAnswers, ConversationDrain, TurnCommits):
         if max_active is None:
             max_active = _default_max_active(bind)
         self.max_active = max(1, max_active)
-        self._active = asyncio.Semaphore(self.max_active)
+        self._active = TurnSlots(self.max_active)
         self._waiters: dict[int, asyncio.Future[Receipt]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._recovery: asyncio.Task[None] | None = None
@@ -135,10 +136,12 @@ class Pipeline(InboundQueue, InlineAnswers, ConversationDrain, TurnCommits):
     def handler(self, handler: Any) -> None:  # the console wraps it after construction
         self._handler = as_turn_handler(handler)
 
-    async def _process_one(self, row: Any, *, shared: bool = False) -> tuple[bool, InboundMessage | None]:
+    async def _process_one(self, row: Any, *, shared: bool = False,
+                           deadline: float | None = None) -> tuple[bool, InboundMessage | None]:
         """Run the dialogue on one row and write its replies. With ``shared`` (lease held) the
         reply transaction also selects the conversation's next row and, when there is none,
-        releases the lease; returns (processed, next row)."""
+        releases the lease; returns (processed, next row). Without, the turn takes a slot by
+        ``deadline`` (``bot.pipeline.slots``)."""
         message = Message(
             channel=row.channel,
             sender_id=row.sender_id,
@@ -151,17 +154,18 @@ class Pipeline(InboundQueue, InlineAnswers, ConversationDrain, TurnCommits):
         request_id = _request_id_of(row)
         token = REQUEST_ID.set(request_id)
         try:
-            return await self._process_turn(row, message, request_id, shared)
+            return await self._process_turn(row, message, request_id, shared,
+                                            deadline_after(None) if deadline is None else deadline)
         finally:
             REQUEST_ID.reset(token)
 
     async def _process_turn(self, row: Any, message: Message, request_id: str | None,
-                            shared: bool) -> tuple[bool, InboundMessage | None]:
+                            shared: bool, deadline: float) -> tuple[bool, InboundMessage | None]:
         """Load → decide → commit → after-commit, for one row. Under a lease (``shared``) the
         drain holds the turn slot already (it took the slot before the lease)."""
         if not row.attempts:
             labelled(QUEUE_WAIT, row.channel).observe(max(0.0, (utcnow() - message.received_at).total_seconds()))
-        async with contextlib.nullcontext() if shared else self._active:
+        async with contextlib.nullcontext() if shared else self._active.held(deadline):
             handler = self.handler
             committed: Committed | None = None
             started = time.perf_counter()

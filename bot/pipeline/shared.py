@@ -82,8 +82,15 @@ class ConversationLocks:
             del self._locks[conversation_id]
 
 
-# a queued inbound row: values, its id's future, the replies' future (None: nobody waits), side writes
-_Inbound = tuple[dict[str, Any], "asyncio.Future[int | None]", "asyncio.Future[Any] | None", Sequence[SideWrite]]
+@dataclass(slots=True)
+class _Inbound:
+    """A queued inbound row."""
+
+    values: dict[str, Any]
+    inserted: asyncio.Future[int | None]  # its id (None: a duplicate)
+    fut: asyncio.Future[Any] | None  # its replies (None: nobody waits)
+    also: Sequence[SideWrite]  # the channel's side writes
+    deadline: float  # when its caller stops waiting (``bot.pipeline.slots``)
 
 
 @dataclass
