@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -38,6 +39,11 @@ BASE_BACKOFF_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 600.0
 ANALYZE_AFTER_ROWS = 20_000  # enqueue_many of this many rows refreshes the planner statistics (PostgreSQL)
 SENDING_LEASE = timedelta(minutes=2)  # a 'sending' row older than this was orphaned by a crash
+
+# Under load replies become due one or two at a time (each a turn whose caller stopped
+# waiting); a pass that found fewer rows than a batch waits this long before the next claim so
+# that the next one carries more. At 1,000 customers a pass carried ~2 rows for 5 round trips.
+CLAIM_LINGER_SECONDS = 0.05
 
 
 def backoff(attempts: int) -> timedelta:
@@ -215,6 +221,11 @@ class OutboxWorker:
         self._stopping = False
         self._outcomes: list[tuple[Any, dict[str, Any], BaseException | None]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self.linger = CLAIM_LINGER_SECONDS
+        # the orphan sweep and the notice lane need not run on every claim (see ``_claim``)
+        self._swept_at = float("-inf")
+        self._notices_at = float("-inf")
+        self._notices_found = True
 
     def configure(
         self,
@@ -273,7 +284,7 @@ class OutboxWorker:
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                n = await self._pass()
+                n = await self._pass(paced=True)
                 # The next claim need not wait for this batch's outcomes to be written (its rows
                 # stay 'sending' until then, no other pass can take them); only a backlog of
                 # unwritten outcomes larger than a few batches holds the loop back.
@@ -290,30 +301,44 @@ class OutboxWorker:
                     await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
                 except asyncio.TimeoutError:
                     pass
+            elif n < self.batch_size and self.linger and not self._stopping:
+                await asyncio.sleep(self.linger)
 
-    async def _claim(self) -> list[Any]:
+    async def _claim(self, paced: bool = False) -> list[Any]:
         """Claim up to ``batch_size`` due rows with one UPDATE ... RETURNING (Core rows).
 
         ``UPDATE outbox SET status='sending' WHERE id IN (SELECT id ... LIMIT n FOR UPDATE SKIP
         LOCKED) RETURNING *`` on PostgreSQL (SQLite serialises writers: the same statement
         without the lock clause). The rows have the model's attributes (``id``, ``channel``,
         ``payload``, ``attempts``...) as read-only fields.
+
+        Replies are claimed on every pass. ``paced`` (the worker's own loop): the sweep of rows
+        orphaned by a crash runs at most every quarter of the sending lease (they are a lease
+        old anyway), and the notice lane while it finds rows or once per ``poll_interval`` (a
+        notice is not a turn's answer); ``run_once`` does both every time.
         """
         now = utcnow()
+        clock = time.monotonic()
         table = OutboxMessage.__table__
         c = table.c
         async with self.sessionmaker() as session, session.begin():
-            # Rows orphaned in 'sending' by a crashed process go back to the queue.
-            await session.execute(
-                update(table)
-                .where(c.status == sql_const("sending"), c.next_attempt_at < now - self.sending_lease)
-                .values(status="pending")
-            )
+            if not paced or clock - self._swept_at >= min(10.0, self.sending_lease.total_seconds() / 4):
+                self._swept_at = clock
+                await session.execute(
+                    update(table)
+                    .where(c.status == sql_const("sending"), c.next_attempt_at < now - self.sending_lease)
+                    .values(status="pending")
+                )
             # Replies to customers first (their own partial index), then notices: an answer
             # must not queue behind a 100,000-notice fan-out.
             rows = await self._claim_lane(session, c.kind == sql_const("reply"), now, self.batch_size)
-            if len(rows) < self.batch_size:
-                rows += await self._claim_lane(session, c.kind != sql_const("reply"), now, self.batch_size - len(rows))
+            if len(rows) < self.batch_size and (not paced or self._notices_found
+                                                or clock - self._notices_at >= self.poll_interval):
+                self._notices_at = clock
+                notices = await self._claim_lane(session, c.kind != sql_const("reply"), now,
+                                                 self.batch_size - len(rows))
+                self._notices_found = bool(notices)
+                rows += notices
         rows.sort(key=lambda r: r.id)
         return rows
 
@@ -360,7 +385,7 @@ class OutboxWorker:
             await self._drain()
         return n
 
-    async def _pass(self) -> int:
+    async def _pass(self, paced: bool = False) -> int:
         """Claim and deliver one batch; outcomes are left to the flusher (``run_once`` waits).
 
         Rows of a channel with a batch API (``max_batch`` > 1) go out in groups of at most
@@ -368,7 +393,7 @@ class OutboxWorker:
         limit calls per second), up to ``concurrency`` groups in flight at once; other rows are
         sent one by one with ``send``, ``concurrency`` at a time.
         """
-        rows = await self._claim()
+        rows = await self._claim(paced)
         if rows:
             single: list[Any] = []
             grouped: dict[str, list[Any]] = {}

@@ -102,3 +102,36 @@ async def test_a_customer_reply_is_claimed_before_a_fan_out_of_notices(sessionma
         assert not seen & {r.id for r in rows}
         seen |= {r.id for r in rows}
     assert len(seen) == 601
+
+
+async def test_the_paced_loop_claims_replies_every_pass_and_notices_while_there_are_some(  # type: ignore[no-untyped-def]
+        sessionmaker) -> None:
+    """The worker's own loop: a pass that found no notice skips the notice lane until
+    ``poll_interval`` has passed (replies are still claimed at once), and the orphan sweep runs
+    once per quarter lease; ``run_once`` claims both lanes and sweeps every time."""
+    statements: list[str] = []
+    engine = sessionmaker.kw["bind"].sync_engine
+    from sqlalchemy import event
+
+    def seen(conn, cursor, statement, *_):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("UPDATE OUTBOX"):
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        w = OutboxWorker(sessionmaker, {"rec": OneByOne()}, batch_size=10, poll_interval=60.0)
+        assert await w._claim(paced=True) == []
+        assert len(statements) == 3  # sweep, replies, notices
+        statements.clear()
+        async with sessionmaker() as s, s.begin():
+            await enqueue_many(s, [{"reply": notice("n1"), "kind": "notice", "dedupe_key": "n1"},
+                                   {"reply": Reply(channel="rec", recipient_id="c1", text="答复"),
+                                    "kind": "reply", "dedupe_key": "c1"}])
+        rows = await w._claim(paced=True)
+        assert [r.recipient_id for r in rows] == ["c1"]  # the reply now, the notice lane paced
+        assert len(statements) == 1
+        statements.clear()
+        rows = await w._claim()  # unpaced (run_once): both lanes and the sweep
+        assert [r.recipient_id for r in rows] == ["n1"] and len(statements) == 3
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)

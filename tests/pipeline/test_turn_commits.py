@@ -160,7 +160,9 @@ async def test_on_conflict_statements_compile_once(sqlite_sm) -> None:  # type: 
     misses: list[str] = []
 
     def before(conn, cursor, statement, params, context, executemany) -> None:  # type: ignore[no-untyped-def]
-        if statement.startswith("INSERT INTO") and str(context.cache_hit) != "CacheStats.CACHE_HIT":
+        # context None: a pre-built statement run on the driver's cursor (``bot.precompiled``)
+        if statement.startswith("INSERT INTO") and context is not None \
+                and str(context.cache_hit) != "CacheStats.CACHE_HIT":
             misses.append(statement.split("(")[0])
 
     event.listen(engine.sync_engine, "before_cursor_execute", before)
