@@ -21,7 +21,8 @@ from typing import Any, Iterable, NamedTuple
 
 from . import places
 from .normalize import normalize_chars, to_simplified
-from .numbers import CN_NUM_CHARS, cn_to_number, digits_view, grouped_numbers, to_int
+from .numbers import (CN_DIGIT_CHARS, CN_MAGNITUDE_CHARS, CN_NUM_CHARS, EN_SUM_WORDS, cn_to_number, digits_view,
+                      en_words_to_number, grouped_numbers, to_int)
 
 EXTRACTOR = "RegexEntityExtractor"
 LOOKUP_EXTRACTOR = "LookupEntityExtractor"
@@ -33,11 +34,13 @@ PRIORITY = {"work_order_id": 0, "phone_number": 1, "account_number": 2, "amount"
 _CN = f"[{CN_NUM_CHARS}]"
 _NUM = rf"(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d{{1,2}})?"
 
-WO_RE = re.compile(r"(?<![a-z0-9])wo[-_ ]?(\d{12})(?!\d)")
+# "WO261205000781", "WO 261205 000781", "WO-261203-000500": the date part and the serial may be
+# set apart as customers copy them from an SMS
+WO_RE = re.compile(r"(?<![a-z0-9])wo[-_ ]?(\d{6})[-_ ]?(\d{6})(?!\d)")
 # "工单号 261130123456": a customer who leaves out the WO still means the work order (its
 # twelve digits would otherwise read as an account number); the date part must be a date
 WO_CONTEXT_RE = re.compile(r"(?:工单|单号|(?:work |repair )?order|ticket)(?:\s*(?:number|no\.?|#))?"
-                           r"[号码是为:：\s]{0,3}((\d\d)(\d\d)(\d\d)\d{6})(?!\d)")
+                           r"[号码是为:：\s]{0,3}((\d\d)(\d\d)(\d\d)[-\s]?\d{6})(?!\d)")
 PHONE_RE = re.compile(
     r"(?<![\d+])(?:(?:\+|00)86[-\s]?|86[-\s])?(1[3-9]\d)[-\s]?(\d{4})[-\s]?(\d{4})(?!\d)")
 ACCOUNT_RE = re.compile(r"(?<![\d.])(\d{10,13})(?![\d.])")  # the plain form; see grouped_numbers
@@ -45,17 +48,82 @@ _MOBILE_START = re.compile(r"1[3-9]")
 AMOUNT_RES = [
     re.compile(rf"(?:[￥¥]|rmb ?|cny ?)\s?({_NUM})(?:\s?(?:元|块钱|块|yuan|rmb|cny))?"),
     re.compile(rf"(?<![\d.])({_NUM})\s?(?:元|块钱|块|圆|yuan|rmb|cny|rmb|bucks)(?![a-z])"),
-    re.compile(rf"({_CN}{{1,10}})\s?(?:元|块钱|块)(?!\d)"),
+    re.compile(rf"({_CN}{{1,10}})(?:多)?\s?(?:元|块钱|块)(?!\d)"),  # "三百多块": 300
 ]
-# "交三百", "扣了158.2", "paid 230", "overpaid by 50": a sum right after a verb of paying, no unit
-_NOT_MONEY_AFTER = (r"(?![\d.,]|\s\d|\s?(?:度|千瓦|kwh|kw|号|日|月|年|天|周|次|个|期|点|小时|分|%|户|楼|层|元|块"
+# What may not follow a bare sum: a unit of something else (200度, 3个月, 5楼, 2 kWh, 3 days),
+# more digits (an account, a date "12/10", a time "8:30", a range "3-5"), a letter ("3x", "5f").
+# "多/余/来" before the unit are skipped ("两百多度" is energy too).  The sentence's own full
+# stop or comma may follow ("交了500，只到账300").
+_NOT_MONEY_AFTER = (r"(?!\d|[.,:/\-~]\d|\s\d|[a-z]|\s?(?:多|余|来)?\s?(?:度|千瓦|瓦|伏|安|kwh|kw|号|日|月|年|天|周|次|个"
+                    r"|期|点|小时|分|秒|%|户|楼|层|栋|幢|单元|室|元|块|位|人|台|家|间|套|张|条|根|只|遍|趟|回|倍|岁|米"
+                    r"|公里|页|项|笔"
                     r"|days?|months?|weeks?|years?|times?|st\b|nd\b|rd\b|th\b|am\b|pm\b|h\b|hours?|min|bills?"
-                    r"|accounts?|of\b))")
+                    r"|accounts?|of\b|km\b|m\b|o'?clock|floors?|percent|degrees?))")
+# English: nor a counted noun, singular or plural ("took 3 tries", "paid 2 visits")
+_NOT_MONEY_AFTER_EN = _NOT_MONEY_AFTER + (
+    r"(?!\s+(?:(?!(?:as|was|is|this|its|his|has|us|yes|plus|less|thus|twice|always|afterwards)\b)[a-z]+s\b"
+    r"|(?:person|guy|man|worker|photo|picture|call|attempt|try|visit|step|reading|meter|socket|outlet|light"
+    r"|bulb|house|home|flat|apartment|room|building|household|kva|amp|volt|watt|minute|second|hour|day"
+    r"|week|month|year|time|floor|unit|storey|story|digit|number|kilowatt)\b))")
 _SUM = r"(?:\d{1,3}(?:,\d{3})+|\d{1,5})(?:\.\d{1,2})?"  # not an account or phone number
-AMOUNT_VERB_CN_RE = re.compile(rf"(?:交|缴|充|付|扣|预存)(?:了|掉|过)?\s?({_SUM}|{_CN}{{2,6}}){_NOT_MONEY_AFTER}")  # not "交一下"
+# a Chinese numeral that is a quantity (两百三, 一千二, 五十): it has a magnitude character
+_CN_QTY = rf"[{CN_DIGIT_CHARS}]*[{CN_MAGNITUDE_CHARS}][{CN_NUM_CHARS}]*"
+# "交三百", "扣了158.2", "paid 230", "overpaid by 50": a sum right after a verb of paying, no unit
+AMOUNT_VERB_CN_RE = re.compile(rf"(?:交|缴|充值|充|付|扣|预存)(?:了|掉|过|的)?\s?({_SUM}|{_CN}{{2,6}}){_NOT_MONEY_AFTER}")  # not "交一下"
 AMOUNT_VERB_EN_RE = re.compile(
-    rf"\b(?:pay|paid|paying|top(?:ped)? up|topup|prepay|prepaid|deducted|(?:over)?charged(?: me)?|overpaid)"
-    rf"(?: by)?\s+({_SUM}){_NOT_MONEY_AFTER}")
+    rf"\b(?:pay|pays|paid|paying|top(?:ped)? up|topup|prepay|prepaid|deducted|debited|(?:over)?charged|overpaid|billed"
+    rf"|refund(?:ed)?|owe[sd]?|owing|costs?|costing|fined)(?: me| us| you)?"
+    rf"(?: (?:by|about|around|over|more than|less than|under|nearly|almost|only|just|roughly|approximately|another"
+    rf"|an extra|extra|again))?\s+({_SUM}k?|{EN_SUM_WORDS}){_NOT_MONEY_AFTER_EN}")
+
+# --- sums written without a unit, which a word of money around them makes a sum ---------------
+# "电费两百三", "11月电费612", "只到账300", "收据上只写了一千", "amount 150", "the bill jumped to 860",
+# "deposit of two hundred": a money word, then at most a few characters of the same clause (no
+# digit, no numeral, no 号/码/第/数: "退款单号12345" is an identifier, "示数23456" a meter reading),
+# then the number with no unit after it (_NOT_MONEY_AFTER).  The weak words (一共, 每次, "it's", "usually") count only in a
+# message that talks about money at all (_MONEY_CONTEXT_RE).
+_MONEY_NOUNS_CN = ("电费", "费用", "账单", "余额", "欠费", "欠款", "押金", "金额", "退款", "赔偿", "补偿", "滞纳金",
+                   "违约金", "手续费", "服务费", "收据", "到账", "扣款", "扣费", "差价", "差额", "多扣", "多收", "少了")
+_MONEY_WEAK_CN = ("加起来", "一共", "总共", "合计", "总计", "每次", "差的", "还差", "相差")
+_CN_GAP = rf"[^\d{CN_NUM_CHARS},.;:!?、\s号码编第数度]{{0,6}}?\s?"  # not "单号12345", "示数23456"
+AMOUNT_NOUN_CN_RE = re.compile(rf"(?:{'|'.join(_MONEY_NOUNS_CN)}){_CN_GAP}({_SUM}|{_CN_QTY}){_NOT_MONEY_AFTER}")
+AMOUNT_WEAK_CN_RE = re.compile(rf"(?:{'|'.join(_MONEY_WEAK_CN)}){_CN_GAP}({_SUM}|{_CN_QTY}){_NOT_MONEY_AFTER}")
+# "换个空开要一百五", "是不是要500押金": a price after 要/花/收, only where the clause ends right
+# after it (not "要3天", "要2个人", "要3到5天"); ten or more, or a numeral with a magnitude
+# ("我要2" answers a menu)
+AMOUNT_COST_CN_RE = re.compile(
+    rf"(?:要|花了?|花费|收了?|报价|开价)\s?(\d{{2,5}}(?:\.\d{{1,2}})?|{_CN_QTY})"
+    rf"(?=多?\s*(?:$|[,.;:!?、)]|吗|呢|吧|啊|呀|哦|了|左右|上下|押金|的押金|还是|就))")
+# "500押金", "两百的赔偿": the sum before the word of money
+AMOUNT_BEFORE_NOUN_CN_RE = re.compile(
+    rf"(?<![\d.])({_SUM}|{_CN_QTY})的?(?:押金|保证金|赔偿|补偿|违约金|滞纳金|手续费|服务费|差价)")
+_MONEY_NOUNS_EN = r"bills?|fees?|charges?|payment|price|cost|balance|amount|deposit|refund|compensation|arrears|debt|fine|penalty"
+_MONEY_WEAK_EN = r"it'?s|it is|that'?s|that is|total|usually|normally|typically"
+_EN_LINK = (r"(?:[^\d.,;:!?\n]{0,30}?\b(?:is|was|were|be|of|says|said|shows|showed|reads|to|around|about|over"
+            r"|under|than|really|only|just|nearly|almost|totals?|totall?ing|reached|hit))?[\s:=]+")
+AMOUNT_NOUN_EN_RE = re.compile(rf"\b(?:{_MONEY_NOUNS_EN})\b{_EN_LINK}({_SUM}k?|{EN_SUM_WORDS}){_NOT_MONEY_AFTER_EN}")
+AMOUNT_WEAK_EN_RE = re.compile(rf"\b(?:{_MONEY_WEAK_EN})\b{_EN_LINK}({_SUM}k?|{EN_SUM_WORDS}){_NOT_MONEY_AFTER_EN}")
+# "took 1,050 from my card", "want 500 compensation", "fifty yuan", "265.4 each time"
+AMOUNT_TAKEN_EN_RE = re.compile(
+    rf"\b(?:took|taken|takes|withdrew|withdrawn|deducted|debited|charged|stole|removed)\s+({_SUM}k?|{EN_SUM_WORDS})"
+    rf"\s+(?:from|out of|off)\b")
+AMOUNT_BEFORE_NOUN_EN_RE = re.compile(
+    rf"(?<![\d.,])\b({_SUM}k?|{EN_SUM_WORDS})\s+(?:in\s+)?(?:compensation|refund|deposit|late fees?|fees?|penalty"
+    rf"|surcharge|yuan|rmb|kuai|bucks)\b")
+AMOUNT_EACH_EN_RE = re.compile(rf"(?<![\d.,])\b({_SUM}k?)\s+(?:each time|each|both times|apiece)\b")
+# "电费要交89.5", "it's 99.5": a number with cents, in a message about money, is a sum (unless
+# it may be a date, 9.5 / 12.10, which the date patterns read)
+AMOUNT_DECIMAL_RE = re.compile(rf"(?<![\d.,/:\-])(\d{{1,5}}\.\d{{1,2}}){_NOT_MONEY_AFTER}")
+_MONEY_CONTEXT_RE = re.compile(r"钱|费|元|块|交|缴|付|扣|充值|款|账|价|押金|退|赔|收据|bill|fee|charg|pay|paid|cost|price"
+                               r"|balance|amount|deposit|refund|debit|deduct|owe|yuan|rmb|kuai|bucks|money|card|compensat"
+                               r"|penalt|surcharge")
+_YEAR_MONTH_RE = re.compile(r"(?:19|20)\d\d\.(?:0?[1-9]|1[0-2])")
+_EN_SUM_WORD_CUE = re.compile(r"hundred|thousand|ty\b|ty[\s-]")  # a sum in words has one of these
+_MONEY_NOUN_CN_CUE = frozenset(a[-1] for a in _MONEY_NOUNS_CN)
+_MONEY_WEAK_CN_CUE = frozenset(a[-1] for a in _MONEY_WEAK_CN)
+_COST_CN_CUE = frozenset("要花收价")
+_BEFORE_NOUN_CN_CUE = frozenset("金偿价费")
+_CN_MAGNITUDE_CUE = frozenset(CN_MAGNITUDE_CHARS)
 _PAY_CUE = frozenset("交缴充付扣存")
 # "1千元", "1.5万元", "200多块": Arabic digits with a Chinese magnitude or "more than".
 AMOUNT_MIXED_RE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s?(百|千|万)?(多)?\s?(?:元|块钱|块)")
@@ -138,6 +206,14 @@ _EN_COUNT = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "se
 NEXT_WEEK_WEEKDAY_EN = re.compile(rf"\bnext week(?: on)?\s+({_WD_ALT})\b")
 _PART_OF_DAY_EN = re.compile(r"\s+(?:morning|afternoon|evening|night|am\b|pm\b)")
 _EVERY_BEFORE_EN = re.compile(r"\b(?:every|each)\s+$")
+# "on Sat", "since Sun", "come Wed?": a bare "sat"/"sun"/"wed"/"mon" is a day after these words
+# or right before a question mark ("I sat on", "the sun", "we wed" are not)
+_DAY_ABBR_BEFORE_EN = re.compile(r"\b(?:on|by|since|until|till|from|before|after|come|came|coming)\s+$")
+_DAY_ABBR_AFTER_EN = re.compile(r"\s*\?")
+# "这周末", "下个周末", "this weekend", "next weekend": the Saturday of that week (a bare "周末" is
+# any weekend: "周末你们上班吗")
+WEEKEND_RE = re.compile(r"(下下个?|下个?|这个?|本|上个?)周末|\b(this coming|this|next|last|coming)\s+weekend\b")
+_WEEKEND_CUE = frozenset("末")
 WEEKDAY_EN = re.compile(rf"\b(?:(next|this|last|coming)\s+)?({_WD_ALT})\b")
 MD_EN = re.compile(rf"\b(?:({_MON_ALT})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?|"
                    rf"(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?({_MON_ALT}))\b(?:,?\s*(\d{{4}}))?")
@@ -166,6 +242,7 @@ ADDRESS_RE = re.compile(
 _DIGIT_RE = re.compile(r"\d")  # the same class the patterns' \d stands for
 _LATIN_RE = re.compile(r"[a-z]")  # the English patterns are lower-case words (text is lowered)
 _AMOUNT_WORD = frozenset("元块")  # 元 / 块 / 块钱
+_NUMBERS_CUE = _AMOUNT_WORD | _PAY_CUE | _CN_MAGNITUDE_CUE  # without a digit or a letter, a sum needs one
 _REL_DAY_CN_CUE = frozenset("今明名后昨前")  # 今天 明天 (名天) 后天 昨天 前天 大后天 ...
 _WEEKDAY_CN_CUE = frozenset("周星礼")  # 周 / 星期 / 礼拜
 _MONTH_CHAR = frozenset("月")
@@ -186,9 +263,10 @@ EN_ADDRESS_RE = re.compile(
 # the street words EN_ADDRESS_RE ends with: most English messages name none (a cheap pre-check)
 _EN_STREET_WORD_RE = re.compile(r"\b(?:road|rd|street|st|lane|ln|avenue|ave|boulevard|blvd|highway|hwy|lu|jie)\b")
 _ADDRESS_CUE = frozenset("路街道巷弄村区园寓厦苑")  # the suffixes of ADDRESS_RE
-_DATE_CN_CUE = _REL_DAY_CN_CUE | _WEEKDAY_CN_CUE | _MONTH_CHAR | _DAY_CHAR | _DAYS_CUE | _HOLIDAY_CUE
+_DATE_CN_CUE = _REL_DAY_CN_CUE | _WEEKDAY_CN_CUE | _MONTH_CHAR | _DAY_CHAR | _DAYS_CUE | _HOLIDAY_CUE | _WEEKEND_CUE
 _WO_CUE = frozenset("单")  # 工单 / 单号
-_CUE_CHARS = _AMOUNT_WORD | _DATE_CN_CUE | _ADDRESS_CUE | _WO_CUE | _PAY_CUE
+_CUE_CHARS = (_AMOUNT_WORD | _DATE_CN_CUE | _ADDRESS_CUE | _WO_CUE | _PAY_CUE | _MONEY_NOUN_CN_CUE | _MONEY_WEAK_CN_CUE
+              | _COST_CN_CUE | _BEFORE_NOUN_CN_CUE | _CN_MAGNITUDE_CUE)
 
 
 class _Cues(NamedTuple):
@@ -291,17 +369,87 @@ _BARE_WEEKDAY_RE = re.compile(rf"(?:周|星期|礼拜)[一二三四五六日天1
 # an outage asked about ("周三会停电吗", "power cut on Wednesday?") is a planned one
 _ASKS_AHEAD_RE = re.compile(r"[?？吗]|会|\b(?:will|is there|are there|going to)\b")
 
+# The sentence itself may say which way a bare weekday goes, whatever the intent: the words of
+# its own clause next to it.  Past: "the crew that came on Thursday", "leaning since Saturday",
+# "it failed on Monday", "自从周六", "周六开始就", "周三来的师傅", "周五交了三百".  Future: "by
+# Wednesday", "can you come on Friday", "I'll be home Sunday", "周三之前能开好吗", "15号发工资了再交".
+# In English the cue nearer the weekday wins ("I want to know what I used on Sat": past).
+_CLAUSE_END = re.compile(r"[,.;!?，。；！？\n]")
+_NOT_PAST_ED = (r"scheduled|planned|booked|needed|expected|supposed|required|arranged|confirmed|reserved|delayed"
+                r"|postponed|interested|allowed|prepared|need|feed|seed|speed")
+# a past verb at most three words before the weekday, or any "-ed" word right before it ("spiked
+# on"), unless that is a participle (_PARTICIPLE_BEFORE_EN)
+_PAST_BEFORE_EN = re.compile(
+    r"\b(?:(?:since|came|went|was|were|happened|started|began|got|had|did|paid|called|reported|visited|left"
+    r"|broke|stopped|died|failed|showed up|turned up|came by|dropped by)\b(?:\s+[a-z']+){0,3}?"
+    r"|(?P<ed>(?!(?:" + _NOT_PAST_ED + r")\b)[a-z]{2,}ed)(?:\s+(?:on|since))?)\s+$")
+# "need it fixed on", "will be installed on", "have them replaced by": a participle, not the past
+_PARTICIPLE_BEFORE_EN = re.compile(r"\b(?:be|been|being|get|(?:need|needs|want|wants|get|have|has|like)\s+(?:it|them|this|that))\s+$")
+# (not "can", "please", "帮我查": a polite request may ask about the past)
+_FUTURE_EN = re.compile(r"\b(?:by|before|until|till|due|will|going to|gonna|shall|book|schedule|come|visit"
+                        r"|planned|scheduled|upcoming|maintenance)\b|'ll\b")
+_PAST_BEFORE_CN = re.compile(r"(?:自从|早在)$")  # not 从: "从周三改到下周一"
+_PAST_AFTER_CN = re.compile(
+    r"那次|那回|那天|(?:上午|下午|晚上|早上|中午|凌晨|夜里)?"
+    r"(?:开始|以来|起就|就已经|已经|[^要会能想再将请帮吗前后]{0,4}?[了过](?![吗没])"
+    r"|(?!(?:上午|下午|晚上|早上|中午|凌晨|夜里|之前|以前|之后|以后)的)[^要会能想再将请帮吗前后的]{1,4}的(?!话))")
+_FUTURE_BEFORE_CN = re.compile(r"会|将|打算|计划|安排|预约|截止")
+_THEN_CN = re.compile(r"了[^了过]{0,4}?[再才]")  # "15号发工资了再交", "周五发了工资再交": then
+_FUTURE_AFTER_CN = re.compile(r"^[^了过]{0,3}?(?:会|将|要|想|能|可以|来得及|之前|以前|前|截止|到期|再)")
+
+
+def _tense(text: str, start: int, end: int) -> str | None:
+    """"past", "future" or None: what the words next to a date at ``text[start:end]`` (in its
+    own clause) say about it."""
+    low = text.lower()
+    cut = [m.end() for m in _CLAUSE_END.finditer(low, 0, start)]
+    before = low[cut[-1] if cut else 0:start]
+    after_end = _CLAUSE_END.search(low, end)
+    after = low[end:after_end.start() if after_end else len(low)]
+    if before.isascii() and after.isascii():
+        past = _PAST_BEFORE_EN.search(before)
+        if past is not None and past.group("ed") and _PARTICIPLE_BEFORE_EN.search(before, 0, past.start()):
+            past = None
+        future = None
+        for future in _FUTURE_EN.finditer(before):
+            pass
+        if future is not None and (past is None or future.start() >= past.start()):
+            return "future"
+        return "past" if past else None
+    if _FUTURE_AFTER_CN.match(after) or _THEN_CN.search(after):
+        return "future"
+    if _PAST_BEFORE_CN.search(before) or _PAST_AFTER_CN.match(after):
+        return "past"
+    return "future" if _FUTURE_BEFORE_CN.search(before[-6:]) else None
+
+
+# a day of the month alone ("20号", "the 20th"): the nearest such day, unless its clause says past
+_BARE_DAY_RE = re.compile(rf"(?:\d{{1,2}}|{_CN}{{1,3}})[号日]|(?:the\s+)?\d{{1,2}}(?:st|nd|rd|th)")
+
 
 def toward_past(text: str, intent: str, entities: list[dict[str, Any]], ref: dt.date) -> None:
-    """For a request about the past (``PAST_INTENTS``), move the bare weekdays among
-    ``entities`` (of ``text``) to the latest such day not after ``ref``."""
-    if intent not in PAST_INTENTS or (intent == "report_outage" and _ASKS_AHEAD_RE.search(text.lower())):
-        return
+    """Move the bare weekdays among ``entities`` (of ``text``) that mean a day gone by to the
+    latest such day not after ``ref``: where their own clause says so (``_tense``), or, where
+    it says nothing, for a request about the past (``PAST_INTENTS``).  A bare day of the month
+    in the future ("20号那次停电", read as the nearest 20th) moves a month back only where its
+    clause says past."""
+    by_intent = intent in PAST_INTENTS and not (intent == "report_outage" and _ASKS_AHEAD_RE.search(text.lower()))
     for e in entities:
-        if e["entity"] == "date" and _BARE_WEEKDAY_RE.fullmatch(text[e["start"]:e["end"]].strip().lower()):
-            day = dt.date.fromisoformat(e["value"])
-            if day > ref:
+        if e["entity"] != "date":
+            continue
+        span = text[e["start"]:e["end"]].strip().lower()
+        day = dt.date.fromisoformat(e["value"])
+        if day <= ref:
+            continue
+        if _BARE_WEEKDAY_RE.fullmatch(span):
+            tense = _tense(text, e["start"], e["end"])
+            if tense == "past" or (tense is None and by_intent):
                 e["value"] = (day - dt.timedelta(days=7)).isoformat()
+        elif _BARE_DAY_RE.fullmatch(span) and _tense(text, e["start"], e["end"]) == "past":
+            y, mo = _add_months(day.year, day.month, -1)
+            earlier = _safe_date(y, mo, day.day)
+            if earlier is not None and earlier <= ref:
+                e["value"] = earlier.isoformat()
 
 
 def _past_month(ref: dt.date, month: int) -> tuple[int, int]:
@@ -340,13 +488,13 @@ class EntityExtractor:
     # --- candidates -------------------------------------------------------------------
     def _numbers(self, t: str, cues: _Cues, out: list[_Cand]) -> None:
         digit = cues.digit
-        if not digit and not cues.has(_AMOUNT_WORD) and not cues.has(_PAY_CUE):
+        if not digit and not cues.latin and not cues.has(_NUMBERS_CUE):
             return
         for m in _scan(WO_RE, t, digit and cues.latin):
-            out.append(_Cand("work_order_id", m.start(), m.end(), "WO" + m.group(1)))
+            out.append(_Cand("work_order_id", m.start(), m.end(), "WO" + m.group(1) + m.group(2)))
         for m in _scan(WO_CONTEXT_RE, t, digit and (cues.latin or cues.has(_WO_CUE))):
             if 1 <= int(m.group(3)) <= 12 and 1 <= int(m.group(4)) <= 31:
-                out.append(_Cand("work_order_id", m.start(1), m.end(1), "WO" + m.group(1)))
+                out.append(_Cand("work_order_id", m.start(1), m.end(1), "WO" + re.sub(r"\D", "", m.group(1))))
         for m in _scan(PHONE_RE, t, digit):
             out.append(_Cand("phone_number", m.start(), m.end(), "".join(m.groups())))
         # 10-13 digits, in one run or in groups ("3100 0000 02"); 11 starting 1[3-9] is a mobile
@@ -362,16 +510,61 @@ class EntityExtractor:
                 v = cn_to_number(m.group(1))
                 if v is not None and 0 < v < 1e8:
                     out.append(_Cand("amount", m.start(), m.end(), round(v, 2)))
-        for rx, possible in ((AMOUNT_VERB_CN_RE, cues.has(_PAY_CUE)), (AMOUNT_VERB_EN_RE, digit and cues.latin)):
-            for m in _scan(rx, t, possible):
-                v = cn_to_number(m.group(1).replace(",", ""))
-                if v is not None and 0 < v < 1e6:
-                    out.append(_Cand("amount", m.start(1), m.end(1), round(v, 2)))
+        for m in _scan(AMOUNT_VERB_CN_RE, t, cues.has(_PAY_CUE)):
+            v = cn_to_number(m.group(1).replace(",", ""))
+            if v is not None and 0 < v < 1e6 and not m.group(1).endswith("点"):  # "交了一点": a little
+                out.append(_Cand("amount", m.start(1), m.end(1), round(v, 2)))
         for m in _scan(AMOUNT_MIXED_RE, t, digit):
             if m.group(2) or m.group(3):
                 v = float(m.group(1)) * _MAGNITUDE.get(m.group(2) or "", 1)
                 # Longer than the plain patterns' match, so it wins the overlap.
                 out.append(_Cand("amount", m.start(), m.end(), round(v, 2)))
+        self._bare_amounts(t, cues, out)
+
+    @staticmethod
+    def _bare_amounts(t: str, cues: _Cues, out: list[_Cand]) -> None:
+        """Sums written without a unit that a word of money next to them makes sums (see
+        AMOUNT_NOUN_CN_RE and what follows it).  Overlaps with the unit patterns' matches are
+        resolved by the caller (same value, the longer span wins)."""
+        cn_qty = cues.has(_CN_MAGNITUDE_CUE)
+        words = cues.latin and _EN_SUM_WORD_CUE.search(t) is not None
+        if not (cues.digit or cn_qty or words):
+            return
+        money = _MONEY_CONTEXT_RE.search(t) is not None
+        number = cues.digit or cn_qty
+        en = cues.latin and (cues.digit or words)
+
+        def add(m: re.Match[str]) -> None:
+            raw = m.group(1)
+            s, e = m.span(1)
+            if raw.endswith("点") or _YEAR_MONTH_RE.fullmatch(raw):  # "一点" is "a little"; 2026.10 a month
+                return
+            if raw[0].isdigit():
+                v = cn_to_number(raw[:-1].replace(",", "")) * 1000 if raw.endswith("k") else \
+                    cn_to_number(raw.replace(",", ""))
+            elif raw[0].isascii():
+                v = en_words_to_number(raw)
+            else:
+                v = cn_to_number(raw)
+            if v is not None and 0 < v < 1e6:
+                out.append(_Cand("amount", s, e, round(float(v), 2)))
+
+        for rx, possible in ((AMOUNT_NOUN_CN_RE, number and cues.has(_MONEY_NOUN_CN_CUE)),
+                             (AMOUNT_WEAK_CN_RE, number and money and cues.has(_MONEY_WEAK_CN_CUE)),
+                             (AMOUNT_COST_CN_RE, number and cues.has(_COST_CN_CUE)),
+                             (AMOUNT_BEFORE_NOUN_CN_RE, number and cues.has(_BEFORE_NOUN_CN_CUE)),
+                             (AMOUNT_VERB_EN_RE, en),
+                             (AMOUNT_NOUN_EN_RE, en),
+                             (AMOUNT_WEAK_EN_RE, en and money),
+                             (AMOUNT_TAKEN_EN_RE, en),
+                             (AMOUNT_BEFORE_NOUN_EN_RE, en and money),  # its nouns are money words
+                             (AMOUNT_EACH_EN_RE, cues.digit and cues.latin and money)):
+            for m in _scan(rx, t, possible):
+                add(m)
+        for m in _scan(AMOUNT_DECIMAL_RE, t, cues.digit and money):
+            a, b = m.group(1).split(".")
+            if not (len(a) <= 2 and 1 <= int(a) <= 12 and 1 <= int(b) <= 31):  # 9.5, 12.10: dates
+                add(m)
 
     def _dates(self, t: str, ref: dt.date, cues: _Cues, out: list[_Cand]) -> None:
         if not cues.digit and not cues.latin and not cues.has(_DATE_CN_CUE):
@@ -396,6 +589,9 @@ class EntityExtractor:
             q = _QUALIFIER_EN_CN.get(q, q)
             last = (q, m.end())
             add(m, _weekday(ref, q, _WD_CN[m.group(2)]))
+        for m in _scan(WEEKEND_RE, t, cues.has(_WEEKEND_CUE) or (cues.latin and "weekend" in t)):
+            q = m.group(1) or m.group(2)
+            add(m, _weekday(ref, "" if q.startswith("coming") or q == "this coming" else q, 5))
         for m in _scan(ISO_DATE, t, cues.digit):
             add(m, _safe_date(int(m.group(1)), int(m.group(2)), int(m.group(3))))
         for m in _scan(MDY_NUM, t, cues.digit):
@@ -486,8 +682,10 @@ class EntityExtractor:
                    for c in explicit if not (c.start < m.end() and m.start() < c.end)):
                 continue  # "Wednesday 16th", "Thu 10 Dec": the day the customer wrote out wins
             if len(w) <= 3 and w in ("sun", "sat", "wed", "mon") and not m.group(1) \
-                    and not _PART_OF_DAY_EN.match(t, m.end()):
-                continue  # too ambiguous as bare abbreviations, unless "wed afternoon"
+                    and not _PART_OF_DAY_EN.match(t, m.end()) \
+                    and not _DAY_ABBR_BEFORE_EN.search(t, max(0, m.start() - 12), m.start()) \
+                    and not _DAY_ABBR_AFTER_EN.match(t, m.end()):
+                continue  # too ambiguous as bare abbreviations, unless "wed afternoon", "on Sat?"
             q = m.group(1) or ""
             if not q and last[0] and _ALTERNATIVE_GAP_RE.match(t[last[1]:m.start()]):
                 q = last[0]  # "next Monday or Tuesday"

@@ -1,4 +1,5 @@
-"""Domain words as customers mistype them: homophone typos and pinyin, read as the word.
+"""Domain words as customers mistype them: homophone typos, pinyin and a few Shanghainese words,
+read as the word.
 
 Chinese input methods turn a slip into a homophone ("停点" for 停电, "插坐" for 插座, "点费" for
 电费), and some customers type pinyin ("tingdian le", "dian fei duoshao"). The classifier's
@@ -67,6 +68,14 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "阶梯": ("jieti", "jie ti"),
     "抢修": ("强修", "qiangxiu", "qiang xiu"),
     "电压": ("点压", "dianya", "dian ya"),
+    # Shanghainese as customers here write it: 勿要/覅 (don't want), 侬 (you), 阿拉 (we), 几钿
+    # (how much money), 屋里厢 (at home) -- read as the Mandarin words the data is written in
+    "不": ("勿", "弗"),
+    "不要": ("覅",),
+    "你": ("侬",),
+    "我们": ("阿拉",),
+    "多少钱": ("几钿",),
+    "家里": ("屋里厢",),
 }
 
 _LATIN = re.compile(r"[a-z]")

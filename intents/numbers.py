@@ -2,7 +2,8 @@
 
 ``cn2an``'s "normal" mode reads the colloquial short forms a customer types (两千五 = 2500,
 一万二 = 12000) that a hand-written digit-and-unit fold gets wrong, and refuses what is not a
-numeral.
+numeral.  English sums said in words ("two hundred and fifty") are read here too
+(``EN_SUM_WORDS``, ``en_words_to_number``): the entity extractor needs them for amounts.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import cn2an
 _DIGITS = "零〇一二三四五六七八九两壹贰叁肆伍陆柒捌玖"
 _UNITS = "十拾百佰千仟万亿"
 CN_NUM_CHARS = _DIGITS + _UNITS + "点"
+CN_DIGIT_CHARS = _DIGITS
+CN_MAGNITUDE_CHARS = "十拾百佰千仟万"  # a numeral with one of these is a quantity, not a digit string
 
 
 def cn_to_number(s: str) -> float | None:
@@ -33,6 +36,41 @@ def cn_to_number(s: str) -> float | None:
         return float(cn2an.cn2an(s, "normal"))
     except (ValueError, KeyError, IndexError):
         return None
+
+
+# --- English numbers in words: "two hundred and fifty", "twelve hundred", "one thousand two
+# hundred", "eighty-five".  A sum said in words has a hundred, a thousand or a tens word in it;
+# "one", "two" alone are far more often counts ("pay two bills"), so they are not matched.
+_EN_UNIT = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9}
+_EN_TEEN = {"ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
+            "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19}
+_EN_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70,
+            "eighty": 80, "ninety": 90}
+_EN_WORD_VALUE = {**_EN_UNIT, **_EN_TEEN, **_EN_TENS, "a": 1}
+_U, _T, _D = ("|".join(d) for d in (_EN_UNIT, _EN_TEEN, _EN_TENS))
+_BELOW_100 = rf"(?:(?:{_D})(?:[\s-]?(?:{_U}))?|{_T}|{_U})"
+_HUNDREDS = rf"(?:a|{_U}|{_T})\s+hundred(?:\s+(?:and\s+)?{_BELOW_100})?"
+# a sum in words (see above), as a regular expression without groups
+EN_SUM_WORDS = (rf"(?:(?:a|{_BELOW_100})\s+thousand(?:\s+(?:and\s+)?(?:{_HUNDREDS}|{_BELOW_100}))?"
+                rf"|{_HUNDREDS}|(?:{_D})(?:[\s-]?(?:{_U}))?)")
+_EN_WORD_RE = re.compile(r"[a-z]+")
+
+
+def en_words_to_number(s: str) -> int | None:
+    """The value of an English number in words that ``EN_SUM_WORDS`` matched; None otherwise."""
+    total = cur = 0
+    for w in _EN_WORD_RE.findall(s.lower()):
+        if w == "and":
+            continue
+        if w == "hundred":
+            cur = (cur or 1) * 100
+        elif w == "thousand":
+            total, cur = total + (cur or 1) * 1000, 0
+        elif w in _EN_WORD_VALUE:
+            cur += _EN_WORD_VALUE[w]
+        else:
+            return None
+    return total + cur or None
 
 
 def to_int(s: str) -> int | None:
@@ -70,7 +108,8 @@ def digits_view(text: str) -> str:
     digits may be mixed in) is converted when it is at least four characters long, holds a
     Chinese digit besides "洞", and touches no unit (十百千万亿点): "三一零零零零零零零一"
     → "3100000001", "幺三八零零幺三八零零零" → "13800138000", "二零二六年" → "2026年",
-    while "一百二十" and "三四百" stay as they are.
+    while "一百二十" and "三四百" stay as they are.  A lone Chinese digit at either end of a run,
+    next to an Arabic digit, is left out of it: in "…5678一直收不到" it begins the word 一直.
     """
     if text.isascii():
         return text
@@ -80,7 +119,13 @@ def digits_view(text: str) -> str:
     chars = list(out)
     for m in _SPELLED_RUN_RE.finditer(out):
         s, e = m.span()
-        run = m.group(0)
+        # "…5678一直收不到", "一直13912345678": one Chinese digit stuck to an Arabic run is
+        # the first character of a word (一直, 一下, 一共), not a digit of the number
+        if e - s >= 2 and out[e - 1] in _SPELLED and out[e - 2].isdigit():
+            e -= 1
+        if e - s >= 2 and out[s] in _SPELLED and out[s + 1].isdigit():
+            s += 1
+        run = out[s:e]
         if e - s < _MIN_SPELLED_RUN or not any(c in _SPELLED and c != "洞" for c in run):
             continue
         if (s > 0 and out[s - 1] in _UNIT_CHARS) or (e < len(out) and out[e] in _UNIT_CHARS):

@@ -11,6 +11,9 @@ from intents.lexicon import VARIANTS, canonical
     ("家里停点了", "家里停电了"), ("插坐冒烟", "插座冒烟"), ("点费多少", "电费多少"), ("老是跳匝", "老是跳闸"),
     ("tingdian le", "停电了"), ("jia li ting dian le", "家里停电了"), ("wo yao cha dianfei", "我要查电费"),
     ("zenme jiao dian fei", "怎么交电费"), ("我要转rengong", "我要转人工"), ("退定", "退订"),
+    # Shanghainese
+    ("勿要了", "不要了"), ("覅", "不要"), ("侬好", "你好"), ("阿拉屋里厢停电了", "我们家里停电了"),
+    ("电费几钿", "电费多少钱"),
 ])
 def test_slips_and_pinyin(text: str, read: str) -> None:
     assert canonical(text) == read
