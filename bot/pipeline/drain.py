@@ -90,7 +90,7 @@ class ConversationDrain:
         the lease the slot is given back between tries."""
         async with self.locks(conversation_id):
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + LEASE_WAIT_SECONDS
+            give_up_at = loop.time() + LEASE_WAIT_SECONDS
             delay = 0.02
             await self._active.acquire(deadline)
             slot = True
@@ -101,7 +101,7 @@ class ConversationDrain:
                         break
                     self._active.release()
                     slot = False
-                    if loop.time() > deadline:
+                    if loop.time() > give_up_at:
                         return  # the recovery loop will come back for it
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 0.5)

@@ -158,6 +158,43 @@ async def test_concurrent_turns_are_bounded(sessionmaker) -> None:  # type: igno
     await p.stop()
 
 
+class Gate(Recorder):
+    """A recorder whose first turn waits until ``open`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = asyncio.Event()
+
+    async def handle(self, message: Message) -> list[Reply]:
+        if not self.seen and message.text == "first":
+            await self.open.wait()
+        return await super().handle(message)
+
+
+async def test_a_turn_whose_caller_waits_less_goes_first(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    """The slots go earliest deadline first on both stores (under leases too): with the one slot
+    busy, a message whose channel waits 2 s overtakes those queued before it whose channels
+    wait 30 s or not at all."""
+    handler = Gate()
+    p = Pipeline(sessionmaker, handler, max_active=1)
+    first = asyncio.create_task(p.receive(msg("first", "g0", sender="a"), wait=30))
+    while p._active.free():  # the first turn holds the one slot
+        await asyncio.sleep(0.01)
+    queued = [asyncio.create_task(p.receive(msg("patient", "g1", sender="b"), wait=30)),
+              asyncio.create_task(p.receive(msg("unwaited", "g2", sender="c"), wait=0))]
+    while p._active.waiting() < 2:
+        await asyncio.sleep(0.01)
+    urgent = asyncio.create_task(p.receive(msg("urgent", "g3", sender="d"), wait=2))
+    while p._active.waiting() < 3:
+        await asyncio.sleep(0.01)
+    handler.open.set()
+    await asyncio.gather(first, urgent, *queued)
+    while len(handler.seen) < 4:
+        await asyncio.sleep(0.01)
+    assert [text for _, text in handler.seen] == ["first", "urgent", "unwaited", "patient"]
+    await p.stop()
+
+
 async def test_lease_released_after_drain(postgres_url: str) -> None:
     await upgrade(postgres_url, BOT_MIGRATIONS)
     engine = make_engine(postgres_url)
