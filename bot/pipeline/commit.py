@@ -4,7 +4,8 @@ The statement plans of concurrent conversations are written together (``_commit_
 one transaction, one executemany per statement, one INSERT of every reply. A failed group is
 retried turn by turn, so a failure fails only its own turn. Under leases (PostgreSQL, several
 processes) the same transaction also closes each turn's row and picks its conversation's next
-row or releases its lease; one process on SQLite closes the rows in one statement. A grouped
+row or releases its lease, one statement for the group; one process on SQLite closes the rows
+in one statement. A grouped
 write costs a fraction of a turn written alone: the BEGIN, the COMMIT and each statement's
 round trip are shared. Session plans (a new identity, a handoff) take one ORM transaction.
 """
@@ -264,8 +265,8 @@ class TurnCommits:
                     HOLD_ROW_P.run(conn, held_rows)
                 return got, []
             # under leases nothing is held: every turn has its row in ``finish``
-            return got, [self._next_or_release(conn, item.lease_of, fetched, finish=row_values)
-                         for item, row_values in zip(items, finish)]
+            return got, self._finish_all_and_next(conn, [(item.lease_of, row_values)
+                                                         for item, row_values in zip(items, finish)], fetched)
 
         fetched: _Fetched = {}
         try:

@@ -19,7 +19,7 @@ from sqlalchemy import update
 from bot import outbox
 from bot.db import each_committed, in_transaction
 from bot.inbound_store import (
-    FINISH_NEXT_OR_RELEASE_PG, FINISH_ROW, LEASE_AND_NEXT_PG, NEXT_OR_RELEASE_PG, NEXT_ROW, RELEASE_LEASE, lease_stmt,
+    FINISH_ALL_NEXT_OR_RELEASE_PG, FINISH_NEXT_OR_RELEASE_PG, FINISH_ROW, LEASE_AND_NEXT_PG, NEXT_OR_RELEASE_PG, NEXT_ROW, RELEASE_LEASE, lease_stmt,
 )
 from bot.models import ConversationLease
 from common.clock import utcnow
@@ -206,6 +206,24 @@ class ConversationDrain:
         if nxt is not None:
             self._prefetch_next(conn, conversation_id, nxt, fetched)
         return nxt
+
+    def _finish_all_and_next(self, conn: Any, turns: list[tuple[str, dict[str, Any]]], fetched: _Fetched) -> list[Any]:
+        """``_next_or_release`` with ``finish`` for a group of turns, each under its
+        conversation's lease (``turns``: (conversation, ``FINISH_ROW`` values)), in the caller's
+        transaction: on PostgreSQL one statement for all of them. The next rows, in order."""
+        if conn.dialect.name != "postgresql":
+            return [self._next_or_release(conn, cid, fetched, finish=finish) for cid, finish in turns]
+        got = conn.execute(FINISH_ALL_NEXT_OR_RELEASE_PG, {
+            "b_ids": [finish["b_id"] for _, finish in turns],
+            "b_attempts": [finish["b_attempts"] for _, finish in turns],
+            "b_cids": [cid for cid, _ in turns], "b_now": turns[0][1]["b_now"], "b_owner": self.owner,
+        }).all()
+        by_conversation = {row.conversation_id: row for row in got}
+        nexts = [by_conversation.get(cid) for cid, _ in turns]
+        for (cid, _), nxt in zip(turns, nexts):
+            if nxt is not None:
+                self._prefetch_next(conn, cid, nxt, fetched)
+        return nexts
 
     def _finish_and_next(self, db: Any, dialect: str, finish: dict[str, Any], conversation_id: str) -> Any:
         """Mark the turn's row done, then the next waiting row or the lease released (``db``: a

@@ -538,3 +538,50 @@ async def test_side_writes_share_the_inbound_transaction(sessionmaker) -> None: 
     assert await count(sessionmaker, WeChatWindow, WeChatWindow.openid == "o9") == 0
     assert ledger.renewal("o9") is not None  # not marked renewed
     await p.stop()
+
+
+async def test_a_group_of_turns_closes_its_rows_and_picks_next_rows_in_one_statement(postgres_url: str) -> None:
+    """PostgreSQL, the end of a grouped turn write: every finished row done, each conversation's
+    next waiting row given (in the turns' order), the leases of conversations with nothing
+    waiting released — another owner's lease untouched — with one statement for the group."""
+    from sqlalchemy import event
+
+    from bot.db import in_transaction
+
+    await upgrade(postgres_url, BOT_MIGRATIONS)
+    engine = make_engine(postgres_url)
+    sm = make_sessionmaker(engine)
+    p = Pipeline(sm, Recorder())
+    now = outbox_mod.utcnow()
+    try:
+        async with sm() as s, s.begin():
+            for n, cid in enumerate(["rest:a", "rest:a", "rest:b", "rest:c", "rest:a"]):
+                s.add(InboundMessage(channel="rest", dedupe_key=f"f{n}", sender_id=cid[5:], conversation_id=cid,
+                                     kind="text", text=f"t{n}", payload={"n": n}, status="received", attempts=0,
+                                     next_attempt_at=now, received_at=now))
+            for cid in ["rest:a", "rest:b"]:
+                s.add(ConversationLease(conversation_id=cid, owner=p.owner, expires_at=now + timedelta(seconds=60)))
+            s.add(ConversationLease(conversation_id="rest:c", owner="other", expires_at=now + timedelta(seconds=60)))
+        async with sm() as s:
+            ids = {r.dedupe_key: r.id for r in (await s.execute(select(InboundMessage))).scalars()}
+        statements: list[str] = []
+        listener = lambda *a: statements.append(a[2])  # noqa: E731
+        event.listen(engine.sync_engine, "before_cursor_execute", listener)
+        fetched: dict = {}
+        turns = [("rest:b", {"b_id": ids["f2"], "b_now": now, "b_attempts": 1}),
+                 ("rest:a", {"b_id": ids["f0"], "b_now": now, "b_attempts": 2})]
+        nexts = await in_transaction(engine, lambda conn: p._finish_all_and_next(conn, turns, fetched))
+        event.remove(engine.sync_engine, "before_cursor_execute", listener)
+        assert [n.dedupe_key if n is not None else None for n in nexts] == [None, "f1"]
+        assert nexts[1].payload == {"n": 1} and nexts[1].attempts == 0
+        assert len(statements) == 1
+        async with sm() as s:
+            rows = {r.dedupe_key: r for r in (await s.execute(select(InboundMessage))).scalars()}
+            leases = {lease.conversation_id: lease.owner for lease in (await s.execute(select(ConversationLease))).scalars()}
+        assert {k: (r.status, r.attempts) for k, r in rows.items()} == {
+            "f0": ("done", 2), "f1": ("received", 0), "f2": ("done", 1), "f3": ("received", 0), "f4": ("received", 0)}
+        assert rows["f0"].processed_at is not None
+        assert leases == {"rest:a": p.owner, "rest:c": "other"}  # b released; a has more to do
+    finally:
+        await p.stop()
+        await engine.dispose()
