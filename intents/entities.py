@@ -34,9 +34,9 @@ PRIORITY = {"work_order_id": 0, "phone_number": 1, "account_number": 2, "amount"
 _CN = f"[{CN_NUM_CHARS}]"
 _NUM = rf"(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d{{1,2}})?"
 
-# "WO261205000781", "WO 261205 000781", "WO-261203-000500": the date part and the serial may be
-# set apart as customers copy them from an SMS
-WO_RE = re.compile(r"(?<![a-z0-9])wo[-_ ]?(\d{6})[-_ ]?(\d{6})(?!\d)")
+# "WO261205000781", "WO 261205 000781", "WO-261203-000500", "wo 2612 0300 0123": the digits may
+# be set apart in groups of any size as customers copy them from an SMS or read them out
+WO_RE = re.compile(r"(?<![a-z0-9])wo[-_ ]?(\d(?:[-_ ]?\d){11})(?!\d)")
 # "工单号 261130123456": a customer who leaves out the WO still means the work order (its
 # twelve digits would otherwise read as an account number); the date part must be a date
 WO_CONTEXT_RE = re.compile(r"(?:工单|单号|(?:work |repair )?order|ticket)(?:\s*(?:number|no\.?|#))?"
@@ -84,7 +84,9 @@ AMOUNT_VERB_EN_RE = re.compile(
 # message that talks about money at all (_MONEY_CONTEXT_RE).
 _MONEY_NOUNS_CN = ("电费", "费用", "账单", "余额", "欠费", "欠款", "押金", "金额", "退款", "赔偿", "补偿", "滞纳金",
                    "违约金", "手续费", "服务费", "收据", "到账", "扣款", "扣费", "差价", "差额", "多扣", "多收", "少了")
-_MONEY_WEAK_CN = ("加起来", "一共", "总共", "合计", "总计", "每次", "差的", "还差", "相差")
+# ("电费…我记得好像是一百八十六": the sum a customer remembers, after the clause that names the bill)
+_MONEY_WEAK_CN = ("加起来", "一共", "总共", "合计", "总计", "每次", "差的", "还差", "相差", "记得", "好像是", "大概是",
+                  "应该是")
 _CN_GAP = rf"[^\d{CN_NUM_CHARS},.;:!?、\s号码编第数度]{{0,6}}?\s?"  # not "单号12345", "示数23456"
 AMOUNT_NOUN_CN_RE = re.compile(rf"(?:{'|'.join(_MONEY_NOUNS_CN)}){_CN_GAP}({_SUM}|{_CN_QTY}){_NOT_MONEY_AFTER}")
 AMOUNT_WEAK_CN_RE = re.compile(rf"(?:{'|'.join(_MONEY_WEAK_CN)}){_CN_GAP}({_SUM}|{_CN_QTY}){_NOT_MONEY_AFTER}")
@@ -144,7 +146,8 @@ _WD_EN.update({"wendesday": 2, "wednsday": 2, "wensday": 2, "wedensday": 2, "thu
                "fridy": 4, "firday": 4, "mondy": 0, "sundy": 6})
 _WD_ALT = "|".join(sorted(_WD_EN, key=len, reverse=True))
 
-REL_DAY_CN = re.compile(r"(大后天|大前天|今天|今日|今儿|今晚|今早|今晨|今夜|今朝|明天|明日|明儿|明早|明晚|明朝|名天|后天|后儿"
+# (后 also in its traditional form 後, as a phone's input method may give it: "後天上午")
+REL_DAY_CN = re.compile(r"(大[后後]天|大前天|今天|今日|今儿|今晚|今早|今晨|今夜|今朝|明天|明日|明儿|明早|明晚|明朝|名天|[后後]天|[后後]儿"
                         r"|昨天|昨日|昨晚|昨儿|昨夜|前天|前儿)")
 _REL_DAY_OFF = {"今天": 0, "今日": 0, "今儿": 0, "今晚": 0, "今早": 0, "今晨": 0, "今夜": 0, "今朝": 0,
                 "明天": 1, "明日": 1, "明儿": 1, "明早": 1, "明晚": 1, "明朝": 1, "名天": 1, "后天": 2, "后儿": 2,
@@ -156,8 +159,9 @@ _QUALIFIER_EN_CN = {"next": "下", "this": "这", "last": "上"}
 MD_CN = re.compile(
     rf"(?:(\d{{4}}|今年|明年|去年)\s*年?\s*)?(\d{{1,2}}|{_CN}{{1,3}})\s*月(?:份)?\s*(\d{{1,2}}|{_CN}{{1,3}})\s*[日号]")
 # "12月10停电吗": the day without 日/号 (not a count of something: 12月10度, 3月5个)
+# (nor a word that begins with a numeral: "11月一共", "3月一直")
 MD_CN_BARE = re.compile(
-    rf"(?<!\d)(\d{{1,2}}|{_CN}{{1,3}})月(\d{{1,2}}|{_CN}{{1,3}})(?![\d日号度元块个天万千百点多%年岁次户块号]|{_CN}|\s?(?:kwh|元|块|度))")
+    rf"(?<!\d)(\d{{1,2}}|{_CN}{{1,3}})月(?!一[共直下起般样定些点切向])(\d{{1,2}}|{_CN}{{1,3}})(?![\d日号度元块个天万千百点多%年岁次户块号]|{_CN}|\s?(?:kwh|元|块|度))")
 DAY_ONLY_CN = re.compile(rf"(?<![\d月.\-/路街道巷弄村区栋楼室院第])(\d{{1,2}}|{_CN}{{1,3}})(?:号(?![楼码线院栋室])"
                          rf"|日(?![内以之后前期均常用夜]))")
 ISO_DATE = re.compile(r"(?<!\d)(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*[日号]?(?!\d)")
@@ -165,6 +169,18 @@ ISO_DATE = re.compile(r"(?<!\d)(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1
 MDY_NUM = re.compile(r"(?<![\d/.])(\d{1,2})/(\d{1,2})/(\d{4})(?![\d/])")
 MD_NUM = re.compile(r"(?<![\d.￥¥$\-/])(\d{1,2})([./\-])(\d{1,2})(?![\d.\-/]|\s?(?:元|块|%|度|kwh|yuan|rmb))")
 DAYS_FROM_CN = re.compile(rf"(\d{{1,2}}|{_CN}{{1,3}})[天日](以后|之后|后|以前|之前|前)")
+# "一周后", "两个星期以后", "3周前": weeks counted from the reference date (not "第一周后")
+WEEKS_FROM_CN = re.compile(rf"(?<!第)(\d{{1,2}}|{_CN}{{1,2}})个?(?:周|星期|礼拜)(以后|之后|后|以前|之前|前)")
+# "月底", "这个月底", "下月末", "12月底": the last day of that month (not "每月底", a routine; a
+# bare "月底" is this month's)
+MONTH_END_CN = re.compile(rf"(上上个?|上个?|这个?|本|下下个?|下个?|(?:(\d{{4}}|今年|明年|去年)年?)?"
+                          rf"(\d{{1,2}}|十[一二]|[一二三四五六七八九十]))?月(?:底|末)")
+_MONTH_END_OFF = {"上上": -2, "上上个": -2, "上": -1, "上个": -1, "这": 0, "这个": 0, "本": 0, "": 0,
+                  "下": 1, "下个": 1, "下下": 2, "下下个": 2}
+# "the end of the month", "end of next month", "by month end": its last day
+MONTH_END_EN = re.compile(r"\b(?:(?:the )?end of (?:the|this|(next|last)) month|(?:this )?month[- ]end)\b")
+# "the 8th of this month", "the 3rd of next month"
+NTH_OF_MONTH_EN = re.compile(r"\b(?:the )?(\d{1,2})(?:st|nd|rd|th) of (this|next|last) month\b")
 # "on 10th", "12th afternoon": a day of the month without "the" (not "3rd floor", "2nd time")
 ORDINAL_DAY_EN = re.compile(
     r"(?<![\w/.-])(\d{1,2})(?:st|nd|rd|th)\b(?!\s*(?:of\b|floor|fl\b|time|attempt|call|try|visit|week|month|year|"
@@ -187,11 +203,47 @@ HOLIDAY_RE = re.compile("|".join(re.escape(h) if not h.isascii() else rf"\b{re.e
 MONTHS_AGO_CN = re.compile(rf"(\d{{1,2}}|{_CN}{{1,3}})个月(?:以前|之前|前)")
 MONTH_YEAR_NUM = re.compile(r"(?<![\d/.\-])(\d{1,2})/(\d{4})(?![\d/])")
 REL_DAY_EN = re.compile(r"(?<![a-z])(the day after tomorrow|day after tomorrow|the day before yesterday|"
-                        r"today|tonight|tomorrow|tmrw|tmr|yesterday|last night|"
+                        r"this (?:morning|afternoon|evening)|"  # today's
+                        r"today|tonight|tonite|2nite|tomorrow|tmrw|tmr|yesterday|last night|"
                         r"yesterdy|yesteday|yesturday|yestarday|"
                         r"tomm?orr?ow|tommorrow|2morrow|2moro|"  # the usual misspellings
-                        r"yday|ming ?tian|hou ?tian|jin ?tian|zuo ?tian)(?![a-z])")  # pinyin, next to Han too
+                        r"yday|ming ?tian|hou ?tian|jin ?tian|zuo ?tian"  # pinyin, next to Han too
+                        r"|yest[a-z]{4,7}|tom[a-z]{4,6})"  # other misspellings, checked by _rel_day_en_offset
+                        r"(?:'?s)?(?![a-z])")  # "yesterday's usage", "yesterdays usage"
 _REL_DAY_PINYIN = {"mingtian": 1, "houtian": 2, "jintian": 0, "zuotian": -1}
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (short words only: a misspelt "yesterday" or "tomorrow")."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def _rel_day_en_offset(w: str) -> int | None:
+    """Days from the reference date that a REL_DAY_EN word names; None for a word that only
+    looks like one ("yesteryear", "tomatoes").  Customers type "yesterady", "yestreday",
+    "tommorrw": any word within two edits of "yesterday"/"tomorrow" is taken for it."""
+    off = _REL_DAY_PINYIN.get(w.replace(" ", ""))
+    if off is not None:
+        return off
+    if w in ("today", "tonight", "tonite", "2nite") or w.startswith("this "):
+        return 0
+    if w in ("last night", "yday"):
+        return -1
+    if "after" in w:
+        return 2
+    if "before" in w:
+        return -2
+    if w.startswith("yest"):
+        return -1 if _edit_distance(w, "yesterday") <= 2 else None
+    if w.startswith("tom"):
+        return 1 if _edit_distance(w, "tomorrow") <= 2 else None
+    return 1  # tmr, tmrw, 2morrow…
 # "in two days", "3 days later", "two days from now", "2 days ago", "a week from today"
 DAYS_FROM_EN = re.compile(r"\b(?:in (\d{1,2}|one|two|three|four|five|six|seven|a couple of) (days?|weeks?)\b|"
                           r"(\d{1,2}|one|two|three|four|five|six|seven|a couple of|a) (days?|weeks?) "
@@ -222,7 +274,7 @@ REL_MONTH_CN = re.compile(r"(上上个月|上上月|上个月|上月|这个月|�
 _REL_MONTH_OFF = {"上上个月": -2, "上上月": -2, "上个月": -1, "上月": -1, "前一个月": -1,
                   "这个月": 0, "本月": 0, "当月": 0, "这月": 0, "下个月": 1, "下月": 1}
 MONTH_CN = re.compile(
-    rf"(?<![\d个几])(?:(\d{{4}}|今年|去年|前年)年?)?(\d{{1,2}}|十[一二]|[一二三四五六七八九十])月(?:份)?"
+    rf"(?<![\d个几])(?:(\d{{4}}|今年|明年|去年|前年)年?)?(\d{{1,2}}|十[一二]|[一二三四五六七八九十])月(?:份)?"
     rf"(?!\s?(?:\d|{_CN})+\s?[日号])(?!初|中|底)")
 ISO_MONTH = re.compile(r"(?<!\d)(\d{4})[-/.年](\d{1,2})(?:月份?)?(?![\d.\-/])")
 REL_MONTH_EN = re.compile(r"\b(the month before last|last month|previous month|past month|"
@@ -243,7 +295,7 @@ _DIGIT_RE = re.compile(r"\d")  # the same class the patterns' \d stands for
 _LATIN_RE = re.compile(r"[a-z]")  # the English patterns are lower-case words (text is lowered)
 _AMOUNT_WORD = frozenset("元块")  # 元 / 块 / 块钱
 _NUMBERS_CUE = _AMOUNT_WORD | _PAY_CUE | _CN_MAGNITUDE_CUE  # without a digit or a letter, a sum needs one
-_REL_DAY_CN_CUE = frozenset("今明名后昨前")  # 今天 明天 (名天) 后天 昨天 前天 大后天 ...
+_REL_DAY_CN_CUE = frozenset("今明名后後昨前")  # 今天 明天 (名天) 后天 昨天 前天 大后天 ...
 _WEEKDAY_CN_CUE = frozenset("周星礼")  # 周 / 星期 / 礼拜
 _MONTH_CHAR = frozenset("月")
 _DAY_CHAR = frozenset("号日")
@@ -326,9 +378,12 @@ def _nearest_md(ref: dt.date, month: int, day: int) -> dt.date | None:
 
 
 def _nearest_day(ref: dt.date, day: int) -> dt.date | None:
-    """Day ``day`` of the month before, this or the next, whichever is nearest ``ref``."""
+    """Day ``day`` of the month before, this or the next, whichever is nearest ``ref``; of two
+    as near ("the 22nd" on 7 December: 22 Nov and 22 Dec), the one to come (a customer who
+    names a day that far off is mostly planning; ``toward_past`` moves it back where the
+    sentence says past)."""
     cands = [c for c in (_safe_date(*_add_months(ref.year, ref.month, k), day) for k in (-1, 0, 1)) if c]
-    return min(cands, key=lambda c: abs((c - ref).days)) if cands else None
+    return min(cands, key=lambda c: (abs((c - ref).days), c < ref)) if cands else None
 
 
 def _safe_date(y: int, m: int, d: int) -> dt.date | None:
@@ -377,12 +432,14 @@ _ASKS_AHEAD_RE = re.compile(r"[?？吗]|会|\b(?:will|is there|are there|going t
 _CLAUSE_END = re.compile(r"[,.;!?，。；！？\n]")
 _NOT_PAST_ED = (r"scheduled|planned|booked|needed|expected|supposed|required|arranged|confirmed|reserved|delayed"
                 r"|postponed|interested|allowed|prepared|need|feed|seed|speed")
-# a past verb at most three words before the weekday, or any "-ed" word right before it ("spiked
-# on"), unless that is a participle (_PARTICIPLE_BEFORE_EN)
+# a past verb at most three words before the weekday, or any "-ed" word at most four words before
+# it ("spiked on", "topped up 50 yuan on", "got damaged in the storm on"), unless that is a
+# participle (_PARTICIPLE_BEFORE_EN)
 _PAST_BEFORE_EN = re.compile(
     r"\b(?:(?:since|came|went|was|were|happened|started|began|got|had|did|paid|called|reported|visited|left"
-    r"|broke|stopped|died|failed|showed up|turned up|came by|dropped by)\b(?:\s+[a-z']+){0,3}?"
-    r"|(?P<ed>(?!(?:" + _NOT_PAST_ED + r")\b)[a-z]{2,}ed)(?:\s+(?:on|since))?)\s+$")
+    r"|broke|stopped|died|failed|showed up|turned up|came by|dropped by|lost|saw|took|told|sent|gave|fell|blew"
+    r"|burnt)\b(?:\s+[a-z']+){0,3}?"
+    r"|(?P<ed>(?!(?:" + _NOT_PAST_ED + r")\b)[a-z]{2,}ed)(?:\s+[a-z'0-9]+){0,4}?)\s+$")
 # "need it fixed on", "will be installed on", "have them replaced by": a participle, not the past
 _PARTICIPLE_BEFORE_EN = re.compile(r"\b(?:be|been|being|get|(?:need|needs|want|wants|get|have|has|like)\s+(?:it|them|this|that))\s+$")
 # (not "can", "please", "帮我查": a polite request may ask about the past)
@@ -452,6 +509,14 @@ def toward_past(text: str, intent: str, entities: list[dict[str, Any]], ref: dt.
                 e["value"] = earlier.isoformat()
 
 
+# A bare month is the latest one gone by ("my January bill"), but the coming one where a change is
+# to take effect then: "switch me to time-of-use pricing from January", "starting March", "until
+# next February", "effective April"
+_MONTH_AHEAD_BEFORE_EN = re.compile(
+    r"(?:\b(?:starting|beginning|effective|as of|until|till|by|next|coming)\s+(?:from\s+|in\s+)?"
+    r"|\b(?:switch|change|move|set|start|stop|cancel|transfer|begin|upgrade|put)\b[^.,;!?]*\bfrom\s+)$")
+
+
 def _past_month(ref: dt.date, month: int) -> tuple[int, int]:
     """A bare month ("10月") means the latest such month not after the reference month."""
     return (ref.year, month) if month <= ref.month else (ref.year - 1, month)
@@ -491,7 +556,7 @@ class EntityExtractor:
         if not digit and not cues.latin and not cues.has(_NUMBERS_CUE):
             return
         for m in _scan(WO_RE, t, digit and cues.latin):
-            out.append(_Cand("work_order_id", m.start(), m.end(), "WO" + m.group(1) + m.group(2)))
+            out.append(_Cand("work_order_id", m.start(), m.end(), "WO" + re.sub(r"\D", "", m.group(1))))
         for m in _scan(WO_CONTEXT_RE, t, digit and (cues.latin or cues.has(_WO_CUE))):
             if 1 <= int(m.group(3)) <= 12 and 1 <= int(m.group(4)) <= 31:
                 out.append(_Cand("work_order_id", m.start(1), m.end(1), "WO" + re.sub(r"\D", "", m.group(1))))
@@ -576,7 +641,7 @@ class EntityExtractor:
                 out.append(_Cand("date", s, e, d.isoformat()))
 
         for m in _scan(REL_DAY_CN, t, cues.has(_REL_DAY_CN_CUE)):
-            add(m, ref + dt.timedelta(days=_REL_DAY_OFF[m.group(1)]))
+            add(m, ref + dt.timedelta(days=_REL_DAY_OFF[m.group(1).replace("後", "后")]))
         last: tuple[str, int] = ("", -1)  # the qualifier of the weekday before, where it ended
         for m in _scan(WEEKDAY_CN, t, cues.has(_WEEKDAY_CN_CUE)):
             q = (m.group(1) or "").strip()
@@ -618,6 +683,31 @@ class EntityExtractor:
             n = to_int(m.group(1))
             if n and n <= 60:
                 add(m, ref + dt.timedelta(days=-n if "前" in m.group(2) else n))
+        for m in _scan(WEEKS_FROM_CN, t, cues.has(_WEEKDAY_CN_CUE)):
+            n = to_int(m.group(1))
+            if n and n <= 8:
+                add(m, ref + dt.timedelta(days=-7 * n if "前" in m.group(2) else 7 * n))
+        for m in _scan(MONTH_END_CN, t, cues.has(_MONTH_CHAR) and ("底" in t or "末" in t)):
+            if m.group(3):  # "12月底": the nearest such month's end
+                mo = to_int(m.group(3))
+                if not mo or not 1 <= mo <= 12:
+                    continue
+                year = _year_word(m.group(2), ref)
+                if year:
+                    add(m, _safe_date(year, mo, calendar.monthrange(year, mo)[1]))
+                else:
+                    add(m, _nearest_md(ref, mo, calendar.monthrange(ref.year, mo)[1]))
+                continue
+            if not m.group(1) and m.start() and t[m.start() - 1] in "每个几":
+                continue  # "每月底", "每个月底": a routine; "三个月底": no date
+            y, mo = _add_months(ref.year, ref.month, _MONTH_END_OFF[m.group(1) or ""])
+            add(m, dt.date(y, mo, calendar.monthrange(y, mo)[1]))
+        for m in _scan(MONTH_END_EN, t, cues.latin and "month" in t):
+            y, mo = _add_months(ref.year, ref.month, {"next": 1, "last": -1}.get(m.group(1) or "", 0))
+            add(m, dt.date(y, mo, calendar.monthrange(y, mo)[1]))
+        for m in _scan(NTH_OF_MONTH_EN, t, cues.digit and cues.latin and "month" in t):
+            y, mo = _add_months(ref.year, ref.month, {"next": 1, "last": -1}.get(m.group(2), 0))
+            add(m, _safe_date(y, mo, int(m.group(1))))
         for m in _scan(REL_MONTH_DAY_CN, t, cues.has(_MONTH_CHAR)):
             y, mo = _add_months(ref.year, ref.month, _REL_MONTH_OFF[m.group(1)])
             day = to_int(m.group(2))
@@ -638,12 +728,9 @@ class EntityExtractor:
             if day and 1 <= day <= 31:
                 add(m, _nearest_day(ref, day))
         for m in _scan(REL_DAY_EN, t, cues.latin):
-            w = m.group(1)
-            off = _REL_DAY_PINYIN.get(w.replace(" ", ""))
-            if off is None:
-                off = 0 if w in ("today", "tonight") else -1 if w.startswith("yest") or w in ("last night", "yday") else \
-                    2 if "after" in w else -2 if "before" in w else 1
-            add(m, ref + dt.timedelta(days=off))
+            off = _rel_day_en_offset(m.group(1))
+            if off is not None:
+                add(m, ref + dt.timedelta(days=off), m.span(1))
         for m in _scan(DAYS_FROM_EN, t, cues.latin):
             w, unit = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
             n = int(w) if w.isdigit() else _EN_COUNT[w]
@@ -737,6 +824,8 @@ class EntityExtractor:
                 add(m, *((ref.year, mo) if mo < ref.month else (ref.year - 1, mo)))
             elif m.group(1) == "this":
                 add(m, ref.year, mo)
+            elif _MONTH_AHEAD_BEFORE_EN.search(t, max(0, m.start() - 60), m.start()):
+                add(m, *((ref.year, mo) if mo >= ref.month else (ref.year + 1, mo)))  # the coming one
             else:
                 add(m, *_past_month(ref, mo))
 

@@ -46,6 +46,8 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "预约": ("yuyue", "yu yue"),
     "营业厅": ("营业听", "yingyeting", "ying ye ting"),
     "订阅": ("定阅", "dingyue", "ding yue"),
+    "通知": ("tongzhi", "tong zhi"),  # "tongzhi 开通": a keyword in pinyin inside a Chinese message
+    "推送": ("tuisong", "tui song"),
     "退订": ("退定", "tuiding", "tui ding"),
     "过户": ("过护", "guohu", "guo hu"),
     "更名": ("gengming", "geng ming"),

@@ -13,8 +13,9 @@ The patterns deliberately differ from the NLU's where the dialogue has always re
   the NLU's excludes a decimal point instead; an 11-digit mobile is not an account;
 - a mobile may carry +86/86 glued on and spaces between its groups, but no dashes (the NLU's
   also reads "138-1234-5678");
-- a work-order id is "WO" and 12 digits as a word, any case (the NLU's also reads "wo-…" and
-  "工单号 2611…").
+- a work-order id is "WO" and 12 digits, any case, the digits in one run or set apart in groups by
+  single spaces, dashes or underscores as the NLU reads them ("WO 261205 000781",
+  "wo-261203-000500", "WO 2612 0300 0123"); the NLU's also reads "工单号 2611…" without the WO.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from .places import normalize as shanghai_district
 
 _MOBILE_RE = re.compile(r"(?<!\d)(?:\+?86 ?)?(1[3-9]\d(?: ?\d){8})(?!\d)")
 _LAST4_RE = re.compile(r"^\D{0,12}(\d(?: ?\d){3})\D{0,6}$")
-_WO_RE = re.compile(r"\b(WO\d{12})\b", re.I)
+# as intents.entities.WO_RE: the customer copies the id from an SMS with its groups apart
+_WO_RE = re.compile(r"(?<![a-z0-9])wo[-_ ]?(\d(?:[-_ ]?\d){11})(?!\d)", re.I)
 _KWH_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:度|千瓦时|kwh|kw·h|units?)", re.I)
 _KWH_CN_RE = re.compile(f"([{CN_NUM_CHARS}]+)\\s*(?:度|千瓦时)")
 _NUMBER_RE = re.compile(r"(\d+(?:\.\d+)?)")
@@ -92,9 +94,10 @@ def last4(text: str) -> str | None:
 
 
 def work_order_id(text: str) -> str | None:
-    """A work order number ("WO" and 12 digits), upper-cased."""
+    """A work order number ("WO" and 12 digits), upper-cased, its digits run together: the
+    form stores the id in the one spelling the work-order system looks up."""
     m = _WO_RE.search(_digits(text))
-    return m.group(1).upper() if m else None
+    return "WO" + re.sub(r"\D", "", m.group(1)) if m else None
 
 
 def _number_text(value: float | None) -> str | None:
