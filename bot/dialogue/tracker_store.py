@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, bindparam, func, insert, select, update
+from sqlalchemy import String, bindparam, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend_client.models import Account
 from bot.db import in_transaction
+from common.db import json_text
 from bot.dialogue import handoff as ho
 from bot.dialogue.store import Conversation, Customer, CustomerAccount, Event, Identity, VerificationLock
 from bot.dialogue.turn import Snapshot, Turn, TurnResult, reply_data, slim_parse
@@ -362,8 +364,35 @@ _UPDATE_CONVERSATION = (
             updated_at=bindparam("b_now", type_=_CONV.c.updated_at.type))
 )
 _INSERT_EVENT = insert(Event.__table__)
-# the same two for the pipeline's grouped turn writes (compiled once, run on SQLite's cursor)
-_UPDATE_CONVERSATION_P = Precompiled(_UPDATE_CONVERSATION)
+# PostgreSQL: the guarded update of many turns' trackers in one statement; the ids it returns
+# say which turns' guards held (asyncpg's executemany reports no row counts)
+_UPDATE_CONVERSATIONS_PG = text("""
+    UPDATE dlg_conversations AS c
+    SET state = CAST(v.state AS JSON), version = c.version + 1, updated_at = v.updated_at
+    FROM unnest(CAST(:b_cids AS VARCHAR[]), CAST(:b_customers AS BIGINT[]), CAST(:b_states AS TEXT[]),
+                CAST(:b_nows AS TIMESTAMPTZ[])) AS v(id, customer_id, state, updated_at)
+    WHERE c.id = v.id AND c.customer_id = v.customer_id
+    RETURNING c.id""")
+
+
+class _ConversationUpdate(Precompiled):
+    """``_UPDATE_CONVERSATION``, guarded by the tracker's customer; ``run_each`` runs it for
+    the turns of a grouped write."""
+
+    def run_each(self, conn: Connection, params: list[dict[str, Any]]) -> list[int] | None:
+        """Rows changed per parameter set, in one statement (PostgreSQL; None elsewhere: the
+        caller runs the sets itself)."""
+        if conn.dialect.name != "postgresql":
+            return None
+        changed = Counter(row[0] for row in conn.execute(_UPDATE_CONVERSATIONS_PG, {
+            "b_cids": [p["b_cid"] for p in params], "b_customers": [p["b_customer"] for p in params],
+            "b_states": [json_text(p["b_state"]) for p in params], "b_nows": [p["b_now"] for p in params],
+        }))
+        return [changed[p["b_cid"]] for p in params]
+
+
+# the same two for the pipeline's grouped turn writes (compiled once, run on the driver's cursor)
+_UPDATE_CONVERSATION_P = _ConversationUpdate(_UPDATE_CONVERSATION)
 _INSERT_EVENT_P = Precompiled(_INSERT_EVENT)
 
 

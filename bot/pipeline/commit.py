@@ -243,6 +243,14 @@ class TurnCommits:
             summed = conn.dialect.name == "sqlite"
             for stmt, entries in groups.values():
                 guarded = all(expect is not None for _, expect in entries)
+                if guarded and not summed and len(entries) > 1 and all(len(p) == 1 for p, _ in entries):
+                    # one parameter set per turn: a statement that reports each set's count runs once
+                    each = getattr(stmt, "run_each", None)
+                    counts = each(conn, [p[0] for p, _ in entries]) if each is not None else None
+                    if counts is not None:
+                        if counts != [e for _, e in entries]:
+                            raise _RowcountMismatch()
+                        continue
                 if guarded and not summed:
                     runs = [(p, e) for p, e in entries if p]
                 else:
