@@ -218,6 +218,11 @@ def _new_conversation_plan(turn: Turn, new_identity: tuple[list[Account], str] |
     msg, now = turn.message, utcnow()
 
     def link_and_insert(conn: Connection) -> None:
+        if link and not (new_identity and new_identity[0]) and conn.dialect.name == "postgresql":
+            conn.execute(_LINK_AND_INSERT_CONVERSATION_PG, {
+                "b_cid": turn.conversation_id, "b_channel": msg.channel, "b_sender": msg.sender_id,
+                "b_state": json_text(turn.state), "b_now": now})
+            return
         customer_id = _link_customer(conn, msg, new_identity) if link else None
         _INSERT_CONVERSATION_P.run(conn, {
             "id": turn.conversation_id, "channel": msg.channel, "sender_id": msg.sender_id,
@@ -325,6 +330,26 @@ _IDENTITY_CUSTOMER_P = Precompiled(_IDENTITY_CUSTOMER)
 _INSERT_CUSTOMER_P = Precompiled(_INSERT_CUSTOMER)
 _INSERT_IDENTITY_P = Precompiled(_INSERT_IDENTITY)
 _INSERT_CONVERSATION_P = Precompiled(_INSERT_CONVERSATION)
+
+
+# PostgreSQL, a new sender with no accounts to link (most new senders): ``_link_customer`` and
+# the tracker insert in one statement (were four round trips). A concurrent turn that linked the
+# sender or inserted the conversation first fails it on a unique key, as it fails those.
+_LINK_AND_INSERT_CONVERSATION_PG = text("""
+    WITH known AS (
+        SELECT customer_id FROM dlg_identities WHERE channel = :b_channel AND sender_id = :b_sender
+    ), new_customer AS (
+        INSERT INTO dlg_customers (created_at) SELECT :b_now WHERE NOT EXISTS (SELECT 1 FROM known)
+        RETURNING id
+    ), new_identity AS (
+        INSERT INTO dlg_identities (channel, sender_id, customer_id, created_at)
+        SELECT :b_channel, :b_sender, id, :b_now FROM new_customer
+    )
+    INSERT INTO dlg_conversations (id, channel, sender_id, customer_id, state, version, created_at, updated_at)
+    SELECT :b_cid, :b_channel, :b_sender,
+           COALESCE((SELECT customer_id FROM known), (SELECT id FROM new_customer)),
+           CAST(:b_state AS JSON), 1, :b_now, :b_now""").bindparams(
+    bindparam("b_now", type_=Conversation.__table__.c.created_at.type))
 
 
 def _link_customer(db: Any, msg: Message, new_identity: tuple[list[Account], str] | None) -> int:

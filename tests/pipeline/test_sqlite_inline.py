@@ -272,6 +272,27 @@ async def test_existing_identity_keeps_its_customer(sessionmaker) -> None:  # ty
         assert (await s.execute(select(func.count()).select_from(CustomerAccount))).scalar() == 0
 
 
+async def test_an_identity_without_accounts_to_link_keeps_its_customer(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    """The common case (no accounts from the core; on PostgreSQL one statement): a known sender
+    keeps its customer, an unknown one gets a new customer and identity."""
+    async with sessionmaker() as s, s.begin():
+        c = Customer()
+        s.add(c)
+        await s.flush()
+        s.add(Identity(channel="wechat", sender_id="oD", customer_id=c.id))
+        known = c.id
+    engine = sessionmaker.kw["bind"]
+    assert await _insert_new_conversation(engine, _turn("oD", "wechat:oD"), None)
+    assert await _insert_new_conversation(engine, _turn("oE", "wechat:oE"), ([], "bound"))
+    async with sessionmaker() as s:
+        convs = {c.id: c for c in (await s.execute(select(Conversation))).scalars()}
+        idents = {i.sender_id: i.customer_id for i in (await s.execute(select(Identity))).scalars()}
+        customers = (await s.execute(select(func.count()).select_from(Customer))).scalar()
+    assert convs["wechat:oD"].customer_id == idents["oD"] == known
+    assert convs["wechat:oE"].customer_id == idents["oE"] != known
+    assert customers == 2
+    assert convs["wechat:oE"].state == {"slots": {"language": "zh"}} and convs["wechat:oE"].version == 1
+
 
 async def test_a_long_reader_does_not_stall_writes_behind_a_restart(tmp_path: Path) -> None:
     """A RESTART checkpoint holds off writers while it waits for readers: with another
