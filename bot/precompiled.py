@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, exc
+from sqlalchemy import bindparam, exc, func, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
 
@@ -245,7 +245,10 @@ class InsertReturning:
     rows (every row with the same keys), one statement per chunk — what SQLAlchemy's
     "insertmanyvalues" sends. Chunks have power-of-two sizes (``_pieces``: 107 rows are 64 +
     32 + 8 + 2 + 1), so eight statements serve every batch instead of one compile per size.
-    ``fallback(conn)`` gives the statement other backends execute with the list of rows."""
+    On PostgreSQL one statement of any size instead: ``INSERT .. SELECT unnest(<array per
+    column>) ..`` (one prepared statement, one round trip for every batch; chunks were a round
+    trip each). ``fallback(conn)`` gives the statement other backends execute with the list of
+    rows."""
 
     CHUNK = 128  # rows per statement at most (a power of two): well inside SQLite's 32,766 bound parameters
 
@@ -278,11 +281,43 @@ class InsertReturning:
             compiled = self._compiled[(conn.dialect.name, keys, n)] = _compile(stmt, conn, None, {})
         return compiled
 
+    def _unnest_for(self, conn: Connection, cols: tuple[str, ...]) -> _Compiled:
+        compiled = self._compiled.get((conn.dialect.name, cols, 0))
+        if compiled is None:
+            from sqlalchemy.dialects.postgresql import ARRAY
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            arrays = select(*(func.unnest(bindparam(f"arr_{c}", type_=ARRAY(self.table.c[c].type))).label(c)
+                              for c in cols))
+            stmt = pg_insert(self.table).from_select(list(cols), arrays)
+            if self.conflict:
+                stmt = stmt.on_conflict_do_nothing(index_elements=list(self.conflict))
+            stmt = stmt.returning(*(self.table.c[c] for c in self.returning))
+            compiled = self._compiled[(conn.dialect.name, cols, 0)] = _compile(stmt, conn, None, {})
+        return compiled
+
+    def _run_unnest(self, conn: Connection, rows: list[dict[str, Any]]) -> Rows:
+        keys = tuple(rows[0])
+        cols = keys + tuple(k for k in self._defaults if k not in keys)
+        columns: dict[str, list[Any]] = {f"arr_{k}": [] for k in cols}
+        for row in rows:
+            if len(row) != len(keys):
+                raise exc.ArgumentError("every row of an InsertReturning needs the same keys")
+            for k in keys:
+                columns[f"arr_{k}"].append(row[k])
+        for k in cols[len(keys):]:
+            columns[f"arr_{k}"] = [_default_value(self._defaults[k]) for _ in rows]
+        compiled = self._unnest_for(conn, cols)
+        got = _run(conn, compiled, compiled.bind(columns), many=False)
+        return Rows(got.rows, len(got.rows))
+
     def run(self, conn: Connection, rows: list[dict[str, Any]]) -> Rows:
         if not rows:
             return Rows([], 0)
         if not _direct(conn):
             return _result_rows(conn.execute(self.fallback(conn), rows))
+        if conn.dialect.name == "postgresql":
+            return self._run_unnest(conn, rows)
         keys = tuple(rows[0])
         missing = [(k, d) for k, d in self._defaults.items() if k not in keys]
         out: list[tuple[Any, ...]] = []

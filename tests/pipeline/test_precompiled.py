@@ -1,6 +1,6 @@
-"""Statements run straight on SQLite's cursor (``bot.precompiled``) store exactly what
-``Connection.execute`` stores and read back exactly what it reads; other backends take
-``Connection.execute`` itself and give the same ``Rows``."""
+"""Statements run straight on the driver's cursor (``bot.precompiled``: SQLite, asyncpg) store
+exactly what ``Connection.execute`` stores and read back exactly what it reads; other backends
+take ``Connection.execute`` itself and give the same ``Rows``."""
 
 from __future__ import annotations
 
@@ -290,3 +290,36 @@ async def test_batches_of_every_size_compile_a_few_statements(sqlite_url):
     assert all(direct == plain and len(direct) == n for n, (direct, plain) in enumerate(reads, start=1))
     assert len(ins._compiled) <= 6  # 1, 2, 4, 8, 16, 32
     assert len(pre._compiled) <= 7  # the first length, then 1, 2, 4, 8, 16, 32, 64 lengths in use
+
+
+async def test_direct_statements_store_what_sqlalchemy_stores_on_postgresql(postgres) -> None:  # type: ignore[no-untyped-def]
+    """The same writes on PostgreSQL: asyncpg's cursor (the inserts as one ``unnest`` statement)
+    against ``Connection.execute``: the same rows returned, counted and stored."""
+    from sqlalchemy import text
+
+    import asyncio
+
+    a, b = await asyncio.to_thread(postgres.new_database), await asyncio.to_thread(postgres.new_database)
+    direct = await _apply(a, True)
+    plain = await _apply(b, False)
+    assert direct == plain
+    assert sorted(k for _, _, _, k in direct[0]) == ["m0", "m1", "m2", "m3", "m4"]
+    assert direct[2][0] == 1  # the guarded update (asyncpg's executemany reports no count: -1 both ways)
+
+    async def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
+        engine = make_engine(url)
+        try:
+            async with engine.connect() as conn:
+                out = {}
+                for t in ("inbound_messages", "outbox", "dlg_conversations", "dlg_events"):
+                    rows = (await conn.execute(text(f"SELECT * FROM {t} ORDER BY 1"))).mappings().all()  # noqa: S608
+                    out[t] = [{k: v for k, v in r.items() if k != _CLOCK.get(t)} for r in rows]
+                return out
+        finally:
+            await engine.dispose()
+
+    stored_direct, stored_plain = await dump(a), await dump(b)
+    assert stored_direct == stored_plain
+    assert stored_direct["inbound_messages"][0]["payload"] == {"n": 0, "中": "文"}
+    assert [(r["status"], r["attempts"]) for r in stored_direct["inbound_messages"]] == \
+        [("done", 1), ("done", 3), ("received", 0), ("received", 0), ("received", 0)]
