@@ -339,10 +339,25 @@ _ON_CUE = re.compile(r"开通|开启|打开|订阅|接收|恢复|想收到|通�
                      r"send me|alert me|remind me)\b")
 
 
+# "订阅停电通知，别再像昨天那样突然停了", "sign me up, I don't want another surprise outage": a
+# wish that the *power* stop going off, not the messages — blanked before the off cue is looked
+# for, so it cannot flip a subscription into an unsubscription.  Only read when both a notice
+# word and an off cue are present (rare), so it costs nothing on most messages.
+_OUTAGE_WISH = re.compile(
+    r"(?:别再|不要再|不想再|再也别|再也不要|别|不要)(?:像|跟|和)?[^，,。.!！?？发推通提短信消息订收]{0,8}?(?:那样|一样)?"
+    r"(?:突然|无故|莫名其妙|莫名|随便|动不动)?(?:地)?(?:停电|断电|停了|断了|停|断|没电)"
+    r"(?!电?(?:通知|提醒|预警|短信|信息|消息|推送))|"
+    r"\b(?:don'?t|do not) want (?:another|more|any more|a repeat of)\b[^.,!?]{0,30}"
+    r"\b(?:outage|power cut|blackout|cut)s?\b|\bno more (?:surprise |sudden |unannounced )?"
+    r"(?:outages|power cuts|blackouts|cuts)\b",
+    re.I,
+)
+
+
 def _polarity_cue(text: str) -> str | None:
     """The notification-polarity feature of a text, if it talks about notifications."""
     if _NOTICE.search(text):
-        if _OFF_CUE.search(text):
+        if _OFF_CUE.search(text) and _OFF_CUE.search(_OUTAGE_WISH.sub(" ", text)):
             return "cue:off"
         if _ON_CUE.search(text):
             return "cue:on"

@@ -129,6 +129,38 @@ def test_notification_polarity(nlu: Interpreter, text: str, intent: str) -> None
     assert nlu.parse(text, REF)["intent"]["name"] == intent
 
 
+@pytest.mark.parametrize("text,intent", [
+    ("订阅停电提醒，别再像上回那样突然停电了", "subscribe_notifications"),
+    ("帮我开通停电通知，不要再无故断电了", "subscribe_notifications"),
+    ("sign me up for outage alerts, I don't want another surprise power cut", "subscribe_notifications"),
+    ("停电通知别再发了", "unsubscribe_notifications"),
+    ("不要再给我推送停电短信", "unsubscribe_notifications"),
+])
+def test_a_wish_against_outages_is_no_unsubscription(nlu: Interpreter, text: str, intent: str) -> None:
+    """"别再...停了" in a request for notices is about the power, not the messages: it must not
+    flip a subscription (it did: "我想订阅停电通知，别再像昨天那样突然停了" was an unsubscribe)."""
+    assert nlu.parse(text, REF)["intent"]["name"] == intent
+
+
+@pytest.mark.parametrize("text,cue", [
+    ("我想订阅停电通知，别再像前天那样突然停了", "cue:on"),
+    ("订阅停电提醒，不要再突然停电了", "cue:on"),
+    ("别再停电了，帮我订阅一下停电提醒", "cue:on"),
+    ("subscribe me to outage alerts, no more surprise outages", "cue:on"),
+    # still off: the thing not wanted is the notice itself
+    ("别再给我发短信了", "cue:off"),
+    ("不要再推送停电通知", "cue:off"),
+    ("不要停电通知了", "cue:off"),
+    ("停电预警别再发了", "cue:off"),
+    ("不要再发停电短信了", "cue:off"),
+    ("i don't want outage alerts anymore", "cue:off"),
+])
+def test_outage_wish_does_not_set_the_off_cue(text: str, cue: str) -> None:
+    from intents.features import _polarity_cue
+
+    assert _polarity_cue(text) == cue
+
+
 # --- parse contract -----------------------------------------------------------------------
 def test_parse_shape(nlu: Interpreter) -> None:
     r = nlu.parse("户号3101234567上个月电费多少", REF)
@@ -514,3 +546,44 @@ def test_second_new_dev_sets_stay_unseen() -> None:
     train = {norm(e.text) for e in load_nlu_file(DATA / "nlu.yml").examples}
     assert sum(1 for e in load_nlu_file(DEV_INTENTS_2).examples if norm(e.text) in train) <= 89
     assert not [e.text for e in load_nlu_file(DEV_DATES_2).examples if norm(e.text) in train]
+
+
+# --- a third intents development set, written blind by a third writer ---------------------------
+DEV_INTENTS_3 = ROOT / "tests" / "data" / "nlu_dev_intents_3.yml"
+
+
+def test_intents_third_dev_set(nlu: Interpreter) -> None:
+    """520 messages in chat-log style: politeness around the request ("kindly share..."), quoted
+    SMS, emoji, third parties, conditional questions, channels (公众号, Alipay), indirect wording
+    without the keyword (预存的钱够不够用到月底, 电卡没钱了), Shanghainese, British, Indian and
+    Singaporean English.  Two labels disagree with a decided boundary: the price of charging an EV
+    at home is tariff_consult (they say ev_charging), so 0.996 is its ceiling here."""
+    r = evaluate(load_nlu_file(DEV_INTENTS_3).examples, lambda t: nlu.parse(t, dt.date(2026, 12, 7)))
+    figures = (r["in_scope_accuracy"], r["out_of_scope_recall"])
+    # measured 0.996 / 1.0 (0.948 / 0.967 before the training examples for its confusions)
+    assert r["in_scope_accuracy"] >= 0.98, (figures, r["errors"])
+    assert r["out_of_scope_recall"] >= 0.97, (figures, r["errors"])
+
+
+@pytest.mark.parametrize("text,intent", [
+    ("10月8号扣了两次款，每次210元", "payment_issue"),
+    ("昨天的电费扣了两遍，每遍76元", "payment_issue"),
+    ("I was debited twice on 2 Dec, 180 each", "payment_issue"),
+    ("路灯坏了，在6号楼后面", "repair_request"),
+    ("楼道灯不亮了，就在11号楼2单元门口", "repair_request"),
+    ("the street lamp by block 7 is out", "repair_request"),
+    ("我想订阅停电短信，别再半夜突然停了", "subscribe_notifications"),
+])
+def test_requests_with_a_date_sum_or_place_are_read_by_what_they_ask(nlu: Interpreter, text: str,
+                                                                      intent: str) -> None:
+    """A date, a sum or a building number masked to a symbol must not turn a request into a
+    bare answer (inform); found on the second dates set, whose intent labels are otherwise rough."""
+    assert nlu.parse(text, dt.date(2026, 12, 7))["intent"]["name"] == intent
+
+
+def test_third_intents_dev_set_stays_unseen() -> None:
+    """As above: 66 short messages of it were in the training data by coincidence ("您好",
+    "hello"); its kinds of mistake were fixed with other wordings, never its messages."""
+    norm = lambda t: "".join(t.lower().split())  # noqa: E731
+    train = {norm(e.text) for e in load_nlu_file(DATA / "nlu.yml").examples}
+    assert sum(1 for e in load_nlu_file(DEV_INTENTS_3).examples if norm(e.text) in train) <= 66
