@@ -188,6 +188,9 @@ def _transcript_prefix(sender: str, end: str = "x") -> str:
     return TRANSCRIPT_PREFIX + hashlib.sha256(sender.encode("utf-8")).hexdigest()[:32] + end
 
 
+_INSERT_ENTRY = insert(CacheEntry.__table__)
+
+
 class TranscriptLog:
     """What a web chat customer saw, per sender: appended in groups (one transaction for every
     entry queued while the last group was written), read oldest first."""
@@ -229,8 +232,9 @@ class TranscriptLog:
             batch, self._queue = self._queue[:500], self._queue[500:]
             rows = [r for r, _ in batch]
             try:
-                async with self.sessionmaker() as session, session.begin():
-                    await session.execute(insert(CacheEntry), rows)
+                # Core executemany on a plain connection: the ORM's bulk insert cost ~5% of the
+                # gateway's CPU per message on the load benchmark, for the same rows
+                await in_transaction(self.sessionmaker.kw["bind"], lambda conn: conn.execute(_INSERT_ENTRY, rows))
             except Exception as exc:  # noqa: BLE001 - handed to whoever waits (the outbox retries)
                 log.warning("web chat transcript: %d entries not written: %s", len(rows), type(exc).__name__, exc_info=True)
                 for _, fut in batch:

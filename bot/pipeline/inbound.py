@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 
-from bot.db import in_transaction
+from bot.db import each_committed, in_transaction
 from bot.inbound_store import (
     INSERT_RETURNING, WAITING_IN,
 )
@@ -217,7 +217,10 @@ class InboundQueue:
             return got, waiting
 
         fetched: _Fetched = {}
-        got, waiting = await in_transaction(self.sessionmaker.kw["bind"], write)
+        # the insert alone (no side writes, nothing to probe or prefetch: PostgreSQL's REST
+        # traffic) is one statement, committed on its own: no BEGIN/COMMIT round trips
+        alone = not by_statement and not probe and (self.cross_process or self._prefetch is None)
+        got, waiting = await (each_committed if alone else in_transaction)(self.sessionmaker.kw["bind"], write)
         self._keep_prefetched(fetched)  # only what a committed transaction read
         new: dict[str, int] = defaultdict(int)
         for row_id, channel, sender, key in got:

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bot.db import in_transaction
+from bot.db import each_committed, in_transaction
 from bot.inbound_store import (
     DELIVERED_HELD_P, MARK_INLINE_P,
 )
@@ -152,7 +152,9 @@ class InlineAnswers:
                 return outbox_won, held_won
 
             try:
-                outbox_won, held_won = await in_transaction(self.sessionmaker.kw["bind"], write)
+                # one statement (PostgreSQL holds no rows): committed on its own, no BEGIN/COMMIT
+                run = each_committed if not (ids and held) else in_transaction
+                outbox_won, held_won = await run(self.sessionmaker.kw["bind"], write)
             except BaseException as exc:  # noqa: BLE001
                 for _, _, fut in batch:
                     if not fut.done():
