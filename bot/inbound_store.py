@@ -203,7 +203,7 @@ def _finish_all_next_or_release_pg() -> Any:
     return sql.bindparams(bindparam("b_now", type_=_INBOUND.c.processed_at.type)).columns(*_INBOUND.c)
 
 
-FINISH_ALL_NEXT_OR_RELEASE_PG = _finish_all_next_or_release_pg()
+FINISH_ALL_NEXT_OR_RELEASE_PG = Precompiled(_finish_all_next_or_release_pg(), named=True)
 
 
 def _lease_and_next_pg() -> Any:
@@ -238,7 +238,7 @@ def _lease_and_next_pg() -> Any:
     return prebuilt(stmt, "pipeline-lease-and-next", "postgresql")
 
 
-LEASE_AND_NEXT_PG = _lease_and_next_pg()
+LEASE_AND_NEXT_PG = Precompiled(_lease_and_next_pg(), named=True)
 
 
 def lease_stmt(session: Any) -> Any:

@@ -22,6 +22,7 @@ Statements run here are not seen by SQLAlchemy's ``echo``.
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,9 +54,11 @@ def _default_value(default: Any) -> Any:
     return default.arg(None) if default.is_callable else default.arg
 
 
-def _result_rows(res: Any) -> Rows:
+def _result_rows(res: Any, named: bool = False) -> Rows:
     """``Rows`` of a ``Connection.execute`` result (the path of the other backends)."""
-    return Rows([tuple(r) for r in res.all()] if res.returns_rows else [], res.rowcount)
+    if not res.returns_rows:
+        return Rows([], res.rowcount)
+    return Rows(list(res.all()) if named else [tuple(r) for r in res.all()], res.rowcount)
 
 
 @dataclass(slots=True)
@@ -67,6 +70,7 @@ class _Compiled:
     defaults: tuple[tuple[str, Any], ...]  # (key, Column default) for columns missing from the rows
     results: tuple[Callable[[Any], Any] | None, ...] | None  # per result column; None: no rows
     expanding: tuple[tuple[str, tuple[str, ...]], ...] = ()  # list parameter -> its rendered names
+    row_type: Callable[..., tuple[Any, ...]] | None = None  # named rows (``Precompiled(named=True)``)
 
     def bind(self, values: dict[str, Any]) -> tuple[Any, ...]:
         merged = {**self.fixed, **values} if self.fixed else values
@@ -84,13 +88,15 @@ class _Compiled:
         return tuple([v if p is None else p(v) for p, v in zip(self.processors, ordered)])
 
     def rows(self, raw: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        procs = self.results
+        procs, make = self.results, self.row_type
         if not procs or not any(procs):
-            return [tuple(r) for r in raw]
-        return [tuple(p(v) if p is not None else v for p, v in zip(procs, r)) for r in raw]
+            return [make(*r) for r in raw] if make is not None else [tuple(r) for r in raw]
+        done = [tuple(p(v) if p is not None else v for p, v in zip(procs, r)) for r in raw]
+        return [make(*r) for r in done] if make is not None else done
 
 
-def _compile(stmt: Any, conn: Connection, keys: Sequence[str] | None, sample: dict[str, Any]) -> _Compiled:
+def _compile(stmt: Any, conn: Connection, keys: Sequence[str] | None, sample: dict[str, Any],
+             named: bool = False) -> _Compiled:
     """Compile for ``conn``'s dialect; ``sample`` (an execution's parameters) gives the lengths of
     the lists of expanding ``IN`` parameters, which the SQL is rendered for."""
     dialect = conn.dialect
@@ -126,10 +132,13 @@ def _compile(stmt: Any, conn: Connection, keys: Sequence[str] | None, sample: di
         results = tuple(
             entry.type._cached_result_processor(dialect, None) for entry in compiled._result_columns
         )
+    row_type = None
+    if named and compiled._result_columns:
+        row_type = namedtuple("Row", [entry.keyname for entry in compiled._result_columns])  # type: ignore[misc]
     return _Compiled(
         sql, tuple(order), tuple(processors.get(name) for name in order),
         {name: fixed.get(name) for name in order if name not in required},
-        tuple(defaults), results, expanding,
+        tuple(defaults), results, expanding, row_type,
     )
 
 
@@ -206,8 +215,9 @@ class Precompiled:
     (the same set): the group writes' lists have every length, and each length was a compile
     of its own (~1 ms) and an entry in SQLite's statement cache. ``rowcount`` is the total."""
 
-    def __init__(self, stmt: Any) -> None:
+    def __init__(self, stmt: Any, *, named: bool = False) -> None:
         self.stmt = stmt
+        self.named = named  # rows as named tuples (attribute access, like SQLAlchemy's Row)
         self._compiled: dict[tuple[str, bool, tuple[str, ...], tuple[int, ...]], _Compiled] = {}
         self._lists: tuple[str, ...] = ()  # expanding IN parameters (known after the first compile)
 
@@ -216,7 +226,8 @@ class Precompiled:
         key = (conn.dialect.name, many, keys, tuple(len(values[name]) for name in self._lists))
         compiled = self._compiled.get(key)
         if compiled is None:
-            compiled = _compile(self.stmt, conn, keys if self.stmt.is_insert else None, [values] if many else values)
+            compiled = _compile(self.stmt, conn, keys if self.stmt.is_insert else None, [values] if many else values,
+                                self.named)
             self._lists = tuple(name for name, _ in compiled.expanding)
             key = (conn.dialect.name, many, keys, tuple(len(values[name]) for name in self._lists))
             self._compiled[key] = compiled
@@ -224,7 +235,7 @@ class Precompiled:
 
     def run(self, conn: Connection, params: dict[str, Any] | list[dict[str, Any]]) -> Rows:
         if not _direct(conn):
-            return _result_rows(conn.execute(self.stmt, params))
+            return _result_rows(conn.execute(self.stmt, params), named=self.named)
         if isinstance(params, dict):
             for name in self._lists:
                 values = params[name]

@@ -219,7 +219,7 @@ def _new_conversation_plan(turn: Turn, new_identity: tuple[list[Account], str] |
 
     def link_and_insert(conn: Connection) -> None:
         if link and not (new_identity and new_identity[0]) and conn.dialect.name == "postgresql":
-            conn.execute(_LINK_AND_INSERT_CONVERSATION_PG, {
+            _LINK_AND_INSERT_CONVERSATION_PG.run(conn, {
                 "b_cid": turn.conversation_id, "b_channel": msg.channel, "b_sender": msg.sender_id,
                 "b_state": json_text(turn.state), "b_now": now})
             return
@@ -335,7 +335,7 @@ _INSERT_CONVERSATION_P = Precompiled(_INSERT_CONVERSATION)
 # PostgreSQL, a new sender with no accounts to link (most new senders): ``_link_customer`` and
 # the tracker insert in one statement (were four round trips). A concurrent turn that linked the
 # sender or inserted the conversation first fails it on a unique key, as it fails those.
-_LINK_AND_INSERT_CONVERSATION_PG = text("""
+_LINK_AND_INSERT_CONVERSATION_PG = Precompiled(text("""
     WITH known AS (
         SELECT customer_id FROM dlg_identities WHERE channel = :b_channel AND sender_id = :b_sender
     ), new_customer AS (
@@ -349,7 +349,7 @@ _LINK_AND_INSERT_CONVERSATION_PG = text("""
     SELECT :b_cid, :b_channel, :b_sender,
            COALESCE((SELECT customer_id FROM known), (SELECT id FROM new_customer)),
            CAST(:b_state AS JSON), 1, :b_now, :b_now""").bindparams(
-    bindparam("b_now", type_=Conversation.__table__.c.created_at.type))
+    bindparam("b_now", type_=Conversation.__table__.c.created_at.type)))
 
 
 def _link_customer(db: Any, msg: Message, new_identity: tuple[list[Account], str] | None) -> int:
@@ -391,13 +391,13 @@ _UPDATE_CONVERSATION = (
 _INSERT_EVENT = insert(Event.__table__)
 # PostgreSQL: the guarded update of many turns' trackers in one statement; the ids it returns
 # say which turns' guards held (asyncpg's executemany reports no row counts)
-_UPDATE_CONVERSATIONS_PG = text("""
+_UPDATE_CONVERSATIONS_PG = Precompiled(text("""
     UPDATE dlg_conversations AS c
     SET state = CAST(v.state AS JSON), version = c.version + 1, updated_at = v.updated_at
     FROM unnest(CAST(:b_cids AS VARCHAR[]), CAST(:b_customers AS BIGINT[]), CAST(:b_states AS TEXT[]),
                 CAST(:b_nows AS TIMESTAMPTZ[])) AS v(id, customer_id, state, updated_at)
     WHERE c.id = v.id AND c.customer_id = v.customer_id
-    RETURNING c.id""")
+    RETURNING c.id""").columns(_CONV.c.id))
 
 
 class _ConversationUpdate(Precompiled):
@@ -409,10 +409,10 @@ class _ConversationUpdate(Precompiled):
         caller runs the sets itself)."""
         if conn.dialect.name != "postgresql":
             return None
-        changed = Counter(row[0] for row in conn.execute(_UPDATE_CONVERSATIONS_PG, {
+        changed = Counter(row[0] for row in _UPDATE_CONVERSATIONS_PG.run(conn, {
             "b_cids": [p["b_cid"] for p in params], "b_customers": [p["b_customer"] for p in params],
             "b_states": [json_text(p["b_state"]) for p in params], "b_nows": [p["b_now"] for p in params],
-        }))
+        }).all())
         return [changed[p["b_cid"]] for p in params]
 
 

@@ -159,9 +159,9 @@ class ConversationDrain:
 
         def take(conn: Any) -> tuple[bool, Any]:
             if conn.dialect.name == "postgresql":
-                got = conn.execute(LEASE_AND_NEXT_PG, {
+                got = LEASE_AND_NEXT_PG.run(conn, {
                     "b_cid": conversation_id, "b_owner": self.owner, "b_expires": params["expires_at"],
-                    "b_now": now, "b_limit": 1}).one()
+                    "b_now": now, "b_limit": 1}).first()  # always one row (outer joins)
                 if got.lease_owner is None:
                     return got.id is None, None  # nothing waiting (nothing to do), or another owner's
                 taken.append(True)
@@ -213,7 +213,7 @@ class ConversationDrain:
         transaction: on PostgreSQL one statement for all of them. The next rows, in order."""
         if conn.dialect.name != "postgresql":
             return [self._next_or_release(conn, cid, fetched, finish=finish) for cid, finish in turns]
-        got = conn.execute(FINISH_ALL_NEXT_OR_RELEASE_PG, {
+        got = FINISH_ALL_NEXT_OR_RELEASE_PG.run(conn, {
             "b_ids": [finish["b_id"] for _, finish in turns],
             "b_attempts": [finish["b_attempts"] for _, finish in turns],
             "b_cids": [cid for cid, _ in turns], "b_now": turns[0][1]["b_now"], "b_owner": self.owner,
