@@ -127,6 +127,21 @@ def is_angry(text: str) -> bool:
     return ANGRY_RE.search(text) is not None
 
 
+# A complaint a person must take up, not only a work order: how a member of staff behaved, or a
+# loss the customer may claim for (spoilt food, burnt appliances). 95598 routes both to an agent.
+_AGENT_COMPLAINT_RE = re.compile(
+    r"态度(?:太|很|极|非常|特别)?(?:差|恶劣|不好|蛮横)|骂(?:人|我|了)|很凶|太凶|刁难|不耐烦|甩脸|爱答不理"
+    r"|(?:东西|食物|冰箱|家电|电器|电脑|电视|空调|设备)[^，。,.!！?？]{0,6}(?:坏了|烧了|烧坏|损坏|报废|臭了|化了)"
+    r"|烧坏|损失|赔偿|赔钱|索赔"
+    r"|\b(?:rude|rudely|yelled|shouted at|insulted|insulting|impolite|disrespectful|unprofessional|abusive)\b"
+    r"|\b(?:ruined|damaged|destroyed|spoiled|spoilt|fried|burnt out|burned out)\b|\bcompensat", re.IGNORECASE)
+
+
+def complaint_needs_agent(text: str) -> bool:
+    """A complaint about staff conduct or a loss to compensate (``_AGENT_COMPLAINT_RE``)."""
+    return _AGENT_COMPLAINT_RE.search(text) is not None
+
+
 def is_cancel(text: str) -> bool:
     return CANCEL_RE.match(text) is not None
 

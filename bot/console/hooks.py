@@ -38,7 +38,7 @@ from channels.base import Message, Reply
 
 log = logging.getLogger("powerbot.console")
 
-CALLBACK_TYPE = {"hazard": "repair", "complaint_angry": "complaint"}
+CALLBACK_TYPE = {"hazard": "repair", "complaint_angry": "complaint", "complaint_follow_up": "complaint"}
 
 # What the pre-turn hook needs to know when no handoff is active: is a satisfaction question
 # open? The engine reads it in its one tracker statement and skips the hook when it is NULL.

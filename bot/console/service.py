@@ -37,6 +37,7 @@ BIGINT_MAX = 2**63 - 1  # the largest id a BIGINT primary key holds
 REASON_LABELS = {
     "request_human": "要求人工",
     "complaint_angry": "投诉/情绪激动",
+    "complaint_follow_up": "投诉/需人工跟进",
     "repeated_fallback": "多次未识别",
     "hazard": "安全隐患",
     "duplicate_payment": "重复缴费",

@@ -12,7 +12,8 @@ Functions (all take an ``AsyncSession``; the caller commits):
 - ``await request_handoff(session, conversation_id, reason, priority="normal", *, summary=None)
   -> Handoff`` — open a handoff (or return the active one, raising its priority if needed).
   ``reason`` is one of ``REASONS``: ``request_human``, ``complaint_angry``,
-  ``repeated_fallback``, ``hazard``; ``priority`` one of ``low|normal|high|emergency``.
+  ``complaint_follow_up`` (a filed complaint about staff or a loss), ``repeated_fallback``,
+  ``hazard``, ``duplicate_payment``; ``priority`` one of ``low|normal|high|emergency``.
 - ``await get_active_handoff(session, conversation_id) -> Handoff | None``.
 - ``await list_active_handoffs(session) -> list[Handoff]`` — queue for the console, most urgent
   first, then oldest.
@@ -38,7 +39,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from bot.dialogue.store import Event
 from bot.models import Base, BigId, utcnow
 
-REASONS = ("request_human", "complaint_angry", "repeated_fallback", "hazard", "duplicate_payment")
+REASONS = ("request_human", "complaint_angry", "complaint_follow_up", "repeated_fallback", "hazard", "duplicate_payment")
 PRIORITIES = ("low", "normal", "high", "emergency")
 ACTIVE = ("waiting", "assigned")
 

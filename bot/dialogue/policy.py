@@ -473,10 +473,12 @@ class PolicyMixin:
         else:
             self.say(turn, "utter_anything_else")
 
-    def hand_off(self, turn: Turn, reason: str, priority: str) -> None:
-        """Ask for an agent (the tracker store opens the handoff from ``turn.handoff``)."""
+    def hand_off(self, turn: Turn, reason: str, priority: str, summary: str | None = None) -> None:
+        """Ask for an agent (the tracker store opens the handoff from ``turn.handoff``);
+        ``summary`` (masked here) is what the agents' queue shows, the message by default."""
         turn.state["form"] = None
-        turn.handoff = (reason, priority, f"{turn.intent}: {mask_text(turn.message.text or '')[:200]}")
+        summary = summary or f"{turn.intent}: {turn.message.text or ''}"
+        turn.handoff = (reason, priority, mask_text(summary)[:220])
         turn.actions.append(("action_handoff", {"reason": reason, "priority": priority}))
         self.say(turn, "utter_handoff")
 

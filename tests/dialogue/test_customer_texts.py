@@ -51,7 +51,7 @@ ALLOWED: dict[str, tuple[str, set[str]]] = {
         "the agent console (agent-facing): handoff reason and priority labels, system lines in the "
         "agent's transcript, the agent's own canned quick replies (the agent picks, edits and sends "
         "them as their words), Chinese digits of a customer's 1-5 score (parsing)",
-        {"要求人工", "投诉/情绪激动", "多次未识别", "安全隐患", "重复缴费", "低", "普通", "高", "紧急",
+        {"要求人工", "投诉/情绪激动", "投诉/需人工跟进", "多次未识别", "安全隐患", "重复缴费", "低", "普通", "高", "紧急",
          "您好，我是人工客服，很高兴为您服务，请问有什么可以帮您？",
          "请您稍等，我正在为您查询。",
          "抢修人员已在赶往现场的路上（城区平均45分钟内到达），请您远离断线、冒火等危险区域，注意安全。",

@@ -1,7 +1,8 @@
 """Simple work-order flows: a complaint, feedback, reporting a violation (electricity theft...).
 
 Each collects a description (a long enough first message is the description itself), a number
-to call back and a confirmation, then creates a work order. An angry complaint is asked for
+to call back and a confirmation, then creates a work order (a complaint about staff conduct or a
+loss to compensate then also goes to an agent). An angry complaint is asked for
 its yes at once, showing what will be filed (a number to call back is asked with it when none
 is known), and its order is urgent. A complaint about the bill shows the account's last bills
 first. A violation may be reported anonymously (no callback number, no channel on the order).
@@ -20,7 +21,7 @@ from bot.dialogue.turn import Turn
 from bot.logs import mask_phone
 from channels.base import proven_phone
 from common.money import money_text
-from intents.signals import is_angry, wants_anonymity, word_chars
+from intents.signals import complaint_needs_agent, is_angry, wants_anonymity, word_chars
 from intents.signals import topic as topic_in
 from intents.slots import mobile
 
@@ -46,6 +47,7 @@ class ServiceRequestFlows:
         if not angry and topic_in(text) != "bill":
             await self._simple_order(turn, "complaint", "complaint", "utter_ask_complaint", "utter_complaint_created",
                                      priority="normal")
+            self._agent_takes_up(turn, text)
             return
         # an angry or a bill complaint: what will be filed, for a yes (a number to call back asked
         # with it when none is known), then the order, urgent when the customer is angry
@@ -63,6 +65,14 @@ class ServiceRequestFlows:
         turn.slots.pop("_bill_shown", None)
         remember_order(turn, wo.id)
         self._order_done(turn, wo, "utter_complaint_urgent_created" if angry else "utter_complaint_created")
+        self._agent_takes_up(turn, text)
+
+    def _agent_takes_up(self, turn: Turn, text: str) -> None:
+        """A filed complaint about staff conduct or a loss to compensate also goes to an agent
+        (the order stands; the agent follows it up in this conversation)."""
+        if complaint_needs_agent(text):
+            self.say(turn, "utter_complaint_agent_follows")
+            self.hand_off(turn, "complaint_follow_up", "high", summary=f"complaint: {text[:200]}")
 
     async def _known_phone_for(self, turn: Turn, number: str | None) -> str | None:
         """A number to call back that needs no question: given in this request, the verified
