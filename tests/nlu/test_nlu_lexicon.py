@@ -14,13 +14,19 @@ from intents.lexicon import VARIANTS, canonical
     # Shanghainese
     ("勿要了", "不要了"), ("覅", "不要"), ("侬好", "你好"), ("阿拉屋里厢停电了", "我们家里停电了"),
     ("电费几钿", "电费多少钱"),
+    # English slips of the key words, and other utilities in pinyin (fourth intents dev set)
+    ("bil for march?", "bill for march?"), ("tarrif?", "tariff?"), ("tarif for shops", "tariff for shops"),
+    ("electricty price", "electricity price"), ("shui fei zen me jiao", "水费怎么交"),
+    ("ranqi fei duoshao", "燃气费多少"), ("zen me jiao dian fei", "怎么交电费"),
 ])
 def test_slips_and_pinyin(text: str, read: str) -> None:
     assert canonical(text) == read
 
 
 @pytest.mark.parametrize("text", ["i want to pay my bill", "you are a bot", "hang on", "hello",
-                                  "ok", "change my phone number", "电费多少", "停电了"])
+                                  "ok", "change my phone number", "电费多少", "停电了",
+                                  # a slip is read only as a whole word; English "me" stays English
+                                  "bilibili", "bills", "tariffs", "give me the tariff", "tell me", "zen garden"])
 def test_english_and_correct_spelling_unchanged(text: str) -> None:
     assert canonical(text) == text
 

@@ -587,3 +587,28 @@ def test_third_intents_dev_set_stays_unseen() -> None:
     norm = lambda t: "".join(t.lower().split())  # noqa: E731
     train = {norm(e.text) for e in load_nlu_file(DATA / "nlu.yml").examples}
     assert sum(1 for e in load_nlu_file(DEV_INTENTS_3).examples if norm(e.text) in train) <= 66
+
+
+# --- a fourth intents development set, written blind by a fourth writer ---------------------------
+DEV_INTENTS_4 = ROOT / "tests" / "data" / "nlu_dev_intents_4.yml"
+
+
+def test_intents_fourth_dev_set(nlu: Interpreter) -> None:
+    """506 hard messages: why/how questions (为什么我家一天能用…度电), typos in both languages
+    ("bil", "tarrif"), 1–4 word openers ("outage?", "怎么投诉"), follow-ups ("还有…的呢"),
+    numbers inside requests (报修 + account + phone), Chinglish, and out of scope: other cities'
+    tariffs, general electricity knowledge, questions about the bot, other fees in pinyin."""
+    r = evaluate(load_nlu_file(DEV_INTENTS_4).examples, lambda t: nlu.parse(t, dt.date(2026, 12, 7)))
+    figures = (r["in_scope_accuracy"], r["out_of_scope_recall"])
+    # measured 1.0 / 1.0 (0.951 / 0.883 before the lexicon slips and the training examples for
+    # its kinds of confusion)
+    assert r["in_scope_accuracy"] >= 0.98, (figures, r["errors"])
+    assert r["out_of_scope_recall"] >= 0.97, (figures, r["errors"])
+
+
+def test_fourth_intents_dev_set_stays_unseen() -> None:
+    """As above: 87 short messages of it were in the training data by coincidence ("你好",
+    "hello") before it was written; none was added for it (other wordings of each kind were)."""
+    norm = lambda t: "".join(t.lower().split())  # noqa: E731
+    train = {norm(e.text) for e in load_nlu_file(DATA / "nlu.yml").examples}
+    assert sum(1 for e in load_nlu_file(DEV_INTENTS_4).examples if norm(e.text) in train) <= 87
