@@ -121,17 +121,17 @@ class FormsMixin:
         for the rest of this request (``run_flow`` forgets it when the flow ends)."""
         if turn.slots.get("_confirmed") == flow:
             turn.state["form"] = None
-            turn.writes_ok = True  # type: ignore[attr-defined]
+            turn.writes_ok = True
             return
         self.ask(turn, flow, "confirm", response, **values)
 
     def write_allowed(self, turn: Turn) -> bool:
         """Whether the customer said yes to what the running request writes."""
-        if getattr(turn, "writes_ok", False):
+        if turn.writes_ok:
             return True
         flow = turn.state.get("last_intent")
         if flow and turn.slots.get("_confirmed") == flow:
-            turn.writes_ok = True  # type: ignore[attr-defined]
+            turn.writes_ok = True
             return True
         return False
 

@@ -92,7 +92,7 @@ class IdentityMixin:
             raise Stop
         # "户号…，尾号8000": the digits given with the account (in the whole message, when a
         # message with two requests is handled clause by clause)
-        given = turn.slots.pop("_last4", None) or given_last4(getattr(turn, "whole_text", None) or turn.message.text or "")
+        given = turn.slots.pop("_last4", None) or given_last4(turn.whole_text or turn.message.text or "")
         if given is None:
             self.ask(turn, flow, "last4", "utter_ask_last4", account=mask_account(acc.account_number))
         if given is not None and (given == acc.phone[-4:] if len(given) == 4 else given == acc.phone):

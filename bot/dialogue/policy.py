@@ -107,7 +107,7 @@ class PolicyMixin:
         decline = declines(text)
         # the request the last turn wrote after the customer's yes: a "yes"/"confirm" now is
         # said to it, and is answered that it is done (not with "anything else?")
-        turn.just_done = st.pop("done", None)  # type: ignore[attr-defined]
+        turn.just_done = st.pop("done", None)
 
         # 0. understand special phrasings the classifier is weak at
         if intent in ("bill_query", "usage_query", "nlu_fallback") and kwh(text) and asks_price(text) \
@@ -249,7 +249,7 @@ class PolicyMixin:
             return
         st = turn.state
         whole = (turn.message, turn.intent, turn.confidence, turn.entities)
-        turn.whole_text = turn.message.text  # type: ignore[attr-defined]
+        turn.whole_text = turn.message.text
         kept: tuple[dict, dict] | None = None
         for text, parse in parts:
             name = parse["intent"]["name"]
@@ -450,7 +450,7 @@ class PolicyMixin:
     def _yes_to_nothing(self, turn: Turn, intent: str) -> None:
         """A yes or no when nothing is asked. A yes right after a request was written on the
         customer's yes ("confirm" once more) is told that it is done."""
-        done = getattr(turn, "just_done", None)
+        done = turn.just_done
         if intent == "affirm" and done:
             ref = self.phrase(turn, "utter_fragment_done_order", id=done["order"]) if done.get("order") else ""
             self.say(turn, "utter_already_done", request=self.phrase(turn, f"utter_fragment_request_{done['flow']}"), ref=ref)
@@ -507,7 +507,7 @@ class PolicyMixin:
             self.say(turn, "utter_account_not_found", account=mask_account(str(number or "")))
             return
         st["form"] = None  # the flow ran to its end
-        if getattr(turn, "writes_ok", False) and self.domain.has(f"utter_fragment_request_{name}"):
+        if turn.writes_ok and self.domain.has(f"utter_fragment_request_{name}"):
             orders = turn.slots.get("_orders") or []  # written after a yes: ``_policy`` reads it next turn
             st["done"] = {"flow": name, "order": orders[-1] if list(orders) != orders_before and orders else None}
         turn.slots.pop("_confirmed", None)
@@ -516,7 +516,7 @@ class PolicyMixin:
         """A request that names an account and the last 4 digits of its phone at once ("户号…，
         尾号8000，…") is checked before the flow runs, as the answer to the check would be."""
         number = turn.slots.get("account_number")
-        text = getattr(turn, "whole_text", None) or turn.message.text or ""
+        text = turn.whole_text or turn.message.text or ""
         if number and number not in turn.authorized and given_last4(text):
             await self.verify(turn, flow, await self.account(turn, number))
 

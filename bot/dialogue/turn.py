@@ -58,6 +58,10 @@ class Turn:
     new_accounts: list[tuple[str, str]] = field(default_factory=list)  # (account, how)
     verify_result: tuple[str, bool] | None = None  # (account, ok)
     accounts_cache: dict[str, Account] = field(default_factory=dict)
+    # what this turn knows beyond the message (set by the policy and the forms as it runs):
+    just_done: Any = None  # the request the last turn wrote after a yes (the tracker's "done")
+    writes_ok: bool = False  # the customer said yes to what the running request writes
+    whole_text: str | None = None  # the whole message, while one of its clauses is handled
 
     @property
     def slots(self) -> dict[str, Any]:
