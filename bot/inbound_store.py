@@ -159,30 +159,17 @@ def _next_or_release_pg() -> Any:
 NEXT_OR_RELEASE_PG = _next_or_release_pg()
 
 
-def _finish_next_or_release_pg() -> Any:
-    """PostgreSQL, at the end of a turn under the lease: mark the turn's row done (``FINISH_ROW``),
-    select the conversation's next waiting row and - none waiting - release the lease, in one
-    statement (in the statement's snapshot the finished row is still waiting: the SELECT leaves
-    it out by id). One round trip per message less than the UPDATE apart."""
-    finished = FINISH_ROW.returning(_INBOUND.c.id).cte("finished")
-    nxt = NEXT_ROW.where(_INBOUND.c.id != bindparam("b_id")).cte("nxt")
-    return select(nxt).add_cte(finished).add_cte(_released_unless(nxt))
-
-
-FINISH_NEXT_OR_RELEASE_PG = _finish_next_or_release_pg()
-
-
 def _finish_all_next_or_release_pg() -> Any:
-    """PostgreSQL, at the end of a group of turns written in one transaction, each under its
-    conversation's lease: ``FINISH_NEXT_OR_RELEASE_PG`` for all of them in one statement (per
-    turn it was one round trip each, the largest part of a grouped write). Parameters:
+    """PostgreSQL, at the end of turns written in one transaction, each under its
+    conversation's lease: every turn's row marked done (``FINISH_ROW``), each conversation's
+    next waiting row selected and — none waiting — its lease released, in one statement for
+    the group (or a turn written alone). Parameters:
     ``b_ids``/``b_attempts`` (the finished rows), ``b_cids`` (their conversations), ``b_now``,
     ``b_owner``; gives each conversation's next waiting row (the finished rows are still
     waiting in the statement's snapshot: left out by id)."""
     cols = ", ".join(c.name for c in _INBOUND.c)
     sql = text(f"""
-        WITH finished AS (
-            UPDATE inbound_messages AS m
+        WITH finished AS (UPDATE inbound_messages AS m
             SET status = 'done', processed_at = :b_now, attempts = f.attempts, error = NULL
             FROM unnest(CAST(:b_ids AS BIGINT[]), CAST(:b_attempts AS INTEGER[])) AS f(id, attempts)
             WHERE m.id = f.id

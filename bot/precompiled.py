@@ -28,9 +28,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, exc, func, select
+from sqlalchemy import bindparam, exc
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
+
+from common.db import unnest_rows
 
 @dataclass(slots=True)
 class Rows:
@@ -295,12 +297,9 @@ class InsertReturning:
     def _unnest_for(self, conn: Connection, cols: tuple[str, ...]) -> _Compiled:
         compiled = self._compiled.get((conn.dialect.name, cols, 0))
         if compiled is None:
-            from sqlalchemy.dialects.postgresql import ARRAY
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-            arrays = select(*(func.unnest(bindparam(f"arr_{c}", type_=ARRAY(self.table.c[c].type))).label(c)
-                              for c in cols))
-            stmt = pg_insert(self.table).from_select(list(cols), arrays)
+            stmt = pg_insert(self.table).from_select(list(cols), unnest_rows(self.table, cols))
             if self.conflict:
                 stmt = stmt.on_conflict_do_nothing(index_elements=list(self.conflict))
             stmt = stmt.returning(*(self.table.c[c] for c in self.returning))

@@ -151,17 +151,19 @@ def sql_const(value: str):  # type: ignore[no-untyped-def]
     return literal_column(f"'{value}'", String())
 
 
-def unnest_rows(table, columns: dict):  # type: ignore[no-untyped-def]
+def unnest_rows(table, columns):  # type: ignore[no-untyped-def]
     """``SELECT unnest(:arr_a) AS a, unnest(:arr_b) AS b ...`` over one array per column
     (``{column name: values}``, same length): a PostgreSQL group write binds one array per
-    column instead of one parameter per value or one execution per row."""
+    column instead of one parameter per value or one execution per row. Given only the column
+    names, the arrays are left to each execution (a statement built once)."""
     from sqlalchemy import bindparam, func, select
     from sqlalchemy.dialects.postgresql import ARRAY
 
-    return select(*(
-        func.unnest(bindparam(f"arr_{name}", values, type_=ARRAY(table.c[name].type))).label(name)
-        for name, values in columns.items()
-    ))
+    if isinstance(columns, dict):
+        binds = [bindparam(f"arr_{name}", values, type_=ARRAY(table.c[name].type)) for name, values in columns.items()]
+    else:
+        binds = [bindparam(f"arr_{name}", type_=ARRAY(table.c[name].type)) for name in columns]
+    return select(*(func.unnest(b).label(b.key.removeprefix("arr_")) for b in binds))
 
 
 T = TypeVar("T")

@@ -15,11 +15,12 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import update
+from sqlalchemy.engine import Connection
 
 from bot import outbox
 from bot.db import each_committed, in_transaction
 from bot.inbound_store import (
-    FINISH_ALL_NEXT_OR_RELEASE_PG, FINISH_NEXT_OR_RELEASE_PG, FINISH_ROW, LEASE_AND_NEXT_PG, NEXT_OR_RELEASE_PG, NEXT_ROW, RELEASE_LEASE, lease_stmt,
+    FINISH_ALL_NEXT_OR_RELEASE_PG, FINISH_ROW, LEASE_AND_NEXT_PG, NEXT_OR_RELEASE_PG, NEXT_ROW, RELEASE_LEASE, lease_stmt,
 )
 from bot.models import ConversationLease
 from common.clock import utcnow
@@ -213,24 +214,29 @@ class ConversationDrain:
         transaction: on PostgreSQL one statement for all of them. The next rows, in order."""
         if conn.dialect.name != "postgresql":
             return [self._next_or_release(conn, cid, fetched, finish=finish) for cid, finish in turns]
+        nexts = self._finish_all_pg(conn, turns)
+        for (cid, _), nxt in zip(turns, nexts):
+            if nxt is not None:
+                self._prefetch_next(conn, cid, nxt, fetched)
+        return nexts
+
+    def _finish_all_pg(self, conn: Any, turns: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        """PostgreSQL: ``FINISH_ALL_NEXT_OR_RELEASE_PG`` for ``turns``; the next rows, in order."""
         got = FINISH_ALL_NEXT_OR_RELEASE_PG.run(conn, {
             "b_ids": [finish["b_id"] for _, finish in turns],
             "b_attempts": [finish["b_attempts"] for _, finish in turns],
             "b_cids": [cid for cid, _ in turns], "b_now": turns[0][1]["b_now"], "b_owner": self.owner,
         }).all()
         by_conversation = {row.conversation_id: row for row in got}
-        nexts = [by_conversation.get(cid) for cid, _ in turns]
-        for (cid, _), nxt in zip(turns, nexts):
-            if nxt is not None:
-                self._prefetch_next(conn, cid, nxt, fetched)
-        return nexts
+        return [by_conversation.get(cid) for cid, _ in turns]
 
     def _finish_and_next(self, db: Any, dialect: str, finish: dict[str, Any], conversation_id: str) -> Any:
         """Mark the turn's row done, then the next waiting row or the lease released (``db``: a
         synchronous ``Connection`` or ``Session`` in the caller's transaction); one statement
-        on PostgreSQL."""
+        on PostgreSQL (the group's, for one turn)."""
         if dialect == "postgresql":
-            return db.execute(FINISH_NEXT_OR_RELEASE_PG, {**finish, **self._release_params(conversation_id)}).first()
+            conn = db if isinstance(db, Connection) else db.connection()
+            return self._finish_all_pg(conn, [(conversation_id, finish)])[0]
         db.execute(FINISH_ROW, finish)
         return self._next_row_or_release(db, dialect, conversation_id)
 
