@@ -255,13 +255,19 @@ async def test_new_conversation_links_customers(sessionmaker) -> None:  # type: 
         assert (await s.execute(select(func.count()).select_from(Customer))).scalar() == 2
 
 
-async def test_existing_identity_keeps_its_customer(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+async def _known_sender(sessionmaker, sender: str) -> int:  # type: ignore[no-untyped-def]
+    """A WeChat identity with its customer and no conversation (linked by an agent, or the
+    tracker row was purged); the customer's id."""
     async with sessionmaker() as s, s.begin():
         c = Customer()
         s.add(c)
         await s.flush()
-        s.add(Identity(channel="wechat", sender_id="oC", customer_id=c.id))
-        cid = c.id
+        s.add(Identity(channel="wechat", sender_id=sender, customer_id=c.id))
+        return c.id
+
+
+async def test_existing_identity_keeps_its_customer(sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    cid = await _known_sender(sessionmaker, "oC")
     # an identity without a conversation (linked by an agent, or the tracker row was purged)
     assert await _insert_new_conversation(sessionmaker.kw["bind"], _turn("oC", "wechat:oC"),
                                           ([_account("3100000001")], "bound"))
@@ -275,12 +281,7 @@ async def test_existing_identity_keeps_its_customer(sessionmaker) -> None:  # ty
 async def test_an_identity_without_accounts_to_link_keeps_its_customer(sessionmaker) -> None:  # type: ignore[no-untyped-def]
     """The common case (no accounts from the core; on PostgreSQL one statement): a known sender
     keeps its customer, an unknown one gets a new customer and identity."""
-    async with sessionmaker() as s, s.begin():
-        c = Customer()
-        s.add(c)
-        await s.flush()
-        s.add(Identity(channel="wechat", sender_id="oD", customer_id=c.id))
-        known = c.id
+    known = await _known_sender(sessionmaker, "oD")
     engine = sessionmaker.kw["bind"]
     assert await _insert_new_conversation(engine, _turn("oD", "wechat:oD"), None)
     assert await _insert_new_conversation(engine, _turn("oE", "wechat:oE"), ([], "bound"))
