@@ -110,6 +110,10 @@ TOPIC_WORDS = [
 _PRICE_RE = re.compile(r"多少钱|费用|电费|cost|price|how much", re.I)
 # "那上个月呢": the month before the one just shown, not the calendar's last month
 _PREVIOUS_MONTH_RE = re.compile(r"上个?月|前一个?月|last month|previous month|month before", re.I)
+# "and the one before?", "再往前呢": the period before the one just shown, with no month named
+_EARLIER_RE = re.compile(
+    r"\b(?:one|month|bill|period) before\b|\bbefore that\b|\bprevious one\b|\bearlier one\b|"
+    r"之前(?:那|一)个?月?|再?前一(?:个月|期|个)|上一期|前一期|再往前|更早(?:的|一点)?", re.I)
 # the tariff category a question names
 _COMMERCIAL_RE = re.compile(r"商业|工商|一般工商|commercial|business|shop", re.I)
 _CATEGORY_NAMED_RE = re.compile(r"商业|居民|commercial|residential", re.I)
@@ -264,6 +268,11 @@ def asks_price(text: str) -> bool:
 
 def says_previous_month(text: str) -> bool:
     return _PREVIOUS_MONTH_RE.search(text) is not None
+
+
+def asks_earlier(text: str) -> bool:
+    """A follow-up asking for the period before the one just shown, naming no month."""
+    return _EARLIER_RE.search(text) is not None or says_previous_month(text)
 
 
 def tariff_category(text: str) -> str:

@@ -64,6 +64,7 @@ from intents.signals import (
     is_hazard,
     is_life_threatening,
     looks_like_address,
+    asks_earlier,
     says_previous_month,
 )
 from intents.slots import account_number, has_account_digits, kwh, last4, work_order_id
@@ -85,6 +86,9 @@ _FALLBACK_INTENTS = frozenset({"nlu_fallback", "out_of_scope", "inform"})
 # the flow an offer leads to (asking for it in other words takes the offer up)
 _OFFER_FLOWS = {"subscribe_outage": "subscribe_notifications", "pay": "pay_bill", "pay_info": "pay_bill",
                 "book_appointment": "book_appointment"}
+# offers the reply did not put as a question (a bill with arrears may be paid with a bare "ok"):
+# an unclear message lets them lapse instead of asking for a yes or no
+_UNASKED_OFFERS = frozenset({"handoff", "pay", "pay_info"})
 # small talk that ends what was being asked (the form is put aside, not resumed unasked)
 _CLOSING_TALK = frozenset({"thank", "goodbye"})
 
@@ -171,7 +175,7 @@ class PolicyMixin:
                 # "嗯，短信通知我就行": the offer taken up in other words; its flow asks the yes
                 await self.accept_offer(turn, offer, confirmed=False)
                 return
-            if offer not in ("handoff", "pay_info") and _unclear_reply(turn, intent) and offer_misses < MAX_FORM_MISSES:
+            if offer not in _UNASKED_OFFERS and _unclear_reply(turn, intent) and offer_misses < MAX_FORM_MISSES:
                 # "0000", "嗯？": not a new request, not an answer. Keep the question open and ask
                 # for a yes or no (twice at most); a real new request lets the offer lapse
                 st["offer"] = offer
@@ -195,12 +199,13 @@ class PolicyMixin:
 
         # 5. follow-up that reuses context ("那上个月呢")
         last = st.get("last_intent")
-        if last in ("bill_query", "usage_query") and turn.entities.get("month") and (
+        shown = turn.slots.get("month")
+        earlier = bool(shown) and asks_earlier(text) and len(text) <= 40
+        if last in ("bill_query", "usage_query") and (turn.entities.get("month") or earlier) and (
             intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent == last
         ):
-            month = turn.entities["month"]
-            shown = turn.slots.get("month")
-            if shown and says_previous_month(turn.message.text or ""):
+            month = turn.entities.get("month") or shown
+            if shown and (earlier or says_previous_month(turn.message.text or "")):
                 y, m = map(int, shown.split("-"))
                 month = f"{y - (m == 1)}-{(m - 2) % 12 + 1:02d}"  # the month before the one just shown
             turn.set_slot("month", month)
