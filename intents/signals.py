@@ -96,7 +96,12 @@ _ASKS_TO_SUBMIT_RE = re.compile(r"登记|提交|办理|申请|\b(?:register|subm
 _ASKS_IF_BOT_RE = re.compile(r"机器人|真人吗|是真人|是人工吗|are you (?:a |an )?(?:bot|robot|human|real person|machine|ai)\b", re.I)
 # a bare "ok"/"yes" says nothing of the language the customer writes in
 _NEUTRAL_WORDS_RE = re.compile(r"^\s*(?:ok|okay|k|yes|no|y|n|hi|thx|ok+)\s*[.!?。！？]*\s*$", re.I)
-ANON_RE = re.compile(r"匿名|不留|不方便|anonymous|no contact", re.I)
+ANON_RE = re.compile(
+    r"匿名|不留|不方便|不想(?:留|透露|告诉|说)|不愿(?:意)?(?:留|透露)|保密|anonymous|no contact|"
+    r"(?:don'?t|do not|rather not|won'?t) (?:want to )?(?:leave|give|share|say|tell)|keep (?:my|it) |"
+    r"without (?:my |a )?(?:name|number|contact)", re.I)
+# a question, not a detail ("为什么要电话", "why do you need it?")
+_QUESTION_RE = re.compile(r"[?？]|吗|么|呢|为什么|为啥|怎么|多久|\b(?:why|what|how|when|where|who|which)\b", re.I)
 
 # notification topics by the words that name them, in the order they are tried
 TOPIC_WORDS = [
@@ -136,9 +141,10 @@ def is_angry(text: str) -> bool:
 _AGENT_COMPLAINT_RE = re.compile(
     r"态度(?:太|很|极|非常|特别)?(?:差|恶劣|不好|蛮横)|骂(?:人|我|了)|很凶|太凶|刁难|不耐烦|甩脸|爱答不理"
     r"|(?:东西|食物|冰箱|家电|电器|电脑|电视|空调|设备)[^，。,.!！?？]{0,6}(?:坏了|烧了|烧坏|损坏|报废|臭了|化了)"
-    r"|烧坏|损失|赔偿|赔钱|索赔"
+    r"|烧坏|损失|赔偿|赔钱|索赔|打碎|打烂|弄坏|砸坏|摔坏|踩坏|碰坏|刮花|弄丢"
     r"|\b(?:rude|rudely|yelled|shouted at|insulted|insulting|impolite|disrespectful|unprofessional|abusive)\b"
-    r"|\b(?:ruined|damaged|destroyed|spoiled|spoilt|fried|burnt out|burned out)\b|\bcompensat", re.IGNORECASE)
+    r"|\b(?:ruined|damaged|destroyed|spoiled|spoilt|fried|burnt out|burned out|smashed|scratched|broke (?:my|our|the))\b"
+    r"|\bcompensat", re.IGNORECASE)
 
 
 def complaint_needs_agent(text: str) -> bool:
@@ -268,6 +274,10 @@ def asks_price(text: str) -> bool:
 
 def says_previous_month(text: str) -> bool:
     return _PREVIOUS_MONTH_RE.search(text) is not None
+
+
+def is_question(text: str) -> bool:
+    return _QUESTION_RE.search(text) is not None
 
 
 def asks_earlier(text: str) -> bool:

@@ -26,7 +26,8 @@ from typing import Any
 
 from backend_client import NotFound
 from bot.dialogue.flows import BUSINESS_INTENTS
-from bot.dialogue.responses import local
+from bot.dialogue.flows.places import has_chinese
+from bot.dialogue.responses import local, preview
 from bot.dialogue.turn import Turn
 from bot.logs import mask_account, mask_phone
 from channels.base import proven_phone
@@ -34,13 +35,16 @@ from intents.payload import chosen_option
 from intents.signals import (
     address_text,
     affirms,
+    declines,
     given_last4,
+    is_question,
     looks_like_address,
     looks_like_district,
     means_registered_address,
     means_registered_phone,
     topic,
     wants_anonymity,
+    word_chars,
 )
 from intents.slots import account_number, choice, contact_name, iso_date, kwh, last4, mobile, work_order_id
 
@@ -50,6 +54,10 @@ TOPIC_NAMES = ("outage", "bill", "work_order", "payment")
 TURN_SLOTS = ("month", "date", "kwh", "work_order_id", "description", "topic", "hall_id", "slot_id",
               "contact_phone", "contact_name", "location", "district", "anonymous", "payment_ref", "address")
 
+
+
+# requests whose record is the customer's own words: a detail added at any of their prompts joins them
+REPORTS = frozenset({"complaint", "feedback", "report_violation", "repair_request", "report_outage"})
 
 
 def stay_anonymous(turn: Turn) -> None:
@@ -147,7 +155,7 @@ class FormsMixin:
         elif method in ("bind_account", "unbind_account"):
             what = self.phrase(turn, "utter_fragment_write_binding", account=acct)
         elif method == "create_work_order":
-            desc = str(args[1] if len(args) > 1 else kwargs.get("description") or "")[:60]
+            desc = preview(str(args[1] if len(args) > 1 else kwargs.get("description") or ""))
             what = self.phrase(turn, "utter_fragment_write_order", description=desc,
                                address=kwargs.get("address") or "-", phone=mask_phone(kwargs.get("contact_phone") or "") or "-")
         else:
@@ -275,6 +283,23 @@ class FormsMixin:
                 turn.set_slot(name, e[name])
                 got = True
         return got
+
+    def add_detail(self, turn: Turn, name: str, slot: str | None) -> bool:
+        """A statement at a report's prompt ("he came yesterday to fix my meter" while a number
+        is asked) joins the report's words. Not a question, not a yes or no, not a request of
+        another kind — though a complaint's details may well sound like an outage or a fault."""
+        if name not in REPORTS or slot == "description":
+            return False
+        key = "description" if turn.slots.get("description") else "_text"
+        text = (turn.message.text or "").strip()
+        if not turn.slots.get(key) or word_chars(text) < 6 or is_question(text) or declines(text) or affirms(text):
+            return False
+        kin = (name, "inform", "nlu_fallback") + (("report_outage", "repair_request") if name == "complaint" else ())
+        if turn.intent not in kin and turn.confidence >= 0.7:
+            return False
+        joint = "；" if has_chinese(text) else "; "
+        turn.slots[key] = f"{turn.slots[key]}{joint}{text}"[:500]
+        return True
 
     async def fill_requested(self, turn: Turn, form: dict) -> bool:
         """Extract and validate the value of the slot the form asked for."""

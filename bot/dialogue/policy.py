@@ -64,6 +64,7 @@ from intents.signals import (
     is_hazard,
     is_life_threatening,
     looks_like_address,
+    wants_anonymity,
     asks_earlier,
     says_previous_month,
 )
@@ -344,19 +345,25 @@ class PolicyMixin:
         st = turn.state
         name, slot = form["name"], form.get("slot")
         intent = turn.intent
-        gives = self._gives_value(turn, slot)
+        gives = self._gives_value(turn, slot) or (
+            name == "report_violation" and slot == "contact_phone" and wants_anonymity(turn.message.text or ""))
         other = intent in BUSINESS_INTENTS and intent != name and turn.confidence >= 0.7
         if corrects(turn.message.text or "") and other and not gives:
             # "哦不对，我是要报修…": the old request is dropped, the new one taken up
             self.leave_form(turn, name, quiet=True)
             await self.act(turn, intent)
             return
-        if intent == "cancel" or (decline or intent == "deny" and turn.confidence >= 0.8) and not gives:
+        if (intent == "cancel" or decline or intent == "deny" and turn.confidence >= 0.8) and not gives:
             self.leave_form(turn, name)
             return
         filled = await self.fill_requested(turn, form)
         answer = intent in ("inform", "affirm", "deny", "nlu_fallback", name) or turn.confidence < 0.7
         extra = await self.take_extra(turn, form) if filled or answer else False
+        if not filled and self.add_detail(turn, name, slot):
+            st["fallbacks"] = 0
+            self.say(turn, "utter_detail_added")
+            await self.run_flow(turn, name, resume=True)
+            return
         if filled or extra:
             st["fallbacks"] = 0
             await self.run_flow(turn, name, resume=True)

@@ -35,6 +35,12 @@ def kwh_fmt(v: Decimal | float | int | None) -> str:
     return f"{d.normalize():f}" if d == d.to_integral() else f"{d.quantize(Decimal('0.01'))}"
 
 
+def preview(text: str, limit: int = 80) -> str:
+    """The customer's words as a confirmation quotes them: whole, or cut with an ellipsis."""
+    text = str(text or "")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def local(dt: datetime | None) -> str:
     """A time as the customer reads it: China's time, to the minute."""
     if dt is None:

@@ -32,6 +32,11 @@ ALLOWED: dict[str, tuple[str, set[str]]] = {
         "the brand settings' defaults themselves",
         {"国家电网", "国网", "国网电力客服", "小e", "网上国网"},
     ),
+    "bot/dialogue/forms.py": (
+        "the separator joining a detail the customer added to a report's own words (a work order's "
+        "description, a record sent to the core)",
+        {"；"},
+    ),
     "bot/dialogue/flows/outages.py": (
         "records sent to the core (a work order's description) when the customer gave none",
         {"停电", "报修"},

@@ -15,6 +15,7 @@ Expects of the class it is mixed into: ``core``; ``account``, ``require_account`
 from __future__ import annotations
 
 from bot.dialogue.flows import remember_order
+from bot.dialogue.responses import preview
 from bot.dialogue.flows.places import has_chinese, names_street
 from bot.dialogue.turn import Turn
 from bot.logs import mask_account, mask_phone
@@ -58,7 +59,7 @@ class ApplicationFlows:
         self.confirm(turn, flow, "utter_confirm_application_details",
                      what=self.phrase(turn, f"utter_fragment_work_order_type_{WO_TYPE[flow]}"),
                      account=mask_account(number) if number else "-", address=address, phone=mask_phone(phone),
-                     description=description[:120])
+                     description=preview(description, 120))
         turn.slots.pop("_started", None)
         turn.slots.pop("_app_notes", None)
         wo = await self.core.create_work_order(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from bot.dialogue.forms import stay_anonymous
 from bot.dialogue.flows import remember_order
-from bot.dialogue.responses import kwh_fmt
+from bot.dialogue.responses import kwh_fmt, preview
 from bot.dialogue.turn import Turn
 from bot.logs import mask_phone
 from channels.base import proven_phone
@@ -45,15 +45,15 @@ class ServiceRequestFlows:
                                                   amount=money_text(b.amount)) for b in bills)
                     self.say(turn, "utter_bill_compare", lines=lines)
         if not angry and topic_in(text) != "bill":
-            await self._simple_order(turn, "complaint", "complaint", "utter_ask_complaint", "utter_complaint_created",
-                                     priority="normal")
-            self._agent_takes_up(turn, text)
+            filed = await self._simple_order(turn, "complaint", "complaint", "utter_ask_complaint",
+                                             "utter_complaint_created", priority="normal")
+            self._agent_takes_up(turn, filed)
             return
         # an angry or a bill complaint: what will be filed, for a yes (a number to call back asked
         # with it when none is known), then the order, urgent when the customer is angry
         phone = await self._known_phone_for(turn, number)
         address = turn.slots.get("address")
-        self.confirm(turn, "complaint", "utter_confirm_complaint_details", description=text[:60], address=address or "-",
+        self.confirm(turn, "complaint", "utter_confirm_complaint_details", description=preview(text), address=address or "-",
                      phone=mask_phone(phone) if phone else self.phrase(turn, "utter_fragment_phone_wanted"))
         turn.slots["_confirmed"] = "complaint"  # the yes holds while the callback number is asked
         phone = phone or await self.contact_phone(turn, "complaint")
@@ -94,7 +94,8 @@ class ServiceRequestFlows:
                                  priority="low", phone_optional=True)
 
     async def _simple_order(self, turn: Turn, flow: str, wo_type: str, ask: str, done: str, *, priority: str,
-                            phone_optional: bool = False) -> None:
+                            phone_optional: bool = False) -> str:
+        """File the order once described, with a number to call back and a yes; its description."""
         if not turn.slots.get("description"):
             text = str(turn.slots.get("_text") or "")
             if word_chars(text) >= 8:
@@ -105,7 +106,7 @@ class ServiceRequestFlows:
             if "contact_phone" not in turn.slots:
                 known = await self.known_callback_phone(turn)
                 if not known:
-                    self.ask(turn, flow, "contact_phone", "utter_ask_feedback_record", description=desc[:60])
+                    self.ask(turn, flow, "contact_phone", "utter_ask_feedback_record", description=preview(desc))
                 turn.set_slot("contact_phone", known)
             phone = turn.slots.get("contact_phone") or None
         else:
@@ -113,12 +114,13 @@ class ServiceRequestFlows:
         number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
         if not number and len(turn.authorized) == 1:
             number = next(iter(turn.authorized))
-        self.confirm(turn, flow, "utter_confirm_order", description=desc[:60])
+        self.confirm(turn, flow, "utter_confirm_order", description=preview(desc))
         wo = await self.core.create_work_order(
             wo_type, desc[:500], account_number=number, priority=priority, channel=turn.message.channel,
             contact_phone=phone, idempotency_key=f"{turn.key}:wo")
         remember_order(turn, wo.id)
         self._order_done(turn, wo, done)
+        return desc
 
     async def flow_report_violation(self, turn: Turn) -> None:
         if not turn.slots.get("description"):
@@ -132,7 +134,7 @@ class ServiceRequestFlows:
         if "contact_phone" not in turn.slots:
             self.ask(turn, "report_violation", "contact_phone", "utter_ask_violation_contact")
         phone = turn.slots.get("contact_phone") or None
-        self.confirm(turn, "report_violation", "utter_confirm_order", description=desc[:60])
+        self.confirm(turn, "report_violation", "utter_confirm_order", description=preview(desc))
         wo = await self.core.create_work_order(
             "violation", desc[:500], priority="normal", channel=None if turn.slots.get("anonymous") else turn.message.channel,
             contact_phone=phone, address=address, details={"anonymous": bool(turn.slots.get("anonymous"))},
