@@ -14,7 +14,8 @@ import re
 HAZARD_RE = re.compile(
     r"电线断|断线|掉下来|断落|冒火|着火|起火|火花|打火|冒烟|烧焦|焦糊|糊味|触电|电到人|爆炸|电线杆倒|线杆倒|杆子倒|电线垂|垂下来|"
     r"burning smell|spark|fire|smoke|electrocut|fallen (?:power )?(?:wire|line)|live wire|wire (?:is )?down|"
-    r"(?:line|wire|cable|pole) (?:is )?(?:down|hanging low|fell)",
+    r"(?:line|wire|cable|pole)s? (?:is |are |has |have |had )?(?:down|hanging low|fell|fallen|came down|come down|snapped|broken)\b|"
+    r"\bdowned (?:power )?(?:line|wire|cable)|(?:wire|line|cable)s? (?:is |are )?(?:lying |hanging )?(?:on|across) the (?:road|ground|street|pavement)",
     re.I,
 )
 ANGRY_RE = re.compile(
@@ -100,6 +101,10 @@ ANON_RE = re.compile(
     r"匿名|不留|不方便|不想(?:留|透露|告诉|说)|不愿(?:意)?(?:留|透露)|保密|anonymous|no contact|"
     r"(?:don'?t|do not|rather not|won'?t) (?:want to )?(?:leave|give|share|say|tell)|keep (?:my|it) |"
     r"without (?:my |a )?(?:name|number|contact)", re.I)
+# when will someone come: asked about the order just filed
+_ETA_RE = re.compile(
+    r"多久|多长时间|什么时候(?:能|会|可以)?(?:来|到|修好|处理)|几点(?:能|会)?(?:来|到)|还要等|要等多久|"
+    r"\bhow (?:long|soon)\b|\bwhen (?:will|can|do|does|is)\b.{0,25}\b(?:come|arrive|get here|be here|fix|here)|\beta\b", re.I)
 # a question, not a detail ("为什么要电话", "why do you need it?")
 _QUESTION_RE = re.compile(r"[?？]|吗|么|呢|为什么|为啥|怎么|多久|\b(?:why|what|how|when|where|who|which)\b", re.I)
 
@@ -276,6 +281,11 @@ def says_previous_month(text: str) -> bool:
     return _PREVIOUS_MONTH_RE.search(text) is not None
 
 
+def asks_eta(text: str) -> bool:
+    """"大概多久能到", "how long until they come": when will the crew (or the answer) come."""
+    return _ETA_RE.search(text) is not None
+
+
 def is_question(text: str) -> bool:
     return _QUESTION_RE.search(text) is not None
 
@@ -307,6 +317,12 @@ def has_words(text: str) -> bool:
     """Whether a message says something in words besides numbers, codes and addresses' digits
     (at least three letters or Chinese characters once digits are left out)."""
     return len(_LETTERS_RE.findall(_CODES_RE.sub("", text))) >= 3
+
+
+def letter_count(text: str) -> int:
+    """How many letters and Chinese characters a message has (digits left out): a detail is
+    words, not the numbers a form takes."""
+    return len(_LETTERS_RE.findall(text))
 
 
 def word_chars(text: str) -> int:

@@ -46,6 +46,12 @@ _CHOICE_EN_RE = re.compile(r"^(?:(?:i(?:'ll| will)? (?:take|choose|pick)|number|
 _ISO_DATE_RE = re.compile(r"(\d{4}-\d{2}-\d{2})")
 _DIGIT_RE = re.compile(r"\d")
 _NAME_PREFIX_RE = re.compile(r"^(我叫|我是|姓名[:：]?|my name is|i am)\s*", re.I)
+# a name given with its label ("Name: Chen Jie", "姓名：陈杰", "this is Mary"), or the label alone
+# (a message split at its colon: "Name", "Chen Jie")
+_NAME_LABEL_RE = re.compile(r"^\s*(?:my name is|name is|(?:full )?name|contact(?: person)?|this is|姓名|名字|联系人|预约人|我叫)"
+                            r"(?:\s*[:：]\s*|\s+|$)", re.I)
+_PHONE_LABEL_RE = re.compile(r"[,，]?\s*(?:my )?(?:phone|mobile|tel|cell|number|电话|手机|联系方式)"
+                             r"(?: number| no\.?)?\s*(?:is)?\s*[:：]?\s*$", re.I)
 # A district outside Shanghai ("北京市朝阳区", "我住在海淀区"): a short name ending in 区/县 right
 # after a city, a separator or "在/住", that is not a common word ending in 区 (小区, 市区…)
 _DISTRICT_RE = re.compile(r"(?:^|(?<=[省市\s,，、:：;；在住是]))((?:(?![省市在住是])[\u4e00-\u9fa5]){2,3}?(?:新区|区|县))")
@@ -152,6 +158,20 @@ def contact_name(text: str) -> str | None:
     if 1 < len(text) <= 30 and not _DIGIT_RE.search(text):
         return _NAME_PREFIX_RE.sub("", text)
     return None
+
+
+def after_name_label(text: str) -> str | None:
+    """The words after a name's label ("Name: Chen Jie" → "Chen Jie"; "Name" alone → ""), or
+    None when the text starts with no such label."""
+    m = _NAME_LABEL_RE.match(text)
+    return text[m.end():].strip() if m else None
+
+
+def without_phone(text: str) -> str:
+    """A clause with the phone number it gives, and that number's label, taken out
+    ("Chen Jie, phone 13988887777" → "Chen Jie")."""
+    rest = "".join(ch for ch in text if not ch.isdigit() and ch != "+")
+    return _PHONE_LABEL_RE.sub("", rest).strip(" ,，:：")
 
 
 def district(text: str | None) -> str | None:

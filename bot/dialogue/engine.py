@@ -39,13 +39,14 @@ from bot.dialogue.flows import BUSINESS_INTENTS
 from bot.dialogue.flows.applications import ApplicationFlows
 from bot.dialogue.flows.appointments import AppointmentFlows
 from bot.dialogue.flows.billing import BillingFlows
+from bot.dialogue.flows.hazards import EMERGENCY, HazardFlows
 from bot.dialogue.flows.outages import OutageFlows
 from bot.dialogue.flows.service_requests import ServiceRequestFlows
 from bot.dialogue.flows.subscriptions import SubscriptionFlows
 from bot.dialogue.flows.tariffs import TariffFlows
 from bot.dialogue.forms import ConfirmedWrites, FormsMixin, Stop
 from bot.dialogue.identity import IdentityMixin
-from bot.dialogue.policy import PolicyMixin
+from bot.dialogue.policy import FALLBACK_CONFIDENCE, PolicyMixin
 from bot.dialogue.reference import ReferenceData
 from bot.dialogue.responses import CHINA_TZ, Responses
 from bot.dialogue.tracker_store import TrackerStore
@@ -55,7 +56,7 @@ from bot.logs import mask_text
 from channels.base import Message, Reply
 from common.metrics import NLU_SECONDS
 from intents.payload import payload_entities, split_payload
-from intents.signals import declines, is_cancel
+from intents.signals import asks_eta, declines, is_cancel
 from intents.signals import has_language, language_neutral
 
 log = logging.getLogger("powerbot.dialogue")
@@ -63,7 +64,7 @@ log = logging.getLogger("powerbot.dialogue")
 
 class DialogueEngine(
     PolicyMixin, FormsMixin, IdentityMixin, Responses, ReferenceData,
-    BillingFlows, OutageFlows, ServiceRequestFlows, ApplicationFlows, TariffFlows, AppointmentFlows,
+    HazardFlows, BillingFlows, OutageFlows, ServiceRequestFlows, ApplicationFlows, TariffFlows, AppointmentFlows,
     SubscriptionFlows,
 ):
     """Decides one message of one conversation; called by the pipeline, strictly in order
@@ -115,7 +116,7 @@ class DialogueEngine(
         if not has_language(text) or language_neutral(text):
             # digits, buttons and a bare "ok" keep the language the customer writes in
             lang = (state.get("slots") or {}).get("language") or lang
-        if snap.handoff is not None and not _reporting_hazard(snap):
+        if snap.handoff is not None and not _hazard_waiting(snap, text, parse):
             return self._handoff_turn(message, parse, lang, snap)
         new_identity: tuple[list[Account], str] | None = None
         identity_pending = False
@@ -209,13 +210,17 @@ def _calls_off(text: str, parse: dict) -> bool:
     return intent.get("name") == "deny" and float(intent.get("confidence") or 0.0) >= 0.8
 
 
-def _reporting_hazard(snap: Snapshot) -> bool:
-    """A hazard's handoff waits for an agent while the customer is still giving its report
-    (where, a phone, the yes): the bot goes on with the report until an agent takes over."""
+def _hazard_waiting(snap: Snapshot, text: str, parse: dict) -> bool:
+    """A hazard's handoff waiting for an agent: the bot goes on with the report (where, a phone,
+    the yes) and answers what it understands next ("how long until they come?", a bill) until
+    an agent takes over; anything else ("快点", "还在吗") is the agent's. Someone near a
+    fallen wire is never left without an answer."""
     h = snap.handoff
-    form = snap.state.get("form") or {}
-    return (getattr(h, "reason", None) == "hazard" and getattr(h, "status", None) == "waiting"
-            and form.get("name") == "emergency")
+    if getattr(h, "reason", None) != "hazard" or getattr(h, "status", None) != "waiting":
+        return False
+    intent = parse.get("intent") or {}
+    understood = intent.get("name") in BUSINESS_INTENTS and float(intent.get("confidence") or 0.0) >= FALLBACK_CONFIDENCE
+    return (snap.state.get("form") or {}).get("name") == EMERGENCY or understood or asks_eta(text)
 
 
 # Log masking, not reading the customer: any short number is hidden in the turn log.

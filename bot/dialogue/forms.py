@@ -43,8 +43,8 @@ from intents.signals import (
     means_registered_address,
     means_registered_phone,
     topic,
+    letter_count,
     wants_anonymity,
-    word_chars,
 )
 from intents.slots import account_number, choice, contact_name, iso_date, kwh, last4, mobile, work_order_id
 
@@ -292,8 +292,10 @@ class FormsMixin:
             return False
         key = "description" if turn.slots.get("description") else "_text"
         text = (turn.message.text or "").strip()
-        if not turn.slots.get(key) or word_chars(text) < 6 or is_question(text) or declines(text) or affirms(text):
-            return False
+        if not turn.slots.get(key) or letter_count(text) < 6 \
+                or is_question(text) or declines(text) or affirms(text) or given_last4(text) \
+                or any(turn.entities.get(k) for k in ("account_number", "phone_number", "work_order_id")):
+            return False  # details are words, not the numbers a form takes
         kin = (name, "inform", "nlu_fallback") + (("report_outage", "repair_request") if name == "complaint" else ())
         if turn.intent not in kin and turn.confidence >= 0.7:
             return False

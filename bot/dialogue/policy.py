@@ -2,11 +2,8 @@
 
 In order of precedence:
 
-- a hazard preempts everything: the safety script (for a smoking socket or appliance, the main
-  switch too), then the hazard's own form — where, a contact phone (a proven or verified one is
-  offered), a yes showing what will be filed — and only then the emergency repair order,
-  dispatched, and an agent. Fire or a person hurt alerts an agent at once while the report goes
-  on (the engine lets the form run while that handoff waits). A "no" files nothing;
+- a hazard preempts everything: its safety script and form (``flows.hazards``); a "no" files
+  nothing;
 - "human please" hands off (an angry one with an apology first); an angry message hears an
   apology before anything else;
 - an open form: a no, a cancel or a correction ("哦不对，我是要报修…") leaves it (the corrected
@@ -39,15 +36,14 @@ from dataclasses import replace
 from typing import Any
 
 from bot.dialogue.flows import BUSINESS_INTENTS
+from bot.dialogue.flows.hazards import EMERGENCY
 from bot.dialogue.forms import CURRENT_TURN, TURN_SLOTS, Stop
 from bot.dialogue.turn import Turn
 from bot.dialogue.verification import LOCK_MINUTES
 from backend_client import NotFound
-from bot.logs import mask_account, mask_phone, mask_text
+from bot.logs import mask_account, mask_text
 from common.metrics import FALLBACKS
 from intents.signals import (
-    about_appliance,
-    address_text,
     affirms,
     asks_human,
     asks_if_bot,
@@ -62,10 +58,10 @@ from intents.signals import (
     is_cancel,
     is_caution,
     is_hazard,
-    is_life_threatening,
     looks_like_address,
     wants_anonymity,
     asks_earlier,
+    asks_eta,
     says_previous_month,
 )
 from intents.slots import account_number, has_account_digits, kwh, last4, work_order_id
@@ -79,7 +75,6 @@ _ONE_FAULT = frozenset({"report_outage", "repair_request"})
 RANKED_REQUEST_CONFIDENCE = 0.02
 # answers a form did not understand in a row before an agent is offered
 MAX_FORM_MISSES = 2
-EMERGENCY = "emergency"
 
 # intents a fallback is labelled with in the metrics; any other: "no_action" (an intent
 # with nothing to say)
@@ -214,7 +209,13 @@ class PolicyMixin:
             await self.run_flow(turn, last, resume=True)
             return
 
-        # 6. a bare piece of information with no form: continue the last request with it
+        # 6. "大概多久能到？" after an order was filed: that order's status and its deadline
+        if turn.slots.get("_orders") and asks_eta(text) and (intent not in BUSINESS_INTENTS or turn.confidence < 0.8):
+            turn.set_slot("work_order_id", turn.slots["_orders"][-1])
+            await self.act(turn, "work_order_status")
+            return
+
+        # 7. a bare piece of information with no form: continue the last request with it
         if intent in ("inform", "nlu_fallback") or turn.confidence < FALLBACK_CONFIDENCE:
             if st.get("locked") and last4(text):
                 self.say(turn, "utter_verify_locked", minutes=LOCK_MINUTES)  # the check stays locked
@@ -359,7 +360,7 @@ class PolicyMixin:
         filled = await self.fill_requested(turn, form)
         answer = intent in ("inform", "affirm", "deny", "nlu_fallback", name) or turn.confidence < 0.7
         extra = await self.take_extra(turn, form) if filled or answer else False
-        if not filled and self.add_detail(turn, name, slot):
+        if not (filled or extra) and self.add_detail(turn, name, slot):
             st["fallbacks"] = 0
             self.say(turn, "utter_detail_added")
             await self.run_flow(turn, name, resume=True)
@@ -531,61 +532,6 @@ class PolicyMixin:
         text = turn.whole_text or turn.message.text or ""
         if number and number not in turn.authorized and given_last4(text):
             await self.verify(turn, flow, await self.account(turn, number))
-
-    # ------------------------------------------------------------------ emergencies
-    async def emergency(self, turn: Turn) -> None:
-        """A hazard: the safety script first (for a smoking socket or appliance, the main switch
-        too), then its own form — where, a contact phone, a yes — and only then the emergency
-        repair order, dispatched, and an agent. Whatever was open is dropped."""
-        self._clear_form(turn)
-        turn.state.pop("offer", None)
-        turn.state.pop("paused", None)
-        self.say(turn, "utter_emergency_safety", urgent=True)
-        if about_appliance(turn.message.text or ""):
-            self.say(turn, "utter_emergency_switch_off", urgent=True)
-        if is_life_threatening(turn.message.text or ""):
-            # fire or a person hurt: an agent is alerted now; the bot still takes the report
-            # (the engine lets this form go on while the hazard's handoff waits for an agent)
-            turn.handoff = ("hazard", "emergency", f"hazard: {mask_text(turn.message.text or '')[:200]}")
-            turn.actions.append(("action_handoff", {"reason": "hazard", "priority": "emergency"}))
-            self.say(turn, "utter_emergency_alerted", urgent=True)
-        await self.run_flow(turn, EMERGENCY)
-
-    def _hazard_place(self, turn: Turn) -> None:
-        """Where the hazard is, when its first message says it ("…on fire at 300 Gumei Road")."""
-        text = turn.message.text or ""
-        if not turn.slots.get("address") and any(ch.isdigit() for ch in text) and looks_like_address(text):
-            place = address_text(text)
-            if place and any(ch.isdigit() for ch in place):
-                turn.set_slot("address", place)
-
-    async def flow_emergency(self, turn: Turn) -> None:
-        flow = EMERGENCY
-        if not turn.state.get("form"):
-            self._hazard_place(turn)
-        address = self.require(turn, flow, "address", "utter_ask_hazard_location")
-        phone = turn.slots.get("contact_phone")
-        offered = None
-        if not phone:
-            offered = await self._known_phone(turn)
-            if not offered:
-                phone = self.require(turn, flow, "contact_phone", "utter_ask_hazard_phone")
-        phone = phone or offered
-        self.confirm(turn, flow, "utter_confirm_emergency", address=address, phone=mask_phone(phone or "") or "-")
-        number = self._proven_account(turn)
-        wo = await self.core.create_work_order(
-            "repair", str(turn.slots.get("_text") or "")[:500], account_number=number, priority="emergency",
-            channel=turn.message.channel, contact_phone=phone, address=address,
-            details={"hazard": True, "conversation_id": turn.conversation_id,
-                     **({"district": turn.slots["district"]} if turn.slots.get("district") else {})},
-            idempotency_key=f"{turn.key}:wo",
-        )
-        turn.actions.append(("action_create_work_order", {"id": wo.id, "type": "repair", "priority": "emergency"}))
-        turn.set_slot("work_order_id", wo.id)
-        self.finish(turn)
-        self.say(turn, "utter_emergency_order", work_order_id=wo.id)
-        turn.handoff = ("hazard", "emergency", f"hazard {wo.id}: {mask_text(str(turn.slots.get('_text') or ''))[:200]}")
-        turn.actions.append(("action_handoff", {"reason": "hazard", "priority": "emergency"}))
 
 
 def _has_digits(turn: Turn) -> bool:

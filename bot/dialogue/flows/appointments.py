@@ -28,6 +28,7 @@ Expects of the class it is mixed into: ``core``, ``domain``, ``_parse``; ``refer
 
 from __future__ import annotations
 
+
 import unicodedata
 from typing import Any
 
@@ -38,12 +39,11 @@ from bot.dialogue.forms import Stop
 from bot.dialogue.turn import Turn
 from bot.logs import mask_phone
 from channels.base import Button
-from intents.slots import contact_name, mobile
+from intents.slots import after_name_label, contact_name, mobile, without_phone
 from intents.slots import district as district_in
 
 FLOW = "book_appointment"
 _NOT_SEPARATORS = "'’-"  # punctuation inside a clause: Jing'an, I'm, 138-0013-8000
-_NAME_LEADS = ("my name is ", "name is ", "name ", "this is ")
 _NOT_A_NAME_INTENTS = BUSINESS_INTENTS | {"affirm", "deny", "greet", "goodbye", "thank", "request_human"}
 
 
@@ -127,7 +127,7 @@ class AppointmentFlows:
                     return p
         return None
 
-    def _clause_kind(self, clause: str) -> tuple[str, str]:
+    def _clause_kind(self, clause: str, led: bool = False) -> tuple[str, str]:
         """What one clause of a message is: ("purpose", text) for a business request of its own,
         ("name", name) for words the NLU finds nothing in, else ("other", "")."""
         parse = self._parse(clause)
@@ -135,13 +135,13 @@ class AppointmentFlows:
         conf = float((parse.get("intent") or {}).get("confidence") or 0)
         if intent in BUSINESS_INTENTS and intent != FLOW and conf >= 0.9:
             return "purpose", clause[:200]
-        if parse.get("entities") or any(ch.isdigit() for ch in clause) or intent in _NOT_A_NAME_INTENTS and conf >= 0.5:
+        labelled = after_name_label(clause)
+        led = led or labelled is not None
+        words = clause if labelled is None else labelled
+        # "Name: Chen Jie": a name led as one is not the address its pinyin may look like ("jie")
+        ents = [e for e in parse.get("entities") or [] if not (led and e.get("entity") == "address")]
+        if ents or any(ch.isdigit() for ch in clause) or intent in _NOT_A_NAME_INTENTS and conf >= 0.5:
             return "other", ""
-        words = clause
-        for lead in _NAME_LEADS:
-            if words.lower().startswith(lead):
-                words = words[len(lead):]
-                break
         name = contact_name(words.strip())
         if name and len(name) <= 20 and len(name.split()) <= 4 and not district_in(name):
             return "name", name.strip()
@@ -153,14 +153,17 @@ class AppointmentFlows:
         name = purpose = None
         clauses = clauses_of(text)
         phone = mobile(text)
+        led = False  # the clause before was a bare "Name" / "姓名" ("Name: Chen Jie")
         for clause in clauses:
-            if hall_named(halls, clause) or self._period_in(turn, clause):
+            after_lead, led = led, after_name_label(clause) == ""
+            if led or hall_named(halls, clause) or self._period_in(turn, clause):
                 continue
-            if asked and phone and any(ch.isdigit() for ch in clause):
-                clause = "".join(ch for ch in clause if not ch.isdigit() and ch not in "+").strip()
+            named = after_lead or after_name_label(clause) is not None  # "name Chen Jie phone 139…"
+            if (asked or named) and phone and any(ch.isdigit() for ch in clause):
+                clause = without_phone(clause)
                 if len(clause) < 2:
                     continue
-            kind, value = self._clause_kind(clause)
+            kind, value = self._clause_kind(clause, after_lead)
             if kind == "name" and not name:
                 name = value
             elif kind == "purpose" and not purpose:
