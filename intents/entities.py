@@ -22,7 +22,7 @@ from typing import Any, Iterable, NamedTuple
 from . import places
 from .normalize import normalize_chars, to_simplified
 from .numbers import (CN_DIGIT_CHARS, CN_MAGNITUDE_CHARS, CN_NUM_CHARS, EN_SUM_WORDS, cn_to_number, digits_view,
-                      en_words_to_number, grouped_numbers, to_int)
+                      en_words_to_number, grouped_numbers, to_int, yuan_jiao_fen)
 
 EXTRACTOR = "RegexEntityExtractor"
 LOOKUP_EXTRACTOR = "LookupEntityExtractor"
@@ -43,12 +43,18 @@ WO_CONTEXT_RE = re.compile(r"(?:工单|单号|(?:work |repair )?order|ticket)(?:
                            r"[号码是为:：\s]{0,3}((\d\d)(\d\d)(\d\d)[-\s]?\d{6})(?!\d)")
 PHONE_RE = re.compile(
     r"(?<![\d+])(?:(?:\+|00)86[-\s]?|86[-\s])?(1[3-9]\d)[-\s]?(\d{4})[-\s]?(\d{4})(?!\d)")
+# a landline: "021-64381209", "(021)64381209", "0571 8765432", "02164381209": an area code (010, 02x
+# with eight digits; 0xxx with seven or eight) and a local number that does not start with 0 or 1
+LANDLINE_RE = re.compile(r"(?<![\d+\-./])(?:\((0(?:10|2\d|[3-9]\d\d))\)\s?|(0(?:10|2\d|[3-9]\d\d))[-\s]?)([2-9]\d{6,7})"
+                         r"(?![\d\-/.])")
 ACCOUNT_RE = re.compile(r"(?<![\d.])(\d{10,13})(?![\d.])")  # the plain form; see grouped_numbers
 _MOBILE_START = re.compile(r"1[3-9]")
+_LETTERS_BEFORE_RE = re.compile(r"[a-z]+$")  # letters glued to a number: its kind ("sf", "gd", "no")
+_ACCOUNT_WORDS_EN = frozenset({"no", "acct", "account", "ac", "nr", "num", "number", "huhao", "hu"})
 AMOUNT_RES = [
     re.compile(rf"(?:[￥¥]|rmb ?|cny ?)\s?({_NUM})(?:\s?(?:元|块钱|块|yuan|rmb|cny))?"),
     re.compile(rf"(?<![\d.])({_NUM})\s?(?:元|块钱|块|圆|yuan|rmb|cny|rmb|bucks)(?![a-z])"),
-    re.compile(rf"({_CN}{{1,10}})(?:多)?\s?(?:元|块钱|块)(?!\d)"),  # "三百多块": 300
+    re.compile(rf"(?<!几)({_CN}{{1,10}})(?:多)?\s?(?:元|块钱|块)(?!\d)"),  # "三百多块": 300 ("几百块": no sum)
 ]
 # What may not follow a bare sum: a unit of something else (200度, 3个月, 5楼, 2 kWh, 3 days),
 # more digits (an account, a date "12/10", a time "8:30", a range "3-5"), a letter ("3x", "5f").
@@ -82,12 +88,16 @@ AMOUNT_VERB_EN_RE = re.compile(
 # digit, no numeral, no 号/码/第/数: "退款单号12345" is an identifier, "示数23456" a meter reading),
 # then the number with no unit after it (_NOT_MONEY_AFTER).  The weak words (一共, 每次, "it's", "usually") count only in a
 # message that talks about money at all (_MONEY_CONTEXT_RE).
-_MONEY_NOUNS_CN = ("电费", "费用", "账单", "余额", "欠费", "欠款", "押金", "金额", "退款", "赔偿", "补偿", "滞纳金",
+# (the other fees a customer pays: 物业费两千, 水费八十; not every 费: 浪费, 费劲, 收费站)
+_OTHER_FEES_CN = ("(?:物业|水|燃气|煤气|网|话|管理|停车|取暖|暖气|安装|维修|材料|人工|上门|检测|增容|工本|开户|过户|月租"
+                  "|基本|容量|需量|服务|手续)费")
+_MONEY_NOUNS_CN = ("电费", "费用", _OTHER_FEES_CN, "账单", "余额", "欠费", "欠款", "押金", "金额", "退款", "赔偿", "补偿", "滞纳金",
                    "违约金", "手续费", "服务费", "收据", "到账", "扣款", "扣费", "差价", "差额", "多扣", "多收", "少了")
 # ("电费…我记得好像是一百八十六": the sum a customer remembers, after the clause that names the bill)
 _MONEY_WEAK_CN = ("加起来", "一共", "总共", "合计", "总计", "每次", "差的", "还差", "相差", "记得", "好像是", "大概是",
                   "应该是")
-_CN_GAP = rf"[^\d{CN_NUM_CHARS},.;:!?、\s号码编第数度]{{0,6}}?\s?"  # not "单号12345", "示数23456"
+# (nor 几: "电费几百" is no sum of a hundred)
+_CN_GAP = rf"[^\d{CN_NUM_CHARS},.;:!?、\s号码编第数度几]{{0,6}}?\s?"  # not "单号12345", "示数23456"
 AMOUNT_NOUN_CN_RE = re.compile(rf"(?:{'|'.join(_MONEY_NOUNS_CN)}){_CN_GAP}({_SUM}|{_CN_QTY}){_NOT_MONEY_AFTER}")
 AMOUNT_WEAK_CN_RE = re.compile(rf"(?:{'|'.join(_MONEY_WEAK_CN)}){_CN_GAP}({_SUM}|{_CN_QTY}){_NOT_MONEY_AFTER}")
 # "换个空开要一百五", "是不是要500押金": a price after 要/花/收, only where the clause ends right
@@ -98,7 +108,7 @@ AMOUNT_COST_CN_RE = re.compile(
     rf"(?=多?\s*(?:$|[,.;:!?、)]|吗|呢|吧|啊|呀|哦|了|左右|上下|押金|的押金|还是|就))")
 # "500押金", "两百的赔偿": the sum before the word of money
 AMOUNT_BEFORE_NOUN_CN_RE = re.compile(
-    rf"(?<![\d.])({_SUM}|{_CN_QTY})的?(?:押金|保证金|赔偿|补偿|违约金|滞纳金|手续费|服务费|差价)")
+    rf"(?<![\d.几])({_SUM}|{_CN_QTY})的?(?:押金|保证金|赔偿|补偿|违约金|滞纳金|手续费|服务费|差价)")
 _MONEY_NOUNS_EN = r"bills?|fees?|charges?|payment|price|cost|balance|amount|deposit|refund|compensation|arrears|debt|fine|penalty"
 _MONEY_WEAK_EN = r"it'?s|it is|that'?s|that is|total|usually|normally|typically"
 _EN_LINK = (r"(?:[^\d.,;:!?\n]{0,30}?\b(?:is|was|were|be|of|says|said|shows|showed|reads|to|around|about|over"
@@ -130,6 +140,37 @@ _PAY_CUE = frozenset("交缴充付扣存")
 # "1千元", "1.5万元", "200多块": Arabic digits with a Chinese magnitude or "more than".
 AMOUNT_MIXED_RE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s?(百|千|万)?(多)?\s?(?:元|块钱|块)")
 _MAGNITUDE = {"百": 100, "千": 1000, "万": 10000}
+# "12块5", "九十九块九", "三块五", "一块二毛三", "一块零五": yuan with tenths (and hundredths); the
+# digit after 块 is a 毛 unless a count or another unit follows it ("两块5号电池", "3块5个").
+# (a digit after 块/元 that is followed by anything numeric is no 毛: "三块五十个")
+_JIAO_D = "[1-9一二两三四五六七八九]"
+AMOUNT_YUAN_JIAO_RE = re.compile(
+    rf"(?<![\d.几])(\d{{1,6}}|{_CN}{{1,8}})\s?(?:块|元)(零)?({_JIAO_D})(?:\s?[毛角](?:({_JIAO_D})分?)?)?(?:钱)?"
+    rf"(?![{CN_NUM_CHARS}毛角分]){_NOT_MONEY_AFTER}")
+# "5毛", "八毛八", "8毛5", "两毛钱", "三角五分": tenths of a yuan alone (not 毛病/毛巾/毛衣…, 九牛一毛,
+# 一毛不拔; 角 is a sum only with 钱 or a 分 after it: 三角形, 三角插头 are shapes)
+_NOT_MAO_WORD = "病巾衣线笔毯发利重坯绒躁刺孔细皮边驴豆竹料茸尖虫不毛"
+AMOUNT_JIAO_RE = re.compile(
+    rf"(?<![\d.{CN_NUM_CHARS}块元牛])({_JIAO_D})\s?(?:毛(?:({_JIAO_D})分?)?(?:钱)?(?![{_NOT_MAO_WORD}])"
+    rf"|角(?:钱|({_JIAO_D})分(?:钱)?))(?![\d{CN_NUM_CHARS}毛角分]){_NOT_MONEY_AFTER}")
+_JIAO_CUE = frozenset("毛角")
+# a Chinese character after a final 一 that makes it a word (一起, 一直, 一下), not a digit
+_WORD_AFTER_ONE_RE = re.compile(r"[\u4e00-\u9fff](?<![了的吗呢吧啊呀哦嘛钱是])")
+# "1.5万", "1.2k", "3千": Arabic digits with a magnitude and no unit after, in a message about
+# money (not "1.5万度", "5千瓦", "2k steps"; "1.5万元" is AMOUNT_MIXED_RE's)
+AMOUNT_MAGNITUDE_RE = re.compile(rf"(?<![\d.,])(\d{{1,4}}(?:\.\d{{1,2}})?)\s?(k|千|万)(?![a-z]){_NOT_MONEY_AFTER}")
+_MAGNITUDE_K = {**_MAGNITUDE, "k": 1000}
+# "电费两百三正常吗，上个月才一百五", "以前只要80": the sum of an earlier time it is compared with
+AMOUNT_EARLIER_CN_RE = re.compile(
+    rf"(?:上上?个?月|上只月|上次|上回|以前|之前|平时|平常|往常|原来|去年|每个?月)(?:的?(?:电费|账单|费用))?"
+    rf"(?:才|只|就|只有|才只有|也就|只要|才要)(?:交了?|付了?|扣了?|是)?\s?"
+    rf"(\d{{2,5}}(?:\.\d{{1,2}})?|{_CN_QTY}){_NOT_MONEY_AFTER}")
+_EARLIER_CUE = frozenset("才只就")
+# "一千二的发票", "两百的电费", "开500的收据": the sum a document or bill is for (digits only before
+# a receipt: "1202的电费" is a room's)
+AMOUNT_BEFORE_DOC_CN_RE = re.compile(
+    rf"(?<![\d.{CN_NUM_CHARS}几])(?:({_CN_QTY})的(?:发票|收据|电费|账单)|(\d{{2,5}}(?:\.\d{{1,2}})?)的(?:发票|收据))")
+_DOC_CUE = frozenset("票据费单")
 
 _WD_CN = {"一": 0, "二": 1, "三": 2, "四": 3, "五": 4, "六": 5, "日": 6, "天": 6, "末": 5,
           "1": 0, "2": 1, "3": 2, "4": 3, "5": 4, "6": 5, "7": 6}
@@ -147,13 +188,19 @@ _WD_EN.update({"wendesday": 2, "wednsday": 2, "wensday": 2, "wedensday": 2, "thu
 _WD_ALT = "|".join(sorted(_WD_EN, key=len, reverse=True))
 
 # (后 also in its traditional form 後, as a phone's input method may give it: "後天上午")
-REL_DAY_CN = re.compile(r"(大[后後]天|大前天|今天|今日|今儿|今晚|今早|今晨|今夜|今朝|明天|明日|明儿|明早|明晚|明朝|名天|[后後]天|[后後]儿"
-                        r"|昨天|昨日|昨晚|昨儿|昨夜|前天|前儿)")
+# (Shanghainese 前日 / 后日: the day before yesterday / after tomorrow, not 以后日子, 目前日均, 提前日期,
+# 日后, 日期, 日常)
+REL_DAY_CN = re.compile(r"(大[后後]天|大前天|大[后後]日|大前日|今天|今日|今儿|今晚|今早|今晨|今夜|今朝|明天|明日|明儿|明早|明晚|明朝|名天|[后後]天|[后後]儿"
+                        r"|昨天|昨日|昨晚|昨儿|昨夜|前天|前儿"
+                        r"|(?<![之以今然此往落最而过先午背日目提当从节年月周天号前后後])(?:前|[后後])日"
+                        r"(?!期|子|常|程|用品|记|志|历|均|益|照|渐|光|元|本|后|前|内|间|起|报社))")
 _REL_DAY_OFF = {"今天": 0, "今日": 0, "今儿": 0, "今晚": 0, "今早": 0, "今晨": 0, "今夜": 0, "今朝": 0,
                 "明天": 1, "明日": 1, "明儿": 1, "明早": 1, "明晚": 1, "明朝": 1, "名天": 1, "后天": 2, "后儿": 2,
                 "大后天": 3, "昨天": -1, "昨日": -1, "昨晚": -1, "昨儿": -1, "昨夜": -1,
-                "前天": -2, "前儿": -2, "大前天": -3}
-WEEKDAY_CN = re.compile(r"(下下个?|下个?|这个?|本|上个?|next\s*|this\s*|last\s*)?(?:周|星期|礼拜)([一二三四五六日天1-7])")
+                "前天": -2, "前儿": -2, "大前天": -3, "前日": -2, "后日": 2, "大前日": -3, "大后日": 3}
+# (上上周一: the week before last; Shanghainese 上只礼拜三: 只 as the measure word)
+WEEKDAY_CN = re.compile(r"(下下[个只]?|下[个只]?|这[个只]?|本|上上[个只]?|上[个只]?|next\s*|this\s*|last\s*)?"
+                        r"(?:周|星期|礼拜)([一二三四五六日天1-7])")
 _COUNT_AFTER_RE = re.compile(r"\d|\s*(?:次|天|个|年|小时|回|趟)")
 _QUALIFIER_EN_CN = {"next": "下", "this": "这", "last": "上"}
 MD_CN = re.compile(
@@ -164,16 +211,30 @@ MD_CN_BARE = re.compile(
     rf"(?<!\d)(\d{{1,2}}|{_CN}{{1,3}})月(?!一[共直下起般样定些点切向])(\d{{1,2}}|{_CN}{{1,3}})(?![\d日号度元块个天万千百点多%年岁次户块号]|{_CN}|\s?(?:kwh|元|块|度))")
 DAY_ONLY_CN = re.compile(rf"(?<![\d月.\-/路街道巷弄村区栋楼室院第])(\d{{1,2}}|{_CN}{{1,3}})(?:号(?![楼码线院栋室])"
                          rf"|日(?![内以之后前期均常用夜]))")
+# "20261209": a date written in eight digits (a year near the reference year; not a number's
+# digits: "表号20261209", "#20261209")
+COMPACT_DATE = re.compile(r"(?<![\d.a-z号码#])((?:19|20)\d\d)(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?![\d.])")
+# the writer says the day comes first: "I write the day first", "dd/mm", "UK date format"
+DAY_FIRST_RE = re.compile(r"\bday\s+(?:comes\s+|goes\s+)?(?:first|before the month)\b|\bdd[/.\-]mm\b|\bday[/.\-]month\b"
+                          r"|\b(?:british|uk|european|australian)\s+(?:date\s+)?(?:format|style|order|dates?)\b"
+                          r"|日在前|先写日")
 ISO_DATE = re.compile(r"(?<!\d)(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*[日号]?(?!\d)")
 # "12/10/2026", "10/12/2026": month first unless the first number cannot be a month
 MDY_NUM = re.compile(r"(?<![\d/.])(\d{1,2})/(\d{1,2})/(\d{4})(?![\d/])")
-MD_NUM = re.compile(r"(?<![\d.￥¥$\-/])(\d{1,2})([./\-])(\d{1,2})(?![\d.\-/]|\s?(?:元|块|%|度|kwh|yuan|rmb))")
+# (not a sum with a magnitude, "1.2k", "1.5万", nor "12.10am")
+MD_NUM = re.compile(r"(?<![\d.￥¥$\-/])(\d{1,2})([./\-])(\d{1,2})(?![\d.\-/]|[a-z]|\s?(?:元|块|%|度|kwh|yuan|rmb|万|千|百))")
+# a meter's reading, "电表显示12.09", "meter reads 12.10": no date
+_READING_BEFORE_RE = re.compile(r"(?:电表|表上|读数|示数|表码|表底|\bmeter|\breading|\breads)[^\d,.;:!?]{0,4}$")
+# "周一到周五", "Monday to Friday", "mon-fri": the working week (opening hours), no days
+WORKWEEK_RE = re.compile(r"(?<![上下这本个只])(?:周|星期|礼拜)一\s*(?:到|至|-|~|—)\s*(?:周|星期|礼拜)?[五六日天]"
+                         r"|(?<!next )(?<!this )(?<!last )\bmon(?:day)?\s*(?:to|-|–|through|thru|till|until)\s*"
+                         r"(?:fri|sat|sun)(?:day)?\b")
 DAYS_FROM_CN = re.compile(rf"(\d{{1,2}}|{_CN}{{1,3}})[天日](以后|之后|后|以前|之前|前)")
 # "一周后", "两个星期以后", "3周前": weeks counted from the reference date (not "第一周后")
 WEEKS_FROM_CN = re.compile(rf"(?<!第)(\d{{1,2}}|{_CN}{{1,2}})个?(?:周|星期|礼拜)(以后|之后|后|以前|之前|前)")
 # "月底", "这个月底", "下月末", "12月底": the last day of that month (not "每月底", a routine; a
 # bare "月底" is this month's)
-MONTH_END_CN = re.compile(rf"(上上个?|上个?|这个?|本|下下个?|下个?|(?:(\d{{4}}|今年|明年|去年)年?)?"
+MONTH_END_CN = re.compile(rf"(上上[个只]?|上[个只]?|这[个只]?|本|下下[个只]?|下[个只]?|(?:(\d{{4}}|今年|明年|去年)年?)?"
                           rf"(\d{{1,2}}|十[一二]|[一二三四五六七八九十]))?月(?:底|末)")
 _MONTH_END_OFF = {"上上": -2, "上上个": -2, "上": -1, "上个": -1, "这": 0, "这个": 0, "本": 0, "": 0,
                   "下": 1, "下个": 1, "下下": 2, "下下个": 2}
@@ -191,15 +252,31 @@ _ALTERNATIVE_GAP_RE = re.compile(r"^\s*(?:或者?|或是|还是|和|跟|与|、|
 NTH_EN = re.compile(r"\bthe (\d{1,2})(?:st|nd|rd|th)\b(?! of| (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
                     r"|\s*(?:floor|fl\b|time|attempt|call|try|visit|building|unit|room))")
 # "下个月5号", "这个月20号": a day of a month named relatively
-REL_MONTH_DAY_CN = re.compile(rf"(上上个月|上个月|上月|这个月|本月|这月|下个月|下月)(?:的)?(\d{{1,2}}|{_CN}{{1,3}})[号日]")
+# a month named from this one (大上个月: the month before last; Shanghainese 上只月 = 上个月, 迭个月 /
+# 搿个月 = 这个月)
+_REL_MONTH_OFF = {"上上个月": -2, "上上月": -2, "大上个月": -2, "大上月": -2, "上个月": -1, "上月": -1,
+                  "上只月": -1, "前一个月": -1, "这个月": 0, "本月": 0, "当月": 0, "这月": 0, "迭个月": 0, "搿个月": 0,
+                  "迭只月": 0, "搿只月": 0, "下个月": 1, "下月": 1, "下只月": 1, "下下个月": 2, "下下月": 2,
+                  "大下个月": 2}
+_REL_MONTH_ALT = "|".join(sorted(_REL_MONTH_OFF, key=len, reverse=True))
+REL_MONTH_DAY_CN = re.compile(rf"({_REL_MONTH_ALT})(?:的)?(\d{{1,2}}|{_CN}{{1,3}})[号日]")
 # "wednesday next week"
 WEEKDAY_NEXT_WEEK_EN = re.compile(r"\b(monday|tuesday|wednesday|thursday|friday|saturday|sunday) next week\b")
 # holidays on a fixed day: the next one from the reference date
 HOLIDAYS = {"元旦": (1, 1), "平安夜": (12, 24), "圣诞节": (12, 25), "圣诞": (12, 25), "国庆节": (10, 1),
             "劳动节": (5, 1), "情人节": (2, 14), "christmas eve": (12, 24), "christmas day": (12, 25),
-            "christmas": (12, 25), "new year's day": (1, 1), "new years day": (1, 1)}
-HOLIDAY_RE = re.compile("|".join(re.escape(h) if not h.isascii() else rf"\b{re.escape(h)}\b"
-                                 for h in sorted(HOLIDAYS, key=len, reverse=True)))
+            "christmas": (12, 25), "new year's day": (1, 1), "new years day": (1, 1),
+            "双十一": (11, 11), "双11": (11, 11), "双十二": (12, 12), "双12": (12, 12), "儿童节": (6, 1),
+            "妇女节": (3, 8), "万圣节": (10, 31), "new year's eve": (12, 31), "new years eve": (12, 31),
+            "valentine's day": (2, 14), "halloween": (10, 31)}
+# A holiday is the next one from the reference date, unless a year is named with it ("去年平安夜",
+# "今年元旦", "last Christmas") or the sentence is about the past (``toward_past``: "国庆节当天用电多少",
+# "双十一那天停电一整天，投诉").
+HOLIDAY_RE = re.compile(
+    r"(?:(?P<y>今年|去年|明年|前年)的?|\b(?P<q>last|this|next)\s+)?(?P<h>"
+    + "|".join(re.escape(h) if not h.isascii() else rf"\b{re.escape(h)}\b"
+               for h in sorted(HOLIDAYS, key=len, reverse=True))
+    + r")(?![\d十])")
 MONTHS_AGO_CN = re.compile(rf"(\d{{1,2}}|{_CN}{{1,3}})个月(?:以前|之前|前)")
 MONTH_YEAR_NUM = re.compile(r"(?<![\d/.\-])(\d{1,2})/(\d{4})(?![\d/])")
 REL_DAY_EN = re.compile(r"(?<![a-z])(the day after tomorrow|day after tomorrow|the day before yesterday|"
@@ -270,9 +347,7 @@ WEEKDAY_EN = re.compile(rf"\b(?:(next|this|last|coming)\s+)?({_WD_ALT})\b")
 MD_EN = re.compile(rf"\b(?:({_MON_ALT})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?|"
                    rf"(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?({_MON_ALT}))\b(?:,?\s*(\d{{4}}))?")
 
-REL_MONTH_CN = re.compile(r"(上上个月|上上月|上个月|上月|这个月|本月|当月|这月|下个月|下月|前一个月)")
-_REL_MONTH_OFF = {"上上个月": -2, "上上月": -2, "上个月": -1, "上月": -1, "前一个月": -1,
-                  "这个月": 0, "本月": 0, "当月": 0, "这月": 0, "下个月": 1, "下月": 1}
+REL_MONTH_CN = re.compile(rf"({_REL_MONTH_ALT})")
 MONTH_CN = re.compile(
     rf"(?<![\d个几])(?:(\d{{4}}|今年|明年|去年|前年)年?)?(\d{{1,2}}|十[一二]|[一二三四五六七八九十])月(?:份)?"
     rf"(?!\s?(?:\d|{_CN})+\s?[日号])(?!初|中|底)")
@@ -294,13 +369,13 @@ ADDRESS_RE = re.compile(
 _DIGIT_RE = re.compile(r"\d")  # the same class the patterns' \d stands for
 _LATIN_RE = re.compile(r"[a-z]")  # the English patterns are lower-case words (text is lowered)
 _AMOUNT_WORD = frozenset("元块")  # 元 / 块 / 块钱
-_NUMBERS_CUE = _AMOUNT_WORD | _PAY_CUE | _CN_MAGNITUDE_CUE  # without a digit or a letter, a sum needs one
+_NUMBERS_CUE = _AMOUNT_WORD | _PAY_CUE | _CN_MAGNITUDE_CUE | _JIAO_CUE  # without a digit or a letter, a sum needs one
 _REL_DAY_CN_CUE = frozenset("今明名后後昨前")  # 今天 明天 (名天) 后天 昨天 前天 大后天 ...
 _WEEKDAY_CN_CUE = frozenset("周星礼")  # 周 / 星期 / 礼拜
 _MONTH_CHAR = frozenset("月")
 _DAY_CHAR = frozenset("号日")
 _DAYS_CUE = frozenset("天日")
-_HOLIDAY_CUE = frozenset("元平圣国劳情")
+_HOLIDAY_CUE = frozenset("元平圣国劳情双儿妇万")
 # "12 Mudanjiang Road, Baoshan", "Room 302, 88 Youyi Road", "Caoxi North Road No. 88": a street
 # address in English or pinyin (the road's name: one to three words that are not "the", "main"…)
 _EN_ROAD_WORD = (r"\b(?!(?:the|a|an|my|our|your|this|that|main|same|on|at|in|of|to|from|near|busy|big|small|"
@@ -318,7 +393,7 @@ _ADDRESS_CUE = frozenset("路街道巷弄村区园寓厦苑")  # the suffixes of
 _DATE_CN_CUE = _REL_DAY_CN_CUE | _WEEKDAY_CN_CUE | _MONTH_CHAR | _DAY_CHAR | _DAYS_CUE | _HOLIDAY_CUE | _WEEKEND_CUE
 _WO_CUE = frozenset("单")  # 工单 / 单号
 _CUE_CHARS = (_AMOUNT_WORD | _DATE_CN_CUE | _ADDRESS_CUE | _WO_CUE | _PAY_CUE | _MONEY_NOUN_CN_CUE | _MONEY_WEAK_CN_CUE
-              | _COST_CN_CUE | _BEFORE_NOUN_CN_CUE | _CN_MAGNITUDE_CUE)
+              | _COST_CN_CUE | _BEFORE_NOUN_CN_CUE | _CN_MAGNITUDE_CUE | _JIAO_CUE | _EARLIER_CUE | _DOC_CUE)
 
 
 class _Cues(NamedTuple):
@@ -406,6 +481,8 @@ def _weekday(ref: dt.date, qualifier: str, wd: int) -> dt.date:
         return monday + dt.timedelta(days=14 + wd)
     if qualifier.startswith("下") or qualifier == "next":
         return monday + dt.timedelta(days=7 + wd)
+    if qualifier.startswith("上上"):
+        return monday + dt.timedelta(days=-14 + wd)
     if qualifier.startswith("上") or qualifier == "last":
         return monday + dt.timedelta(days=-7 + wd)
     if qualifier in ("这", "这个", "本", "this"):
@@ -440,6 +517,16 @@ _PAST_BEFORE_EN = re.compile(
     r"|broke|stopped|died|failed|showed up|turned up|came by|dropped by|lost|saw|took|told|sent|gave|fell|blew"
     r"|burnt)\b(?:\s+[a-z']+){0,3}?"
     r"|(?P<ed>(?!(?:" + _NOT_PAST_ED + r")\b)[a-z]{2,}ed)(?:\s+[a-z'0-9]+){0,4}?)\s+$")
+# a past verb right after the weekday, in its clause, with its subject or after "and": "On Sunday I
+# topped up", "Saturday the power went out", "come Wednesday and never showed up" (this wins over
+# a future word before it: what was to happen that day has happened or failed to)
+_PAST_AFTER_EN = re.compile(
+    r"^(?:\s+(?:morning|afternoon|evening|night))?\s+(?:and\s+|but\s+)?"
+    r"(?:(?:i|we|he|she|they|it|someone|somebody|nobody|no one|(?:the|my|our|your|his|her|their)\s+[a-z]+)\s+)?"
+    r"(?:never\s+|just\s+|already\s+|also\s+|then\s+|accidentally\s+)?"
+    r"(?:came|went|was|were|happened|started|began|got|had|did|paid|called|reported|visited|left|broke|stopped"
+    r"|died|failed|showed up|turned up|lost|saw|took|told|sent|gave|fell|blew|burnt|showed"
+    r"|(?!(?:" + _NOT_PAST_ED + r")\b)[a-z]{2,}ed)\b")
 # "need it fixed on", "will be installed on", "have them replaced by": a participle, not the past
 _PARTICIPLE_BEFORE_EN = re.compile(r"\b(?:be|been|being|get|(?:need|needs|want|wants|get|have|has|like)\s+(?:it|them|this|that))\s+$")
 # (not "can", "please", "帮我查": a polite request may ask about the past)
@@ -467,6 +554,8 @@ def _tense(text: str, start: int, end: int) -> str | None:
         past = _PAST_BEFORE_EN.search(before)
         if past is not None and past.group("ed") and _PARTICIPLE_BEFORE_EN.search(before, 0, past.start()):
             past = None
+        if _PAST_AFTER_EN.match(after):
+            return "past"
         future = None
         for future in _FUTURE_EN.finditer(before):
             pass
@@ -484,12 +573,27 @@ def _tense(text: str, start: int, end: int) -> str | None:
 _BARE_DAY_RE = re.compile(rf"(?:\d{{1,2}}|{_CN}{{1,3}})[号日]|(?:the\s+)?\d{{1,2}}(?:st|nd|rd|th)")
 
 
+# a holiday named without a year is the coming one; a request about the past moves it back a
+# year unless its clause asks ahead ("元旦会停电吗", "any cut on New Year's Day?")
+_ON_THAT_DAY_CN = re.compile(r"(?:那天|当天|这天|那日|当日|那一天|那晚|当晚)")
+_HOLIDAY_AHEAD_RE = re.compile(r"会|将|要|吗|能|可以|打算|计划|安排|预约|有没有"
+                               r"|\b(?:will|is there|are there|going to|any|can|could|planned|scheduled)\b")
+
+
+def _clause(text: str, start: int, end: int) -> str:
+    """The clause of ``text`` (between clause ends) that holds ``text[start:end]``."""
+    cut = [m.end() for m in _CLAUSE_END.finditer(text, 0, start)]
+    stop = _CLAUSE_END.search(text, end)
+    return text[cut[-1] if cut else 0:stop.start() if stop else len(text)]
+
+
 def toward_past(text: str, intent: str, entities: list[dict[str, Any]], ref: dt.date) -> None:
     """Move the bare weekdays among ``entities`` (of ``text``) that mean a day gone by to the
     latest such day not after ``ref``: where their own clause says so (``_tense``), or, where
     it says nothing, for a request about the past (``PAST_INTENTS``).  A bare day of the month
     in the future ("20号那次停电", read as the nearest 20th) moves a month back only where its
-    clause says past."""
+    clause says past; a holiday named without a year ("国庆节当天用电多少") a year back, as a
+    weekday does, unless its clause asks ahead."""
     by_intent = intent in PAST_INTENTS and not (intent == "report_outage" and _ASKS_AHEAD_RE.search(text.lower()))
     for e in entities:
         if e["entity"] != "date":
@@ -502,6 +606,13 @@ def toward_past(text: str, intent: str, entities: list[dict[str, Any]], ref: dt.
             tense = _tense(text, e["start"], e["end"])
             if tense == "past" or (tense is None and by_intent):
                 e["value"] = (day - dt.timedelta(days=7)).isoformat()
+        elif span in HOLIDAYS:
+            # "双十一那天用了多少度": the words after "那天" say which way it goes
+            a = _ON_THAT_DAY_CN.match(text, e["end"])
+            tense = _tense(text, e["start"], a.end() if a else e["end"])
+            if tense == "past" or (tense is None and intent in PAST_INTENTS
+                                   and not _HOLIDAY_AHEAD_RE.search(_clause(text, e["start"], e["end"]).lower())):
+                e["value"] = day.replace(year=day.year - 1).isoformat()
         elif _BARE_DAY_RE.fullmatch(span) and _tense(text, e["start"], e["end"]) == "past":
             y, mo = _add_months(day.year, day.month, -1)
             earlier = _safe_date(y, mo, day.day)
@@ -515,6 +626,23 @@ def toward_past(text: str, intent: str, entities: list[dict[str, Any]], ref: dt.
 _MONTH_AHEAD_BEFORE_EN = re.compile(
     r"(?:\b(?:starting|beginning|effective|as of|until|till|by|next|coming)\s+(?:from\s+|in\s+)?"
     r"|\b(?:switch|change|move|set|start|stop|cancel|transfer|begin|upgrade|put)\b[^.,;!?]*\bfrom\s+)$")
+
+
+# an account or a mobile number with a month glued to it: "户号310023456711月" (a known length,
+# ten digits for an account, eleven for a mobile, then the month's one or two digits and 月)
+GLUED_MONTH_RE = re.compile(r"(?<![\d.])\d{11,13}(?=月)")
+
+
+def _glued_month(t: str, s: int, e: int) -> int | None:
+    """Where the number ``t[s:e]`` (digits only) followed by 月 ends and the month begins, or None."""
+    digits = t[s:e]
+    if not (digits.isdigit() and t.startswith("月", e)):
+        return None
+    head = 11 if _MOBILE_START.match(digits) else 10
+    tail = digits[head:]
+    if 1 <= len(tail) <= 2 and tail[0] != "0" and 1 <= int(tail) <= 12:
+        return head
+    return None
 
 
 def _past_month(ref: dt.date, month: int) -> tuple[int, int]:
@@ -562,8 +690,20 @@ class EntityExtractor:
                 out.append(_Cand("work_order_id", m.start(1), m.end(1), "WO" + re.sub(r"\D", "", m.group(1))))
         for m in _scan(PHONE_RE, t, digit):
             out.append(_Cand("phone_number", m.start(), m.end(), "".join(m.groups())))
+        for m in _scan(LANDLINE_RE, t, digit):
+            code, local = m.group(1) or m.group(2), m.group(3)
+            if len(code) == 4 or len(local) == 8:  # 010 / 02x: eight digits
+                out.append(_Cand("phone_number", m.start(), m.end(), code + local))
         # 10-13 digits, in one run or in groups ("3100 0000 02"); 11 starting 1[3-9] is a mobile
         for s, e, digits in (grouped_numbers(t, 10, 13) if digit else ()):
+            head = _glued_month(t, s, e)
+            if head:  # "户号310023456711月": the account, then the month (see _months)
+                kind = "phone_number" if head == 11 else "account_number"
+                out.append(_Cand(kind, s, s + head, digits[:head]))
+                continue
+            letters = _LETTERS_BEFORE_RE.search(t, max(0, s - 10), s)
+            if letters and len(letters.group(0)) >= 2 and letters.group(0) not in _ACCOUNT_WORDS_EN:
+                continue  # "SF1234567890", "GD20240315001": another kind of number (parcel, order)
             if len(digits) == 11 and _MOBILE_START.match(digits):
                 if not any(c.entity == "phone_number" and c.start <= s and e <= c.end for c in out):
                     out.append(_Cand("phone_number", s, e, digits))
@@ -584,6 +724,19 @@ class EntityExtractor:
                 v = float(m.group(1)) * _MAGNITUDE.get(m.group(2) or "", 1)
                 # Longer than the plain patterns' match, so it wins the overlap.
                 out.append(_Cand("amount", m.start(), m.end(), round(v, 2)))
+        # "12块5", "一块二毛三": longer than the plain "12块", so it wins the overlap too
+        for m in _scan(AMOUNT_YUAN_JIAO_RE, t, cues.has(_AMOUNT_WORD)):
+            if m.group(1)[0].isdigit() != m.group(3).isdigit():
+                continue  # "充了100块一直没到账": 一 begins a word; tenths are written as the yuan are
+            if m.group(0)[-1] == "一" and _WORD_AFTER_ONE_RE.match(t, m.end()):
+                continue  # "两块一起交": 一起, not 两块一
+            v = yuan_jiao_fen(m.group(1), m.group(3), m.group(4), zero=bool(m.group(2)))
+            if v is not None and 0 < v < 1e6:
+                out.append(_Cand("amount", m.start(), m.end(), v))
+        for m in _scan(AMOUNT_JIAO_RE, t, cues.has(_JIAO_CUE)):
+            v = yuan_jiao_fen(None, m.group(1), m.group(2) or m.group(3))
+            if v is not None and v > 0:
+                out.append(_Cand("amount", m.start(), m.end(), v))
         self._bare_amounts(t, cues, out)
 
     @staticmethod
@@ -626,6 +779,18 @@ class EntityExtractor:
                              (AMOUNT_EACH_EN_RE, cues.digit and cues.latin and money)):
             for m in _scan(rx, t, possible):
                 add(m)
+        for m in _scan(AMOUNT_EARLIER_CN_RE, t, number and money and cues.has(_EARLIER_CUE)):
+            add(m)
+        for m in _scan(AMOUNT_BEFORE_DOC_CN_RE, t, number and cues.has(_DOC_CUE)):
+            raw = m.group(1) or m.group(2)
+            v = cn_to_number(raw)
+            if v is not None and 0 < v < 1e6:
+                out.append(_Cand("amount", *m.span(1 if m.group(1) else 2), round(v, 2)))
+        # "1.5万", "1.2k": never a date (MD_NUM leaves a number with a magnitude after it)
+        for m in _scan(AMOUNT_MAGNITUDE_RE, t, cues.digit and money):
+            v = float(m.group(1)) * _MAGNITUDE_K[m.group(2)]
+            if 0 < v < 1e8:
+                out.append(_Cand("amount", m.start(), m.end(), round(v, 2)))
         for m in _scan(AMOUNT_DECIMAL_RE, t, cues.digit and money):
             a, b = m.group(1).split(".")
             if not (len(a) <= 2 and 1 <= int(a) <= 12 and 1 <= int(b) <= 31):  # 9.5, 12.10: dates
@@ -643,7 +808,10 @@ class EntityExtractor:
         for m in _scan(REL_DAY_CN, t, cues.has(_REL_DAY_CN_CUE)):
             add(m, ref + dt.timedelta(days=_REL_DAY_OFF[m.group(1).replace("後", "后")]))
         last: tuple[str, int] = ("", -1)  # the qualifier of the weekday before, where it ended
+        workweek = [w.span() for w in WORKWEEK_RE.finditer(t)] if cues.has(_WEEKDAY_CN_CUE) or cues.latin else []
         for m in _scan(WEEKDAY_CN, t, cues.has(_WEEKDAY_CN_CUE)):
+            if any(a <= m.start() and m.end() <= b for a, b in workweek):
+                continue  # "周一到周五营业": the working week
             q = (m.group(1) or "").strip()
             if not q and last[0] and _ALTERNATIVE_GAP_RE.match(t[last[1]:m.start()]):
                 q = last[0]  # "下周一或者周二": the second one is next week's too
@@ -659,9 +827,14 @@ class EntityExtractor:
             add(m, _weekday(ref, "" if q.startswith("coming") or q == "this coming" else q, 5))
         for m in _scan(ISO_DATE, t, cues.digit):
             add(m, _safe_date(int(m.group(1)), int(m.group(2)), int(m.group(3))))
+        day_first = cues.digit and DAY_FIRST_RE.search(t) is not None
+        for m in _scan(COMPACT_DATE, t, cues.digit):
+            if abs(int(m.group(1)) - ref.year) <= 5:
+                add(m, _safe_date(int(m.group(1)), int(m.group(2)), int(m.group(3))))
         for m in _scan(MDY_NUM, t, cues.digit):
             a, b = int(m.group(1)), int(m.group(2))
-            add(m, _safe_date(int(m.group(3)), b, a) if a > 12 else _safe_date(int(m.group(3)), a, b))
+            day_month = a > 12 or (day_first and b <= 12)
+            add(m, _safe_date(int(m.group(3)), b, a) if day_month else _safe_date(int(m.group(3)), a, b))
         for m in _scan(MD_CN, t, cues.has(_MONTH_CHAR)):
             mo, day = to_int(m.group(2)), to_int(m.group(3))
             if not mo or not day:
@@ -673,8 +846,10 @@ class EntityExtractor:
             if mo and day and 1 <= mo <= 12 and 1 <= day <= 31:
                 add(m, _nearest_md(ref, mo, day))
         for m in _scan(MD_NUM, t, cues.digit):
+            if m.group(2) == "." and _READING_BEFORE_RE.search(t, max(0, m.start() - 12), m.start()):
+                continue  # "电表显示12.09": a reading
             mo, day = int(m.group(1)), int(m.group(3))
-            if mo > 12 and day <= 12 and m.group(2) == "/":  # 15/12: day/month, as in English
+            if day <= 12 and (mo > 12 and m.group(2) == "/" or day_first):  # 15/12: day/month, as in English
                 mo, day = day, mo
             if 1 <= mo <= 12 and 1 <= day <= 31:
                 add(m, _nearest_md(ref, mo, day))
@@ -700,7 +875,7 @@ class EntityExtractor:
                 continue
             if not m.group(1) and m.start() and t[m.start() - 1] in "每个几":
                 continue  # "每月底", "每个月底": a routine; "三个月底": no date
-            y, mo = _add_months(ref.year, ref.month, _MONTH_END_OFF[m.group(1) or ""])
+            y, mo = _add_months(ref.year, ref.month, _MONTH_END_OFF[(m.group(1) or "").replace("只", "个")])
             add(m, dt.date(y, mo, calendar.monthrange(y, mo)[1]))
         for m in _scan(MONTH_END_EN, t, cues.latin and "month" in t):
             y, mo = _add_months(ref.year, ref.month, {"next": 1, "last": -1}.get(m.group(1) or "", 0))
@@ -716,9 +891,15 @@ class EntityExtractor:
         for m in _scan(WEEKDAY_NEXT_WEEK_EN, t, cues.latin):
             add(m, _weekday(ref, "next", _WD_EN[m.group(1)]))
         for m in _scan(HOLIDAY_RE, t, cues.latin or cues.has(_HOLIDAY_CUE)):
-            mo, day = HOLIDAYS[m.group(0)]
+            mo, day = HOLIDAYS[m.group("h")]
             d = dt.date(ref.year, mo, day)
-            add(m, d if d >= ref else dt.date(ref.year + 1, mo, day))
+            if m.group("y"):
+                d = dt.date(_year_word(m.group("y"), ref) or ref.year, mo, day)
+            elif m.group("q") == "last":  # the latest one gone by
+                d = d if d < ref else dt.date(ref.year - 1, mo, day)
+            elif m.group("q") != "this" and d < ref:
+                d = dt.date(ref.year + 1, mo, day)
+            add(m, d)
         for m in _scan(NTH_EN, t, cues.latin):
             day = int(m.group(1))
             if 1 <= day <= 31:
@@ -762,6 +943,8 @@ class EntityExtractor:
         explicit = [c for c in out if c.entity == "date"]
         for m in _scan(WEEKDAY_EN, t, cues.latin):
             w = m.group(2)
+            if any(a <= m.start() and m.end() <= b for a, b in workweek):
+                continue  # "open Monday to Friday"
             if not m.group(1) and _EVERY_BEFORE_EN.search(t, 0, m.start()):
                 continue  # "every Monday": a routine, not a date
             named = _weekday(ref, m.group(1) or "", _WD_EN[w]).isoformat()
@@ -795,6 +978,11 @@ class EntityExtractor:
                 continue
             year = _year_word(m.group(1), ref)
             add(m, *((year, mo) if year else _past_month(ref, mo)))
+        for m in _scan(GLUED_MONTH_RE, t, cues.digit and cues.has(_MONTH_CHAR)):
+            head = _glued_month(t, m.start(), m.end())
+            if head:
+                out.append(_Cand("month", m.start() + head, m.end() + 1,
+                                 "%04d-%02d" % _past_month(ref, int(m.group(0)[head:]))))
         for m in _scan(ISO_MONTH, t, cues.digit):
             add(m, int(m.group(1)), int(m.group(2)))
         for m in _scan(MONTHS_AGO_CN, t, cues.has(_MONTH_CHAR)):

@@ -73,6 +73,31 @@ def en_words_to_number(s: str) -> int | None:
     return total + cur or None
 
 
+# --- sums in 块 and 毛 (元 and 角): "12块5" = 12.5, "九十九块九" = 99.9, "一块二毛三" = 1.23,
+# "八毛八" = 0.88, "5毛" = 0.5.  The digit after 块 counts tenths (毛), the one after 毛 hundredths
+# (分); "一块零五" = 1.05 (零: no 毛, the digit is 分).
+def yuan_jiao_fen(yuan: str | None, jiao: str | None, fen: str | None = None,
+                  zero: bool = False) -> float | None:
+    """The sum of ``yuan`` 元 (any numeral), ``jiao`` 角 and ``fen`` 分 (one digit each, Chinese
+    or Arabic); with ``zero`` (a 零 after 块) the one digit given as ``jiao`` is the 分.  None
+    when a part is not a numeral or a 角/分 part is not a single digit 0-9."""
+    total = 0.0
+    if yuan:
+        y = cn_to_number(yuan)
+        if y is None:
+            return None
+        total += y
+    if zero and fen is None:
+        jiao, fen = None, jiao
+    for part, scale in ((jiao, 10), (fen, 100)):
+        if part:
+            d = cn_to_number(part)
+            if d is None or d != int(d) or not 0 <= d <= 9:
+                return None
+            total += d / scale
+    return round(total, 2)
+
+
 def to_int(s: str) -> int | None:
     v = cn_to_number(s)
     return None if v is None or v != int(v) else int(v)

@@ -112,3 +112,51 @@ def street_written(english: str, street: str) -> bool:
     spelled = "".join(lazy_pinyin(name))
     letters = re.sub(r"[^a-z]", "", (english or "").lower())
     return bool(spelled) and spelled in letters
+
+
+_EN_STREET_SUFFIX = (("公路", "Highway"), ("大道", "Avenue"), ("支路", "Branch Road"), ("路", "Road"), ("街", "Street"),
+                     ("巷", "Lane"), ("弄", "Lane"))
+_EN_DIRECTION = {"东": "East", "西": "West", "南": "South", "北": "North", "中": "Middle"}
+
+
+def street_english(street: str) -> str:
+    """A Chinese street name as English answers write it, the way Shanghai's signs do: the
+    name in pinyin, its direction and its kind in English ("彭江路" → "Pengjiang Road", "南京西路"
+    → "Nanjing West Road", "浦星公路" → "Puxing Highway"). A name that is not Chinese is kept."""
+    from pypinyin import lazy_pinyin
+
+    if not _HAN_NAME_RE.fullmatch(street or ""):
+        return street
+    town, sep, rest = street.partition("镇")
+    if sep and town and rest:  # "城桥镇南门路": the town, then its street
+        return f"{''.join(lazy_pinyin(town)).capitalize()} Town {street_english(rest)}"
+    name, kind = street, ""
+    for suffix, english in _EN_STREET_SUFFIX:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            name, kind = name[: -len(suffix)], english
+            break
+    direction = ""
+    if kind and len(name) >= 3 and name[-1] in _EN_DIRECTION:
+        name, direction = name[:-1], _EN_DIRECTION[name[-1]]
+    words = ["".join(lazy_pinyin(name)).capitalize(), direction, kind]
+    return " ".join(w for w in words if w)
+
+
+# a Chinese address of the usual shape: district, street, lane, number ("闵行区七莘路318弄12号")
+_CN_ADDRESS_RE = re.compile(r"^(?:上海市)?(?P<district>[\u4e00-\u9fff]{1,3}(?:新区|区))?"
+                            r"(?P<street>[\u4e00-\u9fff]{2,8}?(?:大道|公路|支路|路|街))(?:(?P<lane>\d+)弄)?(?P<number>\d+)号$")
+_HOURS_WORDS = (("周一", "Mon"), ("周二", "Tue"), ("周三", "Wed"), ("周四", "Thu"), ("周五", "Fri"), ("周六", "Sat"),
+                ("周日", "Sun"), ("至", "-"), ("法定节假日", "public holidays"), ("休息", "closed"), ("，", "; "))
+
+
+def address_parts(address: str) -> tuple[str | None, str, str | None, str] | None:
+    """(district, street, lane, number) of a Chinese address of the usual shape, else None."""
+    m = _CN_ADDRESS_RE.match((address or "").strip())
+    return (m.group("district"), m.group("street"), m.group("lane"), m.group("number")) if m else None
+
+
+def hours_english(hours: str) -> str:
+    """Opening hours in English ("周一至周日 09:00-17:00" → "Mon-Sun 09:00-17:00")."""
+    for zh, en in _HOURS_WORDS:
+        hours = hours.replace(zh, en)
+    return hours

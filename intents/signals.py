@@ -52,7 +52,8 @@ _CORRECTS_RE = re.compile(
 # nor "是不是...")
 _AFFIRM_RE = re.compile(
     r"^\s*(?:嗯+|恩|哦|噢)?[，,\s]*(?:是(?!不|否)|对(?!了|不)|好(?!像)|行|可以|没问题|没错|确认|确定|提交|要的|需要|同意|ok\b|okay|"
-    r"yes|yep|yeah|yup|sure|confirm|correct|right\b|go ahead|please do|do it|submit|absolutely|of course)",
+    r"yes|yep|yeah|yup|sure|confirm|correct|right\b|go ahead|please do|do it|submit|absolutely|of course|"
+    r"(?:please )?(?:send|email|e-mail|mail) (?:it|them) (?:to me|over)|发给我|发我)",
     re.I,
 )
 # "就是登记的地址", "my registered address": the address on the customer's account
@@ -101,6 +102,13 @@ ANON_RE = re.compile(
     r"匿名|不留|不方便|不想(?:留|透露|告诉|说)|不愿(?:意)?(?:留|透露)|保密|anonymous|no contact|"
     r"(?:don'?t|do not|rather not|won'?t) (?:want to )?(?:leave|give|share|say|tell)|keep (?:my|it) |"
     r"without (?:my |a )?(?:name|number|contact)", re.I)
+# what the law says about stealing power
+_PENALTY_RE = re.compile(r"处罚|罚款|罚多少|怎么罚|违法|犯法|坐牢|判刑|法律|\b(?:penalty|penalties|fine|fined|illegal|law|jail|prison|punish\w*|caught)\b", re.I)
+_THEFT_RE = re.compile(r"偷电|窃电|私拉|\bsteal\w*|\btheft\b|\bstolen\b", re.I)
+# is the power back
+_RESTORED_RE = re.compile(r"(?:修好|恢复|来电|通电)了?(?:吗|没|么|没有)|\b(?:fixed|restored|resolved|back on|back yet)\b", re.I)
+# does a service cost anything
+_FEE_RE = re.compile(r"收费|收钱|要钱|花钱|付钱|免费|费用|多少钱|\b(?:charge|charges|cost|costs|fee|fees|free|pay for)\b", re.I)
 # when will someone come: asked about the order just filed
 _ETA_RE = re.compile(
     r"多久|多长时间|什么时候(?:能|会|可以)?(?:来|到|修好|处理)|几点(?:能|会)?(?:来|到)|还要等|要等多久|"
@@ -126,7 +134,7 @@ _EARLIER_RE = re.compile(
     r"之前(?:那|一)个?月?|再?前一(?:个月|期|个)|上一期|前一期|再往前|更早(?:的|一点)?", re.I)
 # the tariff category a question names
 _COMMERCIAL_RE = re.compile(r"商业|工商|一般工商|commercial|business|shop", re.I)
-_CATEGORY_NAMED_RE = re.compile(r"商业|居民|commercial|residential", re.I)
+_CATEGORY_NAMED_RE = re.compile(r"商业|居民|住宅|家用|家庭|commercial|residential|\bhomes?\b|\bhouseholds?\b|\bshops?\b|\bbusiness", re.I)
 # digits, button payloads and codes ("WO202611280001") say nothing of the customer's language
 _CODES_RE = re.compile(r"^/[a-z_]+|\bWO\d{6,}\b|\d+", re.I)
 _LETTERS_RE = re.compile(r"[A-Za-z\u4e00-\u9fff]")
@@ -273,12 +281,32 @@ def topic(text: str) -> str | None:
     return None
 
 
+def asks_fee(text: str) -> bool:
+    """"上门修要收费吗", "do you charge for the visit?": whether a service costs the customer."""
+    return _FEE_RE.search(text) is not None
+
+
 def asks_price(text: str) -> bool:
     return _PRICE_RE.search(text) is not None
 
 
 def says_previous_month(text: str) -> bool:
     return _PREVIOUS_MONTH_RE.search(text) is not None
+
+
+def asks_about_penalty(text: str) -> bool:
+    """"偷电会被怎么处罚", "is it illegal?": a question about the law, not a report."""
+    return _PENALTY_RE.search(text) is not None and is_question(text)
+
+
+def asks_theft_law(text: str) -> bool:
+    """"what's the penalty for stealing electricity?": the law on electricity theft."""
+    return asks_about_penalty(text) and _THEFT_RE.search(text) is not None
+
+
+def asks_if_restored(text: str) -> bool:
+    """"现在修好了吗", "is it fixed now?": whether an outage is over."""
+    return _RESTORED_RE.search(text) is not None
 
 
 def asks_eta(text: str) -> bool:

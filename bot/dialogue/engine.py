@@ -56,10 +56,14 @@ from bot.logs import mask_text
 from channels.base import Message, Reply
 from common.metrics import NLU_SECONDS
 from intents.payload import payload_entities, split_payload
-from intents.signals import asks_eta, declines, is_cancel
+from intents.signals import asks_eta, declines, is_cancel, word_chars
 from intents.signals import has_language, language_neutral
 
 log = logging.getLogger("powerbot.dialogue")
+
+# an nlu_fallback parse this sure is the out-of-scope class itself, not a request below the
+# model's fallback threshold (which the parse reports with the threshold as its confidence)
+OUT_OF_SCOPE_CONFIDENCE = 0.6
 
 
 class DialogueEngine(
@@ -128,6 +132,12 @@ class DialogueEngine(
                 # is looked up again next turn, and a flow that needs the core is "busy" as before
                 identity_pending = True
         intent = parse.get("intent", {}).get("name") or "nlu_fallback"
+        if intent == "nlu_fallback" and float(parse.get("intent", {}).get("confidence") or 0.0) >= OUT_OF_SCOPE_CONFIDENCE \
+                and word_chars(text) >= 5:
+            # the classifier is sure it is something else (a water bill, homework): not "I didn't
+            # understand" but "not something 95598 handles" (Rasa's parse calls both nlu_fallback);
+            # a few words ("有个事", "帮我看看") are asked to say more instead
+            intent = "out_of_scope"
         if message.kind == "location" and intent not in ("request_human", "repair_request"):
             # A shared location (platform-neutral kind) asks "is the power out around here?":
             # the outage flow checks known outages at that address before anything else.

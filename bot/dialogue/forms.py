@@ -35,6 +35,8 @@ from intents.payload import chosen_option
 from intents.signals import (
     address_text,
     affirms,
+    asks_eta,
+    asks_fee,
     declines,
     given_last4,
     is_question,
@@ -58,6 +60,11 @@ TURN_SLOTS = ("month", "date", "kwh", "work_order_id", "description", "topic", "
 
 # requests whose record is the customer's own words: a detail added at any of their prompts joins them
 REPORTS = frozenset({"complaint", "feedback", "report_violation", "repair_request", "report_outage"})
+
+
+# forms whose questions about their subject have an answer of their own (``form_answer``)
+REPAIRS = frozenset({"repair_request", "report_outage", "emergency"})
+APPLICATIONS = frozenset({"new_connection", "solar_connection", "ev_charging", "account_change"})
 
 
 def stay_anonymous(turn: Turn) -> None:
@@ -283,6 +290,19 @@ class FormsMixin:
                 turn.set_slot(name, e[name])
                 got = True
         return got
+
+    def form_answer(self, turn: Turn, name: str) -> str | None:
+        """The response answering a question about the form's own subject, asked while it is
+        open ("上门修要收费吗", "do I need the property's consent first?"), if there is one."""
+        text = turn.message.text or ""
+        if not is_question(text):
+            return None
+        if name in REPAIRS:
+            return "utter_repair_fee" if asks_fee(text) else "utter_repair_eta" if asks_eta(text) else None
+        if name in APPLICATIONS and (turn.intent in (name, "inform", "nlu_fallback", "out_of_scope")
+                                     or turn.intent not in BUSINESS_INTENTS or turn.confidence < 0.7):
+            return f"utter_materials_{name}"
+        return None
 
     def add_detail(self, turn: Turn, name: str, slot: str | None) -> bool:
         """A statement at a report's prompt ("he came yesterday to fix my meter" while a number

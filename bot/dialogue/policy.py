@@ -46,6 +46,7 @@ from common.metrics import FALLBACKS
 from intents.signals import (
     affirms,
     asks_human,
+    asks_theft_law,
     asks_if_bot,
     asks_to_submit,
     asks_price,
@@ -58,7 +59,9 @@ from intents.signals import (
     is_cancel,
     is_caution,
     is_hazard,
+    is_question,
     looks_like_address,
+    names_tariff_category,
     wants_anonymity,
     asks_earlier,
     asks_eta,
@@ -113,6 +116,8 @@ class PolicyMixin:
         if intent in ("bill_query", "usage_query", "nlu_fallback") and kwh(text) and asks_price(text) \
                 and not has_account_digits(text):
             intent = turn.intent = "tariff_consult"
+        if asks_theft_law(text):
+            intent = turn.intent = "report_violation"  # its flow answers what the law says
         if is_cancel(text):
             intent = turn.intent = "cancel"
 
@@ -121,7 +126,8 @@ class PolicyMixin:
         if not in_emergency and is_hazard(text) and not decline and intent not in ("affirm", "deny", "cancel"):
             await self.emergency(turn)
             return
-        if asks_human(text) or intent == "request_human" and not (form and decline):
+        if asks_human(text) or intent == "request_human" and turn.confidence >= FALLBACK_CONFIDENCE and not (
+                form and decline) and not (asks_if_bot(text) and is_question(text)):  # "你是机器人吗" is answered
             self._clear_form(turn)
             st.pop("offer", None)
             if is_angry(text) or intent == "complaint":
@@ -205,6 +211,23 @@ class PolicyMixin:
                 y, m = map(int, shown.split("-"))
                 month = f"{y - (m == 1)}-{(m - 2) % 12 + 1:02d}"  # the month before the one just shown
             turn.set_slot("month", month)
+            st["fallbacks"] = 0
+            await self.run_flow(turn, last, resume=True)
+            return
+
+        # "and for homes?", "那居民呢" after a price: the same question for that category
+        if last == "tariff_consult" and names_tariff_category(text) and len(text) <= 30 and (
+            intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent == last
+        ):
+            turn.intent = "tariff_consult"
+            await self.act(turn, "tariff_consult")
+            return
+
+        # "那宝山呢", "what about Baoshan?" after the planned outages of a district: the same question there
+        if last == "outage_schedule" and (turn.entities.get("district") or turn.entities.get("date")) and (
+            intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent == last
+        ):
+            self._take_entities(turn)
             st["fallbacks"] = 0
             await self.run_flow(turn, last, resume=True)
             return
@@ -318,9 +341,15 @@ class PolicyMixin:
             await self.run_flow(turn, intent)
             return
         if intent == "out_of_scope":
-            # not something 95598 handles: say so and what it can do, not "I didn't understand"
-            st["fallbacks"] = 0
+            # not something 95598 handles: say so and what it can do, not "I didn't understand";
+            # the second in a row offers a person (it may be a request the NLU does not know)
+            FALLBACKS.labels("out_of_scope").inc()
+            n = int(st.get("fallbacks") or 0) + 1
+            st["fallbacks"] = n
             self.say(turn, "utter_out_of_scope")
+            if n >= 2:
+                st["offer"] = "handoff"
+                self.say(turn, "utter_out_of_scope_offer_human")
             return
         if intent in ("nlu_fallback", "inform") or (
             intent in ("affirm", "deny") and not interrupted
@@ -356,6 +385,13 @@ class PolicyMixin:
             return
         if (intent == "cancel" or decline or intent == "deny" and turn.confidence >= 0.8) and not gives:
             self.leave_form(turn, name)
+            return
+        answer_to = None if _has_digits(turn) else self.form_answer(turn, name)
+        if answer_to:
+            # "上门修要收费吗" in the middle of a repair: answered (never taken for the slot's value),
+            # and the form goes on
+            self.say(turn, answer_to)
+            await self.run_flow(turn, name, resume=True)
             return
         filled = await self.fill_requested(turn, form)
         answer = intent in ("inform", "affirm", "deny", "nlu_fallback", name) or turn.confidence < 0.7

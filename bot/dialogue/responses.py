@@ -50,9 +50,16 @@ def local(dt: datetime | None) -> str:
     return dt.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M")
 
 
-def mask_name(name: str) -> str:
-    """A holder's name as shown in a reply: the first character only."""
-    return (name[0] + "*" * (len(name) - 1)) if name else ""
+def mask_name(name: str, lang: str = "zh") -> str:
+    """A holder's name as shown in a reply: the first character only (in pinyin in English
+    answers: "张伟" → "Zhang *")."""
+    if not name:
+        return ""
+    if lang == "en" and not name[0].isascii():
+        from pypinyin import lazy_pinyin  # its dictionaries load on first use
+
+        return f"{lazy_pinyin(name[0])[0].capitalize()} *"
+    return name[0] + "*" * (len(name) - 1)
 
 
 class Responses:

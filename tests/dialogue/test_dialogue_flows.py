@@ -412,11 +412,19 @@ async def test_interruption_inside_form_then_resume_and_cancel(gw):
     assert "95598" in out
 
 
+async def test_vague_message_is_asked_to_say_more(gw):
+    """A few words the NLU is not sure of ("有个事") hear "please rephrase", not "out of scope"."""
+    c = chat(gw)
+    first = await c.say("有个事")
+    assert "换个说法" in first[0]["text"] and first[0].get("buttons")
+    assert "服务范围" not in first[0]["text"]
+
+
 async def test_fallback_then_offer_then_human(gw):
     c = chat(gw)
     first = await c.say("今天天气怎么样呀")
-    assert "换个说法" in first[0]["text"] and first[0].get("buttons")
+    assert "服务范围" in first[0]["text"]  # not something 95598 handles, said as such
     second = await c.text("推荐一部电影")
-    assert "人工" in second
+    assert "服务范围" in second and "人工" in second  # the second in a row offers a person
     third = await c.text("好的")
     assert "转接人工" in third

@@ -81,7 +81,9 @@ async def test_hall_questions_districts_without_hall_and_english_names(gw):
     assert "宝山" in out and "没有" in out and "静安" in out  # the nearest hall is offered
     en = chat(gw)
     out = await en.text("I'd like to book a visit to a service hall")
-    assert "Jing'an Service Hall" in out and "Zhangjiang" not in out
+    # halls by their district, addresses in English: nothing in Chinese in an English answer
+    assert "Jing'an Service Hall" in out and "Zhangjiang Service Hall" not in out
+    assert "2000 Gonghexin Road, Jing'an" in out and not re.search(r"[\u4e00-\u9fff]", out)
     out = await en.text("Jing'an")
     assert "Jing'an Service Hall" in out and "morning" in out
 
@@ -168,9 +170,9 @@ async def test_subscribing_to_outage_notices_writes_outage_only_after_the_yes(gw
     await c.text("确认")
     subs = (await get(gw, core_url, "/subscriptions", account_number="3100000002"))["subscriptions"]
     assert [(s["topic"], s["channel"]) for s in subs] == [("outage", "sms")]
-    out = await c.text("退订账单通知")
-    out = await c.text("确认")
-    assert "没有订阅" in out and "0" not in out
+    out = await c.text("退订账单通知")  # none held: said at once, with no question to answer
+    assert "没有订阅" in out and "0" not in out and "确认" not in out
+    assert [s["topic"] for s in (await get(gw, core_url, "/subscriptions", account_number="3100000002"))["subscriptions"]] == ["outage"]
 
 
 # ---------------------------------------------------------------------------------- complaints and applications

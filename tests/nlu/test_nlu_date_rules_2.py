@@ -175,3 +175,100 @@ def test_form_reads_a_work_order_id_as_the_extractor_does(text: str, value: str)
 @pytest.mark.parametrize("text", ["WO12345", "two 261205000781", "3100000001", "WO 2612 0500"])
 def test_form_reads_no_work_order_id(text: str) -> None:
     assert slots.work_order_id(text) is None
+
+
+# --- the third dates dev set: Shanghainese day and month words, compact and day-first dates, ----
+# the week before last, festivals gone by, English past after the weekday, landlines, glued months
+@pytest.mark.parametrize("text,value", [
+    ("前日夜里跳闸了", "2026-12-05"), ("后日上门好伐", "2026-12-09"), ("大后日再讲", "2026-12-10"),
+    ("上上周五报的修", "2026-11-27"), ("上只礼拜二来抄过表", "2026-12-01"),
+    ("账单日期20261130", "2026-11-30"), ("20261215检修吗", "2026-12-15"),
+])
+def test_more_day_words_and_notations(text: str, value: str) -> None:
+    assert [v for v, _ in _found(text, "date")] == [value], _found(text, "date")
+
+
+@pytest.mark.parametrize("text", [
+    "以后日子还长", "提前日期通知我", "目前日均用电多少", "日后再说", "表号20261345", "电表编号20261130", "19991231那次",
+    "周一到周五都营业吗", "we're open monday to friday", "电表显示10.25", "meter reads 11.3 now",
+])
+def test_day_look_alikes_are_no_date(text: str) -> None:
+    assert _found(text, "date") == [], _found(text, "date")
+
+
+def test_a_day_word_before_a_place_is_no_address() -> None:
+    ents = _X.extract("后日侬小区检修伐", REF)
+    assert [(e["entity"], e["value"]) for e in ents] == [("date", "2026-12-09")]
+
+
+def test_a_week_range_with_its_week_named_is_dates() -> None:
+    assert [v for v, _ in _found("下周一到周五停电", "date")] == ["2026-12-14", "2026-12-18"]
+
+
+def test_day_first_when_the_writer_says_so() -> None:
+    assert [v for v, _ in _found("I write dates day first, so 3/12 suits me", "date")] == ["2026-12-03"]
+    assert [v for v, _ in _found("dd/mm: 4/1/2027", "date")] == ["2027-01-04"]
+    assert [v for v, _ in _found("so 3/12 suits me", "date")] != ["2026-12-03"]  # month first by default
+
+
+@pytest.mark.parametrize("text,value", [
+    ("大上个月的账单", "2026-10"), ("上只月用了几度电", "2026-11"), ("下下个月搬走", "2027-02"),
+    ("迭个月电费", "2026-12"),
+])
+def test_more_month_words(text: str, value: str) -> None:
+    assert [v for v, _ in _found(text, "month")] == [value], _found(text, "month")
+
+
+@pytest.mark.parametrize("text,intent,value", [
+    ("今年国庆节那天跳闸了", "inform", "2026-10-01"),  # a year named with it
+    ("去年圣诞节也停过", "complaint", "2025-12-25"),
+    ("双11那天电费扣了两次", "payment_issue", "2026-11-11"),  # past in its clause
+    ("劳动节那天停了一天电，投诉", "complaint", "2026-05-01"),
+    ("妇女节当天用电多少", "usage_query", "2026-03-08"),  # a question about the past
+    ("元旦会停电吗", "outage_schedule", "2027-01-01"),  # a schedule: the coming one
+    ("元旦那天能来装表吗", "work_order_status", "2027-01-01"),  # asks ahead, whatever the intent
+    ("is there a cut on Christmas Day?", "work_order_status", "2026-12-25"),
+    ("last Christmas the lights went out", "complaint", "2025-12-25"),
+])
+def test_a_festival_goes_back_a_year_when_the_sentence_is_about_the_past(text: str, intent: str,
+                                                                         value: str) -> None:
+    assert [v for v, _ in _found(text, "date", intent)] == [value], _found(text, "date", intent)
+
+
+@pytest.mark.parametrize("text,value", [
+    ("Tuesday my meter stopped working", "2026-12-01"),
+    ("on Thursday we paid twice", "2026-12-03"),
+    ("the fitter was meant to come Friday and nobody turned up", "2026-12-04"),
+    ("Friday I'll be in", "2026-12-11"),
+    ("can you come Friday and check the box", "2026-12-11"),
+])
+def test_an_english_weekday_with_the_past_after_it(text: str, value: str) -> None:
+    assert [v for v, _ in _found(text, "date", "inform")] == [value], _found(text, "date")
+
+
+@pytest.mark.parametrize("text,value", [
+    ("座机号码010-87654321", "01087654321"), ("打(021)52341234找我", "02152341234"),
+    ("店里电话0755-2345678", "07552345678"), ("固话02164001234", "02164001234"),
+])
+def test_a_landline_is_a_phone_number(text: str, value: str) -> None:
+    assert [v for v, _ in _found(text, "phone_number")] == [value], _found(text, "phone_number")
+    assert _found(text, "account_number") == []
+
+
+@pytest.mark.parametrize("text", ["2026-12-07停电", "010-123", "021-0123456", "0.5-12345678"])
+def test_no_landline(text: str) -> None:
+    assert _found(text, "phone_number") == []
+
+
+def test_an_account_with_a_month_glued_to_it() -> None:
+    assert [v for v, _ in _found("户号31009988773月用了多少", "account_number")] == ["3100998877"]
+    assert [v for v, _ in _found("户号31009988773月用了多少", "month")] == ["2026-03"]
+    assert [v for v, _ in _found("户号310099887712月账单", "month")] == ["2026-12"]
+    assert [v for v, _ in _found("户号310099887766", "account_number")] == ["310099887766"]  # no month
+    assert [v for v, _ in _found("户号310099887713月", "account_number")] == ["310099887713"]  # no 13th month
+
+
+@pytest.mark.parametrize("text", ["快递单号YT9876543210", "订单GD20240315001"])
+def test_a_number_glued_to_letters_is_no_account(text: str) -> None:
+    assert _found(text, "account_number") == []
+    assert [v for v, _ in _found("acct3100234567", "account_number")] == ["3100234567"]

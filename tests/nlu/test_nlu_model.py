@@ -367,22 +367,22 @@ def blind_2_result(nlu: Interpreter) -> dict:
 
 def test_second_blind_set_floors(blind_2_result: dict) -> None:
     r = blind_2_result
-    # measured 0.973 / 0.957 / 0.961 / district recall 1.0 (from 0.893 / 0.718 / 0.868 / 0.25)
+    # measured 0.977 / 0.966 / 0.961 / district recall 1.0 (from 0.893 / 0.718 / 0.868 / 0.25)
     figures = (r["in_scope_accuracy"], r["out_of_scope_recall"], r["entity_exact_match"],
                r["entity_report"]["district"]["recall"])
     assert r["in_scope_accuracy"] >= 0.96, figures
-    assert r["out_of_scope_recall"] >= 0.93, figures
+    assert r["out_of_scope_recall"] >= 0.95, figures
     assert r["entity_exact_match"] >= 0.95, figures
     assert r["entity_report"]["district"]["recall"] >= 0.95, figures
 
 
 def test_second_blind_set_stays_unseen() -> None:
-    """The training data the set's author never saw shared 153 messages with it by coincidence
+    """The training data the set's author never saw shares 152 messages with it by coincidence
     (half of them 4 characters or less: 好的, 谢谢, 你好); nothing written since may add one."""
     norm = lambda t: "".join(t.lower().split())  # noqa: E731
     train = {norm(e.text) for e in load_nlu_file(DATA / "nlu.yml").examples}
     shared = sum(1 for e in load_nlu_file(BLIND_2).examples if norm(e.text) in train)  # count only
-    assert shared <= 153, shared
+    assert shared <= 152, shared
 
 
 async def test_gateway_applies_the_threshold_settings(tmp_path, monkeypatch) -> None:
@@ -436,6 +436,16 @@ INTENT_SETS = [
            "(\"bil\", \"tarrif\"), 1-4 word openers, follow-ups (\"还有…的呢\"), numbers inside requests, "
            "Chinglish; out of scope: other cities' tariffs, electricity knowledge, questions about the bot",
            "0.951 / 0.883 -> 1.0 / 1.0", (0.98, 0.97), 87),
+    DevSet("nlu_dev_intents_5.yml", "473 messages at the edge of scope: 205 out of scope that look like a "
+           "request (water, gas, heating, telecom and property bills, one's own lamps and sockets, private "
+           "electricians, physics homework, the grid company's news and jobs, other countries' utilities, "
+           "prompt injection, pinyin) and in-scope ones in odd wordings", "0.955 / 0.878 -> 0.989 / 0.942",
+           (0.97, 0.92), 38),
+    DevSet("nlu_dev_intents_6.yml", "379 messages in a chat voice, half English: 190 out of scope of kinds "
+           "not thought of before (a general assistant's questions, chit-chat, other organisations' refunds and "
+           "outages, spam, testing the bot, other languages and scripts, energy-saving tips, foreign blackouts) "
+           "and in-scope ones naming a landlord, a bank or a property manager", "0.984 / 0.895 -> 0.984 / 0.921",
+           (0.97, 0.9), 49),
 ]
 ENTITY_SETS = [
     DevSet("nlu_dev_dates.yml", "245 messages with relative, written-out, misspelt, pinyin, spaced and "
@@ -452,6 +462,9 @@ ENTITY_SETS = [
     DevSet("nlu_dev_dates_2.yml", "335 messages, mostly dates and months in many forms (月底, 一周后, 後天, "
            "\"yesterady\", \"the 8th of this month\"), about 45 look-alikes that are no date",
            "0.948 -> 1.0", (0.98, 0.97), 0),
+    DevSet("nlu_dev_dates_3.yml", "266 messages: days and months in every notation (大后天, 上上周一, 20261209, "
+           "day-first 9/12, festivals meant backwards for what happened), sums in 块/毛/万/k, landlines, an "
+           "account glued to a month, 62 look-alikes that are no date or sum", "0.878 -> 1.0", (0.98, 0.9), 0),
 ]
 CONTRACT = ("date", "month", "amount", "account_number", "phone_number", "work_order_id")
 
@@ -519,9 +532,36 @@ def test_third_blind_set_floors(nlu: Interpreter) -> None:
 
 
 def test_third_blind_set_stays_unseen() -> None:
-    """87 of its messages were in the training data by coincidence (greetings, thanks, "好的");
+    """87 of its messages are in the training data by coincidence (greetings, thanks, "好的");
     nothing written since may add one."""
     norm = lambda t: "".join(t.lower().split())  # noqa: E731
     train = {norm(e.text) for e in load_nlu_file(DATA / "nlu.yml").examples}
     shared = sum(1 for e in load_nlu_file(BLIND_3).examples if norm(e.text) in train)  # count only
     assert shared <= 87, shared
+
+
+# --- the fourth blind set: 538 messages (37% English) by a writer who saw neither data nor code ---
+# Kept blind like the others: only its aggregate figures are read.
+BLIND_4 = ROOT / "tests" / "data" / "nlu_blind_test_4.yml"
+
+
+def test_fourth_blind_set_floors(nlu: Interpreter) -> None:
+    from intents.loader import declared_reference_date
+
+    ref = declared_reference_date(BLIND_4)
+    r = evaluate(load_nlu_file(BLIND_4).examples, lambda t: nlu.parse(t, ref))
+    figures = (r["in_scope_accuracy"], r["out_of_scope_recall"], r["entity_exact_match"])
+    # measured on arrival, before any change: 0.975 / 0.889 / 0.988; after the fifth and sixth
+    # development sets' fixes: see the README
+    assert r["in_scope_accuracy"] >= 0.96, figures
+    assert r["out_of_scope_recall"] >= 0.88, figures
+    assert r["entity_exact_match"] >= 0.97, figures
+
+
+def test_fourth_blind_set_stays_unseen() -> None:
+    """61 of its messages are in the training data by coincidence (greetings, thanks, "好的");
+    nothing written since may add one."""
+    norm = lambda t: "".join(t.lower().split())  # noqa: E731
+    train = {norm(e.text) for e in load_nlu_file(DATA / "nlu.yml").examples}
+    shared = sum(1 for e in load_nlu_file(BLIND_4).examples if norm(e.text) in train)  # count only
+    assert shared <= 61, shared

@@ -101,3 +101,54 @@ def test_form_answers_not_misread() -> None:
     assert slots.last4("12345") is None and slots.account_number("13812345678") is None
     assert slots.account_number("+8613812345678") is None and slots.account_number("86 138 1234 5678") is None
     assert slots.kwh("三百") is None and slots.kwh("三百", bare_number=True) == "300"
+
+
+# --- sums in 块 and 毛, with a magnitude, compared, on a document (the third dates dev set) -----
+from intents.entities import ALL_CUES  # noqa: E402
+from intents.numbers import yuan_jiao_fen  # noqa: E402
+
+
+def test_yuan_jiao_fen() -> None:
+    assert yuan_jiao_fen("7", "3") == 7.3 and yuan_jiao_fen("二十", "五") == 20.5
+    assert yuan_jiao_fen("四", "三", "二") == 4.32 and yuan_jiao_fen(None, "两", "五") == 0.25
+    assert yuan_jiao_fen("三", "五", zero=True) == 3.05  # 三块零五: the digit after 零 is 分
+    assert yuan_jiao_fen("三", "十") is None and yuan_jiao_fen("电", "五") is None
+
+
+def _amounts(text: str) -> list[float]:
+    ents = _X.extract(text)
+    assert ents == _X.extract(text, cues=ALL_CUES), text  # the pre-checks never change the result
+    return [e["value"] for e in ents if e["entity"] == "amount"]
+
+
+@pytest.mark.parametrize("text,value", [
+    ("还差6块8就交清了", 6.8), ("一共二十块五", 20.5), ("四块三毛二怎么扣的", 4.32), ("找我三块零五", 3.05),
+    ("账上就剩七毛了", 0.7), ("只欠两毛五", 0.25), ("余额3毛", 0.3), ("差3角5分", 0.35), ("两毛钱也要交吗", 0.2),
+    ("本季度电费2.3万", 23000.0), ("想预交3k电费", 3000.0), ("账单怎么有1.1万", 11000.0),
+    ("水费八十怎么交", 80.0), ("帮我开个两千五的收据", 2500.0), ("开600的发票", 600.0),
+])
+def test_sums_customers_write_without_a_decimal_point(text: str, value: float) -> None:
+    assert _amounts(text) == [value], _amounts(text)
+
+
+def test_the_earlier_sum_of_a_comparison() -> None:
+    assert _amounts("本月电费三百六，上月才一百八") == [360.0, 180.0]
+    assert _amounts("电费四百多了，以前只有80") == [400.0, 80.0]
+    assert _amounts("上个月才200度电费就这么高") == []  # energy
+    assert _amounts("电费怎么上个月才3天就出了") == []  # a count of days
+
+
+@pytest.mark.parametrize("text", [
+    "没毛病", "三角插头松了", "插座是三角的", "一毛不拔", "九牛一毛", "毛巾烧了个洞",  # 毛 / 角 that are no money
+    "年用电1.2万度电费多少", "装个7千瓦的充电桩多少钱", "小区有1.5万户",  # a magnitude of energy, power, homes
+    "电费怎么几百块", "每个月都要交好几百块",  # several hundred: no sum
+    "1202的电费怎么这么高",  # a room's bill
+])
+def test_money_look_alikes_are_no_sum(text: str) -> None:
+    assert _amounts(text) == [], _amounts(text)
+
+
+def test_a_magnitude_sum_is_never_a_date() -> None:
+    ents = _X.extract("上个月电费2.4k，太离谱")
+    assert [(e["entity"], e["value"]) for e in ents if e["entity"] != "month"] == [("amount", 2400.0)]
+    assert [e["entity"] for e in _X.extract("年用电1.2万度")] == []

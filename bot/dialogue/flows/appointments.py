@@ -34,7 +34,7 @@ from typing import Any
 
 from backend_client import Conflict
 from bot.dialogue.flows import BUSINESS_INTENTS
-from bot.dialogue.flows.places import distance, district_label, english_name
+from bot.dialogue.flows.places import address_for, distance, district_label, english_name, hours_for
 from bot.dialogue.forms import Stop
 from bot.dialogue.turn import Turn
 from bot.logs import mask_phone
@@ -92,8 +92,8 @@ class AppointmentFlows:
         return hall.name
 
     def _hall_line(self, turn: Turn, hall: Any) -> str:
-        return self.phrase(turn, "utter_fragment_hall_info", name=self._hall_label(turn, hall), address=hall.address,
-                           hours=hall.opening_hours or "-", phone=hall.phone or "-")
+        return self.phrase(turn, "utter_fragment_hall_info", name=self._hall_label(turn, hall), address=address_for(hall.address, turn.lang),
+                           hours=hours_for(hall.opening_hours, turn.lang) or "-", phone=hall.phone or "-")
 
     @staticmethod
     def _drop_not_understood(turn: Turn) -> None:
@@ -219,7 +219,7 @@ class AppointmentFlows:
         # 4. what for (a short free answer: the form reads it the way it reads a name); the
         # question shows the booking so far, and a yes books it for general business
         period = self.phrase(turn, f"utter_fragment_period_{slot.period}")
-        shown = {"hall": self._hall_label(turn, hall), "address": hall.address, "date": slot.date.isoformat(),
+        shown = {"hall": self._hall_label(turn, hall), "address": address_for(hall.address, turn.lang), "date": slot.date.isoformat(),
                  "period": period, "start": slot.starts_at, "end": slot.ends_at, "name": name,
                  "phone": phone if st.get("typed_phone") else mask_phone(phone)}
         if not st.get("purpose"):
@@ -247,7 +247,7 @@ class AppointmentFlows:
         turn.slots.pop("_appt", None)
         self.finish(turn)
         self.say(turn, "utter_appointment_booked_at", appointment_id=appt.id, date=appt.date.isoformat(), period=period,
-                 start=slot.starts_at, end=slot.ends_at, hall=self._hall_label(turn, hall), address=hall.address)
+                 start=slot.starts_at, end=slot.ends_at, hall=self._hall_label(turn, hall), address=address_for(hall.address, turn.lang))
 
     def _absorb(self, turn: Turn, st: dict[str, Any], halls: list[Any], text: str, fresh: bool, asked: str | None) -> bool:
         """Keep what this message says: a new request everything it names, an answer what fits
@@ -265,20 +265,23 @@ class AppointmentFlows:
             elif district:
                 st["no_hall"] = district
                 took = True
-        if fresh or asked in ("place", "slot", "confirm"):  # "改成下午" at the confirmation too
-            day = turn.entities.get("date") or (slots.get("date") if asked != "confirm" else None)
+        period = self._period_in(turn, text)
+        moved = False  # "actually make it Friday morning instead", whatever was asked
+        if fresh or asked in ("place", "slot", "confirm") or turn.entities.get("date") or period:
+            day = turn.entities.get("date") or (slots.get("date") if asked in (None, "place", "slot") else None)
             if day and day != st.get("date"):
                 st["date"] = day
                 st.pop("slot_id", None)
-                took = True
-            p = self._period_in(turn, text)
-            if p and p != st.get("period"):
-                st["period"] = p
+                took = moved = True
+            if period and period != st.get("period"):
+                st["period"] = period
                 st.pop("slot_id", None)
-                took = True
+                took = moved = True
         if asked == "slot" and slots.get("slot_id"):
             st["slot_id"] = slots["slot_id"]
             took = True
+        if asked == "purpose" and moved:
+            return took  # the day changed; the purpose is still to come
         if asked == "purpose":
             answer = slots.pop("contact_name", None) or (text if 1 < len(text) <= 200 else None)
             if turn.intent == "affirm":
@@ -328,7 +331,7 @@ class AppointmentFlows:
         else:
             offered = offered or halls
             lines = "\n".join(self.phrase(turn, "utter_fragment_hall_choice", name=self._hall_label(turn, h),
-                                          address=h.address) for h in offered)
+                                          address=address_for(h.address, turn.lang)) for h in offered)
             self.say(turn, "utter_ask_hall", halls=lines)
         st["asked"] = "place"
         st.pop("candidates", None)
@@ -383,7 +386,7 @@ class AppointmentFlows:
         lst = "\n".join(self.phrase(turn, "utter_fragment_slot_line", n=i + 1, date=s.date.isoformat(),
                                      period=periods.get(s.period, s.period), start=s.starts_at, end=s.ends_at,
                                      available=s.available) for i, s in enumerate(free))
-        self.say(turn, "utter_choose_slot_or_day", slots=lst, hall=self._hall_label(turn, hall), address=hall.address,
+        self.say(turn, "utter_choose_slot_or_day", slots=lst, hall=self._hall_label(turn, hall), address=address_for(hall.address, turn.lang),
                  hours=hall.opening_hours or "-", phone=hall.phone or "-",
                  extra_buttons=[(f"{s.date.isoformat()} {periods.get(s.period, s.period)}", f'/choose{{"slot_id": {s.id}}}')
                                 for s in free])

@@ -18,14 +18,14 @@ from typing import Any
 
 from backend_client import NotFound
 from bot.dialogue.flows import WORK_ORDER_TYPES, remember_order
-from bot.dialogue.flows.places import district_label, has_chinese, names_street
+from bot.dialogue.flows.places import district_label, has_chinese, names_street, outage_area, outage_cause
 from bot.dialogue.responses import CHINA_TZ, WO_STATUSES, local
 from bot.dialogue.turn import Turn
 from bot.dialogue.verification import aware
 from bot.logs import mask_phone
 from common.clock import utcnow
 from intents.places import find, street_written
-from intents.signals import address_text, looks_like_address
+from intents.signals import address_text, asks_fee, asks_if_restored, is_question, looks_like_address
 from intents.slots import district as district_in
 
 
@@ -92,9 +92,21 @@ class OutageFlows:
             turn.state["offer"] = "subscribe_outage"
             turn.actions.append(("action_known_outage", {"outage_id": o.id}))
             turn.slots["_known_outage"] = o.id
-            self.say(turn, "utter_known_outage", scope=o.scope, cause=o.cause or self.phrase(turn, "utter_fragment_fault_cause"),
+            self.say(turn, "utter_known_outage", scope=outage_area(o, turn.lang),
+                     cause=outage_cause(o, turn.lang) or self.phrase(turn, "utter_fragment_fault_cause"),
                      end=local(o.estimated_end_at))
             return True
+        asked = str(turn.slots.get("_text") or "")
+        if not known and asks_if_restored(asked):
+            # "前两天大统路停电，现在修好了吗": an outage there restored in the last days is the answer
+            # (the question itself names the street when no address was given)
+            done = await self._restored_outage(address or (asked if has_chinese(asked) else None), district, now)
+            if done is not None:
+                self.finish(turn)
+                turn.slots["_outage_checked"] = check
+                self.say(turn, "utter_outage_restored", scope=outage_area(done, turn.lang),
+                         end=local(done.actual_end_at))
+                return True
         nearby += [o for o in known if o not in nearby]
         told = turn.slots.get("_outage_told") if str(turn.slots.get("_outage_checked") or "").startswith(
             f"{turn.slots.get('_text')}|") else None
@@ -102,9 +114,22 @@ class OutageFlows:
         if nearby and nearby[0].id != told:
             o = nearby[0]
             turn.slots["_outage_told"] = o.id
-            self.say(turn, "utter_outage_nearby", scope=o.scope, cause=o.cause or self.phrase(turn, "utter_fragment_fault_cause"),
+            self.say(turn, "utter_outage_nearby", scope=outage_area(o, turn.lang),
+                     cause=outage_cause(o, turn.lang) or self.phrase(turn, "utter_fragment_fault_cause"),
                      end=local(o.estimated_end_at), address=address or "-")
         return False
+
+    async def _restored_outage(self, address: str | None, district: str | None, now: datetime) -> Any:
+        """The latest outage restored in the last three days at the address (or, for an address
+        in English, on a street it names in pinyin), if any."""
+        if not (address or district):
+            return None
+        chinese = bool(address and has_chinese(address))
+        found = await self.core.list_outages(address=address if chinese else None,
+                                             district=None if chinese else district, status="restored")
+        recent = [o for o in found if o.actual_end_at and now - aware(o.actual_end_at) <= timedelta(days=3)
+                  and (chinese or not o.streets or any(street_written(address or "", s) for s in o.streets))]
+        return max(recent, key=lambda o: aware(o.actual_end_at), default=None)
 
     async def flow_report_outage(self, turn: Turn) -> None:
         number, district, address = await self._location(turn, "report_outage", ask=False)
@@ -159,13 +184,19 @@ class OutageFlows:
                      day=day or self.phrase(turn, "utter_fragment_coming_days"))
             return False
         lines = "\n".join(
-            self.phrase(turn, "utter_fragment_outage_line", start=local(o.start_at), end=local(o.estimated_end_at), scope=o.scope)
-            + (self.phrase(turn, "utter_fragment_outage_cause", cause=o.cause) if o.cause else "")
+            self.phrase(turn, "utter_fragment_outage_line", start=local(o.start_at), end=local(o.estimated_end_at),
+                        scope=outage_area(o, turn.lang))
+            + (self.phrase(turn, "utter_fragment_outage_cause", cause=outage_cause(o, turn.lang))
+               if outage_cause(o, turn.lang) else "")
             for o in outages[:5])
         self.say(turn, "utter_planned_outages", district=district_label(district, turn.lang), outages=lines)
         return True
 
     async def flow_repair_request(self, turn: Turn) -> None:
+        asked = str(turn.slots.get("_text") or "")
+        if asks_fee(asked) and is_question(asked) and turn.slots.get("_fee_told") != asked:
+            turn.slots["_fee_told"] = asked  # "上门修要收费吗": who pays, before the report's questions
+            self.say(turn, "utter_repair_fee")
         number, district, address = await self._location(turn, "repair_request")
         phone = await self.contact_phone(turn, "repair_request")
         self.confirm(turn, "repair_request", "utter_confirm_repair", address=address or "-")

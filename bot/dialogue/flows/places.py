@@ -9,8 +9,9 @@ positions of the districts.
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from intents.places import SHANGHAI
+from intents.places import SHANGHAI, address_parts, hours_english, street_english
 
 # rough centre (latitude, longitude) of each district, by its English name
 POSITIONS: dict[str, tuple[float, float]] = {
@@ -35,6 +36,44 @@ def district_label(district: str | None, lang: str) -> str:
     if lang == "en":
         return english_name(district) or district or ""
     return district or ""
+
+
+def address_for(address: str | None, lang: str) -> str:
+    """An address as an answer shows it: as the core writes it, or in English for English
+    answers when it reads as district, street and number ("黄浦区西藏南路1200号" → "1200 Xizang
+    South Road, Huangpu"); one it cannot read is kept as written."""
+    parts = address_parts(address or "") if lang == "en" else None
+    if not parts:
+        return address or ""
+    district_cn, street, lane, number = parts
+    district = english_name(district_cn) if district_cn else None
+    if district_cn and not district:
+        return address or ""
+    road = street_english(street)
+    place = f"No. {number}, Lane {lane}, {road}" if lane else f"{number} {road}"
+    return f"{place}, {district}" if district else place
+
+
+def hours_for(hours: str | None, lang: str) -> str:
+    """Opening hours as an answer shows them ("周一至周日 09:00-17:00" → "Mon-Sun 09:00-17:00")."""
+    return hours_english(hours) if lang == "en" and hours else hours or ""
+
+
+def outage_area(outage: Any, lang: str) -> str:
+    """Where an outage is, as an answer says it. The core writes its scope in Chinese; English
+    answers name its streets and district in English instead ("Pengjiang Road, Wanhangdu Road
+    (Jing'an)")."""
+    if lang != "en":
+        return outage.scope or outage.district or ""
+    district = district_label(outage.district, lang)
+    streets = ", ".join(street_english(s) for s in outage.streets or [])
+    return f"{streets} ({district})" if streets and district else streets or district
+
+
+def outage_cause(outage: Any, lang: str) -> str | None:
+    """An outage's cause if the answer's language can show it (the core writes it in Chinese)."""
+    cause = outage.cause or None
+    return None if cause and lang == "en" and has_chinese(cause) else cause
 
 
 def distance(a: str | None, b: str | None) -> float:

@@ -21,7 +21,7 @@ from bot.dialogue.turn import Turn
 from bot.logs import mask_phone
 from channels.base import proven_phone
 from common.money import money_text
-from intents.signals import complaint_needs_agent, is_angry, wants_anonymity, word_chars
+from intents.signals import asks_about_penalty, complaint_needs_agent, is_angry, wants_anonymity, word_chars
 from intents.signals import topic as topic_in
 from intents.slots import mobile
 
@@ -123,6 +123,11 @@ class ServiceRequestFlows:
         return desc
 
     async def flow_report_violation(self, turn: Turn) -> None:
+        if not turn.state.get("form") and asks_about_penalty(str(turn.slots.get("_text") or "")):
+            # "偷电会怎么处罚": what the law says, and how to report one; nothing is filed
+            self.finish(turn)
+            self.say(turn, "utter_violation_law")
+            return
         if not turn.slots.get("description"):
             text = str(turn.slots.get("_text") or "")
             if word_chars(text) >= 10:

@@ -65,9 +65,17 @@ class SubscriptionFlows:
         topic = turn.slots.get("topic") or topic_in(str(turn.slots.get("_text") or ""))
         topic = topic if topic in TOPICS else None
         names = self.phrase(turn, f"utter_fragment_topic_{topic or 'all'}")
+        sms = "+86" + (mobile(acc.phone) or acc.phone)
+        held = [s for s in await self.core.list_subscriptions(acc.account_number, topic)
+                if (s.channel, s.identity) in ((turn.message.channel, turn.message.sender_id), ("sms", sms))]
+        if not held:
+            # nothing to stop: said so, with no question to answer and nothing written
+            self.finish(turn)
+            self.say(turn, "utter_not_subscribed", topics=names)
+            return
         self.confirm(turn, "unsubscribe_notifications", "utter_confirm_unsubscribe", topics=names)
         removed = await self.core.delete_subscription(acc.account_number, topic, turn.message.channel, turn.message.sender_id)
-        removed += await self.core.delete_subscription(acc.account_number, topic, "sms", "+86" + (mobile(acc.phone) or acc.phone))
+        removed += await self.core.delete_subscription(acc.account_number, topic, "sms", sms)
         turn.actions.append(("action_unsubscribe", {"topic": topic, "removed": removed}))
         self.finish(turn)
         if removed:
@@ -90,4 +98,4 @@ class SubscriptionFlows:
         turn.authorized.add(number)
         turn.actions.append(("action_bind_account", {"account": mask_account(number)}))
         self.finish(turn)
-        self.say(turn, "utter_bound", account=mask_account(number), name=mask_name(acc.holder_name))
+        self.say(turn, "utter_bound", account=mask_account(number), name=mask_name(acc.holder_name, turn.lang))
