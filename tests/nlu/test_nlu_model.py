@@ -439,12 +439,12 @@ INTENT_SETS = [
     DevSet("nlu_dev_intents_5.yml", "473 messages at the edge of scope: 205 out of scope that look like a "
            "request (water, gas, heating, telecom and property bills, one's own lamps and sockets, private "
            "electricians, physics homework, the grid company's news and jobs, other countries' utilities, "
-           "prompt injection, pinyin) and in-scope ones in odd wordings", "0.955 / 0.878 -> 0.989 / 0.942",
+           "prompt injection, pinyin) and in-scope ones in odd wordings", "0.955 / 0.878 -> 0.993 / 0.937",
            (0.97, 0.92), 38),
     DevSet("nlu_dev_intents_6.yml", "379 messages in a chat voice, half English: 190 out of scope of kinds "
            "not thought of before (a general assistant's questions, chit-chat, other organisations' refunds and "
            "outages, spam, testing the bot, other languages and scripts, energy-saving tips, foreign blackouts) "
-           "and in-scope ones naming a landlord, a bank or a property manager", "0.984 / 0.895 -> 0.984 / 0.921",
+           "and in-scope ones naming a landlord, a bank or a property manager", "0.984 / 0.895 -> 0.989 / 0.916",
            (0.97, 0.9), 49),
 ]
 ENTITY_SETS = [
