@@ -37,6 +37,7 @@ from intents.signals import (
     affirms,
     asks_eta,
     asks_fee,
+    corrects,
     declines,
     given_last4,
     is_question,
@@ -280,10 +281,11 @@ class FormsMixin:
                       and phone != turn.slots.get("contact_phone")):  # "call me on …" changes the number
             turn.set_slot("contact_phone", phone)
             got = True
-        if not turn.slots.get("address") and form.get("slot") not in ("address", "location", "district") and (
+        moved = form.get("slot") == "confirm" and e.get("address") and e["address"] != turn.slots.get("address")
+        if (not turn.slots.get("address") or moved) and form.get("slot") not in ("address", "location", "district") and (
             e.get("address") or means_registered_address(text) and self._proven_account(turn)
             or form.get("name") == "emergency" and looks_like_address(text)
-        ):
+        ):  # "wait, the address is 98 Gumei Road" at the confirmation changes it, as a number does
             got = await self._fill_address(turn, "address") or got
         for name in ("date", "month"):
             if e.get(name) and not turn.slots.get(name):
@@ -312,7 +314,7 @@ class FormsMixin:
             return False
         key = "description" if turn.slots.get("description") else "_text"
         text = (turn.message.text or "").strip()
-        if not turn.slots.get(key) or letter_count(text) < 6 \
+        if not turn.slots.get(key) or letter_count(text) < 6 or corrects(text) or turn.entities.get("address") \
                 or is_question(text) or declines(text) or affirms(text) or given_last4(text) \
                 or any(turn.entities.get(k) for k in ("account_number", "phone_number", "work_order_id")):
             return False  # details are words, not the numbers a form takes
