@@ -160,3 +160,14 @@ def hours_english(hours: str) -> str:
     for zh, en in _HOURS_WORDS:
         hours = hours.replace(zh, en)
     return hours
+
+
+_BEFORE_NUMBER_RE = re.compile(r"^[^\d]*")
+_PLACE_PREFIX_RE = re.compile(r"^.*(?:新区|区|县|镇|街道|市)")
+
+
+def street_name(address: str) -> str | None:
+    """The street of a Chinese address ("浦东新区张江镇碧波路88弄5号" → "碧波路"), or None."""
+    head = _BEFORE_NUMBER_RE.match(address or "").group(0)
+    name = _PLACE_PREFIX_RE.sub("", head)
+    return name if _STREET_SUFFIX_RE.search(name) and _HAN_NAME_RE.fullmatch(name) else None

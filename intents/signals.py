@@ -37,10 +37,12 @@ _DECLINE_START_RE = re.compile(
 )
 _DECLINE_ANY_RE = re.compile(
     r"不用(?:你们|您|再|帮我|给我)*(?:登记|报|提交|派|弄|办|记录|申请|预约|绑|交|订阅|处理)|"
-    r"不(?:报|约|办|弄|申请|绑|交|订阅|销|举报|登记|提交)了|先不(?:要|用|申请|提交|报|办|约|交)|还是(?:算了|不要|不用|留着)|"
+    r"不(?:报|约|办|弄|申请|绑|交|订阅|销|举报|登记|提交|投诉|报修|预约)了|先不(?:要|用|申请|提交|报|办|约|交|投诉|登记|订|绑)|"
+    r"还是(?:算了|不要|不用|留着)|"
     r"暂时不|不想(?:办|约|交|报|登记)了|"
     r"don'?t (?:file|submit|bind|register|book|need to|want to) |do not (?:file|submit|register)|no need to|"
-    r"never ?mind|forget (?:it|that)|cancel (?:it|that|this)|not now|i'?ll (?:do|pay|call|go|ask|check) [^.]{0,30}"
+    r"never ?mind|forget (?:it|that)|cancel (?:it|that|this)|\bcancel\W*(?:for now|please)?\W*$|not now|"
+    r"i'?ll (?:do|pay|call|go|ask|check) [^.]{0,30}"
     r"(?:later|myself|first|another time|some other time)",
     re.I,
 )
@@ -88,7 +90,7 @@ _CLAUSE_RE = re.compile(
 _ASKS_HUMAN_RE = re.compile(r"转人工|人工客服|找人工|要人工|找真人|要真人|真人客服|real person|human agent|talk to (?:a |an )?(?:human|person|agent)", re.I)
 # "尾号8000", "后四位9000", "last 4 is 8000", "the phone ends in 9000": the identity check given up front
 _GIVEN_LAST4_RE = re.compile(
-    r"(?:尾号|后4位|后四位|末4位|末四位|last (?:4|four)(?: digits)?|ends? (?:in|with))\D{0,6}(\d{4})(?!\d)", re.I)
+    r"(?:尾号|后4位|后四位|末4位|末四位|last (?:4|four)(?: digits)?|ends?(?: in| with)?|ending(?: in| with)?)\D{0,6}(\d{4})(?!\d)", re.I)
 # "尾号0001的", "account ending 0003", "the one ending in 0002": an offered account by its last digits
 _ENDING_RE = re.compile(r"(?:尾号|末尾|后4位|后四位|结尾|ending(?: in| with)?|ends? (?:in|with))\D{0,4}(\d{4})(?!\d)", re.I)
 # "帮我登记过户申请", "please register the transfer request": the request said again (at a
@@ -102,6 +104,25 @@ ANON_RE = re.compile(
     r"匿名|不留|不方便|不想(?:留|透露|告诉|说)|不愿(?:意)?(?:留|透露)|保密|anonymous|no contact|"
     r"(?:don'?t|do not|rather not|won'?t) (?:want to )?(?:leave|give|share|say|tell)|keep (?:my|it) |"
     r"without (?:my |a )?(?:name|number|contact)", re.I)
+# a number corrected in passing: (pattern, group of the new number, group of the old one)
+_SWAPS = (
+    (re.compile(r"是\s*(\d+)\D{0,3}?不是\s*(\d+)"), 1, 2),
+    (re.compile(r"不是\s*(\d+)\D{0,3}?(?:是|而是)\s*(\d+)"), 2, 1),
+    (re.compile(r"(\d+)\s*(?:改成|换成|改为|应该是)\s*(\d+)"), 2, 1),
+    (re.compile(r"(\d+)\D{0,8}?\bnot\s+(\d+)", re.I), 1, 2),
+    (re.compile(r"\bnot\s+(\d+)\W{0,3}(?:but|it'?s|it is)\s+(\d+)", re.I), 2, 1),
+)
+_SUBSCRIBE_VERB_RE = re.compile(r"订一下|订个|订阅|帮我订|给我订|开通|开一下|\b(?:subscribe|sign me up|send me)\b", re.I)
+_ONLY_SOME_RE = re.compile(r"(?:别的|其他|其它)(?:的)?(?:通知)?(?:都)?(?:不要|不用|不需要)|\bnothing else\b|\bnot the other", re.I)
+_NEGATED_RE = re.compile(r"(?:不是|不要|并非|非)\S{0,3}$|\b(?:not|isn'?t|no)\b[\w\s]{0,6}$", re.I)
+# which of someone's accounts: the shop's or the home's
+_SHOP_WORDS_RE = re.compile(r"店|商铺|铺子|公司|饭馆|餐厅|厂|\b(?:shop|store|restaurant|business|company|office|cafe)\b", re.I)
+_HOME_WORDS_RE = re.compile(r"家里|家的|家那|住的|住宅|居民|自己住|\b(?:home|house|flat|apartment|residential)\b", re.I)
+# other utilities' and companies' bills
+_OTHER_UTILITY_RE = re.compile(
+    r"燃气费|煤气费|天然气费|水费|自来水|话费|宽带费?|物业费|停车费|暖气费|供暖费|取暖费|有线电视|"
+    r"\b(?:gas|water|phone|mobile|internet|broadband|heating|property management|parking) (?:bill|fee|charge)s?\b", re.I)
+_ELECTRIC_RE = re.compile(r"电费|用电|电表|停电|供电|电价|电力|\belectric|\bpower\b|\bkwh\b|\bmeter\b", re.I)
 # what the law says about stealing power
 _PENALTY_RE = re.compile(r"处罚|罚款|罚多少|怎么罚|违法|犯法|坐牢|判刑|法律|\b(?:penalty|penalties|fine|fined|illegal|law|jail|prison|punish\w*|caught)\b", re.I)
 _THEFT_RE = re.compile(r"偷电|窃电|私拉|\bsteal\w*|\btheft\b|\bstolen\b", re.I)
@@ -113,6 +134,14 @@ _FEE_RE = re.compile(r"收费|收钱|要钱|花钱|付钱|免费|费用|多少�
 _ETA_RE = re.compile(
     r"多久|多长时间|什么时候(?:能|会|可以)?(?:来|到|修好|处理)|几点(?:能|会)?(?:来|到)|还要等|要等多久|"
     r"\bhow (?:long|soon)\b|\bwhen (?:will|can|do|does|is)\b.{0,25}\b(?:come|arrive|get here|be here|fix|here)|\beta\b", re.I)
+_LOOKUP_OUTAGES_RE = re.compile(r"^\s*(?:查|查询|查一下|查查|看看)(?:一下)?(?:停电|停电信息|停电计划|停电通知)\s*[?？。.!！]*\s*$|"
+                                r"^\s*停电(?:查询|信息)\s*$|^\s*(?:check|look up|show)(?: the)? (?:power )?outages?\s*\??\s*$", re.I)
+_COMPLAINT_WORD_RE = re.compile(r"投诉|\bcomplain", re.I)
+_WO_MENTION_RE = re.compile(r"\bWO\d|工单|我的投诉|my complaint", re.I)
+_OVERDUE_RE = re.compile(r"超时|超期|逾期|过期|超过.{0,4}(?:时限|时间)|拖了|还没(?:来|修|处理)|\boverdue\b|\blate\b|"
+                         r"\bby now\b|\bsupposed to\b|\bmissed the deadline\b", re.I)
+_DUE_RE = re.compile(r"截止|最晚|到期|缴费期限|几号前|\bdeadline\b|\bdue\b|\blast day\b", re.I)
+_WHEN_RE = re.compile(r"几点|什么时候|哪天|多久|\bwhat time\b|\bwhen\b|\bwhich day\b|\bhow long\b", re.I)
 # a question, not a detail ("为什么要电话", "why do you need it?")
 _QUESTION_RE = re.compile(r"[?？]|吗|么|呢|为什么|为啥|怎么|多久|\b(?:why|what|how|when|where|who|which)\b", re.I)
 
@@ -133,7 +162,8 @@ _EARLIER_RE = re.compile(
     r"\b(?:one|month|bill|period) before\b|\bbefore that\b|\bprevious one\b|\bearlier one\b|"
     r"之前(?:那|一)个?月?|再?前一(?:个月|期|个)|上一期|前一期|再往前|更早(?:的|一点)?", re.I)
 # the tariff category a question names
-_COMMERCIAL_RE = re.compile(r"商业|工商|一般工商|commercial|business|shop", re.I)
+_COMMERCIAL_RE = re.compile(r"商业|工商|一般工商|店|商铺|饭馆|餐厅|餐馆|公司|工厂|厂房|办公|"
+                            r"commercial|business|shop|store|restaurant|cafe|factory|office", re.I)
 _CATEGORY_NAMED_RE = re.compile(r"商业|居民|住宅|家用|家庭|commercial|residential|\bhomes?\b|\bhouseholds?\b|\bshops?\b|\bbusiness", re.I)
 # digits, button payloads and codes ("WO202611280001") say nothing of the customer's language
 _CODES_RE = re.compile(r"^/[a-z_]+|\bWO\d{6,}\b|\d+", re.I)
@@ -180,8 +210,10 @@ def corrects(text: str) -> bool:
 
 
 def affirms(text: str) -> bool:
-    """A yes to the question just asked ("是的", "对，提交", "yes please"), not a decline."""
-    return _AFFIRM_RE.search(text) is not None and not declines(text)
+    """A yes to the question just asked ("是的", "对，提交", "yes please"), not a decline, nor an
+    "ok" that opens another question ("ok when exactly will it be back?")."""
+    return _AFFIRM_RE.search(text) is not None and not declines(text) and not (
+        is_question(text) and len(_LETTERS_RE.findall(text)) > 6)
 
 
 def means_registered_address(text: str) -> bool:
@@ -199,11 +231,6 @@ def looks_like_address(text: str) -> bool:
     if not rest.strip() or rest.strip().isdigit():
         return False
     return _ADDRESS_RE.search(rest) is not None
-
-
-def looks_like_district(text: str) -> bool:
-    """A district named without its suffix ("徐汇", "Minhang") or with it: words, no digits."""
-    return not any(ch.isdigit() for ch in text) and looks_like_address(text + "区")
 
 
 def address_text(text: str) -> str:
@@ -294,6 +321,39 @@ def says_previous_month(text: str) -> bool:
     return _PREVIOUS_MONTH_RE.search(text) is not None
 
 
+def swapped_number(text: str) -> tuple[str, str] | None:
+    """(new, old) of a number corrected in passing ("是1203室不是1202", "it's 98 not 88",
+    "1202改成1203"), else None."""
+    for rx, new, old in _SWAPS:
+        m = rx.search(text)
+        if m:
+            return m.group(new), m.group(old)
+    return None
+
+
+def subscribes_only_some(text: str) -> bool:
+    """"停电通知帮我订一下 别的不要", "just the outage alerts, nothing else": a subscription to
+    one topic — the "不要" is about the others, not an unsubscribe."""
+    return _SUBSCRIBE_VERB_RE.search(text) is not None and _ONLY_SOME_RE.search(text) is not None
+
+
+def names_category(text: str) -> str | None:
+    """The kind of account a customer means by words ("家里那个", "the restaurant one"):
+    commercial, residential, or None."""
+    found = []  # (position, kind) of each mention not negated ("不是店里的", "not the shop")
+    for rx, kind in ((_SHOP_WORDS_RE, "commercial"), (_HOME_WORDS_RE, "residential")):
+        for m in rx.finditer(text):
+            if not _NEGATED_RE.search(text[max(0, m.start() - 8):m.start()]):
+                found.append((m.start(), kind))
+    return min(found)[1] if found else None
+
+
+def other_utility(text: str) -> bool:
+    """"帮我交一下燃气费", "pay my water bill": another utility's or company's bill, with no word
+    of electricity — not something 95598 handles, whatever the request around it."""
+    return _OTHER_UTILITY_RE.search(text) is not None and _ELECTRIC_RE.search(text) is None
+
+
 def asks_about_penalty(text: str) -> bool:
     """"偷电会被怎么处罚", "is it illegal?": a question about the law, not a report."""
     return _PENALTY_RE.search(text) is not None and is_question(text)
@@ -312,6 +372,32 @@ def asks_if_restored(text: str) -> bool:
 def asks_eta(text: str) -> bool:
     """"大概多久能到", "how long until they come": when will the crew (or the answer) come."""
     return _ETA_RE.search(text) is not None
+
+
+def looks_up_outages(text: str) -> bool:
+    """"查停电", "停电查询", "check outages": a lookup of outages, not a report of one."""
+    return _LOOKUP_OUTAGES_RE.search(text) is not None
+
+
+def asks_complaint_process(text: str) -> bool:
+    """"投诉一般多久有人回复": how complaints are handled, not one to file."""
+    return _COMPLAINT_WORD_RE.search(text) is not None and asks_eta(text) and is_question(text) \
+        and not _WO_MENTION_RE.search(text)
+
+
+def asks_if_overdue(text: str) -> bool:
+    """"是不是超时了", "was it supposed to be fixed by now?": whether a deadline has passed."""
+    return _OVERDUE_RE.search(text) is not None
+
+
+def asks_due_date(text: str) -> bool:
+    """"when is the deadline again?", "最晚哪天交": when a bill must be paid."""
+    return _DUE_RE.search(text) is not None
+
+
+def asks_when(text: str) -> bool:
+    """"几点到几点", "what time?": a question of when, about what was just shown."""
+    return _WHEN_RE.search(text) is not None
 
 
 def is_question(text: str) -> bool:

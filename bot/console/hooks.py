@@ -35,6 +35,7 @@ from bot.models import utcnow
 from bot.pipeline import as_turn_handler
 from bot.texts import TextService
 from channels.base import Message, Reply
+from intents.slots import mobile
 
 log = logging.getLogger("powerbot.console")
 
@@ -163,9 +164,9 @@ class ConsoleHandler:
         from bot.console.summary import account_numbers
 
         numbers = await account_numbers(self.sessionmaker, self.core, message.conversation_id)
-        phone = None
+        phone = mobile(message.text or "")  # "让人回个电话给我吧 139…": the number the customer gives
         sender = message.sender_id.lstrip("+").removeprefix("86")
-        if message.channel == "sms" and sender.isdigit():
+        if phone is None and message.channel == "sms" and sender.isdigit():
             phone = sender
         try:
             if phone is None and numbers:

@@ -70,7 +70,8 @@ CANNED_RESPONSES = [
 
 _CN_DIGITS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5}
 _SCORE = re.compile(r"^\s*([1-5一二两三四五])\s*(分|星|颗星|stars?|points?)?\s*[。.!！~～]*\s*$", re.I)
-_CALLBACK_YES = re.compile(r"回电|回拨|打给我|来电|callback|call\s*me|call\s*back", re.I)
+_CALLBACK_YES = re.compile(r"回电|回拨|打给我|来电|回个电话|打个电话|打电话给我|给我打电话|callback|call\s*me|call\s*back|"
+                           r"ring\s*me|phone\s*me|give me a call", re.I)
 
 
 def parse_score(text: str) -> int | None:

@@ -46,6 +46,7 @@ from bot.dialogue.flows.subscriptions import SubscriptionFlows
 from bot.dialogue.flows.tariffs import TariffFlows
 from bot.dialogue.forms import ConfirmedWrites, FormsMixin, Stop
 from bot.dialogue.identity import IdentityMixin
+from bot.dialogue.follow_ups import FollowUpsMixin
 from bot.dialogue.policy import FALLBACK_CONFIDENCE, PolicyMixin
 from bot.dialogue.reference import ReferenceData
 from bot.dialogue.responses import CHINA_TZ, Responses
@@ -67,7 +68,7 @@ OUT_OF_SCOPE_CONFIDENCE = 0.6
 
 
 class DialogueEngine(
-    PolicyMixin, FormsMixin, IdentityMixin, Responses, ReferenceData,
+    PolicyMixin, FollowUpsMixin, FormsMixin, IdentityMixin, Responses, ReferenceData,
     HazardFlows, BillingFlows, OutageFlows, ServiceRequestFlows, ApplicationFlows, TariffFlows, AppointmentFlows,
     SubscriptionFlows,
 ):

@@ -42,14 +42,15 @@ from intents.signals import (
     given_last4,
     is_question,
     looks_like_address,
-    looks_like_district,
     means_registered_address,
     means_registered_phone,
     topic,
     letter_count,
+    swapped_number,
     wants_anonymity,
 )
 from intents.slots import account_number, choice, contact_name, iso_date, kwh, last4, mobile, work_order_id
+from intents.slots import district as district_in
 
 TOPIC_NAMES = ("outage", "bill", "work_order", "payment")
 
@@ -66,6 +67,13 @@ REPORTS = frozenset({"complaint", "feedback", "report_violation", "repair_reques
 # forms whose questions about their subject have an answer of their own (``form_answer``)
 REPAIRS = frozenset({"repair_request", "report_outage", "emergency"})
 APPLICATIONS = frozenset({"new_connection", "solar_connection", "ev_charging", "account_change"})
+
+
+def says_yes(turn: Turn) -> bool:
+    """A yes to the question just asked: in words ("是的", "go ahead") or as the NLU hears it,
+    but not an "ok" that opens another question ("ok when exactly will it be back?")."""
+    text = turn.message.text or ""
+    return affirms(text) or turn.intent == "affirm" and turn.confidence >= 0.5 and not is_question(text)
 
 
 def stay_anonymous(turn: Turn) -> None:
@@ -233,7 +241,9 @@ class FormsMixin:
         if not value and looks_like_address(text):
             value = address_text(text)
         if not value and e.get("district"):
-            value = e["district"]
+            # "浦东": where, roughly — kept, but a crew needs the street and number (asked again)
+            turn.set_slot("district", e["district"])
+            return False
         if not value:
             return False
         turn.set_slot(slot, value)
@@ -268,10 +278,14 @@ class FormsMixin:
         if not phone and means_registered_phone(text):
             phone = await self._known_phone(turn)
         acc = e.get("account_number") or account_number(text)
-        if acc and not turn.slots.get("account_number") and form.get("slot") != "last4":
+        # "不对 我要绑的是店里那个 3100000003" at the confirmation: that account instead (checked anew)
+        switch = form.get("slot") == "confirm" and acc and str(acc) != turn.slots.get("account_number")
+        if acc and (not turn.slots.get("account_number") or switch) and form.get("slot") != "last4":
             try:
                 await self.account(turn, str(acc))
                 turn.set_slot("account_number", str(acc))
+                if switch:
+                    turn.slots.pop("_confirmed", None)
                 got = True
                 if given_last4(text) and str(acc) not in turn.authorized:  # "户号…，尾号8000"
                     await self.verify(turn, form["name"], turn.accounts_cache[str(acc)])
@@ -280,6 +294,11 @@ class FormsMixin:
         if phone and (not turn.slots.get("contact_phone") or form.get("slot") == "confirm"
                       and phone != turn.slots.get("contact_phone")):  # "call me on …" changes the number
             turn.set_slot("contact_phone", phone)
+            got = True
+        swap = swapped_number(text)
+        if swap and turn.slots.get("address") and swap[1] in str(turn.slots["address"]) and swap[0] != swap[1]:
+            # "是1203室不是1202": the number corrected inside the address given
+            turn.set_slot("address", str(turn.slots["address"]).replace(swap[1], swap[0], 1))
             got = True
         moved = form.get("slot") == "confirm" and e.get("address") and e["address"] != turn.slots.get("address")
         if (not turn.slots.get("address") or moved) and form.get("slot") not in ("address", "location", "district") and (
@@ -331,7 +350,7 @@ class FormsMixin:
         text = (turn.message.text or "").strip()
         e = turn.entities
         if slot == "confirm":
-            if affirms(text) or turn.intent == "affirm" and turn.confidence >= 0.5:
+            if says_yes(turn):
                 turn.slots["_confirmed"] = form["name"]
                 return True
             return False
@@ -341,7 +360,7 @@ class FormsMixin:
                 turn.set_slot("work_order_id", str(wid).upper())
                 return True
         if slot == "account_number" and form.get("options"):
-            chosen = self._chosen_account(text, form["options"])
+            chosen = await self._chosen_account(turn, text, form["options"])
             if chosen:
                 turn.set_slot("account_number", chosen)
                 return True
@@ -397,9 +416,10 @@ class FormsMixin:
                 return True
             if turn.intent in BUSINESS_INTENTS and turn.confidence > 0.9:
                 return False
-            if len(text) < 2 or not looks_like_district(text):
+            named = district_in(text) if len(text) >= 2 else None  # "几点到几点" names none
+            if not named:
                 return False
-            turn.set_slot("district", text)
+            turn.set_slot("district", named)
             return True
         if slot == "date":
             day = e.get("date") or iso_date(text)

@@ -24,7 +24,9 @@ from bot.dialogue.verification import LOCK_MINUTES, MAX_VERIFY_FAILURES
 from bot.logs import mask_account
 from channels.base import Message, proven_phone
 from intents.payload import chosen_option
-from intents.signals import account_ending, given_last4
+from bot.dialogue.flows.places import street_of
+from intents.places import street_written
+from intents.signals import account_ending, given_last4, names_category
 from intents.slots import choice
 
 
@@ -64,7 +66,15 @@ class IdentityMixin:
                 opts = sorted(turn.authorized)
                 buttons = [(mask_account(n), f'/choose{{"account_choice": {k}}}') for k, n in enumerate(opts, 1)]
                 turn.state["form"] = {"name": flow, "slot": "account_number", "options": opts}
-                self.say(turn, "utter_ask_account_choice", extra_buttons=buttons)
+                # the list in words as well (SMS and mail have no buttons): the customer's own
+                # accounts, by kind and street, so "家里那个" or "the shop" can choose
+                lines = []
+                for k, n in enumerate(opts, 1):
+                    acc = await self.account(turn, n)
+                    lines.append(self.phrase(turn, "utter_fragment_account_choice_line", k=k, account=mask_account(n),
+                                             category=self.phrase(turn, f"utter_fragment_category_{acc.category}"),
+                                             street=street_of(acc.address, turn.lang)))
+                self.say(turn, "utter_ask_account_choice", extra_buttons=buttons, accounts="\n".join(lines))
                 raise Stop
             else:
                 self.ask(turn, flow, "account_number", "utter_ask_account_number")
@@ -111,10 +121,10 @@ class IdentityMixin:
             raise Stop
         self.ask(turn, flow, "last4", "utter_verify_failed", left=MAX_VERIFY_FAILURES - failures)
 
-    @staticmethod
-    def _chosen_account(text: str, options: list[str]) -> str | None:
+    async def _chosen_account(self, turn: Turn, text: str, options: list[str]) -> str | None:
         """The account a customer picked from an offered list: by the button's position
-        (``/choose{"account_choice": 2}`` or "2"), by its masked form, or by its last 4 digits."""
+        (``/choose{"account_choice": 2}`` or "2"), by its masked form, by its last 4 digits, or
+        by the kind or the street the list named ("家里那个 不是店里的", "the shop on Shiji Avenue")."""
         k = chosen_option(text, "account_choice", max_digits=2)
         if k is None:
             k = choice(text)
@@ -124,4 +134,12 @@ class IdentityMixin:
         ending = account_ending(text)
         if not hits and ending:  # "居民那个，尾号0001的", "the restaurant one, account ending 0003"
             hits = [n for n in options if n.endswith(ending)]
+        known = [await self.account(turn, n) for n in options] if not hits else []
+        if not hits and known:
+            # the first clause says which ("家里那个 不是店里的": the home, not the shop)
+            kind = names_category(text)
+            hits = [a.account_number for a in known if kind and a.category == kind]
+        if not hits and known:
+            hits = [a.account_number for a in known if street_of(a.address, "zh") and street_of(a.address, "zh") in text
+                    or street_written(text, street_of(a.address, "zh"))]
         return hits[0] if len(hits) == 1 else None

@@ -15,7 +15,7 @@ In order of precedence:
   for a yes or no twice at most); a yes or no with nothing asked writes nothing;
 - two requests in one message ("查下电费，顺便问下浦东明天停不停电") are handled in order
   (``act``), the first question that opens staying open;
-- a follow-up reuses the last request ("那上个月呢"); a bare account or work-order number
+- a follow-up reuses the last request (``follow_ups``: "那上个月呢"); a bare account or work-order number
   continues the last request, or asks what it is for; a message of details the NLU calls
   "inform" is the best-ranked business request of the parse;
 - otherwise the intent is dispatched — to a business flow, to the simple responses the domain's
@@ -37,14 +37,13 @@ from typing import Any
 
 from bot.dialogue.flows import BUSINESS_INTENTS
 from bot.dialogue.flows.hazards import EMERGENCY
-from bot.dialogue.forms import CURRENT_TURN, TURN_SLOTS, Stop
+from bot.dialogue.forms import CURRENT_TURN, TURN_SLOTS, Stop, says_yes
 from bot.dialogue.turn import Turn
 from bot.dialogue.verification import LOCK_MINUTES
 from backend_client import NotFound
 from bot.logs import mask_account, mask_text
 from common.metrics import FALLBACKS
 from intents.signals import (
-    affirms,
     asks_human,
     asks_theft_law,
     asks_if_bot,
@@ -61,11 +60,11 @@ from intents.signals import (
     is_hazard,
     is_question,
     looks_like_address,
-    names_tariff_category,
+    other_utility,
+    looks_up_outages,
+    asks_complaint_process,
+    subscribes_only_some,
     wants_anonymity,
-    asks_earlier,
-    asks_eta,
-    says_previous_month,
 )
 from intents.slots import account_number, has_account_digits, kwh, last4, work_order_id
 
@@ -116,6 +115,14 @@ class PolicyMixin:
         if intent in ("bill_query", "usage_query", "nlu_fallback") and kwh(text) and asks_price(text) \
                 and not has_account_digits(text):
             intent = turn.intent = "tariff_consult"
+        if looks_up_outages(text):
+            intent = turn.intent = "outage_schedule"  # "查停电": a lookup, not a report
+        elif asks_complaint_process(text):
+            intent = turn.intent = "complaint"  # its flow says how complaints are handled
+        if intent == "unsubscribe_notifications" and subscribes_only_some(text):
+            intent = turn.intent = "subscribe_notifications"
+        if other_utility(text) and not form:
+            intent = turn.intent = "out_of_scope"  # "帮我交一下燃气费": another company's bill
         if asks_theft_law(text):
             intent = turn.intent = "report_violation"  # its flow answers what the law says
         if is_cancel(text):
@@ -151,7 +158,7 @@ class PolicyMixin:
             await self._form_turn(turn, form, decline)
             return
         paused = st.pop("paused", None)
-        if paused and (affirms(text) or intent == "affirm"):
+        if paused and says_yes(turn):
             st["form"] = paused
             self.say(turn, "utter_resume_form")
             await self.run_flow(turn, paused["name"], resume=True)
@@ -170,14 +177,16 @@ class PolicyMixin:
             if decline or intent == "deny" or intent == "cancel":
                 self.say(turn, "utter_anything_else")
                 return
-            if affirms(text) or intent == "affirm":
+            if says_yes(turn) and intent not in _CLOSING_TALK:
+                # ("好的，谢谢你们辛苦了" is thanks, not a yes to paying)
                 await self.accept_offer(turn, offer)
                 return
             if _OFFER_FLOWS.get(offer) == intent and turn.confidence >= FALLBACK_CONFIDENCE:
                 # "嗯，短信通知我就行": the offer taken up in other words; its flow asks the yes
                 await self.accept_offer(turn, offer, confirmed=False)
                 return
-            if offer not in _UNASKED_OFFERS and _unclear_reply(turn, intent) and offer_misses < MAX_FORM_MISSES:
+            if offer not in _UNASKED_OFFERS and _unclear_reply(turn, intent) and not is_question(text) \
+                    and offer_misses < MAX_FORM_MISSES:
                 # "0000", "嗯？": not a new request, not an answer. Keep the question open and ask
                 # for a yes or no (twice at most); a real new request lets the offer lapse
                 st["offer"] = offer
@@ -199,49 +208,25 @@ class PolicyMixin:
             await self.act(turn, intent, parts)
             return
 
-        # 5. follow-up that reuses context ("那上个月呢")
+        # 5. a follow-up that reuses the last request ("那上个月呢", "what about Baoshan?")
         last = st.get("last_intent")
-        shown = turn.slots.get("month")
-        earlier = bool(shown) and asks_earlier(text) and len(text) <= 40
-        if last in ("bill_query", "usage_query") and (turn.entities.get("month") or earlier) and (
-            intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent == last
-        ):
-            month = turn.entities.get("month") or shown
-            if shown and (earlier or says_previous_month(turn.message.text or "")):
-                y, m = map(int, shown.split("-"))
-                month = f"{y - (m == 1)}-{(m - 2) % 12 + 1:02d}"  # the month before the one just shown
-            turn.set_slot("month", month)
-            st["fallbacks"] = 0
-            await self.run_flow(turn, last, resume=True)
-            return
-
-        # "and for homes?", "那居民呢" after a price: the same question for that category
-        if last == "tariff_consult" and names_tariff_category(text) and len(text) <= 30 and (
-            intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent == last
-        ):
-            turn.intent = "tariff_consult"
-            await self.act(turn, "tariff_consult")
-            return
-
-        # "那宝山呢", "what about Baoshan?" after the planned outages of a district: the same question there
-        if last == "outage_schedule" and (turn.entities.get("district") or turn.entities.get("date")) and (
-            intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent == last
-        ):
-            self._take_entities(turn)
-            st["fallbacks"] = 0
-            await self.run_flow(turn, last, resume=True)
-            return
-
-        # 6. "大概多久能到？" after an order was filed: that order's status and its deadline
-        if turn.slots.get("_orders") and asks_eta(text) and (intent not in BUSINESS_INTENTS or turn.confidence < 0.8):
-            turn.set_slot("work_order_id", turn.slots["_orders"][-1])
-            await self.act(turn, "work_order_status")
+        if await self.follow_up(turn, intent, text, last):
             return
 
         # 7. a bare piece of information with no form: continue the last request with it
         if intent in ("inform", "nlu_fallback") or turn.confidence < FALLBACK_CONFIDENCE:
             if st.get("locked") and last4(text):
                 self.say(turn, "utter_verify_locked", minutes=LOCK_MINUTES)  # the check stays locked
+                return
+            pending = turn.slots.get("account_number")
+            if pending and pending not in turn.authorized and last in BUSINESS_INTENTS and (given_last4(text) or last4(text)):
+                # "last 4 digits are 8000" after a request that named an account: checked, then answered
+                try:
+                    await self.verify(turn, last, await self.account(turn, str(pending)))
+                except NotFound:
+                    turn.slots.pop("account_number", None)
+                else:
+                    await self.run_flow(turn, last, resume=True)
                 return
             if (turn.entities.get("account_number") or has_account_digits(text)) and last in BUSINESS_INTENTS:
                 self._take_entities(turn)
@@ -376,7 +361,8 @@ class PolicyMixin:
         name, slot = form["name"], form.get("slot")
         intent = turn.intent
         gives = self._gives_value(turn, slot) or (
-            name == "report_violation" and slot == "contact_phone" and wants_anonymity(turn.message.text or ""))
+            name == "report_violation" and slot == "contact_phone" and wants_anonymity(turn.message.text or "")) or (
+            name == "book_appointment" and bool(turn.entities.get("date")))  # "不对 改成后天下午": a change
         other = intent in BUSINESS_INTENTS and intent != name and turn.confidence >= 0.7
         if corrects(turn.message.text or "") and other and not gives:
             # "哦不对，我是要报修…": the old request is dropped, the new one taken up

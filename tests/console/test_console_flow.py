@@ -74,6 +74,16 @@ async def test_nobody_online_wait_notice_and_callback_order(gw, http) -> None:
         assert any(e["kind"] == "customer" and e["intent"] for e in conv["events"])
 
 
+async def test_callback_asked_in_other_words_carries_the_number_given(gw, http) -> None:
+    """"让人回个电话给我吧 136…" while nobody is online: a call back, to the number just given."""
+    c = Customer(http, gw.url, "cb2-" + uuid.uuid4().hex[:8])
+    assert "暂无人工客服在线" in " ".join(await c.say("转人工"))
+    texts = await c.say("没人吗？不等了，让人回个电话给我吧 13600001111")
+    assert len(texts) == 1 and "回电工单" in texts[0]
+    wo = await gw.app[CORE].get_work_order(texts[0].split("回电工单")[1].split("，")[0].strip())
+    assert wo.contact_phone == "13600001111" and wo.details.get("callback")
+
+
 async def test_agent_works_a_conversation(gw, http) -> None:
     async with AgentClient(gw.url) as a, AgentClient(gw.url) as b, AgentClient(gw.url) as sup:
         await a.login("alice")

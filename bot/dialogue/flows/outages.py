@@ -18,14 +18,14 @@ from typing import Any
 
 from backend_client import NotFound
 from bot.dialogue.flows import WORK_ORDER_TYPES, remember_order
-from bot.dialogue.flows.places import district_label, has_chinese, names_street, outage_area, outage_cause
+from bot.dialogue.flows.places import district_label, has_chinese, names_street, outage_area, outage_cause, street_of
 from bot.dialogue.responses import CHINA_TZ, WO_STATUSES, local
 from bot.dialogue.turn import Turn
 from bot.dialogue.verification import aware
 from bot.logs import mask_phone
 from common.clock import utcnow
 from intents.places import find, street_written
-from intents.signals import address_text, asks_fee, asks_if_restored, is_question, looks_like_address
+from intents.signals import address_text, asks_fee, asks_if_restored, given_last4, is_question, looks_like_address
 from intents.slots import district as district_in
 
 
@@ -36,7 +36,14 @@ class OutageFlows:
         number proves nothing, so the customer is asked where the fault is (and the order is
         not linked to an account they have not proven). A district alone is not an address:
         the order needs the place itself."""
-        number = turn.slots.get("account_number")
+        number = turn.slots.get("account_number") or turn.entities.get("account_number")
+        if number and number not in turn.authorized and given_last4(turn.whole_text or turn.message.text or ""):
+            # "account 3100000001, phone ends 8000" in the report itself: checked now
+            try:
+                await self.verify(turn, flow, await self.account(turn, str(number)))
+                turn.set_slot("account_number", str(number))
+            except NotFound:
+                pass
         unproven = bool(number) and number not in turn.authorized
         if unproven:
             number = None
@@ -92,6 +99,7 @@ class OutageFlows:
             turn.state["offer"] = "subscribe_outage"
             turn.actions.append(("action_known_outage", {"outage_id": o.id}))
             turn.slots["_known_outage"] = o.id
+            turn.slots["_known_outage_end"] = local(o.estimated_end_at)  # "when exactly?" next
             self.say(turn, "utter_known_outage", scope=outage_area(o, turn.lang),
                      cause=outage_cause(o, turn.lang) or self.phrase(turn, "utter_fragment_fault_cause"),
                      end=local(o.estimated_end_at))
@@ -148,14 +156,19 @@ class OutageFlows:
         # every district the question names ("黄浦和浦东明天都停电吗"), else the one given or the account's
         named = list(dict.fromkeys(name for _s, _e, name in find(str(turn.slots.get("_text") or "").lower())))
         district = turn.slots.get("district") or district_in(turn.slots.get("address") or "")
-        if not district:
+        if not district and turn.authorized:
+            # the customer's own account: the one named, the one whose street the question names
+            # ("我店里下周停电吗 世纪大道那个"), or the district all of theirs are in
             number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
-            number = number or (next(iter(turn.authorized)) if len(turn.authorized) == 1 else None)
-            if number:
-                try:
-                    district = (await self.account(turn, number)).district
-                except NotFound:
-                    pass
+            asked = str(turn.slots.get("_text") or "")
+            try:
+                mine = [await self.account(turn, n) for n in ([number] if number else sorted(turn.authorized))]
+            except NotFound:
+                mine = []
+            named_street = [a for a in mine if street_of(a.address, "zh") and street_of(a.address, "zh") in asked]
+            districts = {a.district for a in (named_street or mine)}
+            if len(districts) == 1:
+                district = districts.pop()
         if not district and not named:
             district = self.require(turn, "outage_schedule", "district", "utter_ask_district")
             district = district_in(district) or district

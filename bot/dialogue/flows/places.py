@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from intents.places import SHANGHAI, address_parts, hours_english, street_english
+from intents.places import SHANGHAI, address_parts, hours_english, street_english, street_name
 
 # rough centre (latitude, longitude) of each district, by its English name
 POSITIONS: dict[str, tuple[float, float]] = {
@@ -52,6 +52,12 @@ def address_for(address: str | None, lang: str) -> str:
     road = street_english(street)
     place = f"No. {number}, Lane {lane}, {road}" if lane else f"{number} {road}"
     return f"{place}, {district}" if district else place
+
+
+def street_of(address: str | None, lang: str) -> str:
+    """The street of an address as an answer names it ("碧波路", "Bibo Road"); "" if none."""
+    name = street_name(address or "")
+    return (street_english(name) if lang == "en" else name) if name else ""
 
 
 def hours_for(hours: str | None, lang: str) -> str:

@@ -21,7 +21,7 @@ from bot.dialogue.turn import Turn
 from bot.logs import mask_phone
 from channels.base import proven_phone
 from common.money import money_text
-from intents.signals import asks_about_penalty, complaint_needs_agent, is_angry, wants_anonymity, word_chars
+from intents.signals import asks_about_penalty, asks_eta, complaint_needs_agent, is_question, is_angry, wants_anonymity, word_chars
 from intents.signals import topic as topic_in
 from intents.slots import mobile
 
@@ -29,6 +29,11 @@ from intents.slots import mobile
 class ServiceRequestFlows:
     async def flow_complaint(self, turn: Turn) -> None:
         text = str(turn.slots.get("_text") or "")
+        if not turn.state.get("form") and is_question(text) and asks_eta(text):
+            # "投诉一般多久有人回复": how complaints are handled, not one to file
+            self.finish(turn)
+            self.say(turn, "utter_complaint_process")
+            return
         angry = is_angry(text)
         number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
         if not number and len(turn.authorized) == 1:
@@ -139,7 +144,8 @@ class ServiceRequestFlows:
         if "contact_phone" not in turn.slots:
             self.ask(turn, "report_violation", "contact_phone", "utter_ask_violation_contact")
         phone = turn.slots.get("contact_phone") or None
-        self.confirm(turn, "report_violation", "utter_confirm_order", description=preview(desc))
+        self.confirm(turn, "report_violation", "utter_confirm_anonymous_report" if turn.slots.get("anonymous")
+                     else "utter_confirm_order", description=preview(desc))
         wo = await self.core.create_work_order(
             "violation", desc[:500], priority="normal", channel=None if turn.slots.get("anonymous") else turn.message.channel,
             contact_phone=phone, address=address, details={"anonymous": bool(turn.slots.get("anonymous"))},

@@ -1,0 +1,86 @@
+"""Follow-ups: a short message that reuses the request just answered.
+
+"那上个月呢" after a bill, "and before that?" (the month before the one shown), "and for homes?"
+after a price, "what about Baoshan?" or "几点到几点" after planned outages, "when exactly?" after
+a known outage, "是不是超时了" after the orders' status, "when is the deadline again?" after a bill
+or a payment, "大概多久能到？" after an order was filed. Each applies only when the message is
+not confidently another request (the NLU knows the follow-up's words poorly: they borrow the
+context).
+
+Expects of the class it is mixed into: ``run_flow``, ``act`` (``PolicyMixin``);
+``_take_entities`` (``FormsMixin``); ``say`` (``Responses``).
+"""
+
+from __future__ import annotations
+
+from bot.dialogue.flows import BUSINESS_INTENTS
+from bot.dialogue.turn import Turn
+from intents.signals import (
+    asks_due_date,
+    asks_earlier,
+    asks_eta,
+    asks_if_overdue,
+    asks_when,
+    names_tariff_category,
+    says_previous_month,
+)
+
+
+class FollowUpsMixin:
+    async def follow_up(self, turn: Turn, intent: str, text: str, last: str | None) -> bool:
+        """Answer ``text`` as a follow-up of ``last`` if it is one; whether it was."""
+        st = turn.state
+        # "那上个月呢", "and before that?" after a bill or the usage: that month's
+        shown = turn.slots.get("month")
+        earlier = bool(shown) and asks_earlier(text) and len(text) <= 40
+        if last in ("bill_query", "usage_query") and (turn.entities.get("month") or earlier) and (
+            intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent == last
+        ):
+            month = turn.entities.get("month") or shown
+            if shown and (earlier or says_previous_month(turn.message.text or "")):
+                y, m = map(int, shown.split("-"))
+                month = f"{y - (m == 1)}-{(m - 2) % 12 + 1:02d}"  # the month before the one just shown
+            turn.set_slot("month", month)
+            st["fallbacks"] = 0
+            await self.run_flow(turn, last, resume=True)
+            return True
+
+        # "and for homes?", "那居民呢" after a price: the same question for that category
+        if last == "tariff_consult" and names_tariff_category(text) and len(text) <= 30 and (
+            intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent == last
+        ):
+            turn.intent = "tariff_consult"
+            await self.act(turn, "tariff_consult")
+            return True
+
+        # "那宝山呢", "what about Baoshan?" after the planned outages of a district: the same question there
+        if last == "outage_schedule" and (turn.entities.get("district") or turn.entities.get("date") or asks_when(text)) and (
+            intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent == last
+        ):
+            self._take_entities(turn)
+            st["fallbacks"] = 0
+            await self.run_flow(turn, last, resume=True)
+            return True
+
+        # "when exactly?" after a known outage: when it is expected to end
+        if turn.slots.get("_known_outage_end") and last == "report_outage" and (asks_when(text) or asks_eta(text)):
+            self.say(turn, "utter_known_outage_end", end=turn.slots["_known_outage_end"])
+            return True
+
+        # "是不是超时了" after the orders' status: their status again, which says so
+        if last == "work_order_status" and asks_if_overdue(text):
+            await self.run_flow(turn, last, resume=True)
+            return True
+
+        # "when is the deadline again?" after a bill or a payment: the bill, with its due date
+        if last in ("pay_bill", "bill_query") and asks_due_date(text) and (
+                intent not in BUSINESS_INTENTS or turn.confidence < 0.8):
+            await self.act(turn, "bill_query")
+            return True
+
+        # "大概多久能到？" after an order was filed: that order's status and its deadline
+        if turn.slots.get("_orders") and asks_eta(text) and (intent not in BUSINESS_INTENTS or turn.confidence < 0.8):
+            turn.set_slot("work_order_id", turn.slots["_orders"][-1])
+            await self.act(turn, "work_order_status")
+            return True
+        return False
