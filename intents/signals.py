@@ -88,6 +88,7 @@ _CLAUSE_RE = re.compile(
     r",?\s+and\s+(?=(?:is|are|what|when|how|can|could|do|does|will|any)\b)", re.I)
 # "直接给我转人工", "let me talk to a real person": an agent, whatever else the message says
 _ASKS_HUMAN_RE = re.compile(r"转人工|人工客服|找人工|要人工|找真人|要真人|真人客服|real person|human agent|talk to (?:a |an )?(?:human|person|agent)", re.I)
+_LONG_DIGITS_RE = re.compile(r"\d{7,}")
 # "尾号8000", "后四位9000", "last 4 is 8000", "the phone ends in 9000": the identity check given up front
 _GIVEN_LAST4_RE = re.compile(
     r"(?:尾号|后4位|后四位|末4位|末四位|last (?:4|four)(?: digits)?|ends?(?: in| with)?|ending(?: in| with)?)\D{0,6}(\d{4})(?!\d)", re.I)
@@ -269,6 +270,13 @@ def clauses(text: str) -> list[str]:
 
 def asks_human(text: str) -> bool:
     return _ASKS_HUMAN_RE.search(text) is not None
+
+
+def without_identifiers(text: str) -> str:
+    """The text with the numbers that identify someone blanked out, offsets kept ("户号…，尾号8000,
+    峰谷怎么算": the 8000 is no amount of energy)."""
+    blank = lambda m: " " * len(m.group(0))  # noqa: E731
+    return _LONG_DIGITS_RE.sub(blank, _GIVEN_LAST4_RE.sub(blank, text))
 
 
 def given_last4(text: str) -> str | None:

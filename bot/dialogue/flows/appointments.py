@@ -30,21 +30,37 @@ from __future__ import annotations
 
 
 import unicodedata
+from datetime import date, timedelta
 from typing import Any
 
 from backend_client import Conflict
 from bot.dialogue.flows import BUSINESS_INTENTS
 from bot.dialogue.flows.places import address_for, distance, district_label, english_name, hours_for
 from bot.dialogue.forms import Stop
+from bot.dialogue.responses import CHINA_TZ
 from bot.dialogue.turn import Turn
 from bot.logs import mask_phone
 from channels.base import Button
+from common.clock import utcnow
 from intents.slots import after_name_label, contact_name, mobile, without_phone
 from intents.slots import district as district_in
 
 FLOW = "book_appointment"
 _NOT_SEPARATORS = "'’-"  # punctuation inside a clause: Jing'an, I'm, 138-0013-8000
 _NOT_A_NAME_INTENTS = BUSINESS_INTENTS | {"affirm", "deny", "greet", "goodbye", "thank", "request_human"}
+
+
+def upcoming(day: str | None) -> str | None:
+    """A visit's day: one in the last week ("那我周六自己过去" read toward the past) is the same
+    weekday to come — nobody books a visit for a day gone."""
+    if not day:
+        return day
+    try:
+        d = date.fromisoformat(day)
+    except ValueError:
+        return day
+    today = utcnow().astimezone(CHINA_TZ).date()
+    return (d + timedelta(days=7)).isoformat() if today - timedelta(days=7) < d < today else day
 
 
 def clauses_of(text: str) -> list[str]:
@@ -268,7 +284,7 @@ class AppointmentFlows:
         period = self._period_in(turn, text)
         moved = False  # "actually make it Friday morning instead", whatever was asked
         if fresh or asked in ("place", "slot", "confirm") or turn.entities.get("date") or period:
-            day = turn.entities.get("date") or (slots.get("date") if asked in (None, "place", "slot") else None)
+            day = upcoming(turn.entities.get("date") or (slots.get("date") if asked in (None, "place", "slot") else None))
             if day and day != st.get("date"):
                 st["date"] = day
                 st.pop("slot_id", None)

@@ -18,6 +18,7 @@ from typing import Any
 
 from backend_client import NotFound
 from bot.dialogue.flows import WORK_ORDER_TYPES, remember_order
+from bot.dialogue.forms import Stop
 from bot.dialogue.flows.places import district_label, has_chinese, names_street, outage_area, outage_cause, street_of
 from bot.dialogue.responses import CHINA_TZ, WO_STATUSES, local
 from bot.dialogue.turn import Turn
@@ -105,16 +106,21 @@ class OutageFlows:
                      end=local(o.estimated_end_at))
             return True
         asked = str(turn.slots.get("_text") or "")
-        if not known and asks_if_restored(asked):
+        if not known and asks_if_restored(asked) and not turn.slots.get("_restored_told"):
             # "前两天大统路停电，现在修好了吗": an outage there restored in the last days is the answer
             # (the question itself names the street when no address was given)
             done = await self._restored_outage(address or (asked if has_chinese(asked) else None), district, now)
             if done is not None:
-                self.finish(turn)
                 turn.slots["_outage_checked"] = check
+                turn.slots["_restored_told"] = done.id
                 self.say(turn, "utter_outage_restored", scope=outage_area(done, turn.lang),
                          end=local(done.actual_end_at))
-                return True
+                # "我家还是没电" may follow with the address: the report waits for it (the street
+                # named in the question is no address for a crew)
+                if not any(ch.isdigit() for ch in address or ""):
+                    turn.slots.pop("address", None)
+                turn.state["form"] = {"name": "report_outage", "slot": "location"}
+                raise Stop
         nearby += [o for o in known if o not in nearby]
         told = turn.slots.get("_outage_told") if str(turn.slots.get("_outage_checked") or "").startswith(
             f"{turn.slots.get('_text')}|") else None

@@ -19,7 +19,7 @@ from typing import Any
 from bot.dialogue.responses import kwh_fmt
 from bot.dialogue.turn import Turn
 from common.money import money_text
-from intents.signals import names_tariff_category, tariff_category
+from intents.signals import names_tariff_category, tariff_category, without_identifiers
 
 
 def _numbers(text: str) -> list[tuple[int, int, Decimal]]:
@@ -53,6 +53,7 @@ class TariffFlows:
 
     def _tou_split(self, turn: Turn, text: str) -> tuple[Decimal | None, Decimal | None]:
         """The peak and valley kWh a message gives ("峰时200度，谷时100度"), or (None, None)."""
+        text = without_identifiers(text)  # "尾号8000" next to "峰谷" is the identity check
         low = text.lower()
         cues: list[tuple[int, int, str]] = []
         taken: list[tuple[int, int]] = []
