@@ -111,7 +111,13 @@ class BillingFlows:
                          for p in payments[:5]]
                 self.say(turn, "utter_payments_found", payments="\n".join(lines), owed=money_text(arrears.amount_owed))
             else:
-                self.say(turn, "utter_no_payments", owed=money_text(arrears.amount_owed))
+                # paid at a counter or by bank debit: no online payment, but the bills say what was paid
+                bills = (await self.core.list_bills(acc.account_number))[:2]
+                lines = "\n".join(self.phrase(turn, "utter_fragment_bill_paid_line", month=b.month, amount=money_text(b.amount),
+                                              paid=money_text(b.paid_amount),
+                                              status=self.label(turn, "utter_fragment_bill_status", b.status, BILL_STATUSES))
+                                  for b in bills)
+                self.say(turn, "utter_no_payments", owed=money_text(arrears.amount_owed), bills=lines)
         self.confirm(turn, "payment_issue", "utter_confirm_payment_order")
         turn.slots["_confirmed"] = "payment_issue"  # the yes holds while the callback number is asked
         phone = await self.contact_phone(turn, "payment_issue")
