@@ -171,3 +171,12 @@ def street_name(address: str) -> str | None:
     head = _BEFORE_NUMBER_RE.match(address or "").group(0)
     name = _PLACE_PREFIX_RE.sub("", head)
     return name if _STREET_SUFFIX_RE.search(name) and _HAN_NAME_RE.fullmatch(name) else None
+
+
+_STREET_MENTION_RE = re.compile(r"([\u4e00-\u9fff]{2,4}?(?:大道|公路|路|街))")
+
+
+def street_mentioned(text: str) -> str | None:
+    """A Chinese street a message names in passing ("那世纪大道呢 我店在那" → "世纪大道"), or None."""
+    m = _STREET_MENTION_RE.search(_PLACE_PREFIX_RE.sub("", text or "") if "区" in (text or "") else text or "")
+    return m.group(1).lstrip("那在到去") if m else None

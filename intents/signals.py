@@ -142,9 +142,10 @@ _WO_MENTION_RE = re.compile(r"\bWO\d|工单|我的投诉|my complaint", re.I)
 _OVERDUE_RE = re.compile(r"超时|超期|逾期|过期|超过.{0,4}(?:时限|时间)|拖了|还没(?:来|修|处理)|\boverdue\b|\blate\b|"
                          r"\bby now\b|\bsupposed to\b|\bmissed the deadline\b", re.I)
 _DUE_RE = re.compile(r"截止|最晚|到期|缴费期限|几号前|\bdeadline\b|\bdue\b|\blast day\b", re.I)
+_LATER_RE = re.compile(r"下周|下礼拜|下星期|下个月|下次|以后|计划停电|检修|\bnext (?:week|month|time)\b|\bplanned\b|\blater\b", re.I)
 _WHEN_RE = re.compile(r"几点|什么时候|哪天|多久|\bwhat time\b|\bwhen\b|\bwhich day\b|\bhow long\b", re.I)
 # a question, not a detail ("为什么要电话", "why do you need it?")
-_QUESTION_RE = re.compile(r"[?？]|吗|么|呢|为什么|为啥|怎么|多久|\b(?:why|what|how|when|where|who|which)\b", re.I)
+_QUESTION_RE = re.compile(r"[?？]|吗|么|呢|为什么|为啥|怎么|多久|哪|几点|几号|几时|\b(?:why|what|how|when|where|who|which)\b", re.I)
 
 # notification topics by the words that name them, in the order they are tried
 TOPIC_WORDS = [
@@ -401,6 +402,11 @@ def asks_if_overdue(text: str) -> bool:
 def asks_due_date(text: str) -> bool:
     """"when is the deadline again?", "最晚哪天交": when a bill must be paid."""
     return _DUE_RE.search(text) is not None
+
+
+def speaks_of_later(text: str) -> bool:
+    """"下周那次", "the planned one next week": a time to come, not the outage on now."""
+    return _LATER_RE.search(text) is not None
 
 
 def asks_when(text: str) -> bool:

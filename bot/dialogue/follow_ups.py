@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from bot.dialogue.flows import BUSINESS_INTENTS
 from bot.dialogue.turn import Turn
+from intents.places import street_mentioned
 from intents.signals import (
     asks_due_date,
     asks_earlier,
@@ -23,6 +24,7 @@ from intents.signals import (
     asks_when,
     names_tariff_category,
     says_previous_month,
+    speaks_of_later,
 )
 
 
@@ -53,13 +55,25 @@ class FollowUpsMixin:
             await self.act(turn, "tariff_consult")
             return True
 
-        # "那宝山呢", "what about Baoshan?" after the planned outages of a district: the same question there
-        if last == "outage_schedule" and (turn.entities.get("district") or turn.entities.get("date") or asks_when(text)) and (
+        # "那宝山呢", "what about Baoshan?", "那世纪大道呢" after planned outages: the same question there
+        street = street_mentioned(text) if len(text) <= 20 else None
+        if last == "outage_schedule" and (turn.entities.get("district") or turn.entities.get("date") or asks_when(text)
+                                          or street) and (
             intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent == last
         ):
+            if street and not turn.entities.get("date"):
+                turn.slots.pop("date", None)  # "那世纪大道呢": that street, any coming day
             self._take_entities(turn)
             st["fallbacks"] = 0
             await self.run_flow(turn, last, resume=True)
+            return True
+
+        # "下周那次是哪天" after a known outage: the planned outages of that district
+        if turn.slots.get("_known_outage_district") and last == "report_outage" and speaks_of_later(text) and (
+                asks_when(text) or turn.entities.get("date")):
+            turn.set_slot("district", turn.slots["_known_outage_district"])
+            self._take_entities(turn)
+            await self.run_flow(turn, "outage_schedule", resume=True)
             return True
 
         # "when exactly?" after a known outage: when it is expected to end

@@ -25,7 +25,7 @@ from bot.dialogue.turn import Turn
 from bot.dialogue.verification import aware
 from bot.logs import mask_phone
 from common.clock import utcnow
-from intents.places import find, street_written
+from intents.places import find, street_mentioned, street_written
 from intents.signals import address_text, asks_fee, asks_if_restored, given_last4, is_question, looks_like_address
 from intents.slots import district as district_in
 
@@ -101,6 +101,7 @@ class OutageFlows:
             turn.actions.append(("action_known_outage", {"outage_id": o.id}))
             turn.slots["_known_outage"] = o.id
             turn.slots["_known_outage_end"] = local(o.estimated_end_at)  # "when exactly?" next
+            turn.slots["_known_outage_district"] = o.district  # "下周那次是哪天": that district's planned ones
             self.say(turn, "utter_known_outage", scope=outage_area(o, turn.lang),
                      cause=outage_cause(o, turn.lang) or self.phrase(turn, "utter_fragment_fault_cause"),
                      end=local(o.estimated_end_at))
@@ -198,6 +199,9 @@ class OutageFlows:
         outages = [o for o in await self.core.list_outages(**kwargs) if o.status in ("scheduled", "active")]
         if day:
             outages = [o for o in outages if _overlaps_day(o, day)]
+        street = street_mentioned(turn.message.text or "")
+        if street and any(street in (o.streets or []) for o in outages):
+            outages = [o for o in outages if street in (o.streets or [])]  # "那世纪大道呢": that street's
         if not outages:
             self.say(turn, "utter_no_planned_outage", district=district_label(district, turn.lang),
                      day=day or self.phrase(turn, "utter_fragment_coming_days"))
