@@ -104,9 +104,14 @@ def street_written(english: str, street: str) -> bool:
     """Whether an address written in English or pinyin ("12 Bibo Road, Pudong") names the
     Chinese ``street`` ("碧波路"): the street's name in toneless pinyin ("bibo") among the
     address's letters. The core's outages name their streets in Chinese only."""
+    return name_written(english, _STREET_SUFFIX_RE.sub("", street))
+
+
+def name_written(english: str, name: str) -> bool:
+    """Whether an English or pinyin text ("the Zhangjiang hall") writes the Chinese ``name``
+    ("张江") in toneless pinyin."""
     from pypinyin import lazy_pinyin  # its dictionaries load on first use, not with the NLU
 
-    name = _STREET_SUFFIX_RE.sub("", street)
     if len(name) < 2 or not _HAN_NAME_RE.fullmatch(name):
         return False
     spelled = "".join(lazy_pinyin(name))

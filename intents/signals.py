@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 
 HAZARD_RE = re.compile(
-    r"电线断|断线|掉下来|断落|冒火|着火|起火|火花|打火|冒烟|烧焦|焦糊|糊味|触电|电到人|爆炸|电线杆倒|线杆倒|杆子倒|电线垂|垂下来|"
+    r"电线断|断线|掉下来|断落|冒火|着火|起火|火花|打火|冒烟|烧焦|焦糊|糊味|焦味|烧黑|烧糊|烧化|熔化|触电|电到人|爆炸|"
+    r"电线杆倒|线杆倒|杆子倒|电线垂|垂下来|"
     r"burning smell|spark|fire|smoke|electrocut|fallen (?:power )?(?:wire|line)|live wire|wire (?:is )?down|"
     r"(?:line|wire|cable|pole)s? (?:is |are |has |have |had )?(?:down|hanging low|fell|fallen|came down|come down|snapped|broken)\b|"
     r"\bdowned (?:power )?(?:line|wire|cable)|(?:wire|line|cable)s? (?:is |are )?(?:lying |hanging )?(?:on|across) the (?:road|ground|street|pavement)",
@@ -39,7 +40,10 @@ _DECLINE_ANY_RE = re.compile(
     r"不用(?:你们|您|再|帮我|给我)*(?:登记|报|提交|派|弄|办|记录|申请|预约|绑|交|订阅|处理)|"
     r"不(?:报|约|办|弄|申请|绑|交|订阅|销|举报|登记|提交|投诉|报修|预约)了|先不(?:要|用|申请|提交|报|办|约|交|投诉|登记|订|绑)|"
     r"还是(?:算了|不要|不用|留着)|"
-    r"暂时不|不想(?:办|约|交|报|登记)了|"
+    r"暂时不|不想(?:办|约|交|报|登记)了|再等等|等等看|先等等|那我等着|我再等|先自己(?:找|看|弄|处理)|自己找(?:个)?电工|"
+    r"没事了|没事儿了|虚惊一场|是隔壁在|搞错了不是|"
+    r"i'?ll wait|wait and see|false alarm|it'?s (?:fine|ok|okay) now|all good now|"
+    r"i'?ll (?:get|call|find) (?:an |my )?(?:electrician|landlord)|my landlord will|"
     r"don'?t (?:file|submit|bind|register|book|need to|want to) |do not (?:file|submit|register)|no need to|"
     r"never ?mind|forget (?:it|that)|cancel (?:it|that|this)|\bcancel\W*(?:for now|please)?\W*$|not now|"
     r"i'?ll (?:do|pay|call|go|ask|check) [^.]{0,30}"
@@ -77,7 +81,7 @@ _NOT_ADDRESS_PART_RE = re.compile(
     r"(?:联系)?(?:电话|手机|号码|phone|tel|mobile|call me on|my number is)[^，,;；。]*|(?:\+?86)?1[3-9]\d(?:[\s-]?\d){8}", re.I)
 _ADDRESS_LEAD_RE = re.compile(r"^(?:(?:我的|我家|the )?(?:地址|位置|address|location)\s*(?:是|在|is|:|：)?\s*|在|就在|it'?s at |at )", re.I)
 # an appliance or socket smoking: switch off the main switch first
-_APPLIANCE_RE = re.compile(r"插座|插头|电器|电表箱|电箱|配电箱|开关|电线老化|socket|outlet|plug|appliance|meter box|fuse box|breaker|electricity box", re.I)
+_APPLIANCE_RE = re.compile(r"插座|插坐|插做|差座|插头|插线板|排插|电器|电表箱|电箱|配电箱|开关|电线老化|socket|outlet|plug|appliance|meter box|fuse box|breaker|electricity box", re.I)
 # fire or a person hurt: an agent is alerted at once, besides the report
 _LIFE_RE = re.compile(r"着火|起火|冒火(?!花)|火灾|烧起来|触电|电到人|被电|on fire|\bfire\b(?!works)|electrocut|(?:got|been|was) shocked", re.I)
 # a hazard that is a repair rather than an emergency: leakage from old wiring, a tripping breaker
@@ -102,7 +106,8 @@ _ASKS_IF_BOT_RE = re.compile(r"机器人|真人吗|是真人|是人工吗|are yo
 # a bare "ok"/"yes" says nothing of the language the customer writes in
 _NEUTRAL_WORDS_RE = re.compile(r"^\s*(?:ok|okay|k|yes|no|y|n|hi|thx|ok+)\s*[.!?。！？]*\s*$", re.I)
 ANON_RE = re.compile(
-    r"匿名|不留|不方便|不想(?:留|透露|告诉|说)|不愿(?:意)?(?:留|透露)|保密|anonymous|no contact|"
+    r"匿名|不留|不要留|别留|不用留|不方便|不想(?:留|透露|告诉|说)|不愿(?:意)?(?:留|透露)|不要(?:写|记)我|保密|"
+    r"anonymous|no contact|"
     r"(?:don'?t|do not|rather not|won'?t) (?:want to )?(?:leave|give|share|say|tell)|keep (?:my|it) |"
     r"without (?:my |a )?(?:name|number|contact)", re.I)
 # a number corrected in passing: (pattern, group of the new number, group of the old one)
@@ -119,6 +124,9 @@ _NEGATED_RE = re.compile(r"(?:不是|不要|并非|非)\S{0,3}$|\b(?:not|isn'?t|
 # which of someone's accounts: the shop's or the home's
 _SHOP_WORDS_RE = re.compile(r"店|商铺|铺子|公司|饭馆|餐厅|厂|\b(?:shop|store|restaurant|business|company|office|cafe)\b", re.I)
 _HOME_WORDS_RE = re.compile(r"家里|家的|家那|住的|住宅|居民|自己住|\b(?:home|house|flat|apartment|residential)\b", re.I)
+_EV_RE = re.compile(r"充电桩|电车|电动车|新能源车|特斯拉|充电|\b(?:ev|electric car|charg\w*)\b", re.I)
+_CHEAPER_RE = re.compile(r"便宜|划算|省钱|电价|一度多少|多少钱一度|\b(?:cheaper|cheap|price|cost|rate|tariff)\b", re.I)
+_INSTALL_RE = re.compile(r"安装|装(?:个|一个)?(?:桩|充电桩)|报装|申请|\b(?:install\w*|apply|application|fit)\b", re.I)
 # other utilities' and companies' bills
 _OTHER_UTILITY_RE = re.compile(
     r"燃气费|煤气费|天然气费|水费|自来水|话费|宽带费?|物业费|停车费|暖气费|供暖费|取暖费|有线电视|"
@@ -142,6 +150,9 @@ _WO_MENTION_RE = re.compile(r"\bWO\d|工单|我的投诉|my complaint", re.I)
 _OVERDUE_RE = re.compile(r"超时|超期|逾期|过期|超过.{0,4}(?:时限|时间)|拖了|还没(?:来|修|处理)|\boverdue\b|\blate\b|"
                          r"\bby now\b|\bsupposed to\b|\bmissed the deadline\b", re.I)
 _DUE_RE = re.compile(r"截止|最晚|到期|缴费期限|几号前|\bdeadline\b|\bdue\b|\blast day\b", re.I)
+_WHY_SO_MUCH_RE = re.compile(r"(?:怎么|为什么|为啥|咋)(?:会|就)?(?:这么|那么|这样)?(?:多|贵|高)|这么(?:多|贵|高)|"
+                             r"\bwhy\b.{0,20}\b(?:so (?:much|high)|that much|expensive)|\bso (?:much|high)\b\s*\?", re.I)
+_SELL_BACK_RE = re.compile(r"余电|上网电价|卖(?:给|电|回)|全额上网|自发自用|\bsell\w*\b|\bfeed(?:-| )?in\b|\bexport\w*\b", re.I)
 _LATER_RE = re.compile(r"下周|下礼拜|下星期|下个月|下次|以后|计划停电|检修|\bnext (?:week|month|time)\b|\bplanned\b|\blater\b", re.I)
 _WHEN_RE = re.compile(r"几点|什么时候|哪天|多久|\bwhat time\b|\bwhen\b|\bwhich day\b|\bhow long\b", re.I)
 # a question, not a detail ("为什么要电话", "why do you need it?")
@@ -357,6 +368,12 @@ def names_category(text: str) -> str | None:
     return min(found)[1] if found else None
 
 
+def asks_charging_price(text: str) -> bool:
+    """"is it cheaper to charge my EV at night?", "家里充电桩充电一度多少钱": the price of the
+    electricity, not a charger to install."""
+    return _EV_RE.search(text) is not None and _CHEAPER_RE.search(text) is not None and _INSTALL_RE.search(text) is None
+
+
 def other_utility(text: str) -> bool:
     """"帮我交一下燃气费", "pay my water bill": another utility's or company's bill, with no word
     of electricity — not something 95598 handles, whatever the request around it."""
@@ -402,6 +419,16 @@ def asks_if_overdue(text: str) -> bool:
 def asks_due_date(text: str) -> bool:
     """"when is the deadline again?", "最晚哪天交": when a bill must be paid."""
     return _DUE_RE.search(text) is not None
+
+
+def asks_why_so_much(text: str) -> bool:
+    """"啥？？怎么这么多", "why is it so high?": why a figure just shown is what it is."""
+    return _WHY_SO_MUCH_RE.search(text) is not None
+
+
+def asks_about_selling_power(text: str) -> bool:
+    """"can I sell the extra power back?", "余电能上网吗": selling solar power to the grid."""
+    return _SELL_BACK_RE.search(text) is not None
 
 
 def speaks_of_later(text: str) -> bool:

@@ -24,7 +24,9 @@ from intents.signals import (
     asks_when,
     names_tariff_category,
     says_previous_month,
+    asks_why_so_much,
     speaks_of_later,
+    topic,
 )
 
 
@@ -57,8 +59,8 @@ class FollowUpsMixin:
 
         # "那宝山呢", "what about Baoshan?", "那世纪大道呢" after planned outages: the same question there
         street = street_mentioned(text) if len(text) <= 20 else None
-        if last == "outage_schedule" and (turn.entities.get("district") or turn.entities.get("date") or asks_when(text)
-                                          or street) and (
+        if last == "outage_schedule" and topic(text) != "bill" and (
+                turn.entities.get("district") or turn.entities.get("date") or asks_when(text) or street) and (
             intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent == last
         ):
             if street and not turn.entities.get("date"):
@@ -86,10 +88,18 @@ class FollowUpsMixin:
             await self.run_flow(turn, last, resume=True)
             return True
 
-        # "when is the deadline again?" after a bill or a payment: the bill, with its due date
-        if last in ("pay_bill", "bill_query") and asks_due_date(text) and (
-                intent not in BUSINESS_INTENTS or turn.confidence < 0.8):
-            await self.act(turn, "bill_query")
+        # "when is the deadline again?" after a bill or a payment, "回到刚才电费 2月份那期最晚哪天交"
+        # after anything: the bill, with its due date
+        if (last in ("pay_bill", "bill_query") or topic(text) == "bill") and asks_due_date(text) and (
+                intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent == "bill_query"):
+            self._take_entities(turn)
+            await self.run_flow(turn, "bill_query", resume=True)
+            return True
+
+        # "啥？？怎么这么多" right after a bill: the latest bills side by side
+        if last == "bill_query" and asks_why_so_much(text) and (
+                intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent in ("bill_query", "complaint")):
+            await self.explain_bill(turn)
             return True
 
         # "大概多久能到？" after an order was filed: that order's status and its deadline

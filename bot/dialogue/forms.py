@@ -35,6 +35,7 @@ from intents.payload import chosen_option
 from intents.signals import (
     address_text,
     affirms,
+    asks_about_selling_power,
     asks_eta,
     asks_fee,
     corrects,
@@ -320,6 +321,10 @@ class FormsMixin:
             return None
         if name in REPAIRS:
             return "utter_repair_fee" if asks_fee(text) else "utter_repair_eta" if asks_eta(text) else None
+        if name == "solar_connection" and asks_about_selling_power(text):
+            return "utter_solar_sell_back"
+        if name == "subscribe_notifications" and asks_fee(text):
+            return "utter_notices_free"
         if name in APPLICATIONS and (turn.intent in (name, "inform", "nlu_fallback", "out_of_scope")
                                      or turn.intent not in BUSINESS_INTENTS or turn.confidence < 0.7):
             return f"utter_materials_{name}"
@@ -441,7 +446,9 @@ class FormsMixin:
             turn.set_slot("description", text)
             return True
         if slot == "contact_name":
-            name = contact_name(text)
+            # "确认", "好的" where a name was asked: an answer to another question, never a name
+            naming = (turn.slots.get("_appt") or {}).get("asked") in ("name", "contact")
+            name = None if naming and (says_yes(turn) or declines(text)) else contact_name(text)
             if name is not None:
                 turn.set_slot("contact_name", name)
                 return True

@@ -63,6 +63,7 @@ from intents.signals import (
     other_utility,
     looks_up_outages,
     asks_complaint_process,
+    asks_charging_price,
     subscribes_only_some,
     wants_anonymity,
 )
@@ -115,6 +116,8 @@ class PolicyMixin:
         if intent in ("bill_query", "usage_query", "nlu_fallback") and kwh(text) and asks_price(text) \
                 and not has_account_digits(text):
             intent = turn.intent = "tariff_consult"
+        if intent == "ev_charging" and asks_charging_price(text):
+            intent = turn.intent = "tariff_consult"  # charging at home is priced as the home's power
         if looks_up_outages(text):
             intent = turn.intent = "outage_schedule"  # "查停电": a lookup, not a report
         elif asks_complaint_process(text):

@@ -19,7 +19,7 @@ from bot.dialogue.responses import preview
 from bot.dialogue.flows.places import has_chinese, names_street
 from bot.dialogue.turn import Turn
 from bot.logs import mask_account, mask_phone
-from intents.signals import address_text, asks_price, looks_like_address
+from intents.signals import address_text, asks_price, is_question, looks_like_address
 from intents.slots import has_account_digits
 
 # the core's work-order type of each application
@@ -39,6 +39,10 @@ class ApplicationFlows:
         if needs_account:
             number = (await self.require_account(turn, flow)).account_number
         else:
+            named = turn.slots.get("account_number")
+            if named and named not in turn.authorized and named in str(turn.slots.get("_text") or ""):
+                # "想增容到10千瓦 户号3100000001": the account named is checked, then its address used
+                number = (await self.require_account(turn, flow)).account_number
             number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
             if not number and len(turn.authorized) == 1:
                 number = next(iter(turn.authorized))
@@ -74,7 +78,7 @@ class ApplicationFlows:
         """What the customer adds about the application ("想增加到50千瓦") goes to the order with
         the first request; a bare yes/no, phone or account number does not."""
         text = (turn.message.text or "").strip()
-        if text == turn.slots.get("_text") or turn.intent in ("affirm", "deny") or len(text) < 4 \
+        if text == turn.slots.get("_text") or turn.intent in ("affirm", "deny") or len(text) < 4 or is_question(text) \
                 or turn.entities.get("account_number") or has_account_digits(text) and len(text) <= 40 \
                 or 2 * sum(ch.isdigit() for ch in text) >= len(text.replace(" ", "")):  # "9000": the identity check
             return

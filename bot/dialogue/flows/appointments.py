@@ -35,7 +35,8 @@ from typing import Any
 
 from backend_client import Conflict
 from bot.dialogue.flows import BUSINESS_INTENTS
-from bot.dialogue.flows.places import address_for, distance, district_label, english_name, hours_for
+from bot.dialogue.flows.places import address_for, distance, district_label, english_name, has_chinese, hours_for
+from intents.places import name_written
 from bot.dialogue.forms import Stop
 from bot.dialogue.responses import CHINA_TZ
 from bot.dialogue.turn import Turn
@@ -93,10 +94,21 @@ def hall_named(halls: list[Any], text: str) -> list[Any]:
                     best = j - i
         if best:
             scores[h.id] = best
+    if not scores and not has_chinese(text):
+        # "the Zhangjiang hall": the part of the name only one hall has, in pinyin
+        for h in halls:
+            for part in _name_parts(h.name):
+                if not any(part in o.name for o in halls if o.id != h.id) and name_written(text, part):
+                    scores[h.id] = len(part)
     if not scores:
         return []
     top = max(scores.values())
     return [h for h in halls if scores.get(h.id) == top]
+
+
+def _name_parts(name: str) -> list[str]:
+    """Two-character parts of a hall's name ("国网上海浦东供电公司张江营业厅" → "张江", ...)."""
+    return [name[i:i + 2] for i in range(len(name) - 1)]
 
 
 class AppointmentFlows:
@@ -168,6 +180,8 @@ class AppointmentFlows:
         "your name and phone?", so a name written next to the number counts too."""
         name = purpose = None
         clauses = clauses_of(text)
+        if asked:  # "李娜 13900139000 办过户": an answer's words apart, each its own clause
+            clauses = [w for c in clauses for w in (c.split() if len(c.split()) > 1 else [c])]
         phone = mobile(text)
         led = False  # the clause before was a bare "Name" / "姓名" ("Name: Chen Jie")
         for clause in clauses:
@@ -204,6 +218,10 @@ class AppointmentFlows:
             self._drop_not_understood(turn)
             if asked == "confirm":
                 turn.slots.pop("_confirmed", None)  # the booking changed: it is shown again for a yes
+        if st.pop("moved", False) and asked != "confirm":
+            # "actually make it the morning": said back (the confirmation shows it anyway)
+            self.say(turn, "utter_appointment_moved", date=st.get("date") or "-",
+                     period=self.phrase(turn, f"utter_fragment_period_{st['period']}") if st.get("period") else "")
 
         # 1. the hall
         number = self._appt_account(turn)
@@ -293,6 +311,8 @@ class AppointmentFlows:
                 st["period"] = period
                 st.pop("slot_id", None)
                 took = moved = True
+        if moved and asked:
+            st["moved"] = True  # said back before the next question
         if asked == "slot" and slots.get("slot_id"):
             st["slot_id"] = slots["slot_id"]
             took = True

@@ -58,6 +58,23 @@ class BillingFlows:
         if arrears.amount_owed > 0:
             turn.state["offer"] = "pay"
 
+    async def explain_bill(self, turn: Turn) -> None:
+        """Why a bill is what it is: the latest bills side by side (usage, tiers and the season),
+        and what is owed in all (two unpaid months add up)."""
+        number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
+        number = number or (next(iter(turn.authorized)) if len(turn.authorized) == 1 else None)
+        if not number:
+            await self.run_flow(turn, "bill_query")
+            return
+        bills = (await self.core.list_bills(number))[:3]
+        lines = "\n".join(self.phrase(turn, "utter_fragment_bill_paid_line", month=b.month, amount=money_text(b.amount),
+                                      paid=money_text(b.paid_amount),
+                                      status=self.label(turn, "utter_fragment_bill_status", b.status, BILL_STATUSES))
+                          + self.phrase(turn, "utter_fragment_bill_kwh", kwh=kwh_fmt(b.kwh)) for b in bills)
+        arrears = await self.core.get_arrears(number)
+        self.say(turn, "utter_bill_explained", lines=lines, owed=money_text(arrears.amount_owed),
+                 months=len(arrears.unpaid_bills))
+
     async def flow_usage_query(self, turn: Turn) -> None:
         asked = await self._bill_asked(turn, "usage_query")
         if asked is None:
