@@ -12,8 +12,8 @@ Functions (all take an ``AsyncSession``; the caller commits):
 - ``await request_handoff(session, conversation_id, reason, priority="normal", *, summary=None)
   -> Handoff`` — open a handoff (or return the active one, raising its priority if needed).
   ``reason`` is one of ``REASONS``: ``request_human``, ``complaint_angry``,
-  ``complaint_follow_up`` (a filed complaint about staff or a loss), ``repeated_fallback``,
-  ``hazard``, ``duplicate_payment``; ``priority`` one of ``low|normal|high|emergency``.
+  ``complaint_follow_up`` (kept for handoffs stored before such complaints became urgent orders
+  instead), ``repeated_fallback``, ``hazard`` (fire or a person hurt), ``duplicate_payment``; ``priority`` one of ``low|normal|high|emergency``.
 - ``await get_active_handoff(session, conversation_id) -> Handoff | None``.
 - ``await list_active_handoffs(session) -> list[Handoff]`` — queue for the console, most urgent
   first, then oldest.

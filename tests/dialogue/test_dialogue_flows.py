@@ -267,8 +267,9 @@ async def test_complaint_and_angry_complaint_handoff(gw):
     assert "确认" in out
     done = await c.text("确认")
     assert re.search(r"WO\d{12}", done) and "1个工作日" in done
-    # a complaint about a member of staff: filed, and an agent takes it up
-    assert "人工客服直接跟进" in done and "转接人工" in done
+    # a complaint about a member of staff: filed as urgent for a person to follow up, the chat
+    # not queued for an agent
+    assert "专人跟进" in done and "转接人工" not in done
     angry = chat(gw)
     out = await angry.text("我要投诉！！！第三次停电了，你们太差了")
     assert out.startswith("非常抱歉") and not re.search(r"WO\d{12}", out)  # an apology first, nothing written yet

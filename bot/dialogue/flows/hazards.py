@@ -2,9 +2,10 @@
 
 The safety script first (for a smoking socket or appliance, the main switch too), then the
 hazard's own form — where, a contact phone (a proven or verified one is offered), a yes showing
-what will be filed — and only then the emergency repair order, dispatched, and an agent. Fire or
-a person hurt alerts an agent at once while the report goes on. While the hazard's handoff waits
-for an agent the bot keeps answering (``engine._hazard_waiting``).
+what will be filed — and only then the emergency repair order, dispatched to a crew; the bot
+keeps answering (a queue for an agent would only tell the customer to wait). Fire or a person
+hurt also alerts an agent at once while the report goes on; while that handoff waits the bot
+still answers (``engine._hazard_waiting``).
 
 Expects of the class it is mixed into: ``core``; ``require``, ``confirm``, ``finish``,
 ``_clear_form``, ``_known_phone``, ``_proven_account`` (``FormsMixin``); ``run_flow``
@@ -23,9 +24,8 @@ EMERGENCY = "emergency"
 
 class HazardFlows:
     async def emergency(self, turn: Turn) -> None:
-        """A hazard: the safety script first (for a smoking socket or appliance, the main switch
-        too), then its own form — where, a contact phone, a yes — and only then the emergency
-        repair order, dispatched, and an agent. Whatever was open is dropped."""
+        """A hazard: the safety script first, then its own form and the emergency repair order
+        (see the module). Whatever was open is dropped."""
         self._clear_form(turn)
         turn.state.pop("offer", None)
         turn.state.pop("paused", None)
@@ -74,5 +74,3 @@ class HazardFlows:
         remember_order(turn, wo.id)
         self.finish(turn)
         self.say(turn, "utter_emergency_order", work_order_id=wo.id)
-        turn.handoff = ("hazard", "emergency", f"hazard {wo.id}: {mask_text(str(turn.slots.get('_text') or ''))[:200]}")
-        turn.actions.append(("action_handoff", {"reason": "hazard", "priority": "emergency"}))

@@ -65,7 +65,8 @@ class ServiceRequestFlows:
         wo = await self.core.create_work_order(
             "complaint", text[:500], account_number=number, priority="high" if angry else "normal",
             channel=turn.message.channel, contact_phone=phone, address=address,
-            details={"angry": angry, "category": "bill" if topic_in(text) == "bill" else "service"},
+            details={"angry": angry, "category": "bill" if topic_in(text) == "bill" else "service",
+                     **({"follow_up": "agent"} if complaint_needs_agent(text) else {})},
             idempotency_key=f"{turn.key}:wo")
         turn.slots.pop("_bill_shown", None)
         remember_order(turn, wo.id)
@@ -73,11 +74,10 @@ class ServiceRequestFlows:
         self._agent_takes_up(turn, text)
 
     def _agent_takes_up(self, turn: Turn, text: str) -> None:
-        """A filed complaint about staff conduct or a loss to compensate also goes to an agent
-        (the order stands; the agent follows it up in this conversation)."""
+        """A filed complaint about staff conduct or a loss to compensate is followed up by a
+        person (its order is urgent and says so); the chat is not queued for one."""
         if complaint_needs_agent(text):
             self.say(turn, "utter_complaint_agent_follows")
-            self.hand_off(turn, "complaint_follow_up", "high", summary=f"complaint: {text[:200]}")
 
     async def _known_phone_for(self, turn: Turn, number: str | None) -> str | None:
         """A number to call back that needs no question: given in this request, the verified
@@ -120,9 +120,11 @@ class ServiceRequestFlows:
         if not number and len(turn.authorized) == 1:
             number = next(iter(turn.authorized))
         self.confirm(turn, flow, "utter_confirm_order", description=preview(desc))
+        person = flow == "complaint" and complaint_needs_agent(desc)  # staff conduct or a loss: urgent
         wo = await self.core.create_work_order(
-            wo_type, desc[:500], account_number=number, priority=priority, channel=turn.message.channel,
-            contact_phone=phone, idempotency_key=f"{turn.key}:wo")
+            wo_type, desc[:500], account_number=number, priority="high" if person else priority,
+            channel=turn.message.channel, contact_phone=phone,
+            details={"follow_up": "agent"} if person else None, idempotency_key=f"{turn.key}:wo")
         remember_order(turn, wo.id)
         self._order_done(turn, wo, done)
         return desc
