@@ -226,7 +226,7 @@ def affirms(text: str) -> bool:
     """A yes to the question just asked ("是的", "对，提交", "yes please"), not a decline, nor an
     "ok" that opens another question ("ok when exactly will it be back?")."""
     return _AFFIRM_RE.search(text) is not None and not declines(text) and not (
-        is_question(text) and len(_LETTERS_RE.findall(text)) > 6)
+        is_question(text) and letter_count(text) > 6)
 
 
 def means_registered_address(text: str) -> bool:

@@ -30,6 +30,12 @@ from intents.signals import (
 )
 
 
+def _borrows_context(turn: Turn, intent: str, *kin: str) -> bool:
+    """Not confidently a request of another kind than ``kin``: the follow-up's words lean on the
+    last answer."""
+    return intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent in kin
+
+
 class FollowUpsMixin:
     async def follow_up(self, turn: Turn, intent: str, text: str, last: str | None) -> bool:
         """Answer ``text`` as a follow-up of ``last`` if it is one; whether it was."""
@@ -37,11 +43,10 @@ class FollowUpsMixin:
         # "那上个月呢", "and before that?" after a bill or the usage: that month's
         shown = turn.slots.get("month")
         earlier = bool(shown) and asks_earlier(text) and len(text) <= 40
-        if last in ("bill_query", "usage_query") and (turn.entities.get("month") or earlier) and (
-            intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent == last
-        ):
+        if last in ("bill_query", "usage_query") and (turn.entities.get("month") or earlier) \
+                and _borrows_context(turn, intent, last):
             month = turn.entities.get("month") or shown
-            if shown and (earlier or says_previous_month(turn.message.text or "")):
+            if shown and (earlier or says_previous_month(text)):
                 y, m = map(int, shown.split("-"))
                 month = f"{y - (m == 1)}-{(m - 2) % 12 + 1:02d}"  # the month before the one just shown
             turn.set_slot("month", month)
@@ -50,9 +55,8 @@ class FollowUpsMixin:
             return True
 
         # "and for homes?", "那居民呢" after a price: the same question for that category
-        if last == "tariff_consult" and names_tariff_category(text) and len(text) <= 30 and (
-            intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent == last
-        ):
+        if last == "tariff_consult" and names_tariff_category(text) and len(text) <= 30 \
+                and _borrows_context(turn, intent, last):
             turn.intent = "tariff_consult"
             await self.act(turn, "tariff_consult")
             return True
@@ -60,9 +64,8 @@ class FollowUpsMixin:
         # "那宝山呢", "what about Baoshan?", "那世纪大道呢" after planned outages: the same question there
         street = street_mentioned(text) if len(text) <= 20 else None
         if last == "outage_schedule" and topic(text) != "bill" and (
-                turn.entities.get("district") or turn.entities.get("date") or asks_when(text) or street) and (
-            intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent == last
-        ):
+                turn.entities.get("district") or turn.entities.get("date") or asks_when(text) or street) \
+                and _borrows_context(turn, intent, last):
             if street and not turn.entities.get("date"):
                 turn.slots.pop("date", None)  # "那世纪大道呢": that street, any coming day
             self._take_entities(turn)
@@ -90,20 +93,19 @@ class FollowUpsMixin:
 
         # "when is the deadline again?" after a bill or a payment, "回到刚才电费 2月份那期最晚哪天交"
         # after anything: the bill, with its due date
-        if (last in ("pay_bill", "bill_query") or topic(text) == "bill") and asks_due_date(text) and (
-                intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent == "bill_query"):
+        if (last in ("pay_bill", "bill_query") or topic(text) == "bill") and asks_due_date(text) \
+                and _borrows_context(turn, intent, "bill_query"):
             self._take_entities(turn)
             await self.run_flow(turn, "bill_query", resume=True)
             return True
 
         # "啥？？怎么这么多" right after a bill: the latest bills side by side
-        if last == "bill_query" and asks_why_so_much(text) and (
-                intent not in BUSINESS_INTENTS or turn.confidence < 0.8 or intent in ("bill_query", "complaint")):
+        if last == "bill_query" and asks_why_so_much(text) and _borrows_context(turn, intent, "bill_query", "complaint"):
             await self.explain_bill(turn)
             return True
 
         # "大概多久能到？" after an order was filed: that order's status and its deadline
-        if turn.slots.get("_orders") and asks_eta(text) and (intent not in BUSINESS_INTENTS or turn.confidence < 0.8):
+        if turn.slots.get("_orders") and asks_eta(text) and _borrows_context(turn, intent):
             turn.set_slot("work_order_id", turn.slots["_orders"][-1])
             await self.act(turn, "work_order_status")
             return True

@@ -134,12 +134,12 @@ class IdentityMixin:
         ending = account_ending(text)
         if not hits and ending:  # "居民那个，尾号0001的", "the restaurant one, account ending 0003"
             hits = [n for n in options if n.endswith(ending)]
-        known = [await self.account(turn, n) for n in options] if not hits else []
-        if not hits and known:
-            # the first clause says which ("家里那个 不是店里的": the home, not the shop)
+        if not hits:
+            known = [await self.account(turn, n) for n in options]
+            # the kind named and not denied ("家里那个 不是店里的": the home, not the shop), else a street
             kind = names_category(text)
             hits = [a.account_number for a in known if kind and a.category == kind]
-        if not hits and known:
-            hits = [a.account_number for a in known if street_of(a.address, "zh") and street_of(a.address, "zh") in text
-                    or street_written(text, street_of(a.address, "zh"))]
+            if not hits:
+                streets = {a.account_number: street_of(a.address, "zh") for a in known}
+                hits = [n for n, street in streets.items() if street and (street in text or street_written(text, street))]
         return hits[0] if len(hits) == 1 else None

@@ -216,7 +216,7 @@ class PolicyMixin:
         if await self.follow_up(turn, intent, text, last):
             return
 
-        # 7. a bare piece of information with no form: continue the last request with it
+        # 6. a bare piece of information with no form: continue the last request with it
         if intent in ("inform", "nlu_fallback") or turn.confidence < FALLBACK_CONFIDENCE:
             if st.get("locked") and last4(text):
                 self.say(turn, "utter_verify_locked", minutes=LOCK_MINUTES)  # the check stays locked
@@ -511,12 +511,10 @@ class PolicyMixin:
         else:
             self.say(turn, "utter_anything_else")
 
-    def hand_off(self, turn: Turn, reason: str, priority: str, summary: str | None = None) -> None:
-        """Ask for an agent (the tracker store opens the handoff from ``turn.handoff``);
-        ``summary`` (masked here) is what the agents' queue shows, the message by default."""
+    def hand_off(self, turn: Turn, reason: str, priority: str) -> None:
+        """Ask for an agent (the tracker store opens the handoff from ``turn.handoff``)."""
         turn.state["form"] = None
-        summary = summary or f"{turn.intent}: {turn.message.text or ''}"
-        turn.handoff = (reason, priority, mask_text(summary)[:220])
+        turn.handoff = (reason, priority, f"{turn.intent}: {mask_text(turn.message.text or '')[:200]}")
         turn.actions.append(("action_handoff", {"reason": reason, "priority": priority}))
         self.say(turn, "utter_handoff")
 
@@ -533,7 +531,7 @@ class PolicyMixin:
         st["last_intent"] = name
         orders_before = list(turn.slots.get("_orders") or [])
         turn.actions.append((f"flow_{name}", {}))
-        flow = self.flows.get(name) or self.flow_emergency  # the hazard's form is the policy's own
+        flow = self.flows.get(name) or self.flow_emergency  # the hazard's form (``flows.hazards``) is no intent's
         try:
             if not resume:
                 await self._check_given(turn, name)

@@ -42,7 +42,7 @@ class ApplicationFlows:
             named = turn.slots.get("account_number")
             if named and named not in turn.authorized and named in str(turn.slots.get("_text") or ""):
                 # "想增容到10千瓦 户号3100000001": the account named is checked, then its address used
-                number = (await self.require_account(turn, flow)).account_number
+                await self.require_account(turn, flow)
             number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
             if not number and len(turn.authorized) == 1:
                 number = next(iter(turn.authorized))

@@ -28,7 +28,6 @@ Expects of the class it is mixed into: ``core``, ``domain``, ``_parse``; ``refer
 
 from __future__ import annotations
 
-
 import unicodedata
 from datetime import date, timedelta
 from typing import Any
@@ -36,13 +35,13 @@ from typing import Any
 from backend_client import Conflict
 from bot.dialogue.flows import BUSINESS_INTENTS
 from bot.dialogue.flows.places import address_for, distance, district_label, english_name, has_chinese, hours_for
-from intents.places import name_written
 from bot.dialogue.forms import Stop
 from bot.dialogue.responses import CHINA_TZ
 from bot.dialogue.turn import Turn
 from bot.logs import mask_phone
 from channels.base import Button
 from common.clock import utcnow
+from intents.places import name_written
 from intents.slots import after_name_label, contact_name, mobile, without_phone
 from intents.slots import district as district_in
 
@@ -423,7 +422,7 @@ class AppointmentFlows:
                                      period=periods.get(s.period, s.period), start=s.starts_at, end=s.ends_at,
                                      available=s.available) for i, s in enumerate(free))
         self.say(turn, "utter_choose_slot_or_day", slots=lst, hall=self._hall_label(turn, hall), address=address_for(hall.address, turn.lang),
-                 hours=hall.opening_hours or "-", phone=hall.phone or "-",
+                 hours=hours_for(hall.opening_hours, turn.lang) or "-", phone=hall.phone or "-",
                  extra_buttons=[(f"{s.date.isoformat()} {periods.get(s.period, s.period)}", f'/choose{{"slot_id": {s.id}}}')
                                 for s in free])
         raise Stop

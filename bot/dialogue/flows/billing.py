@@ -58,6 +58,15 @@ class BillingFlows:
         if arrears.amount_owed > 0:
             turn.state["offer"] = "pay"
 
+    def _paid_lines(self, turn: Turn, bills: list[Any], *, with_kwh: bool = False) -> str:
+        """Bills one per line: the month, the charge, what was paid (and the kWh)."""
+        return "\n".join(
+            self.phrase(turn, "utter_fragment_bill_paid_line", month=b.month, amount=money_text(b.amount),
+                        paid=money_text(b.paid_amount),
+                        status=self.label(turn, "utter_fragment_bill_status", b.status, BILL_STATUSES))
+            + (self.phrase(turn, "utter_fragment_bill_kwh", kwh=kwh_fmt(b.kwh)) if with_kwh else "")
+            for b in bills)
+
     async def explain_bill(self, turn: Turn) -> None:
         """Why a bill is what it is: the latest bills side by side (usage, tiers and the season),
         and what is owed in all (two unpaid months add up)."""
@@ -67,10 +76,7 @@ class BillingFlows:
             await self.run_flow(turn, "bill_query")
             return
         bills = (await self.core.list_bills(number))[:3]
-        lines = "\n".join(self.phrase(turn, "utter_fragment_bill_paid_line", month=b.month, amount=money_text(b.amount),
-                                      paid=money_text(b.paid_amount),
-                                      status=self.label(turn, "utter_fragment_bill_status", b.status, BILL_STATUSES))
-                          + self.phrase(turn, "utter_fragment_bill_kwh", kwh=kwh_fmt(b.kwh)) for b in bills)
+        lines = self._paid_lines(turn, bills, with_kwh=True)
         arrears = await self.core.get_arrears(number)
         self.say(turn, "utter_bill_explained", lines=lines, owed=money_text(arrears.amount_owed),
                  months=len(arrears.unpaid_bills))
@@ -130,10 +136,7 @@ class BillingFlows:
             else:
                 # paid at a counter or by bank debit: no online payment, but the bills say what was paid
                 bills = (await self.core.list_bills(acc.account_number))[:2]
-                lines = "\n".join(self.phrase(turn, "utter_fragment_bill_paid_line", month=b.month, amount=money_text(b.amount),
-                                              paid=money_text(b.paid_amount),
-                                              status=self.label(turn, "utter_fragment_bill_status", b.status, BILL_STATUSES))
-                                  for b in bills)
+                lines = self._paid_lines(turn, bills)
                 self.say(turn, "utter_no_payments", owed=money_text(arrears.amount_owed), bills=lines)
         self.confirm(turn, "payment_issue", "utter_confirm_payment_order")
         turn.slots["_confirmed"] = "payment_issue"  # the yes holds while the callback number is asked

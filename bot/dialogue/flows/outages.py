@@ -26,7 +26,7 @@ from bot.dialogue.verification import aware
 from bot.logs import mask_phone
 from common.clock import utcnow
 from intents.places import find, street_mentioned, street_written
-from intents.signals import address_text, asks_fee, asks_if_restored, given_last4, is_question, looks_like_address
+from intents.signals import address_text, asks_fee, asks_if_restored, is_question, looks_like_address
 from intents.slots import district as district_in
 
 
@@ -37,14 +37,7 @@ class OutageFlows:
         number proves nothing, so the customer is asked where the fault is (and the order is
         not linked to an account they have not proven). A district alone is not an address:
         the order needs the place itself."""
-        number = turn.slots.get("account_number") or turn.entities.get("account_number")
-        if number and number not in turn.authorized and given_last4(turn.whole_text or turn.message.text or ""):
-            # "account 3100000001, phone ends 8000" in the report itself: checked now
-            try:
-                await self.verify(turn, flow, await self.account(turn, str(number)))
-                turn.set_slot("account_number", str(number))
-            except NotFound:
-                pass
+        number = turn.slots.get("account_number")
         unproven = bool(number) and number not in turn.authorized
         if unproven:
             number = None
@@ -172,7 +165,7 @@ class OutageFlows:
                 mine = [await self.account(turn, n) for n in ([number] if number else sorted(turn.authorized))]
             except NotFound:
                 mine = []
-            named_street = [a for a in mine if street_of(a.address, "zh") and street_of(a.address, "zh") in asked]
+            named_street = [a for a in mine if (street := street_of(a.address, "zh")) and street in asked]
             districts = {a.district for a in (named_street or mine)}
             if len(districts) == 1:
                 district = districts.pop()
@@ -206,14 +199,16 @@ class OutageFlows:
             self.say(turn, "utter_no_planned_outage", district=district_label(district, turn.lang),
                      day=day or self.phrase(turn, "utter_fragment_coming_days"))
             return False
-        lines = "\n".join(
-            self.phrase(turn, "utter_fragment_outage_line", start=local(o.start_at), end=local(o.estimated_end_at),
-                        scope=outage_area(o, turn.lang))
-            + (self.phrase(turn, "utter_fragment_outage_cause", cause=outage_cause(o, turn.lang))
-               if outage_cause(o, turn.lang) else "")
-            for o in outages[:5])
+        lines = "\n".join(self._outage_line(turn, o) for o in outages[:5])
         self.say(turn, "utter_planned_outages", district=district_label(district, turn.lang), outages=lines)
         return True
+
+    def _outage_line(self, turn: Turn, o: Any) -> str:
+        """One planned outage as a line of the answer: when, where and (if it can be shown) why."""
+        cause = outage_cause(o, turn.lang)
+        return self.phrase(turn, "utter_fragment_outage_line", start=local(o.start_at), end=local(o.estimated_end_at),
+                           scope=outage_area(o, turn.lang)) + (
+            self.phrase(turn, "utter_fragment_outage_cause", cause=cause) if cause else "")
 
     async def flow_repair_request(self, turn: Turn) -> None:
         asked = str(turn.slots.get("_text") or "")

@@ -2,7 +2,7 @@
 
 Each collects a description (a long enough first message is the description itself), a number
 to call back and a confirmation, then creates a work order (a complaint about staff conduct or a
-loss to compensate then also goes to an agent). An angry complaint is asked for
+loss to compensate is marked for a person to follow up). An angry complaint is asked for
 its yes at once, showing what will be filed (a number to call back is asked with it when none
 is known), and its order is urgent. A complaint about the bill shows the account's last bills
 first. A violation may be reported anonymously (no callback number, no channel on the order).
@@ -52,7 +52,7 @@ class ServiceRequestFlows:
         if not angry and topic_in(text) != "bill":
             filed = await self._simple_order(turn, "complaint", "complaint", "utter_ask_complaint",
                                              "utter_complaint_created", priority="normal")
-            self._agent_takes_up(turn, filed)
+            self._say_follow_up(turn, filed)
             return
         # an angry or a bill complaint: what will be filed, for a yes (a number to call back asked
         # with it when none is known), then the order, urgent when the customer is angry
@@ -71,9 +71,9 @@ class ServiceRequestFlows:
         turn.slots.pop("_bill_shown", None)
         remember_order(turn, wo.id)
         self._order_done(turn, wo, "utter_complaint_urgent_created" if angry else "utter_complaint_created")
-        self._agent_takes_up(turn, text)
+        self._say_follow_up(turn, text)
 
-    def _agent_takes_up(self, turn: Turn, text: str) -> None:
+    def _say_follow_up(self, turn: Turn, text: str) -> None:
         """A filed complaint about staff conduct or a loss to compensate is followed up by a
         person (its order is urgent and says so); the chat is not queued for one."""
         if complaint_needs_agent(text):
