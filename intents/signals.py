@@ -154,6 +154,9 @@ _WHY_SO_MUCH_RE = re.compile(r"(?:怎么|为什么|为啥|咋)(?:会|就)?(?:这
                              r"\bwhy\b.{0,20}\b(?:so (?:much|high)|that much|expensive)|\bso (?:much|high)\b\s*\?", re.I)
 _SELL_BACK_RE = re.compile(r"余电|上网电价|卖(?:给|电|回)|全额上网|自发自用|\bsell\w*\b|\bfeed(?:-| )?in\b|\bexport\w*\b", re.I)
 _LATER_RE = re.compile(r"下周|下礼拜|下星期|下个月|下次|以后|计划停电|检修|\bnext (?:week|month|time)\b|\bplanned\b|\blater\b", re.I)
+# a span of days rather than one day ("这周", "最近", "this week")
+_SPAN_RE = re.compile(r"这周|本周|这礼拜|这个礼拜|这星期|这个星期|最近|近期|这几天|这段时间|下周|下礼拜|下星期|"
+                      r"\b(?:this|next) week\b|\bcoming days\b|\bnext few days\b|\bsoon\b", re.I)
 _WHEN_RE = re.compile(r"几点|什么时候|哪天|多久|\bwhat time\b|\bwhen\b|\bwhich day\b|\bhow long\b", re.I)
 # a question, not a detail ("为什么要电话", "why do you need it?")
 _QUESTION_RE = re.compile(r"[?？]|吗|么|呢|为什么|为啥|怎么|多久|哪|几点|几号|几时|\b(?:why|what|how|when|where|who|which)\b", re.I)
@@ -434,6 +437,11 @@ def asks_about_selling_power(text: str) -> bool:
 def speaks_of_later(text: str) -> bool:
     """"下周那次", "the planned one next week": a time to come, not the outage on now."""
     return _LATER_RE.search(text) is not None
+
+
+def names_span(text: str) -> bool:
+    """"那徐汇这周呢", "what about this week?": several days, not the one day asked before."""
+    return _SPAN_RE.search(text) is not None
 
 
 def asks_when(text: str) -> bool:

@@ -22,6 +22,7 @@ from intents.signals import (
     asks_eta,
     asks_if_overdue,
     asks_when,
+    names_span,
     names_tariff_category,
     says_previous_month,
     asks_why_so_much,
@@ -64,10 +65,10 @@ class FollowUpsMixin:
         # "那宝山呢", "what about Baoshan?", "那世纪大道呢" after planned outages: the same question there
         street = street_mentioned(text) if len(text) <= 20 else None
         if last == "outage_schedule" and topic(text) != "bill" and (
-                turn.entities.get("district") or turn.entities.get("date") or asks_when(text) or street) \
-                and _borrows_context(turn, intent, last):
-            if street and not turn.entities.get("date"):
-                turn.slots.pop("date", None)  # "那世纪大道呢": that street, any coming day
+                turn.entities.get("district") or turn.entities.get("date") or asks_when(text) or street
+                or names_span(text)) and _borrows_context(turn, intent, last):
+            if (street or names_span(text)) and not turn.entities.get("date"):
+                turn.slots.pop("date", None)  # "那世纪大道呢", "这周呢": any coming day
             self._take_entities(turn)
             st["fallbacks"] = 0
             await self.run_flow(turn, last, resume=True)

@@ -394,6 +394,10 @@ class PolicyMixin:
             st["fallbacks"] = 0
             await self.run_flow(turn, name, resume=True)
             return
+        before = st.get("previous_intent")
+        if before and before != name and await self._answer_around(
+                turn, form, lambda: self.follow_up(turn, intent, turn.message.text or "", before)):
+            return  # "那徐汇这周呢" after planned outages, while a subscription waits for an account
         side = intent if turn.confidence >= FALLBACK_CONFIDENCE else "nlu_fallback"
         if slot == "confirm" and asks_to_submit(turn.message.text or ""):
             # "帮我登记过户申请" while its confirmation is open: the same request, shown again
@@ -424,12 +428,21 @@ class PolicyMixin:
                     st["form"]["misses"] = misses  # the same question asked again: counted
             return
         # interruption: answer the side question, then come back to the form
+        await self._answer_around(turn, form, lambda: self.dispatch(turn, side, interrupted=True))
+
+    async def _answer_around(self, turn: Turn, form: dict, answer) -> bool:
+        """Answer another request with the open form set aside, then come back to the form.
+        ``answer`` says whether it answered (``None`` counts as yes); if not, nothing changed."""
+        st = turn.state
+        name = form["name"]
         saved = dict(form)
         saved_slots = dict(turn.slots)
         saved_last = st.get("last_intent")
         st["form"] = None
         try:
-            await self.dispatch(turn, side, interrupted=True)
+            if await answer() is False:
+                st["form"] = saved
+                return False
         except Stop:
             if name != EMERGENCY:
                 raise  # the new request asks something: it is now the open one; the old one waits
@@ -437,11 +450,14 @@ class PolicyMixin:
             turn.replies = turn.replies[:-1]
             self.say(turn, "utter_side_later")
         if turn.handoff:
-            return
+            return True
         if st.get("form") and name != EMERGENCY:
-            return
+            return True
+        answered = st.get("last_intent")
         st["form"] = saved
         st["last_intent"] = saved_last
+        if answered != saved_last:
+            st["previous_intent"] = answered  # what a follow-up inside the form refers to
         for k in (*TURN_SLOTS, "_text", "_confirmed", "address", "account_number"):
             if k in saved_slots:
                 turn.slots[k] = saved_slots[k]
@@ -449,6 +465,7 @@ class PolicyMixin:
                 turn.slots.pop(k, None)
         self.say(turn, "utter_resume_form")
         await self.run_flow(turn, name, resume=True)
+        return True
 
     def _gives_value(self, turn: Turn, slot: str | None) -> bool:
         """Whether a message carries a value of the kind a form asks (so a "不用了" in it is not
@@ -528,6 +545,8 @@ class PolicyMixin:
             st["form"] = None
             self._take_entities(turn)
             turn.slots["_text"] = turn.message.text
+        if st.get("last_intent") not in (None, name):
+            st["previous_intent"] = st["last_intent"]  # what a follow-up inside a form refers to
         st["last_intent"] = name
         orders_before = list(turn.slots.get("_orders") or [])
         turn.actions.append((f"flow_{name}", {}))

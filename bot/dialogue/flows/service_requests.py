@@ -62,11 +62,12 @@ class ServiceRequestFlows:
                      phone=mask_phone(phone) if phone else self.phrase(turn, "utter_fragment_phone_wanted"))
         turn.slots["_confirmed"] = "complaint"  # the yes holds while the callback number is asked
         phone = phone or await self.contact_phone(turn, "complaint")
+        person = complaint_needs_agent(text)  # staff conduct or a loss: urgent, as in a plain complaint
         wo = await self.core.create_work_order(
-            "complaint", text[:500], account_number=number, priority="high" if angry else "normal",
+            "complaint", text[:500], account_number=number, priority="high" if angry or person else "normal",
             channel=turn.message.channel, contact_phone=phone, address=address,
             details={"angry": angry, "category": "bill" if topic_in(text) == "bill" else "service",
-                     **({"follow_up": "agent"} if complaint_needs_agent(text) else {})},
+                     **({"follow_up": "agent"} if person else {})},
             idempotency_key=f"{turn.key}:wo")
         turn.slots.pop("_bill_shown", None)
         remember_order(turn, wo.id)
