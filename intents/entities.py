@@ -36,11 +36,16 @@ _NUM = rf"(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d{{1,2}})?"
 
 # "WO261205000781", "WO 261205 000781", "WO-261203-000500", "wo 2612 0300 0123": the digits may
 # be set apart in groups of any size as customers copy them from an SMS or read them out
-WO_RE = re.compile(r"(?<![a-z0-9])wo[-_ ]?(\d(?:[-_ ]?\d){11})(?!\d)")
+# "WO-2026-000318" (a number from another system, or misremembered): any 8 to 14 digits after the WO
+WO_RE = re.compile(r"(?<![a-z0-9])wo[-_ ]?(\d(?:[-_ ]?\d){7,13})(?!\d)")
 # "工单号 261130123456": a customer who leaves out the WO still means the work order (its
 # twelve digits would otherwise read as an account number); the date part must be a date
 WO_CONTEXT_RE = re.compile(r"(?:工单|单号|(?:work |repair )?order|ticket)(?:\s*(?:number|no\.?|#))?"
                            r"[号码是为:：\s]{0,3}((\d\d)(\d\d)(\d\d)[-\s]?\d{6})(?!\d)")
+# "查一下工单2026112800045", "ticket 2026120100012 status?": fourteen or thirteen digits named as an
+# order are its number, not an account
+WO_LONG_CONTEXT_RE = re.compile(r"(?:工单|单号|(?:work |repair )?order|ticket)(?:\s*(?:number|no\.?|#))?"
+                                r"[号码是为:：\s]{0,3}(\d{13,14})(?!\d)")
 PHONE_RE = re.compile(
     r"(?<![\d+])(?:(?:\+|00)86[-\s]?|86[-\s])?(1[3-9]\d)[-\s]?(\d{4})[-\s]?(\d{4})(?!\d)")
 # a landline: "021-64381209", "(021)64381209", "0571 8765432", "02164381209": an area code (010, 02x
@@ -688,6 +693,8 @@ class EntityExtractor:
         for m in _scan(WO_CONTEXT_RE, t, digit and (cues.latin or cues.has(_WO_CUE))):
             if 1 <= int(m.group(3)) <= 12 and 1 <= int(m.group(4)) <= 31:
                 out.append(_Cand("work_order_id", m.start(1), m.end(1), "WO" + re.sub(r"\D", "", m.group(1))))
+        for m in _scan(WO_LONG_CONTEXT_RE, t, digit and (cues.latin or cues.has(_WO_CUE))):
+            out.append(_Cand("work_order_id", m.start(1), m.end(1), "WO" + m.group(1)))
         for m in _scan(PHONE_RE, t, digit):
             out.append(_Cand("phone_number", m.start(), m.end(), "".join(m.groups())))
         for m in _scan(LANDLINE_RE, t, digit):

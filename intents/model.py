@@ -27,6 +27,7 @@ import numpy as np
 from .entities import EntityExtractor, toward_past
 from .features import Featurizer, InferenceFeaturizer, Tokenizer, analyze, mask_entities
 from .loader import NLUData, data_hash, load_data
+from .signals import other_service, other_utility
 from .normalize import detect_language, normalize_chars, normalize_for_classifier
 
 OUT_OF_SCOPE = "out_of_scope"
@@ -37,6 +38,16 @@ FALLBACK = "nlu_fallback"
 MODEL_FILE = "nlu.pkl"
 META_FILE = "nlu.json"
 FORMAT_VERSION = 18  # 3: digit-shape symbols, char 1–3-grams; 4: address placeholder; 5: district+road addresses; 6: no pronoun "addresses"; 7: digits spelled out, typo/pinyin lexicon; 8: char_weight 2.0; 9: oos_weight 1.5; 10: district placeholder; 11: Chinese-numeral quantities as digits; 12: amounts after a verb of paying; 13: English street addresses; 14: sums without a unit next to a word of money, spaced work-order ids, qualified weekends, a lone Chinese digit after a number is a word (5678一直), Shanghainese words in the lexicon; 15: month ends (月底) and weeks from now (一周后) as dates, "this morning", misspelt "yesterady", traditional 後天, work-order digits in any grouping, "通知"/"推送" in pinyin; 16: a wish that the power stop going off ("别再像昨天那样突然停了") no longer sets the notification off-cue; 17: English slips in the lexicon ("bil", "tarrif", "electricty") and pinyin "shui"/"ranqi"/"zen me" read as words; 18: pinyin of "取消", "到账", "支付", "多少", "话费", "物业", "快递", "天气"; sums in 块/毛 and 万/k, festivals, landlines
+
+
+def out_of_scope_by_rule(text: str) -> bool:
+    """Out of scope whatever the classifier says: "停停停…", "aaaa…" (no real request); Japanese,
+    Korean, Thai, Russian, Arabic… (not a language the service answers in); another company's
+    bill or service with no word of electricity ("帮我交一下手机费", "预约九价疫苗")."""
+    return (len(text) >= 20 and len(set(text)) <= 3 or _FOREIGN_SCRIPT_RE.search(text) is not None
+            or other_utility(text) or other_service(text))
+
+
 _REF = dt.date(2024, 1, 15)  # fixed reference for masking during training (values unused)
 
 
@@ -237,9 +248,7 @@ class Interpreter:
                     "entities": [], "intent_ranking": [{"name": FALLBACK, "confidence": 1.0}],
                     "language": lang}
         probs, ents = self.probabilities(text, reference_date)
-        if len(text) >= 20 and len(set(text)) <= 3 or _FOREIGN_SCRIPT_RE.search(text):
-            # "停停停…", "aaaa…": no real request; Japanese, Korean, Thai, Russian, Arabic…: not a
-            # language the service answers in (out of scope, whatever the words)
+        if out_of_scope_by_rule(text):
             probs = np.zeros_like(probs)
             probs[self._names.index(FALLBACK) if FALLBACK in self._names else 0] = 1.0
         order = np.argsort(-probs).tolist()

@@ -132,6 +132,15 @@ _OTHER_UTILITY_RE = re.compile(
     r"燃气费|煤气费|天然气费|水费|自来水|话费|宽带费?|物业费|停车费|暖气费|供暖费|取暖费|有线电视|"
     r"\b(?:gas|water|phone|mobile|internet|broadband|heating|property management|parking) (?:bill|fee|charge)s?\b", re.I)
 _ELECTRIC_RE = re.compile(r"电费|用电|电表|停电|供电|电价|电力|\belectric|\bpower\b|\bkwh\b|\bmeter\b", re.I)
+# other companies' and agencies' services, named by what they are (a clinic's booking, a parcel,
+# a credit card): none is 95598's business, whatever verb comes with it
+_OTHER_SERVICE_RE = re.compile(
+    r"手机费|电话费|流量|信用卡(?:账单|还款|额度)|花呗|借呗|白条|贷款|房贷|公积金|社保|医保|个税|快递|包裹|外卖|淘宝|京东|"
+    r"拼多多|美团|饿了么|滴滴|机票|火车票|高铁票|电影票|门票|挂号|医生|牙医|疫苗|体检|驾照|违章停车|罚单|股票|彩票|"
+    r"联通|中国移动|移动营业厅|电信营业厅|中国电信|"
+    r"\b(?:credit card (?:bill|statement|limit)|loan|mortgage|parcel|courier|dhl|fedex|ups|taobao|amazon|flight|"
+    r"train ticket|movie|cinema|doctor|dentist|clinic|vaccine|vaccination|lottery|stocks?|mobile data|data plan|top ?up my phone|"
+    r"china mobile|china unicom|china telecom)\b", re.I)
 # what the law says about stealing power
 _PENALTY_RE = re.compile(r"处罚|罚款|罚多少|怎么罚|违法|犯法|坐牢|判刑|法律|\b(?:penalty|penalties|fine|fined|illegal|law|jail|prison|punish\w*|caught)\b", re.I)
 _THEFT_RE = re.compile(r"偷电|窃电|私拉|\bsteal\w*|\btheft\b|\bstolen\b", re.I)
@@ -381,6 +390,12 @@ def other_utility(text: str) -> bool:
     """"帮我交一下燃气费", "pay my water bill": another utility's or company's bill, with no word
     of electricity — not something 95598 handles, whatever the request around it."""
     return _OTHER_UTILITY_RE.search(text) is not None and _ELECTRIC_RE.search(text) is None
+
+
+def other_service(text: str) -> bool:
+    """"预约九价疫苗", "status of my DHL package", "my credit card bill": another company's or
+    agency's service, with no word of electricity."""
+    return _OTHER_SERVICE_RE.search(text) is not None and _ELECTRIC_RE.search(text) is None
 
 
 def asks_about_penalty(text: str) -> bool:

@@ -320,6 +320,8 @@ class PolicyMixin:
             return []
         if set(names) <= _ONE_FAULT:  # "Is there a fault on Youyi Road? we have no power": one report
             return []
+        if intent == "complaint" and any(x["intent"]["name"] == "complaint" and len(p.strip()) <= 12 for p, x in useful):
+            return []  # "my bill doubled, the meter is wrong. complaint!": what the complaint is about
         return useful
 
     async def dispatch(self, turn: Turn, intent: str, *, interrupted: bool = False) -> None:

@@ -146,7 +146,18 @@ def test_work_order_digits_in_groups(text: str) -> None:
     assert [v for v, _ in _found(text, "work_order_id")] == ["WO261203000123"]
 
 
-@pytest.mark.parametrize("text", ["wo 2612 0300", "two 261203000123", "WO2612030001234"])
+# another system's (or a misremembered) number after "WO", or 13–14 digits named as an order: the
+# order the customer means (looked up, and said not found), never an account number
+@pytest.mark.parametrize("text,value", [("工单号WO-2026-000318什么进度", "WO2026000318"),
+                                        ("any update on work order WO-2026-000777?", "WO2026000777"),
+                                        ("查一下工单2026112800045", "WO2026112800045"),
+                                        ("ticket 2026120100012 status?", "WO2026120100012")])
+def test_other_order_numbers(text: str, value: str) -> None:
+    assert [v for v, _ in _found(text, "work_order_id")] == [value]
+    assert not _found(text, "account_number")
+
+
+@pytest.mark.parametrize("text", ["wo 2612 03", "two 261203000123", "WO261203000123456"])
 def test_not_a_work_order(text: str) -> None:
     assert _found(text, "work_order_id") == []
 

@@ -46,7 +46,7 @@ import zhconv  # noqa: E402
 from intents.entities import ALL_CUES, toward_past  # noqa: E402
 from intents.features import analyze, mask_entities  # noqa: E402
 from intents.loader import data_hash, load_data, load_nlu_file  # noqa: E402
-from intents.model import _FOREIGN_SCRIPT_RE, FALLBACK, Interpreter, ModelState, train_if_needed  # noqa: E402
+from intents.model import FALLBACK, out_of_scope_by_rule, Interpreter, ModelState, train_if_needed  # noqa: E402
 from intents.normalize import (  # noqa: E402
     _CharMap, _conversion_gate, detect_language, normalize_chars, normalize_for_classifier,
     to_simplified)
@@ -212,7 +212,7 @@ def reference_parse(interp: Interpreter, text: str, reference_date: dt.date) -> 
     if idx:
         scores = scores + np.asarray(vals) @ st.weights[idx]
     probs = _ref_softmax(scores * st.temperature)
-    if len(text) >= 20 and len(set(text)) <= 3 or _FOREIGN_SCRIPT_RE.search(text):
+    if out_of_scope_by_rule(text):
         probs = np.zeros_like(probs)
         probs[names.index(FALLBACK) if FALLBACK in names else 0] = 1.0
     order = np.argsort(-probs)

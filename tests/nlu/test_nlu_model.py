@@ -121,6 +121,19 @@ def test_bare_replies_are_inform_and_bye_slang_is_goodbye(nlu: Interpreter, text
 
 
 @pytest.mark.parametrize("text,intent", [
+    # another company's bill or service, whatever the verb: out of scope
+    ("帮我交一下手机费", "nlu_fallback"), ("预约九价疫苗", "nlu_fallback"), ("book a doctor appointment", "nlu_fallback"),
+    ("status of my DHL parcel", "nlu_fallback"), ("my credit card bill is due, how much do I owe", "nlu_fallback"),
+    ("联通营业厅几点关门", "nlu_fallback"), ("煤气费这个月扣了两次", "nlu_fallback"),
+    # the same words with electricity in them stay requests
+    ("can I pay the electricity bill with a credit card", "pay_bill"), ("用手机怎么交电费", "pay_bill"),
+    ("医院旁边那条街停电了", "report_outage"),
+])
+def test_other_companies_services_are_out_of_scope(nlu: Interpreter, text: str, intent: str) -> None:
+    assert nlu.parse(text, REF)["intent"]["name"] == intent
+
+
+@pytest.mark.parametrize("text,intent", [
     ("停电短信通知取消掉", "unsubscribe_notifications"),
     ("帮我把停电短信通知打开", "subscribe_notifications"),
     ("turn off bill alerts", "unsubscribe_notifications"),
@@ -439,13 +452,17 @@ INTENT_SETS = [
     DevSet("nlu_dev_intents_5.yml", "473 messages at the edge of scope: 205 out of scope that look like a "
            "request (water, gas, heating, telecom and property bills, one's own lamps and sockets, private "
            "electricians, physics homework, the grid company's news and jobs, other countries' utilities, "
-           "prompt injection, pinyin) and in-scope ones in odd wordings", "0.955 / 0.878 -> 0.993 / 0.937",
+           "prompt injection, pinyin) and in-scope ones in odd wordings", "0.955 / 0.878 -> 0.989 / 0.971",
            (0.97, 0.92), 38),
     DevSet("nlu_dev_intents_6.yml", "379 messages in a chat voice, half English: 190 out of scope of kinds "
            "not thought of before (a general assistant's questions, chit-chat, other organisations' refunds and "
            "outages, spam, testing the bot, other languages and scripts, energy-saving tips, foreign blackouts) "
-           "and in-scope ones naming a landlord, a bank or a property manager", "0.984 / 0.895 -> 0.989 / 0.916",
-           (0.97, 0.9), 49),
+           "and in-scope ones naming a landlord, a bank or a property manager", "0.984 / 0.895 -> 0.989 / 0.968",
+           (0.97, 0.94), 49),
+    DevSet("nlu_dev_intents_7.yml", "555 messages as a month of mixed traffic, 35% English, 150 out of scope of "
+           "many kinds (other companies' bills and bookings, parcels, scams with links, homework, injection, "
+           "one's own sockets and lamps, other languages); its order numbers in another system's form "
+           "(\"WO-2026-000318\")", "0.990 / 0.853 -> 0.988 / 0.953", (0.97, 0.93), 96),
 ]
 ENTITY_SETS = [
     DevSet("nlu_dev_dates.yml", "245 messages with relative, written-out, misspelt, pinyin, spaced and "
@@ -513,7 +530,7 @@ def test_requests_with_a_date_sum_or_place_are_read_by_what_they_ask(nlu: Interp
 
 
 
-# --- the third and fourth blind sets, by writers who saw neither data nor code ----------------
+# --- the third, fourth and fifth blind sets, by writers who saw neither data nor code ---------
 # Kept blind like the second: only their aggregate figures are read, and no training example may
 # repeat one of their messages beyond the coincidences (greetings, thanks, "好的") counted here.
 @dataclass(frozen=True)
@@ -525,10 +542,12 @@ class BlindSet:
 
 
 BLIND_SETS = [
-    BlindSet("nlu_blind_test_3.yml", "454 messages: 0.954 / 0.969 / 0.966 -> 0.982 / 0.984 / 0.983",
+    BlindSet("nlu_blind_test_3.yml", "454 messages: 0.954 / 0.969 / 0.966 -> 0.982 / 1.0 / 0.983",
              (0.96, 0.97, 0.97), 87),
-    BlindSet("nlu_blind_test_4.yml", "538 messages, 37% English: 0.975 / 0.889 / 0.988 -> 0.973 / 0.900 / 0.994",
-             (0.96, 0.88, 0.97), 61),
+    BlindSet("nlu_blind_test_4.yml", "538 messages, 37% English: 0.975 / 0.889 / 0.988 -> 0.969 / 0.911 / 0.994",
+             (0.96, 0.89, 0.97), 61),
+    BlindSet("nlu_blind_test_5.yml", "556 messages, 36% English, 26% out of scope: 0.993 / 0.836 / 0.921 -> "
+             "0.993 / 0.911 / 0.974", (0.97, 0.89, 0.95), 104),
 ]
 
 
