@@ -14,7 +14,7 @@ import re
 HAZARD_RE = re.compile(
     r"电线断|断线|掉下来|断落|冒火|着火|起火|火花|打火|冒烟|烧焦|焦糊|糊味|焦味|烧黑|烧糊|烧化|熔化|触电|电到人|爆炸|"
     r"电线杆倒|线杆倒|杆子倒|电线垂|垂下来|"
-    r"burning smell|spark|fire|smoke|electrocut|fallen (?:power )?(?:wire|line)|live wire|wire (?:is )?down|"
+    r"火星|burning smell|burning (?:plastic|rubber)|smells? (?:like |of )?burn|spark|fire|smok(?:e|ing|y)|electrocut|fallen (?:power )?(?:wire|line)|live wire|wire (?:is )?down|"
     r"(?:line|wire|cable|pole)s? (?:is |are |has |have |had )?(?:down|hanging low|fell|fallen|came down|come down|snapped|broken)\b|"
     r"\bdowned (?:power )?(?:line|wire|cable)|(?:wire|line|cable)s? (?:is |are )?(?:lying |hanging )?(?:on|across) the (?:road|ground|street|pavement)",
     re.I,
@@ -42,6 +42,10 @@ _DECLINE_ANY_RE = re.compile(
     r"还是(?:算了|不要|不用|留着)|"
     r"暂时不|不想(?:办|约|交|报|登记)了|再等等|等等看|先等等|那我等着|我再等|先自己(?:找|看|弄|处理)|自己找(?:个)?电工|"
     r"没事了|没事儿了|虚惊一场|是隔壁在|搞错了不是|"
+    # a deferral: "等发工资了再交吧", "等房产证下来再办", "先别登记", "我先去问问支付宝", "let me first check"
+    r"(?:^|[，,。.!！\s])算了(?!.{0,4}还是)|等.{1,10}再(?:交|办|说|弄|申请|来|登记|报|订)|先别|回头再|改天再|再想想|考虑一下|"
+    r"我先(?:去)?(?:问问|问一下|找找)|"
+    r"let me (?:first )?(?:check|ask|think|talk)|i'?ll (?:come back|get back|think about it)|come back later|"
     r"i'?ll wait|wait and see|false alarm|it'?s (?:fine|ok|okay) now|all good now|"
     r"i'?ll (?:get|call|find) (?:an |my )?(?:electrician|landlord)|my landlord will|"
     r"don'?t (?:file|submit|bind|register|book|need to|want to) |do not (?:file|submit|register)|no need to|"
@@ -83,7 +87,7 @@ _ADDRESS_LEAD_RE = re.compile(r"^(?:(?:我的|我家|the )?(?:地址|位置|addr
 # an appliance or socket smoking: switch off the main switch first
 _APPLIANCE_RE = re.compile(r"插座|插坐|插做|差座|插头|插线板|排插|电器|电表箱|电箱|配电箱|开关|电线老化|socket|outlet|plug|appliance|meter box|fuse box|breaker|electricity box", re.I)
 # fire or a person hurt: an agent is alerted at once, besides the report
-_LIFE_RE = re.compile(r"着火|起火|冒火(?!花)|火灾|烧起来|触电|电到人|被电|on fire|\bfire\b(?!works)|electrocut|(?:got|been|was) shocked", re.I)
+_LIFE_RE = re.compile(r"着火|起火|冒火(?!花|星)|火灾|烧起来|触电|电到人|被电|on fire|\bfire\b(?!works)|electrocut|(?:got|been|was) shocked", re.I)
 # a hazard that is a repair rather than an emergency: leakage from old wiring, a tripping breaker
 _CAUTION_RE = re.compile(r"漏电|跳闸|leak(?:ing|age)? (?:current|electricity)|electric leak", re.I)
 # clause markers joining two requests in one message ("查下电费，顺便问下...")
@@ -172,7 +176,7 @@ _QUESTION_RE = re.compile(r"[?？]|吗|么|呢|为什么|为啥|怎么|多久|�
 
 # notification topics by the words that name them, in the order they are tried
 TOPIC_WORDS = [
-    ("outage", re.compile(r"停电|停送电|outage", re.I)),
+    ("outage", re.compile(r"停电|停送电|断电|检修|outage|power cuts?|blackouts?|(?:power|electricity) (?:is |goes )?(?:off|out)", re.I)),
     ("bill", re.compile(r"账单|电费|bill", re.I)),
     ("work_order", re.compile(r"工单|进度|work ?order|progress", re.I)),
     ("payment", re.compile(r"缴费|到账|payment", re.I)),
@@ -198,6 +202,23 @@ _NON_WORD_RE = re.compile(r"\W")
 
 def is_hazard(text: str) -> bool:
     return HAZARD_RE.search(text) is not None
+
+
+_PIECES_RE = re.compile(r"[，,。.!！?？;；]+|(?<=[\u4e00-\u9fff])\s+|\s+(?=[\u4e00-\u9fff])")
+_HAZARD_OVER_RE = re.compile(r"^(?:不|没|没有|不再|别)|(?:停了|没了|灭了|不冒了|好了|\bstopped\b|\bis gone\b|\bwent out\b)", re.I)
+
+
+def reports_hazard(text: str) -> bool:
+    """A hazard told in a part of the message that does not take something back: "算了不查了
+    小区配电箱在冒烟" is one (what is dropped is the bill), "没事了 不冒烟了" and "never mind, the
+    sparks stopped" are not."""
+    if not is_hazard(text):
+        return False
+    for piece in _PIECES_RE.split(text):
+        m = HAZARD_RE.search(piece)
+        if m and not declines(piece) and not _HAZARD_OVER_RE.search(piece[:m.start()][-2:] + piece[m.end():]):
+            return True
+    return False
 
 
 def is_angry(text: str) -> bool:

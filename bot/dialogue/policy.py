@@ -57,7 +57,7 @@ from intents.signals import (
     is_angry,
     is_cancel,
     is_caution,
-    is_hazard,
+    reports_hazard,
     is_question,
     looks_like_address,
     other_utility,
@@ -133,7 +133,7 @@ class PolicyMixin:
 
         # 1. safety first: a hazard preempts everything (its own form asks where and who)
         in_emergency = bool(form) and form.get("name") == EMERGENCY
-        if not in_emergency and is_hazard(text) and not decline and intent not in ("affirm", "deny", "cancel"):
+        if not in_emergency and reports_hazard(text) and intent not in ("affirm", "deny", "cancel"):
             await self.emergency(turn)
             return
         if asks_human(text) or intent == "request_human" and turn.confidence >= FALLBACK_CONFIDENCE and not (
