@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import re
 
+from .normalize import normalize_chars
+from .numbers import digits_view
+
 HAZARD_RE = re.compile(
     r"电线断|断线|掉下来|断落|冒火|着火|起火|火花|打火|冒烟|烧焦|焦糊|糊味|焦味|烧黑|烧糊|烧化|熔化|触电|电到人|爆炸|"
     r"电线杆倒|线杆倒|杆子倒|电线垂|垂下来|"
@@ -99,7 +102,9 @@ _ASKS_HUMAN_RE = re.compile(r"转人工|人工客服|找人工|要人工|找真�
 _LONG_DIGITS_RE = re.compile(r"\d{7,}")
 # "尾号8000", "后四位9000", "last 4 is 8000", "the phone ends in 9000": the identity check given up front
 _GIVEN_LAST4_RE = re.compile(
-    r"(?:尾号|后4位|后四位|末4位|末四位|last (?:4|four)(?: digits)?|ends?(?: in| with)?|ending(?: in| with)?)\D{0,6}(\d{4})(?!\d)", re.I)
+    r"(?:尾号|后4位|后四位|末4位|末四位|last ?(?:4|four)(?: digits)?|ends?(?: in| with)?|ending(?: in| with)?)\D{0,6}(\d{4})(?!\d)|"
+    # "3100000002 / 9000", "3100000001, 8000": four digits set apart right after the account
+    r"(?<!\d)\d{10,13}\s*[,，/、;；]\s*(\d{4})(?![\d年月号日/.\-])", re.I)
 # "尾号0001的", "account ending 0003", "the one ending in 0002": an offered account by its last digits
 _ENDING_RE = re.compile(r"(?:尾号|末尾|后4位|后四位|结尾|ending(?: in| with)?|ends? (?:in|with))\D{0,4}(\d{4})(?!\d)", re.I)
 # "帮我登记过户申请", "please register the transfer request": the request said again (at a
@@ -204,15 +209,24 @@ def is_hazard(text: str) -> bool:
     return HAZARD_RE.search(text) is not None
 
 
+# "户号是啥 在哪看啊", "where do I find my account number?"
+_WHERE_ACCOUNT_RE = re.compile(r"户号.{0,4}(?:是啥|是什么|在哪|哪里|怎么(?:查|找|看))|(?:在哪|哪里|怎么)(?:看|查|找).{0,3}户号|"
+                               r"\bwhere (?:do|can) i (?:find|see|get)\b.{0,20}\baccount|\bwhat(?:'s| is) (?:an|the|my) account number\b", re.I)
+# "since I reported the smoking meter box", "我报的冒烟那个": a hazard already reported, asked after
+_ALREADY_REPORTED_RE = re.compile(r"(?<![警举])报过|已经报|报修了|我报的|之前报|上次报|\b(?:i|we) (?:already )?reported\b|\balready reported\b|\bsince i called\b", re.I)
 _PIECES_RE = re.compile(r"[，,。.!！?？;；]+|(?<=[\u4e00-\u9fff])\s+|\s+(?=[\u4e00-\u9fff])")
 _HAZARD_OVER_RE = re.compile(r"^(?:不|没|没有|不再|别)|(?:停了|没了|灭了|不冒了|好了|\bstopped\b|\bis gone\b|\bwent out\b)", re.I)
+
+
+def asks_where_account(text: str) -> bool:
+    return _WHERE_ACCOUNT_RE.search(text) is not None
 
 
 def reports_hazard(text: str) -> bool:
     """A hazard told in a part of the message that does not take something back: "算了不查了
     小区配电箱在冒烟" is one (what is dropped is the bill), "没事了 不冒烟了" and "never mind, the
     sparks stopped" are not."""
-    if not is_hazard(text):
+    if not is_hazard(text) or _ALREADY_REPORTED_RE.search(text):
         return False
     for piece in _PIECES_RE.split(text):
         m = HAZARD_RE.search(piece)
@@ -326,8 +340,8 @@ def without_identifiers(text: str) -> str:
 
 def given_last4(text: str) -> str | None:
     """The last 4 digits of the phone given with the account ("户号…，尾号8000")."""
-    m = _GIVEN_LAST4_RE.search(text)
-    return m.group(1) if m else None
+    m = _GIVEN_LAST4_RE.search(digits_view(normalize_chars(text)))  # "手机后四位九零零零" too
+    return (m.group(1) or m.group(2)) if m else None
 
 
 def account_ending(text: str) -> str | None:

@@ -40,6 +40,7 @@ from intents.signals import (
     asks_fee,
     corrects,
     declines,
+    asks_where_account,
     given_last4,
     is_question,
     looks_like_address,
@@ -319,6 +320,8 @@ class FormsMixin:
         text = turn.message.text or ""
         if not is_question(text):
             return None
+        if (turn.state.get("form") or {}).get("slot") == "account_number" and asks_where_account(text):
+            return "utter_where_account"  # "户号是啥 在哪看啊？"
         if name in REPAIRS:
             return "utter_repair_fee" if asks_fee(text) else "utter_repair_eta" if asks_eta(text) else None
         if name == "solar_connection" and asks_about_selling_power(text):

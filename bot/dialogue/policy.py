@@ -58,6 +58,7 @@ from intents.signals import (
     is_cancel,
     is_caution,
     reports_hazard,
+    topic,
     is_question,
     looks_like_address,
     other_utility,
@@ -247,6 +248,11 @@ class PolicyMixin:
                 await self.act(turn, wanted)
                 return
             number = turn.entities.get("account_number") or account_number(text)
+            if number and topic(text) == "bill":
+                # "我想问一下我家电费交了没有 户号是…": the bill, whatever the NLU made of the words
+                turn.intent = "bill_query"
+                await self.act(turn, "bill_query")
+                return
             if number:
                 # "3100000002", "户号…的户主是谁": what shall be done with it? Nothing is shown yet
                 turn.set_slot("account_number", str(number))

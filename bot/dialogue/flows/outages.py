@@ -244,6 +244,13 @@ class OutageFlows:
                 self.say(turn, "utter_work_order_not_found", work_order_id=wid)
                 return
             if wo.account_number and wo.account_number not in turn.authorized and wo.id not in (turn.slots.get("_orders") or []):
+                if turn.authorized:
+                    # verified for another account: someone else's order is not shown, and the digits
+                    # given for their own account are no try at someone else's
+                    turn.slots.pop("work_order_id", None)
+                    self.finish(turn)
+                    self.say(turn, "utter_work_order_not_yours", work_order_id=wid)
+                    return
                 turn.set_slot("account_number", wo.account_number)
                 await self.verify(turn, "work_order_status", await self.account(turn, wo.account_number))
             self.finish(turn)
