@@ -47,7 +47,7 @@ _DECLINE_ANY_RE = re.compile(
     r"没事了|没事儿了|虚惊一场|是隔壁在|搞错了不是|"
     # a deferral: "等发工资了再交吧", "等房产证下来再办", "先别登记", "我先去问问支付宝", "let me first check"
     r"(?:^|[，,。.!！\s])算了(?!.{0,4}还是)|等.{1,10}再(?:交|办|说|弄|申请|来|登记|报|订)|先别|回头再|改天再|再想想|考虑一下|"
-    r"我先(?:去)?(?:问问|问一下|找找)|"
+    r"我先(?:去)?(?:问问|问一下|找找|看看|检查)|"
     r"let me (?:first )?(?:check|ask|think|talk)|i'?ll (?:come back|get back|think about it)|come back later|"
     r"i'?ll wait|wait and see|false alarm|it'?s (?:fine|ok|okay) now|all good now|"
     r"i'?ll (?:get|call|find) (?:an |my )?(?:electrician|landlord)|my landlord will|"
@@ -154,7 +154,9 @@ _OTHER_SERVICE_RE = re.compile(
 _PENALTY_RE = re.compile(r"处罚|罚款|罚多少|怎么罚|违法|犯法|坐牢|判刑|法律|\b(?:penalty|penalties|fine|fined|illegal|law|jail|prison|punish\w*|caught)\b", re.I)
 _THEFT_RE = re.compile(r"偷电|窃电|私拉|\bsteal\w*|\btheft\b|\bstolen\b", re.I)
 # is the power back
-_RESTORED_RE = re.compile(r"(?:修好|恢复|来电|通电)了?(?:吗|没|么|没有)|\b(?:fixed|restored|resolved|back on|back yet)\b", re.I)
+_RESTORED_RE = re.compile(r"(?:修好|恢复|来电|通电)了?(?:吗|没|么|没有)|(?:是不是|是否|有没有)(?:已经)?(?:好|修好|恢复|来电)了|"
+                          r"现在(?:好|修好|恢复)了(?:吗|没|么)?|"
+                          r"\b(?:fixed|restored|resolved|back on|back yet|sorted(?: out)?|over now|all good now)\b", re.I)
 # does a service cost anything
 _FEE_RE = re.compile(r"收费|收钱|要钱|花钱|付钱|免费|费用|多少钱|\b(?:charge|charges|cost|costs|fee|fees|free|pay for)\b", re.I)
 # when will someone come: asked about the order just filed

@@ -79,14 +79,18 @@ class OutageFlows:
             # same district is not covered by this fault)
             known = [o for o in await self.core.list_outages(address=address, active_at=now)
                      if o.status in ("active", "scheduled")]
-        elif district:
+        elif district or address:
             # an address the core cannot match (written in English): a district-wide outage
             # covers it, so does a fault on a street the address names in pinyin ("Bibo Road"
-            # for 碧波路); another street's fault in that district is only mentioned
+            # for 碧波路, with or without a district); another street's fault in that district
+            # is only mentioned
             for o in await self.core.list_outages(district=district, active_at=now):
                 if o.status in ("active", "scheduled"):
-                    covers = not o.streets or (address and any(street_written(address, s) for s in o.streets))
-                    (known if covers else nearby).append(o)
+                    written = bool(address) and any(street_written(address, s) for s in o.streets or [])
+                    if written or district and not o.streets:
+                        known.append(o)
+                    elif district:
+                        nearby.append(o)
         if known and (address or not known[0].streets):
             o = known[0]
             self.finish(turn)
@@ -103,7 +107,7 @@ class OutageFlows:
         if not known and asks_if_restored(asked) and not turn.slots.get("_restored_told"):
             # "前两天大统路停电，现在修好了吗": an outage there restored in the last days is the answer
             # (the question itself names the street when no address was given)
-            done = await self._restored_outage(address or (asked if has_chinese(asked) else None), district, now)
+            done = await self._restored_outage(address or asked, district, now)
             if done is not None:
                 turn.slots["_outage_checked"] = check
                 turn.slots["_restored_told"] = done.id
