@@ -90,6 +90,21 @@ def find(text: str) -> list[tuple[int, int, str]]:
     return [(m.start(), m.end(), NAMES[int(m.lastgroup[1:])]) for m in _ANY.finditer(scan)]
 
 
+_AROUND_DISTRICT_RE = re.compile(r"[\s,，。.!！]|上海市?|新区|区|县|那边|这边|那里|这里|的|附近|一带|\b(?:in|the|area|district|shanghai)\b")
+
+
+def only_district(text: str | None) -> bool:
+    """Whether ``text`` names a district and nothing more of a place ("浦东新区", "in Xuhui"): where,
+    roughly, but no address a crew or an application can use."""
+    t = (text or "").lower()
+    hits = find(t)
+    if not hits:
+        return False
+    for s, e, _ in reversed(hits):
+        t = t[:s] + " " + t[e:]
+    return not _AROUND_DISTRICT_RE.sub("", t)
+
+
 def normalize(text: str | None) -> str | None:
     """The core's name of the first Shanghai district ``text`` names, or None."""
     hits = find((text or "").lower())

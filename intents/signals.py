@@ -220,6 +220,15 @@ _PIECES_RE = re.compile(r"[，,。.!！?？;；]+|(?<=[\u4e00-\u9fff])\s+|\s+(?=
 _HAZARD_OVER_RE = re.compile(r"^(?:不|没|没有|不再|别)|(?:停了|没了|灭了|不冒了|好了|\bstopped\b|\bis gone\b|\bwent out\b)", re.I)
 
 
+# "3号楼 二楼楼道", "building 3, 2nd floor stairwell": where exactly, inside a place already given
+_REFINES_PLACE_RE = re.compile(r"^[^，,。？?]{0,12}(?:\d+\s*(?:号楼|栋|幢|单元|楼|层|室)|楼道|门口|旁边|对面|地下室|车库)[^？?]{0,12}$|"
+                               r"^\W*(?:building|bldg|block|unit|floor|room|apt|flat)\s*\w+[\w\s,]{0,30}$", re.I)
+
+
+def refines_place(text: str) -> bool:
+    return _REFINES_PLACE_RE.search(text.strip()) is not None and not _LONG_DIGITS_RE.search(text)
+
+
 def asks_where_account(text: str) -> bool:
     return _WHERE_ACCOUNT_RE.search(text) is not None
 

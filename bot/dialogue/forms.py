@@ -26,12 +26,13 @@ from typing import Any
 
 from backend_client import NotFound
 from bot.dialogue.flows import BUSINESS_INTENTS
-from bot.dialogue.flows.places import has_chinese
+from bot.dialogue.flows.places import district_label, has_chinese
 from bot.dialogue.responses import local, preview
 from bot.dialogue.turn import Turn
 from bot.logs import mask_account, mask_phone
 from channels.base import proven_phone
 from intents.payload import chosen_option
+from intents.places import normalize as district_of, only_district
 from intents.signals import (
     address_text,
     affirms,
@@ -41,6 +42,7 @@ from intents.signals import (
     corrects,
     declines,
     asks_where_account,
+    refines_place,
     given_last4,
     is_question,
     looks_like_address,
@@ -242,10 +244,15 @@ class FormsMixin:
                 value = (await self.account(turn, number)).address
         if not value and looks_like_address(text):
             value = address_text(text)
-        if not value and e.get("district"):
+        if value and only_district(value):
+            value = None  # "浦东新区" said at the address prompt: a district, asked again below
+        if not value and (e.get("district") or district_of(text)):
             # "浦东": where, roughly — kept, but a crew needs the street and number (asked again)
-            turn.set_slot("district", e["district"])
+            turn.set_slot("district", e.get("district") or district_of(text))
+            turn.slots["_district_heard"] = district_label(turn.slots["district"], turn.lang)
             return False
+        if has_chinese(value) and not district_of(value) and turn.slots.get("district"):
+            value = f"{turn.slots['district']}{value}"  # "川沙路1288弄…" after "浦东新区"
         if not value:
             return False
         turn.set_slot(slot, value)
@@ -308,6 +315,11 @@ class FormsMixin:
             or form.get("name") == "emergency" and looks_like_address(text)
         ):  # "wait, the address is 98 Gumei Road" at the confirmation changes it, as a number does
             got = await self._fill_address(turn, "address") or got
+        elif turn.slots.get("address") and not phone and form.get("slot") == "contact_phone" and refines_place(text):
+            # "3号楼 二楼楼道" while the number is asked: where exactly, added to the place given
+            joint = "" if has_chinese(text) else ", "
+            turn.set_slot("address", f"{turn.slots['address']}{joint}{text}"[:200])
+            got = True
         for name in ("date", "month"):
             if e.get(name) and not turn.slots.get(name):
                 turn.set_slot(name, e[name])

@@ -427,8 +427,9 @@ class PolicyMixin:
                 st["offer"] = "handoff"
                 self.say(turn, "utter_offer_human")
                 return
+            heard = turn.slots.pop("_district_heard", None)  # "浦东新区" for an address: noted, the street asked
             self.say(turn, "utter_invalid_phone" if slot == "contact_phone" and _has_digits(turn) else
-                     "utter_not_understood_slot")
+                     "utter_district_noted" if heard else "utter_not_understood_slot", district=heard or "")
             try:
                 await self.run_flow(turn, name, resume=True)
             finally:
