@@ -98,7 +98,10 @@ _CLAUSE_RE = re.compile(
     r"(?<=[?？!！。；;])\s*|(?<=\w{2}\.)\s+(?=[A-Za-z])|[，,。.;；!！?？\s]*(?:顺便(?:问一?下|问问|说一?下)?|另外|还有(?:就是)?|然后(?:再)?|再帮我|and also|also,?|by the way,?|plus)\s*|"
     r",?\s+and\s+(?=(?:is|are|what|when|how|can|could|do|does|will|any)\b)", re.I)
 # "直接给我转人工", "let me talk to a real person": an agent, whatever else the message says
-_ASKS_HUMAN_RE = re.compile(r"转人工|人工客服|找人工|要人工|找真人|要真人|真人客服|real person|human agent|talk to (?:a |an )?(?:human|person|agent)", re.I)
+_ASKS_HUMAN_RE = re.compile(r"转人工|人工客服|找人工|要人工|接人工|找真人|要真人|真人客服|real person|human agent|live agent|"
+                            r"(?:talk|speak|chat) (?:to|with) (?:a |an |some )?(?:human|person|agent|someone|operator|representative)|"
+                            r"(?:get|give|put) me (?:through to )?(?:a |an )?(?:human|person|agent|operator|representative)|"
+                            r"connect me (?:to|with) (?:a |an )?(?:human|person|agent|operator|representative)", re.I)
 _LONG_DIGITS_RE = re.compile(r"\d{7,}")
 # "尾号8000", "后四位9000", "last 4 is 8000", "the phone ends in 9000": the identity check given up front
 _GIVEN_LAST4_RE = re.compile(
@@ -231,6 +234,11 @@ def refines_place(text: str) -> bool:
 
 def asks_where_account(text: str) -> bool:
     return _WHERE_ACCOUNT_RE.search(text) is not None
+
+
+def mentions_report(text: str) -> bool:
+    """"since I reported the smoking meter box", "我报的那个": about something already reported."""
+    return _ALREADY_REPORTED_RE.search(text) is not None
 
 
 def reports_hazard(text: str) -> bool:

@@ -45,7 +45,7 @@ from bot.dialogue.flows.service_requests import ServiceRequestFlows
 from bot.dialogue.flows.subscriptions import SubscriptionFlows
 from bot.dialogue.flows.tariffs import TariffFlows
 from bot.dialogue.forms import ConfirmedWrites, FormsMixin, Stop
-from bot.dialogue.identity import IdentityMixin
+from bot.dialogue.identity import ACCOUNT_CHECK, IdentityMixin
 from bot.dialogue.follow_ups import FollowUpsMixin
 from bot.dialogue.policy import FALLBACK_CONFIDENCE, PolicyMixin
 from bot.dialogue.reference import ReferenceData
@@ -105,6 +105,7 @@ class DialogueEngine(
         self.flows: dict[str, Callable[[Turn], Awaitable[None]]] = {
             name: getattr(self, f"flow_{name}") for name in BUSINESS_INTENTS if hasattr(self, f"flow_{name}")
         }
+        self.flows[ACCOUNT_CHECK] = self.flow_account_check
 
     async def decide(self, message: Message, snap: Snapshot) -> TurnResult:
         """Decide one turn from the conversation as the store found it (``snap``): the replies,

@@ -7,13 +7,18 @@ or a payment, "大概多久能到？" after an order was filed. Each applies onl
 not confidently another request (the NLU knows the follow-up's words poorly: they borrow the
 context).
 
-Expects of the class it is mixed into: ``run_flow``, ``act`` (``PolicyMixin``);
+Inside an open form, a side request is answered around it (``answer_around``): the form is set
+aside, the other request answered, and the form asked again.
+
+Expects of the class it is mixed into: ``run_flow``, ``act``, ``dispatch`` (``PolicyMixin``);
 ``_take_entities`` (``FormsMixin``); ``say`` (``Responses``).
 """
 
 from __future__ import annotations
 
 from bot.dialogue.flows import BUSINESS_INTENTS
+from bot.dialogue.flows.hazards import EMERGENCY
+from bot.dialogue.forms import TURN_SLOTS, Stop
 from bot.dialogue.turn import Turn
 from intents.places import street_mentioned
 from intents.signals import (
@@ -111,3 +116,40 @@ class FollowUpsMixin:
             await self.act(turn, "work_order_status")
             return True
         return False
+
+    async def answer_around(self, turn: Turn, form: dict, answer) -> bool:
+        """Answer another request with the open form set aside, then come back to the form.
+        ``answer`` says whether it answered (``None`` counts as yes); if not, nothing changed."""
+        st = turn.state
+        name = form["name"]
+        saved = dict(form)
+        saved_slots = dict(turn.slots)
+        saved_last = st.get("last_intent")
+        st["form"] = None
+        try:
+            if await answer() is False:
+                st["form"] = saved
+                return False
+        except Stop:
+            if name != EMERGENCY:
+                raise  # the new request asks something: it is now the open one; the old one waits
+            # a hazard report comes first: the other request waits until it is filed
+            turn.replies = turn.replies[:-1]
+            self.say(turn, "utter_side_later")
+        if turn.handoff:
+            return True
+        if st.get("form") and name != EMERGENCY:
+            return True
+        answered = st.get("last_intent")
+        st["form"] = saved
+        st["last_intent"] = saved_last
+        if answered != saved_last:
+            st["previous_intent"] = answered  # what a follow-up inside the form refers to
+        for k in (*TURN_SLOTS, "_text", "_confirmed", "address", "account_number"):
+            if k in saved_slots:
+                turn.slots[k] = saved_slots[k]
+            else:
+                turn.slots.pop(k, None)
+        self.say(turn, "utter_resume_form")
+        await self.run_flow(turn, name, resume=True)
+        return True

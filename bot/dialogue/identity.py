@@ -10,8 +10,8 @@ What a turn learns (accounts found, verified, a failed answer) is written by the
 from the turn's result (``Turn.new_accounts``, ``Turn.verify_result``), not here.
 
 Expects of the class it is mixed into: ``core`` (a ``CoreClient``), ``store`` (the
-``TrackerStore``), ``sender_proofs``; ``ask`` and ``_clear_form`` (``FormsMixin``: the check
-is a form slot, ``last4``); ``say`` (``Responses``).
+``TrackerStore``), ``sender_proofs``; ``ask``, ``finish`` and ``_clear_form`` (``FormsMixin``: the
+check is a form slot, ``last4``); ``run_flow`` (``PolicyMixin``); ``say`` (``Responses``).
 """
 
 from __future__ import annotations
@@ -26,12 +26,28 @@ from channels.base import Message, proven_phone
 from intents.payload import chosen_option
 from bot.dialogue.flows.places import street_of
 from intents.places import street_written
-from intents.signals import account_ending, given_last4, names_category
+from intents.signals import account_ending, asks_if_overdue, given_last4, mentions_report, names_category, topic
 from intents.slots import choice
+
+
+# an account given with no request the NLU knew ("3100000002", "…nobody came. account …"): its
+# check comes next, then what it is for
+ACCOUNT_CHECK = "account_check"
 
 
 class IdentityMixin:
     """Known accounts, account lookup and the identity check (mixed into ``DialogueEngine``)."""
+
+    async def flow_account_check(self, turn: Turn) -> None:
+        """The check of an account given alone; then the orders if the first words were about one
+        ("since I reported…", "工单"), else the question what to do with it."""
+        await self.require_account(turn, ACCOUNT_CHECK)
+        first = str(turn.slots.get("_text") or "")
+        if topic(first) == "work_order" or asks_if_overdue(first) or mentions_report(first):
+            await self.run_flow(turn, "work_order_status")
+            return
+        self.finish(turn)
+        self.say(turn, "utter_account_verified_purpose")
 
     async def _known_accounts(self, message: Message) -> tuple[list[Account], str]:
         """Accounts the core already links to this identity: a binding, or the registered phone

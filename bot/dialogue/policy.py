@@ -38,6 +38,7 @@ from typing import Any
 from bot.dialogue.flows import BUSINESS_INTENTS
 from bot.dialogue.flows.hazards import EMERGENCY
 from bot.dialogue.forms import CURRENT_TURN, TURN_SLOTS, Stop, says_yes
+from bot.dialogue.identity import ACCOUNT_CHECK
 from bot.dialogue.turn import Turn
 from bot.dialogue.verification import LOCK_MINUTES
 from backend_client import NotFound
@@ -223,8 +224,10 @@ class PolicyMixin:
                 self.say(turn, "utter_verify_locked", minutes=LOCK_MINUTES)  # the check stays locked
                 return
             pending = turn.slots.get("account_number")
-            if pending and pending not in turn.authorized and last in BUSINESS_INTENTS and (given_last4(text) or last4(text)):
+            if pending and pending not in turn.authorized and (last in BUSINESS_INTENTS or last == ACCOUNT_CHECK) and (
+                    given_last4(text) or last4(text)):
                 # "last 4 digits are 8000" after a request that named an account: checked, then answered
+                turn.slots["_last4"] = given_last4(text) or last4(text)  # "8000" alone is the answer too
                 try:
                     await self.verify(turn, last, await self.account(turn, str(pending)))
                 except NotFound:
@@ -256,6 +259,7 @@ class PolicyMixin:
             if number:
                 # "3100000002", "户号…的户主是谁": what shall be done with it? Nothing is shown yet
                 turn.set_slot("account_number", str(number))
+                turn.slots["_text"], st["last_intent"] = text, ACCOUNT_CHECK  # its last 4 digits next
                 st["fallbacks"] = 0
                 self.say(turn, "utter_account_purpose", account=mask_account(str(number)))
                 return
@@ -403,7 +407,7 @@ class PolicyMixin:
             await self.run_flow(turn, name, resume=True)
             return
         before = st.get("previous_intent")
-        if before and before != name and await self._answer_around(
+        if before and before != name and await self.answer_around(
                 turn, form, lambda: self.follow_up(turn, intent, turn.message.text or "", before)):
             return  # "那徐汇这周呢" after planned outages, while a subscription waits for an account
         side = intent if turn.confidence >= FALLBACK_CONFIDENCE else "nlu_fallback"
@@ -437,50 +441,14 @@ class PolicyMixin:
                     st["form"]["misses"] = misses  # the same question asked again: counted
             return
         # interruption: answer the side question, then come back to the form
-        await self._answer_around(turn, form, lambda: self.dispatch(turn, side, interrupted=True))
-
-    async def _answer_around(self, turn: Turn, form: dict, answer) -> bool:
-        """Answer another request with the open form set aside, then come back to the form.
-        ``answer`` says whether it answered (``None`` counts as yes); if not, nothing changed."""
-        st = turn.state
-        name = form["name"]
-        saved = dict(form)
-        saved_slots = dict(turn.slots)
-        saved_last = st.get("last_intent")
-        st["form"] = None
-        try:
-            if await answer() is False:
-                st["form"] = saved
-                return False
-        except Stop:
-            if name != EMERGENCY:
-                raise  # the new request asks something: it is now the open one; the old one waits
-            # a hazard report comes first: the other request waits until it is filed
-            turn.replies = turn.replies[:-1]
-            self.say(turn, "utter_side_later")
-        if turn.handoff:
-            return True
-        if st.get("form") and name != EMERGENCY:
-            return True
-        answered = st.get("last_intent")
-        st["form"] = saved
-        st["last_intent"] = saved_last
-        if answered != saved_last:
-            st["previous_intent"] = answered  # what a follow-up inside the form refers to
-        for k in (*TURN_SLOTS, "_text", "_confirmed", "address", "account_number"):
-            if k in saved_slots:
-                turn.slots[k] = saved_slots[k]
-            else:
-                turn.slots.pop(k, None)
-        self.say(turn, "utter_resume_form")
-        await self.run_flow(turn, name, resume=True)
-        return True
+        await self.answer_around(turn, form, lambda: self.dispatch(turn, side, interrupted=True))
 
     def _gives_value(self, turn: Turn, slot: str | None) -> bool:
         """Whether a message carries a value of the kind a form asks (so a "不用了" in it is not
         a way out: "电费先不查了，就报修电表。地址…")."""
         e = turn.entities
         return bool(e.get("address") or e.get("phone_number") or e.get("account_number")
+                    or slot == "last4" and last4(turn.message.text or "")
                     or slot in ("date", "slot_id", "hall_id") and e.get("date")
                     or slot in ("address", "location") and looks_like_address(turn.message.text or ""))
 
