@@ -394,6 +394,12 @@ def topic(text: str) -> str | None:
     return None
 
 
+def topics_named(text: str) -> list[str]:
+    """Every notification topic a message names ("停电通知和账单提醒都帮我开通"), in ``TOPIC_WORDS``'
+    order."""
+    return [name for name, rx in TOPIC_WORDS if rx.search(text)]
+
+
 def asks_fee(text: str) -> bool:
     """"上门修要收费吗", "do you charge for the visit?": whether a service costs the customer."""
     return _FEE_RE.search(text) is not None

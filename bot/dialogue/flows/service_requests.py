@@ -35,6 +35,11 @@ class ServiceRequestFlows:
             self.say(turn, "utter_complaint_process")
             return
         angry = is_angry(text)
+        given = turn.slots.get("account_number")
+        if given and given not in turn.authorized and not turn.slots.get("contact_phone"):
+            # an account named with the complaint and no number to call: checked, so its phone can be
+            # called back (a number typed instead is taken, and the check is not needed)
+            await self.verify(turn, "complaint", await self.account(turn, given))
         number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
         if not number and len(turn.authorized) == 1:
             number = next(iter(turn.authorized))

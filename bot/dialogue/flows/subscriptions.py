@@ -19,7 +19,7 @@ from backend_client import ValidationFailed
 from bot.dialogue.responses import TOPICS, mask_name
 from bot.dialogue.turn import Turn
 from bot.logs import mask_account, mask_phone
-from intents.signals import topic as topic_in
+from intents.signals import topic as topic_in, topics_named
 from intents.slots import mobile
 
 
@@ -38,12 +38,14 @@ class SubscriptionFlows:
 
     async def flow_subscribe_notifications(self, turn: Turn) -> None:
         acc = await self.require_account(turn, "subscribe_notifications")
-        # the topic named; "notify me when it is back" right after a known outage is about outages
-        topic = turn.slots.get("topic") or topic_in(str(turn.slots.get("_text") or "")) or (
-            "outage" if turn.slots.get("_known_outage") else "all")
-        topics = list(TOPICS) if topic == "all" else [topic]
+        # the topics named ("停电通知和账单提醒都要": both); "notify me when it is back" right after a
+        # known outage is about outages; none named: all of them
+        named = [turn.slots["topic"]] if turn.slots.get("topic") else topics_named(str(turn.slots.get("_text") or ""))
+        topics = [t for t in named if t in TOPICS] or (["outage"] if turn.slots.get("_known_outage") else list(TOPICS))
         channel, identity, via = self._notice_target(turn, acc)
-        topic_names = self.phrase(turn, f"utter_fragment_topic_{topic if topic in TOPICS else 'all'}")
+        topic_names = ("、" if turn.lang == "zh" else ", ").join(
+            self.phrase(turn, f"utter_fragment_topic_{t}") for t in topics) if len(topics) < len(TOPICS) \
+            else self.phrase(turn, "utter_fragment_topic_all")
         self.confirm(turn, "subscribe_notifications", "utter_confirm_subscribe", account=mask_account(acc.account_number),
                      topics=topic_names, via=via)
         try:
@@ -71,7 +73,7 @@ class SubscriptionFlows:
         if not held:
             # nothing to stop: said so, with no question to answer and nothing written
             self.finish(turn)
-            self.say(turn, "utter_not_subscribed", topics=names)
+            self.say(turn, "utter_not_subscribed", topics=self.phrase(turn, f"utter_fragment_topic_{topic or 'any'}"))
             return
         self.confirm(turn, "unsubscribe_notifications", "utter_confirm_unsubscribe", topics=names)
         removed = await self.core.delete_subscription(acc.account_number, topic, turn.message.channel, turn.message.sender_id)
