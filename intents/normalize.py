@@ -157,13 +157,33 @@ def _quantity_digits(m: re.Match[str]) -> str:
     return str(int(value)) if value == int(value) else str(value)
 
 
+# one toneless pinyin syllable; a word of pinyin is a run of them ("guangfu", "tingdian")
+_SYLLABLE = (r"(?:zh|ch|sh|[bpmfdtnlgkhjqxrzcsyw])?"
+             r"(?:iang|iong|uang|ang|eng|ing|ong|uan|ian|iao|uai|ai|ei|ao|ou|an|en|in|un|ia|ie|iu|ua|uo|ue|ui|er|a|o|e|i|u|v)")
+_PINYIN_WORD_RE = re.compile(f"(?:{_SYLLABLE})+")
+_WORD_RE = re.compile(r"[a-z']+")
+# English words a pinyin sentence never holds (spelt like syllables: "in", "he", "long"...)
+_ENGLISH_WORDS = frozenset(
+    "the is are am was be my to you your what how can do does did please i it of for and on in at this that with "
+    "no yes ok hi hello thanks bye not any who why when where which will would could should have has had get "
+    "go we us our they them".split())
+
+
+def is_pinyin(text: str) -> bool:
+    """"guangfu bingwang zenme banli", "minhang mingtian tingdian ma": Chinese written in pinyin
+    (three words at least, every one a run of syllables, none an English word; "Jing'an" is a name)."""
+    words = _WORD_RE.findall(text.lower())
+    return len(words) >= 3 and all(_PINYIN_WORD_RE.fullmatch(w) for w in words) and not _ENGLISH_WORDS.intersection(words)
+
+
 def detect_language(text: str) -> str:
-    """'zh' if the text has any Han characters or no Latin letters at all, else 'en'."""
+    """'zh' if the text has any Han characters, is pinyin, or has no Latin letters at all, else
+    'en'."""
     head = text[:500]
     han = len(_HAN_RE.findall(head))
     latin = len(_LATIN_RE.findall(head))
     if han == 0 and latin > 0:
-        return "en"
+        return "zh" if is_pinyin(head) else "en"
     if han > 0 and latin > 3 * han + 10:
         return "en"
     return "zh"

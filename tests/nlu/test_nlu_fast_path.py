@@ -48,7 +48,7 @@ from intents.features import analyze, mask_entities  # noqa: E402
 from intents.loader import data_hash, load_data, load_nlu_file  # noqa: E402
 from intents.model import FALLBACK, out_of_scope_by_rule, Interpreter, ModelState, train_if_needed  # noqa: E402
 from intents.normalize import (  # noqa: E402
-    _CharMap, _conversion_gate, detect_language, normalize_chars, normalize_for_classifier,
+    _CharMap, _conversion_gate, detect_language, is_pinyin, normalize_chars, normalize_for_classifier,
     to_simplified)
 
 DATA = ROOT / "training_data"
@@ -177,7 +177,7 @@ def ref_detect_language(text: str) -> str:
     han = sum(1 for c in text[:500] if "\u4e00" <= c <= "\u9fff")
     latin = sum(1 for c in text[:500] if c.isascii() and c.isalpha())
     if han == 0 and latin > 0:
-        return "en"
+        return "zh" if is_pinyin(text[:500]) else "en"
     if han > 0 and latin > 3 * han + 10:
         return "en"
     return "zh"

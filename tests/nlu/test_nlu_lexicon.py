@@ -34,3 +34,15 @@ def test_english_and_correct_spelling_unchanged(text: str) -> None:
 def test_no_variant_is_a_word_of_another_entry() -> None:
     words = set(VARIANTS)
     assert not [v for vs in VARIANTS.values() for v in vs if v in words]
+
+
+@pytest.mark.parametrize("text,lang", [
+    ("guangfu bingwang zenme banli", "zh"), ("minhang mingtian tingdian ma", "zh"), ("cha yi xia dian fei", "zh"),
+    ("wo xiang zai jia li an zhuang guang fu ban", "zh"),
+    # English, and names or short words that happen to be spelt like syllables
+    ("Jing'an", "en"), ("check my bill", "en"), ("hang on", "en"), ("long time no see", "en"), ("Tom Smith", "en"),
+])
+def test_pinyin_is_answered_in_chinese(text: str, lang: str) -> None:
+    from intents.normalize import detect_language
+
+    assert detect_language(text) == lang
