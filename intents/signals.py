@@ -236,6 +236,12 @@ def asks_where_account(text: str) -> bool:
     return _WHERE_ACCOUNT_RE.search(text) is not None
 
 
+def pieces(text: str) -> list[str]:
+    """A message cut at its punctuation and at the spaces between Chinese words: the parts a
+    rambling message says its request in ("喂 你好啊 … 我想问问我们家电费是不是欠着没交 …")."""
+    return [p for p in _PIECES_RE.split(text) if p.strip()]
+
+
 def mentions_report(text: str) -> bool:
     """"since I reported the smoking meter box", "我报的那个": about something already reported."""
     return _ALREADY_REPORTED_RE.search(text) is not None

@@ -405,7 +405,7 @@ class FormsMixin:
             if full:  # people type the whole number; it is checked whole, not just its tail
                 turn.slots["_last4"] = full
                 return True
-            digits = last4(text)
+            digits = given_last4(text) or last4(text)  # "手机尾号8000 这个是我儿子的号码哦…" too
             if digits is None:
                 return False
             turn.slots["_last4"] = digits

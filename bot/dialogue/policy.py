@@ -58,6 +58,7 @@ from intents.signals import (
     is_angry,
     is_cancel,
     is_caution,
+    pieces,
     reports_hazard,
     topic,
     is_question,
@@ -207,7 +208,13 @@ class PolicyMixin:
             self.say(turn, "utter_anything_else")
             return
 
-        # 4. two requests in one message: each in turn
+        # 4. two requests in one message: each in turn; a long one the NLU cannot place as a whole:
+        # the one request one of its parts makes
+        found = self._request_in_parts(turn) if (
+            intent in _FALLBACK_INTENTS and not turn.entities or turn.confidence < FALLBACK_CONFIDENCE) else None
+        if found:
+            intent = turn.intent = found
+            turn.confidence = max(turn.confidence, CLAUSE_CONFIDENCE)
         parts = self._requests(turn, intent)
         if len(parts) >= 2:
             await self.act(turn, intent, parts)
@@ -314,6 +321,20 @@ class PolicyMixin:
             if r.get("name") in BUSINESS_INTENTS and float(r.get("confidence") or 0) >= RANKED_REQUEST_CONFIDENCE:
                 return r["name"]
         return None
+
+    def _request_in_parts(self, turn: Turn) -> str | None:
+        """The business request of a long message: the NLU's best guess for the whole when one of
+        its parts makes that request fairly surely, else the only request a part makes surely."""
+        text = turn.message.text or ""
+        if len(text) < 24:
+            return None
+        guess = next((r["name"] for r in turn.parse.get("intent_ranking") or [] if r["name"] in BUSINESS_INTENTS), None)
+        parts = [(x["intent"]["name"], float(x["intent"].get("confidence") or 0))
+                 for x in (self._parse(p) for p in pieces(text) if len(p) >= 4)]
+        if any(name == guess and conf >= 0.6 for name, conf in parts):
+            return guess
+        sure = {name for name, conf in parts if name in BUSINESS_INTENTS and conf >= 0.8}
+        return sure.pop() if len(sure) == 1 else None
 
     def _requests(self, turn: Turn, intent: str) -> list[tuple[str, dict]]:
         """The clauses of a message that are requests of their own (each understood, the
