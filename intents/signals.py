@@ -232,6 +232,14 @@ def refines_place(text: str) -> bool:
     return _REFINES_PLACE_RE.search(text.strip()) is not None and not _LONG_DIGITS_RE.search(text)
 
 
+_SUBMISSION_RE = re.compile(r"^\W*(?:(?:yes|ok|好的?|对)\W*)?(?:确认|确定|提交|confirm|submit)", re.I)
+
+
+def confirms_submission(text: str) -> bool:
+    """"确认", "yes confirm", "submit": a yes that confirms a request, not one to a new offer."""
+    return _SUBMISSION_RE.search(text) is not None
+
+
 def asks_where_account(text: str) -> bool:
     return _WHERE_ACCOUNT_RE.search(text) is not None
 

@@ -283,6 +283,7 @@ class FormsMixin:
         text = (turn.message.text or "").strip()
         e = turn.entities
         got = False
+        shown = {k: turn.slots.get(k) for k in ("contact_phone", "address", "account_number")}
         phone = mobile(str(e.get("phone_number") or "")) or (mobile(text) if not e.get("account_number") else None)
         if not phone and means_registered_phone(text):
             phone = await self._known_phone(turn)
@@ -324,6 +325,8 @@ class FormsMixin:
             if e.get(name) and not turn.slots.get(name):
                 turn.set_slot(name, e[name])
                 got = True
+        if form.get("slot") == "confirm" and any(v and turn.slots.get(k) != v for k, v in shown.items()):
+            turn.slots.pop("_confirmed", None)  # "好 …电话13800000000" changed what is filed: shown again for a yes
         return got
 
     def form_answer(self, turn: Turn, name: str) -> str | None:

@@ -58,6 +58,7 @@ from intents.signals import (
     is_angry,
     is_cancel,
     is_caution,
+    confirms_submission,
     pieces,
     reports_hazard,
     topic,
@@ -182,6 +183,9 @@ class PolicyMixin:
         if offer:
             if decline or intent == "deny" or intent == "cancel":
                 self.say(turn, "utter_anything_else")
+                return
+            if says_yes(turn) and turn.just_done and confirms_submission(text):
+                self._yes_to_nothing(turn, "affirm")  # "确认" once more for what was just filed, not the offer
                 return
             if says_yes(turn) and intent not in _CLOSING_TALK:
                 # ("好的，谢谢你们辛苦了" is thanks, not a yes to paying)

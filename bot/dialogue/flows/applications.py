@@ -14,7 +14,7 @@ Expects of the class it is mixed into: ``core``; ``account``, ``require_account`
 
 from __future__ import annotations
 
-from bot.dialogue.flows import remember_order
+from bot.dialogue.flows import BUSINESS_INTENTS, remember_order
 from bot.dialogue.responses import preview
 from bot.dialogue.flows.places import has_chinese, names_street
 from bot.dialogue.turn import Turn
@@ -79,6 +79,7 @@ class ApplicationFlows:
         the first request; a bare yes/no, phone or account number does not."""
         text = (turn.message.text or "").strip()
         if text == turn.slots.get("_text") or turn.intent in ("affirm", "deny") or len(text) < 4 or is_question(text) \
+                or turn.intent in BUSINESS_INTENTS and turn.intent != turn.state.get("last_intent") \
                 or turn.entities.get("account_number") or has_account_digits(text) and len(text) <= 40 \
                 or 2 * sum(ch.isdigit() for ch in text) >= len(text.replace(" ", "")):  # "9000": the identity check
             return
