@@ -235,6 +235,15 @@ def refines_place(text: str) -> bool:
 _SUBMISSION_RE = re.compile(r"^\W*(?:(?:yes|ok|好的?|对)\W*)?(?:确认|确定|提交|confirm|submit)", re.I)
 
 
+_ACK_RE = re.compile(r"^\W*(?:好的?|好吧|嗯+|恩|哦+|噢|行|明白了?|知道了|了解|收到|ok(?:ay)?|got it|i see|alright|sure|right)\W*$", re.I)
+
+
+def acknowledges_only(text: str) -> bool:
+    """"好的", "ok", "got it": an acknowledgement, which may answer the last thing said rather than
+    a question asked before it."""
+    return _ACK_RE.search(text) is not None
+
+
 def confirms_submission(text: str) -> bool:
     """"确认", "yes confirm", "submit": a yes that confirms a request, not one to a new offer."""
     return _SUBMISSION_RE.search(text) is not None

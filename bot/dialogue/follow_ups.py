@@ -151,5 +151,9 @@ class FollowUpsMixin:
             else:
                 turn.slots.pop(k, None)
         self.say(turn, "utter_resume_form")
-        await self.run_flow(turn, name, resume=True)
+        try:
+            await self.run_flow(turn, name, resume=True)
+        finally:
+            if st.get("form") and st["form"].get("slot") == "confirm":
+                st["form"]["after_side"] = True  # its yes must now be more than an "好的" (``fill_requested``)
         return True

@@ -41,6 +41,7 @@ from intents.signals import (
     asks_fee,
     corrects,
     declines,
+    acknowledges_only,
     asks_where_account,
     refines_place,
     given_last4,
@@ -249,7 +250,7 @@ class FormsMixin:
         if not value and (e.get("district") or district_of(text)):
             # "浦东": where, roughly — kept, but a crew needs the street and number (asked again)
             turn.set_slot("district", e.get("district") or district_of(text))
-            turn.slots["_district_heard"] = district_label(turn.slots["district"], turn.lang)
+            turn.form_note = ("utter_district_noted", {"district": district_label(turn.slots["district"], turn.lang)})
             return False
         if has_chinese(value) and not district_of(value) and turn.slots.get("district"):
             value = f"{turn.slots['district']}{value}"  # "川沙路1288弄…" after "浦东新区"
@@ -373,6 +374,11 @@ class FormsMixin:
         text = (turn.message.text or "").strip()
         e = turn.entities
         if slot == "confirm":
+            if form.get("after_side") and acknowledges_only(text):
+                # "好的" after the answer to a question asked in between: it may answer that answer;
+                # a write needs a yes that is surely to it
+                turn.form_note = ("utter_confirm_explicitly", {})
+                return False
             if says_yes(turn):
                 turn.slots["_confirmed"] = form["name"]
                 return True

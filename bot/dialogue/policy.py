@@ -304,7 +304,9 @@ class PolicyMixin:
                 if st.get("form") and kept is None:
                     kept = (dict(st["form"]), dict(turn.slots))
                 elif kept is not None:
-                    del turn.replies[before:]  # one question at a time: the first request's stays open
+                    # one question at a time: the first request's stays open (what this one said before
+                    # its question, like the papers an application needs, is kept)
+                    del turn.replies[max(before, len(turn.replies) - 1):]
             st["form"] = None
         turn.message, turn.intent, turn.confidence, turn.entities = whole
         if kept is not None:
@@ -456,9 +458,8 @@ class PolicyMixin:
                 st["offer"] = "handoff"
                 self.say(turn, "utter_offer_human")
                 return
-            heard = turn.slots.pop("_district_heard", None)  # "浦东新区" for an address: noted, the street asked
-            self.say(turn, "utter_invalid_phone" if slot == "contact_phone" and _has_digits(turn) else
-                     "utter_district_noted" if heard else "utter_not_understood_slot", district=heard or "")
+            note = turn.form_note or ("utter_not_understood_slot", {})  # "好的，在浦东新区，还需要…"
+            self.say(turn, "utter_invalid_phone" if slot == "contact_phone" and _has_digits(turn) else note[0], **note[1])
             try:
                 await self.run_flow(turn, name, resume=True)
             finally:

@@ -62,6 +62,7 @@ class Turn:
     just_done: Any = None  # the request the last turn wrote after a yes (the tracker's "done")
     writes_ok: bool = False  # the customer said yes to what the running request writes
     whole_text: str | None = None  # the whole message, while one of its clauses is handled
+    form_note: tuple[str, dict[str, Any]] | None = None  # why an answer did not fill its slot, said instead of "not understood"
 
     @property
     def slots(self) -> dict[str, Any]:

@@ -31,7 +31,7 @@ WO_TYPE = {
 
 class ApplicationFlows:
     async def _application(self, turn: Turn, flow: str, *, needs_account: bool = False) -> None:
-        if not turn.slots.get("_started"):
+        if turn.slots.get("_started") != flow:  # the papers once per application (two may come in one message)
             turn.slots["_started"] = flow
             self.say(turn, f"utter_materials_{flow}")
         self._application_note(turn)
