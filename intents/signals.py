@@ -238,6 +238,27 @@ _SUBMISSION_RE = re.compile(r"^\W*(?:(?:yes|ok|好的?|对)\W*)?(?:确认|确定
 _ACK_RE = re.compile(r"^\W*(?:好的?|好吧|嗯+|恩|哦+|噢|行|明白了?|知道了|了解|收到|ok(?:ay)?|got it|i see|alright|sure|right)\W*$", re.I)
 
 
+# street lights belong to the city's lighting office (12345), not to the power company
+_STREET_LIGHT_RE = re.compile(r"路灯|\bstreet ?lights?\b|\bstreet ?lamps?\b|\blamp ?posts?\b", re.I)
+# "一定要户号吗", "do I need my account number?": whether an inquiry needs an account
+_ACCOUNT_NEEDED_RE = re.compile(r"(?:一定|必须|非得|需要|要)(?:要|有|提供)?户号|户号.{0,3}(?:必须|一定)|"
+                                r"\b(?:do|must) i (?:need|have|give)\b.{0,15}\baccount\b", re.I)
+
+
+_LIGHT_OUT_RE = re.compile(r"不亮|坏了|灭了|黑了|不开|\b(?:off|out|dark|broken|not working|doesn'?t work|flicker\w*)\b", re.I)
+_LIVE_PARTS_RE = re.compile(r"电线|线|电缆|漏电|裸露|\b(?:cables?|wires?|exposed|live|shock\w*)\b", re.I)
+
+
+def about_street_light(text: str) -> bool:
+    """"路灯不亮了", "the street light has been off for a week": a lamp out, no cable or wire in danger."""
+    return (_STREET_LIGHT_RE.search(text) is not None and _LIGHT_OUT_RE.search(text) is not None
+            and _LIVE_PARTS_RE.search(text) is None)
+
+
+def asks_if_account_needed(text: str) -> bool:
+    return _ACCOUNT_NEEDED_RE.search(text) is not None and is_question(text)
+
+
 def acknowledges_only(text: str) -> bool:
     """"好的", "ok", "got it": an acknowledgement, which may answer the last thing said rather than
     a question asked before it."""

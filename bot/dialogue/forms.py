@@ -38,6 +38,7 @@ from intents.signals import (
     affirms,
     asks_about_selling_power,
     asks_eta,
+    asks_if_account_needed,
     asks_fee,
     corrects,
     declines,
@@ -344,6 +345,10 @@ class FormsMixin:
             return "utter_solar_sell_back"
         if name == "subscribe_notifications" and asks_fee(text):
             return "utter_notices_free"
+        if name in APPLICATIONS and asks_eta(text):
+            return "utter_application_eta"  # "roughly how long does the approval take?"
+        if name in APPLICATIONS and asks_if_account_needed(text):
+            return "utter_application_inquiry"  # "一定要户号吗？我就先问问"
         if name in APPLICATIONS and (turn.intent in (name, "inform", "nlu_fallback", "out_of_scope")
                                      or turn.intent not in BUSINESS_INTENTS or turn.confidence < 0.7):
             return f"utter_materials_{name}"

@@ -26,7 +26,7 @@ from bot.dialogue.verification import aware
 from bot.logs import mask_phone
 from common.clock import utcnow
 from intents.places import find, street_mentioned, street_written
-from intents.signals import address_text, asks_fee, asks_if_restored, is_question, looks_like_address
+from intents.signals import about_street_light, address_text, asks_fee, asks_if_restored, is_question, looks_like_address
 from intents.slots import district as district_in
 
 
@@ -216,6 +216,11 @@ class OutageFlows:
 
     async def flow_repair_request(self, turn: Turn) -> None:
         asked = str(turn.slots.get("_text") or "")
+        if about_street_light(asked):
+            # street lights are the city's (12345), not the power company's
+            self.finish(turn)
+            self.say(turn, "utter_street_light")
+            return
         if asks_fee(asked) and is_question(asked) and turn.slots.get("_fee_told") != asked:
             turn.slots["_fee_told"] = asked  # "上门修要收费吗": who pays, before the report's questions
             self.say(turn, "utter_repair_fee")
