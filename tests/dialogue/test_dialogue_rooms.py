@@ -125,8 +125,10 @@ def test_every_business_intent_has_its_flow() -> None:
     from bot.dialogue import DialogueEngine
     from bot.dialogue.flows import BUSINESS_INTENTS
 
+    from bot.dialogue.identity import ACCOUNT_CHECK
+
     engine = DialogueEngine(core=object(), interpreter=None, store=object())  # type: ignore[arg-type]
-    assert set(engine.flows) == BUSINESS_INTENTS
+    assert set(engine.flows) == BUSINESS_INTENTS | {ACCOUNT_CHECK}  # and the check of an account given alone
     assert all(callable(f) for f in engine.flows.values())
 
 

@@ -57,8 +57,7 @@ class BillingFlows:
         self.say(turn, "utter_bill", metadata={"bill": card}, **figures)
         overdue = [u for u in arrears.unpaid_bills if u.overdue and u.month != b.month]
         if overdue:  # an older month past its due date: said by name, not only inside the total
-            joint = "；" if turn.lang == "zh" else "; "
-            self.say(turn, "utter_bill_overdue_months", lines=joint.join(
+            self.say(turn, "utter_bill_overdue_months", lines=self.phrase(turn, "utter_fragment_list_separator").join(
                 self.phrase(turn, "utter_fragment_overdue_line", month=u.month, balance=money_text(u.balance),
                             due=u.due_date.isoformat()) for u in overdue))
         if arrears.amount_owed > 0:

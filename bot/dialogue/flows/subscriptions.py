@@ -43,7 +43,7 @@ class SubscriptionFlows:
         named = [turn.slots["topic"]] if turn.slots.get("topic") else topics_named(str(turn.slots.get("_text") or ""))
         topics = [t for t in named if t in TOPICS] or (["outage"] if turn.slots.get("_known_outage") else list(TOPICS))
         channel, identity, via = self._notice_target(turn, acc)
-        topic_names = ("、" if turn.lang == "zh" else ", ").join(
+        topic_names = self.phrase(turn, "utter_fragment_list_separator").join(
             self.phrase(turn, f"utter_fragment_topic_{t}") for t in topics) if len(topics) < len(TOPICS) \
             else self.phrase(turn, "utter_fragment_topic_all")
         self.confirm(turn, "subscribe_notifications", "utter_confirm_subscribe", account=mask_account(acc.account_number),
