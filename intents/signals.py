@@ -235,7 +235,6 @@ def refines_place(text: str) -> bool:
 _SUBMISSION_RE = re.compile(r"^\W*(?:(?:yes|ok|好的?|对)\W*)?(?:确认|确定|提交|confirm|submit)", re.I)
 
 
-_ACK_RE = re.compile(r"^\W*(?:好的?|好吧|嗯+|恩|哦+|噢|行|明白了?|知道了|了解|收到|ok(?:ay)?|got it|i see|alright|sure|right)\W*$", re.I)
 
 
 # street lights belong to the city's lighting office (12345), not to the power company
@@ -259,10 +258,14 @@ def asks_if_account_needed(text: str) -> bool:
     return _ACCOUNT_NEEDED_RE.search(text) is not None and is_question(text)
 
 
-def acknowledges_only(text: str) -> bool:
-    """"好的", "ok", "got it": an acknowledgement, which may answer the last thing said rather than
-    a question asked before it."""
-    return _ACK_RE.search(text) is not None
+_FIRM_YES_RE = re.compile(r"^\W*(?:是的?|对的?|确认|确定|提交|没问题|可以提交|yes|yep|yeah|confirm|submit|go ahead|please do|do it)"
+                          r"(?!\w)(?!.{0,12}(?:谢|thank))", re.I)
+
+
+def firm_yes(text: str) -> bool:
+    """"确认", "是的 提交", "yes go ahead": a yes that can only answer the question, unlike "好的" or
+    "ok thanks", which may answer the last thing said."""
+    return _FIRM_YES_RE.search(text) is not None and not declines(text)
 
 
 def confirms_submission(text: str) -> bool:

@@ -42,7 +42,7 @@ from intents.signals import (
     asks_fee,
     corrects,
     declines,
-    acknowledges_only,
+    firm_yes,
     asks_where_account,
     refines_place,
     given_last4,
@@ -379,7 +379,7 @@ class FormsMixin:
         text = (turn.message.text or "").strip()
         e = turn.entities
         if slot == "confirm":
-            if form.get("after_side") and acknowledges_only(text):
+            if form.get("after_side") and not firm_yes(text):
                 # "好的" after the answer to a question asked in between: it may answer that answer;
                 # a write needs a yes that is surely to it
                 turn.form_note = ("utter_confirm_explicitly", {})
@@ -410,6 +410,14 @@ class FormsMixin:
                 turn.slots.pop("_verify_for", None)
                 if given_last4(text) and str(acc) not in turn.authorized:  # "户号…，尾号8000": checked now
                     await self.verify(turn, form["name"], turn.accounts_cache[str(acc)])
+                return True
+            pending = turn.slots.get("account_number")
+            digits = given_last4(text) or last4(text)
+            if slot == "location" and digits and pending and pending not in turn.authorized:
+                # "8000" where the place is asked, after an account was named: the account is checked
+                # and its registered address used
+                turn.slots["_last4"] = digits
+                await self.verify(turn, form["name"], await self.account(turn, str(pending)))
                 return True
             if slot == "location":
                 return await self._fill_address(turn, "address")
