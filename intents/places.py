@@ -162,17 +162,20 @@ def street_english(street: str) -> str:
     return " ".join(w for w in words if w)
 
 
-# a Chinese address of the usual shape: district, street, lane, number ("闵行区七莘路318弄12号")
-_CN_ADDRESS_RE = re.compile(r"^(?:上海市)?(?P<district>[\u4e00-\u9fff]{1,3}(?:新区|区))?"
-                            r"(?P<street>[\u4e00-\u9fff]{2,8}?(?:大道|公路|支路|路|街))(?:(?P<lane>\d+)弄)?(?P<number>\d+)号$")
+# a Chinese address of the usual shape: district, town, street, lane, number, then a room or a floor
+# ("闵行区七莘路318弄12号", "浦东新区张江镇碧波路88弄5号1202室", "浦东新区世纪大道1500号B1层")
+_CN_ADDRESS_RE = re.compile(r"^(?:上海市)?(?P<district>[\u4e00-\u9fff]{1,3}(?:新区|区))?(?P<town>[\u4e00-\u9fff]{1,4}镇)?"
+                            r"(?P<street>[\u4e00-\u9fff]{2,8}?(?:大道|公路|支路|路|街))(?:(?P<lane>\d+)弄)?(?P<number>\d+)号"
+                            r"(?:(?P<room>\d+)室|(?P<floor>[A-Za-z]?\d+)(?:层|楼))?$")
 _HOURS_WORDS = (("周一", "Mon"), ("周二", "Tue"), ("周三", "Wed"), ("周四", "Thu"), ("周五", "Fri"), ("周六", "Sat"),
                 ("周日", "Sun"), ("至", "-"), ("法定节假日", "public holidays"), ("休息", "closed"), ("，", "; "))
 
 
-def address_parts(address: str) -> tuple[str | None, str, str | None, str] | None:
-    """(district, street, lane, number) of a Chinese address of the usual shape, else None."""
+def address_parts(address: str) -> dict[str, str | None] | None:
+    """District, town, street, lane, number, room and floor of a Chinese address of the usual
+    shape (those it names), else None."""
     m = _CN_ADDRESS_RE.match((address or "").strip())
-    return (m.group("district"), m.group("street"), m.group("lane"), m.group("number")) if m else None
+    return m.groupdict() if m else None
 
 
 def hours_english(hours: str) -> str:

@@ -248,6 +248,21 @@ _LIGHT_OUT_RE = re.compile(r"不亮|坏了|灭了|黑了|不开|\b(?:off|out|dar
 _LIVE_PARTS_RE = re.compile(r"电线|线|电缆|漏电|裸露|\b(?:cables?|wires?|exposed|live|shock\w*)\b", re.I)
 
 
+_BEREAVED_RE = re.compile(r"去世|过世|走了以后|离世|病故|\bpassed away\b|\bdied\b|\bdeceased\b|\bpassing\b", re.I)
+_CLOSE_ACCOUNT_RE = re.compile(r"销户|注销|停止用电|拆表|\bclos(?:e|ing) (?:my |the |our )?(?:electricity )?account\b|"
+                               r"\bcancel (?:my |the )?(?:electricity )?account\b", re.I)
+
+
+def bereaved(text: str) -> bool:
+    """"my father passed away", "老人去世了": a change of account after a death."""
+    return _BEREAVED_RE.search(text) is not None
+
+
+def closes_account(text: str) -> bool:
+    """"我要销户", "close my account": the account is to be closed."""
+    return _CLOSE_ACCOUNT_RE.search(text) is not None
+
+
 def about_street_light(text: str) -> bool:
     """"路灯不亮了", "the street light has been off for a week": a lamp out, no cable or wire in danger."""
     return (_STREET_LIGHT_RE.search(text) is not None and _LIGHT_OUT_RE.search(text) is not None

@@ -26,7 +26,7 @@ from typing import Any
 
 from backend_client import NotFound
 from bot.dialogue.flows import BUSINESS_INTENTS
-from bot.dialogue.flows.places import district_label, has_chinese
+from bot.dialogue.flows.places import address_for, district_label, has_chinese
 from bot.dialogue.responses import local, preview
 from bot.dialogue.turn import Turn
 from bot.logs import mask_account, mask_phone
@@ -179,7 +179,7 @@ class FormsMixin:
         elif method == "create_work_order":
             desc = preview(str(args[1] if len(args) > 1 else kwargs.get("description") or ""))
             what = self.phrase(turn, "utter_fragment_write_order", description=desc,
-                               address=kwargs.get("address") or "-", phone=mask_phone(kwargs.get("contact_phone") or "") or "-")
+                               address=address_for(kwargs.get("address"), turn.lang) or "-", phone=mask_phone(kwargs.get("contact_phone") or "") or "-")
         else:
             what = self.phrase(turn, "utter_fragment_write_other")
         turn.state["form"] = {"name": flow, "slot": "confirm"}

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from bot.dialogue.flows import BUSINESS_INTENTS, remember_order
 from bot.dialogue.responses import preview
-from bot.dialogue.flows.places import has_chinese, names_street
+from bot.dialogue.flows.places import address_for, has_chinese, names_street
 from bot.dialogue.turn import Turn
 from bot.logs import mask_account, mask_phone
-from intents.signals import address_text, asks_price, is_question, looks_like_address
+from intents.signals import address_text, asks_price, bereaved, closes_account, is_question, looks_like_address
+from common.money import money_text
 from intents.slots import has_account_digits
 
 # the core's work-order type of each application
@@ -33,11 +34,19 @@ class ApplicationFlows:
     async def _application(self, turn: Turn, flow: str, *, needs_account: bool = False) -> None:
         if turn.slots.get("_started") != flow:  # the papers once per application (two may come in one message)
             turn.slots["_started"] = flow
+            if flow == "account_change" and bereaved(str(turn.slots.get("_text") or "")):
+                self.say(turn, "utter_condolence")  # "my father passed away…": a word of sympathy first
             self.say(turn, f"utter_materials_{flow}")
         self._application_note(turn)
         number = None
         if needs_account:
             number = (await self.require_account(turn, flow)).account_number
+            if flow == "account_change" and closes_account(str(turn.slots.get("_text") or "")) \
+                    and turn.slots.get("_settle_told") != number:
+                turn.slots["_settle_told"] = number  # closing with money owed: what must be paid first
+                owed = (await self.core.get_arrears(number)).amount_owed
+                if owed > 0:
+                    self.say(turn, "utter_close_needs_settlement", owed=money_text(owed))
         else:
             named = turn.slots.get("account_number")
             if named and named not in turn.authorized and named in str(turn.slots.get("_text") or ""):
@@ -62,7 +71,7 @@ class ApplicationFlows:
         description = " / ".join([str(turn.slots.get("_text") or flow), *added])[:500]
         self.confirm(turn, flow, "utter_confirm_application_details",
                      what=self.phrase(turn, f"utter_fragment_work_order_type_{WO_TYPE[flow]}"),
-                     account=mask_account(number) if number else "-", address=address, phone=mask_phone(phone),
+                     account=mask_account(number) if number else "-", address=address_for(address, turn.lang), phone=mask_phone(phone),
                      description=preview(description, 120))
         turn.slots.pop("_started", None)
         turn.slots.pop("_app_notes", None)

@@ -15,6 +15,7 @@ Expects of the class it is mixed into: ``core``; ``require``, ``confirm``, ``fin
 from __future__ import annotations
 
 from bot.dialogue.flows import remember_order
+from bot.dialogue.flows.places import address_for
 from bot.dialogue.turn import Turn
 from bot.logs import mask_phone, mask_text
 from intents.signals import about_appliance, address_text, is_life_threatening, looks_like_address
@@ -60,7 +61,7 @@ class HazardFlows:
             if not offered:
                 phone = self.require(turn, flow, "contact_phone", "utter_ask_hazard_phone")
         phone = phone or offered
-        self.confirm(turn, flow, "utter_confirm_emergency", address=address, phone=mask_phone(phone or "") or "-")
+        self.confirm(turn, flow, "utter_confirm_emergency", address=address_for(address, turn.lang), phone=mask_phone(phone or "") or "-")
         number = self._proven_account(turn)
         wo = await self.core.create_work_order(
             "repair", str(turn.slots.get("_text") or "")[:500], account_number=number, priority="emergency",

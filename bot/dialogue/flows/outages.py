@@ -19,7 +19,7 @@ from typing import Any
 from backend_client import NotFound
 from bot.dialogue.flows import WORK_ORDER_TYPES, remember_order
 from bot.dialogue.forms import Stop
-from bot.dialogue.flows.places import district_label, has_chinese, names_street, outage_area, outage_cause, street_of
+from bot.dialogue.flows.places import address_for, district_label, has_chinese, names_street, outage_area, outage_cause, street_of
 from bot.dialogue.responses import CHINA_TZ, WO_STATUSES, local
 from bot.dialogue.turn import Turn
 from bot.dialogue.verification import aware
@@ -150,7 +150,7 @@ class OutageFlows:
         if not address:
             await self._location(turn, "report_outage")  # asks where
         phone = await self.contact_phone(turn, "report_outage")
-        self.confirm(turn, "report_outage", "utter_confirm_outage_order_details", address=address or "-", phone=mask_phone(phone))
+        self.confirm(turn, "report_outage", "utter_confirm_outage_order_details", address=address_for(address, turn.lang) or "-", phone=mask_phone(phone))
         turn.slots.pop("_outage_checked", None)
         turn.slots.pop("_outage_told", None)
         await self._file_order(turn, "outage", "停电", "high", number, phone, address, district,
@@ -226,7 +226,7 @@ class OutageFlows:
             self.say(turn, "utter_repair_fee")
         number, district, address = await self._location(turn, "repair_request")
         phone = await self.contact_phone(turn, "repair_request")
-        self.confirm(turn, "repair_request", "utter_confirm_repair", address=address or "-")
+        self.confirm(turn, "repair_request", "utter_confirm_repair", address=address_for(address, turn.lang) or "-")
         await self._file_order(turn, "repair", "报修", "normal", number, phone, address, district, "utter_repair_created")
 
     async def _file_order(self, turn: Turn, wo_type: str, default_description: str, priority: str, number: Any,

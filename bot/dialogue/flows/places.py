@@ -45,13 +45,17 @@ def address_for(address: str | None, lang: str) -> str:
     parts = address_parts(address or "") if lang == "en" else None
     if not parts:
         return address or ""
-    district_cn, street, lane, number = parts
-    district = english_name(district_cn) if district_cn else None
-    if district_cn and not district:
+    district = english_name(parts["district"]) if parts["district"] else None
+    if parts["district"] and not district:
         return address or ""
-    road = street_english(street)
-    place = f"No. {number}, Lane {lane}, {road}" if lane else f"{number} {road}"
-    return f"{place}, {district}" if district else place
+    road = street_english(parts["street"])
+    place = f"No. {parts['number']}, Lane {parts['lane']}, {road}" if parts["lane"] else f"{parts['number']} {road}"
+    if parts["room"]:
+        place = f"Room {parts['room']}, {place}"
+    elif parts["floor"]:
+        place = f"Floor {parts['floor']}, {place}"
+    town = street_english(parts["town"][:-1]).strip() + " Town" if parts["town"] else None
+    return ", ".join(p for p in (place, town, district) if p)
 
 
 def street_of(address: str | None, lang: str) -> str:

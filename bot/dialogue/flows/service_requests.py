@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from bot.dialogue.forms import stay_anonymous
 from bot.dialogue.flows import remember_order
+from bot.dialogue.flows.places import address_for
 from bot.dialogue.responses import kwh_fmt, preview
 from bot.dialogue.turn import Turn
 from bot.logs import mask_phone
@@ -63,7 +64,7 @@ class ServiceRequestFlows:
         # with it when none is known), then the order, urgent when the customer is angry
         phone = await self._known_phone_for(turn, number)
         address = turn.slots.get("address")
-        self.confirm(turn, "complaint", "utter_confirm_complaint_details", description=preview(text), address=address or "-",
+        self.confirm(turn, "complaint", "utter_confirm_complaint_details", description=preview(text), address=address_for(address, turn.lang) or "-",
                      phone=mask_phone(phone) if phone else self.phrase(turn, "utter_fragment_phone_wanted"))
         turn.slots["_confirmed"] = "complaint"  # the yes holds while the callback number is asked
         phone = phone or await self.contact_phone(turn, "complaint")
