@@ -387,6 +387,7 @@ _EN_ROAD_WORD = (r"\b(?!(?:the|a|an|my|our|your|this|that|main|same|on|at|in|of|
                  r"whole|entire|dark|every|any|some|no|which|what|whose|one|other|next)\b)[a-z][a-z'’-]*")
 EN_ADDRESS_RE = re.compile(
     r"\b(?:(?:room|rm|flat|apt|unit)\s*\d+[a-z]?,?\s*)?"
+    r"(?:no\.?\s*\d{1,4}[a-z]?,\s*)?(?:(?:lane|ln)\s*\d{1,4},?\s*)?"  # "No. 15, Lane 1088, …"
     r"(?:(?:no\.?\s*)?\d{1,4}[a-z]?(?:\s*-\s*\d{1,4})?,?\s+)?"
     rf"(?:{_EN_ROAD_WORD}\s+){{1,3}}(?:road|rd|street|st|lane|ln|avenue|ave|boulevard|blvd|highway|hwy|lu|jie)\b\.?"
     r"(?:\s+(?:no\.?\s*)?\d{1,4}(?:\s*(?:lane|nong)\s*\d{1,4})?)?"

@@ -27,7 +27,7 @@ import numpy as np
 from .entities import EntityExtractor, toward_past
 from .features import Featurizer, InferenceFeaturizer, Tokenizer, analyze, mask_entities
 from .loader import NLUData, data_hash, load_data
-from .signals import other_service, other_utility
+from .signals import looks_like_spam, other_service, other_utility
 from .normalize import detect_language, normalize_chars, normalize_for_classifier
 
 OUT_OF_SCOPE = "out_of_scope"
@@ -43,9 +43,10 @@ FORMAT_VERSION = 18  # 3: digit-shape symbols, char 1–3-grams; 4: address plac
 def out_of_scope_by_rule(text: str) -> bool:
     """Out of scope whatever the classifier says: "停停停…", "aaaa…" (no real request); Japanese,
     Korean, Thai, Russian, Arabic… (not a language the service answers in); another company's
-    bill or service with no word of electricity ("帮我交一下手机费", "预约九价疫苗")."""
+    bill or service with no word of electricity ("帮我交一下手机费", "预约九价疫苗"); advertising and
+    forwarded bank messages ("代开各类发票 联系微信")."""
     return (len(text) >= 20 and len(set(text)) <= 3 or _FOREIGN_SCRIPT_RE.search(text) is not None
-            or other_utility(text) or other_service(text))
+            or other_utility(text) or other_service(text) or looks_like_spam(text))
 
 
 _REF = dt.date(2024, 1, 15)  # fixed reference for masking during training (values unused)

@@ -514,6 +514,15 @@ def other_utility(text: str) -> bool:
     return _OTHER_UTILITY_RE.search(text) is not None and _ELECTRIC_RE.search(text) is None
 
 
+# advertising and forwarded bank messages: "代开各类发票 联系微信", "低价代缴电费 打八折 加qq", "【招商银行】…"
+_SPAM_RE = re.compile(r"代开.{0,6}发票|发票代开|(?:加|联系|私聊|咨询)\s*(?:qq|vx|v信|微信|威信|薇信)|打[一二三四五六七八九\d]折|"
+                      r"兼职刷单|刷单|【[^】]{0,10}银行】", re.I)
+
+
+def looks_like_spam(text: str) -> bool:
+    return _SPAM_RE.search(text) is not None
+
+
 def other_service(text: str) -> bool:
     """"预约九价疫苗", "status of my DHL package", "my credit card bill": another company's or
     agency's service, with no word of electricity."""
