@@ -43,7 +43,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "进度": ("近度", "jindu", "jin du"),
     "绑定": ("帮定", "绑订", "bangding", "bang ding"),
     "解绑": ("jiebang", "jie bang"),
-    "预约": ("yuyue", "yu yue"),
+    "预约": ("预月", "预越", "yuyue", "yu yue"),
     "营业厅": ("营业听", "yingyeting", "ying ye ting"),
     "订阅": ("定阅", "dingyue", "ding yue"),
     "取消": ("quxiao", "qu xiao"),

@@ -198,3 +198,15 @@ def grouped_numbers(t: str, lo: int, hi: int) -> list[tuple[int, int, str]]:
 
 def _date_like(parts: list[str]) -> bool:
     return len(parts[0]) == 4 and parts[0][:2] in ("19", "20") and len(parts) > 1 and int(parts[1]) <= 12
+
+
+_EN_DIGIT = {"zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+             "six": "6", "seven": "7", "eight": "8", "nine": "9"}
+_EN_DIGIT_RUN_RE = re.compile(r"\b(?:(?:zero|oh|o|one|two|three|four|five|six|seven|eight|nine)[\s-]+){3,}"
+                              r"(?:zero|oh|o|one|two|three|four|five|six|seven|eight|nine)\b", re.I)
+
+
+def english_digits(text: str) -> str:
+    """Digits read out in English ("nine zero zero zero", "eight oh oh oh") as digits; fewer than
+    four words in a row are left as words ("one or two")."""
+    return _EN_DIGIT_RUN_RE.sub(lambda m: "".join(_EN_DIGIT[w.lower()] for w in re.split(r"[\s-]+", m.group(0))), text)

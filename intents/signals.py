@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from .normalize import normalize_chars
-from .numbers import digits_view
+from .numbers import digits_view, english_digits
 
 HAZARD_RE = re.compile(
     r"电线断|断线|掉下来|断落|冒火|着火|起火|火花|打火|冒烟|烧焦|焦糊|糊味|焦味|烧黑|烧糊|烧化|熔化|触电|电到人|爆炸|"
@@ -105,9 +105,10 @@ _ASKS_HUMAN_RE = re.compile(r"转人工|人工客服|找人工|要人工|接人�
 _LONG_DIGITS_RE = re.compile(r"\d{7,}")
 # "尾号8000", "后四位9000", "last 4 is 8000", "the phone ends in 9000": the identity check given up front
 _GIVEN_LAST4_RE = re.compile(
-    r"(?:尾号|后4位|后四位|末4位|末四位|last ?(?:4|four)(?: digits)?|ends?(?: in| with)?|ending(?: in| with)?)\D{0,6}(\d{4})(?!\d)|"
-    # "3100000002 / 9000", "3100000001, 8000": four digits set apart right after the account
-    r"(?<!\d)\d{10,13}\s*[,，/、;；]\s*(\d{4})(?![\d年月号日/.\-])", re.I)
+    r"(?:尾号|后4位|后四位|末4位|末四位|last ?(?:4|four)(?: digits)?(?: of (?:my|the|your) (?:phone|mobile|number))?|"
+    r"ends?(?: in| with)?|ending(?: in| with)?)\D{0,6}(\d{4})(?!\d)|"
+    # "3100000002 / 9000", "3100000001, 8000", "3100000001 8000": four digits set apart right after the account
+    r"(?<!\d)\d{10,13}\s*[,，/、;；\s]\s*(\d{4})(?![\d年月号日元块度/.\-])", re.I)
 # "尾号0001的", "account ending 0003", "the one ending in 0002": an offered account by its last digits
 _ENDING_RE = re.compile(r"(?:尾号|末尾|后4位|后四位|结尾|ending(?: in| with)?|ends? (?:in|with))\D{0,4}(\d{4})(?!\d)", re.I)
 # "帮我登记过户申请", "please register the transfer request": the request said again (at a
@@ -340,8 +341,15 @@ def is_cancel(text: str) -> bool:
     return CANCEL_RE.match(text) is not None
 
 
+# "wait, no, make it the Xuhui one instead", "不对 改成后天": a change of what was asked, not a no
+_CANCEL_WORDS_RE = re.compile(r"取消|不办了|算了|\bcancel\b|\bforget it\b|\bnever ?mind\b", re.I)
+_CHANGE_RE = re.compile(r"改成|换成|改到|换到|改为|换个|\binstead\b|\bmake it\b|\bchange (?:it |that )?to\b|\bswitch (?:it )?to\b", re.I)
+
+
 def declines(text: str) -> bool:
     """The customer leaves what was being asked: "算了", "不用你们再登记了", "no, don't submit"."""
+    if _CHANGE_RE.search(text) and not _CANCEL_WORDS_RE.search(text):
+        return False
     return _DECLINE_START_RE.search(text) is not None or _DECLINE_ANY_RE.search(text) is not None
 
 
@@ -421,7 +429,7 @@ def without_identifiers(text: str) -> str:
 
 def given_last4(text: str) -> str | None:
     """The last 4 digits of the phone given with the account ("户号…，尾号8000")."""
-    m = _GIVEN_LAST4_RE.search(digits_view(normalize_chars(text)))  # "手机后四位九零零零" too
+    m = _GIVEN_LAST4_RE.search(digits_view(normalize_chars(english_digits(text))))  # "后四位九零零零", "nine zero…"
     return (m.group(1) or m.group(2)) if m else None
 
 

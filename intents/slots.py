@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 
 from .normalize import normalize_chars
-from .numbers import CN_NUM_CHARS, cn_to_number, digits_view, grouped_numbers
+from .numbers import CN_NUM_CHARS, cn_to_number, digits_view, english_digits, grouped_numbers
 from .places import normalize as shanghai_district
 
 _MOBILE_RE = re.compile(r"(?<!\d)(?:\+?86 ?)?(1[3-9]\d(?: ?\d){8})(?!\d)")
@@ -95,7 +95,7 @@ def mobile(text: str | None) -> str | None:
 
 def last4(text: str) -> str | None:
     """Four digits given alone (with a few words around them): the phone's last 4 digits."""
-    m = _LAST4_RE.match(_digits(text).strip())
+    m = _LAST4_RE.match(_digits(english_digits(text or "")).strip())
     return m.group(1).replace(" ", "") if m else None
 
 
