@@ -346,6 +346,11 @@ _CANCEL_WORDS_RE = re.compile(r"取消|不办了|算了|\bcancel\b|\bforget it\b
 _CHANGE_RE = re.compile(r"改成|换成|改到|换到|改为|换个|\binstead\b|\bmake it\b|\bchange (?:it |that )?to\b|\bswitch (?:it )?to\b", re.I)
 
 
+def changes_request(text: str) -> bool:
+    """"make it the Xuhui one instead", "改成后天": a change to what is being asked."""
+    return _CHANGE_RE.search(text) is not None
+
+
 def declines(text: str) -> bool:
     """The customer leaves what was being asked: "算了", "不用你们再登记了", "no, don't submit"."""
     if _CHANGE_RE.search(text) and not _CANCEL_WORDS_RE.search(text):
@@ -464,9 +469,16 @@ def topic(text: str) -> str | None:
     return None
 
 
+_ONLY_RE = re.compile(r"(?:\bjust\b|\bonly\b|只要|只订|只开|只需要)([^,，。.;；]{0,24})", re.I)
+
+
 def topics_named(text: str) -> list[str]:
     """Every notification topic a message names ("停电通知和账单提醒都帮我开通"), in ``TOPIC_WORDS``'
-    order."""
+    order; the ones after "just"/"只要" when it says so ("just the outage alerts, I already get the
+    bill on wechat": the outages)."""
+    only = _ONLY_RE.search(text)
+    if only and any(rx.search(only.group(1)) for _, rx in TOPIC_WORDS):
+        text = only.group(1)
     return [name for name, rx in TOPIC_WORDS if rx.search(text)]
 
 

@@ -153,8 +153,15 @@ def iso_date(text: str) -> str | None:
     return m.group(1) if m else None
 
 
+# words said while thinking, which are nobody's name ("wait, no, make it…")
+_NOT_NAMES = frozenset({"wait", "no", "ok", "okay", "yes", "sorry", "hmm", "um", "uh", "actually", "hi", "hello",
+                        "thanks", "well", "oh", "ah", "等等", "等一下", "不对", "好的", "是的", "嗯", "哦", "那个"})
+
+
 def contact_name(text: str) -> str | None:
     """A name as the answer to "your name?": short, no digits, without "我叫"/"my name is"."""
+    if text.strip(" ,，.!！?？").lower() in _NOT_NAMES:
+        return None
     if 1 < len(text) <= 30 and not _DIGIT_RE.search(text):
         return _NAME_PREFIX_RE.sub("", text)
     return None

@@ -51,6 +51,7 @@ from intents.signals import (
     means_registered_address,
     means_registered_phone,
     topic,
+    topics_named,
     letter_count,
     swapped_number,
     wants_anonymity,
@@ -327,6 +328,11 @@ class FormsMixin:
             if e.get(name) and not turn.slots.get(name):
                 turn.set_slot(name, e[name])
                 got = True
+        topics = ",".join(topics_named(text)) if (form.get("name"), form.get("slot")) == ("subscribe_notifications", "confirm") else ""
+        if topics and topics != turn.slots.get("topic"):
+            turn.set_slot("topic", topics)  # "actually just the outage alerts": those topics, shown again
+            turn.slots.pop("_confirmed", None)
+            got = True
         if form.get("slot") == "confirm" and any(v and turn.slots.get(k) != v for k, v in shown.items()):
             turn.slots.pop("_confirmed", None)  # "好 …电话13800000000" changed what is filed: shown again for a yes
         return got

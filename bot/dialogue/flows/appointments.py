@@ -42,6 +42,7 @@ from bot.logs import mask_phone
 from channels.base import Button
 from common.clock import utcnow
 from intents.places import name_written
+from intents.signals import changes_request
 from intents.slots import after_name_label, contact_name, mobile, without_phone
 from intents.slots import district as district_in
 
@@ -287,7 +288,7 @@ class AppointmentFlows:
         the question asked (and a name or a phone given with it). True when anything was kept."""
         took = False
         slots = turn.slots
-        if fresh or asked == "place":
+        if fresh or asked == "place" or changes_request(text):  # "make it the Xuhui one instead"
             found, district = self._halls_in(halls, text, slots.get("district") or turn.entities.get("district"))
             if len(found) == 1:
                 st["hall_id"] = found[0].id
@@ -329,8 +330,9 @@ class AppointmentFlows:
         contact_asked = asked in ("contact", "phone", "name")
         phone = mobile(str(turn.entities.get("phone_number") or "")) or mobile(text) or (
             slots.get("contact_phone") if contact_asked or fresh else None)
-        if fresh or contact_asked or phone:
-            # a name counts where it was asked for, or given with a phone number ("Mary Chen, 136…")
+        if (fresh or contact_asked or phone) and not (took and changes_request(text)):
+            # a name counts where it was asked for, or given with a phone number ("Mary Chen, 136…"),
+            # not in a change of the booking ("wait, no, make it the Xuhui one instead")
             name, purpose = self._name_and_purpose(turn, text, halls, asked=asked in ("contact", "name"))
             if asked == "name" and slots.get("contact_name"):
                 name = name or slots["contact_name"]

@@ -40,7 +40,7 @@ class SubscriptionFlows:
         acc = await self.require_account(turn, "subscribe_notifications")
         # the topics named ("停电通知和账单提醒都要": both); "notify me when it is back" right after a
         # known outage is about outages; none named: all of them
-        named = [turn.slots["topic"]] if turn.slots.get("topic") else topics_named(str(turn.slots.get("_text") or ""))
+        named = str(turn.slots["topic"]).split(",") if turn.slots.get("topic") else topics_named(str(turn.slots.get("_text") or ""))
         topics = [t for t in named if t in TOPICS] or (["outage"] if turn.slots.get("_known_outage") else list(TOPICS))
         channel, identity, via = self._notice_target(turn, acc)
         topic_names = self.phrase(turn, "utter_fragment_list_separator").join(
