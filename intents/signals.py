@@ -289,6 +289,15 @@ def confirms_submission(text: str) -> bool:
     return _SUBMISSION_RE.search(text) is not None
 
 
+_REPORT_NEEDED_RE = re.compile(r"(?:要不要|需不需要|用不用|还要|还需要|是否需要)(?:再|我)?(?:报修|报个修|报一下|报告|登记|打电话)|"
+                               r"\b(?:do|should) i (?:still )?(?:need to )?(?:report|file|call)\b", re.I)
+
+
+def asks_if_report_needed(text: str) -> bool:
+    """"那我还要不要再报个修啊", "should I still report it?": after being told of a known outage."""
+    return _REPORT_NEEDED_RE.search(text) is not None
+
+
 def asks_where_account(text: str) -> bool:
     return _WHERE_ACCOUNT_RE.search(text) is not None
 

@@ -20,12 +20,13 @@ from bot.dialogue.flows import BUSINESS_INTENTS
 from bot.dialogue.flows.hazards import EMERGENCY
 from bot.dialogue.forms import TURN_SLOTS, Stop
 from bot.dialogue.turn import Turn
-from intents.places import street_mentioned
+from intents.places import find as districts_in, street_mentioned
 from intents.signals import (
     asks_due_date,
     asks_earlier,
     asks_eta,
     asks_if_overdue,
+    asks_if_report_needed,
     asks_when,
     names_span,
     names_tariff_category,
@@ -74,6 +75,8 @@ class FollowUpsMixin:
                 or names_span(text)) and _borrows_context(turn, intent, last):
             if (street or names_span(text)) and not turn.entities.get("date"):
                 turn.slots.pop("date", None)  # "那世纪大道呢", "这周呢": any coming day
+            if len(districts_in(text.lower())) > 1:
+                turn.slots["_text"] = text  # "what about Minhang and Baoshan": each of them
             self._take_entities(turn)
             st["fallbacks"] = 0
             await self.run_flow(turn, last, resume=True)
@@ -85,6 +88,11 @@ class FollowUpsMixin:
             turn.set_slot("district", turn.slots["_known_outage_district"])
             self._take_entities(turn)
             await self.run_flow(turn, "outage_schedule", resume=True)
+            return True
+
+        # "那我还要不要再报个修啊" after a known outage: no, crews are on it
+        if turn.slots.get("_known_outage") and last == "report_outage" and asks_if_report_needed(text):
+            self.say(turn, "utter_no_need_to_report", end=turn.slots.get("_known_outage_end") or "-")
             return True
 
         # "when exactly?" after a known outage: when it is expected to end

@@ -238,9 +238,9 @@ class FormsMixin:
         e = turn.entities
         value = e.get("address")
         form = turn.state.get("form") or {}
-        if not value and turn.intent in BUSINESS_INTENTS - {form.get("name")} and turn.confidence > 0.8 \
-                and not means_registered_address(text):
-            return False  # another request ("浦东明天有没有计划停电"), not the place asked for
+        if (not value or is_question(text)) and turn.intent in BUSINESS_INTENTS - {form.get("name")} \
+                and turn.confidence > 0.8 and not means_registered_address(text):
+            return False  # another request ("浦东明天有没有计划停电", "明天我们那停不停电 浦东张江路"), not the place asked for
         if not value and means_registered_address(text):
             number = self._proven_account(turn)
             if number:

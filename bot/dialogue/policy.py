@@ -329,18 +329,15 @@ class PolicyMixin:
         return None
 
     def _request_in_parts(self, turn: Turn) -> str | None:
-        """The business request of a long message: the NLU's best guess for the whole when one of
-        its parts makes that request fairly surely, else the only request a part makes surely."""
+        """The business request of a long message: the NLU's best guess for the whole, when one of
+        its parts makes that request fairly surely."""
         text = turn.message.text or ""
         if len(text) < 24:
             return None
         guess = next((r["name"] for r in turn.parse.get("intent_ranking") or [] if r["name"] in BUSINESS_INTENTS), None)
         parts = [(x["intent"]["name"], float(x["intent"].get("confidence") or 0))
                  for x in (self._parse(p) for p in pieces(text) if len(p) >= 4)]
-        if any(name == guess and conf >= 0.6 for name, conf in parts):
-            return guess
-        sure = {name for name, conf in parts if name in BUSINESS_INTENTS and conf >= 0.8}
-        return sure.pop() if len(sure) == 1 else None
+        return guess if any(name == guess and conf >= 0.6 for name, conf in parts) else None
 
     def _requests(self, turn: Turn, intent: str) -> list[tuple[str, dict]]:
         """The clauses of a message that are requests of their own (each understood, the
