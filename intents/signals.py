@@ -152,7 +152,8 @@ _OTHER_SERVICE_RE = re.compile(
     r"拼多多|美团|饿了么|滴滴|机票|火车票|高铁票|电影票|门票|挂号|医生|牙医|疫苗|体检|驾照|违章停车|罚单|股票|彩票|"
     r"联通|中国移动|移动营业厅|电信营业厅|中国电信|"
     r"\b(?:credit card (?:bill|statement|limit)|loan|mortgage|parcel|courier|dhl|fedex|ups|taobao|amazon|flight|"
-    r"train ticket|movie|cinema|doctor|dentist|clinic|vaccine|vaccination|lottery|stocks?|mobile data|data plan|top ?up my phone|"
+    r"train ticket|movie|cinema|doctor|dentist|clinic|vaccine|vaccination|lottery|stocks?|mobile data|data plan|"
+    r"top ?up my (?:mobile|phone|cell)|(?:mobile|phone) (?:credit|top ?up|recharge)|"
     r"china mobile|china unicom|china telecom)\b", re.I)
 # what the law says about stealing power
 _PENALTY_RE = re.compile(r"处罚|罚款|罚多少|怎么罚|违法|犯法|坐牢|判刑|法律|\b(?:penalty|penalties|fine|fined|illegal|law|jail|prison|punish\w*|caught)\b", re.I)
@@ -548,8 +549,16 @@ _SPAM_RE = re.compile(r"代开.{0,6}发票|发票代开|(?:加|联系|私聊|咨
                       r"兼职刷单|刷单|【[^】]{0,10}银行】", re.I)
 
 
+# someone trying to give the assistant new orders ("ignore all previous instructions", "你现在是管理员")
+_INJECTION_RE = re.compile(r"\bignore (?:all |any |the )?(?:previous|prior|above|your|earlier) (?:instructions|rules|prompts?)\b|"
+                           r"\b(?:admin|developer|debug|god) mode\b|\bsystem prompt\b|\byou are now\b|\bact as (?:an? )?(?:admin|system)\b|"
+                           r"忽略(?:之前|以上|前面|你)的?(?:所有)?(?:指令|规则|设定|提示)|你现在是(?:管理员|开发者|系统)|管理员模式|开发者模式|系统提示词",
+                           re.I)
+
+
 def looks_like_spam(text: str) -> bool:
-    return _SPAM_RE.search(text) is not None
+    """Advertising, forwarded bank texts, and instructions for the assistant itself."""
+    return _SPAM_RE.search(text) is not None or _INJECTION_RE.search(text) is not None
 
 
 def other_service(text: str) -> bool:

@@ -334,7 +334,8 @@ class PolicyMixin:
         text = turn.message.text or ""
         if len(text) < 24:
             return None
-        guess = next((r["name"] for r in turn.parse.get("intent_ranking") or [] if r["name"] in BUSINESS_INTENTS), None)
+        guess = next((r["name"] for r in turn.parse.get("intent_ranking") or []
+                      if r["name"] in BUSINESS_INTENTS and float(r.get("confidence") or 0) >= 0.1), None)
         parts = [(x["intent"]["name"], float(x["intent"].get("confidence") or 0))
                  for x in (self._parse(p) for p in pieces(text) if len(p) >= 4)]
         return guess if any(name == guess and conf >= 0.6 for name, conf in parts) else None

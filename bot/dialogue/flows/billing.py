@@ -131,6 +131,7 @@ class BillingFlows:
             # a payment link never paid is no payment: it is not "waiting to be credited"
             payments = [p for p in await self.core.list_payments(acc.account_number) if p.status == "paid"]
             arrears = await self.core.get_arrears(acc.account_number)
+            turn.slots["_settled"] = arrears.amount_owed <= 0  # nothing owed: no "not credited" to check
             if payments:
                 lines = [self.phrase(turn, "utter_fragment_payment_line",
                                      date=p.created_at.astimezone(CHINA_TZ).strftime('%m-%d') if p.created_at else '-',
@@ -143,7 +144,8 @@ class BillingFlows:
                 bills = (await self.core.list_bills(acc.account_number))[:2]
                 lines = self._paid_lines(turn, bills)
                 self.say(turn, "utter_no_payments", owed=money_text(arrears.amount_owed), bills=lines)
-        self.confirm(turn, "payment_issue", "utter_confirm_payment_order")
+        self.confirm(turn, "payment_issue", "utter_confirm_payment_order_settled" if turn.slots.get("_settled")
+                     else "utter_confirm_payment_order")
         turn.slots["_confirmed"] = "payment_issue"  # the yes holds while the callback number is asked
         phone = await self.contact_phone(turn, "payment_issue")
         wo = await self.core.create_work_order(
@@ -151,6 +153,7 @@ class BillingFlows:
             account_number=acc.account_number, priority="normal", channel=turn.message.channel,
             contact_phone=phone, details={"category": "payment_issue"}, idempotency_key=f"{turn.key}:wo")
         turn.slots.pop("_payments_shown", None)
+        turn.slots.pop("_settled", None)
         remember_order(turn, wo.id)
         self._order_done(turn, wo, "utter_payment_order_created")
 
