@@ -347,6 +347,7 @@ _OUTAGE_WISH = re.compile(
     r"(?:别再|不要再|不想再|再也别|再也不要|别|不要)(?:像|跟|和)?[^，,。.!！?？发推通提短信消息订收]{0,8}?(?:那样|一样)?"
     r"(?:突然|无故|莫名其妙|莫名|随便|动不动)?(?:地)?(?:停电|断电|停了|断了|停|断|没电)"
     r"(?!电?(?:通知|提醒|预警|短信|信息|消息|推送))|"
+    r"\b(?:so|that) (?:i|we) (?:don'?t|do not|won'?t|will not) miss\b|别错过|免得错过|以免错过|"
     r"\b(?:don'?t|do not) want (?:another|more|any more|a repeat of)\b[^.,!?]{0,30}"
     r"\b(?:outage|power cut|blackout|cut)s?\b|\bno more (?:surprise |sudden |unannounced )?"
     r"(?:outages|power cuts|blackouts|cuts)\b",

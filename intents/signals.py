@@ -365,6 +365,8 @@ def declines(text: str) -> bool:
     """The customer leaves what was being asked: "算了", "不用你们再登记了", "no, don't submit"."""
     if _CHANGE_RE.search(text) and not _CANCEL_WORDS_RE.search(text):
         return False
+    if narrows_topics(text):
+        return False  # "no, not bill reminders - just outage alerts": fewer topics, not a no
     return _DECLINE_START_RE.search(text) is not None or _DECLINE_ANY_RE.search(text) is not None
 
 
@@ -482,13 +484,18 @@ def topic(text: str) -> str | None:
 _ONLY_RE = re.compile(r"(?:\bjust\b|\bonly\b|只要|只订|只开|只需要)([^,，。.;；]{0,24})", re.I)
 
 
+def narrows_topics(text: str) -> bool:
+    """"just the outage alerts", "只要账单提醒": some notices, named after "just"/"只要"."""
+    only = _ONLY_RE.search(text)
+    return bool(only) and any(rx.search(only.group(1)) for _, rx in TOPIC_WORDS)
+
+
 def topics_named(text: str) -> list[str]:
     """Every notification topic a message names ("停电通知和账单提醒都帮我开通"), in ``TOPIC_WORDS``'
     order; the ones after "just"/"只要" when it says so ("just the outage alerts, I already get the
     bill on wechat": the outages)."""
-    only = _ONLY_RE.search(text)
-    if only and any(rx.search(only.group(1)) for _, rx in TOPIC_WORDS):
-        text = only.group(1)
+    if narrows_topics(text):
+        text = _ONLY_RE.search(text).group(1)
     return [name for name, rx in TOPIC_WORDS if rx.search(text)]
 
 

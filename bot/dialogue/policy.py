@@ -59,6 +59,7 @@ from intents.signals import (
     is_cancel,
     is_caution,
     confirms_submission,
+    narrows_topics,
     pieces,
     reports_hazard,
     topic,
@@ -471,7 +472,7 @@ class PolicyMixin:
         """Whether a message carries a value of the kind a form asks (so a "不用了" in it is not
         a way out: "电费先不查了，就报修电表。地址…")."""
         e = turn.entities
-        return bool(e.get("address") or e.get("phone_number") or e.get("account_number")
+        return bool(e.get("address") or e.get("phone_number") or e.get("account_number") or narrows_topics(turn.message.text or "")
                     or slot == "last4" and last4(turn.message.text or "")
                     or slot in ("date", "slot_id", "hall_id") and e.get("date")
                     or slot in ("address", "location") and looks_like_address(turn.message.text or ""))

@@ -42,6 +42,7 @@ class SubscriptionFlows:
         # known outage is about outages; none named: all of them
         named = str(turn.slots["topic"]).split(",") if turn.slots.get("topic") else topics_named(str(turn.slots.get("_text") or ""))
         topics = [t for t in named if t in TOPICS] or (["outage"] if turn.slots.get("_known_outage") else list(TOPICS))
+        turn.slots["topic"] = ",".join(topics)  # what the confirmation shows ("just the bill ones" then changes nothing)
         channel, identity, via = self._notice_target(turn, acc)
         topic_names = self.phrase(turn, "utter_fragment_list_separator").join(
             self.phrase(turn, f"utter_fragment_topic_{t}") for t in topics) if len(topics) < len(TOPICS) \
