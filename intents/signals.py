@@ -255,6 +255,15 @@ _CLOSE_ACCOUNT_RE = re.compile(r"销户|注销|停止用电|拆表|\bclos(?:e|in
                                r"\bcancel (?:my |the )?(?:electricity )?account\b", re.I)
 
 
+_CAPACITY_RE = re.compile(r"增容|扩容|加容量|增加容量|容量不够|\bcapacity (?:increase|upgrade)|\bmore capacity\b|"
+                          r"\bincrease (?:the |my |our )?capacity\b|\bupgrade (?:the |my |our )?(?:capacity|supply)\b", re.I)
+
+
+def increases_capacity(text: str) -> bool:
+    """"想增容", "our restaurant needs a capacity increase": more power for an existing supply."""
+    return _CAPACITY_RE.search(text) is not None
+
+
 def bereaved(text: str) -> bool:
     """"my father passed away", "老人去世了": a change of account after a death."""
     return _BEREAVED_RE.search(text) is not None

@@ -19,7 +19,8 @@ from bot.dialogue.responses import preview
 from bot.dialogue.flows.places import address_for, has_chinese, names_street
 from bot.dialogue.turn import Turn
 from bot.logs import mask_account, mask_phone
-from intents.signals import address_text, asks_price, bereaved, closes_account, is_question, looks_like_address
+from intents.signals import (address_text, asks_price, bereaved, closes_account, increases_capacity, is_question,
+                             looks_like_address)
 from common.money import money_text
 from intents.slots import has_account_digits
 
@@ -99,7 +100,10 @@ class ApplicationFlows:
         turn.slots["_app_notes"] = {"req": turn.slots.get("_text"), "notes": notes[-3:]}
 
     async def flow_new_connection(self, turn: Turn) -> None:
-        await self._application(turn, "new_connection")
+        # more capacity for a supply that exists ("想增容") and no site named: its account, whose address it is
+        first = str(turn.slots.get("_text") or "")
+        await self._application(turn, "new_connection", needs_account=increases_capacity(first) and not (
+            turn.slots.get("address") or looks_like_address(first)))
 
     async def flow_solar_connection(self, turn: Turn) -> None:
         await self._application(turn, "solar_connection")

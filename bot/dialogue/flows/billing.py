@@ -85,6 +85,12 @@ class BillingFlows:
         arrears = await self.core.get_arrears(number)
         self.say(turn, "utter_bill_explained", lines=lines, owed=money_text(arrears.amount_owed),
                  months=len(arrears.unpaid_bills))
+        acc = await self.account(turn, number)
+        if acc.category != "residential":
+            # "比我家里贵多了": a business pays the commercial price, not the homes' tiers
+            tariff = await self.reference("tariff", acc.category, self.core.get_tariff)
+            if tariff.flat_price is not None:
+                self.say(turn, "utter_bill_commercial_price", price=str(tariff.flat_price))
 
     async def flow_usage_query(self, turn: Turn) -> None:
         asked = await self._bill_asked(turn, "usage_query")
