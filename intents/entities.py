@@ -428,6 +428,7 @@ def _scan(rx: re.Pattern[str], t: str, possible: bool) -> Iterable[re.Match[str]
 
 
 _NOT_A_PLACE = re.compile(r"^(?:小区|路|街)|[我你他她它这那哪每整些的]")
+_RUN_ON_CHARS = frozenset("我你他她它这那哪每整些的了呢啊吧")
 _ADDR_PREFIX = re.compile(r"^.*?(?:住在|我家在|家住|地址是|地址|位于|在|是|到|：|:)")
 
 
@@ -1048,7 +1049,11 @@ class EntityExtractor:
             if p and p.end() < len(frag) - 1:
                 s += p.end()
             if _NOT_A_PLACE.search(t[s:e]):  # "我们整个小区", "小区路灯": words, not a name
-                continue
+                # "…停电了碧波路88弄5号楼" said in one breath: the place after the last such word
+                cut = max((i for i, ch in enumerate(t[s:e]) if ch in _RUN_ON_CHARS), default=-1)
+                if cut < 0 or _NOT_A_PLACE.search(t[s + cut + 1:e]) or not re.search(r"\d", t[s + cut + 1:e]):
+                    continue
+                s += cut + 1
             if e - s >= 3 and re.search(r"\d|小区|花园|新村|公寓|大厦|家园|苑", t[s:e]):
                 out.append(_Cand("address", s, e, t[s:e]))
             elif self._district_road(t, s, e, out):

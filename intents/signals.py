@@ -184,7 +184,7 @@ _SPAN_RE = re.compile(r"这周|本周|这礼拜|这个礼拜|这星期|这个星
                       r"\b(?:this|next) week\b|\bcoming days\b|\bnext few days\b|\bsoon\b", re.I)
 _WHEN_RE = re.compile(r"几点|什么时候|哪天|多久|\bwhat time\b|\bwhen\b|\bwhich day\b|\bhow long\b", re.I)
 # a question, not a detail ("为什么要电话", "why do you need it?")
-_QUESTION_RE = re.compile(r"[?？]|吗|么|呢|为什么|为啥|怎么|多久|哪|几点|几号|几时|\b(?:why|what|how|when|where|who|which)\b", re.I)
+_QUESTION_RE = re.compile(r"[?？]|吗|么|呢|([\u4e00-\u9fff])[不没]\1|为什么|为啥|怎么|多久|哪|几点|几号|几时|\b(?:why|what|how|when|where|who|which)\b", re.I)
 
 # notification topics by the words that name them, in the order they are tried
 TOPIC_WORDS = [
@@ -257,6 +257,17 @@ _CLOSE_ACCOUNT_RE = re.compile(r"销户|注销|停止用电|拆表|\bclos(?:e|in
 
 _CAPACITY_RE = re.compile(r"增容|扩容|加容量|增加容量|容量不够|\bcapacity (?:increase|upgrade)|\bmore capacity\b|"
                           r"\bincrease (?:the |my |our )?capacity\b|\bupgrade (?:the |my |our )?(?:capacity|supply)\b", re.I)
+
+
+_MANY_DARK_RE = re.compile(r"整栋|整幢|整个小区|整条街|整片|一片|邻居(?:家)?(?:也|都)|楼上楼下|都没电|都停电|全都黑|"
+                           r"\bwhole (?:building|block|street|compound|area|neighbou?rhood)\b|\bentire (?:building|block|street)\b|"
+                           r"\bneighbou?rs?\b.{0,20}\b(?:too|also|as well|no power|dark|out)\b|\beveryone\b", re.I)
+
+
+def beyond_one_home(text: str) -> bool:
+    """"整栋都没电了", "the neighbours are dark too": more than one home without power (no need to
+    ask whether it is the home's own switch)."""
+    return _MANY_DARK_RE.search(text) is not None
 
 
 def increases_capacity(text: str) -> bool:

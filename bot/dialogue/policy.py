@@ -351,6 +351,8 @@ class PolicyMixin:
         useful = [(p, x) for p, x in parsed
                   if x["intent"]["name"] not in ("nlu_fallback", "inform", "affirm", "deny", "out_of_scope")
                   and float(x["intent"].get("confidence") or 0) >= CLAUSE_CONFIDENCE]
+        if any(x["intent"]["name"] in BUSINESS_INTENTS for _, x in useful):  # "…家里还有老人呢" is no greeting to answer
+            useful = [(p, x) for p, x in useful if x["intent"]["name"] not in ("greet", "goodbye", "thank")]
         names = [x["intent"]["name"] for _, x in useful]
         if len(useful) < 2 or len(set(names)) < len(names) or not any(n in BUSINESS_INTENTS for n in names):
             return []

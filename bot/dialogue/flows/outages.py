@@ -26,7 +26,7 @@ from bot.dialogue.verification import aware
 from bot.logs import mask_phone
 from common.clock import utcnow
 from intents.places import find, street_mentioned, street_written
-from intents.signals import about_street_light, address_text, asks_fee, asks_if_restored, is_question, looks_like_address
+from intents.signals import about_street_light, address_text, beyond_one_home, asks_fee, asks_if_restored, is_question, looks_like_address
 from intents.slots import district as district_in
 
 
@@ -149,6 +149,11 @@ class OutageFlows:
             return
         if not address:
             await self._location(turn, "report_outage")  # asks where
+        if not turn.slots.get("contact_phone") and turn.slots.get("_self_check") != turn.slots.get("_text") \
+                and not beyond_one_home(str(turn.slots.get("_text") or "")):
+            # no known fault there: what 95598 asks first (is it the home's own switch, the neighbours too?)
+            turn.slots["_self_check"] = turn.slots.get("_text")
+            self.say(turn, "utter_outage_self_check")
         phone = await self.contact_phone(turn, "report_outage")
         self.confirm(turn, "report_outage", "utter_confirm_outage_order_details", address=address_for(address, turn.lang) or "-", phone=mask_phone(phone))
         turn.slots.pop("_outage_checked", None)
