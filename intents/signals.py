@@ -51,7 +51,8 @@ _DECLINE_ANY_RE = re.compile(
     r"let me (?:first )?(?:check|ask|think|talk)|i'?ll (?:come back|get back|think about it)|come back later|"
     r"i'?ll wait|wait and see|false alarm|it'?s (?:fine|ok|okay) now|all good now|"
     r"i'?ll (?:get|call|find) (?:an |my )?(?:electrician|landlord)|my landlord will|"
-    r"don'?t (?:file|submit|bind|register|book|need to|want to) |do not (?:file|submit|register)|no need to|"
+    r"don'?t (?:file|submit|bind|register|book|need to|want to) |do not (?:file|submit|register)|"
+    r"no need to (?!(?:contact|call|phone|ring|reach) (?:me|us))|"
     r"never ?mind|forget (?:it|that)|cancel (?:it|that|this)|\bcancel\W*(?:for now|please)?\W*$|not now|"
     r"i'?ll (?:do|pay|call|go|ask|check) [^.]{0,30}"
     r"(?:later|myself|first|another time|some other time)",
@@ -184,7 +185,7 @@ _SPAN_RE = re.compile(r"这周|本周|这礼拜|这个礼拜|这星期|这个星
                       r"\b(?:this|next) week\b|\bcoming days\b|\bnext few days\b|\bsoon\b", re.I)
 _WHEN_RE = re.compile(r"几点|什么时候|哪天|多久|\bwhat time\b|\bwhen\b|\bwhich day\b|\bhow long\b", re.I)
 # a question, not a detail ("为什么要电话", "why do you need it?")
-_QUESTION_RE = re.compile(r"[?？]|吗|么|呢|([\u4e00-\u9fff])[不没]\1|为什么|为啥|怎么|多久|哪|几点|几号|几时|\b(?:why|what|how|when|where|who|which)\b", re.I)
+_QUESTION_RE = re.compile(r"[?？]|吗|(?<![这那多])么|呢|([\u4e00-\u9fff])[不没]\1|为什么|为啥|怎么|多久|哪|几点|几号|几时|\b(?:why|what|how|when|where|who|which)\b", re.I)
 
 # notification topics by the words that name them, in the order they are tried
 TOPIC_WORDS = [

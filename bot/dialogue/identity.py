@@ -27,7 +27,7 @@ from intents.payload import chosen_option
 from bot.dialogue.flows.places import street_of
 from intents.places import street_written
 from intents.signals import account_ending, asks_if_overdue, given_last4, mentions_report, names_category, topic
-from intents.slots import choice
+from intents.slots import choice, mobile
 
 
 # an account given with no request the NLU knew ("3100000002", "…nobody came. account …"): its
@@ -37,6 +37,19 @@ ACCOUNT_CHECK = "account_check"
 
 class IdentityMixin:
     """Known accounts, account lookup and the identity check (mixed into ``DialogueEngine``)."""
+
+    async def gives_registered_phone(self, turn: Turn, number: str) -> bool:
+        """Whether the message gives account ``number``'s registered phone in full ("I'm Li Na,
+        account …, my phone is 139…"): the check's answer, kept for it; a different number is no
+        failed try, just a number to call."""
+        phone = mobile(str(turn.entities.get("phone_number") or ""))
+        try:
+            same = bool(phone) and mobile((await self.account(turn, number)).phone) == phone
+        except NotFound:
+            return False
+        if same:
+            turn.slots["_last4"] = phone
+        return same
 
     async def flow_account_check(self, turn: Turn) -> None:
         """The check of an account given alone; then the orders if the first words were about one

@@ -573,10 +573,11 @@ class PolicyMixin:
 
     async def _check_given(self, turn: Turn, flow: str) -> None:
         """A request that names an account and the last 4 digits of its phone at once ("户号…，
-        尾号8000，…") is checked before the flow runs, as the answer to the check would be."""
+        尾号8000，…") is checked before the flow runs, as the answer to the check would be; so is
+        one that gives the account's registered phone whole (another number is only a contact)."""
         number = turn.slots.get("account_number")
         text = turn.whole_text or turn.message.text or ""
-        if number and number not in turn.authorized and given_last4(text):
+        if number and number not in turn.authorized and (given_last4(text) or await self.gives_registered_phone(turn, number)):
             await self.verify(turn, flow, await self.account(turn, number))
 
 
