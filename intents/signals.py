@@ -221,7 +221,8 @@ def is_hazard(text: str) -> bool:
 _WHERE_ACCOUNT_RE = re.compile(r"户号.{0,4}(?:是啥|是什么|在哪|哪里|怎么(?:查|找|看))|(?:在哪|哪里|怎么)(?:看|查|找).{0,3}户号|"
                                r"\bwhere (?:do|can) i (?:find|see|get)\b.{0,20}\baccount|\bwhat(?:'s| is) (?:an|the|my) account number\b", re.I)
 # "since I reported the smoking meter box", "我报的冒烟那个": a hazard already reported, asked after
-_ALREADY_REPORTED_RE = re.compile(r"(?<![警举])报过|已经报|报修了|我报的|之前报|上次报|\b(?:i|we) (?:already )?reported\b|\balready reported\b|\bsince i called\b", re.I)
+_ALREADY_REPORTED_RE = re.compile(r"(?<![警举])报过|已经报|报修了|我报的|之前报|上次报|进度|处理得怎么样|怎么还没(?:人)?来|"
+                                  r"\bany (?:update|news)\b|\bupdate on\b|\bstatus of\b|\bstill waiting\b|\bnobody (?:came|has come)\b|\b(?:i|we) (?:already )?reported\b|\balready reported\b|\bsince i called\b", re.I)
 _PIECES_RE = re.compile(r"[，,。.!！?？;；]+|(?<=[\u4e00-\u9fff])\s+|\s+(?=[\u4e00-\u9fff])")
 _HAZARD_OVER_RE = re.compile(r"^(?:不|没|没有|不再|别)|(?:停了|没了|灭了|不冒了|好了|\bstopped\b|\bis gone\b|\bwent out\b)", re.I)
 
