@@ -378,6 +378,16 @@ _CANCEL_WORDS_RE = re.compile(r"取消|不办了|算了|\bcancel\b|\bforget it\b
 _CHANGE_RE = re.compile(r"改成|换成|改到|换到|改为|换个|\binstead\b|\bmake it\b|\bchange (?:it |that )?to\b|\bswitch (?:it )?to\b", re.I)
 
 
+# "算了算了 还是一起交了吧": the customer takes back a change and does it after all
+_AFTER_ALL_RE = re.compile(r"算了.{0,6}还是(?!算了|不|别)|\b(?:on second thought|actually),? (?:let'?s|i'?ll) (?:just )?(?:do|pay|go)", re.I)
+_PAYS_ALL_RE = re.compile(r"一起交|全部交|都交|全交|一次交清|交清|\b(?:all of it|everything|in full|the whole (?:amount|lot)|pay (?:it )?all)\b", re.I)
+
+
+def pays_all(text: str) -> bool:
+    """"还是一起交了吧", "pay all of it": the whole amount owed, not one month."""
+    return _PAYS_ALL_RE.search(text) is not None
+
+
 def changes_request(text: str) -> bool:
     """"make it the Xuhui one instead", "改成后天": a change to what is being asked."""
     return _CHANGE_RE.search(text) is not None
@@ -387,8 +397,8 @@ def declines(text: str) -> bool:
     """The customer leaves what was being asked: "算了", "不用你们再登记了", "no, don't submit"."""
     if _CHANGE_RE.search(text) and not _CANCEL_WORDS_RE.search(text):
         return False
-    if narrows_topics(text):
-        return False  # "no, not bill reminders - just outage alerts": fewer topics, not a no
+    if narrows_topics(text) or _AFTER_ALL_RE.search(text):
+        return False  # "no, not bill reminders - just outage alerts", "算了 还是一起交了吧": a change, not a no
     return _DECLINE_START_RE.search(text) is not None or _DECLINE_ANY_RE.search(text) is not None
 
 

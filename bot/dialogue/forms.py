@@ -44,6 +44,7 @@ from intents.signals import (
     declines,
     firm_yes,
     asks_where_account,
+    pays_all,
     refines_place,
     given_last4,
     is_question,
@@ -329,6 +330,8 @@ class FormsMixin:
                 turn.set_slot(name, e[name])
                 got = True
         topics = ",".join(topics_named(text)) if (form.get("name"), form.get("slot")) == ("subscribe_notifications", "confirm") else ""
+        if form.get("name") == "pay_bill" and (e.get("month") or pays_all(text)):
+            got = True  # "先只交1月份的", "还是一起交了吧": the amount to pay changes (``flow_pay_bill``)
         if topics and topics != turn.slots.get("topic"):
             turn.set_slot("topic", topics)  # "actually just the outage alerts": those topics, shown again
             turn.slots.pop("_confirmed", None)

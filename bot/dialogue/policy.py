@@ -475,6 +475,7 @@ class PolicyMixin:
         a way out: "电费先不查了，就报修电表。地址…")."""
         e = turn.entities
         return bool(e.get("address") or e.get("phone_number") or e.get("account_number") or narrows_topics(turn.message.text or "")
+                    or e.get("month") and (turn.state.get("form") or {}).get("name") == "pay_bill"  # "先只交1月份的"
                     or slot == "last4" and last4(turn.message.text or "")
                     or slot in ("date", "slot_id", "hall_id") and e.get("date")
                     or slot in ("address", "location") and looks_like_address(turn.message.text or ""))

@@ -18,6 +18,7 @@ from bot.dialogue.flows import remember_order
 from bot.dialogue.turn import Turn
 from bot.logs import mask_account
 from common.money import money_text
+from intents.signals import pays_all
 
 
 class BillingFlows:
@@ -110,7 +111,15 @@ class BillingFlows:
             self.finish(turn)
             self.say(turn, "utter_no_arrears", account=mask_account(acc.account_number))
             return
-        amount = money_text(arrears.amount_owed)
+        if turn.slots.get("_pay_month") and pays_all(turn.message.text or ""):
+            turn.slots.pop("_pay_month", None)  # "还是一起交了吧": all that is owed again, shown for a yes
+            turn.slots.pop("_confirmed", None)
+        month = turn.entities.get("month")
+        if month and month != turn.slots.get("_pay_month") and any(u.month == month for u in arrears.unpaid_bills):
+            turn.slots["_pay_month"] = month  # "先只交1月份的吧": that month's bill only, shown for a yes
+            turn.slots.pop("_confirmed", None)
+        chosen = next((u for u in arrears.unpaid_bills if u.month == turn.slots.get("_pay_month")), None)
+        amount = money_text(chosen.balance if chosen else arrears.amount_owed)
         if self.payments is None:
             self.say(turn, "utter_how_to_pay", account=mask_account(acc.account_number), amount=amount)
             turn.state["offer"] = "pay_info"  # "好的，全部交掉" next: the ways to pay again, not "OK"
@@ -121,6 +130,7 @@ class BillingFlows:
             recipient_id=turn.message.sender_id,
             subject=self.phrase(turn, "utter_payment_subject", account=mask_account(acc.account_number)),
         )
+        turn.slots.pop("_pay_month", None)
         turn.actions.append(("action_payment_link", {"out_trade_no": link.out_trade_no, "amount": link.amount}))
         self.say(turn, "utter_payment_link", kind="payment_link",
                  metadata={"pay_url": link.pay_url, "out_trade_no": link.out_trade_no, "amount": link.amount,
