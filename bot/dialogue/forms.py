@@ -407,7 +407,9 @@ class FormsMixin:
             if chosen:
                 turn.set_slot("account_number", chosen)
                 return True
-        if slot in ("account_number", "location"):
+        # an existing supply's application (solar, a charger, a transfer) may be named by its account
+        # instead of its address; a new connection has none ("3100000002" there is no address)
+        if slot in ("account_number", "location") or slot == "address" and form.get("name") in APPLICATIONS - {"new_connection"}:
             acc = e.get("account_number") or account_number(text)
             if acc:
                 try:
@@ -417,6 +419,8 @@ class FormsMixin:
                     raise Stop from None
                 turn.set_slot("account_number", str(acc))
                 turn.slots.pop("_verify_for", None)
+                if slot == "address":
+                    turn.slots["_named_for"] = form["name"]  # an application's account instead of its address: checked
                 if given_last4(text) and str(acc) not in turn.authorized:  # "户号…，尾号8000": checked now
                     await self.verify(turn, form["name"], turn.accounts_cache[str(acc)])
                 return True
@@ -428,7 +432,7 @@ class FormsMixin:
                 turn.slots["_last4"] = digits
                 await self.verify(turn, form["name"], await self.account(turn, str(pending)))
                 return True
-            if slot == "location":
+            if slot in ("location", "address"):
                 return await self._fill_address(turn, "address")
             return False
         if slot == "last4":

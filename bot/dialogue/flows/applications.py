@@ -50,7 +50,8 @@ class ApplicationFlows:
                     self.say(turn, "utter_close_needs_settlement", owed=money_text(owed))
         else:
             named = turn.slots.get("account_number")
-            if named and named not in turn.authorized and named in str(turn.slots.get("_text") or ""):
+            if named and named not in turn.authorized and (
+                    named in str(turn.slots.get("_text") or "") or turn.slots.get("_named_for") == flow):
                 # "想增容到10千瓦 户号3100000001": the account named is checked, then its address used
                 await self.require_account(turn, flow)
             number = turn.slots.get("account_number") if turn.slots.get("account_number") in turn.authorized else None
