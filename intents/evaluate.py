@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Callable
@@ -38,10 +39,8 @@ def _gold_value(ent: dict) -> Any:
         digits = "".join(c for c in str(v) if c.isdigit())
         return digits[-11:]
     if ent["entity"] == "work_order_id":
-        import re
         return re.sub(r"[^A-Z0-9]", "", str(v).upper())  # "WO-2026-000318" is "WO2026000318"
     if ent["entity"] == "amount":
-        import re
         m = re.search(r"\d+(?:\.\d+)?", str(v).replace(",", ""))
         return float(m.group()) if m else v
     return v

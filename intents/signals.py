@@ -13,6 +13,7 @@ import re
 
 from .normalize import normalize_chars
 from .numbers import digits_view, english_digits
+from .slots import last4
 
 HAZARD_RE = re.compile(
     r"电线断|断线|掉下来|断落|冒火|着火|起火|火花|打火|冒烟|烧焦|焦糊|糊味|焦味|烧黑|烧糊|烧化|熔化|触电|电到人|爆炸|"
@@ -194,6 +195,9 @@ TOPIC_WORDS = [
     ("work_order", re.compile(r"工单|进度|work ?order|progress", re.I)),
     ("payment", re.compile(r"缴费|到账|payment", re.I)),
 ]
+
+# "just the outage alerts", "只要账单提醒": the words after it name the only topics meant
+_ONLY_RE = re.compile(r"(?:\bjust\b|\bonly\b|只要|只订|只开|只需要)([^,，。.;；]{0,24})", re.I)
 
 # "how much would N kWh cost": with an amount of energy, a question of price (a tariff), not a bill
 _PRICE_RE = re.compile(r"多少钱|费用|电费|cost|price|how much", re.I)
@@ -482,6 +486,12 @@ def given_last4(text: str) -> str | None:
     return (m.group(1) or m.group(2)) if m else None
 
 
+def last4_answer(text: str) -> str | None:
+    """The last 4 digits as the answer to the check: with their label ("手机尾号8000 这个是我儿子的
+    号码哦", "last 4 is 8000") or alone ("8000")."""
+    return given_last4(text) or last4(text)
+
+
 def account_ending(text: str) -> str | None:
     """The last 4 digits an offered account is picked by ("尾号0001的", "account ending 0003")."""
     m = _ENDING_RE.search(text)
@@ -513,21 +523,24 @@ def topic(text: str) -> str | None:
     return None
 
 
-_ONLY_RE = re.compile(r"(?:\bjust\b|\bonly\b|只要|只订|只开|只需要)([^,，。.;；]{0,24})", re.I)
+
+
+def _only_topics_part(text: str) -> str | None:
+    """The words after "just"/"只要" when they name a notice topic, else None."""
+    only = _ONLY_RE.search(text)
+    return only.group(1) if only and any(rx.search(only.group(1)) for _, rx in TOPIC_WORDS) else None
 
 
 def narrows_topics(text: str) -> bool:
     """"just the outage alerts", "只要账单提醒": some notices, named after "just"/"只要"."""
-    only = _ONLY_RE.search(text)
-    return bool(only) and any(rx.search(only.group(1)) for _, rx in TOPIC_WORDS)
+    return _only_topics_part(text) is not None
 
 
 def topics_named(text: str) -> list[str]:
     """Every notification topic a message names ("停电通知和账单提醒都帮我开通"), in ``TOPIC_WORDS``'
     order; the ones after "just"/"只要" when it says so ("just the outage alerts, I already get the
     bill on wechat": the outages)."""
-    if narrows_topics(text):
-        text = _ONLY_RE.search(text).group(1)
+    text = _only_topics_part(text) or text
     return [name for name, rx in TOPIC_WORDS if rx.search(text)]
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from backend_client import NotFound
 from bot.dialogue.flows import BUSINESS_INTENTS
 from bot.dialogue.flows.places import address_for, district_label, has_chinese
-from bot.dialogue.responses import local, preview
+from bot.dialogue.responses import TOPICS, local, preview
 from bot.dialogue.turn import Turn
 from bot.logs import mask_account, mask_phone
 from channels.base import proven_phone
@@ -47,6 +47,7 @@ from intents.signals import (
     pays_all,
     refines_place,
     given_last4,
+    last4_answer,
     is_question,
     looks_like_address,
     means_registered_address,
@@ -57,10 +58,9 @@ from intents.signals import (
     swapped_number,
     wants_anonymity,
 )
-from intents.slots import account_number, choice, contact_name, iso_date, kwh, last4, mobile, work_order_id
+from intents.slots import account_number, choice, contact_name, iso_date, kwh, mobile, work_order_id
 from intents.slots import district as district_in
 
-TOPIC_NAMES = ("outage", "bill", "work_order", "payment")
 
 # slots that belong to one request; cleared when a new business request starts
 TURN_SLOTS = ("month", "date", "kwh", "work_order_id", "description", "topic", "hall_id", "slot_id",
@@ -173,9 +173,9 @@ class FormsMixin:
         account = kwargs.get("account_number") or (args[0] if args and method != "create_work_order" else None)
         acct = mask_account(str(account)) if account else "-"
         if method in ("create_subscription", "delete_subscription"):
-            named = turn.slots.get("topic") or topic(str(turn.slots.get("_text") or "")) or "all"
+            named = str(turn.slots.get("topic") or topic(str(turn.slots.get("_text") or "")) or "").split(",")
             what = self.phrase(turn, "utter_fragment_write_subscription", account=acct,
-                               topics=self.phrase(turn, f"utter_fragment_topic_{named if named in TOPIC_NAMES else 'all'}"))
+                               topics=self.topics_phrase(turn, [t for t in named if t in TOPICS]))
         elif method in ("bind_account", "unbind_account"):
             what = self.phrase(turn, "utter_fragment_write_binding", account=acct)
         elif method == "create_work_order":
@@ -425,7 +425,7 @@ class FormsMixin:
                     await self.verify(turn, form["name"], turn.accounts_cache[str(acc)])
                 return True
             pending = turn.slots.get("account_number")
-            digits = given_last4(text) or last4(text)
+            digits = last4_answer(text)
             if slot == "location" and digits and pending and pending not in turn.authorized:
                 # "8000" where the place is asked, after an account was named: the account is checked
                 # and its registered address used
@@ -440,7 +440,7 @@ class FormsMixin:
             if full:  # people type the whole number; it is checked whole, not just its tail
                 turn.slots["_last4"] = full
                 return True
-            digits = given_last4(text) or last4(text)  # "手机尾号8000 这个是我儿子的号码哦…" too
+            digits = last4_answer(text)
             if digits is None:
                 return False
             turn.slots["_last4"] = digits

@@ -54,6 +54,7 @@ from intents.signals import (
     corrects,
     declines,
     given_last4,
+    last4_answer,
     has_words,
     is_angry,
     is_cancel,
@@ -236,10 +237,11 @@ class PolicyMixin:
                 self.say(turn, "utter_verify_locked", minutes=LOCK_MINUTES)  # the check stays locked
                 return
             pending = turn.slots.get("account_number")
-            if pending and pending not in turn.authorized and (last in BUSINESS_INTENTS or last == ACCOUNT_CHECK) and (
-                    given_last4(text) or last4(text)):
-                # "last 4 digits are 8000" after a request that named an account: checked, then answered
-                turn.slots["_last4"] = given_last4(text) or last4(text)  # "8000" alone is the answer too
+            digits = last4_answer(text)
+            if pending and pending not in turn.authorized and (last in BUSINESS_INTENTS or last == ACCOUNT_CHECK) and digits:
+                # "last 4 digits are 8000" (or "8000" alone) after a request that named an account:
+                # checked, then answered
+                turn.slots["_last4"] = digits
                 try:
                     await self.verify(turn, last, await self.account(turn, str(pending)))
                 except NotFound:
@@ -405,7 +407,8 @@ class PolicyMixin:
         intent = turn.intent
         gives = self._gives_value(turn, slot) or (
             name == "report_violation" and slot == "contact_phone" and wants_anonymity(turn.message.text or "")) or (
-            name == "book_appointment" and bool(turn.entities.get("date")))  # "不对 改成后天下午": a change
+            name == "book_appointment" and bool(turn.entities.get("date"))) or (  # "不对 改成后天下午": a change
+            name == "pay_bill" and bool(turn.entities.get("month")))  # "等下 先只交1月份的吧": one month
         other = intent in BUSINESS_INTENTS and intent != name and turn.confidence >= 0.7
         if corrects(turn.message.text or "") and other and not gives:
             # "哦不对，我是要报修…": the old request is dropped, the new one taken up
@@ -475,7 +478,6 @@ class PolicyMixin:
         a way out: "电费先不查了，就报修电表。地址…")."""
         e = turn.entities
         return bool(e.get("address") or e.get("phone_number") or e.get("account_number") or narrows_topics(turn.message.text or "")
-                    or e.get("month") and (turn.state.get("form") or {}).get("name") == "pay_bill"  # "先只交1月份的"
                     or slot == "last4" and last4(turn.message.text or "")
                     or slot in ("date", "slot_id", "hall_id") and e.get("date")
                     or slot in ("address", "location") and looks_like_address(turn.message.text or ""))

@@ -82,3 +82,11 @@ class Responses:
     def label(self, turn: Turn, prefix: str, key: str | None, known: tuple[str, ...] | frozenset[str]) -> str:
         """The label ``{prefix}_{key}`` of a known key; an unknown key as it is."""
         return self.phrase(turn, f"{prefix}_{key}") if key in known else (key or "")
+
+    def topics_phrase(self, turn: Turn, topics: list[str]) -> str:
+        """Notice topics as an answer names them: each of them ("停电通知、账单通知"), or all
+        notices when none or every one is meant."""
+        if not topics or len(set(topics)) >= len(TOPICS):
+            return self.phrase(turn, "utter_fragment_topic_all")
+        return self.phrase(turn, "utter_fragment_list_separator").join(
+            self.phrase(turn, f"utter_fragment_topic_{t}") for t in topics)

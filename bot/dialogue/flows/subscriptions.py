@@ -44,9 +44,7 @@ class SubscriptionFlows:
         topics = [t for t in named if t in TOPICS] or (["outage"] if turn.slots.get("_known_outage") else list(TOPICS))
         turn.slots["topic"] = ",".join(topics)  # what the confirmation shows ("just the bill ones" then changes nothing)
         channel, identity, via = self._notice_target(turn, acc)
-        topic_names = self.phrase(turn, "utter_fragment_list_separator").join(
-            self.phrase(turn, f"utter_fragment_topic_{t}") for t in topics) if len(topics) < len(TOPICS) \
-            else self.phrase(turn, "utter_fragment_topic_all")
+        topic_names = self.topics_phrase(turn, topics)
         self.confirm(turn, "subscribe_notifications", "utter_confirm_subscribe", account=mask_account(acc.account_number),
                      topics=topic_names, via=via)
         try:
