@@ -22,6 +22,7 @@ from jieba import finalseg
 
 from .lexicon import canonical
 from .numbers import digits_view
+from .pinyin import PinyinReader
 
 DOMAIN_WORDS = [
     "户号", "峰谷", "峰谷电", "峰谷电价", "业扩", "业扩报装", "过户", "更名", "销户", "增容", "减容",
@@ -263,6 +264,11 @@ class Tokenizer:
         self._ready = False
         self._words = list(DOMAIN_WORDS) + [w for w in extra_words if w]
         self._segmenter: _Segmenter | None = None
+        self.pinyin: PinyinReader | None = None  # fitted on the training texts by ``learn``
+
+    def learn(self, texts: Iterable[str]) -> None:
+        """Learn the training data's words as they are spelt in pinyin."""
+        self.pinyin = PinyinReader().fit(texts)
 
     def _init(self) -> None:
         with self._lock:
@@ -288,10 +294,11 @@ class Tokenizer:
         return [t for t in self._jieba.lcut(text, HMM=True) if t.strip()]
 
     def __getstate__(self) -> dict:
-        return {"words": self._words}
+        return {"words": self._words, "pinyin": self.pinyin}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["words"])
+        self.pinyin = state.get("pinyin")
 
 
 def mask_entities(text: str, entities: Sequence[dict]) -> str:
@@ -371,7 +378,7 @@ def analyze(text: str, tokenizer: Tokenizer) -> tuple[list[str], list[str]]:
     This defines the features (training fits the vocabularies on its output);
     ``InferenceFeaturizer`` computes the same vector faster for a single message.
     """
-    text = canonical(text)  # known slips and pinyin of domain words, as the word
+    text = canonical(text, tokenizer.pinyin)  # known slips as the word, pinyin as Chinese
     toks = tokenizer.tokens(text)
     words = ["w:" + t for t in toks]
     words += ["b:" + a + "|" + b for a, b in zip(toks, toks[1:])]
@@ -550,7 +557,7 @@ class InferenceFeaturizer:
         return grams
 
     def vector(self, text: str) -> tuple[list[int], list[float]]:
-        text = canonical(text)  # as ``analyze``
+        text = canonical(text, self._tokenizer.pinyin)  # as ``analyze``
         word_hits, any_word = self._word_hits(text)
         grams = self._char_grams(text)
         if not grams and not any_word:

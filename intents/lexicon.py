@@ -11,8 +11,9 @@ sentence with a known slip is understood as its correct spelling.
 
 from __future__ import annotations
 
-import functools
 import re
+
+from .pinyin import PinyinReader, syllables
 
 # canonical word -> typos (Chinese homophones / near-homophones) and pinyin
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -115,15 +116,18 @@ def _to_word(match: re.Match[str]) -> str:
     return _TO_WORD.get(re.sub(r"\s+", "", match.group(0)), match.group(0))
 
 
-def canonical(text: str) -> str:
+def canonical(text: str, reader: PinyinReader | None = None) -> str:
     """``text`` (normalised: lower case, simplified) with known slips replaced by the word; a
-    message written in pinyin also gets its everyday words in Chinese (``pinyin_message``)."""
+    message written in pinyin is read as Chinese by the model's ``reader`` (without one, only
+    its everyday words are, from ``WORDS``)."""
     pinyin = _in_pinyin(text)
     if not _CUE.isdisjoint(text):
         text = _HAN_RE.sub(_to_word, text)
         if _LATIN.search(text):
             text = _PINYIN_RE.sub(_to_word, text)
     if pinyin:
+        if reader is not None:
+            text = reader.read(text)
         text = _LATIN_WORD.sub(lambda m: WORDS.get(m.group(0), m.group(0)), text)
         text = _HAN_SPACE.sub("", text)
     return text
@@ -156,24 +160,9 @@ WORDS: dict[str, str] = {
     "zen": "怎", "me": "么", "shui": "水", "shuifei": "水费", "ranqi": "燃气", "meiqi": "煤气",
     "tianranqi": "天然气",
 }
-_INITIALS = ("zh", "ch", "sh", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h", "j", "q", "x",
-             "r", "z", "c", "s", "y", "w", "")
-_FINALS = ("a", "o", "e", "i", "u", "v", "ai", "ei", "ui", "ao", "ou", "iu", "ie", "ve", "ue", "er",
-           "an", "en", "in", "un", "vn", "ang", "eng", "ing", "ong", "ia", "iao", "ian", "iang",
-           "iong", "ua", "uo", "uai", "uan", "uang")
-_SYLLABLES = frozenset(i + f for i in _INITIALS for f in _FINALS) - {"i", "u", "v"}
 _LATIN_WORD = re.compile(r"[a-z]+")
 _HAN = re.compile("[\u4e00-\u9fff]")
 _HAN_SPACE = re.compile("(?<=[\u4e00-\u9fff]) +(?=[\u4e00-\u9fff])")
-
-
-@functools.lru_cache(maxsize=8192)  # the same words come back in every message
-def _is_pinyin(word: str) -> bool:
-    """Whether ``word`` splits into pinyin syllables (dynamic programme, syllables ≤ 6 letters)."""
-    ok = [True] + [False] * len(word)
-    for end in range(1, len(word) + 1):
-        ok[end] = any(ok[s] and word[s:end] in _SYLLABLES for s in range(max(0, end - 6), end))
-    return ok[-1]
 
 
 def _in_pinyin(text: str) -> bool:
@@ -186,7 +175,7 @@ def _in_pinyin(text: str) -> bool:
         return False
     allowed = 0.2 * len(words)  # words that are not pinyin
     for word in words:
-        if not _is_pinyin(word):
+        if syllables(word) is None:
             allowed -= 1
             if allowed < 0:
                 return False

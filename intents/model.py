@@ -37,7 +37,7 @@ _FOREIGN_SCRIPT_RE = re.compile("[\u3040-\u30ff\uac00-\ud7af\u1100-\u11ff\u0e00-
 FALLBACK = "nlu_fallback"
 MODEL_FILE = "nlu.pkl"
 META_FILE = "nlu.json"
-FORMAT_VERSION = 18  # 3: digit-shape symbols, char 1–3-grams; 4: address placeholder; 5: district+road addresses; 6: no pronoun "addresses"; 7: digits spelled out, typo/pinyin lexicon; 8: char_weight 2.0; 9: oos_weight 1.5; 10: district placeholder; 11: Chinese-numeral quantities as digits; 12: amounts after a verb of paying; 13: English street addresses; 14: sums without a unit next to a word of money, spaced work-order ids, qualified weekends, a lone Chinese digit after a number is a word (5678一直), Shanghainese words in the lexicon; 15: month ends (月底) and weeks from now (一周后) as dates, "this morning", misspelt "yesterady", traditional 後天, work-order digits in any grouping, "通知"/"推送" in pinyin; 16: a wish that the power stop going off ("别再像昨天那样突然停了") no longer sets the notification off-cue; 17: English slips in the lexicon ("bil", "tarrif", "electricty") and pinyin "shui"/"ranqi"/"zen me" read as words; 18: pinyin of "取消", "到账", "支付", "多少", "话费", "物业", "快递", "天气"; sums in 块/毛 and 万/k, festivals, landlines
+FORMAT_VERSION = 19  # 3: digit-shape symbols, char 1–3-grams; 4: address placeholder; 5: district+road addresses; 6: no pronoun "addresses"; 7: digits spelled out, typo/pinyin lexicon; 8: char_weight 2.0; 9: oos_weight 1.5; 10: district placeholder; 11: Chinese-numeral quantities as digits; 12: amounts after a verb of paying; 13: English street addresses; 14: sums without a unit next to a word of money, spaced work-order ids, qualified weekends, a lone Chinese digit after a number is a word (5678一直), Shanghainese words in the lexicon; 15: month ends (月底) and weeks from now (一周后) as dates, "this morning", misspelt "yesterady", traditional 後天, work-order digits in any grouping, "通知"/"推送" in pinyin; 16: a wish that the power stop going off ("别再像昨天那样突然停了") no longer sets the notification off-cue; 17: English slips in the lexicon ("bil", "tarrif", "electricty") and pinyin "shui"/"ranqi"/"zen me" read as words; 18: pinyin of "取消", "到账", "支付", "多少", "话费", "物业", "快递", "天气"; sums in 块/毛 and 万/k, festivals, landlines; 19: whole messages in pinyin read as the training data's words
 
 
 def out_of_scope_by_rule(text: str) -> bool:
@@ -162,6 +162,7 @@ def train(data: NLUData, config: TrainConfig | None = None, data_digest: str = "
     extractor = EntityExtractor(data.synonyms, data.lookups, data.regexes)
     tokenizer = Tokenizer(list(data.lookups.get("district", [])))
     texts = [_prepare(e.text, extractor, _REF)[0] for e in data.examples]
+    tokenizer.learn(texts)
     analyzed = [analyze(t, tokenizer) for t in texts]
     classes = data.intents
     y = np.array([classes.index(e.intent) for e in data.examples])

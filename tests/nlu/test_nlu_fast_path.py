@@ -194,6 +194,7 @@ class _JiebaTokens:
 
     def __init__(self, interp: Interpreter) -> None:
         self.tokens = interp.state.tokenizer.jieba_tokens
+        self.pinyin = interp.state.tokenizer.pinyin
 
 
 def reference_parse(interp: Interpreter, text: str, reference_date: dt.date) -> dict[str, Any]:

@@ -46,3 +46,18 @@ def test_pinyin_is_answered_in_chinese(text: str, lang: str) -> None:
     from intents.normalize import detect_language
 
     assert detect_language(text) == lang
+
+
+def test_pinyin_reader_reads_the_datas_words() -> None:
+    """A message in pinyin is read back as the words of the data the reader was fitted on,
+    longest phrase first, each sound as the data spells it most often."""
+    from intents.pinyin import PinyinReader, syllables
+
+    reader = PinyinReader().fit(["电费多少钱一度", "我想办过户", "过户要什么材料", "一度电多少钱", "电费太贵"])
+    assert reader.read("dianfei duoshao qian yi du a") == "电费多少钱一度 a"  # 啊 was never seen
+    assert reader.read("wo yao ban guohu") == "我要办过户"
+    assert reader.read("guo hu") == "过户"
+    assert canonical("wo xiang ban guo hu", reader) == "我想办过户"
+    assert canonical("i want to check my bill", reader) == "i want to check my bill"  # English stays
+    assert syllables("xian") == ("xian",) and syllables("dianfei") == ("dian", "fei")
+    assert syllables("hello") is None

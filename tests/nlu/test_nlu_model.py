@@ -574,3 +574,17 @@ def test_later_blind_sets_stay_unseen(blind: BlindSet) -> None:
     examples = load_nlu_file(ROOT / "tests" / "data" / blind.file).examples
     shared = sum(1 for e in examples if norm(e.text) in train)  # count only
     assert shared <= blind.shared, shared
+
+
+@pytest.mark.parametrize("text,intent", [
+    ("dianfei duoshao qian yi du a", "tariff_consult"),
+    ("wo xiang zai jia li wu ding an zhuang guang fu ban, yao zen me ban bing wang", "solar_connection"),
+    ("wo yao tou su ni men de gong zuo ren yuan", "complaint"),
+    ("bang wo kai yi zhang fa piao", "invoice_request"),
+    ("wo yao ban guo hu", "account_change"),
+    ("ni men de fu wu tai cha le", "complaint"),
+    ("bang wo chong zhi hua fei 100", "nlu_fallback"),
+])
+def test_whole_messages_in_pinyin(nlu: Interpreter, text: str, intent: str) -> None:
+    """Pinyin is read as the training data's words, not only as a list of domain words."""
+    assert nlu.parse(text, REF)["intent"]["name"] == intent
