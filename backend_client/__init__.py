@@ -55,6 +55,8 @@ Methods of :class:`CoreClient`:
 - ``book_appointment(slot_id, account_number, contact_name, contact_phone, purpose,
   idempotency_key)`` → Appointment — capacity enforced (full → Conflict).
 - ``get_appointment(appointment_id)`` → Appointment.
+- ``list_appointments(account_number=None, *, contact_phone=None, status=None)`` → list[Appointment]
+  — an account's (or a contact phone's) appointments, the soonest visit first.
 - ``cancel_appointment(appointment_id)`` → Appointment — frees the place (idempotent).
 - ``get_tariff(category)`` → Tariff — tiers, peak/valley hours and prices (residential/commercial).
 - ``quote(category, kwh, peak_kwh=None, valley_kwh=None)`` → Quote — cost of a usage, line by line.

@@ -498,6 +498,12 @@ class CoreClient:
     async def get_appointment(self, appointment_id: int) -> Appointment:
         return self._parse(Appointment, await self._request("GET", f"/appointments/{appointment_id}"))
 
+    async def list_appointments(
+        self, account_number: str | None = None, *, contact_phone: str | None = None, status: str | None = None
+    ) -> list[Appointment]:
+        params = {"account_number": account_number, "contact_phone": contact_phone, "status": status}
+        return self._parse_list(Appointment, await self._request("GET", "/appointments", params=params), "appointments")
+
     async def cancel_appointment(self, appointment_id: int) -> Appointment:
         return self._parse(Appointment, await self._request("DELETE", f"/appointments/{appointment_id}"))
 

@@ -231,6 +231,10 @@ async def get_appointment(request: web.Request) -> web.Response:
     return _json(await _svc(request).get_appointment(_int_path(request, "appointment_id")))
 
 
+async def list_appointments(request: web.Request) -> web.Response:
+    return _json(await _svc(request).list_appointments(dict(request.query)))
+
+
 async def cancel_appointment(request: web.Request) -> web.Response:
     return _json(await _svc(request).cancel(_int_path(request, "appointment_id")))
 
@@ -331,6 +335,9 @@ ROUTES: tuple[Route, ...] = (
           query=(("date", "YYYY-MM-DD"), ("available", "true: only slots with room")), tags=("halls",)),
     Route("POST", API + "/appointments", book_appointment, "Book a slot (Idempotency-Key; capacity enforced)", body=sc.AppointmentIn,
           response=sc.AppointmentOut, created=True, idempotency_header=True, tags=("halls",)),
+    Route("GET", API + "/appointments", list_appointments, "Appointments of an account or a contact phone, soonest first",
+          response=sc.AppointmentList, query=(("account_number", "户号"), ("contact_phone", "phone"), ("status", "booked | cancelled")),
+          tags=("halls",)),
     Route("GET", API + "/appointments/{appointment_id}", get_appointment, "Get an appointment", response=sc.AppointmentOut, tags=("halls",)),
     Route("DELETE", API + "/appointments/{appointment_id}", cancel_appointment, "Cancel an appointment (idempotent)",
           response=sc.AppointmentOut, tags=("halls",)),

@@ -339,6 +339,10 @@ class AppointmentOut(Out):
     cancelled_at: datetime | None = None
 
 
+class AppointmentList(Out):
+    appointments: list[AppointmentOut]
+
+
 # --- tariffs --------------------------------------------------------------------------------
 class TariffTierOut(Out):
     tier: int

@@ -788,6 +788,22 @@ class CoreService:
                 raise not_found("appointment", appt_id)
             return self._appt_doc(a, await s.get(m.Slot, a.slot_id))  # type: ignore[arg-type]
 
+    async def list_appointments(self, q: dict[str, str]) -> dict[str, Any]:
+        """An account's appointments (or a contact phone's), the soonest visit first."""
+        if not q.get("account_number") and not q.get("contact_phone"):
+            raise bad_param("account_number", "give account_number or contact_phone")
+        stmt = select(m.Appointment, m.Slot).join(m.Slot, m.Slot.id == m.Appointment.slot_id)
+        if q.get("account_number"):
+            stmt = stmt.where(m.Appointment.account_number == check_account_number(q["account_number"]))
+        if q.get("contact_phone"):
+            stmt = stmt.where(m.Appointment.contact_phone == q["contact_phone"])
+        status = one_of("status", q.get("status"), ("booked", "cancelled"))
+        if status:
+            stmt = stmt.where(m.Appointment.status == status)
+        async with self.sm() as s:
+            rows = (await s.execute(stmt.order_by(m.Slot.date, m.Slot.starts_at, m.Appointment.id))).all()
+            return {"appointments": [self._appt_doc(a, sl) for a, sl in rows]}
+
     async def cancel(self, appt_id: int) -> dict[str, Any]:
         async with self.sm() as s:
             res = await s.execute(

@@ -284,7 +284,7 @@ HOLIDAY_RE = re.compile(
     + r")(?![\d十])")
 MONTHS_AGO_CN = re.compile(rf"(\d{{1,2}}|{_CN}{{1,3}})个月(?:以前|之前|前)")
 MONTH_YEAR_NUM = re.compile(r"(?<![\d/.\-])(\d{1,2})/(\d{4})(?![\d/])")
-REL_DAY_EN = re.compile(r"(?<![a-z])(the day after tomorrow|day after tomorrow|the day before yesterday|"
+REL_DAY_EN = re.compile(r"(?<![a-z])((?:the )?day after (?:tomorrow|tmrw|tmr|tmrow|2morrow|tomm?orr?ow)|the day before yesterday|"
                         r"this (?:morning|afternoon|evening)|"  # today's
                         r"today|tonight|tonite|2nite|tomorrow|tmrw|tmr|yesterday|last night|"
                         r"yesterdy|yesteday|yesturday|yestarday|"

@@ -225,7 +225,7 @@ def is_hazard(text: str) -> bool:
 _WHERE_ACCOUNT_RE = re.compile(r"户号.{0,4}(?:是啥|是什么|在哪|哪里|怎么(?:查|找|看))|(?:在哪|哪里|怎么)(?:看|查|找).{0,3}户号|"
                                r"\bwhere (?:do|can) i (?:find|see|get)\b.{0,20}\baccount|\bwhat(?:'s| is) (?:an|the|my) account number\b", re.I)
 # "since I reported the smoking meter box", "我报的冒烟那个": a hazard already reported, asked after
-_ALREADY_REPORTED_RE = re.compile(r"(?<![警举])报过|已经报|报修了|我报的|之前报|上次报|进度|处理得怎么样|怎么还没(?:人)?来|"
+_ALREADY_REPORTED_RE = re.compile(r"(?<![警举])报过|已经报|报修了|我(?:早上|上午|中午|下午|昨天|昨晚|前天|刚才|之前)?报的|之前报|上次报|进度|到哪一?步|处理得怎么样|怎么还没(?:人)?来|"
                                   r"\bany (?:update|news)\b|\bupdate on\b|\bstatus of\b|\bstill waiting\b|\bnobody (?:came|has come)\b|\b(?:i|we) (?:already )?reported\b|\balready reported\b|\bsince i called\b", re.I)
 _PIECES_RE = re.compile(r"[，,。.!！?？;；]+|(?<=[\u4e00-\u9fff])\s+|\s+(?=[\u4e00-\u9fff])")
 _HAZARD_OVER_RE = re.compile(r"^(?:不|没|没有|不再|别)|(?:停了|没了|灭了|不冒了|好了|\bstopped\b|\bis gone\b|\bwent out\b)", re.I)
@@ -392,9 +392,34 @@ def pays_all(text: str) -> bool:
     return _PAYS_ALL_RE.search(text) is not None
 
 
+# "取消预约", "刚才那个预约帮我取消掉吧", "cancel my appointment": a booking made is cancelled
+_BOOKING = r"(?:预约|预定|约的|\b(?:appointments?|bookings?|reservations?|visit)\b)"
+_UNBOOK = r"(?:取消|退掉|撤销|不去了|\bcancel\b|\bcall off\b)"
+_CANCELS_BOOKING_RE = re.compile(
+    rf"{_UNBOOK}[^，。,.!?！？]{{0,12}}{_BOOKING}|{_BOOKING}[^，。,.!?！？]{{0,12}}{_UNBOOK}", re.I)
+_KEEPS_RE = re.compile(r"(?:不|别|不要|不用|don'?t|do not|no need to)\s*(?:取消|cancel)", re.I)
+
+
+def cancels_booking(text: str) -> bool:
+    """"算了 取消预约吧", "can you cancel the booking": a booked visit is to be cancelled."""
+    return _CANCELS_BOOKING_RE.search(text) is not None and _KEEPS_RE.search(text) is None
+
+
+def says_cancel(text: str) -> bool:
+    """"对 取消", "yes cancel it" (not "不取消了"): a yes to a cancellation."""
+    return _CANCEL_WORDS_RE.search(text) is not None and _KEEPS_RE.search(text) is None
+
+
 def changes_request(text: str) -> bool:
     """"make it the Xuhui one instead", "改成后天": a change to what is being asked."""
     return _CHANGE_RE.search(text) is not None
+
+
+def change_at(text: str) -> int | None:
+    """Where a change starts ("明天我要上班 改成后天下午吧": at 改成): what it names wins over
+    what the message names before it."""
+    m = _CHANGE_RE.search(text)
+    return m.start() if m else None
 
 
 def declines(text: str) -> bool:

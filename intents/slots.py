@@ -153,18 +153,27 @@ def iso_date(text: str) -> str | None:
     return m.group(1) if m else None
 
 
+# a Chinese name (up to 8 characters, "·" in a transcribed one, "先生"/"女士" after a surname) or
+# up to four Latin words (letters, "'", "-", ".")
+_NAME_SHAPE_RE = re.compile(r"[\u4e00-\u9fff·•]{1,8}|[A-Za-z][A-Za-z.'\-]*(?: [A-Za-z][A-Za-z.'\-]*){0,3}")
 # words said while thinking, which are nobody's name ("wait, no, make it…")
 _NOT_NAMES = frozenset({"wait", "no", "ok", "okay", "yes", "sorry", "hmm", "um", "uh", "actually", "hi", "hello",
                         "thanks", "well", "oh", "ah", "等等", "等一下", "不对", "好的", "是的", "嗯", "哦", "那个"})
 
 
 def contact_name(text: str) -> str | None:
-    """A name as the answer to "your name?": short, no digits, without "我叫"/"my name is"."""
+    """A name as the answer to "your name?": short, no digits, without "我叫"/"my name is"; a
+    sentence ("哎呀明天去不了了，刚才那个…") is nobody's name (``looks_like_name``)."""
     if text.strip(" ,，.!！?？").lower() in _NOT_NAMES:
         return None
     if 1 < len(text) <= 30 and not _DIGIT_RE.search(text):
         return _NAME_PREFIX_RE.sub("", text)
     return None
+
+
+def looks_like_name(text: str) -> bool:
+    """Whether a name answer has a name's shape rather than a sentence's."""
+    return _NAME_SHAPE_RE.fullmatch(text.strip(" ,，.。!！")) is not None
 
 
 def after_name_label(text: str) -> str | None:

@@ -37,7 +37,7 @@ from backend_client.models import Account
 from bot.dialogue.domain import Domain
 from bot.dialogue.flows import BUSINESS_INTENTS
 from bot.dialogue.flows.applications import ApplicationFlows
-from bot.dialogue.flows.appointments import AppointmentFlows
+from bot.dialogue.flows.appointments import CANCEL_FLOW, AppointmentFlows
 from bot.dialogue.flows.billing import BillingFlows
 from bot.dialogue.flows.hazards import EMERGENCY, HazardFlows
 from bot.dialogue.flows.outages import OutageFlows
@@ -57,7 +57,7 @@ from bot.logs import mask_text
 from channels.base import Message, Reply
 from common.metrics import NLU_SECONDS
 from intents.payload import payload_entities, split_payload
-from intents.signals import asks_eta, declines, is_cancel, word_chars
+from intents.signals import asks_eta, change_at, declines, is_cancel, word_chars
 from intents.signals import has_language, language_neutral
 
 log = logging.getLogger("powerbot.dialogue")
@@ -106,6 +106,7 @@ class DialogueEngine(
             name: getattr(self, f"flow_{name}") for name in BUSINESS_INTENTS if hasattr(self, f"flow_{name}")
         }
         self.flows[ACCOUNT_CHECK] = self.flow_account_check
+        self.flows[CANCEL_FLOW] = self.flow_cancel_appointment
 
     async def decide(self, message: Message, snap: Snapshot) -> TurnResult:
         """Decide one turn from the conversation as the store found it (``snap``): the replies,
@@ -145,7 +146,12 @@ class DialogueEngine(
             # the outage flow checks known outages at that address before anything else.
             intent = "report_outage"
         ents: dict[str, Any] = {}
+        after_change: set[str] = set()
+        changed = change_at(text)  # "明天我要上班 改成后天下午吧": the day after "改成"
         for e in parse.get("entities") or []:
+            if changed is not None and int(e.get("start") or 0) >= changed and e.get("entity") not in after_change:
+                ents[e.get("entity")] = e.get("value")
+                after_change.add(e.get("entity"))
             ents.setdefault(e.get("entity"), e.get("value"))
         turn = Turn(
             message=message, parse=parse, lang=lang, intent=intent,

@@ -36,6 +36,7 @@ from dataclasses import replace
 from typing import Any
 
 from bot.dialogue.flows import BUSINESS_INTENTS
+from bot.dialogue.flows.appointments import CANCEL_FLOW
 from bot.dialogue.flows.hazards import EMERGENCY
 from bot.dialogue.forms import CURRENT_TURN, TURN_SLOTS, Stop, says_yes
 from bot.dialogue.identity import ACCOUNT_CHECK
@@ -45,32 +46,10 @@ from backend_client import NotFound
 from bot.logs import mask_account, mask_text
 from common.metrics import FALLBACKS
 from intents.signals import (
-    asks_human,
-    asks_theft_law,
-    asks_if_bot,
-    asks_to_submit,
-    asks_price,
-    clauses,
-    corrects,
-    declines,
-    given_last4,
-    last4_answer,
-    has_words,
-    is_angry,
-    is_cancel,
-    is_caution,
-    confirms_submission,
-    narrows_topics,
-    pieces,
-    reports_hazard,
-    topic,
-    is_question,
-    looks_like_address,
-    other_utility,
-    looks_up_outages,
-    asks_complaint_process,
-    asks_charging_price,
-    subscribes_only_some,
+    asks_charging_price, asks_complaint_process, asks_human, asks_if_bot, asks_price, asks_theft_law,
+    asks_to_submit, cancels_booking, clauses, confirms_submission, corrects, declines, given_last4, has_words,
+    is_angry, is_cancel, is_caution, is_question, last4_answer, looks_like_address, looks_up_outages, mentions_report,
+    narrows_topics, other_utility, pieces, reports_hazard, says_cancel, subscribes_only_some, topic,
     wants_anonymity,
 )
 from intents.slots import account_number, has_account_digits, kwh, last4, work_order_id
@@ -113,7 +92,7 @@ class PolicyMixin:
         st = turn.state
         form = st.get("form")
         intent = turn.intent
-        decline = declines(text)
+        decline = declines(text) or cancels_booking(text)
         # the request the last turn wrote after the customer's yes: a "yes"/"confirm" now is
         # said to it, and is answered that it is done (not with "anything else?")
         turn.just_done = st.pop("done", None)
@@ -124,6 +103,9 @@ class PolicyMixin:
             intent = turn.intent = "tariff_consult"
         if intent == "ev_charging" and asks_charging_price(text):
             intent = turn.intent = "tariff_consult"  # charging at home is priced as the home's power
+        if mentions_report(text) and intent in ("repair_request", "report_outage"):
+            intent = turn.intent = "work_order_status"  # "我早上报的冒烟那个单子到哪一步了"
+            turn.confidence = max(turn.confidence, FALLBACK_CONFIDENCE)
         if looks_up_outages(text):
             intent = turn.intent = "outage_schedule"  # "查停电": a lookup, not a report
         elif asks_complaint_process(text):
@@ -161,7 +143,13 @@ class PolicyMixin:
         if not form and is_caution(text):
             self.say(turn, "utter_caution_safety")
 
-        # 2. an active form: leave it, fill it, or answer around it
+        # 2. an active form: leave it, fill it, or answer around it (a visit not yet booked is
+        # left like any form; "取消预约" otherwise cancels one booked)
+        if cancels_booking(text) and (form or {}).get("name") not in ("book_appointment", CANCEL_FLOW):
+            self._clear_form(turn)
+            st.pop("offer", None)
+            await self.run_flow(turn, CANCEL_FLOW)
+            return
         if form:
             st.pop("offer", None)
             await self._form_turn(turn, form, decline)
@@ -415,6 +403,10 @@ class PolicyMixin:
             self.leave_form(turn, name, quiet=True)
             await self.act(turn, intent)
             return
+        if name == CANCEL_FLOW and says_cancel(turn.message.text or ""):
+            turn.slots["_confirmed"] = CANCEL_FLOW  # "对 取消": the yes to cancelling
+            await self.run_flow(turn, name, resume=True)
+            return
         if (intent == "cancel" or decline or intent == "deny" and turn.confidence >= 0.8) and not gives:
             self.leave_form(turn, name)
             return
@@ -490,10 +482,7 @@ class PolicyMixin:
             turn.slots.pop(k, None)
         if quiet:
             return
-        if name == EMERGENCY:
-            self.say(turn, "utter_emergency_declined")
-        else:
-            self.say(turn, "utter_cancelled")
+        self.say(turn, {EMERGENCY: "utter_emergency_declined", CANCEL_FLOW: "utter_appointment_kept"}.get(name, "utter_cancelled"))
 
     async def fallback(self, turn: Turn) -> None:
         FALLBACKS.labels(turn.intent if turn.intent in _FALLBACK_INTENTS else "no_action").inc()

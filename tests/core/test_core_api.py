@@ -413,6 +413,31 @@ async def test_halls_slots_and_capacity(api):
     _is_problem(await api.delete(API + "/appointments/999999"), 404)
 
 
+async def test_appointments_of_an_account_soonest_first(api):
+    pd = (await (await api.get(API + "/halls", params={"district": "浦东新区"})).json())["halls"][0]
+    slots = (await (await api.get(API + f"/halls/{pd['id']}/slots")).json())["slots"]
+    later, sooner = slots[5], slots[1]
+    ids = []
+    for i, sl in enumerate((later, sooner)):
+        r = await api.post(API + "/appointments", headers={"Idempotency-Key": f"mine-{i}"},
+                           json={"slot_id": sl["id"], "account_number": "3100000001", "contact_name": "张伟",
+                                 "contact_phone": "13800138000", "purpose": "过户"})
+        ids.append((await r.json())["id"])
+    await api.post(API + "/appointments", headers={"Idempotency-Key": "other"},
+                   json={"slot_id": sooner["id"], "account_number": "3100000002", "contact_name": "李娜",
+                         "contact_phone": "13900139000", "purpose": "开票"})
+    mine = (await (await api.get(API + "/appointments", params={"account_number": "3100000001"})).json())["appointments"]
+    assert [a["id"] for a in mine] == [ids[1], ids[0]]  # the sooner visit first, no one else's
+    await api.delete(API + f"/appointments/{ids[1]}")
+    booked = (await (await api.get(API + "/appointments", params={"account_number": "3100000001",
+                                                                  "status": "booked"})).json())["appointments"]
+    assert [a["id"] for a in booked] == [ids[0]]
+    by_phone = (await (await api.get(API + "/appointments", params={"contact_phone": "13900139000"})).json())["appointments"]
+    assert [a["account_number"] for a in by_phone] == ["3100000002"]
+    _is_problem(await api.get(API + "/appointments"), 400)  # everyone's appointments are not listed
+    _is_problem(await api.get(API + "/appointments", params={"account_number": "12"}), 400)
+
+
 # --- tariffs -------------------------------------------------------------------------------
 async def test_tariffs_and_quotes(api):
     t = await (await api.get(API + "/tariffs/residential")).json()

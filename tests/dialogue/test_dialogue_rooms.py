@@ -125,10 +125,12 @@ def test_every_business_intent_has_its_flow() -> None:
     from bot.dialogue import DialogueEngine
     from bot.dialogue.flows import BUSINESS_INTENTS
 
+    from bot.dialogue.flows.appointments import CANCEL_FLOW
     from bot.dialogue.identity import ACCOUNT_CHECK
 
     engine = DialogueEngine(core=object(), interpreter=None, store=object())  # type: ignore[arg-type]
-    assert set(engine.flows) == BUSINESS_INTENTS | {ACCOUNT_CHECK}  # and the check of an account given alone
+    # and the check of an account given alone, and cancelling a booked visit
+    assert set(engine.flows) == BUSINESS_INTENTS | {ACCOUNT_CHECK, CANCEL_FLOW}
     assert all(callable(f) for f in engine.flows.values())
 
 

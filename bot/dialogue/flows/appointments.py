@@ -43,10 +43,11 @@ from channels.base import Button
 from common.clock import utcnow
 from intents.places import name_written
 from intents.signals import changes_request
-from intents.slots import after_name_label, contact_name, mobile, without_phone
+from intents.slots import after_name_label, contact_name, looks_like_name, mobile, without_phone
 from intents.slots import district as district_in
 
 FLOW = "book_appointment"
+CANCEL_FLOW = "cancel_appointment"
 _NOT_SEPARATORS = "'’-"  # punctuation inside a clause: Jing'an, I'm, 138-0013-8000
 _NOT_A_NAME_INTENTS = BUSINESS_INTENTS | {"affirm", "deny", "greet", "goodbye", "thank", "request_human"}
 
@@ -76,6 +77,17 @@ def clauses_of(text: str) -> list[str]:
             cur.append(ch)
     parts.append("".join(cur))
     return [p.strip() for p in parts if p.strip()]
+
+
+def _apart(clause: str, phone: str | None, asked: bool) -> list[str]:
+    """One clause of a booking message as the pieces a name may be: cut at the phone number it
+    gives; its Chinese words apart where it gives the number or answers "your name?"."""
+    at = clause.find(phone) if phone else -1
+    if at < 0 and not asked:
+        return [clause]
+    sides = [without_phone(clause[:at]), phone, without_phone(clause[at + len(phone):])] if at >= 0 else [clause]  # type: ignore[operator]
+    return [w for side in sides if side and side.strip()
+            for w in (side.split() if has_chinese(side) else [side.strip()])]
 
 
 def hall_named(halls: list[Any], text: str) -> list[Any]:
@@ -171,7 +183,7 @@ class AppointmentFlows:
         if ents or any(ch.isdigit() for ch in clause) or intent in _NOT_A_NAME_INTENTS and conf >= 0.5:
             return "other", ""
         name = contact_name(words.strip())
-        if name and len(name) <= 20 and len(name.split()) <= 4 and not district_in(name):
+        if name and looks_like_name(name) and not district_in(name):
             return "name", name.strip()
         return "other", ""
 
@@ -180,9 +192,10 @@ class AppointmentFlows:
         "your name and phone?", so a name written next to the number counts too."""
         name = purpose = None
         clauses = clauses_of(text)
-        if asked:  # "李娜 13900139000 办过户": an answer's words apart, each its own clause
-            clauses = [w for c in clauses for w in (c.split() if len(c.split()) > 1 else [c])]
         phone = mobile(text)
+        # "李娜 13900139000 办过户", "预约徐汇营业厅 明天上午 李娜 13900139000": the words either side
+        # of the number apart (Chinese words by their spaces; "Li Na" stays one name)
+        clauses = [w for c in clauses for w in _apart(c, phone, asked)]
         led = False  # the clause before was a bare "Name" / "姓名" ("Name: Chen Jie")
         for clause in clauses:
             after_lead, led = led, after_name_label(clause) == ""
@@ -279,9 +292,43 @@ class AppointmentFlows:
             return
         turn.actions.append(("action_book_appointment", {"id": appt.id, "slot_id": appt.slot_id}))
         turn.slots.pop("_appt", None)
+        turn.slots["_appointments"] = ([a for a in turn.slots.get("_appointments") or [] if a != appt.id] + [appt.id])[-5:]
         self.finish(turn)
         self.say(turn, "utter_appointment_booked_at", appointment_id=appt.id, date=appt.date.isoformat(), period=period,
                  start=slot.starts_at, end=slot.ends_at, hall=self._hall_label(turn, hall), address=address_for(hall.address, turn.lang))
+
+    async def flow_cancel_appointment(self, turn: Turn) -> None:
+        """Cancel a booked visit, shown for a yes first: the one booked in this conversation,
+        else the account's (checked like any account): the only one, or the one whose number
+        the customer gives from the list."""
+        here = [a for a in turn.slots.get("_appointments") or []]
+        booked = [await self.core.get_appointment(int(here[-1]))] if here else []
+        if not booked or booked[0].status != "booked":
+            acc = await self.require_account(turn, CANCEL_FLOW)
+            today = utcnow().astimezone(CHINA_TZ).date()
+            booked = [a for a in await self.core.list_appointments(acc.account_number, status="booked") if a.date >= today]
+        halls = {h.id: h for h in await self.reference("halls", None, self.core.list_halls) or []}
+
+        def shown(a: Any) -> dict[str, Any]:
+            hall = halls.get(a.hall_id)
+            return {"appointment_id": a.id, "date": a.date.isoformat(), "period": self.phrase(turn, f"utter_fragment_period_{a.period}"),
+                    "hall": self._hall_label(turn, hall) if hall else "-"}
+
+        if not booked:
+            self.finish(turn)
+            self.say(turn, "utter_no_appointment_to_cancel")
+            return
+        named = [a for a in booked if str(a.id) in (turn.message.text or "").split()] if len(booked) > 1 else booked
+        if len(named) != 1:
+            lines = "\n".join(self.phrase(turn, "utter_fragment_appointment_line", **shown(a)) for a in booked)
+            self.ask(turn, CANCEL_FLOW, "appointment_id", "utter_ask_which_appointment", appointments=lines)
+        appt = named[0]
+        self.confirm(turn, CANCEL_FLOW, "utter_confirm_cancel_appointment", **shown(appt))
+        await self.core.cancel_appointment(appt.id)
+        turn.actions.append(("action_cancel_appointment", {"id": appt.id}))
+        turn.slots["_appointments"] = [a for a in here if a != appt.id]
+        self.finish(turn)
+        self.say(turn, "utter_appointment_cancelled", **shown(appt))
 
     def _absorb(self, turn: Turn, st: dict[str, Any], halls: list[Any], text: str, fresh: bool, asked: str | None) -> bool:
         """Keep what this message says: a new request everything it names, an answer what fits
@@ -334,7 +381,7 @@ class AppointmentFlows:
             # a name counts where it was asked for, or given with a phone number ("Mary Chen, 136…"),
             # not in a change of the booking ("wait, no, make it the Xuhui one instead")
             name, purpose = self._name_and_purpose(turn, text, halls, asked=asked in ("contact", "name"))
-            if asked == "name" and slots.get("contact_name"):
+            if asked == "name" and slots.get("contact_name") and looks_like_name(slots["contact_name"]):
                 name = name or slots["contact_name"]
             if name and (not st.get("name") or asked in ("contact", "name")):
                 st["name"] = name
