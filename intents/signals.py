@@ -17,7 +17,10 @@ from .slots import last4
 
 HAZARD_RE = re.compile(
     r"电线断|断线|掉下来|断落|冒火|着火|起火|火花|打火|冒烟|烧焦|焦糊|糊味|焦味|烧黑|烧糊|烧化|熔化|触电|电到人|爆炸|"
-    r"电线杆倒|线杆倒|杆子倒|电线垂|垂下来|"
+    r"电线杆倒|线杆倒|杆子倒|电线垂|垂下来|电线裸露|裸露的电线|电线露在外面|"
+    r"树[^，。,.!！?？]{0,4}(?:倒|压|砸|断)[^，。,.!！?？]{0,6}(?:电线|线路|电缆)|电线[^，。,.!！?？]{0,4}(?:耷拉|碰到地|拖在地上)|"
+    r"\btree (?:branch )?(?:has )?(?:fell|fallen|came down|come down|down|leaning|lying) (?:on|onto|across) (?:the |a )?(?:power |electric |overhead )?(?:line|wire|cable)|"
+    r"\b(?:line|wire|cable)s? (?:is |are )?(?:hanging|dangling|sagging) (?:\w+ )?(?:low|down)\b|\bexposed (?:live )?wires?\b|\bwires? (?:sticking|hanging|poking) out\b|"
     r"火星|burning smell|burning (?:plastic|rubber)|smells? (?:like |of )?burn|spark|fire|smok(?:e|ing|y)|electrocut|fallen (?:power )?(?:wire|line)|live wire|wire (?:is )?down|"
     r"(?:line|wire|cable|pole)s? (?:is |are |has |have |had )?(?:down|hanging low|fell|fallen|came down|come down|snapped|broken)\b|"
     r"\bdowned (?:power )?(?:line|wire|cable)|(?:wire|line|cable)s? (?:is |are )?(?:lying |hanging )?(?:on|across) the (?:road|ground|street|pavement)",
@@ -398,6 +401,17 @@ _UNBOOK = r"(?:取消|退掉|撤销|不去了|\bcancel\b|\bcall off\b)"
 _CANCELS_BOOKING_RE = re.compile(
     rf"{_UNBOOK}[^，。,.!?！？]{{0,12}}{_BOOKING}|{_BOOKING}[^，。,.!?！？]{{0,12}}{_UNBOOK}", re.I)
 _KEEPS_RE = re.compile(r"(?:不|别|不要|不用|don'?t|do not|no need to)\s*(?:取消|cancel)", re.I)
+
+
+# "知道了 那先交钱吧", "ok got it, then I'll pay first": a word of acknowledgement before a request
+_ACK_LEAD_RE = re.compile(r"^\s*(?:(?:知道了|明白了|了解了|懂了|收到|好吧|好的|好|行吧|行|嗯+|哦+|噢+|这样啊|原来如此|"
+                          r"(?:ok(?:ay)?|got it|i see|alright|understood|fine|right)(?![a-z']))[，,。.!！~\s]*)+(?=\S)", re.I)
+
+
+def after_acknowledgement(text: str) -> str | None:
+    """The rest of a message that starts with a word of acknowledgement, or None."""
+    m = _ACK_LEAD_RE.match(text)
+    return text[m.end():] if m and len(text) - m.end() >= 2 else None
 
 
 def cancels_booking(text: str) -> bool:

@@ -57,7 +57,7 @@ from bot.logs import mask_text
 from channels.base import Message, Reply
 from common.metrics import NLU_SECONDS
 from intents.payload import payload_entities, split_payload
-from intents.signals import asks_eta, change_at, declines, is_cancel, word_chars
+from intents.signals import after_acknowledgement, asks_eta, change_at, declines, is_cancel, word_chars
 from intents.signals import has_language, language_neutral
 
 log = logging.getLogger("powerbot.dialogue")
@@ -65,6 +65,8 @@ log = logging.getLogger("powerbot.dialogue")
 # an nlu_fallback parse this sure is the out-of-scope class itself, not a request below the
 # model's fallback threshold (which the parse reports with the threshold as its confidence)
 OUT_OF_SCOPE_CONFIDENCE = 0.6
+# a message that starts with "知道了"/"ok" and is not clearly understood is read again without it
+ACK_REREAD_BELOW = 0.7
 
 
 class DialogueEngine(
@@ -197,7 +199,14 @@ class DialogueEngine(
             return {"text": "", "intent": {"name": "nlu_fallback", "confidence": 0.0}, "entities": []}
         # relative dates ("明天", "上个月") are the customer's: China's date, not the server's
         started = time.perf_counter()
-        parsed = self.interpreter.parse(text, datetime.now(CHINA_TZ).date())
+        today = datetime.now(CHINA_TZ).date()
+        parsed = self.interpreter.parse(text, today)
+        rest = after_acknowledgement(text)
+        if rest and float(parsed["intent"].get("confidence") or 0) < ACK_REREAD_BELOW:
+            # "知道了 那先交钱吧": the request after a word of acknowledgement, read alone
+            request = self.interpreter.parse(rest, today)
+            if request["intent"]["name"] in BUSINESS_INTENTS and float(request["intent"].get("confidence") or 0) >= 0.9:
+                parsed = {**request, "text": parsed["text"], "entities": parsed["entities"]}
         NLU_SECONDS.observe(time.perf_counter() - started)
         return parsed
 

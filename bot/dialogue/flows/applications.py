@@ -42,12 +42,13 @@ class ApplicationFlows:
         number = None
         if needs_account:
             number = (await self.require_account(turn, flow)).account_number
-            if flow == "account_change" and closes_account(str(turn.slots.get("_text") or "")) \
-                    and turn.slots.get("_settle_told") != number:
-                turn.slots["_settle_told"] = number  # closing with money owed: what must be paid first
+            if flow == "account_change" and turn.slots.get("_settle_told") != number:
+                turn.slots["_settle_told"] = number  # closing or a transfer with money owed: what must be paid first
                 owed = (await self.core.get_arrears(number)).amount_owed
                 if owed > 0:
-                    self.say(turn, "utter_close_needs_settlement", owed=money_text(owed))
+                    closing = closes_account(str(turn.slots.get("_text") or ""))
+                    self.say(turn, "utter_close_needs_settlement" if closing else "utter_change_needs_settlement",
+                             owed=money_text(owed))
         else:
             named = turn.slots.get("account_number")
             if named and named not in turn.authorized and (
