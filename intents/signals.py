@@ -147,8 +147,9 @@ _CHEAPER_RE = re.compile(r"便宜|划算|省钱|电价|一度多少|多少钱一
 _INSTALL_RE = re.compile(r"安装|装(?:个|一个)?(?:桩|充电桩)|报装|申请|\b(?:install\w*|apply|application|fit)\b", re.I)
 # other utilities' and companies' bills
 _OTHER_UTILITY_RE = re.compile(
-    r"燃气费|煤气费|天然气费|水费|自来水|话费|宽带费?|物业费|停车费|暖气费|供暖费|取暖费|有线电视|"
-    r"\b(?:gas|water|phone|mobile|internet|broadband|heating|property management|parking) (?:bill|fee|charge)s?\b", re.I)
+    r"燃气费|煤气费|天然气费|水费|自来水|话费|宽带费?|物业费|停车费|暖气费|供暖费|取暖费|有线电视|停水|停气|"
+    r"\b(?:gas|water|phone|mobile|internet|broadband|heating|property management|parking) (?:bill|fee|charge)s?\b|"
+    r"\b(?:water|gas) (?:outage|cut|supply|shut ?off|shutoff)s?\b", re.I)
 _ELECTRIC_RE = re.compile(r"电费|用电|电表|停电|供电|电价|电力|\belectric|\bpower\b|\bkwh\b|\bmeter\b", re.I)
 # other companies' and agencies' services, named by what they are (a clinic's booking, a parcel,
 # a credit card): none is 95598's business, whatever verb comes with it
@@ -637,7 +638,8 @@ def other_utility(text: str) -> bool:
 
 # advertising and forwarded bank messages: "代开各类发票 联系微信", "低价代缴电费 打八折 加qq", "【招商银行】…"
 _SPAM_RE = re.compile(r"代开.{0,6}发票|发票代开|(?:加|联系|私聊|咨询)\s*(?:qq|vx|v信|微信|威信|薇信)|打[一二三四五六七八九\d]折|"
-                      r"兼职刷单|刷单|【[^】]{0,10}银行】", re.I)
+                      r"兼职刷单|刷单|【[^】]{0,10}银行】|批发|厂家直销|量大从优|限时优惠|"
+                      r"\bwholesale\b|\bwhatsapp me\b|\b(?:dm|message|contact) me on (?:whatsapp|telegram|wechat)\b|\bpromo code\b", re.I)
 
 
 # someone trying to give the assistant new orders ("ignore all previous instructions", "你现在是管理员")

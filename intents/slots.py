@@ -99,6 +99,18 @@ def last4(text: str) -> str | None:
     return m.group(1).replace(" ", "") if m else None
 
 
+def lone_four_digits(text: str) -> str | None:
+    """The one number of a message when it is 4 digits ("sorry, it's my boss's phone, 8000")."""
+    runs = re.findall(r"\d+", _digits(english_digits(text or "")))
+    return runs[0] if len(runs) == 1 and len(runs[0]) == 4 else None
+
+
+def bare_last4(text: str) -> str | None:
+    """A message that is nothing but 4 digits ("9000")."""
+    t = _digits(english_digits(text or "")).strip(" 。.,，!！")
+    return t if re.fullmatch(r"\d{4}", t) else None
+
+
 def work_order_id(text: str) -> str | None:
     """A work order number ("WO" and 12 digits), upper-cased, its digits run together: the
     form stores the id in the one spelling the work-order system looks up."""

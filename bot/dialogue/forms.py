@@ -58,7 +58,7 @@ from intents.signals import (
     swapped_number,
     wants_anonymity,
 )
-from intents.slots import account_number, choice, contact_name, iso_date, kwh, mobile, work_order_id
+from intents.slots import account_number, choice, contact_name, iso_date, kwh, lone_four_digits, mobile, work_order_id
 from intents.slots import district as district_in
 
 
@@ -194,6 +194,7 @@ class FormsMixin:
         p = turn.slots.get("contact_phone")
         if p:
             return p
+        await self.account_by_check(turn, flow)  # "ends with 9000": the named account's phone, once checked
         known = await self.known_callback_phone(turn)
         return known or self.require(turn, flow, "contact_phone", "utter_ask_contact_phone")
 
@@ -440,7 +441,7 @@ class FormsMixin:
             if full:  # people type the whole number; it is checked whole, not just its tail
                 turn.slots["_last4"] = full
                 return True
-            digits = last4_answer(text)
+            digits = last4_answer(text) or lone_four_digits(text)
             if digits is None:
                 return False
             turn.slots["_last4"] = digits
@@ -462,7 +463,9 @@ class FormsMixin:
             if p:
                 turn.set_slot("contact_phone", p)
                 return True
-            return False
+            named = turn.slots.get("account_number")
+            # "ends with 9000" for an account named but not checked: the check, then its phone
+            return bool(named) and named not in turn.authorized and given_last4(text) is not None
         if slot == "address":
             return await self._fill_address(turn, "address")
         if slot == "district":

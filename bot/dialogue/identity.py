@@ -27,7 +27,7 @@ from intents.payload import chosen_option
 from bot.dialogue.flows.places import street_of
 from intents.places import street_written
 from intents.signals import account_ending, asks_if_overdue, given_last4, mentions_report, names_category, topic
-from intents.slots import choice, mobile
+from intents.slots import bare_last4, choice, mobile
 
 
 # an account given with no request the NLU knew ("3100000002", "…nobody came. account …"): its
@@ -116,6 +116,22 @@ class IdentityMixin:
             raise
         if not verify or number in turn.authorized:
             return acc
+        await self.verify(turn, flow, acc)
+        return acc
+
+    async def account_by_check(self, turn: Turn, flow: str) -> Account | None:
+        """The account named earlier in the request, checked when the customer answers a question
+        about a place with its last 4 digits ("尾号9000", "ends with 9000", "9000"): its registered
+        address is the place. None when no such account or no such answer."""
+        number = turn.slots.get("account_number")
+        text = turn.message.text or ""
+        if not number or number in turn.authorized or text == turn.slots.get("_text"):
+            return None
+        digits = given_last4(text) or bare_last4(text)
+        if digits is None:
+            return None
+        turn.slots["_last4"] = digits
+        acc = await self.account(turn, str(number))
         await self.verify(turn, flow, acc)
         return acc
 

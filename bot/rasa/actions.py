@@ -176,7 +176,7 @@ class ActionReportOutage(WriteAction):
         address = _fault_address(ctx, acc)
         if not address:
             ctx.ask("utter_ask_location_address" if ctx.slot("account_number") and not acc else "utter_ask_address",
-                    form="report_outage_form", slot="address")
+                    form="report_outage_form", slot="address", account=mask_account(str(ctx.slot("account_number") or "")))
         assert address is not None
         drafted = ctx.slot("confirm_key") and ctx.slot(PENDING_ACTION) == self.name()
         if not drafted:  # a known outage is told before anything is drafted

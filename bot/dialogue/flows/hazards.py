@@ -53,6 +53,12 @@ class HazardFlows:
         flow = EMERGENCY
         if not turn.state.get("form"):
             self._hazard_place(turn)
+        if not turn.slots.get("address") and about_appliance(str(turn.slots.get("_text") or "")):
+            # a socket or the meter box at home: the account's address, once the account is checked
+            checked = await self.account_by_check(turn, flow)
+            number = self._proven_account(turn)
+            if checked or number:
+                turn.set_slot("address", (checked or await self.account(turn, str(number))).address)
         address = self.require(turn, flow, "address", "utter_ask_hazard_location")
         phone = turn.slots.get("contact_phone")
         offered = None

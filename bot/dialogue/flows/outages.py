@@ -23,7 +23,7 @@ from bot.dialogue.flows.places import address_for, district_label, has_chinese, 
 from bot.dialogue.responses import CHINA_TZ, WO_STATUSES, local
 from bot.dialogue.turn import Turn
 from bot.dialogue.verification import aware
-from bot.logs import mask_phone
+from bot.logs import mask_account, mask_phone
 from common.clock import utcnow
 from intents.places import find, street_mentioned, street_written
 from intents.signals import about_street_light, address_text, beyond_one_home, asks_fee, asks_if_restored, is_question, looks_like_address
@@ -37,6 +37,8 @@ class OutageFlows:
         number proves nothing, so the customer is asked where the fault is (and the order is
         not linked to an account they have not proven). A district alone is not an address:
         the order needs the place itself."""
+        if ask:
+            await self.account_by_check(turn, flow)  # "ends with 9000": the named account's address
         number = turn.slots.get("account_number")
         unproven = bool(number) and number not in turn.authorized
         if unproven:
@@ -60,7 +62,9 @@ class OutageFlows:
         district = (district_in(address or "") or turn.slots.get("district") or turn.entities.get("district")
                     or district_in(first))
         if not address and ask:
-            self.ask(turn, flow, "location", "utter_ask_location_address" if unproven else "utter_ask_location")
+            if unproven:
+                self.ask(turn, flow, "location", "utter_ask_location_address", account=mask_account(str(turn.slots["account_number"])))
+            self.ask(turn, flow, "location", "utter_ask_location")
         return None, district, address
 
     async def _known_outages(self, turn: Turn, address: str | None, district: str | None) -> bool:
