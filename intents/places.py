@@ -13,6 +13,7 @@ synonyms and a lookup table (tests/nlu/test_nlu_places.py keeps the two in step)
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import NamedTuple
 
@@ -81,13 +82,45 @@ _LATIN_HEADS = tuple(sorted({d.pinyin[0] for d in SHANGHAI}))
 
 
 def find(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, core name) of every Shanghai district named in lower-cased ``text``."""
+    """(start, end, core name) of every Shanghai district named in lower-cased ``text``; a
+    Latin name one slip away counts too ("xuhiu", "minhnag", "jingann")."""
     scan = text if text.isascii() else text.translate(_TONES)
     # ``_ANY`` is tried at every position (its branches start with optional prefixes); most
     # messages name no district, and a substring test of the names says so ten times faster
-    if not any(name in scan for name in _CN_NAMES) and not any(head in scan for head in _LATIN_HEADS):
-        return []
-    return [(m.start(), m.end(), NAMES[int(m.lastgroup[1:])]) for m in _ANY.finditer(scan)]
+    found: list[tuple[int, int, str]] = []
+    if any(name in scan for name in _CN_NAMES) or any(head in scan for head in _LATIN_HEADS):
+        found = [(m.start(), m.end(), NAMES[int(m.lastgroup[1:])]) for m in _ANY.finditer(scan)]
+    for m in _LATIN_WORD_RE.finditer(scan):
+        name = _misspelt(m.group(0))
+        if name and not any(s <= m.start() < e for s, e, _n in found):
+            found.append((m.start(), m.end(), name))
+    return sorted(found)
+
+
+_LATIN_WORD_RE = re.compile(r"(?<![a-z])[a-z]{5,10}(?![a-z])")
+_LATIN_NAMES = {"".join(d.pinyin): NAMES[i] for i, d in enumerate(SHANGHAI)}
+# English words one slip from a district's name
+_ENGLISH_NEAR_NAMES = frozenset({"changing", "jading"})
+
+
+@functools.lru_cache(maxsize=4096)
+def _misspelt(word: str) -> str | None:
+    """The district whose Latin name ``word`` is one slip from (a letter wrong, missing, added,
+    or two swapped), when it is not the name itself."""
+    if word in _ENGLISH_NEAR_NAMES:
+        return None
+    for latin, name in _LATIN_NAMES.items():
+        if word != latin and abs(len(word) - len(latin)) <= 1 and word[0] == latin[0] and _one_slip(word, latin):
+            return name
+    return None
+
+
+def _one_slip(a: str, b: str) -> bool:
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
 
 
 _AROUND_DISTRICT_RE = re.compile(r"[\s,，。.!！]|上海市?|新区|区|县|那边|这边|那里|这里|的|附近|一带|\b(?:in|the|area|district|shanghai)\b")

@@ -31,15 +31,15 @@ ANGRY_RE = re.compile(
     r"terrible|worst|ridiculous|unacceptable|furious|angry|disgusting|useless",
     re.I,
 )
-CANCEL_RE = re.compile(r"^\s*(算了|取消|不办了|不用了|不要了|退出|cancel|stop|never ?mind|forget it)\s*[。.!！]?\s*$", re.I)
+CANCEL_RE = re.compile(r"^\s*(算了|取消|不办了|不用了|不要了|退出|cancel|stop|never ?mind|nvm|forget it)\s*[。.!！]?\s*$", re.I)
 # "算了", "不用你们再登记了", "no, don't submit", "never mind, I'll ask my landlord": the customer
 # leaves what was being asked (a form, a confirmation, an offer) — at the start of the message
 # (after "等等"/"wait"/"actually"), or a refusal of the thing itself anywhere in it
 _DECLINE_START_RE = re.compile(
-    r"^\s*(?:(?:等等|等一下|等下|哦|噢|呃|额|嗯|唉|哎|那|wait|oh|hmm|um|actually|ah|well)[，,。.!！\s]*)*"
+    r"^\s*(?:(?:等等|等一下|等下|哦|噢|呃|额|嗯|唉|哎|那|wait|oh|hmm|um|actually|ah|well|omg|oops|sorry|lol|haha)[，,。.!！\s]*)*"
     r"(?:算了|不用|不要了|不要提交|不要登记|不必|不需要|不了|不办|不约|不报|不绑|不交|不开|不销|不申请|不登记|不订|"
     r"取消|先不|暂时不|还是不|还是算了|还是留着|不对|否(?:[，,。.\s]|$)|"
-    r"no(?:pe)?\b(?!\.?\s*\d|\s+(?:power|electricity|lights?|one|idea|bill|signal|hot|water|supply))|nah\b|never ?mind|"
+    r"no(?:pe)?\b(?!\.?\s*\d|\s+(?:power|electricity|lights?|one|idea|bill|signal|hot|water|supply))|nah\b|never ?mind|nvm\b|"
     r"cancel|forget (?:it|that|about it)|not now|not yet|don'?t (?:bother|need|want|file|submit|bind|book|pay|register))",
     re.I,
 )

@@ -149,7 +149,10 @@ class OutageFlows:
 
     async def flow_report_outage(self, turn: Turn) -> None:
         number, district, address = await self._location(turn, "report_outage", ask=False)
-        if turn.slots.get("_confirmed") != "report_outage" and await self._known_outages(turn, address, district):
+        first = str(turn.slots.get("_text") or "")
+        # "友谊路咋停电了": the street the report names is looked up, before any address is asked
+        lookup = address or (first if has_chinese(first) else None)
+        if turn.slots.get("_confirmed") != "report_outage" and await self._known_outages(turn, lookup, district):
             return
         if not address:
             await self._location(turn, "report_outage")  # asks where
