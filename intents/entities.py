@@ -37,7 +37,7 @@ _NUM = rf"(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d{{1,2}})?"
 # "WO261205000781", "WO 261205 000781", "WO-261203-000500", "wo 2612 0300 0123": the digits may
 # be set apart in groups of any size as customers copy them from an SMS or read them out
 # "WO-2026-000318" (a number from another system, or misremembered): any 8 to 14 digits after the WO
-WO_RE = re.compile(r"(?<![a-z0-9])wo[-_ ]?(\d(?:[-_ ]?\d){7,13})(?!\d)")
+WO_RE = re.compile(r"(?<![a-z0-9])wo(?:[-_ ]?(\d(?:[-_ ]?\d){7,13})|[-_]?(\d{5,7}))(?!\d)")  # "WO12345": a mistyped one too
 # "工单号 261130123456": a customer who leaves out the WO still means the work order (its
 # twelve digits would otherwise read as an account number); the date part must be a date
 WO_CONTEXT_RE = re.compile(r"(?:工单|单号|(?:work |repair )?order|ticket)(?:\s*(?:number|no\.?|#))?"
@@ -45,7 +45,7 @@ WO_CONTEXT_RE = re.compile(r"(?:工单|单号|(?:work |repair )?order|ticket)(?:
 # "查一下工单2026112800045", "ticket 2026120100012 status?": fourteen or thirteen digits named as an
 # order are its number, not an account
 WO_LONG_CONTEXT_RE = re.compile(r"(?:工单|单号|(?:work |repair )?order|ticket)(?:\s*(?:number|no\.?|#))?"
-                                r"[号码是为:：\s]{0,3}(\d{13,14})(?!\d)")
+                                r"(?:[号码是为:：\s]{0,3}|\s+is\s+)(\d{13,14}|\d{8}-\d{3,6})(?!\d)")
 PHONE_RE = re.compile(
     r"(?<![\d+])(?:(?:\+|00)86[-\s]?|86[-\s])?(1[3-9]\d)[-\s]?(\d{4})[-\s]?(\d{4})(?!\d)")
 # a landline: "021-64381209", "(021)64381209", "0571 8765432", "02164381209": an area code (010, 02x
@@ -362,9 +362,10 @@ REL_MONTH_EN = re.compile(r"\b(the month before last|last month|previous month|p
 MONTH_EN = re.compile(rf"\b(?:(last|this)\s+)?({_MON_ALT})\b(?!\.?\s*\d{{1,2}}(?:st|nd|rd|th)?\b)"
                       rf"(?:\s*,?\s*(\d{{4}})|\s+(?:of\s+)?(last year|this year))?")
 ADDRESS_RE = re.compile(
-    r"[\u4e00-\u9fa5a-z0-9]{2,20}?(?:路|街|大道|巷|弄|村|小区|花园|新村|公寓|大厦|家园|苑|园区)"
-    r"(?:\d+(?:号楼|号院|号|栋|幢|单元|室|楼|层|弄|巷)|[东西南北]区|[a-z]座)*"
-    r"(?:\d+(?:号楼|号院|号|栋|幢|单元|室|楼|层))?")
+    r"[\u4e00-\u9fa5a-z0-9]{2,20}?(?:路|街道|街|大道|巷|弄|村|小区|花园|新村|公寓|大厦|家园|苑|园区)"
+    r"(?:\s?\d+(?:号楼(?![道梯])|号院|号|栋|幢|单元|室|楼(?![道梯下上])|层|弄|巷)|[东西南北]区|[a-z]座)*"
+    r"(?:\d+(?:号楼(?![道梯])|号院|号|栋|幢|单元|室|楼(?![道梯下上])|层))?"
+    r"(?:(?<=号楼|单元)\d{3,4}|(?<=[栋幢层])\d{3,4})?")  # "3号楼502", "7栋1单元301": the flat
 
 # --- cheap pre-checks ---------------------------------------------------------------------
 # Most messages have no digit, no Latin letter and none of a few key characters, yet every
@@ -692,12 +693,12 @@ class EntityExtractor:
         if not digit and not cues.latin and not cues.has(_NUMBERS_CUE):
             return
         for m in _scan(WO_RE, t, digit and cues.latin):
-            out.append(_Cand("work_order_id", m.start(), m.end(), "WO" + re.sub(r"\D", "", m.group(1))))
+            out.append(_Cand("work_order_id", m.start(), m.end(), "WO" + re.sub(r"\D", "", m.group(1) or m.group(2))))
         for m in _scan(WO_CONTEXT_RE, t, digit and (cues.latin or cues.has(_WO_CUE))):
             if 1 <= int(m.group(3)) <= 12 and 1 <= int(m.group(4)) <= 31:
                 out.append(_Cand("work_order_id", m.start(1), m.end(1), "WO" + re.sub(r"\D", "", m.group(1))))
         for m in _scan(WO_LONG_CONTEXT_RE, t, digit and (cues.latin or cues.has(_WO_CUE))):
-            out.append(_Cand("work_order_id", m.start(1), m.end(1), "WO" + m.group(1)))
+            out.append(_Cand("work_order_id", m.start(1), m.end(1), "WO" + m.group(1).replace("-", "")))
         for m in _scan(PHONE_RE, t, digit):
             out.append(_Cand("phone_number", m.start(), m.end(), "".join(m.groups())))
         for m in _scan(LANDLINE_RE, t, digit):
