@@ -415,6 +415,31 @@ def after_acknowledgement(text: str) -> str | None:
     return text[m.end():] if m and len(text) - m.end() >= 2 else None
 
 
+# "wait, it's not B1, the meter is in the B2 electrical room", "不是1202 是1203室": one piece of a
+# place said again right
+_PIECE = r"([a-z]?\d{1,5}[a-z]?)"
+_REPLACED_RE = re.compile(rf"(?:不是|不在|\bnot\b|\bisn'?t\b|\bwasn'?t\b)\s*(?:在\s*|on\s+|in\s+|at\s+)?(?:the\s+)?{_PIECE}"
+                          rf"(?:层|楼|号|室|栋)?[^\d]{{0,30}}?(?:是|在|\bis\b|\bin\b|\bat\b|\bon\b|[，,])\s*(?:the\s+)?{_PIECE}(?![\d])", re.I)
+
+
+def replaced_piece(text: str) -> tuple[str, str] | None:
+    """(what was wrong, what is right) when a message corrects one piece of a place."""
+    m = _REPLACED_RE.search(text)
+    if not m or m.group(1).lower() == m.group(2).lower():
+        return None
+    return m.group(1), m.group(2)
+
+
+def with_piece_replaced(place: str, text: str) -> str | None:
+    """``place`` with the piece ``text`` corrects put right ("…1500号B1层" + "it's not B1, … the
+    B2 electrical room" → "…1500号B2层"), when that piece is in it once; None otherwise."""
+    fix = replaced_piece(text)
+    if fix is None:
+        return None
+    at = [m.start() for m in re.finditer(rf"(?<![\da-z]){re.escape(fix[0])}(?![\da-z])", place, re.I)]
+    return place[:at[0]] + fix[1].upper() + place[at[0] + len(fix[0]):] if len(at) == 1 else None
+
+
 def cancels_booking(text: str) -> bool:
     """"算了 取消预约吧", "can you cancel the booking": a booked visit is to be cancelled."""
     return _CANCELS_BOOKING_RE.search(text) is not None and _KEEPS_RE.search(text) is None

@@ -70,6 +70,8 @@ TURN_SLOTS = ("month", "date", "kwh", "work_order_id", "description", "topic", "
 
 # requests whose record is the customer's own words: a detail added at any of their prompts joins them
 REPORTS = frozenset({"complaint", "feedback", "report_violation", "repair_request", "report_outage"})
+# applications: what is added goes to the order as a note (``ApplicationFlows._application_note``)
+APPLICATIONS = frozenset({"new_connection", "solar_connection", "ev_charging", "account_change"})
 
 
 # forms whose questions about their subject have an answer of their own (``form_answer``)
@@ -368,7 +370,7 @@ class FormsMixin:
         """A statement at a report's prompt ("he came yesterday to fix my meter" while a number
         is asked) joins the report's words. Not a question, not a yes or no, not a request of
         another kind — though a complaint's details may well sound like an outage or a fault."""
-        if name not in REPORTS or slot == "description":
+        if name not in REPORTS | APPLICATIONS or slot == "description":
             return False
         key = "description" if turn.slots.get("description") else "_text"
         text = (turn.message.text or "").strip()
@@ -376,9 +378,12 @@ class FormsMixin:
                 or is_question(text) or declines(text) or affirms(text) or given_last4(text) \
                 or any(turn.entities.get(k) for k in ("account_number", "phone_number", "work_order_id")):
             return False  # details are words, not the numbers a form takes
-        kin = (name, "inform", "nlu_fallback") + (("report_outage", "repair_request") if name == "complaint" else ())
+        kin = (name, "inform", "nlu_fallback") + (
+            ("report_outage", "repair_request") if name in ("complaint", "report_outage", "repair_request") else ())
         if turn.intent not in kin and turn.confidence >= 0.7:
             return False
+        if name in APPLICATIONS:
+            return True  # the application's flow keeps it as a note
         joint = "；" if has_chinese(text) else "; "
         turn.slots[key] = f"{turn.slots[key]}{joint}{text}"[:500]
         return True

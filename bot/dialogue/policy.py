@@ -46,7 +46,7 @@ from backend_client import NotFound
 from bot.logs import mask_account, mask_text
 from common.metrics import FALLBACKS
 from intents.signals import (
-    asks_charging_price, asks_complaint_process, asks_human, asks_if_bot, asks_price, asks_theft_law,
+    asks_charging_price, asks_complaint_process, asks_human, asks_if_bot, increases_capacity, asks_price, asks_theft_law,
     asks_to_submit, cancels_booking, clauses, confirms_submission, corrects, declines, given_last4, has_words,
     is_angry, is_cancel, is_caution, is_question, last4_answer, looks_like_address, looks_up_outages, mentions_report,
     narrows_topics, other_utility, pieces, reports_hazard, says_cancel, subscribes_only_some, topic,
@@ -103,6 +103,8 @@ class PolicyMixin:
             intent = turn.intent = "tariff_consult"
         if intent == "ev_charging" and asks_charging_price(text):
             intent = turn.intent = "tariff_consult"  # charging at home is priced as the home's power
+        if increases_capacity(text) and intent in _ONE_FAULT:
+            intent = turn.intent = "new_connection"  # "the breaker keeps tripping … can we increase capacity?"
         if mentions_report(text) and intent in ("repair_request", "report_outage"):
             intent = turn.intent = "work_order_status"  # "我早上报的冒烟那个单子到哪一步了"
             turn.confidence = max(turn.confidence, FALLBACK_CONFIDENCE)
@@ -346,8 +348,8 @@ class PolicyMixin:
         names = [x["intent"]["name"] for _, x in useful]
         if len(useful) < 2 or len(set(names)) < len(names) or not any(n in BUSINESS_INTENTS for n in names):
             return []
-        if set(names) <= _ONE_FAULT:  # "Is there a fault on Youyi Road? we have no power": one report
-            return []
+        if set(names) <= _ONE_FAULT or set(names) <= _ONE_FAULT | {"new_connection"} and increases_capacity(turn.message.text or ""):
+            return []  # "Is there a fault on Youyi Road? we have no power": one report; a trip a capacity increase is for
         if intent == "complaint" and any(x["intent"]["name"] == "complaint" and len(p.strip()) <= 12 for p, x in useful):
             return []  # "my bill doubled, the meter is wrong. complaint!": what the complaint is about
         return useful
@@ -397,7 +399,7 @@ class PolicyMixin:
             name == "report_violation" and slot == "contact_phone" and wants_anonymity(turn.message.text or "")) or (
             name == "book_appointment" and bool(turn.entities.get("date"))) or (  # "不对 改成后天下午": a change
             name == "pay_bill" and bool(turn.entities.get("month")))  # "等下 先只交1月份的吧": one month
-        other = intent in BUSINESS_INTENTS and intent != name and turn.confidence >= 0.7
+        other = intent in BUSINESS_INTENTS and intent != name and turn.confidence >= 0.7 and not {intent, name} <= _ONE_FAULT
         if corrects(turn.message.text or "") and other and not gives:
             # "哦不对，我是要报修…": the old request is dropped, the new one taken up
             self.leave_form(turn, name, quiet=True)

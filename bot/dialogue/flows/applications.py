@@ -75,7 +75,8 @@ class ApplicationFlows:
         self.confirm(turn, flow, "utter_confirm_application_details",
                      what=self.phrase(turn, f"utter_fragment_work_order_type_{WO_TYPE[flow]}"),
                      account=mask_account(number) if number else "-", address=address_for(address, turn.lang), phone=mask_phone(phone),
-                     description=preview(description, 120))
+                     description=" / ".join([preview(str(turn.slots.get("_text") or flow), 120 if not added else 70),
+                                             *(preview(a, 60) for a in added)]))
         turn.slots.pop("_started", None)
         turn.slots.pop("_app_notes", None)
         wo = await self.core.create_work_order(

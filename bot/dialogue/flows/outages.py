@@ -26,7 +26,8 @@ from bot.dialogue.verification import aware
 from bot.logs import mask_account, mask_phone
 from common.clock import utcnow
 from intents.places import find, street_mentioned, street_written
-from intents.signals import about_street_light, address_text, beyond_one_home, asks_fee, asks_if_restored, is_question, looks_like_address
+from intents.signals import (about_street_light, address_text, beyond_one_home, asks_fee, asks_if_restored, is_question,
+                             looks_like_address, with_piece_replaced)
 from intents.slots import district as district_in
 
 
@@ -45,13 +46,21 @@ class OutageFlows:
             number = None
         if not number and len(turn.authorized) == 1:
             number = next(iter(turn.authorized))
+        text = turn.message.text or ""
         if number:
             try:
                 acc = await self.account(turn, number)
-                return acc.account_number, acc.district, turn.slots.get("address") or acc.address
+                place = turn.slots.get("address") or acc.address
+                fixed = with_piece_replaced(place, text) if text != turn.slots.get("_text") else None
+                if fixed:  # "it's not B1, the meter is in the B2 electrical room"
+                    place = turn.slots["address"] = fixed
+                return acc.account_number, acc.district, place
             except NotFound:
                 turn.slots.pop("account_number", None)
         address = turn.slots.get("address")
+        fixed = with_piece_replaced(address, text) if address and text != turn.slots.get("_text") else None
+        if fixed:
+            address = turn.slots["address"] = fixed
         first = str(turn.slots.get("_text") or "")
         if not address and not has_chinese(first) and looks_like_address(first) and names_street(first):
             # an English address in the request itself ("30 Lujiazui Ring Road, Pudong"): the NLU
