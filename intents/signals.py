@@ -110,10 +110,10 @@ _ASKS_HUMAN_RE = re.compile(r"转人工|人工客服|找人工|要人工|接人�
 _LONG_DIGITS_RE = re.compile(r"\d{7,}")
 # "尾号8000", "后四位9000", "last 4 is 8000", "the phone ends in 9000": the identity check given up front
 _GIVEN_LAST4_RE = re.compile(
-    r"(?:尾号|后4位|后四位|末4位|末四位|last ?(?:4|four)(?: digits)?(?: of (?:my|the|your) (?:phone|mobile|number))?|"
+    r"(?:尾号|后4位|后四位|末4位|末四位|last ?(?:(?:4|four)(?: digits)?|digits)(?: of (?:my|the|your) (?:phone|mobile|number))?|"
     r"ends?(?: in| with)?|ending(?: in| with)?)\D{0,6}(\d{4})(?!\d)|"
     # "3100000002 / 9000", "3100000001, 8000", "3100000001 8000": four digits set apart right after the account
-    r"(?<!\d)\d{10,13}\s*[,，/、;；\s]\s*(\d{4})(?![\d年月号日元块度/.\-])", re.I)
+    r"(?<!\d)\d{10,13}\s*[,，/、;；\s]\s*(\d{4})(?![\d年月号日元块度/\-]|\.\d)", re.I)
 # "尾号0001的", "account ending 0003", "the one ending in 0002": an offered account by its last digits
 _ENDING_RE = re.compile(r"(?:尾号|末尾|后4位|后四位|结尾|ending(?: in| with)?|ends? (?:in|with))\D{0,4}(\d{4})(?!\d)", re.I)
 # "帮我登记过户申请", "please register the transfer request": the request said again (at a
@@ -438,6 +438,18 @@ def with_piece_replaced(place: str, text: str) -> str | None:
         return None
     at = [m.start() for m in re.finditer(rf"(?<![\da-z]){re.escape(fix[0])}(?![\da-z])", place, re.I)]
     return place[:at[0]] + fix[1].upper() + place[at[0] + len(fix[0]):] if len(at) == 1 else None
+
+
+# "what can you do?", "what kind of applications can I do here?", "你能办什么业务"
+_CAPABILITIES_RE = re.compile(
+    r"\bwhat (?:else )?(?:can|could) (?:you|u) (?:do|help)|\bwhat (?:you|u) can do\b|\bhow can you help\b|"
+    r"\bwhat (?:kinds? of |sort of )?(?:services|applications|things|business) (?:can|do) (?:i|you)\b|"
+    r"你(?:能|可以|会)(?:做|干|办|帮我?做?)(?:些)?(?:什么|啥)|(?:能|可以)办(?:理)?(?:哪些|什么|啥)(?:业务)?|有(?:哪些|什么)(?:业务|服务|功能)|都能办啥", re.I)
+
+
+def asks_capabilities(text: str) -> bool:
+    """A question about what the assistant can do."""
+    return _CAPABILITIES_RE.search(text) is not None
 
 
 def cancels_booking(text: str) -> bool:

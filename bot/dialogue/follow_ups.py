@@ -100,8 +100,9 @@ class FollowUpsMixin:
             self.say(turn, "utter_known_outage_end", end=turn.slots["_known_outage_end"])
             return True
 
-        # "是不是超时了" after the orders' status: their status again, which says so
-        if last == "work_order_status" and asks_if_overdue(text):
+        # "是不是超时了", "when will it be fixed?" after the orders' status: their status again,
+        # which says when each is due and whether that has passed
+        if last == "work_order_status" and (asks_if_overdue(text) or asks_eta(text)):
             await self.run_flow(turn, last, resume=True)
             return True
 

@@ -27,7 +27,7 @@ from intents.payload import chosen_option
 from bot.dialogue.flows.places import street_of
 from intents.places import street_written
 from intents.signals import account_ending, asks_if_overdue, given_last4, mentions_report, names_category, topic
-from intents.slots import bare_last4, choice, mobile
+from intents.slots import account_number, bare_last4, choice, mobile
 
 
 # an account given with no request the NLU knew ("3100000002", "…nobody came. account …"): its
@@ -119,6 +119,13 @@ class IdentityMixin:
         await self.verify(turn, flow, acc)
         return acc
 
+    @staticmethod
+    def note_early_last4(turn: Turn, text: str) -> None:
+        """"电费查下 我手机尾号9000" before any account: the digits are kept for the check to come."""
+        digits = given_last4(text)
+        if digits and not turn.slots.get("account_number") and not account_number(text):
+            turn.slots["_early_last4"] = digits
+
     async def account_by_check(self, turn: Turn, flow: str) -> Account | None:
         """The account named earlier in the request, checked when the customer answers a question
         about a place with its last 4 digits ("尾号9000", "ends with 9000", "9000"): its registered
@@ -147,7 +154,8 @@ class IdentityMixin:
             raise Stop
         # "户号…，尾号8000": the digits given with the account (in the whole message, when a
         # message with two requests is handled clause by clause)
-        given = turn.slots.pop("_last4", None) or given_last4(turn.whole_text or turn.message.text or "")
+        given = turn.slots.pop("_last4", None) or given_last4(turn.whole_text or turn.message.text or "") \
+            or turn.slots.pop("_early_last4", None)
         if given is None:
             self.ask(turn, flow, "last4", "utter_ask_last4", account=mask_account(acc.account_number))
         if given is not None and (given == acc.phone[-4:] if len(given) == 4 else given == acc.phone):

@@ -46,7 +46,7 @@ from backend_client import NotFound
 from bot.logs import mask_account, mask_text
 from common.metrics import FALLBACKS
 from intents.signals import (
-    asks_charging_price, asks_complaint_process, asks_human, asks_if_bot, increases_capacity, asks_price, asks_theft_law,
+    about_street_light, asks_capabilities, asks_charging_price, asks_complaint_process, asks_human, asks_if_bot, increases_capacity, asks_price, asks_theft_law,
     asks_to_submit, cancels_booking, clauses, confirms_submission, corrects, declines, given_last4, has_words,
     is_angry, is_cancel, is_caution, is_question, last4_answer, looks_like_address, looks_up_outages, mentions_report,
     narrows_topics, other_utility, pieces, reports_hazard, says_cancel, subscribes_only_some, topic,
@@ -73,6 +73,9 @@ _OFFER_FLOWS = {"subscribe_outage": "subscribe_notifications", "pay": "pay_bill"
 # offers the reply did not put as a question (a bill with arrears may be paid with a bare "ok"):
 # an unclear message lets them lapse instead of asking for a yes or no
 _UNASKED_OFFERS = frozenset({"handoff", "pay", "pay_info"})
+# what a visit to a service hall is for (a booking that names one is one request)
+_HALL_BUSINESS = frozenset({"book_appointment", "new_connection", "solar_connection", "ev_charging", "account_change",
+                            "invoice_request"})
 # small talk that ends what was being asked (the form is put aside, not resumed unasked)
 _CLOSING_TALK = frozenset({"thank", "goodbye"})
 
@@ -93,6 +96,7 @@ class PolicyMixin:
         form = st.get("form")
         intent = turn.intent
         decline = declines(text) or cancels_booking(text)
+        self.note_early_last4(turn, text)
         # the request the last turn wrote after the customer's yes: a "yes"/"confirm" now is
         # said to it, and is answered that it is done (not with "anything else?")
         turn.just_done = st.pop("done", None)
@@ -103,6 +107,8 @@ class PolicyMixin:
             intent = turn.intent = "tariff_consult"
         if intent == "ev_charging" and asks_charging_price(text):
             intent = turn.intent = "tariff_consult"  # charging at home is priced as the home's power
+        if about_street_light(text) and intent in _FALLBACK_INTENTS | {"out_of_scope", "report_outage"}:
+            intent = turn.intent = "repair_request"  # its flow says street lights are the city's
         if increases_capacity(text) and intent in _ONE_FAULT:
             intent = turn.intent = "new_connection"  # "the breaker keeps tripping … can we increase capacity?"
         if mentions_report(text) and intent in ("repair_request", "report_outage"):
@@ -134,9 +140,9 @@ class PolicyMixin:
                 self.say(turn, "utter_apology")
             self.hand_off(turn, "request_human", "normal")
             return
-        if not form and asks_if_bot(text) and intent not in BUSINESS_INTENTS:
-            st["fallbacks"] = 0
-            self.say(turn, "utter_iamabot")  # who is answering, and how to reach a person
+        if not form and (asks_if_bot(text) or asks_capabilities(text)) and intent not in BUSINESS_INTENTS:
+            st["fallbacks"] = 0  # who is answering and how to reach a person; or all it can do
+            self.say(turn, "utter_iamabot" if asks_if_bot(text) else "utter_capabilities")
             return
         if is_angry(text) and not form:
             self.say(turn, "utter_apology")  # an angry customer hears an apology before anything else
@@ -179,8 +185,9 @@ class PolicyMixin:
             if says_yes(turn) and turn.just_done and confirms_submission(text):
                 self._yes_to_nothing(turn, "affirm")  # "确认" once more for what was just filed, not the offer
                 return
-            if says_yes(turn) and intent not in _CLOSING_TALK:
-                # ("好的，谢谢你们辛苦了" is thanks, not a yes to paying)
+            if says_yes(turn) and intent not in _CLOSING_TALK and not (
+                    intent in BUSINESS_INTENTS and intent != _OFFER_FLOWS.get(offer) and turn.confidence >= 0.7):
+                # ("好的，谢谢你们辛苦了" is thanks, not a yes to paying; "好吧 那查下我电费…" a new request)
                 await self.accept_offer(turn, offer)
                 return
             if _OFFER_FLOWS.get(offer) == intent and turn.confidence >= FALLBACK_CONFIDENCE:
@@ -350,6 +357,8 @@ class PolicyMixin:
             return []
         if set(names) <= _ONE_FAULT or set(names) <= _ONE_FAULT | {"new_connection"} and increases_capacity(turn.message.text or ""):
             return []  # "Is there a fault on Youyi Road? we have no power": one report; a trip a capacity increase is for
+        if "book_appointment" in names and set(names) <= _HALL_BUSINESS:
+            return []  # "book the Jing'an hall Friday…, about a new connection": what the visit is for
         if intent == "complaint" and any(x["intent"]["name"] == "complaint" and len(p.strip()) <= 12 for p, x in useful):
             return []  # "my bill doubled, the meter is wrong. complaint!": what the complaint is about
         return useful

@@ -415,7 +415,8 @@ class AppointmentFlows:
         else:
             offered = offered or halls
             lines = "\n".join(self.phrase(turn, "utter_fragment_hall_choice", name=self._hall_label(turn, h),
-                                          address=address_for(h.address, turn.lang)) for h in offered)
+                                          address=address_for(h.address, turn.lang),
+                                          hours=hours_for(h.opening_hours, turn.lang) or "-") for h in offered)
             self.say(turn, "utter_ask_hall", halls=lines)
         st["asked"] = "place"
         st.pop("candidates", None)
