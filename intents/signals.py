@@ -167,7 +167,11 @@ _THEFT_RE = re.compile(r"偷电|窃电|私拉|\bsteal\w*|\btheft\b|\bstolen\b", 
 # is the power back
 _RESTORED_RE = re.compile(r"(?:修好|恢复|来电|通电)了?(?:吗|没|么|没有)|(?:是不是|是否|有没有)(?:已经)?(?:好|修好|恢复|来电)了|"
                           r"现在(?:好|修好|恢复)了(?:吗|没|么)?|"
-                          r"\b(?:fixed|restored|resolved|back on|back yet|sorted(?: out)?|over now|all good now)\b", re.I)
+                          r"\b(?:fixed|restored|resolved|back on|back yet|sorted(?: out)?|over now|all good now)\b|"
+                          # "前两天大统路停电了 怎么回事", "two days ago … had a blackout. what happened?": one past
+                          r"(?:前两天|前几天|昨天|前天|上周|上礼拜).{0,30}停电.{0,20}(?:怎么回事|什么原因|为什么|咋回事)|"
+                          r"\b(?:days? ago|yesterday|last (?:week|night))\b.{0,60}\b(?:blackout|outage|power cut|no power)\b"
+                          r".{0,40}\b(?:what happened|why|what was (?:it|that)|what caused)", re.I)
 # does a service cost anything
 _FEE_RE = re.compile(r"收费|收钱|要钱|花钱|付钱|免费|费用|多少钱|\b(?:charge|charges|cost|costs|fee|fees|free|pay for)\b", re.I)
 # when will someone come: asked about the order just filed

@@ -109,6 +109,7 @@ class PolicyMixin:
             intent = turn.intent = "tariff_consult"  # charging at home is priced as the home's power
         if about_street_light(text) and intent in _FALLBACK_INTENTS | {"out_of_scope", "report_outage"}:
             intent = turn.intent = "repair_request"  # its flow says street lights are the city's
+            turn.confidence = max(turn.confidence, FALLBACK_CONFIDENCE)
         if increases_capacity(text) and intent in _ONE_FAULT:
             intent = turn.intent = "new_connection"  # "the breaker keeps tripping … can we increase capacity?"
         if mentions_report(text) and intent in ("repair_request", "report_outage"):
@@ -185,7 +186,7 @@ class PolicyMixin:
             if says_yes(turn) and turn.just_done and confirms_submission(text):
                 self._yes_to_nothing(turn, "affirm")  # "确认" once more for what was just filed, not the offer
                 return
-            if says_yes(turn) and intent not in _CLOSING_TALK and not (
+            if says_yes(turn) and intent not in _CLOSING_TALK and not turn.entities.get("account_number") and not (
                     intent in BUSINESS_INTENTS and intent != _OFFER_FLOWS.get(offer) and turn.confidence >= 0.7):
                 # ("好的，谢谢你们辛苦了" is thanks, not a yes to paying; "好吧 那查下我电费…" a new request)
                 await self.accept_offer(turn, offer)
