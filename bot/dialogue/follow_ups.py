@@ -32,6 +32,7 @@ from intents.signals import (
     names_tariff_category,
     says_previous_month,
     asks_why_so_much,
+    is_question,
     speaks_of_later,
     topic,
 )
@@ -84,7 +85,7 @@ class FollowUpsMixin:
 
         # "下周那次是哪天" after a known outage: the planned outages of that district
         if turn.slots.get("_known_outage_district") and last == "report_outage" and speaks_of_later(text) and (
-                asks_when(text) or turn.entities.get("date")):
+                asks_when(text) or turn.entities.get("date") or is_question(text)):
             turn.set_slot("district", turn.slots["_known_outage_district"])
             self._take_entities(turn)
             await self.run_flow(turn, "outage_schedule", resume=True)

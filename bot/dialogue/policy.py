@@ -179,7 +179,9 @@ class PolicyMixin:
         # 3. pending offer (handoff after fallback, outage notice subscription...)
         offer = st.pop("offer", None)
         offer_misses = int(st.pop("offer_misses", 0) or 0)
-        if offer:
+        # "哦不对 我说错了 是闵行": the last request asked again right, not a no to the offer
+        correction = corrects(text) and any(turn.entities.get(k) for k in ("district", "date", "month", "account_number"))
+        if offer and not correction:
             if decline or intent == "deny" or intent == "cancel":
                 self.say(turn, "utter_anything_else")
                 return
@@ -203,12 +205,12 @@ class PolicyMixin:
                 st["offer_misses"] = offer_misses + 1
                 self.say(turn, "utter_offer_yes_no")
                 return
-        elif intent in ("affirm", "deny") and not decline and turn.confidence >= FALLBACK_CONFIDENCE:
+        elif intent in ("affirm", "deny") and not decline and not correction and turn.confidence >= FALLBACK_CONFIDENCE:
             # nothing was asked: a bare yes or no writes nothing and starts nothing
             st["fallbacks"] = 0
             self._yes_to_nothing(turn, intent)
             return
-        elif decline and intent not in BUSINESS_INTENTS:
+        elif decline and intent not in BUSINESS_INTENTS and not correction:
             self.say(turn, "utter_anything_else")
             return
 
