@@ -456,6 +456,27 @@ def asks_capabilities(text: str) -> bool:
     return _CAPABILITIES_RE.search(text) is not None
 
 
+# "会不会停我电", "will you cut off my power if I pay late": a disconnection for money owed
+_DISCONNECTION_RE = re.compile(r"(?:停|断|掐)(?:掉)?我(?:家)?(?:的)?电|欠费.{0,6}(?:停电|断电)|"
+                               r"\b(?:cut|turn|switch) (?:off )?my (?:power|electricity)(?: off)?\b|\bdisconnect (?:me|my)\b", re.I)
+
+
+def fears_disconnection(text: str) -> bool:
+    """Whether the customer asks if the power will be cut for not paying."""
+    return _DISCONNECTION_RE.search(text) is not None
+
+
+# words that ask for something ("我想…", "帮我…", "can I…", "please…"), besides questions
+_ASKING_RE = re.compile(r"想|要|帮|请|麻烦|能不能|可不可以|可以|需要|申请|办理?|\b(?:want|need|would like|like to|can|could|"
+                        r"please|pls|help|apply|let me|i'?d)\b", re.I)
+
+
+def asks_for_something(text: str) -> bool:
+    """A question or a request, not only a statement of how things are ("the account is still in
+    my landlord's name")."""
+    return is_question(text) or _ASKING_RE.search(text) is not None
+
+
 def cancels_booking(text: str) -> bool:
     """"算了 取消预约吧", "can you cancel the booking": a booked visit is to be cancelled."""
     return _CANCELS_BOOKING_RE.search(text) is not None and _KEEPS_RE.search(text) is None

@@ -32,6 +32,7 @@ from intents.signals import (
     names_tariff_category,
     says_previous_month,
     asks_why_so_much,
+    fears_disconnection,
     is_question,
     speaks_of_later,
     topic,
@@ -110,7 +111,7 @@ class FollowUpsMixin:
         # "when is the deadline again?" after a bill or a payment, "回到刚才电费 2月份那期最晚哪天交"
         # after anything: the bill, with its due date
         if (last in ("pay_bill", "bill_query") or topic(text) == "bill") and asks_due_date(text) \
-                and _borrows_context(turn, intent, "bill_query"):
+                and (_borrows_context(turn, intent, "bill_query") or fears_disconnection(text)):  # "…会不会停我电"
             self._take_entities(turn)
             await self.run_flow(turn, "bill_query", resume=True)
             return True

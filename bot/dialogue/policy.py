@@ -46,7 +46,7 @@ from backend_client import NotFound
 from bot.logs import mask_account, mask_text
 from common.metrics import FALLBACKS
 from intents.signals import (
-    about_street_light, asks_capabilities, asks_charging_price, asks_complaint_process, asks_human, asks_if_bot, increases_capacity, asks_price, asks_theft_law,
+    about_street_light, asks_capabilities, asks_for_something, asks_charging_price, asks_complaint_process, asks_human, asks_if_bot, increases_capacity, asks_price, asks_theft_law,
     asks_to_submit, cancels_booking, clauses, confirms_submission, corrects, declines, given_last4, has_words,
     is_angry, is_cancel, is_caution, is_question, last4_answer, looks_like_address, looks_up_outages, mentions_report,
     narrows_topics, other_utility, pieces, reports_hazard, says_cancel, subscribes_only_some, topic,
@@ -73,6 +73,8 @@ _OFFER_FLOWS = {"subscribe_outage": "subscribe_notifications", "pay": "pay_bill"
 # offers the reply did not put as a question (a bill with arrears may be paid with a bare "ok"):
 # an unclear message lets them lapse instead of asking for a yes or no
 _UNASKED_OFFERS = frozenset({"handoff", "pay", "pay_info"})
+# requests a statement of how things are may sound like ("the account is still in my landlord's name")
+_APPLICATIONS = frozenset({"account_change", "new_connection", "solar_connection", "ev_charging"})
 # what a visit to a service hall is for (a booking that names one is one request)
 _HALL_BUSINESS = frozenset({"book_appointment", "new_connection", "solar_connection", "ev_charging", "account_change",
                             "invoice_request"})
@@ -353,8 +355,12 @@ class PolicyMixin:
         useful = [(p, x) for p, x in parsed
                   if x["intent"]["name"] not in ("nlu_fallback", "inform", "affirm", "deny", "out_of_scope")
                   and float(x["intent"].get("confidence") or 0) >= CLAUSE_CONFIDENCE]
-        if any(x["intent"]["name"] in BUSINESS_INTENTS for _, x in useful):  # "…家里还有老人呢" is no greeting to answer
-            useful = [(p, x) for p, x in useful if x["intent"]["name"] not in ("greet", "goodbye", "thank")]
+        if any(x["intent"]["name"] in BUSINESS_INTENTS for _, x in useful):  # "…家里还有老人呢" is no greeting to answer,
+            useful = [(p, x) for p, x in useful if x["intent"]["name"] not in ("greet", "goodbye", "thank")  # "great." no praise
+                      and not (x["intent"]["name"] == "feedback" and len(p.strip(" .!！。")) <= 6)]
+        if any(asks_for_something(p) for p, _ in useful):  # "…the account is still in my landlord's name. Can I see
+            # the last bill?": a statement of how things are, next to a question, is what the question is about
+            useful = [(p, x) for p, x in useful if asks_for_something(p) or x["intent"]["name"] not in _APPLICATIONS]
         names = [x["intent"]["name"] for _, x in useful]
         if len(useful) < 2 or len(set(names)) < len(names) or not any(n in BUSINESS_INTENTS for n in names):
             return []
