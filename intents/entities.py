@@ -37,7 +37,8 @@ _NUM = rf"(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d{{1,2}})?"
 # "WO261205000781", "WO 261205 000781", "WO-261203-000500", "wo 2612 0300 0123": the digits may
 # be set apart in groups of any size as customers copy them from an SMS or read them out
 # "WO-2026-000318" (a number from another system, or misremembered): any 8 to 14 digits after the WO
-WO_RE = re.compile(r"(?<![a-z0-9])wo(?:[-_ ]?(\d(?:[-_ ]?\d){7,13})|[-_]?(\d{5,7}))(?!\d)")  # "WO12345": a mistyped one too
+# "W0…" (a zero for the O), "W O 2612…", "WO.261204.000622", "WO12345": mistyped ones too
+WO_RE = re.compile(r"(?<![a-z0-9])w ?[o0](?:[-_ .]?(\d(?:[-_ .]?\d){7,13})|[-_]?(\d{5,7}))(?!\d)")
 # "工单号 261130123456": a customer who leaves out the WO still means the work order (its
 # twelve digits would otherwise read as an account number); the date part must be a date
 WO_CONTEXT_RE = re.compile(r"(?:工单|单号|(?:work |repair )?order|ticket)(?:\s*(?:number|no\.?|#))?"
@@ -47,7 +48,7 @@ WO_CONTEXT_RE = re.compile(r"(?:工单|单号|(?:work |repair )?order|ticket)(?:
 WO_LONG_CONTEXT_RE = re.compile(r"(?:工单|单号|(?:work |repair )?order|ticket)(?:\s*(?:number|no\.?|#))?"
                                 r"(?:[号码是为:：\s]{0,3}|\s+is\s+)(\d{13,14}|\d{8}-\d{3,6})(?!\d)")
 PHONE_RE = re.compile(
-    r"(?<![\d+])(?:(?:\+|00)86[-\s]?|86[-\s])?(1[3-9]\d)[-\s]?(\d{4})[-\s]?(\d{4})(?!\d)")
+    r"(?<![\d+])(?:(?:\+|00)86[-\s]?|86[-\s])?\(?(1[3-9]\d)\)?[-\s.]?(\d{4})[-\s.]?(\d{4})(?!\d)")
 # a landline: "021-64381209", "(021)64381209", "0571 8765432", "02164381209": an area code (010, 02x
 # with eight digits; 0xxx with seven or eight) and a local number that does not start with 0 or 1
 LANDLINE_RE = re.compile(r"(?<![\d+\-./])(?:\((0(?:10|2\d|[3-9]\d\d))\)\s?|(0(?:10|2\d|[3-9]\d\d))[-\s]?)([2-9]\d{6,7})"
@@ -362,10 +363,10 @@ REL_MONTH_EN = re.compile(r"\b(the month before last|last month|previous month|p
 MONTH_EN = re.compile(rf"\b(?:(last|this)\s+)?({_MON_ALT})\b(?!\.?\s*\d{{1,2}}(?:st|nd|rd|th)?\b)"
                       rf"(?:\s*,?\s*(\d{{4}})|\s+(?:of\s+)?(last year|this year))?")
 ADDRESS_RE = re.compile(
-    r"[\u4e00-\u9fa5a-z0-9]{2,20}?(?:路|街道|街|大道|巷|弄|村|小区|花园|新村|公寓|大厦|家园|苑|园区)"
+    r"[\u4e00-\u9fa5a-z0-9]{2,20}?(?:路(?!口)|街道|街|大道|巷|弄|村(?![镇委])|小区|花园|新村|公寓|大厦|家园|苑|园区)"
     r"(?:\s?\d+(?:号楼(?![道梯])|号院|号|栋|幢|单元|室|楼(?![道梯下上])|层|弄|巷)|[东西南北]区|[a-z]座)*"
     r"(?:\d+(?:号楼(?![道梯])|号院|号|栋|幢|单元|室|楼(?![道梯下上])|层))?"
-    r"(?:(?<=号楼|单元)\d{3,4}|(?<=[栋幢层])\d{3,4})?")  # "3号楼502", "7栋1单元301": the flat
+    r"(?:(?<=号楼|单元)\d{3,4}|(?<=[栋幢层号])\d{3,4}(?![\d号弄楼栋]))?")  # "3号楼502", "7栋1单元301", "18号1102": the flat
 
 # --- cheap pre-checks ---------------------------------------------------------------------
 # Most messages have no digit, no Latin letter and none of a few key characters, yet every
@@ -387,7 +388,8 @@ _HOLIDAY_CUE = frozenset("元平圣国劳情双儿妇万")
 _EN_ROAD_WORD = (r"\b(?!(?:the|a|an|my|our|your|this|that|main|same|on|at|in|of|to|from|near|busy|big|small|"
                  r"whole|entire|dark|every|any|some|no|which|what|whose|one|other|next)\b)[a-z][a-z'’-]*")
 EN_ADDRESS_RE = re.compile(
-    r"\b(?:(?:room|rm|flat|apt|unit)\s*\d+[a-z]?,?\s*)?"
+    r"\b(?:(?:room|rm|flat|apt|unit|house|space|shop|suite)\s*[a-z]?\d+[a-z]?(?:-\d+)?,?\s*)?"
+    r"(?:(?:tower|block|blk|bldg|building)\s*\d+[a-z]?,?\s*)?(?:\d{1,2}f,?\s*)?"  # "Rm 1502, Block 3, …", "2F, 1 …"
     r"(?:no\.?\s*\d{1,4}[a-z]?,\s*)?(?:(?:lane|ln)\s*\d{1,4},?\s*)?"  # "No. 15, Lane 1088, …"
     r"(?:(?:no\.?\s*)?\d{1,4}[a-z]?(?:\s*-\s*\d{1,4})?,?\s+)?"
     rf"(?:{_EN_ROAD_WORD}\s+){{1,3}}(?:road|rd|street|st|lane|ln|avenue|ave|boulevard|blvd|highway|hwy|lu|jie)\b\.?"
@@ -1044,12 +1046,21 @@ class EntityExtractor:
     def _addresses(self, t: str, cues: _Cues, out: list[_Cand]) -> None:
         for m in _scan(EN_ADDRESS_RE, t, cues.latin and _EN_STREET_WORD_RE.search(t) is not None):
             out.append(_Cand("address", m.start(), m.end(), m.group(0).rstrip(".")))
+        ran_on: tuple[int, int] | None = None  # a name that runs on into the next match ("青村|镇…", "石化街道|卫零路…")
         for m in _scan(ADDRESS_RE, t, cues.has(_ADDRESS_CUE)):
             s, e = m.span()
-            frag = m.group(0)
+            if ran_on is not None and ran_on[1] == s:
+                s = ran_on[0]
+            ran_on = None
+            frag = t[s:e]
             p = _ADDR_PREFIX.match(frag)
             if p and p.end() < len(frag) - 1:
                 s += p.end()
+            district_at = next((ds for ds, _de, _n in places.find(t[s:e])), None)
+            if district_at:  # "房东说浦东新区…", "投诉浦东新区…": the place starts at its district
+                s += district_at
+                if t[max(0, s - 3):s] == "上海市" or t[max(0, s - 2):s] == "上海":
+                    s -= 3 if t[max(0, s - 3):s] == "上海市" else 2
             if _NOT_A_PLACE.search(t[s:e]):  # "我们整个小区", "小区路灯": words, not a name
                 # "…停电了碧波路88弄5号楼" said in one breath: the place after the last such word
                 cut = max((i for i, ch in enumerate(t[s:e]) if ch in _RUN_ON_CHARS), default=-1)
@@ -1062,6 +1073,8 @@ class EntityExtractor:
                 # "浦东新区碧波路": a road named after a known district is a place (the outage
                 # lookup matches streets), where a bare "…的路" is just a word.
                 out.append(_Cand("address", s, e, t[s:e]))
+            else:
+                ran_on = (s, e)
 
     @staticmethod
     def _district_road(t: str, s: int, e: int, found: list[_Cand]) -> bool:

@@ -29,7 +29,7 @@ from .places import normalize as shanghai_district
 _MOBILE_RE = re.compile(r"(?<!\d)(?:\+?86 ?)?(1[3-9]\d(?: ?\d){8})(?!\d)")
 _LAST4_RE = re.compile(r"^\D{0,24}(\d(?: ?\d){3})\D{0,16}$")
 # as intents.entities.WO_RE: the customer copies the id from an SMS with its groups apart
-_WO_RE = re.compile(r"(?<![a-z0-9])wo[-_ ]?(\d(?:[-_ ]?\d){11})(?!\d)", re.I)
+_WO_RE = re.compile(r"(?<![a-z0-9])w ?[o0][-_ .]?(\d(?:[-_ .]?\d){11})(?!\d)", re.I)
 _KWH_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:度|千瓦时|kwh|kw·h|units?)", re.I)
 _KWH_CN_RE = re.compile(f"([{CN_NUM_CHARS}]+)\\s*(?:度|千瓦时)")
 _NUMBER_RE = re.compile(r"(\d+(?:\.\d+)?)")
