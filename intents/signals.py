@@ -18,6 +18,10 @@ from .slots import last4
 HAZARD_RE = re.compile(
     r"电线断|断线|掉下来|断落|冒火|着火|起火|火花|打火|冒烟|烧焦|焦糊|糊味|焦味|烧黑|烧糊|烧化|熔化|触电|电到人|爆炸|"
     r"电线杆倒|线杆倒|杆子倒|电线垂|垂下来|电线裸露|裸露的电线|电线露在外面|"
+    r"电线[^，。,.!！?？]{0,6}(?:压断|砸断|刮断)|(?:电线|线)[^，。,.!！?？]{0,4}搭在(?:人行道|路上|地上|马路)|"
+    r"(?:配电箱|电表箱|电箱|变压器|开关箱|配电房|电闸)[^，。,.!！?？]{0,8}(?:进水|泡水|泡在水|被水淹|淹了|浸水)|"
+    r"\bflood\w*\b.{0,25}\b(?:meter|distribution|electrical|fuse) (?:box|room|panel|cabinet)|"
+    r"\b(?:meter|distribution|electrical|fuse) (?:box|room|panel|cabinet)\b.{0,25}\b(?:flooded|under water|in water|submerged)|"
     r"树[^，。,.!！?？]{0,4}(?:倒|压|砸|断)[^，。,.!！?？]{0,6}(?:电线|线路|电缆)|电线[^，。,.!！?？]{0,4}(?:耷拉|碰到地|拖在地上)|"
     r"\btree (?:branch )?(?:has )?(?:fell|fallen|came down|come down|down|leaning|lying) (?:on|onto|across) (?:the |a )?(?:power |electric |overhead )?(?:line|wire|cable)|"
     r"\b(?:line|wire|cable)s? (?:is |are )?(?:hanging|dangling|sagging) (?:\w+ )?(?:low|down)\b|\bexposed (?:live )?wires?\b|\bwires? (?:sticking|hanging|poking) out\b|"
@@ -475,6 +479,14 @@ def asks_for_something(text: str) -> bool:
     """A question or a request, not only a statement of how things are ("the account is still in
     my landlord's name")."""
     return is_question(text) or _ASKING_RE.search(text) is not None
+
+
+_SAME_PLACE_RE = re.compile(r"同一个|同一家|还是那个|还是那家|原来那个|一样的营业厅|\bsame (?:hall|place|one|office)\b", re.I)
+
+
+def same_place(text: str) -> bool:
+    """"book … instead, same hall", "还是那个营业厅": the hall of the visit before."""
+    return _SAME_PLACE_RE.search(text) is not None
 
 
 def cancels_booking(text: str) -> bool:

@@ -40,21 +40,20 @@ from bot.dialogue.flows.appointments import CANCEL_FLOW
 from bot.dialogue.flows.hazards import EMERGENCY
 from bot.dialogue.forms import CURRENT_TURN, TURN_SLOTS, Stop, says_yes
 from bot.dialogue.identity import ACCOUNT_CHECK
+from bot.dialogue.rereading import FALLBACK_CONFIDENCE, reread
 from bot.dialogue.turn import Turn
 from bot.dialogue.verification import LOCK_MINUTES
 from backend_client import NotFound
 from bot.logs import mask_account, mask_text
 from common.metrics import FALLBACKS
 from intents.signals import (
-    about_street_light, asks_capabilities, asks_for_something, asks_charging_price, asks_complaint_process, asks_human, asks_if_bot, increases_capacity, asks_price, asks_theft_law,
-    asks_to_submit, cancels_booking, clauses, confirms_submission, corrects, declines, given_last4, has_words,
-    is_angry, is_cancel, is_caution, is_question, last4_answer, looks_like_address, looks_up_outages, mentions_report,
-    narrows_topics, other_utility, pieces, reports_hazard, says_cancel, subscribes_only_some, topic,
-    wants_anonymity,
+    asks_capabilities, asks_for_something, asks_human, asks_if_bot, asks_to_submit, cancels_booking, clauses,
+    confirms_submission, corrects, declines, given_last4, has_words, increases_capacity, is_angry, is_caution,
+    is_question, last4_answer, looks_like_address, narrows_topics, pieces, reports_hazard, says_cancel, topic,
+    wants_anonymity, word_chars,
 )
-from intents.slots import account_number, has_account_digits, kwh, last4, work_order_id
+from intents.slots import account_number, has_account_digits, last4, work_order_id
 
-FALLBACK_CONFIDENCE = 0.5
 # a clause of a two-request message is acted on when the NLU is this sure of it
 CLAUSE_CONFIDENCE = 0.6
 # clauses that describe one fault from two sides (where it is, what it does) are one request
@@ -104,31 +103,8 @@ class PolicyMixin:
         turn.just_done = st.pop("done", None)
 
         # 0. understand special phrasings the classifier is weak at
-        if intent in ("bill_query", "usage_query", "nlu_fallback") and kwh(text) and asks_price(text) \
-                and not has_account_digits(text):
-            intent = turn.intent = "tariff_consult"
-        if intent == "ev_charging" and asks_charging_price(text):
-            intent = turn.intent = "tariff_consult"  # charging at home is priced as the home's power
-        if about_street_light(text) and intent in _FALLBACK_INTENTS | {"out_of_scope", "report_outage"}:
-            intent = turn.intent = "repair_request"  # its flow says street lights are the city's
-            turn.confidence = max(turn.confidence, FALLBACK_CONFIDENCE)
-        if increases_capacity(text) and intent in _ONE_FAULT:
-            intent = turn.intent = "new_connection"  # "the breaker keeps tripping … can we increase capacity?"
-        if mentions_report(text) and intent in ("repair_request", "report_outage"):
-            intent = turn.intent = "work_order_status"  # "我早上报的冒烟那个单子到哪一步了"
-            turn.confidence = max(turn.confidence, FALLBACK_CONFIDENCE)
-        if looks_up_outages(text):
-            intent = turn.intent = "outage_schedule"  # "查停电": a lookup, not a report
-        elif asks_complaint_process(text):
-            intent = turn.intent = "complaint"  # its flow says how complaints are handled
-        if intent == "unsubscribe_notifications" and subscribes_only_some(text):
-            intent = turn.intent = "subscribe_notifications"
-        if other_utility(text) and not form:
-            intent = turn.intent = "out_of_scope"  # "帮我交一下燃气费": another company's bill
-        if asks_theft_law(text):
-            intent = turn.intent = "report_violation"  # its flow answers what the law says
-        if is_cancel(text):
-            intent = turn.intent = "cancel"
+        intent, turn.confidence = reread(intent, turn.confidence, text, in_form=bool(form))
+        turn.intent = intent
 
         # 1. safety first: a hazard preempts everything (its own form asks where and who)
         in_emergency = bool(form) and form.get("name") == EMERGENCY
@@ -154,9 +130,8 @@ class PolicyMixin:
         if not form and is_caution(text):
             self.say(turn, "utter_caution_safety")
 
-        # 2. an active form: leave it, fill it, or answer around it (a visit not yet booked is
-        # left like any form; "取消预约" otherwise cancels one booked)
-        if cancels_booking(text) and (form or {}).get("name") not in ("book_appointment", CANCEL_FLOW):
+        # 2. an active form: leave it, fill it, or answer around it
+        if self.cancels_visit(turn, text):  # "取消预约", "算了还是取消吧" right after booking
             self._clear_form(turn)
             st.pop("offer", None)
             await self.run_flow(turn, CANCEL_FLOW)
@@ -357,7 +332,7 @@ class PolicyMixin:
                   and float(x["intent"].get("confidence") or 0) >= CLAUSE_CONFIDENCE]
         if any(x["intent"]["name"] in BUSINESS_INTENTS for _, x in useful):  # "…家里还有老人呢" is no greeting to answer,
             useful = [(p, x) for p, x in useful if x["intent"]["name"] not in ("greet", "goodbye", "thank")  # "great." no praise
-                      and not (x["intent"]["name"] == "feedback" and len(p.strip(" .!！。")) <= 6)]
+                      and not (x["intent"]["name"] == "feedback" and word_chars(p) <= 6)]
         if any(asks_for_something(p) for p, _ in useful):  # "…the account is still in my landlord's name. Can I see
             # the last bill?": a statement of how things are, next to a question, is what the question is about
             useful = [(p, x) for p, x in useful if asks_for_something(p) or x["intent"]["name"] not in _APPLICATIONS]

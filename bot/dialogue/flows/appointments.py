@@ -42,7 +42,7 @@ from bot.logs import mask_phone
 from channels.base import Button
 from common.clock import utcnow
 from intents.places import name_written
-from intents.signals import changes_request
+from intents.signals import cancels_booking, changes_request, same_place, says_cancel
 from intents.slots import after_name_label, contact_name, looks_like_name, mobile, without_phone
 from intents.slots import district as district_in
 
@@ -239,6 +239,8 @@ class AppointmentFlows:
         # 1. the hall
         number = self._appt_account(turn)
         acc = await self.account(turn, number) if number else None
+        if fresh and not st.get("hall_id") and turn.slots.get("_last_hall") and same_place(text):
+            st["hall_id"] = turn.slots["_last_hall"]
         if not st.get("hall_id") and acc and not st.get("candidates") and not st.get("no_hall"):
             mine = [h.id for h in halls if h.district == acc.district]
             if len(mine) == 1:
@@ -293,9 +295,20 @@ class AppointmentFlows:
         turn.actions.append(("action_book_appointment", {"id": appt.id, "slot_id": appt.slot_id}))
         turn.slots.pop("_appt", None)
         turn.slots["_appointments"] = ([a for a in turn.slots.get("_appointments") or [] if a != appt.id] + [appt.id])[-5:]
+        turn.slots["_last_hall"] = hall.id  # "book … instead, same hall"
         self.finish(turn)
         self.say(turn, "utter_appointment_booked_at", appointment_id=appt.id, date=appt.date.isoformat(), period=period,
                  start=slot.starts_at, end=slot.ends_at, hall=self._hall_label(turn, hall), address=address_for(hall.address, turn.lang))
+
+    @staticmethod
+    def cancels_visit(turn: Turn, text: str) -> bool:
+        """"取消预约", or "算了还是取消吧" right after a booking: a booked visit to cancel (a visit not
+        yet booked is left like any form)."""
+        form = turn.state.get("form") or {}
+        if form.get("name") in (FLOW, CANCEL_FLOW):
+            return False
+        just_booked = not form and turn.state.get("last_intent") == FLOW and bool(turn.slots.get("_appointments"))
+        return cancels_booking(text) or just_booked and says_cancel(text)
 
     async def flow_cancel_appointment(self, turn: Turn) -> None:
         """Cancel a booked visit, shown for a yes first: the one booked in this conversation,
