@@ -107,7 +107,7 @@ _CLAUSE_RE = re.compile(
     r"(?<=[?？!！。；;])\s*|(?<=\w{2}\.)\s+(?=[A-Za-z])|[，,。.;；!！?？\s]*(?:顺便(?:问一?下|问问|说一?下)?|另外|还有(?:就是)?|然后(?:再)?|再帮我|and also|also,?|by the way,?|plus)\s*|"
     r",?\s+and\s+(?=(?:is|are|what|when|how|can|could|do|does|will|any)\b)", re.I)
 # "直接给我转人工", "let me talk to a real person": an agent, whatever else the message says
-_ASKS_HUMAN_RE = re.compile(r"转人工|人工客服|找人工|要人工|接人工|找真人|要真人|真人客服|real person|human agent|live agent|"
+_ASKS_HUMAN_RE = re.compile(r"转(?:个|一下|接)?人工|人工客服|找人工|要人工|接人工|找真人|要真人|真人客服|real person|human agent|live agent|"
                             r"(?:talk|speak|chat) (?:to|with) (?:a |an |some )?(?:human|person|agent|someone|operator|representative)|"
                             r"(?:get|give|put) me (?:through to )?(?:a |an )?(?:human|person|agent|operator|representative)|"
                             r"connect me (?:to|with) (?:a |an )?(?:human|person|agent|operator|representative)", re.I)
@@ -222,7 +222,7 @@ _EARLIER_RE = re.compile(
 # the tariff category a question names
 _COMMERCIAL_RE = re.compile(r"商业|工商|一般工商|店|商铺|饭馆|餐厅|餐馆|公司|工厂|厂房|办公|"
                             r"commercial|business|shop|store|restaurant|cafe|factory|office", re.I)
-_CATEGORY_NAMED_RE = re.compile(r"商业|居民|住宅|家用|家庭|commercial|residential|\bhomes?\b|\bhouseholds?\b|\bshops?\b|\bbusiness", re.I)
+_CATEGORY_NAMED_RE = re.compile(r"商业|居民|住宅|家用|家庭|家里|commercial|residential|\bhomes?\b|\bhouseholds?\b|\bapartments?\b|\bflats?\b|\bshops?\b|\bbusiness", re.I)
 # digits, button payloads and codes ("WO202611280001") say nothing of the customer's language
 _CODES_RE = re.compile(r"^/[a-z_]+|\bWO\d{6,}\b|\d+", re.I)
 _LETTERS_RE = re.compile(r"[A-Za-z\u4e00-\u9fff]")
@@ -314,7 +314,8 @@ def asks_if_account_needed(text: str) -> bool:
 
 
 _FIRM_YES_RE = re.compile(r"^\W*(?:是的?|对的?|确认|确定|提交|没问题|可以提交|yes|yep|yeah|confirm|submit|go ahead|please do|do it)"
-                          r"(?!\w)(?!.{0,12}(?:谢|thank))", re.I)
+                          r"(?!\w)(?!.{0,12}(?:谢|thank))|"
+                          r"[，,。.]\s*(?:确认|确认提交|就这样提交|confirm|yes,? confirm)\W*$", re.I)  # "地址就是户号上那个，确认"
 
 
 def firm_yes(text: str) -> bool:
@@ -461,8 +462,10 @@ def asks_capabilities(text: str) -> bool:
 
 
 # "会不会停我电", "will you cut off my power if I pay late": a disconnection for money owed
-_DISCONNECTION_RE = re.compile(r"(?:停|断|掐)(?:掉)?我(?:家)?(?:的)?电|欠费.{0,6}(?:停电|断电)|"
-                               r"\b(?:cut|turn|switch) (?:off )?my (?:power|electricity)(?: off)?\b|\bdisconnect (?:me|my)\b", re.I)
+_DISCONNECTION_RE = re.compile(r"(?:停|断|掐)(?:掉)?我(?:家)?(?:的)?电|欠费.{0,6}(?:停电|断电)|不交.{0,6}(?:停电|断电)|"
+                               r"\b(?:cut|turn|switch) (?:off )?my (?:power|electricity)(?: off)?\b|\bdisconnect (?:me|my)\b|"
+                               r"\b(?:power|electricity)\b.{0,20}\b(?:cut|off|disconnected)\b.{0,20}\b(?:if|unless) (?:i|we) (?:don'?t|do not) pay\b",
+                               re.I)
 
 
 def fears_disconnection(text: str) -> bool:
@@ -472,7 +475,7 @@ def fears_disconnection(text: str) -> bool:
 
 # words that ask for something ("我想…", "帮我…", "can I…", "please…"), besides questions
 _ASKING_RE = re.compile(r"想|要|帮|请|麻烦|能不能|可不可以|可以|需要|申请|办理?|\b(?:want|need|would like|like to|can|could|"
-                        r"please|pls|help|apply|let me|i'?d)\b", re.I)
+                        r"please|pls|help|apply|let me|i['’]d)\b", re.I)
 
 
 def asks_for_something(text: str) -> bool:
@@ -487,6 +490,27 @@ _SAME_PLACE_RE = re.compile(r"同一个|同一家|还是那个|还是那家|原�
 def same_place(text: str) -> bool:
     """"book … instead, same hall", "还是那个营业厅": the hall of the visit before."""
     return _SAME_PLACE_RE.search(text) is not None
+
+
+# "派人来看看吧", "please send someone": the crew asked for (a yes to a report's confirmation)
+_DISPATCH_RE = re.compile(r"派(?:个)?人|派师傅|叫人来|找人来|快来人|\bsend (?:someone|somebody|a (?:crew|technician|tech|team|person|repairman))\b",
+                          re.I)
+
+
+def asks_dispatch(text: str) -> bool:
+    """"嗯，派人来看看吧" and no more: a yes to a report (one that adds a detail or a number is shown again)."""
+    return _DISPATCH_RE.search(text) is not None and not declines(text) and word_chars(text) <= 12 \
+        and not any(ch.isdigit() for ch in text)
+
+
+# the opt-out line at the end of a forwarded notice ("回复TD退订", "Reply STOP to opt out"): not the customer's
+_NOTICE_FOOTER_RE = re.compile(r"[，,。.]?\s*(?:回复|回)\s*(?:TD|T|N|0)\s*退订[。.!！]?|\breply (?:stop|td|unsubscribe) to (?:opt out|unsubscribe|stop)\b\.?",
+                               re.I)
+
+
+def without_notice_footer(text: str) -> str:
+    """A message with a pasted notice's opt-out line taken out (a "TD" in it is no opt-out)."""
+    return _NOTICE_FOOTER_RE.sub(" ", text) if len(text) > 12 else text
 
 
 def cancels_booking(text: str) -> bool:

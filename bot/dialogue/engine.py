@@ -57,7 +57,7 @@ from bot.logs import mask_text
 from channels.base import Message, Reply
 from common.metrics import NLU_SECONDS
 from intents.payload import payload_entities, split_payload
-from intents.signals import after_acknowledgement, asks_eta, change_at, declines, is_cancel, word_chars
+from intents.signals import after_acknowledgement, asks_eta, change_at, declines, is_cancel, without_notice_footer, word_chars
 from intents.signals import has_language, language_neutral
 
 log = logging.getLogger("powerbot.dialogue")
@@ -200,7 +200,7 @@ class DialogueEngine(
         # relative dates ("明天", "上个月") are the customer's: China's date, not the server's
         started = time.perf_counter()
         today = datetime.now(CHINA_TZ).date()
-        parsed = self.interpreter.parse(text, today)
+        parsed = self.interpreter.parse(without_notice_footer(text), today)
         rest = after_acknowledgement(text)
         if rest and float(parsed["intent"].get("confidence") or 0) < ACK_REREAD_BELOW:
             # "知道了 那先交钱吧": the request after a word of acknowledgement, read alone

@@ -64,7 +64,7 @@ class FollowUpsMixin:
             return True
 
         # "and for homes?", "那居民呢" after a price: the same question for that category
-        if last == "tariff_consult" and names_tariff_category(text) and len(text) <= 30 \
+        if last == "tariff_consult" and names_tariff_category(text) and len(text) <= 40 \
                 and _borrows_context(turn, intent, last):
             turn.intent = "tariff_consult"
             await self.act(turn, "tariff_consult")

@@ -34,6 +34,8 @@ from channels.base import proven_phone
 from intents.payload import chosen_option
 from intents.places import normalize as district_of, only_district
 from intents.signals import (
+    asks_dispatch,
+    asks_for_something,
     address_text,
     affirms,
     asks_about_selling_power,
@@ -70,8 +72,6 @@ TURN_SLOTS = ("month", "date", "kwh", "work_order_id", "description", "topic", "
 
 # requests whose record is the customer's own words: a detail added at any of their prompts joins them
 REPORTS = frozenset({"complaint", "feedback", "report_violation", "repair_request", "report_outage"})
-# applications: what is added goes to the order as a note (``ApplicationFlows._application_note``)
-APPLICATIONS = frozenset({"new_connection", "solar_connection", "ev_charging", "account_change"})
 
 
 # forms whose questions about their subject have an answer of their own (``form_answer``)
@@ -357,6 +357,10 @@ class FormsMixin:
             return "utter_solar_sell_back"
         if name == "subscribe_notifications" and asks_fee(text):
             return "utter_notices_free"
+        if name == "pay_bill" and asks_fee(text):
+            return "utter_payment_free"  # "is there a fee if I pay online?"
+        if name in APPLICATIONS and asks_fee(text):
+            return "utter_application_free"  # "申请要钱吗？"
         if name in APPLICATIONS and asks_eta(text):
             return "utter_application_eta"  # "roughly how long does the approval take?"
         if name in APPLICATIONS and asks_if_account_needed(text):
@@ -380,8 +384,8 @@ class FormsMixin:
             return False  # details are words, not the numbers a form takes
         kin = (name, "inform", "nlu_fallback") + (
             ("report_outage", "repair_request") if name in ("complaint", "report_outage", "repair_request") else ())
-        if turn.intent not in kin and turn.confidence >= 0.7:
-            return False
+        if turn.intent not in kin and turn.confidence >= 0.7 and not (name == "complaint" and not asks_for_something(text)):
+            return False  # (what happened, told at a complaint's question, is its detail whatever it sounds like)
         if name in APPLICATIONS:
             return True  # the application's flow keeps it as a note
         joint = "；" if has_chinese(text) else "; "
@@ -399,7 +403,7 @@ class FormsMixin:
                 # a write needs a yes that is surely to it
                 turn.form_note = ("utter_confirm_explicitly", {})
                 return False
-            if says_yes(turn):
+            if says_yes(turn) or form["name"] in REPAIRS and asks_dispatch(text):  # "嗯，派人来看看吧"
                 turn.slots["_confirmed"] = form["name"]
                 return True
             return False

@@ -38,7 +38,7 @@ from typing import Any
 from bot.dialogue.flows import BUSINESS_INTENTS
 from bot.dialogue.flows.appointments import CANCEL_FLOW
 from bot.dialogue.flows.hazards import EMERGENCY
-from bot.dialogue.forms import CURRENT_TURN, TURN_SLOTS, Stop, says_yes
+from bot.dialogue.forms import APPLICATIONS, CURRENT_TURN, TURN_SLOTS, Stop, says_yes
 from bot.dialogue.identity import ACCOUNT_CHECK
 from bot.dialogue.rereading import FALLBACK_CONFIDENCE, reread
 from bot.dialogue.turn import Turn
@@ -72,8 +72,6 @@ _OFFER_FLOWS = {"subscribe_outage": "subscribe_notifications", "pay": "pay_bill"
 # offers the reply did not put as a question (a bill with arrears may be paid with a bare "ok"):
 # an unclear message lets them lapse instead of asking for a yes or no
 _UNASKED_OFFERS = frozenset({"handoff", "pay", "pay_info"})
-# requests a statement of how things are may sound like ("the account is still in my landlord's name")
-_APPLICATIONS = frozenset({"account_change", "new_connection", "solar_connection", "ev_charging"})
 # what a visit to a service hall is for (a booking that names one is one request)
 _HALL_BUSINESS = frozenset({"book_appointment", "new_connection", "solar_connection", "ev_charging", "account_change",
                             "invoice_request"})
@@ -335,7 +333,7 @@ class PolicyMixin:
                       and not (x["intent"]["name"] == "feedback" and word_chars(p) <= 6)]
         if any(asks_for_something(p) for p, _ in useful):  # "…the account is still in my landlord's name. Can I see
             # the last bill?": a statement of how things are, next to a question, is what the question is about
-            useful = [(p, x) for p, x in useful if asks_for_something(p) or x["intent"]["name"] not in _APPLICATIONS]
+            useful = [(p, x) for p, x in useful if asks_for_something(p) or x["intent"]["name"] not in APPLICATIONS]
         names = [x["intent"]["name"] for _, x in useful]
         if len(useful) < 2 or len(set(names)) < len(names) or not any(n in BUSINESS_INTENTS for n in names):
             return []

@@ -10,7 +10,8 @@ raises its confidence to the policy's threshold, so the request is acted on.
 from __future__ import annotations
 
 from intents.signals import (
-    about_street_light, asks_charging_price, asks_complaint_process, asks_price, asks_theft_law, increases_capacity,
+    about_street_light, asks_charging_price, asks_complaint_process, asks_price, asks_theft_law, fears_disconnection,
+    increases_capacity,
     is_cancel, looks_up_outages, mentions_report, other_utility, subscribes_only_some,
 )
 from intents.slots import has_account_digits, kwh
@@ -34,6 +35,8 @@ def reread(intent: str, confidence: float, text: str, *, in_form: bool) -> tuple
         intent = "new_connection"  # "the breaker keeps tripping … can we increase capacity?"
     if mentions_report(text) and intent in _ONE_FAULT:
         intent, confidence = "work_order_status", max(confidence, FALLBACK_CONFIDENCE)  # "我早上报的冒烟那个单子到哪一步了"
+    if fears_disconnection(text) and intent in ("outage_schedule", "report_outage", "nlu_fallback"):
+        intent, confidence = "bill_query", max(confidence, FALLBACK_CONFIDENCE)  # "…cut if I don't pay. is that real??"
     if looks_up_outages(text):
         intent = "outage_schedule"  # "查停电": a lookup, not a report
     elif asks_complaint_process(text):

@@ -43,6 +43,12 @@ class OutageFlows:
         number = turn.slots.get("account_number")
         unproven = bool(number) and number not in turn.authorized
         if unproven:
+            try:
+                await self.account(turn, str(number))
+            except NotFound:  # "account 3199999999": said so (no one's data in it), and the place asked
+                turn.slots.pop("account_number", None)
+                self.say(turn, "utter_account_not_found", account=mask_account(str(number)))
+                unproven = False
             number = None
         if not number and len(turn.authorized) == 1:
             number = next(iter(turn.authorized))
