@@ -234,8 +234,10 @@ def is_hazard(text: str) -> bool:
 
 
 # "户号是啥 在哪看啊", "where do I find my account number?"
-_WHERE_ACCOUNT_RE = re.compile(r"户号.{0,4}(?:是啥|是什么|在哪|哪里|怎么(?:查|找|看))|(?:在哪|哪里|怎么)(?:看|查|找).{0,3}户号|"
-                               r"\bwhere (?:do|can) i (?:find|see|get)\b.{0,20}\baccount|\bwhat(?:'s| is) (?:an|the|my) account number\b", re.I)
+_WHERE_ACCOUNT_RE = re.compile(r"户号.{0,4}(?:是啥|是什么|是多少|多少来着|在哪|哪里|怎么(?:查|找|看))|(?:在哪|哪里|怎么)(?:看|查|找).{0,3}户号|"
+                               r"(?:忘了|忘记了?|不记得|不知道)(?:我家)?(?:的)?户号|户号.{0,6}(?:忘了|忘记|不记得)|查(?:下|一下)?(?:我家)?(?:的)?户号|"
+                               r"\bwhere (?:do|can) i (?:find|see|get)\b.{0,20}\baccount|\bwhat(?:'s| is) (?:an|the|my) account number\b|"
+                               r"\b(?:forgot|forgotten|don'?t (?:know|remember)|lost) my account (?:number|no)\b", re.I)
 # "since I reported the smoking meter box", "我报的冒烟那个": a hazard already reported, asked after
 _ALREADY_REPORTED_RE = re.compile(r"(?<![警举])报过|已经报|报修了|我(?:早上|上午|中午|下午|昨天|昨晚|前天|刚才|之前)?报的|之前报|上次报|进度|到哪一?步|处理得怎么样|怎么还没(?:人)?来|"
                                   r"\bany (?:update|news)\b|\bupdate on\b|\bstatus of\b|\bstill waiting\b|\bnobody (?:came|has come)\b|\b(?:i|we) (?:already )?reported\b|\balready reported\b|\bsince i called\b", re.I)

@@ -126,6 +126,20 @@ class IdentityMixin:
         if digits and not turn.slots.get("account_number") and not account_number(text):
             turn.slots["_early_last4"] = digits
 
+    async def tell_own_accounts(self, turn: Turn) -> None:
+        """"我家户号是多少来着 忘了": the accounts of a customer whose identity is proven (a bound
+        channel, a checked account, a registered phone on SMS), in full; to anyone else, where
+        the number is printed (nothing of an account is shown to an unverified identity)."""
+        if not turn.authorized:
+            self.say(turn, "utter_where_account")
+            return
+        lines = []
+        for number in sorted(turn.authorized):
+            acc = await self.account(turn, number)
+            lines.append(self.phrase(turn, "utter_fragment_own_account", account=acc.account_number,
+                                     street=street_of(acc.address, turn.lang) or "-"))
+        self.say(turn, "utter_your_accounts", accounts="\n".join(lines))
+
     async def account_by_check(self, turn: Turn, flow: str) -> Account | None:
         """The account named earlier in the request, checked when the customer answers a question
         about a place with its last 4 digits ("尾号9000", "ends with 9000", "9000"): its registered

@@ -47,7 +47,7 @@ from backend_client import NotFound
 from bot.logs import mask_account, mask_text
 from common.metrics import FALLBACKS
 from intents.signals import (
-    asks_capabilities, asks_for_something, asks_human, asks_if_bot, asks_to_submit, cancels_booking, clauses,
+    asks_capabilities, asks_for_something, asks_human, asks_where_account, asks_if_bot, asks_to_submit, cancels_booking, clauses,
     confirms_submission, corrects, declines, given_last4, has_words, increases_capacity, is_angry, is_caution,
     is_question, last4_answer, looks_like_address, narrows_topics, pieces, reports_hazard, says_cancel, topic,
     wants_anonymity, word_chars,
@@ -116,6 +116,9 @@ class PolicyMixin:
             if is_angry(text) or intent == "complaint":
                 self.say(turn, "utter_apology")
             self.hand_off(turn, "request_human", "normal")
+            return
+        if not form and asks_where_account(text) and not turn.entities.get("account_number"):
+            await self.tell_own_accounts(turn)  # "我家户号是多少来着 忘了"
             return
         if not form and (asks_if_bot(text) or asks_capabilities(text)) and intent not in BUSINESS_INTENTS:
             st["fallbacks"] = 0  # who is answering and how to reach a person; or all it can do
