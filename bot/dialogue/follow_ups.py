@@ -63,6 +63,15 @@ class FollowUpsMixin:
             await self.run_flow(turn, last, resume=True)
             return True
 
+        # "那把家里那个交了吧", "饭店那个" from a customer with several accounts: the last request (or the
+        # one this message makes) for the account it names
+        if len(turn.authorized) > 1 and last in BUSINESS_INTENTS and (intent == last or _borrows_context(turn, intent, last)):
+            named = await self._account_named(turn, text, sorted(turn.authorized))
+            if named:
+                turn.set_slot("account_number", named)
+                await self.run_flow(turn, last, resume=True)
+                return True
+
         # "and for homes?", "那居民呢" after a price: the same question for that category
         if last == "tariff_consult" and names_tariff_category(text) and len(text) <= 40 \
                 and _borrows_context(turn, intent, last):

@@ -89,6 +89,10 @@ class IdentityMixin:
             if len(turn.authorized) == 1:
                 number = next(iter(turn.authorized))
                 turn.set_slot("account_number", number)
+            elif turn.authorized and (named := await self._account_named(
+                    turn, str(turn.slots.get("_text") or ""), sorted(turn.authorized))):
+                number = named  # "帮我把店里那个户号订阅一下停电通知": the one the request names
+                turn.set_slot("account_number", number)
             elif turn.authorized:
                 # the buttons name the accounts masked and answer with their position: a full
                 # account number never leaves in a button (the list stays in the tracker)
@@ -201,12 +205,21 @@ class IdentityMixin:
         ending = account_ending(text)
         if not hits and ending:  # "居民那个，尾号0001的", "the restaurant one, account ending 0003"
             hits = [n for n in options if n.endswith(ending)]
+        if hits:
+            return hits[0] if len(hits) == 1 else None
+        return await self._account_named(turn, text, options)
+
+    async def _account_named(self, turn: Turn, text: str, options: list[str]) -> str | None:
+        """The one of the customer's accounts a message names by its kind ("家里那个 不是店里的":
+        the home, not the shop), its street ("the shop on Shiji Avenue") or its company's name
+        ("先看浦江餐饮那个")."""
+        known = [await self.account(turn, n) for n in options]
+        kind = names_category(text)
+        hits = [a.account_number for a in known if kind and a.category == kind]
         if not hits:
-            known = [await self.account(turn, n) for n in options]
-            # the kind named and not denied ("家里那个 不是店里的": the home, not the shop), else a street
-            kind = names_category(text)
-            hits = [a.account_number for a in known if kind and a.category == kind]
-            if not hits:
-                streets = {a.account_number: street_of(a.address, "zh") for a in known}
-                hits = [n for n, street in streets.items() if street and (street in text or street_written(text, street))]
+            streets = {a.account_number: street_of(a.address, "zh") for a in known}
+            hits = [n for n, street in streets.items() if street and (street in text or street_written(text, street))]
+        if not hits:
+            hits = [a.account_number for a in known if len(a.holder_name) > 4
+                    and any(text[i:i + 4] in a.holder_name for i in range(len(text) - 3))]
         return hits[0] if len(hits) == 1 else None
