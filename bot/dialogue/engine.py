@@ -29,6 +29,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -57,7 +58,8 @@ from bot.logs import mask_text
 from channels.base import Message, Reply
 from common.metrics import NLU_SECONDS
 from intents.payload import payload_entities, split_payload
-from intents.signals import after_acknowledgement, asks_eta, change_at, declines, is_cancel, without_notice_footer, word_chars
+from intents.signals import (after_acknowledgement, asks_eta, change_at, declines, is_cancel, is_question, pieces,
+                             without_notice_footer, word_chars)
 from intents.signals import has_language, language_neutral
 
 log = logging.getLogger("powerbot.dialogue")
@@ -125,8 +127,14 @@ class DialogueEngine(
         if not has_language(text) or language_neutral(text):
             # digits, buttons and a bare "ok" keep the language the customer writes in
             lang = (state.get("slots") or {}).get("language") or lang
+        withdrawn = None
         if snap.handoff is not None and not _hazard_waiting(snap, text, parse):
-            return self._handoff_turn(message, parse, lang, snap)
+            rest = self._request_after_call_off(text, parse, snap)
+            if rest is None:
+                return self._handoff_turn(message, parse, lang, snap)
+            # "算了不用了 我自己查吧 3100000002电费多少": out of the queue, and the rest answered
+            withdrawn, message = snap.handoff.id, replace(message, text=rest)
+            text, parse = rest, self._parse(rest)
         new_identity: tuple[list[Account], str] | None = None
         identity_pending = False
         if not snap.exists or snap.customer_id is None:
@@ -176,8 +184,12 @@ class DialogueEngine(
                 mask_text(message.conversation_id), turn.intent, turn.confidence, len(turn.replies),
                 _log_text(text[:80]),
             )
+        if withdrawn is not None:
+            r = self.domain.render("utter_handoff_withdrawn", lang=lang, channel=message.channel, seed=message.message_id)
+            turn.replies.insert(0, Reply(channel=message.channel, recipient_id=message.sender_id, text=r.text))
         return TurnResult(message=message, replies=turn.replies, kind="turn", turn=turn, snapshot=snap,
-                          new_identity=new_identity, parse=parse, identity_pending=identity_pending)
+                          new_identity=new_identity, parse=parse, identity_pending=identity_pending,
+                          withdraw_handoff=withdrawn)
 
     async def handle(self, message: Message) -> list[Reply]:
         """One turn on its own — retrieve, decide, save — for a caller without the pipeline
@@ -209,6 +221,19 @@ class DialogueEngine(
                 parsed = {**request, "text": parsed["text"], "entities": parsed["entities"]}
         NLU_SECONDS.observe(time.perf_counter() - started)
         return parsed
+
+    def _request_after_call_off(self, text: str, parse: dict, snap: Snapshot) -> str | None:
+        """What a customer still waiting for an agent asks after calling the agent off ("never
+        mind, you can probably answer it: what are the opening hours…"), or None."""
+        if snap.handoff is None or snap.handoff.status != "waiting" or not _calls_off(text, parse):
+            return None
+        asked = []  # the parts after the first that make a request
+        for p in pieces(text)[1:]:
+            intent = self._parse(p).get("intent") or {}
+            if intent.get("name") in BUSINESS_INTENTS and float(intent.get("confidence") or 0.0) >= FALLBACK_CONFIDENCE:
+                asked.append(p)
+        first = next((p for p in asked if is_question(p)), asked[0] if asked else None)  # a question first
+        return text[text.index(first):] if first else None
 
     def _handoff_turn(self, message: Message, parse: dict, lang: str, snap: Snapshot) -> TurnResult:
         """An agent holds the conversation: the bot records the message and stays quiet, except

@@ -130,7 +130,7 @@ class TrackerStore:
             return []
         snap = result.snapshot
         assert snap is not None
-        plain = turn.handoff is None and not turn.new_accounts and turn.verify_result is None
+        plain = turn.handoff is None and not turn.new_accounts and turn.verify_result is None and result.withdraw_handoff is None
         # a sender whose identity the core could not look up stays unlinked until a turn can
         link = not result.identity_pending or not plain
         plans: list[Plan] = []
@@ -141,7 +141,8 @@ class TrackerStore:
             plans.append(StatementPlan([(_UPDATE_CONVERSATION_P, [guarded], 1), (_INSERT_EVENT_P, event_rows(turn), None)]))
         elif plain and not snap.exists:
             plans.append(_new_conversation_plan(turn, result.new_identity, link=link))
-        plans.append(SessionPlan(lambda session: _write_full_turn(session, turn, result.new_identity, link=link)))
+        plans.append(SessionPlan(lambda session: _write_full_turn(session, turn, result.new_identity, link=link,
+                                                                  withdraw=result.withdraw_handoff)))
         return plans
 
     async def save(self, result: TurnResult) -> Any:
@@ -232,9 +233,11 @@ def _new_conversation_plan(turn: Turn, new_identity: tuple[list[Account], str] |
 
 
 async def _write_full_turn(session: AsyncSession, turn: Turn, new_identity: tuple[list[Account], str] | None, *,
-                           link: bool = True) -> Any:
+                           link: bool = True, withdraw: int | None = None) -> Any:
     """Anything beyond the common turn: the customer linked, accounts added, a verification
-    counted, a handoff opened."""
+    counted, a handoff opened or one still waiting called off (``withdraw``)."""
+    if withdraw is not None:
+        await ho.withdraw(session, withdraw)
     msg, cid = turn.message, turn.conversation_id
     conv = await session.get(Conversation, cid)
     if conv is None:
