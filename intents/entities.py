@@ -430,7 +430,7 @@ def _scan(rx: re.Pattern[str], t: str, possible: bool) -> Iterable[re.Match[str]
     return rx.finditer(t) if possible else ()
 
 
-_NOT_PLACE_WORDS = "我你他她它这那哪每整些的"  # pronouns and the like: words, not a place's name
+_NOT_PLACE_WORDS = "我你他她它们这那哪每整些的"  # pronouns and the like: words, not a place's name
 _NOT_A_PLACE = re.compile(rf"^(?:小区|路|街)|[{_NOT_PLACE_WORDS}]")
 _RUN_ON_CHARS = frozenset(_NOT_PLACE_WORDS + "了呢啊吧")  # where a place said in one breath starts after
 _ADDR_PREFIX = re.compile(r"^.*?(?:住在|我家在|家住|地址是|地址|位于|在|是|到|：|:)")

@@ -55,7 +55,8 @@ _DECLINE_ANY_RE = re.compile(
     r"没事了|没事儿了|虚惊一场|是隔壁在|搞错了不是|"
     # a deferral: "等发工资了再交吧", "等房产证下来再办", "先别登记", "我先去问问支付宝", "let me first check"
     r"(?:^|[，,。.!！\s])算了(?!.{0,4}还是)|等.{1,10}再(?:交|办|说|弄|申请|来|登记|报|订)|先别|回头再|改天再|再想想|考虑一下|"
-    r"我先(?:去)?(?:问问|问一下|找找|看看|检查)|"
+    r"我先(?:去)?(?:问问|问一下|找找|看看|检查)|我再(?:看看|查查|想想|考虑)|回头(?:我)?(?:问问|再问)|"
+    r"\bi'?ll (?:talk|speak|check|ask)\b.{0,30}\bfirst\b|\bi'?ll think about it\b|"
     r"let me (?:first )?(?:check|ask|think|talk)|i'?ll (?:come back|get back|think about it)|come back later|"
     r"i'?ll wait|wait and see|false alarm|it'?s (?:fine|ok|okay) now|all good now|"
     r"i'?ll (?:get|call|find) (?:an |my )?(?:electrician|landlord)|my landlord will|"
@@ -173,7 +174,7 @@ _RESTORED_RE = re.compile(r"(?:修好|恢复|来电|通电)了?(?:吗|没|么|�
                           r"现在(?:好|修好|恢复)了(?:吗|没|么)?|"
                           r"\b(?:fixed|restored|resolved|back on|back yet|sorted(?: out)?|over now|all good now)\b|"
                           # "前两天大统路停电了 怎么回事", "two days ago … had a blackout. what happened?": one past
-                          r"(?:前两天|前几天|昨天|前天|上周|上礼拜).{0,30}停电.{0,20}(?:怎么回事|什么原因|为什么|咋回事)|"
+                          r"(?:前两天|前几天|昨天|前天|上周|上礼拜).{0,30}(?:停电|停了.{0,8}电|没电).{0,20}(?:怎么回事|原因|为什么|咋回事)|"
                           r"\b(?:days? ago|yesterday|last (?:week|night))\b.{0,60}\b(?:blackout|outage|power cut|no power)\b"
                           r".{0,40}\b(?:what happened|why|what was (?:it|that)|what caused)", re.I)
 # does a service cost anything
@@ -476,8 +477,9 @@ def fears_disconnection(text: str) -> bool:
 
 
 # words that ask for something ("我想…", "帮我…", "can I…", "please…"), besides questions
-_ASKING_RE = re.compile(r"想|要|帮|请|麻烦|能不能|可不可以|可以|需要|申请|办理?|\b(?:want|need|would like|like to|can|could|"
-                        r"please|pls|help|apply|let me|i['’]d)\b", re.I)
+_ASKING_RE = re.compile(r"想|要|帮|请|麻烦|能不能|可不可以|可以|需要|申请|办理?|预约|约|订|查|交|开|报|通知|提醒|"
+                        r"\b(?:want|need|would like|like to|can|could|please|pls|help|apply|let me|i['’]d|book|check|show|"
+                        r"send|pay|notify|remind|tell|sign me up|subscribe|register)\b", re.I)
 
 
 def asks_for_something(text: str) -> bool:
@@ -513,6 +515,27 @@ _NOTICE_FOOTER_RE = re.compile(r"[，,。.]?\s*(?:回复|回)\s*(?:TD|T|N|0)\s*�
 def without_notice_footer(text: str) -> str:
     """A message with a pasted notice's opt-out line taken out (a "TD" in it is no opt-out)."""
     return _NOTICE_FOOTER_RE.sub(" ", text) if len(text) > 12 else text
+
+
+# "尾号我不知道啊 是原房主留的手机", "I don't know her phone number": the check cannot be passed here
+_CANNOT_VERIFY_RE = re.compile(r"(?:不知道|不记得|忘了|记不清|不清楚|没有)(?:了)?.{0,6}(?:尾号|后四位|后4位|手机|号码|电话)|"
+                               r"(?:尾号|后四位|后4位|手机号?|号码|电话).{0,4}(?:不知道|不记得|忘了|记不清|不清楚)|^\W*(?:不记得|不知道)了?\W|"
+                               r"\b(?:don'?t|do not|doesn'?t) (?:know|remember|have)\b.{0,25}\b(?:phone|number|last (?:4|four)|digits)\b|"
+                               r"\bforgot\b.{0,20}\b(?:phone|number|last (?:4|four)|digits)\b", re.I)
+
+
+def cannot_verify(text: str) -> bool:
+    """The customer cannot give the registered phone's last 4 digits."""
+    return _CANNOT_VERIFY_RE.search(text) is not None
+
+
+_WHICH_PLACES_RE = re.compile(r"哪些路|哪几条路|哪条路|哪些地方|具体哪里|具体是哪|哪些小区|哪几个小区|范围是|"
+                              r"\b(?:which|what) (?:streets?|roads?|areas?|places|neighbou?rhoods?|compounds?)\b|\bwhere exactly\b", re.I)
+
+
+def asks_which_places(text: str) -> bool:
+    """"which streets exactly?", "具体哪些路": where an answer's outages are."""
+    return _WHICH_PLACES_RE.search(text) is not None
 
 
 def cancels_booking(text: str) -> bool:

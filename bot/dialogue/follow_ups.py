@@ -27,6 +27,7 @@ from intents.signals import (
     asks_eta,
     asks_if_overdue,
     asks_if_report_needed,
+    asks_which_places,
     asks_when,
     names_span,
     names_tariff_category,
@@ -83,7 +84,7 @@ class FollowUpsMixin:
         street = street_mentioned(text) if len(text) <= 20 else None
         if last == "outage_schedule" and topic(text) != "bill" and (
                 turn.entities.get("district") or turn.entities.get("date") or asks_when(text) or street
-                or names_span(text)) and _borrows_context(turn, intent, last):
+                or names_span(text) or asks_which_places(text)) and _borrows_context(turn, intent, last):
             if (street or names_span(text)) and not turn.entities.get("date"):
                 turn.slots.pop("date", None)  # "那世纪大道呢", "这周呢": any coming day
             if len(districts_in(text.lower())) > 1:

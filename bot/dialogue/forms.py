@@ -35,7 +35,6 @@ from intents.payload import chosen_option
 from intents.places import normalize as district_of, only_district
 from intents.signals import (
     asks_dispatch,
-    asks_for_something,
     address_text,
     affirms,
     asks_about_selling_power,
@@ -384,7 +383,7 @@ class FormsMixin:
             return False  # details are words, not the numbers a form takes
         kin = (name, "inform", "nlu_fallback") + (
             ("report_outage", "repair_request") if name in ("complaint", "report_outage", "repair_request") else ())
-        if turn.intent not in kin and turn.confidence >= 0.7 and not (name == "complaint" and not asks_for_something(text)):
+        if turn.intent not in kin and turn.confidence >= 0.7 and not (name == "complaint" and not is_question(text)):
             return False  # (what happened, told at a complaint's question, is its detail whatever it sounds like)
         if name in APPLICATIONS:
             return True  # the application's flow keeps it as a note
@@ -446,6 +445,8 @@ class FormsMixin:
                 return await self._fill_address(turn, "address")
             return False
         if slot == "last4":
+            if not given_last4(text) and turn.intent in BUSINESS_INTENTS and turn.confidence >= 0.9 and letter_count(text) >= 6:
+                return False  # "那帮我约明天上午徐汇营业厅 我叫王强 电话136…": another request, its number no answer
             full = mobile(str(e.get("phone_number") or "")) or mobile(text)
             if full:  # people type the whole number; it is checked whole, not just its tail
                 turn.slots["_last4"] = full

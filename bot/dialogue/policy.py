@@ -47,7 +47,7 @@ from backend_client import NotFound
 from bot.logs import mask_account, mask_text
 from common.metrics import FALLBACKS
 from intents.signals import (
-    asks_capabilities, asks_for_something, asks_human, asks_where_account, asks_if_bot, asks_to_submit, cancels_booking, clauses,
+    asks_capabilities, asks_for_something, asks_human, asks_where_account, cannot_verify, asks_if_bot, asks_to_submit, cancels_booking, clauses,
     confirms_submission, corrects, declines, given_last4, has_words, increases_capacity, is_angry, is_caution,
     is_question, last4_answer, looks_like_address, narrows_topics, pieces, reports_hazard, says_cancel, topic,
     wants_anonymity, word_chars,
@@ -72,6 +72,8 @@ _OFFER_FLOWS = {"subscribe_outage": "subscribe_notifications", "pay": "pay_bill"
 # offers the reply did not put as a question (a bill with arrears may be paid with a bare "ok"):
 # an unclear message lets them lapse instead of asking for a yes or no
 _UNASKED_OFFERS = frozenset({"handoff", "pay", "pay_info"})
+# requests a statement of how things are may sound like ("the account is still in my landlord's name", "my office is there")
+_CONTEXT_PRONE = APPLICATIONS | {"book_appointment", "bind_account", "subscribe_notifications", "unsubscribe_notifications"}
 # what a visit to a service hall is for (a booking that names one is one request)
 _HALL_BUSINESS = frozenset({"book_appointment", "new_connection", "solar_connection", "ev_charging", "account_change",
                             "invoice_request"})
@@ -227,7 +229,8 @@ class PolicyMixin:
                 else:
                     await self.run_flow(turn, last, resume=True)
                 return
-            if (turn.entities.get("account_number") or has_account_digits(text)) and last in BUSINESS_INTENTS:
+            if (turn.entities.get("account_number") or has_account_digits(text) and not turn.entities.get("phone_number")) \
+                    and last in BUSINESS_INTENTS:
                 self._take_entities(turn)
                 await self.run_flow(turn, last, resume=True)
                 return
@@ -336,7 +339,7 @@ class PolicyMixin:
                       and not (x["intent"]["name"] == "feedback" and word_chars(p) <= 6)]
         if any(asks_for_something(p) for p, _ in useful):  # "…the account is still in my landlord's name. Can I see
             # the last bill?": a statement of how things are, next to a question, is what the question is about
-            useful = [(p, x) for p, x in useful if asks_for_something(p) or x["intent"]["name"] not in APPLICATIONS]
+            useful = [(p, x) for p, x in useful if asks_for_something(p) or x["intent"]["name"] not in _CONTEXT_PRONE]
         names = [x["intent"]["name"] for _, x in useful]
         if len(useful) < 2 or len(set(names)) < len(names) or not any(n in BUSINESS_INTENTS for n in names):
             return []
@@ -402,6 +405,11 @@ class PolicyMixin:
         if name == CANCEL_FLOW and says_cancel(turn.message.text or ""):
             turn.slots["_confirmed"] = CANCEL_FLOW  # "对 取消": the yes to cancelling
             await self.run_flow(turn, name, resume=True)
+            return
+        if slot == "last4" and cannot_verify(turn.message.text or "") and not last4_answer(turn.message.text or ""):
+            self.leave_form(turn, name, quiet=True)  # "尾号我不知道啊": how else to prove it, nothing shown
+            turn.slots.pop("account_number", None)
+            self.say(turn, "utter_verify_alternatives")
             return
         if (intent == "cancel" or decline or intent == "deny" and turn.confidence >= 0.8) and not gives:
             self.leave_form(turn, name)

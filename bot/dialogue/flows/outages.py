@@ -131,6 +131,7 @@ class OutageFlows:
                 turn.slots["_outage_checked"] = check
                 turn.slots["_restored_told"] = done.id
                 self.say(turn, "utter_outage_restored", scope=outage_area(done, turn.lang),
+                         cause=outage_cause(done, turn.lang) or self.phrase(turn, "utter_fragment_fault_cause"),
                          end=local(done.actual_end_at))
                 # "我家还是没电" may follow with the address: the report waits for it (the street
                 # named in the question is no address for a crew)
