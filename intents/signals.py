@@ -192,7 +192,8 @@ _OVERDUE_RE = re.compile(r"超时|超期|逾期|过期|超过.{0,4}(?:时限|时
 _DUE_RE = re.compile(r"截止|最晚|到期|缴费期限|几号前|\bdeadline\b|\bdue\b|\blast day\b", re.I)
 _WHY_SO_MUCH_RE = re.compile(r"(?:怎么|为什么|为啥|咋)(?:会|就)?(?:这么|那么|这样)?(?:多|贵|高)|这么(?:多|贵|高)|"
                              r"\bwhy\b.{0,20}\b(?:so (?:much|high)|that much|expensive)|\bso (?:much|high)\b\s*\?", re.I)
-_SELL_BACK_RE = re.compile(r"余电|上网电价|卖(?:给|电|回)|全额上网|自发自用|\bsell\w*\b|\bfeed(?:-| )?in\b|\bexport\w*\b", re.I)
+_SELL_BACK_RE = re.compile(r"余电|多余的电|上网电价|卖(?:给|电|回)|全额上网|自发自用|送回电网|\bsell\w*\b|\bfeed(?:-| )?in\b|\bexport\w*\b|"
+                           r"\bsurplus\b|\bexcess (?:power|electricity)\b|\bback (?:in)?to the grid\b", re.I)
 _LATER_RE = re.compile(r"下周|下礼拜|下星期|下个月|下次|以后|计划停电|检修|\bnext (?:week|month|time)\b|\bplanned\b|\blater\b", re.I)
 # a span of days rather than one day ("这周", "最近", "this week")
 _SPAN_RE = re.compile(r"这周|本周|这礼拜|这个礼拜|这星期|这个星期|最近|近期|这几天|这段时间|下周|下礼拜|下星期|"
@@ -536,6 +537,26 @@ _WHICH_PLACES_RE = re.compile(r"哪些路|哪几条路|哪条路|哪些地方|�
 def asks_which_places(text: str) -> bool:
     """"which streets exactly?", "具体哪些路": where an answer's outages are."""
     return _WHICH_PLACES_RE.search(text) is not None
+
+
+# an invoice's particulars: "抬头上海浦江餐饮有限公司 税号91310115MA1K4XYZ3Q 发到caiwu@pujiang-food.cn"
+_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_TAX_ID_RE = re.compile(r"(?:税号|纳税人识别号|信用代码|tax (?:id|number|no\.?)|vat (?:id|number|no\.?))\s*(?:是|为|is)?[:：\s]*([0-9A-Z]{15,20})\b|"
+                        r"\b([0-9][0-9A-HJ-NPQRTUWXY][0-9]{6}[0-9A-HJ-NPQRTUWXY]{10})\b", re.I)
+_TITLE_RE = re.compile(r"(?:抬头|发票抬头|开给|title|company name)\s*(?:是|为|is|:|：)?\s*([\u4e00-\u9fa5（）()]{4,40}?(?:公司|有限公司|集团|厂|店|中心|学校|医院)|"
+                       r"[A-Za-z][A-Za-z .,&'-]{3,60}?(?:Ltd\.?|Limited|Co\.?|Inc\.?|LLC|Company))", re.I)
+
+
+def invoice_details(text: str) -> dict[str, str]:
+    """The title, tax number and e-mail address an invoice request gives (those it gives)."""
+    found: dict[str, str] = {}
+    if m := _TITLE_RE.search(text):
+        found["title"] = m.group(1).strip()
+    if m := _TAX_ID_RE.search(text):
+        found["tax_id"] = (m.group(1) or m.group(2)).upper()
+    if m := _EMAIL_RE.search(text):
+        found["email"] = m.group(0)
+    return found
 
 
 def cancels_booking(text: str) -> bool:

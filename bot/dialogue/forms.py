@@ -35,6 +35,7 @@ from intents.payload import chosen_option
 from intents.places import normalize as district_of, only_district
 from intents.signals import (
     asks_dispatch,
+    invoice_details,
     address_text,
     affirms,
     asks_about_selling_power,
@@ -373,6 +374,8 @@ class FormsMixin:
         """A statement at a report's prompt ("he came yesterday to fix my meter" while a number
         is asked) joins the report's words. Not a question, not a yes or no, not a request of
         another kind — though a complaint's details may well sound like an outage or a fault."""
+        if name == "invoice_request":
+            return bool(invoice_details(turn.message.text or ""))  # its flow keeps the title, tax number, e-mail
         if name not in REPORTS | APPLICATIONS or slot == "description":
             return False
         key = "description" if turn.slots.get("description") else "_text"

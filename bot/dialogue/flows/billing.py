@@ -18,7 +18,7 @@ from bot.dialogue.flows import remember_order
 from bot.dialogue.turn import Turn
 from bot.logs import mask_account
 from common.money import money_text
-from intents.signals import pays_all
+from intents.signals import invoice_details, pays_all
 
 
 class BillingFlows:
@@ -189,13 +189,20 @@ class BillingFlows:
                 self.say(turn, "utter_no_paid_payments")
             return
         b = paid[0]
+        told = {**(turn.slots.get("_invoice") or {}), **invoice_details(turn.message.text or "")}
+        if told != (turn.slots.get("_invoice") or {}):
+            turn.slots["_invoice"] = told  # the title, tax number or e-mail: shown again for the yes
+            if turn.slots.get("_confirmed") == "invoice_request" and turn.message.text != turn.slots.get("_text"):
+                turn.slots.pop("_confirmed", None)
+        particulars = "".join(self.phrase(turn, f"utter_fragment_invoice_{k}", value=v) for k, v in told.items())
         self.confirm(turn, "invoice_request", "utter_confirm_invoice_bill", month=b.month, amount=money_text(b.amount),
-                     account=mask_account(acc.account_number))
+                     account=mask_account(acc.account_number), particulars=particulars)
         turn.slots["_confirmed"] = "invoice_request"  # the yes holds while the callback number is asked
         phone = await self.contact_phone(turn, "invoice_request")
         wo = await self.core.create_work_order(
-            "invoice", f"e-invoice {b.month} {b.amount}", account_number=acc.account_number, priority="low",
-            channel=turn.message.channel, contact_phone=phone,
-            details={"month": b.month, "bill_id": b.id, "amount": str(b.amount)}, idempotency_key=f"{turn.key}:wo")
+            "invoice", " ".join([f"e-invoice {b.month} {b.amount}", *told.values()]), account_number=acc.account_number,
+            priority="low", channel=turn.message.channel, contact_phone=phone,
+            details={"month": b.month, "bill_id": b.id, "amount": str(b.amount), **told}, idempotency_key=f"{turn.key}:wo")
+        turn.slots.pop("_invoice", None)
         remember_order(turn, wo.id)
         self._order_done(turn, wo, "utter_invoice_created")
