@@ -657,6 +657,20 @@ def asks_human(text: str) -> bool:
     return _ASKS_HUMAN_RE.search(text) is not None
 
 
+_ID_LABEL_RE = re.compile(r"(?:户号|尾号|手机号?|联系电话|电话|account(?: number| no\.?)?|acct|last (?:4|four)(?: digits)?|"
+                          r"phone(?: number)?|ends? (?:in|with))\s*(?:是|为|is|:|：)?\s*(?=[\s,，。.;；]|$)", re.I)
+_EMPTY_PARTS_RE = re.compile(r"(?:\s*[,，;；]\s*)+(?=[,，;；.。]|$)|^\s*[,，;；.。]\s*|(?<=[.。])\s*[,，;；]")
+
+
+def besides_identifiers(text: str) -> str:
+    """What a message says besides the account, phone and last 4 digits it gives ("ok apply for me.
+    account 3100000001, last four 8000, about 6 kW on our roof" → "ok apply for me. about 6 kW on our roof")."""
+    rest = " ".join(_ID_LABEL_RE.sub(" ", without_identifiers(text)).split())
+    for _ in range(2):  # the commas left around what was taken out
+        rest = " ".join(_EMPTY_PARTS_RE.sub("", rest).split())
+    return rest.strip(" ,，;；")
+
+
 def without_identifiers(text: str) -> str:
     """The text with the numbers that identify someone blanked out, offsets kept ("户号…，尾号8000,
     峰谷怎么算": the 8000 is no amount of energy)."""

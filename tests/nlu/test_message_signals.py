@@ -56,3 +56,12 @@ def test_notice_footer(text: str, want: str) -> None:
 ])
 def test_after_acknowledgement(text: str, rest) -> None:
     assert signals.after_acknowledgement(text) == rest
+
+
+@pytest.mark.parametrize("text,rest", [
+    ("ok apply for me. account 3100000001, last four 8000, about 6 kW on our roof", "ok apply for me. about 6 kW on our roof"),
+    ("想加到60千瓦 地址就是店里 联系电话13800138000", "想加到60千瓦 地址就是店里"),
+    ("户号3100000001 尾号8000", ""),
+])
+def test_besides_identifiers(text: str, rest: str) -> None:
+    assert signals.besides_identifiers(text) == rest

@@ -19,10 +19,9 @@ from bot.dialogue.responses import preview
 from bot.dialogue.flows.places import address_for, has_chinese, names_street
 from bot.dialogue.turn import Turn
 from bot.logs import mask_account, mask_phone
-from intents.signals import (address_text, asks_price, bereaved, closes_account, increases_capacity, is_question,
+from intents.signals import (address_text, asks_price, bereaved, besides_identifiers, closes_account, increases_capacity, is_question,
                              looks_like_address)
 from common.money import money_text
-from intents.slots import has_account_digits
 
 # the core's work-order type of each application
 WO_TYPE = {
@@ -90,10 +89,10 @@ class ApplicationFlows:
     def _application_note(turn: Turn) -> None:
         """What the customer adds about the application ("想增加到50千瓦") goes to the order with
         the first request; a bare yes/no, phone or account number does not."""
-        text = (turn.message.text or "").strip()
-        if text == turn.slots.get("_text") or turn.intent in ("affirm", "deny") or len(text) < 4 or is_question(text) \
+        whole = (turn.message.text or "").strip()
+        text = besides_identifiers(whole)  # "account 3100000001, last four 8000, about 6 kW": the 6 kW
+        if whole == turn.slots.get("_text") or turn.intent in ("affirm", "deny") or len(text) < 4 or is_question(text) \
                 or turn.intent in BUSINESS_INTENTS and turn.intent != turn.state.get("last_intent") \
-                or turn.entities.get("account_number") or has_account_digits(text) and len(text) <= 40 \
                 or 2 * sum(ch.isdigit() for ch in text) >= len(text.replace(" ", "")):  # "9000": the identity check
             return
         kept = turn.slots.get("_app_notes") or {}
