@@ -559,6 +559,17 @@ def invoice_details(text: str) -> dict[str, str]:
     return found
 
 
+# "what address is registered on my account …?", "户号登记的地址是哪里": the account's own record
+_ACCOUNT_DETAILS_RE = re.compile(r"登记的?地址|户号.{0,6}地址是|用电地址是|户主是谁|户名是|"
+                                 r"\b(?:what|which) (?:address|name) is (?:registered|on)\b|\bregistered address\b|"
+                                 r"\baddress (?:registered|on (?:my|the) account)\b|\bwhose name\b", re.I)
+
+
+def asks_account_details(text: str) -> bool:
+    """A question about what an account records (its address, its holder)."""
+    return _ACCOUNT_DETAILS_RE.search(text) is not None
+
+
 def cancels_booking(text: str) -> bool:
     """"算了 取消预约吧", "can you cancel the booking": a booked visit is to be cancelled."""
     return _CANCELS_BOOKING_RE.search(text) is not None and _KEEPS_RE.search(text) is None

@@ -24,15 +24,11 @@ from bot.dialogue.verification import LOCK_MINUTES, MAX_VERIFY_FAILURES
 from bot.logs import mask_account
 from channels.base import Message, proven_phone
 from intents.payload import chosen_option
-from bot.dialogue.flows.places import street_of
+from bot.dialogue.flows.places import address_for, street_of
 from intents.places import street_written
-from intents.signals import account_ending, asks_if_overdue, given_last4, mentions_report, names_category, topic
+from intents.signals import account_ending, asks_account_details, asks_if_overdue, given_last4, mentions_report, names_category, topic
+from bot.dialogue.rereading import ACCOUNT_CHECK
 from intents.slots import account_number, bare_last4, choice, mobile
-
-
-# an account given with no request the NLU knew ("3100000002", "…nobody came. account …"): its
-# check comes next, then what it is for
-ACCOUNT_CHECK = "account_check"
 
 
 class IdentityMixin:
@@ -54,10 +50,15 @@ class IdentityMixin:
     async def flow_account_check(self, turn: Turn) -> None:
         """The check of an account given alone; then the orders if the first words were about one
         ("since I reported…", "工单"), else the question what to do with it."""
-        await self.require_account(turn, ACCOUNT_CHECK)
+        acc = await self.require_account(turn, ACCOUNT_CHECK)
         first = str(turn.slots.get("_text") or "")
         if topic(first) == "work_order" or asks_if_overdue(first) or mentions_report(first):
             await self.run_flow(turn, "work_order_status")
+            return
+        if asks_account_details(first):  # "what address is registered on my account?": once checked
+            self.finish(turn)
+            self.say(turn, "utter_account_record", account=mask_account(acc.account_number), holder=acc.holder_name,
+                     address=address_for(acc.address, turn.lang))
             return
         self.finish(turn)
         self.say(turn, "utter_account_verified_purpose")

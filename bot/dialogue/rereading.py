@@ -10,11 +10,15 @@ raises its confidence to the policy's threshold, so the request is acted on.
 from __future__ import annotations
 
 from intents.signals import (
-    about_street_light, asks_charging_price, asks_complaint_process, asks_price, asks_theft_law, fears_disconnection,
+    about_street_light, asks_account_details, asks_charging_price, asks_complaint_process, asks_price, asks_theft_law, fears_disconnection,
     increases_capacity,
     is_cancel, looks_up_outages, mentions_report, other_utility, subscribes_only_some,
 )
 from intents.slots import has_account_digits, kwh
+
+# the check of an account given with no request the NLU knew ("3100000002", "…nobody came. account …"):
+# its check comes next, then what it is for (``IdentityMixin.flow_account_check``)
+ACCOUNT_CHECK = "account_check"
 
 # the confidence from which the policy acts on a request (below it: the fallback)
 FALLBACK_CONFIDENCE = 0.5
@@ -47,6 +51,8 @@ def reread(intent: str, confidence: float, text: str, *, in_form: bool) -> tuple
         intent = "out_of_scope"  # "帮我交一下燃气费": another company's bill
     if asks_theft_law(text):
         intent = "report_violation"  # its flow answers what the law says
+    if asks_account_details(text) and has_account_digits(text):
+        intent, confidence = ACCOUNT_CHECK, max(confidence, FALLBACK_CONFIDENCE)  # the account, checked, then its record
     if is_cancel(text):
         intent = "cancel"
     return intent, confidence
